@@ -1,0 +1,393 @@
+//! `weft-model`: the proxy's own configuration schema, [`ProxyConfig`].
+//!
+//! This is the contract between the control plane and the sidecar, the way xDS is
+//! Envoy's: the control plane translates Istio resources into it, the sidecar
+//! enforces it, and neither side knows the other's internals. It holds data and
+//! [`ProxyConfig::validate`] only — no I/O, no runtime, no Istio types.
+//!
+//! Every field is documented with its meaning and its default; defaults equal
+//! Istio's (see `shared/ISTIO-SEMANTICS.md`). The serialised form uses camelCase
+//! keys like Istio's YAML and refuses unknown fields, so a typo is an error
+//! instead of a silently ignored setting.
+
+pub mod duration;
+mod validate;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use validate::ValidationError;
+
+/// The schema version this crate reads and writes (`apiVersion`).
+pub const API_VERSION: &str = "weft.dev/v1alpha1";
+
+/// Envoy's and Istio's default connect timeout (MeshConfig `connectTimeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Istio's default upstream HTTP idle timeout (`connectionPool.http.idleTimeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default retry back-off base interval.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
+/// Istio's default number of retries when a route sets no retry policy.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// Longest regex Istio accepts in a match.
+pub const MAX_REGEX_LEN: usize = 1024;
+
+/// Everything one sidecar needs: who it is, where its outbound traffic may go,
+/// and where its inbound traffic is delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Must be [`API_VERSION`].
+    pub api_version: String,
+    /// Version label of this content, set by its producer (the control plane
+    /// counts up; a static file may say anything). Shown by `/config_dump`.
+    #[serde(default)]
+    pub version: String,
+    /// The workload this sidecar runs next to.
+    pub workload: Workload,
+    /// Outbound services, keyed by fully qualified host
+    /// (`order-service.production.svc.cluster.local`). A request picks its service
+    /// by `Host`/`:authority`; see [`Service`] for the names that reach it.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    /// Upstream clusters, keyed by name (Istio's form: `outbound|PORT|SUBSET|HOST`).
+    #[serde(default)]
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Where inbound traffic is delivered.
+    #[serde(default)]
+    pub inbound: Inbound,
+}
+
+/// The identity of the workload next to the sidecar. Used for metrics labels
+/// now and for the certificate (SPIFFE ID) later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workload {
+    /// Workload name (Deployment name), e.g. `order-service-v1`.
+    pub name: String,
+    /// Kubernetes namespace; short host names resolve in it.
+    pub namespace: String,
+    /// Service account; default `default`.
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    /// Pod labels; `app` and `version` feed the metrics labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_service_account() -> String {
+    "default".into()
+}
+
+/// One outbound service (Envoy: a virtual host).
+///
+/// For key `name.ns.svc.cluster.local` the sidecar answers to that host,
+/// `name.ns.svc` and `name.ns` from anywhere, and to the bare `name` when `ns` is the
+/// workload's own namespace, as Istio's virtual-host domains do; each with or
+/// without `:port`. Any other key is matched as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// Routes, evaluated in order; the first whose match succeeds wins.
+    /// No route matching gives 404 with flag `NR`.
+    pub routes: Vec<Route>,
+}
+
+/// One HTTP route (Istio: one `http[]` rule of a VirtualService).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// Name shown in access logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Match entries, ORed; the fields inside one entry are ANDed.
+    /// Empty means the route matches every request.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<Match>,
+    /// Weighted destinations; one is picked per request with probability
+    /// `weight / sum(weights)`. A single destination gets all traffic whatever its weight.
+    pub route: Vec<Destination>,
+    /// Whole-request timeout including retries and back-off; 504 `UT` on expiry.
+    /// Unset means no timeout (Istio's default).
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Retry policy. Unset means Istio's default: 2 retries on
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retry>,
+    /// Fault injection, applied before routing to a destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// Header operations on the request sent upstream and the response sent back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+    /// Path and authority rewrite of the upstream request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Conditions on a request (Istio `HTTPMatchRequest`). All set fields must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Match {
+    /// Name shown in access logs (`route.match`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Matches the path; `exact` and `regex` ignore the query string, `prefix` does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatch>,
+    /// Makes `uri` exact/prefix matching case-insensitive (regex stays as written).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ignore_uri_case: bool,
+    /// Matches the method, case-sensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// Matches `:authority`/`Host` as sent, port included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatch>,
+    /// Request headers by lowercase name; an empty matcher `{}` means "present".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
+    /// Inverted header matches: an absent header satisfies a value matcher;
+    /// `{}` matches only when the header is absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub without_headers: BTreeMap<String, StringMatch>,
+    /// Decoded query parameters; `{}` means "present", regex is a full match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query_params: BTreeMap<String, StringMatch>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Istio's `StringMatch`: at most one of `exact`, `prefix`, `regex` (RE2 syntax,
+/// full match). None of them means "present" where presence makes sense
+/// (headers, query parameters) and is an error elsewhere.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StringMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A weighted destination of a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    /// Name of a cluster in [`ProxyConfig::clusters`].
+    pub cluster: String,
+    /// Relative weight; 0 removes the destination when there are several.
+    #[serde(default)]
+    pub weight: u32,
+    /// Header operations for this destination, applied after the route's; its `set` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+/// Retry policy (Istio `HTTPRetry`, already translated: conditions as a list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retry {
+    /// Number of retries (not attempts): at most `attempts + 1` upstream requests. 0 disables retries.
+    pub attempts: u32,
+    /// Timeout of each try; unset means none (only the route timeout applies).
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    /// Conditions that allow a retry. Empty means Istio's default list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on: Vec<RetryOn>,
+    /// Status codes retried under `retriable-status-codes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u16>,
+    /// Base interval of the fully jittered exponential back-off; default 25 ms, cap 10× base.
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Duration>,
+}
+
+/// A retry condition, named as Envoy's `retry_on` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// Any 5xx response, or no response (connect failure, reset).
+    #[serde(rename = "5xx")]
+    FiveXx,
+    /// 502, 503 or 504, or no response.
+    GatewayError,
+    /// Any reset or connection failure after the request was sent.
+    Reset,
+    /// A reset before the request reached the upstream.
+    ResetBeforeRequest,
+    /// The upstream connection could not be made.
+    ConnectFailure,
+    /// 409 responses.
+    #[serde(rename = "retriable-4xx")]
+    Retriable4xx,
+    /// HTTP/2 REFUSED_STREAM from the upstream.
+    RefusedStream,
+    /// Status codes listed in `retriableStatusCodes`.
+    RetriableStatusCodes,
+    /// gRPC status CANCELLED in response headers.
+    Cancelled,
+    /// gRPC status DEADLINE_EXCEEDED in response headers.
+    DeadlineExceeded,
+    /// gRPC status INTERNAL in response headers.
+    Internal,
+    /// gRPC status RESOURCE_EXHAUSTED in response headers.
+    ResourceExhausted,
+    /// gRPC status UNAVAILABLE in response headers.
+    Unavailable,
+}
+
+impl RetryOn {
+    /// Istio's default `retry_on` for outbound routes (Istio ≥ 1.24).
+    pub const ISTIO_DEFAULT: [RetryOn; 5] = [
+        RetryOn::ConnectFailure,
+        RetryOn::RefusedStream,
+        RetryOn::Unavailable,
+        RetryOn::Cancelled,
+        RetryOn::RetriableStatusCodes,
+    ];
+}
+
+/// Fault injection (Istio `HTTPFaultInjection`). Delay and abort are drawn independently; delay first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+/// Delay a share of requests (flag `DI`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultDelay {
+    /// How long to wait; at least 1 ms.
+    #[serde(with = "duration::req")]
+    pub fixed_delay: Duration,
+    /// Share of requests delayed, 0–100 (per-million precision). Default 0.
+    #[serde(default)]
+    pub percentage: f64,
+}
+
+/// Answer a share of requests locally with a status (flag `FI`, body `fault filter abort`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultAbort {
+    /// Status to answer with, 200–599.
+    pub http_status: u16,
+    /// Share of requests aborted, 0–100 (per-million precision). Default 0.
+    #[serde(default)]
+    pub percentage: f64,
+}
+
+/// Header operations on requests and responses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Headers {
+    #[serde(default)]
+    pub request: HeaderOps,
+    #[serde(default)]
+    pub response: HeaderOps,
+}
+
+/// `set` overwrites, `add` appends, `remove` deletes; applied in the order remove, set, add.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderOps {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// Rewrite of the upstream request (Istio `HTTPRewrite`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rewrite {
+    /// After a prefix match, replaces the matched prefix; otherwise replaces the whole path.
+    /// The original path goes upstream in `x-envoy-original-path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Replaces `Host`/`:authority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+/// An upstream cluster: a set of endpoints and how to talk to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cluster {
+    /// The service host this cluster belongs to (metrics `destination_service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Load-balancing policy; default `LEAST_REQUEST` (Istio's default).
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    /// Endpoints. An empty list answers 503 `UH` "no endpoints".
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// TCP connect timeout; default 10 s (Istio MeshConfig `connectTimeout`). 503 `UF` on expiry.
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    /// How long an unused pooled connection is kept; default 1 h (Istio `http.idleTimeout`).
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Cluster {
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    }
+}
+
+/// Load-balancing policies (Istio `loadBalancer.simple`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LbPolicy {
+    /// Power of two random choices, fewer active requests wins. Istio's default.
+    #[default]
+    LeastRequest,
+    RoundRobin,
+    Random,
+}
+
+/// One upstream endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// `IP:port` of the endpoint (its sidecar's inbound listener, in a mesh).
+    pub address: String,
+    /// Endpoint labels (`app`, `version`, ...); feed the `destination_*` metrics labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where the sidecar delivers inbound traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inbound {
+    /// `IP:port` of the local app. The `--app` flag overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+}
+
+impl ProxyConfig {
+    /// Checks everything that can be checked without I/O. The error names the
+    /// offending field by its path, e.g. `services["a"].routes[0].match[1].uri.regex`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate::config(self)
+    }
+}

@@ -1,0 +1,399 @@
+//! [`ProxyConfig::validate`]: every rule a config must satisfy before a sidecar
+//! takes it, with the offending field named by its path.
+
+use crate::{Cluster, Fault, HeaderOps, Headers, Match, ProxyConfig, Retry, Route, StringMatch, API_VERSION, MAX_REGEX_LEN};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A rule a config breaks: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ValidationError {
+    /// Path of the field, e.g. `services["a.ns.svc.cluster.local"].routes[0].route[1].weight`.
+    pub path: String,
+    pub message: String,
+}
+
+/// Path builder: `Path::root("services").key(host).field("routes").index(0)`.
+#[derive(Clone)]
+struct Path(String);
+
+impl Path {
+    fn root(name: &str) -> Self {
+        Path(name.to_string())
+    }
+    fn field(&self, name: &str) -> Self {
+        Path(format!("{}.{name}", self.0))
+    }
+    fn key(&self, key: &str) -> Self {
+        Path(format!("{}[{key:?}]", self.0))
+    }
+    fn index(&self, i: usize) -> Self {
+        Path(format!("{}[{i}]", self.0))
+    }
+    fn err<T>(&self, message: impl fmt::Display) -> Result<T> {
+        Err(ValidationError { path: self.0.clone(), message: message.to_string() })
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, ValidationError>;
+
+pub(crate) fn config(c: &ProxyConfig) -> Result {
+    let ProxyConfig { api_version, version: _, workload, services, clusters, inbound } = c;
+    if api_version != API_VERSION {
+        return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));
+    }
+    let w = Path::root("workload");
+    if workload.name.is_empty() {
+        return w.field("name").err("must not be empty");
+    }
+    if !is_dns_label(&workload.namespace) {
+        return w.field("namespace").err("must be a DNS label (lowercase letters, digits, '-')");
+    }
+    if workload.service_account.is_empty() {
+        return w.field("serviceAccount").err("must not be empty");
+    }
+    for (name, cluster) in clusters {
+        cluster_rules(&Path::root("clusters").key(name), cluster)?;
+    }
+    for (host, service) in services {
+        let p = Path::root("services").key(host);
+        if host.is_empty() || host.contains(':') || host.contains('/') {
+            return p.err("a service key is a host name without port or path");
+        }
+        if service.routes.is_empty() {
+            return p.field("routes").err("a service needs at least one route");
+        }
+        for (i, route) in service.routes.iter().enumerate() {
+            route_rules(&p.field("routes").index(i), route, c)?;
+        }
+    }
+    if let Some(app) = &inbound.app {
+        socket_addr(&Path::root("inbound").field("app"), app)?;
+    }
+    Ok(())
+}
+
+fn cluster_rules(p: &Path, c: &Cluster) -> Result {
+    let Cluster { service: _, lb_policy: _, endpoints, connect_timeout, idle_timeout: _ } = c;
+    for (i, e) in endpoints.iter().enumerate() {
+        socket_addr(&p.field("endpoints").index(i).field("address"), &e.address)?;
+    }
+    if *connect_timeout == Some(Duration::ZERO) {
+        return p.field("connectTimeout").err("must be greater than 0");
+    }
+    Ok(())
+}
+
+fn route_rules(p: &Path, r: &Route, c: &ProxyConfig) -> Result {
+    let Route { name: _, matches, route, timeout: _, retries, fault, headers, rewrite } = r;
+    for (i, m) in matches.iter().enumerate() {
+        match_rules(&p.field("match").index(i), m)?;
+    }
+    if route.is_empty() {
+        return p.field("route").err("a route needs at least one destination");
+    }
+    for (i, d) in route.iter().enumerate() {
+        let dp = p.field("route").index(i);
+        if !c.clusters.contains_key(&d.cluster) {
+            return dp.field("cluster").err(format!("no cluster named {:?} in clusters", d.cluster));
+        }
+        if let Some(h) = &d.headers {
+            headers_rules(&dp.field("headers"), h)?;
+        }
+    }
+    if route.len() > 1 && route.iter().all(|d| d.weight == 0) {
+        return p.field("route").err("with several destinations at least one needs a weight above 0");
+    }
+    if let Some(retry) = retries {
+        retry_rules(&p.field("retries"), retry)?;
+    }
+    if let Some(f) = fault {
+        fault_rules(&p.field("fault"), f)?;
+    }
+    if let Some(h) = headers {
+        headers_rules(&p.field("headers"), h)?;
+    }
+    if let Some(rw) = rewrite {
+        if let Some(uri) = &rw.uri {
+            if uri.is_empty() || !uri.starts_with('/') {
+                return p.field("rewrite").field("uri").err("must start with '/'");
+            }
+        }
+        if rw.authority.as_deref() == Some("") {
+            return p.field("rewrite").field("authority").err("must not be empty");
+        }
+    }
+    Ok(())
+}
+
+fn match_rules(p: &Path, m: &Match) -> Result {
+    let Match { name: _, uri, ignore_uri_case: _, method, authority, headers, without_headers, query_params } = m;
+    if uri.is_none()
+        && method.is_none()
+        && authority.is_none()
+        && headers.is_empty()
+        && without_headers.is_empty()
+        && query_params.is_empty()
+    {
+        return p.err("an empty match is not allowed; leave `match` out to match every request");
+    }
+    if let Some(u) = uri {
+        string_match(&p.field("uri"), u, Presence::Refused, true)?;
+    }
+    if let Some(m) = method {
+        string_match(&p.field("method"), m, Presence::Refused, false)?;
+    }
+    if let Some(a) = authority {
+        string_match(&p.field("authority"), a, Presence::Refused, false)?;
+    }
+    for (field, map) in [("headers", headers), ("withoutHeaders", without_headers)] {
+        for (name, sm) in map {
+            let hp = p.field(field).key(name);
+            header_name(&hp, name)?;
+            string_match(&hp, sm, Presence::Allowed, false)?;
+        }
+    }
+    for (name, sm) in query_params {
+        let qp = p.field("queryParams").key(name);
+        if name.is_empty() {
+            return qp.err("query parameter name must not be empty");
+        }
+        string_match(&qp, sm, Presence::Allowed, false)?;
+    }
+    Ok(())
+}
+
+#[derive(PartialEq)]
+enum Presence {
+    Allowed,
+    Refused,
+}
+
+fn string_match(p: &Path, m: &StringMatch, presence: Presence, empty_prefix_ok: bool) -> Result {
+    let StringMatch { exact, prefix, regex } = m;
+    let set = [exact.is_some(), prefix.is_some(), regex.is_some()].iter().filter(|b| **b).count();
+    if set > 1 {
+        return p.err("set only one of exact, prefix, regex");
+    }
+    if set == 0 && presence == Presence::Refused {
+        return p.err("needs one of exact, prefix, regex");
+    }
+    if prefix.as_deref() == Some("") && !empty_prefix_ok {
+        return p.field("prefix").err("must not be empty");
+    }
+    if let Some(re) = regex {
+        regex_rules(&p.field("regex"), re)?;
+    }
+    Ok(())
+}
+
+/// Regexes are RE2 syntax (Rust's `regex` is RE2-compatible), full match, at most 1024 characters.
+fn regex_rules(p: &Path, re: &str) -> Result {
+    if re.is_empty() {
+        return p.err("must not be empty");
+    }
+    if re.len() > MAX_REGEX_LEN {
+        return p.err(format!("is {} characters; at most {MAX_REGEX_LEN} are allowed", re.len()));
+    }
+    if let Err(e) = regex::Regex::new(&format!("^(?:{re})$")) {
+        return p.err(format!("invalid regex: {e}"));
+    }
+    Ok(())
+}
+
+fn retry_rules(p: &Path, r: &Retry) -> Result {
+    let Retry { attempts, per_try_timeout, retry_on: _, retriable_status_codes, backoff } = r;
+    if *attempts > 100 {
+        return p.field("attempts").err("at most 100 retries are allowed");
+    }
+    if *per_try_timeout == Some(Duration::ZERO) {
+        return p.field("perTryTimeout").err("must be greater than 0");
+    }
+    if let Some(b) = backoff {
+        if *b < Duration::from_millis(1) {
+            return p.field("backoff").err("must be at least 1ms");
+        }
+    }
+    for (i, code) in retriable_status_codes.iter().enumerate() {
+        if !(100..=599).contains(code) {
+            return p.field("retriableStatusCodes").index(i).err(format!("{code} is not an HTTP status"));
+        }
+    }
+    Ok(())
+}
+
+fn fault_rules(p: &Path, f: &Fault) -> Result {
+    if f.delay.is_none() && f.abort.is_none() {
+        return p.err("set delay, abort or both");
+    }
+    if let Some(d) = &f.delay {
+        if d.fixed_delay < Duration::from_millis(1) {
+            return p.field("delay").field("fixedDelay").err("must be at least 1ms");
+        }
+        percentage(&p.field("delay").field("percentage"), d.percentage)?;
+    }
+    if let Some(a) = &f.abort {
+        if !(200..=599).contains(&a.http_status) {
+            return p.field("abort").field("httpStatus").err("must be between 200 and 599");
+        }
+        percentage(&p.field("abort").field("percentage"), a.percentage)?;
+    }
+    Ok(())
+}
+
+fn percentage(p: &Path, v: f64) -> Result {
+    if !(0.0..=100.0).contains(&v) {
+        return p.err("must be between 0 and 100");
+    }
+    Ok(())
+}
+
+fn headers_rules(p: &Path, h: &Headers) -> Result {
+    header_ops(&p.field("request"), &h.request)?;
+    header_ops(&p.field("response"), &h.response)
+}
+
+fn header_ops(p: &Path, ops: &HeaderOps) -> Result {
+    for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
+        for (name, value) in map {
+            let hp = p.field(field).key(name);
+            header_name(&hp, name)?;
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return hp.err("header value must not contain CR, LF or NUL");
+            }
+        }
+    }
+    for (i, name) in ops.remove.iter().enumerate() {
+        header_name(&p.field("remove").index(i), name)?;
+    }
+    Ok(())
+}
+
+fn header_name(p: &Path, name: &str) -> Result {
+    let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return p.err(format!("{name:?} is not a lowercase HTTP header name"));
+    }
+    Ok(())
+}
+
+fn socket_addr(p: &Path, addr: &str) -> Result {
+    if addr.parse::<SocketAddr>().is_err() {
+        return p.err(format!("{addr:?} is not an IP:port address"));
+    }
+    Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ProxyConfig;
+
+    const BASE: &str = r#"
+apiVersion: weft.dev/v1alpha1
+workload: { name: client, namespace: production }
+clusters:
+  c1: { endpoints: [ { address: "127.0.0.1:1" } ] }
+services:
+  svc.production.svc.cluster.local:
+    routes:
+      - route: [ { cluster: c1 } ]
+"#;
+
+    fn parse(yaml: &str) -> ProxyConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn error_of(edit: &str) -> String {
+        let yaml = BASE.replace("      - route: [ { cluster: c1 } ]", edit);
+        parse(&yaml).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn base_is_valid() {
+        parse(BASE).validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_is_refused_by_name() {
+        let yaml = BASE.replace("clusters:", "circuitBreaker: {}\nclusters:");
+        let err = serde_yaml::from_str::<ProxyConfig>(&yaml).unwrap_err().to_string();
+        assert!(err.contains("unknown field `circuitBreaker`"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "      - route: [ { cluster: nope } ]",
+                r#"services["svc.production.svc.cluster.local"].routes[0].route[0].cluster: no cluster named "nope""#,
+            ),
+            (
+                "      - { match: [ {} ], route: [ { cluster: c1 } ] }",
+                r#"routes[0].match[0]: an empty match is not allowed"#,
+            ),
+            (
+                "      - { match: [ { uri: { regex: '(' } } ], route: [ { cluster: c1 } ] }",
+                r#"routes[0].match[0].uri.regex: invalid regex"#,
+            ),
+            (
+                "      - { match: [ { uri: { exact: /a, prefix: /b } } ], route: [ { cluster: c1 } ] }",
+                "routes[0].match[0].uri: set only one of exact, prefix, regex",
+            ),
+            (
+                "      - { match: [ { headers: { x-a: { prefix: '' } } } ], route: [ { cluster: c1 } ] }",
+                r#"routes[0].match[0].headers["x-a"].prefix: must not be empty"#,
+            ),
+            (
+                "      - { match: [ { headers: { X-Up: { exact: a } } } ], route: [ { cluster: c1 } ] }",
+                r#"headers["X-Up"]: "X-Up" is not a lowercase HTTP header name"#,
+            ),
+            (
+                "      - route: [ { cluster: c1 }, { cluster: c1 } ]",
+                "routes[0].route: with several destinations at least one needs a weight above 0",
+            ),
+            (
+                "      - { route: [ { cluster: c1 } ], fault: { abort: { httpStatus: 42, percentage: 1 } } }",
+                "routes[0].fault.abort.httpStatus: must be between 200 and 599",
+            ),
+            (
+                "      - { route: [ { cluster: c1 } ], fault: { delay: { fixedDelay: 1s, percentage: 101 } } }",
+                "routes[0].fault.delay.percentage: must be between 0 and 100",
+            ),
+        ];
+        for (edit, want) in cases {
+            let got = error_of(edit);
+            assert!(got.contains(want), "got {got:?}, want it to contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn bad_endpoint_address_is_named() {
+        let yaml = BASE.replace("127.0.0.1:1", "localhost");
+        let err = parse(&yaml).validate().unwrap_err();
+        assert_eq!(err.path, r#"clusters["c1"].endpoints[0].address"#);
+    }
+
+    #[test]
+    fn long_regex_is_refused() {
+        let long = "a".repeat(1025);
+        let err = error_of(&format!("      - {{ match: [ {{ uri: {{ regex: '{long}' }} }} ], route: [ {{ cluster: c1 }} ] }}"));
+        assert!(err.contains("at most 1024"), "{err}");
+    }
+
+    #[test]
+    fn json_and_yaml_round_trip() {
+        let c = parse(BASE);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<ProxyConfig>(&json).unwrap(), c);
+    }
+}
