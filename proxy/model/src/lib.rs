@@ -336,6 +336,9 @@ pub struct Cluster {
     /// Endpoints. An empty list answers 503 `UH` "no endpoints".
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Protocol spoken to the endpoints; default `HTTP1`, as Istio does for a port of protocol `http`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// TCP connect timeout; default 10 s (Istio MeshConfig `connectTimeout`). 503 `UF` on expiry.
     #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
@@ -351,6 +354,19 @@ impl Cluster {
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
     }
+}
+
+/// The protocol a cluster speaks to its endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive, whatever the client spoke (HTTP/2 from the app is downgraded).
+    #[default]
+    Http1,
+    /// HTTP/2 (h2c prior knowledge): one multiplexed connection per endpoint.
+    Http2,
+    /// Whatever the client spoke (Istio `useClientProtocol`).
+    UseClient,
 }
 
 /// Load-balancing policies (Istio `loadBalancer.simple`).

@@ -76,7 +76,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
 }
 
 fn cluster_rules(p: &Path, c: &Cluster) -> Result {
-    let Cluster { service: _, lb_policy: _, endpoints, connect_timeout, idle_timeout: _ } = c;
+    let Cluster { service: _, lb_policy: _, endpoints, protocol: _, connect_timeout, idle_timeout: _ } = c;
     for (i, e) in endpoints.iter().enumerate() {
         socket_addr(&p.field("endpoints").index(i).field("address"), &e.address)?;
     }

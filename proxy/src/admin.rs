@@ -1,0 +1,67 @@
+//! The admin listener (127.0.0.1:15000 by default): readiness, the live
+//! config, the clusters with their endpoint state, and the metrics.
+
+use crate::body::{full, Body};
+use crate::server::Shared;
+use crate::snapshot::Cluster;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::sync::Arc;
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let snap = shared.snapshot();
+    match req.uri().path() {
+        // A config is held from start-up on, so the proxy is ready once it serves.
+        "/ready" => text(StatusCode::OK, "LIVE\n"),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/config_dump" => json_response(&json!({
+            "version": snap.config.version,
+            "generation": shared.metrics.config_applied.get(),
+            "config": &*snap.config,
+        })),
+        "/clusters" => {
+            let mut clusters: Vec<serde_json::Value> = snap.clusters().map(cluster_json).collect();
+            clusters.extend(snap.inbound.as_ref().map(cluster_json));
+            json_response(&json!({ "clusters": clusters }))
+        }
+        "/stats/prometheus" | "/metrics" => {
+            let mut resp = Response::new(full(shared.metrics.render()));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            resp
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found; try /ready /healthz /config_dump /clusters /stats/prometheus\n"),
+    }
+}
+
+fn cluster_json(c: &Cluster) -> serde_json::Value {
+    let endpoints: Vec<_> = c
+        .balancer
+        .endpoints()
+        .iter()
+        .map(|e| {
+            json!({
+                "address": e.addr.to_string(),
+                "labels": e.labels,
+                "active_requests": e.active(),
+                "open_connections": e.pool.open_connections(),
+                "idle_connections": e.pool.idle_connections(),
+                "connections_opened": e.pool.opened_connections(),
+            })
+        })
+        .collect();
+    json!({ "name": &*c.name, "service": &*c.service, "endpoints": endpoints })
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+fn json_response(value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(serde_json::to_vec_pretty(value).unwrap_or_default()));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

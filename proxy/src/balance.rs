@@ -1,0 +1,129 @@
+//! Choosing: a destination by weight, and an endpoint by the cluster's
+//! load-balancing policy (ROUND_ROBIN, RANDOM, LEAST_REQUEST with two random
+//! choices — Istio's default).
+
+use crate::endpoint::Endpoint;
+use rand::Rng;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use weft_model::LbPolicy;
+
+/// Picks an index with probability `weight / sum(weights)`.
+#[derive(Debug, Clone)]
+pub struct WeightedPick {
+    /// Running sums; the pick is the first index whose sum exceeds a uniform draw.
+    cumulative: Vec<u64>,
+}
+
+impl WeightedPick {
+    pub fn new(weights: &[u32]) -> Self {
+        let mut sum = 0u64;
+        WeightedPick {
+            cumulative: weights
+                .iter()
+                .map(|w| {
+                    sum += u64::from(*w);
+                    sum
+                })
+                .collect(),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// The index for a draw `n` in `0..total()`.
+    pub fn index_for(&self, n: u64) -> usize {
+        self.cumulative.partition_point(|&c| c <= n)
+    }
+
+    pub fn pick(&self, rng: &mut impl Rng) -> usize {
+        match self.cumulative.len() {
+            0 | 1 => 0,
+            _ => self.index_for(rng.gen_range(0..self.total().max(1))),
+        }
+    }
+}
+
+/// The endpoints of one cluster, with its policy.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: LbPolicy,
+    endpoints: Vec<Arc<Endpoint>>,
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(policy: LbPolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
+        Balancer { policy, endpoints, next: AtomicUsize::new(0) }
+    }
+
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// Picks an endpoint, avoiding those in `avoid` (hosts already tried by this
+    /// request, Envoy's `previous_hosts` predicate) while others are left.
+    pub fn pick(&self, avoid: &[Arc<Endpoint>], rng: &mut impl Rng) -> Option<Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let usable = |e: &Arc<Endpoint>| !avoid.iter().any(|a| Arc::ptr_eq(a, e));
+        // Envoy retries host selection up to 5 times before taking a tried host.
+        for _ in 0..5 {
+            let candidate = self.pick_once(rng);
+            if avoid.is_empty() || usable(&candidate) {
+                return Some(candidate);
+            }
+        }
+        self.endpoints.iter().find(|e| usable(e)).cloned().or_else(|| Some(self.pick_once(rng)))
+    }
+
+    fn pick_once(&self, rng: &mut impl Rng) -> Arc<Endpoint> {
+        let n = self.endpoints.len();
+        let i = match self.policy {
+            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            LbPolicy::Random => rng.gen_range(0..n),
+            LbPolicy::LeastRequest if n == 1 => 0,
+            LbPolicy::LeastRequest => {
+                let a = rng.gen_range(0..n);
+                let b = (a + rng.gen_range(1..n)) % n;
+                if self.endpoints[b].active() < self.endpoints[a].active() {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        self.endpoints[i].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::SmallRng, SeedableRng};
+
+    #[test]
+    fn weighted_index_boundaries() {
+        let w = WeightedPick::new(&[90, 10]);
+        assert_eq!(w.total(), 100);
+        assert_eq!(w.index_for(0), 0);
+        assert_eq!(w.index_for(89), 0);
+        assert_eq!(w.index_for(90), 1);
+        assert_eq!(w.index_for(99), 1);
+        let w = WeightedPick::new(&[1, 0, 3]);
+        assert_eq!(w.index_for(0), 0);
+        assert_eq!(w.index_for(1), 2);
+    }
+
+    #[test]
+    fn weighted_pick_share() {
+        let w = WeightedPick::new(&[3, 1]);
+        let mut rng = SmallRng::seed_from_u64(7);
+        let hits = (0..40_000).filter(|_| w.pick(&mut rng) == 1).count();
+        assert!((9_000..11_000).contains(&hits), "{hits}");
+    }
+}

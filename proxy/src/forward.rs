@@ -1,0 +1,257 @@
+//! Forwarding one request to a cluster: body buffering for replays, the try
+//! loop with retries, back-off and per-try timeouts, and header hygiene. Used
+//! by both listeners; what differs between them (routing, policy) is decided
+//! before this module is called.
+
+use crate::balance::Balancer;
+use crate::body::{self, Body};
+use crate::endpoint::{ActiveGuard, Endpoint};
+use crate::pool::Protocol;
+use crate::reply::{Flags, ProxyError};
+use crate::retry::{Backoff, Failure, RetryPolicy};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use prometheus::IntCounter;
+use rand::Rng;
+use std::sync::Arc;
+
+/// Request bodies up to this size are kept so the request can be retried
+/// (Envoy buffers for retries too). Larger or unsized bodies stream through
+/// and get only the pool's resend of a request that was never written.
+pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The request body, kept for replays when small enough.
+pub enum RequestBody {
+    Buffered(Bytes),
+    Streaming(Option<Incoming>),
+}
+
+impl RequestBody {
+    /// Buffers bodies of known size up to [`RETRY_BUFFER_LIMIT`].
+    pub async fn prepare(incoming: Incoming) -> Result<Self, ProxyError> {
+        if incoming.is_end_stream() {
+            return Ok(RequestBody::Buffered(Bytes::new()));
+        }
+        match incoming.size_hint().upper() {
+            Some(n) if n <= RETRY_BUFFER_LIMIT => incoming
+                .collect()
+                .await
+                .map(|c| RequestBody::Buffered(c.to_bytes()))
+                .map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}"))),
+            _ => Ok(RequestBody::Streaming(Some(incoming))),
+        }
+    }
+
+    pub fn len_hint(&self) -> u64 {
+        match self {
+            RequestBody::Buffered(b) => b.len() as u64,
+            RequestBody::Streaming(Some(b)) => b.size_hint().lower(),
+            RequestBody::Streaming(None) => 0,
+        }
+    }
+
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            RequestBody::Buffered(b) => Some(body::full(b.clone())),
+            RequestBody::Streaming(b) => b.take().map(body::incoming),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Buffered(_))
+    }
+}
+
+/// What goes upstream, minus the body: method, path, authority, headers.
+pub struct Outgoing {
+    pub parts: Parts,
+    pub path_and_query: String,
+    pub authority: HeaderValue,
+    pub protocol: Protocol,
+}
+
+impl Outgoing {
+    fn request(&self, body: Body) -> Result<Request<Body>, ProxyError> {
+        let uri = match self.protocol {
+            Protocol::Http1 => self.path_and_query.clone(),
+            Protocol::Http2 => format!("http://{}{}", self.authority.to_str().unwrap_or("unknown"), self.path_and_query),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.parts.method.clone();
+        *req.uri_mut() = uri.parse().map_err(|e| ProxyError::BadRequest(format!("bad upstream uri: {e}")))?;
+        *req.headers_mut() = self.parts.headers.clone();
+        match self.protocol {
+            Protocol::Http1 => {
+                *req.version_mut() = Version::HTTP_11;
+                req.headers_mut().insert(header::HOST, self.authority.clone());
+            }
+            Protocol::Http2 => {
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(header::HOST);
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// How a forward ended well: the response, the endpoint, and how many tries it took.
+pub struct Forwarded {
+    pub response: Response<Incoming>,
+    pub endpoint: Arc<Endpoint>,
+    pub guard: ActiveGuard,
+    pub tries: u32,
+    pub flags: Flags,
+}
+
+/// How a forward ended badly.
+pub struct ForwardError {
+    pub error: ProxyError,
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub tries: u32,
+    pub flags: Flags,
+}
+
+/// Sends `out` to an endpoint of `balancer`, retrying per `policy`.
+/// The caller bounds the whole call with the route timeout.
+pub async fn forward(
+    out: &Outgoing,
+    body: &mut RequestBody,
+    balancer: &Balancer,
+    cluster: &str,
+    policy: &RetryPolicy,
+    retries: &IntCounter,
+) -> Result<Forwarded, ForwardError> {
+    let mut backoff = Backoff::new(policy.backoff_base);
+    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+    let mut tries = 0;
+    loop {
+        let endpoint = {
+            let mut rng = rand::thread_rng();
+            balancer.pick(&tried, &mut rng)
+        };
+        let Some(endpoint) = endpoint else {
+            return Err(ForwardError {
+                error: ProxyError::NoEndpoints { cluster: cluster.to_string() },
+                endpoint: None,
+                tries,
+                flags: Flags::NONE,
+            });
+        };
+        tries += 1;
+        let fail = |error: ProxyError, endpoint: &Arc<Endpoint>, flags: Flags| ForwardError {
+            error,
+            endpoint: Some(endpoint.clone()),
+            tries,
+            flags,
+        };
+        let Some(req_body) = body.take() else {
+            // A streamed body is gone after the first try.
+            return Err(fail(ProxyError::BadRequest("request body already consumed".into()), &endpoint, Flags::NONE));
+        };
+        let req = out.request(req_body).map_err(|e| fail(e, &endpoint, Flags::NONE))?;
+        let guard = endpoint.start_request();
+        let sent = endpoint.pool.send(req, out.protocol);
+        let outcome = match policy.per_try_timeout {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(result) => result.map_err(Failure::Upstream),
+                Err(_) => Err(Failure::PerTryTimeout),
+            },
+            None => sent.await.map_err(Failure::Upstream),
+        };
+        let more = tries <= policy.attempts && body.replayable();
+        let retry = match &outcome {
+            Ok(resp) => policy.retry_response(&out.parts.method, resp.status(), resp.headers()),
+            Err(f) => policy.retry_failure(&out.parts.method, f),
+        };
+        if retry && more {
+            drop(outcome);
+            drop(guard);
+            retries.inc();
+            tried.push(endpoint);
+            let wait = backoff.next(rand::thread_rng().gen());
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let exhausted = if retry && tries > 1 { Flags::URX } else { Flags::NONE };
+        return match outcome {
+            Ok(mut response) => {
+                strip_hop_by_hop(response.headers_mut());
+                Ok(Forwarded { response, endpoint, guard, tries, flags: exhausted })
+            }
+            Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, exhausted)),
+            Err(Failure::Upstream(error)) => {
+                let addr = endpoint.addr;
+                Err(fail(ProxyError::Upstream { endpoint: addr, error }, &endpoint, exhausted))
+            }
+        };
+    }
+}
+
+/// Adds `x-request-id` when absent; returns its value.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        return id.to_string();
+    }
+    let id = new_request_id();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", v);
+    }
+    id
+}
+
+/// A random UUID v4, as Envoy generates.
+fn new_request_id() -> String {
+    let mut b: [u8; 16] = rand::thread_rng().gen();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// The authority a request names: `:authority` for HTTP/2 and absolute-form,
+/// else `Host`.
+pub fn authority_of(parts: &Parts) -> Option<String> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+}
+
+/// HTTP/2 downstream goes upstream as HTTP/2, anything else as HTTP/1.1.
+pub fn protocol_of(version: Version) -> Protocol {
+    if version == Version::HTTP_2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    }
+}

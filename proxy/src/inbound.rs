@@ -1,0 +1,53 @@
+//! The inbound listener's request path: deliver to the local app, with
+//! Istio's inbound retry of requests that never reached it.
+//! (Plain HTTP for now; mTLS and authorization come with the identity work.)
+
+use crate::body::{self, Body};
+use crate::forward::{forward, strip_hop_by_hop, Outgoing, RequestBody};
+use crate::reply::ProxyError;
+use crate::retry::RetryPolicy;
+use crate::server::Shared;
+use crate::telemetry::{Record, Reporter};
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use std::sync::{Arc, OnceLock};
+
+/// Handles one request from a peer.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    static POLICY: OnceLock<RetryPolicy> = OnceLock::new();
+    let snap = shared.snapshot();
+    let (mut parts, incoming) = req.into_parts();
+    let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Destination, &mut parts);
+    let Some(app) = &snap.inbound else {
+        return record.reply(&ProxyError::NoApp, Default::default());
+    };
+    record.cluster = Some(app.name.clone());
+    let authority = match HeaderValue::from_str(&record.authority) {
+        Ok(a) => a,
+        Err(_) => return record.reply(&ProxyError::BadRequest("invalid authority".into()), Default::default()),
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    let mut body = match RequestBody::prepare(incoming).await {
+        Ok(b) => b,
+        Err(e) => return record.reply(&e, Default::default()),
+    };
+    record.request_bytes += body.len_hint();
+    let protocol = app.protocol_for(parts.version);
+    let out = Outgoing { path_and_query: record.path.clone(), parts, authority, protocol };
+    let retries = shared.metrics.upstream_retries.with_label_values(&[&app.name]);
+    let policy = POLICY.get_or_init(RetryPolicy::inbound);
+    match forward(&out, &mut body, &app.balancer, &app.name, policy, &retries).await {
+        Ok(done) => {
+            record.upstream = Some(done.endpoint);
+            record.guard = Some(done.guard);
+            record.attempts = done.tries;
+            record.flags |= done.flags;
+            record.respond(done.response.map(body::incoming))
+        }
+        Err(failed) => {
+            record.upstream = failed.endpoint;
+            record.attempts = failed.tries;
+            record.reply(&failed.error, failed.flags)
+        }
+    }
+}

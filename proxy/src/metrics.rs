@@ -1,0 +1,102 @@
+//! Istio's standard metrics and the proxy's own `weft_*` metrics, in a
+//! registry passed in (never the global one).
+//!
+//! Label names and order follow the Envoy stats filter Istio uses
+//! (shared/ISTIO-SEMANTICS.md §6); histogram buckets are Envoy's defaults.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Envoy's default histogram bucket bounds, used by Istio for all three histograms.
+pub const ENVOY_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+
+/// Labels of the request metrics, in Istio's order.
+pub const REQUEST_LABELS: [&str; 18] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+    "response_code",
+];
+
+/// Every metric the proxy exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub request_bytes: HistogramVec,
+    pub response_bytes: HistogramVec,
+    /// `weft_config_reloads_total{result="applied"|"rejected"}`.
+    pub config_reloads: IntCounterVec,
+    /// `weft_upstream_retries_total{cluster}`: retries sent.
+    pub upstream_retries: IntCounterVec,
+    /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
+    /// `weft_downstream_connections_active{listener}`.
+    pub downstream_active: prometheus::IntGaugeVec,
+    /// `weft_config_generation`: configs applied since start.
+    pub config_applied: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let histogram = |name: &str, help: &str| -> prometheus::Result<HistogramVec> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(ENVOY_BUCKETS.to_vec()), &REQUEST_LABELS)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let requests_total = IntCounterVec::new(Opts::new("istio_requests_total", "Requests, counted at stream end"), &REQUEST_LABELS)?;
+        registry.register(Box::new(requests_total.clone()))?;
+        let config_reloads = IntCounterVec::new(Opts::new("weft_config_reloads_total", "Config changes seen, by result"), &["result"])?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        let upstream_retries = IntCounterVec::new(Opts::new("weft_upstream_retries_total", "Retries sent upstream"), &["cluster"])?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        let access_log_dropped = IntCounter::new("weft_access_log_dropped_total", "Access-log lines dropped under back-pressure")?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
+        let downstream_active = prometheus::IntGaugeVec::new(
+            Opts::new("weft_downstream_connections_active", "Open downstream connections"),
+            &["listener"],
+        )?;
+        registry.register(Box::new(downstream_active.clone()))?;
+        let config_applied = IntGauge::new("weft_config_generation", "Configs applied since start (1 after the first)")?;
+        registry.register(Box::new(config_applied.clone()))?;
+        Ok(Metrics {
+            request_duration: histogram("istio_request_duration_milliseconds", "Request duration in milliseconds")?,
+            request_bytes: histogram("istio_request_bytes", "Request size in bytes, headers included")?,
+            response_bytes: histogram("istio_response_bytes", "Response size in bytes, headers included")?,
+            requests_total,
+            config_reloads,
+            upstream_retries,
+            access_log_dropped,
+            downstream_active,
+            config_applied,
+            registry,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let families = self.registry.gather();
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        out
+    }
+}

@@ -1,0 +1,111 @@
+//! The outbound listener's request path: service by `Host`, route by Istio's
+//! rules, fault injection, weighted destination, then [`crate::forward`]
+//! under the route timeout.
+
+use crate::body::{self, Body};
+use crate::forward::{forward, strip_hop_by_hop, Outgoing, RequestBody};
+use crate::reply::{Flags, ProxyError};
+use crate::route::{fault_hits, RequestView};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+use crate::telemetry::{Record, Reporter};
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use rand::Rng;
+use std::sync::Arc;
+
+/// Handles one request from the local app.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let snap = shared.snapshot();
+    let (mut parts, incoming) = req.into_parts();
+    let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Source, &mut parts);
+    match route_and_forward(&shared, &snap, &mut record, parts, incoming).await {
+        Ok(response) => record.respond(response),
+        Err((err, flags)) => record.reply(&err, flags),
+    }
+}
+
+type Failed = (ProxyError, Flags);
+
+async fn route_and_forward(
+    shared: &Shared,
+    snap: &Snapshot,
+    record: &mut Record,
+    mut parts: http::request::Parts,
+    incoming: Incoming,
+) -> Result<Response<Body>, Failed> {
+    let none = Flags::NONE;
+    let vhost = snap.vhost(&record.authority).ok_or_else(|| (ProxyError::NoService { host: record.authority.clone() }, none))?;
+    let view = RequestView { method: parts.method.as_str(), path_and_query: &record.path, authority: &record.authority, headers: &parts.headers };
+    let (route, hit) = vhost.select(&view).ok_or_else(|| (ProxyError::NoRoute { service: vhost.name.to_string() }, none))?;
+    record.route = Some(route.name.clone());
+
+    let mut flags = Flags::NONE;
+    if let Some(fault) = &route.fault {
+        let (delay_draw, abort_draw) = {
+            let mut rng = rand::thread_rng();
+            (rng.gen_range(0..1_000_000), rng.gen_range(0..1_000_000))
+        };
+        if let Some((delay, per_million)) = fault.delay {
+            if fault_hits(per_million, delay_draw) {
+                tokio::time::sleep(delay).await;
+                flags |= Flags::DI;
+            }
+        }
+        if let Some((status, per_million)) = fault.abort {
+            if fault_hits(per_million, abort_draw) {
+                return Err((ProxyError::FaultAbort(status), flags));
+            }
+        }
+    }
+
+    let dest = &route.destinations[route.pick.pick(&mut rand::thread_rng())];
+    let cluster = snap.cluster(&dest.cluster).ok_or_else(|| (ProxyError::ClusterNotFound { cluster: dest.cluster.to_string() }, flags))?;
+    record.cluster = Some(cluster.name.clone());
+    record.service = Some(cluster.service.clone());
+
+    route.request_headers.apply(&mut parts.headers);
+    dest.request_headers.apply(&mut parts.headers);
+    let path_and_query = match route.rewritten_path(hit, &record.path) {
+        Some(path) => {
+            if let Ok(original) = HeaderValue::from_str(&record.path) {
+                parts.headers.insert("x-envoy-original-path", original);
+            }
+            path
+        }
+        None => record.path.clone(),
+    };
+    let authority = match &route.rewrite_authority {
+        Some(a) => a.clone(),
+        None => HeaderValue::from_str(&record.authority).map_err(|_| (ProxyError::BadRequest("invalid authority".into()), flags))?,
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    let mut body = RequestBody::prepare(incoming).await.map_err(|e| (e, flags))?;
+    record.request_bytes += body.len_hint();
+    let protocol = cluster.protocol_for(parts.version);
+    let out = Outgoing { parts, path_and_query, authority, protocol };
+
+    let retries = shared.metrics.upstream_retries.with_label_values(&[&cluster.name]);
+    let sent = forward(&out, &mut body, &cluster.balancer, &cluster.name, &route.retry, &retries);
+    let result = match route.timeout {
+        Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| (ProxyError::Timeout, flags))?,
+        None => sent.await,
+    };
+    match result {
+        Ok(done) => {
+            record.upstream = Some(done.endpoint);
+            record.guard = Some(done.guard);
+            record.attempts = done.tries;
+            record.flags |= flags | done.flags;
+            let mut response = done.response.map(body::incoming);
+            route.response_headers.apply(response.headers_mut());
+            dest.response_headers.apply(response.headers_mut());
+            Ok(response)
+        }
+        Err(failed) => {
+            record.upstream = failed.endpoint;
+            record.attempts = failed.tries;
+            Err((failed.error, flags | failed.flags))
+        }
+    }
+}

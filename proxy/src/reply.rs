@@ -1,0 +1,183 @@
+//! Local replies: the one place where a proxy-side failure becomes the
+//! response a client sees, with Envoy's status, body and response flag, plus
+//! a human-readable reason in `x-weft-error`.
+
+use crate::body::{full, Body};
+use crate::pool::UpstreamError;
+use http::{HeaderValue, Response, StatusCode};
+use std::fmt;
+
+/// The header carrying the reason for a local reply.
+pub const ERROR_HEADER: &str = "x-weft-error";
+
+/// Envoy response flags, as a small bit set (`-` when none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(u16);
+
+impl Flags {
+    pub const NONE: Flags = Flags(0);
+    /// No route (or no service) for the request.
+    pub const NR: Flags = Flags(1);
+    /// No healthy upstream.
+    pub const UH: Flags = Flags(1 << 1);
+    /// Upstream connection failure.
+    pub const UF: Flags = Flags(1 << 2);
+    /// Upstream request timeout.
+    pub const UT: Flags = Flags(1 << 3);
+    /// Upstream retry limit exceeded.
+    pub const URX: Flags = Flags(1 << 4);
+    /// Upstream overflow (circuit breaking).
+    pub const UO: Flags = Flags(1 << 5);
+    /// Upstream connection termination.
+    pub const UC: Flags = Flags(1 << 6);
+    /// Cluster not found.
+    pub const NC: Flags = Flags(1 << 7);
+    /// Delay injected.
+    pub const DI: Flags = Flags(1 << 8);
+    /// Abort injected.
+    pub const FI: Flags = Flags(1 << 9);
+    /// Downstream connection termination.
+    pub const DC: Flags = Flags(1 << 10);
+    /// Upstream remote reset (HTTP/2 stream refused or reset).
+    pub const UR: Flags = Flags(1 << 11);
+
+    const NAMES: [(Flags, &'static str); 12] = [
+        (Flags::NR, "NR"),
+        (Flags::UH, "UH"),
+        (Flags::UF, "UF"),
+        (Flags::UT, "UT"),
+        (Flags::URX, "URX"),
+        (Flags::UO, "UO"),
+        (Flags::UC, "UC"),
+        (Flags::NC, "NC"),
+        (Flags::DI, "DI"),
+        (Flags::FI, "FI"),
+        (Flags::DC, "DC"),
+        (Flags::UR, "UR"),
+    ];
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Flags {
+    fn bitor_assign(&mut self, rhs: Flags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (flag, name) in Flags::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no service for host {host:?}")]
+    NoService { host: String },
+    #[error("no route matched in service {service}")]
+    NoRoute { service: String },
+    #[error("cluster {cluster} not found")]
+    ClusterNotFound { cluster: String },
+    #[error("cluster {cluster} has no endpoints")]
+    NoEndpoints { cluster: String },
+    #[error("no local app address configured (--app or inbound.app)")]
+    NoApp,
+    #[error("upstream {endpoint}: {error}")]
+    Upstream { endpoint: std::net::SocketAddr, error: UpstreamError },
+    #[error("upstream request timeout")]
+    Timeout,
+    #[error("fault injected: abort with {0}")]
+    FaultAbort(StatusCode),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    /// Status, Envoy's body text (the reset reason for upstream failures) and response flag.
+    fn parts(&self) -> (StatusCode, &'static str, Flags) {
+        match self {
+            ProxyError::NoService { .. } | ProxyError::NoRoute { .. } => (StatusCode::NOT_FOUND, "", Flags::NR),
+            ProxyError::ClusterNotFound { .. } => (StatusCode::SERVICE_UNAVAILABLE, "", Flags::NC),
+            ProxyError::NoEndpoints { .. } | ProxyError::NoApp => (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", Flags::UH),
+            ProxyError::Upstream { error, .. } => match error {
+                UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout(_) | UpstreamError::ResetBeforeRequest(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "connection failure", Flags::UF)
+                }
+                UpstreamError::RefusedStream => (StatusCode::SERVICE_UNAVAILABLE, "remote refused stream reset", Flags::UR),
+                UpstreamError::Reset(_) => (StatusCode::SERVICE_UNAVAILABLE, "connection termination", Flags::UC),
+            },
+            ProxyError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", Flags::UT),
+            ProxyError::FaultAbort(status) => (*status, "fault filter abort", Flags::FI),
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request", Flags::NONE),
+        }
+    }
+}
+
+/// Builds the local reply for `err`; `extra` adds flags such as `URX` or `DI`.
+pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
+    let (status, text, flags) = err.parts();
+    let body = if flags.contains(Flags::UF) || flags.contains(Flags::UC) || flags.contains(Flags::UR) {
+        format!("upstream connect error or disconnect/reset before headers. reset reason: {text}")
+    } else {
+        text.to_string()
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Ok(v) = HeaderValue::from_str(&err.to_string()) {
+        headers.insert(ERROR_HEADER, v);
+    }
+    (resp, flags | extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_print_like_envoy() {
+        assert_eq!(Flags::NONE.to_string(), "-");
+        assert_eq!((Flags::UF | Flags::URX).to_string(), "UF,URX");
+    }
+
+    #[test]
+    fn connect_failure_reply() {
+        let err = ProxyError::Upstream {
+            endpoint: "127.0.0.1:1".parse().unwrap(),
+            error: UpstreamError::ConnectFailure(std::io::ErrorKind::ConnectionRefused.into()),
+        };
+        let (resp, flags) = local_reply(&err, Flags::NONE);
+        assert_eq!(resp.status(), 503);
+        assert_eq!(flags, Flags::UF);
+        assert!(resp.headers()[ERROR_HEADER].to_str().unwrap().contains("127.0.0.1:1"));
+    }
+}

@@ -1,0 +1,208 @@
+//! When to retry and how long to wait: Istio's default policy, Envoy's retry
+//! conditions, and Envoy's fully jittered exponential back-off.
+//!
+//! One rule is stricter than Istio (shared/ISTIO-SEMANTICS.md §8.1): a request
+//! with a non-idempotent method (POST, PATCH, ...) is retried after the
+//! upstream may have seen it only if the route's own `retryOn` asks for it.
+//! Failures where the upstream provably never saw the request (connect
+//! failure, refused stream, reset before the request was written) are retried
+//! for every method.
+
+use crate::pool::UpstreamError;
+use http::{HeaderMap, Method, StatusCode};
+use std::time::Duration;
+use weft_model::{Retry, RetryOn, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF};
+
+/// A compiled retry policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first try.
+    pub attempts: u32,
+    on: Vec<RetryOn>,
+    codes: Vec<u16>,
+    pub per_try_timeout: Option<Duration>,
+    pub backoff_base: Duration,
+    /// Set by the route (not Istio's default): allows retrying non-idempotent methods.
+    explicit: bool,
+}
+
+impl RetryPolicy {
+    /// `None` is Istio's default policy.
+    pub fn compile(retry: Option<&Retry>) -> Self {
+        match retry {
+            None => RetryPolicy {
+                attempts: DEFAULT_RETRY_ATTEMPTS,
+                on: RetryOn::ISTIO_DEFAULT.to_vec(),
+                codes: Vec::new(),
+                per_try_timeout: None,
+                backoff_base: DEFAULT_RETRY_BACKOFF,
+                explicit: false,
+            },
+            Some(Retry { attempts, per_try_timeout, retry_on, retriable_status_codes, backoff }) => RetryPolicy {
+                attempts: *attempts,
+                on: if retry_on.is_empty() { RetryOn::ISTIO_DEFAULT.to_vec() } else { retry_on.clone() },
+                codes: retriable_status_codes.clone(),
+                per_try_timeout: *per_try_timeout,
+                backoff_base: backoff.unwrap_or(DEFAULT_RETRY_BACKOFF),
+                explicit: !retry_on.is_empty(),
+            },
+        }
+    }
+
+    /// Istio's inbound default (≥ 1.23): 2 retries on `reset-before-request`.
+    pub fn inbound() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            on: vec![RetryOn::ResetBeforeRequest],
+            codes: Vec::new(),
+            per_try_timeout: None,
+            backoff_base: DEFAULT_RETRY_BACKOFF,
+            explicit: false,
+        }
+    }
+
+    fn has(&self, c: RetryOn) -> bool {
+        self.on.contains(&c)
+    }
+
+    /// Whether a response with these headers should be retried.
+    pub fn retry_response(&self, method: &Method, status: StatusCode, headers: &HeaderMap) -> bool {
+        if !self.explicit && !is_idempotent(method) {
+            return false;
+        }
+        let code = status.as_u16();
+        let by_status = (self.has(RetryOn::FiveXx) && status.is_server_error())
+            || (self.has(RetryOn::GatewayError) && matches!(code, 502..=504))
+            || (self.has(RetryOn::Retriable4xx) && code == 409)
+            || (self.has(RetryOn::RetriableStatusCodes) && self.codes.contains(&code));
+        by_status || self.retry_grpc(headers)
+    }
+
+    /// gRPC conditions look at `grpc-status` in the response headers only (trailers-only responses).
+    fn retry_grpc(&self, headers: &HeaderMap) -> bool {
+        let Some(status) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u32>().ok()) else {
+            return false;
+        };
+        let wanted = match status {
+            1 => RetryOn::Cancelled,
+            4 => RetryOn::DeadlineExceeded,
+            8 => RetryOn::ResourceExhausted,
+            13 => RetryOn::Internal,
+            14 => RetryOn::Unavailable,
+            _ => return false,
+        };
+        self.has(wanted)
+    }
+
+    /// Whether a failure without response should be retried.
+    pub fn retry_failure(&self, method: &Method, failure: &Failure) -> bool {
+        let broad = self.has(RetryOn::FiveXx) || self.has(RetryOn::GatewayError) || self.has(RetryOn::Reset);
+        let allowed = match failure {
+            Failure::Upstream(UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout(_)) => {
+                broad || self.has(RetryOn::ConnectFailure)
+            }
+            Failure::Upstream(UpstreamError::RefusedStream) => broad || self.has(RetryOn::RefusedStream),
+            Failure::Upstream(UpstreamError::ResetBeforeRequest(_)) => broad || self.has(RetryOn::ResetBeforeRequest),
+            Failure::Upstream(UpstreamError::Reset(_)) | Failure::PerTryTimeout => broad,
+        };
+        let processed = match failure {
+            Failure::Upstream(e) => !e.not_processed(),
+            Failure::PerTryTimeout => true,
+        };
+        allowed && (!processed || self.explicit || is_idempotent(method))
+    }
+}
+
+/// A try that ended without a response.
+#[derive(Debug)]
+pub enum Failure {
+    Upstream(UpstreamError),
+    /// The per-try timeout fired; handled as a local reset, as Envoy does.
+    PerTryTimeout,
+}
+
+/// RFC 9110 idempotent methods.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// Envoy's `JitteredExponentialBackOffStrategy`: the n-th wait is uniform in
+/// `[0, (2ⁿ − 1) × base)`, capped at `10 × base`. State is per request.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base_ms: u64,
+    max_ms: u64,
+    k: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration) -> Self {
+        let base_ms = (base.as_millis() as u64).max(1);
+        Backoff { base_ms, max_ms: base_ms * 10, k: 1 }
+    }
+
+    /// The next wait, given a uniform random `draw`.
+    pub fn next(&mut self, draw: u64) -> Duration {
+        let span = ((1u64 << self.k.min(62)) - 1) * self.base_ms;
+        if span <= self.max_ms {
+            self.k += 1;
+        }
+        Duration::from_millis((draw % span).min(self.max_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_envoy() {
+        let mut b = Backoff::new(Duration::from_millis(25));
+        // The largest draw shows each span's upper edge.
+        let top: Vec<u64> = (0..5).map(|_| b.next(u64::MAX - 1).as_millis() as u64).collect();
+        assert!(top[0] < 25 && top[1] < 75 && top[2] < 175, "{top:?}");
+        assert_eq!(top[3], 250, "capped at 10x base");
+        assert_eq!(top[4], 250);
+        let mut b = Backoff::new(Duration::from_millis(25));
+        assert_eq!(b.next(0), Duration::ZERO);
+        assert_eq!(b.next(30), Duration::from_millis(30));
+    }
+
+    #[test]
+    fn istio_default_policy() {
+        let p = RetryPolicy::compile(None);
+        assert_eq!(p.attempts, 2);
+        let h = HeaderMap::new();
+        assert!(!p.retry_response(&Method::GET, StatusCode::SERVICE_UNAVAILABLE, &h), "503 not retried since Istio 1.24");
+        let refused = Failure::Upstream(UpstreamError::ConnectFailure(std::io::ErrorKind::ConnectionRefused.into()));
+        assert!(p.retry_failure(&Method::GET, &refused));
+        assert!(p.retry_failure(&Method::POST, &refused), "never reached the upstream: safe for POST");
+        assert!(!p.retry_failure(&Method::GET, &Failure::PerTryTimeout));
+        let mut grpc = HeaderMap::new();
+        grpc.insert("grpc-status", "14".parse().unwrap());
+        assert!(p.retry_response(&Method::GET, StatusCode::OK, &grpc));
+    }
+
+    #[test]
+    fn non_idempotent_needs_explicit_retry_on() {
+        let explicit = RetryPolicy::compile(Some(&Retry {
+            attempts: 3,
+            per_try_timeout: None,
+            retry_on: vec![RetryOn::FiveXx],
+            retriable_status_codes: vec![],
+            backoff: None,
+        }));
+        let h = HeaderMap::new();
+        assert!(explicit.retry_response(&Method::POST, StatusCode::INTERNAL_SERVER_ERROR, &h));
+        assert!(explicit.retry_failure(&Method::POST, &Failure::PerTryTimeout));
+        let default_codes = RetryPolicy::compile(Some(&Retry {
+            attempts: 3,
+            per_try_timeout: None,
+            retry_on: vec![],
+            retriable_status_codes: vec![503],
+            backoff: None,
+        }));
+        assert!(default_codes.retry_response(&Method::GET, StatusCode::SERVICE_UNAVAILABLE, &h));
+        assert!(!default_codes.retry_response(&Method::POST, StatusCode::SERVICE_UNAVAILABLE, &h));
+    }
+}

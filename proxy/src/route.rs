@@ -1,0 +1,451 @@
+//! Route matching, Istio's way: routes in order, first match wins; match entries
+//! OR, fields inside one entry AND; regexes are RE2 full matches compiled once,
+//! when a config is compiled. Per request this module only compares strings.
+//!
+//! `weftctl explain` (control plane) will run this very code.
+
+use crate::balance::WeightedPick;
+use crate::retry::RetryPolicy;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use regex::Regex;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_model as model;
+
+/// The parts of a request that routes look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// Path with the query string, as received (`/a/b?x=1`).
+    pub path_and_query: &'a str,
+    /// `:authority` or `Host`, as received (port included).
+    pub authority: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestView<'a> {
+    fn path(&self) -> &'a str {
+        self.path_and_query.split_once('?').map_or(self.path_and_query, |(p, _)| p)
+    }
+    fn query(&self) -> Option<&'a str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+}
+
+/// A string matcher compiled from [`model::StringMatch`].
+#[derive(Debug, Clone)]
+pub enum StrMatch {
+    Exact(String),
+    Prefix(String),
+    /// Anchored `^(?:...)$`, so `is_match` is RE2's FullMatch.
+    Regex(Regex),
+    Present,
+}
+
+impl StrMatch {
+    /// Compiles a matcher; `None` of exact/prefix/regex means presence.
+    pub fn compile(m: &model::StringMatch) -> Result<Self, regex::Error> {
+        Ok(match (&m.exact, &m.prefix, &m.regex) {
+            (Some(e), _, _) => StrMatch::Exact(e.clone()),
+            (_, Some(p), _) => StrMatch::Prefix(p.clone()),
+            (_, _, Some(r)) => StrMatch::Regex(Regex::new(&format!("^(?:{r})$"))?),
+            _ => StrMatch::Present,
+        })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => value == e,
+            StrMatch::Prefix(p) => value.starts_with(p.as_str()),
+            StrMatch::Regex(r) => r.is_match(value),
+            StrMatch::Present => true,
+        }
+    }
+
+    fn matches_ignore_case(&self, value: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => value.eq_ignore_ascii_case(e),
+            StrMatch::Prefix(p) => value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()),
+            other => other.matches(value),
+        }
+    }
+}
+
+/// One compiled `match` entry: every present condition must hold.
+#[derive(Debug, Clone)]
+pub struct MatchRule {
+    pub name: Option<String>,
+    uri: Option<StrMatch>,
+    ignore_uri_case: bool,
+    method: Option<StrMatch>,
+    authority: Option<StrMatch>,
+    headers: Vec<(HeaderName, StrMatch)>,
+    without_headers: Vec<(HeaderName, StrMatch)>,
+    query_params: Vec<(String, StrMatch)>,
+}
+
+impl MatchRule {
+    pub fn compile(m: &model::Match) -> Result<Self, regex::Error> {
+        let model::Match { name, uri, ignore_uri_case, method, authority, headers, without_headers, query_params } = m;
+        let opt = |s: &Option<model::StringMatch>| s.as_ref().map(StrMatch::compile).transpose();
+        let header_list = |map: &std::collections::BTreeMap<String, model::StringMatch>| {
+            map.iter()
+                .filter_map(|(k, v)| {
+                    // Validation guarantees lowercase tokens; skip anything else rather than panic.
+                    let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
+                    Some(StrMatch::compile(v).map(|m| (name, m)))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(MatchRule {
+            name: name.clone(),
+            uri: opt(uri)?,
+            ignore_uri_case: *ignore_uri_case,
+            method: opt(method)?,
+            authority: opt(authority)?,
+            headers: header_list(headers)?,
+            without_headers: header_list(without_headers)?,
+            query_params: query_params
+                .iter()
+                .map(|(k, v)| StrMatch::compile(v).map(|m| (k.clone(), m)))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        if let Some(uri) = &self.uri {
+            let ok = match uri {
+                // prefix compares the start of :path, query included, as Envoy does.
+                StrMatch::Prefix(_) if self.ignore_uri_case => uri.matches_ignore_case(req.path_and_query),
+                StrMatch::Prefix(_) => uri.matches(req.path_and_query),
+                StrMatch::Exact(_) if self.ignore_uri_case => uri.matches_ignore_case(req.path()),
+                _ => uri.matches(req.path()),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(m) = &self.method {
+            if !m.matches(req.method) {
+                return false;
+            }
+        }
+        if let Some(a) = &self.authority {
+            if !a.matches(req.authority) {
+                return false;
+            }
+        }
+        for (name, m) in &self.headers {
+            match header_value(req.headers, name) {
+                Some(v) if m.matches(&v) => {}
+                _ => return false,
+            }
+        }
+        for (name, m) in &self.without_headers {
+            let hit = match (header_value(req.headers, name), m) {
+                (None, StrMatch::Present) => false,
+                // Istio sets treat_missing_header_as_empty for value matchers.
+                (None, m) => m.matches(""),
+                (Some(v), m) => m.matches(&v),
+            };
+            if hit {
+                return false;
+            }
+        }
+        if !self.query_params.is_empty() {
+            let query = req.query().unwrap_or("");
+            for (key, m) in &self.query_params {
+                match query_value(query, key) {
+                    Some(v) if m.matches(&v) => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether this rule is a URI prefix match (for prefix rewrites).
+    fn uri_prefix(&self) -> Option<&str> {
+        match &self.uri {
+            Some(StrMatch::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Several values of one header are joined with ',' as Envoy does.
+fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<std::borrow::Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?.to_str().ok()?;
+    match values.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = format!("{first},{}", second.to_str().ok()?);
+            for v in values {
+                joined.push(',');
+                joined.push_str(v.to_str().ok()?);
+            }
+            Some(std::borrow::Cow::Owned(joined))
+        }
+    }
+}
+
+/// The percent-decoded value of the first `key` parameter; `?key` gives `""`.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Header operations compiled to typed names and values.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderOps {
+    pub fn compile(ops: &model::HeaderOps) -> Self {
+        let pairs = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
+                .collect()
+        };
+        HeaderOps {
+            set: pairs(&ops.set),
+            add: pairs(&ops.add),
+            remove: ops.remove.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Fault injection compiled to per-million thresholds.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub delay: Option<(Duration, u32)>,
+    pub abort: Option<(http::StatusCode, u32)>,
+}
+
+/// Istio keeps per-million precision: `value × 10⁴` out of 10⁶.
+fn per_million(percentage: f64) -> u32 {
+    (percentage * 10_000.0).round().clamp(0.0, 1_000_000.0) as u32
+}
+
+/// One destination of a route, resolved to a cluster index of the snapshot.
+#[derive(Debug, Clone)]
+pub struct RouteDestination {
+    pub cluster: Arc<str>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub matches: Vec<MatchRule>,
+    pub destinations: Vec<RouteDestination>,
+    pub pick: WeightedPick,
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub fault: Option<Fault>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub rewrite_uri: Option<String>,
+    pub rewrite_authority: Option<HeaderValue>,
+}
+
+impl Route {
+    pub fn compile(index: usize, r: &model::Route) -> Result<Self, regex::Error> {
+        let model::Route { name, matches, route, timeout, retries, fault, headers, rewrite } = r;
+        let (req_h, resp_h) = match headers {
+            Some(h) => (HeaderOps::compile(&h.request), HeaderOps::compile(&h.response)),
+            None => Default::default(),
+        };
+        // With several destinations, weight 0 removes one (Istio).
+        let kept: Vec<&model::Destination> = if route.len() == 1 { route.iter().collect() } else { route.iter().filter(|d| d.weight > 0).collect() };
+        let weights: Vec<u32> = if kept.len() == 1 { vec![1] } else { kept.iter().map(|d| d.weight).collect() };
+        Ok(Route {
+            name: name.clone().unwrap_or_else(|| format!("route-{index}")).into(),
+            matches: matches.iter().map(MatchRule::compile).collect::<Result<_, _>>()?,
+            destinations: kept
+                .iter()
+                .map(|d| {
+                    let (rq, rs) = match &d.headers {
+                        Some(h) => (HeaderOps::compile(&h.request), HeaderOps::compile(&h.response)),
+                        None => Default::default(),
+                    };
+                    RouteDestination { cluster: d.cluster.as_str().into(), request_headers: rq, response_headers: rs }
+                })
+                .collect(),
+            pick: WeightedPick::new(&weights),
+            timeout: *timeout,
+            retry: RetryPolicy::compile(retries.as_ref()),
+            fault: fault.as_ref().map(|f| Fault {
+                delay: f.delay.as_ref().map(|d| (d.fixed_delay, per_million(d.percentage))),
+                abort: f.abort.as_ref().and_then(|a| {
+                    Some((http::StatusCode::from_u16(a.http_status).ok()?, per_million(a.percentage)))
+                }),
+            }),
+            request_headers: req_h,
+            response_headers: resp_h,
+            rewrite_uri: rewrite.as_ref().and_then(|rw| rw.uri.clone()),
+            rewrite_authority: rewrite.as_ref().and_then(|rw| rw.authority.as_deref()).and_then(|a| HeaderValue::from_str(a).ok()),
+        })
+    }
+
+    /// Which match entry (if any) accepts the request. `Some(None)` means the
+    /// route has no match entries and takes everything.
+    pub fn matching(&self, req: &RequestView<'_>) -> Option<Option<&MatchRule>> {
+        if self.matches.is_empty() {
+            return Some(None);
+        }
+        self.matches.iter().find(|m| m.matches(req)).map(Some)
+    }
+
+    /// The upstream path after `rewrite.uri`: a prefix match replaces the
+    /// matched prefix, any other match the whole path; the query is kept.
+    pub fn rewritten_path(&self, hit: Option<&MatchRule>, path_and_query: &str) -> Option<String> {
+        let new = self.rewrite_uri.as_deref()?;
+        Some(match hit.and_then(MatchRule::uri_prefix) {
+            Some(prefix) if path_and_query.len() >= prefix.len() => format!("{new}{}", &path_and_query[prefix.len()..]),
+            _ => match path_and_query.split_once('?') {
+                Some((_, q)) => format!("{new}?{q}"),
+                None => new.to_string(),
+            },
+        })
+    }
+}
+
+/// The routes of one service (Envoy: virtual host).
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: Arc<str>,
+    pub routes: Vec<Route>,
+}
+
+impl VirtualHost {
+    /// First route whose match accepts the request, and the match entry that did.
+    pub fn select(&self, req: &RequestView<'_>) -> Option<(&Route, Option<&MatchRule>)> {
+        self.routes.iter().find_map(|r| r.matching(req).map(|m| (r, m)))
+    }
+}
+
+/// Fault decision, drawn per request: `n` is uniform in 0..1_000_000.
+pub fn fault_hits(per_million: u32, n: u32) -> bool {
+    n < per_million
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(yaml: &str) -> MatchRule {
+        MatchRule::compile(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+    }
+
+    fn view<'a>(method: &'a str, pq: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
+        RequestView { method, path_and_query: pq, authority: "svc:80", headers }
+    }
+
+    #[test]
+    fn uri_forms() {
+        let h = HeaderMap::new();
+        assert!(rule("uri: {exact: /a}").matches(&view("GET", "/a?x=1", &h)));
+        assert!(!rule("uri: {exact: /a}").matches(&view("GET", "/ab", &h)));
+        assert!(rule("uri: {prefix: /api}").matches(&view("GET", "/api/v1", &h)));
+        assert!(rule("uri: {regex: '/u/[0-9]+'}").matches(&view("GET", "/u/42?x", &h)));
+        assert!(!rule("uri: {regex: '/u/[0-9]+'}").matches(&view("GET", "/u/42/x", &h)), "regex is a full match");
+        assert!(rule("{uri: {prefix: /API}, ignoreUriCase: true}").matches(&view("GET", "/api/x", &h)));
+        assert!(!rule("uri: {prefix: /API}").matches(&view("GET", "/api/x", &h)));
+    }
+
+    #[test]
+    fn headers_and_without_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-canary", HeaderValue::from_static("true"));
+        assert!(rule("headers: {x-canary: {exact: 'true'}}").matches(&view("GET", "/", &h)));
+        assert!(rule("headers: {x-canary: {}}").matches(&view("GET", "/", &h)));
+        assert!(!rule("headers: {x-other: {}}").matches(&view("GET", "/", &h)));
+        assert!(!rule("withoutHeaders: {x-canary: {}}").matches(&view("GET", "/", &h)));
+        let empty = HeaderMap::new();
+        assert!(rule("withoutHeaders: {x-canary: {}}").matches(&view("GET", "/", &empty)));
+        assert!(rule("withoutHeaders: {x-canary: {exact: 'true'}}").matches(&view("GET", "/", &empty)));
+        assert!(rule("{method: {exact: GET}, headers: {x-canary: {prefix: tr}}}").matches(&view("GET", "/", &h)));
+        assert!(!rule("{method: {exact: POST}, headers: {x-canary: {prefix: tr}}}").matches(&view("GET", "/", &h)));
+    }
+
+    #[test]
+    fn query_params_decoded_full_match() {
+        let h = HeaderMap::new();
+        assert!(rule("queryParams: {id: {regex: '\\d+'}}").matches(&view("GET", "/?id=123", &h)));
+        assert!(!rule("queryParams: {id: {regex: '\\d+'}}").matches(&view("GET", "/?id=a123", &h)));
+        assert!(rule("queryParams: {q: {exact: 'a b'}}").matches(&view("GET", "/?q=a%20b", &h)));
+        assert!(rule("queryParams: {flag: {exact: ''}}").matches(&view("GET", "/?flag", &h)));
+        assert!(rule("queryParams: {flag: {}}").matches(&view("GET", "/?x=1&flag=2", &h)));
+        assert!(!rule("queryParams: {flag: {}}").matches(&view("GET", "/?x=1", &h)));
+    }
+
+    #[test]
+    fn percent_decode_is_total() {
+        assert_eq!(percent_decode("a%2Fb+c%"), "a/b c%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn prefix_rewrite_keeps_the_rest() {
+        let r = Route::compile(
+            0,
+            &serde_yaml::from_str("{match: [{uri: {prefix: /api/orders}}], route: [{cluster: c}], rewrite: {uri: /orders}}").unwrap(),
+        )
+        .unwrap();
+        let hit = r.matches.first();
+        assert_eq!(r.rewritten_path(hit, "/api/orders/7?x=1").unwrap(), "/orders/7?x=1");
+        assert_eq!(r.rewritten_path(None, "/z?q").unwrap(), "/orders?q");
+    }
+}

@@ -1,0 +1,152 @@
+//! Putting the sidecar together: the shared state, the three listeners, and
+//! shutdown.
+
+use crate::access_log::AccessLog;
+use crate::endpoint::Registry;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::{admin, inbound, listen, outbound};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use weft_model::{ProxyConfig, ValidationError};
+
+/// How to run a sidecar.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    /// Overrides `inbound.app` of the config.
+    pub app: Option<SocketAddr>,
+    /// How long in-flight requests may take to finish after shutdown starts.
+    /// Istio's `terminationDrainDuration` default is 5 s.
+    pub drain_timeout: Duration,
+    /// Write the JSON access log to stdout.
+    pub access_log: bool,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            outbound: ([127, 0, 0, 1], 15001).into(),
+            inbound: ([0, 0, 0, 0], 15006).into(),
+            admin: ([127, 0, 0, 1], 15000).into(),
+            app: None,
+            drain_timeout: Duration::from_secs(5),
+            access_log: true,
+        }
+    }
+}
+
+/// State every request and the admin server read.
+#[derive(Debug)]
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    endpoints: Registry,
+    app_override: Option<SocketAddr>,
+    apply_lock: Mutex<()>,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+}
+
+impl Shared {
+    /// The live config; a request loads it once and finishes on it.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Validates and compiles `config` beside the live one, then swaps it in.
+    /// On error nothing changes. Returns the applied version.
+    pub fn apply(&self, config: ProxyConfig) -> Result<String, ValidationError> {
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = Snapshot::compile(config, &self.endpoints, self.app_override)?;
+        let version = snapshot.config.version.clone();
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+        self.metrics.config_applied.inc();
+        Ok(version)
+    }
+}
+
+/// Why a sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid config: {0}")]
+    Config(#[from] ValidationError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The entry point of the library.
+#[derive(Debug)]
+pub struct Proxy;
+
+impl Proxy {
+    /// Binds the three listeners and starts serving `config`.
+    pub async fn start(options: ProxyOptions, config: ProxyConfig, registry: prometheus::Registry) -> Result<Running, StartError> {
+        let metrics = Metrics::new(registry)?;
+        let access_log = if options.access_log {
+            AccessLog::stdout(metrics.access_log_dropped.clone())
+        } else {
+            AccessLog::disabled(metrics.access_log_dropped.clone())
+        };
+        let endpoints = Registry::default();
+        let snapshot = Snapshot::compile(config, &endpoints, options.app)?;
+        metrics.config_applied.inc();
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            endpoints,
+            app_override: options.app,
+            apply_lock: Mutex::new(()),
+            metrics,
+            access_log,
+        });
+
+        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
+        let (out_l, in_l, admin_l) = (bind(options.outbound).await?, bind(options.inbound).await?, bind(options.admin).await?);
+        let local = |l: &TcpListener, fallback: SocketAddr| l.local_addr().unwrap_or(fallback);
+        let addrs = (local(&out_l, options.outbound), local(&in_l, options.inbound), local(&admin_l, options.admin));
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let gauge = |name: &str| shared.metrics.downstream_active.with_label_values(&[name]);
+        let drain = options.drain_timeout;
+        {
+            let s = shared.clone();
+            tasks.spawn(listen::serve(out_l, move |req| outbound::handle(s.clone(), req), stop_rx.clone(), drain, gauge("outbound")));
+            let s = shared.clone();
+            tasks.spawn(listen::serve(in_l, move |req| inbound::handle(s.clone(), req), stop_rx.clone(), drain, gauge("inbound")));
+            let s = shared.clone();
+            tasks.spawn(listen::serve(admin_l, move |req| admin::handle(s.clone(), req), stop_rx, drain, gauge("admin")));
+        }
+        tracing::info!(outbound = %addrs.0, inbound = %addrs.1, admin = %addrs.2, "weft-proxy listening");
+        Ok(Running { outbound: addrs.0, inbound: addrs.1, admin: addrs.2, shared, stop: stop_tx, tasks })
+    }
+}
+
+/// A started sidecar.
+#[derive(Debug)]
+pub struct Running {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the drain
+    /// timeout), and returns when every listener is done.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

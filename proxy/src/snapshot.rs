@@ -1,0 +1,180 @@
+//! A compiled, immutable config: what a request reads. Built beside the live
+//! one, validated, then swapped in whole (one `ArcSwap` in [`crate::server`]).
+
+use crate::balance::Balancer;
+use crate::endpoint::Registry;
+use crate::pool::{PoolSettings, Protocol};
+use crate::route::{Route, VirtualHost};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use weft_model::{ProxyConfig, UpstreamProtocol, ValidationError};
+
+/// A cluster as requests see it.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    /// The service host, for metrics (`destination_service`).
+    pub service: Arc<str>,
+    pub balancer: Balancer,
+    pub protocol: UpstreamProtocol,
+}
+
+impl Cluster {
+    /// The protocol for a request that arrived as `version`.
+    pub fn protocol_for(&self, version: http::Version) -> Protocol {
+        match self.protocol {
+            UpstreamProtocol::Http1 => Protocol::Http1,
+            UpstreamProtocol::Http2 => Protocol::Http2,
+            UpstreamProtocol::UseClient => crate::forward::protocol_of(version),
+        }
+    }
+}
+
+/// Name of the cluster that delivers inbound traffic to the local app.
+pub const INBOUND_CLUSTER: &str = "inbound|app";
+
+/// A compiled config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config as given, for `/config_dump`.
+    pub config: Arc<ProxyConfig>,
+    /// Every name a service answers to → index in `vhosts`.
+    domains: HashMap<String, usize>,
+    vhosts: Vec<VirtualHost>,
+    clusters: HashMap<Arc<str>, Cluster>,
+    /// The local app as a one-endpoint cluster, if its address is known.
+    pub inbound: Option<Cluster>,
+}
+
+impl Snapshot {
+    /// Validates and compiles `config`. Endpoint state comes from `registry`,
+    /// so it carries over from the previous snapshot.
+    pub fn compile(config: ProxyConfig, registry: &Registry, app_override: Option<SocketAddr>) -> Result<Self, ValidationError> {
+        config.validate()?;
+        let ns = config.workload.namespace.clone();
+        let mut domains = HashMap::new();
+        let mut vhosts = Vec::with_capacity(config.services.len());
+        for (host, service) in &config.services {
+            let routes = service
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    Route::compile(i, r).map_err(|e| ValidationError {
+                        path: format!("services[{host:?}].routes[{i}]"),
+                        message: e.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for name in domain_names(host, &ns) {
+                domains.entry(name).or_insert(vhosts.len());
+            }
+            vhosts.push(VirtualHost { name: host.as_str().into(), routes });
+        }
+
+        let mut wanted = Vec::new();
+        for (name, c) in &config.clusters {
+            let settings = PoolSettings { connect_timeout: c.connect_timeout(), idle_timeout: c.idle_timeout() };
+            for e in &c.endpoints {
+                let addr: SocketAddr = e.address.parse().map_err(|_| ValidationError {
+                    path: format!("clusters[{name:?}].endpoints"),
+                    message: format!("{:?} is not an IP:port address", e.address),
+                })?;
+                wanted.push((name.clone(), addr, e.labels.clone(), settings));
+            }
+        }
+        let app = app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
+        if let Some(addr) = app {
+            wanted.push((INBOUND_CLUSTER.to_string(), addr, Default::default(), PoolSettings::default()));
+        }
+        let mut resolved = registry.resolve(wanted).into_iter();
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|(name, c)| {
+                let endpoints = resolved.by_ref().take(c.endpoints.len()).collect();
+                let service = c.service.clone().unwrap_or_else(|| name.clone());
+                let cluster = Cluster { name: name.as_str().into(), service: service.into(), balancer: Balancer::new(c.lb_policy, endpoints), protocol: c.protocol };
+                (cluster.name.clone(), cluster)
+            })
+            .collect();
+        let inbound = app.map(|_| Cluster {
+            name: INBOUND_CLUSTER.into(),
+            service: config.workload.name.as_str().into(),
+            balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, resolved.collect()),
+            // The app gets what the peer spoke until the server side learns the app's protocol.
+            protocol: UpstreamProtocol::UseClient,
+        });
+        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound })
+    }
+
+    /// The service a `Host`/`:authority` names, port and case ignored.
+    pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
+        let host = strip_port(authority);
+        let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.domains.get(&host.to_ascii_lowercase())
+        } else {
+            self.domains.get(host)
+        };
+        index.map(|&i| &self.vhosts[i])
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.get(name)
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = &Cluster> {
+        self.clusters.values()
+    }
+}
+
+/// The names a service key answers to, like Istio's virtual-host domains:
+/// `name.ns.svc.<domain>` also as `name.ns.svc` and `name.ns`, and as `name`
+/// from its own namespace.
+fn domain_names(host: &str, own_ns: &str) -> Vec<String> {
+    let mut names = vec![host.to_ascii_lowercase()];
+    if let Some((name_ns, _)) = host.split_once(".svc.") {
+        names.push(format!("{name_ns}.svc"));
+        names.push(name_ns.to_string());
+        if let Some((name, ns)) = name_ns.split_once('.') {
+            if ns == own_ns {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        // [v6]:port
+        return authority.split_once(']').map_or(authority, |(h, _)| &authority[..h.len() + 1]);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_follow_istio() {
+        assert_eq!(
+            domain_names("orders.prod.svc.cluster.local", "prod"),
+            ["orders.prod.svc.cluster.local", "orders.prod.svc", "orders.prod", "orders"]
+        );
+        assert_eq!(domain_names("orders.prod.svc.cluster.local", "dev").len(), 3, "short name only from its own namespace");
+        assert_eq!(domain_names("api.example.com", "prod"), ["api.example.com"]);
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a:80"), "a");
+        assert_eq!(strip_port("a"), "a");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

@@ -1,0 +1,277 @@
+//! What is recorded about each request, and when: once, at the end of the
+//! response stream (Istio records at access-log time), into the standard
+//! metrics and the access log.
+
+use crate::body::{Body, BoxError};
+use crate::endpoint::{ActiveGuard, Endpoint};
+use crate::reply::Flags;
+use crate::server::Shared;
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use http_body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use weft_model::ProxyConfig;
+
+/// Which side of the call this sidecar reports for (Istio's `reporter` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    /// The client's sidecar (outbound).
+    Source,
+    /// The server's sidecar (inbound).
+    Destination,
+}
+
+/// Everything known about one request, filled in as it proceeds.
+#[derive(Debug)]
+pub struct Record {
+    pub shared: Arc<Shared>,
+    pub config: Arc<ProxyConfig>,
+    pub reporter: Reporter,
+    pub start: Instant,
+    pub method: Method,
+    pub authority: String,
+    pub path: String,
+    pub grpc: bool,
+    pub request_id: String,
+    pub request_bytes: u64,
+    pub route: Option<Arc<str>>,
+    pub cluster: Option<Arc<str>>,
+    pub service: Option<Arc<str>>,
+    pub upstream: Option<Arc<Endpoint>>,
+    /// Keeps the endpoint's active-request count up until the response ends.
+    pub guard: Option<ActiveGuard>,
+    pub attempts: u32,
+    pub status: u16,
+    pub flags: Flags,
+}
+
+/// Approximate wire size of a header block: name, value, ": " and CRLF per line.
+pub fn header_bytes(headers: &HeaderMap) -> u64 {
+    headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum()
+}
+
+impl Record {
+    /// Starts the record of a request as it arrives; adds `x-request-id` when absent.
+    pub fn begin(shared: &Arc<Shared>, config: Arc<ProxyConfig>, reporter: Reporter, parts: &mut http::request::Parts) -> Self {
+        let request_id = crate::forward::ensure_request_id(&mut parts.headers);
+        let authority = crate::forward::authority_of(parts).unwrap_or_default();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        // Request line plus headers, as on the wire.
+        let request_bytes = (parts.method.as_str().len() + path.len() + 12) as u64 + header_bytes(&parts.headers);
+        Record {
+            shared: shared.clone(),
+            config,
+            reporter,
+            start: Instant::now(),
+            method: parts.method.clone(),
+            authority,
+            path,
+            grpc,
+            request_id,
+            request_bytes,
+            route: None,
+            cluster: None,
+            service: None,
+            upstream: None,
+            guard: None,
+            attempts: 0,
+            status: 0,
+            flags: Flags::NONE,
+        }
+    }
+
+    /// Wraps the response so the request is recorded when its body ends.
+    pub fn respond(mut self, response: http::Response<Body>) -> http::Response<Body> {
+        self.status = response.status().as_u16();
+        let header_size = header_bytes(response.headers()) + 17;
+        let (parts, body) = response.into_parts();
+        let observed = Observed::new(body, header_size, self);
+        http::Response::from_parts(parts, http_body_util::BodyExt::boxed(observed))
+    }
+
+    /// Answers with a local reply for `err` and records it.
+    pub fn reply(mut self, err: &crate::reply::ProxyError, extra: Flags) -> http::Response<Body> {
+        let (response, flags) = crate::reply::local_reply(err, extra);
+        self.flags |= flags;
+        tracing::debug!(request_id = %self.request_id, "local reply: {err}");
+        self.respond(response)
+    }
+
+    /// Records the request into metrics and the access log.
+    pub fn finish(self, response_bytes: u64) {
+        let Record {
+            shared,
+            config,
+            reporter,
+            start,
+            method,
+            authority,
+            path,
+            grpc,
+            request_id,
+            request_bytes,
+            route,
+            cluster,
+            service,
+            upstream,
+            guard,
+            attempts,
+            status,
+            flags,
+        } = self;
+        drop(guard);
+        let elapsed = start.elapsed();
+        let flags_text = flags.to_string();
+        let code = status.to_string();
+        let w = &config.workload;
+        let own_app = w.labels.get("app").map_or("unknown", String::as_str);
+        let own_version = w.labels.get("version").map_or("unknown", String::as_str);
+        let ep_label = |k: &str| upstream.as_ref().and_then(|e| e.label(k)).unwrap_or("unknown").to_string();
+        let host = service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown"));
+        let mut parts = host.split('.');
+        let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");
+        let svc_ns = if host.contains(".svc") { parts.next().unwrap_or("unknown") } else { "unknown" };
+        let protocol = if grpc { "grpc" } else { "http" };
+        let (dest_workload, dest_ns, dest_app, dest_version);
+        let labels: [&str; 18] = match reporter {
+            Reporter::Source => {
+                dest_workload = ep_label("workload");
+                dest_ns = svc_ns.to_string();
+                dest_app = ep_label("app");
+                dest_version = ep_label("version");
+                [
+                    "source",
+                    &w.name,
+                    &w.namespace,
+                    "unknown",
+                    own_app,
+                    own_version,
+                    &dest_workload,
+                    &dest_ns,
+                    "unknown",
+                    &dest_app,
+                    &dest_version,
+                    host,
+                    svc_name,
+                    svc_ns,
+                    protocol,
+                    &flags_text,
+                    "unknown",
+                    &code,
+                ]
+            }
+            Reporter::Destination => [
+                "destination",
+                "unknown",
+                "unknown",
+                "unknown",
+                "unknown",
+                "unknown",
+                &w.name,
+                &w.namespace,
+                "unknown",
+                own_app,
+                own_version,
+                host,
+                svc_name,
+                svc_ns,
+                protocol,
+                &flags_text,
+                "none",
+                &code,
+            ],
+        };
+        let m = &shared.metrics;
+        m.requests_total.with_label_values(&labels).inc();
+        m.request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64() * 1000.0);
+        m.request_bytes.with_label_values(&labels).observe(request_bytes as f64);
+        m.response_bytes.with_label_values(&labels).observe(response_bytes as f64);
+        if shared.access_log.is_enabled() {
+            let line = serde_json::json!({
+                "reporter": labels[0],
+                "method": method.as_str(),
+                "authority": authority,
+                "path": path,
+                "protocol": protocol,
+                "status": status,
+                "flags": flags_text,
+                "route": route.as_deref(),
+                "cluster": cluster.as_deref(),
+                "upstream": upstream.as_ref().map(|e| e.addr.to_string()),
+                "attempts": attempts,
+                "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                "bytes_received": request_bytes,
+                "bytes_sent": response_bytes,
+                "request_id": request_id,
+            });
+            shared.access_log.write(line.to_string());
+        }
+    }
+}
+
+/// A response body that records its request when it ends, fails, or is dropped
+/// early (the client went away: flag `DC`).
+#[derive(Debug)]
+pub struct Observed {
+    inner: Body,
+    sent: u64,
+    record: Option<Box<Record>>,
+}
+
+impl Observed {
+    pub fn new(inner: Body, header_size: u64, record: Record) -> Self {
+        Observed { inner, sent: header_size, record: Some(Box::new(record)) }
+    }
+
+    fn finish(&mut self, extra: Flags) {
+        if let Some(mut r) = self.record.take() {
+            r.flags |= extra;
+            r.finish(self.sent);
+        }
+    }
+}
+
+impl http_body::Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(Flags::NONE);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.finish(Flags::UC),
+            Poll::Ready(None) => self.finish(Flags::NONE),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let flags = if http_body::Body::is_end_stream(&self.inner) { Flags::NONE } else { Flags::DC };
+        self.finish(flags);
+    }
+}
