@@ -27,10 +27,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
         "/stats/prometheus" | "/metrics" => {
             let mut resp = Response::new(full(shared.metrics.render()));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             resp
         }
-        _ => text(StatusCode::NOT_FOUND, "not found; try /ready /healthz /config_dump /clusters /stats/prometheus\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready /healthz /config_dump /clusters /stats/prometheus\n",
+        ),
     }
 }
 
@@ -56,12 +62,16 @@ fn cluster_json(c: &Cluster) -> serde_json::Value {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
 fn json_response(value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(serde_json::to_vec_pretty(value).unwrap_or_default()));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

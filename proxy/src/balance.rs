@@ -56,7 +56,11 @@ pub struct Balancer {
 
 impl Balancer {
     pub fn new(policy: LbPolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
-        Balancer { policy, endpoints, next: AtomicUsize::new(0) }
+        Balancer {
+            policy,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
@@ -78,7 +82,11 @@ impl Balancer {
                 return Some(candidate);
             }
         }
-        self.endpoints.iter().find(|e| usable(e)).cloned().or_else(|| Some(self.pick_once(rng)))
+        self.endpoints
+            .iter()
+            .find(|e| usable(e))
+            .cloned()
+            .or_else(|| Some(self.pick_once(rng)))
     }
 
     fn pick_once(&self, rng: &mut impl Rng) -> Arc<Endpoint> {

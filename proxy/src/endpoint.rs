@@ -21,7 +21,12 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(addr: SocketAddr, labels: BTreeMap<String, String>, settings: PoolSettings) -> Self {
-        Endpoint { addr, labels, active: AtomicUsize::new(0), pool: Pool::new(addr, settings) }
+        Endpoint {
+            addr,
+            labels,
+            active: AtomicUsize::new(0),
+            pool: Pool::new(addr, settings),
+        }
     }
 
     /// Requests in flight to this endpoint (LEAST_REQUEST reads it).
@@ -62,7 +67,10 @@ impl Registry {
     /// Builds the endpoint set of a new snapshot: existing state is reused
     /// when address, labels and pool settings are unchanged; entries no longer
     /// named are forgotten (requests still holding them finish normally).
-    pub fn resolve(&self, wanted: Vec<(String, SocketAddr, BTreeMap<String, String>, PoolSettings)>) -> Vec<Arc<Endpoint>> {
+    pub fn resolve(
+        &self,
+        wanted: Vec<(String, SocketAddr, BTreeMap<String, String>, PoolSettings)>,
+    ) -> Vec<Arc<Endpoint>> {
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::with_capacity(wanted.len());
         let mut out = Vec::with_capacity(wanted.len());

@@ -52,23 +52,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The request body, kept for replays when small enough.
 pub enum RequestBody {
     Buffered(Bytes),
-    Streaming(Option<Incoming>),
+    Streaming(Option<Body>),
 }
 
 impl RequestBody {
-    /// Buffers bodies of known size up to [`RETRY_BUFFER_LIMIT`].
-    pub async fn prepare(incoming: Incoming) -> Result<Self, ProxyError> {
+    /// Reads the body up to [`RETRY_BUFFER_LIMIT`]: a body that ends within it
+    /// is kept whole (and can be replayed); a longer one streams on, with what
+    /// was read so far in front. A body that breaks while being read is a 400.
+    pub async fn prepare(mut incoming: Incoming) -> Result<Self, ProxyError> {
         if incoming.is_end_stream() {
             return Ok(RequestBody::Buffered(Bytes::new()));
         }
-        match incoming.size_hint().upper() {
-            Some(n) if n <= RETRY_BUFFER_LIMIT => incoming
-                .collect()
-                .await
-                .map(|c| RequestBody::Buffered(c.to_bytes()))
-                .map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}"))),
-            _ => Ok(RequestBody::Streaming(Some(incoming))),
+        if incoming.size_hint().lower() > RETRY_BUFFER_LIMIT {
+            return Ok(RequestBody::Streaming(Some(body::incoming(incoming))));
         }
+        let mut read: Vec<Bytes> = Vec::new();
+        let mut total = 0u64;
+        while let Some(frame) = incoming.frame().await {
+            let frame =
+                frame.map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
+            // Trailers are dropped when a body is buffered.
+            if let Ok(data) = frame.into_data() {
+                total += data.len() as u64;
+                read.push(data);
+                if total > RETRY_BUFFER_LIMIT {
+                    return Ok(RequestBody::Streaming(Some(
+                        Prefixed {
+                            read: read.into(),
+                            rest: incoming,
+                        }
+                        .boxed(),
+                    )));
+                }
+            }
+        }
+        Ok(RequestBody::Buffered(match read.len() {
+            1 => read.pop().unwrap_or_default(),
+            _ => read.concat().into(),
+        }))
     }
 
     pub fn len_hint(&self) -> u64 {
@@ -82,12 +103,35 @@ impl RequestBody {
     fn take(&mut self) -> Option<Body> {
         match self {
             RequestBody::Buffered(b) => Some(body::full(b.clone())),
-            RequestBody::Streaming(b) => b.take().map(body::incoming),
+            RequestBody::Streaming(b) => b.take(),
         }
     }
 
     fn replayable(&self) -> bool {
         matches!(self, RequestBody::Buffered(_))
+    }
+}
+
+/// A body whose first chunks were already read.
+struct Prefixed {
+    read: std::collections::VecDeque<Bytes>,
+    rest: Incoming,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
+        if let Some(chunk) = self.read.pop_front() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+        }
+        std::pin::Pin::new(&mut self.rest)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as body::BoxError)
     }
 }
 
@@ -103,16 +147,23 @@ impl Outgoing {
     fn request(&self, body: Body) -> Result<Request<Body>, ProxyError> {
         let uri = match self.protocol {
             Protocol::Http1 => self.path_and_query.clone(),
-            Protocol::Http2 => format!("http://{}{}", self.authority.to_str().unwrap_or("unknown"), self.path_and_query),
+            Protocol::Http2 => format!(
+                "http://{}{}",
+                self.authority.to_str().unwrap_or("unknown"),
+                self.path_and_query
+            ),
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = uri.parse().map_err(|e| ProxyError::BadRequest(format!("bad upstream uri: {e}")))?;
+        *req.uri_mut() = uri
+            .parse()
+            .map_err(|e| ProxyError::BadRequest(format!("bad upstream uri: {e}")))?;
         *req.headers_mut() = self.parts.headers.clone();
         match self.protocol {
             Protocol::Http1 => {
                 *req.version_mut() = Version::HTTP_11;
-                req.headers_mut().insert(header::HOST, self.authority.clone());
+                req.headers_mut()
+                    .insert(header::HOST, self.authority.clone());
             }
             Protocol::Http2 => {
                 *req.version_mut() = Version::HTTP_2;
@@ -160,7 +211,9 @@ pub async fn forward(
         };
         let Some(endpoint) = endpoint else {
             return Err(ForwardError {
-                error: ProxyError::NoEndpoints { cluster: cluster.to_string() },
+                error: ProxyError::NoEndpoints {
+                    cluster: cluster.to_string(),
+                },
                 endpoint: None,
                 tries,
                 flags: Flags::NONE,
@@ -175,9 +228,15 @@ pub async fn forward(
         };
         let Some(req_body) = body.take() else {
             // A streamed body is gone after the first try.
-            return Err(fail(ProxyError::BadRequest("request body already consumed".into()), &endpoint, Flags::NONE));
+            return Err(fail(
+                ProxyError::BadRequest("request body already consumed".into()),
+                &endpoint,
+                Flags::NONE,
+            ));
         };
-        let req = out.request(req_body).map_err(|e| fail(e, &endpoint, Flags::NONE))?;
+        let req = out
+            .request(req_body)
+            .map_err(|e| fail(e, &endpoint, Flags::NONE))?;
         let guard = endpoint.start_request();
         let sent = endpoint.pool.send(req, out.protocol);
         let outcome = match policy.per_try_timeout {
@@ -201,16 +260,33 @@ pub async fn forward(
             tokio::time::sleep(wait).await;
             continue;
         }
-        let exhausted = if retry && tries > 1 { Flags::URX } else { Flags::NONE };
+        let exhausted = if retry && tries > 1 {
+            Flags::URX
+        } else {
+            Flags::NONE
+        };
         return match outcome {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
-                Ok(Forwarded { response, endpoint, guard, tries, flags: exhausted })
+                Ok(Forwarded {
+                    response,
+                    endpoint,
+                    guard,
+                    tries,
+                    flags: exhausted,
+                })
             }
             Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, exhausted)),
             Err(Failure::Upstream(error)) => {
                 let addr = endpoint.addr;
-                Err(fail(ProxyError::Upstream { endpoint: addr, error }, &endpoint, exhausted))
+                Err(fail(
+                    ProxyError::Upstream {
+                        endpoint: addr,
+                        error,
+                    },
+                    &endpoint,
+                    exhausted,
+                ))
             }
         };
     }
@@ -234,7 +310,14 @@ fn new_request_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The authority a request names: `:authority` for HTTP/2 and absolute-form,
@@ -244,7 +327,13 @@ pub fn authority_of(parts: &Parts) -> Option<String> {
         .uri
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
 }
 
 /// HTTP/2 downstream goes upstream as HTTP/2, anything else as HTTP/1.1.

@@ -22,8 +22,13 @@ pub const MAX_HEADERS: usize = 100;
 
 /// Serves `listener` with `handler` until `stop` turns true, then lets open
 /// connections finish for at most `drain`.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut stop: watch::Receiver<bool>, drain: Duration, active: IntGauge)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+    active: IntGauge,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -33,7 +38,10 @@ where
         .timer(TokioTimer::new())
         .max_buf_size(MAX_HEADER_BYTES + 4096)
         .max_headers(MAX_HEADERS);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -67,7 +75,10 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain deadline of {drain:?} passed with connections still open");
     }
 }

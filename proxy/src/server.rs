@@ -67,7 +67,10 @@ impl Shared {
         let snapshot = Snapshot::compile(config, &self.endpoints, self.app_override)?;
         let version = snapshot.config.version.clone();
         self.snapshot.store(Arc::new(snapshot));
-        self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&["applied"])
+            .inc();
         self.metrics.config_applied.inc();
         Ok(version)
     }
@@ -79,7 +82,10 @@ pub enum StartError {
     #[error("invalid config: {0}")]
     Config(#[from] ValidationError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -90,7 +96,11 @@ pub struct Proxy;
 
 impl Proxy {
     /// Binds the three listeners and starts serving `config`.
-    pub async fn start(options: ProxyOptions, config: ProxyConfig, registry: prometheus::Registry) -> Result<Running, StartError> {
+    pub async fn start(
+        options: ProxyOptions,
+        config: ProxyConfig,
+        registry: prometheus::Registry,
+    ) -> Result<Running, StartError> {
         let metrics = Metrics::new(registry)?;
         let access_log = if options.access_log {
             AccessLog::stdout(metrics.access_log_dropped.clone())
@@ -109,10 +119,22 @@ impl Proxy {
             access_log,
         });
 
-        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
-        let (out_l, in_l, admin_l) = (bind(options.outbound).await?, bind(options.inbound).await?, bind(options.admin).await?);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let (out_l, in_l, admin_l) = (
+            bind(options.outbound).await?,
+            bind(options.inbound).await?,
+            bind(options.admin).await?,
+        );
         let local = |l: &TcpListener, fallback: SocketAddr| l.local_addr().unwrap_or(fallback);
-        let addrs = (local(&out_l, options.outbound), local(&in_l, options.inbound), local(&admin_l, options.admin));
+        let addrs = (
+            local(&out_l, options.outbound),
+            local(&in_l, options.inbound),
+            local(&admin_l, options.admin),
+        );
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -120,14 +142,39 @@ impl Proxy {
         let drain = options.drain_timeout;
         {
             let s = shared.clone();
-            tasks.spawn(listen::serve(out_l, move |req| outbound::handle(s.clone(), req), stop_rx.clone(), drain, gauge("outbound")));
+            tasks.spawn(listen::serve(
+                out_l,
+                move |req| outbound::handle(s.clone(), req),
+                stop_rx.clone(),
+                drain,
+                gauge("outbound"),
+            ));
             let s = shared.clone();
-            tasks.spawn(listen::serve(in_l, move |req| inbound::handle(s.clone(), req), stop_rx.clone(), drain, gauge("inbound")));
+            tasks.spawn(listen::serve(
+                in_l,
+                move |req| inbound::handle(s.clone(), req),
+                stop_rx.clone(),
+                drain,
+                gauge("inbound"),
+            ));
             let s = shared.clone();
-            tasks.spawn(listen::serve(admin_l, move |req| admin::handle(s.clone(), req), stop_rx, drain, gauge("admin")));
+            tasks.spawn(listen::serve(
+                admin_l,
+                move |req| admin::handle(s.clone(), req),
+                stop_rx,
+                drain,
+                gauge("admin"),
+            ));
         }
         tracing::info!(outbound = %addrs.0, inbound = %addrs.1, admin = %addrs.2, "weft-proxy listening");
-        Ok(Running { outbound: addrs.0, inbound: addrs.1, admin: addrs.2, shared, stop: stop_tx, tasks })
+        Ok(Running {
+            outbound: addrs.0,
+            inbound: addrs.1,
+            admin: addrs.2,
+            shared,
+            stop: stop_tx,
+            tasks,
+        })
     }
 }
 

@@ -50,7 +50,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Validates and compiles `config`. Endpoint state comes from `registry`,
     /// so it carries over from the previous snapshot.
-    pub fn compile(config: ProxyConfig, registry: &Registry, app_override: Option<SocketAddr>) -> Result<Self, ValidationError> {
+    pub fn compile(
+        config: ProxyConfig,
+        registry: &Registry,
+        app_override: Option<SocketAddr>,
+    ) -> Result<Self, ValidationError> {
         config.validate()?;
         let ns = config.workload.namespace.clone();
         let mut domains = HashMap::new();
@@ -70,12 +74,18 @@ impl Snapshot {
             for name in domain_names(host, &ns) {
                 domains.entry(name).or_insert(vhosts.len());
             }
-            vhosts.push(VirtualHost { name: host.as_str().into(), routes });
+            vhosts.push(VirtualHost {
+                name: host.as_str().into(),
+                routes,
+            });
         }
 
         let mut wanted = Vec::new();
         for (name, c) in &config.clusters {
-            let settings = PoolSettings { connect_timeout: c.connect_timeout(), idle_timeout: c.idle_timeout() };
+            let settings = PoolSettings {
+                connect_timeout: c.connect_timeout(),
+                idle_timeout: c.idle_timeout(),
+            };
             for e in &c.endpoints {
                 let addr: SocketAddr = e.address.parse().map_err(|_| ValidationError {
                     path: format!("clusters[{name:?}].endpoints"),
@@ -84,9 +94,15 @@ impl Snapshot {
                 wanted.push((name.clone(), addr, e.labels.clone(), settings));
             }
         }
-        let app = app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
+        let app =
+            app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
         if let Some(addr) = app {
-            wanted.push((INBOUND_CLUSTER.to_string(), addr, Default::default(), PoolSettings::default()));
+            wanted.push((
+                INBOUND_CLUSTER.to_string(),
+                addr,
+                Default::default(),
+                PoolSettings::default(),
+            ));
         }
         let mut resolved = registry.resolve(wanted).into_iter();
         let clusters = config
@@ -95,7 +111,12 @@ impl Snapshot {
             .map(|(name, c)| {
                 let endpoints = resolved.by_ref().take(c.endpoints.len()).collect();
                 let service = c.service.clone().unwrap_or_else(|| name.clone());
-                let cluster = Cluster { name: name.as_str().into(), service: service.into(), balancer: Balancer::new(c.lb_policy, endpoints), protocol: c.protocol };
+                let cluster = Cluster {
+                    name: name.as_str().into(),
+                    service: service.into(),
+                    balancer: Balancer::new(c.lb_policy, endpoints),
+                    protocol: c.protocol,
+                };
                 (cluster.name.clone(), cluster)
             })
             .collect();
@@ -106,7 +127,13 @@ impl Snapshot {
             // The app gets what the peer spoke until the server side learns the app's protocol.
             protocol: UpstreamProtocol::UseClient,
         });
-        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound })
+        Ok(Snapshot {
+            config: Arc::new(config),
+            domains,
+            vhosts,
+            clusters,
+            inbound,
+        })
     }
 
     /// The service a `Host`/`:authority` names, port and case ignored.
@@ -149,7 +176,9 @@ fn domain_names(host: &str, own_ns: &str) -> Vec<String> {
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         // [v6]:port
-        return authority.split_once(']').map_or(authority, |(h, _)| &authority[..h.len() + 1]);
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &authority[..h.len() + 1]);
     }
     match authority.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -165,9 +194,18 @@ mod tests {
     fn domains_follow_istio() {
         assert_eq!(
             domain_names("orders.prod.svc.cluster.local", "prod"),
-            ["orders.prod.svc.cluster.local", "orders.prod.svc", "orders.prod", "orders"]
+            [
+                "orders.prod.svc.cluster.local",
+                "orders.prod.svc",
+                "orders.prod",
+                "orders"
+            ]
         );
-        assert_eq!(domain_names("orders.prod.svc.cluster.local", "dev").len(), 3, "short name only from its own namespace");
+        assert_eq!(
+            domain_names("orders.prod.svc.cluster.local", "dev").len(),
+            3,
+            "short name only from its own namespace"
+        );
         assert_eq!(domain_names("api.example.com", "prod"), ["api.example.com"]);
     }
 

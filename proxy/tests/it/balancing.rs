@@ -1,0 +1,97 @@
+//! The load-balancing policies.
+
+use crate::harness::*;
+use std::time::Duration;
+
+const SVC: &str = "svc.test.svc.cluster.local";
+
+async fn three(policy: &str) -> ([Upstream; 3], weft_proxy::Running) {
+    let ups = [
+        Upstream::named("a").await,
+        Upstream::named("b").await,
+        Upstream::named("c").await,
+    ];
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
+    let extra = format!("    lbPolicy: {policy}\n");
+    let proxy = start(&config_yaml(
+        &services,
+        &cluster("c", &extra, &[&ups[0], &ups[1], &ups[2]]),
+    ))
+    .await;
+    (ups, proxy)
+}
+
+#[tokio::test]
+async fn round_robin_takes_turns() {
+    let (ups, proxy) = three("ROUND_ROBIN").await;
+    let mut c = Client::h1(proxy.outbound).await;
+    let mut order = Vec::new();
+    for _ in 0..9 {
+        order.push(c.get("svc", "/").await.body);
+    }
+    // Each window of three holds each endpoint once, in a fixed rotation.
+    for window in order.chunks(3) {
+        let mut w = window.to_vec();
+        w.sort();
+        assert_eq!(w, ["a", "b", "c"], "{order:?}");
+    }
+    assert_eq!(order[0..3], order[3..6]);
+    assert!(ups.iter().all(|u| u.requests() == 3));
+}
+
+#[tokio::test]
+async fn random_reaches_every_endpoint_evenly() {
+    let (ups, proxy) = three("RANDOM").await;
+    tally(proxy.outbound, "svc", "/", &[], 1500).await;
+    for u in &ups {
+        // 500 expected, sd 18.
+        assert!(
+            (400..=600).contains(&u.requests()),
+            "{} got {}",
+            u.name,
+            u.requests()
+        );
+    }
+}
+
+#[tokio::test]
+async fn least_request_avoids_the_busy_endpoint() {
+    // "slow" holds every request for 300 ms; LEAST_REQUEST (P2C) should steer
+    // concurrent traffic to the two fast endpoints.
+    let slow = Upstream::with("slow", |_| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ok("slow")
+        })
+    })
+    .await;
+    let fast = [
+        Upstream::named("fast1").await,
+        Upstream::named("fast2").await,
+    ];
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
+    let proxy = start(&config_yaml(
+        &services,
+        &cluster("c", "", &[&slow, &fast[0], &fast[1]]),
+    ))
+    .await;
+    let outbound = proxy.outbound;
+    // 8 clients in parallel, 25 requests each.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            tally(outbound, "svc", "/", &[], 25).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = slow.requests() + fast[0].requests() + fast[1].requests();
+    assert_eq!(total, 200);
+    // Round robin would send ~67 to "slow"; with P2C on active requests it gets far fewer.
+    assert!(
+        slow.requests() < 30,
+        "slow endpoint got {} of 200",
+        slow.requests()
+    );
+}

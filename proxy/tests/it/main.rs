@@ -1,0 +1,13 @@
+//! The sidecar's integration tests: real sockets on ports the OS picks,
+//! real upstream servers, the proxy started in-process (and as a process
+//! where signals and files matter).
+
+mod harness;
+
+mod balancing;
+mod faults;
+mod input;
+mod process;
+mod reload;
+mod retries;
+mod routing;
