@@ -1,1 +1,185 @@
-fn main() {}
+//! Micro-benchmarks of the per-request lookups and of a config reload, on the
+//! sidecar's own code (`weft_proxy::{snapshot, route, balance}`).
+//!
+//! - `select/{last,middle}/N`: service by `Host`, then route by Istio's rules,
+//!   in one service of N routes; route i matches `uri prefix /svc{i}/` AND
+//!   header `x-route: r{i}`. The request for the last route walks every route
+//!   first (the worst case of first-match-wins).
+//! - `weighted_pick/K`: a weighted destination out of K.
+//! - `compile/100`, `compile_and_swap/100`: what a reload costs, validation
+//!   included; the swap also drops the snapshot it replaces.
+//!
+//! `cargo bench -p weft-bench --bench route_match`
+
+use arc_swap::ArcSwap;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use http::header::{HeaderMap, HeaderValue};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use weft_model as model;
+use weft_proxy::balance::WeightedPick;
+use weft_proxy::endpoint::Registry;
+use weft_proxy::route::RequestView;
+use weft_proxy::snapshot::Snapshot;
+
+const SERVICE: &str = "app.bench.svc.cluster.local";
+/// As the app sends it: the short name from its own namespace, with a port.
+const AUTHORITY: &str = "app:80";
+const ROUTE_COUNTS: [usize; 3] = [10, 100, 1000];
+
+/// One service with `routes` routes, each to its own cluster of one endpoint.
+fn config(routes: usize) -> model::ProxyConfig {
+    let cluster_name = |i: usize| format!("outbound|80|r{i}|{SERVICE}");
+    let routes_list = (0..routes)
+        .map(|i| model::Route {
+            name: Some(format!("r{i}")),
+            matches: vec![model::Match {
+                uri: Some(model::StringMatch {
+                    prefix: Some(format!("/svc{i}/")),
+                    ..Default::default()
+                }),
+                headers: [(
+                    "x-route".to_string(),
+                    model::StringMatch {
+                        exact: Some(format!("r{i}")),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }],
+            route: vec![model::Destination {
+                cluster: cluster_name(i),
+                weight: 100,
+                headers: None,
+            }],
+            timeout: None,
+            retries: None,
+            fault: None,
+            headers: None,
+            rewrite: None,
+        })
+        .collect();
+    let clusters = (0..routes)
+        .map(|i| {
+            let cluster = model::Cluster {
+                service: Some(SERVICE.into()),
+                lb_policy: model::LbPolicy::default(),
+                endpoints: vec![model::Endpoint {
+                    address: format!("127.0.0.1:{}", 20000 + i),
+                    labels: BTreeMap::new(),
+                }],
+                protocol: model::UpstreamProtocol::Http1,
+                outlier_detection: None,
+                connect_timeout: None,
+                idle_timeout: None,
+            };
+            (cluster_name(i), cluster)
+        })
+        .collect();
+    model::ProxyConfig {
+        api_version: model::API_VERSION.into(),
+        version: format!("{routes}-routes"),
+        workload: model::Workload {
+            name: "bench".into(),
+            namespace: "bench".into(),
+            service_account: "default".into(),
+            labels: BTreeMap::new(),
+        },
+        services: [(
+            SERVICE.to_string(),
+            model::Service {
+                routes: routes_list,
+            },
+        )]
+        .into(),
+        clusters,
+        inbound: model::Inbound {
+            app: None,
+            protocol: model::UpstreamProtocol::default(),
+        },
+    }
+}
+
+fn compile(config: model::ProxyConfig, registry: &Registry) -> Snapshot {
+    Snapshot::compile(config, registry, None).expect("the bench config is valid")
+}
+
+/// Path and headers of a request that only route `i` accepts.
+fn request_for(i: usize) -> (String, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-route", HeaderValue::from_str(&format!("r{i}")).unwrap());
+    headers.insert("user-agent", HeaderValue::from_static("weft-bench"));
+    headers.insert("accept", HeaderValue::from_static("*/*"));
+    (format!("/svc{i}/items/42?expand=true"), headers)
+}
+
+fn select(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select");
+    for n in ROUTE_COUNTS {
+        let snapshot = compile(config(n), &Registry::default());
+        for (case, target) in [("last", n - 1), ("middle", n / 2)] {
+            let (path, headers) = request_for(target);
+            let view = RequestView {
+                method: "GET",
+                path_and_query: &path,
+                authority: AUTHORITY,
+                headers: &headers,
+            };
+            let expected = format!("r{target}");
+            let (route, _) = snapshot.vhost(AUTHORITY).unwrap().select(&view).unwrap();
+            assert_eq!(
+                &*route.name, expected,
+                "the request must reach the route it is meant for"
+            );
+            group.bench_with_input(BenchmarkId::new(case, n), &view, |b, view| {
+                b.iter(|| {
+                    snapshot
+                        .vhost(black_box(view.authority))
+                        .unwrap()
+                        .select(black_box(view))
+                        .map(|(r, _)| Arc::as_ptr(&r.name))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn weighted_pick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("weighted_pick");
+    for weights in [vec![90u32, 10], (1..=10).collect::<Vec<u32>>()] {
+        let pick = WeightedPick::new(&weights);
+        let mut rng = SmallRng::seed_from_u64(7);
+        group.bench_function(BenchmarkId::from_parameter(weights.len()), |b| {
+            b.iter(|| black_box(&pick).pick(&mut rng))
+        });
+    }
+    group.finish();
+}
+
+fn reload(c: &mut Criterion) {
+    let cfg = config(100);
+    // Endpoint state survives reloads through the registry, as in the proxy.
+    let registry = Registry::default();
+    c.bench_function("compile/100", |b| {
+        b.iter_batched(
+            || cfg.clone(),
+            |cfg| compile(cfg, &registry),
+            BatchSize::SmallInput,
+        )
+    });
+    let live = ArcSwap::from_pointee(compile(cfg.clone(), &registry));
+    c.bench_function("compile_and_swap/100", |b| {
+        b.iter_batched(
+            || cfg.clone(),
+            |cfg| live.store(Arc::new(compile(cfg, &registry))),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, select, weighted_pick, reload);
+criterion_main!(benches);

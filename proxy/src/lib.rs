@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod listen;
 pub mod metrics;
 pub mod outbound;
+pub mod outlier;
 pub mod pool;
 pub mod reply;
 pub mod retry;

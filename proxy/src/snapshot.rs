@@ -124,8 +124,7 @@ impl Snapshot {
             name: INBOUND_CLUSTER.into(),
             service: config.workload.name.as_str().into(),
             balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, resolved.collect()),
-            // The app gets what the peer spoke until the server side learns the app's protocol.
-            protocol: UpstreamProtocol::UseClient,
+            protocol: config.inbound.protocol,
         });
         Ok(Snapshot {
             config: Arc::new(config),

@@ -351,6 +351,9 @@ pub struct Cluster {
     /// Protocol spoken to the endpoints; default `HTTP1`, as Istio does for a port of protocol `http`.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Passive health checking (Istio `outlierDetection`). Unset: no ejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
     /// TCP connect timeout; default 10 s (Istio MeshConfig `connectTimeout`). 503 `UF` on expiry.
     #[serde(
         default,
@@ -374,6 +377,40 @@ impl Cluster {
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
     }
+}
+
+/// Consecutive-error ejection, Envoy's algorithm (shared/ISTIO-SEMANTICS.md §2.4).
+/// Defaults are Istio's when `outlierDetection` is present.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (connect failures and resets count as 503, timeouts as 504)
+    /// that eject an endpoint. Default 5; 0 turns this detector off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// Consecutive 502/503/504 that eject an endpoint. Default off (0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// How often ejections are reviewed; default 10 s.
+    #[serde(
+        default,
+        with = "duration::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval: Option<Duration>,
+    /// Ejection time per ejection count; default 30 s.
+    #[serde(
+        default,
+        with = "duration::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base_ejection_time: Option<Duration>,
+    /// Most endpoints (percent) ejected at once; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+    /// Below this share of healthy endpoints ejection is ignored (panic); default 0 (off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_health_percent: Option<u32>,
 }
 
 /// The protocol a cluster speaks to its endpoints.
@@ -418,6 +455,10 @@ pub struct Inbound {
     /// `IP:port` of the local app. The `--app` flag overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// What the app speaks: `HTTP1` (default; HTTP/2 from a peer sidecar is
+    /// downgraded), `HTTP2` (h2c, e.g. gRPC servers) or `USE_CLIENT`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
 }
 
 impl ProxyConfig {

@@ -97,9 +97,29 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         lb_policy: _,
         endpoints,
         protocol: _,
+        outlier_detection,
         connect_timeout,
         idle_timeout: _,
     } = c;
+    if let Some(od) = outlier_detection {
+        let op = p.field("outlierDetection");
+        for (name, v) in [
+            ("maxEjectionPercent", od.max_ejection_percent),
+            ("minHealthPercent", od.min_health_percent),
+        ] {
+            if v.is_some_and(|v| v > 100) {
+                return op.field(name).err("must be between 0 and 100");
+            }
+        }
+        for (name, v) in [
+            ("interval", od.interval),
+            ("baseEjectionTime", od.base_ejection_time),
+        ] {
+            if v.is_some_and(|d| d < Duration::from_millis(1)) {
+                return op.field(name).err("must be at least 1ms");
+            }
+        }
+    }
     for (i, e) in endpoints.iter().enumerate() {
         socket_addr(&p.field("endpoints").index(i).field("address"), &e.address)?;
     }
