@@ -36,25 +36,15 @@ fn config(routes: usize) -> model::ProxyConfig {
         .map(|i| model::Route {
             name: Some(format!("r{i}")),
             matches: vec![model::Match {
-                uri: Some(model::StringMatch {
-                    prefix: Some(format!("/svc{i}/")),
-                    ..Default::default()
-                }),
+                uri: Some(model::StringMatch { prefix: Some(format!("/svc{i}/")), ..Default::default() }),
                 headers: [(
                     "x-route".to_string(),
-                    model::StringMatch {
-                        exact: Some(format!("r{i}")),
-                        ..Default::default()
-                    },
+                    model::StringMatch { exact: Some(format!("r{i}")), ..Default::default() },
                 )]
                 .into(),
                 ..Default::default()
             }],
-            route: vec![model::Destination {
-                cluster: cluster_name(i),
-                weight: 100,
-                headers: None,
-            }],
+            route: vec![model::Destination { cluster: cluster_name(i), weight: 100, headers: None }],
             timeout: None,
             retries: None,
             fault: None,
@@ -88,18 +78,9 @@ fn config(routes: usize) -> model::ProxyConfig {
             service_account: "default".into(),
             labels: BTreeMap::new(),
         },
-        services: [(
-            SERVICE.to_string(),
-            model::Service {
-                routes: routes_list,
-            },
-        )]
-        .into(),
+        services: [(SERVICE.to_string(), model::Service { routes: routes_list })].into(),
         clusters,
-        inbound: model::Inbound {
-            app: None,
-            protocol: model::UpstreamProtocol::default(),
-        },
+        inbound: model::Inbound { app: None, protocol: model::UpstreamProtocol::default() },
     }
 }
 
@@ -122,18 +103,10 @@ fn select(c: &mut Criterion) {
         let snapshot = compile(config(n), &Registry::default());
         for (case, target) in [("last", n - 1), ("middle", n / 2)] {
             let (path, headers) = request_for(target);
-            let view = RequestView {
-                method: "GET",
-                path_and_query: &path,
-                authority: AUTHORITY,
-                headers: &headers,
-            };
+            let view = RequestView { method: "GET", path_and_query: &path, authority: AUTHORITY, headers: &headers };
             let expected = format!("r{target}");
             let (route, _) = snapshot.vhost(AUTHORITY).unwrap().select(&view).unwrap();
-            assert_eq!(
-                &*route.name, expected,
-                "the request must reach the route it is meant for"
-            );
+            assert_eq!(&*route.name, expected, "the request must reach the route it is meant for");
             group.bench_with_input(BenchmarkId::new(case, n), &view, |b, view| {
                 b.iter(|| {
                     snapshot
@@ -153,9 +126,8 @@ fn weighted_pick(c: &mut Criterion) {
     for weights in [vec![90u32, 10], (1..=10).collect::<Vec<u32>>()] {
         let pick = WeightedPick::new(&weights);
         let mut rng = SmallRng::seed_from_u64(7);
-        group.bench_function(BenchmarkId::from_parameter(weights.len()), |b| {
-            b.iter(|| black_box(&pick).pick(&mut rng))
-        });
+        group
+            .bench_function(BenchmarkId::from_parameter(weights.len()), |b| b.iter(|| black_box(&pick).pick(&mut rng)));
     }
     group.finish();
 }
@@ -165,19 +137,11 @@ fn reload(c: &mut Criterion) {
     // Endpoint state survives reloads through the registry, as in the proxy.
     let registry = Registry::default();
     c.bench_function("compile/100", |b| {
-        b.iter_batched(
-            || cfg.clone(),
-            |cfg| compile(cfg, &registry),
-            BatchSize::SmallInput,
-        )
+        b.iter_batched(|| cfg.clone(), |cfg| compile(cfg, &registry), BatchSize::SmallInput)
     });
     let live = ArcSwap::from_pointee(compile(cfg.clone(), &registry));
     c.bench_function("compile_and_swap/100", |b| {
-        b.iter_batched(
-            || cfg.clone(),
-            |cfg| live.store(Arc::new(compile(cfg, &registry))),
-            BatchSize::SmallInput,
-        )
+        b.iter_batched(|| cfg.clone(), |cfg| live.store(Arc::new(compile(cfg, &registry))), BatchSize::SmallInput)
     });
 }
 

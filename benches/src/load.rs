@@ -80,13 +80,10 @@ impl Options {
 
 /// Parses a `--header` argument, `name: value`.
 pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = s
-        .split_once(':')
-        .ok_or_else(|| format!("header {s:?} is not `name: value`"))?;
+    let (name, value) = s.split_once(':').ok_or_else(|| format!("header {s:?} is not `name: value`"))?;
     let name = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
         .map_err(|e| format!("header name in {s:?}: {e}"))?;
-    let value =
-        HeaderValue::from_str(value.trim()).map_err(|e| format!("header value in {s:?}: {e}"))?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|e| format!("header value in {s:?}: {e}"))?;
     Ok((name, value))
 }
 
@@ -215,18 +212,10 @@ impl Report {
             "requests {}  2xx {}  achieved {:.1} rps  in {:.2}s  ({} bytes received)\n",
             self.requests, self.ok, self.achieved_rps, self.elapsed_s, self.bytes_received
         );
-        let _ = writeln!(
-            out,
-            "| latency (ms)               |      p50 |      p90 |      p99 |    p99.9 |      max |"
-        );
-        let _ = writeln!(
-            out,
-            "|----------------------------|---------:|---------:|---------:|---------:|---------:|"
-        );
-        for (name, p) in [
-            ("from intended send", &self.latency_ms),
-            ("from actual send", &self.uncorrected_latency_ms),
-        ] {
+        let _ = writeln!(out, "| latency (ms)               |      p50 |      p90 |      p99 |    p99.9 |      max |");
+        let _ = writeln!(out, "|----------------------------|---------:|---------:|---------:|---------:|---------:|");
+        for (name, p) in [("from intended send", &self.latency_ms), ("from actual send", &self.uncorrected_latency_ms)]
+        {
             let _ = writeln!(
                 out,
                 "| {name:<26} | {:>8.3} | {:>8.3} | {:>8.3} | {:>8.3} | {:>8.3} |",
@@ -234,41 +223,17 @@ impl Report {
             );
         }
         let _ = writeln!(out);
-        let non_2xx: Vec<String> = self
-            .status
-            .iter()
-            .filter(|(s, _)| !(200..300).contains(*s))
-            .map(|(s, n)| format!("{s} x {n}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "non-2xx: {}",
-            if non_2xx.is_empty() {
-                "none".to_string()
-            } else {
-                non_2xx.join(", ")
-            }
-        );
-        let errors: Vec<String> = self
-            .transport_errors
-            .iter()
-            .map(|(k, n)| format!("{k} x {n}"))
-            .collect();
+        let non_2xx: Vec<String> =
+            self.status.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(s, n)| format!("{s} x {n}")).collect();
+        let _ = writeln!(out, "non-2xx: {}", if non_2xx.is_empty() { "none".to_string() } else { non_2xx.join(", ") });
+        let errors: Vec<String> = self.transport_errors.iter().map(|(k, n)| format!("{k} x {n}")).collect();
         let _ = writeln!(
             out,
             "transport errors: {}",
-            if errors.is_empty() {
-                "none".to_string()
-            } else {
-                errors.join(", ")
-            }
+            if errors.is_empty() { "none".to_string() } else { errors.join(", ") }
         );
         if self.unsent > 0 {
-            let _ = writeln!(
-                out,
-                "unsent (still queued at the deadline): {}",
-                self.unsent
-            );
+            let _ = writeln!(out, "unsent (still queued at the deadline): {}", self.unsent);
         }
         out
     }
@@ -283,8 +248,7 @@ fn rate(n: u64, secs: f64) -> f64 {
 }
 
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGFIG)
-        .expect("static histogram bounds are valid")
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGFIG).expect("static histogram bounds are valid")
 }
 
 /// Counts kept by one connection (or one stream dispatcher), merged at the end.
@@ -373,62 +337,36 @@ impl Target {
     async fn new(opts: &Options) -> Result<Self, LoadError> {
         let url = opts.url.to_string();
         if opts.url.scheme_str() != Some("http") {
-            return Err(LoadError::Url(
-                url,
-                "only http:// is supported (use --http2 for h2c)",
-            ));
+            return Err(LoadError::Url(url, "only http:// is supported (use --http2 for h2c)"));
         }
-        let authority = opts
-            .url
-            .authority()
-            .ok_or_else(|| LoadError::Url(url.clone(), "has no host"))?
-            .clone();
+        let authority = opts.url.authority().ok_or_else(|| LoadError::Url(url.clone(), "has no host"))?.clone();
         let port = authority.port_u16().unwrap_or(80);
         let addr = tokio::net::lookup_host((authority.host(), port))
             .await
             .map_err(|e| LoadError::Resolve(url.clone(), e))?
             .next()
             .ok_or_else(|| LoadError::Url(url.clone(), "resolves to no address"))?;
-        let path = opts
-            .url
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let path = opts.url.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let mut headers = opts.headers.clone();
         let host = headers.remove(HOST);
         let uri = if opts.http2 {
             // :authority carries the host in HTTP/2; a Host header beside it would be a second opinion.
             let authority = match &host {
-                Some(h) => h
-                    .to_str()
-                    .map_err(|_| LoadError::Url(url.clone(), "host header is not ASCII"))?
-                    .to_string(),
+                Some(h) => h.to_str().map_err(|_| LoadError::Url(url.clone(), "host header is not ASCII"))?.to_string(),
                 None => authority.to_string(),
             };
-            Uri::builder()
-                .scheme("http")
-                .authority(authority)
-                .path_and_query(path)
-                .build()
+            Uri::builder().scheme("http").authority(authority).path_and_query(path).build()
         } else {
             headers.insert(
                 HOST,
                 host.unwrap_or_else(|| {
-                    HeaderValue::from_str(authority.as_str())
-                        .expect("an authority is a valid header value")
+                    HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header value")
                 }),
             );
             Uri::builder().path_and_query(path).build()
         }
         .map_err(|_| LoadError::Url(url.clone(), "host header does not make a valid authority"))?;
-        Ok(Target {
-            addr,
-            uri,
-            headers,
-            http2: opts.http2,
-            timeout: opts.timeout,
-            h2: tokio::sync::Mutex::new(None),
-        })
+        Ok(Target { addr, uri, headers, http2: opts.http2, timeout: opts.timeout, h2: tokio::sync::Mutex::new(None) })
     }
 
     fn request(&self) -> Request<Empty<Bytes>> {
@@ -442,18 +380,14 @@ impl Target {
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, String> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
         // Small requests must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         Ok(TokioIo::new(stream))
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Empty<Bytes>>, String> {
-        let (sender, conn) = http1::handshake(self.connect().await?)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (sender, conn) = http1::handshake(self.connect().await?).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         Ok(sender)
     }
@@ -464,9 +398,8 @@ impl Target {
         if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
-        let (sender, conn) = http2::handshake(TokioExecutor::new(), self.connect().await?)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (sender, conn) =
+            http2::handshake(TokioExecutor::new(), self.connect().await?).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         *slot = Some(sender.clone());
         Ok(sender)
@@ -475,11 +408,7 @@ impl Target {
 
 /// Sends a request on `conn` (HTTP/1.1: this worker's connection, opened when
 /// missing; HTTP/2: the shared one) and reads the whole response.
-async fn exchange(
-    target: &Target,
-    conn: &mut Option<http1::SendRequest<Empty<Bytes>>>,
-    intended: Instant,
-) -> Outcome {
+async fn exchange(target: &Target, conn: &mut Option<http1::SendRequest<Empty<Bytes>>>, intended: Instant) -> Outcome {
     let mut sent = Instant::now();
     let result = async {
         let response = if target.http2 {
@@ -508,12 +437,7 @@ async fn exchange(
         // The connection's state is unknown after a failure: start over on a new one.
         *conn = None;
     }
-    Outcome {
-        intended,
-        sent,
-        done: Instant::now(),
-        result,
-    }
+    Outcome { intended, sent, done: Instant::now(), result }
 }
 
 async fn drain(mut body: Incoming) -> Result<u64, &'static str> {
@@ -529,29 +453,22 @@ async fn drain(mut body: Incoming) -> Result<u64, &'static str> {
 /// Hands out send times `t0 + i / rate` for `i` while they fall before `end`,
 /// round-robin over `outs`. Sends every due time at once when it wakes late,
 /// so the schedule holds at rates above the sleep granularity.
-fn spawn_pacer(
-    t0: Instant,
-    rate: f64,
-    end: Instant,
-    outs: Vec<mpsc::UnboundedSender<Instant>>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("weft-load-pacer".into())
-        .spawn(move || {
-            let period = 1.0 / rate;
-            for i in 0u64.. {
-                let due = t0 + Duration::from_secs_f64(i as f64 * period);
-                if due >= end {
-                    break;
-                }
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                // A closed receiver means its worker gave up; its share is simply not sent.
-                let _ = outs[(i % outs.len() as u64) as usize].send(due);
+fn spawn_pacer(t0: Instant, rate: f64, end: Instant, outs: Vec<mpsc::UnboundedSender<Instant>>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("weft-load-pacer".into()).spawn(move || {
+        let period = 1.0 / rate;
+        for i in 0u64.. {
+            let due = t0 + Duration::from_secs_f64(i as f64 * period);
+            if due >= end {
+                break;
             }
-        })?;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // A closed receiver means its worker gave up; its share is simply not sent.
+            let _ = outs[(i % outs.len() as u64) as usize].send(due);
+        }
+    })?;
     Ok(())
 }
 
@@ -564,18 +481,10 @@ pub async fn run(opts: &Options) -> Result<Report, LoadError> {
     // Open the connections before the clock starts: a handshake is not a request's latency.
     let mut conns = Vec::with_capacity(connections);
     if target.http2 {
-        target
-            .h2_sender()
-            .await
-            .map_err(|e| LoadError::Connect(target.addr, e))?;
+        target.h2_sender().await.map_err(|e| LoadError::Connect(target.addr, e))?;
     } else {
         for _ in 0..connections {
-            conns.push(Some(
-                target
-                    .connect_h1()
-                    .await
-                    .map_err(|e| LoadError::Connect(target.addr, e))?,
-            ));
+            conns.push(Some(target.connect_h1().await.map_err(|e| LoadError::Connect(target.addr, e))?));
         }
     }
 
@@ -595,13 +504,7 @@ pub async fn run(opts: &Options) -> Result<Report, LoadError> {
             for conn in conns.drain(..) {
                 let (tx, rx) = mpsc::unbounded_channel();
                 outs.push(tx);
-                workers.spawn(h1_scheduled(
-                    target.clone(),
-                    conn,
-                    rx,
-                    measure_from,
-                    deadline,
-                ));
+                workers.spawn(h1_scheduled(target.clone(), conn, rx, measure_from, deadline));
             }
         }
         spawn_pacer(t0, opts.rate, end, outs)
@@ -620,31 +523,16 @@ pub async fn run(opts: &Options) -> Result<Report, LoadError> {
         }
     }
 
-    let elapsed = tally
-        .last_done
-        .map_or(opts.duration, |d| d.saturating_duration_since(measure_from))
-        .max(opts.duration);
+    let elapsed =
+        tally.last_done.map_or(opts.duration, |d| d.saturating_duration_since(measure_from)).max(opts.duration);
     let requests: u64 = tally.status.values().sum();
-    let ok = tally
-        .status
-        .iter()
-        .filter(|(s, _)| (200..300).contains(*s))
-        .map(|(_, n)| n)
-        .sum();
+    let ok = tally.status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
     Ok(Report {
         url: opts.url.to_string(),
         protocol: if opts.http2 { "http2" } else { "http1" },
-        mode: if opts.rate > 0.0 {
-            "open-loop"
-        } else {
-            "closed-loop"
-        },
+        mode: if opts.rate > 0.0 { "open-loop" } else { "closed-loop" },
         target_rps: (opts.rate > 0.0).then_some(opts.rate),
-        connections: if opts.http2 && opts.rate > 0.0 {
-            1
-        } else {
-            connections
-        },
+        connections: if opts.http2 && opts.rate > 0.0 { 1 } else { connections },
         duration_s: opts.duration.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         requests,
@@ -654,11 +542,7 @@ pub async fn run(opts: &Options) -> Result<Report, LoadError> {
         uncorrected_latency_ms: Percentiles::of(&tally.uncorrected),
         non_2xx: requests - ok,
         status: tally.status,
-        transport_errors: tally
-            .errors
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        transport_errors: tally.errors.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         unsent: tally.unsent,
         bytes_received: tally.bytes,
         histogram: tally.latency,
@@ -754,33 +638,12 @@ mod tests {
         let t0 = Instant::now();
         for ms in [1u64, 2, 3, 100] {
             let done = t0 + Duration::from_millis(ms);
-            t.record(
-                Outcome {
-                    intended: t0,
-                    sent: t0,
-                    done,
-                    result: Ok((StatusCode::OK, 10)),
-                },
-                t0,
-            );
+            t.record(Outcome { intended: t0, sent: t0, done, result: Ok((StatusCode::OK, 10)) }, t0);
         }
-        t.record(
-            Outcome {
-                intended: t0,
-                sent: t0,
-                done: t0,
-                result: Err("timeout"),
-            },
-            t0,
-        );
+        t.record(Outcome { intended: t0, sent: t0, done: t0, result: Err("timeout") }, t0);
         // Scheduled before the measured window: ignored.
         t.record(
-            Outcome {
-                intended: t0 - Duration::from_secs(1),
-                sent: t0,
-                done: t0,
-                result: Ok((StatusCode::OK, 10)),
-            },
+            Outcome { intended: t0 - Duration::from_secs(1), sent: t0, done: t0, result: Ok((StatusCode::OK, 10)) },
             t0,
         );
         assert_eq!(t.status[&200], 4);

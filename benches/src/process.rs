@@ -14,19 +14,8 @@ pub fn rss_kib(pid: u32) -> io::Result<(u64, u64)> {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("/proc/{pid}/status has no {name}"),
-                )
-            })
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/status has no {name}")))
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
@@ -42,12 +31,7 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_stat_cpu(&stat)
         .map(|ticks| ticks as f64 / CLOCK_TICKS_PER_SEC)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("/proc/{pid}/stat: unexpected format"),
-            )
-        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat: unexpected format")))
 }
 
 /// `utime + stime` in clock ticks: fields 14 and 15 of `stat`, counted after

@@ -33,13 +33,10 @@ pub async fn serve(listener: TcpListener, body_bytes: usize) {
         let body = body.clone();
         let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
             let mut resp = Response::new(Full::new(body.clone()));
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             async move { Ok::<_, Infallible>(resp) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         tokio::spawn(async move {
             let _ = conn.await;
         });

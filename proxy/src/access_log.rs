@@ -22,10 +22,7 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("weft-access-log".into())
             .spawn(move || write_loop(rx, std::io::stdout()))
-            .map(|_| AccessLog {
-                tx: Some(tx),
-                dropped: dropped.clone(),
-            })
+            .map(|_| AccessLog { tx: Some(tx), dropped: dropped.clone() })
             .unwrap_or_else(|e| {
                 tracing::error!("access log disabled: cannot start its thread: {e}");
                 AccessLog { tx: None, dropped }

@@ -27,16 +27,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
         "/stats/prometheus" | "/metrics" => {
             let mut resp = Response::new(full(shared.metrics.render()));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             resp
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try /ready /healthz /config_dump /clusters /stats/prometheus\n",
-        ),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /ready /healthz /config_dump /clusters /stats/prometheus\n"),
     }
 }
 
@@ -46,7 +40,14 @@ fn cluster_json(c: &Cluster) -> serde_json::Value {
         .endpoints()
         .iter()
         .map(|e| {
+            let od = e.outlier.view(c.balancer.outlier_settings());
+            let now = std::time::Instant::now();
             json!({
+                "ejected": e.outlier.is_ejected(),
+                "consecutive_5xx": od.consecutive_5xx,
+                "consecutive_gateway_errors": od.consecutive_gateway,
+                "times_ejected": od.times_ejected,
+                "ejected_for_seconds": od.ejected_until.map(|t| t.saturating_duration_since(now).as_secs_f64()),
                 "address": e.addr.to_string(),
                 "labels": e.labels,
                 "active_requests": e.active(),
@@ -62,16 +63,12 @@ fn cluster_json(c: &Cluster) -> serde_json::Value {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
 fn json_response(value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(serde_json::to_vec_pretty(value).unwrap_or_default()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }

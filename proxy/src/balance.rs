@@ -3,9 +3,12 @@
 //! choices — Istio's default).
 
 use crate::endpoint::Endpoint;
+use crate::outlier::{self, Event, Outcome, Settings};
 use rand::Rng;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use weft_model::LbPolicy;
 
 /// Picks an index with probability `weight / sum(weights)`.
@@ -46,51 +49,92 @@ impl WeightedPick {
     }
 }
 
-/// The endpoints of one cluster, with its policy.
+/// Why no endpoint could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    NoEndpoints,
+    /// Every endpoint is ejected by outlier detection and panic mode is off.
+    AllEjected,
+}
+
+/// The endpoints of one cluster, with its policy and outlier detection.
 #[derive(Debug)]
 pub struct Balancer {
     policy: LbPolicy,
     endpoints: Vec<Arc<Endpoint>>,
     next: AtomicUsize,
+    outlier: Option<Settings>,
 }
 
 impl Balancer {
     pub fn new(policy: LbPolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
-        Balancer {
-            policy,
-            endpoints,
-            next: AtomicUsize::new(0),
-        }
+        Balancer { policy, endpoints, next: AtomicUsize::new(0), outlier: None }
+    }
+
+    pub fn with_outlier_detection(mut self, settings: Option<Settings>) -> Self {
+        self.outlier = settings;
+        self
+    }
+
+    pub fn outlier_settings(&self) -> Option<&Settings> {
+        self.outlier.as_ref()
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
     }
 
+    fn hosts(&self) -> Vec<&outlier::HostState> {
+        self.endpoints.iter().map(|e| &e.outlier).collect()
+    }
+
+    /// Feeds a try's outcome to outlier detection (when the cluster has it).
+    pub fn record(&self, endpoint: &Arc<Endpoint>, outcome: Outcome) -> Option<Event> {
+        let settings = self.outlier.as_ref()?;
+        let index = self.endpoints.iter().position(|e| Arc::ptr_eq(e, endpoint))?;
+        outlier::on_result(settings, &self.hosts(), index, outcome, Instant::now())
+    }
+
+    /// The outlier review at an `interval` tick; returns the hosts un-ejected.
+    pub fn tick(&self) -> usize {
+        self.outlier.as_ref().map_or(0, |s| outlier::on_tick(s, &self.hosts(), Instant::now()))
+    }
+
+    /// The endpoints load may go to: all, or the non-ejected ones unless in panic.
+    fn candidates(&self) -> Result<Cow<'_, [Arc<Endpoint>]>, NoPick> {
+        if self.endpoints.is_empty() {
+            return Err(NoPick::NoEndpoints);
+        }
+        let Some(settings) = &self.outlier else {
+            return Ok(Cow::Borrowed(&self.endpoints));
+        };
+        if !self.endpoints.iter().any(|e| e.outlier.is_ejected()) || outlier::panic_mode(settings, &self.hosts()) {
+            return Ok(Cow::Borrowed(&self.endpoints));
+        }
+        let healthy: Vec<_> = self.endpoints.iter().filter(|e| !e.outlier.is_ejected()).cloned().collect();
+        if healthy.is_empty() {
+            return Err(NoPick::AllEjected);
+        }
+        Ok(Cow::Owned(healthy))
+    }
+
     /// Picks an endpoint, avoiding those in `avoid` (hosts already tried by this
     /// request, Envoy's `previous_hosts` predicate) while others are left.
-    pub fn pick(&self, avoid: &[Arc<Endpoint>], rng: &mut impl Rng) -> Option<Arc<Endpoint>> {
-        let n = self.endpoints.len();
-        if n == 0 {
-            return None;
-        }
+    pub fn pick(&self, avoid: &[Arc<Endpoint>], rng: &mut impl Rng) -> Result<Arc<Endpoint>, NoPick> {
+        let endpoints = self.candidates()?;
         let usable = |e: &Arc<Endpoint>| !avoid.iter().any(|a| Arc::ptr_eq(a, e));
         // Envoy retries host selection up to 5 times before taking a tried host.
         for _ in 0..5 {
-            let candidate = self.pick_once(rng);
+            let candidate = self.pick_once(&endpoints, rng);
             if avoid.is_empty() || usable(&candidate) {
-                return Some(candidate);
+                return Ok(candidate);
             }
         }
-        self.endpoints
-            .iter()
-            .find(|e| usable(e))
-            .cloned()
-            .or_else(|| Some(self.pick_once(rng)))
+        Ok(endpoints.iter().find(|e| usable(e)).cloned().unwrap_or_else(|| self.pick_once(&endpoints, rng)))
     }
 
-    fn pick_once(&self, rng: &mut impl Rng) -> Arc<Endpoint> {
-        let n = self.endpoints.len();
+    fn pick_once(&self, endpoints: &[Arc<Endpoint>], rng: &mut impl Rng) -> Arc<Endpoint> {
+        let n = endpoints.len();
         let i = match self.policy {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
             LbPolicy::Random => rng.gen_range(0..n),
@@ -98,14 +142,14 @@ impl Balancer {
             LbPolicy::LeastRequest => {
                 let a = rng.gen_range(0..n);
                 let b = (a + rng.gen_range(1..n)) % n;
-                if self.endpoints[b].active() < self.endpoints[a].active() {
+                if endpoints[b].active() < endpoints[a].active() {
                     b
                 } else {
                     a
                 }
             }
         };
-        self.endpoints[i].clone()
+        endpoints[i].clone()
     }
 }
 

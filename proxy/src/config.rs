@@ -25,22 +25,14 @@ pub fn parse(file: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
     } else {
         serde_yaml::from_str(text).map_err(|e| e.to_string())
     };
-    parsed.map_err(|message| ConfigError {
-        file: file.to_path_buf(),
-        message,
-    })
+    parsed.map_err(|message| ConfigError { file: file.to_path_buf(), message })
 }
 
 /// Reads and parses a config file (validation happens when it is compiled).
 pub fn read(file: &Path) -> Result<(ProxyConfig, Vec<u8>), ConfigError> {
-    let bytes = std::fs::read(file).map_err(|e| ConfigError {
-        file: file.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| ConfigError {
-        file: file.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let bytes = std::fs::read(file).map_err(|e| ConfigError { file: file.to_path_buf(), message: e.to_string() })?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|e| ConfigError { file: file.to_path_buf(), message: e.to_string() })?;
     Ok((parse(file, text)?, bytes))
 }
 
@@ -59,29 +51,16 @@ pub async fn watch(file: PathBuf, shared: Arc<Shared>, mut last: Vec<u8>, interv
         }
         last = bytes;
         let result = std::str::from_utf8(&last)
-            .map_err(|e| ConfigError {
-                file: file.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| ConfigError { file: file.clone(), message: e.to_string() })
             .and_then(|text| parse(&file, text))
             .and_then(|config| {
-                shared.apply(config).map_err(|e| ConfigError {
-                    file: file.clone(),
-                    message: e.to_string(),
-                })
+                shared.apply(config).map_err(|e| ConfigError { file: file.clone(), message: e.to_string() })
             });
         match result {
             Ok(version) => tracing::info!(file = %file.display(), %version, "config applied"),
             Err(e) => {
-                shared
-                    .metrics
-                    .config_reloads
-                    .with_label_values(&["rejected"])
-                    .inc();
-                tracing::error!(
-                    "config rejected, keeping version {:?}: {e}",
-                    shared.snapshot().config.version
-                );
+                shared.metrics.config_reloads.with_label_values(&["rejected"]).inc();
+                tracing::error!("config rejected, keeping version {:?}: {e}", shared.snapshot().config.version);
             }
         }
     }

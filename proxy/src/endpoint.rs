@@ -17,6 +17,8 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     active: AtomicUsize,
     pub pool: Pool,
+    /// Outlier-detection state; survives reloads with the endpoint.
+    pub outlier: crate::outlier::HostState,
 }
 
 impl Endpoint {
@@ -26,6 +28,7 @@ impl Endpoint {
             labels,
             active: AtomicUsize::new(0),
             pool: Pool::new(addr, settings),
+            outlier: Default::default(),
         }
     }
 

@@ -3,12 +3,14 @@
 //! by both listeners; what differs between them (routing, policy) is decided
 //! before this module is called.
 
-use crate::balance::Balancer;
+use crate::balance::NoPick;
 use crate::body::{self, Body};
 use crate::endpoint::{ActiveGuard, Endpoint};
+use crate::outlier::{Event, Outcome};
 use crate::pool::Protocol;
 use crate::reply::{Flags, ProxyError};
 use crate::retry::{Backoff, Failure, RetryPolicy};
+use crate::snapshot::Cluster;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -69,20 +71,13 @@ impl RequestBody {
         let mut read: Vec<Bytes> = Vec::new();
         let mut total = 0u64;
         while let Some(frame) = incoming.frame().await {
-            let frame =
-                frame.map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
+            let frame = frame.map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
             // Trailers are dropped when a body is buffered.
             if let Ok(data) = frame.into_data() {
                 total += data.len() as u64;
                 read.push(data);
                 if total > RETRY_BUFFER_LIMIT {
-                    return Ok(RequestBody::Streaming(Some(
-                        Prefixed {
-                            read: read.into(),
-                            rest: incoming,
-                        }
-                        .boxed(),
-                    )));
+                    return Ok(RequestBody::Streaming(Some(Prefixed { read: read.into(), rest: incoming }.boxed())));
                 }
             }
         }
@@ -129,9 +124,7 @@ impl http_body::Body for Prefixed {
         if let Some(chunk) = self.read.pop_front() {
             return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
         }
-        std::pin::Pin::new(&mut self.rest)
-            .poll_frame(cx)
-            .map_err(|e| Box::new(e) as body::BoxError)
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx).map_err(|e| Box::new(e) as body::BoxError)
     }
 }
 
@@ -147,23 +140,18 @@ impl Outgoing {
     fn request(&self, body: Body) -> Result<Request<Body>, ProxyError> {
         let uri = match self.protocol {
             Protocol::Http1 => self.path_and_query.clone(),
-            Protocol::Http2 => format!(
-                "http://{}{}",
-                self.authority.to_str().unwrap_or("unknown"),
-                self.path_and_query
-            ),
+            Protocol::Http2 => {
+                format!("http://{}{}", self.authority.to_str().unwrap_or("unknown"), self.path_and_query)
+            }
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = uri
-            .parse()
-            .map_err(|e| ProxyError::BadRequest(format!("bad upstream uri: {e}")))?;
+        *req.uri_mut() = uri.parse().map_err(|e| ProxyError::BadRequest(format!("bad upstream uri: {e}")))?;
         *req.headers_mut() = self.parts.headers.clone();
         match self.protocol {
             Protocol::Http1 => {
                 *req.version_mut() = Version::HTTP_11;
-                req.headers_mut()
-                    .insert(header::HOST, self.authority.clone());
+                req.headers_mut().insert(header::HOST, self.authority.clone());
             }
             Protocol::Http2 => {
                 *req.version_mut() = Version::HTTP_2;
@@ -191,16 +179,18 @@ pub struct ForwardError {
     pub flags: Flags,
 }
 
-/// Sends `out` to an endpoint of `balancer`, retrying per `policy`.
-/// The caller bounds the whole call with the route timeout.
+/// Sends `out` to an endpoint of `cluster`, retrying per `policy`, and feeds
+/// each try's outcome to outlier detection. The caller bounds the whole call
+/// with the route timeout.
 pub async fn forward(
     out: &Outgoing,
     body: &mut RequestBody,
-    balancer: &Balancer,
-    cluster: &str,
+    cluster: &Cluster,
     policy: &RetryPolicy,
-    retries: &IntCounter,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Forwarded, ForwardError> {
+    let balancer = &cluster.balancer;
+    let retries: IntCounter = metrics.upstream_retries.with_label_values(&[&cluster.name]);
     let mut backoff = Backoff::new(policy.backoff_base);
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
     let mut tries = 0;
@@ -209,15 +199,16 @@ pub async fn forward(
             let mut rng = rand::thread_rng();
             balancer.pick(&tried, &mut rng)
         };
-        let Some(endpoint) = endpoint else {
-            return Err(ForwardError {
-                error: ProxyError::NoEndpoints {
-                    cluster: cluster.to_string(),
-                },
-                endpoint: None,
-                tries,
-                flags: Flags::NONE,
-            });
+        let endpoint = match endpoint {
+            Ok(e) => e,
+            Err(no) => {
+                let name = cluster.name.to_string();
+                let error = match no {
+                    NoPick::NoEndpoints => ProxyError::NoEndpoints { cluster: name },
+                    NoPick::AllEjected => ProxyError::AllEjected { cluster: name },
+                };
+                return Err(ForwardError { error, endpoint: None, tries, flags: Flags::NONE });
+            }
         };
         tries += 1;
         let fail = |error: ProxyError, endpoint: &Arc<Endpoint>, flags: Flags| ForwardError {
@@ -228,15 +219,9 @@ pub async fn forward(
         };
         let Some(req_body) = body.take() else {
             // A streamed body is gone after the first try.
-            return Err(fail(
-                ProxyError::BadRequest("request body already consumed".into()),
-                &endpoint,
-                Flags::NONE,
-            ));
+            return Err(fail(ProxyError::BadRequest("request body already consumed".into()), &endpoint, Flags::NONE));
         };
-        let req = out
-            .request(req_body)
-            .map_err(|e| fail(e, &endpoint, Flags::NONE))?;
+        let req = out.request(req_body).map_err(|e| fail(e, &endpoint, Flags::NONE))?;
         let guard = endpoint.start_request();
         let sent = endpoint.pool.send(req, out.protocol);
         let outcome = match policy.per_try_timeout {
@@ -246,6 +231,16 @@ pub async fn forward(
             },
             None => sent.await.map_err(Failure::Upstream),
         };
+        let seen = match &outcome {
+            Ok(resp) => Outcome::Status(resp.status().as_u16()),
+            Err(Failure::PerTryTimeout) => Outcome::Timeout,
+            Err(Failure::Upstream(_)) => Outcome::LocalFailure,
+        };
+        if let Some(event) = balancer.record(&endpoint, seen) {
+            let result = if event == Event::Ejected { "ejected" } else { "refused" };
+            metrics.outlier_ejections.with_label_values(&[&cluster.name, result]).inc();
+            tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.addr, "outlier detection: {result}");
+        }
         let more = tries <= policy.attempts && body.replayable();
         let retry = match &outcome {
             Ok(resp) => policy.retry_response(&out.parts.method, resp.status(), resp.headers()),
@@ -260,33 +255,16 @@ pub async fn forward(
             tokio::time::sleep(wait).await;
             continue;
         }
-        let exhausted = if retry && tries > 1 {
-            Flags::URX
-        } else {
-            Flags::NONE
-        };
+        let exhausted = if retry && tries > 1 { Flags::URX } else { Flags::NONE };
         return match outcome {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
-                Ok(Forwarded {
-                    response,
-                    endpoint,
-                    guard,
-                    tries,
-                    flags: exhausted,
-                })
+                Ok(Forwarded { response, endpoint, guard, tries, flags: exhausted })
             }
             Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, exhausted)),
             Err(Failure::Upstream(error)) => {
                 let addr = endpoint.addr;
-                Err(fail(
-                    ProxyError::Upstream {
-                        endpoint: addr,
-                        error,
-                    },
-                    &endpoint,
-                    exhausted,
-                ))
+                Err(fail(ProxyError::Upstream { endpoint: addr, error }, &endpoint, exhausted))
             }
         };
     }
@@ -310,14 +288,7 @@ fn new_request_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// The authority a request names: `:authority` for HTTP/2 and absolute-form,
@@ -327,13 +298,7 @@ pub fn authority_of(parts: &Parts) -> Option<String> {
         .uri
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
 }
 
 /// HTTP/2 downstream goes upstream as HTTP/2, anything else as HTTP/1.1.

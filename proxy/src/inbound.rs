@@ -17,24 +17,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     static POLICY: OnceLock<RetryPolicy> = OnceLock::new();
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
-    let mut record = Record::begin(
-        &shared,
-        snap.config.clone(),
-        Reporter::Destination,
-        &mut parts,
-    );
+    let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Destination, &mut parts);
     let Some(app) = &snap.inbound else {
         return record.reply(&ProxyError::NoApp, Default::default());
     };
     record.cluster = Some(app.name.clone());
     let authority = match HeaderValue::from_str(&record.authority) {
         Ok(a) => a,
-        Err(_) => {
-            return record.reply(
-                &ProxyError::BadRequest("invalid authority".into()),
-                Default::default(),
-            )
-        }
+        Err(_) => return record.reply(&ProxyError::BadRequest("invalid authority".into()), Default::default()),
     };
     strip_hop_by_hop(&mut parts.headers);
     let mut body = match RequestBody::prepare(incoming).await {
@@ -43,18 +33,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     };
     record.request_bytes += body.len_hint();
     let protocol = app.protocol_for(parts.version);
-    let out = Outgoing {
-        path_and_query: record.path.clone(),
-        parts,
-        authority,
-        protocol,
-    };
-    let retries = shared
-        .metrics
-        .upstream_retries
-        .with_label_values(&[&app.name]);
+    let out = Outgoing { path_and_query: record.path.clone(), parts, authority, protocol };
     let policy = POLICY.get_or_init(RetryPolicy::inbound);
-    match forward(&out, &mut body, &app.balancer, &app.name, policy, &retries).await {
+    match forward(&out, &mut body, app, policy, &shared.metrics).await {
         Ok(done) => {
             record.upstream = Some(done.endpoint);
             record.guard = Some(done.guard);

@@ -47,18 +47,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.workers {
         rt.worker_threads(n.max(1));
     }
-    rt.enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(run(args))
+    rt.enable_all().build().context("starting the runtime")?.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -74,15 +68,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let running = Proxy::start(options, cfg, prometheus::Registry::new())
         .await
         .with_context(|| format!("starting from {}", args.config.display()))?;
-    tokio::spawn(config::watch(
-        args.config.clone(),
-        running.shared.clone(),
-        bytes,
-        args.watch_interval,
-    ));
+    tokio::spawn(config::watch(args.config.clone(), running.shared.clone(), bytes, args.watch_interval));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("SIGTERM handler")?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -4,14 +4,12 @@
 //! Label names and order follow the Envoy stats filter Istio uses
 //! (shared/ISTIO-SEMANTICS.md §6); histogram buckets are Envoy's defaults.
 
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Envoy's default histogram bucket bounds, used by Istio for all three histograms.
 pub const ENVOY_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Labels of the request metrics, in Istio's order.
@@ -48,6 +46,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `weft_upstream_retries_total{cluster}`: retries sent.
     pub upstream_retries: IntCounterVec,
+    /// `weft_outlier_ejections_total{cluster,result="ejected"|"refused"}`.
+    pub outlier_ejections: IntCounterVec,
     /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
     /// `weft_downstream_connections_active{listener}`.
@@ -59,65 +59,43 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: Registry) -> prometheus::Result<Self> {
         let histogram = |name: &str, help: &str| -> prometheus::Result<HistogramVec> {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(ENVOY_BUCKETS.to_vec()),
-                &REQUEST_LABELS,
-            )?;
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(ENVOY_BUCKETS.to_vec()), &REQUEST_LABELS)?;
             registry.register(Box::new(h.clone()))?;
             Ok(h)
         };
-        let requests_total = IntCounterVec::new(
-            Opts::new("istio_requests_total", "Requests, counted at stream end"),
-            &REQUEST_LABELS,
-        )?;
+        let requests_total =
+            IntCounterVec::new(Opts::new("istio_requests_total", "Requests, counted at stream end"), &REQUEST_LABELS)?;
         registry.register(Box::new(requests_total.clone()))?;
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "weft_config_reloads_total",
-                "Config changes seen, by result",
-            ),
-            &["result"],
-        )?;
+        let config_reloads =
+            IntCounterVec::new(Opts::new("weft_config_reloads_total", "Config changes seen, by result"), &["result"])?;
         registry.register(Box::new(config_reloads.clone()))?;
-        let upstream_retries = IntCounterVec::new(
-            Opts::new("weft_upstream_retries_total", "Retries sent upstream"),
-            &["cluster"],
-        )?;
+        let upstream_retries =
+            IntCounterVec::new(Opts::new("weft_upstream_retries_total", "Retries sent upstream"), &["cluster"])?;
         registry.register(Box::new(upstream_retries.clone()))?;
-        let access_log_dropped = IntCounter::new(
-            "weft_access_log_dropped_total",
-            "Access-log lines dropped under back-pressure",
+        let outlier_ejections = IntCounterVec::new(
+            Opts::new("weft_outlier_ejections_total", "Outlier ejections, and ejections refused by maxEjectionPercent"),
+            &["cluster", "result"],
         )?;
+        registry.register(Box::new(outlier_ejections.clone()))?;
+        let access_log_dropped =
+            IntCounter::new("weft_access_log_dropped_total", "Access-log lines dropped under back-pressure")?;
         registry.register(Box::new(access_log_dropped.clone()))?;
         let downstream_active = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "weft_downstream_connections_active",
-                "Open downstream connections",
-            ),
+            Opts::new("weft_downstream_connections_active", "Open downstream connections"),
             &["listener"],
         )?;
         registry.register(Box::new(downstream_active.clone()))?;
-        let config_applied = IntGauge::new(
-            "weft_config_generation",
-            "Configs applied since start (1 after the first)",
-        )?;
+        let config_applied =
+            IntGauge::new("weft_config_generation", "Configs applied since start (1 after the first)")?;
         registry.register(Box::new(config_applied.clone()))?;
         Ok(Metrics {
-            request_duration: histogram(
-                "istio_request_duration_milliseconds",
-                "Request duration in milliseconds",
-            )?,
-            request_bytes: histogram(
-                "istio_request_bytes",
-                "Request size in bytes, headers included",
-            )?,
-            response_bytes: histogram(
-                "istio_response_bytes",
-                "Response size in bytes, headers included",
-            )?,
+            request_duration: histogram("istio_request_duration_milliseconds", "Request duration in milliseconds")?,
+            request_bytes: histogram("istio_request_bytes", "Request size in bytes, headers included")?,
+            response_bytes: histogram("istio_response_bytes", "Response size in bytes, headers included")?,
             requests_total,
             config_reloads,
             upstream_retries,
+            outlier_ejections,
             access_log_dropped,
             downstream_active,
             config_applied,

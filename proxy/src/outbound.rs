@@ -35,28 +35,17 @@ async fn route_and_forward(
     incoming: Incoming,
 ) -> Result<Response<Body>, Failed> {
     let none = Flags::NONE;
-    let vhost = snap.vhost(&record.authority).ok_or_else(|| {
-        (
-            ProxyError::NoService {
-                host: record.authority.clone(),
-            },
-            none,
-        )
-    })?;
+    let vhost = snap
+        .vhost(&record.authority)
+        .ok_or_else(|| (ProxyError::NoService { host: record.authority.clone() }, none))?;
     let view = RequestView {
         method: parts.method.as_str(),
         path_and_query: &record.path,
         authority: &record.authority,
         headers: &parts.headers,
     };
-    let (route, hit) = vhost.select(&view).ok_or_else(|| {
-        (
-            ProxyError::NoRoute {
-                service: vhost.name.to_string(),
-            },
-            none,
-        )
-    })?;
+    let (route, hit) =
+        vhost.select(&view).ok_or_else(|| (ProxyError::NoRoute { service: vhost.name.to_string() }, none))?;
     record.route = Some(route.name.clone());
 
     let mut flags = Flags::NONE;
@@ -79,14 +68,9 @@ async fn route_and_forward(
     }
 
     let dest = &route.destinations[route.pick.pick(&mut rand::thread_rng())];
-    let cluster = snap.cluster(&dest.cluster).ok_or_else(|| {
-        (
-            ProxyError::ClusterNotFound {
-                cluster: dest.cluster.to_string(),
-            },
-            flags,
-        )
-    })?;
+    let cluster = snap
+        .cluster(&dest.cluster)
+        .ok_or_else(|| (ProxyError::ClusterNotFound { cluster: dest.cluster.to_string() }, flags))?;
     record.cluster = Some(cluster.name.clone());
     record.service = Some(cluster.service.clone());
 
@@ -107,34 +91,14 @@ async fn route_and_forward(
             .map_err(|_| (ProxyError::BadRequest("invalid authority".into()), flags))?,
     };
     strip_hop_by_hop(&mut parts.headers);
-    let mut body = RequestBody::prepare(incoming)
-        .await
-        .map_err(|e| (e, flags))?;
+    let mut body = RequestBody::prepare(incoming).await.map_err(|e| (e, flags))?;
     record.request_bytes += body.len_hint();
     let protocol = cluster.protocol_for(parts.version);
-    let out = Outgoing {
-        parts,
-        path_and_query,
-        authority,
-        protocol,
-    };
+    let out = Outgoing { parts, path_and_query, authority, protocol };
 
-    let retries = shared
-        .metrics
-        .upstream_retries
-        .with_label_values(&[&cluster.name]);
-    let sent = forward(
-        &out,
-        &mut body,
-        &cluster.balancer,
-        &cluster.name,
-        &route.retry,
-        &retries,
-    );
+    let sent = forward(&out, &mut body, cluster, &route.retry, &shared.metrics);
     let result = match route.timeout {
-        Some(limit) => tokio::time::timeout(limit, sent)
-            .await
-            .map_err(|_| (ProxyError::Timeout, flags))?,
+        Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| (ProxyError::Timeout, flags))?,
         None => sent.await,
     };
     match result {

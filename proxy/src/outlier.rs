@@ -125,13 +125,7 @@ fn ejection_time(s: &Settings, backoff: u32) -> Duration {
 }
 
 /// Records a try's outcome at `hosts[index]`; may eject it.
-pub fn on_result(
-    s: &Settings,
-    hosts: &[&HostState],
-    index: usize,
-    outcome: Outcome,
-    now: Instant,
-) -> Option<Event> {
+pub fn on_result(s: &Settings, hosts: &[&HostState], index: usize, outcome: Outcome, now: Instant) -> Option<Event> {
     let host = hosts[index];
     let code = outcome.code();
     let tripped = {
@@ -193,9 +187,7 @@ pub fn on_tick(s: &Settings, hosts: &[&HostState], now: Instant) -> usize {
             }
             Some(_) => {}
             None => {
-                if c.last_unejection
-                    .is_some_and(|t| now.duration_since(t) >= s.interval)
-                {
+                if c.last_unejection.is_some_and(|t| now.duration_since(t) >= s.interval) {
                     c.backoff = c.backoff.saturating_sub(1);
                 }
             }
@@ -225,16 +217,8 @@ mod tests {
         })
     }
 
-    fn fail(
-        s: &Settings,
-        hosts: &[&HostState],
-        i: usize,
-        n: usize,
-        now: Instant,
-    ) -> Vec<Option<Event>> {
-        (0..n)
-            .map(|_| on_result(s, hosts, i, Outcome::Status(500), now))
-            .collect()
+    fn fail(s: &Settings, hosts: &[&HostState], i: usize, n: usize, now: Instant) -> Vec<Option<Event>> {
+        (0..n).map(|_| on_result(s, hosts, i, Outcome::Status(500), now)).collect()
     }
 
     #[test]
@@ -267,18 +251,10 @@ mod tests {
         let hs: Vec<HostState> = (0..2).map(|_| HostState::default()).collect();
         let hosts: Vec<&HostState> = hs.iter().collect();
         let t0 = Instant::now();
-        for o in [
-            Outcome::LocalFailure,
-            Outcome::Timeout,
-            Outcome::LocalFailure,
-            Outcome::Status(502),
-        ] {
+        for o in [Outcome::LocalFailure, Outcome::Timeout, Outcome::LocalFailure, Outcome::Status(502)] {
             assert_eq!(on_result(&s, &hosts, 1, o, t0), None);
         }
-        assert_eq!(
-            on_result(&s, &hosts, 1, Outcome::Timeout, t0),
-            Some(Event::Ejected)
-        );
+        assert_eq!(on_result(&s, &hosts, 1, Outcome::Timeout, t0), Some(Event::Ejected));
     }
 
     #[test]
@@ -314,11 +290,7 @@ mod tests {
         let hosts: Vec<&HostState> = hs.iter().collect();
         let t0 = Instant::now();
         assert_eq!(fail(&s, &hosts, 0, 5, t0)[4], Some(Event::Ejected));
-        assert_eq!(
-            fail(&s, &hosts, 1, 5, t0)[4],
-            Some(Event::Refused),
-            "a second ejection would be 100 % > 50 %"
-        );
+        assert_eq!(fail(&s, &hosts, 1, 5, t0)[4], Some(Event::Refused), "a second ejection would be 100 % > 50 %");
         assert!(!hosts[1].is_ejected());
         // Istio's default 10 % ejects nothing in a cluster of fewer than 10 hosts.
         let s10 = settings(10);

@@ -126,11 +126,7 @@ impl Pool {
 
     /// Sends one request. The request's URI must already be in the form the
     /// protocol wants (origin-form for HTTP/1.1, absolute for HTTP/2).
-    pub async fn send(
-        &self,
-        req: Request<Body>,
-        protocol: Protocol,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, req: Request<Body>, protocol: Protocol) -> Result<Response<Incoming>, UpstreamError> {
         match protocol {
             Protocol::Http1 => self.send_h1(req).await,
             Protocol::Http2 => self.send_h2(req).await,
@@ -191,10 +187,7 @@ impl Pool {
     fn checkout(&self) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(Idle { tx, since }) = idle.pop() {
-            if since.elapsed() < self.inner.settings.idle_timeout
-                && !tx.is_closed()
-                && tx.is_ready()
-            {
+            if since.elapsed() < self.inner.settings.idle_timeout && !tx.is_closed() && tx.is_ready() {
                 return Some(tx);
             }
         }
@@ -207,14 +200,7 @@ impl Pool {
         tokio::spawn(async move {
             if tx.ready().await.is_ok() {
                 if let Some(inner) = pool.upgrade() {
-                    inner
-                        .idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Idle {
-                            tx,
-                            since: Instant::now(),
-                        });
+                    inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(Idle { tx, since: Instant::now() });
                 }
             }
         });
@@ -228,10 +214,8 @@ impl Pool {
             }
         }
         let io = self.connect_tcp().await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::ResetBeforeRequest)?;
+        let (tx, conn) =
+            http2::Builder::new(TokioExecutor::new()).handshake(io).await.map_err(UpstreamError::ResetBeforeRequest)?;
         self.track(conn);
         *slot = Some(tx.clone());
         Ok(tx)
@@ -239,10 +223,7 @@ impl Pool {
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, UpstreamError> {
         let io = self.connect_tcp().await?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::ResetBeforeRequest)?;
+        let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(UpstreamError::ResetBeforeRequest)?;
         self.track(conn);
         Ok(tx)
     }

@@ -108,13 +108,12 @@ pub enum ProxyError {
     ClusterNotFound { cluster: String },
     #[error("cluster {cluster} has no endpoints")]
     NoEndpoints { cluster: String },
+    #[error("all endpoints of cluster {cluster} are ejected by outlier detection")]
+    AllEjected { cluster: String },
     #[error("no local app address configured (--app or inbound.app)")]
     NoApp,
     #[error("upstream {endpoint}: {error}")]
-    Upstream {
-        endpoint: std::net::SocketAddr,
-        error: UpstreamError,
-    },
+    Upstream { endpoint: std::net::SocketAddr, error: UpstreamError },
     #[error("upstream request timeout")]
     Timeout,
     #[error("fault injected: abort with {0}")]
@@ -127,39 +126,23 @@ impl ProxyError {
     /// Status, Envoy's body text (the reset reason for upstream failures) and response flag.
     fn parts(&self) -> (StatusCode, &'static str, Flags) {
         match self {
-            ProxyError::NoService { .. } | ProxyError::NoRoute { .. } => {
-                (StatusCode::NOT_FOUND, "", Flags::NR)
-            }
+            ProxyError::NoService { .. } | ProxyError::NoRoute { .. } => (StatusCode::NOT_FOUND, "", Flags::NR),
             ProxyError::ClusterNotFound { .. } => (StatusCode::SERVICE_UNAVAILABLE, "", Flags::NC),
-            ProxyError::NoEndpoints { .. } | ProxyError::NoApp => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy upstream",
-                Flags::UH,
-            ),
+            ProxyError::NoEndpoints { .. } | ProxyError::AllEjected { .. } | ProxyError::NoApp => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", Flags::UH)
+            }
             ProxyError::Upstream { error, .. } => match error {
                 UpstreamError::ConnectFailure(_)
                 | UpstreamError::ConnectTimeout(_)
-                | UpstreamError::ResetBeforeRequest(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "connection failure",
-                    Flags::UF,
-                ),
-                UpstreamError::RefusedStream => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "remote refused stream reset",
-                    Flags::UR,
-                ),
-                UpstreamError::Reset(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "connection termination",
-                    Flags::UC,
-                ),
+                | UpstreamError::ResetBeforeRequest(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "connection failure", Flags::UF)
+                }
+                UpstreamError::RefusedStream => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "remote refused stream reset", Flags::UR)
+                }
+                UpstreamError::Reset(_) => (StatusCode::SERVICE_UNAVAILABLE, "connection termination", Flags::UC),
             },
-            ProxyError::Timeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream request timeout",
-                Flags::UT,
-            ),
+            ProxyError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", Flags::UT),
             ProxyError::FaultAbort(status) => (*status, "fault filter abort", Flags::FI),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request", Flags::NONE),
         }
@@ -169,10 +152,7 @@ impl ProxyError {
 /// Builds the local reply for `err`; `extra` adds flags such as `URX` or `DI`.
 pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
     let (status, text, flags) = err.parts();
-    let body = if flags.contains(Flags::UF)
-        || flags.contains(Flags::UC)
-        || flags.contains(Flags::UR)
-    {
+    let body = if flags.contains(Flags::UF) || flags.contains(Flags::UC) || flags.contains(Flags::UR) {
         format!("upstream connect error or disconnect/reset before headers. reset reason: {text}")
     } else {
         text.to_string()
@@ -180,10 +160,7 @@ pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if let Ok(v) = HeaderValue::from_str(&err.to_string()) {
         headers.insert(ERROR_HEADER, v);
     }
@@ -209,9 +186,6 @@ mod tests {
         let (resp, flags) = local_reply(&err, Flags::NONE);
         assert_eq!(resp.status(), 503);
         assert_eq!(flags, Flags::UF);
-        assert!(resp.headers()[ERROR_HEADER]
-            .to_str()
-            .unwrap()
-            .contains("127.0.0.1:1"));
+        assert!(resp.headers()[ERROR_HEADER].to_str().unwrap().contains("127.0.0.1:1"));
     }
 }

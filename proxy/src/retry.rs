@@ -38,19 +38,9 @@ impl RetryPolicy {
                 backoff_base: DEFAULT_RETRY_BACKOFF,
                 explicit: false,
             },
-            Some(Retry {
-                attempts,
-                per_try_timeout,
-                retry_on,
-                retriable_status_codes,
-                backoff,
-            }) => RetryPolicy {
+            Some(Retry { attempts, per_try_timeout, retry_on, retriable_status_codes, backoff }) => RetryPolicy {
                 attempts: *attempts,
-                on: if retry_on.is_empty() {
-                    RetryOn::ISTIO_DEFAULT.to_vec()
-                } else {
-                    retry_on.clone()
-                },
+                on: if retry_on.is_empty() { RetryOn::ISTIO_DEFAULT.to_vec() } else { retry_on.clone() },
                 codes: retriable_status_codes.clone(),
                 per_try_timeout: *per_try_timeout,
                 backoff_base: backoff.unwrap_or(DEFAULT_RETRY_BACKOFF),
@@ -90,10 +80,7 @@ impl RetryPolicy {
 
     /// gRPC conditions look at `grpc-status` in the response headers only (trailers-only responses).
     fn retry_grpc(&self, headers: &HeaderMap) -> bool {
-        let Some(status) = headers
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<u32>().ok())
+        let Some(status) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u32>().ok())
         else {
             return false;
         };
@@ -110,19 +97,13 @@ impl RetryPolicy {
 
     /// Whether a failure without response should be retried.
     pub fn retry_failure(&self, method: &Method, failure: &Failure) -> bool {
-        let broad = self.has(RetryOn::FiveXx)
-            || self.has(RetryOn::GatewayError)
-            || self.has(RetryOn::Reset);
+        let broad = self.has(RetryOn::FiveXx) || self.has(RetryOn::GatewayError) || self.has(RetryOn::Reset);
         let allowed = match failure {
-            Failure::Upstream(
-                UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout(_),
-            ) => broad || self.has(RetryOn::ConnectFailure),
-            Failure::Upstream(UpstreamError::RefusedStream) => {
-                broad || self.has(RetryOn::RefusedStream)
+            Failure::Upstream(UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout(_)) => {
+                broad || self.has(RetryOn::ConnectFailure)
             }
-            Failure::Upstream(UpstreamError::ResetBeforeRequest(_)) => {
-                broad || self.has(RetryOn::ResetBeforeRequest)
-            }
+            Failure::Upstream(UpstreamError::RefusedStream) => broad || self.has(RetryOn::RefusedStream),
+            Failure::Upstream(UpstreamError::ResetBeforeRequest(_)) => broad || self.has(RetryOn::ResetBeforeRequest),
             Failure::Upstream(UpstreamError::Reset(_)) | Failure::PerTryTimeout => broad,
         };
         let processed = match failure {
@@ -143,10 +124,7 @@ pub enum Failure {
 
 /// RFC 9110 idempotent methods.
 pub fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Envoy's `JitteredExponentialBackOffStrategy`: the n-th wait is uniform in
@@ -161,11 +139,7 @@ pub struct Backoff {
 impl Backoff {
     pub fn new(base: Duration) -> Self {
         let base_ms = (base.as_millis() as u64).max(1);
-        Backoff {
-            base_ms,
-            max_ms: base_ms * 10,
-            k: 1,
-        }
+        Backoff { base_ms, max_ms: base_ms * 10, k: 1 }
     }
 
     /// The next wait, given a uniform random `draw`.
@@ -186,10 +160,7 @@ mod tests {
     fn backoff_follows_envoy() {
         let mut b = Backoff::new(Duration::from_millis(25));
         // A draw one below each span shows the span's upper edge: 25, 75, 175, then capped.
-        let edges: Vec<u64> = [24, 74, 174, 374, 1124]
-            .iter()
-            .map(|d| b.next(*d).as_millis() as u64)
-            .collect();
+        let edges: Vec<u64> = [24, 74, 174, 374, 1124].iter().map(|d| b.next(*d).as_millis() as u64).collect();
         assert_eq!(edges, [24, 74, 174, 250, 250]);
         let mut b = Backoff::new(Duration::from_millis(25));
         assert_eq!(b.next(25), Duration::ZERO, "the first wait is below 25 ms");
@@ -207,14 +178,9 @@ mod tests {
             !p.retry_response(&Method::GET, StatusCode::SERVICE_UNAVAILABLE, &h),
             "503 not retried since Istio 1.24"
         );
-        let refused = Failure::Upstream(UpstreamError::ConnectFailure(
-            std::io::ErrorKind::ConnectionRefused.into(),
-        ));
+        let refused = Failure::Upstream(UpstreamError::ConnectFailure(std::io::ErrorKind::ConnectionRefused.into()));
         assert!(p.retry_failure(&Method::GET, &refused));
-        assert!(
-            p.retry_failure(&Method::POST, &refused),
-            "never reached the upstream: safe for POST"
-        );
+        assert!(p.retry_failure(&Method::POST, &refused), "never reached the upstream: safe for POST");
         assert!(!p.retry_failure(&Method::GET, &Failure::PerTryTimeout));
         let mut grpc = HeaderMap::new();
         grpc.insert("grpc-status", "14".parse().unwrap());

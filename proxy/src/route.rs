@@ -25,9 +25,7 @@ pub struct RequestView<'a> {
 
 impl<'a> RequestView<'a> {
     fn path(&self) -> &'a str {
-        self.path_and_query
-            .split_once('?')
-            .map_or(self.path_and_query, |(p, _)| p)
+        self.path_and_query.split_once('?').map_or(self.path_and_query, |(p, _)| p)
     }
     fn query(&self) -> Option<&'a str> {
         self.path_and_query.split_once('?').map(|(_, q)| q)
@@ -68,8 +66,7 @@ impl StrMatch {
         match self {
             StrMatch::Exact(e) => value.eq_ignore_ascii_case(e),
             StrMatch::Prefix(p) => {
-                value.len() >= p.len()
-                    && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
             }
             other => other.matches(value),
         }
@@ -91,16 +88,7 @@ pub struct MatchRule {
 
 impl MatchRule {
     pub fn compile(m: &model::Match) -> Result<Self, regex::Error> {
-        let model::Match {
-            name,
-            uri,
-            ignore_uri_case,
-            method,
-            authority,
-            headers,
-            without_headers,
-            query_params,
-        } = m;
+        let model::Match { name, uri, ignore_uri_case, method, authority, headers, without_headers, query_params } = m;
         let opt = |s: &Option<model::StringMatch>| s.as_ref().map(StrMatch::compile).transpose();
         let header_list = |map: &std::collections::BTreeMap<String, model::StringMatch>| {
             map.iter()
@@ -130,9 +118,7 @@ impl MatchRule {
         if let Some(uri) = &self.uri {
             let ok = match uri {
                 // prefix compares the start of :path, query included, as Envoy does.
-                StrMatch::Prefix(_) if self.ignore_uri_case => {
-                    uri.matches_ignore_case(req.path_and_query)
-                }
+                StrMatch::Prefix(_) if self.ignore_uri_case => uri.matches_ignore_case(req.path_and_query),
                 StrMatch::Prefix(_) => uri.matches(req.path_and_query),
                 StrMatch::Exact(_) if self.ignore_uri_case => uri.matches_ignore_case(req.path()),
                 _ => uri.matches(req.path()),
@@ -190,10 +176,7 @@ impl MatchRule {
 }
 
 /// Several values of one header are joined with ',' as Envoy does.
-fn header_value<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-) -> Option<std::borrow::Cow<'a, str>> {
+fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<std::borrow::Cow<'a, str>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?.to_str().ok()?;
     match values.next() {
@@ -254,22 +237,13 @@ impl HeaderOps {
     pub fn compile(ops: &model::HeaderOps) -> Self {
         let pairs = |m: &std::collections::BTreeMap<String, String>| {
             m.iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
+                .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
                 .collect()
         };
         HeaderOps {
             set: pairs(&ops.set),
             add: pairs(&ops.add),
-            remove: ops
-                .remove
-                .iter()
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                .collect(),
+            remove: ops.remove.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect(),
         }
     }
 
@@ -328,74 +302,37 @@ pub struct Route {
 
 impl Route {
     pub fn compile(index: usize, r: &model::Route) -> Result<Self, regex::Error> {
-        let model::Route {
-            name,
-            matches,
-            route,
-            timeout,
-            retries,
-            fault,
-            headers,
-            rewrite,
-        } = r;
+        let model::Route { name, matches, route, timeout, retries, fault, headers, rewrite } = r;
         let (req_h, resp_h) = match headers {
-            Some(h) => (
-                HeaderOps::compile(&h.request),
-                HeaderOps::compile(&h.response),
-            ),
+            Some(h) => (HeaderOps::compile(&h.request), HeaderOps::compile(&h.response)),
             None => Default::default(),
         };
         // With several destinations, weight 0 removes one (Istio).
-        let kept: Vec<&model::Destination> = if route.len() == 1 {
-            route.iter().collect()
-        } else {
-            route.iter().filter(|d| d.weight > 0).collect()
-        };
-        let weights: Vec<u32> = if kept.len() == 1 {
-            vec![1]
-        } else {
-            kept.iter().map(|d| d.weight).collect()
-        };
+        let kept: Vec<&model::Destination> =
+            if route.len() == 1 { route.iter().collect() } else { route.iter().filter(|d| d.weight > 0).collect() };
+        let weights: Vec<u32> = if kept.len() == 1 { vec![1] } else { kept.iter().map(|d| d.weight).collect() };
         Ok(Route {
-            name: name
-                .clone()
-                .unwrap_or_else(|| format!("route-{index}"))
-                .into(),
-            matches: matches
-                .iter()
-                .map(MatchRule::compile)
-                .collect::<Result<_, _>>()?,
+            name: name.clone().unwrap_or_else(|| format!("route-{index}")).into(),
+            matches: matches.iter().map(MatchRule::compile).collect::<Result<_, _>>()?,
             destinations: kept
                 .iter()
                 .map(|d| {
                     let (rq, rs) = match &d.headers {
-                        Some(h) => (
-                            HeaderOps::compile(&h.request),
-                            HeaderOps::compile(&h.response),
-                        ),
+                        Some(h) => (HeaderOps::compile(&h.request), HeaderOps::compile(&h.response)),
                         None => Default::default(),
                     };
-                    RouteDestination {
-                        cluster: d.cluster.as_str().into(),
-                        request_headers: rq,
-                        response_headers: rs,
-                    }
+                    RouteDestination { cluster: d.cluster.as_str().into(), request_headers: rq, response_headers: rs }
                 })
                 .collect(),
             pick: WeightedPick::new(&weights),
             timeout: *timeout,
             retry: RetryPolicy::compile(retries.as_ref()),
             fault: fault.as_ref().map(|f| Fault {
-                delay: f
-                    .delay
+                delay: f.delay.as_ref().map(|d| (d.fixed_delay, per_million(d.percentage))),
+                abort: f
+                    .abort
                     .as_ref()
-                    .map(|d| (d.fixed_delay, per_million(d.percentage))),
-                abort: f.abort.as_ref().and_then(|a| {
-                    Some((
-                        http::StatusCode::from_u16(a.http_status).ok()?,
-                        per_million(a.percentage),
-                    ))
-                }),
+                    .and_then(|a| Some((http::StatusCode::from_u16(a.http_status).ok()?, per_million(a.percentage)))),
             }),
             request_headers: req_h,
             response_headers: resp_h,
@@ -442,9 +379,7 @@ pub struct VirtualHost {
 impl VirtualHost {
     /// First route whose match accepts the request, and the match entry that did.
     pub fn select(&self, req: &RequestView<'_>) -> Option<(&Route, Option<&MatchRule>)> {
-        self.routes
-            .iter()
-            .find_map(|r| r.matching(req).map(|m| (r, m)))
+        self.routes.iter().find_map(|r| r.matching(req).map(|m| (r, m)))
     }
 }
 
@@ -462,12 +397,7 @@ mod tests {
     }
 
     fn view<'a>(method: &'a str, pq: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
-        RequestView {
-            method,
-            path_and_query: pq,
-            authority: "svc:80",
-            headers,
-        }
+        RequestView { method, path_and_query: pq, authority: "svc:80", headers }
     }
 
     #[test]
@@ -477,13 +407,8 @@ mod tests {
         assert!(!rule("uri: {exact: /a}").matches(&view("GET", "/ab", &h)));
         assert!(rule("uri: {prefix: /api}").matches(&view("GET", "/api/v1", &h)));
         assert!(rule("uri: {regex: '/u/[0-9]+'}").matches(&view("GET", "/u/42?x", &h)));
-        assert!(
-            !rule("uri: {regex: '/u/[0-9]+'}").matches(&view("GET", "/u/42/x", &h)),
-            "regex is a full match"
-        );
-        assert!(
-            rule("{uri: {prefix: /API}, ignoreUriCase: true}").matches(&view("GET", "/api/x", &h))
-        );
+        assert!(!rule("uri: {regex: '/u/[0-9]+'}").matches(&view("GET", "/u/42/x", &h)), "regex is a full match");
+        assert!(rule("{uri: {prefix: /API}, ignoreUriCase: true}").matches(&view("GET", "/api/x", &h)));
         assert!(!rule("uri: {prefix: /API}").matches(&view("GET", "/api/x", &h)));
     }
 
@@ -497,17 +422,9 @@ mod tests {
         assert!(!rule("withoutHeaders: {x-canary: {}}").matches(&view("GET", "/", &h)));
         let empty = HeaderMap::new();
         assert!(rule("withoutHeaders: {x-canary: {}}").matches(&view("GET", "/", &empty)));
-        assert!(
-            rule("withoutHeaders: {x-canary: {exact: 'true'}}").matches(&view("GET", "/", &empty))
-        );
-        assert!(
-            rule("{method: {exact: GET}, headers: {x-canary: {prefix: tr}}}")
-                .matches(&view("GET", "/", &h))
-        );
-        assert!(
-            !rule("{method: {exact: POST}, headers: {x-canary: {prefix: tr}}}")
-                .matches(&view("GET", "/", &h))
-        );
+        assert!(rule("withoutHeaders: {x-canary: {exact: 'true'}}").matches(&view("GET", "/", &empty)));
+        assert!(rule("{method: {exact: GET}, headers: {x-canary: {prefix: tr}}}").matches(&view("GET", "/", &h)));
+        assert!(!rule("{method: {exact: POST}, headers: {x-canary: {prefix: tr}}}").matches(&view("GET", "/", &h)));
     }
 
     #[test]
@@ -531,14 +448,14 @@ mod tests {
     fn prefix_rewrite_keeps_the_rest() {
         let r = Route::compile(
             0,
-            &serde_yaml::from_str("{match: [{uri: {prefix: /api/orders}}], route: [{cluster: c}], rewrite: {uri: /orders}}").unwrap(),
+            &serde_yaml::from_str(
+                "{match: [{uri: {prefix: /api/orders}}], route: [{cluster: c}], rewrite: {uri: /orders}}",
+            )
+            .unwrap(),
         )
         .unwrap();
         let hit = r.matches.first();
-        assert_eq!(
-            r.rewritten_path(hit, "/api/orders/7?x=1").unwrap(),
-            "/orders/7?x=1"
-        );
+        assert_eq!(r.rewritten_path(hit, "/api/orders/7?x=1").unwrap(), "/orders/7?x=1");
         assert_eq!(r.rewritten_path(None, "/z?q").unwrap(), "/orders?q");
     }
 }

@@ -66,11 +66,10 @@ impl Shared {
         let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = Snapshot::compile(config, &self.endpoints, self.app_override)?;
         let version = snapshot.config.version.clone();
-        self.snapshot.store(Arc::new(snapshot));
-        self.metrics
-            .config_reloads
-            .with_label_values(&["applied"])
-            .inc();
+        let snapshot = Arc::new(snapshot);
+        snapshot.start_outlier_reviews();
+        self.snapshot.store(snapshot);
+        self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.metrics.config_applied.inc();
         Ok(version)
     }
@@ -82,10 +81,7 @@ pub enum StartError {
     #[error("invalid config: {0}")]
     Config(#[from] ValidationError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -108,10 +104,11 @@ impl Proxy {
             AccessLog::disabled(metrics.access_log_dropped.clone())
         };
         let endpoints = Registry::default();
-        let snapshot = Snapshot::compile(config, &endpoints, options.app)?;
+        let snapshot = Arc::new(Snapshot::compile(config, &endpoints, options.app)?);
+        snapshot.start_outlier_reviews();
         metrics.config_applied.inc();
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: ArcSwap::new(snapshot),
             endpoints,
             app_override: options.app,
             apply_lock: Mutex::new(()),
@@ -120,21 +117,12 @@ impl Proxy {
         });
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
         };
-        let (out_l, in_l, admin_l) = (
-            bind(options.outbound).await?,
-            bind(options.inbound).await?,
-            bind(options.admin).await?,
-        );
+        let (out_l, in_l, admin_l) =
+            (bind(options.outbound).await?, bind(options.inbound).await?, bind(options.admin).await?);
         let local = |l: &TcpListener, fallback: SocketAddr| l.local_addr().unwrap_or(fallback);
-        let addrs = (
-            local(&out_l, options.outbound),
-            local(&in_l, options.inbound),
-            local(&admin_l, options.admin),
-        );
+        let addrs = (local(&out_l, options.outbound), local(&in_l, options.inbound), local(&admin_l, options.admin));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -167,14 +155,7 @@ impl Proxy {
             ));
         }
         tracing::info!(outbound = %addrs.0, inbound = %addrs.1, admin = %addrs.2, "weft-proxy listening");
-        Ok(Running {
-            outbound: addrs.0,
-            inbound: addrs.1,
-            admin: addrs.2,
-            shared,
-            stop: stop_tx,
-            tasks,
-        })
+        Ok(Running { outbound: addrs.0, inbound: addrs.1, admin: addrs.2, shared, stop: stop_tx, tasks })
     }
 }
 

@@ -74,18 +74,12 @@ impl Snapshot {
             for name in domain_names(host, &ns) {
                 domains.entry(name).or_insert(vhosts.len());
             }
-            vhosts.push(VirtualHost {
-                name: host.as_str().into(),
-                routes,
-            });
+            vhosts.push(VirtualHost { name: host.as_str().into(), routes });
         }
 
         let mut wanted = Vec::new();
         for (name, c) in &config.clusters {
-            let settings = PoolSettings {
-                connect_timeout: c.connect_timeout(),
-                idle_timeout: c.idle_timeout(),
-            };
+            let settings = PoolSettings { connect_timeout: c.connect_timeout(), idle_timeout: c.idle_timeout() };
             for e in &c.endpoints {
                 let addr: SocketAddr = e.address.parse().map_err(|_| ValidationError {
                     path: format!("clusters[{name:?}].endpoints"),
@@ -94,15 +88,9 @@ impl Snapshot {
                 wanted.push((name.clone(), addr, e.labels.clone(), settings));
             }
         }
-        let app =
-            app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
+        let app = app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
         if let Some(addr) = app {
-            wanted.push((
-                INBOUND_CLUSTER.to_string(),
-                addr,
-                Default::default(),
-                PoolSettings::default(),
-            ));
+            wanted.push((INBOUND_CLUSTER.to_string(), addr, Default::default(), PoolSettings::default()));
         }
         let mut resolved = registry.resolve(wanted).into_iter();
         let clusters = config
@@ -114,7 +102,8 @@ impl Snapshot {
                 let cluster = Cluster {
                     name: name.as_str().into(),
                     service: service.into(),
-                    balancer: Balancer::new(c.lb_policy, endpoints),
+                    balancer: Balancer::new(c.lb_policy, endpoints)
+                        .with_outlier_detection(c.outlier_detection.as_ref().map(crate::outlier::Settings::from_model)),
                     protocol: c.protocol,
                 };
                 (cluster.name.clone(), cluster)
@@ -126,13 +115,7 @@ impl Snapshot {
             balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, resolved.collect()),
             protocol: config.inbound.protocol,
         });
-        Ok(Snapshot {
-            config: Arc::new(config),
-            domains,
-            vhosts,
-            clusters,
-            inbound,
-        })
+        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound })
     }
 
     /// The service a `Host`/`:authority` names, port and case ignored.
@@ -152,6 +135,25 @@ impl Snapshot {
 
     pub fn clusters(&self) -> impl Iterator<Item = &Cluster> {
         self.clusters.values()
+    }
+
+    /// Starts the outlier-detection review of every cluster that has it, at
+    /// its `interval`. Each task ends when this snapshot is no longer used.
+    pub fn start_outlier_reviews(self: &Arc<Self>) {
+        for c in self.clusters.values() {
+            let Some(interval) = c.balancer.outlier_settings().map(|s| s.interval) else { continue };
+            let (snapshot, name) = (Arc::downgrade(self), c.name.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                loop {
+                    tick.tick().await;
+                    let Some(snapshot) = snapshot.upgrade() else { return };
+                    if let Some(cluster) = snapshot.cluster(&name) {
+                        cluster.balancer.tick();
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -175,9 +177,7 @@ fn domain_names(host: &str, own_ns: &str) -> Vec<String> {
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         // [v6]:port
-        return authority
-            .split_once(']')
-            .map_or(authority, |(h, _)| &authority[..h.len() + 1]);
+        return authority.split_once(']').map_or(authority, |(h, _)| &authority[..h.len() + 1]);
     }
     match authority.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -193,12 +193,7 @@ mod tests {
     fn domains_follow_istio() {
         assert_eq!(
             domain_names("orders.prod.svc.cluster.local", "prod"),
-            [
-                "orders.prod.svc.cluster.local",
-                "orders.prod.svc",
-                "orders.prod",
-                "orders"
-            ]
+            ["orders.prod.svc.cluster.local", "orders.prod.svc", "orders.prod", "orders"]
         );
         assert_eq!(
             domain_names("orders.prod.svc.cluster.local", "dev").len(),

@@ -50,10 +50,7 @@ pub struct Record {
 
 /// Approximate wire size of a header block: name, value, ": " and CRLF per line.
 pub fn header_bytes(headers: &HeaderMap) -> u64 {
-    headers
-        .iter()
-        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
-        .sum()
+    headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum()
 }
 
 impl Record {
@@ -66,18 +63,13 @@ impl Record {
     ) -> Self {
         let request_id = crate::forward::ensure_request_id(&mut parts.headers);
         let authority = crate::forward::authority_of(parts).unwrap_or_default();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let grpc = parts
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         // Request line plus headers, as on the wire.
-        let request_bytes =
-            (parts.method.as_str().len() + path.len() + 12) as u64 + header_bytes(&parts.headers);
+        let request_bytes = (parts.method.as_str().len() + path.len() + 12) as u64 + header_bytes(&parts.headers);
         Record {
             shared: shared.clone(),
             config,
@@ -146,23 +138,11 @@ impl Record {
         let w = &config.workload;
         let own_app = w.labels.get("app").map_or("unknown", String::as_str);
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
-        let ep_label = |k: &str| {
-            upstream
-                .as_ref()
-                .and_then(|e| e.label(k))
-                .unwrap_or("unknown")
-                .to_string()
-        };
-        let host = service
-            .as_deref()
-            .unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown"));
+        let ep_label = |k: &str| upstream.as_ref().and_then(|e| e.label(k)).unwrap_or("unknown").to_string();
+        let host = service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown"));
         let mut parts = host.split('.');
         let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");
-        let svc_ns = if host.contains(".svc") {
-            parts.next().unwrap_or("unknown")
-        } else {
-            "unknown"
-        };
+        let svc_ns = if host.contains(".svc") { parts.next().unwrap_or("unknown") } else { "unknown" };
         let protocol = if grpc { "grpc" } else { "http" };
         let (dest_workload, dest_ns, dest_app, dest_version);
         let labels: [&str; 18] = match reporter {
@@ -215,15 +195,9 @@ impl Record {
         };
         let m = &shared.metrics;
         m.requests_total.with_label_values(&labels).inc();
-        m.request_duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64() * 1000.0);
-        m.request_bytes
-            .with_label_values(&labels)
-            .observe(request_bytes as f64);
-        m.response_bytes
-            .with_label_values(&labels)
-            .observe(response_bytes as f64);
+        m.request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64() * 1000.0);
+        m.request_bytes.with_label_values(&labels).observe(request_bytes as f64);
+        m.response_bytes.with_label_values(&labels).observe(response_bytes as f64);
         if shared.access_log.is_enabled() {
             let line = serde_json::json!({
                 "reporter": labels[0],
@@ -258,11 +232,7 @@ pub struct Observed {
 
 impl Observed {
     pub fn new(inner: Body, header_size: u64, record: Record) -> Self {
-        Observed {
-            inner,
-            sent: header_size,
-            record: Some(Box::new(record)),
-        }
+        Observed { inner, sent: header_size, record: Some(Box::new(record)) }
     }
 
     fn finish(&mut self, extra: Flags) {
@@ -277,10 +247,7 @@ impl http_body::Body for Observed {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -309,11 +276,7 @@ impl http_body::Body for Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        let flags = if http_body::Body::is_end_stream(&self.inner) {
-            Flags::NONE
-        } else {
-            Flags::DC
-        };
+        let flags = if http_body::Body::is_end_stream(&self.inner) { Flags::NONE } else { Flags::DC };
         self.finish(flags);
     }
 }

@@ -104,12 +104,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Cmd::Upstream {
-        listen,
-        body_bytes,
-        workers,
-    }) = args.cmd
-    {
+    if let Some(Cmd::Upstream { listen, body_bytes, workers }) = args.cmd {
         return run_upstream(listen, body_bytes, workers);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -118,8 +113,8 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
         // Dropping `bench` on a signal drops its child guards, which kill the children.
         tokio::select! {
             result = bench(&args) => result,
@@ -136,14 +131,9 @@ fn run_upstream(listen: SocketAddr, body_bytes: usize, workers: usize) -> anyhow
         while std::io::stdin().read(&mut buf).is_ok_and(|n| n > 0) {}
         std::process::exit(0);
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers.max(1)).enable_all().build()?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         println!("listening on {}", listener.local_addr()?);
         upstream::serve(listener, body_bytes).await;
         Ok(())
@@ -163,11 +153,7 @@ impl Guard {
 
     fn ensure_running(&mut self, log: Option<&Path>) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited with {status}{}",
-                self.name,
-                log.map(log_tail).unwrap_or_default()
-            );
+            bail!("{} exited with {status}{}", self.name, log.map(log_tail).unwrap_or_default());
         }
         Ok(())
     }
@@ -183,24 +169,15 @@ impl Drop for Guard {
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    format!(
-        "; last lines of {}:\n{}",
-        path.display(),
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    )
+    format!("; last lines of {}:\n{}", path.display(), lines[lines.len().saturating_sub(20)..].join("\n"))
 }
 
 /// Ports the proxy binds, found by binding port 0. All three are held until
 /// each is known, so they differ; another process could still take one in the
 /// moment before the proxy binds it.
 fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let addrs = listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    let addrs = listeners.iter().map(TcpListener::local_addr).collect::<Result<Vec<_>, _>>()?;
     Ok(addrs.try_into().expect("N listeners give N addresses"))
 }
 
@@ -208,12 +185,7 @@ fn start_upstream(args: &Args) -> anyhow::Result<(Guard, SocketAddr)> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let child = Command::new(exe)
         .args(["upstream", "--listen", "127.0.0.1:0"])
-        .args([
-            "--body-bytes",
-            &args.body_bytes.to_string(),
-            "--workers",
-            &args.app_workers.to_string(),
-        ])
+        .args(["--body-bytes", &args.body_bytes.to_string(), "--workers", &args.app_workers.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -221,9 +193,7 @@ fn start_upstream(args: &Args) -> anyhow::Result<(Guard, SocketAddr)> {
     let mut guard = Guard { name: "app", child };
     let stdout = guard.child.stdout.take().context("app stdout")?;
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("reading the app's address")?;
+    BufReader::new(stdout).read_line(&mut line).context("reading the app's address")?;
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -235,20 +205,12 @@ fn start_upstream(args: &Args) -> anyhow::Result<(Guard, SocketAddr)> {
 /// The sidecar's config: one service, `app`, one route, one endpoint — the app.
 fn proxy_config(app: SocketAddr) -> model::ProxyConfig {
     let cluster = format!("outbound|80||{SERVICE}");
-    let labels = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>()
-    };
+    let labels =
+        |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
     let route = model::Route {
         name: Some("default".into()),
         matches: Vec::new(),
-        route: vec![model::Destination {
-            cluster: cluster.clone(),
-            weight: 100,
-            headers: None,
-        }],
+        route: vec![model::Destination { cluster: cluster.clone(), weight: 100, headers: None }],
         timeout: None,
         retries: None,
         fault: None,
@@ -276,18 +238,9 @@ fn proxy_config(app: SocketAddr) -> model::ProxyConfig {
             service_account: "default".into(),
             labels: labels(&[("app", "bench-client"), ("version", "v1")]),
         },
-        services: [(
-            SERVICE.to_string(),
-            model::Service {
-                routes: vec![route],
-            },
-        )]
-        .into(),
+        services: [(SERVICE.to_string(), model::Service { routes: vec![route] })].into(),
         clusters: [(cluster, upstream)].into(),
-        inbound: model::Inbound {
-            app: None,
-            protocol: model::UpstreamProtocol::default(),
-        },
+        inbound: model::Inbound { app: None, protocol: model::UpstreamProtocol::default() },
     }
 }
 
@@ -308,38 +261,19 @@ async fn start_proxy(args: &Args, app: SocketAddr, dir: &Path) -> anyhow::Result
     std::fs::write(&config_path, serde_yaml::to_string(&proxy_config(app))?)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let log = dir.join("sidecar-proxy.log");
-    let log_file =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let [outbound, inbound, admin] = free_ports()?;
     let child = Command::new(&args.proxy_bin)
         .arg("--config")
         .arg(&config_path)
-        .args([
-            "--outbound",
-            &outbound.to_string(),
-            "--inbound",
-            &inbound.to_string(),
-            "--admin",
-            &admin.to_string(),
-        ])
-        .args([
-            "--no-access-log",
-            "--workers",
-            &args.proxy_workers.to_string(),
-        ])
+        .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string(), "--admin", &admin.to_string()])
+        .args(["--no-access-log", "--workers", &args.proxy_workers.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()
         .with_context(|| format!("starting {}", args.proxy_bin.display()))?;
-    let mut proxy = Proxy {
-        guard: Guard {
-            name: "weft-proxy",
-            child,
-        },
-        outbound,
-        log,
-    };
+    let mut proxy = Proxy { guard: Guard { name: "weft-proxy", child }, outbound, log };
 
     let started = Instant::now();
     loop {
@@ -348,10 +282,7 @@ async fn start_proxy(args: &Args, app: SocketAddr, dir: &Path) -> anyhow::Result
             return Ok(proxy);
         }
         if started.elapsed() > READY_TIMEOUT {
-            bail!(
-                "weft-proxy not ready after {READY_TIMEOUT:?}{}",
-                log_tail(&proxy.log)
-            );
+            bail!("weft-proxy not ready after {READY_TIMEOUT:?}{}", log_tail(&proxy.log));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -362,9 +293,7 @@ async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, u
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(HOST, host)
-        .body(Empty::<Bytes>::new())?;
+    let req = Request::get(path).header(HOST, host).body(Empty::<Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     Ok((status, resp.into_body().collect().await?.to_bytes().len()))
@@ -464,22 +393,10 @@ struct Results {
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
-    if args
-        .proxy_bin
-        .components()
-        .any(|c| c.as_os_str() == "debug")
-    {
-        eprintln!(
-            "warning: {} looks like a debug build; numbers will not mean much",
-            args.proxy_bin.display()
-        );
+    if args.proxy_bin.components().any(|c| c.as_os_str() == "debug") {
+        eprintln!("warning: {} looks like a debug build; numbers will not mean much", args.proxy_bin.display());
     }
-    let dir = args
-        .out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let dir = args.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let (mut app_guard, app) = start_upstream(args)?;
@@ -498,47 +415,27 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         }
     }
     let (_, proxy_idle_rss_kib) = process::rss_kib(pid).context("reading the proxy's RSS")?;
-    eprintln!(
-        "app on {app}, weft-proxy (pid {pid}) outbound on {}, idle RSS {proxy_idle_rss_kib} KiB",
-        proxy.outbound
-    );
+    eprintln!("app on {app}, weft-proxy (pid {pid}) outbound on {}, idle RSS {proxy_idle_rss_kib} KiB", proxy.outbound);
 
-    let mut loads: Vec<Load> = args
-        .rates
-        .iter()
-        .filter(|r| **r > 0.0)
-        .map(|r| Load::Rate(*r))
-        .collect();
+    let mut loads: Vec<Load> = args.rates.iter().filter(|r| **r > 0.0).map(|r| Load::Rate(*r)).collect();
     if args.max {
         loads.push(Load::Max);
     }
     let mut scenarios = Vec::new();
     for load in loads {
-        let scope = if process::reset_peak_rss(pid).is_ok() {
-            "scenario"
-        } else {
-            "process"
-        };
+        let scope = if process::reset_peak_rss(pid).is_ok() { "scenario" } else { "process" };
         let mut rounds = Vec::new();
         for round in 1..=args.rounds.max(1) {
             eprintln!("{}: round {round}/{} direct", load.label(args), args.rounds);
             let direct = measure(args, load, app).await?;
             app_guard.ensure_running(None)?;
-            eprintln!(
-                "{}: round {round}/{} sidecar",
-                load.label(args),
-                args.rounds
-            );
+            eprintln!("{}: round {round}/{} sidecar", load.label(args), args.rounds);
             warm(args, load, proxy.outbound).await?;
             let cpu_before = process::cpu_seconds(pid)?;
             let sidecar = run_load(args, load, proxy.outbound, args.duration).await?;
             let proxy_cpu_s = process::cpu_seconds(pid)? - cpu_before;
             proxy.guard.ensure_running(Some(&proxy.log))?;
-            rounds.push(Round {
-                direct,
-                sidecar,
-                proxy_cpu_s,
-            });
+            rounds.push(Round { direct, sidecar, proxy_cpu_s });
         }
         let (_, peak_rss_kib) = process::rss_kib(pid)?;
         scenarios.push(summarize(args, load, rounds, peak_rss_kib, scope));
@@ -581,17 +478,11 @@ async fn measure(args: &Args, load: Load, addr: SocketAddr) -> anyhow::Result<Re
     run_load(args, load, addr, args.duration).await
 }
 
-async fn run_load(
-    args: &Args,
-    load: Load,
-    addr: SocketAddr,
-    duration: Duration,
-) -> anyhow::Result<Report> {
+async fn run_load(args: &Args, load: Load, addr: SocketAddr, duration: Duration) -> anyhow::Result<Report> {
     let mut opts = load::Options::new(format!("http://{addr}/").parse()?);
     opts.duration = duration;
     opts.http2 = args.http2;
-    opts.headers
-        .insert(HOST, HeaderValue::from_static(HOST_HEADER));
+    opts.headers.insert(HOST, HeaderValue::from_static(HOST_HEADER));
     match load {
         Load::Rate(r) => {
             opts.rate = r;
@@ -602,13 +493,7 @@ async fn run_load(
     Ok(load::run(&opts).await?)
 }
 
-fn summarize(
-    args: &Args,
-    load: Load,
-    rounds: Vec<Round>,
-    peak_rss_kib: u64,
-    peak_rss_scope: &'static str,
-) -> Scenario {
+fn summarize(args: &Args, load: Load, rounds: Vec<Round>, peak_rss_kib: u64, peak_rss_scope: &'static str) -> Scenario {
     let mut direct = rounds[0].direct.clone();
     let mut sidecar = rounds[0].sidecar.clone();
     for r in &rounds[1..] {
@@ -621,16 +506,8 @@ fn summarize(
         peak_rss_kib,
         peak_rss_scope,
         cpu_s,
-        cpu_s_per_1k_requests: if through_proxy > 0 {
-            cpu_s * 1000.0 / through_proxy as f64
-        } else {
-            0.0
-        },
-        cpu_cores: if sidecar.elapsed_s > 0.0 {
-            cpu_s / sidecar.elapsed_s
-        } else {
-            0.0
-        },
+        cpu_s_per_1k_requests: if through_proxy > 0 { cpu_s * 1000.0 / through_proxy as f64 } else { 0.0 },
+        cpu_cores: if sidecar.elapsed_s > 0.0 { cpu_s / sidecar.elapsed_s } else { 0.0 },
     };
     Scenario {
         load: load.label(args),
@@ -657,10 +534,7 @@ fn markdown(r: &Results) -> String {
         s.protocol, s.rounds, s.duration_s, s.body_bytes, s.proxy_workers, s.cpus
     );
     let _ = writeln!(out, "Latency in ms from the intended send time (open-loop; max is closed-loop). Added = sidecar − direct, per percentile.\n");
-    let _ = writeln!(
-        out,
-        "| load | path | p50 | p90 | p99 | p99.9 | max | achieved rps | errors |"
-    );
+    let _ = writeln!(out, "| load | path | p50 | p90 | p99 | p99.9 | max | achieved rps | errors |");
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for sc in &r.scenarios {
         for (path, rep) in [("direct", &sc.direct), ("sidecar", &sc.sidecar)] {
@@ -685,23 +559,12 @@ fn markdown(r: &Results) -> String {
             sc.load, a.p50, a.p90, a.p99, a.p999
         );
     }
-    let _ = writeln!(
-        out,
-        "\nweft-proxy process (idle RSS {:.1} MiB):\n",
-        r.proxy_idle_rss_kib as f64 / 1024.0
-    );
-    let _ = writeln!(
-        out,
-        "| load | requests via proxy | peak RSS MiB | CPU s / 1000 req | CPU cores busy |"
-    );
+    let _ = writeln!(out, "\nweft-proxy process (idle RSS {:.1} MiB):\n", r.proxy_idle_rss_kib as f64 / 1024.0);
+    let _ = writeln!(out, "| load | requests via proxy | peak RSS MiB | CPU s / 1000 req | CPU cores busy |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|");
     for sc in &r.scenarios {
         let p = &sc.proxy;
-        let scope = if p.peak_rss_scope == "process" {
-            " (since start)"
-        } else {
-            ""
-        };
+        let scope = if p.peak_rss_scope == "process" { " (since start)" } else { "" };
         let _ = writeln!(
             out,
             "| {} | {} | {:.1}{scope} | {:.4} | {:.2} |",

@@ -18,17 +18,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("duration {text:?} lacks a unit (ns, us, ms, s, m, h)"))?;
         if num_end == 0 {
-            return Err(format!(
-                "duration {text:?} is not a number followed by a unit"
-            ));
+            return Err(format!("duration {text:?} is not a number followed by a unit"));
         }
-        let value: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("duration {text:?} has a bad number"))?;
+        let value: f64 = rest[..num_end].parse().map_err(|_| format!("duration {text:?} has a bad number"))?;
         let after = &rest[num_end..];
-        let unit_end = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
+        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let scale = match &after[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -36,11 +30,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            other => {
-                return Err(format!(
-                    "duration {text:?} has unknown unit {other:?} (use ns, us, ms, s, m, h)"
-                ))
-            }
+            other => return Err(format!("duration {text:?} has unknown unit {other:?} (use ns, us, ms, s, m, h)")),
         };
         total += value * scale;
         rest = &after[unit_end..];
@@ -81,8 +71,7 @@ pub mod opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| super::parse(&t).map_err(serde::de::Error::custom))
-            .transpose()
+        text.map(|t| super::parse(&t).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

@@ -110,11 +110,7 @@ pub struct Route {
     pub route: Vec<Destination>,
     /// Whole-request timeout including retries and back-off; 504 `UT` on expiry.
     /// Unset means no timeout (Istio's default).
-    #[serde(
-        default,
-        with = "duration::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Retry policy. Unset means Istio's default: 2 retries on
     /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`.
@@ -201,11 +197,7 @@ pub struct Retry {
     /// Number of retries (not attempts): at most `attempts + 1` upstream requests. 0 disables retries.
     pub attempts: u32,
     /// Timeout of each try; unset means none (only the route timeout applies).
-    #[serde(
-        default,
-        with = "duration::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
     /// Conditions that allow a retry. Empty means Istio's default list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -214,11 +206,7 @@ pub struct Retry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retriable_status_codes: Vec<u16>,
     /// Base interval of the fully jittered exponential back-off; default 25 ms, cap 10× base.
-    #[serde(
-        default,
-        with = "duration::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Duration>,
 }
 
@@ -355,18 +343,10 @@ pub struct Cluster {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
     /// TCP connect timeout; default 10 s (Istio MeshConfig `connectTimeout`). 503 `UF` on expiry.
-    #[serde(
-        default,
-        with = "duration::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
     /// How long an unused pooled connection is kept; default 1 h (Istio `http.idleTimeout`).
-    #[serde(
-        default,
-        with = "duration::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
 }
 
@@ -392,18 +372,10 @@ pub struct OutlierDetection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<u32>,
     /// How often ejections are reviewed; default 10 s.
-    #[serde(
-        default,
-        with = "duration::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
     /// Ejection time per ejection count; default 30 s.
-    #[serde(
-        default,
-        with = "duration::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<Duration>,
     /// Most endpoints (percent) ejected at once; default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]

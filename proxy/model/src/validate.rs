@@ -2,8 +2,7 @@
 //! takes it, with the offending field named by its path.
 
 use crate::{
-    Cluster, Fault, HeaderOps, Headers, Match, ProxyConfig, Retry, Route, StringMatch, API_VERSION,
-    MAX_REGEX_LEN,
+    Cluster, Fault, HeaderOps, Headers, Match, ProxyConfig, Retry, Route, StringMatch, API_VERSION, MAX_REGEX_LEN,
 };
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,36 +35,23 @@ impl Path {
         Path(format!("{}[{i}]", self.0))
     }
     fn err<T>(&self, message: impl fmt::Display) -> Result<T> {
-        Err(ValidationError {
-            path: self.0.clone(),
-            message: message.to_string(),
-        })
+        Err(ValidationError { path: self.0.clone(), message: message.to_string() })
     }
 }
 
 type Result<T = ()> = std::result::Result<T, ValidationError>;
 
 pub(crate) fn config(c: &ProxyConfig) -> Result {
-    let ProxyConfig {
-        api_version,
-        version: _,
-        workload,
-        services,
-        clusters,
-        inbound,
-    } = c;
+    let ProxyConfig { api_version, version: _, workload, services, clusters, inbound } = c;
     if api_version != API_VERSION {
-        return Path::root("apiVersion")
-            .err(format!("must be {API_VERSION:?}, found {api_version:?}"));
+        return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));
     }
     let w = Path::root("workload");
     if workload.name.is_empty() {
         return w.field("name").err("must not be empty");
     }
     if !is_dns_label(&workload.namespace) {
-        return w
-            .field("namespace")
-            .err("must be a DNS label (lowercase letters, digits, '-')");
+        return w.field("namespace").err("must be a DNS label (lowercase letters, digits, '-')");
     }
     if workload.service_account.is_empty() {
         return w.field("serviceAccount").err("must not be empty");
@@ -103,18 +89,13 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
     } = c;
     if let Some(od) = outlier_detection {
         let op = p.field("outlierDetection");
-        for (name, v) in [
-            ("maxEjectionPercent", od.max_ejection_percent),
-            ("minHealthPercent", od.min_health_percent),
-        ] {
+        for (name, v) in [("maxEjectionPercent", od.max_ejection_percent), ("minHealthPercent", od.min_health_percent)]
+        {
             if v.is_some_and(|v| v > 100) {
                 return op.field(name).err("must be between 0 and 100");
             }
         }
-        for (name, v) in [
-            ("interval", od.interval),
-            ("baseEjectionTime", od.base_ejection_time),
-        ] {
+        for (name, v) in [("interval", od.interval), ("baseEjectionTime", od.base_ejection_time)] {
             if v.is_some_and(|d| d < Duration::from_millis(1)) {
                 return op.field(name).err("must be at least 1ms");
             }
@@ -130,39 +111,24 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
 }
 
 fn route_rules(p: &Path, r: &Route, c: &ProxyConfig) -> Result {
-    let Route {
-        name: _,
-        matches,
-        route,
-        timeout: _,
-        retries,
-        fault,
-        headers,
-        rewrite,
-    } = r;
+    let Route { name: _, matches, route, timeout: _, retries, fault, headers, rewrite } = r;
     for (i, m) in matches.iter().enumerate() {
         match_rules(&p.field("match").index(i), m)?;
     }
     if route.is_empty() {
-        return p
-            .field("route")
-            .err("a route needs at least one destination");
+        return p.field("route").err("a route needs at least one destination");
     }
     for (i, d) in route.iter().enumerate() {
         let dp = p.field("route").index(i);
         if !c.clusters.contains_key(&d.cluster) {
-            return dp
-                .field("cluster")
-                .err(format!("no cluster named {:?} in clusters", d.cluster));
+            return dp.field("cluster").err(format!("no cluster named {:?} in clusters", d.cluster));
         }
         if let Some(h) = &d.headers {
             headers_rules(&dp.field("headers"), h)?;
         }
     }
     if route.len() > 1 && route.iter().all(|d| d.weight == 0) {
-        return p
-            .field("route")
-            .err("with several destinations at least one needs a weight above 0");
+        return p.field("route").err("with several destinations at least one needs a weight above 0");
     }
     if let Some(retry) = retries {
         retry_rules(&p.field("retries"), retry)?;
@@ -180,26 +146,14 @@ fn route_rules(p: &Path, r: &Route, c: &ProxyConfig) -> Result {
             }
         }
         if rw.authority.as_deref() == Some("") {
-            return p
-                .field("rewrite")
-                .field("authority")
-                .err("must not be empty");
+            return p.field("rewrite").field("authority").err("must not be empty");
         }
     }
     Ok(())
 }
 
 fn match_rules(p: &Path, m: &Match) -> Result {
-    let Match {
-        name: _,
-        uri,
-        ignore_uri_case: _,
-        method,
-        authority,
-        headers,
-        without_headers,
-        query_params,
-    } = m;
+    let Match { name: _, uri, ignore_uri_case: _, method, authority, headers, without_headers, query_params } = m;
     if uri.is_none()
         && method.is_none()
         && authority.is_none()
@@ -242,15 +196,8 @@ enum Presence {
 }
 
 fn string_match(p: &Path, m: &StringMatch, presence: Presence, empty_prefix_ok: bool) -> Result {
-    let StringMatch {
-        exact,
-        prefix,
-        regex,
-    } = m;
-    let set = [exact.is_some(), prefix.is_some(), regex.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let StringMatch { exact, prefix, regex } = m;
+    let set = [exact.is_some(), prefix.is_some(), regex.is_some()].iter().filter(|b| **b).count();
     if set > 1 {
         return p.err("set only one of exact, prefix, regex");
     }
@@ -272,10 +219,7 @@ fn regex_rules(p: &Path, re: &str) -> Result {
         return p.err("must not be empty");
     }
     if re.len() > MAX_REGEX_LEN {
-        return p.err(format!(
-            "is {} characters; at most {MAX_REGEX_LEN} are allowed",
-            re.len()
-        ));
+        return p.err(format!("is {} characters; at most {MAX_REGEX_LEN} are allowed", re.len()));
     }
     if let Err(e) = regex::Regex::new(&format!("^(?:{re})$")) {
         return p.err(format!("invalid regex: {e}"));
@@ -284,13 +228,7 @@ fn regex_rules(p: &Path, re: &str) -> Result {
 }
 
 fn retry_rules(p: &Path, r: &Retry) -> Result {
-    let Retry {
-        attempts,
-        per_try_timeout,
-        retry_on: _,
-        retriable_status_codes,
-        backoff,
-    } = r;
+    let Retry { attempts, per_try_timeout, retry_on: _, retriable_status_codes, backoff } = r;
     if *attempts > 100 {
         return p.field("attempts").err("at most 100 retries are allowed");
     }
@@ -304,10 +242,7 @@ fn retry_rules(p: &Path, r: &Retry) -> Result {
     }
     for (i, code) in retriable_status_codes.iter().enumerate() {
         if !(100..=599).contains(code) {
-            return p
-                .field("retriableStatusCodes")
-                .index(i)
-                .err(format!("{code} is not an HTTP status"));
+            return p.field("retriableStatusCodes").index(i).err(format!("{code} is not an HTTP status"));
         }
     }
     Ok(())
@@ -319,19 +254,13 @@ fn fault_rules(p: &Path, f: &Fault) -> Result {
     }
     if let Some(d) = &f.delay {
         if d.fixed_delay < Duration::from_millis(1) {
-            return p
-                .field("delay")
-                .field("fixedDelay")
-                .err("must be at least 1ms");
+            return p.field("delay").field("fixedDelay").err("must be at least 1ms");
         }
         percentage(&p.field("delay").field("percentage"), d.percentage)?;
     }
     if let Some(a) = &f.abort {
         if !(200..=599).contains(&a.http_status) {
-            return p
-                .field("abort")
-                .field("httpStatus")
-                .err("must be between 200 and 599");
+            return p.field("abort").field("httpStatus").err("must be between 200 and 599");
         }
         percentage(&p.field("abort").field("percentage"), a.percentage)?;
     }
@@ -367,8 +296,7 @@ fn header_ops(p: &Path, ops: &HeaderOps) -> Result {
 }
 
 fn header_name(p: &Path, name: &str) -> Result {
-    let token =
-        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
         return p.err(format!("{name:?} is not a lowercase HTTP header name"));
     }
@@ -385,8 +313,7 @@ fn socket_addr(p: &Path, addr: &str) -> Result {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -423,9 +350,7 @@ services:
     #[test]
     fn unknown_field_is_refused_by_name() {
         let yaml = BASE.replace("clusters:", "circuitBreaker: {}\nclusters:");
-        let err = serde_yaml::from_str::<ProxyConfig>(&yaml)
-            .unwrap_err()
-            .to_string();
+        let err = serde_yaml::from_str::<ProxyConfig>(&yaml).unwrap_err().to_string();
         assert!(err.contains("unknown field `circuitBreaker`"), "{err}");
     }
 
@@ -471,10 +396,7 @@ services:
         ];
         for (edit, want) in cases {
             let got = error_of(edit);
-            assert!(
-                got.contains(want),
-                "got {got:?}, want it to contain {want:?}"
-            );
+            assert!(got.contains(want), "got {got:?}, want it to contain {want:?}");
         }
     }
 
@@ -488,7 +410,9 @@ services:
     #[test]
     fn long_regex_is_refused() {
         let long = "a".repeat(1025);
-        let err = error_of(&format!("      - {{ match: [ {{ uri: {{ regex: '{long}' }} }} ], route: [ {{ cluster: c1 }} ] }}"));
+        let err = error_of(&format!(
+            "      - {{ match: [ {{ uri: {{ regex: '{long}' }} }} ], route: [ {{ cluster: c1 }} ] }}"
+        ));
         assert!(err.contains("at most 1024"), "{err}");
     }
 

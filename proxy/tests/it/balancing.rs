@@ -6,18 +6,10 @@ use std::time::Duration;
 const SVC: &str = "svc.test.svc.cluster.local";
 
 async fn three(policy: &str) -> ([Upstream; 3], weft_proxy::Running) {
-    let ups = [
-        Upstream::named("a").await,
-        Upstream::named("b").await,
-        Upstream::named("c").await,
-    ];
+    let ups = [Upstream::named("a").await, Upstream::named("b").await, Upstream::named("c").await];
     let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
     let extra = format!("    lbPolicy: {policy}\n");
-    let proxy = start(&config_yaml(
-        &services,
-        &cluster("c", &extra, &[&ups[0], &ups[1], &ups[2]]),
-    ))
-    .await;
+    let proxy = start(&config_yaml(&services, &cluster("c", &extra, &[&ups[0], &ups[1], &ups[2]]))).await;
     (ups, proxy)
 }
 
@@ -45,12 +37,7 @@ async fn random_reaches_every_endpoint_evenly() {
     tally(proxy.outbound, "svc", "/", &[], 1500).await;
     for u in &ups {
         // 500 expected, sd 18.
-        assert!(
-            (400..=600).contains(&u.requests()),
-            "{} got {}",
-            u.name,
-            u.requests()
-        );
+        assert!((400..=600).contains(&u.requests()), "{} got {}", u.name, u.requests());
     }
 }
 
@@ -65,23 +52,14 @@ async fn least_request_avoids_the_busy_endpoint() {
         })
     })
     .await;
-    let fast = [
-        Upstream::named("fast1").await,
-        Upstream::named("fast2").await,
-    ];
+    let fast = [Upstream::named("fast1").await, Upstream::named("fast2").await];
     let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
-    let proxy = start(&config_yaml(
-        &services,
-        &cluster("c", "", &[&slow, &fast[0], &fast[1]]),
-    ))
-    .await;
+    let proxy = start(&config_yaml(&services, &cluster("c", "", &[&slow, &fast[0], &fast[1]]))).await;
     let outbound = proxy.outbound;
     // 8 clients in parallel, 25 requests each.
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        tasks.push(tokio::spawn(async move {
-            tally(outbound, "svc", "/", &[], 25).await
-        }));
+        tasks.push(tokio::spawn(async move { tally(outbound, "svc", "/", &[], 25).await }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -89,9 +67,5 @@ async fn least_request_avoids_the_busy_endpoint() {
     let total = slow.requests() + fast[0].requests() + fast[1].requests();
     assert_eq!(total, 200);
     // Round robin would send ~67 to "slow"; with P2C on active requests it gets far fewer.
-    assert!(
-        slow.requests() < 30,
-        "slow endpoint got {} of 200",
-        slow.requests()
-    );
+    assert!(slow.requests() < 30, "slow endpoint got {} of 200", slow.requests());
 }

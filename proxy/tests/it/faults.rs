@@ -7,9 +7,7 @@ const SVC: &str = "svc.test.svc.cluster.local";
 
 async fn with_fault(fault: &str) -> (Upstream, weft_proxy::Running) {
     let up = Upstream::named("up").await;
-    let services = format!(
-        "  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n        fault: {fault}\n"
-    );
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n        fault: {fault}\n");
     let proxy = start(&config_yaml(&services, &cluster("c", "", &[&up]))).await;
     (up, proxy)
 }
@@ -22,10 +20,7 @@ async fn abort_all() {
     assert_eq!(got.body, "fault filter abort");
     assert_eq!(up.requests(), 0, "aborted before reaching the upstream");
     let text = admin(&proxy, "/stats/prometheus").await;
-    assert_eq!(
-        metric(&text, "istio_requests_total", &[r#"response_flags="FI""#]),
-        1.0
-    );
+    assert_eq!(metric(&text, "istio_requests_total", &[r#"response_flags="FI""#]), 1.0);
 }
 
 #[tokio::test]
@@ -46,10 +41,7 @@ async fn delay_all() {
     assert_eq!(got.status, 200);
     assert_eq!(up.requests(), 1);
     let text = admin(&proxy, "/stats/prometheus").await;
-    assert_eq!(
-        metric(&text, "istio_requests_total", &[r#"response_flags="DI""#]),
-        1.0
-    );
+    assert_eq!(metric(&text, "istio_requests_total", &[r#"response_flags="DI""#]), 1.0);
 }
 
 #[tokio::test]

@@ -54,10 +54,7 @@ impl Upstream {
     }
 
     /// Answers as `behaviour` says; speaks HTTP/1.1 and h2c.
-    pub async fn with(
-        name: &str,
-        behaviour: impl Fn(Seen) -> Reply + Send + Sync + 'static,
-    ) -> Self {
+    pub async fn with(name: &str, behaviour: impl Fn(Seen) -> Reply + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up = Upstream {
             addr: listener.local_addr().unwrap(),
@@ -88,10 +85,7 @@ impl Upstream {
                             };
                             let seen = Seen {
                                 method: parts.method.to_string(),
-                                path: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map_or("/".into(), |p| p.to_string()),
+                                path: parts.uri.path_and_query().map_or("/".into(), |p| p.to_string()),
                                 version: parts.version,
                                 headers: parts.headers,
                                 body,
@@ -119,12 +113,7 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("upstream saw no request")
+        self.seen.lock().unwrap().last().cloned().expect("upstream saw no request")
     }
 }
 
@@ -133,11 +122,7 @@ pub fn ok(name: &str) -> Response<Full<Bytes>> {
 }
 
 pub fn status(code: StatusCode, name: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(code)
-        .header("x-upstream", name)
-        .body(Full::new(Bytes::from(name.to_string())))
-        .unwrap()
+    Response::builder().status(code).header("x-upstream", name).body(Full::new(Bytes::from(name.to_string()))).unwrap()
 }
 
 /// A port with nothing listening (bound, then released).
@@ -157,17 +142,9 @@ pub fn config_yaml(services: &str, clusters: &str) -> String {
 pub fn cluster(name: &str, extra: &str, endpoints: &[&Upstream]) -> String {
     let eps: Vec<String> = endpoints
         .iter()
-        .map(|u| {
-            format!(
-                "      - {{ address: \"{}\", labels: {{ app: svc, version: {} }} }}",
-                u.addr, u.name
-            )
-        })
+        .map(|u| format!("      - {{ address: \"{}\", labels: {{ app: svc, version: {} }} }}", u.addr, u.name))
         .collect();
-    format!(
-        "  {name}:\n    service: svc.test.svc.cluster.local\n{extra}    endpoints:\n{}\n",
-        eps.join("\n")
-    )
+    format!("  {name}:\n    service: svc.test.svc.cluster.local\n{extra}    endpoints:\n{}\n", eps.join("\n"))
 }
 
 pub fn parse(yaml: &str) -> weft_model::ProxyConfig {
@@ -188,9 +165,7 @@ pub async fn start_with(yaml: &str, app: Option<SocketAddr>) -> Running {
         access_log: false,
         drain_timeout: Duration::from_secs(2),
     };
-    Proxy::start(options, parse(yaml), prometheus::Registry::new())
-        .await
-        .unwrap()
+    Proxy::start(options, parse(yaml), prometheus::Registry::new()).await.unwrap()
 }
 
 /// A response as the tests look at it.
@@ -218,36 +193,21 @@ impl Client {
         let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
         let (tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(conn);
-        Client {
-            h1: Some(tx),
-            h2: None,
-        }
+        Client { h1: Some(tx), h2: None }
     }
 
     pub async fn h2(addr: SocketAddr) -> Self {
         let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
-        let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .unwrap();
+        let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
         tokio::spawn(conn);
-        Client {
-            h1: None,
-            h2: Some(tx),
-        }
+        Client { h1: None, h2: Some(tx) }
     }
 
     pub async fn get(&mut self, host: &str, path: &str) -> Got {
         self.send("GET", host, path, &[], "").await
     }
 
-    pub async fn send(
-        &mut self,
-        method: &str,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Got {
+    pub async fn send(&mut self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
         let mut b = Request::builder().method(method);
         if self.h2.is_some() {
             b = b.uri(format!("http://{host}{path}"));
@@ -271,20 +231,13 @@ impl Client {
         };
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
-        Got {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        Got { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
     }
 }
 
 /// One request on a fresh connection.
 pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
-    Client::h1(addr)
-        .await
-        .send("GET", host, path, headers, "")
-        .await
+    Client::h1(addr).await.send("GET", host, path, headers, "").await
 }
 
 /// The admin page at `path` as text.
@@ -297,8 +250,7 @@ pub fn metric(text: &str, name: &str, parts: &[&str]) -> f64 {
     text.lines()
         .filter(|l| {
             l.starts_with(name)
-                && (l.as_bytes().get(name.len()) == Some(&b'{')
-                    || l.as_bytes().get(name.len()) == Some(&b' '))
+                && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
         })
         .filter(|l| parts.iter().all(|p| l.contains(p)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -317,9 +269,7 @@ pub async fn tally(
     let mut counts = HashMap::new();
     for _ in 0..n {
         let got = c.send("GET", host, path, headers, "").await;
-        *counts
-            .entry(format!("{} {}", got.status.as_u16(), got.body))
-            .or_default() += 1;
+        *counts.entry(format!("{} {}", got.status.as_u16(), got.body)).or_default() += 1;
     }
     counts
 }

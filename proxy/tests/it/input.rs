@@ -20,11 +20,7 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     let _ = s.write_all(bytes).await;
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
 }
 
 #[tokio::test]
@@ -43,36 +39,23 @@ async fn http2_cluster_multiplexes_one_connection() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let addr = proxy.outbound;
-        tasks.push(tokio::spawn(async move {
-            get(addr, "svc", "/", &[]).await.status
-        }));
+        tasks.push(tokio::spawn(async move { get(addr, "svc", "/", &[]).await.status }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
     assert_eq!(up.last().version, Version::HTTP_2);
-    assert_eq!(
-        up.connections(),
-        1,
-        "20 concurrent requests, one HTTP/2 connection"
-    );
+    assert_eq!(up.connections(), 1, "20 concurrent requests, one HTTP/2 connection");
 }
 
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let (up, proxy) = simple("").await;
-    let big = format!(
-        "GET / HTTP/1.1\r\nhost: svc\r\nx-big: {}\r\n\r\n",
-        "a".repeat(70 * 1024)
-    );
-    assert!(raw(proxy.outbound, big.as_bytes())
-        .await
-        .starts_with("HTTP/1.1 431"));
+    let big = format!("GET / HTTP/1.1\r\nhost: svc\r\nx-big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    assert!(raw(proxy.outbound, big.as_bytes()).await.starts_with("HTTP/1.1 431"));
     let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
     let req = format!("GET / HTTP/1.1\r\nhost: svc\r\n{many}\r\n");
-    assert!(raw(proxy.outbound, req.as_bytes())
-        .await
-        .starts_with("HTTP/1.1 431"));
+    assert!(raw(proxy.outbound, req.as_bytes()).await.starts_with("HTTP/1.1 431"));
     assert_eq!(up.requests(), 0);
     // The proxy is still fine.
     assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.status, 200);
@@ -105,35 +88,21 @@ async fn malformed_requests_get_400_or_a_close() {
 async fn a_missing_host_is_404_nr() {
     let (_up, proxy) = simple("").await;
     let line = raw(proxy.outbound, b"GET / HTTP/1.0\r\n\r\n").await;
-    assert!(
-        line.starts_with("HTTP/1.0 404") || line.starts_with("HTTP/1.1 404"),
-        "{line}"
-    );
+    assert!(line.starts_with("HTTP/1.0 404") || line.starts_with("HTTP/1.1 404"), "{line}");
 }
 
 #[tokio::test]
 async fn inbound_delivers_to_the_app() {
     let app = Upstream::named("app").await;
     let yaml = config_yaml("", "");
-    let proxy = start_with(
-        &yaml.replace("services:\n\nclusters:\n\n", ""),
-        Some(app.addr),
-    )
-    .await;
+    let proxy = start_with(&yaml.replace("services:\n\nclusters:\n\n", ""), Some(app.addr)).await;
     let got = get(proxy.inbound, "svc.test", "/in", &[]).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "app"));
     assert_eq!(app.last().path, "/in");
     assert!(app.last().headers.contains_key("x-request-id"));
     let text = admin(&proxy, "/stats/prometheus").await;
     assert_eq!(
-        metric(
-            &text,
-            "istio_requests_total",
-            &[
-                r#"reporter="destination""#,
-                r#"destination_workload="client""#
-            ]
-        ),
+        metric(&text, "istio_requests_total", &[r#"reporter="destination""#, r#"destination_workload="client""#]),
         1.0
     );
 }
@@ -152,13 +121,11 @@ async fn admin_endpoints() {
     assert_eq!(get(proxy.admin, "a", "/ready", &[]).await.status, 200);
     assert_eq!(get(proxy.admin, "a", "/healthz", &[]).await.status, 200);
     get(proxy.outbound, "svc", "/", &[]).await;
-    let clusters: serde_json::Value =
-        serde_json::from_str(&admin(&proxy, "/clusters").await).unwrap();
+    let clusters: serde_json::Value = serde_json::from_str(&admin(&proxy, "/clusters").await).unwrap();
     let ep = &clusters["clusters"][0]["endpoints"][0];
     assert_eq!(ep["open_connections"], 1);
     assert_eq!(ep["active_requests"], 0);
-    let dump: serde_json::Value =
-        serde_json::from_str(&admin(&proxy, "/config_dump").await).unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&admin(&proxy, "/config_dump").await).unwrap();
     assert_eq!(dump["version"], "t1");
     assert_eq!(dump["config"]["workload"]["name"], "client");
 }
@@ -170,11 +137,7 @@ async fn large_and_chunked_bodies_stream_through_intact() {
     let mut c = Client::h1(proxy.outbound).await;
     let got = c.send("POST", "svc", "/upload", &[], &big).await;
     assert_eq!(got.status, 200);
-    assert_eq!(
-        up.last().body.len(),
-        big.len(),
-        "a body above the retry buffer streams whole"
-    );
+    assert_eq!(up.last().body.len(), big.len(), "a body above the retry buffer streams whole");
     // HTTP/2 bodies come without content-length; small ones are buffered, large ones streamed.
     let mut c = Client::h2(proxy.outbound).await;
     for size in [10, 100 * 1024] {

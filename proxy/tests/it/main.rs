@@ -7,6 +7,7 @@ mod harness;
 mod balancing;
 mod faults;
 mod input;
+mod outlier;
 mod process;
 mod reload;
 mod retries;

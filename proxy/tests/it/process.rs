@@ -11,10 +11,7 @@ const SVC: &str = "svc.test.svc.cluster.local";
 
 /// A port that was free a moment ago.
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 async fn wait_ready(admin: SocketAddr) {
@@ -41,11 +38,7 @@ async fn binary_rejects_a_bad_file_then_drains_on_sigterm() {
         })
     })
     .await;
-    let dir = std::env::temp_dir().join(format!(
-        "weft-proc-{}-{}",
-        std::process::id(),
-        slow.addr.port()
-    ));
+    let dir = std::env::temp_dir().join(format!("weft-proc-{}-{}", std::process::id(), slow.addr.port()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("proxy.yaml");
     let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
@@ -55,12 +48,7 @@ async fn binary_rejects_a_bad_file_then_drains_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
         .arg("--config")
         .arg(&file)
-        .args([
-            "--outbound",
-            &outbound.to_string(),
-            "--inbound",
-            &inbound.to_string(),
-        ])
+        .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string()])
         .env("WEFT_ADMIN", admin_addr.to_string())
         .env("WEFT_WATCH_INTERVAL", "50ms")
         .env("WEFT_NO_ACCESS_LOG", "true")
@@ -73,54 +61,28 @@ async fn binary_rejects_a_bad_file_then_drains_on_sigterm() {
 
     std::fs::write(
         &file,
-        good.replace("lbPolicy", "x").replace(
-            "routes:",
-            "routes:\n      - route: [ { cluster: c, weight: -1 } ]",
-        ),
+        good.replace("lbPolicy", "x").replace("routes:", "routes:\n      - route: [ { cluster: c, weight: -1 } ]"),
     )
     .unwrap();
     let t0 = Instant::now();
     loop {
         let text = get(admin_addr, "a", "/stats/prometheus", &[]).await.body;
-        if metric(
-            &text,
-            "weft_config_reloads_total",
-            &[r#"result="rejected""#],
-        ) == 1.0
-        {
+        if metric(&text, "weft_config_reloads_total", &[r#"result="rejected""#]) == 1.0 {
             break;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "rejection never counted"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "rejection never counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        get(outbound, "svc", "/", &[]).await.status,
-        200,
-        "old config kept"
-    );
+    assert_eq!(get(outbound, "svc", "/", &[]).await.status, 200, "old config kept");
 
     // A request in flight when SIGTERM arrives still completes.
     let in_flight = tokio::spawn(async move { get(outbound, "svc", "/slow", &[]).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let got = in_flight.await.unwrap();
-    assert_eq!(
-        (got.status.as_u16(), got.body.as_str()),
-        (200, "slow"),
-        "drained, not cut"
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "slow"), "drained, not cut");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit 0 after drain: {status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -128,11 +90,7 @@ async fn binary_rejects_a_bad_file_then_drains_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_names_file_and_field() {
     let up = Upstream::named("up").await;
-    let dir = std::env::temp_dir().join(format!(
-        "weft-log-{}-{}",
-        std::process::id(),
-        up.addr.port()
-    ));
+    let dir = std::env::temp_dir().join(format!("weft-log-{}-{}", std::process::id(), up.addr.port()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("sidecar.yaml");
     let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
@@ -158,21 +116,11 @@ async fn log_names_file_and_field() {
     wait_ready(admin_addr).await;
     std::fs::write(&file, good.replace("cluster: c }", "cluster: gone }")).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     child.wait().unwrap();
-    let want = format!(
-        r#"{}: services["{SVC}"].routes[0].route[0].cluster: no cluster named "gone""#,
-        file.display()
-    );
+    let want = format!(r#"{}: services["{SVC}"].routes[0].route[0].cluster: no cluster named "gone""#, file.display());
     assert!(stderr.contains(&want), "stderr lacks {want:?}:\n{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

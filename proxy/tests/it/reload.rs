@@ -8,12 +8,8 @@ use std::time::Duration;
 const SVC: &str = "svc.test.svc.cluster.local";
 
 fn to(cluster_name: &str, v1: &Upstream, v2: &Upstream) -> String {
-    let services =
-        format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: {cluster_name} }} ]\n");
-    config_yaml(
-        &services,
-        &format!("{}{}", cluster("v1", "", &[v1]), cluster("v2", "", &[v2])),
-    )
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: {cluster_name} }} ]\n");
+    config_yaml(&services, &format!("{}{}", cluster("v1", "", &[v1]), cluster("v2", "", &[v2])))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,8 +22,7 @@ async fn hundred_reloads_under_load_lose_nothing() {
     let done = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let (stop, failures, done, addr) =
-            (stop.clone(), failures.clone(), done.clone(), proxy.outbound);
+        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), proxy.outbound);
         clients.push(tokio::spawn(async move {
             let mut c = Client::h1(addr).await;
             while !stop.load(Ordering::Relaxed) {
@@ -51,32 +46,17 @@ async fn hundred_reloads_under_load_lose_nothing() {
     }
     assert_eq!(failures.load(Ordering::Relaxed), 0);
     assert!(done.load(Ordering::Relaxed) > 100, "load ran throughout");
-    assert!(
-        v1.requests() > 0 && v2.requests() > 0,
-        "both configs served"
-    );
+    assert!(v1.requests() > 0 && v2.requests() > 0, "both configs served");
     // Pools carry over reloads: no reconnect per swap.
-    assert!(
-        v1.connections() <= 4 && v2.connections() <= 4,
-        "v1 {} v2 {}",
-        v1.connections(),
-        v2.connections()
-    );
+    assert!(v1.connections() <= 4 && v2.connections() <= 4, "v1 {} v2 {}", v1.connections(), v2.connections());
     let text = admin(&proxy, "/stats/prometheus").await;
-    assert_eq!(
-        metric(&text, "weft_config_reloads_total", &[r#"result="applied""#]),
-        100.0
-    );
+    assert_eq!(metric(&text, "weft_config_reloads_total", &[r#"result="applied""#]), 100.0);
 }
 
 #[tokio::test]
 async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
     let (v1, v2) = (Upstream::named("v1").await, Upstream::named("v2").await);
-    let dir = std::env::temp_dir().join(format!(
-        "weft-reload-{}-{}",
-        std::process::id(),
-        v1.addr.port()
-    ));
+    let dir = std::env::temp_dir().join(format!("weft-reload-{}-{}", std::process::id(), v1.addr.port()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("proxy.yaml");
     std::fs::write(&file, to("v1", &v1, &v2)).unwrap();
@@ -90,18 +70,10 @@ async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
         access_log: false,
         drain_timeout: Duration::from_secs(1),
     };
-    let proxy = weft_proxy::Proxy::start(options, config, prometheus::Registry::new())
-        .await
-        .unwrap();
-    tokio::spawn(weft_proxy::config::watch(
-        file.clone(),
-        proxy.shared.clone(),
-        bytes,
-        Duration::from_millis(20),
-    ));
+    let proxy = weft_proxy::Proxy::start(options, config, prometheus::Registry::new()).await.unwrap();
+    tokio::spawn(weft_proxy::config::watch(file.clone(), proxy.shared.clone(), bytes, Duration::from_millis(20)));
 
-    let rejected =
-        |text: &str| metric(text, "weft_config_reloads_total", &[r#"result="rejected""#]);
+    let rejected = |text: &str| metric(text, "weft_config_reloads_total", &[r#"result="rejected""#]);
     let wait_for = |n: f64| {
         let proxy = &proxy;
         async move {
@@ -118,28 +90,14 @@ async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
     // Broken YAML, an unknown field, a dangling cluster: each refused whole.
     std::fs::write(&file, "apiVersion: [").unwrap();
     wait_for(1.0).await;
-    std::fs::write(
-        &file,
-        to("v2", &v1, &v2).replace("version: t1", "version: t2\nsurprise: 1"),
-    )
-    .unwrap();
+    std::fs::write(&file, to("v2", &v1, &v2).replace("version: t1", "version: t2\nsurprise: 1")).unwrap();
     wait_for(2.0).await;
     std::fs::write(&file, to("nope", &v1, &v2)).unwrap();
     wait_for(3.0).await;
-    assert_eq!(
-        get(proxy.outbound, "svc", "/", &[]).await.body,
-        "v1",
-        "old config still serves"
-    );
-    assert!(admin(&proxy, "/config_dump")
-        .await
-        .contains(r#""version": "t1""#));
+    assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "v1", "old config still serves");
+    assert!(admin(&proxy, "/config_dump").await.contains(r#""version": "t1""#));
 
-    std::fs::write(
-        &file,
-        to("v2", &v1, &v2).replace("version: t1", "version: t2"),
-    )
-    .unwrap();
+    std::fs::write(&file, to("v2", &v1, &v2).replace("version: t1", "version: t2")).unwrap();
     for _ in 0..200 {
         if get(proxy.outbound, "svc", "/", &[]).await.body == "v2" {
             break;
@@ -147,9 +105,7 @@ async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "v2");
-    assert!(admin(&proxy, "/config_dump")
-        .await
-        .contains(r#""version": "t2""#));
+    assert!(admin(&proxy, "/config_dump").await.contains(r#""version": "t2""#));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -158,21 +114,14 @@ fn rejection_names_file_and_field() {
     let yaml = "apiVersion: weft.dev/v1alpha1\nworkload: { name: a, namespace: test }\nservices:\n  s:\n    routes:\n      - route: [ { cluster: missing } ]\n";
     let path = std::path::Path::new("/etc/weft/proxy.yaml");
     let config = weft_proxy::config::parse(path, yaml).unwrap();
-    let err =
-        weft_proxy::snapshot::Snapshot::compile(config, &Default::default(), None).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        r#"services["s"].routes[0].route[0].cluster: no cluster named "missing" in clusters"#
-    );
+    let err = weft_proxy::snapshot::Snapshot::compile(config, &Default::default(), None).unwrap_err();
+    assert_eq!(err.to_string(), r#"services["s"].routes[0].route[0].cluster: no cluster named "missing" in clusters"#);
     let err = weft_proxy::config::parse(
         path,
         "apiVersion: weft.dev/v1alpha1\nworkload: { name: a, namespace: test }\nclusterz: {}\n",
     )
     .unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.starts_with("/etc/weft/proxy.yaml: unknown field `clusterz`"),
-        "{text}"
-    );
+    assert!(text.starts_with("/etc/weft/proxy.yaml: unknown field `clusterz`"), "{text}");
     assert!(text.contains("line 3"), "{text}");
 }

@@ -37,16 +37,10 @@ async fn connect_failures_are_retried_on_another_endpoint_by_default() {
     let mut c = Client::h1(proxy.outbound).await;
     for _ in 0..10 {
         let got = c.send("POST", "svc", "/", &[], "body").await;
-        assert_eq!(
-            got.status, 200,
-            "connect failure retried even for POST: {got:?}"
-        );
+        assert_eq!(got.status, 200, "connect failure retried even for POST: {got:?}");
     }
     let text = admin(&proxy, "/stats/prometheus").await;
-    assert!(
-        metric(&text, "weft_upstream_retries_total", &[r#"cluster="c""#]) >= 5.0,
-        "{text}"
-    );
+    assert!(metric(&text, "weft_upstream_retries_total", &[r#"cluster="c""#]) >= 5.0, "{text}");
 }
 
 #[tokio::test]
@@ -56,27 +50,11 @@ async fn all_endpoints_down_is_503_uf_with_urx() {
     let proxy = start(&config_yaml(&one_route(""), &clusters)).await;
     let got = get(proxy.outbound, "svc", "/", &[]).await;
     assert_eq!(got.status, 503);
-    assert!(
-        got.body.contains("reset reason: connection failure"),
-        "{}",
-        got.body
-    );
+    assert!(got.body.contains("reset reason: connection failure"), "{}", got.body);
     assert!(got.header("x-weft-error").contains(&dead.to_string()));
     let text = admin(&proxy, "/stats/prometheus").await;
-    assert_eq!(
-        metric(
-            &text,
-            "istio_requests_total",
-            &[r#"response_flags="UF,URX""#]
-        ),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "weft_upstream_retries_total", &[]),
-        2.0,
-        "Istio default: 2 retries"
-    );
+    assert_eq!(metric(&text, "istio_requests_total", &[r#"response_flags="UF,URX""#]), 1.0, "{text}");
+    assert_eq!(metric(&text, "weft_upstream_retries_total", &[]), 2.0, "Istio default: 2 retries");
 }
 
 #[tokio::test]
@@ -84,10 +62,7 @@ async fn default_policy_does_not_retry_503() {
     let up = flaky(1, StatusCode::SERVICE_UNAVAILABLE).await;
     let proxy = start(&config_yaml(&one_route(""), &cluster("c", "", &[&up]))).await;
     let got = get(proxy.outbound, "svc", "/", &[]).await;
-    assert_eq!(
-        got.status, 503,
-        "Istio >= 1.24 does not retry 503 by default"
-    );
+    assert_eq!(got.status, 503, "Istio >= 1.24 does not retry 503 by default");
     assert_eq!(up.requests(), 1);
 }
 
@@ -108,20 +83,10 @@ async fn retries_exhausted_return_the_last_response() {
     let proxy = start(&config_yaml(&one_route(extra), &cluster("c", "", &[&up]))).await;
     let got = get(proxy.outbound, "svc", "/", &[]).await;
     assert_eq!(got.status, 502);
-    assert_eq!(
-        got.body, "flaky",
-        "the upstream's own last response, not a local reply"
-    );
+    assert_eq!(got.body, "flaky", "the upstream's own last response, not a local reply");
     assert_eq!(up.requests(), 3);
     let text = admin(&proxy, "/stats/prometheus").await;
-    assert_eq!(
-        metric(
-            &text,
-            "istio_requests_total",
-            &[r#"response_flags="URX""#, r#"response_code="502""#]
-        ),
-        1.0
-    );
+    assert_eq!(metric(&text, "istio_requests_total", &[r#"response_flags="URX""#, r#"response_code="502""#]), 1.0);
 }
 
 #[tokio::test]
@@ -133,10 +98,7 @@ async fn post_is_not_retried_on_5xx_unless_asked() {
     let proxy = start(&config_yaml(&one_route(extra), &cluster("c", "", &[&up]))).await;
     let mut c = Client::h1(proxy.outbound).await;
     let got = c.send("POST", "svc", "/", &[], "pay 10 EUR").await;
-    assert_eq!(
-        got.status, 503,
-        "non-idempotent request must not be replayed"
-    );
+    assert_eq!(got.status, 503, "non-idempotent request must not be replayed");
     assert_eq!(up.requests(), 1);
 
     let up = flaky(1, StatusCode::SERVICE_UNAVAILABLE).await;
@@ -146,11 +108,7 @@ async fn post_is_not_retried_on_5xx_unless_asked() {
     let got = c.send("POST", "svc", "/", &[], "pay 10 EUR").await;
     assert_eq!(got.status, 200, "explicit retryOn opts POST in");
     assert_eq!(up.requests(), 2);
-    assert_eq!(
-        up.last().body,
-        "pay 10 EUR",
-        "the buffered body is replayed"
-    );
+    assert_eq!(up.last().body, "pay 10 EUR", "the buffered body is replayed");
     assert_eq!(up.last().method, "POST");
 }
 
@@ -170,24 +128,10 @@ async fn route_timeout_is_504_ut_and_covers_retries() {
     let took = t0.elapsed();
     assert_eq!(got.status, 504);
     assert_eq!(got.body, "upstream request timeout");
-    assert!(
-        took < Duration::from_secs(3),
-        "the route timeout bounds tries and back-off: {took:?}"
-    );
-    assert!(
-        slow.requests() >= 2,
-        "per-try timeouts were retried: {}",
-        slow.requests()
-    );
+    assert!(took < Duration::from_secs(3), "the route timeout bounds tries and back-off: {took:?}");
+    assert!(slow.requests() >= 2, "per-try timeouts were retried: {}", slow.requests());
     let text = admin(&proxy, "/stats/prometheus").await;
-    assert_eq!(
-        metric(
-            &text,
-            "istio_requests_total",
-            &[r#"response_flags="UT""#, r#"response_code="504""#]
-        ),
-        1.0
-    );
+    assert_eq!(metric(&text, "istio_requests_total", &[r#"response_flags="UT""#, r#"response_code="504""#]), 1.0);
 }
 
 #[tokio::test]
@@ -200,7 +144,8 @@ async fn per_try_timeout_moves_to_a_healthy_endpoint() {
     })
     .await;
     let fast = Upstream::named("fast").await;
-    let extra = "        retries: { attempts: 2, perTryTimeout: 100ms, retryOn: [reset, connect-failure], backoff: 1ms }\n";
+    let extra =
+        "        retries: { attempts: 2, perTryTimeout: 100ms, retryOn: [reset, connect-failure], backoff: 1ms }\n";
     let clusters = cluster("c", "    lbPolicy: ROUND_ROBIN\n", &[&slow, &fast]);
     let proxy = start(&config_yaml(&one_route(extra), &clusters)).await;
     let mut c = Client::h1(proxy.outbound).await;

@@ -40,10 +40,7 @@ async fn header_match_takes_precedence_over_split() {
     assert_eq!(counts.get("200 v2"), Some(&200), "{counts:?}");
     // A different value does not match the exact header rule.
     let counts = tally(proxy.outbound, "svc", "/", &[("x-canary", "TRUE")], 200).await;
-    assert!(
-        counts.get("200 v1").copied().unwrap_or(0) > 150,
-        "{counts:?}"
-    );
+    assert!(counts.get("200 v1").copied().unwrap_or(0) > 150, "{counts:?}");
 }
 
 #[tokio::test]
@@ -100,14 +97,7 @@ async fn uri_matches_in_order_first_wins() {
 #[tokio::test]
 async fn host_forms_and_unknown_hosts() {
     let (_v1, _v2, proxy) = canary().await;
-    for host in [
-        "svc",
-        "svc:80",
-        "svc.test",
-        "svc.test.svc",
-        "svc.test.svc.cluster.local:8080",
-        "SVC.Test",
-    ] {
+    for host in ["svc", "svc:80", "svc.test", "svc.test.svc", "svc.test.svc.cluster.local:8080", "SVC.Test"] {
         let got = get(proxy.outbound, host, "/", &[("x-canary", "true")]).await;
         assert_eq!(got.body, "v2", "host {host}");
     }
@@ -115,14 +105,7 @@ async fn host_forms_and_unknown_hosts() {
     assert_eq!(got.status, 404);
     assert_eq!(got.header("x-weft-error"), r#"no service for host "other""#);
     let metrics = admin(&proxy, "/stats/prometheus").await;
-    assert_eq!(
-        metric(
-            &metrics,
-            "istio_requests_total",
-            &[r#"response_flags="NR""#, r#"response_code="404""#]
-        ),
-        1.0
-    );
+    assert_eq!(metric(&metrics, "istio_requests_total", &[r#"response_flags="NR""#, r#"response_code="404""#]), 1.0);
 }
 
 #[tokio::test]
@@ -132,10 +115,7 @@ async fn no_matching_route_is_404_nr() {
     let proxy = start(&config_yaml(&services, &cluster("c", "", &[&up]))).await;
     let got = get(proxy.outbound, "svc", "/other", &[]).await;
     assert_eq!(got.status, 404);
-    assert!(
-        got.header("x-weft-error").contains("no route matched"),
-        "{got:?}"
-    );
+    assert!(got.header("x-weft-error").contains("no route matched"), "{got:?}");
     assert_eq!(up.requests(), 0);
 }
 
@@ -156,33 +136,16 @@ async fn rewrite_and_header_operations() {
 "#
     );
     let proxy = start(&config_yaml(&services, &cluster("c", "", &[&up]))).await;
-    let got = get(
-        proxy.outbound,
-        "svc",
-        "/api/orders/7?full=1",
-        &[("x-secret", "s"), ("x-added", "zero")],
-    )
-    .await;
+    let got = get(proxy.outbound, "svc", "/api/orders/7?full=1", &[("x-secret", "s"), ("x-added", "zero")]).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.header("x-served-by"), "weft");
     assert_eq!(got.header("x-upstream"), "", "removed from the response");
     let seen = up.last();
     assert_eq!(seen.path, "/orders/7?full=1");
     assert_eq!(seen.headers["host"], "orders.internal");
-    assert_eq!(
-        seen.headers["x-envoy-original-path"],
-        "/api/orders/7?full=1"
-    );
-    assert_eq!(
-        seen.headers["x-set"], "destination",
-        "destination set wins over route set"
-    );
-    let added: Vec<_> = seen
-        .headers
-        .get_all("x-added")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
+    assert_eq!(seen.headers["x-envoy-original-path"], "/api/orders/7?full=1");
+    assert_eq!(seen.headers["x-set"], "destination", "destination set wins over route set");
+    let added: Vec<_> = seen.headers.get_all("x-added").iter().map(|v| v.to_str().unwrap().to_string()).collect();
     assert_eq!(added, ["zero", "one"]);
     assert!(!seen.headers.contains_key("x-secret"));
 }
@@ -193,19 +156,10 @@ async fn request_ids_generated_and_passed_through() {
     let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
     let proxy = start(&config_yaml(&services, &cluster("c", "", &[&up]))).await;
     get(proxy.outbound, "svc", "/", &[]).await;
-    let generated = up.last().headers["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let generated = up.last().headers["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
     assert_eq!(&generated[14..15], "4", "version 4");
-    get(
-        proxy.outbound,
-        "svc",
-        "/",
-        &[("x-request-id", "abc-123"), ("x-correlation-id", "corr-9")],
-    )
-    .await;
+    get(proxy.outbound, "svc", "/", &[("x-request-id", "abc-123"), ("x-correlation-id", "corr-9")]).await;
     let seen = up.last();
     assert_eq!(seen.headers["x-request-id"], "abc-123");
     assert_eq!(seen.headers["x-correlation-id"], "corr-9");
@@ -230,15 +184,8 @@ async fn standard_metrics_carry_istio_labels() {
         r#"response_flags="-""#,
         r#"request_protocol="http""#,
     ];
-    assert_eq!(
-        metric(&text, "istio_requests_total", &labels),
-        3.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "istio_request_duration_milliseconds_count", &labels),
-        3.0
-    );
+    assert_eq!(metric(&text, "istio_requests_total", &labels), 3.0, "{text}");
+    assert_eq!(metric(&text, "istio_request_duration_milliseconds_count", &labels), 3.0);
     assert!(
         text.contains(r#"istio_request_duration_milliseconds_bucket{"#)
             && text.contains(r#"le="0.5""#)
@@ -254,9 +201,5 @@ async fn connections_are_reused() {
     let proxy = start(&config_yaml(&services, &cluster("c", "", &[&up]))).await;
     let counts = tally(proxy.outbound, "svc", "/", &[], 200).await;
     assert_eq!(counts.get("200 up"), Some(&200));
-    assert_eq!(
-        up.connections(),
-        1,
-        "200 sequential requests over one upstream connection"
-    );
+    assert_eq!(up.connections(), 1, "200 sequential requests over one upstream connection");
 }
