@@ -30,3 +30,19 @@ demo: build
 
 clean:
 	$(CARGO) clean
+
+BENCH_OUT ?= target/bench
+
+## Sidecar overhead (direct vs weft-proxy, interleaved rounds, Istio's method) and micro-benchmarks (~7 min).
+bench:
+	$(CARGO) build --release -p weft-proxy -p weft-bench
+	target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
+	  --rates 200,1000,2000 --max --duration 10s --rounds 3 --out $(BENCH_OUT)/sidecar.json
+	$(CARGO) bench -p weft-bench --bench route_match
+
+## The same in about a minute after the build: one rate plus max, one short round, short criterion windows.
+bench-quick:
+	$(CARGO) build --release -p weft-proxy -p weft-bench
+	target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
+	  --rates 1000 --max --duration 5s --warmup 1s --rounds 1 --out $(BENCH_OUT)/sidecar-quick.json
+	$(CARGO) bench -p weft-bench --bench route_match -- --warm-up-time 0.5 --measurement-time 1

@@ -16,7 +16,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Benchmark
 use http::header::{HeaderMap, HeaderValue};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use std::collections::BTreeMap;
+use serde_json::json;
 use std::sync::Arc;
 use weft_model as model;
 use weft_proxy::balance::WeightedPick;
@@ -30,58 +30,34 @@ const AUTHORITY: &str = "app:80";
 const ROUTE_COUNTS: [usize; 3] = [10, 100, 1000];
 
 /// One service with `routes` routes, each to its own cluster of one endpoint.
+/// Built as JSON and parsed, as the proxy reads its config, so fields the schema
+/// gains later keep their defaults.
 fn config(routes: usize) -> model::ProxyConfig {
     let cluster_name = |i: usize| format!("outbound|80|r{i}|{SERVICE}");
-    let routes_list = (0..routes)
-        .map(|i| model::Route {
-            name: Some(format!("r{i}")),
-            matches: vec![model::Match {
-                uri: Some(model::StringMatch { prefix: Some(format!("/svc{i}/")), ..Default::default() }),
-                headers: [(
-                    "x-route".to_string(),
-                    model::StringMatch { exact: Some(format!("r{i}")), ..Default::default() },
-                )]
-                .into(),
-                ..Default::default()
-            }],
-            route: vec![model::Destination { cluster: cluster_name(i), weight: 100, headers: None }],
-            timeout: None,
-            retries: None,
-            fault: None,
-            headers: None,
-            rewrite: None,
+    let route_list: Vec<_> = (0..routes)
+        .map(|i| {
+            json!({
+                "name": format!("r{i}"),
+                "match": [{ "uri": { "prefix": format!("/svc{i}/") }, "headers": { "x-route": { "exact": format!("r{i}") } } }],
+                "route": [{ "cluster": cluster_name(i) }],
+            })
         })
         .collect();
-    let clusters = (0..routes)
+    let clusters: serde_json::Map<_, _> = (0..routes)
         .map(|i| {
-            let cluster = model::Cluster {
-                service: Some(SERVICE.into()),
-                lb_policy: model::LbPolicy::default(),
-                endpoints: vec![model::Endpoint {
-                    address: format!("127.0.0.1:{}", 20000 + i),
-                    labels: BTreeMap::new(),
-                }],
-                protocol: model::UpstreamProtocol::Http1,
-                outlier_detection: None,
-                connect_timeout: None,
-                idle_timeout: None,
-            };
+            let cluster =
+                json!({ "service": SERVICE, "endpoints": [{ "address": format!("127.0.0.1:{}", 20000 + i) }] });
             (cluster_name(i), cluster)
         })
         .collect();
-    model::ProxyConfig {
-        api_version: model::API_VERSION.into(),
-        version: format!("{routes}-routes"),
-        workload: model::Workload {
-            name: "bench".into(),
-            namespace: "bench".into(),
-            service_account: "default".into(),
-            labels: BTreeMap::new(),
-        },
-        services: [(SERVICE.to_string(), model::Service { routes: routes_list })].into(),
-        clusters,
-        inbound: model::Inbound { app: None, protocol: model::UpstreamProtocol::default() },
-    }
+    let config = json!({
+        "apiVersion": model::API_VERSION,
+        "version": format!("{routes}-routes"),
+        "workload": { "name": "bench", "namespace": "bench" },
+        "services": { SERVICE: { "routes": route_list } },
+        "clusters": clusters,
+    });
+    serde_json::from_value(config).expect("the bench config parses")
 }
 
 fn compile(config: model::ProxyConfig, registry: &Registry) -> Snapshot {

@@ -26,6 +26,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             json_response(&json!({ "clusters": clusters }))
         }
         "/stats/prometheus" | "/metrics" => {
+            set_cluster_gauges(&shared, &snap);
             let mut resp = Response::new(full(shared.metrics.render()));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             resp
@@ -57,7 +58,31 @@ fn cluster_json(c: &Cluster) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "name": &*c.name, "service": &*c.service, "endpoints": endpoints })
+    json!({
+        "name": &*c.name,
+        "service": &*c.service,
+        "active_requests": c.limits.active_requests(),
+        "pending_requests": c.limits.pending_requests(),
+        "active_retries": c.limits.active_retries(),
+        "connections": c.limits.connections(),
+        "endpoints": endpoints,
+    })
+}
+
+/// Gauges that describe live state are read at scrape time, for the live clusters only.
+fn set_cluster_gauges(shared: &Shared, snap: &crate::snapshot::Snapshot) {
+    let m = &shared.metrics;
+    for g in [&m.upstream_pending, &m.upstream_active, &m.upstream_connections, &m.outlier_ejected] {
+        g.reset();
+    }
+    for c in snap.clusters().chain(snap.inbound.as_ref()) {
+        let name = [&*c.name];
+        m.upstream_pending.with_label_values(&name).set(c.limits.pending_requests() as i64);
+        m.upstream_active.with_label_values(&name).set(c.limits.active_requests() as i64);
+        m.upstream_connections.with_label_values(&name).set(c.limits.connections() as i64);
+        let ejected = c.balancer.endpoints().iter().filter(|e| e.outlier.is_ejected()).count();
+        m.outlier_ejected.with_label_values(&name).set(ejected as i64);
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -4,6 +4,7 @@
 //! `Arc` for the same (cluster, address) across reloads, so pools and
 //! active-request counts carry over instead of being rebuilt.
 
+use crate::limits::Limits;
 use crate::pool::{Pool, PoolSettings};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,12 +23,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, labels: BTreeMap<String, String>, settings: PoolSettings) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        labels: BTreeMap<String, String>,
+        settings: PoolSettings,
+        limits: Arc<Limits>,
+    ) -> Self {
         Endpoint {
             addr,
             labels,
             active: AtomicUsize::new(0),
-            pool: Pool::new(addr, settings),
+            pool: Pool::new(addr, settings, limits),
             outlier: Default::default(),
         }
     }
@@ -60,33 +66,59 @@ impl Drop for ActiveGuard {
 
 type Key = (String, SocketAddr);
 
-/// Endpoint state by (cluster, address), kept across reloads.
+/// What a snapshot wants of one cluster's state.
+#[derive(Debug)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub pool: weft_model::ConnectionPool,
+    pub settings: PoolSettings,
+    pub endpoints: Vec<(SocketAddr, BTreeMap<String, String>)>,
+}
+
+/// Endpoint state by (cluster, address) and limits by cluster, kept across reloads.
 #[derive(Debug, Default)]
 pub struct Registry {
-    endpoints: Mutex<HashMap<Key, Arc<Endpoint>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    endpoints: HashMap<Key, Arc<Endpoint>>,
+    limits: HashMap<String, Arc<Limits>>,
 }
 
 impl Registry {
-    /// Builds the endpoint set of a new snapshot: existing state is reused
-    /// when address, labels and pool settings are unchanged; entries no longer
-    /// named are forgotten (requests still holding them finish normally).
-    pub fn resolve(
-        &self,
-        wanted: Vec<(String, SocketAddr, BTreeMap<String, String>, PoolSettings)>,
-    ) -> Vec<Arc<Endpoint>> {
-        let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = HashMap::with_capacity(wanted.len());
+    /// Builds the state of a new snapshot, cluster by cluster: existing limits
+    /// are kept (with new values) and endpoints reused when their labels and
+    /// pool settings are unchanged; entries no longer named are forgotten
+    /// (requests still holding them finish normally).
+    pub fn resolve(&self, wanted: Vec<ClusterSpec>) -> Vec<(Arc<Limits>, Vec<Arc<Endpoint>>)> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut endpoints = HashMap::new();
+        let mut limits = HashMap::new();
         let mut out = Vec::with_capacity(wanted.len());
-        for (cluster, addr, labels, settings) in wanted {
-            let key = (cluster, addr);
-            let ep = match map.remove(&key).or_else(|| next.get(&key).cloned()) {
-                Some(ep) if ep.labels == labels && ep.pool.settings() == settings => ep,
-                _ => Arc::new(Endpoint::new(addr, labels, settings)),
+        for spec in wanted {
+            let cluster_limits = match state.limits.remove(&spec.name).or_else(|| limits.get(&spec.name).cloned()) {
+                Some(l) => {
+                    l.update(&spec.pool);
+                    l
+                }
+                None => Limits::new(&spec.pool),
             };
-            next.insert(key, ep.clone());
-            out.push(ep);
+            limits.insert(spec.name.clone(), cluster_limits.clone());
+            let mut eps = Vec::with_capacity(spec.endpoints.len());
+            for (addr, labels) in spec.endpoints {
+                let key = (spec.name.clone(), addr);
+                let ep = match state.endpoints.remove(&key).or_else(|| endpoints.get(&key).cloned()) {
+                    Some(ep) if ep.labels == labels && ep.pool.settings() == spec.settings => ep,
+                    _ => Arc::new(Endpoint::new(addr, labels, spec.settings, cluster_limits.clone())),
+                };
+                endpoints.insert(key, ep.clone());
+                eps.push(ep);
+            }
+            out.push((cluster_limits, eps));
         }
-        *map = next;
+        *state = State { endpoints, limits };
         out
     }
 }

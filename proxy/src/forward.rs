@@ -6,8 +6,9 @@
 use crate::balance::NoPick;
 use crate::body::{self, Body};
 use crate::endpoint::{ActiveGuard, Endpoint};
+use crate::limits::{Overflow, Permit};
 use crate::outlier::{Event, Outcome};
-use crate::pool::Protocol;
+use crate::pool::{Protocol, UpstreamError};
 use crate::reply::{Flags, ProxyError};
 use crate::retry::{Backoff, Failure, RetryPolicy};
 use crate::snapshot::Cluster;
@@ -167,6 +168,8 @@ pub struct Forwarded {
     pub response: Response<Incoming>,
     pub endpoint: Arc<Endpoint>,
     pub guard: ActiveGuard,
+    /// The cluster's `http2MaxRequests` slot, held until the response ends.
+    pub permit: Permit,
     pub tries: u32,
     pub flags: Flags,
 }
@@ -194,6 +197,22 @@ pub async fn forward(
     let mut backoff = Backoff::new(policy.backoff_base);
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
     let mut tries = 0;
+    let overflow = |limit: Overflow| {
+        metrics.upstream_overflow.with_label_values(&[&cluster.name, limit.label()]).inc();
+    };
+    let permit = cluster.limits.request().map_err(|limit| {
+        overflow(limit);
+        ForwardError {
+            error: ProxyError::Overflow { cluster: cluster.name.to_string(), limit: limit.label() },
+            endpoint: None,
+            tries: 0,
+            flags: Flags::NONE,
+        }
+    })?;
+    // Held while a retry is in flight (`maxRetries`).
+    let mut _retry_permit: Option<Permit> = None;
+    let mut extra = Flags::NONE;
+    let mut stale_resends = 0;
     loop {
         let endpoint = {
             let mut rng = rand::thread_rng();
@@ -232,21 +251,51 @@ pub async fn forward(
             None => sent.await.map_err(Failure::Upstream),
         };
         let seen = match &outcome {
-            Ok(resp) => Outcome::Status(resp.status().as_u16()),
-            Err(Failure::PerTryTimeout) => Outcome::Timeout,
-            Err(Failure::Upstream(_)) => Outcome::LocalFailure,
+            Ok(resp) => Some(Outcome::Status(resp.status().as_u16())),
+            Err(Failure::PerTryTimeout) => Some(Outcome::Timeout),
+            // A stale pooled connection says nothing about the endpoint's health.
+            Err(Failure::Upstream(UpstreamError::StaleReset(_))) => None,
+            // A full pending queue says nothing about the endpoint's health either.
+            Err(Failure::Upstream(UpstreamError::Overflow(limit))) => {
+                overflow(*limit);
+                None
+            }
+            Err(Failure::Upstream(_)) => Some(Outcome::LocalFailure),
         };
-        if let Some(event) = balancer.record(&endpoint, seen) {
+        if let Some(event) = seen.and_then(|seen| balancer.record(&endpoint, seen)) {
             let result = if event == Event::Ejected { "ejected" } else { "refused" };
             metrics.outlier_ejections.with_label_values(&[&cluster.name, result]).inc();
             tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.addr, "outlier detection: {result}");
+        }
+        // The keep-alive race: a reused connection that died before answering an
+        // idempotent request is resent at once, outside the retry budget (as
+        // browsers and Go's net/http do). Non-idempotent requests surface as UC.
+        if let Err(Failure::Upstream(UpstreamError::StaleReset(_))) = &outcome {
+            if stale_resends < 2 && body.replayable() && crate::retry::is_idempotent(&out.parts.method) {
+                stale_resends += 1;
+                tries -= 1;
+                continue;
+            }
         }
         let more = tries <= policy.attempts && body.replayable();
         let retry = match &outcome {
             Ok(resp) => policy.retry_response(&out.parts.method, resp.status(), resp.headers()),
             Err(f) => policy.retry_failure(&out.parts.method, f),
         };
-        if retry && more {
+        let retry_permit = if retry && more {
+            cluster
+                .limits
+                .retry()
+                .map_err(|limit| {
+                    overflow(limit);
+                    extra |= Flags::UO;
+                })
+                .ok()
+        } else {
+            None
+        };
+        if let Some(p) = retry_permit {
+            _retry_permit = Some(p);
             drop(outcome);
             drop(guard);
             retries.inc();
@@ -255,11 +304,11 @@ pub async fn forward(
             tokio::time::sleep(wait).await;
             continue;
         }
-        let exhausted = if retry && tries > 1 { Flags::URX } else { Flags::NONE };
+        let exhausted = extra | if retry && tries > 1 && !extra.contains(Flags::UO) { Flags::URX } else { Flags::NONE };
         return match outcome {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
-                Ok(Forwarded { response, endpoint, guard, tries, flags: exhausted })
+                Ok(Forwarded { response, endpoint, guard, permit, tries, flags: exhausted })
             }
             Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, exhausted)),
             Err(Failure::Upstream(error)) => {

@@ -39,6 +39,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         Ok(done) => {
             record.upstream = Some(done.endpoint);
             record.guard = Some(done.guard);
+            record.permit = Some(done.permit);
             record.attempts = done.tries;
             record.flags |= done.flags;
             record.respond(done.response.map(body::incoming))

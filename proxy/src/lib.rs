@@ -18,6 +18,7 @@ pub mod config;
 pub mod endpoint;
 pub mod forward;
 pub mod inbound;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod outbound;

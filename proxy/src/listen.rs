@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub async fn serve<H, F>(
     handler: H,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
-    active: IntGauge,
+    (active, accepted_total): (IntGauge, IntCounter),
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -57,6 +57,7 @@ pub async fn serve<H, F>(
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
                 let active = active.clone();
                 active.inc();
+                accepted_total.inc();
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("connection ended with error: {e}");

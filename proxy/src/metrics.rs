@@ -48,8 +48,20 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `weft_outlier_ejections_total{cluster,result="ejected"|"refused"}`.
     pub outlier_ejections: IntCounterVec,
+    /// `weft_upstream_overflow_total{cluster,limit="pending"|"requests"|"retries"}`: circuit-breaker overflows.
+    pub upstream_overflow: IntCounterVec,
+    /// `weft_upstream_pending_requests{cluster}`: the pending queue, set at scrape time.
+    pub upstream_pending: prometheus::IntGaugeVec,
+    /// `weft_upstream_requests_active{cluster}`, set at scrape time.
+    pub upstream_active: prometheus::IntGaugeVec,
+    /// `weft_upstream_connections{cluster}`, set at scrape time.
+    pub upstream_connections: prometheus::IntGaugeVec,
+    /// `weft_outlier_ejections_active{cluster}`, set at scrape time.
+    pub outlier_ejected: prometheus::IntGaugeVec,
     /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// `weft_downstream_connections_total{listener}`: connections accepted.
+    pub downstream_total: IntCounterVec,
     /// `weft_downstream_connections_active{listener}`.
     pub downstream_active: prometheus::IntGaugeVec,
     /// `weft_config_generation`: configs applied since start.
@@ -77,6 +89,25 @@ impl Metrics {
             &["cluster", "result"],
         )?;
         registry.register(Box::new(outlier_ejections.clone()))?;
+        let upstream_overflow = IntCounterVec::new(
+            Opts::new(
+                "weft_upstream_overflow_total",
+                "Requests turned away by a connection-pool limit (503 UO) or retries skipped",
+            ),
+            &["cluster", "limit"],
+        )?;
+        registry.register(Box::new(upstream_overflow.clone()))?;
+        let cluster_gauge = |name: &str, help: &str| -> prometheus::Result<prometheus::IntGaugeVec> {
+            let g = prometheus::IntGaugeVec::new(Opts::new(name, help), &["cluster"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let upstream_pending =
+            cluster_gauge("weft_upstream_pending_requests", "Requests waiting for an upstream connection")?;
+        let upstream_active = cluster_gauge("weft_upstream_requests_active", "Requests in flight to the cluster")?;
+        let upstream_connections =
+            cluster_gauge("weft_upstream_connections", "Open upstream connections of the cluster")?;
+        let outlier_ejected = cluster_gauge("weft_outlier_ejections_active", "Endpoints ejected now")?;
         let access_log_dropped =
             IntCounter::new("weft_access_log_dropped_total", "Access-log lines dropped under back-pressure")?;
         registry.register(Box::new(access_log_dropped.clone()))?;
@@ -85,6 +116,11 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(downstream_active.clone()))?;
+        let downstream_total = IntCounterVec::new(
+            Opts::new("weft_downstream_connections_total", "Downstream connections accepted"),
+            &["listener"],
+        )?;
+        registry.register(Box::new(downstream_total.clone()))?;
         let config_applied =
             IntGauge::new("weft_config_generation", "Configs applied since start (1 after the first)")?;
         registry.register(Box::new(config_applied.clone()))?;
@@ -96,8 +132,14 @@ impl Metrics {
             config_reloads,
             upstream_retries,
             outlier_ejections,
+            upstream_overflow,
+            upstream_pending,
+            upstream_active,
+            upstream_connections,
+            outlier_ejected,
             access_log_dropped,
             downstream_active,
+            downstream_total,
             config_applied,
             registry,
         })

@@ -105,6 +105,7 @@ async fn route_and_forward(
         Ok(done) => {
             record.upstream = Some(done.endpoint);
             record.guard = Some(done.guard);
+            record.permit = Some(done.permit);
             record.attempts = done.tries;
             record.flags |= flags | done.flags;
             let mut response = done.response.map(body::incoming);

@@ -7,6 +7,7 @@
 //! hands the request back unsent, it goes out again on a fresh connection.
 
 use crate::body::Body;
+use crate::limits::{Limits, Overflow, Permit};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
@@ -58,12 +59,19 @@ pub enum UpstreamError {
     /// The connection failed after the request was written; the upstream may have processed it.
     #[error("connection termination: {0}")]
     Reset(hyper::Error),
+    /// A reused keep-alive connection failed before any response byte: almost
+    /// always the upstream closing it as idle while the request was on its way.
+    #[error("connection termination on a reused connection: {0}")]
+    StaleReset(hyper::Error),
+    /// A connection-pool limit turned the request away (never retried).
+    #[error("overflow: {} limit of the cluster reached", .0.label())]
+    Overflow(Overflow),
 }
 
 impl UpstreamError {
     /// True when the upstream provably did not process the request, so a retry is safe for any method.
     pub fn not_processed(&self) -> bool {
-        !matches!(self, UpstreamError::Reset(_))
+        !matches!(self, UpstreamError::Reset(_) | UpstreamError::StaleReset(_))
     }
 }
 
@@ -71,16 +79,27 @@ impl UpstreamError {
 struct Idle {
     tx: http1::SendRequest<Body>,
     since: Instant,
+    /// Requests this connection has carried.
+    served: u32,
+}
+
+#[derive(Debug)]
+struct H2 {
+    tx: http2::SendRequest<Body>,
+    streams: u32,
 }
 
 #[derive(Debug)]
 struct Inner {
     addr: SocketAddr,
     settings: PoolSettings,
+    limits: Arc<Limits>,
     idle: Mutex<Vec<Idle>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+    h2: tokio::sync::Mutex<Option<H2>>,
     /// Connections open now (HTTP/1.1 and HTTP/2), shared with the connection tasks.
     open: Arc<AtomicUsize>,
+    /// Connections being made now.
+    connecting: AtomicUsize,
     /// Connections opened since start.
     opened: AtomicU64,
 }
@@ -92,14 +111,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Self {
+    pub fn new(addr: SocketAddr, settings: PoolSettings, limits: Arc<Limits>) -> Self {
         Pool {
             inner: Arc::new(Inner {
                 addr,
                 settings,
+                limits,
                 idle: Mutex::new(Vec::new()),
                 h2: tokio::sync::Mutex::new(None),
                 open: Arc::new(AtomicUsize::new(0)),
+                connecting: AtomicUsize::new(0),
                 opened: AtomicU64::new(0),
             }),
         }
@@ -107,6 +128,10 @@ impl Pool {
 
     pub fn settings(&self) -> PoolSettings {
         self.inner.settings
+    }
+
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.inner.limits
     }
 
     /// Connections open now.
@@ -135,27 +160,65 @@ impl Pool {
 
     async fn send_h1(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         let mut fresh_attempts = 0;
+        // Held while this request waits for a connection (`http1MaxPendingRequests`).
+        let mut pending: Option<Permit> = None;
         loop {
-            let (mut tx, reused) = match self.checkout() {
-                Some(tx) => (tx, true),
-                None => {
-                    fresh_attempts += 1;
-                    (self.connect_h1().await?, false)
-                }
+            let (mut conn, reused) = match self.checkout() {
+                Some(idle) => (idle, true),
+                None => match self.connection_permit() {
+                    Some(permit) => {
+                        fresh_attempts += 1;
+                        (self.connect_h1(permit).await?, false)
+                    }
+                    None => {
+                        if pending.is_none() {
+                            pending = Some(self.inner.limits.pending().map_err(UpstreamError::Overflow)?);
+                        }
+                        self.wait_for_connection().await;
+                        continue;
+                    }
+                },
             };
-            match tx.try_send_request(req).await {
+            drop(pending.take());
+            conn.served += 1;
+            match conn.tx.try_send_request(req).await {
                 Ok(resp) => {
-                    self.checkin_when_ready(tx);
+                    self.checkin_when_ready(conn);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
                     // Not written: a stale pooled connection (or a fresh one that died at once).
                     Some(unsent) if reused || fresh_attempts < 2 => req = unsent,
                     Some(_) => return Err(UpstreamError::ResetBeforeRequest(e.into_error())),
+                    None if reused => return Err(UpstreamError::StaleReset(e.into_error())),
                     None => return Err(UpstreamError::Reset(e.into_error())),
                 },
             }
         }
+    }
+
+    /// A permit for a new connection: within `maxConnections`, or the first
+    /// connection of an endpoint that has none (Envoy lets every host pool
+    /// make progress; otherwise a request could wait forever behind idle
+    /// connections of other endpoints).
+    fn connection_permit(&self) -> Option<Option<Permit>> {
+        match self.inner.limits.connection() {
+            Some(permit) => Some(Some(permit)),
+            None if self.open_connections() == 0 && self.inner.connecting.load(Ordering::Acquire) == 0 => Some(None),
+            None => None,
+        }
+    }
+
+    /// Waits until a connection returns to a pool or closes somewhere in the cluster.
+    async fn wait_for_connection(&self) {
+        let freed = self.inner.limits.freed().notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if self.idle_connections() > 0 || self.inner.limits.connections() == 0 {
+            return;
+        }
+        // Re-checked on wake-up; a bounded wait guards against a missed limit change.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(250), freed).await;
     }
 
     async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
@@ -184,51 +247,69 @@ impl Pool {
         )))
     }
 
-    fn checkout(&self) -> Option<http1::SendRequest<Body>> {
+    fn checkout(&self) -> Option<Idle> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(Idle { tx, since }) = idle.pop() {
-            if since.elapsed() < self.inner.settings.idle_timeout && !tx.is_closed() && tx.is_ready() {
-                return Some(tx);
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < self.inner.settings.idle_timeout && !conn.tx.is_closed() && conn.tx.is_ready() {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Returns the connection to the pool once its response is fully read.
-    fn checkin_when_ready(&self, mut tx: http1::SendRequest<Body>) {
+    /// Returns the connection to the pool once its response is fully read,
+    /// unless it has carried `maxRequestsPerConnection` requests.
+    fn checkin_when_ready(&self, mut conn: Idle) {
+        let max = self.inner.limits.max_requests_per_connection();
+        if max > 0 && conn.served >= max {
+            return; // Dropping the sender closes the connection after this response.
+        }
         let pool: Weak<Inner> = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            if tx.ready().await.is_ok() {
+            if conn.tx.ready().await.is_ok() {
                 if let Some(inner) = pool.upgrade() {
-                    inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(Idle { tx, since: Instant::now() });
+                    conn.since = Instant::now();
+                    inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                    inner.limits.notify_freed();
                 }
             }
         });
     }
 
     async fn h2_sender(&self, force_new: bool) -> Result<http2::SendRequest<Body>, UpstreamError> {
+        let max = self.inner.limits.max_requests_per_connection();
         let mut slot = self.inner.h2.lock().await;
-        if let Some(tx) = slot.as_ref() {
-            if !force_new && !tx.is_closed() {
-                return Ok(tx.clone());
+        if let Some(h2) = slot.as_mut() {
+            if !force_new && !h2.tx.is_closed() && (max == 0 || h2.streams < max) {
+                h2.streams += 1;
+                return Ok(h2.tx.clone());
             }
         }
+        // One multiplexed connection per endpoint: it may exceed maxConnections only as an endpoint's first.
+        let permit = self.inner.limits.connection();
         let io = self.connect_tcp().await?;
         let (tx, conn) =
             http2::Builder::new(TokioExecutor::new()).handshake(io).await.map_err(UpstreamError::ResetBeforeRequest)?;
-        self.track(conn);
-        *slot = Some(tx.clone());
+        self.track(conn, permit);
+        *slot = Some(H2 { tx: tx.clone(), streams: 1 });
         Ok(tx)
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, UpstreamError> {
+    async fn connect_h1(&self, permit: Option<Permit>) -> Result<Idle, UpstreamError> {
         let io = self.connect_tcp().await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(UpstreamError::ResetBeforeRequest)?;
-        self.track(conn);
-        Ok(tx)
+        self.track(conn, permit);
+        Ok(Idle { tx, since: Instant::now(), served: 0 })
     }
 
     async fn connect_tcp(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+        self.inner.connecting.fetch_add(1, Ordering::AcqRel);
+        let result = self.connect_tcp_counted().await;
+        self.inner.connecting.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    async fn connect_tcp_counted(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
         let timeout = self.inner.settings.connect_timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.inner.addr))
             .await
@@ -238,8 +319,9 @@ impl Pool {
         Ok(TokioIo::new(stream))
     }
 
-    /// Runs a connection's task and counts it while it lives.
-    fn track<F>(&self, conn: F)
+    /// Runs a connection's task and counts it while it lives; the cluster's
+    /// connection permit is released when it ends.
+    fn track<F>(&self, conn: F, permit: Option<Permit>)
     where
         F: std::future::Future + Send + 'static,
     {
@@ -249,6 +331,7 @@ impl Pool {
         tokio::spawn(async move {
             let _ = conn.await;
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
         });
     }
 }

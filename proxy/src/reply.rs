@@ -114,6 +114,8 @@ pub enum ProxyError {
     NoApp,
     #[error("upstream {endpoint}: {error}")]
     Upstream { endpoint: std::net::SocketAddr, error: UpstreamError },
+    #[error("cluster {cluster}: {limit} limit reached (connectionPool)")]
+    Overflow { cluster: String, limit: &'static str },
     #[error("upstream request timeout")]
     Timeout,
     #[error("fault injected: abort with {0}")]
@@ -140,8 +142,12 @@ impl ProxyError {
                 UpstreamError::RefusedStream => {
                     (StatusCode::SERVICE_UNAVAILABLE, "remote refused stream reset", Flags::UR)
                 }
-                UpstreamError::Reset(_) => (StatusCode::SERVICE_UNAVAILABLE, "connection termination", Flags::UC),
+                UpstreamError::Reset(_) | UpstreamError::StaleReset(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "connection termination", Flags::UC)
+                }
+                UpstreamError::Overflow(_) => (StatusCode::SERVICE_UNAVAILABLE, "overflow", Flags::UO),
             },
+            ProxyError::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overflow", Flags::UO),
             ProxyError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", Flags::UT),
             ProxyError::FaultAbort(status) => (*status, "fault filter abort", Flags::FI),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request", Flags::NONE),
@@ -152,7 +158,8 @@ impl ProxyError {
 /// Builds the local reply for `err`; `extra` adds flags such as `URX` or `DI`.
 pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
     let (status, text, flags) = err.parts();
-    let body = if flags.contains(Flags::UF) || flags.contains(Flags::UC) || flags.contains(Flags::UR) {
+    let reset = [Flags::UF, Flags::UC, Flags::UR, Flags::UO];
+    let body = if reset.iter().any(|f| flags.contains(*f)) {
         format!("upstream connect error or disconnect/reset before headers. reset reason: {text}")
     } else {
         text.to_string()
@@ -161,6 +168,9 @@ pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if flags.contains(Flags::UO) {
+        headers.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
     if let Ok(v) = HeaderValue::from_str(&err.to_string()) {
         headers.insert(ERROR_HEADER, v);
     }

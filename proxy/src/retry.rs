@@ -104,7 +104,9 @@ impl RetryPolicy {
             }
             Failure::Upstream(UpstreamError::RefusedStream) => broad || self.has(RetryOn::RefusedStream),
             Failure::Upstream(UpstreamError::ResetBeforeRequest(_)) => broad || self.has(RetryOn::ResetBeforeRequest),
-            Failure::Upstream(UpstreamError::Reset(_)) | Failure::PerTryTimeout => broad,
+            Failure::Upstream(UpstreamError::Reset(_) | UpstreamError::StaleReset(_)) | Failure::PerTryTimeout => broad,
+            // Circuit-breaker overflow is never retried (Envoy).
+            Failure::Upstream(UpstreamError::Overflow(_)) => false,
         };
         let processed = match failure {
             Failure::Upstream(e) => !e.not_processed(),

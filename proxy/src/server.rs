@@ -126,7 +126,10 @@ impl Proxy {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let gauge = |name: &str| shared.metrics.downstream_active.with_label_values(&[name]);
+        let gauge = |name: &str| {
+            let m = &shared.metrics;
+            (m.downstream_active.with_label_values(&[name]), m.downstream_total.with_label_values(&[name]))
+        };
         let drain = options.drain_timeout;
         {
             let s = shared.clone();

@@ -2,7 +2,8 @@
 //! one, validated, then swapped in whole (one `ArcSwap` in [`crate::server`]).
 
 use crate::balance::Balancer;
-use crate::endpoint::Registry;
+use crate::endpoint::{ClusterSpec, Registry};
+use crate::limits::Limits;
 use crate::pool::{PoolSettings, Protocol};
 use crate::route::{Route, VirtualHost};
 use std::collections::HashMap;
@@ -18,6 +19,8 @@ pub struct Cluster {
     pub service: Arc<str>,
     pub balancer: Balancer,
     pub protocol: UpstreamProtocol,
+    /// Connection-pool limits; shared with the endpoints' pools, kept across reloads.
+    pub limits: Arc<Limits>,
 }
 
 impl Cluster {
@@ -77,27 +80,39 @@ impl Snapshot {
             vhosts.push(VirtualHost { name: host.as_str().into(), routes });
         }
 
-        let mut wanted = Vec::new();
+        let mut wanted = Vec::with_capacity(config.clusters.len() + 1);
         for (name, c) in &config.clusters {
-            let settings = PoolSettings { connect_timeout: c.connect_timeout(), idle_timeout: c.idle_timeout() };
+            let pool = &c.connection_pool;
+            let mut endpoints = Vec::with_capacity(c.endpoints.len());
             for e in &c.endpoints {
                 let addr: SocketAddr = e.address.parse().map_err(|_| ValidationError {
                     path: format!("clusters[{name:?}].endpoints"),
                     message: format!("{:?} is not an IP:port address", e.address),
                 })?;
-                wanted.push((name.clone(), addr, e.labels.clone(), settings));
+                endpoints.push((addr, e.labels.clone()));
             }
+            wanted.push(ClusterSpec {
+                name: name.clone(),
+                pool: pool.clone(),
+                settings: PoolSettings { connect_timeout: pool.connect_timeout(), idle_timeout: pool.idle_timeout() },
+                endpoints,
+            });
         }
         let app = app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
         if let Some(addr) = app {
-            wanted.push((INBOUND_CLUSTER.to_string(), addr, Default::default(), PoolSettings::default()));
+            wanted.push(ClusterSpec {
+                name: INBOUND_CLUSTER.to_string(),
+                pool: Default::default(),
+                settings: PoolSettings::default(),
+                endpoints: vec![(addr, Default::default())],
+            });
         }
         let mut resolved = registry.resolve(wanted).into_iter();
         let clusters = config
             .clusters
             .iter()
-            .map(|(name, c)| {
-                let endpoints = resolved.by_ref().take(c.endpoints.len()).collect();
+            .zip(resolved.by_ref())
+            .map(|((name, c), (limits, endpoints))| {
                 let service = c.service.clone().unwrap_or_else(|| name.clone());
                 let cluster = Cluster {
                     name: name.as_str().into(),
@@ -105,15 +120,17 @@ impl Snapshot {
                     balancer: Balancer::new(c.lb_policy, endpoints)
                         .with_outlier_detection(c.outlier_detection.as_ref().map(crate::outlier::Settings::from_model)),
                     protocol: c.protocol,
+                    limits,
                 };
                 (cluster.name.clone(), cluster)
             })
             .collect();
-        let inbound = app.map(|_| Cluster {
+        let inbound = resolved.next().map(|(limits, endpoints)| Cluster {
             name: INBOUND_CLUSTER.into(),
             service: config.workload.name.as_str().into(),
-            balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, resolved.collect()),
+            balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, endpoints),
             protocol: config.inbound.protocol,
+            limits,
         });
         Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound })
     }

@@ -43,6 +43,8 @@ pub struct Record {
     pub upstream: Option<Arc<Endpoint>>,
     /// Keeps the endpoint's active-request count up until the response ends.
     pub guard: Option<ActiveGuard>,
+    /// Keeps the cluster's request slot taken until the response ends.
+    pub permit: Option<crate::limits::Permit>,
     pub attempts: u32,
     pub status: u16,
     pub flags: Flags,
@@ -86,6 +88,7 @@ impl Record {
             service: None,
             upstream: None,
             guard: None,
+            permit: None,
             attempts: 0,
             status: 0,
             flags: Flags::NONE,
@@ -127,11 +130,12 @@ impl Record {
             service,
             upstream,
             guard,
+            permit,
             attempts,
             status,
             flags,
         } = self;
-        drop(guard);
+        drop((guard, permit));
         let elapsed = start.elapsed();
         let flags_text = flags.to_string();
         let code = status.to_string();

@@ -342,20 +342,88 @@ pub struct Cluster {
     /// Passive health checking (Istio `outlierDetection`). Unset: no ejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// TCP connect timeout; default 10 s (Istio MeshConfig `connectTimeout`). 503 `UF` on expiry.
+    /// Connection-pool limits (Istio `connectionPool`, Envoy circuit breakers).
+    #[serde(default)]
+    pub connection_pool: ConnectionPool,
+}
+
+/// Istio's `connectionPool`: limits per cluster (all endpoints together) per
+/// sidecar, as Envoy enforces them. Unset or 0 means Istio's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPool {
+    #[serde(default)]
+    pub tcp: TcpPool,
+    #[serde(default)]
+    pub http: HttpPool,
+}
+
+/// `connectionPool.tcp`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpPool {
+    /// Most upstream connections; beyond it HTTP/1.1 requests wait in the
+    /// pending queue. Default unlimited (2³²−1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// TCP connect timeout; default 10 s (MeshConfig `connectTimeout`). 503 `UF` on expiry.
     #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
-    /// How long an unused pooled connection is kept; default 1 h (Istio `http.idleTimeout`).
+}
+
+/// `connectionPool.http`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpPool {
+    /// Most requests waiting for a connection; beyond it an immediate 503 `UO`. Default unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1_max_pending_requests: Option<u32>,
+    /// Most requests in flight to the cluster (HTTP/1.1 and HTTP/2); beyond it an immediate 503 `UO`. Default unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_max_requests: Option<u32>,
+    /// Requests per connection before it is closed; default unlimited (1 disables keep-alive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    /// Most retries in flight across the cluster; beyond it the retry is skipped (flag `UO`). Default unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// How long an unused pooled connection is kept; default 1 h.
     #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
 }
 
-impl Cluster {
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+/// A limit as Istio sets it: unset or 0 means 2³²−1.
+fn limit(v: Option<u32>) -> u32 {
+    v.filter(|v| *v > 0).unwrap_or(u32::MAX)
+}
+
+impl ConnectionPool {
+    pub fn max_connections(&self) -> u32 {
+        limit(self.tcp.max_connections)
     }
+    pub fn max_pending_requests(&self) -> u32 {
+        limit(self.http.http1_max_pending_requests)
+    }
+    pub fn max_requests(&self) -> u32 {
+        limit(self.http.http2_max_requests)
+    }
+    pub fn max_retries(&self) -> u32 {
+        limit(self.http.max_retries)
+    }
+    /// 0 means unlimited.
+    pub fn max_requests_per_connection(&self) -> u32 {
+        self.http.max_requests_per_connection.unwrap_or(0)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        self.tcp.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
+    /// `0s` disables the idle timeout.
     pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
+        match self.http.idle_timeout {
+            Some(Duration::ZERO) => Duration::MAX,
+            Some(d) => d,
+            None => DEFAULT_IDLE_TIMEOUT,
+        }
     }
 }
 

@@ -78,15 +78,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
 }
 
 fn cluster_rules(p: &Path, c: &Cluster) -> Result {
-    let Cluster {
-        service: _,
-        lb_policy: _,
-        endpoints,
-        protocol: _,
-        outlier_detection,
-        connect_timeout,
-        idle_timeout: _,
-    } = c;
+    let Cluster { service: _, lb_policy: _, endpoints, protocol: _, outlier_detection, connection_pool } = c;
     if let Some(od) = outlier_detection {
         let op = p.field("outlierDetection");
         for (name, v) in [("maxEjectionPercent", od.max_ejection_percent), ("minHealthPercent", od.min_health_percent)]
@@ -104,8 +96,8 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
     for (i, e) in endpoints.iter().enumerate() {
         socket_addr(&p.field("endpoints").index(i).field("address"), &e.address)?;
     }
-    if *connect_timeout == Some(Duration::ZERO) {
-        return p.field("connectTimeout").err("must be greater than 0");
+    if connection_pool.tcp.connect_timeout == Some(Duration::ZERO) {
+        return p.field("connectionPool").field("tcp").field("connectTimeout").err("must be greater than 0");
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod balancing;
 mod faults;
 mod input;
 mod outlier;
+mod pool;
 mod process;
 mod reload;
 mod retries;
