@@ -125,3 +125,12 @@ fn rejection_names_file_and_field() {
     assert!(text.starts_with("/etc/weft/proxy.yaml: unknown field `clusterz`"), "{text}");
     assert!(text.contains("line 3"), "{text}");
 }
+
+#[test]
+fn shipped_examples_are_valid() {
+    for file in ["examples/canary.yaml", "examples/resilience.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let (config, _) = weft_proxy::config::read(&path).unwrap();
+        config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
