@@ -1,27 +1,37 @@
 //! `weft-bench-sidecar`: what the sidecar adds, measured the way Istio's
-//! performance benchmark does: the same open-loop load straight to an app
-//! ("direct") and through `weft-proxy` ("sidecar"), rounds interleaved so drift
-//! hits both alike, and the added latency taken as sidecar percentile minus
-//! direct percentile.
+//! performance benchmark does: the same open-loop load over several paths to
+//! an app, rounds interleaved (A B C D A B C D ...) so drift hits all alike,
+//! and the added latency taken as a path's percentile minus the direct one.
 //!
-//! The app and the proxy run as child processes, so the proxy's peak RSS and
-//! CPU time are its own; the load generator runs in this process. Children are
-//! killed when this process ends, also on Ctrl-C and SIGTERM; the app also
-//! exits when its stdin (a pipe from this process) closes.
+//! Scenarios (`--scenarios`, default all):
+//! - `direct`: load → app.
+//! - `sidecar`: load → weft-proxy outbound → app.
+//! - `pair-h1`: load → client weft-proxy (outbound, cluster `protocol: HTTP1`)
+//!   → server weft-proxy (inbound, `--app`) → app. Plaintext.
+//! - `pair-h2`: the same with the client's cluster `protocol: HTTP2` (Istio's
+//!   h2UpgradePolicy UPGRADE): HTTP/2 between the sidecars, HTTP/1.1 to the app.
+//!
+//! Each scenario has its own proxies, started once. The app and the proxies run
+//! as child processes, so each proxy's peak RSS and CPU time are its own; the
+//! load generator runs in this process. Children are killed when this process
+//! ends, also on Ctrl-C and SIGTERM; the app also exits when its stdin (a pipe
+//! from this process) closes.
 //!
 //! ```text
 //! cargo build --release -p weft-proxy -p weft-bench
 //! target/release/weft-bench-sidecar --rates 200,1000,2000 --max --duration 10s --rounds 3
+//! target/release/weft-bench-sidecar --scenarios direct,pair-h2 --rates 1000
 //! ```
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use http::header::{HeaderValue, HOST};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -37,12 +47,15 @@ const HOST_HEADER: &str = "app";
 /// How long the proxy may take to answer `/ready` after it is started.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Direct vs. through-the-sidecar latency, CPU and memory of weft-proxy.
+/// Direct vs. through one or two sidecars: latency, CPU and memory of weft-proxy.
 #[derive(Debug, Parser)]
 #[command(name = "weft-bench-sidecar", version, about)]
 struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    /// Paths to measure, comma separated, interleaved in this order in each round.
+    #[arg(long, value_delimiter = ',', default_value = "direct,sidecar,pair-h1,pair-h2")]
+    scenarios: Vec<Kind>,
     /// The weft-proxy binary to measure.
     #[arg(long, default_value = "target/release/weft-proxy")]
     proxy_bin: PathBuf,
@@ -64,16 +77,16 @@ struct Args {
     /// Unrecorded load before each run (fills the proxy's upstream pool).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
-    /// Interleaved direct/sidecar rounds per scenario.
+    /// Interleaved rounds (one run of each scenario) per load.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Send HTTP/2 (h2c) from the load generator; the proxy speaks HTTP/1.1 upstream (Istio's default).
+    /// Send HTTP/2 (h2c) from the load generator; `sidecar` and `pair-h1` still speak HTTP/1.1 upstream (Istio's default).
     #[arg(long)]
     http2: bool,
     /// Response body size of the app.
     #[arg(long, default_value_t = upstream::DEFAULT_BODY_BYTES)]
     body_bytes: usize,
-    /// Worker threads of the proxy (its --workers).
+    /// Worker threads of each proxy (its --workers).
     #[arg(long, default_value_t = 1)]
     proxy_workers: usize,
     /// Worker threads of the app.
@@ -82,9 +95,30 @@ struct Args {
     /// Worker threads of the load generator (the pacer has its own thread).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// JSON results; the generated proxy config and the proxy's log go beside it.
+    /// JSON results; each proxy's generated config and log (`NAME.yaml`, `NAME.log`) go beside it.
     #[arg(long, default_value = "target/bench/sidecar.json")]
     out: PathBuf,
+}
+
+/// A path from the load generator to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Kind {
+    Direct,
+    Sidecar,
+    PairH1,
+    PairH2,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Sidecar => "sidecar",
+            Kind::PairH1 => "pair-h1",
+            Kind::PairH2 => "pair-h2",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,7 +205,7 @@ fn log_tail(path: &Path) -> String {
     format!("; last lines of {}:\n{}", path.display(), lines[lines.len().saturating_sub(20)..].join("\n"))
 }
 
-/// Ports the proxy binds, found by binding port 0. All three are held until
+/// Ports a proxy binds, found by binding port 0. All three are held until
 /// each is known, so they differ; another process could still take one in the
 /// moment before the proxy binds it.
 fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
@@ -201,13 +235,15 @@ fn start_upstream(args: &Args) -> anyhow::Result<(Guard, SocketAddr)> {
     Ok((guard, addr))
 }
 
-/// The sidecar's config: one service, `app`, one route, one endpoint — the app.
+/// A client sidecar's config: one service, `app`, one route, one cluster whose
+/// one endpoint is `endpoint` (the app itself, or a server sidecar's inbound
+/// listener), spoken to in `protocol` (`HTTP1` or `HTTP2`).
 /// Written as the YAML a person would write (see `proxy/examples/canary.yaml`),
 /// so fields the schema gains later keep their defaults; it is parsed and
 /// validated here, so a schema change that breaks it fails before the proxy starts.
-fn proxy_config(app: SocketAddr) -> anyhow::Result<String> {
+fn client_config(endpoint: SocketAddr, protocol: &str) -> anyhow::Result<String> {
     let yaml = format!(
-        r#"# Generated by weft-bench-sidecar: Host `{HOST_HEADER}` -> the bench app.
+        r#"# Generated by weft-bench-sidecar: Host `{HOST_HEADER}` -> {endpoint} over {protocol}.
 apiVersion: {api}
 version: bench
 workload:
@@ -223,56 +259,126 @@ services:
 clusters:
   outbound|80||{SERVICE}:
     service: {SERVICE}
+    protocol: {protocol}
     endpoints:
-      - address: {app}
+      - address: {endpoint}
         labels: {{ app: app, version: v1 }}
 "#,
         api = model::API_VERSION
     );
+    checked(yaml)
+}
+
+/// A server sidecar's config: no outbound services; its inbound listener
+/// delivers to the app over HTTP/1.1 (the app is also passed as `--app`).
+fn server_config(app: SocketAddr) -> anyhow::Result<String> {
+    let yaml = format!(
+        r#"# Generated by weft-bench-sidecar: inbound -> the bench app at {app} over HTTP1.
+apiVersion: {api}
+version: bench
+workload:
+  name: app
+  namespace: bench
+  labels: {{ app: app, version: v1 }}
+inbound:
+  app: "{app}"
+  protocol: HTTP1
+"#,
+        api = model::API_VERSION
+    );
+    checked(yaml)
+}
+
+fn checked(yaml: String) -> anyhow::Result<String> {
     let parsed: model::ProxyConfig =
         serde_yaml::from_str(&yaml).context("the generated proxy config does not parse")?;
     parsed.validate().context("the generated proxy config is invalid")?;
     Ok(yaml)
 }
 
+/// One weft-proxy child.
 struct Proxy {
+    /// `sidecar`, `pair-h1-client`, `pair-h1-server`, ...: also the stem of its config and log files.
+    name: String,
+    scenario: Kind,
+    /// `client` (the load enters its outbound listener) or `server` (inbound, in front of the app).
+    role: &'static str,
+    /// What it speaks upstream: to its cluster (client) or to the app (server).
+    upstream_protocol: &'static str,
     guard: Guard,
     outbound: SocketAddr,
+    inbound: SocketAddr,
+    admin: SocketAddr,
     log: PathBuf,
 }
 
-async fn start_proxy(args: &Args, app: SocketAddr, dir: &Path) -> anyhow::Result<Proxy> {
+impl Proxy {
+    fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        self.guard.ensure_running(Some(&self.log))
+    }
+}
+
+struct ProxySpec<'a> {
+    name: String,
+    scenario: Kind,
+    role: &'static str,
+    upstream_protocol: &'static str,
+    config: String,
+    app: Option<SocketAddr>,
+    ports: [SocketAddr; 3],
+    dir: &'a Path,
+}
+
+async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Result<Proxy> {
     if !args.proxy_bin.is_file() {
         bail!(
             "no proxy binary at {}: run `cargo build --release -p weft-proxy` or pass --proxy-bin",
             args.proxy_bin.display()
         );
     }
-    let config_path = dir.join("sidecar-proxy.yaml");
-    std::fs::write(&config_path, proxy_config(app)?).with_context(|| format!("writing {}", config_path.display()))?;
-    let log = dir.join("sidecar-proxy.log");
+    let config_path = spec.dir.join(format!("{}.yaml", spec.name));
+    std::fs::write(&config_path, &spec.config).with_context(|| format!("writing {}", config_path.display()))?;
+    let log = spec.dir.join(format!("{}.log", spec.name));
     let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let [outbound, inbound, admin] = free_ports()?;
-    let child = Command::new(&args.proxy_bin)
-        .arg("--config")
+    let [outbound, inbound, admin] = spec.ports;
+    let mut cmd = Command::new(&args.proxy_bin);
+    cmd.arg("--config")
         .arg(&config_path)
         .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string(), "--admin", &admin.to_string()])
-        .args(["--no-access-log", "--workers", &args.proxy_workers.to_string()])
+        .args(["--no-access-log", "--workers", &args.proxy_workers.to_string()]);
+    if let Some(app) = spec.app {
+        cmd.args(["--app", &app.to_string()]);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()
         .with_context(|| format!("starting {}", args.proxy_bin.display()))?;
-    let mut proxy = Proxy { guard: Guard { name: "weft-proxy", child }, outbound, log };
+    let mut proxy = Proxy {
+        name: spec.name,
+        scenario: spec.scenario,
+        role: spec.role,
+        upstream_protocol: spec.upstream_protocol,
+        guard: Guard { name: "weft-proxy", child },
+        outbound,
+        inbound,
+        admin,
+        log,
+    };
 
     let started = Instant::now();
     loop {
-        proxy.guard.ensure_running(Some(&proxy.log))?;
+        proxy.ensure_running()?;
         if matches!(get(admin, "localhost", "/ready").await, Ok((200, _))) {
             return Ok(proxy);
         }
         if started.elapsed() > READY_TIMEOUT {
-            bail!("weft-proxy not ready after {READY_TIMEOUT:?}{}", log_tail(&proxy.log));
+            bail!("{} not ready after {READY_TIMEOUT:?}{}", proxy.name, log_tail(&proxy.log));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -280,13 +386,38 @@ async fn start_proxy(args: &Args, app: SocketAddr, dir: &Path) -> anyhow::Result
 
 /// One GET over a fresh HTTP/1.1 connection: status and body length.
 async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, usize)> {
+    let (status, body) = get_body(addr, host, path).await?;
+    Ok((status, body.len()))
+}
+
+/// One GET over a fresh HTTP/1.1 connection: status and body.
+async fn get_body(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, Bytes)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let req = Request::get(path).header(HOST, host).body(Empty::<Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
-    Ok((status, resp.into_body().collect().await?.to_bytes().len()))
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+/// Upstream connections the proxy has opened since it started (all its
+/// clusters' endpoints, the inbound app included), from its admin `/clusters`.
+/// One per endpoint shows HTTP/2 multiplexing; HTTP/1.1 opens one per concurrent request.
+async fn connections_opened(proxy: &Proxy) -> Option<u64> {
+    let (status, body) = get_body(proxy.admin, "localhost", "/clusters").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let clusters = v.get("clusters")?.as_array()?;
+    let mut total = 0;
+    for c in clusters {
+        for e in c.get("endpoints")?.as_array()? {
+            total += e.get("connections_opened")?.as_u64()?;
+        }
+    }
+    Some(total)
 }
 
 /// One scenario: a constant rate, or closed-loop at full speed.
@@ -305,25 +436,45 @@ impl Load {
     }
 }
 
+/// A path through which the load reaches the app, and the proxies on it.
+struct ScenarioPath {
+    kind: Kind,
+    /// Where the load generator sends.
+    entry: SocketAddr,
+    /// Indices into the proxy list, client first.
+    proxies: Vec<usize>,
+}
+
+/// One measured run of one scenario in one round.
+#[derive(Debug, Serialize)]
+struct Run {
+    scenario: Kind,
+    report: Report,
+    /// CPU seconds of each proxy on the path over the measured window, by proxy name.
+    proxy_cpu_s: BTreeMap<String, f64>,
+}
+
 #[derive(Debug, Serialize)]
 struct Round {
-    direct: Report,
-    sidecar: Report,
-    proxy_cpu_s: f64,
+    runs: Vec<Run>,
 }
 
 #[derive(Debug, Serialize)]
 struct ProxyCost {
-    /// Peak RSS over this scenario (or since start, see `peak_rss_scope`), KiB.
+    proxy: String,
+    role: &'static str,
+    /// Peak RSS over this load (or since start, see `peak_rss_scope`), KiB.
     peak_rss_kib: u64,
-    /// `scenario` when the peak could be reset before it, `process` otherwise.
+    /// `load` when the peak could be reset before it, `process` otherwise.
     peak_rss_scope: &'static str,
-    /// utime + stime over the measured sidecar runs.
+    /// utime + stime over the measured runs of its scenario.
     cpu_s: f64,
     /// CPU seconds per 1000 requests through the proxy.
     cpu_s_per_1k_requests: f64,
-    /// Average cores busy during the measured sidecar runs.
+    /// Average cores busy during the measured runs.
     cpu_cores: f64,
+    /// Upstream connections opened since the proxy started (cumulative, read after this load).
+    upstream_connections_opened: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -335,7 +486,7 @@ struct Added {
 }
 
 impl Added {
-    /// Istio's method: percentile through the sidecar minus the same percentile direct.
+    /// Istio's method: percentile through the sidecar(s) minus the same percentile direct.
     fn of(direct: &Percentiles, sidecar: &Percentiles) -> Self {
         Added {
             p50: sidecar.p50 - direct.p50,
@@ -347,22 +498,43 @@ impl Added {
 }
 
 #[derive(Debug, Serialize)]
-struct Scenario {
+struct ScenarioResult {
+    scenario: Kind,
+    /// All rounds merged.
+    report: Report,
+    /// Over `direct` of the same load; absent for `direct` itself or when it was not measured.
+    added_latency_ms: Option<Added>,
+    /// The proxies on the path, client first.
+    proxies: Vec<ProxyCost>,
+}
+
+#[derive(Debug, Serialize)]
+struct LoadResult {
     load: String,
     target_rps: Option<f64>,
     connections: usize,
-    /// All rounds merged.
-    direct: Report,
-    sidecar: Report,
-    added_latency_ms: Added,
-    proxy: ProxyCost,
+    scenarios: Vec<ScenarioResult>,
     rounds: Vec<Round>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProxyInfo {
+    name: String,
+    scenario: Kind,
+    role: &'static str,
+    upstream_protocol: &'static str,
+    pid: u32,
+    outbound: String,
+    inbound: String,
+    idle_rss_kib: u64,
 }
 
 #[derive(Debug, Serialize)]
 struct Setup {
     proxy_bin: String,
+    /// What the load generator speaks.
     protocol: &'static str,
+    scenarios: Vec<Kind>,
     duration_s: f64,
     warmup_s: f64,
     rounds: usize,
@@ -378,63 +550,175 @@ struct Setup {
 #[derive(Debug, Serialize)]
 struct Results {
     setup: Setup,
-    proxy_idle_rss_kib: u64,
-    scenarios: Vec<Scenario>,
+    proxies: Vec<ProxyInfo>,
+    loads: Vec<LoadResult>,
+}
+
+/// Starts the proxies the selected scenarios need, each pair's server first
+/// (its client's cluster points at its inbound listener).
+async fn start_proxies(
+    args: &Args,
+    kinds: &[Kind],
+    app: SocketAddr,
+    dir: &Path,
+) -> anyhow::Result<(Vec<Proxy>, Vec<ScenarioPath>)> {
+    let mut proxies = Vec::new();
+    let mut paths = Vec::new();
+    for &kind in kinds {
+        let entry_and_proxies = match kind {
+            Kind::Direct => (app, vec![]),
+            Kind::Sidecar => {
+                let spec = ProxySpec {
+                    name: "sidecar".into(),
+                    scenario: kind,
+                    role: "client",
+                    upstream_protocol: "HTTP1",
+                    config: client_config(app, "HTTP1")?,
+                    app: None,
+                    ports: free_ports()?,
+                    dir,
+                };
+                proxies.push(start_proxy(args, spec).await?);
+                (proxies[proxies.len() - 1].outbound, vec![proxies.len() - 1])
+            }
+            Kind::PairH1 | Kind::PairH2 => {
+                let protocol = if kind == Kind::PairH2 { "HTTP2" } else { "HTTP1" };
+                let server = ProxySpec {
+                    name: format!("{}-server", kind.name()),
+                    scenario: kind,
+                    role: "server",
+                    upstream_protocol: "HTTP1",
+                    config: server_config(app)?,
+                    app: Some(app),
+                    ports: free_ports()?,
+                    dir,
+                };
+                proxies.push(start_proxy(args, server).await?);
+                let server_inbound = proxies[proxies.len() - 1].inbound;
+                let client = ProxySpec {
+                    name: format!("{}-client", kind.name()),
+                    scenario: kind,
+                    role: "client",
+                    upstream_protocol: protocol,
+                    config: client_config(server_inbound, protocol)?,
+                    app: None,
+                    ports: free_ports()?,
+                    dir,
+                };
+                proxies.push(start_proxy(args, client).await?);
+                let n = proxies.len();
+                (proxies[n - 1].outbound, vec![n - 1, n - 2])
+            }
+        };
+        paths.push(ScenarioPath { kind, entry: entry_and_proxies.0, proxies: entry_and_proxies.1 });
+    }
+    Ok((proxies, paths))
+}
+
+fn tails(proxies: &[Proxy], on_path: &[usize]) -> String {
+    on_path.iter().map(|&i| log_tail(&proxies[i].log)).collect()
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
     if args.proxy_bin.components().any(|c| c.as_os_str() == "debug") {
         eprintln!("warning: {} looks like a debug build; numbers will not mean much", args.proxy_bin.display());
     }
+    let mut kinds: Vec<Kind> = Vec::new();
+    for k in &args.scenarios {
+        if !kinds.contains(k) {
+            kinds.push(*k);
+        }
+    }
+    if kinds.is_empty() {
+        bail!("--scenarios is empty");
+    }
     let dir = args.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let (mut app_guard, app) = start_upstream(args)?;
-    let mut proxy = start_proxy(args, app, &dir).await?;
-    let pid = proxy.guard.pid();
+    let (mut proxies, paths) = start_proxies(args, &kinds, app, &dir).await?;
 
-    // Both paths must answer the same before their numbers can be compared.
-    for (path, addr) in [("direct", app), ("sidecar", proxy.outbound)] {
-        match get(addr, HOST_HEADER, "/").await {
+    // Every path must answer the same before their numbers can be compared.
+    for path in &paths {
+        match get(path.entry, HOST_HEADER, "/").await {
             Ok((200, n)) if n == args.body_bytes => {}
             other => bail!(
-                "{path} probe: expected 200 with {} bytes, got {other:?}{}",
+                "{} probe: expected 200 with {} bytes, got {other:?}{}",
+                path.kind.name(),
                 args.body_bytes,
-                log_tail(&proxy.log)
+                tails(&proxies, &path.proxies)
             ),
         }
     }
-    let (_, proxy_idle_rss_kib) = process::rss_kib(pid).context("reading the proxy's RSS")?;
-    eprintln!("app on {app}, weft-proxy (pid {pid}) outbound on {}, idle RSS {proxy_idle_rss_kib} KiB", proxy.outbound);
+    let mut infos = Vec::new();
+    eprintln!("app on {app}");
+    for p in &proxies {
+        let (idle_rss_kib, _) = process::rss_kib(p.pid()).with_context(|| format!("reading {}'s RSS", p.name))?;
+        eprintln!(
+            "{} (pid {}, {} -> {}): outbound {}, inbound {}, idle RSS {idle_rss_kib} KiB",
+            p.name,
+            p.pid(),
+            p.role,
+            p.upstream_protocol,
+            p.outbound,
+            p.inbound
+        );
+        infos.push(ProxyInfo {
+            name: p.name.clone(),
+            scenario: p.scenario,
+            role: p.role,
+            upstream_protocol: p.upstream_protocol,
+            pid: p.pid(),
+            outbound: p.outbound.to_string(),
+            inbound: p.inbound.to_string(),
+            idle_rss_kib,
+        });
+    }
 
     let mut loads: Vec<Load> = args.rates.iter().filter(|r| **r > 0.0).map(|r| Load::Rate(*r)).collect();
     if args.max {
         loads.push(Load::Max);
     }
-    let mut scenarios = Vec::new();
+    let mut results = Vec::new();
     for load in loads {
-        let scope = if process::reset_peak_rss(pid).is_ok() { "scenario" } else { "process" };
+        let scopes: Vec<&'static str> =
+            proxies.iter().map(|p| if process::reset_peak_rss(p.pid()).is_ok() { "load" } else { "process" }).collect();
         let mut rounds = Vec::new();
         for round in 1..=args.rounds.max(1) {
-            eprintln!("{}: round {round}/{} direct", load.label(args), args.rounds);
-            let direct = measure(args, load, app).await?;
-            app_guard.ensure_running(None)?;
-            eprintln!("{}: round {round}/{} sidecar", load.label(args), args.rounds);
-            warm(args, load, proxy.outbound).await?;
-            let cpu_before = process::cpu_seconds(pid)?;
-            let sidecar = run_load(args, load, proxy.outbound, args.duration).await?;
-            let proxy_cpu_s = process::cpu_seconds(pid)? - cpu_before;
-            proxy.guard.ensure_running(Some(&proxy.log))?;
-            rounds.push(Round { direct, sidecar, proxy_cpu_s });
+            let mut runs = Vec::new();
+            for path in &paths {
+                eprintln!("{}: round {round}/{} {}", load.label(args), args.rounds.max(1), path.kind.name());
+                warm(args, load, path.entry).await?;
+                let before = path
+                    .proxies
+                    .iter()
+                    .map(|&i| process::cpu_seconds(proxies[i].pid()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let report = run_load(args, load, path.entry, args.duration).await?;
+                let mut proxy_cpu_s = BTreeMap::new();
+                for (&i, b) in path.proxies.iter().zip(before) {
+                    proxy_cpu_s.insert(proxies[i].name.clone(), process::cpu_seconds(proxies[i].pid())? - b);
+                }
+                app_guard.ensure_running(None)?;
+                for &i in &path.proxies {
+                    proxies[i].ensure_running()?;
+                }
+                runs.push(Run { scenario: path.kind, report, proxy_cpu_s });
+            }
+            rounds.push(Round { runs });
         }
-        let (_, peak_rss_kib) = process::rss_kib(pid)?;
-        scenarios.push(summarize(args, load, rounds, peak_rss_kib, scope));
+        let mut peaks = Vec::new();
+        for p in &proxies {
+            peaks.push((process::rss_kib(p.pid())?.1, connections_opened(p).await));
+        }
+        results.push(summarize(args, load, rounds, &paths, &proxies, &peaks, &scopes));
     }
 
     let results = Results {
         setup: Setup {
             proxy_bin: args.proxy_bin.display().to_string(),
             protocol: if args.http2 { "http2" } else { "http1" },
+            scenarios: kinds,
             duration_s: args.duration.as_secs_f64(),
             warmup_s: args.warmup.as_secs_f64(),
             rounds: args.rounds.max(1),
@@ -446,8 +730,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             load_threads: args.threads,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
-        proxy_idle_rss_kib,
-        scenarios,
+        proxies: infos,
+        loads: results,
     };
     print!("{}", markdown(&results));
     std::fs::write(&args.out, serde_json::to_vec_pretty(&results)?)
@@ -461,11 +745,6 @@ async fn warm(args: &Args, load: Load, addr: SocketAddr) -> anyhow::Result<()> {
         run_load(args, load, addr, args.warmup).await?;
     }
     Ok(())
-}
-
-async fn measure(args: &Args, load: Load, addr: SocketAddr) -> anyhow::Result<Report> {
-    warm(args, load, addr).await?;
-    run_load(args, load, addr, args.duration).await
 }
 
 async fn run_load(args: &Args, load: Load, addr: SocketAddr, duration: Duration) -> anyhow::Result<Report> {
@@ -483,33 +762,58 @@ async fn run_load(args: &Args, load: Load, addr: SocketAddr, duration: Duration)
     Ok(load::run(&opts).await?)
 }
 
-fn summarize(args: &Args, load: Load, rounds: Vec<Round>, peak_rss_kib: u64, peak_rss_scope: &'static str) -> Scenario {
-    let mut direct = rounds[0].direct.clone();
-    let mut sidecar = rounds[0].sidecar.clone();
-    for r in &rounds[1..] {
-        direct.merge(&r.direct);
-        sidecar.merge(&r.sidecar);
+/// Merges each scenario's rounds; `peaks[i]` (peak RSS, connections opened)
+/// and `scopes[i]` belong to `proxies[i]`.
+fn summarize(
+    args: &Args,
+    load: Load,
+    rounds: Vec<Round>,
+    paths: &[ScenarioPath],
+    proxies: &[Proxy],
+    peaks: &[(u64, Option<u64>)],
+    scopes: &[&'static str],
+) -> LoadResult {
+    let mut scenarios: Vec<ScenarioResult> = Vec::new();
+    for (k, path) in paths.iter().enumerate() {
+        let mut report = rounds[0].runs[k].report.clone();
+        for r in &rounds[1..] {
+            report.merge(&r.runs[k].report);
+        }
+        let through = report.requests + report.transport_errors.values().sum::<u64>();
+        let costs = path
+            .proxies
+            .iter()
+            .map(|&i| {
+                let p = &proxies[i];
+                let cpu_s: f64 = rounds.iter().filter_map(|r| r.runs[k].proxy_cpu_s.get(&p.name)).sum();
+                ProxyCost {
+                    proxy: p.name.clone(),
+                    role: p.role,
+                    peak_rss_kib: peaks[i].0,
+                    peak_rss_scope: scopes[i],
+                    cpu_s,
+                    cpu_s_per_1k_requests: if through > 0 { cpu_s * 1000.0 / through as f64 } else { 0.0 },
+                    cpu_cores: if report.elapsed_s > 0.0 { cpu_s / report.elapsed_s } else { 0.0 },
+                    upstream_connections_opened: peaks[i].1,
+                }
+            })
+            .collect();
+        scenarios.push(ScenarioResult { scenario: path.kind, report, added_latency_ms: None, proxies: costs });
     }
-    let cpu_s: f64 = rounds.iter().map(|r| r.proxy_cpu_s).sum();
-    let through_proxy = sidecar.requests + sidecar.transport_errors.values().sum::<u64>();
-    let proxy = ProxyCost {
-        peak_rss_kib,
-        peak_rss_scope,
-        cpu_s,
-        cpu_s_per_1k_requests: if through_proxy > 0 { cpu_s * 1000.0 / through_proxy as f64 } else { 0.0 },
-        cpu_cores: if sidecar.elapsed_s > 0.0 { cpu_s / sidecar.elapsed_s } else { 0.0 },
-    };
-    Scenario {
+    if let Some(d) = scenarios.iter().position(|s| s.scenario == Kind::Direct) {
+        let direct = scenarios[d].report.latency_ms;
+        for s in scenarios.iter_mut().filter(|s| s.scenario != Kind::Direct) {
+            s.added_latency_ms = Some(Added::of(&direct, &s.report.latency_ms));
+        }
+    }
+    LoadResult {
         load: load.label(args),
         target_rps: match load {
             Load::Rate(r) => Some(r),
             Load::Max => None,
         },
-        connections: direct.connections,
-        added_latency_ms: Added::of(&direct.latency_ms, &sidecar.latency_ms),
-        direct,
-        sidecar,
-        proxy,
+        connections: scenarios[0].report.connections,
+        scenarios,
         rounds,
     }
 }
@@ -518,21 +822,38 @@ fn markdown(r: &Results) -> String {
     use std::fmt::Write;
     let s = &r.setup;
     let mut out = String::new();
+    let names: Vec<&str> = s.scenarios.iter().map(|k| k.name()).collect();
     let _ = writeln!(
         out,
-        "\n## weft-proxy vs direct ({}, {} x {:.0}s rounds interleaved, {} B responses, proxy --workers {}, {} CPUs)\n",
-        s.protocol, s.rounds, s.duration_s, s.body_bytes, s.proxy_workers, s.cpus
+        "\n## weft-proxy: {} ({} from the load generator, {} x {:.0}s rounds interleaved, {} B responses, proxy --workers {}, {} CPUs)\n",
+        names.join(" / "),
+        s.protocol,
+        s.rounds,
+        s.duration_s,
+        s.body_bytes,
+        s.proxy_workers,
+        s.cpus
     );
-    let _ = writeln!(out, "Latency in ms from the intended send time (open-loop; max is closed-loop). Added = sidecar − direct, per percentile.\n");
-    let _ = writeln!(out, "| load | path | p50 | p90 | p99 | p99.9 | max | achieved rps | errors |");
+    let _ = writeln!(out, "Scenarios: direct = load → app; sidecar = load → weft-proxy outbound → app;");
+    let _ = writeln!(
+        out,
+        "pair-h1 / pair-h2 = load → client weft-proxy (outbound) → HTTP/1.1 / HTTP/2 → server weft-proxy (inbound) → HTTP/1.1 → app. Plaintext.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Latency in ms from the intended send time (open-loop; max is closed-loop). Added = scenario − direct, per percentile (Istio's method).\n"
+    );
+    let _ = writeln!(out, "| load | scenario | p50 | p90 | p99 | p99.9 | max | achieved rps | errors |");
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    for sc in &r.scenarios {
-        for (path, rep) in [("direct", &sc.direct), ("sidecar", &sc.sidecar)] {
+    for l in &r.loads {
+        for sc in &l.scenarios {
+            let rep = &sc.report;
             let p = &rep.latency_ms;
             let _ = writeln!(
                 out,
-                "| {} | {path} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
-                sc.load,
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
+                l.load,
+                sc.scenario.name(),
                 p.p50,
                 p.p90,
                 p.p99,
@@ -542,28 +863,75 @@ fn markdown(r: &Results) -> String {
                 rep.non_2xx + rep.failed()
             );
         }
-        let a = &sc.added_latency_ms;
-        let _ = writeln!(
-            out,
-            "| {} | **added** | {:+.3} | {:+.3} | {:+.3} | {:+.3} | | | |",
-            sc.load, a.p50, a.p90, a.p99, a.p999
-        );
     }
-    let _ = writeln!(out, "\nweft-proxy process (idle RSS {:.1} MiB):\n", r.proxy_idle_rss_kib as f64 / 1024.0);
-    let _ = writeln!(out, "| load | requests via proxy | peak RSS MiB | CPU s / 1000 req | CPU cores busy |");
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
-    for sc in &r.scenarios {
-        let p = &sc.proxy;
-        let scope = if p.peak_rss_scope == "process" { " (since start)" } else { "" };
+    if r.loads.iter().flat_map(|l| &l.scenarios).any(|sc| sc.added_latency_ms.is_some()) {
+        let _ = writeln!(out, "\nAdded latency over direct, ms:\n");
+        let _ = writeln!(out, "| load | scenario | added p50 | added p90 | added p99 | added p99.9 | rps vs direct |");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+        for l in &r.loads {
+            let direct_rps = l.scenarios.iter().find(|s| s.scenario == Kind::Direct).map(|s| s.report.achieved_rps);
+            for sc in &l.scenarios {
+                let Some(a) = &sc.added_latency_ms else { continue };
+                let rps = match direct_rps {
+                    Some(d) if d > 0.0 => format!("{:.0} %", sc.report.achieved_rps * 100.0 / d),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:+.3} | {:+.3} | {:+.3} | {:+.3} | {rps} |",
+                    l.load,
+                    sc.scenario.name(),
+                    a.p50,
+                    a.p90,
+                    a.p99,
+                    a.p999
+                );
+            }
+        }
+    }
+    if !r.proxies.is_empty() {
+        let _ = writeln!(out, "\nweft-proxy processes (idle RSS after the probe request):\n");
+        let _ = writeln!(out, "| proxy | role | speaks upstream | idle RSS MiB |");
+        let _ = writeln!(out, "|---|---|---|---:|");
+        for p in &r.proxies {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} |",
+                p.name,
+                p.role,
+                p.upstream_protocol,
+                p.idle_rss_kib as f64 / 1024.0
+            );
+        }
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1}{scope} | {:.4} | {:.2} |",
-            sc.load,
-            sc.sidecar.requests,
-            p.peak_rss_kib as f64 / 1024.0,
-            p.cpu_s_per_1k_requests,
-            p.cpu_cores
+            "\nPer proxy and load: CPU over its scenario's measured runs; upstream connections opened since start (HTTP/2: one per endpoint).\n"
         );
+        let _ = writeln!(
+            out,
+            "| load | scenario | proxy | requests | peak RSS MiB | CPU s / 1000 req | CPU cores busy | upstream conns opened |"
+        );
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|");
+        for l in &r.loads {
+            for sc in &l.scenarios {
+                for p in &sc.proxies {
+                    let scope = if p.peak_rss_scope == "process" { " (since start)" } else { "" };
+                    let conns = p.upstream_connections_opened.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} ({}) | {} | {:.1}{scope} | {:.4} | {:.2} | {conns} |",
+                        l.load,
+                        sc.scenario.name(),
+                        p.proxy,
+                        p.role,
+                        sc.report.requests,
+                        p.peak_rss_kib as f64 / 1024.0,
+                        p.cpu_s_per_1k_requests,
+                        p.cpu_cores
+                    );
+                }
+            }
+        }
     }
     out
 }

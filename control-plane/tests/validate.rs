@@ -1,0 +1,126 @@
+//! Validation: one case per rule and per refused field, each asserting the
+//! file, the line and the message a user sees.
+
+use std::path::Path;
+use weft_control_plane::istio::load_str;
+
+const VS_HEAD: &str =
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespace: prod\nspec:\n";
+const DR_HEAD: &str =
+    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: r\n  namespace: prod\nspec:\n";
+
+/// Loads `text` as `case.yaml` and returns its one diagnostic as `line: field: message`.
+fn problem(text: &str) -> String {
+    let diags = load_str(Path::new("case.yaml"), text).expect_err("expected a problem");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    let d = &diags[0];
+    assert_eq!(d.file, Path::new("case.yaml"));
+    format!("{}: {}: {}", d.line, d.field, d.message)
+}
+
+fn check(text: &str, want_line: usize, want_field: &str, want_msg: &str) {
+    let got = problem(text);
+    let want = format!("{want_line}: {want_field}: ");
+    assert!(got.starts_with(&want) && got.contains(want_msg), "got {got:?}\nwant {want}…{want_msg}");
+}
+
+#[test]
+fn the_seeds_circuit_breaker_points_to_outlier_detection() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed-istio.yaml")).unwrap();
+    let diags = load_str(Path::new("seed.yaml"), &text).unwrap_err();
+    let first = diags[0].to_string();
+    assert!(
+        first.starts_with("seed.yaml:47: spec.trafficPolicy.circuitBreaker: unknown field `circuitBreaker`"),
+        "{first}"
+    );
+    assert!(first.contains("write `outlierDetection`"), "{first}");
+    let second = diags[1].to_string();
+    assert!(second.starts_with("seed.yaml:56: kind: AuthorizationPolicy is not supported yet"), "{second}");
+}
+
+#[test]
+fn shipped_policies_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let resources = weft_control_plane::istio::load_paths(&[dir]).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(resources.len() >= 2);
+}
+
+#[test]
+fn virtual_service_rules() {
+    let route = "  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n";
+    // Each case: spec body, line, field, message.
+    let cases: &[(&str, usize, &str, &str)] = &[
+        ("  hosts: []\n  http:\n  - route:\n    - destination: {host: a}\n", 7, "spec.hosts", "at least one host"),
+        ("  hosts: [\"10.0.0.1\"]\n  http:\n  - route:\n    - destination: {host: a}\n", 7, "spec.hosts[0]", "is not a service host"),
+        ("  hosts: [a]\n", 6, "spec.http", "http, tcp or tls must be provided"),
+        ("  hosts: [a]\n  http:\n  - name: x\n", 9, "spec.http[0].route", "HTTP route, redirect or directResponse is required"),
+        ("  hosts: [a]\n  http:\n  - match:\n    - {}\n    route:\n    - destination: {host: a}\n", 10, "spec.http[0].match[0]", "an empty match is not allowed"),
+        ("  hosts: [a]\n  http:\n  - match:\n    - uri: {exact: /a, prefix: /b}\n    route:\n    - destination: {host: a}\n", 10, "spec.http[0].match[0].uri", "set only one of exact, prefix, regex"),
+        ("  hosts: [a]\n  http:\n  - match:\n    - uri: {regex: '('}\n    route:\n    - destination: {host: a}\n", 10, "spec.http[0].match[0].uri.regex", "invalid RE2 regex"),
+        ("  hosts: [a]\n  http:\n  - match:\n    - headers: {x-a: {prefix: ''}}\n    route:\n    - destination: {host: a}\n", 10, "spec.http[0].match[0].headers.x-a.prefix", "must not be empty"),
+        ("  hosts: [a]\n  http:\n  - match:\n    - headers: {X-Up: {exact: a}}\n    route:\n    - destination: {host: a}\n", 10, "spec.http[0].match[0].headers.X-Up", "must be lowercase"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n      weight: -1\n", 11, "spec.http[0].route[0].weight", "must not be negative"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    - destination: {host: b}\n", 9, "spec.http[0].route", "total weight must be above 0"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    retries: {attempts: 0, perTryTimeout: 1s}\n", 11, "spec.http[0].retries.attempts", "attempts is 0"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    retries: {attempts: 2, retryOn: 'connect-failure,sometimes'}\n", 11, "spec.http[0].retries.retryOn", "\"sometimes\" is not a retry condition"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    timeout: soon\n", 11, "spec.http[0].timeout", "is not a number followed by a unit"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    fault: {abort: {httpStatus: 99, percentage: {value: 5}}}\n", 11, "spec.http[0].fault.abort.httpStatus", "between 200 and 599"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    fault: {delay: {fixedDelay: 1s, percentage: {value: 150}}}\n", 11, "spec.http[0].fault.delay.percentage.value", "between 0 and 100"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    headers: {request: {remove: [host]}}\n", 11, "spec.http[0].headers.request.remove[0]", "cannot be removed"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    mirror: {host: b}\n", 11, "spec.http[0].mirror", "not supported yet"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    corsPolicy: {}\n", 11, "spec.http[0].corsPolicy", "not supported yet"),
+        ("  hosts: [a]\n  gateways: [ingress]\n  http:\n  - route:\n    - destination: {host: a}\n", 8, "spec.gateways", "gateways other than `mesh`"),
+        ("  hosts: [a]\n  tcp: []\n", 8, "spec.tcp", "not supported yet"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    retires: {attempts: 1}\n", 11, "spec.http[0].retires", "unknown field `retires`"),
+    ];
+    for (spec, line, field, msg) in cases {
+        check(&format!("{VS_HEAD}{spec}"), *line, field, msg);
+    }
+    assert!(load_str(Path::new("ok.yaml"), &format!("{VS_HEAD}{route}")).is_ok());
+}
+
+#[test]
+fn destination_rule_rules() {
+    let cases: &[(&str, usize, &str, &str)] = &[
+        ("  host: a\n  trafficPolicy: {}\n", 8, "spec.trafficPolicy", "at least one field"),
+        ("  host: a\n  trafficPolicy:\n    loadBalancer: {simple: FASTEST}\n", 9, "spec.trafficPolicy.loadBalancer.simple", "is not one of"),
+        ("  host: a\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n", 9, "spec.trafficPolicy.loadBalancer.consistentHash", "not supported yet"),
+        ("  host: a\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: -1}}\n", 9, "spec.trafficPolicy.connectionPool.tcp.maxConnections", "must not be negative"),
+        ("  host: a\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}\n", 9, "spec.trafficPolicy.connectionPool.http.useClientProtocol", "cannot be combined"),
+        ("  host: a\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: SOMETIMES}}\n", 9, "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "is not DEFAULT"),
+        ("  host: a\n  trafficPolicy:\n    outlierDetection: {maxEjectionPercent: 150}\n", 9, "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "between 0 and 100"),
+        ("  host: a\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 5}\n", 9, "spec.trafficPolicy.outlierDetection.consecutiveErrors", "use consecutive5xxErrors"),
+        ("  host: a\n  trafficPolicy:\n    outlierDetection:\n      interval: 5\n", 10, "spec.trafficPolicy.outlierDetection.interval", "lacks a unit"),
+        ("  host: a\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n", 9, "spec.trafficPolicy.tls", "not supported yet"),
+        ("  host: a\n  subsets:\n  - name: v1\n  - name: v1\n", 10, "spec.subsets[1].name", "defined twice"),
+        ("  host: a\n  subsets:\n  - name: V1\n", 9, "spec.subsets[0].name", "not a valid subset name"),
+        ("  host: a\n  trafficPolicy:\n    circuitBreaker: {simpleCb: {maxConnections: 1}}\n", 9, "spec.trafficPolicy.circuitBreaker", "write `outlierDetection`"),
+    ];
+    for (spec, line, field, msg) in cases {
+        check(&format!("{DR_HEAD}{spec}"), *line, field, msg);
+    }
+}
+
+#[test]
+fn object_level_rules() {
+    check(
+        "apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a]}\n",
+        1,
+        "apiVersion",
+        "served as",
+    );
+    check("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n", 2, "kind", "ConfigMap is not a kind Weft reads");
+    check("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: Bad_Name}\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n", 3, "metadata.name", "is not a valid name");
+    check("kind: [", 2, "", "did not find expected node content");
+    let twice = format!("{VS_HEAD}  hosts: [a]\n  http:\n  - route:\n    - destination: {{host: a}}\n---\n{VS_HEAD}  hosts: [b]\n  http:\n  - route:\n    - destination: {{host: b}}\n");
+    let dir = std::env::temp_dir().join(format!("weft-twice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("twice.yaml"), twice).unwrap();
+    let diags = weft_control_plane::istio::load_paths(&[dir.clone()]).unwrap_err();
+    assert!(
+        diags[0].to_string().contains("twice.yaml:12: metadata.name: VirtualService prod/r is defined twice"),
+        "{}",
+        diags[0]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
