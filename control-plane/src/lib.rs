@@ -2,3 +2,5 @@
 //! per workload and (next) pushes it to the sidecars. Only this crate speaks Istio.
 
 pub mod istio;
+pub mod registry;
+pub mod translate;

@@ -1,0 +1,136 @@
+//! The service registry as the control plane sees it: which instances of
+//! which service run where, with which labels and service account. In etcd it
+//! lives under `registry/<ns>/<service>/<instance>`; tests and `weftctl
+//! translate` read it from YAML.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The default cluster domain of service hosts.
+pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+
+/// One running instance of a service (one pod), reached through its sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Instance {
+    /// Address of the instance's sidecar inbound listener, `IP:port`.
+    pub address: String,
+    /// Pod labels (`app`, `version`, ...); subsets select on them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "default_sa")]
+    pub service_account: String,
+    /// The service port the instance serves; default 80.
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_sa() -> String {
+    "default".into()
+}
+
+fn default_port() -> u16 {
+    80
+}
+
+/// Instances by namespace, service and instance id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Registry {
+    pub namespaces: BTreeMap<String, BTreeMap<String, BTreeMap<String, Instance>>>,
+}
+
+/// A service as the registry knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceView<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub port: u16,
+    pub instances: Vec<&'a Instance>,
+}
+
+impl ServiceView<'_> {
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.{CLUSTER_DOMAIN}", self.name, self.namespace)
+    }
+}
+
+impl Registry {
+    pub fn insert(&mut self, namespace: &str, service: &str, id: &str, instance: Instance) {
+        self.namespaces
+            .entry(namespace.into())
+            .or_default()
+            .entry(service.into())
+            .or_default()
+            .insert(id.into(), instance);
+    }
+
+    /// Every service, in a stable order.
+    pub fn services(&self) -> Vec<ServiceView<'_>> {
+        self.namespaces
+            .iter()
+            .flat_map(|(ns, services)| {
+                services.iter().map(move |(name, instances)| ServiceView {
+                    name,
+                    namespace: ns,
+                    port: instances.values().next().map_or(80, |i| i.port),
+                    instances: instances.values().collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The service with this fully qualified host, if any.
+    pub fn service(&self, fqdn: &str) -> Option<ServiceView<'_>> {
+        let (name, rest) = fqdn.split_once('.')?;
+        let (ns, domain) = rest.split_once('.')?;
+        if domain != CLUSTER_DOMAIN {
+            return None;
+        }
+        let (ns, services) = self.namespaces.get_key_value(ns)?;
+        let (name, instances) = services.get_key_value(name)?;
+        Some(ServiceView {
+            name,
+            namespace: ns,
+            port: instances.values().next().map_or(80, |i| i.port),
+            instances: instances.values().collect(),
+        })
+    }
+}
+
+/// Resolves a host as written in a resource of namespace `ns` to its FQDN:
+/// a short name is in `ns`, `name.ns` gets the cluster domain, FQDNs stay.
+pub fn resolve_host(host: &str, ns: &str) -> String {
+    if host.ends_with(CLUSTER_DOMAIN) || host.starts_with('*') {
+        return host.to_string();
+    }
+    match host.matches('.').count() {
+        0 => format!("{host}.{ns}.{CLUSTER_DOMAIN}"),
+        1 => format!("{host}.{CLUSTER_DOMAIN}"),
+        _ if host.ends_with(".svc") => format!("{host}.cluster.local"),
+        _ => host.to_string(),
+    }
+}
+
+/// Whether a resolved host pattern (maybe `*.suffix`) covers `fqdn`.
+pub fn host_matches(pattern: &str, fqdn: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => fqdn.ends_with(suffix),
+        None => pattern == fqdn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_resolve_like_istio() {
+        assert_eq!(resolve_host("orders", "prod"), "orders.prod.svc.cluster.local");
+        assert_eq!(resolve_host("orders.shop", "prod"), "orders.shop.svc.cluster.local");
+        assert_eq!(resolve_host("orders.shop.svc", "prod"), "orders.shop.svc.cluster.local");
+        assert_eq!(resolve_host("orders.shop.svc.cluster.local", "prod"), "orders.shop.svc.cluster.local");
+        assert!(host_matches("*.prod.svc.cluster.local", "a.prod.svc.cluster.local"));
+        assert!(!host_matches("*.prod.svc.cluster.local", "a.dev.svc.cluster.local"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Translation: Istio YAML + registry in, ProxyConfig out. A golden file pins
+//! the whole output; the other tests assert the semantics one by one.
+
+use std::path::{Path, PathBuf};
+use weft_control_plane::istio::load_paths;
+use weft_control_plane::registry::Registry;
+use weft_control_plane::translate::{translate, Translation};
+use weft_model as model;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn registry() -> Registry {
+    serde_yaml::from_str(&std::fs::read_to_string(dir().join("tests/fixtures/registry.yaml")).unwrap()).unwrap()
+}
+
+fn gateway() -> model::Workload {
+    model::Workload {
+        name: "api-gateway".into(),
+        namespace: "production".into(),
+        service_account: "api-gateway".into(),
+        labels: [("app".to_string(), "api-gateway".to_string())].into(),
+    }
+}
+
+fn seed_policies() -> Translation {
+    let resources = load_paths(&[dir().join("../policies")]).unwrap();
+    translate(&resources, &registry(), &gateway(), "7")
+}
+
+fn from_yaml(yaml: &str) -> Translation {
+    let resources = weft_control_plane::istio::load_str(Path::new("t.yaml"), yaml).unwrap_or_else(|d| panic!("{d:#?}"));
+    translate(&resources, &registry(), &gateway(), "1")
+}
+
+const V1: &str = "outbound|80|v1|order-service.production.svc.cluster.local";
+const V2: &str = "outbound|80|v2|order-service.production.svc.cluster.local";
+
+#[test]
+fn golden_seed_policies_for_the_gateway() {
+    let t = seed_policies();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    t.config.validate().unwrap();
+    let got = serde_yaml::to_string(&t.config).unwrap();
+    let golden = dir().join("tests/golden/api-gateway.yaml");
+    if std::env::var_os("WEFT_BLESS").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file (run with WEFT_BLESS=1 once to create it)");
+    assert_eq!(got, want, "translation changed; review and re-bless with WEFT_BLESS=1");
+}
+
+#[test]
+fn canary_routes_in_order_with_weights() {
+    let c = seed_policies().config;
+    let svc = &c.services["order-service.production.svc.cluster.local"];
+    assert_eq!(svc.routes.len(), 2);
+    let header = &svc.routes[0];
+    assert_eq!(header.matches[0].headers["x-canary"].exact.as_deref(), Some("true"));
+    assert_eq!(header.route[0].cluster, V2);
+    let weighted = &svc.routes[1];
+    assert!(weighted.matches.is_empty());
+    let split: Vec<(&str, u32)> = weighted.route.iter().map(|d| (d.cluster.as_str(), d.weight)).collect();
+    assert_eq!(split, [(V1, 90), (V2, 10)]);
+}
+
+#[test]
+fn subsets_select_endpoints_and_the_seed_pool_applies() {
+    let c = seed_policies().config;
+    let v1 = &c.clusters[V1];
+    assert_eq!(v1.endpoints.len(), 2);
+    assert!(v1.endpoints.iter().all(|e| e.labels["version"] == "v1"));
+    assert_eq!(c.clusters[V2].endpoints.len(), 1);
+    assert_eq!(v1.protocol, model::UpstreamProtocol::Http2, "h2UpgradePolicy: UPGRADE");
+    assert_eq!(v1.connection_pool.tcp.max_connections, Some(100));
+    assert_eq!(v1.connection_pool.http.http1_max_pending_requests, Some(100));
+    assert_eq!(v1.connection_pool.http.http2_max_requests, Some(1000));
+    let od = v1.outlier_detection.as_ref().unwrap();
+    assert_eq!(od.consecutive_5xx_errors, Some(5));
+    assert_eq!(od.max_ejection_percent, Some(50));
+    assert_eq!(od.base_ejection_time, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(v1.lb_policy, model::LbPolicy::LeastRequest, "Istio's default");
+}
+
+#[test]
+fn a_service_without_virtual_service_gets_the_default_route() {
+    let c = seed_policies().config;
+    let user = &c.services["user-service.production.svc.cluster.local"];
+    assert_eq!(user.routes.len(), 1);
+    assert!(user.routes[0].matches.is_empty());
+    assert_eq!(user.routes[0].route[0].cluster, "outbound|80||user-service.production.svc.cluster.local");
+    assert!(user.routes[0].retries.is_none(), "the proxy applies Istio's default retry policy");
+    assert_eq!(c.clusters["outbound|80||user-service.production.svc.cluster.local"].endpoints.len(), 1);
+}
+
+const HEAD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: orders, namespace: production}\nspec:\n  hosts: [order-service]\n  http:\n";
+
+#[test]
+fn retries_faults_headers_and_rewrites_translate() {
+    let t = from_yaml(&format!(
+        "{HEAD}  - match:\n    - uri: {{prefix: /api/orders}}\n    rewrite: {{uri: /orders}}\n    timeout: 2s\n    retries: {{attempts: 3, perTryTimeout: 500ms, retryOn: 'gateway-error,503,connect-failure'}}\n    fault: {{abort: {{httpStatus: 503, percentage: {{value: 0.5}}}}, delay: {{fixedDelay: 1s, percent: 10}}}}\n    headers:\n      request: {{set: {{Host: orders.internal, X-Env: prod}}, remove: [x-debug]}}\n    route:\n    - destination: {{host: order-service}}\n"
+    ));
+    let r = &t.config.services["order-service.production.svc.cluster.local"].routes[0];
+    assert_eq!(r.timeout, Some(std::time::Duration::from_secs(2)));
+    let retry = r.retries.as_ref().unwrap();
+    assert_eq!(retry.attempts, 3);
+    assert_eq!(
+        retry.retry_on,
+        [model::RetryOn::GatewayError, model::RetryOn::RetriableStatusCodes, model::RetryOn::ConnectFailure]
+    );
+    assert_eq!(retry.retriable_status_codes, [503]);
+    let fault = r.fault.as_ref().unwrap();
+    assert_eq!(fault.abort.as_ref().unwrap().percentage, 0.5);
+    assert_eq!(fault.delay.as_ref().unwrap().percentage, 10.0, "deprecated percent is the fallback");
+    let h = r.headers.as_ref().unwrap();
+    assert_eq!(h.request.set["x-env"], "prod");
+    assert!(!h.request.set.contains_key("host"));
+    let rw = r.rewrite.as_ref().unwrap();
+    assert_eq!((rw.uri.as_deref(), rw.authority.as_deref()), (Some("/orders"), Some("orders.internal")));
+    t.config.validate().unwrap();
+}
+
+#[test]
+fn attempts_zero_disables_retries() {
+    let t = from_yaml(&format!(
+        "{HEAD}  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: order-service}}\n"
+    ));
+    let r = &t.config.services["order-service.production.svc.cluster.local"].routes[0];
+    assert_eq!(r.retries.as_ref().unwrap().attempts, 0);
+}
+
+#[test]
+fn source_labels_select_routes_per_workload() {
+    let yaml = format!(
+        "{HEAD}  - match:\n    - sourceLabels: {{app: other}}\n    route:\n    - destination: {{host: order-service, subset: v2}}\n  - route:\n    - destination: {{host: order-service}}\n"
+    );
+    let t = from_yaml(&yaml);
+    let routes = &t.config.services["order-service.production.svc.cluster.local"].routes;
+    assert_eq!(routes.len(), 1, "the sourceLabels rule is not for the gateway");
+    assert_eq!(routes[0].route[0].cluster, "outbound|80||order-service.production.svc.cluster.local");
+}
+
+#[test]
+fn undefined_subsets_and_unknown_hosts_are_reported() {
+    let t = from_yaml(&format!("{HEAD}  - route:\n    - destination: {{host: order-service, subset: v9}}\n      weight: 50\n    - destination: {{host: ghost}}\n      weight: 50\n"));
+    assert!(t.warnings.iter().any(|w| w.contains("subset \"v9\"")), "{:?}", t.warnings);
+    assert!(t.warnings.iter().any(|w| w.contains("ghost.production.svc.cluster.local")), "{:?}", t.warnings);
+    assert!(t.config.clusters["outbound|80|v9|order-service.production.svc.cluster.local"].endpoints.is_empty());
+}
+
+#[test]
+fn several_virtual_services_for_one_host_are_deterministic_and_reported() {
+    let second = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: aaa, namespace: production}\nspec:\n  hosts: [order-service.production.svc.cluster.local]\n  http:\n  - route:\n    - destination: {host: order-service, subset: v1}\n";
+    let t = from_yaml(&format!("{HEAD}  - route:\n    - destination: {{host: order-service}}\n{second}"));
+    assert!(t.warnings.iter().any(|w| w.contains("IST0109")), "{:?}", t.warnings);
+    let r = &t.config.services["order-service.production.svc.cluster.local"].routes[0];
+    assert_eq!(r.route[0].cluster, V1, "production/aaa sorts first");
+}
+
+#[test]
+fn subset_traffic_policy_replaces_components_wholesale() {
+    let dr = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: orders, namespace: production}\nspec:\n  host: order-service\n  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n    connectionPool: {tcp: {maxConnections: 10}, http: {http2MaxRequests: 5}}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      connectionPool: {http: {http1MaxPendingRequests: 7}}\n";
+    let t = from_yaml(&format!("{HEAD}  - route:\n    - destination: {{host: order-service, subset: v1}}\n{dr}"));
+    let c = &t.config.clusters[V1];
+    assert_eq!(c.lb_policy, model::LbPolicy::Random, "inherited: the subset sets no loadBalancer");
+    assert_eq!(c.connection_pool.http.http1_max_pending_requests, Some(7));
+    assert_eq!(c.connection_pool.tcp.max_connections, None, "replaced wholesale, not deep-merged");
+    assert_eq!(c.connection_pool.http.http2_max_requests, None);
+}
