@@ -3,4 +3,5 @@
 
 pub mod istio;
 pub mod registry;
+pub mod store;
 pub mod translate;

@@ -11,6 +11,7 @@
 //! instead of a silently ignored setting.
 
 pub mod duration;
+pub mod stream;
 mod validate;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,280 @@
+//! etcd: where policies, the registry and sidecar status live. The control
+//! plane keeps no state that is not here.
+//!
+//! Layout under the prefix (default `/weft/`):
+//! - `policies/<Kind>/<namespace>/<name>` → the resource as JSON
+//! - `registry/<namespace>/<service>/<instance>` → [`Instance`] JSON, on a 30 s lease
+//! - `status/<control-plane id>/<namespace>/<instance>` → [`SidecarStatus`] JSON, on the control plane's lease
+
+use crate::istio::{self, Diagnostic, Kind, Resource};
+use crate::registry::{Instance, Registry};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The registry lease: an instance that stops renewing it is gone within this time.
+pub const REGISTRY_LEASE_SECONDS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd holds an unreadable value at {key}: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("policies changed concurrently {0} times in a row; try again")]
+    Contended(usize),
+}
+
+/// What an apply did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub created: Vec<String>,
+    pub configured: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// The etcd revision after the apply (unchanged for a no-op).
+    pub revision: i64,
+}
+
+/// One sidecar as a control plane reports it (`weftctl status`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarStatus {
+    pub workload: String,
+    pub namespace: String,
+    pub instance: String,
+    pub control_plane: String,
+    /// Last version pushed.
+    pub sent_version: Option<String>,
+    /// Last version the sidecar ACKed.
+    pub acked_version: Option<String>,
+    /// Last NACK: version and reason.
+    pub last_rejection: Option<(String, String)>,
+}
+
+/// A connection to etcd with the key layout.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("prefix", &self.prefix).finish()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Store {
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(5))
+            .with_timeout(std::time::Duration::from_secs(10))
+            .with_keep_alive(std::time::Duration::from_secs(5), std::time::Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(options)).await?;
+        let mut prefix = prefix.to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(Store { client, prefix })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn policy_key(&self, kind: Kind, ns: &str, name: &str) -> String {
+        format!("{}policies/{}/{ns}/{name}", self.prefix, kind.name())
+    }
+
+    pub fn registry_key(&self, ns: &str, service: &str, instance: &str) -> String {
+        format!("{}registry/{ns}/{service}/{instance}", self.prefix)
+    }
+
+    pub fn status_key(&self, control_plane: &str, ns: &str, instance: &str) -> String {
+        format!("{}status/{control_plane}/{ns}/{instance}", self.prefix)
+    }
+
+    /// Writes `resources` in one transaction: all or nothing. Unchanged
+    /// resources are not written, so re-applying the same files is a no-op.
+    /// The transaction checks that nothing it read changed meanwhile.
+    pub async fn apply(&self, resources: &[Resource]) -> Result<ApplyReport, StoreError> {
+        let mut kv = self.client.kv_client();
+        for _attempt in 0..5 {
+            let existing = kv.get(format!("{}policies/", self.prefix), Some(GetOptions::new().with_prefix())).await?;
+            let revision = existing.header().map_or(0, |h| h.revision());
+            let current: BTreeMap<String, (Vec<u8>, i64)> =
+                existing.kvs().iter().map(|kv| (text(kv.key()), (kv.value().to_vec(), kv.mod_revision()))).collect();
+            let mut report = ApplyReport { revision, ..Default::default() };
+            let mut compares = Vec::new();
+            let mut puts = Vec::new();
+            for r in resources {
+                let key = self.policy_key(r.kind, r.namespace(), r.name());
+                let value = serde_json::to_vec(&r.to_value()).unwrap_or_default();
+                let label = format!("{} {}/{}", r.kind, r.namespace(), r.name());
+                match current.get(&key) {
+                    Some((old, _)) if *old == value => report.unchanged.push(label),
+                    Some((_, mod_rev)) => {
+                        compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *mod_rev));
+                        puts.push(TxnOp::put(key, value, None));
+                        report.configured.push(label);
+                    }
+                    None => {
+                        compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
+                        puts.push(TxnOp::put(key, value, None));
+                        report.created.push(label);
+                    }
+                }
+            }
+            if puts.is_empty() {
+                return Ok(report);
+            }
+            let resp = kv.txn(Txn::new().when(compares).and_then(puts)).await?;
+            if resp.succeeded() {
+                report.revision = resp.header().map_or(revision, |h| h.revision());
+                return Ok(report);
+            }
+        }
+        Err(StoreError::Contended(5))
+    }
+
+    /// Policies, optionally of one kind and namespace.
+    pub async fn policies(&self, kind: Option<Kind>, ns: Option<&str>) -> Result<(Vec<Resource>, i64), StoreError> {
+        let mut prefix = format!("{}policies/", self.prefix);
+        if let Some(k) = kind {
+            prefix.push_str(k.name());
+            prefix.push('/');
+            if let Some(ns) = ns {
+                prefix.push_str(ns);
+                prefix.push('/');
+            }
+        }
+        let resp = self.client.kv_client().get(prefix, Some(GetOptions::new().with_prefix())).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            let r = parse_policy(&text(kv.key()), kv.value())?;
+            if ns.is_none_or(|ns| r.namespace() == ns) {
+                out.push(r);
+            }
+        }
+        Ok((out, revision))
+    }
+
+    /// Deletes one policy; false if there was none.
+    pub async fn delete(&self, kind: Kind, ns: &str, name: &str) -> Result<bool, StoreError> {
+        let resp = self.client.kv_client().delete(self.policy_key(kind, ns, name), None).await?;
+        Ok(resp.deleted() > 0)
+    }
+
+    /// Everything the control plane compiles from, at one revision.
+    pub async fn snapshot(&self) -> Result<(Vec<Resource>, Registry, i64), StoreError> {
+        let resp = self.client.kv_client().get(self.prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut resources = Vec::new();
+        let mut registry = Registry::default();
+        for kv in resp.kvs() {
+            match self.classify(&text(kv.key())) {
+                Some(Entry::Policy) => resources.push(parse_policy(&text(kv.key()), kv.value())?),
+                Some(Entry::Instance { ns, service, instance }) => {
+                    registry.insert(&ns, &service, &instance, parse_instance(&text(kv.key()), kv.value())?)
+                }
+                None => {}
+            }
+        }
+        Ok((resources, registry, revision))
+    }
+
+    /// What a key under the prefix holds.
+    pub fn classify(&self, key: &str) -> Option<Entry> {
+        let rest = key.strip_prefix(&self.prefix)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["policies", _, _, _] => Some(Entry::Policy),
+            ["registry", ns, service, instance] => Some(Entry::Instance {
+                ns: ns.to_string(),
+                service: service.to_string(),
+                instance: instance.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Registers an instance on a fresh lease; returns the lease id to keep alive or revoke.
+    pub async fn register(
+        &self,
+        ns: &str,
+        service: &str,
+        instance: &str,
+        value: &Instance,
+        ttl: i64,
+    ) -> Result<i64, StoreError> {
+        let lease = self.client.lease_client().grant(ttl, None).await?.id();
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        self.client
+            .kv_client()
+            .put(self.registry_key(ns, service, instance), body, Some(PutOptions::new().with_lease(lease)))
+            .await?;
+        Ok(lease)
+    }
+
+    pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        self.client.lease_client().revoke(lease).await?;
+        Ok(())
+    }
+
+    pub async fn put_status(&self, s: &SidecarStatus, lease: i64) -> Result<(), StoreError> {
+        let key = self.status_key(&s.control_plane, &s.namespace, &s.instance);
+        let body = serde_json::to_vec(s).unwrap_or_default();
+        self.client.kv_client().put(key, body, Some(PutOptions::new().with_lease(lease))).await?;
+        Ok(())
+    }
+
+    pub async fn delete_status(&self, control_plane: &str, ns: &str, instance: &str) -> Result<(), StoreError> {
+        self.client.kv_client().delete(self.status_key(control_plane, ns, instance), None).await?;
+        Ok(())
+    }
+
+    pub async fn statuses(&self) -> Result<Vec<SidecarStatus>, StoreError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(format!("{}status/", self.prefix), Some(GetOptions::new().with_prefix()))
+            .await?;
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                serde_json::from_slice(kv.value())
+                    .map_err(|e| StoreError::Corrupt { key: text(kv.key()), message: e.to_string() })
+            })
+            .collect()
+    }
+}
+
+/// A key's meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Policy,
+    Instance { ns: String, service: String, instance: String },
+}
+
+/// Reads a stored policy back through the same loader and validation as files.
+pub fn parse_policy(key: &str, value: &[u8]) -> Result<Resource, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt { key: key.to_string(), message };
+    let text = std::str::from_utf8(value).map_err(|e| corrupt(e.to_string()))?;
+    let mut resources = istio::load_str(Path::new(key), text)
+        .map_err(|d: Vec<Diagnostic>| corrupt(d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    resources.pop().ok_or_else(|| corrupt("empty".into()))
+}
+
+pub fn parse_instance(key: &str, value: &[u8]) -> Result<Instance, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt { key: key.to_string(), message: e.to_string() })
+}

@@ -1,0 +1,55 @@
+//! The etcd store against a real etcd started by the test.
+
+use std::path::Path;
+use weft_control_plane::istio::{load_str, Kind};
+use weft_control_plane::registry::Instance;
+use weft_control_plane::store::Store;
+use weft_e2e::Etcd;
+
+const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: orders, namespace: prod}\nspec:\n  hosts: [orders]\n  http:\n  - route:\n    - destination: {host: orders}\n";
+const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: orders, namespace: prod}\nspec:\n  host: orders\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n";
+
+#[tokio::test]
+async fn apply_get_delete_and_reapply_is_a_noop() {
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let resources = load_str(Path::new("p.yaml"), &format!("{VS}---\n{DR}")).unwrap();
+    let first = store.apply(&resources).await.unwrap();
+    assert_eq!(first.created.len(), 2);
+    let again = store.apply(&resources).await.unwrap();
+    assert_eq!(again.unchanged.len(), 2);
+    assert_eq!(again.revision, first.revision, "re-applying wrote nothing");
+    let (vs, _) = store.policies(Some(Kind::VirtualService), Some("prod")).await.unwrap();
+    assert_eq!(vs.len(), 1);
+    assert_eq!(vs[0], {
+        let mut r = resources[0].clone();
+        r.source = vs[0].source.clone();
+        r.metadata.namespace = Some("prod".into());
+        r
+    });
+    let changed = load_str(Path::new("p.yaml"), &DR.replace("RANDOM", "ROUND_ROBIN")).unwrap();
+    assert_eq!(store.apply(&changed).await.unwrap().configured.len(), 1);
+    assert!(store.delete(Kind::VirtualService, "prod", "orders").await.unwrap());
+    assert!(!store.delete(Kind::VirtualService, "prod", "orders").await.unwrap());
+    let (all, _) = store.policies(None, None).await.unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn registry_entries_live_and_die_with_their_lease() {
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let inst =
+        Instance { address: "127.0.0.1:1".into(), labels: Default::default(), service_account: "sa".into(), port: 80 };
+    let lease = store.register("prod", "orders", "orders-1", &inst, 2).await.unwrap();
+    let (_, reg, _) = store.snapshot().await.unwrap();
+    assert!(reg.service("orders.prod.svc.cluster.local").is_some());
+    store.revoke(lease).await.unwrap();
+    let (_, reg, _) = store.snapshot().await.unwrap();
+    assert!(reg.service("orders.prod.svc.cluster.local").is_none(), "a clean shutdown deregisters at once");
+    // Not kept alive: gone within the TTL.
+    store.register("prod", "orders", "orders-2", &inst, 1).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let (_, reg, _) = store.snapshot().await.unwrap();
+    assert!(reg.service("orders.prod.svc.cluster.local").is_none(), "expired with its lease");
+}

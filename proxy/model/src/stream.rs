@@ -1,0 +1,50 @@
+//! The push protocol between a sidecar and the control plane: one long-lived
+//! HTTP/2 request (`POST /weft.v1.Config/Stream`), newline-delimited JSON in
+//! both directions. The sidecar speaks first with a [`Hello`]; the control
+//! plane answers with a [`Push`] whenever the sidecar's config changes; the
+//! sidecar answers every push with an [`Ack`].
+
+use crate::{ProxyConfig, Workload};
+use serde::{Deserialize, Serialize};
+
+/// The request path of the stream.
+pub const STREAM_PATH: &str = "/weft.v1.Config/Stream";
+
+/// Who the sidecar is and how peers reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hello {
+    pub workload: Workload,
+    /// Unique id of this instance (pod name); the registry key.
+    pub instance: String,
+    /// The service this workload serves; with `address` it is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `IP:port` of the sidecar's inbound listener as peers reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The service port (Istio's `port.number`); default 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The last version the sidecar applied (after a reconnect), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_version: Option<String>,
+}
+
+/// A new config for the sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Push {
+    pub version: String,
+    pub config: ProxyConfig,
+}
+
+/// The sidecar's answer to a push: applied, or refused with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ack {
+    pub version: String,
+    /// `None` is an ACK; `Some(reason)` a NACK (the old config stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
