@@ -1,7 +1,9 @@
 //! Weft control plane: reads Istio resources, compiles a `weft_model::ProxyConfig`
-//! per workload and (next) pushes it to the sidecars. Only this crate speaks Istio.
+//! per workload and pushes it to the sidecars. Only this crate speaks Istio.
 
 pub mod istio;
+pub mod push;
 pub mod registry;
 pub mod store;
 pub mod translate;
+pub mod watch;

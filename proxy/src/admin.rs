@@ -12,8 +12,8 @@ use std::sync::Arc;
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let snap = shared.snapshot();
     match req.uri().path() {
-        // A config is held from start-up on, so the proxy is ready once it serves.
-        "/ready" => text(StatusCode::OK, "LIVE\n"),
+        "/ready" if shared.is_ready() => text(StatusCode::OK, "LIVE\n"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "NOT READY: no config from the control plane yet\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/config_dump" => json_response(&json!({
             "version": snap.config.version,

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod endpoint;
 pub mod forward;
 pub mod inbound;
@@ -29,6 +30,7 @@ pub mod retry;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod stream;
 pub mod telemetry;
 
 pub use server::{Proxy, ProxyOptions, Running};

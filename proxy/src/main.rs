@@ -1,20 +1,50 @@
-//! `weft-proxy`: the sidecar binary. Reads a static ProxyConfig file, watches
-//! it, serves until SIGTERM, then drains.
+//! `weft-proxy`: the sidecar binary. Takes its config from a static file
+//! (watched) or from the control plane, serves until SIGTERM, then drains.
 
 use anyhow::Context;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use weft_model::{stream::Hello, ProxyConfig, Workload};
+use weft_proxy::control::ControlOptions;
 use weft_proxy::{config, Proxy, ProxyOptions};
 
 /// The Weft sidecar.
 #[derive(Debug, Parser)]
 #[command(name = "weft-proxy", version, about)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "control_plane"])))]
 struct Args {
     /// ProxyConfig file (YAML, or JSON when it ends in .json); watched for changes.
     #[arg(long, env = "WEFT_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Control plane addresses, `http://host:port[,http://host:port]`; configs come from there.
+    #[arg(long, env = "WEFT_CONTROL_PLANE", value_delimiter = ',')]
+    control_plane: Vec<String>,
+    /// Workload name (control-plane mode).
+    #[arg(long, env = "WEFT_WORKLOAD", default_value = "unknown")]
+    workload: String,
+    /// Namespace of the workload.
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Service account of the workload.
+    #[arg(long, env = "WEFT_SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    /// The service this workload serves; registers it in the mesh (with --advertise).
+    #[arg(long, env = "WEFT_SERVICE")]
+    service: Option<String>,
+    /// Workload labels, `k=v,k=v` (`app`, `version` ...).
+    #[arg(long, env = "WEFT_LABELS", default_value = "")]
+    labels: String,
+    /// Instance id (pod name); default `<workload>-<pid>`.
+    #[arg(long, env = "WEFT_INSTANCE")]
+    instance: Option<String>,
+    /// Inbound address peers use to reach this sidecar; default the inbound listener's.
+    #[arg(long, env = "WEFT_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+    /// Service port (Istio's destination port); default 80.
+    #[arg(long, env = "WEFT_SERVICE_PORT", default_value_t = 80)]
+    service_port: u16,
     /// Outbound listener: the local app sends its calls here.
     #[arg(long, env = "WEFT_OUTBOUND", default_value = "127.0.0.1:15001")]
     outbound: SocketAddr,
@@ -55,8 +85,21 @@ fn main() -> anyhow::Result<()> {
     rt.enable_all().build().context("starting the runtime")?.block_on(run(args))
 }
 
+fn workload(args: &Args) -> Workload {
+    Workload {
+        name: args.workload.clone(),
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+        labels: args
+            .labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().into(), v.trim().into()))
+            .collect(),
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (cfg, bytes) = config::read(&args.config)?;
     let options = ProxyOptions {
         outbound: args.outbound,
         inbound: args.inbound,
@@ -64,11 +107,51 @@ async fn run(args: Args) -> anyhow::Result<()> {
         app: args.app,
         drain_timeout: args.drain_timeout,
         access_log: !args.no_access_log,
+        wait_for_config: args.config.is_none(),
     };
-    let running = Proxy::start(options, cfg, prometheus::Registry::new())
-        .await
-        .with_context(|| format!("starting from {}", args.config.display()))?;
-    tokio::spawn(config::watch(args.config.clone(), running.shared.clone(), bytes, args.watch_interval));
+    let (initial, watched) = match &args.config {
+        Some(file) => {
+            let (cfg, bytes) = config::read(file)?;
+            (cfg, Some((file.clone(), bytes)))
+        }
+        // Until the control plane speaks: no services, not ready.
+        None => (
+            ProxyConfig {
+                api_version: weft_model::API_VERSION.into(),
+                version: String::new(),
+                workload: workload(&args),
+                services: Default::default(),
+                clusters: Default::default(),
+                inbound: Default::default(),
+            },
+            None,
+        ),
+    };
+    let running = Proxy::start(options, initial, prometheus::Registry::new()).await.context("starting weft-proxy")?;
+    match watched {
+        Some((file, bytes)) => {
+            tokio::spawn(config::watch(file, running.shared.clone(), bytes, args.watch_interval));
+        }
+        None => {
+            let advertise = args.advertise.unwrap_or_else(|| {
+                let mut a = running.inbound;
+                if a.ip().is_unspecified() {
+                    a.set_ip([127, 0, 0, 1].into());
+                }
+                a
+            });
+            let hello = Hello {
+                workload: workload(&args),
+                instance: args.instance.clone().unwrap_or_else(|| format!("{}-{}", args.workload, std::process::id())),
+                service: args.service.clone(),
+                address: Some(advertise.to_string()),
+                port: Some(args.service_port),
+                applied_version: None,
+            };
+            let control = ControlOptions { urls: args.control_plane.clone(), hello };
+            tokio::spawn(weft_proxy::control::run(running.shared.clone(), control));
+        }
+    }
 
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;

@@ -28,6 +28,9 @@ pub struct ProxyOptions {
     pub drain_timeout: Duration,
     /// Write the JSON access log to stdout.
     pub access_log: bool,
+    /// Not ready until a config is applied (the one given at start is a placeholder):
+    /// the control-plane mode.
+    pub wait_for_config: bool,
 }
 
 impl Default for ProxyOptions {
@@ -39,6 +42,7 @@ impl Default for ProxyOptions {
             app: None,
             drain_timeout: Duration::from_secs(5),
             access_log: true,
+            wait_for_config: false,
         }
     }
 }
@@ -50,6 +54,7 @@ pub struct Shared {
     endpoints: Registry,
     app_override: Option<SocketAddr>,
     apply_lock: Mutex<()>,
+    ready: std::sync::atomic::AtomicBool,
     pub metrics: Metrics,
     pub access_log: AccessLog,
 }
@@ -58,6 +63,11 @@ impl Shared {
     /// The live config; a request loads it once and finishes on it.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Whether the sidecar holds a real config (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Validates and compiles `config` beside the live one, then swaps it in.
@@ -69,6 +79,7 @@ impl Shared {
         let snapshot = Arc::new(snapshot);
         snapshot.start_outlier_reviews();
         self.snapshot.store(snapshot);
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.metrics.config_applied.inc();
         Ok(version)
@@ -112,6 +123,7 @@ impl Proxy {
             endpoints,
             app_override: options.app,
             apply_lock: Mutex::new(()),
+            ready: std::sync::atomic::AtomicBool::new(!options.wait_for_config),
             metrics,
             access_log,
         });

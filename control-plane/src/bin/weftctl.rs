@@ -3,14 +3,19 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weft_control_plane::istio;
+use weft_control_plane::istio::{self, Diagnostic, Kind};
+use weft_control_plane::registry::Registry;
+use weft_control_plane::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(name = "weftctl", version, about = "Weft: Istio policies in, sidecar configs out")]
 struct Cli {
-    /// etcd endpoint (for the commands that talk to the mesh).
+    /// etcd endpoints, comma-separated.
     #[arg(long, global = true, env = "WEFT_ETCD", default_value = "http://127.0.0.1:2379")]
     etcd: String,
+    /// Key prefix in etcd.
+    #[arg(long, global = true, env = "WEFT_PREFIX", default_value = "/weft/")]
+    prefix: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +27,33 @@ enum Command {
         /// Files or folders (YAML, multi-document).
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
+    },
+    /// Validates everything, then writes all resources in one etcd transaction (all or nothing).
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
+    },
+    /// Lists stored policies: KIND (vs, dr, VirtualService, ...) and optionally NAME.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// yaml or json; default a table.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Deletes one stored policy.
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// The sidecars connected to each control plane, the version each ACKed, and the last rejection.
+    Status {
+        #[arg(short = 'o', long)]
+        output: Option<String>,
     },
     /// Compiles the sidecar config one workload would get, offline, from policy files and a registry file.
     Translate {
@@ -52,7 +84,7 @@ fn labels(text: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-fn print_diags(diags: &[istio::Diagnostic]) -> ExitCode {
+fn print_diags(diags: &[Diagnostic]) -> ExitCode {
     for d in diags {
         eprintln!("{d}");
     }
@@ -60,23 +92,151 @@ fn print_diags(diags: &[istio::Diagnostic]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn main() -> ExitCode {
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn kind_arg(text: &str) -> Result<Kind, ExitCode> {
+    Kind::parse(text).ok_or_else(|| fail(format!("unknown kind {text:?}: use VirtualService (vs), DestinationRule (dr), AuthorizationPolicy (ap), PeerAuthentication (pa)")))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let endpoints: Vec<String> = cli.etcd.split(',').map(str::to_string).collect();
+    let store = || async { Store::connect(&endpoints, &cli.prefix).await };
     match cli.command {
+        Command::Validate { paths } => match istio::load_paths(&paths) {
+            Ok(resources) => {
+                for r in &resources {
+                    println!("{} {}/{}: valid", r.kind, r.namespace(), r.name());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(diags) => print_diags(&diags),
+        },
+        Command::Apply { paths } => {
+            let resources = match istio::load_paths(&paths) {
+                Ok(r) => r,
+                Err(d) => return print_diags(&d),
+            };
+            let store = match store().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match store.apply(&resources).await {
+                Ok(report) => {
+                    for (list, what) in [
+                        (&report.created, "created"),
+                        (&report.configured, "configured"),
+                        (&report.unchanged, "unchanged"),
+                    ] {
+                        for r in list {
+                            println!("{r} {what}");
+                        }
+                    }
+                    println!("revision {}", report.revision);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Get { kind, name, namespace, output } => {
+            let kind = match kind_arg(&kind) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
+            let store = match store().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let (mut found, _) = match store.policies(Some(kind), namespace.as_deref()).await {
+                Ok(x) => x,
+                Err(e) => return fail(e),
+            };
+            if let Some(n) = &name {
+                found.retain(|r| r.name() == n);
+                if found.is_empty() {
+                    return fail(format!("{kind} {n:?} not found"));
+                }
+            }
+            match output.as_deref() {
+                Some("json") => {
+                    let values: Vec<_> = found.iter().map(|r| r.to_value()).collect();
+                    println!("{}", serde_json::to_string_pretty(&values).unwrap_or_default());
+                }
+                Some("yaml") => {
+                    for r in &found {
+                        println!("---\n{}", serde_yaml::to_string(&r.to_value()).unwrap_or_default());
+                    }
+                }
+                _ => {
+                    println!("{:<20} {:<30}", "NAMESPACE", "NAME");
+                    for r in &found {
+                        println!("{:<20} {:<30}", r.namespace(), r.name());
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Delete { kind, name, namespace } => {
+            let kind = match kind_arg(&kind) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
+            let store = match store().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match store.delete(kind, &namespace, &name).await {
+                Ok(true) => {
+                    println!("{kind} {namespace}/{name} deleted");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(format!("{kind} {namespace}/{name} not found")),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Status { output } => {
+            let store = match store().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let statuses = match store.statuses().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            if output.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&statuses).unwrap_or_default());
+                return ExitCode::SUCCESS;
+            }
+            println!(
+                "{:<24} {:<28} {:<16} {:<10} {:<10} LAST REJECTION",
+                "CONTROL PLANE", "SIDECAR", "WORKLOAD", "SENT", "ACKED"
+            );
+            for s in statuses {
+                let rejection = s.last_rejection.map_or("-".to_string(), |(v, why)| format!("{v}: {why}"));
+                println!(
+                    "{:<24} {:<28} {:<16} {:<10} {:<10} {rejection}",
+                    s.control_plane,
+                    format!("{}.{}", s.instance, s.namespace),
+                    s.workload,
+                    s.sent_version.unwrap_or_else(|| "-".into()),
+                    s.acked_version.unwrap_or_else(|| "-".into()),
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Command::Translate { paths, registry, workload, namespace, service_account, labels: label_text, output } => {
             let resources = match istio::load_paths(&paths) {
                 Ok(r) => r,
                 Err(d) => return print_diags(&d),
             };
-            let registry: weft_control_plane::registry::Registry = match std::fs::read_to_string(&registry)
-                .map_err(|e| e.to_string())
-                .and_then(|t| serde_yaml::from_str(&t).map_err(|e| e.to_string()))
-            {
+            let read = std::fs::read_to_string(&registry).map_err(|e| e.to_string());
+            let registry: Registry = match read.and_then(|t| serde_yaml::from_str(&t).map_err(|e| e.to_string())) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{}: {e}", registry.display());
-                    return ExitCode::FAILURE;
-                }
+                Err(e) => return fail(format!("{}: {e}", registry.display())),
             };
             let workload =
                 weft_model::Workload { name: workload, namespace, service_account, labels: labels(&label_text) };
@@ -92,14 +252,5 @@ fn main() -> ExitCode {
             println!("{text}");
             ExitCode::SUCCESS
         }
-        Command::Validate { paths } => match istio::load_paths(&paths) {
-            Ok(resources) => {
-                for r in &resources {
-                    println!("{} {}/{}: valid", r.kind, r.namespace(), r.name());
-                }
-                ExitCode::SUCCESS
-            }
-            Err(diags) => print_diags(&diags),
-        },
     }
 }

@@ -164,6 +164,7 @@ pub async fn start_with(yaml: &str, app: Option<SocketAddr>) -> Running {
         app,
         access_log: false,
         drain_timeout: Duration::from_secs(2),
+        ..Default::default()
     };
     Proxy::start(options, parse(yaml), prometheus::Registry::new()).await.unwrap()
 }

@@ -69,6 +69,7 @@ async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
         app: None,
         access_log: false,
         drain_timeout: Duration::from_secs(1),
+        ..Default::default()
     };
     let proxy = weft_proxy::Proxy::start(options, config, prometheus::Registry::new()).await.unwrap();
     tokio::spawn(weft_proxy::config::watch(file.clone(), proxy.shared.clone(), bytes, Duration::from_millis(20)));

@@ -1,0 +1,44 @@
+//! `weft-control-plane`: follows etcd, compiles each sidecar's config and
+//! pushes it. Stateless: run several; sidecars move between them.
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::net::SocketAddr;
+use weft_control_plane::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-control-plane", version, about = "Weft control plane: etcd in, sidecar configs out")]
+struct Args {
+    /// etcd endpoints, comma-separated.
+    #[arg(long, env = "WEFT_ETCD", default_value = "http://127.0.0.1:2379")]
+    etcd: String,
+    /// Key prefix in etcd.
+    #[arg(long, env = "WEFT_PREFIX", default_value = "/weft/")]
+    prefix: String,
+    /// Where sidecars connect (HTTP/2 push stream), and /metrics.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:15012")]
+    listen: SocketAddr,
+    /// This instance's id in `weftctl status`; default cp-<pid>.
+    #[arg(long, env = "WEFT_ID")]
+    id: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    let args = Args::parse();
+    let endpoints: Vec<String> = args.etcd.split(',').map(str::to_string).collect();
+    let store = Store::connect(&endpoints, &args.prefix).await.context("connecting to etcd")?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let id = args.id.unwrap_or_else(|| format!("cp-{}", std::process::id()));
+    let local = listener.local_addr()?;
+    let _ctx = weft_control_plane::push::start(store, id.clone(), listener).await.context("starting")?;
+    tracing::info!(%id, listen = %local, "weft-control-plane serving");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}

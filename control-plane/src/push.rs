@@ -1,0 +1,274 @@
+//! The push server: each sidecar holds one HTTP/2 stream open; it gets its
+//! own config, translated from the latest state, whenever that config
+//! changes, and answers ACK or NACK. The control plane also registers the
+//! sidecar's endpoint in etcd on a lease it keeps alive while the stream
+//! lives, and publishes the sidecar's status for `weftctl status`.
+
+use crate::registry::Instance;
+use crate::store::{SidecarStatus, Store, REGISTRY_LEASE_SECONDS};
+use crate::translate::translate;
+use crate::watch::State;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use weft_model::stream::{Ack, Hello, Push, STREAM_PATH};
+use weft_proxy::body::{full, Body};
+use weft_proxy::stream::{line, ChannelBody, Lines};
+
+/// The control plane's published figures.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub connected: IntGauge,
+    pub pushes: IntCounter,
+    pub nacks: IntCounter,
+    /// From the etcd change reaching the control plane to each sidecar's ACK.
+    pub convergence: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let connected = IntGauge::new("weft_cp_sidecars_connected", "Sidecars with an open stream")?;
+        let pushes = IntCounter::new("weft_cp_pushes_total", "Configs pushed")?;
+        let nacks = IntCounter::new("weft_cp_nacks_total", "Configs refused by a sidecar")?;
+        let convergence = Histogram::with_opts(
+            HistogramOpts::new("weft_cp_convergence_seconds", "From an etcd change to a sidecar's ACK")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        registry.register(Box::new(connected.clone()))?;
+        registry.register(Box::new(pushes.clone()))?;
+        registry.register(Box::new(nacks.clone()))?;
+        registry.register(Box::new(convergence.clone()))?;
+        Ok(Metrics { registry, connected, pushes, nacks, convergence })
+    }
+}
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub store: Store,
+    pub state: watch::Receiver<Arc<State>>,
+    pub metrics: Metrics,
+    /// This control plane's id (status keys).
+    pub id: String,
+    /// The lease status keys live on: they vanish with this instance.
+    pub lease: i64,
+    _status_lease: Arc<Lease>,
+}
+
+/// Starts a control plane on `listener`: follows etcd through `store`,
+/// publishes status on a lease of its own, serves sidecars until dropped.
+pub async fn start(
+    store: Store,
+    id: String,
+    listener: tokio::net::TcpListener,
+) -> Result<Arc<Context>, crate::store::StoreError> {
+    let state = crate::watch::follow(store.clone()).await?;
+    let lease = store.client().lease_client().grant(15, None).await?.id();
+    let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
+    let metrics = Metrics::new()
+        .map_err(|e| crate::store::StoreError::Corrupt { key: "metrics".into(), message: e.to_string() })?;
+    let ctx = Arc::new(Context { store, state, metrics, id, lease, _status_lease: Arc::new(status_lease) });
+    tokio::spawn(serve(listener, ctx.clone()));
+    Ok(ctx)
+}
+
+/// Accepts sidecar connections (HTTP/2, or HTTP/1.1 for /metrics and /healthz).
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
+    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
+            });
+            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+/// Routes the control plane's HTTP requests.
+pub async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method().as_str(), req.uri().path()) {
+        ("POST", STREAM_PATH) => stream(ctx, req.into_body()),
+        ("GET", "/healthz") | ("GET", "/ready") => Response::new(full("ok\n")),
+        ("GET", "/metrics") => {
+            let mut out = String::new();
+            let _ = prometheus::TextEncoder::new().encode_utf8(&ctx.metrics.registry.gather(), &mut out);
+            Response::new(full(out))
+        }
+        _ => {
+            let mut r = Response::new(full("not found\n"));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    }
+}
+
+fn stream(ctx: Arc<Context>, body: Incoming) -> Response<Body> {
+    let (tx, out) = ChannelBody::new(4);
+    tokio::spawn(async move {
+        let mut lines = Lines::new(body);
+        let hello = match lines.next::<Hello>().await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("bad hello: {e}");
+                return;
+            }
+        };
+        ctx.metrics.connected.inc();
+        let result = session(&ctx, &hello, lines, tx).await;
+        ctx.metrics.connected.dec();
+        if let Err(e) = result {
+            tracing::info!(instance = %hello.instance, "sidecar stream ended: {e}");
+        }
+    });
+    Response::new(http_body_util::BodyExt::boxed(out))
+}
+
+/// Keeps an etcd lease alive until dropped, then revokes it.
+#[derive(Debug)]
+pub struct Lease {
+    store: Store,
+    id: i64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    fn keep(store: Store, id: i64) -> Self {
+        Self::keep_only(store, id, Duration::from_secs((REGISTRY_LEASE_SECONDS / 3) as u64))
+    }
+
+    fn keep_only(store: Store, id: i64, every: Duration) -> Self {
+        let client = store.client();
+        let task = tokio::spawn(async move {
+            let mut lease = client.lease_client();
+            let Ok((mut keeper, mut responses)) = lease.keep_alive(id).await else { return };
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                let _ = responses.message().await;
+                tokio::time::sleep(every).await;
+            }
+        });
+        Lease { store, id, task }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.task.abort();
+        let (store, id) = (self.store.clone(), self.id);
+        tokio::spawn(async move {
+            let _ = store.revoke(id).await;
+        });
+    }
+}
+
+async fn session(
+    ctx: &Context,
+    hello: &Hello,
+    mut lines: Lines<Incoming>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<(), String> {
+    let w = &hello.workload;
+    // Register the instance for as long as its stream lives.
+    let _registration = match (&hello.service, &hello.address) {
+        (Some(service), Some(address)) => {
+            let inst = Instance {
+                address: address.clone(),
+                labels: w.labels.clone(),
+                service_account: w.service_account.clone(),
+                port: hello.port.unwrap_or(80),
+            };
+            let lease = ctx
+                .store
+                .register(&w.namespace, service, &hello.instance, &inst, REGISTRY_LEASE_SECONDS)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(Lease::keep(ctx.store.clone(), lease))
+        }
+        _ => None,
+    };
+    let mut status = SidecarStatus {
+        workload: w.name.clone(),
+        namespace: w.namespace.clone(),
+        instance: hello.instance.clone(),
+        control_plane: ctx.id.clone(),
+        acked_version: hello.applied_version.clone(),
+        ..Default::default()
+    };
+    let _ = ctx.store.put_status(&status, ctx.lease).await;
+    let mut state_rx = ctx.state.clone();
+    let mut last_sent: Option<weft_model::ProxyConfig> = None;
+    let mut pending: Option<(String, Option<std::time::Instant>)> = None;
+    let mut state_changed = true; // Push the current state at once.
+    loop {
+        if state_changed {
+            let state = state_rx.borrow_and_update().clone();
+            let version = state.revision.to_string();
+            let t = translate(&state.resources, &state.registry, w, &version);
+            let same = last_sent.as_ref().is_some_and(|prev| {
+                let mut p = prev.clone();
+                p.version = version.clone();
+                p == t.config
+            });
+            if !same {
+                tx.send(line(&Push { version: version.clone(), config: t.config.clone() }))
+                    .await
+                    .map_err(|_| "sidecar went away".to_string())?;
+                ctx.metrics.pushes.inc();
+                status.sent_version = Some(version.clone());
+                pending = Some((version, state.changed_at));
+                last_sent = Some(t.config);
+            }
+        }
+        tokio::select! {
+            changed = state_rx.changed() => {
+                changed.map_err(|_| "control plane stopping".to_string())?;
+                state_changed = true;
+            }
+            msg = lines.next::<Ack>() => {
+                state_changed = false;
+                let Some(ack) = msg.map_err(|e| e.to_string())? else {
+                    let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &hello.instance).await;
+                    return Ok(());
+                };
+                match &ack.error {
+                    None => {
+                        if let Some((v, Some(at))) = &pending {
+                            if *v == ack.version {
+                                ctx.metrics.convergence.observe(at.elapsed().as_secs_f64());
+                            }
+                        }
+                        status.acked_version = Some(ack.version.clone());
+                    }
+                    Some(reason) => {
+                        ctx.metrics.nacks.inc();
+                        tracing::warn!(instance = %hello.instance, version = %ack.version, "sidecar NACKed: {reason}");
+                        status.last_rejection = Some((ack.version.clone(), reason.clone()));
+                    }
+                }
+                let _ = ctx.store.put_status(&status, ctx.lease).await;
+            }
+        }
+    }
+}

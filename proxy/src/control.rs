@@ -1,0 +1,121 @@
+//! The sidecar's side of the control-plane stream: say who we are, apply each
+//! pushed config (ACK) or refuse it and keep the old one (NACK), and keep
+//! coming back — to the next control plane in the list, with jittered
+//! exponential back-off — when the stream breaks. Traffic keeps flowing on
+//! the last good config all the while.
+
+use crate::server::Shared;
+use crate::stream::{line, ChannelBody, Lines};
+use http::{Method, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_model::stream::{Ack, Hello, Push, STREAM_PATH};
+
+/// How to reach the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// `http://host:port` of each control plane instance.
+    pub urls: Vec<String>,
+    pub hello: Hello,
+}
+
+/// Back-off between reconnects: 100 ms doubling to 5 s, fully jittered.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Runs forever: connects, follows the stream, reconnects.
+pub async fn run(shared: Arc<Shared>, options: ControlOptions) {
+    if options.urls.is_empty() {
+        tracing::error!("no control plane address given");
+        return;
+    }
+    let mut next = rand::thread_rng().gen_range(0..options.urls.len());
+    let mut backoff = BACKOFF_BASE;
+    loop {
+        let url = &options.urls[next % options.urls.len()];
+        next += 1;
+        let started = Instant::now();
+        match session(&shared, url, &options.hello).await {
+            Ok(()) => tracing::warn!(%url, "control plane closed the stream"),
+            Err(e) => tracing::warn!(%url, "control plane stream failed: {e}"),
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = BACKOFF_BASE; // It was a healthy stream: come back quickly.
+        }
+        let wait = rand::thread_rng().gen_range(Duration::ZERO..=backoff);
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("bad control plane address {0:?} (want http://host:port)")]
+    Url(String),
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("http/2: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("control plane answered {0}")]
+    Status(http::StatusCode),
+    #[error("{0}")]
+    Lines(#[from] crate::stream::LinesError),
+    #[error("stream closed while sending")]
+    Closed,
+}
+
+async fn session(shared: &Arc<Shared>, url: &str, hello: &Hello) -> Result<(), SessionError> {
+    let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(SessionError::Url(url.to_string()));
+    }
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
+        .await
+        .map_err(|_| SessionError::Connect(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(SessionError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake(TokioIo::new(tcp))
+        .await?;
+    tokio::spawn(conn);
+    let (tx, body) = ChannelBody::new(8);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{authority}{STREAM_PATH}"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .map_err(|_| SessionError::Url(url.to_string()))?;
+    let mut hello = hello.clone();
+    if shared.is_ready() {
+        hello.applied_version = Some(shared.snapshot().config.version.clone());
+    }
+    tx.send(line(&hello)).await.map_err(|_| SessionError::Closed)?;
+    let resp = sender.send_request(req).await?;
+    if !resp.status().is_success() {
+        return Err(SessionError::Status(resp.status()));
+    }
+    tracing::info!(%url, "connected to the control plane");
+    let mut lines = Lines::new(resp.into_body());
+    while let Some(push) = lines.next::<Push>().await? {
+        let Push { version, mut config } = push;
+        config.version = version.clone();
+        let ack = match shared.apply(config) {
+            Ok(_) => {
+                tracing::info!(%version, "config from the control plane applied");
+                Ack { version, error: None }
+            }
+            Err(e) => {
+                shared.metrics.config_reloads.with_label_values(&["rejected"]).inc();
+                tracing::error!(%version, "config from the control plane rejected, keeping the old one: {e}");
+                Ack { version, error: Some(e.to_string()) }
+            }
+        };
+        tx.send(line(&ack)).await.map_err(|_| SessionError::Closed)?;
+    }
+    Ok(())
+}

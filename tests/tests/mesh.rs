@@ -1,0 +1,216 @@
+//! The mesh end to end: a private etcd, the control plane, sidecars that get
+//! their configs pushed, apps behind them, and `weftctl apply` changing live
+//! traffic.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_control_plane::istio::{load_paths, load_str};
+use weft_control_plane::store::Store;
+use weft_e2e::Etcd;
+use weft_model::stream::Hello;
+use weft_model::Workload;
+use weft_proxy::control::ControlOptions;
+use weft_proxy::{Proxy, ProxyOptions, Running};
+
+/// An app answering its name.
+async fn app(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn workload(name: &str, labels: &[(&str, &str)]) -> Workload {
+    Workload {
+        name: name.into(),
+        namespace: "production".into(),
+        service_account: name.into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+/// A sidecar in control-plane mode; the returned task is its control stream.
+async fn sidecar(
+    cp: &[String],
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+) -> (Running, tokio::task::JoinHandle<()>) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options = ProxyOptions {
+        outbound: any,
+        inbound: any,
+        admin: any,
+        app,
+        access_log: false,
+        wait_for_config: true,
+        ..Default::default()
+    };
+    let placeholder = weft_model::ProxyConfig {
+        api_version: weft_model::API_VERSION.into(),
+        version: String::new(),
+        workload: w.clone(),
+        services: Default::default(),
+        clusters: Default::default(),
+        inbound: Default::default(),
+    };
+    let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
+    let hello = Hello {
+        workload: w.clone(),
+        instance: format!("{}-{}", w.name, running.inbound.port()),
+        service: service.map(str::to_string),
+        address: Some(running.inbound.to_string()),
+        port: Some(80),
+        applied_version: None,
+    };
+    let task =
+        tokio::spawn(weft_proxy::control::run(running.shared.clone(), ControlOptions { urls: cp.to_vec(), hello }));
+    (running, task)
+}
+
+async fn get(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder().uri("/").header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = tx.send_request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+/// Polls `check` until it holds or 15 s pass.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn endpoints(r: &Running, cluster_part: &str) -> usize {
+    let snap = r.shared.snapshot();
+    snap.clusters().filter(|c| c.name.contains(cluster_part)).map(|c| c.balancer.endpoints().len()).sum()
+}
+
+async fn tally(addr: SocketAddr, headers: &[(&str, &str)], n: usize) -> (usize, usize, usize) {
+    let (mut v1, mut v2, mut other) = (0, 0, 0);
+    for _ in 0..n {
+        match get(addr, "order-service", headers).await {
+            (200, b) if b == "v1" => v1 += 1,
+            (200, b) if b == "v2" => v2 += 1,
+            _ => other += 1,
+        }
+    }
+    (v1, v2, other)
+}
+
+fn policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp_url = format!("http://{}", listener.local_addr().unwrap());
+    let ctx = weft_control_plane::push::start(store.clone(), "cp-a".into(), listener).await.unwrap();
+    let cp = [cp_url];
+
+    let (app1, app2) = (app("v1").await, app("v2").await);
+    let (s1, _t1) = sidecar(
+        &cp,
+        workload("order-v1", &[("app", "order-service"), ("version", "v1")]),
+        Some("order-service"),
+        Some(app1),
+    )
+    .await;
+    let (s2, t2) = sidecar(
+        &cp,
+        workload("order-v2", &[("app", "order-service"), ("version", "v2")]),
+        Some("order-service"),
+        Some(app2),
+    )
+    .await;
+    let (gw, _tg) = sidecar(&cp, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    eventually("the gateway sees both order-service instances", || async {
+        gw.shared.is_ready() && endpoints(&gw, "order-service") == 2
+    })
+    .await;
+
+    // No policy yet: the default route balances over both.
+    let (v1, v2, other) = tally(gw.outbound, &[], 40).await;
+    assert_eq!(other, 0);
+    assert!(v1 > 0 && v2 > 0, "v1 {v1} v2 {v2}");
+
+    // weftctl apply -f policies/: the seed's canary.
+    let report = store.apply(&load_paths(&[policies()]).unwrap()).await.unwrap();
+    assert_eq!(report.created.len(), 2);
+    eventually("the canary reaches the gateway", || async {
+        endpoints(&gw, "|v2|") == 1 && endpoints(&gw, "|v1|") == 1
+    })
+    .await;
+    let (_, v2, other) = tally(gw.outbound, &[("x-canary", "true")], 30).await;
+    assert_eq!((v2, other), (30, 0), "x-canary: true always reaches v2");
+    let (v1, v2, _) = tally(gw.outbound, &[], 400).await;
+    assert!((300..=390).contains(&v1) && v2 > 10, "about 90/10: v1 {v1} v2 {v2}");
+
+    // A broken policy is refused whole and changes nothing.
+    let broken = std::fs::read_to_string(policies().join("order-service.yaml"))
+        .unwrap()
+        .replace("outlierDetection:", "circuitBreaker:");
+    assert!(load_str(Path::new("broken.yaml"), &broken).is_err());
+
+    // Shift everything to v2.
+    let all_v2 = std::fs::read_to_string(policies().join("order-service.yaml"))
+        .unwrap()
+        .replace("weight: 90", "weight: 0")
+        .replace("weight: 10", "weight: 100");
+    store.apply(&load_str(Path::new("p.yaml"), &all_v2).unwrap()).await.unwrap();
+    eventually("all traffic on v2", || async { tally(gw.outbound, &[], 20).await.1 == 20 }).await;
+
+    // Status: every sidecar ACKed what it was sent.
+    eventually("status shows three sidecars in sync", || async {
+        let s = store.statuses().await.unwrap();
+        s.len() == 3
+            && s.iter()
+                .all(|s| s.acked_version.is_some() && s.acked_version == s.sent_version && s.control_plane == "cp-a")
+    })
+    .await;
+    assert!(ctx.metrics.convergence.get_sample_count() >= 3);
+
+    // v2's sidecar goes away: it is deregistered at once and traffic falls back... to nothing for the v2 subset.
+    t2.abort();
+    drop(s2);
+    eventually("v2 deregistered", || async { endpoints(&gw, "|v2|") == 0 }).await;
+    let (status, _) = get(gw.outbound, "order-service", &[]).await;
+    assert_eq!(status, 503, "the v2 subset has no endpoints left");
+    drop(s1);
+}
