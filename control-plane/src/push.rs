@@ -67,21 +67,37 @@ pub async fn start(
     store: Store,
     id: String,
     listener: tokio::net::TcpListener,
-) -> Result<Arc<Context>, crate::store::StoreError> {
+) -> Result<ControlPlane, crate::store::StoreError> {
     let state = crate::watch::follow(store.clone()).await?;
     let lease = store.client().lease_client().grant(15, None).await?.id();
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
     let metrics = Metrics::new()
         .map_err(|e| crate::store::StoreError::Corrupt { key: "metrics".into(), message: e.to_string() })?;
     let ctx = Arc::new(Context { store, state, metrics, id, lease, _status_lease: Arc::new(status_lease) });
-    tokio::spawn(serve(listener, ctx.clone()));
-    Ok(ctx)
+    let task = tokio::spawn(serve(listener, ctx.clone()));
+    Ok(ControlPlane { ctx, task })
+}
+
+/// A running control plane; dropping it stops it and cuts every stream, as a crash would.
+#[derive(Debug)]
+pub struct ControlPlane {
+    pub ctx: Arc<Context>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Accepts sidecar connections (HTTP/2, or HTTP/1.1 for /metrics and /healthz).
+/// Connections live in a set owned by this task: stopping it cuts them all.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
     let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -93,7 +109,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let builder = builder.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
@@ -149,6 +165,10 @@ pub struct Lease {
     store: Store,
     id: i64,
     task: tokio::task::JoinHandle<()>,
+    /// Revoke on drop (a clean goodbye). Otherwise the lease just stops being
+    /// renewed: if the sidecar is alive it re-registers through another
+    /// control plane long before the lease runs out, and traffic never notices.
+    revoke: bool,
 }
 
 impl Lease {
@@ -169,13 +189,16 @@ impl Lease {
                 tokio::time::sleep(every).await;
             }
         });
-        Lease { store, id, task }
+        Lease { store, id, task, revoke: false }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.task.abort();
+        if !self.revoke {
+            return;
+        }
         let (store, id) = (self.store.clone(), self.id);
         tokio::spawn(async move {
             let _ = store.revoke(id).await;
@@ -191,7 +214,7 @@ async fn session(
 ) -> Result<(), String> {
     let w = &hello.workload;
     // Register the instance for as long as its stream lives.
-    let _registration = match (&hello.service, &hello.address) {
+    let mut registration = match (&hello.service, &hello.address) {
         (Some(service), Some(address)) => {
             let inst = Instance {
                 address: address.clone(),
@@ -249,6 +272,10 @@ async fn session(
             msg = lines.next::<Ack>() => {
                 state_changed = false;
                 let Some(ack) = msg.map_err(|e| e.to_string())? else {
+                    // A clean goodbye: deregister at once.
+                    if let Some(r) = registration.as_mut() {
+                        r.revoke = true;
+                    }
                     let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &hello.instance).await;
                     return Ok(());
                 };

@@ -25,8 +25,10 @@ pub struct ControlOptions {
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Runs forever: connects, follows the stream, reconnects.
-pub async fn run(shared: Arc<Shared>, options: ControlOptions) {
+/// Runs until `goodbye` turns true: connects, follows the stream, reconnects.
+/// On goodbye the stream is closed cleanly, so the control plane deregisters
+/// this instance at once (peers stop sending new requests before the drain).
+pub async fn run(shared: Arc<Shared>, options: ControlOptions, mut goodbye: tokio::sync::watch::Receiver<bool>) {
     if options.urls.is_empty() {
         tracing::error!("no control plane address given");
         return;
@@ -37,7 +39,10 @@ pub async fn run(shared: Arc<Shared>, options: ControlOptions) {
         let url = &options.urls[next % options.urls.len()];
         next += 1;
         let started = Instant::now();
-        match session(&shared, url, &options.hello).await {
+        let result = session(&shared, url, &options.hello, &mut goodbye).await;
+        let leaving = *goodbye.borrow();
+        match result {
+            _ if leaving => return,
             Ok(()) => tracing::warn!(%url, "control plane closed the stream"),
             Err(e) => tracing::warn!(%url, "control plane stream failed: {e}"),
         }
@@ -66,7 +71,12 @@ enum SessionError {
     Closed,
 }
 
-async fn session(shared: &Arc<Shared>, url: &str, hello: &Hello) -> Result<(), SessionError> {
+async fn session(
+    shared: &Arc<Shared>,
+    url: &str,
+    hello: &Hello,
+    goodbye: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), SessionError> {
     let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
         return Err(SessionError::Url(url.to_string()));
@@ -101,7 +111,16 @@ async fn session(shared: &Arc<Shared>, url: &str, hello: &Hello) -> Result<(), S
     }
     tracing::info!(%url, "connected to the control plane");
     let mut lines = Lines::new(resp.into_body());
-    while let Some(push) = lines.next::<Push>().await? {
+    loop {
+        let push = tokio::select! {
+            push = lines.next::<Push>() => push?,
+            () = async { let _ = goodbye.wait_for(|g| *g).await; } => {
+                drop(tx); // Ends our half of the stream: a clean goodbye.
+                let _ = tokio::time::timeout(Duration::from_secs(1), lines.next::<Push>()).await;
+                return Ok(());
+            }
+        };
+        let Some(push) = push else { return Ok(()) };
         let Push { version, mut config } = push;
         config.version = version.clone();
         let ack = match shared.apply(config) {
@@ -117,5 +136,4 @@ async fn session(shared: &Arc<Shared>, url: &str, hello: &Hello) -> Result<(), S
         };
         tx.send(line(&ack)).await.map_err(|_| SessionError::Closed)?;
     }
-    Ok(())
 }

@@ -128,6 +128,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
     let running = Proxy::start(options, initial, prometheus::Registry::new()).await.context("starting weft-proxy")?;
+    let (goodbye, goodbye_rx) = tokio::sync::watch::channel(false);
+    let mut control_task = None;
     match watched {
         Some((file, bytes)) => {
             tokio::spawn(config::watch(file, running.shared.clone(), bytes, args.watch_interval));
@@ -149,7 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 applied_version: None,
             };
             let control = ControlOptions { urls: args.control_plane.clone(), hello };
-            tokio::spawn(weft_proxy::control::run(running.shared.clone(), control));
+            control_task = Some(tokio::spawn(weft_proxy::control::run(running.shared.clone(), control, goodbye_rx)));
         }
     }
 
@@ -158,6 +160,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+    // Deregister first, so peers stop choosing this instance, then drain.
+    let _ = goodbye.send(true);
+    if let Some(task) = control_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("shutting down: draining for up to {:?}", args.drain_timeout);
     running.shutdown().await;

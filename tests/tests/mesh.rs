@@ -7,7 +7,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_control_plane::istio::{load_paths, load_str};
 use weft_control_plane::store::Store;
@@ -46,13 +45,13 @@ fn workload(name: &str, labels: &[(&str, &str)]) -> Workload {
     }
 }
 
-/// A sidecar in control-plane mode; the returned task is its control stream.
+/// A sidecar in control-plane mode; the sender says goodbye to the control plane.
 async fn sidecar(
     cp: &[String],
     w: Workload,
     service: Option<&str>,
     app: Option<SocketAddr>,
-) -> (Running, tokio::task::JoinHandle<()>) {
+) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let options = ProxyOptions {
         outbound: any,
@@ -80,9 +79,9 @@ async fn sidecar(
         port: Some(80),
         applied_version: None,
     };
-    let task =
-        tokio::spawn(weft_proxy::control::run(running.shared.clone(), ControlOptions { urls: cp.to_vec(), hello }));
-    (running, task)
+    let (goodbye, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(weft_proxy::control::run(running.shared.clone(), ControlOptions { urls: cp.to_vec(), hello }, rx));
+    (running, goodbye)
 }
 
 async fn get(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, String) {
@@ -141,7 +140,8 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cp_url = format!("http://{}", listener.local_addr().unwrap());
-    let ctx = weft_control_plane::push::start(store.clone(), "cp-a".into(), listener).await.unwrap();
+    let cp_a = weft_control_plane::push::start(store.clone(), "cp-a".into(), listener).await.unwrap();
+    let ctx = cp_a.ctx.clone();
     let cp = [cp_url];
 
     let (app1, app2) = (app("v1").await, app("v2").await);
@@ -206,11 +206,91 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     .await;
     assert!(ctx.metrics.convergence.get_sample_count() >= 3);
 
-    // v2's sidecar goes away: it is deregistered at once and traffic falls back... to nothing for the v2 subset.
-    t2.abort();
-    drop(s2);
+    // v2's sidecar shuts down (SIGTERM says goodbye first): it is deregistered at once.
+    t2.send(true).unwrap();
     eventually("v2 deregistered", || async { endpoints(&gw, "|v2|") == 0 }).await;
     let (status, _) = get(gw.outbound, "order-service", &[]).await;
     assert_eq!(status, 503, "the v2 subset has no endpoints left");
-    drop(s1);
+    drop((s1, s2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_dies_under_load_and_no_request_fails() {
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    store.apply(&load_paths(&[policies()]).unwrap()).await.unwrap();
+    let mut cps = std::collections::HashMap::new();
+    let mut urls = Vec::new();
+    for id in ["cp-a", "cp-b"] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", l.local_addr().unwrap()));
+        let s = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+        cps.insert(id.to_string(), weft_control_plane::push::start(s, id.into(), l).await.unwrap());
+    }
+    let (app1, app2) = (app("v1").await, app("v2").await);
+    let (_s1, _g1) = sidecar(
+        &urls,
+        workload("order-v1", &[("app", "order-service"), ("version", "v1")]),
+        Some("order-service"),
+        Some(app1),
+    )
+    .await;
+    let (_s2, _g2) = sidecar(
+        &urls,
+        workload("order-v2", &[("app", "order-service"), ("version", "v2")]),
+        Some("order-service"),
+        Some(app2),
+    )
+    .await;
+    let (gw, _gg) = sidecar(&urls, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    eventually("the gateway has the canary", || async { endpoints(&gw, "|v1|") == 1 && endpoints(&gw, "|v2|") == 1 })
+        .await;
+
+    // Steady load through the gateway.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = {
+        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), gw.outbound);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) = get(addr, "order-service", &[]).await;
+                if status != 200 {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Kill the control plane the gateway is connected to.
+    let statuses = store.statuses().await.unwrap();
+    let victim = statuses.iter().find(|s| s.workload == "api-gateway").unwrap().control_plane.clone();
+    let survivor = if victim == "cp-a" { "cp-b" } else { "cp-a" };
+    drop(cps.remove(&victim));
+    eventually("the gateway reconnects to the other control plane", || async {
+        store
+            .statuses()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.workload == "api-gateway" && s.control_plane == survivor && s.acked_version.is_some())
+    })
+    .await;
+    // The mesh still takes changes through the survivor.
+    let all_v2 = std::fs::read_to_string(policies().join("order-service.yaml"))
+        .unwrap()
+        .replace("weight: 90", "weight: 0")
+        .replace("weight: 10", "weight: 100");
+    store.apply(&load_str(Path::new("p.yaml"), &all_v2).unwrap()).await.unwrap();
+    eventually("the change reaches the gateway through the survivor", || async {
+        tally(gw.outbound, &[], 10).await.1 == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 50);
+    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0, "no request failed while a control plane died");
 }

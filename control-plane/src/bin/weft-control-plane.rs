@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let id = args.id.unwrap_or_else(|| format!("cp-{}", std::process::id()));
     let local = listener.local_addr()?;
-    let _ctx = weft_control_plane::push::start(store, id.clone(), listener).await.context("starting")?;
+    let _control_plane = weft_control_plane::push::start(store, id.clone(), listener).await.context("starting")?;
     tracing::info!(%id, listen = %local, "weft-control-plane serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
