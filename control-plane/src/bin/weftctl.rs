@@ -55,6 +55,35 @@ enum Command {
         #[arg(short = 'o', long)]
         output: Option<String>,
     },
+    /// Which route a request from a workload takes, its destinations and weights, and the cluster settings,
+    /// decided by the sidecar's own matching code. From etcd, or offline with -f and --registry.
+    Explain {
+        /// Source workload name.
+        #[arg(long)]
+        workload: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Source workload labels, `k=v,k=v`.
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// Host the request names (`order-service`, `order-service.production:80`, ...).
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Request headers, `-H 'x-canary: true'` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Offline: policy files or folders instead of etcd (needs --registry).
+        #[arg(short = 'f', long = "filename", num_args = 1..)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        registry: Option<PathBuf>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
     /// Compiles the sidecar config one workload would get, offline, from policy files and a registry file.
     Translate {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -90,6 +119,12 @@ fn print_diags(diags: &[Diagnostic]) -> ExitCode {
     }
     eprintln!("{} problem(s); nothing was applied", diags.len());
     ExitCode::FAILURE
+}
+
+fn read_registry(path: &std::path::Path) -> Result<Registry, ExitCode> {
+    let read = std::fs::read_to_string(path).map_err(|e| e.to_string());
+    read.and_then(|t| serde_yaml::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|e| fail(format!("{}: {e}", path.display())))
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -228,15 +263,68 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Explain {
+            workload,
+            namespace,
+            labels: label_text,
+            host,
+            method,
+            path,
+            headers,
+            paths,
+            registry,
+            output,
+        } => {
+            let (resources, registry) = if paths.is_empty() {
+                let store = match store().await {
+                    Ok(s) => s,
+                    Err(e) => return fail(e),
+                };
+                match store.snapshot().await {
+                    Ok((r, reg, _)) => (r, reg),
+                    Err(e) => return fail(e),
+                }
+            } else {
+                let resources = match istio::load_paths(&paths) {
+                    Ok(r) => r,
+                    Err(d) => return print_diags(&d),
+                };
+                let Some(registry) = registry else { return fail("offline explain needs --registry FILE") };
+                match read_registry(&registry) {
+                    Ok(reg) => (resources, reg),
+                    Err(code) => return code,
+                }
+            };
+            let sa = namespace.clone();
+            let workload =
+                weft_model::Workload { name: workload, namespace, service_account: sa, labels: labels(&label_text) };
+            let config = weft_control_plane::translate::translate(&resources, &registry, &workload, "explain").config;
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .filter_map(|h| h.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            let req = weft_control_plane::explain::Request { host, method, path, headers };
+            match weft_control_plane::explain::explain(&config, &req) {
+                Ok(e) if output.as_deref() == Some("json") => {
+                    println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(e) => {
+                    print!("{e}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Translate { paths, registry, workload, namespace, service_account, labels: label_text, output } => {
             let resources = match istio::load_paths(&paths) {
                 Ok(r) => r,
                 Err(d) => return print_diags(&d),
             };
-            let read = std::fs::read_to_string(&registry).map_err(|e| e.to_string());
-            let registry: Registry = match read.and_then(|t| serde_yaml::from_str(&t).map_err(|e| e.to_string())) {
+            let registry = match read_registry(&registry) {
                 Ok(r) => r,
-                Err(e) => return fail(format!("{}: {e}", registry.display())),
+                Err(code) => return code,
             };
             let workload =
                 weft_model::Workload { name: workload, namespace, service_account, labels: labels(&label_text) };

@@ -1,0 +1,172 @@
+//! `weftctl explain`: which route a request takes and what applies to it,
+//! decided by the sidecar's own matching code on the config the sidecar
+//! would get — not by a second implementation that could disagree.
+
+use serde::Serialize;
+use weft_model::ProxyConfig;
+use weft_proxy::endpoint::Registry as EndpointRegistry;
+use weft_proxy::route::RequestView;
+use weft_proxy::snapshot::Snapshot;
+
+/// A request to explain.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub host: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Where the request goes and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub service: Option<String>,
+    pub route: Option<String>,
+    /// The route's match entry that accepted the request (`None`: the route matches everything).
+    pub matched: Option<serde_json::Value>,
+    pub destinations: Vec<DestinationView>,
+    pub timeout: Option<String>,
+    pub retries: Option<serde_json::Value>,
+    pub fault: Option<serde_json::Value>,
+    /// What the sidecar answers when nothing matches.
+    pub local_reply: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DestinationView {
+    pub cluster: String,
+    pub weight: u32,
+    /// Share of requests, percent.
+    pub share: f64,
+    pub endpoints: Vec<String>,
+    pub cluster_settings: serde_json::Value,
+}
+
+pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, String> {
+    let snapshot = Snapshot::compile(config.clone(), &EndpointRegistry::default(), None).map_err(|e| e.to_string())?;
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &req.headers {
+        let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|e| format!("header {k:?}: {e}"))?;
+        let value = http::HeaderValue::from_str(v).map_err(|e| format!("header {k:?}: {e}"))?;
+        headers.append(name, value);
+    }
+    let view = RequestView { method: &req.method, path_and_query: &req.path, authority: &req.host, headers: &headers };
+    let none = |why: String| Explanation {
+        service: None,
+        route: None,
+        matched: None,
+        destinations: vec![],
+        timeout: None,
+        retries: None,
+        fault: None,
+        local_reply: Some(why),
+    };
+    let Some(vhost) = snapshot.vhost(&req.host) else {
+        return Ok(none(format!("404 NR: no service for host {:?}", req.host)));
+    };
+    let service = vhost.name.to_string();
+    let Some((route, _hit)) = vhost.select(&view) else {
+        return Ok(Explanation {
+            service: Some(service.clone()),
+            ..none(format!("404 NR: no route of {service} matches"))
+        });
+    };
+    // The model's view of the same route, for printing what was written.
+    let model_route = config.services[&service]
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(i, r)| r.name.clone().unwrap_or_else(|| format!("route-{i}")) == *route.name);
+    let matched = model_route.and_then(|(_, r)| {
+        let entry = r
+            .matches
+            .iter()
+            .find(|m| weft_proxy::route::MatchRule::compile(m).is_ok_and(|rule| rule.matches(&view)))?;
+        serde_json::to_value(entry).ok()
+    });
+    let total: u64 =
+        model_route.map_or(
+            0,
+            |(_, r)| {
+                if r.route.len() == 1 {
+                    1
+                } else {
+                    r.route.iter().map(|d| u64::from(d.weight)).sum()
+                }
+            },
+        );
+    let destinations = model_route
+        .map(|(_, r)| {
+            r.route
+                .iter()
+                .filter(|d| r.route.len() == 1 || d.weight > 0)
+                .map(|d| {
+                    let cluster = &config.clusters[&d.cluster];
+                    let weight = if r.route.len() == 1 { 1 } else { d.weight };
+                    let mut settings = serde_json::to_value(cluster).unwrap_or_default();
+                    if let Some(obj) = settings.as_object_mut() {
+                        obj.remove("endpoints");
+                    }
+                    DestinationView {
+                        cluster: d.cluster.clone(),
+                        weight: d.weight,
+                        share: if total == 0 { 0.0 } else { 100.0 * f64::from(weight) / total as f64 },
+                        endpoints: cluster.endpoints.iter().map(|e| e.address.clone()).collect(),
+                        cluster_settings: settings,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let r = model_route.map(|(_, r)| r);
+    Ok(Explanation {
+        service: Some(service),
+        route: Some(route.name.to_string()),
+        matched,
+        destinations,
+        timeout: r.and_then(|r| r.timeout).map(weft_model::duration::format),
+        retries: Some(match r.and_then(|r| r.retries.as_ref()) {
+            Some(rt) => serde_json::to_value(rt).unwrap_or_default(),
+            None => serde_json::json!("Istio default: 2 retries on connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"),
+        }),
+        fault: r.and_then(|r| r.fault.as_ref()).and_then(|f| serde_json::to_value(f).ok()),
+        local_reply: None,
+    })
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(reply) = &self.local_reply {
+            if let Some(s) = &self.service {
+                writeln!(f, "service:  {s}")?;
+            }
+            return writeln!(f, "result:   {reply}");
+        }
+        writeln!(f, "service:  {}", self.service.as_deref().unwrap_or("-"))?;
+        writeln!(f, "route:    {}", self.route.as_deref().unwrap_or("-"))?;
+        match &self.matched {
+            Some(m) => writeln!(f, "matched:  {m}")?,
+            None => writeln!(f, "matched:  (route has no match: takes every request)")?,
+        }
+        writeln!(f, "timeout:  {}", self.timeout.as_deref().unwrap_or("none"))?;
+        if let Some(r) = &self.retries {
+            writeln!(f, "retries:  {r}")?;
+        }
+        if let Some(x) = &self.fault {
+            writeln!(f, "fault:    {x}")?;
+        }
+        for d in &self.destinations {
+            writeln!(
+                f,
+                "→ {:>5.1} %  {}  ({} endpoints: {})",
+                d.share,
+                d.cluster,
+                d.endpoints.len(),
+                d.endpoints.join(", ")
+            )?;
+            writeln!(f, "           {}", d.cluster_settings)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! `weftctl explain` runs the sidecar's matching code on the translated config.
+
+use std::path::PathBuf;
+use weft_control_plane::explain::{explain, Request};
+use weft_control_plane::istio::load_paths;
+use weft_control_plane::registry::Registry;
+use weft_control_plane::translate::translate;
+
+fn config() -> weft_model::ProxyConfig {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let resources = load_paths(&[dir.join("../policies")]).unwrap();
+    let registry: Registry =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("tests/fixtures/registry.yaml")).unwrap()).unwrap();
+    let w = weft_model::Workload {
+        name: "api-gateway".into(),
+        namespace: "production".into(),
+        service_account: "api-gateway".into(),
+        labels: Default::default(),
+    };
+    translate(&resources, &registry, &w, "1").config
+}
+
+fn req(host: &str, headers: &[(&str, &str)]) -> Request {
+    Request {
+        host: host.into(),
+        method: "GET".into(),
+        path: "/orders".into(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+#[test]
+fn canary_header_goes_to_v2() {
+    let e = explain(&config(), &req("order-service", &[("x-canary", "true")])).unwrap();
+    assert_eq!(e.route.as_deref(), Some("canary-header"));
+    assert_eq!(e.destinations.len(), 1);
+    assert_eq!(e.destinations[0].share, 100.0);
+    assert!(e.destinations[0].cluster.contains("|v2|"));
+    assert_eq!(e.destinations[0].cluster_settings["protocol"], "HTTP2");
+    assert!(e.to_string().contains("canary-header"));
+}
+
+#[test]
+fn others_split_ninety_ten() {
+    let e = explain(&config(), &req("order-service.production:80", &[])).unwrap();
+    assert_eq!(e.route.as_deref(), Some("weighted"));
+    let shares: Vec<f64> = e.destinations.iter().map(|d| d.share).collect();
+    assert_eq!(shares, [90.0, 10.0]);
+    assert_eq!(e.destinations[0].endpoints.len(), 2);
+}
+
+#[test]
+fn unknown_hosts_say_what_the_sidecar_answers() {
+    let e = explain(&config(), &req("nowhere", &[])).unwrap();
+    assert!(e.local_reply.unwrap().starts_with("404 NR"));
+}
