@@ -5,7 +5,7 @@ CARGO ?= cargo
 # their own), iptables (transparent interception tests).
 DEB_PACKAGES := protobuf-compiler etcd-server iptables
 
-.PHONY: test deps build demo bench bench-quick clean
+.PHONY: test deps build demo demo-static bench bench-quick clean
 
 ## Installs missing Debian packages (only those missing; idempotent).
 deps:
@@ -24,8 +24,13 @@ test: deps
 build:
 	$(CARGO) build --release -p weft-proxy
 
-## Runs the seed's canary: two demo upstreams (v1, v2) and one sidecar in front.
-demo: build
+## The mesh on one host: etcd, control plane, order-service v1/v2 behind sidecars, a gateway sidecar;
+## then `weftctl apply -f policies/` turns the seed's canary on, live.
+demo: deps
+	@./scripts/demo.sh
+
+## The sidecar alone on a static config file (proxy/examples/canary.yaml).
+demo-static: build
 	@./scripts/demo-canary.sh
 
 clean:

@@ -247,13 +247,13 @@ async fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             println!(
-                "{:<24} {:<28} {:<16} {:<10} {:<10} LAST REJECTION",
+                "{:<16} {:<40} {:<20} {:<8} {:<8} LAST REJECTION",
                 "CONTROL PLANE", "SIDECAR", "WORKLOAD", "SENT", "ACKED"
             );
             for s in statuses {
                 let rejection = s.last_rejection.map_or("-".to_string(), |(v, why)| format!("{v}: {why}"));
                 println!(
-                    "{:<24} {:<28} {:<16} {:<10} {:<10} {rejection}",
+                    "{:<16} {:<40} {:<20} {:<8} {:<8} {rejection}",
                     s.control_plane,
                     format!("{}.{}", s.instance, s.namespace),
                     s.workload,
