@@ -107,6 +107,22 @@ impl Store {
     /// resources are not written, so re-applying the same files is a no-op.
     /// The transaction checks that nothing it read changed meanwhile.
     pub async fn apply(&self, resources: &[Resource]) -> Result<ApplyReport, StoreError> {
+        // etcd answers "leader changed" and the like while a member fails over: try again.
+        // Safe: the transaction is guarded, and a write that did land reads back as unchanged.
+        let mut attempt = 0;
+        loop {
+            match self.apply_once(resources).await {
+                Err(StoreError::Etcd(e)) if attempt < 10 => {
+                    attempt += 1;
+                    tracing::warn!("etcd: {e}; retrying the apply ({attempt}/10)");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(&self, resources: &[Resource]) -> Result<ApplyReport, StoreError> {
         let mut kv = self.client.kv_client();
         for _attempt in 0..5 {
             let existing = kv.get(format!("{}policies/", self.prefix), Some(GetOptions::new().with_prefix())).await?;

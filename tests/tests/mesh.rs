@@ -294,3 +294,41 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
     assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 50);
     assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0, "no request failed while a control plane died");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_keeps_working_when_an_etcd_member_dies() {
+    let mut members = Etcd::cluster3();
+    let urls: Vec<String> = members.iter().map(Etcd::url).collect();
+    let store = Store::connect(&urls, "/weft/").await.unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp = [format!("http://{}", l.local_addr().unwrap())];
+    let _cp = weft_control_plane::push::start(Store::connect(&urls, "/weft/").await.unwrap(), "cp-a".into(), l)
+        .await
+        .unwrap();
+    let (app1, app2) = (app("v1").await, app("v2").await);
+    let (_s1, _g1) = sidecar(
+        &cp,
+        workload("order-v1", &[("app", "order-service"), ("version", "v1")]),
+        Some("order-service"),
+        Some(app1),
+    )
+    .await;
+    let (_s2, _g2) = sidecar(
+        &cp,
+        workload("order-v2", &[("app", "order-service"), ("version", "v2")]),
+        Some("order-service"),
+        Some(app2),
+    )
+    .await;
+    let (gw, _gg) = sidecar(&cp, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    eventually("both instances known", || async { endpoints(&gw, "order-service") == 2 }).await;
+
+    members[0].kill();
+    let (_, _, other) = tally(gw.outbound, &[], 20).await;
+    assert_eq!(other, 0, "traffic does not depend on etcd");
+    // Two of three members still form a quorum: applies and pushes go on.
+    store.apply(&load_paths(&[policies()]).unwrap()).await.unwrap();
+    eventually("the canary arrives with one member down", || async { endpoints(&gw, "|v2|") == 1 }).await;
+    let (_, v2, other) = tally(gw.outbound, &[("x-canary", "true")], 10).await;
+    assert_eq!((v2, other), (10, 0));
+}

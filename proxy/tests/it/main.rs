@@ -5,6 +5,7 @@
 mod harness;
 
 mod balancing;
+mod control;
 mod faults;
 mod input;
 mod outlier;
