@@ -48,6 +48,44 @@ impl Metrics {
     }
 }
 
+/// Hash of a config's JSON (its version left empty by the caller).
+fn digest(config: &weft_model::ProxyConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(config).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Translations shared by sidecars that get the same config: same namespace,
+/// service account and labels (the workload name only labels metrics). One
+/// state revision at a time.
+#[derive(Debug, Default)]
+pub struct Translations {
+    cache: std::sync::Mutex<(i64, std::collections::HashMap<String, Arc<weft_model::ProxyConfig>>)>,
+}
+
+impl Translations {
+    fn get(&self, state: &State, w: &weft_model::Workload) -> Arc<weft_model::ProxyConfig> {
+        let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.0 == state.revision {
+                if let Some(c) = cache.1.get(&key) {
+                    return c.clone();
+                }
+            }
+        }
+        // Translated outside the lock; a racing session may translate the same key once more.
+        let config = Arc::new(translate(&state.resources, &state.registry, w, "").config);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != state.revision {
+            *cache = (state.revision, Default::default());
+        }
+        cache.1.insert(key, config.clone());
+        config
+    }
+}
+
 /// What every session shares.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -58,6 +96,7 @@ pub struct Context {
     pub id: String,
     /// The lease status keys live on: they vanish with this instance.
     pub lease: i64,
+    translations: Arc<Translations>,
     _status_lease: Arc<Lease>,
 }
 
@@ -73,7 +112,15 @@ pub async fn start(
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
     let metrics = Metrics::new()
         .map_err(|e| crate::store::StoreError::Corrupt { key: "metrics".into(), message: e.to_string() })?;
-    let ctx = Arc::new(Context { store, state, metrics, id, lease, _status_lease: Arc::new(status_lease) });
+    let ctx = Arc::new(Context {
+        store,
+        state,
+        metrics,
+        id,
+        lease,
+        translations: Arc::default(),
+        _status_lease: Arc::new(status_lease),
+    });
     let task = tokio::spawn(serve(listener, ctx.clone()));
     Ok(ControlPlane { ctx, task })
 }
@@ -241,27 +288,27 @@ async fn session(
     };
     let _ = ctx.store.put_status(&status, ctx.lease).await;
     let mut state_rx = ctx.state.clone();
-    let mut last_sent: Option<weft_model::ProxyConfig> = None;
+    // A digest of the last config sent (without its version): sessions keep no config copies.
+    let mut last_sent: Option<u64> = None;
     let mut pending: Option<(String, Option<std::time::Instant>)> = None;
     let mut state_changed = true; // Push the current state at once.
     loop {
         if state_changed {
             let state = state_rx.borrow_and_update().clone();
             let version = state.revision.to_string();
-            let t = translate(&state.resources, &state.registry, w, &version);
-            let same = last_sent.as_ref().is_some_and(|prev| {
-                let mut p = prev.clone();
-                p.version = version.clone();
-                p == t.config
-            });
-            if !same {
-                tx.send(line(&Push { version: version.clone(), config: t.config.clone() }))
+            let shared = ctx.translations.get(&state, w);
+            let mut config = (*shared).clone();
+            config.workload = w.clone();
+            let digest = digest(&config);
+            if last_sent != Some(digest) {
+                config.version = version.clone();
+                tx.send(line(&Push { version: version.clone(), config }))
                     .await
                     .map_err(|_| "sidecar went away".to_string())?;
                 ctx.metrics.pushes.inc();
                 status.sent_version = Some(version.clone());
                 pending = Some((version, state.changed_at));
-                last_sent = Some(t.config);
+                last_sent = Some(digest);
             }
         }
         tokio::select! {

@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         let child = Command::new(&args.cp_bin)
             .args(["--etcd", &etcd.url(), "--listen", &cp, "--id", "cp-bench"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(std::env::temp_dir().join("weft-bench-cp.log"))?)
             .spawn()
             .context("starting the control plane")?;
         let pid = child.id();
