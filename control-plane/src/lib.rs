@@ -1,6 +1,7 @@
 //! Weft control plane: reads Istio resources, compiles a `weft_model::ProxyConfig`
 //! per workload and pushes it to the sidecars. Only this crate speaks Istio.
 
+pub mod ca;
 pub mod explain;
 pub mod istio;
 pub mod push;

@@ -48,3 +48,28 @@ pub struct Ack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// The request path for certificates.
+pub const SIGN_PATH: &str = "/weft.v1.Certificates/Sign";
+
+/// A sidecar asks for a certificate: its bootstrap token proves who it is;
+/// the CSR carries its public key (the private key never leaves the sidecar).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignRequest {
+    pub token: String,
+    /// PKCS#10 CSR, PEM. Its subject and SANs are ignored: the identity comes from the token.
+    pub csr: String,
+}
+
+/// The signed certificate and the mesh root it chains to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignResponse {
+    /// The workload certificate, PEM.
+    pub certificate: String,
+    /// The mesh root, PEM (the trust bundle).
+    pub root: String,
+    /// `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
+    pub identity: String,
+}
