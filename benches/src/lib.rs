@@ -5,11 +5,15 @@
 //!   stall shows up in the percentiles instead of slowing the generator down.
 //! - [`upstream`]: a trivial app that answers every request with a fixed body.
 //! - [`process`]: peak RSS and CPU time of a child process, from `/proc`.
+//! - [`contestants`]: HAProxy and nginx configs and command lines, for the side-by-side runs.
+//! - [`plot`]: the latency percentile curves as a PNG (plotters, bitmap backend).
 //!
 //! The binaries `weft-load` and `weft-bench-sidecar` are thin `main`s over these;
 //! `benches/route_match.rs` holds the criterion micro-benchmarks.
 
+pub mod contestants;
 pub mod load;
+pub mod plot;
 pub mod process;
 pub mod upstream;
 

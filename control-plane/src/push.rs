@@ -28,6 +28,9 @@ pub struct Metrics {
     pub nacks: IntCounter,
     /// From the etcd change reaching the control plane to each sidecar's ACK.
     pub convergence: Histogram,
+    pub certs_issued: IntCounter,
+    /// CSRs refused: bad or expired token, bad CSR.
+    pub csr_refused: IntCounter,
 }
 
 impl Metrics {
@@ -44,7 +47,11 @@ impl Metrics {
         registry.register(Box::new(pushes.clone()))?;
         registry.register(Box::new(nacks.clone()))?;
         registry.register(Box::new(convergence.clone()))?;
-        Ok(Metrics { registry, connected, pushes, nacks, convergence })
+        let certs_issued = IntCounter::new("weft_cp_certificates_issued_total", "Workload certificates signed")?;
+        let csr_refused = IntCounter::new("weft_cp_csr_refused_total", "Certificate requests refused")?;
+        registry.register(Box::new(certs_issued.clone()))?;
+        registry.register(Box::new(csr_refused.clone()))?;
+        Ok(Metrics { registry, connected, pushes, nacks, convergence, certs_issued, csr_refused })
     }
 }
 
@@ -96,6 +103,10 @@ pub struct Context {
     pub id: String,
     /// The lease status keys live on: they vanish with this instance.
     pub lease: i64,
+    /// The mesh CA, shared by every instance through etcd.
+    pub ca: Arc<crate::ca::Ca>,
+    /// Lifetime of the certificates it signs.
+    pub cert_ttl: Duration,
     translations: Arc<Translations>,
     _status_lease: Arc<Lease>,
 }
@@ -107,6 +118,20 @@ pub async fn start(
     id: String,
     listener: tokio::net::TcpListener,
 ) -> Result<ControlPlane, crate::store::StoreError> {
+    start_with(store, id, listener, crate::ca::DEFAULT_TRUST_DOMAIN, crate::ca::DEFAULT_CERT_TTL).await
+}
+
+/// [`start`] with a trust domain and certificate lifetime.
+pub async fn start_with(
+    store: Store,
+    id: String,
+    listener: tokio::net::TcpListener,
+    trust_domain: &str,
+    cert_ttl: Duration,
+) -> Result<ControlPlane, crate::store::StoreError> {
+    let ca = crate::ca::Ca::load_or_create(&store, trust_domain)
+        .await
+        .map_err(|e| crate::store::StoreError::Corrupt { key: "ca/root".into(), message: e.to_string() })?;
     let state = crate::watch::follow(store.clone()).await?;
     let lease = store.client().lease_client().grant(15, None).await?.id();
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
@@ -118,6 +143,8 @@ pub async fn start(
         metrics,
         id,
         lease,
+        ca: Arc::new(ca),
+        cert_ttl,
         translations: Arc::default(),
         _status_lease: Arc::new(status_lease),
     });
@@ -170,6 +197,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
 pub async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
     match (req.method().as_str(), req.uri().path()) {
         ("POST", STREAM_PATH) => stream(ctx, req.into_body()),
+        ("POST", weft_model::stream::SIGN_PATH) => sign(&ctx, req.into_body()).await,
         ("GET", "/healthz") | ("GET", "/ready") => Response::new(full("ok\n")),
         ("GET", "/metrics") => {
             let mut out = String::new();
@@ -180,6 +208,45 @@ pub async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body>
             let mut r = Response::new(full("not found\n"));
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
+        }
+    }
+}
+
+/// Signs a workload certificate for the identity the bootstrap token proves.
+async fn sign(ctx: &Context, body: Incoming) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let reply = |status: StatusCode, text: String| {
+        let mut r = Response::new(full(text));
+        *r.status_mut() = status;
+        r
+    };
+    let Ok(bytes) = http_body_util::Limited::new(body, 64 * 1024).collect().await.map(|c| c.to_bytes()) else {
+        return reply(StatusCode::BAD_REQUEST, "unreadable request\n".into());
+    };
+    let req: weft_model::stream::SignRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("bad request: {e}\n")),
+    };
+    let claims = match ctx.ca.verify_token(&req.token, std::time::SystemTime::now()) {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.metrics.csr_refused.inc();
+            return reply(StatusCode::UNAUTHORIZED, format!("{e}\n"));
+        }
+    };
+    match ctx.ca.sign(&req.csr, &claims.ns, &claims.sa, ctx.cert_ttl) {
+        Ok(certificate) => {
+            ctx.metrics.certs_issued.inc();
+            let resp = weft_model::stream::SignResponse {
+                certificate,
+                root: ctx.ca.root_pem().to_string(),
+                identity: ctx.ca.spiffe_id(&claims.ns, &claims.sa),
+            };
+            Response::new(full(serde_json::to_vec(&resp).unwrap_or_default()))
+        }
+        Err(e) => {
+            ctx.metrics.csr_refused.inc();
+            reply(StatusCode::BAD_REQUEST, format!("{e}\n"))
         }
     }
 }

@@ -46,7 +46,7 @@ pub fn translate(
             workload: workload.clone(),
             services,
             clusters,
-            inbound: model::Inbound::default(),
+            inbound: model::Inbound { mtls: peer_authentication(resources, workload), ..Default::default() },
         },
         warnings: t.warnings,
     }
@@ -237,16 +237,25 @@ impl<'a> Translator<'a> {
                 }
             }
         }
-        let endpoints = svc
+        let selected: Vec<&crate::registry::Instance> = svc
             .map(|s| {
                 s.instances
                     .iter()
+                    .copied()
                     .filter(|i| selector.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
-                    .map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() })
                     .collect()
             })
             .unwrap_or_default();
-        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, endpoints));
+        let endpoints =
+            selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
+        let mut identities: Vec<String> = selected
+            .iter()
+            .map(|i| format!("spiffe://{}/ns/{service_ns}/sa/{}", crate::ca::DEFAULT_TRUST_DOMAIN, i.service_account))
+            .collect();
+        identities.sort();
+        identities.dedup();
+        let tls = (!identities.is_empty()).then_some(model::ClusterTls { identities });
+        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, endpoints, tls));
         name
     }
 }
@@ -266,7 +275,14 @@ fn merge(base: TrafficPolicy, subset: TrafficPolicy) -> TrafficPolicy {
     }
 }
 
-fn cluster_from(fqdn: &str, p: &TrafficPolicy, endpoints: Vec<model::Endpoint>) -> model::Cluster {
+/// Every endpoint is a sidecar, so mTLS is on (Istio's auto-mTLS): the
+/// server must prove one of the service accounts its instances run as.
+fn cluster_from(
+    fqdn: &str,
+    p: &TrafficPolicy,
+    endpoints: Vec<model::Endpoint>,
+    tls: Option<model::ClusterTls>,
+) -> model::Cluster {
     let lb_policy = match p.load_balancer.as_ref().and_then(|lb| lb.simple.as_deref()) {
         Some("ROUND_ROBIN") => model::LbPolicy::RoundRobin,
         Some("RANDOM") => model::LbPolicy::Random,
@@ -309,6 +325,7 @@ fn cluster_from(fqdn: &str, p: &TrafficPolicy, endpoints: Vec<model::Endpoint>) 
         protocol,
         outlier_detection,
         connection_pool,
+        tls,
     }
 }
 
@@ -412,4 +429,36 @@ fn headers(h: &istio::Headers) -> (model::Headers, Option<String>) {
     let request = ops(&h.request, true);
     let response = ops(&h.response, false);
     (model::Headers { request, response }, authority)
+}
+
+/// The mTLS mode for `workload`: workload-level (selector matches) over
+/// namespace-level over mesh-level (root namespace); UNSET inherits; the
+/// default is PERMISSIVE (Istio). Ties go to the first by name.
+pub fn peer_authentication(resources: &[Resource], workload: &model::Workload) -> model::MtlsMode {
+    let mut pas: Vec<(&Resource, &istio::PeerAuthentication)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::PeerAuthentication(pa) => Some((r, pa)),
+            _ => None,
+        })
+        .collect();
+    pas.sort_by(|a, b| a.0.name().cmp(b.0.name()));
+    let mode_of = |pa: &istio::PeerAuthentication| match pa.mtls.as_ref().and_then(|m| m.mode.as_deref()) {
+        Some("STRICT") => Some(model::MtlsMode::Strict),
+        Some("PERMISSIVE") => Some(model::MtlsMode::Permissive),
+        Some("DISABLE") => Some(model::MtlsMode::Disable),
+        _ => None,
+    };
+    let ns = workload.namespace.as_str();
+    let workload_level = pas.iter().find(|(r, pa)| {
+        r.namespace() == ns
+            && pa
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.match_labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)))
+    });
+    let namespace_level = pas.iter().find(|(r, pa)| r.namespace() == ns && pa.selector.is_none());
+    let mesh_level = pas.iter().find(|(r, pa)| r.namespace() == ROOT_NAMESPACE && pa.selector.is_none());
+    let mode = [workload_level, namespace_level, mesh_level].into_iter().flatten().find_map(|(_, pa)| mode_of(pa));
+    mode.unwrap_or(model::MtlsMode::Permissive)
 }

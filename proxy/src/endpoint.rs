@@ -28,12 +28,13 @@ impl Endpoint {
         labels: BTreeMap<String, String>,
         settings: PoolSettings,
         limits: Arc<Limits>,
+        identity: Option<Arc<crate::identity::Identity>>,
     ) -> Self {
         Endpoint {
             addr,
             labels,
             active: AtomicUsize::new(0),
-            pool: Pool::new(addr, settings, limits),
+            pool: Pool::new(addr, settings, limits, identity),
             outlier: Default::default(),
         }
     }
@@ -79,6 +80,8 @@ pub struct ClusterSpec {
 #[derive(Debug, Default)]
 pub struct Registry {
     state: Mutex<State>,
+    /// This sidecar's workload identity, for mTLS to the endpoints.
+    identity: Option<Arc<crate::identity::Identity>>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +91,10 @@ struct State {
 }
 
 impl Registry {
+    pub fn with_identity(identity: Option<Arc<crate::identity::Identity>>) -> Self {
+        Registry { state: Mutex::default(), identity }
+    }
+
     /// Builds the state of a new snapshot, cluster by cluster: existing limits
     /// are kept (with new values) and endpoints reused when their labels and
     /// pool settings are unchanged; entries no longer named are forgotten
@@ -110,8 +117,14 @@ impl Registry {
             for (addr, labels) in spec.endpoints {
                 let key = (spec.name.clone(), addr);
                 let ep = match state.endpoints.remove(&key).or_else(|| endpoints.get(&key).cloned()) {
-                    Some(ep) if ep.labels == labels && ep.pool.settings() == spec.settings => ep,
-                    _ => Arc::new(Endpoint::new(addr, labels, spec.settings, cluster_limits.clone())),
+                    Some(ep) if ep.labels == labels && *ep.pool.settings() == spec.settings => ep,
+                    _ => Arc::new(Endpoint::new(
+                        addr,
+                        labels,
+                        spec.settings.clone(),
+                        cluster_limits.clone(),
+                        self.identity.clone(),
+                    )),
                 };
                 endpoints.insert(key, ep.clone());
                 eps.push(ep);

@@ -17,7 +17,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     static POLICY: OnceLock<RetryPolicy> = OnceLock::new();
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
+    // The identity headers toward the app come only from the verified peer
+    // certificate, never from the caller.
+    parts.headers.remove("x-forwarded-client-cert");
+    let peer = parts.extensions.get::<crate::listen::Peer>().map(|p| p.0.clone());
+    if let (Some(peer), Some(own)) = (&peer, shared.identity.as_ref().and_then(|i| i.current())) {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("By={};URI={peer}", own.id)) {
+            parts.headers.insert("x-forwarded-client-cert", v);
+        }
+    }
     let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Destination, &mut parts);
+    record.peer = peer;
     let Some(app) = &snap.inbound else {
         return record.reply(&ProxyError::NoApp, Default::default());
     };

@@ -18,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod endpoint;
 pub mod forward;
+pub mod identity;
 pub mod inbound;
 pub mod limits;
 pub mod listen;
@@ -32,5 +33,6 @@ pub mod server;
 pub mod snapshot;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 
 pub use server::{Proxy, ProxyOptions, Running};

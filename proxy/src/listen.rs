@@ -11,9 +11,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::{IntCounter, IntGauge};
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use weft_model::MtlsMode;
 
 /// Envoy's default `max_request_headers_kb`: larger header blocks get 431.
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
@@ -22,12 +24,35 @@ pub const MAX_HEADERS: usize = 100;
 
 /// Serves `listener` with `handler` until `stop` turns true, then lets open
 /// connections finish for at most `drain`.
+/// The peer's proven SPIFFE ID, put in each request's extensions by the
+/// inbound listener when the connection is mutual TLS.
+#[derive(Debug, Clone)]
+pub struct Peer(pub Arc<str>);
+
+/// What the inbound listener needs to speak mesh mTLS.
+pub trait InboundSecurity: Send + Sync + 'static {
+    fn mode(&self) -> MtlsMode;
+    /// The server config for the current certificate, if this sidecar has one.
+    fn server_config(&self) -> Option<Arc<rustls::ServerConfig>>;
+    /// Counts a connection refused, by reason.
+    fn refused(&self, reason: &'static str);
+}
+
+/// How long a new connection may take to send its first byte.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` with `handler` until `stop` turns true, then lets open
+/// connections finish for at most `drain`. With `security`, connections are
+/// told apart by their first bytes: TLS is terminated (client certificate
+/// required, peer identity attached to requests), plaintext is served or
+/// refused by the mTLS mode.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
     (active, accepted_total): (IntGauge, IntCounter),
+    security: Option<Arc<dyn InboundSecurity>>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -49,18 +74,14 @@ pub async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                let (handler, builder, watcher, security) = (handler.clone(), builder.clone(), graceful.watcher(), security.clone());
                 let active = active.clone();
                 active.inc();
                 accepted_total.inc();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection ended with error: {e}");
+                    match security {
+                        None => serve_io(builder, watcher, TokioIo::new(stream), handler, None).await,
+                        Some(sec) => secure(builder, watcher, stream, handler, sec).await,
                     }
                     active.dec();
                 });
@@ -71,5 +92,76 @@ pub async fn serve<H, F>(
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain deadline of {drain:?} passed with connections still open");
+    }
+}
+
+async fn secure<H, F>(
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    handler: H,
+    sec: Arc<dyn InboundSecurity>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut first = [0u8; 3];
+    let n = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return,
+    };
+    let mode = sec.mode();
+    if !crate::tls::looks_like_tls(&first[..n]) {
+        if mode == MtlsMode::Strict {
+            sec.refused("plaintext under STRICT");
+            return;
+        }
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None).await;
+    }
+    let Some(config) = sec.server_config().filter(|_| mode != MtlsMode::Disable) else {
+        sec.refused("tls without a workload certificate or under DISABLE");
+        return;
+    };
+    let tls =
+        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tokio_rustls::TlsAcceptor::from(config).accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!("mTLS handshake refused: {e}");
+                sec.refused("handshake");
+                return;
+            }
+            Err(_) => {
+                sec.refused("handshake timeout");
+                return;
+            }
+        };
+    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::tls::spiffe_id(c));
+    let Some(peer) = peer else {
+        sec.refused("no SPIFFE ID");
+        return;
+    };
+    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into()))).await
+}
+
+async fn serve_io<I, H, F>(
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    handler: H,
+    peer: Option<Peer>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(p) = &peer {
+            req.extensions_mut().insert(p.clone());
+        }
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
+        tracing::debug!("connection ended with error: {e}");
     }
 }

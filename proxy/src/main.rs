@@ -66,6 +66,10 @@ struct Args {
     /// Turn the JSON access log on stdout off.
     #[arg(long, env = "WEFT_NO_ACCESS_LOG")]
     no_access_log: bool,
+    /// Bootstrap token file (from `weftctl token`): get a workload certificate from the
+    /// control plane and speak mTLS with the other sidecars.
+    #[arg(long, env = "WEFT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "WEFT_WORKERS")]
     workers: Option<usize>,
@@ -100,6 +104,20 @@ fn workload(args: &Args) -> Workload {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let identity = match &args.token_file {
+        Some(file) => {
+            let token = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            anyhow::ensure!(!args.control_plane.is_empty(), "--token-file needs --control-plane (the CA is there)");
+            let identity = std::sync::Arc::new(weft_proxy::identity::Identity::default());
+            let options = weft_proxy::identity::IdentityOptions {
+                urls: args.control_plane.clone(),
+                token: token.trim().to_string(),
+            };
+            tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
+            Some(identity)
+        }
+        None => None,
+    };
     let options = ProxyOptions {
         outbound: args.outbound,
         inbound: args.inbound,
@@ -108,6 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         access_log: !args.no_access_log,
         wait_for_config: args.config.is_none(),
+        identity: identity.clone(),
     };
     let (initial, watched) = match &args.config {
         Some(file) => {

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub upstream_connections: prometheus::IntGaugeVec,
     /// `weft_outlier_ejections_active{cluster}`, set at scrape time.
     pub outlier_ejected: prometheus::IntGaugeVec,
+    /// `weft_inbound_connections_refused_total{reason}`: mTLS refusals.
+    pub inbound_refused: IntCounterVec,
     /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
     /// `weft_downstream_connections_total{listener}`: connections accepted.
@@ -108,6 +110,11 @@ impl Metrics {
         let upstream_connections =
             cluster_gauge("weft_upstream_connections", "Open upstream connections of the cluster")?;
         let outlier_ejected = cluster_gauge("weft_outlier_ejections_active", "Endpoints ejected now")?;
+        let inbound_refused = IntCounterVec::new(
+            Opts::new("weft_inbound_connections_refused_total", "Inbound connections refused by mTLS policy"),
+            &["reason"],
+        )?;
+        registry.register(Box::new(inbound_refused.clone()))?;
         let access_log_dropped =
             IntCounter::new("weft_access_log_dropped_total", "Access-log lines dropped under back-pressure")?;
         registry.register(Box::new(access_log_dropped.clone()))?;
@@ -137,6 +144,7 @@ impl Metrics {
             upstream_active,
             upstream_connections,
             outlier_ejected,
+            inbound_refused,
             access_log_dropped,
             downstream_active,
             downstream_total,

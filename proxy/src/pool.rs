@@ -8,6 +8,7 @@
 
 use crate::body::Body;
 use crate::limits::{Limits, Overflow, Permit};
+use crate::tls::Conn;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
@@ -19,10 +20,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Connection settings of a cluster, applied to each of its endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Mesh mTLS: the SPIFFE IDs the server may prove (when this sidecar has an identity).
+    pub tls: Option<Arc<[String]>>,
 }
 
 impl Default for PoolSettings {
@@ -30,6 +33,7 @@ impl Default for PoolSettings {
         PoolSettings {
             connect_timeout: weft_model::DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: weft_model::DEFAULT_IDLE_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -92,6 +96,7 @@ struct H2 {
 #[derive(Debug)]
 struct Inner {
     addr: SocketAddr,
+    identity: Option<Arc<crate::identity::Identity>>,
     settings: PoolSettings,
     limits: Arc<Limits>,
     idle: Mutex<Vec<Idle>>,
@@ -111,10 +116,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, settings: PoolSettings, limits: Arc<Limits>) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        settings: PoolSettings,
+        limits: Arc<Limits>,
+        identity: Option<Arc<crate::identity::Identity>>,
+    ) -> Self {
         Pool {
             inner: Arc::new(Inner {
                 addr,
+                identity,
                 settings,
                 limits,
                 idle: Mutex::new(Vec::new()),
@@ -126,8 +137,8 @@ impl Pool {
         }
     }
 
-    pub fn settings(&self) -> PoolSettings {
-        self.inner.settings
+    pub fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
     }
 
     pub fn limits(&self) -> &Arc<Limits> {
@@ -287,7 +298,7 @@ impl Pool {
         }
         // One multiplexed connection per endpoint: it may exceed maxConnections only as an endpoint's first.
         let permit = self.inner.limits.connection();
-        let io = self.connect_tcp().await?;
+        let io = self.connect(true).await?;
         let (tx, conn) =
             http2::Builder::new(TokioExecutor::new()).handshake(io).await.map_err(UpstreamError::ResetBeforeRequest)?;
         self.track(conn, permit);
@@ -296,27 +307,39 @@ impl Pool {
     }
 
     async fn connect_h1(&self, permit: Option<Permit>) -> Result<Idle, UpstreamError> {
-        let io = self.connect_tcp().await?;
+        let io = self.connect(false).await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(UpstreamError::ResetBeforeRequest)?;
         self.track(conn, permit);
         Ok(Idle { tx, since: Instant::now(), served: 0 })
     }
 
-    async fn connect_tcp(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect(&self, h2: bool) -> Result<TokioIo<Conn>, UpstreamError> {
         self.inner.connecting.fetch_add(1, Ordering::AcqRel);
-        let result = self.connect_tcp_counted().await;
+        let timeout = self.inner.settings.connect_timeout;
+        let result = tokio::time::timeout(timeout, self.connect_counted(h2))
+            .await
+            .unwrap_or(Err(UpstreamError::ConnectTimeout(timeout)));
         self.inner.connecting.fetch_sub(1, Ordering::AcqRel);
         result
     }
 
-    async fn connect_tcp_counted(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
-        let timeout = self.inner.settings.connect_timeout;
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.inner.addr))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
-            .map_err(UpstreamError::ConnectFailure)?;
+    /// TCP, then mesh mTLS when the cluster asks for it and this sidecar has an
+    /// identity (auto mTLS). A failed handshake is a connect failure (503 `UF`).
+    async fn connect_counted(&self, h2: bool) -> Result<TokioIo<Conn>, UpstreamError> {
+        let stream = TcpStream::connect(self.inner.addr).await.map_err(UpstreamError::ConnectFailure)?;
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        let (Some(allowed), Some(identity)) = (&self.inner.settings.tls, &self.inner.identity) else {
+            return Ok(TokioIo::new(Conn::Plain(stream)));
+        };
+        let fail = |m: String| UpstreamError::ConnectFailure(std::io::Error::other(m));
+        let leaf = identity.current().ok_or_else(|| fail("no workload certificate yet".into()))?;
+        let config = crate::tls::client_config(&leaf, allowed, h2).map_err(|e| fail(format!("tls: {e}")))?;
+        let name = rustls::pki_types::ServerName::try_from(crate::tls::MESH_SNI).map_err(|e| fail(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| fail(format!("mTLS handshake: {e}")))?;
+        Ok(TokioIo::new(Conn::Tls(Box::new(tls))))
     }
 
     /// Runs a connection's task and counts it while it lives; the cluster's

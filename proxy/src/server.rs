@@ -31,6 +31,8 @@ pub struct ProxyOptions {
     /// Not ready until a config is applied (the one given at start is a placeholder):
     /// the control-plane mode.
     pub wait_for_config: bool,
+    /// The workload certificate (kept current by `identity::run`): mTLS in and out.
+    pub identity: Option<Arc<crate::identity::Identity>>,
 }
 
 impl Default for ProxyOptions {
@@ -43,6 +45,7 @@ impl Default for ProxyOptions {
             drain_timeout: Duration::from_secs(5),
             access_log: true,
             wait_for_config: false,
+            identity: None,
         }
     }
 }
@@ -55,6 +58,7 @@ pub struct Shared {
     app_override: Option<SocketAddr>,
     apply_lock: Mutex<()>,
     ready: std::sync::atomic::AtomicBool,
+    pub identity: Option<Arc<crate::identity::Identity>>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
 }
@@ -86,6 +90,20 @@ impl Shared {
     }
 }
 
+impl crate::listen::InboundSecurity for Shared {
+    fn mode(&self) -> weft_model::MtlsMode {
+        self.snapshot().config.inbound.mtls
+    }
+
+    fn server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.identity.as_ref()?.current().map(|leaf| leaf.server.clone())
+    }
+
+    fn refused(&self, reason: &'static str) {
+        self.metrics.inbound_refused.with_label_values(&[reason]).inc();
+    }
+}
+
 /// Why a sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -114,7 +132,7 @@ impl Proxy {
         } else {
             AccessLog::disabled(metrics.access_log_dropped.clone())
         };
-        let endpoints = Registry::default();
+        let endpoints = Registry::with_identity(options.identity.clone());
         let snapshot = Arc::new(Snapshot::compile(config, &endpoints, options.app)?);
         snapshot.start_outlier_reviews();
         metrics.config_applied.inc();
@@ -124,6 +142,7 @@ impl Proxy {
             app_override: options.app,
             apply_lock: Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(!options.wait_for_config),
+            identity: options.identity.clone(),
             metrics,
             access_log,
         });
@@ -151,6 +170,7 @@ impl Proxy {
                 stop_rx.clone(),
                 drain,
                 gauge("outbound"),
+                None,
             ));
             let s = shared.clone();
             tasks.spawn(listen::serve(
@@ -159,6 +179,7 @@ impl Proxy {
                 stop_rx.clone(),
                 drain,
                 gauge("inbound"),
+                Some(shared.clone() as Arc<dyn listen::InboundSecurity>),
             ));
             let s = shared.clone();
             tasks.spawn(listen::serve(
@@ -167,6 +188,7 @@ impl Proxy {
                 stop_rx,
                 drain,
                 gauge("admin"),
+                None,
             ));
         }
         tracing::info!(outbound = %addrs.0, inbound = %addrs.1, admin = %addrs.2, "weft-proxy listening");

@@ -94,7 +94,11 @@ impl Snapshot {
             wanted.push(ClusterSpec {
                 name: name.clone(),
                 pool: pool.clone(),
-                settings: PoolSettings { connect_timeout: pool.connect_timeout(), idle_timeout: pool.idle_timeout() },
+                settings: PoolSettings {
+                    connect_timeout: pool.connect_timeout(),
+                    idle_timeout: pool.idle_timeout(),
+                    tls: c.tls.as_ref().map(|t| t.identities.clone().into()),
+                },
                 endpoints,
             });
         }

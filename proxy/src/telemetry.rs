@@ -45,6 +45,8 @@ pub struct Record {
     pub guard: Option<ActiveGuard>,
     /// Keeps the cluster's request slot taken until the response ends.
     pub permit: Option<crate::limits::Permit>,
+    /// The peer's proven SPIFFE ID (inbound mTLS).
+    pub peer: Option<Arc<str>>,
     pub attempts: u32,
     pub status: u16,
     pub flags: Flags,
@@ -89,6 +91,7 @@ impl Record {
             upstream: None,
             guard: None,
             permit: None,
+            peer: None,
             attempts: 0,
             status: 0,
             flags: Flags::NONE,
@@ -131,6 +134,7 @@ impl Record {
             upstream,
             guard,
             permit,
+            peer,
             attempts,
             status,
             flags,
@@ -180,7 +184,7 @@ impl Record {
                 "destination",
                 "unknown",
                 "unknown",
-                "unknown",
+                peer.as_deref().unwrap_or("unknown"),
                 "unknown",
                 "unknown",
                 &w.name,
@@ -193,7 +197,7 @@ impl Record {
                 svc_ns,
                 protocol,
                 &flags_text,
-                "none",
+                if peer.is_some() { "mutual_tls" } else { "none" },
                 &code,
             ],
         };

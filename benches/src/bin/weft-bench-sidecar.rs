@@ -10,6 +10,10 @@
 //!   → server weft-proxy (inbound, `--app`) → app. Plaintext.
 //! - `pair-h2`: the same with the client's cluster `protocol: HTTP2` (Istio's
 //!   h2UpgradePolicy UPGRADE): HTTP/2 between the sidecars, HTTP/1.1 to the app.
+//! - `haproxy-pair`: load → HAProxy → HAProxy → app, the same two-hop shape
+//!   through Debian's HAProxy (HTTP mode, one thread, keep-alive both sides).
+//! - `nginx-pair`: the same through Debian's nginx (one worker process,
+//!   `proxy_http_version 1.1`, upstream keepalive).
 //!
 //! Each scenario has its own proxies, started once. The app and the proxies run
 //! as child processes, so each proxy's peak RSS and CPU time are its own; the
@@ -22,6 +26,10 @@
 //! target/release/weft-bench-sidecar --rates 200,1000,2000 --max --duration 10s --rounds 3
 //! target/release/weft-bench-sidecar --scenarios direct,pair-h2 --rates 1000
 //! ```
+//!
+//! HAProxy and nginx are run in the foreground on configs generated beside
+//! `--out` (never the system services); `make bench` installs them when missing.
+//! A PNG of the latency percentile curves at one rate goes to `--plot`.
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -37,8 +45,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use weft_bench::contestants::{self, Software};
 use weft_bench::load::{self, Percentiles, Report};
-use weft_bench::{parse_duration, process, upstream};
+use weft_bench::{parse_duration, plot, process, upstream};
 use weft_model as model;
 
 /// The service the bench routes to; `Host: app` reaches it from namespace `bench`.
@@ -54,11 +63,17 @@ struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// Paths to measure, comma separated, interleaved in this order in each round.
-    #[arg(long, value_delimiter = ',', default_value = "direct,sidecar,pair-h1,pair-h2")]
+    #[arg(long, value_delimiter = ',', default_value = "direct,sidecar,pair-h1,pair-h2,haproxy-pair,nginx-pair")]
     scenarios: Vec<Kind>,
     /// The weft-proxy binary to measure.
     #[arg(long, default_value = "target/release/weft-proxy")]
     proxy_bin: PathBuf,
+    /// HAProxy, for `haproxy-pair` (a name is looked up on PATH, then /usr/sbin).
+    #[arg(long, default_value = "haproxy")]
+    haproxy_bin: PathBuf,
+    /// nginx, for `nginx-pair` (a name is looked up on PATH, then /usr/sbin).
+    #[arg(long, default_value = "nginx")]
+    nginx_bin: PathBuf,
     /// Constant rates to measure, requests per second, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     rates: Vec<f64>,
@@ -95,9 +110,15 @@ struct Args {
     /// Worker threads of the load generator (the pacer has its own thread).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// JSON results; each proxy's generated config and log (`NAME.yaml`, `NAME.log`) go beside it.
+    /// JSON results; each proxy's generated config and log (`NAME.yaml` / `.cfg` / `.conf`, `NAME.log`) go beside it.
     #[arg(long, default_value = "target/bench/sidecar.json")]
     out: PathBuf,
+    /// PNG of the latency percentile curves; default `latency.png` beside --out.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The constant rate whose latencies are plotted (else the first of --rates).
+    #[arg(long, default_value_t = 1000.0)]
+    plot_rate: f64,
 }
 
 /// A path from the load generator to the app.
@@ -108,6 +129,8 @@ enum Kind {
     Sidecar,
     PairH1,
     PairH2,
+    HaproxyPair,
+    NginxPair,
 }
 
 impl Kind {
@@ -117,6 +140,17 @@ impl Kind {
             Kind::Sidecar => "sidecar",
             Kind::PairH1 => "pair-h1",
             Kind::PairH2 => "pair-h2",
+            Kind::HaproxyPair => "haproxy-pair",
+            Kind::NginxPair => "nginx-pair",
+        }
+    }
+
+    /// The proxy program of a contestant's pair; `None` for weft-proxy's scenarios.
+    fn contestant(self) -> Option<Software> {
+        match self {
+            Kind::HaproxyPair => Some(Software::Haproxy),
+            Kind::NginxPair => Some(Software::Nginx),
+            _ => None,
         }
     }
 }
@@ -296,19 +330,26 @@ fn checked(yaml: String) -> anyhow::Result<String> {
     Ok(yaml)
 }
 
-/// One weft-proxy child.
+/// One proxy child: a weft-proxy, or a contestant's HAProxy or nginx.
 struct Proxy {
     /// `sidecar`, `pair-h1-client`, `pair-h1-server`, ...: also the stem of its config and log files.
     name: String,
     scenario: Kind,
+    /// `weft-proxy`, `haproxy` or `nginx`.
+    software: &'static str,
+    /// The program's version as it reports it, for the record.
+    version: Option<String>,
     /// `client` (the load enters its outbound listener) or `server` (inbound, in front of the app).
     role: &'static str,
     /// What it speaks upstream: to its cluster (client) or to the app (server).
     upstream_protocol: &'static str,
     guard: Guard,
+    /// Where a client receives the load (a contestant's one listener is both).
     outbound: SocketAddr,
+    /// Where a server receives the client's hop.
     inbound: SocketAddr,
-    admin: SocketAddr,
+    /// weft-proxy's admin listener; contestants have none here.
+    admin: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -362,12 +403,14 @@ async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Result<Proxy> 
     let mut proxy = Proxy {
         name: spec.name,
         scenario: spec.scenario,
+        software: "weft-proxy",
+        version: None,
         role: spec.role,
         upstream_protocol: spec.upstream_protocol,
         guard: Guard { name: "weft-proxy", child },
         outbound,
         inbound,
-        admin,
+        admin: Some(admin),
         log,
     };
 
@@ -381,6 +424,89 @@ async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Result<Proxy> 
             bail!("{} not ready after {READY_TIMEOUT:?}{}", proxy.name, log_tail(&proxy.log));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One hop of a contestant's pair: `bin` (HAProxy or nginx) in the foreground,
+/// listening on a free port, forwarding to `upstream`. Its config and log go to
+/// `dir`; nginx's pid and temp files to `run_dir`. Ready once a request through it
+/// (and so through what is behind it) answers 200.
+#[allow(clippy::too_many_arguments)]
+async fn start_contestant(
+    software: Software,
+    bin: &Path,
+    name: String,
+    scenario: Kind,
+    role: &'static str,
+    upstream: SocketAddr,
+    dir: &Path,
+    run_dir: &Path,
+) -> anyhow::Result<Proxy> {
+    let [listen] = free_ports()?;
+    let ext = if software == Software::Haproxy { "cfg" } else { "conf" };
+    let config_path = dir.join(format!("{name}.{ext}"));
+    std::fs::write(&config_path, software.config(listen, upstream, run_dir))
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let child = software
+        .command(bin, &config_path, run_dir)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut proxy = Proxy {
+        name,
+        scenario,
+        software: software.name(),
+        version: software.version(bin),
+        role,
+        upstream_protocol: "HTTP1",
+        guard: Guard { name: software.name(), child },
+        outbound: listen,
+        inbound: listen,
+        admin: None,
+        log,
+    };
+    let started = Instant::now();
+    loop {
+        proxy.ensure_running()?;
+        if matches!(get(listen, HOST_HEADER, "/").await, Ok((200, _))) {
+            return Ok(proxy);
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!("{} not ready after {READY_TIMEOUT:?}{}", proxy.name, log_tail(&proxy.log));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where a contestant's program is, or why it cannot run.
+fn contestant_bin(args: &Args, software: Software) -> anyhow::Result<PathBuf> {
+    let wanted = match software {
+        Software::Haproxy => &args.haproxy_bin,
+        Software::Nginx => &args.nginx_bin,
+    };
+    contestants::find_bin(wanted).with_context(|| {
+        format!(
+            "{} not found (Debian package {}): `make bench` installs it, or `apt-get install {}`, \
+             or pass --{}-bin, or leave {}-pair out of --scenarios",
+            wanted.display(),
+            software.package(),
+            software.package(),
+            software.name(),
+            software.name()
+        )
+    })
+}
+
+/// A directory removed when dropped: nginx's pid and temp files.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -405,7 +531,7 @@ async fn get_body(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u
 /// clusters' endpoints, the inbound app included), from its admin `/clusters`.
 /// One per endpoint shows HTTP/2 multiplexing; HTTP/1.1 opens one per concurrent request.
 async fn connections_opened(proxy: &Proxy) -> Option<u64> {
-    let (status, body) = get_body(proxy.admin, "localhost", "/clusters").await.ok()?;
+    let (status, body) = get_body(proxy.admin?, "localhost", "/clusters").await.ok()?;
     if status != 200 {
         return None;
     }
@@ -521,6 +647,8 @@ struct LoadResult {
 struct ProxyInfo {
     name: String,
     scenario: Kind,
+    software: &'static str,
+    version: Option<String>,
     role: &'static str,
     upstream_protocol: &'static str,
     pid: u32,
@@ -552,6 +680,51 @@ struct Results {
     setup: Setup,
     proxies: Vec<ProxyInfo>,
     loads: Vec<LoadResult>,
+    plot: Option<PlotInfo>,
+}
+
+/// The PNG of latency percentile curves at one load.
+#[derive(Debug, Serialize)]
+struct PlotInfo {
+    path: String,
+    load: String,
+    /// Scenario and its line's colour, in drawing order.
+    legend: Vec<(Kind, &'static str)>,
+    /// Whether a font was found, so the PNG carries its own title, axes and legend.
+    labelled: bool,
+}
+
+/// Plots the latencies of the load at `--plot-rate` (else the first constant
+/// rate) to `--plot` (else `latency.png` beside `--out`).
+fn draw_plot(args: &Args, loads: &[LoadResult]) -> anyhow::Result<Option<PlotInfo>> {
+    let rated = || loads.iter().filter(|l| l.target_rps.is_some());
+    let Some(load) = rated().find(|l| l.target_rps == Some(args.plot_rate)).or_else(|| rated().next()) else {
+        return Ok(None);
+    };
+    let path = args.plot.clone().unwrap_or_else(|| args.out.with_file_name("latency.png"));
+    if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let series: Vec<plot::Series<'_>> = load
+        .scenarios
+        .iter()
+        .map(|sc| plot::Series { name: sc.scenario.name(), histogram: &sc.report.histogram })
+        .collect();
+    let title = format!(
+        "Latency by percentile at {}, {} round(s) merged ({} B responses, loopback, open-loop)",
+        load.load,
+        load.rounds.len(),
+        args.body_bytes
+    );
+    let labelled =
+        plot::latency_percentiles(&path, &title, &series).with_context(|| format!("plotting {}", path.display()))?;
+    let legend = load
+        .scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| (sc.scenario, plot::COLORS[i % plot::COLORS.len()].0))
+        .collect();
+    Ok(Some(PlotInfo { path: path.display().to_string(), load: load.load.clone(), legend, labelled }))
 }
 
 /// Starts the proxies the selected scenarios need, each pair's server first
@@ -561,6 +734,7 @@ async fn start_proxies(
     kinds: &[Kind],
     app: SocketAddr,
     dir: &Path,
+    run_dir: &Path,
 ) -> anyhow::Result<(Vec<Proxy>, Vec<ScenarioPath>)> {
     let mut proxies = Vec::new();
     let mut paths = Vec::new();
@@ -609,6 +783,37 @@ async fn start_proxies(
                 let n = proxies.len();
                 (proxies[n - 1].outbound, vec![n - 1, n - 2])
             }
+            Kind::HaproxyPair | Kind::NginxPair => {
+                let software = kind.contestant().expect("a contestant's scenario");
+                let bin = contestant_bin(args, software)?;
+                let server = start_contestant(
+                    software,
+                    &bin,
+                    format!("{}-server", kind.name()),
+                    kind,
+                    "server",
+                    app,
+                    dir,
+                    run_dir,
+                )
+                .await?;
+                let server_listen = server.inbound;
+                proxies.push(server);
+                let client = start_contestant(
+                    software,
+                    &bin,
+                    format!("{}-client", kind.name()),
+                    kind,
+                    "client",
+                    server_listen,
+                    dir,
+                    run_dir,
+                )
+                .await?;
+                proxies.push(client);
+                let n = proxies.len();
+                (proxies[n - 1].outbound, vec![n - 1, n - 2])
+            }
         };
         paths.push(ScenarioPath { kind, entry: entry_and_proxies.0, proxies: entry_and_proxies.1 });
     }
@@ -634,9 +839,18 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     }
     let dir = args.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Absolute: nginx resolves a config's relative paths against its prefix.
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    for k in &kinds {
+        if let Some(software) = k.contestant() {
+            contestant_bin(args, software)?;
+        }
+    }
+    let run_dir = RunDir(std::env::temp_dir().join(format!("weft-bench-sidecar-{}", std::process::id())));
+    std::fs::create_dir_all(&run_dir.0).with_context(|| format!("creating {}", run_dir.0.display()))?;
 
     let (mut app_guard, app) = start_upstream(args)?;
-    let (mut proxies, paths) = start_proxies(args, &kinds, app, &dir).await?;
+    let (mut proxies, paths) = start_proxies(args, &kinds, app, &dir, &run_dir.0).await?;
 
     // Every path must answer the same before their numbers can be compared.
     for path in &paths {
@@ -654,18 +868,24 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     eprintln!("app on {app}");
     for p in &proxies {
         let (idle_rss_kib, _) = process::rss_kib(p.pid()).with_context(|| format!("reading {}'s RSS", p.name))?;
+        let listens = if p.admin.is_some() {
+            format!("outbound {}, inbound {}", p.outbound, p.inbound)
+        } else {
+            format!("listening on {}", p.outbound)
+        };
         eprintln!(
-            "{} (pid {}, {} -> {}): outbound {}, inbound {}, idle RSS {idle_rss_kib} KiB",
+            "{} ({} pid {}, {} -> {}): {listens}, idle RSS {idle_rss_kib} KiB",
             p.name,
+            p.software,
             p.pid(),
             p.role,
             p.upstream_protocol,
-            p.outbound,
-            p.inbound
         );
         infos.push(ProxyInfo {
             name: p.name.clone(),
             scenario: p.scenario,
+            software: p.software,
+            version: p.version.clone(),
             role: p.role,
             upstream_protocol: p.upstream_protocol,
             pid: p.pid(),
@@ -714,6 +934,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         results.push(summarize(args, load, rounds, &paths, &proxies, &peaks, &scopes));
     }
 
+    let plot = draw_plot(args, &results)?;
+    if let Some(p) = &plot {
+        eprintln!("wrote {}", p.path);
+    }
     let results = Results {
         setup: Setup {
             proxy_bin: args.proxy_bin.display().to_string(),
@@ -732,6 +956,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         },
         proxies: infos,
         loads: results,
+        plot,
     };
     print!("{}", markdown(&results));
     std::fs::write(&args.out, serde_json::to_vec_pretty(&results)?)
@@ -825,7 +1050,7 @@ fn markdown(r: &Results) -> String {
     let names: Vec<&str> = s.scenarios.iter().map(|k| k.name()).collect();
     let _ = writeln!(
         out,
-        "\n## weft-proxy: {} ({} from the load generator, {} x {:.0}s rounds interleaved, {} B responses, proxy --workers {}, {} CPUs)\n",
+        "\n## Sidecar data plane: {} ({} from the load generator, {} x {:.0}s rounds interleaved, {} B responses, one worker per proxy (weft-proxy --workers {}), {} CPUs)\n",
         names.join(" / "),
         s.protocol,
         s.rounds,
@@ -837,7 +1062,11 @@ fn markdown(r: &Results) -> String {
     let _ = writeln!(out, "Scenarios: direct = load → app; sidecar = load → weft-proxy outbound → app;");
     let _ = writeln!(
         out,
-        "pair-h1 / pair-h2 = load → client weft-proxy (outbound) → HTTP/1.1 / HTTP/2 → server weft-proxy (inbound) → HTTP/1.1 → app. Plaintext.\n"
+        "pair-h1 / pair-h2 = load → client weft-proxy (outbound) → HTTP/1.1 / HTTP/2 → server weft-proxy (inbound) → HTTP/1.1 → app;"
+    );
+    let _ = writeln!(
+        out,
+        "haproxy-pair / nginx-pair = load → HAProxy / nginx → HAProxy / nginx → app, HTTP/1.1 keep-alive on every hop (one thread / one worker process each). All plaintext.\n"
     );
     let _ = writeln!(
         out,
@@ -890,13 +1119,17 @@ fn markdown(r: &Results) -> String {
         }
     }
     if !r.proxies.is_empty() {
-        let _ = writeln!(out, "\nweft-proxy processes (idle RSS after the probe request):\n");
-        let _ = writeln!(out, "| proxy | role | speaks upstream | idle RSS MiB |");
-        let _ = writeln!(out, "|---|---|---|---:|");
+        let _ = writeln!(out, "\nProxy processes (idle RSS after the probe request):\n");
+        let _ = writeln!(out, "| proxy | program | role | speaks upstream | idle RSS MiB |");
+        let _ = writeln!(out, "|---|---|---|---|---:|");
         for p in &r.proxies {
+            let program = match &p.version {
+                Some(v) => format!("{} ({v})", p.software),
+                None => p.software.to_string(),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} |",
+                "| {} | {program} | {} | {} | {:.1} |",
                 p.name,
                 p.role,
                 p.upstream_protocol,
@@ -905,7 +1138,7 @@ fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(
             out,
-            "\nPer proxy and load: CPU over its scenario's measured runs; upstream connections opened since start (HTTP/2: one per endpoint).\n"
+            "\nPer proxy and load: CPU over its scenario's measured runs; upstream connections opened since start, weft-proxy only (HTTP/2: one per endpoint).\n"
         );
         let _ = writeln!(
             out,
@@ -916,7 +1149,12 @@ fn markdown(r: &Results) -> String {
             for sc in &l.scenarios {
                 for p in &sc.proxies {
                     let scope = if p.peak_rss_scope == "process" { " (since start)" } else { "" };
-                    let conns = p.upstream_connections_opened.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                    let weft = r.proxies.iter().any(|i| i.name == p.proxy && i.software == "weft-proxy");
+                    let conns = match p.upstream_connections_opened {
+                        Some(n) => n.to_string(),
+                        None if weft => "?".into(),
+                        None => "–".into(),
+                    };
                     let _ = writeln!(
                         out,
                         "| {} | {} | {} ({}) | {} | {:.1}{scope} | {:.4} | {:.2} | {conns} |",
@@ -932,6 +1170,18 @@ fn markdown(r: &Results) -> String {
                 }
             }
         }
+    }
+    if let Some(p) = &r.plot {
+        let legend: Vec<String> = p.legend.iter().map(|(k, color)| format!("{} = {color}", k.name())).collect();
+        let _ = writeln!(
+            out,
+            "\nLatency by percentile at {} ({}): x = percentile (50, 90, 99, 99.9{}), y = latency ms, log scale{}. Lines: {}.",
+            p.load,
+            p.path,
+            if p.labelled { ", 99.99 where measured" } else { " left to right" },
+            if p.labelled { "" } else { " (no font found: drawn without text)" },
+            legend.join(", ")
+        );
     }
     out
 }

@@ -21,6 +21,12 @@ struct Args {
     /// This instance's id in `weftctl status`; default cp-<pid>.
     #[arg(long, env = "WEFT_ID")]
     id: Option<String>,
+    /// SPIFFE trust domain of the mesh.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Lifetime of workload certificates (Istio's default 24h; seconds for tests).
+    #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h", value_parser = weft_model::duration::parse)]
+    cert_ttl: std::time::Duration,
 }
 
 #[tokio::main]
@@ -33,7 +39,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let id = args.id.unwrap_or_else(|| format!("cp-{}", std::process::id()));
     let local = listener.local_addr()?;
-    let _control_plane = weft_control_plane::push::start(store, id.clone(), listener).await.context("starting")?;
+    let _control_plane =
+        weft_control_plane::push::start_with(store, id.clone(), listener, &args.trust_domain, args.cert_ttl)
+            .await
+            .context("starting")?;
     tracing::info!(%id, listen = %local, "weft-control-plane serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

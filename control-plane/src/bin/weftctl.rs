@@ -84,6 +84,23 @@ enum Command {
         #[arg(short = 'o', long)]
         output: Option<String>,
     },
+    /// Mints a bootstrap token that lets a sidecar get a certificate for NAMESPACE/SERVICE-ACCOUNT.
+    Token {
+        #[arg(short = 'n', long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+        /// How long the token may be used to ask for certificates.
+        #[arg(long, default_value = "8760h", value_parser = weft_model::duration::parse)]
+        ttl: std::time::Duration,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// Writes the mesh root certificate (PEM) to stdout: the --ca-file sidecars trust.
+    RootCert {
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
     /// Compiles the sidecar config one workload would get, offline, from policy files and a registry file.
     Translate {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -312,6 +329,32 @@ async fn main() -> ExitCode {
                 }
                 Ok(e) => {
                     print!("{e}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Token { namespace, service_account, ttl, trust_domain } => {
+            let store = match store().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match weft_control_plane::ca::Ca::load_or_create(&store, &trust_domain).await {
+                Ok(ca) => {
+                    println!("{}", ca.mint_token(&namespace, &service_account, ttl, std::time::SystemTime::now()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::RootCert { trust_domain } => {
+            let store = match store().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match weft_control_plane::ca::Ca::load_or_create(&store, &trust_domain).await {
+                Ok(ca) => {
+                    print!("{}", ca.root_pem());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

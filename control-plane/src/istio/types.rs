@@ -449,7 +449,15 @@ pub struct PeerAuthentication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtls: Option<serde_yaml::Value>,
+    pub mtls: Option<PeerMtls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_level_mtls: Option<serde_yaml::Value>,
+    pub port_level_mtls: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerMtls {
+    /// UNSET, DISABLE, PERMISSIVE or STRICT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }

@@ -25,7 +25,17 @@ pub fn resource(r: &Resource) -> Problems {
     match &r.spec {
         Spec::VirtualService(vs) => virtual_service(vs, &mut p),
         Spec::DestinationRule(dr) => destination_rule(dr, &mut p),
-        Spec::AuthorizationPolicy(_) | Spec::PeerAuthentication(_) => p.push((
+        Spec::PeerAuthentication(pa) => {
+            unsupported(&mut p, "spec.portLevelMtls".into(), &pa.port_level_mtls);
+            match pa.mtls.as_ref().and_then(|m| m.mode.as_deref()) {
+                None | Some("UNSET" | "DISABLE" | "PERMISSIVE" | "STRICT") => {}
+                Some(o) => p.push(("spec.mtls.mode".into(), format!("{o:?} is not UNSET, DISABLE, PERMISSIVE or STRICT"))),
+            }
+            if pa.selector.is_some() && r.namespace() == crate::translate::ROOT_NAMESPACE {
+                p.push(("spec.selector".into(), "a mesh-wide PeerAuthentication (root namespace) cannot have a selector".into()));
+            }
+        }
+        Spec::AuthorizationPolicy(_) => p.push((
             "kind".into(),
             format!("{} is {NOT_YET}: it is enforced once workload identity and mTLS land (Weft refuses it rather than ignore a security policy)", r.kind),
         )),

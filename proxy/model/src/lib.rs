@@ -346,6 +346,32 @@ pub struct Cluster {
     /// Connection-pool limits (Istio `connectionPool`, Envoy circuit breakers).
     #[serde(default)]
     pub connection_pool: ConnectionPool,
+    /// Mutual TLS to the endpoints (Istio `ISTIO_MUTUAL`), when this sidecar has
+    /// a workload certificate. Unset: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
+}
+
+/// Mesh mTLS towards a cluster: the server's certificate must chain to the
+/// mesh root and name one of these SPIFFE identities.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterTls {
+    /// Accepted server identities, `spiffe://<td>/ns/<ns>/sa/<sa>`.
+    pub identities: Vec<String>,
+}
+
+/// How the inbound listener treats plaintext (Istio `PeerAuthentication` mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// mTLS and plaintext on the same port, told apart by the first bytes (Istio's default).
+    #[default]
+    Permissive,
+    /// Only mTLS; plaintext connections are closed.
+    Strict,
+    /// Only plaintext.
+    Disable,
 }
 
 /// Istio's `connectionPool`: limits per cluster (all endpoints together) per
@@ -500,6 +526,9 @@ pub struct Inbound {
     /// downgraded), `HTTP2` (h2c, e.g. gRPC servers) or `USE_CLIENT`.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// mTLS on the inbound listener; default `PERMISSIVE`.
+    #[serde(default)]
+    pub mtls: MtlsMode,
 }
 
 impl ProxyConfig {

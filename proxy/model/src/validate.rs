@@ -78,7 +78,14 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
 }
 
 fn cluster_rules(p: &Path, c: &Cluster) -> Result {
-    let Cluster { service: _, lb_policy: _, endpoints, protocol: _, outlier_detection, connection_pool } = c;
+    let Cluster { service: _, lb_policy: _, endpoints, protocol: _, outlier_detection, connection_pool, tls } = c;
+    if let Some(t) = tls {
+        for (i, id) in t.identities.iter().enumerate() {
+            if !id.starts_with("spiffe://") {
+                return p.field("tls").field("identities").index(i).err(format!("{id:?} is not a SPIFFE ID"));
+            }
+        }
+    }
     if let Some(od) = outlier_detection {
         let op = p.field("outlierDetection");
         for (name, v) in [("maxEjectionPercent", od.max_ejection_percent), ("minHealthPercent", od.min_health_percent)]

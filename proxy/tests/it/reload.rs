@@ -47,8 +47,9 @@ async fn hundred_reloads_under_load_lose_nothing() {
     assert_eq!(failures.load(Ordering::Relaxed), 0);
     assert!(done.load(Ordering::Relaxed) > 100, "load ran throughout");
     assert!(v1.requests() > 0 && v2.requests() > 0, "both configs served");
-    // Pools carry over reloads: no reconnect per swap.
-    assert!(v1.connections() <= 4 && v2.connections() <= 4, "v1 {} v2 {}", v1.connections(), v2.connections());
+    // Pools carry over reloads: a rebuilt pool would reconnect on most of the 100 swaps.
+    // (A few extra connections come from requests that beat a connection's return to the pool.)
+    assert!(v1.connections() <= 12 && v2.connections() <= 12, "v1 {} v2 {}", v1.connections(), v2.connections());
     let text = admin(&proxy, "/stats/prometheus").await;
     assert_eq!(metric(&text, "weft_config_reloads_total", &[r#"result="applied""#]), 100.0);
 }

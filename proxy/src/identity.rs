@@ -1,0 +1,180 @@
+//! The sidecar's workload identity: its own key (generated here, never sent
+//! anywhere), a certificate for it from the control plane's CA — asked for
+//! with the bootstrap token — renewed at half its lifetime with jitter, kept
+//! in force while a renewal fails, and the trust bundle that comes with it.
+
+use arc_swap::ArcSwapOption;
+use rand::Rng;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use weft_model::stream::{SignRequest, SignResponse, SIGN_PATH};
+
+/// One certificate with its key and the roots it came with.
+pub struct Leaf {
+    pub id: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    pub roots: Arc<rustls::RootCertStore>,
+    pub server: Arc<rustls::ServerConfig>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf").field("id", &self.id).field("not_after", &self.not_after).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("key: {0}")]
+    Key(#[from] rcgen::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("bad certificate: {0}")]
+    Cert(String),
+    #[error("control plane: {0}")]
+    Request(String),
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let mut out = Vec::new();
+    for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let p = p.map_err(|e| IdentityError::Cert(e.to_string()))?;
+        out.push(CertificateDer::from(p.contents));
+    }
+    if out.is_empty() {
+        return Err(IdentityError::Cert("no certificate in PEM".into()));
+    }
+    Ok(out)
+}
+
+impl Leaf {
+    /// Builds a leaf from the PKCS#8 key, the certificate and the root (PEM).
+    pub fn new(key_der: Vec<u8>, cert_pem: &str, root_pem: &str) -> Result<Self, IdentityError> {
+        let chain = pem_to_der(cert_pem)?;
+        let roots_der = pem_to_der(root_pem)?;
+        let id = crate::tls::spiffe_id(&chain[0]).ok_or_else(|| IdentityError::Cert("no SPIFFE ID".into()))?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| IdentityError::Cert(e.to_string()))?;
+        let secs = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+        let (not_before, not_after) =
+            (secs(parsed.validity().not_before.timestamp()), secs(parsed.validity().not_after.timestamp()));
+        let mut roots = rustls::RootCertStore::empty();
+        let mut anchors = Vec::new();
+        for r in &roots_der {
+            roots.add(r.clone())?;
+            anchors
+                .push(webpki::anchor_from_trusted_cert(r).map_err(|e| IdentityError::Cert(e.to_string()))?.to_owned());
+        }
+        let roots = Arc::new(roots);
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), crate::tls::provider())
+                .build()
+                .map_err(|e| IdentityError::Cert(e.to_string()))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())?;
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Leaf { id, chain, key, anchors, roots, server: Arc::new(server), not_before, not_after })
+    }
+}
+
+/// The current certificate, swapped atomically on renewal.
+#[derive(Debug, Default)]
+pub struct Identity {
+    current: ArcSwapOption<Leaf>,
+}
+
+impl Identity {
+    pub fn current(&self) -> Option<Arc<Leaf>> {
+        self.current.load_full()
+    }
+
+    pub fn install(&self, leaf: Leaf) {
+        self.current.store(Some(Arc::new(leaf)));
+    }
+}
+
+/// Where to get certificates.
+#[derive(Debug, Clone)]
+pub struct IdentityOptions {
+    pub urls: Vec<String>,
+    pub token: String,
+}
+
+/// Asks for a certificate: a fresh key, a CSR, the token.
+pub async fn fetch(url: &str, token: &str) -> Result<Leaf, IdentityError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
+    let body = serde_json::to_vec(&SignRequest { token: token.trim().to_string(), csr })
+        .map_err(|e| IdentityError::Request(e.to_string()))?;
+    let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
+        .await
+        .map_err(|_| IdentityError::Request("connect timeout".into()))?
+        .map_err(|e| IdentityError::Request(e.to_string()))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| IdentityError::Request(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = http::Request::post(SIGN_PATH)
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| IdentityError::Request(e.to_string()))?;
+    let resp = tx.send_request(req).await.map_err(|e| IdentityError::Request(e.to_string()))?;
+    let status = resp.status();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| IdentityError::Request(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(IdentityError::Request(format!("{status}: {}", String::from_utf8_lossy(&bytes).trim())));
+    }
+    let signed: SignResponse = serde_json::from_slice(&bytes).map_err(|e| IdentityError::Request(e.to_string()))?;
+    Leaf::new(key.serialize_der(), &signed.certificate, &signed.root)
+}
+
+/// When to renew: half the lifetime, with up to 10 % jitter either way.
+pub fn renew_after(leaf: &Leaf, now: SystemTime) -> Duration {
+    let life = leaf.not_after.duration_since(leaf.not_before).unwrap_or_default();
+    // NotBefore is set back for clock skew; count the lifetime from now-ish.
+    let issued_for = life.saturating_sub(Duration::from_secs(120)).max(Duration::from_secs(1));
+    let half = issued_for / 2;
+    let jitter = rand::thread_rng().gen_range(0.9..1.1);
+    let target = half.mul_f64(jitter);
+    let elapsed = now.duration_since(leaf.not_before + Duration::from_secs(120).min(life)).unwrap_or_default();
+    target.saturating_sub(elapsed).max(Duration::from_millis(200))
+}
+
+/// Keeps a valid certificate installed, forever.
+pub async fn run(identity: Arc<Identity>, options: IdentityOptions) {
+    let mut backoff = Duration::from_millis(200);
+    let mut next = rand::thread_rng().gen_range(0..options.urls.len().max(1));
+    loop {
+        let url = &options.urls[next % options.urls.len().max(1)];
+        next += 1;
+        match fetch(url, &options.token).await {
+            Ok(leaf) => {
+                tracing::info!(id = %leaf.id, "workload certificate installed");
+                let wait = renew_after(&leaf, SystemTime::now());
+                identity.install(leaf);
+                backoff = Duration::from_millis(200);
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                // The current certificate (if any) stays in force.
+                tracing::warn!(%url, "certificate request failed, retrying in {backoff:?}: {e}");
+                let wait = rand::thread_rng().gen_range(backoff / 2..=backoff);
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Helpers shared by the end-to-end tests: apps, sidecars in control-plane
+//! mode (optionally with a workload identity), and polling.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_model::stream::Hello;
+use weft_model::Workload;
+use weft_proxy::control::ControlOptions;
+use weft_proxy::identity::{Identity, IdentityOptions};
+use weft_proxy::{Proxy, ProxyOptions, Running};
+
+/// An app answering its name.
+pub async fn app(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+pub fn workload(name: &str, labels: &[(&str, &str)]) -> Workload {
+    Workload {
+        name: name.into(),
+        namespace: "production".into(),
+        service_account: name.into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+/// A sidecar in control-plane mode; the sender says goodbye to the control plane.
+pub async fn sidecar(
+    cp: &[String],
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
+    sidecar_with(cp, w, service, app, None).await
+}
+
+/// A sidecar that also gets a workload certificate with `token` (mTLS in and out).
+pub async fn sidecar_with(
+    cp: &[String],
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+    token: Option<String>,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let identity = token.map(|token| {
+        let identity = Arc::new(Identity::default());
+        tokio::spawn(weft_proxy::identity::run(identity.clone(), IdentityOptions { urls: cp.to_vec(), token }));
+        identity
+    });
+    let options = ProxyOptions {
+        identity,
+        outbound: any,
+        inbound: any,
+        admin: any,
+        app,
+        access_log: false,
+        wait_for_config: true,
+        ..Default::default()
+    };
+    let placeholder = weft_model::ProxyConfig {
+        api_version: weft_model::API_VERSION.into(),
+        version: String::new(),
+        workload: w.clone(),
+        services: Default::default(),
+        clusters: Default::default(),
+        inbound: Default::default(),
+    };
+    let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
+    let hello = Hello {
+        workload: w.clone(),
+        instance: format!("{}-{}", w.name, running.inbound.port()),
+        service: service.map(str::to_string),
+        address: Some(running.inbound.to_string()),
+        port: Some(80),
+        applied_version: None,
+    };
+    let (goodbye, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(weft_proxy::control::run(running.shared.clone(), ControlOptions { urls: cp.to_vec(), hello }, rx));
+    (running, goodbye)
+}
+
+pub async fn get(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder().uri("/").header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = tx.send_request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+/// Polls `check` until it holds or 15 s pass.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+pub fn endpoints(r: &Running, cluster_part: &str) -> usize {
+    let snap = r.shared.snapshot();
+    snap.clusters().filter(|c| c.name.contains(cluster_part)).map(|c| c.balancer.endpoints().len()).sum()
+}
+
+pub async fn tally(addr: SocketAddr, headers: &[(&str, &str)], n: usize) -> (usize, usize, usize) {
+    let (mut v1, mut v2, mut other) = (0, 0, 0);
+    for _ in 0..n {
+        match get(addr, "order-service", headers).await {
+            (200, b) if b == "v1" => v1 += 1,
+            (200, b) if b == "v2" => v2 += 1,
+            _ => other += 1,
+        }
+    }
+    (v1, v2, other)
+}
+
+pub fn policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}

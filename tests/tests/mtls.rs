@@ -1,0 +1,239 @@
+//! Workload identity end to end: the control plane's CA, sidecars that get
+//! certificates with bootstrap tokens, mutual TLS between them, STRICT mode,
+//! attacks refused and counted, and rotation under load.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_control_plane::ca::{Ca, CaParts};
+use weft_control_plane::istio::load_str;
+use weft_control_plane::push::ControlPlane;
+use weft_control_plane::store::Store;
+use weft_e2e::Etcd;
+use weft_proxy::Running;
+
+/// An app that answers with the `x-forwarded-client-cert` it received.
+async fn xfcc_app() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let xfcc = req
+                        .headers()
+                        .get("x-forwarded-client-cert")
+                        .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(xfcc))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Mesh {
+    _etcd: Etcd,
+    store: Store,
+    cp: ControlPlane,
+    order: Running,
+    gateway: Running,
+    _goodbyes: Vec<tokio::sync::watch::Sender<bool>>,
+}
+
+async fn mesh(cert_ttl: Duration) -> Mesh {
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let urls = vec![format!("http://{}", l.local_addr().unwrap())];
+    let cp =
+        weft_control_plane::push::start_with(store.clone(), "cp-a".into(), l, "cluster.local", cert_ttl).await.unwrap();
+    let token = |sa: &str| cp.ctx.ca.mint_token("production", sa, Duration::from_secs(3600), SystemTime::now());
+    let mut w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
+    w.service_account = "order-service".into();
+    let (order, g1) =
+        sidecar_with(&urls, w, Some("order-service"), Some(xfcc_app().await), Some(token("order-service"))).await;
+    let (gateway, g2) =
+        sidecar_with(&urls, workload("api-gateway", &[("app", "api-gateway")]), None, None, Some(token("api-gateway")))
+            .await;
+    eventually("both sidecars hold certificates and config", || async {
+        let certs = [&order, &gateway].iter().all(|r| r.shared.identity.as_ref().unwrap().current().is_some());
+        certs && endpoints(&gateway, "order-service") == 1
+    })
+    .await;
+    Mesh { _etcd: etcd, store, cp, order, gateway, _goodbyes: vec![g1, g2] }
+}
+
+async fn metrics(r: &Running) -> String {
+    get(r.admin, "admin", &[]).await; // warm the connection path
+    let io = TokioIo::new(tokio::net::TcpStream::connect(r.admin).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/stats/prometheus").header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+    let body =
+        http_body_util::BodyExt::collect(tx.send_request(req).await.unwrap().into_body()).await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+fn metric(text: &str, name: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends a plaintext request straight to a sidecar's inbound port; returns what came back.
+async fn plaintext(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: order-service\r\n\r\n").await;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Opens mTLS to `addr` with a certificate from `ca` for production/`sa`; Ok if the server accepted it.
+async fn handshake_with(ca: &Ca, sa: &str, ttl: Duration, addr: SocketAddr, server_id: &str) -> Result<(), String> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+    let cert = ca.sign(&csr, "production", sa, ttl).unwrap();
+    let leaf = std::sync::Arc::new(weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, ca.root_pem()).unwrap());
+    // Trust any server chain from our own CA only for the client side of this probe:
+    // the point is whether the *server* accepts our certificate.
+    let config = weft_proxy::tls::client_config(&leaf, &[server_id.to_string()], false).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("weft.mesh").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    // TLS 1.3: a rejected client certificate shows up on the first read.
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: order-service\r\n\r\n").await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 256];
+    match tls.read(&mut buf).await {
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err("closed".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+const ORDER_ID: &str = "spiffe://cluster.local/ns/production/sa/order-service";
+const GATEWAY_ID: &str = "spiffe://cluster.local/ns/production/sa/api-gateway";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_speak_mtls_and_the_app_sees_only_the_proven_identity() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let forged =
+        "By=spiffe://cluster.local/ns/production/sa/order-service;URI=spiffe://cluster.local/ns/production/sa/admin";
+    let (status, body) = get(m.gateway.outbound, "order-service", &[("x-forwarded-client-cert", forged)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, format!("By={ORDER_ID};URI={GATEWAY_ID}"), "the forged header never reaches the app");
+    let text = metrics(&m.order).await;
+    let labels = [
+        r#"reporter="destination""#,
+        r#"connection_security_policy="mutual_tls""#,
+        &format!(r#"source_principal="{GATEWAY_ID}""#),
+    ];
+    assert!(metric(&text, "istio_requests_total", &labels) >= 1.0, "{text}");
+    // PERMISSIVE (the default): plaintext is still served, without an identity.
+    assert!(plaintext(m.order.inbound).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: production}\nspec:\n  mtls: {mode: STRICT}\n";
+    m.store.apply(&load_str(Path::new("pa.yaml"), pa).unwrap()).await.unwrap();
+    eventually("STRICT reaches the order sidecar", || async {
+        m.order.shared.snapshot().config.inbound.mtls == weft_model::MtlsMode::Strict
+    })
+    .await;
+
+    assert_eq!(plaintext(m.order.inbound).await, "", "plaintext is closed under STRICT");
+    assert_eq!(get(m.gateway.outbound, "order-service", &[]).await.0, 200, "mesh traffic flows over mTLS");
+
+    // Our own CA: accepted (the probe itself works).
+    handshake_with(&m.cp.ctx.ca, "api-gateway", Duration::from_secs(600), m.order.inbound, ORDER_ID).await.unwrap();
+    // A certificate for the same identity from a foreign CA: refused.
+    let foreign = Ca::from_parts(&CaParts::generate("cluster.local").unwrap(), "cluster.local").unwrap();
+    assert!(handshake_with(&foreign, "api-gateway", Duration::from_secs(600), m.order.inbound, ORDER_ID)
+        .await
+        .is_err());
+    // Expired: signed for 1 s, used after 2.
+    let late = {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let cert = m.cp.ctx.ca.sign(&csr, "production", "api-gateway", Duration::from_secs(1)).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (key, cert)
+    };
+    let leaf = std::sync::Arc::new(
+        weft_proxy::identity::Leaf::new(late.0.serialize_der(), &late.1, m.cp.ctx.ca.root_pem()).unwrap(),
+    );
+    let config = weft_proxy::tls::client_config(&leaf, &[ORDER_ID.to_string()], false).unwrap();
+    let tcp = tokio::net::TcpStream::connect(m.order.inbound).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("weft.mesh").unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            let _ = tls.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "an expired certificate is refused");
+
+    let text = metrics(&m.order).await;
+    assert!(
+        metric(&text, "weft_inbound_connections_refused_total", &[r#"reason="plaintext under STRICT""#]) >= 1.0,
+        "{text}"
+    );
+    assert!(metric(&text, "weft_inbound_connections_refused_total", &[r#"reason="handshake""#]) >= 2.0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_refuses_a_server_with_the_wrong_identity() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    // A server proving api-gateway where order-service is expected: the client side refuses.
+    let err = handshake_with(&m.cp.ctx.ca, "api-gateway", Duration::from_secs(600), m.order.inbound, GATEWAY_ID)
+        .await
+        .unwrap_err();
+    assert!(err.contains("not one of"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_under_load_without_a_failed_request() {
+    let m = mesh(Duration::from_secs(4)).await;
+    let first = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (failures, done) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let load = {
+        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), m.gateway.outbound);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if get(addr, "order-service", &[]).await.0 != 200 {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    let last = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
+    assert!(last.duration_since(first).unwrap_or_default() >= Duration::from_secs(4), "rotated at least twice");
+    assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 200);
+    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
