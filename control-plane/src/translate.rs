@@ -46,7 +46,11 @@ pub fn translate(
             workload: workload.clone(),
             services,
             clusters,
-            inbound: model::Inbound { mtls: peer_authentication(resources, workload), ..Default::default() },
+            inbound: model::Inbound {
+                mtls: peer_authentication(resources, workload),
+                authz: authorization(resources, workload),
+                ..Default::default()
+            },
         },
         warnings: t.warnings,
     }
@@ -461,4 +465,79 @@ pub fn peer_authentication(resources: &[Resource], workload: &model::Workload) -
     let mesh_level = pas.iter().find(|(r, pa)| r.namespace() == ROOT_NAMESPACE && pa.selector.is_none());
     let mode = [workload_level, namespace_level, mesh_level].into_iter().flatten().find_map(|(_, pa)| mode_of(pa));
     mode.unwrap_or(model::MtlsMode::Permissive)
+}
+
+/// The AuthorizationPolicies that apply to `workload`: those of its namespace
+/// whose selector matches (or that have none), and those of the root namespace
+/// (mesh-wide without a selector, any namespace with one).
+pub fn authorization(resources: &[Resource], workload: &model::Workload) -> Vec<model::authz::AuthzPolicy> {
+    use model::authz as az;
+    let mut out = Vec::new();
+    for r in resources {
+        let Spec::AuthorizationPolicy(ap) = &r.spec else { continue };
+        let ns_ok = r.namespace() == workload.namespace || r.namespace() == ROOT_NAMESPACE;
+        let selected =
+            ap.selector.as_ref().is_none_or(|s| s.match_labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)));
+        if !ns_ok || !selected {
+            continue;
+        }
+        let action = match ap.action.as_deref() {
+            Some("DENY") => az::AuthzAction::Deny,
+            Some("AUDIT") => az::AuthzAction::Audit,
+            _ => az::AuthzAction::Allow,
+        };
+        let rules = ap
+            .rules
+            .iter()
+            .flatten()
+            .map(|rule| az::AuthzRule {
+                from: rule
+                    .from
+                    .iter()
+                    .map(|f| az::AuthzSource {
+                        principals: f.source.principals.clone(),
+                        not_principals: f.source.not_principals.clone(),
+                        namespaces: f.source.namespaces.clone(),
+                        not_namespaces: f.source.not_namespaces.clone(),
+                        ip_blocks: f.source.ip_blocks.clone(),
+                        not_ip_blocks: f.source.not_ip_blocks.clone(),
+                    })
+                    .collect(),
+                to: rule
+                    .to
+                    .iter()
+                    .map(|t| {
+                        let o = &t.operation;
+                        az::AuthzOperation {
+                            hosts: o.hosts.clone(),
+                            not_hosts: o.not_hosts.clone(),
+                            ports: o.ports.clone(),
+                            not_ports: o.not_ports.clone(),
+                            methods: o.methods.clone(),
+                            not_methods: o.not_methods.clone(),
+                            paths: o.paths.clone(),
+                            not_paths: o.not_paths.clone(),
+                        }
+                    })
+                    .collect(),
+                when: rule
+                    .when
+                    .iter()
+                    .map(|c| az::AuthzCondition {
+                        key: c.key.clone(),
+                        values: c.values.clone(),
+                        not_values: c.not_values.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.push(az::AuthzPolicy {
+            name: format!("ns[{}]-policy[{}]", r.namespace(), r.name()),
+            action,
+            rules,
+            dry_run: r.metadata.annotations.get("istio.io/dry-run").is_some_and(|v| v == "true"),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }

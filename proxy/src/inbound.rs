@@ -27,7 +27,25 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
     }
     let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Destination, &mut parts);
-    record.peer = peer;
+    record.peer = peer.clone();
+    if !snap.authz.is_empty() {
+        let remote = parts.extensions.get::<crate::listen::Remote>().map(|r| r.0.ip());
+        let port = snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port());
+        let path = record.path.split('?').next().unwrap_or("/").to_string();
+        let req = crate::authz::Request {
+            principal: peer.as_deref(),
+            source_ip: remote,
+            host: &record.authority,
+            port,
+            method: parts.method.as_str(),
+            path: &path,
+            headers: &parts.headers,
+        };
+        if let crate::authz::Decision::Deny(why) = crate::authz::decide(&snap.authz, &req) {
+            record.route = Some(why.as_str().into());
+            return record.reply(&ProxyError::Denied(why), Default::default());
+        }
+    }
     let Some(app) = &snap.inbound else {
         return record.reply(&ProxyError::NoApp, Default::default());
     };

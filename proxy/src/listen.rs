@@ -29,6 +29,10 @@ pub const MAX_HEADERS: usize = 100;
 #[derive(Debug, Clone)]
 pub struct Peer(pub Arc<str>);
 
+/// The downstream's address, in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote(pub std::net::SocketAddr);
+
 /// What the inbound listener needs to speak mesh mTLS.
 pub trait InboundSecurity: Send + Sync + 'static {
     fn mode(&self) -> MtlsMode;
@@ -74,14 +78,15 @@ pub async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let remote = stream.peer_addr().ok();
                 let (handler, builder, watcher, security) = (handler.clone(), builder.clone(), graceful.watcher(), security.clone());
                 let active = active.clone();
                 active.inc();
                 accepted_total.inc();
                 tokio::spawn(async move {
                     match security {
-                        None => serve_io(builder, watcher, TokioIo::new(stream), handler, None).await,
-                        Some(sec) => secure(builder, watcher, stream, handler, sec).await,
+                        None => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote).await,
+                        Some(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
                     }
                     active.dec();
                 });
@@ -101,6 +106,7 @@ async fn secure<H, F>(
     stream: tokio::net::TcpStream,
     handler: H,
     sec: Arc<dyn InboundSecurity>,
+    remote: Option<std::net::SocketAddr>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -116,7 +122,7 @@ async fn secure<H, F>(
             sec.refused("plaintext under STRICT");
             return;
         }
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None).await;
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote).await;
     }
     let Some(config) = sec.server_config().filter(|_| mode != MtlsMode::Disable) else {
         sec.refused("tls without a workload certificate or under DISABLE");
@@ -140,7 +146,7 @@ async fn secure<H, F>(
         sec.refused("no SPIFFE ID");
         return;
     };
-    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into()))).await
+    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote).await
 }
 
 async fn serve_io<I, H, F>(
@@ -149,6 +155,7 @@ async fn serve_io<I, H, F>(
     io: I,
     handler: H,
     peer: Option<Peer>,
+    remote: Option<std::net::SocketAddr>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -157,6 +164,9 @@ async fn serve_io<I, H, F>(
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
+        }
+        if let Some(r) = remote {
+            req.extensions_mut().insert(Remote(r));
         }
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }

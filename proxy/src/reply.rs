@@ -122,6 +122,8 @@ pub enum ProxyError {
     FaultAbort(StatusCode),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("denied by {0}")]
+    Denied(String),
 }
 
 impl ProxyError {
@@ -151,6 +153,7 @@ impl ProxyError {
             ProxyError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", Flags::UT),
             ProxyError::FaultAbort(status) => (*status, "fault filter abort", Flags::FI),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request", Flags::NONE),
+            ProxyError::Denied(_) => (StatusCode::FORBIDDEN, "RBAC: access denied", Flags::NONE),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Snapshot {
     clusters: HashMap<Arc<str>, Cluster>,
     /// The local app as a one-endpoint cluster, if its address is known.
     pub inbound: Option<Cluster>,
+    /// Authorization policies for inbound requests, compiled.
+    pub authz: Vec<crate::authz::Policy>,
 }
 
 impl Snapshot {
@@ -136,7 +138,8 @@ impl Snapshot {
             protocol: config.inbound.protocol,
             limits,
         });
-        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound })
+        let authz = config.inbound.authz.iter().map(crate::authz::Policy::compile).collect();
+        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound, authz })
     }
 
     /// The service a `Host`/`:authority` names, port and case ignored.

@@ -44,6 +44,7 @@ async fn xfcc_app() -> SocketAddr {
 }
 
 struct Mesh {
+    urls: Vec<String>,
     _etcd: Etcd,
     store: Store,
     cp: ControlPlane,
@@ -72,7 +73,13 @@ async fn mesh(cert_ttl: Duration) -> Mesh {
         certs && endpoints(&gateway, "order-service") == 1
     })
     .await;
-    Mesh { _etcd: etcd, store, cp, order, gateway, _goodbyes: vec![g1, g2] }
+    Mesh { urls, _etcd: etcd, store, cp, order, gateway, _goodbyes: vec![g1, g2] }
+}
+
+impl Mesh {
+    fn urls(&self) -> Vec<String> {
+        self.urls.clone()
+    }
 }
 
 async fn metrics(r: &Running) -> String {
@@ -236,4 +243,56 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     assert!(last.duration_since(first).unwrap_or_default() >= Duration::from_secs(4), "rotated at least twice");
     assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 200);
     assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_authorization_policy_end_to_end() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let urls = m.urls();
+    let token = |sa: &str| m.cp.ctx.ca.mint_token("production", sa, Duration::from_secs(3600), SystemTime::now());
+    let caller = |name: &'static str| {
+        let mut w = workload(name, &[("app", name)]);
+        w.service_account = name.into();
+        w
+    };
+    let (user, _g1) = sidecar_with(&urls, caller("user-service"), None, None, Some(token("user-service"))).await;
+    let (product, _g2) =
+        sidecar_with(&urls, caller("product-service"), None, None, Some(token("product-service"))).await;
+    let (notify, _g3) =
+        sidecar_with(&urls, caller("notification-service"), None, None, Some(token("notification-service"))).await;
+    for s in [&user, &product, &notify] {
+        eventually("caller ready", || async {
+            s.shared.identity.as_ref().unwrap().current().is_some() && endpoints(s, "order-service") == 1
+        })
+        .await;
+    }
+    let seed =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/seed-authz.yaml"))
+            .unwrap();
+    m.store.apply(&load_str(Path::new("seed-authz.yaml"), &seed).unwrap()).await.unwrap();
+    eventually("the policy reaches order-service", || async {
+        !m.order.shared.snapshot().config.inbound.authz.is_empty()
+    })
+    .await;
+
+    assert_eq!(get(user.outbound, "order-service", &[]).await.0, 200, "user-service is allowed");
+    assert_eq!(get(product.outbound, "order-service", &[]).await.0, 200, "product-service is allowed");
+    let (status, body) = get(notify.outbound, "order-service", &[]).await;
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"), "notification-service is denied");
+    let (status, _) = get(m.gateway.outbound, "order-service", &[]).await;
+    assert_eq!(status, 403, "as the seed wrote it, the policy also denies the api-gateway");
+    // A forged identity header does not help.
+    let forged = "By=x;URI=spiffe://cluster.local/ns/production/sa/user-service";
+    assert_eq!(get(notify.outbound, "order-service", &[("x-forwarded-client-cert", forged)]).await.0, 403);
+    let text = metrics(&m.order).await;
+    assert!(
+        metric(
+            &text,
+            "istio_requests_total",
+            &[
+                r#"response_code="403""#,
+                r#"source_principal="spiffe://cluster.local/ns/production/sa/notification-service""#
+            ]
+        ) >= 1.0
+    );
 }

@@ -29,16 +29,18 @@ pub fn resource(r: &Resource) -> Problems {
             unsupported(&mut p, "spec.portLevelMtls".into(), &pa.port_level_mtls);
             match pa.mtls.as_ref().and_then(|m| m.mode.as_deref()) {
                 None | Some("UNSET" | "DISABLE" | "PERMISSIVE" | "STRICT") => {}
-                Some(o) => p.push(("spec.mtls.mode".into(), format!("{o:?} is not UNSET, DISABLE, PERMISSIVE or STRICT"))),
+                Some(o) => {
+                    p.push(("spec.mtls.mode".into(), format!("{o:?} is not UNSET, DISABLE, PERMISSIVE or STRICT")))
+                }
             }
             if pa.selector.is_some() && r.namespace() == crate::translate::ROOT_NAMESPACE {
-                p.push(("spec.selector".into(), "a mesh-wide PeerAuthentication (root namespace) cannot have a selector".into()));
+                p.push((
+                    "spec.selector".into(),
+                    "a mesh-wide PeerAuthentication (root namespace) cannot have a selector".into(),
+                ));
             }
         }
-        Spec::AuthorizationPolicy(_) => p.push((
-            "kind".into(),
-            format!("{} is {NOT_YET}: it is enforced once workload identity and mTLS land (Weft refuses it rather than ignore a security policy)", r.kind),
-        )),
+        Spec::AuthorizationPolicy(ap) => authorization_policy(ap, r, &mut p),
     }
     p
 }
@@ -547,4 +549,63 @@ fn is_dns1123(s: &str, max: usize, dots: bool) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.'))
         && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn authorization_policy(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
+    let AuthorizationPolicy { selector, target_ref, target_refs, action, provider, rules } = ap;
+    unsupported(p, "spec.targetRef".into(), target_ref);
+    unsupported(p, "spec.targetRefs".into(), target_refs);
+    unsupported(p, "spec.provider".into(), provider);
+    match action.as_deref() {
+        None | Some("ALLOW" | "DENY" | "AUDIT") => {}
+        Some("CUSTOM") => p.push(("spec.action".into(), format!("CUSTOM (external authorization) is {NOT_YET}"))),
+        Some(o) => p.push(("spec.action".into(), format!("{o:?} is not ALLOW, DENY, AUDIT or CUSTOM"))),
+    }
+    if let Some(s) = selector {
+        if s.match_labels.is_empty() {
+            p.push(("spec.selector.matchLabels".into(), "a selector needs at least one label".into()));
+        }
+    }
+    let _ = r;
+    for (i, rule) in rules.iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        for (j, f) in rule.from.iter().enumerate() {
+            let s = &f.source;
+            let sp = format!("{at}.from[{j}].source");
+            for (field, v) in [
+                ("requestPrincipals", &s.request_principals),
+                ("notRequestPrincipals", &s.not_request_principals),
+                ("remoteIpBlocks", &s.remote_ip_blocks),
+                ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+                ("serviceAccounts", &s.service_accounts),
+                ("notServiceAccounts", &s.not_service_accounts),
+            ] {
+                unsupported(p, format!("{sp}.{field}"), v);
+            }
+            for (k, b) in s.ip_blocks.iter().chain(&s.not_ip_blocks).enumerate() {
+                if weft_model::authz::parse_cidr(b).is_none() {
+                    p.push((format!("{sp}.ipBlocks[{k}]"), format!("{b:?} is not an IP or CIDR")));
+                }
+            }
+            if *s == super::types::AuthzSource::default() {
+                p.push((sp, "an empty source is not allowed".into()));
+            }
+        }
+        for (j, t) in rule.to.iter().enumerate() {
+            if t.operation == super::types::AuthzOperation::default() {
+                p.push((format!("{at}.to[{j}].operation"), "an empty operation is not allowed".into()));
+            }
+        }
+        for (j, c) in rule.when.iter().enumerate() {
+            if !weft_model::authz::supported_condition_key(&c.key) {
+                p.push((
+                    format!("{at}.when[{j}].key"),
+                    format!("{:?} is {NOT_YET} (request.headers[..], source.principal, source.namespace, source.ip, destination.port are)", c.key),
+                ));
+            }
+            if c.values.is_empty() && c.not_values.is_empty() {
+                p.push((format!("{at}.when[{j}]"), "a condition needs values or notValues".into()));
+            }
+        }
+    }
 }

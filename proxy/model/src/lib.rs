@@ -10,6 +10,7 @@
 //! keys like Istio's YAML and refuses unknown fields, so a typo is an error
 //! instead of a silently ignored setting.
 
+pub mod authz;
 pub mod duration;
 pub mod stream;
 mod validate;
@@ -529,6 +530,10 @@ pub struct Inbound {
     /// mTLS on the inbound listener; default `PERMISSIVE`.
     #[serde(default)]
     pub mtls: MtlsMode,
+    /// Authorization policies that apply to this workload (Istio's decision order:
+    /// DENY, then ALLOW if any ALLOW policy exists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authz: Vec<authz::AuthzPolicy>,
 }
 
 impl ProxyConfig {

@@ -71,6 +71,37 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
             route_rules(&p.field("routes").index(i), route, c)?;
         }
     }
+    for (i, policy) in inbound.authz.iter().enumerate() {
+        for (j, rule) in policy.rules.iter().enumerate() {
+            for (k, cond) in rule.when.iter().enumerate() {
+                if !crate::authz::supported_condition_key(&cond.key) {
+                    let p = Path::root("inbound")
+                        .field("authz")
+                        .index(i)
+                        .field("rules")
+                        .index(j)
+                        .field("when")
+                        .index(k)
+                        .field("key");
+                    return p.err(format!("{:?} is not a condition key the sidecar evaluates", cond.key));
+                }
+            }
+            for (k, source) in rule.from.iter().enumerate() {
+                for block in source.ip_blocks.iter().chain(&source.not_ip_blocks) {
+                    if crate::authz::parse_cidr(block).is_none() {
+                        let p = Path::root("inbound")
+                            .field("authz")
+                            .index(i)
+                            .field("rules")
+                            .index(j)
+                            .field("from")
+                            .index(k);
+                        return p.err(format!("{block:?} is not an IP or CIDR"));
+                    }
+                }
+            }
+        }
+    }
     if let Some(app) = &inbound.app {
         socket_addr(&Path::root("inbound").field("app"), app)?;
     }
