@@ -131,7 +131,7 @@ const AP_HEAD: &str =
 fn authorization_policy_rules() {
     let cases: &[(&str, usize, &str, &str)] = &[
         (
-            "  action: CUSTOM\n  provider: {name: ext}\n",
+            "  action: CUSTOM\n",
             7,
             "spec.action",
             "CUSTOM (external authorization) is not supported yet",
