@@ -130,12 +130,7 @@ const AP_HEAD: &str =
 #[test]
 fn authorization_policy_rules() {
     let cases: &[(&str, usize, &str, &str)] = &[
-        (
-            "  action: CUSTOM\n",
-            7,
-            "spec.action",
-            "CUSTOM (external authorization) is not supported yet",
-        ),
+        ("  action: CUSTOM\n", 7, "spec.action", "CUSTOM (external authorization) is not supported yet"),
         ("  action: MAYBE\n", 7, "spec.action", "is not ALLOW, DENY, AUDIT or CUSTOM"),
         (
             "  rules:\n  - from:\n    - source: {requestPrincipals: ['*']}\n",

@@ -40,6 +40,8 @@ pub trait InboundSecurity: Send + Sync + 'static {
     fn server_config(&self) -> Option<Arc<rustls::ServerConfig>>;
     /// Counts a connection refused, by reason.
     fn refused(&self, reason: &'static str);
+    /// Whether a peer SPIFFE ID is in this mesh's trust domain.
+    fn trusts(&self, peer: &str) -> bool;
 }
 
 /// How long a new connection may take to send its first byte.
@@ -146,6 +148,11 @@ async fn secure<H, F>(
         sec.refused("no SPIFFE ID");
         return;
     };
+    // The chain is ours, so the trust domain should be too; a mismatch means a misissued certificate.
+    if !sec.trusts(&peer) {
+        sec.refused("foreign trust domain");
+        return;
+    }
     serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote).await
 }
 

@@ -102,6 +102,12 @@ impl crate::listen::InboundSecurity for Shared {
     fn refused(&self, reason: &'static str) {
         self.metrics.inbound_refused.with_label_values(&[reason]).inc();
     }
+
+    fn trusts(&self, peer: &str) -> bool {
+        let Some(own) = self.identity.as_ref().and_then(|i| i.current()) else { return false };
+        let domain = |id: &str| id.strip_prefix("spiffe://").and_then(|r| r.split('/').next()).map(str::to_string);
+        domain(&own.id).is_some_and(|d| domain(peer).as_deref() == Some(d.as_str()))
+    }
 }
 
 /// Why a sidecar could not start.

@@ -173,6 +173,11 @@ async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
     assert!(handshake_with(&foreign, "api-gateway", Duration::from_secs(600), m.order.inbound, ORDER_ID)
         .await
         .is_err());
+    // Our root, but a certificate naming another trust domain: refused.
+    let other_domain = Ca::load_or_create(&m.store, "evil.local").await.unwrap();
+    assert!(handshake_with(&other_domain, "api-gateway", Duration::from_secs(600), m.order.inbound, ORDER_ID)
+        .await
+        .is_err());
     // Expired: signed for 1 s, used after 2.
     let late = {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -203,6 +208,11 @@ async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
         "{text}"
     );
     assert!(metric(&text, "weft_inbound_connections_refused_total", &[r#"reason="handshake""#]) >= 2.0, "{text}");
+    assert_eq!(
+        metric(&text, "weft_inbound_connections_refused_total", &[r#"reason="foreign trust domain""#]),
+        1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
