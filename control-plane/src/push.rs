@@ -107,6 +107,9 @@ pub struct Context {
     pub ca: Arc<crate::ca::Ca>,
     /// Lifetime of the certificates it signs.
     pub cert_ttl: Duration,
+    /// TLS for sidecars that connect with `--ca-file`: this control plane's own
+    /// certificate from the mesh CA; a client certificate is verified when offered.
+    pub tls: Arc<rustls::ServerConfig>,
     translations: Arc<Translations>,
     _status_lease: Arc<Lease>,
 }
@@ -132,6 +135,8 @@ pub async fn start_with(
     let ca = crate::ca::Ca::load_or_create(&store, trust_domain)
         .await
         .map_err(|e| crate::store::StoreError::Corrupt { key: "ca/root".into(), message: e.to_string() })?;
+    let tls = own_tls(&ca, trust_domain)
+        .map_err(|e| crate::store::StoreError::Corrupt { key: "ca/root".into(), message: e })?;
     let state = crate::watch::follow(store.clone()).await?;
     let lease = store.client().lease_client().grant(15, None).await?.id();
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
@@ -145,11 +150,39 @@ pub async fn start_with(
         lease,
         ca: Arc::new(ca),
         cert_ttl,
+        tls,
         translations: Arc::default(),
         _status_lease: Arc::new(status_lease),
     });
     let task = tokio::spawn(serve(listener, ctx.clone()));
     Ok(ControlPlane { ctx, task })
+}
+
+/// This control plane's TLS config: a certificate for
+/// `spiffe://<td>/ns/weft-system/sa/weft-control-plane` from the mesh CA
+/// (issued at start for a year), client certificates optional.
+fn own_tls(ca: &crate::ca::Ca, trust_domain: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let csr =
+        rcgen::CertificateParams::default().serialize_request(&key).and_then(|c| c.pem()).map_err(|e| e.to_string())?;
+    let cert = ca
+        .sign(&csr, "weft-system", "weft-control-plane", Duration::from_secs(365 * 86400))
+        .map_err(|e| e.to_string())?;
+    let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, ca.root_pem()).map_err(|e| e.to_string())?;
+    debug_assert_eq!(leaf.id, weft_proxy::tls::control_plane_id(trust_domain));
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(leaf.roots.clone(), weft_proxy::tls::provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(weft_proxy::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(leaf.chain.clone(), leaf.key.clone_key())
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A running control plane; dropping it stops it and cuts every stream, as a crash would.
@@ -184,11 +217,30 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
         let ctx = ctx.clone();
         let builder = builder.clone();
         connections.spawn(async move {
+            let tls_config = ctx.tls.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
             });
-            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            // TLS (sidecars with --ca-file) and plaintext on one port, told apart by the first byte.
+            let mut first = [0u8; 2];
+            let n = match tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            };
+            if weft_proxy::tls::looks_like_tls(&first[..n]) {
+                let Ok(Ok(tls)) = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio_rustls::TlsAcceptor::from(tls_config).accept(stream),
+                )
+                .await
+                else {
+                    return;
+                };
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+            } else {
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            }
         });
     }
 }

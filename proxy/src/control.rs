@@ -19,6 +19,8 @@ pub struct ControlOptions {
     /// `http://host:port` of each control plane instance.
     pub urls: Vec<String>,
     pub hello: Hello,
+    /// TLS to the control plane (`--ca-file`); plaintext when `None`.
+    pub tls: Option<crate::tls::ControlPlaneTls>,
 }
 
 /// Back-off between reconnects: 100 ms doubling to 5 s, fully jittered.
@@ -39,7 +41,7 @@ pub async fn run(shared: Arc<Shared>, options: ControlOptions, mut goodbye: toki
         let url = &options.urls[next % options.urls.len()];
         next += 1;
         let started = Instant::now();
-        let result = session(&shared, url, &options.hello, &mut goodbye).await;
+        let result = session(&shared, url, &options.hello, options.tls.as_ref(), &mut goodbye).await;
         let leaving = *goodbye.borrow();
         match result {
             _ if leaving => return,
@@ -75,22 +77,21 @@ async fn session(
     shared: &Arc<Shared>,
     url: &str,
     hello: &Hello,
+    tls: Option<&crate::tls::ControlPlaneTls>,
     goodbye: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
         return Err(SessionError::Url(url.to_string()));
     }
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
+    let io = crate::tls::connect_control_plane(authority, tls, true)
         .await
-        .map_err(|_| SessionError::Connect(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(SessionError::Connect)?;
-    let _ = tcp.set_nodelay(true);
+        .map_err(|e| SessionError::Connect(std::io::Error::other(e)))?;
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
         .timer(hyper_util::rt::TokioTimer::new())
-        .handshake(TokioIo::new(tcp))
+        .handshake(TokioIo::new(io))
         .await?;
     tokio::spawn(conn);
     let (tx, body) = ChannelBody::new(8);

@@ -106,20 +106,19 @@ impl Identity {
 pub struct IdentityOptions {
     pub urls: Vec<String>,
     pub token: String,
+    /// TLS to the control plane (`--ca-file`); plaintext when `None`.
+    pub tls: Option<crate::tls::ControlPlaneTls>,
 }
 
 /// Asks for a certificate: a fresh key, a CSR, the token.
-pub async fn fetch(url: &str, token: &str) -> Result<Leaf, IdentityError> {
+pub async fn fetch(url: &str, token: &str, tls: Option<&crate::tls::ControlPlaneTls>) -> Result<Leaf, IdentityError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
     let body = serde_json::to_vec(&SignRequest { token: token.trim().to_string(), csr })
         .map_err(|e| IdentityError::Request(e.to_string()))?;
     let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
-        .await
-        .map_err(|_| IdentityError::Request("connect timeout".into()))?
-        .map_err(|e| IdentityError::Request(e.to_string()))?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+    let io = crate::tls::connect_control_plane(authority, tls, false).await.map_err(IdentityError::Request)?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
         .await
         .map_err(|e| IdentityError::Request(e.to_string()))?;
     tokio::spawn(conn);
@@ -160,7 +159,7 @@ pub async fn run(identity: Arc<Identity>, options: IdentityOptions) {
     loop {
         let url = &options.urls[next % options.urls.len().max(1)];
         next += 1;
-        match fetch(url, &options.token).await {
+        match fetch(url, &options.token, options.tls.as_ref()).await {
             Ok(leaf) => {
                 tracing::info!(id = %leaf.id, "workload certificate installed");
                 let wait = renew_after(&leaf, SystemTime::now());

@@ -70,6 +70,13 @@ struct Args {
     /// control plane and speak mTLS with the other sidecars.
     #[arg(long, env = "WEFT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The mesh root (PEM, from `weftctl root-cert`): talk to the control plane over TLS
+    /// and accept only a control plane that proves its identity under this root.
+    #[arg(long, env = "WEFT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// SPIFFE trust domain of the mesh.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
     /// Worker threads (default: one per core).
     #[arg(long, env = "WEFT_WORKERS")]
     workers: Option<usize>,
@@ -104,6 +111,12 @@ fn workload(args: &Args) -> Workload {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let mut cp_tls = match &args.ca_file {
+        Some(file) => {
+            Some(weft_proxy::tls::ControlPlaneTls::from_file(file, &args.trust_domain).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let identity = match &args.token_file {
         Some(file) => {
             let token = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -112,12 +125,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let options = weft_proxy::identity::IdentityOptions {
                 urls: args.control_plane.clone(),
                 token: token.trim().to_string(),
+                tls: cp_tls.clone(),
             };
             tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
             Some(identity)
         }
         None => None,
     };
+    // Once the sidecar holds a certificate, the control-plane stream is mutual TLS.
+    if let Some(t) = cp_tls.as_mut() {
+        t.identity = identity.clone();
+    }
     let options = ProxyOptions {
         outbound: args.outbound,
         inbound: args.inbound,
@@ -169,7 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 port: Some(args.service_port),
                 applied_version: None,
             };
-            let control = ControlOptions { urls: args.control_plane.clone(), hello };
+            let control = ControlOptions { urls: args.control_plane.clone(), hello, tls: cp_tls.clone() };
             control_task = Some(tokio::spawn(weft_proxy::control::run(running.shared.clone(), control, goodbye_rx)));
         }
     }

@@ -40,9 +40,15 @@ pub fn spiffe_id(der: &[u8]) -> Option<String> {
 /// Verifies a server: chain to the mesh root, then one of the allowed SPIFFE IDs.
 #[derive(Debug)]
 pub struct SpiffeVerifier {
-    leaf: Arc<Leaf>,
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     allowed: Vec<String>,
     algs: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeVerifier {
+    pub fn new(anchors: Vec<rustls::pki_types::TrustAnchor<'static>>, allowed: Vec<String>) -> Self {
+        SpiffeVerifier { anchors, allowed, algs: algorithms() }
+    }
 }
 
 impl ServerCertVerifier for SpiffeVerifier {
@@ -58,7 +64,7 @@ impl ServerCertVerifier for SpiffeVerifier {
             .map_err(|e| rustls::Error::General(format!("bad certificate: {e}")))?;
         cert.verify_for_usage(
             self.algs.all,
-            &self.leaf.anchors,
+            &self.anchors,
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
@@ -99,7 +105,7 @@ impl ServerCertVerifier for SpiffeVerifier {
 
 /// A client config presenting `leaf` and accepting only `allowed` servers.
 pub fn client_config(leaf: &Arc<Leaf>, allowed: &[String], h2: bool) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let verifier = Arc::new(SpiffeVerifier { leaf: leaf.clone(), allowed: allowed.to_vec(), algs: algorithms() });
+    let verifier = Arc::new(SpiffeVerifier::new(leaf.anchors.clone(), allowed.to_vec()));
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -151,4 +157,76 @@ impl AsyncWrite for Conn {
 /// A TLS ClientHello starts with a handshake record: 0x16, then version 0x03.
 pub fn looks_like_tls(first: &[u8]) -> bool {
     first.first() == Some(&0x16) && first.get(1).is_none_or(|b| *b == 0x03)
+}
+
+/// How a sidecar reaches the control plane over TLS: the mesh root it trusts
+/// (`--ca-file`), the identity the control plane must prove, and — once it has
+/// one — its own certificate (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct ControlPlaneTls {
+    pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    pub control_plane_id: String,
+    pub identity: Option<Arc<crate::identity::Identity>>,
+}
+
+impl ControlPlaneTls {
+    /// Reads the root from a PEM file; the control plane must prove
+    /// `spiffe://<trust_domain>/ns/weft-system/sa/weft-control-plane`.
+    pub fn from_file(path: &std::path::Path, trust_domain: &str) -> Result<Self, String> {
+        let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut anchors = Vec::new();
+        for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+            let p = p.map_err(|e| format!("{}: {e}", path.display()))?;
+            let der = CertificateDer::from(p.contents);
+            anchors.push(
+                webpki::anchor_from_trusted_cert(&der).map_err(|e| format!("{}: {e}", path.display()))?.to_owned(),
+            );
+        }
+        if anchors.is_empty() {
+            return Err(format!("{}: no certificate", path.display()));
+        }
+        Ok(ControlPlaneTls { anchors, control_plane_id: control_plane_id(trust_domain), identity: None })
+    }
+
+    /// TLS over `tcp`, presenting our certificate if we have one.
+    pub async fn connect(&self, tcp: TcpStream, h2: bool) -> Result<Conn, String> {
+        let verifier = Arc::new(SpiffeVerifier::new(self.anchors.clone(), vec![self.control_plane_id.clone()]));
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let leaf = self.identity.as_ref().and_then(|i| i.current());
+        let mut config = match leaf {
+            Some(leaf) => {
+                builder.with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key()).map_err(|e| e.to_string())?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+        let name = ServerName::try_from(MESH_SNI).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("control plane TLS: {e}"))?;
+        Ok(Conn::Tls(Box::new(tls)))
+    }
+}
+
+/// The identity the control plane proves on its TLS listener.
+pub fn control_plane_id(trust_domain: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/weft-system/sa/weft-control-plane")
+}
+
+/// Connects to a control plane: TLS when `tls` is given, else plaintext.
+pub async fn connect_control_plane(authority: &str, tls: Option<&ControlPlaneTls>, h2: bool) -> Result<Conn, String> {
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(authority))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        Some(t) => t.connect(tcp, h2).await,
+        None => Ok(Conn::Plain(tcp)),
+    }
 }

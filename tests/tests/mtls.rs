@@ -306,3 +306,36 @@ async fn the_seeds_authorization_policy_end_to_end() {
         ) >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let dir = weft_e2e::TempDir::new("root");
+    let good = dir.0.join("root.pem");
+    std::fs::write(&good, m.cp.ctx.ca.root_pem()).unwrap();
+    let foreign = dir.0.join("foreign.pem");
+    std::fs::write(&foreign, CaParts::generate("cluster.local").unwrap().root_pem).unwrap();
+    let token = m.cp.ctx.ca.mint_token("production", "user-service", Duration::from_secs(3600), SystemTime::now());
+    let caller = || {
+        let mut w = workload("user-service", &[("app", "user-service")]);
+        w.service_account = "user-service".into();
+        w
+    };
+
+    let tls = weft_proxy::tls::ControlPlaneTls::from_file(&good, "cluster.local").unwrap();
+    let (ok, _g1) = sidecar_tls(&m.urls(), caller(), None, None, Some(token.clone()), Some(tls)).await;
+    eventually("certificate and config over TLS", || async {
+        ok.shared.is_ready()
+            && ok.shared.identity.as_ref().unwrap().current().is_some()
+            && endpoints(&ok, "order-service") == 1
+    })
+    .await;
+    assert_eq!(get(ok.outbound, "order-service", &[]).await.0, 200);
+
+    // A sidecar trusting another root refuses this control plane: no certificate, no config.
+    let tls = weft_proxy::tls::ControlPlaneTls::from_file(&foreign, "cluster.local").unwrap();
+    let (lost, _g2) = sidecar_tls(&m.urls(), caller(), None, None, Some(token), Some(tls)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!lost.shared.is_ready(), "no config from an unverified control plane");
+    assert!(lost.shared.identity.as_ref().unwrap().current().is_none(), "no certificate either");
+}

@@ -77,7 +77,7 @@ async fn good_configs_are_acked_bad_ones_nacked_and_the_old_one_kept() {
     let (_bye, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(weft_proxy::control::run(
         proxy.shared.clone(),
-        weft_proxy::control::ControlOptions { urls: vec![format!("http://{cp}")], hello },
+        weft_proxy::control::ControlOptions { urls: vec![format!("http://{cp}")], hello, tls: None },
         rx,
     ));
     assert_eq!(hellos.recv().await.unwrap().instance, "client-1");

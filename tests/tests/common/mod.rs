@@ -62,12 +62,28 @@ pub async fn sidecar_with(
     app: Option<SocketAddr>,
     token: Option<String>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
+    sidecar_tls(cp, w, service, app, token, None).await
+}
+
+/// [`sidecar_with`], talking to the control plane over TLS when `tls` is given.
+pub async fn sidecar_tls(
+    cp: &[String],
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+    token: Option<String>,
+    mut tls: Option<weft_proxy::tls::ControlPlaneTls>,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let identity = token.map(|token| {
         let identity = Arc::new(Identity::default());
-        tokio::spawn(weft_proxy::identity::run(identity.clone(), IdentityOptions { urls: cp.to_vec(), token }));
+        let options = IdentityOptions { urls: cp.to_vec(), token, tls: tls.clone() };
+        tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
         identity
     });
+    if let Some(t) = tls.as_mut() {
+        t.identity = identity.clone();
+    }
     let options = ProxyOptions {
         identity,
         outbound: any,
@@ -96,7 +112,11 @@ pub async fn sidecar_with(
         applied_version: None,
     };
     let (goodbye, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(weft_proxy::control::run(running.shared.clone(), ControlOptions { urls: cp.to_vec(), hello }, rx));
+    tokio::spawn(weft_proxy::control::run(
+        running.shared.clone(),
+        ControlOptions { urls: cp.to_vec(), hello, tls },
+        rx,
+    ));
     (running, goodbye)
 }
 
