@@ -30,6 +30,8 @@ pub struct Explanation {
     pub fault: Option<serde_json::Value>,
     /// What the sidecar answers when nothing matches.
     pub local_reply: Option<String>,
+    /// The destination sidecar's authorization decision, when it was asked for.
+    pub authorization: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,6 +63,7 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         retries: None,
         fault: None,
         local_reply: Some(why),
+        authorization: None,
     };
     let Some(vhost) = snapshot.vhost(&req.host) else {
         return Ok(none(format!("404 NR: no service for host {:?}", req.host)));
@@ -132,7 +135,39 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         }),
         fault: r.and_then(|r| r.fault.as_ref()).and_then(|f| serde_json::to_value(f).ok()),
         local_reply: None,
+        authorization: None,
     })
+}
+
+/// The destination sidecar's decision for a caller proving `principal`: its
+/// inbound config (`destination`) evaluated by the sidecar's own authz code.
+pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Request) -> String {
+    let policies: Vec<weft_proxy::authz::Policy> =
+        destination.inbound.authz.iter().map(weft_proxy::authz::Policy::compile).collect();
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &req.headers {
+        if let (Ok(n), Ok(v)) =
+            (http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()), http::HeaderValue::from_str(v))
+        {
+            headers.append(n, v);
+        }
+    }
+    let port = destination.inbound.app.as_deref().and_then(|a| a.rsplit(':').next()?.parse().ok()).unwrap_or(80);
+    let path = req.path.split('?').next().unwrap_or("/");
+    let view = weft_proxy::authz::Request {
+        principal,
+        source_ip: None,
+        host: &req.host,
+        port,
+        method: &req.method,
+        path,
+        headers: &headers,
+    };
+    match weft_proxy::authz::decide(&policies, &view) {
+        weft_proxy::authz::Decision::Allow if policies.is_empty() => "allowed (no AuthorizationPolicy applies)".into(),
+        weft_proxy::authz::Decision::Allow => "allowed".into(),
+        weft_proxy::authz::Decision::Deny(why) => format!("denied: 403 RBAC: access denied ({why})"),
+    }
 }
 
 impl std::fmt::Display for Explanation {
@@ -155,6 +190,9 @@ impl std::fmt::Display for Explanation {
         }
         if let Some(x) = &self.fault {
             writeln!(f, "fault:    {x}")?;
+        }
+        if let Some(a) = &self.authorization {
+            writeln!(f, "authz:    {a}")?;
         }
         for d in &self.destinations {
             writeln!(

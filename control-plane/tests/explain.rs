@@ -54,3 +54,28 @@ fn unknown_hosts_say_what_the_sidecar_answers() {
     let e = explain(&config(), &req("nowhere", &[])).unwrap();
     assert!(e.local_reply.unwrap().starts_with("404 NR"));
 }
+
+#[test]
+fn explain_runs_the_destination_authorization() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let resources = load_paths(&[dir.join("../policies"), dir.join("../deploy/seed-authz.yaml")]).unwrap();
+    let registry: Registry =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("tests/fixtures/registry.yaml")).unwrap()).unwrap();
+    let order = weft_model::Workload {
+        name: "order-service".into(),
+        namespace: "production".into(),
+        service_account: "order-service".into(),
+        labels: [("app".to_string(), "order-service".to_string())].into(),
+    };
+    let dest = translate(&resources, &registry, &order, "1").config;
+    let r = req("order-service", &[]);
+    let user =
+        weft_control_plane::explain::authorize(&dest, Some("spiffe://cluster.local/ns/production/sa/user-service"), &r);
+    assert_eq!(user, "allowed");
+    let notify = weft_control_plane::explain::authorize(
+        &dest,
+        Some("spiffe://cluster.local/ns/production/sa/notification-service"),
+        &r,
+    );
+    assert!(notify.starts_with("denied: 403 RBAC: access denied"), "{notify}");
+}

@@ -42,6 +42,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             headers: &parts.headers,
         };
         if let crate::authz::Decision::Deny(why) = crate::authz::decide(&snap.authz, &req) {
+            shared.metrics.authz_denied.with_label_values(&[&why]).inc();
             record.route = Some(why.as_str().into());
             return record.reply(&ProxyError::Denied(why), Default::default());
         }

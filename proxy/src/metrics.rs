@@ -58,6 +58,8 @@ pub struct Metrics {
     pub upstream_connections: prometheus::IntGaugeVec,
     /// `weft_outlier_ejections_active{cluster}`, set at scrape time.
     pub outlier_ejected: prometheus::IntGaugeVec,
+    /// `weft_authz_denied_total{policy}`: 403s by the deciding policy and rule.
+    pub authz_denied: IntCounterVec,
     /// `weft_inbound_connections_refused_total{reason}`: mTLS refusals.
     pub inbound_refused: IntCounterVec,
     /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
@@ -110,6 +112,11 @@ impl Metrics {
         let upstream_connections =
             cluster_gauge("weft_upstream_connections", "Open upstream connections of the cluster")?;
         let outlier_ejected = cluster_gauge("weft_outlier_ejections_active", "Endpoints ejected now")?;
+        let authz_denied = IntCounterVec::new(
+            Opts::new("weft_authz_denied_total", "Requests denied by authorization, by deciding policy and rule"),
+            &["policy"],
+        )?;
+        registry.register(Box::new(authz_denied.clone()))?;
         let inbound_refused = IntCounterVec::new(
             Opts::new("weft_inbound_connections_refused_total", "Inbound connections refused by mTLS policy"),
             &["reason"],
@@ -145,6 +152,7 @@ impl Metrics {
             upstream_connections,
             outlier_ejected,
             inbound_refused,
+            authz_denied,
             access_log_dropped,
             downstream_active,
             downstream_total,

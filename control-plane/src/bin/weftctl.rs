@@ -76,6 +76,13 @@ enum Command {
         /// Request headers, `-H 'x-canary: true'` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// The caller's proven identity for the authorization decision; default the
+        /// source workload's `spiffe://cluster.local/ns/<ns>/sa/<service account>`.
+        #[arg(long)]
+        source_principal: Option<String>,
+        /// The source workload's service account (default: the namespace's `default`).
+        #[arg(long, default_value = "default")]
+        service_account: String,
         /// Offline: policy files or folders instead of etcd (needs --registry).
         #[arg(short = 'f', long = "filename", num_args = 1..)]
         paths: Vec<PathBuf>,
@@ -288,6 +295,8 @@ async fn main() -> ExitCode {
             method,
             path,
             headers,
+            source_principal,
+            service_account,
             paths,
             registry,
             output,
@@ -312,9 +321,11 @@ async fn main() -> ExitCode {
                     Err(code) => return code,
                 }
             };
-            let sa = namespace.clone();
+            let principal = source_principal.unwrap_or_else(|| {
+                format!("spiffe://{}/ns/{namespace}/sa/{service_account}", weft_control_plane::ca::DEFAULT_TRUST_DOMAIN)
+            });
             let workload =
-                weft_model::Workload { name: workload, namespace, service_account: sa, labels: labels(&label_text) };
+                weft_model::Workload { name: workload, namespace, service_account, labels: labels(&label_text) };
             let config = weft_control_plane::translate::translate(&resources, &registry, &workload, "explain").config;
             let headers: Vec<(String, String)> = headers
                 .iter()
@@ -322,7 +333,25 @@ async fn main() -> ExitCode {
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
                 .collect();
             let req = weft_control_plane::explain::Request { host, method, path, headers };
-            match weft_control_plane::explain::explain(&config, &req) {
+            let explained = weft_control_plane::explain::explain(&config, &req).map(|mut e| {
+                // The destination decides: translate its inbound side and run its authorization.
+                if let Some(svc) = e.service.as_deref().and_then(|s| registry.service(s)) {
+                    if let Some(inst) = svc.instances.first() {
+                        let dest = weft_model::Workload {
+                            name: svc.name.to_string(),
+                            namespace: svc.namespace.to_string(),
+                            service_account: inst.service_account.clone(),
+                            labels: inst.labels.clone(),
+                        };
+                        let dest_config =
+                            weft_control_plane::translate::translate(&resources, &registry, &dest, "explain").config;
+                        e.authorization =
+                            Some(weft_control_plane::explain::authorize(&dest_config, Some(&principal), &req));
+                    }
+                }
+                e
+            });
+            match explained {
                 Ok(e) if output.as_deref() == Some("json") => {
                     println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
                     ExitCode::SUCCESS
