@@ -121,5 +121,52 @@ fn reload(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, select, weighted_pick, reload);
+/// Authorization for one request: the seed's policy (two principals), allowed and denied.
+fn authz(c: &mut Criterion) {
+    let policy: model::authz::AuthzPolicy = serde_yaml::from_str(
+        "{name: 'ns[production]-policy[order-service-auth]', action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/production/sa/user-service]}, {principals: [cluster.local/ns/production/sa/product-service]}]}]}",
+    )
+    .expect("policy");
+    let policies = vec![weft_proxy::authz::Policy::compile(&policy)];
+    let headers = HeaderMap::new();
+    for (case, principal) in [
+        ("allowed", "spiffe://cluster.local/ns/production/sa/product-service"),
+        ("denied", "spiffe://cluster.local/ns/production/sa/notification-service"),
+    ] {
+        let req = weft_proxy::authz::Request {
+            principal: Some(principal),
+            source_ip: None,
+            host: "order-service",
+            port: 8080,
+            method: "GET",
+            path: "/orders",
+            headers: &headers,
+        };
+        c.bench_function(&format!("authz/{case}"), |b| b.iter(|| black_box(weft_proxy::authz::decide(&policies, black_box(&req)))));
+    }
+}
+
+/// Reading, validating and translating the policies/ folder for one workload.
+fn translate(c: &mut Criterion) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let registry: weft_control_plane::registry::Registry = serde_yaml::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/tests/fixtures/registry.yaml"))
+            .expect("registry fixture"),
+    )
+    .expect("registry");
+    let w = model::Workload {
+        name: "api-gateway".into(),
+        namespace: "production".into(),
+        service_account: "api-gateway".into(),
+        labels: Default::default(),
+    };
+    c.bench_function("translate/policies", |b| {
+        b.iter(|| {
+            let resources = weft_control_plane::istio::load_paths(std::slice::from_ref(&dir)).expect("policies");
+            black_box(weft_control_plane::translate::translate(&resources, &registry, &w, "1"))
+        })
+    });
+}
+
+criterion_group!(benches, select, weighted_pick, reload, authz, translate);
 criterion_main!(benches);
