@@ -142,7 +142,9 @@ fn authz(c: &mut Criterion) {
             path: "/orders",
             headers: &headers,
         };
-        c.bench_function(&format!("authz/{case}"), |b| b.iter(|| black_box(weft_proxy::authz::decide(&policies, black_box(&req)))));
+        c.bench_function(&format!("authz/{case}"), |b| {
+            b.iter(|| black_box(weft_proxy::authz::decide(&policies, black_box(&req))))
+        });
     }
 }
 
@@ -150,8 +152,10 @@ fn authz(c: &mut Criterion) {
 fn translate(c: &mut Criterion) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let registry: weft_control_plane::registry::Registry = serde_yaml::from_str(
-        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/tests/fixtures/registry.yaml"))
-            .expect("registry fixture"),
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/tests/fixtures/registry.yaml"),
+        )
+        .expect("registry fixture"),
     )
     .expect("registry");
     let w = model::Workload {

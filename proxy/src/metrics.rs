@@ -34,6 +34,22 @@ pub const REQUEST_LABELS: [&str; 18] = [
     "response_code",
 ];
 
+/// The four standard metrics of one label set, looked up once and reused.
+#[derive(Debug)]
+pub struct RequestSeries {
+    pub total: prometheus::IntCounter,
+    pub duration: prometheus::Histogram,
+    pub request_bytes: prometheus::Histogram,
+    pub response_bytes: prometheus::Histogram,
+}
+
+/// Label sets seen so far → their series: one hash lookup per request instead
+/// of four label-vector lookups. Bounded like the label values themselves.
+#[derive(Debug, Default)]
+pub struct SeriesCache {
+    map: std::sync::RwLock<std::collections::HashMap<u64, Vec<(Box<[Box<str>]>, std::sync::Arc<RequestSeries>)>>>,
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -70,6 +86,7 @@ pub struct Metrics {
     pub downstream_active: prometheus::IntGaugeVec,
     /// `weft_config_generation`: configs applied since start.
     pub config_applied: IntGauge,
+    series: std::sync::Arc<SeriesCache>,
 }
 
 impl Metrics {
@@ -157,8 +174,34 @@ impl Metrics {
             downstream_active,
             downstream_total,
             config_applied,
+            series: Default::default(),
             registry,
         })
+    }
+
+    /// The standard request metrics for `labels` (in [`REQUEST_LABELS`] order).
+    pub fn request_series(&self, labels: &[&str; 18]) -> std::sync::Arc<RequestSeries> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        labels.hash(&mut h);
+        let key = h.finish();
+        let same = |stored: &[Box<str>]| stored.iter().map(|s| &**s).eq(labels.iter().copied());
+        if let Ok(map) = self.series.map.read() {
+            if let Some(found) = map.get(&key).and_then(|v| v.iter().find(|(l, _)| same(l))) {
+                return found.1.clone();
+            }
+        }
+        let series = std::sync::Arc::new(RequestSeries {
+            total: self.requests_total.with_label_values(labels),
+            duration: self.request_duration.with_label_values(labels),
+            request_bytes: self.request_bytes.with_label_values(labels),
+            response_bytes: self.response_bytes.with_label_values(labels),
+        });
+        if let Ok(mut map) = self.series.map.write() {
+            let stored: Box<[Box<str>]> = labels.iter().map(|l| Box::<str>::from(*l)).collect();
+            map.entry(key).or_default().push((stored, series.clone()));
+        }
+        series
     }
 
     /// The Prometheus text exposition of every metric.

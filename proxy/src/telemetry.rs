@@ -201,11 +201,11 @@ impl Record {
                 &code,
             ],
         };
-        let m = &shared.metrics;
-        m.requests_total.with_label_values(&labels).inc();
-        m.request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64() * 1000.0);
-        m.request_bytes.with_label_values(&labels).observe(request_bytes as f64);
-        m.response_bytes.with_label_values(&labels).observe(response_bytes as f64);
+        let series = shared.metrics.request_series(&labels);
+        series.total.inc();
+        series.duration.observe(elapsed.as_secs_f64() * 1000.0);
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(response_bytes as f64);
         if shared.access_log.is_enabled() {
             let line = serde_json::json!({
                 "reporter": labels[0],
