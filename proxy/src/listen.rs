@@ -175,7 +175,8 @@ async fn serve_io<I, H, F>(
         if let Some(r) = remote {
             req.extensions_mut().insert(Remote(r));
         }
-        let fut = handler(req);
+        // Boxed: the request future is large, and hyper moves what it is given into place.
+        let fut = Box::pin(handler(req));
         async move { Ok::<_, Infallible>(fut.await) }
     });
     if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
