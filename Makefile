@@ -5,7 +5,7 @@ CARGO ?= cargo
 # their own), iptables (transparent interception tests).
 DEB_PACKAGES := protobuf-compiler etcd-server iptables
 
-.PHONY: test deps build demo demo-static bench bench-quick clean
+.PHONY: test deps build demo demo-static bench bench-quick bench-deps clean
 
 ## Installs missing Debian packages (only those missing; idempotent).
 deps:
@@ -38,14 +38,17 @@ clean:
 
 BENCH_OUT ?= target/bench
 
-## Sidecar overhead next to HAProxy and nginx from Debian's packages (installed when missing; run as
-## child processes on generated configs, never as system services), interleaved rounds, Istio's method;
-## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~25 min).
-bench:
+## The contestants (HAProxy, nginx from Debian's packages, only when missing) and release builds.
+bench-deps:
 	@dpkg -s haproxy nginx-light fonts-dejavu-core >/dev/null 2>&1 || { echo "installing haproxy nginx-light fonts-dejavu-core"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light fonts-dejavu-core; }
 	$(CARGO) build --release -p weft-proxy -p weft-bench
 	@mkdir -p $(BENCH_OUT)
+
+## Sidecar overhead next to HAProxy and nginx from Debian's packages (installed when missing; run as
+## child processes on generated configs, never as system services), interleaved rounds, Istio's method;
+## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~25 min).
+bench: bench-deps
 	set -o pipefail; target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
 	  --scenarios direct,sidecar,pair-h1,pair-h2,haproxy-pair,nginx-pair \
 	  --rates 200,1000,2000 --max --duration 10s --rounds 3 \
@@ -55,11 +58,7 @@ bench:
 
 ## The same in about two minutes after the build, a smoke test for CI (asserts no timing): one rate
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
-bench-quick:
-	@dpkg -s haproxy nginx-light fonts-dejavu-core >/dev/null 2>&1 || { echo "installing haproxy nginx-light fonts-dejavu-core"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light fonts-dejavu-core; }
-	$(CARGO) build --release -p weft-proxy -p weft-bench
-	@mkdir -p $(BENCH_OUT)
+bench-quick: bench-deps
 	set -o pipefail; target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
 	  --scenarios direct,sidecar,pair-h1,pair-h2,haproxy-pair,nginx-pair \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
