@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -21,26 +21,12 @@ use weft_proxy::Running;
 
 /// An app that answers with the `x-forwarded-client-cert` it received.
 async fn xfcc_app() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { continue };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let xfcc = req
-                        .headers()
-                        .get("x-forwarded-client-cert")
-                        .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(xfcc))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    app_with(|req| {
+        req.headers()
+            .get("x-forwarded-client-cert")
+            .map_or("none".to_string(), |v| v.to_str().unwrap_or("?").to_string())
+    })
+    .await
 }
 
 struct Mesh {

@@ -17,14 +17,23 @@ use weft_proxy::{Proxy, ProxyOptions, Running};
 
 /// An app answering its name.
 pub async fn app(name: &'static str) -> SocketAddr {
+    app_with(move |_| name.to_string()).await
+}
+
+/// An app answering each request with the body `answer` makes of it.
+pub async fn app_with(
+    answer: impl Fn(&hyper::Request<hyper::body::Incoming>) -> String + Clone + Send + Sync + 'static,
+) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { continue };
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
+                let svc = hyper::service::service_fn(move |req| {
+                    let body = answer(&req);
+                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), svc)
