@@ -151,6 +151,16 @@ fn read_registry(path: &std::path::Path) -> Result<Registry, ExitCode> {
         .map_err(|e| fail(format!("{}: {e}", path.display())))
 }
 
+/// The value of a `Result`, or an error line and a failing exit.
+macro_rules! ok {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        }
+    };
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
@@ -180,10 +190,7 @@ async fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(d) => return print_diags(&d),
             };
-            let store = match store().await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
+            let store = ok!(store().await);
             match store.apply(&resources).await {
                 Ok(report) => {
                     for (list, what) in [
@@ -206,14 +213,8 @@ async fn main() -> ExitCode {
                 Ok(k) => k,
                 Err(code) => return code,
             };
-            let store = match store().await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
-            let (mut found, _) = match store.policies(Some(kind), namespace.as_deref()).await {
-                Ok(x) => x,
-                Err(e) => return fail(e),
-            };
+            let store = ok!(store().await);
+            let (mut found, _) = ok!(store.policies(Some(kind), namespace.as_deref()).await);
             if let Some(n) = &name {
                 found.retain(|r| r.name() == n);
                 if found.is_empty() {
@@ -244,10 +245,7 @@ async fn main() -> ExitCode {
                 Ok(k) => k,
                 Err(code) => return code,
             };
-            let store = match store().await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
+            let store = ok!(store().await);
             match store.delete(kind, &namespace, &name).await {
                 Ok(true) => {
                     println!("{kind} {namespace}/{name} deleted");
@@ -258,14 +256,8 @@ async fn main() -> ExitCode {
             }
         }
         Command::Status { output } => {
-            let store = match store().await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
-            let statuses = match store.statuses().await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
+            let store = ok!(store().await);
+            let statuses = ok!(store.statuses().await);
             if output.as_deref() == Some("json") {
                 println!("{}", serde_json::to_string_pretty(&statuses).unwrap_or_default());
                 return ExitCode::SUCCESS;
@@ -302,10 +294,7 @@ async fn main() -> ExitCode {
             output,
         } => {
             let (resources, registry) = if paths.is_empty() {
-                let store = match store().await {
-                    Ok(s) => s,
-                    Err(e) => return fail(e),
-                };
+                let store = ok!(store().await);
                 match store.snapshot().await {
                     Ok((r, reg, _)) => (r, reg),
                     Err(e) => return fail(e),
@@ -364,10 +353,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Token { namespace, service_account, ttl, trust_domain } => {
-            let store = match store().await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
+            let store = ok!(store().await);
             match weft_control_plane::ca::Ca::load_or_create(&store, &trust_domain).await {
                 Ok(ca) => {
                     println!("{}", ca.mint_token(&namespace, &service_account, ttl, std::time::SystemTime::now()));
@@ -377,10 +363,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::RootCert { trust_domain } => {
-            let store = match store().await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
+            let store = ok!(store().await);
             match weft_control_plane::ca::Ca::load_or_create(&store, &trust_domain).await {
                 Ok(ca) => {
                     print!("{}", ca.root_pem());
