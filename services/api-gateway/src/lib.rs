@@ -1,0 +1,187 @@
+//! api-gateway: the shop's public entry.
+//!
+//! Routes `/api/users/*`, `/api/products/*`, `/api/orders/*` and
+//! `/api/notifications` to the services; verifies the JWT user-service issued
+//! (register, login and reading products are public); replaces any `x-user-id`
+//! the client sent with the token's subject; and limits each client (the user,
+//! or the address of an anonymous caller) with a token bucket, answering 429
+//! with `Retry-After`.
+
+pub mod limit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use weft_services_common::peers::Peers;
+use weft_services_common::{env, jwt, serve, ApiError};
+
+pub const SERVICE: &str = "api-gateway";
+/// Largest request body the gateway forwards.
+pub const MAX_BODY: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub jwt_secret: String,
+    /// Requests per second each client may sustain, and the burst it may spend at once.
+    pub rate: f64,
+    pub burst: f64,
+    pub peers: Peers,
+}
+
+impl Config {
+    /// `LISTEN` (127.0.0.1:3000), `JWT_SECRET`, `RATE_LIMIT_RPS` (50), `RATE_LIMIT_BURST` (100), and the peers.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let rate: f64 = env::parse("RATE_LIMIT_RPS", 50.0)?;
+        let burst: f64 = env::parse("RATE_LIMIT_BURST", 100.0)?;
+        anyhow::ensure!(rate > 0.0 && burst >= 1.0, "RATE_LIMIT_RPS must be > 0 and RATE_LIMIT_BURST >= 1");
+        Ok(Config {
+            listen: env::parse("LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            jwt_secret: env::var("JWT_SECRET", jwt::DEV_SECRET),
+            rate,
+            burst,
+            peers: Peers::from_env()?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub limiter: limit::Limiter,
+}
+
+pub fn app(config: Config) -> Router {
+    let limiter = limit::Limiter::new(config.rate, config.burst);
+    let state = Arc::new(AppState { config, limiter });
+    serve::finish(Router::new().route("/ready", get(|| async { serve::ready(&[]) })).fallback(route).with_state(state))
+}
+
+/// Where a public path goes, and whether it needs a token.
+#[derive(Debug, PartialEq)]
+pub struct Target {
+    pub service: &'static str,
+    pub path: String,
+    pub public: bool,
+}
+
+/// The routing table: `None` is a 404.
+pub fn target(method: &Method, path: &str) -> Option<Target> {
+    let rest = path.strip_prefix("/api/")?;
+    let (first, tail) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
+    let to = |service, path: String, public| Some(Target { service, path, public });
+    match first {
+        "users" => {
+            let public = method == Method::POST && (tail == "register" || tail == "login");
+            to("user-service", format!("/users/{tail}"), public)
+        }
+        "products" => {
+            let path = if tail.is_empty() { "/products".to_string() } else { format!("/products/{tail}") };
+            to("product-service", path, method == Method::GET)
+        }
+        "orders" => to("order-service", if tail.is_empty() { "/orders".into() } else { format!("/orders/{tail}") }, false),
+        "notifications" if tail.is_empty() => to("notification-service", "/notifications".into(), false),
+        _ => None,
+    }
+}
+
+/// Request headers passed on to a service; everything else (cookies, `authorization`,
+/// a client's own `x-user-id`) stays at the edge.
+const FORWARDED: [HeaderName; 3] = [header::CONTENT_TYPE, header::ACCEPT, HeaderName::from_static("x-canary")];
+/// Response headers passed back to the client.
+const RETURNED: [&str; 4] = ["content-type", "retry-after", "x-version", "x-served-by"];
+
+async fn route(State(s): State<Arc<AppState>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    match forward(&s, peer, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+}
+
+async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let t = target(&parts.method, parts.uri.path()).ok_or_else(|| ApiError::not_found(format!("no route for {}", parts.uri.path())))?;
+    let claims = match bearer(&parts.headers) {
+        Some(token) => Some(jwt::verify(&s.config.jwt_secret, token).map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?),
+        None if t.public => None,
+        None => return Err(ApiError::unauthorized("this route needs a token: Authorization: Bearer <token from /api/users/login>")),
+    };
+    let client = claims.as_ref().map_or_else(|| format!("ip:{}", peer.ip()), |c| format!("user:{}", c.sub));
+    if let Err(wait) = s.limiter.take(&client) {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down");
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(e);
+    }
+    let mut headers = HeaderMap::new();
+    for name in FORWARDED {
+        if let Some(v) = parts.headers.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    let mut path = t.path;
+    if let Some(c) = &claims {
+        headers.insert("x-user-id", HeaderValue::from_str(&c.sub).map_err(|_| ApiError::unauthorized("invalid token subject"))?);
+        if t.service == "notification-service" {
+            // A user reads their own notifications, whatever the query says.
+            path = format!("{path}?user={}", c.sub);
+        }
+    }
+    if t.service != "notification-service" {
+        if let Some(q) = parts.uri.query() {
+            path = format!("{path}?{q}");
+        }
+    }
+    let body = axum::body::to_bytes(Body::new(body), MAX_BODY)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {MAX_BODY} bytes")))?;
+    let body = (!body.is_empty()).then_some(body);
+    let answer = s.config.peers.call(t.service, parts.method, &path, headers, body).await.map_err(|e| {
+        tracing::warn!(service = t.service, error = %e, "upstream failed");
+        match e {
+            weft_services_common::peers::PeerError::Timeout(..) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{} did not answer in time", t.service))
+            }
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("{} is unavailable", t.service)),
+        }
+    })?;
+    let mut response = (answer.status, answer.body).into_response();
+    for name in RETURNED {
+        if let Some(v) = answer.headers.get(name) {
+            response.headers_mut().insert(name, v.clone());
+        }
+    }
+    Ok(response)
+}
+
+/// How long an idle client's bucket is kept.
+pub const IDLE_BUCKET: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let t = |m: Method, p: &str| target(&m, p).map(|t| (t.service, t.path, t.public));
+        assert_eq!(t(Method::POST, "/api/users/login"), Some(("user-service", "/users/login".into(), true)));
+        assert_eq!(t(Method::GET, "/api/users/me"), Some(("user-service", "/users/me".into(), false)));
+        assert_eq!(t(Method::GET, "/api/products"), Some(("product-service", "/products".into(), true)));
+        assert_eq!(t(Method::POST, "/api/products"), Some(("product-service", "/products".into(), false)));
+        assert_eq!(t(Method::POST, "/api/orders/abc/pay"), Some(("order-service", "/orders/abc/pay".into(), false)));
+        assert_eq!(t(Method::GET, "/api/notifications"), Some(("notification-service", "/notifications".into(), false)));
+        assert_eq!(t(Method::GET, "/api/admin"), None);
+        assert_eq!(t(Method::GET, "/orders"), None);
+    }
+}

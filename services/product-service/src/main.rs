@@ -1,0 +1,13 @@
+//! product-service: see the crate docs in lib.rs.
+
+use weft_services_common::{env, serve};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    env::init_logging(product_service::SERVICE);
+    let config = product_service::Config::from_env()?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let state = product_service::AppState::connect(&config).await?;
+    serve::run(listener, product_service::app(state), serve::signal()).await?;
+    Ok(())
+}
