@@ -78,3 +78,8 @@ pub async fn ping(pool: &Pool) -> Result<(), String> {
 pub fn is_duplicate(e: &mysql_async::Error) -> bool {
     matches!(e, mysql_async::Error::Server(s) if s.code == 1062)
 }
+
+/// True for a deadlock or lock-wait timeout: the transaction was rolled back and may be run again.
+pub fn is_retryable(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1213 || s.code == 1205)
+}

@@ -10,6 +10,7 @@
 //! - [`db`]: MariaDB pool, database creation and migrations
 //! - [`jwt`]: the tokens user-service issues and api-gateway verifies
 //! - [`serve`]: `/health`, the serving loop and graceful shutdown
+//! - [`testkit`]: what the services' tests share (unique names, private backends)
 
 pub mod db;
 pub mod env;
@@ -19,6 +20,7 @@ pub mod jwt;
 pub mod peers;
 pub mod request_id;
 pub mod serve;
+pub mod testkit;
 
 pub use error::ApiError;
 pub use json::Json;

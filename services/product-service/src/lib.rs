@@ -172,36 +172,64 @@ async fn reserve(State(s): Shared, Path(id): Path<String>, Json(r): Json<NewRese
     if r.quantity == 0 || r.quantity > MAX_QUANTITY {
         return Err(ApiError::bad_request(format!("quantity: 1 to {MAX_QUANTITY}")));
     }
-    let mut conn = s.pool.get_conn().await?;
+    let mut attempt = 0;
+    loop {
+        match try_reserve(&s.pool, id, &r).await {
+            Err(ReserveError::Db(e)) if db::is_retryable(&e) && attempt < 3 => attempt += 1,
+            Err(ReserveError::Db(e)) => return Err(e.into()),
+            Err(ReserveError::Api(e)) => return Err(e),
+            Ok((status, reservation)) => return Ok((status, Json(reservation)).into_response()),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ReserveError {
+    Db(mysql_async::Error),
+    Api(ApiError),
+}
+
+impl From<mysql_async::Error> for ReserveError {
+    fn from(e: mysql_async::Error) -> Self {
+        ReserveError::Db(e)
+    }
+}
+
+/// One transaction. The product row is locked first, so reservations of one
+/// product queue behind each other instead of deadlocking on the reservations index.
+async fn try_reserve(pool: &Pool, id: u64, r: &NewReservation) -> Result<(StatusCode, Reservation), ReserveError> {
+    let mut conn = pool.get_conn().await?;
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let held: Option<(u64, u32)> =
-        tx.exec_first("SELECT product_id, quantity FROM reservations WHERE order_id = ? FOR UPDATE", (&r.order_id,)).await?;
-    let price: Option<i64> = tx.exec_first("SELECT price_cents FROM products WHERE id = ?", (id,)).await?;
-    let price_cents = price.ok_or_else(|| ApiError::not_found(format!("product {id} not found")))?;
-    let reservation = Reservation { order_id: r.order_id.clone(), product_id: id, quantity: r.quantity, price_cents };
-    if let Some((held_product, held_quantity)) = held {
+    let product: Option<(i64, i64)> = tx.exec_first("SELECT price_cents, stock FROM products WHERE id = ? FOR UPDATE", (id,)).await?;
+    let Some((price_cents, stock)) = product else {
         tx.rollback().await?;
-        return if (held_product, held_quantity) == (id, r.quantity) {
-            Ok((StatusCode::OK, Json(reservation)).into_response())
+        return Err(ReserveError::Api(ApiError::not_found(format!("product {id} not found"))));
+    };
+    let reservation = Reservation { order_id: r.order_id.clone(), product_id: id, quantity: r.quantity, price_cents };
+    let held: Option<(u64, u32)> = tx.exec_first("SELECT product_id, quantity FROM reservations WHERE order_id = ?", (&r.order_id,)).await?;
+    if let Some(held) = held {
+        tx.rollback().await?;
+        return if held == (id, r.quantity) {
+            Ok((StatusCode::OK, reservation))
         } else {
-            Err(ApiError::conflict(format!("order {} already holds a different reservation", r.order_id)))
+            Err(ReserveError::Api(ApiError::conflict(format!("order {} already holds a different reservation", r.order_id))))
         };
     }
-    tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?", (r.quantity, id, r.quantity)).await?;
-    if tx.affected_rows() == 0 {
+    if stock < i64::from(r.quantity) {
         tx.rollback().await?;
-        return Err(ApiError::conflict(format!("product {id}: not enough stock for {}", r.quantity)));
+        return Err(ReserveError::Api(ApiError::conflict(format!("product {id}: not enough stock for {}", r.quantity))));
     }
+    tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?", (r.quantity, id, r.quantity)).await?;
     match tx.exec_drop("INSERT INTO reservations (order_id, product_id, quantity) VALUES (?, ?, ?)", (&r.order_id, id, r.quantity)).await {
         Ok(()) => {}
         Err(e) if db::is_duplicate(&e) => {
             tx.rollback().await?;
-            return Err(ApiError::conflict(format!("order {} is being reserved concurrently; retry", r.order_id)));
+            return Err(ReserveError::Api(ApiError::conflict(format!("order {} already holds a reservation", r.order_id))));
         }
         Err(e) => return Err(e.into()),
     }
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(reservation)).into_response())
+    Ok((StatusCode::CREATED, reservation))
 }
 
 /// Gives a reservation's units back (an order cancelled, or one that failed after reserving).

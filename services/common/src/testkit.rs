@@ -1,0 +1,260 @@
+//! For the services' tests (and the end-to-end tests): unique names so tests
+//! never collide on the shared MariaDB, Redis and RabbitMQ; a service started
+//! in-process on a free port; a small JSON client; and private MariaDB and
+//! Redis servers on free ports for the tests that stop a backend (the shared
+//! ones are never stopped).
+
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::Value;
+
+/// `weft_test_<tag>_<pid>_<n>`: letters, digits and `_`, valid as a database,
+/// key prefix, exchange or queue name.
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("weft_test_{tag}_{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Serves `app` on a free loopback port for the rest of the test.
+pub async fn spawn(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(crate::serve::run(listener, app, std::future::pending()));
+    addr
+}
+
+/// One answer: status, headers and the body parsed as JSON (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A JSON client for one address.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub headers: HeaderMap,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Client { addr, headers: HeaderMap::new() }
+    }
+
+    /// The same client, sending `name: value` on every request.
+    pub fn with(&self, name: &'static str, value: &str) -> Self {
+        let mut c = self.clone();
+        c.headers.insert(name, HeaderValue::from_str(value).expect("header value"));
+        c
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None).await
+    }
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(Method::DELETE, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, Some(body.to_string())).await
+    }
+
+    /// Any request; `body` is sent as `application/json` unless a content type is set.
+    pub async fn send(&self, method: Method, path: &str, body: Option<String>) -> Answer {
+        let mut headers = self.headers.clone();
+        if body.is_some() && !headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let r = crate::peers::send(self.addr, "localhost", method, path, headers, body.map(Bytes::from))
+            .await
+            .unwrap_or_else(|e| panic!("request to {}{path}: {e}", self.addr));
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        Answer { status: r.status, headers: r.headers, json: serde_json::from_str(&text).unwrap_or(Value::Null), text }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A database of its own on the shared MariaDB, dropped when the test ends.
+#[derive(Debug)]
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// The URL names a database that does not exist yet; the service creates it.
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        TestDb { url: format!("mysql://root@127.0.0.1:3306/{name}"), name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS `{}`", self.name)])
+            .status();
+    }
+}
+
+/// A key prefix of its own on the shared Redis, its keys deleted when the test ends.
+#[derive(Debug)]
+pub struct TestRedisPrefix(pub String);
+
+impl TestRedisPrefix {
+    pub fn new(tag: &str) -> Self {
+        TestRedisPrefix(format!("{}:", unique(tag)))
+    }
+}
+
+impl Drop for TestRedisPrefix {
+    fn drop(&mut self) {
+        let script = format!("redis-cli --scan --pattern '{}*' | xargs -r redis-cli del >/dev/null", self.0);
+        let _ = Command::new("sh").args(["-c", &script]).status();
+    }
+}
+
+fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(tag));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A private server process on a free port, which a test may stop and start
+/// again (same port, same data). Killed and its data removed on drop.
+#[derive(Debug)]
+pub struct PrivateServer {
+    pub port: u16,
+    dir: PathBuf,
+    command: Vec<String>,
+    child: Option<Child>,
+}
+
+impl PrivateServer {
+    /// A MariaDB server (`mariadbd`) on its own data directory, root without a password.
+    pub fn mariadb() -> Self {
+        let dir = temp_dir("mariadb");
+        let data = dir.join("data");
+        let status = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
+            .arg(format!("--datadir={}", data.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-install-db");
+        assert!(status.success(), "mariadb-install-db failed");
+        let port = free_port();
+        let command = vec![
+            "mariadbd".to_string(),
+            "--no-defaults".into(),
+            "--user=root".into(),
+            format!("--datadir={}", data.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", dir.join("mysqld.sock").display()),
+            format!("--pid-file={}", dir.join("mysqld.pid").display()),
+            "--skip-log-bin".into(),
+            "--innodb-buffer-pool-size=16M".into(),
+        ];
+        let mut s = PrivateServer { port, dir, command, child: None };
+        s.start();
+        s
+    }
+
+    /// A Redis server that keeps nothing on disk.
+    pub fn redis() -> Self {
+        let dir = temp_dir("redis");
+        let port = free_port();
+        let command = vec![
+            "redis-server".to_string(),
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ];
+        let mut s = PrivateServer { port, dir, command, child: None };
+        s.start();
+        s
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("server.log")).expect("log");
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.command[0]));
+        self.child = Some(child);
+        assert!(wait_for_port(self.port, Duration::from_secs(60)), "{} did not listen on {}", self.command[0], self.port);
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
