@@ -258,3 +258,55 @@ impl Drop for PrivateServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Exchanges and queues a test declared on the shared RabbitMQ, deleted when the test ends.
+#[derive(Debug, Default)]
+pub struct TestAmqp {
+    pub url: String,
+    pub exchanges: Vec<String>,
+    pub queues: Vec<String>,
+}
+
+impl TestAmqp {
+    pub fn new(url: &str) -> Self {
+        TestAmqp { url: url.to_string(), exchanges: Vec::new(), queues: Vec::new() }
+    }
+
+    /// A fresh name, remembered for deletion.
+    pub fn exchange(&mut self, tag: &str) -> String {
+        let name = unique(tag);
+        self.exchanges.push(name.clone());
+        name
+    }
+
+    /// A fresh queue name; its `.dead` queue and `.dlx` exchange are deleted too.
+    pub fn queue(&mut self, tag: &str) -> String {
+        let name = unique(tag);
+        self.queues.extend([name.clone(), format!("{name}.dead")]);
+        self.exchanges.push(format!("{name}.dlx"));
+        name
+    }
+}
+
+impl Drop for TestAmqp {
+    fn drop(&mut self) {
+        let (url, exchanges, queues) = (self.url.clone(), std::mem::take(&mut self.exchanges), std::mem::take(&mut self.queues));
+        // Its own thread and runtime: a drop may run inside or outside the test's runtime.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.ok()?;
+                let ch = conn.create_channel().await.ok()?;
+                for q in queues {
+                    let _ = ch.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
+                }
+                for e in exchanges {
+                    let _ = ch.exchange_delete(e.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await;
+                }
+                let _ = conn.close(200, "done".into()).await;
+                Some(())
+            })
+        });
+        let _ = cleanup.join();
+    }
+}

@@ -1,0 +1,252 @@
+//! order-service on the real Redis and RabbitMQ, with a real product-service on
+//! the real MariaDB: each test with its own key prefix, exchange and database.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http::StatusCode;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use order_service::{app, AppState, Config};
+use serde_json::{json, Value};
+use weft_services_common::peers::Peers;
+use weft_services_common::testkit::{self, eventually, Client, PrivateServer, TestAmqp, TestDb, TestRedisPrefix};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// product-service and order-service, wired to each other, plus a queue that sees every event.
+struct Shop {
+    products: Client,
+    orders: Client,
+    product_addr: SocketAddr,
+    exchange: String,
+    prefix: TestRedisPrefix,
+    _db: TestDb,
+    _amqp: TestAmqp,
+}
+
+async fn product_service(db: &TestDb) -> (Client, SocketAddr) {
+    let config = product_service::Config { listen: "127.0.0.1:0".parse().unwrap(), database_url: db.url.clone() };
+    let addr = testkit::spawn(product_service::app(product_service::AppState::connect(&config).await.unwrap())).await;
+    (Client::new(addr), addr)
+}
+
+fn config(product_addr: SocketAddr, redis_url: &str, prefix: &str, exchange: &str, version: &str) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        redis_url: redis_url.into(),
+        redis_prefix: prefix.into(),
+        amqp_url: AMQP.into(),
+        exchange: exchange.into(),
+        version: version.into(),
+        instance: format!("order-service-{version}"),
+        fault_injection: true,
+        peers: Peers::direct([("product-service", product_addr)]),
+    }
+}
+
+async fn order_service(config: Config) -> Client {
+    Client::new(testkit::spawn(app(AppState::start(config).await.expect("start"))).await)
+}
+
+impl Shop {
+    async fn start(version: &str) -> Shop {
+        let db = TestDb::new("orders");
+        let (products, product_addr) = product_service(&db).await;
+        let prefix = TestRedisPrefix::new("orders");
+        let mut amqp = TestAmqp::new(AMQP);
+        let exchange = amqp.exchange("orders");
+        let orders = order_service(config(product_addr, "redis://127.0.0.1:6379", &prefix.0, &exchange, version)).await;
+        Shop { products, orders, product_addr, exchange, prefix, _db: db, _amqp: amqp }
+    }
+
+    async fn product(&self, stock: i64) -> u64 {
+        let p = self.products.post("/products", json!({"name": "Kettle", "price_cents": 2500, "stock": stock})).await;
+        p.json["id"].as_u64().unwrap()
+    }
+
+    async fn stock(&self, id: u64) -> i64 {
+        self.products.get(&format!("/products/{id}")).await.json["stock"].as_i64().unwrap()
+    }
+
+    /// A queue bound to every event on this shop's exchange.
+    async fn events(&self) -> Events {
+        let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare(self.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
+        let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        ch.queue_bind(q.name().clone(), self.exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+        let consumer = ch.basic_consume(q.name().clone(), "test".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+        Events { _conn: conn, consumer }
+    }
+}
+
+struct Events {
+    _conn: Connection,
+    consumer: lapin::Consumer,
+}
+
+impl Events {
+    async fn next(&mut self) -> Value {
+        let d = tokio::time::timeout(Duration::from_secs(10), self.consumer.next()).await.expect("an event within 10 s").unwrap().unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        serde_json::from_slice(&d.data).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_order_goes_created_paid_shipped_and_each_step_is_an_event() {
+    let shop = Shop::start("v1").await;
+    let mut events = shop.events().await;
+    let product = shop.product(5).await;
+    let me = shop.orders.with("x-user-id", "7");
+
+    let placed = me.post("/orders", json!({"product_id": product, "quantity": 2})).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
+    assert_eq!((placed.json["status"].as_str(), placed.json["total_cents"].as_i64()), (Some("created"), Some(5000)));
+    assert_eq!(placed.header("x-version"), Some("v1"));
+    assert!(placed.json.get("version").is_none() && placed.json.get("estimated_delivery").is_none(), "v1 has neither");
+    assert_eq!(shop.stock(product).await, 3, "stock reserved at product-service");
+    let id = placed.json["id"].as_str().unwrap().to_string();
+
+    assert_eq!(me.post(&format!("/orders/{id}/ship"), json!({})).await.status, StatusCode::CONFLICT, "not paid yet");
+    assert_eq!(me.post(&format!("/orders/{id}/pay"), json!({})).await.json["status"], "paid");
+    let pay_again = me.post(&format!("/orders/{id}/pay"), json!({})).await;
+    assert_eq!(pay_again.status, StatusCode::CONFLICT);
+    assert_eq!(pay_again.json["error"]["message"], "cannot pay an order that is paid");
+    assert_eq!(me.post(&format!("/orders/{id}/ship"), json!({})).await.json["status"], "shipped");
+    let cancel = me.post(&format!("/orders/{id}/cancel"), json!({})).await;
+    assert_eq!((cancel.status, cancel.json["error"]["message"].as_str()), (StatusCode::CONFLICT, Some("cannot cancel an order that is shipped")));
+    assert_eq!(me.get(&format!("/orders/{id}")).await.json["status"], "shipped");
+    assert_eq!(me.get("/orders").await.json.as_array().unwrap().len(), 1);
+
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let e = events.next().await;
+        kinds.push((e["type"].as_str().unwrap().to_string(), e["order_id"].as_str().unwrap().to_string()));
+    }
+    let expected: Vec<(String, String)> = ["order.created", "order.paid", "order.shipped"].iter().map(|k| (k.to_string(), id.clone())).collect();
+    assert_eq!(kinds, expected);
+}
+
+#[tokio::test]
+async fn v2_answers_with_its_version_and_a_delivery_date() {
+    let shop = Shop::start("v2").await;
+    let product = shop.product(1).await;
+    let placed = shop.orders.with("x-user-id", "8").post("/orders", json!({"product_id": product, "quantity": 1})).await;
+    assert_eq!(placed.header("x-version"), Some("v2"));
+    assert_eq!(placed.json["version"], "v2");
+    let date = placed.json["estimated_delivery"].as_str().unwrap();
+    assert!(date.len() == 10 && date.starts_with("20"), "{date}");
+}
+
+#[tokio::test]
+async fn orders_belong_to_their_user_and_bad_input_changes_nothing() {
+    let shop = Shop::start("v1").await;
+    let product = shop.product(2).await;
+    let alice = shop.orders.with("x-user-id", "1");
+    let id = alice.post("/orders", json!({"product_id": product, "quantity": 1})).await.json["id"].as_str().unwrap().to_string();
+    let bob = shop.orders.with("x-user-id", "2");
+    assert_eq!(bob.get(&format!("/orders/{id}")).await.status, StatusCode::NOT_FOUND, "another user's order is not found");
+    assert_eq!(bob.post(&format!("/orders/{id}/cancel"), json!({})).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(bob.get("/orders").await.json, json!([]));
+    assert_eq!(shop.orders.post("/orders", json!({"product_id": product, "quantity": 1})).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(alice.post("/orders", json!({"product_id": 999_999, "quantity": 1})).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(alice.post("/orders", json!({"product_id": product, "quantity": 5})).await.status, StatusCode::CONFLICT);
+    assert_eq!(alice.post("/orders", json!({"product_id": product, "quantity": 0})).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(alice.post("/orders", json!({"product_id": "one"})).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(alice.post(&format!("/orders/{id}/refund"), json!({})).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(alice.get("/orders").await.json.as_array().unwrap().len(), 1, "no refused order was stored");
+    assert_eq!(shop.stock(product).await, 1, "no refused order holds stock");
+}
+
+#[tokio::test]
+async fn fifty_parallel_orders_for_ten_in_stock_exactly_ten_succeed() {
+    let shop = Shop::start("v1").await;
+    let product = shop.product(10).await;
+    let attempts = (0..50).map(|i| {
+        let c = shop.orders.with("x-user-id", &format!("{}", 100 + i % 5));
+        tokio::spawn(async move { c.post("/orders", json!({"product_id": product, "quantity": 1})).await.status })
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let placed = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
+    assert_eq!((placed, refused), (10, 40), "{statuses:?}");
+    assert_eq!(shop.stock(product).await, 0);
+    let mut stored = 0;
+    for u in 100..105 {
+        stored += shop.orders.with("x-user-id", &u.to_string()).get("/orders").await.json.as_array().unwrap().len();
+    }
+    assert_eq!(stored, 10);
+}
+
+#[tokio::test]
+async fn a_cancelled_order_gives_its_stock_back() {
+    let shop = Shop::start("v1").await;
+    let product = shop.product(3).await;
+    let me = shop.orders.with("x-user-id", "9");
+    let id = me.post("/orders", json!({"product_id": product, "quantity": 3})).await.json["id"].as_str().unwrap().to_string();
+    assert_eq!(shop.stock(product).await, 0);
+    assert_eq!(me.post(&format!("/orders/{id}/pay"), json!({})).await.status, StatusCode::OK);
+    assert_eq!(me.post(&format!("/orders/{id}/cancel"), json!({})).await.json["status"], "cancelled");
+    assert!(eventually(Duration::from_secs(10), || async { shop.stock(product).await == 3 }).await, "stock released");
+}
+
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_the_broker_is_unreachable() {
+    let shop = Shop::start("v1").await;
+    let mut events = shop.events().await;
+    let product = shop.product(2).await;
+    // A second instance on the same Redis whose broker address leads nowhere.
+    let mut cut_off = config(shop.product_addr, "redis://127.0.0.1:6379", &format!("{}isolated:", shop.prefix.0), &shop.exchange, "v1");
+    cut_off.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", testkit::free_port());
+    let isolated = order_service(cut_off.clone()).await.with("x-user-id", "3");
+    let placed = isolated.post("/orders", json!({"product_id": product, "quantity": 1})).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "orders are taken while the broker is down");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outbox = std::process::Command::new("redis-cli").args(["LLEN", &format!("{}outbox", cut_off.redis_prefix)]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&outbox.stdout).trim(), "1", "the event is held");
+
+    // An instance that reaches the broker drains the same outbox.
+    let mut healed = cut_off;
+    healed.amqp_url = AMQP.into();
+    let _relay = order_service(healed).await;
+    let event = events.next().await;
+    assert_eq!((event["type"].as_str(), event["order_id"].as_str()), (Some("order.created"), placed.json["id"].as_str()));
+}
+
+#[tokio::test]
+async fn redis_restarted_mid_test_ready_tells_the_truth_and_no_stock_leaks() {
+    let mut redis = PrivateServer::redis();
+    let db = TestDb::new("orders_redis");
+    let (products, product_addr) = product_service(&db).await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut amqp = TestAmqp::new(AMQP);
+    let orders = order_service(config(product_addr, &url, "shop:", &amqp.exchange("orders"), "v1")).await;
+    let product = products.post("/products", json!({"name": "Vase", "price_cents": 10, "stock": 5})).await.json["id"].as_u64().unwrap();
+    let me = orders.with("x-user-id", "4");
+    assert_eq!(me.post("/orders", json!({"product_id": product, "quantity": 1})).await.status, StatusCode::CREATED);
+    assert_eq!(orders.get("/ready").await.status, StatusCode::OK);
+
+    redis.kill();
+    let ready = orders.get("/ready").await;
+    assert_eq!((ready.status, ready.json["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not ready")));
+    let refused = me.post("/orders", json!({"product_id": product, "quantity": 1})).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text);
+    assert_eq!(refused.json["error"]["message"], "order store unavailable, try again");
+    let stock = products.get(&format!("/products/{product}")).await.json["stock"].as_i64();
+    assert_eq!(stock, Some(4), "the reservation of the order that could not be stored was given back");
+
+    redis.start();
+    assert!(eventually(Duration::from_secs(20), || async { orders.get("/ready").await.status == StatusCode::OK }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            me.post("/orders", json!({"product_id": product, "quantity": 1})).await.status == StatusCode::CREATED
+        })
+        .await,
+        "orders are taken again"
+    );
+}
