@@ -1,0 +1,135 @@
+//! notification-service on the real RabbitMQ and MariaDB: each test with its own
+//! exchange, queue (and dead-letter queue) and database.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use notification_service::{app, AppState, Config};
+use serde_json::json;
+use weft_services_common::testkit::{self, eventually, Client, PrivateServer, TestAmqp, TestDb};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+struct Setup {
+    client: Client,
+    channel: Channel,
+    config: Config,
+    _conn: Connection,
+    _amqp: TestAmqp,
+}
+
+async fn start(database_url: &str) -> Setup {
+    let mut amqp = TestAmqp::new(AMQP);
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.into(),
+        amqp_url: AMQP.into(),
+        exchange: amqp.exchange("events"),
+        queue: amqp.queue("notifications"),
+        prefetch: 4,
+    };
+    let state = AppState::start(config.clone()).await.expect("start");
+    let client = Client::new(testkit::spawn(app(state)).await);
+    assert!(eventually(Duration::from_secs(10), || async { client.get("/ready").await.status == StatusCode::OK }).await);
+    let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    channel.exchange_declare(config.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    Setup { client, channel, config, _conn: conn, _amqp: amqp }
+}
+
+impl Setup {
+    async fn publish(&self, routing_key: &str, body: &[u8]) {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let confirm = self
+            .channel
+            .basic_publish(self.config.exchange.as_str().into(), routing_key.into(), BasicPublishOptions::default(), body, props)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+    }
+
+    async fn notifications(&self, user: &str) -> Vec<serde_json::Value> {
+        self.client.get(&format!("/notifications?user={user}")).await.json.as_array().cloned().unwrap_or_default()
+    }
+
+    async fn dead_letter(&self) -> Option<Vec<u8>> {
+        let dead = format!("{}.dead", self.config.queue);
+        let got = self.channel.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
+        got.map(|m| m.delivery.data.clone())
+    }
+}
+
+fn event(id: &str, kind: &str, user: &str) -> Vec<u8> {
+    json!({"event_id": id, "type": kind, "order_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "user_id": user,
+           "product_id": 3, "quantity": 2, "total_cents": 5000, "status": "created", "occurred_at": 1, "version": "v1"})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn an_event_becomes_a_notification_once_even_when_delivered_twice() {
+    let db = TestDb::new("notifications");
+    let s = start(&db.url).await;
+    s.publish("order.created", &event("e-1", "order.created", "7")).await;
+    s.publish("order.created", &event("e-1", "order.created", "7")).await;
+    s.publish("order.paid", &event("e-2", "order.paid", "7")).await;
+    assert!(eventually(Duration::from_secs(10), || async { s.notifications("7").await.len() == 2 }).await);
+    let list = s.notifications("7").await;
+    assert_eq!(list[0]["kind"], "order.paid", "newest first");
+    assert_eq!(list[1]["message"], "Order 0f8fad5b placed: 2 x product 3, total 50.00");
+    assert_eq!(s.notifications("8").await.len(), 0, "only the user's own");
+    let no_user = s.client.get("/notifications").await;
+    assert_eq!((no_user.status, no_user.json["error"]["message"].as_str()), (StatusCode::BAD_REQUEST, Some("query parameter user is required")));
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_be_processed_is_dead_lettered_not_redelivered() {
+    let db = TestDb::new("notifications_dlq");
+    let s = start(&db.url).await;
+    s.publish("order.created", b"{not json").await;
+    s.publish("order.refunded", &event("e-9", "order.refunded", "7")).await;
+    s.publish("order.created", &event("e-10", "order.created", "7")).await;
+    assert!(eventually(Duration::from_secs(10), || async { s.notifications("7").await.len() == 1 }).await, "the good one is stored");
+    let mut dead = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dead.len() < 2 && std::time::Instant::now() < deadline {
+        match s.dead_letter().await {
+            Some(m) => dead.push(m),
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(dead.len(), 2, "both poison messages reach the dead-letter queue: {dead:?}");
+    assert_eq!(dead[0], b"{not json");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.dead_letter().await, None, "each dead-lettered once, not redelivered");
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_messages_are_held_and_ready_says_so() {
+    let mut server = PrivateServer::mariadb();
+    let s = start(&format!("mysql://root@127.0.0.1:{}/shop", server.port)).await;
+    s.publish("order.created", &event("e-20", "order.created", "5")).await;
+    assert!(eventually(Duration::from_secs(10), || async { s.notifications("5").await.len() == 1 }).await);
+
+    server.kill();
+    let ready = s.client.get("/ready").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.json["reason"].as_str().unwrap().starts_with("database"), "{}", ready.text);
+    s.publish("order.paid", &event("e-21", "order.paid", "5")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    server.start();
+    assert!(eventually(Duration::from_secs(20), || async { s.client.get("/ready").await.status == StatusCode::OK }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async { s.notifications("5").await.len() == 2 }).await,
+        "the event published while the database was down is stored once it is back"
+    );
+    assert_eq!(s.dead_letter().await, None, "nothing was dead-lettered for a transient outage");
+}
