@@ -11,7 +11,7 @@ use mysql_async::{Opts, OptsBuilder, Pool};
 pub const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connects (waiting up to [`STARTUP_WAIT`]), creating the URL's database when it does not exist, and applies `migrations`.
-pub async fn connect_and_migrate(url: &str, migrations: &[&str]) -> anyhow::Result<Pool> {
+pub async fn connect_and_migrate(url: &str, service: &str, migrations: &[&str]) -> anyhow::Result<Pool> {
     let opts = Opts::from_url(url).map_err(|e| anyhow::anyhow!("database url {url:?}: {e}"))?;
     let db = opts.db_name().map(str::to_string).ok_or_else(|| anyhow::anyhow!("database url {url:?} names no database"))?;
     anyhow::ensure!(db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "database name {db:?}: letters, digits and _ only");
@@ -30,29 +30,31 @@ pub async fn connect_and_migrate(url: &str, migrations: &[&str]) -> anyhow::Resu
     server.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4")).await?;
     server.disconnect().await?;
     let pool = Pool::new(opts);
-    migrate(&pool, migrations).await?;
+    migrate(&pool, service, migrations).await?;
     Ok(pool)
 }
 
-/// Applies the migrations not yet recorded, in order, under a named lock.
-pub async fn migrate(pool: &Pool, migrations: &[&str]) -> anyhow::Result<()> {
+/// Applies `service`'s migrations not yet recorded, in order, under a named lock.
+/// Versions are per service, so services may share a database.
+pub async fn migrate(pool: &Pool, service: &str, migrations: &[&str]) -> anyhow::Result<()> {
     let mut conn = pool.get_conn().await?;
     conn.query_drop(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        "CREATE TABLE IF NOT EXISTS schema_migrations (service VARCHAR(64) NOT NULL, version INT NOT NULL, \
+         applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (service, version))",
     )
     .await?;
     let locked: Option<i64> = conn.query_first("SELECT GET_LOCK('weft_migrations', 30)").await?;
     anyhow::ensure!(locked == Some(1), "could not take the migration lock within 30 s");
     let result = async {
-        let applied: Vec<i32> = conn.query("SELECT version FROM schema_migrations").await?;
+        let applied: Vec<i32> = conn.exec("SELECT version FROM schema_migrations WHERE service = ?", (service,)).await?;
         for (i, sql) in migrations.iter().enumerate() {
             let version = i as i32 + 1;
             if applied.contains(&version) {
                 continue;
             }
             conn.query_drop(*sql).await.map_err(|e| anyhow::anyhow!("migration {version}: {e}"))?;
-            conn.exec_drop("INSERT INTO schema_migrations (version) VALUES (?)", (version,)).await?;
-            tracing::info!(version, "migration applied");
+            conn.exec_drop("INSERT INTO schema_migrations (service, version) VALUES (?, ?)", (service, version)).await?;
+            tracing::info!(service, version, "migration applied");
         }
         anyhow::Ok(())
     }

@@ -80,7 +80,7 @@ pub struct AppState {
 impl AppState {
     /// Connects to MariaDB (waiting at start-up), applies migrations, starts the consumer.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
-        let pool = db::connect_and_migrate(&config.database_url, MIGRATIONS).await?;
+        let pool = db::connect_and_migrate(&config.database_url, SERVICE, MIGRATIONS).await?;
         let state = Arc::new(AppState { config, pool, consuming: AtomicBool::new(false) });
         tokio::spawn(consumer::run(state.clone()));
         Ok(state)

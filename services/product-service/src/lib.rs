@@ -67,7 +67,7 @@ pub struct AppState {
 impl AppState {
     /// Connects to MariaDB (waiting for it at start-up) and applies the migrations.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        Ok(AppState { pool: db::connect_and_migrate(&config.database_url, MIGRATIONS).await? })
+        Ok(AppState { pool: db::connect_and_migrate(&config.database_url, SERVICE, MIGRATIONS).await? })
     }
     pub fn pool(&self) -> &Pool {
         &self.pool

@@ -62,7 +62,7 @@ pub struct AppState {
 
 impl AppState {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&config.database_url, MIGRATIONS).await?;
+        let pool = db::connect_and_migrate(&config.database_url, SERVICE, MIGRATIONS).await?;
         let dummy_hash = hash_password("not a real password".to_string()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(AppState { pool, config: config.clone(), dummy_hash })
     }

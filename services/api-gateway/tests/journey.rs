@@ -1,0 +1,131 @@
+//! The shop's journey through its public entry, all five services on the real
+//! MariaDB, Redis and RabbitMQ: register → login → create a product → place an
+//! order → pay → the notifications arrive. Plus what the gateway owns: which
+//! routes need a token, that a client cannot claim another user's id, and rate limits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::json;
+use weft_services_common::peers::Peers;
+use weft_services_common::testkit::{self, eventually, Client, TestAmqp, TestDb, TestRedisPrefix};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const SECRET: &str = "journey-secret";
+
+struct Shop {
+    gateway: Client,
+    _guards: (TestDb, TestRedisPrefix, TestAmqp),
+}
+
+async fn shop(rate: f64, burst: f64) -> Shop {
+    let db = TestDb::new("journey");
+    let prefix = TestRedisPrefix::new("journey");
+    let mut amqp = TestAmqp::new(AMQP);
+    let (exchange, queue) = (amqp.exchange("orders"), amqp.queue("notifications"));
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+
+    let users = user_service::Config { listen: any, database_url: db.url.clone(), jwt_secret: SECRET.into(), jwt_ttl_secs: 3600 };
+    let users = testkit::spawn(user_service::app(user_service::AppState::connect(&users).await.unwrap())).await;
+    let products = product_service::Config { listen: any, database_url: db.url.clone() };
+    let products = testkit::spawn(product_service::app(product_service::AppState::connect(&products).await.unwrap())).await;
+    let orders = order_service::Config {
+        listen: any,
+        redis_url: "redis://127.0.0.1:6379".into(),
+        redis_prefix: prefix.0.clone(),
+        amqp_url: AMQP.into(),
+        exchange: exchange.clone(),
+        version: "v1".into(),
+        instance: "order-service-v1".into(),
+        fault_injection: false,
+        peers: Peers::direct([("product-service", products)]),
+    };
+    let orders = testkit::spawn(order_service::app(order_service::AppState::start(orders).await.unwrap())).await;
+    let notifications =
+        notification_service::Config { listen: any, database_url: db.url.clone(), amqp_url: AMQP.into(), exchange, queue, prefetch: 8 };
+    let notifications = testkit::spawn(notification_service::app(notification_service::AppState::start(notifications).await.unwrap())).await;
+    let n = Client::new(notifications);
+    assert!(eventually(Duration::from_secs(10), || async { n.get("/ready").await.status == StatusCode::OK }).await, "consumer up");
+
+    let peers = Peers::direct([
+        ("user-service", users),
+        ("product-service", products),
+        ("order-service", orders),
+        ("notification-service", notifications),
+    ]);
+    let gateway = api_gateway::Config { listen: any, jwt_secret: SECRET.into(), rate, burst, peers };
+    Shop { gateway: Client::new(testkit::spawn(api_gateway::app(gateway)).await), _guards: (db, prefix, amqp) }
+}
+
+async fn login(g: &Client, email: &str) -> (Client, String) {
+    let reg = g.post("/api/users/register", json!({"email": email, "password": "journey-pass", "name": "Journey"})).await;
+    assert_eq!(reg.status, StatusCode::CREATED, "{}", reg.text);
+    let login = g.post("/api/users/login", json!({"email": email, "password": "journey-pass"})).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let token = login.json["token"].as_str().unwrap();
+    (g.with("authorization", &format!("Bearer {token}")), reg.json["id"].to_string())
+}
+
+#[tokio::test]
+async fn register_login_product_order_pay_and_the_notifications_arrive() {
+    let shop = shop(1000.0, 1000.0).await;
+    let g = &shop.gateway;
+    let (me, my_id) = login(g, "journey@example.com").await;
+    assert_eq!(me.get("/api/users/me").await.json["email"], "journey@example.com");
+
+    let product = me.post("/api/products", json!({"name": "Espresso machine", "price_cents": 34900, "stock": 4})).await;
+    assert_eq!(product.status, StatusCode::CREATED, "{}", product.text);
+    let product_id = product.json["id"].as_u64().unwrap();
+    assert_eq!(g.get("/api/products").await.json.as_array().unwrap().len(), 1, "the catalogue is public");
+
+    let order = me.with("x-request-id", "journey-1").post("/api/orders", json!({"product_id": product_id, "quantity": 1})).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.text);
+    assert_eq!(order.header("x-request-id"), Some("journey-1"));
+    assert_eq!(order.header("x-version"), Some("v1"), "the service's headers come back");
+    let id = order.json["id"].as_str().unwrap();
+    assert_eq!(order.json["user_id"].to_string(), format!("\"{}\"", my_id.trim_matches('"')));
+    let paid = me.post(&format!("/api/orders/{id}/pay"), json!({})).await;
+    assert_eq!(paid.json["status"], "paid", "{}", paid.text);
+    assert_eq!(me.get(&format!("/api/products/{product_id}")).await.json["stock"], 3);
+
+    assert!(
+        eventually(Duration::from_secs(15), || async { me.get("/api/notifications").await.json.as_array().map_or(0, Vec::len) == 2 }).await,
+        "order.created and order.paid delivered as notifications"
+    );
+    let kinds: Vec<String> = me.get("/api/notifications").await.json.as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["order.paid", "order.created"]);
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_a_client_cannot_claim_another_user() {
+    let shop = shop(1000.0, 1000.0).await;
+    let g = &shop.gateway;
+    let no_token = g.get("/api/orders").await;
+    assert_eq!(no_token.status, StatusCode::UNAUTHORIZED);
+    assert!(no_token.json["error"]["message"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(g.with("authorization", "Bearer forged.token.here").get("/api/orders").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(g.post("/api/products", json!({"name": "x", "price_cents": 1, "stock": 1})).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(g.get("/api/nowhere").await.status, StatusCode::NOT_FOUND);
+    let (forged, _) = {
+        let (c, id) = login(g, "mallory@example.com").await;
+        (c.with("x-user-id", "1"), id)
+    };
+    let (victim, _) = login(g, "victim@example.com").await;
+    let product = victim.post("/api/products", json!({"name": "Book", "price_cents": 100, "stock": 5})).await.json["id"].as_u64().unwrap();
+    let order = victim.post("/api/orders", json!({"product_id": product, "quantity": 1})).await;
+    let id = order.json["id"].as_str().unwrap();
+    assert_eq!(forged.get(&format!("/api/orders/{id}")).await.status, StatusCode::NOT_FOUND, "x-user-id from a client is replaced");
+    assert_eq!(forged.get("/api/orders").await.json, json!([]));
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let shop = shop(1.0, 5.0).await;
+    let statuses: Vec<StatusCode> = futures_util::future::join_all((0..8).map(|_| shop.gateway.get("/api/products"))).await.iter().map(|a| a.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 5, "{statuses:?}");
+    let limited = shop.gateway.get("/api/products").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(limited.json["error"]["code"], "rate_limited");
+}
