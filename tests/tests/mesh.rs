@@ -48,7 +48,7 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     assert!(v1 > 0 && v2 > 0, "v1 {v1} v2 {v2}");
 
     // weftctl apply -f policies/: the seed's canary.
-    let report = store.apply(&load_paths(&[policies()]).unwrap()).await.unwrap();
+    let report = store.apply(&load_paths(&[policies().join("order-service.yaml")]).unwrap()).await.unwrap();
     assert_eq!(report.created.len(), 2);
     eventually("the canary reaches the gateway", || async {
         endpoints(&gw, "|v2|") == 1 && endpoints(&gw, "|v1|") == 1
@@ -95,7 +95,7 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
 async fn a_control_plane_dies_under_load_and_no_request_fails() {
     let etcd = Etcd::start();
     let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
-    store.apply(&load_paths(&[policies()]).unwrap()).await.unwrap();
+    store.apply(&load_paths(&[policies().join("order-service.yaml")]).unwrap()).await.unwrap();
     let mut cps = std::collections::HashMap::new();
     let mut urls = Vec::new();
     for id in ["cp-a", "cp-b"] {
@@ -204,7 +204,7 @@ async fn the_mesh_keeps_working_when_an_etcd_member_dies() {
     let (_, _, other) = tally(gw.outbound, &[], 20).await;
     assert_eq!(other, 0, "traffic does not depend on etcd");
     // Two of three members still form a quorum: applies and pushes go on.
-    store.apply(&load_paths(&[policies()]).unwrap()).await.unwrap();
+    store.apply(&load_paths(&[policies().join("order-service.yaml")]).unwrap()).await.unwrap();
     eventually("the canary arrives with one member down", || async { endpoints(&gw, "|v2|") == 1 }).await;
     let (_, v2, other) = tally(gw.outbound, &[("x-canary", "true")], 10).await;
     assert_eq!((v2, other), (10, 0));
