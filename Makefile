@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # What a fresh Debian 12 machine lacks: protoc (etcd-client), etcd (tests start
-# their own), iptables (transparent interception tests).
-DEB_PACKAGES := protobuf-compiler etcd-server iptables
+# their own), iptables (transparent interception tests), the shop's backends
+# (MariaDB, Redis, RabbitMQ: the services' tests and the demo use the real ones;
+# the tests also start private mariadbd and redis-server instances) and curl (demo).
+DEB_PACKAGES := protobuf-compiler etcd-server iptables mariadb-server redis-server rabbitmq-server curl
 
 .PHONY: test deps build demo demo-static bench bench-quick bench-deps clean
 
@@ -24,10 +26,12 @@ test: deps
 build:
 	$(CARGO) build --release -p weft-proxy
 
-## The mesh on one host: etcd, control plane, order-service v1/v2 behind sidecars, a gateway sidecar;
-## then `weftctl apply -f policies/` turns the seed's canary on, live.
+## The seed's shop on the mesh, on one host: etcd, the control plane, the five services each behind
+## its sidecar (order-service v1 x2, v2 x1) on MariaDB, Redis and RabbitMQ; applies policies/, drives
+## a journey and a traffic mix through the gateway, prints what it saw, stays up until Ctrl-C.
+## `make demo ARGS=--once` exits after the report.
 demo: deps
-	@./scripts/demo.sh
+	@./scripts/demo.sh $(ARGS)
 
 ## The sidecar alone on a static config file (proxy/examples/canary.yaml).
 demo-static: build

@@ -1,83 +1,145 @@
 #!/usr/bin/env bash
-# The mesh on one host: a private etcd, the control plane, order-service v1 and
-# v2 (tiny hello apps) each behind a sidecar, and an api-gateway sidecar in
-# front. Then `weftctl apply -f policies/` turns on the seed's canary, live.
+# `make demo`: the seed's shop on the mesh, on one host. A private etcd, the
+# control plane, the five services (order-service v1 twice, v2 once) each behind
+# its own sidecar, on the real MariaDB, Redis and RabbitMQ; `weftctl apply -f
+# policies/`; then weft-demo drives a user journey and a traffic mix through the
+# gateway and prints what it saw. Stays up until Ctrl-C; `--once` exits after the
+# report (for scripts and the end-to-end test). Everything it starts, it stops.
+#
+# PROFILE=debug uses debug builds (faster to build; the end-to-end test does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${CARGO_TARGET_DIR:-target}/release
-cargo build --release -q -p weft-proxy -p weft-control-plane
-cargo build --release -q -p weft-proxy --example hello
+once=false
+for arg in "$@"; do
+  case "$arg" in
+    --once) once=true ;;
+    *) echo "usage: $0 [--once]" >&2; exit 2 ;;
+  esac
+done
+profile=${PROFILE:-release}
+bin=${CARGO_TARGET_DIR:-target}/$([ "$profile" = release ] && echo release || echo debug)
+t0=$(date +%s)
+step() { printf '[%3ss] %s\n' $(( $(date +%s) - t0 )) "$*"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 300); do port_open "$1" && return 0; sleep 0.1; done; return 1; }
+wait_http() { for _ in $(seq 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+
+# Ports: the apps (gateway 3000 is the public entry), then each sidecar's inbound/outbound/admin.
+GATEWAY=3000 USERS=3001 PRODUCTS=3003 NOTIFY=3004 ORDER_V1A=3012 ORDER_V1B=3022 ORDER_V2=3032
+declare -A SIDECAR=(
+  [api-gateway]="15006 15001 15000" [user-service]="16106 16101 16100"
+  [order-service-v1-a]="16206 16201 16200" [order-service-v1-b]="16216 16211 16210" [order-service-v2]="16226 16221 16220"
+  [product-service]="16306 16301 16300" [notification-service]="16406 16401 16400")
+ports="23790 23800 15012 $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
+for port in $ports; do
+  if port_open "$port"; then echo "port $port is already in use (another demo still running?); stop it first" >&2; exit 1; fi
+done
+for b in "MariaDB 3306 mariadb" "Redis 6379 redis-server" "RabbitMQ 5672 rabbitmq-server"; do
+  set -- $b
+  port_open "$2" || { echo "$1 is not answering on 127.0.0.1:$2; start it (service $3 start)" >&2; exit 1; }
+done
+
+step "building ($profile): the sidecar, the control plane, the five services and the demo driver"
+flag=$([ "$profile" = release ] && echo --release || true)
+cargo build $flag -p weft-proxy -p weft-control-plane -p api-gateway -p user-service -p order-service \
+  -p product-service -p notification-service -p weft-demo
+
 demo=$(mktemp -d /tmp/weft-demo.XXXXXX)
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$demo"; }
-trap cleanup EXIT INT TERM
-for port in 23790 23800 15012 18181 18182 15000 15001 15006 16000 16001 16006 17000 17001 17006; do
-  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-    echo "port $port is already in use (another demo still running?); stop it first" >&2; exit 1
-  fi
-done
+cleanup() {
+  trap - EXIT INT TERM
+  step "stopping everything"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$demo"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A fresh shop each run: the demo's own databases, keys and queue.
+mariadb -h 127.0.0.1 -u root -e 'DROP DATABASE IF EXISTS weft_demo_users; DROP DATABASE IF EXISTS weft_demo_products; DROP DATABASE IF EXISTS weft_demo_notifications'
+redis-cli --scan --pattern 'weft-demo:*' | xargs -r redis-cli del >/dev/null
+
 ETCD=http://127.0.0.1:23790
 CP=http://127.0.0.1:15012
 export WEFT_ETCD=$ETCD
-
+step "starting etcd (data in $demo/etcd) and the control plane"
 /usr/bin/etcd --name demo --data-dir "$demo/etcd" --listen-client-urls $ETCD --advertise-client-urls $ETCD \
   --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
   --initial-cluster demo=http://127.0.0.1:23800 >"$demo/etcd.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/23790) 2>/dev/null && break; sleep 0.1; done
-"$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo >"$demo/cp.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/15012) 2>/dev/null && break; sleep 0.1; done
-# Identity: the mesh root every sidecar trusts, and a bootstrap token per service account.
+wait_port 23790 || { echo "etcd did not start; see $demo/etcd.log" >&2; exit 1; }
+"$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo >"$demo/control-plane.log" 2>&1 & pids+=($!)
+wait_port 15012 || { echo "the control plane did not start" >&2; cat "$demo/control-plane.log" >&2; exit 1; }
 "$bin/weftctl" root-cert >"$demo/root.pem"
-"$bin/weftctl" token -n production --service-account order-service >"$demo/order.token"
-"$bin/weftctl" token -n production --service-account api-gateway >"$demo/gateway.token"
-"$bin/examples/hello" 127.0.0.1:18181 order-service-v1 2>/dev/null & pids+=($!)
-"$bin/examples/hello" 127.0.0.1:18182 order-service-v2 2>/dev/null & pids+=($!)
-sidecar() { # name version app inbound outbound admin
-  "$bin/weft-proxy" --control-plane $CP --workload "$1" --namespace production --service-account order-service \
-    --service order-service --labels "app=order-service,version=$2" --app "$3" \
-    --token-file "$demo/order.token" --ca-file "$demo/root.pem" \
-    --inbound "$4" --outbound "$5" --admin "$6" --no-access-log >"$demo/$1.log" 2>&1 & pids+=($!)
-}
-sidecar order-service-v1 v1 127.0.0.1:18181 127.0.0.1:16006 127.0.0.1:16001 127.0.0.1:16000
-sidecar order-service-v2 v2 127.0.0.1:18182 127.0.0.1:17006 127.0.0.1:17001 127.0.0.1:17000
-"$bin/weft-proxy" --control-plane $CP --workload api-gateway --namespace production --labels app=api-gateway \
-  --service-account api-gateway --token-file "$demo/gateway.token" --ca-file "$demo/root.pem" \
-  --inbound 127.0.0.1:15006 --outbound 127.0.0.1:15001 --admin 127.0.0.1:15000 >"$demo/access.log" 2>"$demo/api-gateway.log" & pids+=($!)
-for _ in $(seq 100); do curl -sf http://127.0.0.1:15000/ready >/dev/null && break; sleep 0.1; done
-curl -sf http://127.0.0.1:15000/ready >/dev/null || { echo "the gateway sidecar did not become ready; logs in $demo" >&2; cat "$demo"/*.log >&2; exit 1; }
-# Both order-service instances registered and pushed to the gateway:
-for _ in $(seq 100); do curl -s http://127.0.0.1:15000/clusters | grep -q 17006 && break; sleep 0.1; done
 
-calls() { for _ in $(seq "$1"); do curl -s -H 'Host: order-service' "${@:2}" http://127.0.0.1:15001/orders; done | sort | uniq -c; }
-echo "== no policy yet: the gateway balances over both versions (least request)"
-calls 20
-echo "== weftctl apply -f policies/   (the seed's VirtualService + DestinationRule, made valid)"
-"$bin/weftctl" apply -f policies/
+# app NAME BINARY PORT ENV... : one service process, logging to $demo/NAME.log.
+app() {
+  local name=$1 binary=$2 port=$3; shift 3
+  env LISTEN=127.0.0.1:$port RUST_LOG=${RUST_LOG:-warn} "$@" "$bin/$binary" >"$demo/$name.log" 2>&1 & pids+=($!)
+}
+# sidecar NAME SERVICE VERSION APP_PORT : the workload's sidecar, with a certificate for its service account.
+sidecar() {
+  local name=$1 service=$2 version=$3 app_port=$4
+  read -r inbound outbound admin <<<"${SIDECAR[$name]}"
+  "$bin/weftctl" token -n production --service-account "$service" >"$demo/$name.token"
+  "$bin/weft-proxy" --control-plane $CP --workload "$name" --namespace production --service-account "$service" \
+    --service "$service" --labels "app=$service,version=$version" --app 127.0.0.1:$app_port \
+    --token-file "$demo/$name.token" --ca-file "$demo/root.pem" --inbound 127.0.0.1:$inbound \
+    --outbound 127.0.0.1:$outbound --admin 127.0.0.1:$admin --no-access-log >"$demo/$name.sidecar.log" 2>&1 & pids+=($!)
+}
+outbound() { read -r _ o _ <<<"${SIDECAR[$1]}"; echo "127.0.0.1:$o"; }
+
+step "starting the five services (order-service: v1 twice, v2 once) on MariaDB, Redis and RabbitMQ"
+MQ=(EVENTS_EXCHANGE=weft-demo.orders)
+app user-service user-service $USERS DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_users MESH_OUTBOUND="$(outbound user-service)"
+app product-service product-service $PRODUCTS DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_products MESH_OUTBOUND="$(outbound product-service)"
+app notification-service notification-service $NOTIFY DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_notifications \
+  "${MQ[@]}" QUEUE=weft-demo.notifications MESH_OUTBOUND="$(outbound notification-service)"
+for o in "order-service-v1-a v1 $ORDER_V1A" "order-service-v1-b v1 $ORDER_V1B" "order-service-v2 v2 $ORDER_V2"; do
+  set -- $o
+  app "$1" order-service "$3" VERSION="$2" INSTANCE="$1" FAULT_INJECTION=true REDIS_PREFIX=weft-demo: "${MQ[@]}" \
+    MESH_OUTBOUND="$(outbound "$1")"
+done
+app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 MESH_OUTBOUND="$(outbound api-gateway)"
+
+step "starting a sidecar next to each (identity: a SPIFFE certificate from the control plane)"
+sidecar api-gateway api-gateway v1 $GATEWAY
+sidecar user-service user-service v1 $USERS
+sidecar product-service product-service v1 $PRODUCTS
+sidecar notification-service notification-service v1 $NOTIFY
+sidecar order-service-v1-a order-service v1 $ORDER_V1A
+sidecar order-service-v1-b order-service v1 $ORDER_V1B
+sidecar order-service-v2 order-service v2 $ORDER_V2
+
+for name in "${!SIDECAR[@]}"; do
+  read -r _ _ admin <<<"${SIDECAR[$name]}"
+  wait_http "http://127.0.0.1:$admin/ready" || { echo "the sidecar of $name did not become ready; logs in $demo" >&2; tail -5 "$demo/$name.sidecar.log" >&2; exit 1; }
+done
+for port in $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2; do
+  wait_http "http://127.0.0.1:$port/ready" || { echo "the service on port $port is not ready; logs in $demo:" >&2; tail -n 3 "$demo"/*.log >&2; exit 1; }
+done
+step "all seven workloads ready"
+
+step "weftctl apply -f policies/   (canary, connection pools, outlier detection, STRICT mTLS, authorization)"
+"$bin/weftctl" apply -f policies/ | sed 's/^/        /'
+# The gateway's sidecar holds the canary subsets once the push has arrived.
+for _ in $(seq 100); do curl -s http://127.0.0.1:15000/clusters | grep -q '|v2|order-service' && break; sleep 0.1; done
 sleep 1
-echo "== 100 calls: about 90 v1 / 10 v2"
-calls 100
-echo "== x-canary: true always reaches v2"
-calls 5 -H 'x-canary: true'
-echo "== weftctl explain --workload api-gateway -n production --host order-service -H 'x-canary: true'"
-"$bin/weftctl" explain --workload api-gateway -n production --host order-service -H 'x-canary: true'
-echo "== mTLS between the sidecars: the series order-service v1 recorded (caller identity, connection security)"
-curl -s http://127.0.0.1:16000/stats/prometheus | grep '^istio_requests_total{' | grep -o 'source_principal="[^"]*"\|connection_security_policy="[^"]*"' | sort | uniq -c
-echo "== PeerAuthentication STRICT: plaintext to a sidecar is refused, the mesh keeps working"
-printf 'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: production}\nspec:\n  mtls: {mode: STRICT}\n' >"$demo/strict.yaml"
-"$bin/weftctl" apply -f "$demo/strict.yaml"; sleep 1
-code=$(curl -s -m 2 -o /dev/null -w '%{http_code}' -H 'Host: order-service' http://127.0.0.1:16006/ || true)
-echo "plaintext straight to order-service v1's sidecar: $([ "$code" = 000 ] && echo 'connection closed (refused)' || echo "$code")"
-calls 5
-echo "== the seed's AuthorizationPolicy (only user-service and product-service may call order-service)"
-"$bin/weftctl" apply -f deploy/seed-authz.yaml; sleep 1
-echo -n "api-gateway -> order-service: "; curl -s -H 'Host: order-service' http://127.0.0.1:15001/orders; echo
-"$bin/weftctl" delete ap order-service-auth -n production
-echo "== weftctl status"
-"$bin/weftctl" status
-echo "== the seed's original YAML is refused, with file, line and field:"
-"$bin/weftctl" validate -f control-plane/tests/fixtures/seed-istio.yaml || true
 echo
-echo "Running: gateway sidecar outbound 127.0.0.1:15001 (Host: order-service), admin http://127.0.0.1:15000"
-echo "(/config_dump /clusters /stats/prometheus); control plane metrics http://127.0.0.1:15012/metrics."
-echo "Edit policies/ and run: WEFT_ETCD=$ETCD $bin/weftctl apply -f policies/     Ctrl-C stops everything."
+"$bin/weft-demo" && status=0 || status=$?
+echo
+if $once; then exit $status; fi
+cat <<INFO
+The shop is running. Try it:
+  curl -s http://127.0.0.1:$GATEWAY/api/products
+  curl -s -XPOST -H 'content-type: application/json' http://127.0.0.1:$GATEWAY/api/users/login -d '{"email":"...","password":"..."}'
+Sidecar admin (/clusters /config_dump /stats/prometheus): gateway http://127.0.0.1:15000, order-service-v1-a http://127.0.0.1:16200
+Edit policies/ and run: WEFT_ETCD=$ETCD $bin/weftctl apply -f policies/      weftctl status | explain work too.
+Logs: $demo        Ctrl-C stops everything.
+INFO
 wait

@@ -1,0 +1,258 @@
+//! The driver of `make demo`: once scripts/demo.sh has started etcd, the control
+//! plane and the five services each behind its sidecar, and applied policies/,
+//! this walks a user through the shop and sends a traffic mix through the
+//! gateway, then prints what it observed — the v1/v2 split, `x-canary`
+//! routing, a 403 from the authorization policy, an instance ejected after it
+//! was made to fail, latency percentiles. Exits non-zero when a check fails.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+use weft_services_common::testkit::{Answer, Client};
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-demo", about = "Drives the shop through the mesh and reports what it saw")]
+struct Args {
+    /// The api-gateway app: the shop's public entry.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    gateway: SocketAddr,
+    /// The gateway sidecar's admin listener (/clusters shows ejections).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    gateway_admin: SocketAddr,
+    /// notification-service's sidecar outbound: a caller the authorization policy does not allow.
+    #[arg(long, default_value = "127.0.0.1:16401")]
+    intruder: SocketAddr,
+    /// The order-service instance made to fail: its app (for /admin/fault), its name, its sidecar's inbound.
+    #[arg(long, default_value = "127.0.0.1:3022")]
+    faulty_app: SocketAddr,
+    #[arg(long, default_value = "order-service-v1-b")]
+    faulty_name: String,
+    #[arg(long, default_value = "127.0.0.1:16216")]
+    faulty_endpoint: SocketAddr,
+    /// product-service's app, measured directly for comparison.
+    #[arg(long, default_value = "127.0.0.1:3003")]
+    direct_product: SocketAddr,
+    /// Requests in the canary mix.
+    #[arg(long, default_value_t = 200)]
+    mix: usize,
+    /// Requests per latency sample.
+    #[arg(long, default_value_t = 300)]
+    latency_requests: usize,
+}
+
+/// The checks that passed and failed, printed as the report goes.
+#[derive(Debug, Default)]
+struct Report {
+    failures: Vec<String>,
+}
+
+impl Report {
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            let what = what.into();
+            println!("  !! {what}");
+            self.failures.push(what);
+        }
+    }
+}
+
+fn expect(report: &mut Report, a: &Answer, want: StatusCode, what: &str) {
+    report.check(a.status == want, format!("{what}: expected {want}, got {} {}", a.status, a.text));
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut report = Report::default();
+    let gateway = Client::new(args.gateway);
+    let (me, order_id) = journey(&gateway, &mut report).await;
+    canary(&me, &order_id, args.mix, &mut report).await;
+    authorization(&args, &me, &mut report).await;
+    ejection(&args, &me, &mut report).await;
+    latency(&args, &gateway, &mut report).await;
+    println!();
+    if report.failures.is_empty() {
+        println!("demo: every check passed");
+        Ok(())
+    } else {
+        anyhow::bail!("demo: {} check(s) failed", report.failures.len())
+    }
+}
+
+/// register → login → create a product → place an order → pay → ship → the notifications arrive.
+async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
+    println!("== The shop's journey, through api-gateway at http://{}", g.addr);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let email = format!("demo-{stamp}@example.com");
+    let reg = g.post("/api/users/register", json!({"email": email, "password": "demo-password", "name": "Demo User"})).await;
+    expect(report, &reg, StatusCode::CREATED, "register");
+    let login = g.post("/api/users/login", json!({"email": email, "password": "demo-password"})).await;
+    expect(report, &login, StatusCode::OK, "login");
+    let token = login.json["token"].as_str().unwrap_or_default();
+    println!("  register {email}: {}   login: {} (JWT, expires in {} s)", reg.status.as_u16(), login.status.as_u16(), login.json["expires_in"]);
+    let me = g.with("authorization", &format!("Bearer {token}"));
+    let product = me.post("/api/products", json!({"name": "Espresso machine", "price_cents": 34900, "stock": 100})).await;
+    expect(report, &product, StatusCode::CREATED, "create product");
+    let product_id = product.json["id"].as_u64().unwrap_or_default();
+    println!("  product {product_id} \"Espresso machine\", stock 100: {}", product.status.as_u16());
+    let order = me.post("/api/orders", json!({"product_id": product_id, "quantity": 2})).await;
+    expect(report, &order, StatusCode::CREATED, "place order");
+    let id = order.json["id"].as_str().unwrap_or_default().to_string();
+    let paid = me.post(&format!("/api/orders/{id}/pay"), json!({})).await;
+    let shipped = me.post(&format!("/api/orders/{id}/ship"), json!({})).await;
+    let refused = me.post(&format!("/api/orders/{id}/cancel"), json!({})).await;
+    expect(report, &paid, StatusCode::OK, "pay");
+    expect(report, &shipped, StatusCode::OK, "ship");
+    expect(report, &refused, StatusCode::CONFLICT, "cancel after shipping");
+    let stock = me.get(&format!("/api/products/{product_id}")).await.json["stock"].clone();
+    println!(
+        "  order {} (placed by {}): created {} → paid {} → shipped {}; cancel now: {} ({}); stock left {stock}",
+        &id[..id.len().min(8)],
+        order.header("x-version").unwrap_or("?"),
+        order.status.as_u16(),
+        paid.status.as_u16(),
+        shipped.status.as_u16(),
+        refused.status.as_u16(),
+        refused.json["error"]["message"].as_str().unwrap_or_default(),
+    );
+    let start = Instant::now();
+    let mut kinds = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        let n = me.get("/api/notifications").await;
+        kinds = n.json.as_array().map(|a| a.iter().filter_map(|n| n["kind"].as_str().map(str::to_string)).collect()).unwrap_or_default();
+        if kinds.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kinds.reverse();
+    report.check(kinds.len() == 3, format!("three notifications (RabbitMQ → notification-service → MariaDB), got {kinds:?}"));
+    println!("  notifications delivered via RabbitMQ in {:.1} s: {}", start.elapsed().as_secs_f64(), kinds.join(", "));
+    (me, id)
+}
+
+/// The VirtualService: `x-canary: true` → v2, otherwise 90/10.
+async fn canary(me: &Client, order_id: &str, n: usize, report: &mut Report) {
+    println!("== Canary: VirtualService order-service (x-canary: true → v2, otherwise 90% v1 / 10% v2)");
+    let mut versions: BTreeMap<String, usize> = BTreeMap::new();
+    let mut instances: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..n {
+        let a = me.get(&format!("/api/orders/{order_id}")).await;
+        let version = if a.status == StatusCode::OK { a.header("x-version").unwrap_or("?").to_string() } else { format!("HTTP {}", a.status.as_u16()) };
+        *versions.entry(version).or_default() += 1;
+        *instances.entry(a.header("x-served-by").unwrap_or("?").to_string()).or_default() += 1;
+    }
+    let pct = |k: &str| versions.get(k).copied().unwrap_or(0) as f64 * 100.0 / n as f64;
+    println!(
+        "  {n} requests: v1 {} ({:.1}%), v2 {} ({:.1}%); by instance: {}",
+        versions.get("v1").copied().unwrap_or(0),
+        pct("v1"),
+        versions.get("v2").copied().unwrap_or(0),
+        pct("v2"),
+        instances.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    report.check(pct("v1") + pct("v2") == 100.0, format!("every request answered: {versions:?}"));
+    report.check((80.0..=97.0).contains(&pct("v1")), format!("about 90% on v1, got {:.1}%", pct("v1")));
+    let canary = me.with("x-canary", "true");
+    let mut v2 = 0;
+    for _ in 0..20 {
+        if canary.get(&format!("/api/orders/{order_id}")).await.header("x-version") == Some("v2") {
+            v2 += 1;
+        }
+    }
+    println!("  20 requests with x-canary: true → v2 {v2}/20");
+    report.check(v2 == 20, format!("x-canary: true always reaches v2, got {v2}/20"));
+}
+
+/// The AuthorizationPolicy: order-service admits user-service, product-service and api-gateway only.
+async fn authorization(args: &Args, me: &Client, report: &mut Report) {
+    println!("== Authorization: AuthorizationPolicy order-service-auth (user-service, product-service, api-gateway; mTLS identities)");
+    let allowed = me.get("/api/orders").await;
+    let mut headers = HeaderMap::new();
+    headers.insert("x-user-id", http::HeaderValue::from_static("1"));
+    let denied = weft_services_common::peers::send(args.intruder, "order-service", Method::GET, "/orders", headers, None).await;
+    let (status, body) = match &denied {
+        Ok(r) => (r.status.as_u16(), String::from_utf8_lossy(&r.body).trim().to_string()),
+        Err(e) => (0, e.clone()),
+    };
+    println!("  api-gateway → order-service: {}    notification-service → order-service: {status} {body}", allowed.status.as_u16());
+    report.check(allowed.status == StatusCode::OK, "api-gateway is allowed");
+    report.check(status == 403, format!("notification-service is refused with 403, got {status} {body}"));
+}
+
+/// The DestinationRule's outlier detection: 5 consecutive 5xx eject an instance for 30 s.
+async fn ejection(args: &Args, me: &Client, report: &mut Report) {
+    println!("== Outlier detection: DestinationRule order-service (5 consecutive 5xx → ejected for 30 s, at most 50% of a subset)");
+    let fault = Client::new(args.faulty_app);
+    let set = fault.post("/admin/fault", json!({"status": 500})).await;
+    expect(report, &set, StatusCode::NO_CONTENT, "inject the fault");
+    let (mut errors, mut last_error, total) = (0, None, 60);
+    for i in 0..total {
+        if me.get("/api/orders").await.status != StatusCode::OK {
+            errors += 1;
+            last_error = Some(i);
+        }
+    }
+    let clusters = Client::new(args.gateway_admin).get("/clusters").await.json;
+    let endpoint = clusters["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["endpoints"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["address"] == Value::String(args.faulty_endpoint.to_string()))
+        .unwrap_or(Value::Null);
+    let ejected = endpoint["ejected"] == Value::Bool(true);
+    let clean_tail = total - last_error.map_or(0, |i| i + 1);
+    println!(
+        "  {} told to answer 500: {errors} of {total} requests failed, then it was ejected by the gateway's sidecar ({}); the last {clean_tail} requests: no errors",
+        args.faulty_name,
+        if ejected { format!("ejected for another {:.0} s", endpoint["ejected_for_seconds"].as_f64().unwrap_or(0.0)) } else { "NOT ejected".into() },
+    );
+    report.check(ejected, format!("{} ejected, /clusters shows {endpoint}", args.faulty_name));
+    report.check(errors <= 5, format!("at most 5 errors reach clients before the ejection, got {errors}"));
+    let healed = fault.post("/admin/fault", json!({"status": 0})).await;
+    expect(report, &healed, StatusCode::NO_CONTENT, "clear the fault");
+    println!("  {} healed; it returns to the pool when its 30 s ejection ends", args.faulty_name);
+}
+
+/// Latency of a read through the whole mesh path and straight to the service.
+async fn latency(args: &Args, g: &Client, report: &mut Report) {
+    println!("== Latency: {} sequential GET requests each (this machine, no warm-up excluded)", args.latency_requests);
+    let direct = Client::new(args.direct_product);
+    let mesh = sample(g, "/api/products", args.latency_requests).await;
+    let plain = sample(&direct, "/products", args.latency_requests).await;
+    for (label, h) in [("client → api-gateway → sidecar ⇒ mTLS ⇒ sidecar → product-service → MariaDB", &mesh), ("client → product-service → MariaDB (no mesh, no gateway)", &plain)] {
+        match h {
+            Ok(h) => println!(
+                "  {label}: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.9)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max())
+            ),
+            Err(e) => report.check(false, format!("{label}: {e}")),
+        }
+    }
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+async fn sample(c: &Client, path: &str, n: usize) -> Result<Histogram<u64>, String> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    for _ in 0..n {
+        let start = Instant::now();
+        let a = c.get(path).await;
+        if a.status != StatusCode::OK {
+            return Err(format!("GET {path}: {} {}", a.status, a.text));
+        }
+        h.record(start.elapsed().as_micros().max(1) as u64).map_err(|e| e.to_string())?;
+    }
+    Ok(h)
+}
