@@ -87,7 +87,9 @@ pub fn target(method: &Method, path: &str) -> Option<Target> {
             to("product-service", path, method == Method::GET)
         }
         "orders" => to("order-service", if tail.is_empty() { "/orders".into() } else { format!("/orders/{tail}") }, false),
-        "notifications" if tail.is_empty() => to("notification-service", "/notifications".into(), false),
+        "notifications" => {
+            to("notification-service", if tail.is_empty() { "/notifications".into() } else { format!("/notifications/{tail}") }, false)
+        }
         _ => None,
     }
 }
@@ -181,6 +183,7 @@ mod tests {
         assert_eq!(t(Method::POST, "/api/products"), Some(("product-service", "/products".into(), false)));
         assert_eq!(t(Method::POST, "/api/orders/abc/pay"), Some(("order-service", "/orders/abc/pay".into(), false)));
         assert_eq!(t(Method::GET, "/api/notifications"), Some(("notification-service", "/notifications".into(), false)));
+        assert_eq!(t(Method::GET, "/api/notifications/x"), Some(("notification-service", "/notifications/x".into(), false)));
         assert_eq!(t(Method::GET, "/api/admin"), None);
         assert_eq!(t(Method::GET, "/orders"), None);
     }

@@ -19,10 +19,16 @@ where
     }
 }
 
-/// Structured logs on stderr: `RUST_LOG` filters (default `info`), each line
-/// carries the service name and, inside a request, its request id.
+/// Structured logs on stderr: `key=value` fields, or one JSON object per line
+/// with `LOG_FORMAT=json`; `RUST_LOG` sets the level (default `info`). Inside a
+/// request each line carries the request id, method and path.
 pub fn init_logging(service: &'static str) {
     let level = std::env::var("RUST_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_target(false).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false).with_writer(std::io::stderr);
+    let _ = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).try_init()
+    } else {
+        builder.try_init()
+    };
     tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
 }

@@ -32,3 +32,28 @@ async fn the_id_reaches_the_peer_and_comes_back() {
     assert_eq!(id.len(), 36, "a uuid is minted: {id}");
     assert_eq!(minted.text, id, "and carried to the peer");
 }
+
+/// A shutdown lets the request in flight finish, and the listener stops accepting.
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_request_in_flight() {
+    let slow = serve::finish(Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            "done"
+        }),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::run(listener, slow, async {
+        let _ = stopped.await;
+    }));
+    let in_flight = tokio::spawn(async move { Client::new(addr).get("/slow").await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let answer = in_flight.await.unwrap();
+    assert_eq!((answer.status.as_u16(), answer.text.as_str()), (200, "done"));
+    server.await.unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
