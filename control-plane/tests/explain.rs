@@ -58,7 +58,7 @@ fn unknown_hosts_say_what_the_sidecar_answers() {
 #[test]
 fn explain_runs_the_destination_authorization() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let resources = load_paths(&[dir.join("../policies"), dir.join("../deploy/seed-authz.yaml")]).unwrap();
+    let resources = load_paths(&[dir.join("../policies")]).unwrap();
     let registry: Registry =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("tests/fixtures/registry.yaml")).unwrap()).unwrap();
     let order = weft_model::Workload {
@@ -72,6 +72,9 @@ fn explain_runs_the_destination_authorization() {
     let user =
         weft_control_plane::explain::authorize(&dest, Some("spiffe://cluster.local/ns/production/sa/user-service"), &r);
     assert_eq!(user, "allowed");
+    let gateway =
+        weft_control_plane::explain::authorize(&dest, Some("spiffe://cluster.local/ns/production/sa/api-gateway"), &r);
+    assert_eq!(gateway, "allowed", "policies/ allows the gateway, unlike the seed's policy as written");
     let notify = weft_control_plane::explain::authorize(
         &dest,
         Some("spiffe://cluster.local/ns/production/sa/notification-service"),
