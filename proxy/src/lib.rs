@@ -20,6 +20,7 @@ pub mod control;
 pub mod endpoint;
 pub mod forward;
 pub mod identity;
+pub mod intercept;
 pub mod inbound;
 pub mod limits;
 pub mod listen;

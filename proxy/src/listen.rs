@@ -33,6 +33,23 @@ pub struct Peer(pub Arc<str>);
 #[derive(Debug, Clone, Copy)]
 pub struct Remote(pub std::net::SocketAddr);
 
+/// Where a captured connection was going (transparent interception), in each
+/// request's extensions; absent in explicit mode.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginalDst(pub std::net::SocketAddr);
+
+/// What a listener checks before serving HTTP on a connection.
+#[derive(Clone)]
+pub enum Guard {
+    /// Serve every connection (admin).
+    Open,
+    /// Inbound: mTLS by the PeerAuthentication mode.
+    Inbound(Arc<dyn InboundSecurity>),
+    /// Outbound: a connection redirected by iptables is sniffed; HTTP is served
+    /// (with its [`OriginalDst`]), anything else is passed through or refused.
+    Outbound(crate::intercept::OutboundTrafficPolicy),
+}
+
 /// What the inbound listener needs to speak mesh mTLS.
 pub trait InboundSecurity: Send + Sync + 'static {
     fn mode(&self) -> MtlsMode;
@@ -58,7 +75,7 @@ pub async fn serve<H, F>(
     mut stop: watch::Receiver<bool>,
     drain: Duration,
     (active, accepted_total): (IntGauge, IntCounter),
-    security: Option<Arc<dyn InboundSecurity>>,
+    guard: Guard,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -81,14 +98,15 @@ pub async fn serve<H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let remote = stream.peer_addr().ok();
-                let (handler, builder, watcher, security) = (handler.clone(), builder.clone(), graceful.watcher(), security.clone());
+                let (handler, builder, watcher, guard) = (handler.clone(), builder.clone(), graceful.watcher(), guard.clone());
                 let active = active.clone();
                 active.inc();
                 accepted_total.inc();
                 tokio::spawn(async move {
-                    match security {
-                        None => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote).await,
-                        Some(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
+                    match guard {
+                        Guard::Open => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await,
+                        Guard::Inbound(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
+                        Guard::Outbound(policy) => captured(builder, watcher, stream, handler, policy, remote).await,
                     }
                     active.dec();
                 });
@@ -124,7 +142,7 @@ async fn secure<H, F>(
             sec.refused("plaintext under STRICT");
             return;
         }
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote).await;
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await;
     }
     let Some(config) = sec.server_config().filter(|_| mode != MtlsMode::Disable) else {
         sec.refused("tls without a workload certificate or under DISABLE");
@@ -153,7 +171,41 @@ async fn secure<H, F>(
         sec.refused("foreign trust domain");
         return;
     }
-    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote).await
+    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote, None).await
+}
+
+/// The outbound side of a connection: explicit (the app dialled the listener)
+/// or captured (iptables redirected it; the original destination says where it
+/// was going). Captured HTTP is served and routed by `Host`; other protocols are
+/// passed through to the original destination, or closed under REGISTRY_ONLY.
+async fn captured<H, F>(
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    handler: H,
+    policy: crate::intercept::OutboundTrafficPolicy,
+    remote: Option<std::net::SocketAddr>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    use crate::intercept::{self, OutboundTrafficPolicy};
+    let Some(dst) = intercept::original_dst(&stream) else {
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await;
+    };
+    let mut first = [0u8; 16];
+    let n = match tokio::time::timeout(intercept::PROTOCOL_DETECTION_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return,
+        Ok(Ok(n)) => n,
+        Err(_) => 0, // silent: a server-first protocol
+    };
+    if intercept::looks_like_http(&first[..n]) {
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, Some(OriginalDst(dst))).await;
+    }
+    match policy {
+        OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst).await,
+        OutboundTrafficPolicy::RegistryOnly => tracing::debug!("REGISTRY_ONLY: TCP to {dst} refused"),
+    }
 }
 
 async fn serve_io<I, H, F>(
@@ -163,6 +215,7 @@ async fn serve_io<I, H, F>(
     handler: H,
     peer: Option<Peer>,
     remote: Option<std::net::SocketAddr>,
+    original_dst: Option<OriginalDst>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -174,6 +227,9 @@ async fn serve_io<I, H, F>(
         }
         if let Some(r) = remote {
             req.extensions_mut().insert(Remote(r));
+        }
+        if let Some(d) = original_dst {
+            req.extensions_mut().insert(d);
         }
         // Boxed: the request future is large, and hyper moves what it is given into place.
         let fut = Box::pin(handler(req));

@@ -77,6 +77,10 @@ struct Args {
     /// SPIFFE trust domain of the mesh.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+    /// Captured traffic to a destination outside the mesh: ALLOW_ANY passes it
+    /// through (Istio's default), REGISTRY_ONLY refuses it (HTTP 502, TCP closed).
+    #[arg(long, env = "WEFT_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY")]
+    outbound_traffic_policy: weft_proxy::intercept::OutboundTrafficPolicy,
     /// Worker threads (default: one per core).
     #[arg(long, env = "WEFT_WORKERS")]
     workers: Option<usize>,
@@ -86,7 +90,61 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     weft_model::duration::parse(s)
 }
 
+/// `weft-proxy init-iptables`: what the pod's init container runs (root or NET_ADMIN).
+#[derive(Debug, Parser)]
+#[command(name = "weft-proxy init-iptables", about = "Installs the pod's interception rules (Istio's REDIRECT mode)")]
+struct InitArgs {
+    /// Print the rules (iptables-restore input) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove the rules instead.
+    #[arg(long)]
+    cleanup: bool,
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    #[arg(long, default_value_t = 15006)]
+    inbound_port: u16,
+    /// The sidecar's uid and gid; their traffic is never redirected.
+    #[arg(long, default_value_t = weft_proxy::intercept::PROXY_UID)]
+    proxy_uid: u32,
+    #[arg(long, default_value_t = weft_proxy::intercept::PROXY_UID)]
+    proxy_gid: u32,
+    #[arg(long, value_delimiter = ',')]
+    exclude_inbound_ports: Vec<u16>,
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_ports: Vec<u16>,
+    /// IPv4 CIDRs whose traffic leaves the pod unintercepted.
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_cidrs: Vec<String>,
+}
+
+fn init_iptables(args: InitArgs) -> anyhow::Result<()> {
+    use weft_proxy::intercept;
+    let rules = intercept::Rules {
+        outbound_port: args.outbound_port,
+        inbound_port: args.inbound_port,
+        proxy_uid: args.proxy_uid,
+        proxy_gid: args.proxy_gid,
+        exclude_inbound_ports: args.exclude_inbound_ports,
+        exclude_outbound_ports: args.exclude_outbound_ports,
+        exclude_outbound_cidrs: args.exclude_outbound_cidrs,
+    };
+    rules.validate().map_err(anyhow::Error::msg)?;
+    match (args.dry_run, args.cleanup) {
+        (true, _) => print!("{}", rules.restore_input()),
+        (false, true) => intercept::cleanup().map_err(anyhow::Error::msg)?,
+        (false, false) => {
+            intercept::apply(&rules).map_err(anyhow::Error::msg)?;
+            eprintln!("weft-proxy init-iptables: {} rules installed", rules.rules().len());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("init-iptables") {
+        return init_iptables(InitArgs::parse_from(std::env::args().skip(1)));
+    }
     let args = Args::parse();
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -145,6 +203,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         access_log: !args.no_access_log,
         wait_for_config: args.config.is_none(),
         identity: identity.clone(),
+        outbound_traffic_policy: args.outbound_traffic_policy,
     };
     let (initial, watched) = match &args.config {
         Some(file) => {

@@ -9,6 +9,8 @@ use crate::route::{fault_hits, RequestView};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::telemetry::{Record, Reporter};
+use crate::intercept::OutboundTrafficPolicy;
+use crate::listen::OriginalDst;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use rand::Rng;
@@ -27,6 +29,22 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
 
 type Failed = (ProxyError, Flags);
 
+/// The cluster name captured traffic outside the mesh is recorded under (Istio's).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// Sends one captured request, unchanged, to its original destination.
+async fn passthrough(dst: std::net::SocketAddr, parts: http::request::Parts, incoming: Incoming) -> Result<Response<Body>, String> {
+    let stream = tokio::net::TcpStream::connect(dst).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let response = sender.send_request(Request::from_parts(parts, incoming)).await.map_err(|e| e.to_string())?;
+    Ok(response.map(body::incoming))
+}
+
 async fn route_and_forward(
     shared: &Shared,
     snap: &Snapshot,
@@ -35,9 +53,17 @@ async fn route_and_forward(
     incoming: Incoming,
 ) -> Result<Response<Body>, Failed> {
     let none = Flags::NONE;
-    let vhost = snap
-        .vhost(&record.authority)
-        .ok_or_else(|| (ProxyError::NoService { host: record.authority.clone() }, none))?;
+    let Some(vhost) = snap.vhost(&record.authority) else {
+        // Captured traffic to a host the mesh does not know goes where it was going, or nowhere.
+        let Some(&OriginalDst(dst)) = parts.extensions.get::<OriginalDst>() else {
+            return Err((ProxyError::NoService { host: record.authority.clone() }, none));
+        };
+        if shared.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly {
+            return Err((ProxyError::BlackHole { host: record.authority.clone() }, none));
+        }
+        record.cluster = Some(PASSTHROUGH_CLUSTER.into());
+        return passthrough(dst, parts, incoming).await.map_err(|error| (ProxyError::Passthrough { dst, error }, Flags::UF));
+    };
     let view = RequestView {
         method: parts.method.as_str(),
         path_and_query: &record.path,

@@ -124,6 +124,10 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("denied by {0}")]
     Denied(String),
+    #[error("{host} is not in the mesh and outboundTrafficPolicy is REGISTRY_ONLY (BlackHoleCluster)")]
+    BlackHole { host: String },
+    #[error("passthrough to {dst}: {error}")]
+    Passthrough { dst: std::net::SocketAddr, error: String },
 }
 
 impl ProxyError {
@@ -154,6 +158,8 @@ impl ProxyError {
             ProxyError::FaultAbort(status) => (*status, "fault filter abort", Flags::FI),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request", Flags::NONE),
             ProxyError::Denied(_) => (StatusCode::FORBIDDEN, "RBAC: access denied", Flags::NONE),
+            ProxyError::BlackHole { .. } => (StatusCode::BAD_GATEWAY, "", Flags::NR),
+            ProxyError::Passthrough { .. } => (StatusCode::SERVICE_UNAVAILABLE, "connection failure", Flags::UF),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct ProxyOptions {
     pub wait_for_config: bool,
     /// The workload certificate (kept current by `identity::run`): mTLS in and out.
     pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Captured traffic to destinations outside the mesh: passed through (Istio's default) or refused.
+    pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
 }
 
 impl Default for ProxyOptions {
@@ -46,6 +48,7 @@ impl Default for ProxyOptions {
             access_log: true,
             wait_for_config: false,
             identity: None,
+            outbound_traffic_policy: Default::default(),
         }
     }
 }
@@ -61,6 +64,7 @@ pub struct Shared {
     pub identity: Option<Arc<crate::identity::Identity>>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
+    pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
 }
 
 impl Shared {
@@ -151,6 +155,7 @@ impl Proxy {
             identity: options.identity.clone(),
             metrics,
             access_log,
+            outbound_traffic_policy: options.outbound_traffic_policy,
         });
 
         let bind = |addr: SocketAddr| async move {
@@ -176,7 +181,7 @@ impl Proxy {
                 stop_rx.clone(),
                 drain,
                 gauge("outbound"),
-                None,
+                listen::Guard::Outbound(options.outbound_traffic_policy),
             ));
             let s = shared.clone();
             tasks.spawn(listen::serve(
@@ -185,7 +190,7 @@ impl Proxy {
                 stop_rx.clone(),
                 drain,
                 gauge("inbound"),
-                Some(shared.clone() as Arc<dyn listen::InboundSecurity>),
+                listen::Guard::Inbound(shared.clone() as Arc<dyn listen::InboundSecurity>),
             ));
             let s = shared.clone();
             tasks.spawn(listen::serve(
@@ -194,7 +199,7 @@ impl Proxy {
                 stop_rx,
                 drain,
                 gauge("admin"),
-                None,
+                listen::Guard::Open,
             ));
         }
         tracing::info!(outbound = %addrs.0, inbound = %addrs.1, admin = %addrs.2, "weft-proxy listening");
