@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # What a fresh Debian 12 machine lacks: protoc (etcd-client), etcd (tests start
-# their own), iptables (transparent interception tests), the shop's backends
+# their own), iptables and iproute2 (the pod tests: network namespaces), the shop's backends
 # (MariaDB, Redis, RabbitMQ: the services' tests and the demo use the real ones;
 # the tests also start private mariadbd and redis-server instances) and curl (demo).
-DEB_PACKAGES := protobuf-compiler etcd-server iptables mariadb-server redis-server rabbitmq-server curl
+DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl
 
 .PHONY: test deps build demo demo-static bench bench-quick bench-deps clean
 

@@ -1,0 +1,280 @@
+//! Pods for real, on one machine: each "pod" is a network namespace with a veth
+//! into a shared bridge, its own IP, `weft-proxy init-iptables` run in it, an app
+//! and a sidecar running as uid 1337. Names resolve through a per-namespace hosts
+//! file (`ip netns exec` mounts /etc/netns/<ns>/hosts), `order-service` to a
+//! virtual IP that exists nowhere, as a ClusterIP would. The client app calls
+//! `http://order-service:3000/` with plain HTTP and no proxy settings.
+//! Everything is removed on drop, even when the test fails. Needs root.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use weft_control_plane::istio::load_str;
+use weft_control_plane::store::Store;
+use weft_e2e::{Etcd, TempDir};
+
+/// A binary next to the test's own build (weft-proxy, examples/hello).
+fn built(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let path = deps.parent().unwrap().join(name);
+    assert!(path.exists(), "{} not built (cargo build -p weft-proxy --examples)", path.display());
+    path
+}
+
+fn run(cmd: &[&str]) -> String {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The bridge, the pods and every process started in them; all removed on drop.
+struct Net {
+    bridge: String,
+    prefix: String,
+    pods: Vec<String>,
+    children: Vec<(String, Child)>,
+    dir: TempDir,
+}
+
+impl Net {
+    fn new() -> Net {
+        let id = std::process::id() % 100_000;
+        let prefix = format!("10.251.{}", 20 + id % 200);
+        let bridge = format!("wb{id}");
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        run(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        run(&["ip", "addr", "add", &format!("{prefix}.1/24"), "dev", &bridge]);
+        run(&["ip", "link", "set", &bridge, "up"]);
+        let dir = TempDir::new("pods");
+        run(&["chmod", "755", dir.0.to_str().unwrap()]);
+        Net { bridge, prefix, pods: Vec::new(), children: Vec::new(), dir }
+    }
+
+    fn ip(&self, host: u8) -> String {
+        format!("{}.{host}", self.prefix)
+    }
+
+    /// A network namespace on the bridge with address `.host`, `order-service` in its hosts file.
+    fn pod(&mut self, name: &str, host: u8) -> String {
+        let ns = format!("{}-{name}", self.bridge);
+        let veth = format!("{}{name}", self.bridge).chars().take(15).collect::<String>();
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        run(&["ip", "netns", "add", &ns]);
+        self.pods.push(ns.clone());
+        run(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        run(&["ip", "link", "set", &veth, "master", &self.bridge, "up"]);
+        let addr = format!("{}/24", self.ip(host));
+        let gateway = self.ip(1);
+        for cmd in [
+            vec!["ip", "addr", "add", addr.as_str(), "dev", "eth0"],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "route", "add", "default", "via", gateway.as_str()],
+        ] {
+            self.exec(&ns, &cmd);
+        }
+        let etc = PathBuf::from("/etc/netns").join(&ns);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("hosts"), format!("127.0.0.1 localhost\n{} order-service\n", self.ip(200))).unwrap();
+        ns
+    }
+
+    /// Runs a command in `ns` and returns its stdout (fails the test on error).
+    fn exec(&self, ns: &str, cmd: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(cmd);
+        run(&full)
+    }
+
+    /// `curl` in `ns` (optionally as uid 1337): (status, body); status 0 when no answer.
+    fn curl(&self, ns: &str, as_proxy_user: bool, url: &str) -> (u16, String) {
+        let mut cmd = vec!["ip", "netns", "exec", ns];
+        if as_proxy_user {
+            cmd.extend(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"]);
+        }
+        cmd.extend(["curl", "-s", "-m", "3", "--noproxy", "*", "-w", "\n%{http_code}", url]);
+        let out = Command::new(cmd[0]).args(&cmd[1..]).env_remove("http_proxy").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Starts a long-running process in `ns`, as uid 1337 when `as_proxy_user`.
+    fn spawn(&mut self, name: &str, ns: &str, as_proxy_user: bool, cmd: &[String]) {
+        let mut full: Vec<String> = vec!["netns".into(), "exec".into(), ns.into()];
+        if as_proxy_user {
+            full.extend(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"].map(String::from));
+        }
+        full.extend_from_slice(cmd);
+        let log = std::fs::File::create(self.dir.0.join(format!("{name}.log"))).unwrap();
+        let child = Command::new("ip").args(&full).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.children.push((name.to_string(), child));
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.0.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn file(&self, name: &str, content: &str) -> String {
+        let path = self.dir.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_string_lossy().to_string()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.pods {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(ns));
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An HTTP server outside the mesh (the host, on the bridge), answering `outside`.
+fn outside_server(addr: &str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\noutside\n");
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
+    assert_eq!(run(&["id", "-u"]).trim(), "0", "network namespaces and iptables need root");
+    let (proxy, hello) = (built("weft-proxy"), built("examples/hello"));
+    let proxy = proxy.to_str().unwrap().to_string();
+    let mut net = Net::new();
+
+    // The control plane, on the bridge so the pods reach it.
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(format!("{}:0", net.ip(1))).await.unwrap();
+    let cp_url = format!("http://{}", listener.local_addr().unwrap());
+    let cp = weft_control_plane::push::start(store.clone(), "cp-pods".into(), listener).await.unwrap();
+    let token = |sa: &str| cp.ctx.ca.mint_token("production", sa, Duration::from_secs(3600), SystemTime::now());
+
+    let client = net.pod("client", 2);
+    let pods = [("v1", net.pod("v1", 3), 3u8), ("v2", net.pod("v2", 4), 4u8)];
+    for ns in [&client, &pods[0].1, &pods[1].1] {
+        net.exec(ns, &[&proxy, "init-iptables"]);
+        assert!(net.exec(ns, &["iptables", "-t", "nat", "-S"]).contains("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
+    }
+    let sidecar = |name: &str, sa: &str, labels: &str, token_file: &str, extra: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            proxy.as_str(), "--control-plane", &cp_url, "--workload", name, "--namespace", "production",
+            "--service-account", sa, "--labels", labels, "--token-file", token_file, "--inbound", "0.0.0.0:15006",
+            "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--no-access-log",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let order_token = net.file("order.token", &token("order-service"));
+    for (version, ns, host) in &pods {
+        let app = vec![hello.to_string_lossy().to_string(), "0.0.0.0:3000".into(), format!("order-service-{version}")];
+        net.spawn(&format!("app-{version}"), ns, false, &app);
+        let extra = [
+            "--service", "order-service", "--service-port", "3000", "--app", "127.0.0.1:3000", "--advertise",
+            &format!("{}:15006", net.ip(*host)),
+        ]
+        .map(String::from);
+        let cmd = sidecar(&format!("order-{version}"), "order-service", &format!("app=order-service,version={version}"), &order_token, &extra);
+        net.spawn(&format!("sidecar-{version}"), ns, true, &cmd);
+    }
+    let client_token = net.file("client.token", &token("client"));
+    let client_sidecar = sidecar("client", "client", "app=client", &client_token, &[]);
+    net.spawn("sidecar-client", &client, true, &client_sidecar);
+    wait_until("the client's sidecar sees both order-service pods", Duration::from_secs(30), || {
+        let clusters = net.curl(&client, false, "http://127.0.0.1:15000/clusters").1;
+        clusters.contains(&format!("{}:15006", net.ip(3))) && clusters.contains(&format!("{}:15006", net.ip(4)))
+    });
+
+    // The seed's canary and STRICT mTLS.
+    let policies = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/order-service.yaml")).unwrap()
+        + "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: production}\nspec:\n  mtls: {mode: STRICT}\n";
+    store.apply(&load_str(std::path::Path::new("p.yaml"), &policies).unwrap()).await.unwrap();
+    wait_until("the canary reaches the client's sidecar", Duration::from_secs(10), || {
+        net.curl(&client, false, "http://127.0.0.1:15000/clusters").1.contains("|v2|")
+    });
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..100 {
+        let (status, body) = net.curl(&client, false, "http://order-service:3000/orders");
+        assert_eq!(status, 200, "{body}\n{}", net.log("sidecar-client"));
+        if body.contains("order-service-v1") { v1 += 1 } else if body.contains("order-service-v2") { v2 += 1 }
+    }
+    assert_eq!(v1 + v2, 100);
+    assert!((75..=98).contains(&v1), "about 90/10 through interception: v1 {v1} v2 {v2}");
+
+    // Through both sidecars, over mTLS: the server sidecar saw the client's proven identity.
+    let stats = net.curl(&pods[0].1, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\""))
+        .unwrap_or_else(|| panic!("no inbound series:\n{stats}"));
+    assert!(line.contains("source_principal=\"spiffe://cluster.local/ns/production/sa/client\""), "{line}");
+    assert!(line.contains("connection_security_policy=\"mutual_tls\""), "{line}");
+    // A pod address is not a service: like Istio, the call is passed through in plaintext,
+    // and the pod's own sidecar (inbound capture, STRICT) refuses it.
+    let (status, _) = net.curl(&client, false, &format!("http://{}:3000/", net.ip(3)));
+    assert_eq!(status, 503, "plaintext to a STRICT pod is refused at its sidecar");
+
+    // The sidecar's own traffic (uid 1337) is not captured: the virtual IP leads nowhere for it.
+    let (status, _) = net.curl(&client, true, "http://order-service:3000/orders");
+    assert_eq!(status, 0, "uid 1337 is not redirected, so nothing answers at the virtual IP");
+
+    // Outside the mesh: passed through under ALLOW_ANY (Istio's default).
+    let outside = outside_server(&format!("{}:0", net.ip(1)));
+    let (status, body) = net.curl(&client, false, &format!("http://{outside}/"));
+    assert_eq!((status, body.trim()), (200, "outside"), "{}", net.log("sidecar-client"));
+
+    // The authorization policy applies to intercepted traffic.
+    let deny = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-gateway, namespace: production}\nspec:\n  selector: {matchLabels: {app: order-service}}\n  rules:\n  - from:\n    - source: {principals: [cluster.local/ns/production/sa/api-gateway]}\n";
+    store.apply(&load_str(std::path::Path::new("ap.yaml"), deny).unwrap()).await.unwrap();
+    wait_until("the client is refused by the policy", Duration::from_secs(10), || {
+        net.curl(&client, false, "http://order-service:3000/orders") == (403, "RBAC: access denied".into())
+    });
+
+    // REGISTRY_ONLY: the same call outside the mesh is refused.
+    net.stop("sidecar-client");
+    let mut strict = client_sidecar.clone();
+    strict.extend(["--outbound-traffic-policy".to_string(), "REGISTRY_ONLY".to_string()]);
+    net.spawn("sidecar-client-2", &client, true, &strict);
+    wait_until("the restarted sidecar is ready", Duration::from_secs(20), || {
+        net.curl(&client, false, "http://127.0.0.1:15000/ready").0 == 200
+    });
+    let (status, _) = net.curl(&client, false, &format!("http://{outside}/"));
+    assert_eq!(status, 502, "REGISTRY_ONLY refuses destinations outside the mesh: {}", net.log("sidecar-client-2"));
+    drop(cp);
+}
