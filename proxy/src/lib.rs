@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod outlier;
 pub mod pool;
+pub mod probes;
 pub mod reply;
 pub mod retry;
 pub mod route;

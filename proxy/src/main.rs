@@ -81,6 +81,13 @@ struct Args {
     /// through (Istio's default), REGISTRY_ONLY refuses it (HTTP 502, TCP closed).
     #[arg(long, env = "WEFT_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY")]
     outbound_traffic_policy: weft_proxy::intercept::OutboundTrafficPolicy,
+    /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
+    /// `/app-health/<container>/{livez,readyz,startupz}`. Off unless given.
+    #[arg(long, env = "WEFT_STATUS")]
+    status: Option<SocketAddr>,
+    /// The app's original HTTP probes (JSON, Istio's ISTIO_KUBE_APP_PROBERS shape), set by `weftctl inject`.
+    #[arg(long, env = "WEFT_APP_PROBES")]
+    app_probes: Option<String>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "WEFT_WORKERS")]
     workers: Option<usize>,
@@ -223,7 +230,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None,
         ),
     };
+    let probes = match &args.app_probes {
+        Some(json) => weft_proxy::probes::AppProbes::parse(json).map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
     let running = Proxy::start(options, initial, prometheus::Registry::new()).await.context("starting weft-proxy")?;
+    if let Some(addr) = args.status {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the status listener {addr}"))?;
+        let (shared, probes) = (running.shared.clone(), std::sync::Arc::new(probes));
+        let (_never, stop) = tokio::sync::watch::channel(false);
+        let gauges = (
+            running.shared.metrics.downstream_active.with_label_values(&["status"]),
+            running.shared.metrics.downstream_total.with_label_values(&["status"]),
+        );
+        tokio::spawn(async move {
+            let _keep = _never;
+            weft_proxy::listen::serve(
+                listener,
+                move |req| weft_proxy::probes::handle(shared.clone(), probes.clone(), req),
+                stop,
+                Duration::from_secs(1),
+                gauges,
+                weft_proxy::listen::Guard::Open,
+            )
+            .await
+        });
+    }
     let (goodbye, goodbye_rx) = tokio::sync::watch::channel(false);
     let mut control_task = None;
     match watched {

@@ -207,7 +207,8 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         net.spawn(&format!("app-{version}"), ns, false, &app);
         let extra = [
             "--service", "order-service", "--service-port", "3000", "--app", "127.0.0.1:3000", "--advertise",
-            &format!("{}:15006", net.ip(*host)),
+            &format!("{}:15006", net.ip(*host)), "--status", "0.0.0.0:15020", "--app-probes",
+            r#"{"/app-health/app/livez":{"httpGet":{"path":"/health","port":3000},"timeoutSeconds":2}}"#,
         ]
         .map(String::from);
         let cmd = sidecar(&format!("order-{version}"), "order-service", &format!("app=order-service,version={version}"), &order_token, &extra);
@@ -249,6 +250,17 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     // and the pod's own sidecar (inbound capture, STRICT) refuses it.
     let (status, _) = net.curl(&client, false, &format!("http://{}:3000/", net.ip(3)));
     assert_eq!(status, 503, "plaintext to a STRICT pod is refused at its sidecar");
+
+    // The kubelet (on the host, outside the mesh): the app port is refused under STRICT,
+    // the sidecar's status port answers readiness and runs the app's own probe from inside.
+    let kubelet = |url: String| {
+        let out = Command::new("curl").args(["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(kubelet(format!("http://{}:3000/health", net.ip(3))), "000", "plaintext to the app is refused");
+    assert_eq!(kubelet(format!("http://{}:15020/healthz/ready", net.ip(3))), "200");
+    assert_eq!(kubelet(format!("http://{}:15020/app-health/app/livez", net.ip(3))), "200", "{}", net.log("sidecar-v1"));
+    assert_eq!(kubelet(format!("http://{}:15020/app-health/other/livez", net.ip(3))), "404");
 
     // The sidecar's own traffic (uid 1337) is not captured: the virtual IP leads nowhere for it.
     let (status, _) = net.curl(&client, true, "http://order-service:3000/orders");

@@ -1,0 +1,135 @@
+//! The status listener the kubelet probes (Istio's pilot-agent on 15020, with
+//! 15021's readiness folded in): `/healthz/ready` says ready only when the
+//! sidecar holds a config and, if it has an identity, a certificate; and
+//! `/app-health/<container>/{livez,readyz,startupz}` runs the app's own HTTP
+//! probes from inside the pod, so they keep working under STRICT mTLS, where the
+//! kubelet (outside the mesh) could not reach the app. `weftctl inject` rewrites
+//! the app's probes to these paths and passes the originals in `WEFT_APP_PROBES`
+//! (Istio's `ISTIO_KUBE_APP_PROBERS`, same JSON).
+
+use crate::body::{full, Body};
+use crate::server::Shared;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The app's original probes, by the path the kubelet now calls.
+#[derive(Debug, Default, Deserialize)]
+pub struct AppProbes(pub HashMap<String, AppProbe>);
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppProbe {
+    pub http_get: HttpGet,
+    /// Kubernetes' default is 1 s.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGet {
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A number: `weftctl inject` resolves named ports.
+    pub port: u16,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub http_headers: Vec<Header>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+impl AppProbes {
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let probes: AppProbes = serde_json::from_str(json).map_err(|e| format!("WEFT_APP_PROBES: {e}"))?;
+        for (path, p) in &probes.0 {
+            if !path.starts_with("/app-health/") {
+                return Err(format!("WEFT_APP_PROBES: {path:?} must start with /app-health/"));
+            }
+            if p.http_get.scheme.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("http")) {
+                return Err(format!("WEFT_APP_PROBES: {path:?}: only HTTP probes are forwarded"));
+            }
+        }
+        Ok(probes)
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Ready: a config from the control plane, and a certificate when the sidecar has an identity.
+pub fn ready(shared: &Shared) -> Result<(), &'static str> {
+    if !shared.is_ready() {
+        return Err("no config from the control plane yet");
+    }
+    match &shared.identity {
+        Some(id) if id.current().is_none() => Err("no workload certificate yet"),
+        _ => Ok(()),
+    }
+}
+
+pub async fn handle(shared: Arc<Shared>, probes: Arc<AppProbes>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if path == "/healthz/ready" {
+        return match ready(&shared) {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        };
+    }
+    let Some(probe) = probes.0.get(path) else {
+        return text(StatusCode::NOT_FOUND, "not found; try /healthz/ready or /app-health/<container>/livez|readyz|startupz\n".into());
+    };
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1));
+    match tokio::time::timeout(timeout, call(probe)).await {
+        Ok(Ok(status)) => text(status, format!("app answered {}\n", status.as_u16())),
+        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("app probe failed: {e}\n")),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, format!("app probe timed out after {timeout:?}\n")),
+    }
+}
+
+/// The app's probe, from inside the pod (the sidecar's uid is never captured).
+async fn call(probe: &AppProbe) -> Result<StatusCode, String> {
+    let g = &probe.http_get;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", g.port)).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::get(g.path.clone().unwrap_or_else(|| "/".into())).body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+    let headers = req.headers_mut();
+    headers.insert(http::header::HOST, HeaderValue::from_str(&format!("127.0.0.1:{}", g.port)).map_err(|e| e.to_string())?);
+    headers.insert(http::header::USER_AGENT, HeaderValue::from_static("kube-probe (via weft-proxy)"));
+    for h in &g.http_headers {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {
+            headers.insert(n, v);
+        }
+    }
+    Ok(sender.send_request(req).await.map_err(|e| e.to_string())?.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_shaped_probes_parse_and_bad_ones_are_refused() {
+        let p = AppProbes::parse(r#"{"/app-health/web/livez":{"httpGet":{"path":"/health","port":3000,"scheme":"HTTP"},"timeoutSeconds":3}}"#).unwrap();
+        assert_eq!(p.0["/app-health/web/livez"].http_get.port, 3000);
+        assert!(AppProbes::parse(r#"{"/health":{"httpGet":{"port":1}}}"#).is_err());
+        assert!(AppProbes::parse(r#"{"/app-health/a/livez":{"httpGet":{"port":1,"scheme":"HTTPS"}}}"#).is_err());
+        assert!(AppProbes::parse("{").is_err());
+    }
+}
