@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod explain;
+pub mod inject;
 pub mod istio;
 pub mod push;
 pub mod registry;

@@ -148,9 +148,40 @@ fn init_iptables(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `weft-proxy wait`: the classic sidecar's postStart hold; returns once the sidecar is ready.
+#[derive(Debug, Parser)]
+#[command(name = "weft-proxy wait", about = "Waits until the sidecar's /healthz/ready answers 200")]
+struct WaitArgs {
+    #[arg(long, default_value = "127.0.0.1:15020")]
+    status: SocketAddr,
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn wait_ready(args: WaitArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + args.timeout;
+    loop {
+        let ready = std::net::TcpStream::connect_timeout(&args.status, Duration::from_secs(1)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(b"GET /healthz/ready HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            Ok(head.ends_with(b"200"))
+        });
+        if ready.unwrap_or(false) {
+            return Ok(());
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the sidecar was not ready within {:?}", args.timeout);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("init-iptables") {
-        return init_iptables(InitArgs::parse_from(std::env::args().skip(1)));
+    match std::env::args().nth(1).as_deref() {
+        Some("init-iptables") => return init_iptables(InitArgs::parse_from(std::env::args().skip(1))),
+        Some("wait") => return wait_ready(WaitArgs::parse_from(std::env::args().skip(1))),
+        _ => {}
     }
     let args = Args::parse();
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();

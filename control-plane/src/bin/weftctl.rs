@@ -103,6 +103,22 @@ enum Command {
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
     },
+    /// Writes Kubernetes YAML back with Weft's sidecar injected into every pod template
+    /// (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod); other documents,
+    /// opted-out and already-injected ones come back unchanged. `-f -` reads stdin.
+    Inject {
+        #[arg(short = 'f', long = "filename", required = true)]
+        path: PathBuf,
+        /// The sidecar image.
+        #[arg(long, default_value_t = weft_control_plane::inject::InjectOptions::default().image)]
+        image: String,
+        /// Where sidecars reach the control plane.
+        #[arg(long, default_value_t = weft_control_plane::inject::InjectOptions::default().control_plane)]
+        control_plane: String,
+        /// A classic sidecar (first container, postStart hold) for Kubernetes older than 1.29.
+        #[arg(long)]
+        classic: bool,
+    },
     /// Writes the mesh root certificate (PEM) to stdout: the --ca-file sidecars trust.
     RootCert {
         #[arg(long, default_value = "cluster.local")]
@@ -357,6 +373,23 @@ async fn main() -> ExitCode {
             match weft_control_plane::ca::Ca::load_or_create(&store, &trust_domain).await {
                 Ok(ca) => {
                     println!("{}", ca.mint_token(&namespace, &service_account, ttl, std::time::SystemTime::now()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Inject { path, image, control_plane, classic } => {
+            let (name, text) = if path.as_os_str() == "-" {
+                let mut text = String::new();
+                ok!(std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| ()));
+                ("<stdin>".to_string(), text)
+            } else {
+                (path.display().to_string(), ok!(std::fs::read_to_string(&path)))
+            };
+            let opts = weft_control_plane::inject::InjectOptions { image, control_plane, native: !classic, ..Default::default() };
+            match weft_control_plane::inject::inject_text(&name, &text, &opts) {
+                Ok(out) => {
+                    print!("{out}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

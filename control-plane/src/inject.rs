@@ -1,0 +1,341 @@
+//! Sidecar injection: Kubernetes YAML in, the same YAML with Weft's sidecar in
+//! every pod template out (`weftctl inject -f`; the admission webhook is next).
+//!
+//! What a pod gets (Istio's kube-inject, §7.4 of the semantics):
+//! - `weft-init` (init container, NET_ADMIN/NET_RAW, root): `weft-proxy init-iptables`;
+//! - `weft-proxy`: a native sidecar by default (an init container with
+//!   `restartPolicy: Always`, so it starts before the app and Jobs complete), or,
+//!   with `--classic`, the first container with a `postStart` hold
+//!   (`weft-proxy wait`) for clusters older than Kubernetes 1.29;
+//! - its identity from the downward API (pod name, namespace, service account,
+//!   pod IP) and the pod's labels; the bootstrap token (Secret
+//!   `weft-token-<service account>`) and the mesh root (ConfigMap `weft-root-ca`);
+//! - the app's HTTP probes rewritten to the sidecar's status port 15020
+//!   (`/app-health/<container>/livez|readyz|startupz`), the originals passed in
+//!   `WEFT_APP_PROBES`, so probes work under STRICT mTLS;
+//! - uid/gid 1337, read-only root, no privilege escalation, every capability dropped.
+//!
+//! Opt out with the annotation `sidecar.istio.io/inject: "false"` (or
+//! `weft.io/inject`). Documents that are not pod-bearing, opted out or already
+//! injected come back byte for byte, so injecting twice changes nothing.
+
+use serde_yaml::{Mapping, Value};
+
+pub const SIDECAR: &str = "weft-proxy";
+pub const INIT: &str = "weft-init";
+/// The sidecar's status port (Istio's 15020): readiness and the app's probes.
+pub const STATUS_PORT: u16 = 15020;
+pub const PROXY_UID: i64 = 1337;
+
+#[derive(Debug, Clone)]
+pub struct InjectOptions {
+    pub image: String,
+    /// Where sidecars reach the control plane.
+    pub control_plane: String,
+    /// Native sidecar (Kubernetes ≥ 1.29) or a classic first container.
+    pub native: bool,
+    /// The port callers use for the service (`http://<service>` means 80).
+    pub service_port: u16,
+}
+
+impl Default for InjectOptions {
+    fn default() -> Self {
+        InjectOptions {
+            image: format!("weft/proxy:{}", env!("CARGO_PKG_VERSION")),
+            control_plane: "http://weft-control-plane.weft-system.svc:15012".into(),
+            native: true,
+            service_port: 80,
+        }
+    }
+}
+
+/// Injects every document of a multi-document YAML text; `file` names it in errors.
+pub fn inject_text(file: &str, text: &str, opts: &InjectOptions) -> Result<String, String> {
+    let mut out = String::new();
+    let mut line = 1;
+    for (i, chunk) in split_documents(text).into_iter().enumerate() {
+        if i > 0 {
+            line += 1; // the `---` line
+        }
+        let start = line;
+        line += chunk.matches('\n').count();
+        if chunk.trim().lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            push_doc(&mut out, chunk);
+            continue;
+        }
+        let mut doc: Value = serde_yaml::from_str(chunk).map_err(|e| {
+            let at = e.location().map_or(start, |l| start + l.line() - 1);
+            format!("{file}:{at}: {e}")
+        })?;
+        match inject(&mut doc, opts) {
+            Ok(true) => push_doc(&mut out, &serde_yaml::to_string(&doc).map_err(|e| format!("{file}: {e}"))?),
+            Ok(false) => push_doc(&mut out, chunk),
+            Err(e) => return Err(format!("{file}:{start}: {}: {e}", describe(&doc))),
+        }
+    }
+    Ok(out)
+}
+
+fn describe(doc: &Value) -> String {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let name = doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("?");
+    format!("{kind} {name}")
+}
+
+fn push_doc(out: &mut String, doc: &str) {
+    if !out.is_empty() {
+        out.push_str("---\n");
+    }
+    out.push_str(doc.trim_end_matches('\n'));
+    out.push('\n');
+}
+
+/// Splits on `---` lines (the YAML document marker at the start of a line).
+fn split_documents(text: &str) -> Vec<&str> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for l in text.split_inclusive('\n') {
+        if l.trim_end() == "---" || l.starts_with("--- ") {
+            if offset > start || !docs.is_empty() {
+                docs.push(&text[start..offset]);
+            }
+            start = offset + l.len();
+        }
+        offset += l.len();
+    }
+    if start < text.len() {
+        docs.push(&text[start..]);
+    }
+    docs.retain(|d| !d.trim().is_empty());
+    docs
+}
+
+/// Injects one document in place. `Ok(false)`: nothing to do (not a pod-bearing
+/// kind, opted out, or already injected).
+pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let path: &[&str] = match kind.as_str() {
+        "Pod" => &[],
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => &["spec", "template"],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template"],
+        _ => return Ok(false),
+    };
+    if opted_out(doc) {
+        return Ok(false);
+    }
+    let workload = doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut template = doc;
+    for key in path {
+        template = template.get_mut(*key).ok_or_else(|| format!("no {}", path.join(".")))?;
+    }
+    if opted_out(template) {
+        return Ok(false);
+    }
+    let spec = template.get_mut("spec").and_then(Value::as_mapping_mut).ok_or("no pod spec")?;
+    let has = |spec: &Mapping, list: &str| {
+        spec.get(list).and_then(Value::as_sequence).is_some_and(|s| s.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR)))
+    };
+    if has(spec, "containers") || has(spec, "initContainers") {
+        return Ok(false);
+    }
+    let service_account = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("default").to_string();
+    let containers = spec.get_mut("containers").and_then(Value::as_sequence_mut).ok_or("no containers")?;
+    let app_port = containers.iter().find_map(|c| c.get("ports")?.as_sequence()?.first()?.get("containerPort")?.as_u64());
+    let first_app = containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let probes = rewrite_probes(containers)?;
+
+    let template = template.as_mapping_mut().ok_or("pod template is not a mapping")?;
+    let meta = entry_map(template, "metadata");
+    let labels: Vec<(String, String)> = meta
+        .get("labels")
+        .and_then(Value::as_mapping)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v)?))).collect())
+        .unwrap_or_default();
+    let annotations = entry_map(meta, "annotations");
+    annotations.insert("weft.io/status".into(), "injected".into());
+    if !first_app.is_empty() {
+        annotations.insert("kubectl.kubernetes.io/default-container".into(), first_app.into());
+    }
+    let spec = entry_map(template, "spec");
+    let sidecar = sidecar(opts, &workload, &labels, app_port, &probes);
+    let mut init_list = vec![init_container(opts)];
+    if opts.native {
+        init_list.push(sidecar);
+    } else if let Some(Value::Sequence(c)) = spec.get_mut("containers") {
+        c.insert(0, sidecar);
+    }
+    match spec.get_mut("initContainers") {
+        Some(Value::Sequence(existing)) => {
+            for (i, c) in init_list.into_iter().enumerate() {
+                existing.insert(i, c);
+            }
+        }
+        _ => {
+            spec.insert("initContainers".into(), Value::Sequence(init_list));
+        }
+    }
+    let volumes = spec.entry("volumes".into()).or_insert_with(|| Value::Sequence(Vec::new()));
+    if let Value::Sequence(v) = volumes {
+        v.push(yaml(&format!("{{name: weft-token, secret: {{secretName: weft-token-{service_account}}}}}")));
+        v.push(yaml("{name: weft-ca, configMap: {name: weft-root-ca}}"));
+    }
+    Ok(true)
+}
+
+fn opted_out(v: &Value) -> bool {
+    let a = v.get("metadata").and_then(|m| m.get("annotations"));
+    ["sidecar.istio.io/inject", "weft.io/inject"]
+        .iter()
+        .any(|k| a.and_then(|a| a.get(*k)).and_then(scalar).is_some_and(|v| v == "false"))
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn entry_map<'a>(m: &'a mut Mapping, key: &str) -> &'a mut Mapping {
+    let v = m.entry(key.into()).or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !v.is_mapping() {
+        *v = Value::Mapping(Mapping::new());
+    }
+    v.as_mapping_mut().expect("a mapping was just put here")
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).expect("a literal of this module")
+}
+
+/// Rewrites each app container's HTTP probes to the sidecar's status port and
+/// returns the originals, keyed by their new path (`WEFT_APP_PROBES`).
+fn rewrite_probes(containers: &mut [Value]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let mut originals = serde_json::Map::new();
+    for c in containers.iter_mut() {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ports: Vec<(String, u64)> = c
+            .get("ports")
+            .and_then(Value::as_sequence)
+            .map(|ps| ps.iter().filter_map(|p| Some((p.get("name")?.as_str()?.to_string(), p.get("containerPort")?.as_u64()?))).collect())
+            .unwrap_or_default();
+        for (field, kind) in [("livenessProbe", "livez"), ("readinessProbe", "readyz"), ("startupProbe", "startupz")] {
+            let Some(probe) = c.get_mut(field).and_then(Value::as_mapping_mut) else { continue };
+            let Some(get) = probe.get("httpGet").and_then(Value::as_mapping).cloned() else { continue };
+            let port = match get.get("port") {
+                Some(Value::Number(n)) => n.as_u64().ok_or_else(|| format!("container {name}: {field}: bad port"))?,
+                Some(Value::String(p)) => match p.parse::<u64>() {
+                    Ok(n) => n,
+                    Err(_) => ports
+                        .iter()
+                        .find(|(n, _)| n == p)
+                        .map(|(_, n)| *n)
+                        .ok_or_else(|| format!("container {name}: {field}: no container port named {p:?}"))?,
+                },
+                _ => return Err(format!("container {name}: {field}: httpGet without a port")),
+            };
+            let path = format!("/app-health/{name}/{kind}");
+            let mut original = serde_json::json!({"httpGet": {"path": get.get("path").and_then(Value::as_str).unwrap_or("/"), "port": port}});
+            if let Some(scheme) = get.get("scheme").and_then(Value::as_str) {
+                original["httpGet"]["scheme"] = scheme.into();
+            }
+            if let Some(h) = get.get("httpHeaders") {
+                original["httpGet"]["httpHeaders"] = serde_json::to_value(h).map_err(|e| e.to_string())?;
+            }
+            if let Some(t) = probe.get("timeoutSeconds").and_then(Value::as_u64) {
+                original["timeoutSeconds"] = t.into();
+            }
+            originals.insert(path.clone(), original);
+            probe.insert("httpGet".into(), yaml(&format!("{{path: {path}, port: {STATUS_PORT}, scheme: HTTP}}")));
+        }
+    }
+    Ok(originals)
+}
+
+fn init_container(opts: &InjectOptions) -> Value {
+    let mut c = yaml(
+        "name: weft-init
+args: [init-iptables]
+resources: {requests: {cpu: 10m, memory: 10Mi}, limits: {cpu: 100m, memory: 50Mi}}
+securityContext:
+  runAsUser: 0
+  runAsGroup: 0
+  runAsNonRoot: false
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities: {add: [NET_ADMIN, NET_RAW], drop: [ALL]}",
+    );
+    c["image"] = opts.image.clone().into();
+    c
+}
+
+fn sidecar(
+    opts: &InjectOptions,
+    workload: &str,
+    labels: &[(String, String)],
+    app_port: Option<u64>,
+    probes: &serde_json::Map<String, serde_json::Value>,
+) -> Value {
+    let mut c = yaml(
+        "name: weft-proxy
+args: [--inbound, '0.0.0.0:15006', --outbound, '127.0.0.1:15001', --admin, '127.0.0.1:15000',
+       --status, '0.0.0.0:15020', --token-file, /var/run/secrets/weft/token/token,
+       --ca-file, /var/run/secrets/weft/ca/root.pem, --advertise, '$(POD_IP):15006']
+env:
+- {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+- {name: WEFT_INSTANCE, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+- {name: WEFT_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+- {name: WEFT_SERVICE_ACCOUNT, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}
+ports:
+- {name: http-weft-status, containerPort: 15020, protocol: TCP}
+readinessProbe: {httpGet: {path: /healthz/ready, port: 15020}, periodSeconds: 2, failureThreshold: 30, timeoutSeconds: 3}
+resources: {requests: {cpu: 50m, memory: 32Mi}, limits: {cpu: '1', memory: 128Mi}}
+securityContext:
+  runAsUser: 1337
+  runAsGroup: 1337
+  runAsNonRoot: true
+  readOnlyRootFilesystem: true
+  allowPrivilegeEscalation: false
+  capabilities: {drop: [ALL]}
+volumeMounts:
+- {name: weft-token, mountPath: /var/run/secrets/weft/token, readOnly: true}
+- {name: weft-ca, mountPath: /var/run/secrets/weft/ca, readOnly: true}",
+    );
+    c["image"] = opts.image.clone().into();
+    let label_text = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let service = labels.iter().find(|(k, _)| k == "app").map(|(_, v)| v.clone());
+    let mut env = vec![
+        ("WEFT_CONTROL_PLANE", opts.control_plane.clone()),
+        ("WEFT_WORKLOAD", workload.to_string()),
+        ("WEFT_LABELS", label_text),
+        ("WEFT_SERVICE_PORT", opts.service_port.to_string()),
+    ];
+    if let Some(s) = service {
+        env.push(("WEFT_SERVICE", s));
+    }
+    if let Some(p) = app_port {
+        env.push(("WEFT_APP", format!("127.0.0.1:{p}")));
+    }
+    if !probes.is_empty() {
+        env.push(("WEFT_APP_PROBES", serde_json::Value::Object(probes.clone()).to_string()));
+    }
+    if let Value::Sequence(list) = &mut c["env"] {
+        for (k, v) in env {
+            let mut m = Mapping::new();
+            m.insert("name".into(), k.into());
+            m.insert("value".into(), v.into());
+            list.push(Value::Mapping(m));
+        }
+    }
+    let c_map = c.as_mapping_mut().expect("a mapping literal");
+    if opts.native {
+        c_map.insert("restartPolicy".into(), "Always".into());
+        c_map.insert("startupProbe".into(), yaml("{httpGet: {path: /healthz/ready, port: 15020}, periodSeconds: 1, failureThreshold: 600, timeoutSeconds: 3}"));
+    } else {
+        c_map.insert("lifecycle".into(), yaml("{postStart: {exec: {command: [weft-proxy, wait]}}}"));
+    }
+    c
+}
