@@ -174,12 +174,23 @@ impl Ca {
     /// Signs a workload certificate for `ns`/`sa` with the CSR's public key.
     /// The CSR's signature is checked (proof of possession); its names are ignored.
     pub fn sign(&self, csr_pem: &str, ns: &str, sa: &str, ttl: Duration) -> Result<String, CaError> {
+        self.sign_with_dns(csr_pem, ns, sa, ttl, &[])
+    }
+
+    /// As [`Ca::sign`], with DNS names too (the control plane's own certificate,
+    /// which the Kubernetes API server checks when it calls the injection webhook).
+    pub fn sign_with_dns(&self, csr_pem: &str, ns: &str, sa: &str, ttl: Duration, dns: &[&str]) -> Result<String, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CaError::Csr(e.to_string()))?;
         let id = self.spiffe_id(ns, sa);
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names =
             vec![SanType::URI(id.clone().try_into().map_err(|_| CaError::Csr(format!("{id} is not a URI")))?)];
+        for name in dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName((*name).try_into().map_err(|_| CaError::Csr(format!("{name} is not a DNS name")))?));
+        }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;

@@ -15,6 +15,9 @@
 //!   `WEFT_APP_PROBES`, so probes work under STRICT mTLS;
 //! - uid/gid 1337, read-only root, no privilege escalation, every capability dropped.
 //!
+//! The same code answers the control plane's mutating admission webhook
+//! (`POST /inject`: AdmissionReview v1 in, a JSON patch out).
+//!
 //! Opt out with the annotation `sidecar.istio.io/inject: "false"` (or
 //! `weft.io/inject`). Documents that are not pod-bearing, opted out or already
 //! injected come back byte for byte, so injecting twice changes nothing.
@@ -22,6 +25,8 @@
 use serde_yaml::{Mapping, Value};
 
 pub const SIDECAR: &str = "weft-proxy";
+/// Where the control plane serves the admission webhook.
+pub const WEBHOOK_PATH: &str = "/inject";
 pub const INIT: &str = "weft-init";
 /// The sidecar's status port (Istio's 15020): readiness and the app's probes.
 pub const STATUS_PORT: u16 = 15020;
@@ -124,7 +129,7 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     if opted_out(doc) {
         return Ok(false);
     }
-    let workload = doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let workload = workload_name(doc);
     let mut template = doc;
     for key in path {
         template = template.get_mut(*key).ok_or_else(|| format!("no {}", path.join(".")))?;
@@ -181,6 +186,22 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
         v.push(yaml("{name: weft-ca, configMap: {name: weft-root-ca}}"));
     }
     Ok(true)
+}
+
+/// The object's name; for a pod created by a controller (the webhook sees those),
+/// its `generateName` without the trailing `-` and ReplicaSet hash.
+fn workload_name(doc: &Value) -> String {
+    let meta = doc.get("metadata");
+    let get = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty());
+    if let Some(name) = get("name") {
+        return name.to_string();
+    }
+    let base = get("generateName").unwrap_or_default().trim_end_matches('-');
+    let hash = meta.and_then(|m| m.get("labels")).and_then(|l| l.get("pod-template-hash")).and_then(Value::as_str);
+    match hash {
+        Some(h) => base.strip_suffix(&format!("-{h}")).unwrap_or(base).to_string(),
+        None => base.to_string(),
+    }
 }
 
 fn opted_out(v: &Value) -> bool {
@@ -338,4 +359,47 @@ volumeMounts:
         c_map.insert("lifecycle".into(), yaml("{postStart: {exec: {command: [weft-proxy, wait]}}}"));
     }
     c
+}
+
+/// Answers one AdmissionReview (admission.k8s.io/v1) for a pod: allowed, with a
+/// JSON patch when the pod is injected. A pod that cannot be injected is still
+/// admitted, unpatched, with a warning: a broken injector must not stop deployments.
+pub fn admission_review(body: &[u8], opts: &InjectOptions) -> Result<serde_json::Value, String> {
+    let review: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    let request = review.get("request").ok_or("AdmissionReview without a request")?;
+    let uid = request.get("uid").and_then(serde_json::Value::as_str).ok_or("request without a uid")?;
+    let mut response = serde_json::json!({"uid": uid, "allowed": true});
+    if let Some(object) = request.get("object") {
+        let mut pod: Value = serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+        if pod.get("kind").is_none() {
+            pod["kind"] = "Pod".into();
+        }
+        let before = pod.clone();
+        match inject(&mut pod, opts) {
+            Ok(true) => {
+                let patch = json_patch(&before, &pod).map_err(|e| e.to_string())?;
+                use base64::Engine;
+                response["patchType"] = "JSONPatch".into();
+                response["patch"] = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&patch).map_err(|e| e.to_string())?).into();
+            }
+            Ok(false) => {}
+            Err(e) => response["warnings"] = serde_json::json!([format!("weft: sidecar not injected: {e}")]),
+        }
+    }
+    Ok(serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}))
+}
+
+/// The JSON patch from `before` to `after` for the parts injection touches.
+fn json_patch(before: &Value, after: &Value) -> Result<serde_json::Value, serde_json::Error> {
+    let mut ops = Vec::new();
+    for (parent, key) in [("metadata", "annotations"), ("spec", "initContainers"), ("spec", "containers"), ("spec", "volumes")] {
+        let old = before.get(parent).and_then(|p| p.get(key));
+        let Some(new) = after.get(parent).and_then(|p| p.get(key)) else { continue };
+        if old == Some(new) {
+            continue;
+        }
+        let op = if old.is_some() { "replace" } else { "add" };
+        ops.push(serde_json::json!({"op": op, "path": format!("/{parent}/{key}"), "value": serde_json::to_value(new)?}));
+    }
+    Ok(serde_json::Value::Array(ops))
 }

@@ -158,6 +158,10 @@ pub async fn start_with(
     Ok(ControlPlane { ctx, task })
 }
 
+/// The names the Kubernetes API server uses to call the injection webhook.
+pub const WEBHOOK_DNS: [&str; 3] =
+    ["weft-control-plane", "weft-control-plane.weft-system", "weft-control-plane.weft-system.svc"];
+
 /// This control plane's TLS config: a certificate for
 /// `spiffe://<td>/ns/weft-system/sa/weft-control-plane` from the mesh CA
 /// (issued at start for a year), client certificates optional.
@@ -166,7 +170,7 @@ fn own_tls(ca: &crate::ca::Ca, trust_domain: &str) -> Result<Arc<rustls::ServerC
     let csr =
         rcgen::CertificateParams::default().serialize_request(&key).and_then(|c| c.pem()).map_err(|e| e.to_string())?;
     let cert = ca
-        .sign(&csr, "weft-system", "weft-control-plane", Duration::from_secs(365 * 86400))
+        .sign_with_dns(&csr, "weft-system", "weft-control-plane", Duration::from_secs(365 * 86400), &WEBHOOK_DNS)
         .map_err(|e| e.to_string())?;
     let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, ca.root_pem()).map_err(|e| e.to_string())?;
     debug_assert_eq!(leaf.id, weft_proxy::tls::control_plane_id(trust_domain));
@@ -250,6 +254,7 @@ pub async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body>
     match (req.method().as_str(), req.uri().path()) {
         ("POST", STREAM_PATH) => stream(ctx, req.into_body()),
         ("POST", weft_model::stream::SIGN_PATH) => sign(&ctx, req.into_body()).await,
+        ("POST", crate::inject::WEBHOOK_PATH) => admission(req.into_body()).await,
         ("GET", "/healthz") | ("GET", "/ready") => Response::new(full("ok\n")),
         ("GET", "/metrics") => {
             let mut out = String::new();
@@ -259,6 +264,28 @@ pub async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body>
         _ => {
             let mut r = Response::new(full("not found\n"));
             *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    }
+}
+
+/// The mutating admission webhook: an AdmissionReview for a pod in, the same
+/// review with a JSON patch that injects the sidecar out.
+async fn admission(body: Incoming) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let answer = match http_body_util::Limited::new(body, 4 << 20).collect().await {
+        Ok(c) => crate::inject::admission_review(&c.to_bytes(), &crate::inject::InjectOptions::default()),
+        Err(_) => Err("unreadable request".to_string()),
+    };
+    match answer {
+        Ok(review) => {
+            let mut r = Response::new(full(serde_json::to_vec(&review).unwrap_or_default()));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => {
+            let mut r = Response::new(full(format!("{e}\n")));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
             r
         }
     }

@@ -94,3 +94,70 @@ fn errors_name_the_file_the_line_and_the_object() {
     let e = inject_text("p.yaml", named_port, &InjectOptions::default()).unwrap_err();
     assert!(e.contains("Pod p") && e.contains("no container port named \"http\""), "{e}");
 }
+
+/// Applies a JSON patch of `add`/`replace` operations on top-level paths (all the webhook emits).
+fn apply_patch(doc: &mut serde_json::Value, patch: &serde_json::Value) {
+    for op in patch.as_array().unwrap() {
+        let path: Vec<&str> = op["path"].as_str().unwrap().trim_start_matches('/').split('/').collect();
+        assert!(matches!(op["op"].as_str(), Some("add" | "replace")), "{op}");
+        assert_eq!(path.len(), 2, "{op}");
+        doc[path[0]][path[1]] = op["value"].clone();
+    }
+}
+
+fn review(pod: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "4f1c", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "production", "operation": "CREATE", "object": pod}})
+}
+
+fn seed_pod() -> serde_json::Value {
+    let d = &docs(&fixture("seed-deployment.yaml"))[0];
+    let mut pod: serde_json::Value = serde_json::to_value(&d["spec"]["template"]).unwrap();
+    pod["metadata"]["generateName"] = "user-service-5d8f7c9b6-".into();
+    pod["metadata"]["labels"]["pod-template-hash"] = "5d8f7c9b6".into();
+    pod
+}
+
+#[test]
+fn the_webhook_answers_with_a_patch_that_makes_the_pod_what_inject_makes_it() {
+    use base64::Engine;
+    let pod = seed_pod();
+    let answer = weft_control_plane::inject::admission_review(&serde_json::to_vec(&review(pod.clone())).unwrap(), &InjectOptions::default()).unwrap();
+    let response = &answer["response"];
+    assert_eq!((response["uid"].as_str(), response["allowed"].as_bool(), response["patchType"].as_str()), (Some("4f1c"), Some(true), Some("JSONPatch")));
+    let patch: serde_json::Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(response["patch"].as_str().unwrap()).unwrap()).unwrap();
+    let mut patched = pod.clone();
+    apply_patch(&mut patched, &patch);
+    let mut expected: Value = serde_json::from_value(pod).unwrap();
+    expected["kind"] = "Pod".into();
+    assert!(weft_control_plane::inject::inject(&mut expected, &InjectOptions::default()).unwrap());
+    let mut expected = serde_json::to_value(expected).unwrap();
+    expected.as_object_mut().unwrap().remove("kind");
+    assert_eq!(patched, expected);
+    let sidecar = named(&docs(&serde_yaml::to_string(&patched).unwrap())[0]["spec"]["initContainers"], "weft-proxy").clone();
+    assert_eq!(env(&sidecar, "WEFT_WORKLOAD"), "user-service", "the workload, not the pod");
+
+    // An injected pod is admitted unchanged; an opted-out one too.
+    let again = weft_control_plane::inject::admission_review(&serde_json::to_vec(&review(patched)).unwrap(), &InjectOptions::default()).unwrap();
+    assert!(again["response"].get("patch").is_none());
+    assert!(weft_control_plane::inject::admission_review(b"{}", &InjectOptions::default()).is_err());
+}
+
+#[tokio::test]
+async fn the_control_plane_serves_the_webhook() {
+    use http_body_util::BodyExt;
+    let etcd = weft_e2e::Etcd::start();
+    let store = weft_control_plane::store::Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _cp = weft_control_plane::push::start(store, "cp-hook".into(), listener).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let body = serde_json::to_vec(&review(seed_pod())).unwrap();
+    let req = http::Request::post("/inject").header("host", "cp").header("content-type", "application/json").body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+}
