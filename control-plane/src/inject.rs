@@ -303,7 +303,7 @@ fn sidecar(
     let mut c = yaml(
         "name: weft-proxy
 args: [--inbound, '0.0.0.0:15006', --outbound, '127.0.0.1:15001', --admin, '127.0.0.1:15000',
-       --status, '0.0.0.0:15020', --token-file, /var/run/secrets/weft/token/token,
+       --status, '0.0.0.0:15020,0.0.0.0:15021', --token-file, /var/run/secrets/weft/token/token,
        --ca-file, /var/run/secrets/weft/ca/root.pem, --advertise, '$(POD_IP):15006']
 env:
 - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
@@ -312,7 +312,8 @@ env:
 - {name: WEFT_SERVICE_ACCOUNT, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}
 ports:
 - {name: http-weft-status, containerPort: 15020, protocol: TCP}
-readinessProbe: {httpGet: {path: /healthz/ready, port: 15020}, periodSeconds: 2, failureThreshold: 30, timeoutSeconds: 3}
+- {name: http-weft-health, containerPort: 15021, protocol: TCP}
+readinessProbe: {httpGet: {path: /healthz/ready, port: 15021}, periodSeconds: 2, failureThreshold: 30, timeoutSeconds: 3}
 resources: {requests: {cpu: 50m, memory: 32Mi}, limits: {cpu: '1', memory: 128Mi}}
 securityContext:
   runAsUser: 1337
@@ -354,7 +355,7 @@ volumeMounts:
     let c_map = c.as_mapping_mut().expect("a mapping literal");
     if opts.native {
         c_map.insert("restartPolicy".into(), "Always".into());
-        c_map.insert("startupProbe".into(), yaml("{httpGet: {path: /healthz/ready, port: 15020}, periodSeconds: 1, failureThreshold: 600, timeoutSeconds: 3}"));
+        c_map.insert("startupProbe".into(), yaml("{httpGet: {path: /healthz/ready, port: 15021}, periodSeconds: 1, failureThreshold: 600, timeoutSeconds: 3}"));
     } else {
         c_map.insert("lifecycle".into(), yaml("{postStart: {exec: {command: [weft-proxy, wait]}}}"));
     }

@@ -83,8 +83,9 @@ struct Args {
     outbound_traffic_policy: weft_proxy::intercept::OutboundTrafficPolicy,
     /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
     /// `/app-health/<container>/{livez,readyz,startupz}`. Off unless given.
-    #[arg(long, env = "WEFT_STATUS")]
-    status: Option<SocketAddr>,
+    /// Several addresses, comma-separated, serve the same (injection uses 15020 and 15021).
+    #[arg(long, env = "WEFT_STATUS", value_delimiter = ',')]
+    status: Vec<SocketAddr>,
     /// The app's original HTTP probes (JSON, Istio's ISTIO_KUBE_APP_PROBERS shape), set by `weftctl inject`.
     #[arg(long, env = "WEFT_APP_PROBES")]
     app_probes: Option<String>,
@@ -266,26 +267,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => Default::default(),
     };
     let running = Proxy::start(options, initial, prometheus::Registry::new()).await.context("starting weft-proxy")?;
-    if let Some(addr) = args.status {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the status listener {addr}"))?;
-        let (shared, probes) = (running.shared.clone(), std::sync::Arc::new(probes));
-        let (_never, stop) = tokio::sync::watch::channel(false);
+    // POST /quitquitquit from inside the pod ends the sidecar (a classic sidecar's Job is done).
+    let quit = std::sync::Arc::new(tokio::sync::Notify::new());
+    let probes = std::sync::Arc::new(probes);
+    let (_status_stop, status_stop) = tokio::sync::watch::channel(false);
+    for addr in &args.status {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the status listener {addr}"))?;
+        let (shared, probes, quit) = (running.shared.clone(), probes.clone(), quit.clone());
         let gauges = (
             running.shared.metrics.downstream_active.with_label_values(&["status"]),
             running.shared.metrics.downstream_total.with_label_values(&["status"]),
         );
-        tokio::spawn(async move {
-            let _keep = _never;
-            weft_proxy::listen::serve(
-                listener,
-                move |req| weft_proxy::probes::handle(shared.clone(), probes.clone(), req),
-                stop,
-                Duration::from_secs(1),
-                gauges,
-                weft_proxy::listen::Guard::Open,
-            )
-            .await
-        });
+        tokio::spawn(weft_proxy::listen::serve(
+            listener,
+            move |req| weft_proxy::probes::handle(shared.clone(), probes.clone(), quit.clone(), req),
+            status_stop.clone(),
+            Duration::from_secs(1),
+            gauges,
+            weft_proxy::listen::Guard::Open,
+        ));
     }
     let (goodbye, goodbye_rx) = tokio::sync::watch::channel(false);
     let mut control_task = None;
@@ -319,6 +320,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = quit.notified() => tracing::info!("asked to quit (POST /quitquitquit)"),
     }
     // Deregister first, so peers stop choosing this instance, then drain.
     let _ = goodbye.send(true);

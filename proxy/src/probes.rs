@@ -5,7 +5,8 @@
 //! probes from inside the pod, so they keep working under STRICT mTLS, where the
 //! kubelet (outside the mesh) could not reach the app. `weftctl inject` rewrites
 //! the app's probes to these paths and passes the originals in `WEFT_APP_PROBES`
-//! (Istio's `ISTIO_KUBE_APP_PROBERS`, same JSON).
+//! (Istio's `ISTIO_KUBE_APP_PROBERS`, same JSON). `POST /quitquitquit` from
+//! inside the pod stops the sidecar, as Istio's does.
 
 use crate::body::{full, Body};
 use crate::server::Shared;
@@ -80,8 +81,25 @@ pub fn ready(shared: &Shared) -> Result<(), &'static str> {
     }
 }
 
-pub async fn handle(shared: Arc<Shared>, probes: Arc<AppProbes>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    probes: Arc<AppProbes>,
+    quit: Arc<tokio::sync::Notify>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path();
+    if path == "/quitquitquit" {
+        // Only from inside the pod: the app's last act, so a Job's pod completes.
+        let local = req.extensions().get::<crate::listen::Remote>().is_some_and(|r| r.0.ip().is_loopback());
+        return match (req.method() == http::Method::POST, local) {
+            (true, true) => {
+                quit.notify_one();
+                text(StatusCode::OK, "bye\n".into())
+            }
+            (false, _) => text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n".into()),
+            (true, false) => text(StatusCode::FORBIDDEN, "only from inside the pod\n".into()),
+        };
+    }
     if path == "/healthz/ready" {
         return match ready(&shared) {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),

@@ -288,5 +288,25 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     });
     let (status, _) = net.curl(&client, false, &format!("http://{outside}/"));
     assert_eq!(status, 502, "REGISTRY_ONLY refuses destinations outside the mesh: {}", net.log("sidecar-client-2"));
+
+    // POST /quitquitquit: refused from outside the pod, obeyed from inside (a Job's last step).
+    let quit = |ns: Option<&str>| {
+        let mut cmd: Vec<String> = Vec::new();
+        if let Some(ns) = ns {
+            cmd.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        let url = format!("http://{}:15020/quitquitquit", if ns.is_some() { "127.0.0.1".to_string() } else { net.ip(4) });
+        cmd.extend(["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"].map(String::from));
+        cmd.push(url);
+        String::from_utf8_lossy(&Command::new(&cmd[0]).args(&cmd[1..]).output().unwrap().stdout).to_string()
+    };
+    assert_eq!(quit(None), "403");
+    assert_eq!(quit(Some(&pods[1].1)), "200");
+    let v2 = net.children.iter_mut().find(|(n, _)| n == "sidecar-v2").map(|(_, c)| c).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while v2.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the sidecar did not exit after /quitquitquit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(cp);
 }
