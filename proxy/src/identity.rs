@@ -53,6 +53,19 @@ fn pem_to_der(pem: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> 
 }
 
 impl Leaf {
+    /// A leaf from files another CA issued (cert-manager, SPIRE, a bench): the
+    /// certificate (chain), its PKCS#8 key and the root, all PEM. Not renewed.
+    pub fn from_pem_files(cert: &std::path::Path, key: &std::path::Path, root: &std::path::Path) -> Result<Self, IdentityError> {
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| IdentityError::Cert(format!("{}: {e}", p.display())));
+        let key_pem = read(key)?;
+        let key_der = x509_parser::pem::Pem::iter_from_buffer(key_pem.as_bytes())
+            .filter_map(Result::ok)
+            .find(|p| p.label == "PRIVATE KEY")
+            .map(|p| p.contents)
+            .ok_or_else(|| IdentityError::Cert(format!("{}: no PKCS#8 PRIVATE KEY block", key.display())))?;
+        Self::new(key_der, &read(cert)?, &read(root)?)
+    }
+
     /// Builds a leaf from the PKCS#8 key, the certificate and the root (PEM).
     pub fn new(key_der: Vec<u8>, cert_pem: &str, root_pem: &str) -> Result<Self, IdentityError> {
         let chain = pem_to_der(cert_pem)?;

@@ -70,6 +70,14 @@ struct Args {
     /// control plane and speak mTLS with the other sidecars.
     #[arg(long, env = "WEFT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A workload certificate issued elsewhere (PEM; with --key-file and --root-file)
+    /// instead of one from the control plane: mTLS without a token. Not renewed.
+    #[arg(long, env = "WEFT_CERT_FILE", requires_all = ["key_file", "root_file"], conflicts_with = "token_file")]
+    cert_file: Option<PathBuf>,
+    #[arg(long, env = "WEFT_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    #[arg(long, env = "WEFT_ROOT_FILE", requires = "cert_file")]
+    root_file: Option<PathBuf>,
     /// The mesh root (PEM, from `weftctl root-cert`): talk to the control plane over TLS
     /// and accept only a control plane that proves its identity under this root.
     #[arg(long, env = "WEFT_CA_FILE")]
@@ -227,7 +235,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
             Some(identity)
         }
-        None => None,
+        None => match (&args.cert_file, &args.key_file, &args.root_file) {
+            (Some(cert), Some(key), Some(root)) => {
+                let leaf = weft_proxy::identity::Leaf::from_pem_files(cert, key, root).map_err(|e| anyhow::anyhow!("{e}"))?;
+                tracing::info!(identity = %leaf.id, "static workload certificate");
+                let identity = std::sync::Arc::new(weft_proxy::identity::Identity::default());
+                identity.install(leaf);
+                Some(identity)
+            }
+            _ => None,
+        },
     };
     // Once the sidecar holds a certificate, the control-plane stream is mutual TLS.
     if let Some(t) = cp_tls.as_mut() {
