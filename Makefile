@@ -54,7 +54,7 @@ bench-deps:
 ## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~25 min).
 bench: bench-deps
 	set -o pipefail; target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
-	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair \
+	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
 	  --rates 200,1000,2000 --max --duration 10s --rounds 3 \
 	  --out $(BENCH_OUT)/sidecar.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar.md
 	@mkdir -p docs && cp $(BENCH_OUT)/latency.png docs/bench-latency.png && echo "copied $(BENCH_OUT)/latency.png to docs/bench-latency.png"
@@ -64,7 +64,7 @@ bench: bench-deps
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
 bench-quick: bench-deps
 	set -o pipefail; target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
-	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair \
+	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
 	  --out $(BENCH_OUT)/sidecar-quick.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar-quick.md
 	$(CARGO) bench -p weft-bench --bench route_match -- --warm-up-time 0.5 --measurement-time 1

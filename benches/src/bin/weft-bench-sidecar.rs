@@ -17,6 +17,9 @@
 //!   through Debian's HAProxy (HTTP mode, one thread, keep-alive both sides).
 //! - `nginx-pair`: the same through Debian's nginx (one worker process,
 //!   `proxy_http_version 1.1`, upstream keepalive).
+//! - `haproxy-tls-pair` / `nginx-tls-pair`: the mesh path's shape for them:
+//!   mutual TLS 1.3 between the two hops (certificates from the same bench CA,
+//!   client certificate required and verified), HTTP/1.1 inside.
 //!
 //! Each scenario has its own proxies, started once. The app and the proxies run
 //! as child processes, so each proxy's peak RSS and CPU time are its own; the
@@ -66,7 +69,7 @@ struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// Paths to measure, comma separated, interleaved in this order in each round.
-    #[arg(long, value_delimiter = ',', default_value = "direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair")]
+    #[arg(long, value_delimiter = ',', default_value = "direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair")]
     scenarios: Vec<Kind>,
     /// The weft-proxy binary to measure.
     #[arg(long, default_value = "target/release/weft-proxy")]
@@ -135,6 +138,8 @@ enum Kind {
     Mesh,
     HaproxyPair,
     NginxPair,
+    HaproxyTlsPair,
+    NginxTlsPair,
 }
 
 impl Kind {
@@ -147,14 +152,16 @@ impl Kind {
             Kind::Mesh => "mesh",
             Kind::HaproxyPair => "haproxy-pair",
             Kind::NginxPair => "nginx-pair",
+            Kind::HaproxyTlsPair => "haproxy-tls-pair",
+            Kind::NginxTlsPair => "nginx-tls-pair",
         }
     }
 
     /// The proxy program of a contestant's pair; `None` for weft-proxy's scenarios.
     fn contestant(self) -> Option<Software> {
         match self {
-            Kind::HaproxyPair => Some(Software::Haproxy),
-            Kind::NginxPair => Some(Software::Nginx),
+            Kind::HaproxyPair | Kind::HaproxyTlsPair => Some(Software::Haproxy),
+            Kind::NginxPair | Kind::NginxTlsPair => Some(Software::Nginx),
             _ => None,
         }
     }
@@ -469,11 +476,12 @@ async fn start_contestant(
     upstream: SocketAddr,
     dir: &Path,
     run_dir: &Path,
+    tls: Option<(&contestants::HopTls, contestants::TlsSide)>,
 ) -> anyhow::Result<Proxy> {
     let [listen] = free_ports()?;
     let ext = if software == Software::Haproxy { "cfg" } else { "conf" };
     let config_path = dir.join(format!("{name}.{ext}"));
-    std::fs::write(&config_path, software.config(listen, upstream, run_dir))
+    std::fs::write(&config_path, software.config_tls(listen, upstream, run_dir, tls))
         .with_context(|| format!("writing {}", config_path.display()))?;
     let log = dir.join(format!("{name}.log"));
     let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -498,9 +506,16 @@ async fn start_contestant(
         log,
     };
     let started = Instant::now();
+    // A TLS listener cannot answer the plain probe: a TCP connect says it is up.
+    let tls_listener = matches!(tls, Some((_, contestants::TlsSide::Listen)));
     loop {
         proxy.ensure_running()?;
-        if matches!(get(listen, HOST_HEADER, "/").await, Ok((200, _))) {
+        let ready = if tls_listener {
+            tokio::net::TcpStream::connect(listen).await.is_ok()
+        } else {
+            matches!(get(listen, HOST_HEADER, "/").await, Ok((200, _)))
+        };
+        if ready {
             return Ok(proxy);
         }
         if started.elapsed() > READY_TIMEOUT {
@@ -843,9 +858,12 @@ async fn start_proxies(
                 let n = proxies.len();
                 (proxies[n - 1].outbound, vec![n - 1, n - 2])
             }
-            Kind::HaproxyPair | Kind::NginxPair => {
+            Kind::HaproxyPair | Kind::NginxPair | Kind::HaproxyTlsPair | Kind::NginxTlsPair => {
                 let software = kind.contestant().expect("a contestant's scenario");
                 let bin = contestant_bin(args, software)?;
+                let tls = matches!(kind, Kind::HaproxyTlsPair | Kind::NginxTlsPair);
+                let server_tls = if tls { Some(contestant_tls(dir, "server")?) } else { None };
+                let client_tls = if tls { Some(contestant_tls(dir, "client")?) } else { None };
                 let server = start_contestant(
                     software,
                     &bin,
@@ -855,6 +873,7 @@ async fn start_proxies(
                     app,
                     dir,
                     run_dir,
+                    server_tls.as_ref().map(|t| (t, contestants::TlsSide::Listen)),
                 )
                 .await?;
                 let server_listen = server.inbound;
@@ -868,6 +887,7 @@ async fn start_proxies(
                     server_listen,
                     dir,
                     run_dir,
+                    client_tls.as_ref().map(|t| (t, contestants::TlsSide::Upstream)),
                 )
                 .await?;
                 proxies.push(client);
@@ -880,9 +900,22 @@ async fn start_proxies(
     Ok((proxies, paths))
 }
 
+/// A contestant hop's certificate from the same bench CA, with the DNS name `app`
+/// (what nginx's `proxy_ssl_name` checks), plus the key+certificate file HAProxy wants.
+fn contestant_tls(dir: &Path, role: &str) -> anyhow::Result<contestants::HopTls> {
+    let [cert, key, root] = issue_certificate(dir, &format!("contestant-{role}"), &["app"])?;
+    let combined = dir.join(format!("mesh-contestant-{role}.all.pem"));
+    std::fs::write(&combined, std::fs::read_to_string(&cert)? + &std::fs::read_to_string(&key)?)?;
+    Ok(contestants::HopTls { cert, key, combined, root })
+}
+
 /// A workload certificate for `spiffe://cluster.local/ns/bench/sa/<sa>` from a mesh CA
 /// kept in `dir` (made on first use), as the control plane's CA would issue it.
 fn mesh_certificate(dir: &Path, sa: &str) -> anyhow::Result<[PathBuf; 3]> {
+    issue_certificate(dir, sa, &[])
+}
+
+fn issue_certificate(dir: &Path, sa: &str, dns: &[&str]) -> anyhow::Result<[PathBuf; 3]> {
     use weft_control_plane::ca::{Ca, CaParts};
     let parts_file = dir.join("mesh-ca.json");
     let parts: CaParts = match std::fs::read(&parts_file) {
@@ -896,7 +929,7 @@ fn mesh_certificate(dir: &Path, sa: &str) -> anyhow::Result<[PathBuf; 3]> {
     let ca = Ca::from_parts(&parts, "cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
-    let cert = ca.sign(&csr, "bench", sa, Duration::from_secs(86_400)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cert = ca.sign_with_dns(&csr, "bench", sa, Duration::from_secs(86_400), dns).map_err(|e| anyhow::anyhow!("{e}"))?;
     let files = [dir.join(format!("mesh-{sa}.pem")), dir.join(format!("mesh-{sa}.key")), dir.join("mesh-root.pem")];
     std::fs::write(&files[0], cert)?;
     std::fs::write(&files[1], key.serialize_pem())?;
@@ -1150,7 +1183,7 @@ fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "haproxy-pair / nginx-pair = load → HAProxy / nginx → HAProxy / nginx → app, HTTP/1.1 keep-alive on every hop (one thread / one worker process each). All plaintext.\n"
+        "haproxy-pair / nginx-pair = load → HAProxy / nginx → HAProxy / nginx → app, HTTP/1.1 keep-alive on every hop (one thread / one worker process each), plaintext; haproxy-tls-pair / nginx-tls-pair = the same with mutual TLS 1.3 between the two hops.\n"
     );
     let _ = writeln!(
         out,
