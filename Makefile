@@ -41,6 +41,8 @@ clean:
 	$(CARGO) clean
 
 BENCH_OUT ?= target/bench
+# Where cargo puts release binaries (CARGO_TARGET_DIR is honoured, as cargo does).
+RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
 
 ## The contestants (HAProxy, nginx from Debian's packages, only when missing) and release builds.
 bench-deps:
@@ -53,7 +55,7 @@ bench-deps:
 ## child processes on generated configs, never as system services), interleaved rounds, Istio's method;
 ## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~25 min).
 bench: bench-deps
-	set -o pipefail; target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy \
 	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
 	  --rates 200,1000,2000 --max --duration 10s --rounds 3 \
 	  --out $(BENCH_OUT)/sidecar.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar.md
@@ -63,7 +65,7 @@ bench: bench-deps
 ## The same in about two minutes after the build, a smoke test for CI (asserts no timing): one rate
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
 bench-quick: bench-deps
-	set -o pipefail; target/release/weft-bench-sidecar --proxy-bin target/release/weft-proxy \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy \
 	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
 	  --out $(BENCH_OUT)/sidecar-quick.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar-quick.md
