@@ -117,9 +117,17 @@ pub fn find_bin(bin: &Path) -> Option<PathBuf> {
 
 /// HAProxy in HTTP mode, one thread; `http-reuse always` shares idle upstream
 /// connections between client connections (as weft-proxy's pool does).
-fn haproxy_config(listen: std::net::SocketAddr, upstream: std::net::SocketAddr, tls: Option<(&HopTls, TlsSide)>) -> String {
+fn haproxy_config(
+    listen: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    tls: Option<(&HopTls, TlsSide)>,
+) -> String {
     let ssl = |t: &HopTls| {
-        format!(" ssl crt {} ca-file {} verify required ssl-min-ver TLSv1.3 alpn http/1.1", t.combined.display(), t.root.display())
+        format!(
+            " ssl crt {} ca-file {} verify required ssl-min-ver TLSv1.3 alpn http/1.1",
+            t.combined.display(),
+            t.root.display()
+        )
     };
     let (bind_tls, server_tls) = match tls {
         Some((t, TlsSide::Listen)) => (ssl(t), String::new()),
@@ -253,7 +261,8 @@ mod tests {
     #[test]
     fn the_tls_shape_puts_mutual_tls_on_the_hop_between_the_proxies() {
         let (listen, up) = ("127.0.0.1:8001".parse().unwrap(), "127.0.0.1:8002".parse().unwrap());
-        let t = HopTls { cert: "/c.pem".into(), key: "/c.key".into(), combined: "/c.all".into(), root: "/r.pem".into() };
+        let t =
+            HopTls { cert: "/c.pem".into(), key: "/c.key".into(), combined: "/c.all".into(), root: "/r.pem".into() };
         let h = Software::Haproxy.config_tls(listen, up, Path::new("/tmp/x"), Some((&t, TlsSide::Listen)));
         assert!(h.contains("bind 127.0.0.1:8001 ssl crt /c.all ca-file /r.pem verify required"), "{h}");
         let h = Software::Haproxy.config_tls(listen, up, Path::new("/tmp/x"), Some((&t, TlsSide::Upstream)));

@@ -179,7 +179,14 @@ impl Ca {
 
     /// As [`Ca::sign`], with DNS names too (the control plane's own certificate,
     /// which the Kubernetes API server checks when it calls the injection webhook).
-    pub fn sign_with_dns(&self, csr_pem: &str, ns: &str, sa: &str, ttl: Duration, dns: &[&str]) -> Result<String, CaError> {
+    pub fn sign_with_dns(
+        &self,
+        csr_pem: &str,
+        ns: &str,
+        sa: &str,
+        ttl: Duration,
+        dns: &[&str],
+    ) -> Result<String, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CaError::Csr(e.to_string()))?;
         let id = self.spiffe_id(ns, sa);
         let mut params = CertificateParams::default();
@@ -187,9 +194,9 @@ impl Ca {
         params.subject_alt_names =
             vec![SanType::URI(id.clone().try_into().map_err(|_| CaError::Csr(format!("{id} is not a URI")))?)];
         for name in dns {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName((*name).try_into().map_err(|_| CaError::Csr(format!("{name} is not a DNS name")))?));
+            params.subject_alt_names.push(SanType::DnsName(
+                (*name).try_into().map_err(|_| CaError::Csr(format!("{name} is not a DNS name")))?,
+            ));
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];

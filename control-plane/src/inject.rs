@@ -139,15 +139,19 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     }
     let spec = template.get_mut("spec").and_then(Value::as_mapping_mut).ok_or("no pod spec")?;
     let has = |spec: &Mapping, list: &str| {
-        spec.get(list).and_then(Value::as_sequence).is_some_and(|s| s.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR)))
+        spec.get(list)
+            .and_then(Value::as_sequence)
+            .is_some_and(|s| s.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR)))
     };
     if has(spec, "containers") || has(spec, "initContainers") {
         return Ok(false);
     }
     let service_account = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("default").to_string();
     let containers = spec.get_mut("containers").and_then(Value::as_sequence_mut).ok_or("no containers")?;
-    let app_port = containers.iter().find_map(|c| c.get("ports")?.as_sequence()?.first()?.get("containerPort")?.as_u64());
-    let first_app = containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let app_port =
+        containers.iter().find_map(|c| c.get("ports")?.as_sequence()?.first()?.get("containerPort")?.as_u64());
+    let first_app =
+        containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
     let probes = rewrite_probes(containers)?;
 
     let template = template.as_mapping_mut().ok_or("pod template is not a mapping")?;
@@ -241,7 +245,11 @@ fn rewrite_probes(containers: &mut [Value]) -> Result<serde_json::Map<String, se
         let ports: Vec<(String, u64)> = c
             .get("ports")
             .and_then(Value::as_sequence)
-            .map(|ps| ps.iter().filter_map(|p| Some((p.get("name")?.as_str()?.to_string(), p.get("containerPort")?.as_u64()?))).collect())
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| Some((p.get("name")?.as_str()?.to_string(), p.get("containerPort")?.as_u64()?)))
+                    .collect()
+            })
             .unwrap_or_default();
         for (field, kind) in [("livenessProbe", "livez"), ("readinessProbe", "readyz"), ("startupProbe", "startupz")] {
             let Some(probe) = c.get_mut(field).and_then(Value::as_mapping_mut) else { continue };
@@ -381,7 +389,9 @@ pub fn admission_review(body: &[u8], opts: &InjectOptions) -> Result<serde_json:
                 let patch = json_patch(&before, &pod).map_err(|e| e.to_string())?;
                 use base64::Engine;
                 response["patchType"] = "JSONPatch".into();
-                response["patch"] = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&patch).map_err(|e| e.to_string())?).into();
+                response["patch"] = base64::engine::general_purpose::STANDARD
+                    .encode(serde_json::to_vec(&patch).map_err(|e| e.to_string())?)
+                    .into();
             }
             Ok(false) => {}
             Err(e) => response["warnings"] = serde_json::json!([format!("weft: sidecar not injected: {e}")]),
@@ -393,14 +403,18 @@ pub fn admission_review(body: &[u8], opts: &InjectOptions) -> Result<serde_json:
 /// The JSON patch from `before` to `after` for the parts injection touches.
 fn json_patch(before: &Value, after: &Value) -> Result<serde_json::Value, serde_json::Error> {
     let mut ops = Vec::new();
-    for (parent, key) in [("metadata", "annotations"), ("spec", "initContainers"), ("spec", "containers"), ("spec", "volumes")] {
+    for (parent, key) in
+        [("metadata", "annotations"), ("spec", "initContainers"), ("spec", "containers"), ("spec", "volumes")]
+    {
         let old = before.get(parent).and_then(|p| p.get(key));
         let Some(new) = after.get(parent).and_then(|p| p.get(key)) else { continue };
         if old == Some(new) {
             continue;
         }
         let op = if old.is_some() { "replace" } else { "add" };
-        ops.push(serde_json::json!({"op": op, "path": format!("/{parent}/{key}"), "value": serde_json::to_value(new)?}));
+        ops.push(
+            serde_json::json!({"op": op, "path": format!("/{parent}/{key}"), "value": serde_json::to_value(new)?}),
+        );
     }
     Ok(serde_json::Value::Array(ops))
 }

@@ -30,7 +30,10 @@ fn the_seed_deployment_gets_a_native_sidecar_and_probes_through_it() {
     let init = &pod["spec"]["initContainers"];
     assert_eq!(init[0]["name"], "weft-init", "interception first");
     assert_eq!(init[0]["args"][0], "init-iptables");
-    assert_eq!(init[0]["securityContext"]["capabilities"]["add"], serde_yaml::from_str::<Value>("[NET_ADMIN, NET_RAW]").unwrap());
+    assert_eq!(
+        init[0]["securityContext"]["capabilities"]["add"],
+        serde_yaml::from_str::<Value>("[NET_ADMIN, NET_RAW]").unwrap()
+    );
     let sidecar = &init[1];
     assert_eq!((sidecar["name"].as_str(), sidecar["restartPolicy"].as_str()), (Some("weft-proxy"), Some("Always")));
     assert_eq!(sidecar["securityContext"]["runAsUser"], 1337);
@@ -41,21 +44,31 @@ fn the_seed_deployment_gets_a_native_sidecar_and_probes_through_it() {
     assert_eq!(env(sidecar, "WEFT_APP"), "127.0.0.1:3000");
     assert_eq!(named(&sidecar["env"], "WEFT_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
     let probes: serde_json::Value = serde_json::from_str(env(sidecar, "WEFT_APP_PROBES")).unwrap();
-    assert_eq!(probes["/app-health/user-service/livez"], serde_json::json!({"httpGet": {"path": "/health", "port": 3000}}));
+    assert_eq!(
+        probes["/app-health/user-service/livez"],
+        serde_json::json!({"httpGet": {"path": "/health", "port": 3000}})
+    );
     assert_eq!(probes["/app-health/user-service/readyz"]["httpGet"]["path"], "/ready");
     let app = named(&pod["spec"]["containers"], "user-service");
     assert_eq!(app["livenessProbe"]["httpGet"]["port"], 15020);
     assert_eq!(app["livenessProbe"]["httpGet"]["path"], "/app-health/user-service/livez");
     assert_eq!(app["livenessProbe"]["initialDelaySeconds"], 30, "the probe's timing is kept");
     assert_eq!(named(&pod["spec"]["volumes"], "weft-token")["secret"]["secretName"], "weft-token-default");
-    assert_eq!(pod["spec"]["containers"].as_sequence().unwrap().len(), 1, "the app's containers are not touched otherwise");
+    assert_eq!(
+        pod["spec"]["containers"].as_sequence().unwrap().len(),
+        1,
+        "the app's containers are not touched otherwise"
+    );
 }
 
 #[test]
 fn injecting_twice_changes_nothing_and_other_documents_come_back_byte_for_byte() {
     let input = fixture("seed-deployment.yaml") + "---\n# a comment survives\napiVersion: v1\nkind: Service\nmetadata: {name: user-service}\nspec: {ports: [{port: 80, targetPort: 3000}]}\n";
     let once = inject_text("x.yaml", &input, &InjectOptions::default()).unwrap();
-    assert!(once.contains("# a comment survives\napiVersion: v1\nkind: Service\nmetadata: {name: user-service}\n"), "{once}");
+    assert!(
+        once.contains("# a comment survives\napiVersion: v1\nkind: Service\nmetadata: {name: user-service}\n"),
+        "{once}"
+    );
     let twice = inject_text("x.yaml", &once, &InjectOptions::default()).unwrap();
     assert_eq!(once, twice);
 }
@@ -122,10 +135,20 @@ fn seed_pod() -> serde_json::Value {
 fn the_webhook_answers_with_a_patch_that_makes_the_pod_what_inject_makes_it() {
     use base64::Engine;
     let pod = seed_pod();
-    let answer = weft_control_plane::inject::admission_review(&serde_json::to_vec(&review(pod.clone())).unwrap(), &InjectOptions::default()).unwrap();
+    let answer = weft_control_plane::inject::admission_review(
+        &serde_json::to_vec(&review(pod.clone())).unwrap(),
+        &InjectOptions::default(),
+    )
+    .unwrap();
     let response = &answer["response"];
-    assert_eq!((response["uid"].as_str(), response["allowed"].as_bool(), response["patchType"].as_str()), (Some("4f1c"), Some(true), Some("JSONPatch")));
-    let patch: serde_json::Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(response["patch"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        (response["uid"].as_str(), response["allowed"].as_bool(), response["patchType"].as_str()),
+        (Some("4f1c"), Some(true), Some("JSONPatch"))
+    );
+    let patch: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD.decode(response["patch"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
     let mut patched = pod.clone();
     apply_patch(&mut patched, &patch);
     let mut expected: Value = serde_json::from_value(pod).unwrap();
@@ -134,11 +157,16 @@ fn the_webhook_answers_with_a_patch_that_makes_the_pod_what_inject_makes_it() {
     let mut expected = serde_json::to_value(expected).unwrap();
     expected.as_object_mut().unwrap().remove("kind");
     assert_eq!(patched, expected);
-    let sidecar = named(&docs(&serde_yaml::to_string(&patched).unwrap())[0]["spec"]["initContainers"], "weft-proxy").clone();
+    let sidecar =
+        named(&docs(&serde_yaml::to_string(&patched).unwrap())[0]["spec"]["initContainers"], "weft-proxy").clone();
     assert_eq!(env(&sidecar, "WEFT_WORKLOAD"), "user-service", "the workload, not the pod");
 
     // An injected pod is admitted unchanged; an opted-out one too.
-    let again = weft_control_plane::inject::admission_review(&serde_json::to_vec(&review(patched)).unwrap(), &InjectOptions::default()).unwrap();
+    let again = weft_control_plane::inject::admission_review(
+        &serde_json::to_vec(&review(patched)).unwrap(),
+        &InjectOptions::default(),
+    )
+    .unwrap();
     assert!(again["response"].get("patch").is_none());
     assert!(weft_control_plane::inject::admission_review(b"{}", &InjectOptions::default()).is_err());
 }
@@ -155,9 +183,14 @@ async fn the_control_plane_serves_the_webhook() {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let body = serde_json::to_vec(&review(seed_pod())).unwrap();
-    let req = http::Request::post("/inject").header("host", "cp").header("content-type", "application/json").body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
+    let req = http::Request::post("/inject")
+        .header("host", "cp")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let answer: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
 }

@@ -79,7 +79,8 @@ fn check(text: &str, file: &str) -> Vec<String> {
         if v.is_null() {
             continue;
         }
-        let what = format!("{file}: {} {}", v["kind"].as_str().unwrap_or("?"), v["metadata"]["name"].as_str().unwrap_or("?"));
+        let what =
+            format!("{file}: {} {}", v["kind"].as_str().unwrap_or("?"), v["metadata"]["name"].as_str().unwrap_or("?"));
         match typed(&v) {
             Ok(round) => {
                 let mut lost = Vec::new();
@@ -113,7 +114,12 @@ fn the_injected_manifests_are_what_weftctl_inject_writes_today() {
     for source in yaml_files(&deploy().join("k8s/shop")) {
         let name = source.file_name().unwrap();
         let injected = deploy().join("k8s/injected").join(name);
-        let want = inject_text(&source.display().to_string(), &std::fs::read_to_string(&source).unwrap(), &InjectOptions::default()).unwrap();
+        let want = inject_text(
+            &source.display().to_string(),
+            &std::fs::read_to_string(&source).unwrap(),
+            &InjectOptions::default(),
+        )
+        .unwrap();
         let have = std::fs::read_to_string(&injected).unwrap_or_default();
         assert!(
             have == want,
@@ -136,7 +142,11 @@ fn every_dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         assert!(lines.iter().filter(|l| l.starts_with("FROM ")).count() >= 2, "{}: multi-stage", path.display());
-        let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap_or_else(|| panic!("{}: no USER", path.display()));
+        let user = lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("USER "))
+            .unwrap_or_else(|| panic!("{}: no USER", path.display()));
         assert!(!matches!(user.trim_start_matches("USER ").trim(), "root" | "0"), "{}: runs as root", path.display());
         assert!(lines.iter().any(|l| l.starts_with("HEALTHCHECK ")), "{}: no HEALTHCHECK", path.display());
         seen += 1;
@@ -147,9 +157,11 @@ fn every_dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
 /// In the compose file every app has an init service and a sidecar sharing its network namespace.
 #[test]
 fn compose_gives_every_app_a_sidecar_in_its_network_namespace() {
-    let compose: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(deploy().join("compose.yaml")).unwrap()).unwrap();
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(deploy().join("compose.yaml")).unwrap()).unwrap();
     let services = compose["services"].as_mapping().unwrap();
-    let apps = ["api-gateway", "user-service", "order-service", "order-service-v2", "product-service", "notification-service"];
+    let apps =
+        ["api-gateway", "user-service", "order-service", "order-service-v2", "product-service", "notification-service"];
     for app in apps {
         assert!(services.contains_key(app), "{app}");
         for part in ["init", "proxy"] {

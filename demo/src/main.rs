@@ -89,14 +89,21 @@ async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
     println!("== The shop's journey, through api-gateway at http://{}", g.addr);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let email = format!("demo-{stamp}@example.com");
-    let reg = g.post("/api/users/register", json!({"email": email, "password": "demo-password", "name": "Demo User"})).await;
+    let reg =
+        g.post("/api/users/register", json!({"email": email, "password": "demo-password", "name": "Demo User"})).await;
     expect(report, &reg, StatusCode::CREATED, "register");
     let login = g.post("/api/users/login", json!({"email": email, "password": "demo-password"})).await;
     expect(report, &login, StatusCode::OK, "login");
     let token = login.json["token"].as_str().unwrap_or_default();
-    println!("  register {email}: {}   login: {} (JWT, expires in {} s)", reg.status.as_u16(), login.status.as_u16(), login.json["expires_in"]);
+    println!(
+        "  register {email}: {}   login: {} (JWT, expires in {} s)",
+        reg.status.as_u16(),
+        login.status.as_u16(),
+        login.json["expires_in"]
+    );
     let me = g.with("authorization", &format!("Bearer {token}"));
-    let product = me.post("/api/products", json!({"name": "Espresso machine", "price_cents": 34900, "stock": 100})).await;
+    let product =
+        me.post("/api/products", json!({"name": "Espresso machine", "price_cents": 34900, "stock": 100})).await;
     expect(report, &product, StatusCode::CREATED, "create product");
     let product_id = product.json["id"].as_u64().unwrap_or_default();
     println!("  product {product_id} \"Espresso machine\", stock 100: {}", product.status.as_u16());
@@ -124,14 +131,21 @@ async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
     let mut kinds = Vec::new();
     while start.elapsed() < Duration::from_secs(20) {
         let n = me.get("/api/notifications").await;
-        kinds = n.json.as_array().map(|a| a.iter().filter_map(|n| n["kind"].as_str().map(str::to_string)).collect()).unwrap_or_default();
+        kinds = n
+            .json
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["kind"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
         if kinds.len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     kinds.reverse();
-    report.check(kinds.len() == 3, format!("three notifications (RabbitMQ → notification-service → MariaDB), got {kinds:?}"));
+    report.check(
+        kinds.len() == 3,
+        format!("three notifications (RabbitMQ → notification-service → MariaDB), got {kinds:?}"),
+    );
     println!("  notifications delivered via RabbitMQ in {:.1} s: {}", start.elapsed().as_secs_f64(), kinds.join(", "));
     (me, id)
 }
@@ -143,7 +157,11 @@ async fn canary(me: &Client, order_id: &str, n: usize, report: &mut Report) {
     let mut instances: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
         let a = me.get(&format!("/api/orders/{order_id}")).await;
-        let version = if a.status == StatusCode::OK { a.header("x-version").unwrap_or("?").to_string() } else { format!("HTTP {}", a.status.as_u16()) };
+        let version = if a.status == StatusCode::OK {
+            a.header("x-version").unwrap_or("?").to_string()
+        } else {
+            format!("HTTP {}", a.status.as_u16())
+        };
         *versions.entry(version).or_default() += 1;
         *instances.entry(a.header("x-served-by").unwrap_or("?").to_string()).or_default() += 1;
     }
@@ -175,12 +193,16 @@ async fn authorization(args: &Args, me: &Client, report: &mut Report) {
     let allowed = me.get("/api/orders").await;
     let mut headers = HeaderMap::new();
     headers.insert("x-user-id", http::HeaderValue::from_static("1"));
-    let denied = weft_services_common::peers::send(args.intruder, "order-service", Method::GET, "/orders", headers, None).await;
+    let denied =
+        weft_services_common::peers::send(args.intruder, "order-service", Method::GET, "/orders", headers, None).await;
     let (status, body) = match &denied {
         Ok(r) => (r.status.as_u16(), String::from_utf8_lossy(&r.body).trim().to_string()),
         Err(e) => (0, e.clone()),
     };
-    println!("  api-gateway → order-service: {}    notification-service → order-service: {status} {body}", allowed.status.as_u16());
+    println!(
+        "  api-gateway → order-service: {}    notification-service → order-service: {status} {body}",
+        allowed.status.as_u16()
+    );
     report.check(allowed.status == StatusCode::OK, "api-gateway is allowed");
     report.check(status == 403, format!("notification-service is refused with 403, got {status} {body}"));
 }
@@ -226,7 +248,10 @@ async fn latency(args: &Args, g: &Client, report: &mut Report) {
     let direct = Client::new(args.direct_product);
     let mesh = sample(g, "/api/products", args.latency_requests).await;
     let plain = sample(&direct, "/products", args.latency_requests).await;
-    for (label, h) in [("client → api-gateway → sidecar ⇒ mTLS ⇒ sidecar → product-service → MariaDB", &mesh), ("client → product-service → MariaDB (no mesh, no gateway)", &plain)] {
+    for (label, h) in [
+        ("client → api-gateway → sidecar ⇒ mTLS ⇒ sidecar → product-service → MariaDB", &mesh),
+        ("client → product-service → MariaDB (no mesh, no gateway)", &plain),
+    ] {
         match h {
             Ok(h) => println!(
                 "  {label}: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

@@ -55,8 +55,14 @@ fn pem_to_der(pem: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> 
 impl Leaf {
     /// A leaf from files another CA issued (cert-manager, SPIRE, a bench): the
     /// certificate (chain), its PKCS#8 key and the root, all PEM. Not renewed.
-    pub fn from_pem_files(cert: &std::path::Path, key: &std::path::Path, root: &std::path::Path) -> Result<Self, IdentityError> {
-        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| IdentityError::Cert(format!("{}: {e}", p.display())));
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        root: &std::path::Path,
+    ) -> Result<Self, IdentityError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| IdentityError::Cert(format!("{}: {e}", p.display())))
+        };
         let key_pem = read(key)?;
         let key_der = x509_parser::pem::Pem::iter_from_buffer(key_pem.as_bytes())
             .filter_map(Result::ok)

@@ -112,9 +112,11 @@ impl Rules {
 }
 
 fn iptables(args: &[&str]) -> Result<bool, String> {
-    let out = Command::new("iptables").args(["-w", "5", "-t", "nat"]).args(args).output().map_err(|e| {
-        format!("running iptables: {e} (Debian package iptables; needs root or NET_ADMIN)")
-    })?;
+    let out = Command::new("iptables")
+        .args(["-w", "5", "-t", "nat"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("running iptables: {e} (Debian package iptables; needs root or NET_ADMIN)"))?;
     Ok(out.status.success())
 }
 
@@ -188,8 +190,18 @@ pub const PROTOCOL_DETECTION_TIMEOUT: std::time::Duration = std::time::Duration:
 
 /// Whether the first bytes of a connection are an HTTP/1.x request line or the HTTP/2 preface.
 pub fn looks_like_http(first: &[u8]) -> bool {
-    const STARTS: [&[u8]; 10] =
-        [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ", b"PRI * HTTP/2"];
+    const STARTS: [&[u8]; 10] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"HEAD ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+        b"PRI * HTTP/2",
+    ];
     !first.is_empty() && STARTS.iter().any(|s| s.starts_with(first) || first.starts_with(s))
 }
 

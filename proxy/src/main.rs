@@ -237,7 +237,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => match (&args.cert_file, &args.key_file, &args.root_file) {
             (Some(cert), Some(key), Some(root)) => {
-                let leaf = weft_proxy::identity::Leaf::from_pem_files(cert, key, root).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let leaf =
+                    weft_proxy::identity::Leaf::from_pem_files(cert, key, root).map_err(|e| anyhow::anyhow!("{e}"))?;
                 tracing::info!(identity = %leaf.id, "static workload certificate");
                 let identity = std::sync::Arc::new(weft_proxy::identity::Identity::default());
                 identity.install(leaf);

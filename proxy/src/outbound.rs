@@ -4,13 +4,13 @@
 
 use crate::body::{self, Body};
 use crate::forward::{forward, strip_hop_by_hop, Outgoing, RequestBody};
+use crate::intercept::OutboundTrafficPolicy;
+use crate::listen::OriginalDst;
 use crate::reply::{Flags, ProxyError};
 use crate::route::{fault_hits, RequestView};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::telemetry::{Record, Reporter};
-use crate::intercept::OutboundTrafficPolicy;
-use crate::listen::OriginalDst;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use rand::Rng;
@@ -33,7 +33,11 @@ type Failed = (ProxyError, Flags);
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 
 /// Sends one captured request, unchanged, to its original destination.
-async fn passthrough(dst: std::net::SocketAddr, parts: http::request::Parts, incoming: Incoming) -> Result<Response<Body>, String> {
+async fn passthrough(
+    dst: std::net::SocketAddr,
+    parts: http::request::Parts,
+    incoming: Incoming,
+) -> Result<Response<Body>, String> {
     let stream = tokio::net::TcpStream::connect(dst).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) =
@@ -62,7 +66,9 @@ async fn route_and_forward(
             return Err((ProxyError::BlackHole { host: record.authority.clone() }, none));
         }
         record.cluster = Some(PASSTHROUGH_CLUSTER.into());
-        return passthrough(dst, parts, incoming).await.map_err(|error| (ProxyError::Passthrough { dst, error }, Flags::UF));
+        return passthrough(dst, parts, incoming)
+            .await
+            .map_err(|error| (ProxyError::Passthrough { dst, error }, Flags::UF));
     };
     let view = RequestView {
         method: parts.method.as_str(),

@@ -107,7 +107,10 @@ pub async fn handle(
         };
     }
     let Some(probe) = probes.0.get(path) else {
-        return text(StatusCode::NOT_FOUND, "not found; try /healthz/ready or /app-health/<container>/livez|readyz|startupz\n".into());
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz/ready or /app-health/<container>/livez|readyz|startupz\n".into(),
+        );
     };
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1));
     match tokio::time::timeout(timeout, call(probe)).await {
@@ -126,9 +129,14 @@ async fn call(probe: &AppProbe) -> Result<StatusCode, String> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut req = Request::get(g.path.clone().unwrap_or_else(|| "/".into())).body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+    let mut req = Request::get(g.path.clone().unwrap_or_else(|| "/".into()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
     let headers = req.headers_mut();
-    headers.insert(http::header::HOST, HeaderValue::from_str(&format!("127.0.0.1:{}", g.port)).map_err(|e| e.to_string())?);
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_str(&format!("127.0.0.1:{}", g.port)).map_err(|e| e.to_string())?,
+    );
     headers.insert(http::header::USER_AGENT, HeaderValue::from_static("kube-probe (via weft-proxy)"));
     for h in &g.http_headers {
         if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {

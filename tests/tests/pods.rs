@@ -192,9 +192,26 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     }
     let sidecar = |name: &str, sa: &str, labels: &str, token_file: &str, extra: &[String]| -> Vec<String> {
         let mut v: Vec<String> = [
-            proxy.as_str(), "--control-plane", &cp_url, "--workload", name, "--namespace", "production",
-            "--service-account", sa, "--labels", labels, "--token-file", token_file, "--inbound", "0.0.0.0:15006",
-            "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--no-access-log",
+            proxy.as_str(),
+            "--control-plane",
+            &cp_url,
+            "--workload",
+            name,
+            "--namespace",
+            "production",
+            "--service-account",
+            sa,
+            "--labels",
+            labels,
+            "--token-file",
+            token_file,
+            "--inbound",
+            "0.0.0.0:15006",
+            "--outbound",
+            "127.0.0.1:15001",
+            "--admin",
+            "127.0.0.1:15000",
+            "--no-access-log",
         ]
         .map(String::from)
         .to_vec();
@@ -206,12 +223,27 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         let app = vec![hello.to_string_lossy().to_string(), "0.0.0.0:3000".into(), format!("order-service-{version}")];
         net.spawn(&format!("app-{version}"), ns, false, &app);
         let extra = [
-            "--service", "order-service", "--service-port", "3000", "--app", "127.0.0.1:3000", "--advertise",
-            &format!("{}:15006", net.ip(*host)), "--status", "0.0.0.0:15020", "--app-probes",
+            "--service",
+            "order-service",
+            "--service-port",
+            "3000",
+            "--app",
+            "127.0.0.1:3000",
+            "--advertise",
+            &format!("{}:15006", net.ip(*host)),
+            "--status",
+            "0.0.0.0:15020",
+            "--app-probes",
             r#"{"/app-health/app/livez":{"httpGet":{"path":"/health","port":3000},"timeoutSeconds":2}}"#,
         ]
         .map(String::from);
-        let cmd = sidecar(&format!("order-{version}"), "order-service", &format!("app=order-service,version={version}"), &order_token, &extra);
+        let cmd = sidecar(
+            &format!("order-{version}"),
+            "order-service",
+            &format!("app=order-service,version={version}"),
+            &order_token,
+            &extra,
+        );
         net.spawn(&format!("sidecar-{version}"), ns, true, &cmd);
     }
     let client_token = net.file("client.token", &token("client"));
@@ -233,7 +265,11 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     for _ in 0..100 {
         let (status, body) = net.curl(&client, false, "http://order-service:3000/orders");
         assert_eq!(status, 200, "{body}\n{}", net.log("sidecar-client"));
-        if body.contains("order-service-v1") { v1 += 1 } else if body.contains("order-service-v2") { v2 += 1 }
+        if body.contains("order-service-v1") {
+            v1 += 1
+        } else if body.contains("order-service-v2") {
+            v2 += 1
+        }
     }
     assert_eq!(v1 + v2, 100);
     assert!((75..=98).contains(&v1), "about 90/10 through interception: v1 {v1} v2 {v2}");
@@ -254,7 +290,10 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     // The kubelet (on the host, outside the mesh): the app port is refused under STRICT,
     // the sidecar's status port answers readiness and runs the app's own probe from inside.
     let kubelet = |url: String| {
-        let out = Command::new("curl").args(["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", &url])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert_eq!(kubelet(format!("http://{}:3000/health", net.ip(3))), "000", "plaintext to the app is refused");
@@ -295,7 +334,8 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         if let Some(ns) = ns {
             cmd.extend(["ip", "netns", "exec", ns].map(String::from));
         }
-        let url = format!("http://{}:15020/quitquitquit", if ns.is_some() { "127.0.0.1".to_string() } else { net.ip(4) });
+        let url =
+            format!("http://{}:15020/quitquitquit", if ns.is_some() { "127.0.0.1".to_string() } else { net.ip(4) });
         cmd.extend(["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"].map(String::from));
         cmd.push(url);
         String::from_utf8_lossy(&Command::new(&cmd[0]).args(&cmd[1..]).output().unwrap().stdout).to_string()

@@ -39,16 +39,32 @@ fn sidecar(dir: &Path, name: &str, config: &str, files: &[PathBuf; 3], app: Opti
     std::fs::write(&path, config).unwrap();
     let (outbound, inbound, admin) = (free_port(), free_port(), free_port());
     let mut cmd = Command::new(proxy_bin());
-    cmd.arg("--config").arg(&path).arg("--cert-file").arg(&files[0]).arg("--key-file").arg(&files[1]).arg("--root-file").arg(&files[2]);
+    cmd.arg("--config")
+        .arg(&path)
+        .arg("--cert-file")
+        .arg(&files[0])
+        .arg("--key-file")
+        .arg(&files[1])
+        .arg("--root-file")
+        .arg(&files[2]);
     cmd.args(["--outbound", &format!("127.0.0.1:{outbound}"), "--inbound", &format!("127.0.0.1:{inbound}")]);
     cmd.args(["--admin", &format!("127.0.0.1:{admin}"), "--no-access-log"]);
     if let Some(app) = app {
         cmd.args(["--app", &app.to_string()]);
     }
-    let child = Killed(cmd.stdout(Stdio::null()).stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()).spawn().unwrap());
+    let child = Killed(
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", outbound)).is_err() {
-        assert!(Instant::now() < deadline, "{name} did not start: {}", std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not start: {}",
+            std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (child, if app.is_some() { inbound } else { outbound })
@@ -90,7 +106,9 @@ fn static_certificates_give_mutual_tls_without_a_control_plane() {
     let server_files = certificate(&ca, &dir.0, "server");
     let client_files = certificate(&ca, &dir.0, "client");
     let api = weft_model::API_VERSION;
-    let server_cfg = format!("apiVersion: {api}\nversion: s\nworkload: {{name: server, namespace: demo}}\ninbound: {{mtls: STRICT}}\n");
+    let server_cfg = format!(
+        "apiVersion: {api}\nversion: s\nworkload: {{name: server, namespace: demo}}\ninbound: {{mtls: STRICT}}\n"
+    );
     let (_server, server_inbound) = sidecar(&dir.0, "server", &server_cfg, &server_files, Some(app()));
     let client_cfg = |identity: &str| {
         format!(
@@ -98,10 +116,12 @@ fn static_certificates_give_mutual_tls_without_a_control_plane() {
         )
     };
     assert!(get(server_inbound).is_empty(), "plaintext to the STRICT server is closed");
-    let (_good, port) = sidecar(&dir.0, "client", &client_cfg("spiffe://cluster.local/ns/demo/sa/server"), &client_files, None);
+    let (_good, port) =
+        sidecar(&dir.0, "client", &client_cfg("spiffe://cluster.local/ns/demo/sa/server"), &client_files, None);
     let answer = get(port);
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi\n"), "{answer}");
-    let (_wrong, port) = sidecar(&dir.0, "wrong", &client_cfg("spiffe://cluster.local/ns/demo/sa/somebody-else"), &client_files, None);
+    let (_wrong, port) =
+        sidecar(&dir.0, "wrong", &client_cfg("spiffe://cluster.local/ns/demo/sa/somebody-else"), &client_files, None);
     let answer = get(port);
     assert!(answer.starts_with("HTTP/1.1 503"), "a server proving another identity is refused: {answer}");
 }

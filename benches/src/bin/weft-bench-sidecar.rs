@@ -69,7 +69,11 @@ struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// Paths to measure, comma separated, interleaved in this order in each round.
-    #[arg(long, value_delimiter = ',', default_value = "direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair"
+    )]
     scenarios: Vec<Kind>,
     /// The weft-proxy binary to measure.
     #[arg(long, default_value = "target/release/weft-proxy")]
@@ -929,7 +933,8 @@ fn issue_certificate(dir: &Path, sa: &str, dns: &[&str]) -> anyhow::Result<[Path
     let ca = Ca::from_parts(&parts, "cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
-    let cert = ca.sign_with_dns(&csr, "bench", sa, Duration::from_secs(86_400), dns).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cert =
+        ca.sign_with_dns(&csr, "bench", sa, Duration::from_secs(86_400), dns).map_err(|e| anyhow::anyhow!("{e}"))?;
     let files = [dir.join(format!("mesh-{sa}.pem")), dir.join(format!("mesh-{sa}.key")), dir.join("mesh-root.pem")];
     std::fs::write(&files[0], cert)?;
     std::fs::write(&files[1], key.serialize_pem())?;

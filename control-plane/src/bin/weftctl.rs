@@ -386,7 +386,12 @@ async fn main() -> ExitCode {
             } else {
                 (path.display().to_string(), ok!(std::fs::read_to_string(&path)))
             };
-            let opts = weft_control_plane::inject::InjectOptions { image, control_plane, native: !classic, ..Default::default() };
+            let opts = weft_control_plane::inject::InjectOptions {
+                image,
+                control_plane,
+                native: !classic,
+                ..Default::default()
+            };
             match weft_control_plane::inject::inject_text(&name, &text, &opts) {
                 Ok(out) => {
                     print!("{out}");

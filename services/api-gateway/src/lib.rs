@@ -86,10 +86,14 @@ pub fn target(method: &Method, path: &str) -> Option<Target> {
             let path = if tail.is_empty() { "/products".to_string() } else { format!("/products/{tail}") };
             to("product-service", path, method == Method::GET)
         }
-        "orders" => to("order-service", if tail.is_empty() { "/orders".into() } else { format!("/orders/{tail}") }, false),
-        "notifications" => {
-            to("notification-service", if tail.is_empty() { "/notifications".into() } else { format!("/notifications/{tail}") }, false)
+        "orders" => {
+            to("order-service", if tail.is_empty() { "/orders".into() } else { format!("/orders/{tail}") }, false)
         }
+        "notifications" => to(
+            "notification-service",
+            if tail.is_empty() { "/notifications".into() } else { format!("/notifications/{tail}") },
+            false,
+        ),
         _ => None,
     }
 }
@@ -114,11 +118,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let t = target(&parts.method, parts.uri.path()).ok_or_else(|| ApiError::not_found(format!("no route for {}", parts.uri.path())))?;
+    let t = target(&parts.method, parts.uri.path())
+        .ok_or_else(|| ApiError::not_found(format!("no route for {}", parts.uri.path())))?;
     let claims = match bearer(&parts.headers) {
-        Some(token) => Some(jwt::verify(&s.config.jwt_secret, token).map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?),
+        Some(token) => Some(
+            jwt::verify(&s.config.jwt_secret, token)
+                .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?,
+        ),
         None if t.public => None,
-        None => return Err(ApiError::unauthorized("this route needs a token: Authorization: Bearer <token from /api/users/login>")),
+        None => {
+            return Err(ApiError::unauthorized(
+                "this route needs a token: Authorization: Bearer <token from /api/users/login>",
+            ))
+        }
     };
     let client = claims.as_ref().map_or_else(|| format!("ip:{}", peer.ip()), |c| format!("user:{}", c.sub));
     if let Err(wait) = s.limiter.take(&client) {
@@ -134,7 +146,10 @@ async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Respons
     }
     let mut path = t.path;
     if let Some(c) = &claims {
-        headers.insert("x-user-id", HeaderValue::from_str(&c.sub).map_err(|_| ApiError::unauthorized("invalid token subject"))?);
+        headers.insert(
+            "x-user-id",
+            HeaderValue::from_str(&c.sub).map_err(|_| ApiError::unauthorized("invalid token subject"))?,
+        );
         if t.service == "notification-service" {
             // A user reads their own notifications, whatever the query says.
             path = format!("{path}?user={}", c.sub);
@@ -145,17 +160,21 @@ async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Respons
             path = format!("{path}?{q}");
         }
     }
-    let body = axum::body::to_bytes(Body::new(body), MAX_BODY)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {MAX_BODY} bytes")))?;
+    let body = axum::body::to_bytes(Body::new(body), MAX_BODY).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {MAX_BODY} bytes"))
+    })?;
     let body = (!body.is_empty()).then_some(body);
     let answer = s.config.peers.call(t.service, parts.method, &path, headers, body).await.map_err(|e| {
         tracing::warn!(service = t.service, error = %e, "upstream failed");
         match e {
-            weft_services_common::peers::PeerError::Timeout(..) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{} did not answer in time", t.service))
+            weft_services_common::peers::PeerError::Timeout(..) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("{} did not answer in time", t.service),
+            ),
+            _ => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("{} is unavailable", t.service))
             }
-            _ => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("{} is unavailable", t.service)),
         }
     })?;
     let mut response = (answer.status, answer.body).into_response();
@@ -182,8 +201,14 @@ mod tests {
         assert_eq!(t(Method::GET, "/api/products"), Some(("product-service", "/products".into(), true)));
         assert_eq!(t(Method::POST, "/api/products"), Some(("product-service", "/products".into(), false)));
         assert_eq!(t(Method::POST, "/api/orders/abc/pay"), Some(("order-service", "/orders/abc/pay".into(), false)));
-        assert_eq!(t(Method::GET, "/api/notifications"), Some(("notification-service", "/notifications".into(), false)));
-        assert_eq!(t(Method::GET, "/api/notifications/x"), Some(("notification-service", "/notifications/x".into(), false)));
+        assert_eq!(
+            t(Method::GET, "/api/notifications"),
+            Some(("notification-service", "/notifications".into(), false))
+        );
+        assert_eq!(
+            t(Method::GET, "/api/notifications/x"),
+            Some(("notification-service", "/notifications/x".into(), false))
+        );
         assert_eq!(t(Method::GET, "/api/admin"), None);
         assert_eq!(t(Method::GET, "/orders"), None);
     }

@@ -26,10 +26,16 @@ async fn shop(rate: f64, burst: f64) -> Shop {
     let (exchange, queue) = (amqp.exchange("orders"), amqp.queue("notifications"));
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
 
-    let users = user_service::Config { listen: any, database_url: db.url.clone(), jwt_secret: SECRET.into(), jwt_ttl_secs: 3600 };
+    let users = user_service::Config {
+        listen: any,
+        database_url: db.url.clone(),
+        jwt_secret: SECRET.into(),
+        jwt_ttl_secs: 3600,
+    };
     let users = testkit::spawn(user_service::app(user_service::AppState::connect(&users).await.unwrap())).await;
     let products = product_service::Config { listen: any, database_url: db.url.clone() };
-    let products = testkit::spawn(product_service::app(product_service::AppState::connect(&products).await.unwrap())).await;
+    let products =
+        testkit::spawn(product_service::app(product_service::AppState::connect(&products).await.unwrap())).await;
     let orders = order_service::Config {
         listen: any,
         redis_url: "redis://127.0.0.1:6379".into(),
@@ -42,11 +48,22 @@ async fn shop(rate: f64, burst: f64) -> Shop {
         peers: Peers::direct([("product-service", products)]),
     };
     let orders = testkit::spawn(order_service::app(order_service::AppState::start(orders).await.unwrap())).await;
+    let notifications = notification_service::Config {
+        listen: any,
+        database_url: db.url.clone(),
+        amqp_url: AMQP.into(),
+        exchange,
+        queue,
+        prefetch: 8,
+    };
     let notifications =
-        notification_service::Config { listen: any, database_url: db.url.clone(), amqp_url: AMQP.into(), exchange, queue, prefetch: 8 };
-    let notifications = testkit::spawn(notification_service::app(notification_service::AppState::start(notifications).await.unwrap())).await;
+        testkit::spawn(notification_service::app(notification_service::AppState::start(notifications).await.unwrap()))
+            .await;
     let n = Client::new(notifications);
-    assert!(eventually(Duration::from_secs(10), || async { n.get("/ready").await.status == StatusCode::OK }).await, "consumer up");
+    assert!(
+        eventually(Duration::from_secs(10), || async { n.get("/ready").await.status == StatusCode::OK }).await,
+        "consumer up"
+    );
 
     let peers = Peers::direct([
         ("user-service", users),
@@ -59,7 +76,8 @@ async fn shop(rate: f64, burst: f64) -> Shop {
 }
 
 async fn login(g: &Client, email: &str) -> (Client, String) {
-    let reg = g.post("/api/users/register", json!({"email": email, "password": "journey-pass", "name": "Journey"})).await;
+    let reg =
+        g.post("/api/users/register", json!({"email": email, "password": "journey-pass", "name": "Journey"})).await;
     assert_eq!(reg.status, StatusCode::CREATED, "{}", reg.text);
     let login = g.post("/api/users/login", json!({"email": email, "password": "journey-pass"})).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text);
@@ -79,7 +97,10 @@ async fn register_login_product_order_pay_and_the_notifications_arrive() {
     let product_id = product.json["id"].as_u64().unwrap();
     assert_eq!(g.get("/api/products").await.json.as_array().unwrap().len(), 1, "the catalogue is public");
 
-    let order = me.with("x-request-id", "journey-1").post("/api/orders", json!({"product_id": product_id, "quantity": 1})).await;
+    let order = me
+        .with("x-request-id", "journey-1")
+        .post("/api/orders", json!({"product_id": product_id, "quantity": 1}))
+        .await;
     assert_eq!(order.status, StatusCode::CREATED, "{}", order.text);
     assert_eq!(order.header("x-request-id"), Some("journey-1"));
     assert_eq!(order.header("x-version"), Some("v1"), "the service's headers come back");
@@ -90,10 +111,21 @@ async fn register_login_product_order_pay_and_the_notifications_arrive() {
     assert_eq!(me.get(&format!("/api/products/{product_id}")).await.json["stock"], 3);
 
     assert!(
-        eventually(Duration::from_secs(15), || async { me.get("/api/notifications").await.json.as_array().map_or(0, Vec::len) == 2 }).await,
+        eventually(Duration::from_secs(15), || async {
+            me.get("/api/notifications").await.json.as_array().map_or(0, Vec::len) == 2
+        })
+        .await,
         "order.created and order.paid delivered as notifications"
     );
-    let kinds: Vec<String> = me.get("/api/notifications").await.json.as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap().to_string()).collect();
+    let kinds: Vec<String> = me
+        .get("/api/notifications")
+        .await
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(kinds, ["order.paid", "order.created"]);
 }
 
@@ -104,25 +136,42 @@ async fn tokens_are_required_and_a_client_cannot_claim_another_user() {
     let no_token = g.get("/api/orders").await;
     assert_eq!(no_token.status, StatusCode::UNAUTHORIZED);
     assert!(no_token.json["error"]["message"].as_str().unwrap().contains("Bearer"));
-    assert_eq!(g.with("authorization", "Bearer forged.token.here").get("/api/orders").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(g.post("/api/products", json!({"name": "x", "price_cents": 1, "stock": 1})).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        g.with("authorization", "Bearer forged.token.here").get("/api/orders").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        g.post("/api/products", json!({"name": "x", "price_cents": 1, "stock": 1})).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(g.get("/api/nowhere").await.status, StatusCode::NOT_FOUND);
     let (forged, _) = {
         let (c, id) = login(g, "mallory@example.com").await;
         (c.with("x-user-id", "1"), id)
     };
     let (victim, _) = login(g, "victim@example.com").await;
-    let product = victim.post("/api/products", json!({"name": "Book", "price_cents": 100, "stock": 5})).await.json["id"].as_u64().unwrap();
+    let product = victim.post("/api/products", json!({"name": "Book", "price_cents": 100, "stock": 5})).await.json
+        ["id"]
+        .as_u64()
+        .unwrap();
     let order = victim.post("/api/orders", json!({"product_id": product, "quantity": 1})).await;
     let id = order.json["id"].as_str().unwrap();
-    assert_eq!(forged.get(&format!("/api/orders/{id}")).await.status, StatusCode::NOT_FOUND, "x-user-id from a client is replaced");
+    assert_eq!(
+        forged.get(&format!("/api/orders/{id}")).await.status,
+        StatusCode::NOT_FOUND,
+        "x-user-id from a client is replaced"
+    );
     assert_eq!(forged.get("/api/orders").await.json, json!([]));
 }
 
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after() {
     let shop = shop(1.0, 5.0).await;
-    let statuses: Vec<StatusCode> = futures_util::future::join_all((0..8).map(|_| shop.gateway.get("/api/products"))).await.iter().map(|a| a.status).collect();
+    let statuses: Vec<StatusCode> = futures_util::future::join_all((0..8).map(|_| shop.gateway.get("/api/products")))
+        .await
+        .iter()
+        .map(|a| a.status)
+        .collect();
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 5, "{statuses:?}");
     let limited = shop.gateway.get("/api/products").await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);

@@ -13,8 +13,12 @@ pub const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(30)
 /// Connects (waiting up to [`STARTUP_WAIT`]), creating the URL's database when it does not exist, and applies `migrations`.
 pub async fn connect_and_migrate(url: &str, service: &str, migrations: &[&str]) -> anyhow::Result<Pool> {
     let opts = Opts::from_url(url).map_err(|e| anyhow::anyhow!("database url {url:?}: {e}"))?;
-    let db = opts.db_name().map(str::to_string).ok_or_else(|| anyhow::anyhow!("database url {url:?} names no database"))?;
-    anyhow::ensure!(db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "database name {db:?}: letters, digits and _ only");
+    let db =
+        opts.db_name().map(str::to_string).ok_or_else(|| anyhow::anyhow!("database url {url:?} names no database"))?;
+    anyhow::ensure!(
+        db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {db:?}: letters, digits and _ only"
+    );
     let server_opts = OptsBuilder::from_opts(opts.clone()).db_name(None::<String>);
     let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
     let mut server = loop {
@@ -46,14 +50,16 @@ pub async fn migrate(pool: &Pool, service: &str, migrations: &[&str]) -> anyhow:
     let locked: Option<i64> = conn.query_first("SELECT GET_LOCK('weft_migrations', 30)").await?;
     anyhow::ensure!(locked == Some(1), "could not take the migration lock within 30 s");
     let result = async {
-        let applied: Vec<i32> = conn.exec("SELECT version FROM schema_migrations WHERE service = ?", (service,)).await?;
+        let applied: Vec<i32> =
+            conn.exec("SELECT version FROM schema_migrations WHERE service = ?", (service,)).await?;
         for (i, sql) in migrations.iter().enumerate() {
             let version = i as i32 + 1;
             if applied.contains(&version) {
                 continue;
             }
             conn.query_drop(*sql).await.map_err(|e| anyhow::anyhow!("migration {version}: {e}"))?;
-            conn.exec_drop("INSERT INTO schema_migrations (service, version) VALUES (?, ?)", (service, version)).await?;
+            conn.exec_drop("INSERT INTO schema_migrations (service, version) VALUES (?, ?)", (service, version))
+                .await?;
             tracing::info!(service, version, "migration applied");
         }
         anyhow::Ok(())

@@ -26,7 +26,12 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-pub fn issue(secret: &str, user_id: &str, email: &str, ttl_secs: u64) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+pub fn issue(
+    secret: &str,
+    user_id: &str,
+    email: &str,
+    ttl_secs: u64,
+) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
     let iat = now();
     let claims = Claims {
         sub: user_id.to_string(),
@@ -36,7 +41,8 @@ pub fn issue(secret: &str, user_id: &str, email: &str, ttl_secs: u64) -> Result<
         iat,
         exp: iat + ttl_secs,
     };
-    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?;
+    let token =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?;
     Ok((token, claims))
 }
 
@@ -70,7 +76,14 @@ mod tests {
 
     #[test]
     fn a_token_for_another_audience_is_refused() {
-        let claims = Claims { sub: "1".into(), email: "e".into(), iss: ISSUER.into(), aud: "other".into(), iat: now(), exp: now() + 60 };
+        let claims = Claims {
+            sub: "1".into(),
+            email: "e".into(),
+            iss: ISSUER.into(),
+            aud: "other".into(),
+            iat: now(),
+            exp: now() + 60,
+        };
         let token = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"s")).unwrap();
         assert!(verify("s", &token).is_err());
     }

@@ -115,7 +115,8 @@ impl Peers {
     ) -> Result<PeerResponse, PeerError> {
         let mut headers = headers;
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let body = Bytes::from(serde_json::to_vec(body).map_err(|e| PeerError::Io(service.to_string(), e.to_string()))?);
+        let body =
+            Bytes::from(serde_json::to_vec(body).map_err(|e| PeerError::Io(service.to_string(), e.to_string()))?);
         self.call(service, method, path_and_query, headers, Some(body)).await
     }
 }

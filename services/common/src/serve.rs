@@ -29,7 +29,11 @@ pub fn ready(checks: &[Result<(), String>]) -> Response {
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains. Handlers may
 /// extract `ConnectInfo<SocketAddr>` (the client's address).
-pub async fn run(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;

@@ -240,7 +240,12 @@ impl PrivateServer {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", self.command[0]));
         self.child = Some(child);
-        assert!(wait_for_port(self.port, Duration::from_secs(60)), "{} did not listen on {}", self.command[0], self.port);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(60)),
+            "{} did not listen on {}",
+            self.command[0],
+            self.port
+        );
     }
 
     /// Kills the server (SIGKILL, as a crash would) and waits until it is gone.
@@ -290,7 +295,8 @@ impl TestAmqp {
 
 impl Drop for TestAmqp {
     fn drop(&mut self) {
-        let (url, exchanges, queues) = (self.url.clone(), std::mem::take(&mut self.exchanges), std::mem::take(&mut self.queues));
+        let (url, exchanges, queues) =
+            (self.url.clone(), std::mem::take(&mut self.exchanges), std::mem::take(&mut self.queues));
         // Its own thread and runtime: a drop may run inside or outside the test's runtime.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
@@ -301,7 +307,8 @@ impl Drop for TestAmqp {
                     let _ = ch.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
                 }
                 for e in exchanges {
-                    let _ = ch.exchange_delete(e.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await;
+                    let _ =
+                        ch.exchange_delete(e.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await;
                 }
                 let _ = conn.close(200, "done".into()).await;
                 Some(())

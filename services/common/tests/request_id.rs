@@ -10,7 +10,12 @@ use weft_services_common::testkit::{self, Client};
 
 /// Answers with the request id it received.
 fn echo() -> Router {
-    serve::finish(Router::new().route("/", get(|h: HeaderMap| async move { h.get("x-request-id").unwrap().to_str().unwrap().to_string() })))
+    serve::finish(
+        Router::new().route(
+            "/",
+            get(|h: HeaderMap| async move { h.get("x-request-id").unwrap().to_str().unwrap().to_string() }),
+        ),
+    )
 }
 
 #[tokio::test]
@@ -21,7 +26,12 @@ async fn the_id_reaches_the_peer_and_comes_back() {
         "/",
         get(move || {
             let peers = peers.clone();
-            async move { String::from_utf8_lossy(&peers.call("echo", Method::GET, "/", HeaderMap::new(), None).await.unwrap().body).to_string() }
+            async move {
+                String::from_utf8_lossy(
+                    &peers.call("echo", Method::GET, "/", HeaderMap::new(), None).await.unwrap().body,
+                )
+                .to_string()
+            }
         }),
     );
     let c = Client::new(testkit::spawn(serve::finish(front)).await);

@@ -74,15 +74,34 @@ async fn subscribe(s: &AppState) -> Result<(Connection, Channel, lapin::Consumer
     let dead = format!("{}.dead", c.queue);
     channel.exchange_declare(dlx.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
     channel.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default()).await?;
-    channel.queue_bind(dead.as_str().into(), dlx.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await?;
+    channel
+        .queue_bind(
+            dead.as_str().into(),
+            dlx.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
     channel.queue_declare(c.queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
     channel
-        .queue_bind(c.queue.as_str().into(), c.exchange.as_str().into(), "order.*".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            c.queue.as_str().into(),
+            c.exchange.as_str().into(),
+            "order.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let consumer = channel
-        .basic_consume(c.queue.as_str().into(), SERVICE_TAG.into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            c.queue.as_str().into(),
+            SERVICE_TAG.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     Ok((conn, channel, consumer))
 }
@@ -137,7 +156,9 @@ async fn handle(s: &AppState, delivery: &Delivery) -> Outcome {
                 tracing::info!(event = %event.event_id, kind = %event.kind, user = %event.user_id, "notification stored");
                 return Outcome::Stored;
             }
-            Err(mysql_async::Error::Server(e)) => return Outcome::Poison(format!("database refused it: {}", e.message)),
+            Err(mysql_async::Error::Server(e)) => {
+                return Outcome::Poison(format!("database refused it: {}", e.message))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, event = %event.event_id, "database unavailable; holding the message");
                 tokio::time::sleep(RETRY_INTERVAL).await;

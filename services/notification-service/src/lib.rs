@@ -113,7 +113,8 @@ pub struct Notification {
 }
 
 async fn list(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Result<Json<Vec<Notification>>, ApiError> {
-    let user = q.user.filter(|u| !u.is_empty()).ok_or_else(|| ApiError::bad_request("query parameter user is required"))?;
+    let user =
+        q.user.filter(|u| !u.is_empty()).ok_or_else(|| ApiError::bad_request("query parameter user is required"))?;
     let limit = q.limit.unwrap_or(LIST_LIMIT).clamp(1, LIST_LIMIT);
     let mut conn = s.pool.get_conn().await?;
     let rows: Vec<(u64, String, String, String, String, String)> = conn
@@ -124,7 +125,14 @@ async fn list(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Res
         .await?;
     Ok(Json(
         rows.into_iter()
-            .map(|(id, event_id, user_id, order_id, kind, message)| Notification { id, event_id, user_id, order_id, kind, message })
+            .map(|(id, event_id, user_id, order_id, kind, message)| Notification {
+                id,
+                event_id,
+                user_id,
+                order_id,
+                kind,
+                message,
+            })
             .collect(),
     ))
 }

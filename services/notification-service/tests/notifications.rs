@@ -33,11 +33,16 @@ async fn start(database_url: &str) -> Setup {
     };
     let state = AppState::start(config.clone()).await.expect("start");
     let client = Client::new(testkit::spawn(app(state)).await);
-    assert!(eventually(Duration::from_secs(10), || async { client.get("/ready").await.status == StatusCode::OK }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async { client.get("/ready").await.status == StatusCode::OK }).await
+    );
     let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    channel.exchange_declare(config.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
+    channel
+        .exchange_declare(config.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await
+        .unwrap();
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     Setup { client, channel, config, _conn: conn, _amqp: amqp }
 }
@@ -47,7 +52,13 @@ impl Setup {
         let props = BasicProperties::default().with_delivery_mode(2);
         let confirm = self
             .channel
-            .basic_publish(self.config.exchange.as_str().into(), routing_key.into(), BasicPublishOptions::default(), body, props)
+            .basic_publish(
+                self.config.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
             .await
             .unwrap()
             .await
@@ -86,7 +97,10 @@ async fn an_event_becomes_a_notification_once_even_when_delivered_twice() {
     assert_eq!(list[1]["message"], "Order 0f8fad5b placed: 2 x product 3, total 50.00");
     assert_eq!(s.notifications("8").await.len(), 0, "only the user's own");
     let no_user = s.client.get("/notifications").await;
-    assert_eq!((no_user.status, no_user.json["error"]["message"].as_str()), (StatusCode::BAD_REQUEST, Some("query parameter user is required")));
+    assert_eq!(
+        (no_user.status, no_user.json["error"]["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("query parameter user is required"))
+    );
 }
 
 #[tokio::test]
@@ -96,7 +110,10 @@ async fn a_message_that_cannot_be_processed_is_dead_lettered_not_redelivered() {
     s.publish("order.created", b"{not json").await;
     s.publish("order.refunded", &event("e-9", "order.refunded", "7")).await;
     s.publish("order.created", &event("e-10", "order.created", "7")).await;
-    assert!(eventually(Duration::from_secs(10), || async { s.notifications("7").await.len() == 1 }).await, "the good one is stored");
+    assert!(
+        eventually(Duration::from_secs(10), || async { s.notifications("7").await.len() == 1 }).await,
+        "the good one is stored"
+    );
     let mut dead = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while dead.len() < 2 && std::time::Instant::now() < deadline {
@@ -126,7 +143,9 @@ async fn while_the_database_is_down_messages_are_held_and_ready_says_so() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     server.start();
-    assert!(eventually(Duration::from_secs(20), || async { s.client.get("/ready").await.status == StatusCode::OK }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async { s.client.get("/ready").await.status == StatusCode::OK }).await
+    );
     assert!(
         eventually(Duration::from_secs(20), || async { s.notifications("5").await.len() == 2 }).await,
         "the event published while the database was down is stored once it is back"

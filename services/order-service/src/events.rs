@@ -88,7 +88,12 @@ impl BrokerStatus {
 /// Gives a reservation back; done when product-service answers 204 (released) or 404 (nothing held).
 pub async fn release(s: &AppState, r: &Release) -> Result<(), String> {
     let path = format!("/products/{}/reservations/{}", r.product_id, r.order_id);
-    let answer = s.config.peers.call("product-service", Method::DELETE, &path, HeaderMap::new(), None).await.map_err(|e| e.to_string())?;
+    let answer = s
+        .config
+        .peers
+        .call("product-service", Method::DELETE, &path, HeaderMap::new(), None)
+        .await
+        .map_err(|e| e.to_string())?;
     match answer.status {
         StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => Ok(()),
         other => Err(format!("product-service answered {other}")),
@@ -120,7 +125,9 @@ async fn connect(s: &AppState) -> Result<(Connection, Channel), lapin::Error> {
     let conn = Connection::connect(&s.config.amqp_url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     let options = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    channel.exchange_declare(s.config.exchange.as_str().into(), ExchangeKind::Topic, options, FieldTable::default()).await?;
+    channel
+        .exchange_declare(s.config.exchange.as_str().into(), ExchangeKind::Topic, options, FieldTable::default())
+        .await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok((conn, channel))
 }
@@ -168,7 +175,13 @@ async fn publish(s: &AppState, channel: &Channel, entry: &str) -> Result<(), Str
         .with_message_id(id.as_str().into());
     let confirm = async {
         channel
-            .basic_publish(s.config.exchange.as_str().into(), kind.as_str().into(), BasicPublishOptions::default(), entry.as_bytes(), properties)
+            .basic_publish(
+                s.config.exchange.as_str().into(),
+                kind.as_str().into(),
+                BasicPublishOptions::default(),
+                entry.as_bytes(),
+                properties,
+            )
             .await?
             .await
     };

@@ -126,7 +126,8 @@ async fn fault(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Resp
         0 => next.run(req).await,
         status => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            ApiError::new(status, "injected_fault", "this instance was told to fail (POST /admin/fault)").into_response()
+            ApiError::new(status, "injected_fault", "this instance was told to fail (POST /admin/fault)")
+                .into_response()
         }
     }
 }

@@ -96,7 +96,9 @@ pub async fn create(State(s): Shared, headers: HeaderMap, Json(req): Json<NewOrd
             answer.json::<Reservation>().map_err(|e| ApiError::dependency("product-service", e))?.price_cents
         }
         StatusCode::NOT_FOUND => return Err(ApiError::not_found(format!("product {} not found", req.product_id))),
-        StatusCode::CONFLICT => return Err(ApiError::conflict(format!("product {}: not enough stock", req.product_id))),
+        StatusCode::CONFLICT => {
+            return Err(ApiError::conflict(format!("product {}: not enough stock", req.product_id)))
+        }
         other => return Err(ApiError::dependency("product-service", format!("answered {other}"))),
     };
     let now = now_ms();
@@ -150,7 +152,11 @@ pub async fn list(State(s): Shared, headers: HeaderMap) -> Result<Response, ApiE
 }
 
 /// `POST /orders/{id}/pay|ship|cancel`. An invalid transition is a 409 naming the current state.
-pub async fn transition(State(s): Shared, headers: HeaderMap, Path((id, action)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub async fn transition(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let target = match action.as_str() {
         "pay" => Status::Paid,
         "ship" => Status::Shipped,
@@ -167,7 +173,12 @@ pub async fn transition(State(s): Shared, headers: HeaderMap, Path((id, action))
     let event = Event::new(&format!("order.{}", target.as_str()), &order, &s.config.version).to_json();
     let release = (target == Status::Cancelled)
         .then(|| Release { order_id: order.id.clone(), product_id: order.product_id }.to_json());
-    match s.store.swap_status(&id, from, target, order.updated_at, &event, release.as_deref()).await.map_err(redis_error)? {
+    match s
+        .store
+        .swap_status(&id, from, target, order.updated_at, &event, release.as_deref())
+        .await
+        .map_err(redis_error)?
+    {
         Swap::Done => {}
         Swap::Missing => return Err(ApiError::not_found(format!("order {id} not found"))),
         Swap::Changed(now) => {

@@ -174,26 +174,40 @@ impl Store {
 
     pub async fn get(&self, id: &str) -> redis::RedisResult<Option<Order>> {
         let mut c = self.conn.clone();
-        let fields: HashMap<String, String> = redis::cmd("HGETALL").arg(self.key(&format!("order:{id}"))).query_async(&mut c).await?;
+        let fields: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(self.key(&format!("order:{id}"))).query_async(&mut c).await?;
         Ok(if fields.is_empty() { None } else { Order::from_fields(fields) })
     }
 
     /// The user's most recent orders, newest first.
     pub async fn list(&self, user_id: &str, limit: isize) -> redis::RedisResult<Vec<Order>> {
         let mut c = self.conn.clone();
-        let ids: Vec<String> =
-            redis::cmd("ZREVRANGE").arg(self.key(&format!("user:{user_id}:orders"))).arg(0).arg(limit - 1).query_async(&mut c).await?;
+        let ids: Vec<String> = redis::cmd("ZREVRANGE")
+            .arg(self.key(&format!("user:{user_id}:orders")))
+            .arg(0)
+            .arg(limit - 1)
+            .query_async(&mut c)
+            .await?;
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HGETALL").arg(self.key(&format!("order:{id}")));
         }
-        let all: Vec<HashMap<String, String>> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut c).await? };
+        let all: Vec<HashMap<String, String>> =
+            if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut c).await? };
         Ok(all.into_iter().filter_map(Order::from_fields).collect())
     }
 
     /// Moves the order from `from` to `to` only if it is still in `from`, queueing
     /// `event` (and `release`, when given) in the same atomic step.
-    pub async fn swap_status(&self, id: &str, from: Status, to: Status, now: u64, event: &str, release: Option<&str>) -> redis::RedisResult<Swap> {
+    pub async fn swap_status(
+        &self,
+        id: &str,
+        from: Status,
+        to: Status,
+        now: u64,
+        event: &str,
+        release: Option<&str>,
+    ) -> redis::RedisResult<Swap> {
         let mut c = self.conn.clone();
         let found: String = self
             .swap

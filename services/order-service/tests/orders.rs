@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use http::StatusCode;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use order_service::{app, AppState, Config};
@@ -76,10 +78,30 @@ impl Shop {
         let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
         let ch = conn.create_channel().await.unwrap();
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare(self.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
-        let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
-        ch.queue_bind(q.name().clone(), self.exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
-        let consumer = ch.basic_consume(q.name().clone(), "test".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+        ch.exchange_declare(self.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .unwrap();
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        ch.queue_bind(
+            q.name().clone(),
+            self.exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let consumer = ch
+            .basic_consume(q.name().clone(), "test".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
         Events { _conn: conn, consumer }
     }
 }
@@ -91,7 +113,11 @@ struct Events {
 
 impl Events {
     async fn next(&mut self) -> Value {
-        let d = tokio::time::timeout(Duration::from_secs(10), self.consumer.next()).await.expect("an event within 10 s").unwrap().unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(10), self.consumer.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
         d.ack(BasicAckOptions::default()).await.unwrap();
         serde_json::from_slice(&d.data).unwrap()
     }
@@ -119,7 +145,10 @@ async fn an_order_goes_created_paid_shipped_and_each_step_is_an_event() {
     assert_eq!(pay_again.json["error"]["message"], "cannot pay an order that is paid");
     assert_eq!(me.post(&format!("/orders/{id}/ship"), json!({})).await.json["status"], "shipped");
     let cancel = me.post(&format!("/orders/{id}/cancel"), json!({})).await;
-    assert_eq!((cancel.status, cancel.json["error"]["message"].as_str()), (StatusCode::CONFLICT, Some("cannot cancel an order that is shipped")));
+    assert_eq!(
+        (cancel.status, cancel.json["error"]["message"].as_str()),
+        (StatusCode::CONFLICT, Some("cannot cancel an order that is shipped"))
+    );
     assert_eq!(me.get(&format!("/orders/{id}")).await.json["status"], "shipped");
     assert_eq!(me.get("/orders").await.json.as_array().unwrap().len(), 1);
 
@@ -128,7 +157,8 @@ async fn an_order_goes_created_paid_shipped_and_each_step_is_an_event() {
         let e = events.next().await;
         kinds.push((e["type"].as_str().unwrap().to_string(), e["order_id"].as_str().unwrap().to_string()));
     }
-    let expected: Vec<(String, String)> = ["order.created", "order.paid", "order.shipped"].iter().map(|k| (k.to_string(), id.clone())).collect();
+    let expected: Vec<(String, String)> =
+        ["order.created", "order.paid", "order.shipped"].iter().map(|k| (k.to_string(), id.clone())).collect();
     assert_eq!(kinds, expected);
 }
 
@@ -136,7 +166,8 @@ async fn an_order_goes_created_paid_shipped_and_each_step_is_an_event() {
 async fn v2_answers_with_its_version_and_a_delivery_date() {
     let shop = Shop::start("v2").await;
     let product = shop.product(1).await;
-    let placed = shop.orders.with("x-user-id", "8").post("/orders", json!({"product_id": product, "quantity": 1})).await;
+    let placed =
+        shop.orders.with("x-user-id", "8").post("/orders", json!({"product_id": product, "quantity": 1})).await;
     assert_eq!(placed.header("x-version"), Some("v2"));
     assert_eq!(placed.json["version"], "v2");
     let date = placed.json["estimated_delivery"].as_str().unwrap();
@@ -148,15 +179,31 @@ async fn orders_belong_to_their_user_and_bad_input_changes_nothing() {
     let shop = Shop::start("v1").await;
     let product = shop.product(2).await;
     let alice = shop.orders.with("x-user-id", "1");
-    let id = alice.post("/orders", json!({"product_id": product, "quantity": 1})).await.json["id"].as_str().unwrap().to_string();
+    let id = alice.post("/orders", json!({"product_id": product, "quantity": 1})).await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let bob = shop.orders.with("x-user-id", "2");
-    assert_eq!(bob.get(&format!("/orders/{id}")).await.status, StatusCode::NOT_FOUND, "another user's order is not found");
+    assert_eq!(
+        bob.get(&format!("/orders/{id}")).await.status,
+        StatusCode::NOT_FOUND,
+        "another user's order is not found"
+    );
     assert_eq!(bob.post(&format!("/orders/{id}/cancel"), json!({})).await.status, StatusCode::NOT_FOUND);
     assert_eq!(bob.get("/orders").await.json, json!([]));
-    assert_eq!(shop.orders.post("/orders", json!({"product_id": product, "quantity": 1})).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(alice.post("/orders", json!({"product_id": 999_999, "quantity": 1})).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        shop.orders.post("/orders", json!({"product_id": product, "quantity": 1})).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        alice.post("/orders", json!({"product_id": 999_999, "quantity": 1})).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(alice.post("/orders", json!({"product_id": product, "quantity": 5})).await.status, StatusCode::CONFLICT);
-    assert_eq!(alice.post("/orders", json!({"product_id": product, "quantity": 0})).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        alice.post("/orders", json!({"product_id": product, "quantity": 0})).await.status,
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(alice.post("/orders", json!({"product_id": "one"})).await.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(alice.post(&format!("/orders/{id}/refund"), json!({})).await.status, StatusCode::NOT_FOUND);
     assert_eq!(alice.get("/orders").await.json.as_array().unwrap().len(), 1, "no refused order was stored");
@@ -171,7 +218,8 @@ async fn fifty_parallel_orders_for_ten_in_stock_exactly_ten_succeed() {
         let c = shop.orders.with("x-user-id", &format!("{}", 100 + i % 5));
         tokio::spawn(async move { c.post("/orders", json!({"product_id": product, "quantity": 1})).await.status })
     });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let statuses: Vec<StatusCode> =
+        futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
     let placed = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
     let refused = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
     assert_eq!((placed, refused), (10, 40), "{statuses:?}");
@@ -188,7 +236,10 @@ async fn a_cancelled_order_gives_its_stock_back() {
     let shop = Shop::start("v1").await;
     let product = shop.product(3).await;
     let me = shop.orders.with("x-user-id", "9");
-    let id = me.post("/orders", json!({"product_id": product, "quantity": 3})).await.json["id"].as_str().unwrap().to_string();
+    let id = me.post("/orders", json!({"product_id": product, "quantity": 3})).await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(shop.stock(product).await, 0);
     assert_eq!(me.post(&format!("/orders/{id}/pay"), json!({})).await.status, StatusCode::OK);
     assert_eq!(me.post(&format!("/orders/{id}/cancel"), json!({})).await.json["status"], "cancelled");
@@ -201,13 +252,22 @@ async fn events_wait_in_the_outbox_while_the_broker_is_unreachable() {
     let mut events = shop.events().await;
     let product = shop.product(2).await;
     // A second instance on the same Redis whose broker address leads nowhere.
-    let mut cut_off = config(shop.product_addr, "redis://127.0.0.1:6379", &format!("{}isolated:", shop.prefix.0), &shop.exchange, "v1");
+    let mut cut_off = config(
+        shop.product_addr,
+        "redis://127.0.0.1:6379",
+        &format!("{}isolated:", shop.prefix.0),
+        &shop.exchange,
+        "v1",
+    );
     cut_off.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", testkit::free_port());
     let isolated = order_service(cut_off.clone()).await.with("x-user-id", "3");
     let placed = isolated.post("/orders", json!({"product_id": product, "quantity": 1})).await;
     assert_eq!(placed.status, StatusCode::CREATED, "orders are taken while the broker is down");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let outbox = std::process::Command::new("redis-cli").args(["LLEN", &format!("{}outbox", cut_off.redis_prefix)]).output().unwrap();
+    let outbox = std::process::Command::new("redis-cli")
+        .args(["LLEN", &format!("{}outbox", cut_off.redis_prefix)])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&outbox.stdout).trim(), "1", "the event is held");
 
     // An instance that reaches the broker drains the same outbox.
@@ -215,7 +275,10 @@ async fn events_wait_in_the_outbox_while_the_broker_is_unreachable() {
     healed.amqp_url = AMQP.into();
     let _relay = order_service(healed).await;
     let event = events.next().await;
-    assert_eq!((event["type"].as_str(), event["order_id"].as_str()), (Some("order.created"), placed.json["id"].as_str()));
+    assert_eq!(
+        (event["type"].as_str(), event["order_id"].as_str()),
+        (Some("order.created"), placed.json["id"].as_str())
+    );
 }
 
 #[tokio::test]
@@ -226,7 +289,9 @@ async fn redis_restarted_mid_test_ready_tells_the_truth_and_no_stock_leaks() {
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let mut amqp = TestAmqp::new(AMQP);
     let orders = order_service(config(product_addr, &url, "shop:", &amqp.exchange("orders"), "v1")).await;
-    let product = products.post("/products", json!({"name": "Vase", "price_cents": 10, "stock": 5})).await.json["id"].as_u64().unwrap();
+    let product = products.post("/products", json!({"name": "Vase", "price_cents": 10, "stock": 5})).await.json["id"]
+        .as_u64()
+        .unwrap();
     let me = orders.with("x-user-id", "4");
     assert_eq!(me.post("/orders", json!({"product_id": product, "quantity": 1})).await.status, StatusCode::CREATED);
     assert_eq!(orders.get("/ready").await.status, StatusCode::OK);
@@ -241,7 +306,9 @@ async fn redis_restarted_mid_test_ready_tells_the_truth_and_no_stock_leaks() {
     assert_eq!(stock, Some(4), "the reservation of the order that could not be stored was given back");
 
     redis.start();
-    assert!(eventually(Duration::from_secs(20), || async { orders.get("/ready").await.status == StatusCode::OK }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async { orders.get("/ready").await.status == StatusCode::OK }).await
+    );
     assert!(
         eventually(Duration::from_secs(10), || async {
             me.post("/orders", json!({"product_id": product, "quantity": 1})).await.status == StatusCode::CREATED

@@ -164,7 +164,11 @@ async fn create(State(s): Shared, Json(p): Json<NewProduct>) -> Result<Response,
 /// Reserves `quantity` units for `order_id`: 201 when reserved now, 200 when this
 /// order already holds the same reservation, 409 when stock is short or the order
 /// holds a different one, 404 when the product does not exist.
-async fn reserve(State(s): Shared, Path(id): Path<String>, Json(r): Json<NewReservation>) -> Result<Response, ApiError> {
+async fn reserve(
+    State(s): Shared,
+    Path(id): Path<String>,
+    Json(r): Json<NewReservation>,
+) -> Result<Response, ApiError> {
     let id = product_id(&id)?;
     if r.order_id.is_empty() || r.order_id.len() > 64 {
         return Err(ApiError::bad_request("order_id: 1 to 64 characters"));
@@ -200,31 +204,49 @@ impl From<mysql_async::Error> for ReserveError {
 async fn try_reserve(pool: &Pool, id: u64, r: &NewReservation) -> Result<(StatusCode, Reservation), ReserveError> {
     let mut conn = pool.get_conn().await?;
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let product: Option<(i64, i64)> = tx.exec_first("SELECT price_cents, stock FROM products WHERE id = ? FOR UPDATE", (id,)).await?;
+    let product: Option<(i64, i64)> =
+        tx.exec_first("SELECT price_cents, stock FROM products WHERE id = ? FOR UPDATE", (id,)).await?;
     let Some((price_cents, stock)) = product else {
         tx.rollback().await?;
         return Err(ReserveError::Api(ApiError::not_found(format!("product {id} not found"))));
     };
     let reservation = Reservation { order_id: r.order_id.clone(), product_id: id, quantity: r.quantity, price_cents };
-    let held: Option<(u64, u32)> = tx.exec_first("SELECT product_id, quantity FROM reservations WHERE order_id = ?", (&r.order_id,)).await?;
+    let held: Option<(u64, u32)> =
+        tx.exec_first("SELECT product_id, quantity FROM reservations WHERE order_id = ?", (&r.order_id,)).await?;
     if let Some(held) = held {
         tx.rollback().await?;
         return if held == (id, r.quantity) {
             Ok((StatusCode::OK, reservation))
         } else {
-            Err(ReserveError::Api(ApiError::conflict(format!("order {} already holds a different reservation", r.order_id))))
+            Err(ReserveError::Api(ApiError::conflict(format!(
+                "order {} already holds a different reservation",
+                r.order_id
+            ))))
         };
     }
     if stock < i64::from(r.quantity) {
         tx.rollback().await?;
-        return Err(ReserveError::Api(ApiError::conflict(format!("product {id}: not enough stock for {}", r.quantity))));
+        return Err(ReserveError::Api(ApiError::conflict(format!(
+            "product {id}: not enough stock for {}",
+            r.quantity
+        ))));
     }
-    tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?", (r.quantity, id, r.quantity)).await?;
-    match tx.exec_drop("INSERT INTO reservations (order_id, product_id, quantity) VALUES (?, ?, ?)", (&r.order_id, id, r.quantity)).await {
+    tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?", (r.quantity, id, r.quantity))
+        .await?;
+    match tx
+        .exec_drop(
+            "INSERT INTO reservations (order_id, product_id, quantity) VALUES (?, ?, ?)",
+            (&r.order_id, id, r.quantity),
+        )
+        .await
+    {
         Ok(()) => {}
         Err(e) if db::is_duplicate(&e) => {
             tx.rollback().await?;
-            return Err(ReserveError::Api(ApiError::conflict(format!("order {} already holds a reservation", r.order_id))));
+            return Err(ReserveError::Api(ApiError::conflict(format!(
+                "order {} already holds a reservation",
+                r.order_id
+            ))));
         }
         Err(e) => return Err(e.into()),
     }
@@ -238,7 +260,10 @@ async fn release(State(s): Shared, Path((id, order_id)): Path<(String, String)>)
     let mut conn = s.pool.get_conn().await?;
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
     let held: Option<u32> = tx
-        .exec_first("SELECT quantity FROM reservations WHERE order_id = ? AND product_id = ? FOR UPDATE", (&order_id, id))
+        .exec_first(
+            "SELECT quantity FROM reservations WHERE order_id = ? AND product_id = ? FOR UPDATE",
+            (&order_id, id),
+        )
         .await?;
     let Some(quantity) = held else {
         tx.rollback().await?;

@@ -58,12 +58,19 @@ async fn invalid_input_gets_a_clear_4xx_and_writes_nothing() {
 async fn fifty_concurrent_reservations_for_ten_in_stock_exactly_ten_win() {
     let db = TestDb::new("products_race");
     let c = start(&db.url).await;
-    let id = c.post("/products", json!({"name": "Limited", "price_cents": 500, "stock": 10})).await.json["id"].as_u64().unwrap();
+    let id = c.post("/products", json!({"name": "Limited", "price_cents": 500, "stock": 10})).await.json["id"]
+        .as_u64()
+        .unwrap();
     let attempts = (0..50).map(|i| {
         let c = c.clone();
-        tokio::spawn(async move { c.post(&format!("/products/{id}/reservations"), json!({"order_id": format!("order-{i}"), "quantity": 1})).await.status })
+        tokio::spawn(async move {
+            c.post(&format!("/products/{id}/reservations"), json!({"order_id": format!("order-{i}"), "quantity": 1}))
+                .await
+                .status
+        })
     });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let statuses: Vec<StatusCode> =
+        futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
     let won = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
     let refused = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
     assert_eq!((won, refused), (10, 40), "{statuses:?}");
@@ -74,7 +81,8 @@ async fn fifty_concurrent_reservations_for_ten_in_stock_exactly_ten_win() {
 async fn a_reservation_is_idempotent_per_order_and_released_once() {
     let db = TestDb::new("products_idem");
     let c = start(&db.url).await;
-    let id = c.post("/products", json!({"name": "Mug", "price_cents": 800, "stock": 3})).await.json["id"].as_u64().unwrap();
+    let id =
+        c.post("/products", json!({"name": "Mug", "price_cents": 800, "stock": 3})).await.json["id"].as_u64().unwrap();
     let path = format!("/products/{id}/reservations");
     let first = c.post(&path, json!({"order_id": "o-1", "quantity": 2})).await;
     assert_eq!((first.status, first.json["price_cents"].as_i64()), (StatusCode::CREATED, Some(800)));
@@ -94,7 +102,8 @@ async fn a_reservation_is_idempotent_per_order_and_released_once() {
 async fn the_database_restarted_mid_test_ready_tells_the_truth_and_the_service_recovers() {
     let mut server = PrivateServer::mariadb();
     let c = start(&format!("mysql://root@127.0.0.1:{}/shop", server.port)).await;
-    let id = c.post("/products", json!({"name": "Lamp", "price_cents": 100, "stock": 1})).await.json["id"].as_u64().unwrap();
+    let id =
+        c.post("/products", json!({"name": "Lamp", "price_cents": 100, "stock": 1})).await.json["id"].as_u64().unwrap();
     assert_eq!(c.get("/ready").await.status, StatusCode::OK);
 
     server.kill();
@@ -108,7 +117,10 @@ async fn the_database_restarted_mid_test_ready_tells_the_truth_and_the_service_r
     server.start();
     assert!(eventually(Duration::from_secs(20), || async { c.get("/ready").await.status == StatusCode::OK }).await);
     assert!(
-        eventually(Duration::from_secs(10), || async { c.get(&format!("/products/{id}")).await.status == StatusCode::OK }).await,
+        eventually(Duration::from_secs(10), || async {
+            c.get(&format!("/products/{id}")).await.status == StatusCode::OK
+        })
+        .await,
         "the pool reconnects"
     );
     assert_eq!(c.get(&format!("/products/{id}")).await.json["name"], "Lamp", "the data survived the crash");

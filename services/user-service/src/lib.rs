@@ -118,7 +118,9 @@ async fn ready(State(s): Shared) -> Response {
 fn normalise_email(raw: &str) -> Result<String, ApiError> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
         && !email.chars().any(char::is_whitespace);
     if valid {
         Ok(email)
@@ -158,7 +160,10 @@ async fn register(State(s): Shared, Json(r): Json<Registration>) -> Result<Respo
     }
     let hash = hash_password(r.password).await?;
     let mut conn = s.pool.get_conn().await?;
-    match conn.exec_drop("INSERT INTO users (email, name, password_hash) VALUES (?, ?, ?)", (&email, &name, &hash)).await {
+    match conn
+        .exec_drop("INSERT INTO users (email, name, password_hash) VALUES (?, ?, ?)", (&email, &name, &hash))
+        .await
+    {
         Ok(()) => {}
         Err(e) if db::is_duplicate(&e) => return Err(ApiError::conflict(format!("{email} is already registered"))),
         Err(e) => return Err(e.into()),
@@ -190,7 +195,8 @@ async fn login(State(s): Shared, Json(l): Json<Login>) -> Result<Json<Session>, 
 
 async fn find(s: &AppState, id: u64) -> Result<Json<User>, ApiError> {
     let mut conn = s.pool.get_conn().await?;
-    let row: Option<(u64, String, String)> = conn.exec_first("SELECT id, email, name FROM users WHERE id = ?", (id,)).await?;
+    let row: Option<(u64, String, String)> =
+        conn.exec_first("SELECT id, email, name FROM users WHERE id = ?", (id,)).await?;
     let (id, email, name) = row.ok_or_else(|| ApiError::not_found(format!("user {id} not found")))?;
     Ok(Json(User { id, email, name }))
 }

@@ -22,7 +22,9 @@ async fn start(db: &TestDb) -> Client {
 async fn register_login_and_the_token_names_the_user() {
     let db = TestDb::new("users");
     let c = start(&db).await;
-    let reg = c.post("/users/register", json!({"email": "Ada@Example.com", "password": "correct horse", "name": "Ada"})).await;
+    let reg = c
+        .post("/users/register", json!({"email": "Ada@Example.com", "password": "correct horse", "name": "Ada"}))
+        .await;
     assert_eq!(reg.status, StatusCode::CREATED, "{}", reg.text);
     assert_eq!(reg.json["email"], "ada@example.com", "emails are normalised");
     assert!(reg.json.get("password_hash").is_none(), "the hash never leaves the service");
@@ -44,9 +46,11 @@ async fn register_login_and_the_token_names_the_user() {
 async fn wrong_passwords_duplicates_and_bad_input_are_refused() {
     let db = TestDb::new("users_invalid");
     let c = start(&db).await;
-    let ok = c.post("/users/register", json!({"email": "bo@example.com", "password": "long enough", "name": "Bo"})).await;
+    let ok =
+        c.post("/users/register", json!({"email": "bo@example.com", "password": "long enough", "name": "Bo"})).await;
     assert_eq!(ok.status, StatusCode::CREATED);
-    let dup = c.post("/users/register", json!({"email": "BO@example.com", "password": "another one", "name": "Bo"})).await;
+    let dup =
+        c.post("/users/register", json!({"email": "BO@example.com", "password": "another one", "name": "Bo"})).await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
 
     let wrong = c.post("/users/login", json!({"email": "bo@example.com", "password": "not the one"})).await;
@@ -57,7 +61,8 @@ async fn wrong_passwords_duplicates_and_bad_input_are_refused() {
     let short = c.post("/users/register", json!({"email": "cy@example.com", "password": "short", "name": "Cy"})).await;
     assert_eq!(short.status, StatusCode::BAD_REQUEST);
     assert_eq!(short.json["error"]["message"], "password: 8 to 128 characters");
-    let bad_email = c.post("/users/register", json!({"email": "not-an-email", "password": "long enough", "name": "Cy"})).await;
+    let bad_email =
+        c.post("/users/register", json!({"email": "not-an-email", "password": "long enough", "name": "Cy"})).await;
     assert_eq!(bad_email.status, StatusCode::BAD_REQUEST);
     let missing = c.post("/users/register", json!({"email": "cy@example.com", "password": "long enough"})).await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
