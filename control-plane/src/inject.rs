@@ -155,20 +155,20 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     let probes = rewrite_probes(containers)?;
 
     let template = template.as_mapping_mut().ok_or("pod template is not a mapping")?;
-    let meta = entry_map(template, "metadata");
+    let meta = entry_map(template, "metadata")?;
     let labels: Vec<(String, String)> = meta
         .get("labels")
         .and_then(Value::as_mapping)
         .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v)?))).collect())
         .unwrap_or_default();
-    let annotations = entry_map(meta, "annotations");
+    let annotations = entry_map(meta, "annotations")?;
     annotations.insert("weft.io/status".into(), "injected".into());
     if !first_app.is_empty() {
         annotations.insert("kubectl.kubernetes.io/default-container".into(), first_app.into());
     }
-    let spec = entry_map(template, "spec");
-    let sidecar = sidecar(opts, &workload, &labels, app_port, &probes);
-    let mut init_list = vec![init_container(opts)];
+    let spec = entry_map(template, "spec")?;
+    let sidecar = sidecar(opts, &workload, &labels, app_port, &probes)?;
+    let mut init_list = vec![init_container(opts)?];
     if opts.native {
         init_list.push(sidecar);
     } else if let Some(Value::Sequence(c)) = spec.get_mut("containers") {
@@ -186,8 +186,11 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     }
     let volumes = spec.entry("volumes".into()).or_insert_with(|| Value::Sequence(Vec::new()));
     if let Value::Sequence(v) = volumes {
-        v.push(yaml(&format!("{{name: weft-token, secret: {{secretName: weft-token-{service_account}}}}}")));
-        v.push(yaml("{name: weft-ca, configMap: {name: weft-root-ca}}"));
+        // Names from the input are set as values, never spliced into YAML text.
+        let mut token = yaml("{name: weft-token, secret: {secretName: ''}}")?;
+        token["secret"]["secretName"] = format!("weft-token-{service_account}").into();
+        v.push(token);
+        v.push(yaml("{name: weft-ca, configMap: {name: weft-root-ca}}")?);
     }
     Ok(true)
 }
@@ -224,16 +227,17 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-fn entry_map<'a>(m: &'a mut Mapping, key: &str) -> &'a mut Mapping {
-    let v = m.entry(key.into()).or_insert_with(|| Value::Mapping(Mapping::new()));
-    if !v.is_mapping() {
-        *v = Value::Mapping(Mapping::new());
-    }
-    v.as_mapping_mut().expect("a mapping was just put here")
+/// The mapping under `key`, created when absent; anything else there is an error.
+fn entry_map<'a>(m: &'a mut Mapping, key: &str) -> Result<&'a mut Mapping, String> {
+    m.entry(key.into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()))
+        .as_mapping_mut()
+        .ok_or_else(|| format!("{key} is not a mapping"))
 }
 
-fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).expect("a literal of this module")
+/// One of this module's YAML literals (never with input spliced in).
+fn yaml(text: &str) -> Result<Value, String> {
+    serde_yaml::from_str(text).map_err(|e| format!("injector template: {e}"))
 }
 
 /// Rewrites each app container's HTTP probes to the sidecar's status port and
@@ -278,13 +282,16 @@ fn rewrite_probes(containers: &mut [Value]) -> Result<serde_json::Map<String, se
                 original["timeoutSeconds"] = t.into();
             }
             originals.insert(path.clone(), original);
-            probe.insert("httpGet".into(), yaml(&format!("{{path: {path}, port: {STATUS_PORT}, scheme: HTTP}}")));
+            let mut rewritten = yaml("{path: '', port: 0, scheme: HTTP}")?;
+            rewritten["path"] = path.into();
+            rewritten["port"] = STATUS_PORT.into();
+            probe.insert("httpGet".into(), rewritten);
         }
     }
     Ok(originals)
 }
 
-fn init_container(opts: &InjectOptions) -> Value {
+fn init_container(opts: &InjectOptions) -> Result<Value, String> {
     let mut c = yaml(
         "name: weft-init
 args: [init-iptables]
@@ -296,9 +303,9 @@ securityContext:
   allowPrivilegeEscalation: false
   readOnlyRootFilesystem: true
   capabilities: {add: [NET_ADMIN, NET_RAW], drop: [ALL]}",
-    );
+    )?;
     c["image"] = opts.image.clone().into();
-    c
+    Ok(c)
 }
 
 fn sidecar(
@@ -307,7 +314,7 @@ fn sidecar(
     labels: &[(String, String)],
     app_port: Option<u64>,
     probes: &serde_json::Map<String, serde_json::Value>,
-) -> Value {
+) -> Result<Value, String> {
     let mut c = yaml(
         "name: weft-proxy
 args: [--inbound, '0.0.0.0:15006', --outbound, '127.0.0.1:15001', --admin, '127.0.0.1:15000',
@@ -333,7 +340,7 @@ securityContext:
 volumeMounts:
 - {name: weft-token, mountPath: /var/run/secrets/weft/token, readOnly: true}
 - {name: weft-ca, mountPath: /var/run/secrets/weft/ca, readOnly: true}",
-    );
+    )?;
     c["image"] = opts.image.clone().into();
     let label_text = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let service = labels.iter().find(|(k, _)| k == "app").map(|(_, v)| v.clone());
@@ -360,14 +367,14 @@ volumeMounts:
             list.push(Value::Mapping(m));
         }
     }
-    let c_map = c.as_mapping_mut().expect("a mapping literal");
     if opts.native {
-        c_map.insert("restartPolicy".into(), "Always".into());
-        c_map.insert("startupProbe".into(), yaml("{httpGet: {path: /healthz/ready, port: 15021}, periodSeconds: 1, failureThreshold: 600, timeoutSeconds: 3}"));
+        c["restartPolicy"] = "Always".into();
+        c["startupProbe"] =
+            yaml("{httpGet: {path: /healthz/ready, port: 15021}, periodSeconds: 1, failureThreshold: 600, timeoutSeconds: 3}")?;
     } else {
-        c_map.insert("lifecycle".into(), yaml("{postStart: {exec: {command: [weft-proxy, wait]}}}"));
+        c["lifecycle"] = yaml("{postStart: {exec: {command: [weft-proxy, wait]}}}")?;
     }
-    c
+    Ok(c)
 }
 
 /// Answers one AdmissionReview (admission.k8s.io/v1) for a pod: allowed, with a

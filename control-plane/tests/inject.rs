@@ -194,3 +194,19 @@ async fn the_control_plane_serves_the_webhook() {
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
 }
+
+/// Names from the input are values, never YAML text: a hostile name cannot add fields.
+#[test]
+fn names_from_the_input_cannot_inject_yaml() {
+    let input = "kind: Pod\nmetadata: {name: p}\nspec:\n  serviceAccountName: 'sa}, hostPath: {path: /'\n  containers:\n  - name: 'app}, port: 1'\n    livenessProbe: {httpGet: {path: /h, port: 3000}}\n";
+    let out = docs(&inject_text("h.yaml", input, &InjectOptions::default()).unwrap());
+    let spec = &out[0]["spec"];
+    let token = named(&spec["volumes"], "weft-token");
+    assert_eq!(token["secret"]["secretName"], "weft-token-sa}, hostPath: {path: /");
+    assert!(token.get("hostPath").is_none());
+    let probe = &spec["containers"][0]["livenessProbe"]["httpGet"];
+    assert_eq!(
+        (probe["path"].as_str(), probe["port"].as_u64()),
+        (Some("/app-health/app}, port: 1/livez"), Some(15020))
+    );
+}

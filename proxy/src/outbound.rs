@@ -38,14 +38,7 @@ async fn passthrough(
     parts: http::request::Parts,
     incoming: Incoming,
 ) -> Result<Response<Body>, String> {
-    let stream = tokio::net::TcpStream::connect(dst).await.map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let response = sender.send_request(Request::from_parts(parts, incoming)).await.map_err(|e| e.to_string())?;
+    let response = crate::intercept::send_once(dst, Request::from_parts(parts, incoming)).await?;
     Ok(response.map(body::incoming))
 }
 

@@ -123,12 +123,6 @@ pub async fn handle(
 /// The app's probe, from inside the pod (the sidecar's uid is never captured).
 async fn call(probe: &AppProbe) -> Result<StatusCode, String> {
     let g = &probe.http_get;
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", g.port)).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let mut req = Request::get(g.path.clone().unwrap_or_else(|| "/".into()))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
@@ -143,7 +137,7 @@ async fn call(probe: &AppProbe) -> Result<StatusCode, String> {
             headers.insert(n, v);
         }
     }
-    Ok(sender.send_request(req).await.map_err(|e| e.to_string())?.status())
+    Ok(crate::intercept::send_once(([127, 0, 0, 1], g.port).into(), req).await?.status())
 }
 
 #[cfg(test)]
