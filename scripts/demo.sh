@@ -40,9 +40,14 @@ for b in "MariaDB 3306 mariadb" "Redis 6379 redis-server" "RabbitMQ 5672 rabbitm
 done
 
 step "building ($profile): the sidecar, the control plane, the five services and the demo driver"
-flag=$([ "$profile" = release ] && echo --release || true)
-cargo build $flag -p weft-proxy -p weft-control-plane -p api-gateway -p user-service -p order-service \
-  -p product-service -p notification-service -p weft-demo
+if [ "$profile" = release ]; then
+  cargo build --release -p weft-proxy -p weft-control-plane -p api-gateway -p user-service -p order-service \
+    -p product-service -p notification-service -p weft-demo
+else
+  # The whole workspace with its tests, as `make test` builds it: the same features everywhere, so
+  # under the end-to-end test nothing is compiled twice (a second copy of 50 crates costs ~1 GB of disk).
+  cargo build --workspace --bins --tests
+fi
 
 demo=$(mktemp -d /tmp/weft-demo.XXXXXX)
 pids=()
