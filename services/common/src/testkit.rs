@@ -1,10 +1,11 @@
 //! For the services' tests (and the end-to-end tests): unique names so tests
 //! never collide on the shared MariaDB, Redis and RabbitMQ; a service started
-//! in-process on a free port; a small JSON client; and private MariaDB and
-//! Redis servers on free ports for the tests that stop a backend (the shared
-//! ones are never stopped).
+//! in-process on a free port; a small JSON client; and private MariaDB, Redis
+//! and RabbitMQ servers on free ports for the tests that stop a backend (the
+//! shared ones are never stopped).
 
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,10 +152,14 @@ impl Drop for TestRedisPrefix {
     }
 }
 
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(100)).is_ok()
+}
+
 fn wait_for_port(port: u16, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(100)).is_ok() {
+        if port_open(port) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -175,6 +180,7 @@ pub struct PrivateServer {
     pub port: u16,
     dir: PathBuf,
     command: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -204,7 +210,7 @@ impl PrivateServer {
             "--skip-log-bin".into(),
             "--innodb-buffer-pool-size=16M".into(),
         ];
-        let mut s = PrivateServer { port, dir, command, child: None };
+        let mut s = PrivateServer { port, dir, command, env: Vec::new(), child: None };
         s.start();
         s
     }
@@ -226,15 +232,59 @@ impl PrivateServer {
             "--dir".into(),
             dir.display().to_string(),
         ];
-        let mut s = PrivateServer { port, dir, command, child: None };
+        let mut s = PrivateServer { port, dir, command, env: Vec::new(), child: None };
         s.start();
         s
     }
 
+    /// A RabbitMQ node of its own (name, AMQP and distribution ports, Mnesia
+    /// directory, Erlang cookie; no plugins), guest/guest from loopback. Durable
+    /// queues and persistent messages survive a kill and restart, as on a real broker.
+    pub fn rabbitmq() -> Self {
+        let dir = temp_dir("rabbitmq");
+        let port = free_port();
+        let dist_port = free_port();
+        let file = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("rabbitmq config");
+            path.display().to_string()
+        };
+        let plugins = file("enabled_plugins", "[].\n".into());
+        let config = file("rabbitmq.conf", format!("listeners.tcp.local = 127.0.0.1:{port}\n"));
+        let at = |name: &str| dir.join(name).display().to_string();
+        let env = [
+            ("HOME", at("")),
+            ("RABBITMQ_NODENAME", format!("weft-test-{port}@localhost")),
+            ("RABBITMQ_NODE_PORT", port.to_string()),
+            ("RABBITMQ_DIST_PORT", dist_port.to_string()),
+            ("RABBITMQ_MNESIA_BASE", at("mnesia")),
+            ("RABBITMQ_LOG_BASE", at("log")),
+            ("RABBITMQ_PID_FILE", at("rabbitmq.pid")),
+            ("RABBITMQ_ENABLED_PLUGINS_FILE", plugins),
+            ("RABBITMQ_CONFIG_FILE", config),
+        ];
+        // The script itself, not /usr/sbin's wrapper, which would switch to the rabbitmq user.
+        let command = vec!["/usr/lib/rabbitmq/bin/rabbitmq-server".to_string()];
+        let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut s = PrivateServer { port, dir, command, env, child: None };
+        s.start();
+        s
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`, for a RabbitMQ server.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.dir.join("server.log")).expect("log");
+        // Its own process group, so that a kill reaches every process it started (RabbitMQ's
+        // script runs the Erlang VM as a child, which runs helpers of its own).
         let child = Command::new(&self.command[0])
             .args(&self.command[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.dir)
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -248,11 +298,17 @@ impl PrivateServer {
         );
     }
 
-    /// Kills the server (SIGKILL, as a crash would) and waits until it is gone.
+    /// Kills the server and everything it started (SIGKILL, as a crash would) and waits until it is gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let group = format!("-{}", c.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
             let _ = c.kill();
             let _ = c.wait();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && port_open(self.port) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }

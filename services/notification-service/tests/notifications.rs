@@ -22,11 +22,15 @@ struct Setup {
 }
 
 async fn start(database_url: &str) -> Setup {
-    let mut amqp = TestAmqp::new(AMQP);
+    start_on(database_url, AMQP).await
+}
+
+async fn start_on(database_url: &str, amqp_url: &str) -> Setup {
+    let mut amqp = TestAmqp::new(amqp_url);
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.into(),
-        amqp_url: AMQP.into(),
+        amqp_url: amqp_url.into(),
         exchange: amqp.exchange("events"),
         queue: amqp.queue("notifications"),
         prefetch: 4,
@@ -36,7 +40,13 @@ async fn start(database_url: &str) -> Setup {
     assert!(
         eventually(Duration::from_secs(10), || async { client.get("/ready").await.status == StatusCode::OK }).await
     );
-    let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
+    let (conn, channel) = publisher(&config).await;
+    Setup { client, channel, config, _conn: conn, _amqp: amqp }
+}
+
+/// The test's own connection to the broker, declaring the exchange, with publisher confirms.
+async fn publisher(config: &Config) -> (Connection, Channel) {
+    let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     channel
@@ -44,10 +54,15 @@ async fn start(database_url: &str) -> Setup {
         .await
         .unwrap();
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    Setup { client, channel, config, _conn: conn, _amqp: amqp }
+    (conn, channel)
 }
 
 impl Setup {
+    /// A new publishing connection, after the broker was restarted.
+    async fn reconnect(&mut self) {
+        (self._conn, self.channel) = publisher(&self.config).await;
+    }
+
     async fn publish(&self, routing_key: &str, body: &[u8]) {
         let props = BasicProperties::default().with_delivery_mode(2);
         let confirm = self
@@ -151,4 +166,54 @@ async fn while_the_database_is_down_messages_are_held_and_ready_says_so() {
         "the event published while the database was down is stored once it is back"
     );
     assert_eq!(s.dead_letter().await, None, "nothing was dead-lettered for a transient outage");
+}
+
+async fn ready_reason(client: &Client) -> Option<String> {
+    client.get("/ready").await.json["reason"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_broker_restart_loses_no_event_and_stores_none_twice() {
+    let mut db = PrivateServer::mariadb();
+    let mut broker = PrivateServer::rabbitmq();
+    let mut s = start_on(&format!("mysql://root@127.0.0.1:{}/shop", db.port), &broker.amqp_url()).await;
+    s.publish("order.created", &event("e-40", "order.created", "6")).await;
+    assert!(eventually(Duration::from_secs(10), || async { s.notifications("6").await.len() == 1 }).await);
+
+    // e-41 is delivered while the database is down: the consumer holds it, unacknowledged.
+    db.kill();
+    s.publish("order.paid", &event("e-41", "order.paid", "6")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.kill();
+    db.start();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            ready_reason(&s.client).await.as_deref() == Some("broker: not consuming")
+        })
+        .await,
+        "with the database back and the broker gone, /ready names the broker: {:?}",
+        ready_reason(&s.client).await
+    );
+
+    // Published as soon as the broker is back, before the consumer has reconnected: the durable queue keeps it.
+    broker.start();
+    s.reconnect().await;
+    s.publish("order.shipped", &event("e-42", "order.shipped", "6")).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async { s.client.get("/ready").await.status == StatusCode::OK }).await,
+        "the consumer reconnects: {:?}",
+        ready_reason(&s.client).await
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async { s.notifications("6").await.len() == 3 }).await,
+        "every event is stored: {:?}",
+        s.notifications("6").await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kinds: Vec<_> =
+        s.notifications("6").await.iter().map(|n| n["event_id"].as_str().unwrap().to_string()).collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["e-40", "e-41", "e-42"], "each stored once, the redelivered e-41 too");
+    assert_eq!(s.dead_letter().await, None, "nothing dead-lettered for a transient outage");
 }
