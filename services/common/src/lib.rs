@@ -18,6 +18,7 @@ pub mod error;
 pub mod json;
 pub mod jwt;
 pub mod peers;
+pub mod pool;
 pub mod request_id;
 pub mod serve;
 pub mod testkit;

@@ -2,17 +2,19 @@
 //! `MESH_OUTBOUND` set, every call goes to the local sidecar's outbound port
 //! with `Host: <service>` and the mesh picks the instance (canary weights,
 //! outlier ejection, mTLS); otherwise straight to the service's own address.
-//! Each call carries the current `x-request-id` and has a deadline.
+//! Each call carries the current `x-request-id` and has a deadline; connections
+//! are kept alive and reused (`pool`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use crate::pool::Pool;
 
 /// How long one peer call may take, connect to last byte.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,6 +26,8 @@ pub struct Peers {
     /// Direct addresses by service name, used without a sidecar.
     pub direct: HashMap<String, SocketAddr>,
     pub timeout: Duration,
+    /// Keep-alive connections, shared by the clones of this value.
+    pub pool: Arc<Pool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +79,13 @@ impl Peers {
             let addr = crate::env::parse(&key, SocketAddr::from(([127, 0, 0, 1], port)))?;
             direct.insert(name.to_string(), addr);
         }
-        Ok(Peers { mesh_outbound, direct, timeout: DEFAULT_TIMEOUT })
+        Ok(Peers { mesh_outbound, direct, timeout: DEFAULT_TIMEOUT, pool: Arc::default() })
     }
 
     /// Straight to the given addresses (tests).
     pub fn direct(addrs: impl IntoIterator<Item = (&'static str, SocketAddr)>) -> Self {
         let direct = addrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect();
-        Peers { mesh_outbound: None, direct, timeout: DEFAULT_TIMEOUT }
+        Peers { mesh_outbound: None, direct, timeout: DEFAULT_TIMEOUT, pool: Arc::default() }
     }
 
     /// `method http://<service><path>` with these headers and body.
@@ -97,7 +101,9 @@ impl Peers {
             Some(a) => a,
             None => *self.direct.get(service).ok_or_else(|| PeerError::Unknown(service.to_string()))?,
         };
-        let call = send(addr, service, method, path_and_query, headers, body);
+        let body = body.unwrap_or_default();
+        let make = || request(service, method.clone(), path_and_query, headers.clone(), body.clone());
+        let call = self.pool.send(addr, make);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map_err(|e| PeerError::Io(service.to_string(), e)),
             Err(_) => Err(PeerError::Timeout(service.to_string(), self.timeout)),
@@ -121,7 +127,7 @@ impl Peers {
     }
 }
 
-/// One request on a fresh HTTP/1.1 connection to `addr`, with `Host: <host>`.
+/// One request on a fresh HTTP/1.1 connection to `addr`, with `Host: <host>` (no pool).
 pub async fn send(
     addr: SocketAddr,
     host: &str,
@@ -130,13 +136,22 @@ pub async fn send(
     headers: HeaderMap,
     body: Option<Bytes>,
 ) -> Result<PeerResponse, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = crate::pool::connect(addr).await?;
+    let req = request(host, method, path_and_query, headers, body.unwrap_or_default())?;
+    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(PeerResponse { status: parts.status, headers: parts.headers, body })
+}
+
+/// `method path_and_query` with `Host: <host>`, these headers, the current request id, and `body`.
+fn request(
+    host: &str,
+    method: Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
     let mut req = Request::builder().method(method).uri(path_and_query);
     if let Some(h) = req.headers_mut() {
         *h = headers;
@@ -147,9 +162,5 @@ pub async fn send(
             }
         }
     }
-    let req = req.body(Full::new(body.unwrap_or_default())).map_err(|e| e.to_string())?;
-    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(PeerResponse { status: parts.status, headers: parts.headers, body })
+    req.body(Full::new(body)).map_err(|e| e.to_string())
 }
