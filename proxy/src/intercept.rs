@@ -226,16 +226,90 @@ where
     sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
-/// Copies bytes both ways between a captured connection and its original destination.
-pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr) {
-    match tokio::net::TcpStream::connect(dst).await {
+/// A captured connection that is not HTTP, as the telemetry sees it.
+#[derive(Debug, Clone)]
+pub struct TcpConnection {
+    pub dst: SocketAddr,
+    /// `PassthroughCluster` or `BlackHoleCluster`.
+    pub cluster: &'static str,
+    /// Envoy's response flags: `-`, `UF` (the destination refused), `UH` (refused by policy).
+    pub flags: &'static str,
+    /// Bytes from the app to the destination.
+    pub received: u64,
+    /// Bytes from the destination back to the app.
+    pub sent: u64,
+    pub duration: std::time::Duration,
+}
+
+/// Where captured TCP connections are reported (Istio's `istio_tcp_*` metrics, the access log).
+pub trait TcpTelemetry: Send + Sync + 'static {
+    /// A connection was opened to its destination (or refused: then only `closed` follows).
+    fn opened(&self, dst: SocketAddr, cluster: &'static str);
+    fn closed(&self, connection: &TcpConnection);
+}
+
+/// Copies bytes both ways between a captured connection and its original
+/// destination (a half-close is passed on), counting them for `telemetry`.
+pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr, telemetry: &dyn TcpTelemetry) {
+    let start = std::time::Instant::now();
+    let (mut received, mut sent) = (0u64, 0u64);
+    let flags = match tokio::net::TcpStream::connect(dst).await {
         Ok(mut upstream) => {
             let _ = upstream.set_nodelay(true);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            telemetry.opened(dst, PASSTHROUGH_CLUSTER);
+            let (mut from_app, mut to_app) = client.split();
+            let (mut from_dst, mut to_dst) = upstream.split();
+            let both = tokio::try_join!(
+                pipe(&mut from_app, &mut to_dst, &mut received),
+                pipe(&mut from_dst, &mut to_app, &mut sent)
+            );
+            if let Err(e) = both {
                 tracing::debug!("passthrough to {dst} ended: {e}");
             }
+            "-"
         }
-        Err(e) => tracing::debug!("passthrough to {dst}: {e}"),
+        Err(e) => {
+            tracing::debug!("passthrough to {dst}: {e}");
+            "UF"
+        }
+    };
+    let duration = start.elapsed();
+    telemetry.closed(&TcpConnection { dst, cluster: PASSTHROUGH_CLUSTER, flags, received, sent, duration });
+}
+
+/// A captured TCP connection refused under REGISTRY_ONLY: closed at once, and reported.
+pub fn tcp_refused(dst: SocketAddr, telemetry: &dyn TcpTelemetry) {
+    tracing::debug!("REGISTRY_ONLY: TCP to {dst} refused");
+    let c = TcpConnection {
+        dst,
+        cluster: BLACKHOLE_CLUSTER,
+        flags: "UH",
+        received: 0,
+        sent: 0,
+        duration: std::time::Duration::ZERO,
+    };
+    telemetry.closed(&c);
+}
+
+/// Istio's names for traffic to destinations outside the mesh.
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+
+/// One direction: reads until end of stream, then half-closes the other side.
+async fn pipe<R, W>(from: &mut R, to: &mut W, count: &mut u64) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        *count += n as u64;
     }
 }
 

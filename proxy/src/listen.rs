@@ -46,8 +46,9 @@ pub enum Guard {
     /// Inbound: mTLS by the PeerAuthentication mode.
     Inbound(Arc<dyn InboundSecurity>),
     /// Outbound: a connection redirected by iptables is sniffed; HTTP is served
-    /// (with its [`OriginalDst`]), anything else is passed through or refused.
-    Outbound(crate::intercept::OutboundTrafficPolicy),
+    /// (with its [`OriginalDst`]), anything else is passed through or refused,
+    /// and reported to the telemetry.
+    Outbound(crate::intercept::OutboundTrafficPolicy, Arc<dyn crate::intercept::TcpTelemetry>),
 }
 
 /// What the inbound listener needs to speak mesh mTLS.
@@ -106,7 +107,9 @@ pub async fn serve<H, F>(
                     match guard {
                         Guard::Open => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await,
                         Guard::Inbound(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
-                        Guard::Outbound(policy) => captured(builder, watcher, stream, handler, policy, remote).await,
+                        Guard::Outbound(policy, tcp) => {
+                            captured(builder, watcher, stream, handler, (policy, &*tcp), remote).await
+                        }
                     }
                     active.dec();
                 });
@@ -183,7 +186,7 @@ async fn captured<H, F>(
     watcher: hyper_util::server::graceful::Watcher,
     stream: tokio::net::TcpStream,
     handler: H,
-    policy: crate::intercept::OutboundTrafficPolicy,
+    (policy, tcp): (crate::intercept::OutboundTrafficPolicy, &dyn crate::intercept::TcpTelemetry),
     remote: Option<std::net::SocketAddr>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -203,8 +206,8 @@ async fn captured<H, F>(
         return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, Some(OriginalDst(dst))).await;
     }
     match policy {
-        OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst).await,
-        OutboundTrafficPolicy::RegistryOnly => tracing::debug!("REGISTRY_ONLY: TCP to {dst} refused"),
+        OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst, tcp).await,
+        OutboundTrafficPolicy::RegistryOnly => intercept::tcp_refused(dst, tcp),
     }
 }
 

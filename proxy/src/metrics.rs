@@ -34,6 +34,17 @@ pub const REQUEST_LABELS: [&str; 18] = [
     "response_code",
 ];
 
+/// Labels of the TCP metrics: the request labels without `response_code`.
+pub const TCP_LABELS: [&str; 17] = {
+    let mut l = [""; 17];
+    let mut i = 0;
+    while i < 17 {
+        l[i] = REQUEST_LABELS[i];
+        i += 1;
+    }
+    l
+};
+
 /// The four standard metrics of one label set, looked up once and reused.
 #[derive(Debug)]
 pub struct RequestSeries {
@@ -86,6 +97,12 @@ pub struct Metrics {
     pub downstream_active: prometheus::IntGaugeVec,
     /// `weft_config_generation`: configs applied since start.
     pub config_applied: IntGauge,
+    /// `istio_tcp_connections_opened_total` / `_closed_total`, `istio_tcp_received_bytes_total`
+    /// (from the app) and `istio_tcp_sent_bytes_total` (back to it): captured non-HTTP traffic.
+    pub tcp_opened: IntCounterVec,
+    pub tcp_closed: IntCounterVec,
+    pub tcp_received_bytes: IntCounterVec,
+    pub tcp_sent_bytes: IntCounterVec,
     series: std::sync::Arc<SeriesCache>,
 }
 
@@ -155,7 +172,16 @@ impl Metrics {
         let config_applied =
             IntGauge::new("weft_config_generation", "Configs applied since start (1 after the first)")?;
         registry.register(Box::new(config_applied.clone()))?;
+        let tcp = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), &TCP_LABELS)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         Ok(Metrics {
+            tcp_opened: tcp("istio_tcp_connections_opened_total", "TCP connections opened")?,
+            tcp_closed: tcp("istio_tcp_connections_closed_total", "TCP connections closed")?,
+            tcp_received_bytes: tcp("istio_tcp_received_bytes_total", "Bytes received from the downstream (TCP)")?,
+            tcp_sent_bytes: tcp("istio_tcp_sent_bytes_total", "Bytes sent to the downstream (TCP)")?,
             request_duration: histogram("istio_request_duration_milliseconds", "Request duration in milliseconds")?,
             request_bytes: histogram("istio_request_bytes", "Request size in bytes, headers included")?,
             response_bytes: histogram("istio_response_bytes", "Response size in bytes, headers included")?,

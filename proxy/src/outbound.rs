@@ -29,9 +29,6 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
 
 type Failed = (ProxyError, Flags);
 
-/// The cluster name captured traffic outside the mesh is recorded under (Istio's).
-pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
-
 /// Sends one captured request, unchanged, to its original destination.
 async fn passthrough(
     dst: std::net::SocketAddr,
@@ -58,7 +55,7 @@ async fn route_and_forward(
         if shared.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly {
             return Err((ProxyError::BlackHole { host: record.authority.clone() }, none));
         }
-        record.cluster = Some(PASSTHROUGH_CLUSTER.into());
+        record.cluster = Some(crate::intercept::PASSTHROUGH_CLUSTER.into());
         return passthrough(dst, parts, incoming)
             .await
             .map_err(|error| (ProxyError::Passthrough { dst, error }, Flags::UF));

@@ -181,7 +181,10 @@ impl Proxy {
                 stop_rx.clone(),
                 drain,
                 gauge("outbound"),
-                listen::Guard::Outbound(options.outbound_traffic_policy),
+                listen::Guard::Outbound(
+                    options.outbound_traffic_policy,
+                    shared.clone() as Arc<dyn crate::intercept::TcpTelemetry>,
+                ),
             ));
             let s = shared.clone();
             tasks.spawn(listen::serve(

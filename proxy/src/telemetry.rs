@@ -229,6 +229,45 @@ impl Record {
     }
 }
 
+/// Captured TCP to destinations outside the mesh, reported as the client's
+/// sidecar (`reporter="source"`); `destination_service_name` names Istio's
+/// cluster (`PassthroughCluster`, `BlackHoleCluster`), the address is in the access log.
+impl crate::intercept::TcpTelemetry for Shared {
+    fn opened(&self, _dst: std::net::SocketAddr, cluster: &'static str) {
+        let config = self.snapshot().config.clone();
+        self.metrics.tcp_opened.with_label_values(&tcp_labels(&config, cluster, "-")).inc();
+    }
+
+    fn closed(&self, c: &crate::intercept::TcpConnection) {
+        let config = self.snapshot().config.clone();
+        let labels = tcp_labels(&config, c.cluster, c.flags);
+        let m = &self.metrics;
+        m.tcp_closed.with_label_values(&labels).inc();
+        m.tcp_received_bytes.with_label_values(&labels).inc_by(c.received);
+        m.tcp_sent_bytes.with_label_values(&labels).inc_by(c.sent);
+        if self.access_log.is_enabled() {
+            let line = serde_json::json!({
+                "reporter": "source",
+                "protocol": "tcp",
+                "flags": c.flags,
+                "cluster": c.cluster,
+                "upstream": c.dst.to_string(),
+                "duration_ms": (c.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                "bytes_received": c.received,
+                "bytes_sent": c.sent,
+            });
+            self.access_log.write(line.to_string());
+        }
+    }
+}
+
+fn tcp_labels<'a>(config: &'a ProxyConfig, cluster: &'a str, flags: &'a str) -> [&'a str; 17] {
+    let w = &config.workload;
+    let label = |k: &str| w.labels.get(k).map_or("unknown", String::as_str);
+    let u = "unknown";
+    ["source", &w.name, &w.namespace, u, label("app"), label("version"), u, u, u, u, u, u, cluster, u, "tcp", flags, u]
+}
+
 /// A response body that records its request when it ends, fails, or is dropped
 /// early (the client went away: flag `DC`).
 #[derive(Debug)]

@@ -155,6 +155,43 @@ fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// A TCP server outside the mesh speaking no HTTP: with `banner`, it speaks first
+/// (SMTP, MySQL …) and closes; otherwise it answers one line with `echo: <line>`.
+fn outside_tcp_server(addr: &str, banner: Option<&'static str>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            if let Some(banner) = banner {
+                let _ = stream.write_all(banner.as_bytes());
+                continue;
+            }
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while !line.ends_with(b"\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                line.push(byte[0]);
+            }
+            let _ = stream.write_all(&[b"echo: ".as_slice(), &line].concat());
+        }
+    });
+    addr
+}
+
+/// A plain TCP client in `ns` (bash's /dev/tcp): sends `send` (printf syntax), returns all it reads.
+fn tcp(net: &Net, ns: &str, addr: SocketAddr, send: &str) -> String {
+    let (ip, port) = (addr.ip(), addr.port());
+    let script = format!("trap '' PIPE; exec 3<>/dev/tcp/{ip}/{port}; printf '{send}' >&3; timeout 5 cat <&3; true");
+    net.exec(ns, &["bash", "-c", &script])
+}
+
+/// The value of the one sample of `metric` whose labels contain every one of `having`.
+fn sample(stats: &str, metric: &str, having: &[&str]) -> Option<u64> {
+    stats
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && having.iter().all(|h| l.contains(h)))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
 /// An HTTP server outside the mesh (the host, on the bridge), answering `outside`.
 fn outside_server(addr: &str) -> SocketAddr {
     let listener = std::net::TcpListener::bind(addr).unwrap();
@@ -309,6 +346,19 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     let outside = outside_server(&format!("{}:0", net.ip(1)));
     let (status, body) = net.curl(&client, false, &format!("http://{outside}/"));
     assert_eq!((status, body.trim()), (200, "outside"), "{}", net.log("sidecar-client"));
+    // Not HTTP: passed through as TCP, a client-first protocol at once, a server-first one
+    // after 100 ms of silence (Istio would wait for ever), and counted by Istio's TCP metrics.
+    let echo = outside_tcp_server(&format!("{}:0", net.ip(1)), None);
+    assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "echo: PING\r\n");
+    let banner = outside_tcp_server(&format!("{}:0", net.ip(1)), Some("220 outside ready\r\n"));
+    assert_eq!(tcp(&net, &client, banner, ""), "220 outside ready\r\n");
+    let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    let passthrough =
+        ["reporter=\"source\"", "destination_service_name=\"PassthroughCluster\"", "request_protocol=\"tcp\""];
+    assert_eq!(sample(&stats, "istio_tcp_connections_opened_total", &passthrough), Some(2), "{stats}");
+    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &passthrough), Some(2), "{stats}");
+    assert_eq!(sample(&stats, "istio_tcp_received_bytes_total", &passthrough), Some(6), "PING\\r\\n from the app");
+    assert_eq!(sample(&stats, "istio_tcp_sent_bytes_total", &passthrough), Some(12 + 19), "both answers, to the app");
 
     // The authorization policy applies to intercepted traffic.
     let deny = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-gateway, namespace: production}\nspec:\n  selector: {matchLabels: {app: order-service}}\n  rules:\n  - from:\n    - source: {principals: [cluster.local/ns/production/sa/api-gateway]}\n";
@@ -327,6 +377,10 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     });
     let (status, _) = net.curl(&client, false, &format!("http://{outside}/"));
     assert_eq!(status, 502, "REGISTRY_ONLY refuses destinations outside the mesh: {}", net.log("sidecar-client-2"));
+    assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "", "and closes TCP to them");
+    let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    let blackhole = ["destination_service_name=\"BlackHoleCluster\"", "response_flags=\"UH\""];
+    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &blackhole), Some(1), "{stats}");
 
     // POST /quitquitquit: refused from outside the pod, obeyed from inside (a Job's last step).
     let quit = |ns: Option<&str>| {
