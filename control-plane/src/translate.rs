@@ -51,6 +51,7 @@ pub fn translate(
                 authz: authorization(resources, workload),
                 ..Default::default()
             },
+            outbound_traffic_policy: outbound_traffic_policy(resources, workload),
         },
         warnings: t.warnings,
     }
@@ -465,6 +466,38 @@ pub fn peer_authentication(resources: &[Resource], workload: &model::Workload) -
     let mesh_level = pas.iter().find(|(r, pa)| r.namespace() == ROOT_NAMESPACE && pa.selector.is_none());
     let mode = [workload_level, namespace_level, mesh_level].into_iter().flatten().find_map(|(_, pa)| mode_of(pa));
     mode.unwrap_or(model::MtlsMode::Permissive)
+}
+
+/// The workload's Sidecar resource, as Istio picks it: one whose
+/// `workloadSelector` matches, else its namespace's without a selector, else
+/// the root namespace's (ties go to the first by name); then that resource's
+/// `outboundTrafficPolicy.mode`. `None`: the sidecar's own default (MeshConfig's, ALLOW_ANY).
+pub fn outbound_traffic_policy(
+    resources: &[Resource],
+    workload: &model::Workload,
+) -> Option<model::OutboundTrafficPolicy> {
+    let mut sidecars: Vec<(&Resource, &istio::Sidecar)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Sidecar(sc) => Some((r, sc)),
+            _ => None,
+        })
+        .collect();
+    sidecars.sort_by(|a, b| a.0.name().cmp(b.0.name()));
+    let ns = workload.namespace.as_str();
+    let selects = |sc: &istio::Sidecar| {
+        sc.workload_selector.as_ref().is_some_and(|s| s.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)))
+    };
+    let chosen = sidecars
+        .iter()
+        .find(|(r, sc)| r.namespace() == ns && selects(sc))
+        .or_else(|| sidecars.iter().find(|(r, sc)| r.namespace() == ns && sc.workload_selector.is_none()))
+        .or_else(|| sidecars.iter().find(|(r, sc)| r.namespace() == ROOT_NAMESPACE && sc.workload_selector.is_none()));
+    match chosen?.1.outbound_traffic_policy.as_ref()?.mode.as_deref()? {
+        "REGISTRY_ONLY" => Some(model::OutboundTrafficPolicy::RegistryOnly),
+        "ALLOW_ANY" => Some(model::OutboundTrafficPolicy::AllowAny),
+        _ => None,
+    }
 }
 
 /// The AuthorizationPolicies that apply to `workload`: those of its namespace

@@ -198,3 +198,32 @@ fn the_policies_folder_compiles_for_every_workload() {
         assert_eq!(inbound.authz.is_empty(), name != "order-service", "{name}: only order-service has a policy");
     }
 }
+
+#[test]
+fn the_sidecar_resource_sets_the_outbound_traffic_policy_as_istio_picks_it() {
+    let sidecar = |name: &str, ns: &str, selector: &str, mode: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{selector}  outboundTrafficPolicy: {{mode: {mode}}}\n---\n")
+    };
+    let policy = |yaml: String| from_yaml(&yaml).config.outbound_traffic_policy;
+    assert_eq!(policy(String::new()), None, "no Sidecar: the sidecar's own default (MeshConfig's ALLOW_ANY)");
+    let mesh = sidecar("default", "istio-system", "", "REGISTRY_ONLY");
+    assert_eq!(policy(mesh.clone()), Some(model::OutboundTrafficPolicy::RegistryOnly), "mesh-wide");
+    let namespace = sidecar("default", "production", "", "ALLOW_ANY");
+    assert_eq!(policy(mesh.clone() + &namespace), Some(model::OutboundTrafficPolicy::AllowAny), "namespace over mesh");
+    let mine = sidecar("gw", "production", "  workloadSelector:\n    labels: {app: api-gateway}\n", "REGISTRY_ONLY");
+    let other = sidecar("other", "production", "  workloadSelector:\n    labels: {app: user-service}\n", "ALLOW_ANY");
+    assert_eq!(
+        policy(mesh.clone() + &namespace + &mine + &other),
+        Some(model::OutboundTrafficPolicy::RegistryOnly),
+        "the workload's own over its namespace's"
+    );
+    assert_eq!(
+        policy(mesh + &namespace + &other),
+        Some(model::OutboundTrafficPolicy::AllowAny),
+        "another workload's Sidecar does not apply"
+    );
+    // The chosen Sidecar decides alone: without a mode it falls back to MeshConfig, not to the namespace's.
+    let silent = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: gw, namespace: production}\nspec:\n  workloadSelector:\n    labels: {app: api-gateway}\n---\n";
+    let namespace_only = sidecar("default", "production", "", "REGISTRY_ONLY");
+    assert_eq!(policy(namespace_only + silent), None);
+}

@@ -168,3 +168,47 @@ fn authorization_policy_rules() {
         check(&format!("{AP_HEAD}{spec}"), *line, field, msg);
     }
 }
+
+const SC_HEAD: &str =
+    "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: r\n  namespace: prod\nspec:\n";
+
+#[test]
+fn sidecar_rules() {
+    let ok = format!(
+        "{SC_HEAD}  workloadSelector:\n    labels: {{app: a}}\n  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n"
+    );
+    load_str(Path::new("case.yaml"), &ok).unwrap();
+    let cases: &[(&str, usize, &str, &str)] = &[
+        (
+            "  outboundTrafficPolicy:\n    mode: DENY_ALL\n",
+            8,
+            "spec.outboundTrafficPolicy.mode",
+            "\"DENY_ALL\" is not ALLOW_ANY or REGISTRY_ONLY",
+        ),
+        ("  egress:\n  - hosts: [./*]\n", 7, "spec.egress", "not supported yet"),
+        (
+            "  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n    egressProxy: {host: egress}\n",
+            9,
+            "spec.outboundTrafficPolicy.egressProxy",
+            "not supported yet",
+        ),
+        (
+            "  outboundTrafficPolicy:\n    mod: REGISTRY_ONLY\n",
+            8,
+            "spec.outboundTrafficPolicy.mod",
+            "unknown field `mod`, expected `mode` or `egressProxy`",
+        ),
+        // The networking API's selector says `labels` (the security API's says `matchLabels`).
+        (
+            "  workloadSelector:\n    matchLabels: {app: a}\n",
+            8,
+            "spec.workloadSelector.matchLabels",
+            "unknown field `matchLabels`",
+        ),
+    ];
+    for (body, line, field, msg) in cases {
+        check(&format!("{SC_HEAD}{body}"), *line, field, msg);
+    }
+    let root = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  workloadSelector:\n    labels: {app: a}\n";
+    check(root, 5, "spec.workloadSelector", "the mesh-wide Sidecar (root namespace) cannot have a workloadSelector");
+}

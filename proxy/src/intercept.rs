@@ -160,27 +160,7 @@ pub fn apply(rules: &Rules) -> Result<(), String> {
     }
 }
 
-/// What the outbound listener does with captured traffic to a destination the
-/// mesh does not know (Istio's MeshConfig `outboundTrafficPolicy.mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OutboundTrafficPolicy {
-    /// Pass it through to where it was going (Istio's default; `PassthroughCluster`).
-    #[default]
-    AllowAny,
-    /// Refuse it: HTTP gets 502, other TCP is closed (`BlackHoleCluster`).
-    RegistryOnly,
-}
-
-impl std::str::FromStr for OutboundTrafficPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "ALLOW_ANY" => Ok(Self::AllowAny),
-            "REGISTRY_ONLY" => Ok(Self::RegistryOnly),
-            other => Err(format!("{other:?}: ALLOW_ANY or REGISTRY_ONLY")),
-        }
-    }
-}
+pub use weft_model::OutboundTrafficPolicy;
 
 /// How long a captured connection may stay silent before it is taken for a
 /// server-first protocol (MySQL, SMTP …) and passed through as TCP. Istio waits
@@ -241,8 +221,11 @@ pub struct TcpConnection {
     pub duration: std::time::Duration,
 }
 
-/// Where captured TCP connections are reported (Istio's `istio_tcp_*` metrics, the access log).
-pub trait TcpTelemetry: Send + Sync + 'static {
+/// What the outbound listener needs for captured connections: the policy for
+/// destinations outside the mesh (it follows the config), and where TCP
+/// connections are reported (Istio's `istio_tcp_*` metrics, the access log).
+pub trait Capture: Send + Sync + 'static {
+    fn policy(&self) -> OutboundTrafficPolicy;
     /// A connection was opened to its destination (or refused: then only `closed` follows).
     fn opened(&self, dst: SocketAddr, cluster: &'static str);
     fn closed(&self, connection: &TcpConnection);
@@ -250,7 +233,7 @@ pub trait TcpTelemetry: Send + Sync + 'static {
 
 /// Copies bytes both ways between a captured connection and its original
 /// destination (a half-close is passed on), counting them for `telemetry`.
-pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr, telemetry: &dyn TcpTelemetry) {
+pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr, telemetry: &dyn Capture) {
     let start = std::time::Instant::now();
     let (mut received, mut sent) = (0u64, 0u64);
     let flags = match tokio::net::TcpStream::connect(dst).await {
@@ -278,7 +261,7 @@ pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr,
 }
 
 /// A captured TCP connection refused under REGISTRY_ONLY: closed at once, and reported.
-pub fn tcp_refused(dst: SocketAddr, telemetry: &dyn TcpTelemetry) {
+pub fn tcp_refused(dst: SocketAddr, telemetry: &dyn Capture) {
     tracing::debug!("REGISTRY_ONLY: TCP to {dst} refused");
     let c = TcpConnection {
         dst,

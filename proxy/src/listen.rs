@@ -48,7 +48,7 @@ pub enum Guard {
     /// Outbound: a connection redirected by iptables is sniffed; HTTP is served
     /// (with its [`OriginalDst`]), anything else is passed through or refused,
     /// and reported to the telemetry.
-    Outbound(crate::intercept::OutboundTrafficPolicy, Arc<dyn crate::intercept::TcpTelemetry>),
+    Outbound(Arc<dyn crate::intercept::Capture>),
 }
 
 /// What the inbound listener needs to speak mesh mTLS.
@@ -107,9 +107,7 @@ pub async fn serve<H, F>(
                     match guard {
                         Guard::Open => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await,
                         Guard::Inbound(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
-                        Guard::Outbound(policy, tcp) => {
-                            captured(builder, watcher, stream, handler, (policy, &*tcp), remote).await
-                        }
+                        Guard::Outbound(capture) => captured(builder, watcher, stream, handler, &*capture, remote).await,
                     }
                     active.dec();
                 });
@@ -186,7 +184,7 @@ async fn captured<H, F>(
     watcher: hyper_util::server::graceful::Watcher,
     stream: tokio::net::TcpStream,
     handler: H,
-    (policy, tcp): (crate::intercept::OutboundTrafficPolicy, &dyn crate::intercept::TcpTelemetry),
+    capture: &dyn crate::intercept::Capture,
     remote: Option<std::net::SocketAddr>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -205,9 +203,9 @@ async fn captured<H, F>(
     if intercept::looks_like_http(&first[..n]) {
         return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, Some(OriginalDst(dst))).await;
     }
-    match policy {
-        OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst, tcp).await,
-        OutboundTrafficPolicy::RegistryOnly => intercept::tcp_refused(dst, tcp),
+    match capture.policy() {
+        OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst, capture).await,
+        OutboundTrafficPolicy::RegistryOnly => intercept::tcp_refused(dst, capture),
     }
 }
 

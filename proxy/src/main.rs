@@ -87,6 +87,7 @@ struct Args {
     trust_domain: String,
     /// Captured traffic to a destination outside the mesh: ALLOW_ANY passes it
     /// through (Istio's default), REGISTRY_ONLY refuses it (HTTP 502, TCP closed).
+    /// The mesh-wide default: a Sidecar resource for the workload overrides it.
     #[arg(long, env = "WEFT_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY")]
     outbound_traffic_policy: weft_proxy::intercept::OutboundTrafficPolicy,
     /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
@@ -276,6 +277,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 services: Default::default(),
                 clusters: Default::default(),
                 inbound: Default::default(),
+                outbound_traffic_policy: None,
             },
             None,
         ),

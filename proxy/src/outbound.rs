@@ -52,7 +52,7 @@ async fn route_and_forward(
         let Some(&OriginalDst(dst)) = parts.extensions.get::<OriginalDst>() else {
             return Err((ProxyError::NoService { host: record.authority.clone() }, none));
         };
-        if shared.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly {
+        if shared.outbound_policy(&snap.config) == OutboundTrafficPolicy::RegistryOnly {
             return Err((ProxyError::BlackHole { host: record.authority.clone() }, none));
         }
         record.cluster = Some(crate::intercept::PASSTHROUGH_CLUSTER.into());

@@ -33,7 +33,8 @@ pub struct ProxyOptions {
     pub wait_for_config: bool,
     /// The workload certificate (kept current by `identity::run`): mTLS in and out.
     pub identity: Option<Arc<crate::identity::Identity>>,
-    /// Captured traffic to destinations outside the mesh: passed through (Istio's default) or refused.
+    /// Captured traffic to destinations outside the mesh: passed through (Istio's default) or
+    /// refused, unless the config says otherwise (a Sidecar resource's `outboundTrafficPolicy`).
     pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
 }
 
@@ -64,10 +65,16 @@ pub struct Shared {
     pub identity: Option<Arc<crate::identity::Identity>>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
+    /// The mesh-wide default (`--outbound-traffic-policy`); a config may override it.
     pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
 }
 
 impl Shared {
+    /// The policy for captured traffic outside the mesh under `config`.
+    pub fn outbound_policy(&self, config: &weft_model::ProxyConfig) -> crate::intercept::OutboundTrafficPolicy {
+        config.outbound_traffic_policy.unwrap_or(self.outbound_traffic_policy)
+    }
+
     /// The live config; a request loads it once and finishes on it.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
@@ -181,10 +188,7 @@ impl Proxy {
                 stop_rx.clone(),
                 drain,
                 gauge("outbound"),
-                listen::Guard::Outbound(
-                    options.outbound_traffic_policy,
-                    shared.clone() as Arc<dyn crate::intercept::TcpTelemetry>,
-                ),
+                listen::Guard::Outbound(shared.clone() as Arc<dyn crate::intercept::Capture>),
             ));
             let s = shared.clone();
             tasks.spawn(listen::serve(

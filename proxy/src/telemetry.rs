@@ -232,7 +232,11 @@ impl Record {
 /// Captured TCP to destinations outside the mesh, reported as the client's
 /// sidecar (`reporter="source"`); `destination_service_name` names Istio's
 /// cluster (`PassthroughCluster`, `BlackHoleCluster`), the address is in the access log.
-impl crate::intercept::TcpTelemetry for Shared {
+impl crate::intercept::Capture for Shared {
+    fn policy(&self) -> crate::intercept::OutboundTrafficPolicy {
+        self.outbound_policy(&self.snapshot().config)
+    }
+
     fn opened(&self, _dst: std::net::SocketAddr, cluster: &'static str) {
         let config = self.snapshot().config.clone();
         self.metrics.tcp_opened.with_label_values(&tcp_labels(&config, cluster, "-")).inc();

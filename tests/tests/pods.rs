@@ -367,20 +367,34 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         net.curl(&client, false, "http://order-service:3000/orders") == (403, "RBAC: access denied".into())
     });
 
-    // REGISTRY_ONLY: the same call outside the mesh is refused.
+    // REGISTRY_ONLY by Istio's Sidecar resource, applied while traffic flows: the same calls
+    // outside the mesh are refused, without a restart.
+    let sidecar_resource = |mode: &str| {
+        let yaml = format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: production}}\nspec:\n  workloadSelector:\n    labels: {{app: client}}\n  outboundTrafficPolicy: {{mode: {mode}}}\n");
+        load_str(std::path::Path::new("sidecar.yaml"), &yaml).unwrap()
+    };
+    store.apply(&sidecar_resource("REGISTRY_ONLY")).await.unwrap();
+    wait_until("REGISTRY_ONLY reaches the client's sidecar", Duration::from_secs(10), || {
+        net.curl(&client, false, &format!("http://{outside}/")).0 == 502
+    });
+    assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "", "and TCP to them is closed");
+    let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    let blackhole = ["destination_service_name=\"BlackHoleCluster\"", "response_flags=\"UH\""];
+    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &blackhole), Some(1), "{stats}");
+
+    // The flag is the mesh-wide default (MeshConfig's place); the workload's Sidecar resource wins over it.
     net.stop("sidecar-client");
     let mut strict = client_sidecar.clone();
     strict.extend(["--outbound-traffic-policy".to_string(), "REGISTRY_ONLY".to_string()]);
     net.spawn("sidecar-client-2", &client, true, &strict);
+    store.apply(&sidecar_resource("ALLOW_ANY")).await.unwrap();
     wait_until("the restarted sidecar is ready", Duration::from_secs(20), || {
         net.curl(&client, false, "http://127.0.0.1:15000/ready").0 == 200
     });
-    let (status, _) = net.curl(&client, false, &format!("http://{outside}/"));
-    assert_eq!(status, 502, "REGISTRY_ONLY refuses destinations outside the mesh: {}", net.log("sidecar-client-2"));
-    assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "", "and closes TCP to them");
-    let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
-    let blackhole = ["destination_service_name=\"BlackHoleCluster\"", "response_flags=\"UH\""];
-    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &blackhole), Some(1), "{stats}");
+    wait_until("ALLOW_ANY from the Sidecar resource over the flag's REGISTRY_ONLY", Duration::from_secs(10), || {
+        net.curl(&client, false, &format!("http://{outside}/")).0 == 200
+    });
+    assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "echo: PING\r\n");
 
     // POST /quitquitquit: refused from outside the pod, obeyed from inside (a Job's last step).
     let quit = |ns: Option<&str>| {

@@ -183,7 +183,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn kind_arg(text: &str) -> Result<Kind, ExitCode> {
-    Kind::parse(text).ok_or_else(|| fail(format!("unknown kind {text:?}: use VirtualService (vs), DestinationRule (dr), AuthorizationPolicy (ap), PeerAuthentication (pa)")))
+    Kind::parse(text).ok_or_else(|| fail(format!("unknown kind {text:?}: use VirtualService (vs), DestinationRule (dr), AuthorizationPolicy (ap), PeerAuthentication (pa), Sidecar")))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -10,7 +10,7 @@ mod validate;
 use lines::LineIndex;
 use std::fmt;
 use std::path::PathBuf;
-use types::{AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, VirtualService};
+use types::{AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, Sidecar, VirtualService};
 
 pub use load::{load_paths, load_str};
 
@@ -21,11 +21,17 @@ pub enum Kind {
     DestinationRule,
     AuthorizationPolicy,
     PeerAuthentication,
+    Sidecar,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] =
-        [Kind::VirtualService, Kind::DestinationRule, Kind::AuthorizationPolicy, Kind::PeerAuthentication];
+    pub const ALL: [Kind; 5] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::AuthorizationPolicy,
+        Kind::PeerAuthentication,
+        Kind::Sidecar,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +39,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::Sidecar => "Sidecar",
         }
     }
 
@@ -50,7 +57,7 @@ impl Kind {
     /// The API group and the versions Istio serves this kind in.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::VirtualService | Kind::DestinationRule => {
+            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => {
                 &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
             }
             Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
@@ -73,6 +80,7 @@ pub enum Spec {
     DestinationRule(DestinationRule),
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
+    Sidecar(Sidecar),
 }
 
 /// Where a resource came from, for error messages.
@@ -109,6 +117,7 @@ impl Resource {
             Spec::DestinationRule(s) => serde_json::to_value(s),
             Spec::AuthorizationPolicy(s) => serde_json::to_value(s),
             Spec::PeerAuthentication(s) => serde_json::to_value(s),
+            Spec::Sidecar(s) => serde_json::to_value(s),
         }
         .unwrap_or_default();
         let mut metadata = self.metadata.clone();

@@ -544,3 +544,38 @@ pub struct PeerMtls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
+
+/// Istio's Sidecar resource. Weft reads which workloads it selects and its
+/// `outboundTrafficPolicy.mode`; the rest is refused by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sidecar {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Unsupported,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Unsupported,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_connection_pool: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// ALLOW_ANY or REGISTRY_ONLY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Unsupported,
+}
+
+/// The networking API's workload selector (`labels`, where the security API says `matchLabels`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}

@@ -41,8 +41,27 @@ pub fn resource(r: &Resource) -> Problems {
             }
         }
         Spec::AuthorizationPolicy(ap) => authorization_policy(ap, r, &mut p),
+        Spec::Sidecar(sc) => sidecar(sc, r, &mut p),
     }
     p
+}
+
+fn sidecar(sc: &Sidecar, r: &Resource, p: &mut Problems) {
+    unsupported(p, "spec.ingress".into(), &sc.ingress);
+    unsupported(p, "spec.egress".into(), &sc.egress);
+    unsupported(p, "spec.inboundConnectionPool".into(), &sc.inbound_connection_pool);
+    if let Some(otp) = &sc.outbound_traffic_policy {
+        unsupported(p, "spec.outboundTrafficPolicy.egressProxy".into(), &otp.egress_proxy);
+        if let Some(mode) = otp.mode.as_deref().filter(|m| !matches!(*m, "ALLOW_ANY" | "REGISTRY_ONLY")) {
+            p.push(("spec.outboundTrafficPolicy.mode".into(), format!("{mode:?} is not ALLOW_ANY or REGISTRY_ONLY")));
+        }
+    }
+    if sc.workload_selector.is_some() && r.namespace() == crate::translate::ROOT_NAMESPACE {
+        p.push((
+            "spec.workloadSelector".into(),
+            "the mesh-wide Sidecar (root namespace) cannot have a workloadSelector".into(),
+        ));
+    }
 }
 
 /// The same kind/namespace/name twice in one apply is an error.

@@ -59,6 +59,34 @@ pub struct ProxyConfig {
     /// Where inbound traffic is delivered.
     #[serde(default)]
     pub inbound: Inbound,
+    /// What captured traffic to a destination outside the mesh meets (a Sidecar
+    /// resource's `outboundTrafficPolicy.mode`); absent: the sidecar's
+    /// `--outbound-traffic-policy`, which stands for Istio's MeshConfig (ALLOW_ANY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// What the sidecar does with captured traffic to a destination the mesh does
+/// not know (Istio's `outboundTrafficPolicy.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficPolicy {
+    /// Pass it through to where it was going (Istio's default; `PassthroughCluster`).
+    #[default]
+    AllowAny,
+    /// Refuse it: HTTP gets 502, other TCP is closed (`BlackHoleCluster`).
+    RegistryOnly,
+}
+
+impl std::str::FromStr for OutboundTrafficPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ALLOW_ANY" => Ok(Self::AllowAny),
+            "REGISTRY_ONLY" => Ok(Self::RegistryOnly),
+            other => Err(format!("{other:?}: ALLOW_ANY or REGISTRY_ONLY")),
+        }
+    }
 }
 
 /// The identity of the workload next to the sidecar. Used for metrics labels

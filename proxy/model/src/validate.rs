@@ -42,7 +42,7 @@ impl Path {
 type Result<T = ()> = std::result::Result<T, ValidationError>;
 
 pub(crate) fn config(c: &ProxyConfig) -> Result {
-    let ProxyConfig { api_version, version: _, workload, services, clusters, inbound } = c;
+    let ProxyConfig { api_version, version: _, workload, services, clusters, inbound, outbound_traffic_policy: _ } = c;
     if api_version != API_VERSION {
         return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));
     }

@@ -110,6 +110,7 @@ pub async fn sidecar_tls(
         services: Default::default(),
         clusters: Default::default(),
         inbound: Default::default(),
+        outbound_traffic_policy: None,
     };
     let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
     let hello = Hello {
