@@ -51,7 +51,7 @@ pub fn translate(
                 authz: authorization(resources, workload),
                 ..Default::default()
             },
-            outbound_traffic_policy: outbound_traffic_policy(resources, workload),
+            outbound_traffic_policy: outbound_traffic_policy(resources, workload, &mut t.warnings),
         },
         warnings: t.warnings,
     }
@@ -470,11 +470,13 @@ pub fn peer_authentication(resources: &[Resource], workload: &model::Workload) -
 
 /// The workload's Sidecar resource, as Istio picks it: one whose
 /// `workloadSelector` matches, else its namespace's without a selector, else
-/// the root namespace's (ties go to the first by name); then that resource's
+/// the root namespace's (ties go to the first by name, and are reported: Istio
+/// calls them undefined, IST0110); then that resource's
 /// `outboundTrafficPolicy.mode`. `None`: the sidecar's own default (MeshConfig's, ALLOW_ANY).
 pub fn outbound_traffic_policy(
     resources: &[Resource],
     workload: &model::Workload,
+    warnings: &mut Vec<String>,
 ) -> Option<model::OutboundTrafficPolicy> {
     let mut sidecars: Vec<(&Resource, &istio::Sidecar)> = resources
         .iter()
@@ -488,12 +490,26 @@ pub fn outbound_traffic_policy(
     let selects = |sc: &istio::Sidecar| {
         sc.workload_selector.as_ref().is_some_and(|s| s.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)))
     };
-    let chosen = sidecars
+    let levels: [&dyn Fn(&Resource, &istio::Sidecar) -> bool; 3] = [
+        &|r, sc| r.namespace() == ns && selects(sc),
+        &|r, sc| r.namespace() == ns && sc.workload_selector.is_none(),
+        &|r, sc| r.namespace() == ROOT_NAMESPACE && sc.workload_selector.is_none(),
+    ];
+    let found = levels
         .iter()
-        .find(|(r, sc)| r.namespace() == ns && selects(sc))
-        .or_else(|| sidecars.iter().find(|(r, sc)| r.namespace() == ns && sc.workload_selector.is_none()))
-        .or_else(|| sidecars.iter().find(|(r, sc)| r.namespace() == ROOT_NAMESPACE && sc.workload_selector.is_none()));
-    match chosen?.1.outbound_traffic_policy.as_ref()?.mode.as_deref()? {
+        .map(|at| sidecars.iter().filter(|(r, sc)| at(r, sc)).collect::<Vec<_>>())
+        .find(|f| !f.is_empty())?;
+    if found.len() > 1 {
+        let names: Vec<String> = found.iter().map(|(r, _)| format!("{}/{}", r.namespace(), r.name())).collect();
+        warnings.push(format!(
+            "workload {}/{} is selected by several Sidecars ({}); {} is used (Istio IST0110)",
+            ns,
+            workload.name,
+            names.join(", "),
+            names[0]
+        ));
+    }
+    match found[0].1.outbound_traffic_policy.as_ref()?.mode.as_deref()? {
         "REGISTRY_ONLY" => Some(model::OutboundTrafficPolicy::RegistryOnly),
         "ALLOW_ANY" => Some(model::OutboundTrafficPolicy::AllowAny),
         _ => None,

@@ -226,4 +226,12 @@ fn the_sidecar_resource_sets_the_outbound_traffic_policy_as_istio_picks_it() {
     let silent = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: gw, namespace: production}\nspec:\n  workloadSelector:\n    labels: {app: api-gateway}\n---\n";
     let namespace_only = sidecar("default", "production", "", "REGISTRY_ONLY");
     assert_eq!(policy(namespace_only + silent), None);
+    // Two for one workload: Istio leaves it undefined; Weft takes the first by name and says so.
+    let also = sidecar("also", "production", "  workloadSelector:\n    labels: {app: api-gateway}\n", "ALLOW_ANY");
+    let t = from_yaml(&(also + &mine));
+    assert_eq!(t.config.outbound_traffic_policy, Some(model::OutboundTrafficPolicy::AllowAny));
+    assert_eq!(
+        t.warnings,
+        ["workload production/api-gateway is selected by several Sidecars (production/also, production/gw); production/also is used (Istio IST0110)"]
+    );
 }
