@@ -107,9 +107,16 @@ async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
     expect(report, &product, StatusCode::CREATED, "create product");
     let product_id = product.json["id"].as_u64().unwrap_or_default();
     println!("  product {product_id} \"Espresso machine\", stock 100: {}", product.status.as_u16());
-    let order = me.post("/api/orders", json!({"product_id": product_id, "quantity": 2})).await;
+    // Sent twice with one Idempotency-Key, as a client retrying after a lost answer would: one order.
+    let keyed = me.with("idempotency-key", &format!("demo-order-{stamp}"));
+    let order = keyed.post("/api/orders", json!({"product_id": product_id, "quantity": 2})).await;
     expect(report, &order, StatusCode::CREATED, "place order");
+    let resent = keyed.post("/api/orders", json!({"product_id": product_id, "quantity": 2})).await;
     let id = order.json["id"].as_str().unwrap_or_default().to_string();
+    let replayed = resent.status == StatusCode::CREATED
+        && resent.header("idempotent-replayed") == Some("true")
+        && resent.json["id"].as_str() == Some(id.as_str());
+    report.check(replayed, format!("the resent order is the same order: {} {}", resent.status, resent.text));
     let paid = me.post(&format!("/api/orders/{id}/pay"), json!({})).await;
     let shipped = me.post(&format!("/api/orders/{id}/ship"), json!({})).await;
     let refused = me.post(&format!("/api/orders/{id}/cancel"), json!({})).await;
@@ -118,10 +125,12 @@ async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
     expect(report, &refused, StatusCode::CONFLICT, "cancel after shipping");
     let stock = me.get(&format!("/api/products/{product_id}")).await.json["stock"].clone();
     println!(
-        "  order {} (placed by {}): created {} → paid {} → shipped {}; cancel now: {} ({}); stock left {stock}",
+        "  order {} (placed by {}): created {} (sent again with its Idempotency-Key: {}{}) → paid {} → shipped {}; cancel now: {} ({}); stock left {stock}",
         &id[..id.len().min(8)],
         order.header("x-version").unwrap_or("?"),
         order.status.as_u16(),
+        resent.status.as_u16(),
+        if replayed { " replayed, same order" } else { " NOT the same order" },
         paid.status.as_u16(),
         shipped.status.as_u16(),
         refused.status.as_u16(),

@@ -22,6 +22,7 @@ fn the_demo_runs_the_whole_shop_on_the_mesh_and_reports_what_it_saw() {
     for line in [
         "notifications delivered via RabbitMQ",
         "order.created, order.paid, order.shipped",
+        "sent again with its Idempotency-Key: 201 replayed, same order",
         "20 requests with x-canary: true → v2 20/20",
         "notification-service → order-service: 403 RBAC: access denied",
         "order-service-v1-b told to answer 500",

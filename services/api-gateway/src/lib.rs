@@ -100,9 +100,14 @@ pub fn target(method: &Method, path: &str) -> Option<Target> {
 
 /// Request headers passed on to a service; everything else (cookies, `authorization`,
 /// a client's own `x-user-id`) stays at the edge.
-const FORWARDED: [HeaderName; 3] = [header::CONTENT_TYPE, header::ACCEPT, HeaderName::from_static("x-canary")];
+const FORWARDED: [HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    HeaderName::from_static("x-canary"),
+    HeaderName::from_static("idempotency-key"),
+];
 /// Response headers passed back to the client.
-const RETURNED: [&str; 4] = ["content-type", "retry-after", "x-version", "x-served-by"];
+const RETURNED: [&str; 5] = ["content-type", "retry-after", "x-version", "x-served-by", "idempotent-replayed"];
 
 async fn route(State(s): State<Arc<AppState>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     match forward(&s, peer, req).await {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use weft_services_common::{ApiError, Json};
 
 use crate::events::{Event, Release};
-use crate::store::{now_ms, Order, Status, Swap};
+use crate::store::{now_ms, Claim, Idempotency, Order, Status, Swap};
 use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
@@ -76,12 +76,78 @@ fn redis_error(e: redis::RedisError) -> ApiError {
     ApiError::dependency("order store", e)
 }
 
-/// Reserves stock at product-service, then records the order and its event.
+/// The header a client sets so that sending the same order again (after a
+/// timeout, a lost answer) places it once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The request's `Idempotency-Key`, if any: 1 to 64 letters, digits, `-` and `_`.
+fn idempotency(headers: &HeaderMap, user_id: &str, req: &NewOrder) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .ok_or_else(|| ApiError::bad_request("Idempotency-Key: 1 to 64 letters, digits, '-' or '_'"))?;
+    Ok(Some(Idempotency {
+        key: format!("idem:{user_id}:{key}"),
+        request: format!("{}x{}", req.product_id, req.quantity),
+    }))
+}
+
+/// Places an order, once per `Idempotency-Key`: a repeat of a finished request
+/// answers with the same order (`idempotent-replayed: true`), a repeat while the
+/// first is still running gets 409, the key reused for another order 422. A
+/// request that fails gives its key back.
 pub async fn create(State(s): Shared, headers: HeaderMap, Json(req): Json<NewOrder>) -> Result<Response, ApiError> {
     let user_id = caller(&headers)?;
     if req.quantity == 0 || req.quantity > MAX_QUANTITY {
         return Err(ApiError::bad_request(format!("quantity: 1 to {MAX_QUANTITY}")));
     }
+    let Some(idem) = idempotency(&headers, &user_id, &req)? else { return place(&s, user_id, &req, None).await };
+    match s.store.claim(&idem).await.map_err(redis_error)? {
+        Claim::Mine => {
+            let placed = place(&s, user_id, &req, Some(&idem)).await;
+            if placed.is_err() {
+                if let Err(e) = s.store.unclaim(&idem).await {
+                    tracing::warn!(error = %e, "idempotency key not given back; it expires on its own");
+                }
+            }
+            placed
+        }
+        Claim::Done(id) => {
+            let order = s
+                .store
+                .get(&id)
+                .await
+                .map_err(redis_error)?
+                .ok_or_else(|| ApiError::internal("idempotency key names a missing order"))?;
+            let mut response = (StatusCode::CREATED, axum::Json(view(&s, &order))).into_response();
+            response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Claim::InProgress => {
+            let mut e =
+                ApiError::conflict("a request with this Idempotency-Key is still being processed; retry shortly");
+            e.retry_after = Some(1);
+            Err(e)
+        }
+        Claim::OtherRequest => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different order",
+        )),
+    }
+}
+
+/// Reserves stock at product-service, then records the order and its event.
+async fn place(
+    s: &AppState,
+    user_id: String,
+    req: &NewOrder,
+    idem: Option<&Idempotency>,
+) -> Result<Response, ApiError> {
     let id = uuid::Uuid::new_v4().to_string();
     let path = format!("/products/{}/reservations", req.product_id);
     let body = json!({"order_id": id, "quantity": req.quantity});
@@ -114,7 +180,7 @@ pub async fn create(State(s): Shared, headers: HeaderMap, Json(req): Json<NewOrd
         placed_by: s.config.version.clone(),
     };
     let event = Event::new("order.created", &order, &s.config.version).to_json();
-    if let Err(e) = s.store.insert(&order, &event).await {
+    if let Err(e) = s.store.insert(&order, &event, idem).await {
         // Nothing was written; give the stock back so nothing is half done.
         let release = Release { order_id: id.clone(), product_id: req.product_id };
         if let Err(re) = crate::events::release(&s, &release).await {
@@ -124,7 +190,7 @@ pub async fn create(State(s): Shared, headers: HeaderMap, Json(req): Json<NewOrd
     }
     s.outbox.notify_one();
     tracing::info!(order = %id, product = req.product_id, quantity = req.quantity, "order created");
-    Ok((StatusCode::CREATED, axum::Json(view(&s, &order))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(view(s, &order))).into_response())
 }
 
 async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Order, ApiError> {

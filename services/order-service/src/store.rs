@@ -1,8 +1,9 @@
 //! Orders in Redis, under one key prefix:
 //! `order:<id>` (hash), `user:<id>:orders` (sorted by creation time),
-//! `outbox` (events waiting for the broker) and `releases` (stock reservations
-//! to give back after a cancellation). Every change to an order and the event
-//! it causes are written in one atomic step.
+//! `outbox` (events waiting for the broker), `releases` (stock reservations
+//! to give back after a cancellation) and `idem:<user>:<key>` (what an
+//! `Idempotency-Key` stands for). Every change to an order and the event it
+//! causes are written in one atomic step.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -157,19 +158,54 @@ impl Store {
         redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()).map_err(|e| format!("redis: {e}"))
     }
 
-    /// The order, its place in the user's index and its `order.created` event, all or nothing.
-    pub async fn insert(&self, order: &Order, event: &str) -> redis::RedisResult<()> {
+    /// The order, its place in the user's index, its `order.created` event and
+    /// the idempotency key it answers (if any), all or nothing.
+    pub async fn insert(&self, order: &Order, event: &str, idem: Option<&Idempotency>) -> redis::RedisResult<()> {
         let mut c = self.conn.clone();
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset_multiple(self.key(&format!("order:{}", order.id)), &order.fields())
             .ignore()
             .zadd(self.key(&format!("user:{}:orders", order.user_id)), &order.id, order.created_at)
             .ignore()
             .rpush(self.key("outbox"), event)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await
+            .ignore();
+        if let Some(i) = idem {
+            let done = format!("done:{}:{}", i.request, order.id);
+            pipe.set_ex(self.key(&i.key), done, IDEMPOTENCY_TTL.as_secs()).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await
+    }
+
+    /// Claims an idempotency key for a request being processed; if it is taken,
+    /// says by what.
+    pub async fn claim(&self, i: &Idempotency) -> redis::RedisResult<Claim> {
+        let mut c = self.conn.clone();
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(self.key(&i.key))
+            .arg(format!("pending:{}", i.request))
+            .arg("NX")
+            .arg("EX")
+            .arg(IDEMPOTENCY_PENDING_TTL.as_secs())
+            .query_async(&mut c)
+            .await?;
+        if claimed.is_some() {
+            return Ok(Claim::Mine);
+        }
+        let held: Option<String> = redis::cmd("GET").arg(self.key(&i.key)).query_async(&mut c).await?;
+        let Some(held) = held else { return Ok(Claim::InProgress) }; // expired just now: let the client retry
+        let mut parts = held.splitn(3, ':');
+        Ok(match (parts.next(), parts.next(), parts.next()) {
+            (Some("done"), Some(request), Some(order)) if request == i.request => Claim::Done(order.to_string()),
+            (_, Some(request), _) if request != i.request => Claim::OtherRequest,
+            _ => Claim::InProgress,
+        })
+    }
+
+    /// Gives a claimed key back after the request failed, so the client may retry it.
+    pub async fn unclaim(&self, i: &Idempotency) -> redis::RedisResult<()> {
+        let mut c = self.conn.clone();
+        redis::cmd("DEL").arg(self.key(&i.key)).query_async::<i64>(&mut c).await.map(|_| ())
     }
 
     pub async fn get(&self, id: &str) -> redis::RedisResult<Option<Order>> {
@@ -245,6 +281,34 @@ impl Store {
         let mut c = self.conn.clone();
         redis::cmd("LLEN").arg(self.key(queue)).query_async(&mut c).await
     }
+}
+
+/// How long an `Idempotency-Key` keeps answering with its order (Stripe's: 24 h).
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a claim lasts if its request never finishes (the instance died):
+/// longer than a request may take (peer calls time out after 5 s).
+pub const IDEMPOTENCY_PENDING_TTL: Duration = Duration::from_secs(30);
+
+/// A request's `Idempotency-Key`, scoped to its user, and what the request asked for.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// `idem:<user>:<key>`, under the store's prefix.
+    pub key: String,
+    /// The request's content (`<product>x<quantity>`): a key reused for another request is refused.
+    pub request: String,
+}
+
+/// Who holds an idempotency key.
+#[derive(Debug, PartialEq)]
+pub enum Claim {
+    /// This request: go ahead.
+    Mine,
+    /// The same request, finished: this order.
+    Done(String),
+    /// The same key, still being processed.
+    InProgress,
+    /// The key was used for a different request.
+    OtherRequest,
 }
 
 pub fn now_ms() -> u64 {

@@ -399,3 +399,49 @@ async fn after_a_broker_restart_the_relay_reconnects_and_publishes_what_waited()
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(take_event(&config.amqp_url, &seen).await, None, "published once");
 }
+
+#[tokio::test]
+async fn an_idempotency_key_places_an_order_once() {
+    let shop = Shop::start("v1").await;
+    let product = shop.product(10).await;
+    let me = shop.orders.with("x-user-id", "9");
+    let order = |quantity: u32| json!({"product_id": product, "quantity": quantity});
+
+    let keyed = me.with("idempotency-key", "attempt-1");
+    let first = keyed.post("/orders", order(2)).await;
+    assert_eq!((first.status, first.header("idempotent-replayed")), (StatusCode::CREATED, None), "{}", first.text);
+    let again = keyed.post("/orders", order(2)).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (StatusCode::CREATED, Some("true")));
+    assert_eq!(again.json["id"], first.json["id"], "the same order, not a second one");
+    assert_eq!(shop.stock(product).await, 8, "stock reserved once");
+
+    // Ten concurrent sends of one request (a client retrying on a timeout): one order.
+    let racing = me.with("idempotency-key", "attempt-2");
+    let answers = futures_util::future::join_all((0..10).map(|_| racing.post("/orders", order(1)))).await;
+    assert!(answers.iter().all(|a| a.status == StatusCode::CREATED || a.status == StatusCode::CONFLICT));
+    let ids: std::collections::BTreeSet<_> =
+        answers.iter().filter(|a| a.status == StatusCode::CREATED).map(|a| a.json["id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    assert_eq!(shop.stock(product).await, 7);
+    assert_eq!(me.get("/orders").await.json.as_array().map(Vec::len), Some(2));
+
+    // The key reused for another order is refused, and changes nothing.
+    let reused = keyed.post("/orders", order(3)).await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.json["error"]["message"], "this Idempotency-Key was used for a different order");
+    assert_eq!(shop.stock(product).await, 7);
+
+    // A request that failed gives its key back; another user's key is their own.
+    let failing = me.with("idempotency-key", "attempt-3");
+    let missing = failing.post("/orders", json!({"product_id": 999_999_999u64, "quantity": 1})).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(failing.post("/orders", order(1)).await.status, StatusCode::CREATED);
+    let other =
+        shop.orders.with("x-user-id", "10").with("idempotency-key", "attempt-1").post("/orders", order(1)).await;
+    assert_eq!((other.status, other.header("idempotent-replayed")), (StatusCode::CREATED, None));
+    assert_ne!(other.json["id"], first.json["id"]);
+
+    let bad = me.with("idempotency-key", "not a key").post("/orders", order(1)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(shop.stock(product).await, 5);
+}
