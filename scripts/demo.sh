@@ -110,7 +110,7 @@ for o in "order-service-v1-a v1 $ORDER_V1A" "order-service-v1-b v1 $ORDER_V1B" "
   app "$1" order-service "$3" VERSION="$2" INSTANCE="$1" FAULT_INJECTION=true REDIS_PREFIX=weft-demo: "${MQ[@]}" \
     MESH_OUTBOUND="$(outbound "$1")"
 done
-app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 MESH_OUTBOUND="$(outbound api-gateway)"
+app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 RATE_LIMIT_PREFIX=weft-demo:ratelimit: MESH_OUTBOUND="$(outbound api-gateway)"
 
 step "starting a sidecar next to each (identity: a SPIFFE certificate from the control plane)"
 sidecar api-gateway api-gateway v1 $GATEWAY

@@ -4,8 +4,8 @@
 //! `/api/notifications` to the services; verifies the JWT user-service issued
 //! (register, login and reading products are public); replaces any `x-user-id`
 //! the client sent with the token's subject; and limits each client (the user,
-//! or the address of an anonymous caller) with a token bucket, answering 429
-//! with `Retry-After`.
+//! or the address of an anonymous caller) with a token bucket shared by every
+//! gateway instance through Redis, answering 429 with `Retry-After`.
 
 pub mod limit;
 
@@ -33,11 +33,17 @@ pub struct Config {
     /// Requests per second each client may sustain, and the burst it may spend at once.
     pub rate: f64,
     pub burst: f64,
+    /// Where the buckets are shared between instances (`None`: each instance limits alone),
+    /// and the key prefix there.
+    pub rate_limit_redis: Option<String>,
+    pub rate_limit_prefix: String,
     pub peers: Peers,
 }
 
 impl Config {
-    /// `LISTEN` (127.0.0.1:3000), `JWT_SECRET`, `RATE_LIMIT_RPS` (50), `RATE_LIMIT_BURST` (100), and the peers.
+    /// `LISTEN` (127.0.0.1:3000), `JWT_SECRET`, `RATE_LIMIT_RPS` (50), `RATE_LIMIT_BURST` (100),
+    /// `RATE_LIMIT_REDIS` (redis://127.0.0.1:6379; empty: per instance), `RATE_LIMIT_PREFIX`
+    /// (shop:ratelimit:), and the peers.
     pub fn from_env() -> anyhow::Result<Self> {
         let rate: f64 = env::parse("RATE_LIMIT_RPS", 50.0)?;
         let burst: f64 = env::parse("RATE_LIMIT_BURST", 100.0)?;
@@ -47,6 +53,8 @@ impl Config {
             jwt_secret: env::var("JWT_SECRET", jwt::DEV_SECRET),
             rate,
             burst,
+            rate_limit_redis: Some(env::var("RATE_LIMIT_REDIS", "redis://127.0.0.1:6379")).filter(|u| !u.is_empty()),
+            rate_limit_prefix: env::var("RATE_LIMIT_PREFIX", "shop:ratelimit:"),
             peers: Peers::from_env()?,
         })
     }
@@ -55,13 +63,20 @@ impl Config {
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
-    pub limiter: limit::Limiter,
+    pub limiter: limit::RateLimiter,
 }
 
-pub fn app(config: Config) -> Router {
-    let limiter = limit::Limiter::new(config.rate, config.burst);
+/// The gateway's router; with `rate_limit_redis`, the rate limits are shared
+/// (while Redis cannot answer, each instance limits alone).
+pub async fn app(config: Config) -> anyhow::Result<Router> {
+    let limiter = match &config.rate_limit_redis {
+        Some(url) => limit::RateLimiter::shared(config.rate, config.burst, url, &config.rate_limit_prefix).await?,
+        None => limit::RateLimiter::local(config.rate, config.burst),
+    };
     let state = Arc::new(AppState { config, limiter });
-    serve::finish(Router::new().route("/ready", get(|| async { serve::ready(&[]) })).fallback(route).with_state(state))
+    Ok(serve::finish(
+        Router::new().route("/ready", get(|| async { serve::ready(&[]) })).fallback(route).with_state(state),
+    ))
 }
 
 /// Where a public path goes, and whether it needs a token.
@@ -138,7 +153,7 @@ async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Respons
         }
     };
     let client = claims.as_ref().map_or_else(|| format!("ip:{}", peer.ip()), |c| format!("user:{}", c.sub));
-    if let Err(wait) = s.limiter.take(&client) {
+    if let Err(wait) = s.limiter.take(&client).await {
         let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down");
         e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
         return Err(e);

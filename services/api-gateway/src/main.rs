@@ -7,6 +7,6 @@ async fn main() -> anyhow::Result<()> {
     env::init_logging(api_gateway::SERVICE);
     let config = api_gateway::Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    serve::run(listener, api_gateway::app(config), serve::signal()).await?;
+    serve::run(listener, api_gateway::app(config).await?, serve::signal()).await?;
     Ok(())
 }

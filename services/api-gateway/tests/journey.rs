@@ -71,8 +71,19 @@ async fn shop(rate: f64, burst: f64) -> Shop {
         ("order-service", orders),
         ("notification-service", notifications),
     ]);
-    let gateway = api_gateway::Config { listen: any, jwt_secret: SECRET.into(), rate, burst, peers };
-    Shop { gateway: Client::new(testkit::spawn(api_gateway::app(gateway)).await), _guards: (db, prefix, amqp) }
+    let gateway = api_gateway::Config {
+        listen: any,
+        jwt_secret: SECRET.into(),
+        rate,
+        burst,
+        rate_limit_redis: Some("redis://127.0.0.1:6379".into()),
+        rate_limit_prefix: format!("{}ratelimit:", prefix.0),
+        peers,
+    };
+    Shop {
+        gateway: Client::new(testkit::spawn(api_gateway::app(gateway).await.unwrap()).await),
+        _guards: (db, prefix, amqp),
+    }
 }
 
 async fn login(g: &Client, email: &str) -> (Client, String) {
