@@ -18,6 +18,12 @@
 //! The same code answers the control plane's mutating admission webhook
 //! (`POST /inject`: AdmissionReview v1 in, a JSON patch out).
 //!
+//! Per pod, Istio's annotations: `traffic.sidecar.istio.io/excludeOutboundPorts`,
+//! `excludeInboundPorts`, `excludeOutboundIPRanges` (interception), and
+//! `sidecar.istio.io/proxyCPU`, `proxyMemory`, `proxyCPULimit`, `proxyMemoryLimit`
+//! (the sidecar's resources); a malformed value, or an `include…` annotation
+//! Weft does not implement yet, is an error naming it.
+//!
 //! Opt out with the annotation `sidecar.istio.io/inject: "false"` (or
 //! `weft.io/inject`). Documents that are not pod-bearing, opted out or already
 //! injected come back byte for byte, so injecting twice changes nothing.
@@ -153,6 +159,7 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     let first_app =
         containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
     let probes = rewrite_probes(containers)?;
+    let settings = PodSettings::from_annotations(template.get("metadata").and_then(|m| m.get("annotations")))?;
 
     let template = template.as_mapping_mut().ok_or("pod template is not a mapping")?;
     let meta = entry_map(template, "metadata")?;
@@ -167,8 +174,15 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
         annotations.insert("kubectl.kubernetes.io/default-container".into(), first_app.into());
     }
     let spec = entry_map(template, "spec")?;
-    let sidecar = sidecar(opts, &workload, &labels, app_port, &probes)?;
-    let mut init_list = vec![init_container(opts)?];
+    let mut sidecar = sidecar(opts, &workload, &labels, app_port, &probes)?;
+    for (bound, resource, quantity) in &settings.resources {
+        sidecar["resources"][*bound][*resource] = quantity.clone().into();
+    }
+    let mut init = init_container(opts)?;
+    if let Value::Sequence(args) = &mut init["args"] {
+        args.extend(settings.init_args.iter().map(|a| Value::from(a.clone())));
+    }
+    let mut init_list = vec![init];
     if opts.native {
         init_list.push(sidecar);
     } else if let Some(Value::Sequence(c)) = spec.get_mut("containers") {
@@ -209,6 +223,80 @@ fn workload_name(doc: &Value) -> String {
         Some(h) => base.strip_suffix(&format!("-{h}")).unwrap_or(base).to_string(),
         None => base.to_string(),
     }
+}
+
+/// What a pod's annotations change in its injection.
+#[derive(Debug, Default)]
+struct PodSettings {
+    /// Extra `weft-proxy init-iptables` arguments.
+    init_args: Vec<String>,
+    /// (`requests` | `limits`, `cpu` | `memory`, quantity) for the sidecar.
+    resources: Vec<(&'static str, &'static str, String)>,
+}
+
+impl PodSettings {
+    fn from_annotations(annotations: Option<&Value>) -> Result<Self, String> {
+        let mut s = PodSettings::default();
+        let Some(Value::Mapping(a)) = annotations else { return Ok(s) };
+        let get = |k: &str| a.get(k).and_then(scalar);
+        let bad = |k: &str, v: &str, what: &str| format!("annotation {k}: {v:?} is not {what}");
+        for (key, flag) in [
+            ("traffic.sidecar.istio.io/excludeOutboundPorts", "--exclude-outbound-ports"),
+            ("traffic.sidecar.istio.io/excludeInboundPorts", "--exclude-inbound-ports"),
+        ] {
+            if let Some(v) = get(key) {
+                if !v.split(',').all(|p| p.trim().parse::<u16>().is_ok_and(|p| p > 0)) {
+                    return Err(bad(key, &v, "a comma-separated list of ports"));
+                }
+                s.init_args.extend([flag.to_string(), v.split(',').map(str::trim).collect::<Vec<_>>().join(",")]);
+            }
+        }
+        let key = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
+        if let Some(v) = get(key) {
+            let cidr = |c: &str| {
+                let (ip, len) = c.split_once('/').unwrap_or((c, "32"));
+                ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+            };
+            if !v.split(',').all(|c| cidr(c.trim())) {
+                return Err(bad(key, &v, "a comma-separated list of IPv4 CIDRs"));
+            }
+            s.init_args.extend([
+                "--exclude-outbound-cidrs".to_string(),
+                v.split(',').map(str::trim).collect::<Vec<_>>().join(","),
+            ]);
+        }
+        for (key, bound, resource) in [
+            ("sidecar.istio.io/proxyCPU", "requests", "cpu"),
+            ("sidecar.istio.io/proxyMemory", "requests", "memory"),
+            ("sidecar.istio.io/proxyCPULimit", "limits", "cpu"),
+            ("sidecar.istio.io/proxyMemoryLimit", "limits", "memory"),
+        ] {
+            if let Some(v) = get(key) {
+                if !is_quantity(&v) {
+                    return Err(bad(key, &v, "a Kubernetes quantity (e.g. 100m, 128Mi)"));
+                }
+                s.resources.push((bound, resource, v));
+            }
+        }
+        for key in [
+            "traffic.sidecar.istio.io/includeOutboundIPRanges",
+            "traffic.sidecar.istio.io/includeOutboundPorts",
+            "traffic.sidecar.istio.io/includeInboundPorts",
+        ] {
+            if a.contains_key(key) {
+                return Err(format!("annotation {key} is not supported yet by Weft (everything is captured; use the exclude… annotations)"));
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// A Kubernetes resource quantity: a decimal number with an optional suffix.
+fn is_quantity(v: &str) -> bool {
+    let number_end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let (number, suffix) = v.split_at(number_end);
+    let number_ok = !number.is_empty() && number.parse::<f64>().is_ok() && !number.ends_with('.');
+    number_ok && ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix)
 }
 
 fn opted_out(v: &Value) -> bool {

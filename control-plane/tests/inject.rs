@@ -210,3 +210,57 @@ fn names_from_the_input_cannot_inject_yaml() {
         (Some("/app-health/app}, port: 1/livez"), Some(15020))
     );
 }
+
+#[test]
+fn istios_pod_annotations_set_interception_and_the_sidecars_resources() {
+    let pod = |annotations: &str| {
+        format!("kind: Deployment\nmetadata: {{name: api}}\nspec:\n  template:\n    metadata:\n      labels: {{app: api}}\n      annotations:\n{annotations}    spec:\n      containers:\n      - name: app\n        image: api\n")
+    };
+    let text = pod("        traffic.sidecar.istio.io/excludeOutboundPorts: \"3306, 6379\"\n        traffic.sidecar.istio.io/excludeInboundPorts: \"9100\"\n        traffic.sidecar.istio.io/excludeOutboundIPRanges: 10.96.0.0/12,169.254.169.254\n        sidecar.istio.io/proxyCPU: 100m\n        sidecar.istio.io/proxyMemoryLimit: 256Mi\n");
+    let out = inject_text("api.yaml", &text, &InjectOptions::default()).unwrap();
+    let spec = &docs(&out)[0]["spec"]["template"]["spec"];
+    let args: Vec<&str> = named(&spec["initContainers"], "weft-init")["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "init-iptables",
+            "--exclude-outbound-ports",
+            "3306,6379",
+            "--exclude-inbound-ports",
+            "9100",
+            "--exclude-outbound-cidrs",
+            "10.96.0.0/12,169.254.169.254"
+        ]
+    );
+    let resources = &named(&spec["initContainers"], "weft-proxy")["resources"];
+    assert_eq!(
+        (resources["requests"]["cpu"].as_str(), resources["requests"]["memory"].as_str()),
+        (Some("100m"), Some("32Mi"))
+    );
+    assert_eq!(
+        (resources["limits"]["cpu"].as_str(), resources["limits"]["memory"].as_str()),
+        (Some("1"), Some("256Mi"))
+    );
+
+    for (annotation, message) in [
+        (
+            "traffic.sidecar.istio.io/excludeOutboundPorts: \"3306,mysql\"",
+            "\"3306,mysql\" is not a comma-separated list of ports",
+        ),
+        (
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges: 10.0.0.0/33",
+            "is not a comma-separated list of IPv4 CIDRs",
+        ),
+        ("sidecar.istio.io/proxyMemory: lots", "\"lots\" is not a Kubernetes quantity"),
+        ("traffic.sidecar.istio.io/includeOutboundIPRanges: 10.0.0.0/8", "is not supported yet by Weft"),
+    ] {
+        let e =
+            inject_text("api.yaml", &pod(&format!("        {annotation}\n")), &InjectOptions::default()).unwrap_err();
+        assert!(e.starts_with("api.yaml:1: Deployment api: annotation ") && e.contains(message), "{e}");
+    }
+}
