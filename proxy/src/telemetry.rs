@@ -141,12 +141,15 @@ impl Record {
         } = self;
         drop((guard, permit));
         let elapsed = start.elapsed();
-        let flags_text = flags.to_string();
-        let code = status.to_string();
+        // No allocation for the common cases: these run once per request.
+        let flags_text: std::borrow::Cow<str> = if flags.is_empty() { "-".into() } else { flags.to_string().into() };
+        let mut code_buf = [0u8; 5];
+        let code = decimal(status, &mut code_buf);
         let w = &config.workload;
         let own_app = w.labels.get("app").map_or("unknown", String::as_str);
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
-        let ep_label = |k: &str| upstream.as_ref().and_then(|e| e.label(k)).unwrap_or("unknown").to_string();
+        let endpoint = upstream.as_deref();
+        let ep_label = |k: &str| endpoint_label(endpoint, k);
         let host = service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown"));
         let mut parts = host.split('.');
         let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");
@@ -156,7 +159,7 @@ impl Record {
         let labels: [&str; 18] = match reporter {
             Reporter::Source => {
                 dest_workload = ep_label("workload");
-                dest_ns = svc_ns.to_string();
+                dest_ns = svc_ns;
                 dest_app = ep_label("app");
                 dest_version = ep_label("version");
                 [
@@ -166,18 +169,18 @@ impl Record {
                     "unknown",
                     own_app,
                     own_version,
-                    &dest_workload,
-                    &dest_ns,
+                    dest_workload,
+                    dest_ns,
                     "unknown",
-                    &dest_app,
-                    &dest_version,
+                    dest_app,
+                    dest_version,
                     host,
                     svc_name,
                     svc_ns,
                     protocol,
                     &flags_text,
                     "unknown",
-                    &code,
+                    code,
                 ]
             }
             Reporter::Destination => [
@@ -198,7 +201,7 @@ impl Record {
                 protocol,
                 &flags_text,
                 if peer.is_some() { "mutual_tls" } else { "none" },
-                &code,
+                code,
             ],
         };
         let series = shared.metrics.request_series(&labels);
@@ -227,6 +230,25 @@ impl Record {
             shared.access_log.write(line.to_string());
         }
     }
+}
+
+/// An upstream endpoint's label, `unknown` when absent.
+fn endpoint_label<'a>(endpoint: Option<&'a Endpoint>, key: &str) -> &'a str {
+    endpoint.and_then(|e| e.label(key)).unwrap_or("unknown")
+}
+
+/// `n` in decimal, written into `buf` (a status code: no allocation).
+fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// Captured TCP to destinations outside the mesh, reported as the client's
