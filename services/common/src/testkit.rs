@@ -189,14 +189,20 @@ impl PrivateServer {
     pub fn mariadb() -> Self {
         let dir = temp_dir("mariadb");
         let data = dir.join("data");
-        let status = Command::new("mariadb-install-db")
+        // A temporary directory of its own: servers bootstrapping at once in the shared /tmp
+        // collide on their temporary tables ("Unknown table 'mysql.tmp_user_sys'").
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
+        let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
             .arg(format!("--datadir={}", data.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .env("TMPDIR", &tmp)
+            .output()
             .expect("mariadb-install-db");
-        assert!(status.success(), "mariadb-install-db failed");
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let port = free_port();
         let command = vec![
             "mariadbd".to_string(),
@@ -209,6 +215,7 @@ impl PrivateServer {
             format!("--pid-file={}", dir.join("mysqld.pid").display()),
             "--skip-log-bin".into(),
             "--innodb-buffer-pool-size=16M".into(),
+            format!("--tmpdir={}", tmp.display()),
         ];
         let mut s = PrivateServer { port, dir, command, env: Vec::new(), child: None };
         s.start();
