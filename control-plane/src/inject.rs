@@ -248,22 +248,15 @@ impl PodSettings {
                 if !v.split(',').all(|p| p.trim().parse::<u16>().is_ok_and(|p| p > 0)) {
                     return Err(bad(key, &v, "a comma-separated list of ports"));
                 }
-                s.init_args.extend([flag.to_string(), v.split(',').map(str::trim).collect::<Vec<_>>().join(",")]);
+                s.init_args.extend([flag.to_string(), trimmed_list(&v)]);
             }
         }
         let key = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
         if let Some(v) = get(key) {
-            let cidr = |c: &str| {
-                let (ip, len) = c.split_once('/').unwrap_or((c, "32"));
-                ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
-            };
-            if !v.split(',').all(|c| cidr(c.trim())) {
+            if !v.split(',').all(|c| weft_proxy::intercept::is_ipv4_cidr(c.trim())) {
                 return Err(bad(key, &v, "a comma-separated list of IPv4 CIDRs"));
             }
-            s.init_args.extend([
-                "--exclude-outbound-cidrs".to_string(),
-                v.split(',').map(str::trim).collect::<Vec<_>>().join(","),
-            ]);
+            s.init_args.extend(["--exclude-outbound-cidrs".to_string(), trimmed_list(&v)]);
         }
         for (key, bound, resource) in [
             ("sidecar.istio.io/proxyCPU", "requests", "cpu"),
@@ -289,6 +282,11 @@ impl PodSettings {
         }
         Ok(s)
     }
+}
+
+/// `a, b` → `a,b`: the flag's comma-separated form.
+fn trimmed_list(v: &str) -> String {
+    v.split(',').map(str::trim).collect::<Vec<_>>().join(",")
 }
 
 /// A Kubernetes resource quantity: a decimal number with an optional suffix.

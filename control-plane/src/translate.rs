@@ -436,74 +436,77 @@ fn headers(h: &istio::Headers) -> (model::Headers, Option<String>) {
     (model::Headers { request, response }, authority)
 }
 
+/// The resources of one kind that may apply to `workload`, in Istio's order of
+/// precedence: its namespace's whose selector matches it, its namespace's
+/// without a selector, the root namespace's without one; each level by name.
+type Levels<'a, T> = [Vec<(&'a Resource, &'a T)>; 3];
+
+fn by_precedence<'a, T>(
+    resources: &'a [Resource],
+    workload: &model::Workload,
+    spec: fn(&Spec) -> Option<&T>,
+    selector: fn(&T) -> Option<&BTreeMap<String, String>>,
+) -> Levels<'a, T> {
+    let mut all: Vec<(&Resource, &T)> = resources.iter().filter_map(|r| Some((r, spec(&r.spec)?))).collect();
+    all.sort_by(|a, b| a.0.name().cmp(b.0.name()));
+    let ns = workload.namespace.as_str();
+    let selects = |t: &T| selector(t).is_some_and(|l| l.iter().all(|(k, v)| workload.labels.get(k) == Some(v)));
+    let level = |keep: &dyn Fn(&Resource, &T) -> bool| all.iter().copied().filter(|(r, t)| keep(r, t)).collect();
+    [
+        level(&|r, t| r.namespace() == ns && selects(t)),
+        level(&|r, t| r.namespace() == ns && selector(t).is_none()),
+        level(&|r, t| r.namespace() == ROOT_NAMESPACE && selector(t).is_none()),
+    ]
+}
+
 /// The mTLS mode for `workload`: workload-level (selector matches) over
 /// namespace-level over mesh-level (root namespace); UNSET inherits; the
 /// default is PERMISSIVE (Istio). Ties go to the first by name.
 pub fn peer_authentication(resources: &[Resource], workload: &model::Workload) -> model::MtlsMode {
-    let mut pas: Vec<(&Resource, &istio::PeerAuthentication)> = resources
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::PeerAuthentication(pa) => Some((r, pa)),
+    let levels = by_precedence(
+        resources,
+        workload,
+        |s| match s {
+            Spec::PeerAuthentication(pa) => Some(pa),
             _ => None,
-        })
-        .collect();
-    pas.sort_by(|a, b| a.0.name().cmp(b.0.name()));
+        },
+        |pa| pa.selector.as_ref().map(|s| &s.match_labels),
+    );
     let mode_of = |pa: &istio::PeerAuthentication| match pa.mtls.as_ref().and_then(|m| m.mode.as_deref()) {
         Some("STRICT") => Some(model::MtlsMode::Strict),
         Some("PERMISSIVE") => Some(model::MtlsMode::Permissive),
         Some("DISABLE") => Some(model::MtlsMode::Disable),
         _ => None,
     };
-    let ns = workload.namespace.as_str();
-    let workload_level = pas.iter().find(|(r, pa)| {
-        r.namespace() == ns
-            && pa
-                .selector
-                .as_ref()
-                .is_some_and(|s| s.match_labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)))
-    });
-    let namespace_level = pas.iter().find(|(r, pa)| r.namespace() == ns && pa.selector.is_none());
-    let mesh_level = pas.iter().find(|(r, pa)| r.namespace() == ROOT_NAMESPACE && pa.selector.is_none());
-    let mode = [workload_level, namespace_level, mesh_level].into_iter().flatten().find_map(|(_, pa)| mode_of(pa));
+    let mode = levels.iter().filter_map(|level| level.first()).find_map(|(_, pa)| mode_of(pa));
     mode.unwrap_or(model::MtlsMode::Permissive)
 }
 
-/// The workload's Sidecar resource, as Istio picks it: one whose
-/// `workloadSelector` matches, else its namespace's without a selector, else
-/// the root namespace's (ties go to the first by name, and are reported: Istio
-/// calls them undefined, IST0110); then that resource's
-/// `outboundTrafficPolicy.mode`. `None`: the sidecar's own default (MeshConfig's, ALLOW_ANY).
+/// The workload's Sidecar resource, as Istio picks it: the first level of
+/// [`by_precedence`] that has one (ties go to the first by name, and are
+/// reported: Istio calls them undefined, IST0110); then that resource's
+/// `outboundTrafficPolicy.mode`, with no fallback to a lower level (as Istio).
+/// `None`: the sidecar's own default (MeshConfig's, ALLOW_ANY).
 pub fn outbound_traffic_policy(
     resources: &[Resource],
     workload: &model::Workload,
     warnings: &mut Vec<String>,
 ) -> Option<model::OutboundTrafficPolicy> {
-    let mut sidecars: Vec<(&Resource, &istio::Sidecar)> = resources
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::Sidecar(sc) => Some((r, sc)),
+    let levels = by_precedence(
+        resources,
+        workload,
+        |s| match s {
+            Spec::Sidecar(sc) => Some(sc),
             _ => None,
-        })
-        .collect();
-    sidecars.sort_by(|a, b| a.0.name().cmp(b.0.name()));
-    let ns = workload.namespace.as_str();
-    let selects = |sc: &istio::Sidecar| {
-        sc.workload_selector.as_ref().is_some_and(|s| s.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v)))
-    };
-    let levels: [&dyn Fn(&Resource, &istio::Sidecar) -> bool; 3] = [
-        &|r, sc| r.namespace() == ns && selects(sc),
-        &|r, sc| r.namespace() == ns && sc.workload_selector.is_none(),
-        &|r, sc| r.namespace() == ROOT_NAMESPACE && sc.workload_selector.is_none(),
-    ];
-    let found = levels
-        .iter()
-        .map(|at| sidecars.iter().filter(|(r, sc)| at(r, sc)).collect::<Vec<_>>())
-        .find(|f| !f.is_empty())?;
+        },
+        |sc| sc.workload_selector.as_ref().map(|s| &s.labels),
+    );
+    let found = levels.into_iter().find(|level| !level.is_empty())?;
     if found.len() > 1 {
         let names: Vec<String> = found.iter().map(|(r, _)| format!("{}/{}", r.namespace(), r.name())).collect();
         warnings.push(format!(
             "workload {}/{} is selected by several Sidecars ({}); {} is used (Istio IST0110)",
-            ns,
+            workload.namespace,
             workload.name,
             names.join(", "),
             names[0]

@@ -53,9 +53,7 @@ impl Rules {
     /// Checks the CIDRs (`a.b.c.d/n` or a bare address) before anything is touched.
     pub fn validate(&self) -> Result<(), String> {
         for cidr in &self.exclude_outbound_cidrs {
-            let (ip, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
-            let ok = ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32);
-            if !ok {
+            if !is_ipv4_cidr(cidr) {
                 return Err(format!("--exclude-outbound-cidrs: {cidr:?} is not an IPv4 CIDR"));
             }
         }
@@ -221,13 +219,19 @@ pub struct TcpConnection {
     pub duration: std::time::Duration,
 }
 
+/// `10.0.0.0/8` or a bare address (a /32): what `--exclude-outbound-cidrs` takes.
+pub fn is_ipv4_cidr(cidr: &str) -> bool {
+    let (ip, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+}
+
 /// What the outbound listener needs for captured connections: the policy for
 /// destinations outside the mesh (it follows the config), and where TCP
 /// connections are reported (Istio's `istio_tcp_*` metrics, the access log).
 pub trait Capture: Send + Sync + 'static {
     fn policy(&self) -> OutboundTrafficPolicy;
     /// A connection was opened to its destination (or refused: then only `closed` follows).
-    fn opened(&self, dst: SocketAddr, cluster: &'static str);
+    fn opened(&self, cluster: &'static str);
     fn closed(&self, connection: &TcpConnection);
 }
 
@@ -239,7 +243,7 @@ pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr,
     let flags = match tokio::net::TcpStream::connect(dst).await {
         Ok(mut upstream) => {
             let _ = upstream.set_nodelay(true);
-            telemetry.opened(dst, PASSTHROUGH_CLUSTER);
+            telemetry.opened(PASSTHROUGH_CLUSTER);
             let (mut from_app, mut to_app) = client.split();
             let (mut from_dst, mut to_dst) = upstream.split();
             let both = tokio::try_join!(

@@ -259,7 +259,7 @@ impl crate::intercept::Capture for Shared {
         self.outbound_policy(&self.snapshot().config)
     }
 
-    fn opened(&self, _dst: std::net::SocketAddr, cluster: &'static str) {
+    fn opened(&self, cluster: &'static str) {
         let config = self.snapshot().config.clone();
         self.metrics.tcp_opened.with_label_values(&tcp_labels(&config, cluster, "-")).inc();
     }

@@ -53,11 +53,10 @@ impl RateLimiter {
 
     /// Takes one token for `client`, or says how long until one is available.
     pub async fn take(&self, client: &str) -> Result<(), Duration> {
-        if let Some(answer) = match &self.shared {
-            Some(shared) => shared.take(client).await,
-            None => None,
-        } {
-            return answer;
+        if let Some(shared) = &self.shared {
+            if let Some(answer) = shared.take(client).await {
+                return answer;
+            }
         }
         self.local.take(client)
     }
@@ -85,21 +84,20 @@ impl SharedBuckets {
             .set_response_timeout(Some(STORE_TIMEOUT))
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_number_of_retries(0);
+        let cell = conn.clone();
+        let connected = move |c| {
+            let _ = cell.set(c);
+            tracing::info!("rate limits shared through Redis");
+        };
         match client.get_connection_manager_with_config(config.clone()).await {
-            Ok(c) => {
-                let _ = conn.set(c);
-                tracing::info!("rate limits shared through Redis");
-            }
+            Ok(c) => connected(c),
             Err(error) => {
                 tracing::warn!(%error, "rate-limit store not reachable; limiting per instance meanwhile");
-                let cell = conn.clone();
                 tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         if let Ok(c) = client.get_connection_manager_with_config(config.clone()).await {
-                            let _ = cell.set(c);
-                            tracing::info!("rate limits shared through Redis");
-                            return;
+                            return connected(c);
                         }
                     }
                 });
