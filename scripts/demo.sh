@@ -78,9 +78,11 @@ step "starting etcd (data in $demo/etcd) and the control plane"
   --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
   --initial-cluster demo=http://127.0.0.1:23800 >"$demo/etcd.log" 2>&1 & pids+=($!)
 wait_port 23790 || { echo "etcd did not start; see $demo/etcd.log" >&2; exit 1; }
-"$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo >"$demo/control-plane.log" 2>&1 & pids+=($!)
+# The mesh CA: a root and its key in files only the control plane reads (mode 0600), never in etcd.
+"$bin/weftctl" ca init --dir "$demo/ca" >/dev/null
+"$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo --ca-dir "$demo/ca" >"$demo/control-plane.log" 2>&1 & pids+=($!)
 wait_port 15012 || { echo "the control plane did not start" >&2; cat "$demo/control-plane.log" >&2; exit 1; }
-"$bin/weftctl" root-cert >"$demo/root.pem"
+until "$bin/weftctl" root-cert >"$demo/root.pem" 2>/dev/null; do sleep 0.1; done
 
 # app NAME BINARY PORT ENV... : one service process, logging to $demo/NAME.log.
 app() {
@@ -91,7 +93,7 @@ app() {
 sidecar() {
   local name=$1 service=$2 version=$3 app_port=$4
   read -r inbound outbound admin <<<"${SIDECAR[$name]}"
-  "$bin/weftctl" token -n production --service-account "$service" >"$demo/$name.token"
+  "$bin/weftctl" token -n production --service-account "$service" --ttl 1h >"$demo/$name.token" 2>/dev/null
   "$bin/weft-proxy" --control-plane $CP --workload "$name" --namespace production --service-account "$service" \
     --service "$service" --labels "app=$service,version=$version" --app 127.0.0.1:$app_port \
     --token-file "$demo/$name.token" --ca-file "$demo/root.pem" --inbound 127.0.0.1:$inbound \

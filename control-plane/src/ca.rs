@@ -1,24 +1,22 @@
-//! The mesh certificate authority: one root shared by every control-plane
-//! instance (kept in etcd, created once with a create-if-absent transaction),
-//! bootstrap tokens that say which namespace and service account a sidecar
-//! is, and workload certificates for the identity the token proves — never
-//! the identity a CSR asks for.
+//! The mesh certificate authority, Istio's plug-in CA model: the root
+//! certificate and its key are read from files that only control planes
+//! mount (`ca-cert.pem`, `ca-key.pem`, as in Istio's `cacerts` Secret), never
+//! from etcd. etcd holds only the public trust bundle (`ca/bundle`), which
+//! `weftctl root-cert` prints for sidecars' `--ca-file`. Workload
+//! certificates are signed for the identity a bootstrap token or the
+//! caller's current certificate proves — never the identity a CSR asks for.
 //!
 //! Certificates: ECDSA P-256, URI SAN `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`,
 //! server and client EKU, NotBefore 2 minutes back (clock skew), 24 h TTL by
 //! default — Istio's choices (shared/ISTIO-SEMANTICS.md §5).
 
 use crate::store::Store;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
-use ring::hmac;
-use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 /// Istio's default trust domain.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -26,6 +24,9 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How far back NotBefore is set, for clock skew.
 pub const NOT_BEFORE_SKEW: Duration = Duration::from_secs(120);
+/// The CA's files in its directory (Istio's `cacerts` names).
+pub const CERT_FILE: &str = "ca-cert.pem";
+pub const KEY_FILE: &str = "ca-key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -35,21 +36,10 @@ pub enum CaError {
     Store(#[from] crate::store::StoreError),
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
-    #[error("the stored CA is unreadable: {0}")]
-    Corrupt(String),
-    #[error("invalid token: {0}")]
-    Token(&'static str),
+    #[error("{0}")]
+    Files(String),
     #[error("invalid CSR: {0}")]
     Csr(String),
-}
-
-/// What a bootstrap token says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    pub ns: String,
-    pub sa: String,
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
 }
 
 /// The mesh CA.
@@ -57,7 +47,6 @@ pub struct Ca {
     root_pem: String,
     issuer: rcgen::Certificate,
     key: KeyPair,
-    token_key: hmac::Key,
     trust_domain: String,
 }
 
@@ -67,17 +56,11 @@ impl std::fmt::Debug for Ca {
     }
 }
 
-/// The stored parts of a CA.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A root certificate and its key, PEM.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CaParts {
     pub root_pem: String,
     pub key_pem: String,
-    /// Base64 HMAC secret for bootstrap tokens.
-    pub token_secret: String,
-}
-
-fn now_secs(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl CaParts {
@@ -96,46 +79,70 @@ impl CaParts {
         params.not_before = now - time::Duration::minutes(2);
         params.not_after = now + time::Duration::days(3650);
         let root = params.self_signed(&key)?;
-        let secret: [u8; 32] = {
-            let rng = ring::rand::SystemRandom::new();
-            ring::rand::generate(&rng).map_err(|_| CaError::Corrupt("no randomness".into()))?.expose()
-        };
-        Ok(CaParts { root_pem: root.pem(), key_pem: key.serialize_pem(), token_secret: B64.encode(secret) })
+        Ok(CaParts { root_pem: root.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Writes `ca-cert.pem` (0644) and `ca-key.pem` (0600, created so: never
+    /// readable by others, not even for a moment) into `dir`; refuses to
+    /// overwrite an existing key.
+    pub fn write_dir(&self, dir: &Path) -> Result<(), CaError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |p: &Path, e: std::io::Error| CaError::Files(format!("{}: {e}", p.display()));
+        std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+        let key = dir.join(KEY_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .map_err(|e| err(&key, e))?;
+        f.write_all(self.key_pem.as_bytes()).map_err(|e| err(&key, e))?;
+        let cert = dir.join(CERT_FILE);
+        std::fs::write(&cert, &self.root_pem).map_err(|e| err(&cert, e))?;
+        Ok(())
+    }
+
+    /// Reads `ca-cert.pem` and `ca-key.pem` from `dir`. The key must not be
+    /// readable by group or others (as ssh insists): a CA key anyone on the
+    /// host can read is refused, not used.
+    pub fn read_dir(dir: &Path) -> Result<Self, CaError> {
+        use std::os::unix::fs::PermissionsExt;
+        let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| CaError::Files(format!("{}: {e}", p.display())));
+        let mode = std::fs::metadata(&key)
+            .map_err(|e| CaError::Files(format!("{}: {e}", key.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(CaError::Files(format!(
+                "{}: the CA key is readable by others (mode {:o}); chmod 600 it",
+                key.display(),
+                mode & 0o777
+            )));
+        }
+        Ok(CaParts { root_pem: read(&cert)?, key_pem: read(&key)? })
     }
 }
 
 impl Ca {
     pub fn from_parts(parts: &CaParts, trust_domain: &str) -> Result<Self, CaError> {
         let key = KeyPair::from_pem(&parts.key_pem)?;
-        // Rebuild the issuer from the stored root; the stored PEM stays the trust anchor.
+        // Rebuild the issuer from the root; the root's PEM stays the trust anchor.
         let issuer = CertificateParams::from_ca_cert_pem(&parts.root_pem)?.self_signed(&key)?;
-        let secret = B64.decode(&parts.token_secret).map_err(|e| CaError::Corrupt(e.to_string()))?;
-        Ok(Ca {
-            root_pem: parts.root_pem.clone(),
-            issuer,
-            key,
-            token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
-            trust_domain: trust_domain.to_string(),
-        })
+        Ok(Ca { root_pem: parts.root_pem.clone(), issuer, key, trust_domain: trust_domain.to_string() })
     }
 
-    /// The CA shared through etcd: read it, or create it if no instance has yet.
-    pub async fn load_or_create(store: &Store, trust_domain: &str) -> Result<Self, CaError> {
-        let key = format!("{}ca/root", store.prefix());
+    /// The CA from its directory (`--ca-dir`).
+    pub fn from_dir(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        Self::from_parts(&CaParts::read_dir(dir)?, trust_domain)
+    }
+
+    /// Publishes the trust bundle (the root certificate, public) in etcd for `weftctl root-cert`.
+    pub async fn publish(&self, store: &Store) -> Result<(), CaError> {
         let mut kv = store.client().kv_client();
-        let fresh = CaParts::generate(trust_domain)?;
-        let body = serde_json::to_vec(&fresh).map_err(|e| CaError::Corrupt(e.to_string()))?;
-        // Create only if absent: two instances starting at once agree on one root.
-        kv.txn(Txn::new().when([Compare::version(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
-            key.clone(),
-            body,
-            None,
-        )]))
-        .await?;
-        let stored = kv.get(key, None).await?;
-        let value = stored.kvs().first().ok_or_else(|| CaError::Corrupt("CA vanished".into()))?.value().to_vec();
-        let parts: CaParts = serde_json::from_slice(&value).map_err(|e| CaError::Corrupt(e.to_string()))?;
-        Self::from_parts(&parts, trust_domain)
+        kv.put(bundle_key(store), self.root_pem.as_bytes().to_vec(), None).await?;
+        Ok(())
     }
 
     pub fn root_pem(&self) -> &str {
@@ -148,27 +155,6 @@ impl Ca {
 
     pub fn spiffe_id(&self, ns: &str, sa: &str) -> String {
         format!("spiffe://{}/ns/{ns}/sa/{sa}", self.trust_domain)
-    }
-
-    /// A bootstrap token for `ns`/`sa`, valid for `ttl`.
-    pub fn mint_token(&self, ns: &str, sa: &str, ttl: Duration, now: SystemTime) -> String {
-        let claims = Claims { ns: ns.into(), sa: sa.into(), exp: now_secs(now) + ttl.as_secs() };
-        let payload = B64.encode(serde_json::to_vec(&claims).unwrap_or_default());
-        let tag = hmac::sign(&self.token_key, payload.as_bytes());
-        format!("{payload}.{}", B64.encode(tag.as_ref()))
-    }
-
-    /// Checks a token's signature and expiry; returns what it proves.
-    pub fn verify_token(&self, token: &str, now: SystemTime) -> Result<Claims, CaError> {
-        let (payload, tag) = token.trim().split_once('.').ok_or(CaError::Token("malformed"))?;
-        let tag = B64.decode(tag).map_err(|_| CaError::Token("malformed"))?;
-        hmac::verify(&self.token_key, payload.as_bytes(), &tag).map_err(|_| CaError::Token("bad signature"))?;
-        let claims: Claims = serde_json::from_slice(&B64.decode(payload).map_err(|_| CaError::Token("malformed"))?)
-            .map_err(|_| CaError::Token("malformed"))?;
-        if claims.exp <= now_secs(now) {
-            return Err(CaError::Token("expired"));
-        }
-        Ok(claims)
     }
 
     /// Signs a workload certificate for `ns`/`sa` with the CSR's public key.
@@ -209,28 +195,25 @@ impl Ca {
     }
 }
 
+/// Where the trust bundle lives in etcd.
+pub fn bundle_key(store: &Store) -> String {
+    format!("{}ca/bundle", store.prefix())
+}
+
+/// The trust bundle control planes published (PEM), if any.
+pub async fn read_bundle(store: &Store) -> Result<Option<String>, CaError> {
+    let got = store.client().kv_client().get(bundle_key(store), None).await?;
+    Ok(got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     fn ca() -> Ca {
         Ca::from_parts(&CaParts::generate("cluster.local").unwrap(), "cluster.local").unwrap()
-    }
-
-    #[test]
-    fn tokens_prove_identity_until_they_expire() {
-        let ca = ca();
-        let now = SystemTime::now();
-        let t = ca.mint_token("production", "order-service", Duration::from_secs(60), now);
-        let claims = ca.verify_token(&t, now).unwrap();
-        assert_eq!((claims.ns.as_str(), claims.sa.as_str()), ("production", "order-service"));
-        assert!(matches!(ca.verify_token(&t, now + Duration::from_secs(61)), Err(CaError::Token("expired"))));
-        let forged = t.replace(
-            t.split('.').next().unwrap(),
-            &B64.encode(br#"{"ns":"production","sa":"admin","exp":9999999999}"#),
-        );
-        assert!(matches!(ca.verify_token(&forged, now), Err(CaError::Token("bad signature"))));
-        assert!(matches!(self::ca().verify_token(&t, now), Err(CaError::Token("bad signature"))), "another CA's token");
     }
 
     #[test]
@@ -257,5 +240,22 @@ mod tests {
         let skew = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
             - cert.validity().not_before.timestamp();
         assert!((110..=130).contains(&skew), "NotBefore two minutes back: {skew}");
+    }
+
+    #[test]
+    fn the_key_file_is_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("weft-ca-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let parts = CaParts::generate("cluster.local").unwrap();
+        parts.write_dir(&dir).unwrap();
+        let key = dir.join(KEY_FILE);
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(CaParts::generate("cluster.local").unwrap().write_dir(&dir).is_err(), "an existing key is kept");
+        assert_eq!(CaParts::read_dir(&dir).unwrap().key_pem, parts.key_pem);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = CaParts::read_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("readable by others"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

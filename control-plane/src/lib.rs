@@ -8,5 +8,6 @@ pub mod istio;
 pub mod push;
 pub mod registry;
 pub mod store;
+pub mod token;
 pub mod translate;
 pub mod watch;

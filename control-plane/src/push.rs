@@ -6,7 +6,7 @@
 
 use crate::registry::Instance;
 use crate::store::{SidecarStatus, Store, REGISTRY_LEASE_SECONDS};
-use crate::translate::translate;
+use crate::translate::translate_in;
 use crate::watch::State;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -72,7 +72,7 @@ pub struct Translations {
 }
 
 impl Translations {
-    fn get(&self, state: &State, w: &weft_model::Workload) -> Arc<weft_model::ProxyConfig> {
+    fn get(&self, state: &State, w: &weft_model::Workload, trust_domain: &str) -> Arc<weft_model::ProxyConfig> {
         let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,7 +83,7 @@ impl Translations {
             }
         }
         // Translated outside the lock; a racing session may translate the same key once more.
-        let config = Arc::new(translate(&state.resources, &state.registry, w, "").config);
+        let config = Arc::new(translate_in(&state.resources, &state.registry, w, "", trust_domain).config);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 != state.revision {
             *cache = (state.revision, Default::default());
@@ -93,8 +93,45 @@ impl Translations {
     }
 }
 
-/// What every session shares.
+/// How a control plane is run; the defaults are the safe ones.
 #[derive(Debug, Clone)]
+pub struct Options {
+    /// SPIFFE trust domain of the mesh.
+    pub trust_domain: String,
+    /// Lifetime of the certificates it signs.
+    pub cert_ttl: Duration,
+    /// The audience bootstrap tokens must carry.
+    pub token_audience: String,
+    /// Register the `address` a sidecar says instead of its connection's
+    /// source IP (with the advertised port). Off: one pod cannot register
+    /// another host's address. On only behind NAT you control.
+    pub trust_advertised_address: bool,
+    /// Open config streams one identity may hold (every replica of a
+    /// workload shares its identity): a leaked certificate cannot make the
+    /// control plane hold unbounded sessions.
+    pub max_streams_per_identity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            trust_domain: crate::ca::DEFAULT_TRUST_DOMAIN.into(),
+            cert_ttl: crate::ca::DEFAULT_CERT_TTL,
+            token_audience: crate::token::DEFAULT_AUDIENCE.into(),
+            trust_advertised_address: false,
+            max_streams_per_identity: 1024,
+        }
+    }
+}
+
+/// How long a caller may take to finish the TLS handshake, send its request
+/// head, or send its Hello once the stream is open.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent HTTP/2 streams on one connection (a sidecar needs one).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+
+/// What every session shares.
+#[derive(Debug)]
 pub struct Context {
     pub store: Store,
     pub state: watch::Receiver<Arc<State>>,
@@ -103,40 +140,49 @@ pub struct Context {
     pub id: String,
     /// The lease status keys live on: they vanish with this instance.
     pub lease: i64,
-    /// The mesh CA, shared by every instance through etcd.
+    /// The mesh CA (from the files every control plane mounts).
     pub ca: Arc<crate::ca::Ca>,
-    /// Lifetime of the certificates it signs.
-    pub cert_ttl: Duration,
-    /// TLS for sidecars that connect with `--ca-file`: this control plane's own
-    /// certificate from the mesh CA; a client certificate is verified when offered.
+    pub options: Options,
+    /// This control plane's TLS: its own certificate from the mesh CA; a
+    /// client certificate is verified against the mesh root when offered
+    /// (the config stream requires one; the signing endpoint takes a token instead).
     pub tls: Arc<rustls::ServerConfig>,
+    /// Open config streams per SPIFFE identity.
+    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     translations: Arc<Translations>,
     _status_lease: Arc<Lease>,
 }
 
-/// Starts a control plane on `listener`: follows etcd through `store`,
-/// publishes status on a lease of its own, serves sidecars until dropped.
+/// Starts a control plane on `listener` with the default options: follows
+/// etcd through `store`, publishes status on a lease of its own, serves
+/// sidecars (TLS only) until dropped.
 pub async fn start(
     store: Store,
     id: String,
     listener: tokio::net::TcpListener,
+    ca: Arc<crate::ca::Ca>,
 ) -> Result<ControlPlane, crate::store::StoreError> {
-    start_with(store, id, listener, crate::ca::DEFAULT_TRUST_DOMAIN, crate::ca::DEFAULT_CERT_TTL).await
+    start_with(store, id, listener, ca, Options::default()).await
 }
 
-/// [`start`] with a trust domain and certificate lifetime.
+/// [`start`] with options.
 pub async fn start_with(
     store: Store,
     id: String,
     listener: tokio::net::TcpListener,
-    trust_domain: &str,
-    cert_ttl: Duration,
+    ca: Arc<crate::ca::Ca>,
+    options: Options,
 ) -> Result<ControlPlane, crate::store::StoreError> {
-    let ca = crate::ca::Ca::load_or_create(&store, trust_domain)
-        .await
-        .map_err(|e| crate::store::StoreError::Corrupt { key: "ca/root".into(), message: e.to_string() })?;
-    let tls = own_tls(&ca, trust_domain)
-        .map_err(|e| crate::store::StoreError::Corrupt { key: "ca/root".into(), message: e })?;
+    let corrupt = |message: String| crate::store::StoreError::Corrupt { key: "ca/bundle".into(), message };
+    if ca.trust_domain() != options.trust_domain {
+        return Err(corrupt(format!(
+            "the CA is for trust domain {}, the control plane for {}",
+            ca.trust_domain(),
+            options.trust_domain
+        )));
+    }
+    ca.publish(&store).await.map_err(|e| corrupt(e.to_string()))?;
+    let tls = own_tls(&ca, &options.trust_domain).map_err(corrupt)?;
     let state = crate::watch::follow(store.clone()).await?;
     let lease = store.client().lease_client().grant(15, None).await?.id();
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
@@ -148,9 +194,10 @@ pub async fn start_with(
         metrics,
         id,
         lease,
-        ca: Arc::new(ca),
-        cert_ttl,
+        ca,
+        options,
         tls,
+        streams: Default::default(),
         translations: Arc::default(),
         _status_lease: Arc::new(status_lease),
     });
@@ -164,7 +211,7 @@ pub const WEBHOOK_DNS: [&str; 3] =
 
 /// This control plane's TLS config: a certificate for
 /// `spiffe://<td>/ns/weft-system/sa/weft-control-plane` from the mesh CA
-/// (issued at start for a year), client certificates optional.
+/// (issued at start for a year), client certificates verified when offered.
 fn own_tls(ca: &crate::ca::Ca, trust_domain: &str) -> Result<Arc<rustls::ServerConfig>, String> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let csr =
@@ -202,14 +249,75 @@ impl Drop for ControlPlane {
     }
 }
 
-/// Accepts sidecar connections (HTTP/2, or HTTP/1.1 for /metrics and /healthz).
+/// A SPIFFE identity a caller proved with a certificate chained to the mesh root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffeId {
+    pub trust_domain: String,
+    pub namespace: String,
+    pub service_account: String,
+}
+
+impl SpiffeId {
+    /// `spiffe://<td>/ns/<ns>/sa/<sa>`, nothing more and nothing less.
+    pub fn parse(uri: &str) -> Option<Self> {
+        let rest = uri.strip_prefix("spiffe://")?;
+        let mut parts = rest.split('/');
+        let (td, ns_tag, ns, sa_tag, sa) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || ns_tag != "ns" || sa_tag != "sa" || td.is_empty() || !name_ok(ns) || !name_ok(sa) {
+            return None;
+        }
+        Some(SpiffeId { trust_domain: td.into(), namespace: ns.into(), service_account: sa.into() })
+    }
+}
+
+impl std::fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+    }
+}
+
+/// A Kubernetes name (namespace, service account, service: DNS subdomain
+/// characters, at most 253): nothing that could change the shape of an etcd key.
+pub fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// An instance id (pod name or `<workload>-<pid>`): letters, digits, `-`, `_`, `.`.
+fn instance_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    /// From the client certificate, when one was presented (and verified).
+    pub identity: Option<SpiffeId>,
+}
+
+/// Accepts connections: TLS only (a plaintext caller is told so and closed),
+/// HTTP/2 for sidecars, HTTP/1.1 for /metrics, /healthz, signing and the webhook.
 /// Connections live in a set owned by this task: stopping it cuts them all.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
-    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(16 * 1024)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let (stream, _) = match listener.accept().await {
+        let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -221,39 +329,55 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
         let ctx = ctx.clone();
         let builder = builder.clone();
         connections.spawn(async move {
-            let tls_config = ctx.tls.clone();
-            let svc = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
-            });
-            // TLS (sidecars with --ca-file) and plaintext on one port, told apart by the first byte.
             let mut first = [0u8; 2];
-            let n = match tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await {
+            let n = match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => return,
             };
-            if weft_proxy::tls::looks_like_tls(&first[..n]) {
-                let Ok(Ok(tls)) = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    tokio_rustls::TlsAcceptor::from(tls_config).accept(stream),
+            if !weft_proxy::tls::looks_like_tls(&first[..n]) {
+                tracing::warn!(peer = %addr, "plaintext connection refused: this port speaks TLS only");
+                let mut stream = stream;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 72\r\n\r\nthe Weft control plane speaks TLS only: connect with the mesh root (--ca-file)\n",
                 )
-                .await
-                else {
-                    return;
-                };
-                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
-            } else {
-                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                .await;
+                return;
             }
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(ctx.tls.clone()).accept(stream))
+                    .await
+            else {
+                return;
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| weft_proxy::tls::spiffe_id(c))
+                .and_then(|uri| SpiffeId::parse(&uri));
+            let peer = Peer { addr, identity };
+            let svc = hyper::service::service_fn(move |req| {
+                let (ctx, peer) = (ctx.clone(), peer.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, peer, req).await) }
+            });
+            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
         });
     }
 }
 
+fn reply(status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(full(text.into()));
+    *r.status_mut() = status;
+    r
+}
+
 /// Routes the control plane's HTTP requests.
-pub async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(ctx: Arc<Context>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
     match (req.method().as_str(), req.uri().path()) {
-        ("POST", STREAM_PATH) => stream(ctx, req.into_body()),
-        ("POST", weft_model::stream::SIGN_PATH) => sign(&ctx, req.into_body()).await,
+        ("POST", STREAM_PATH) => stream(ctx, peer, req.into_body()).await,
+        ("POST", weft_model::stream::SIGN_PATH) => sign(&ctx, &peer, req.into_body()).await,
         ("POST", crate::inject::WEBHOOK_PATH) => admission(req.into_body()).await,
         ("GET", "/healthz") | ("GET", "/ready") => Response::new(full("ok\n")),
         ("GET", "/metrics") => {
@@ -261,11 +385,7 @@ pub async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body>
             let _ = prometheus::TextEncoder::new().encode_utf8(&ctx.metrics.registry.gather(), &mut out);
             Response::new(full(out))
         }
-        _ => {
-            let mut r = Response::new(full("not found\n"));
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            r
-        }
+        _ => reply(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
@@ -291,35 +411,49 @@ async fn admission(body: Incoming) -> Response<Body> {
     }
 }
 
-/// Signs a workload certificate for the identity the bootstrap token proves.
-async fn sign(ctx: &Context, body: Incoming) -> Response<Body> {
+/// Signs a workload certificate. A caller with a certificate renews it for
+/// the identity it proves; a caller without one proves its identity with a
+/// bootstrap token (first start).
+async fn sign(ctx: &Context, peer: &Peer, body: Incoming) -> Response<Body> {
     use http_body_util::BodyExt;
-    let reply = |status: StatusCode, text: String| {
-        let mut r = Response::new(full(text));
-        *r.status_mut() = status;
-        r
-    };
     let Ok(bytes) = http_body_util::Limited::new(body, 64 * 1024).collect().await.map(|c| c.to_bytes()) else {
-        return reply(StatusCode::BAD_REQUEST, "unreadable request\n".into());
+        return reply(StatusCode::BAD_REQUEST, "unreadable request\n");
     };
     let req: weft_model::stream::SignRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("bad request: {e}\n")),
     };
-    let claims = match ctx.ca.verify_token(&req.token, std::time::SystemTime::now()) {
-        Ok(c) => c,
-        Err(e) => {
+    let (ns, sa) = match &peer.identity {
+        Some(id) if id.trust_domain == ctx.options.trust_domain => (id.namespace.clone(), id.service_account.clone()),
+        Some(id) => {
             ctx.metrics.csr_refused.inc();
-            return reply(StatusCode::UNAUTHORIZED, format!("{e}\n"));
+            return reply(StatusCode::FORBIDDEN, format!("{id} is not of trust domain {}\n", ctx.options.trust_domain));
+        }
+        None => {
+            match crate::token::verify(
+                &ctx.store,
+                &req.token,
+                &ctx.options.token_audience,
+                std::time::SystemTime::now(),
+            )
+            .await
+            {
+                Ok(c) => (c.ns, c.sa),
+                Err(e) => {
+                    ctx.metrics.csr_refused.inc();
+                    tracing::warn!(peer = %peer.addr, "certificate request refused: {e}");
+                    return reply(StatusCode::UNAUTHORIZED, format!("{e}\n"));
+                }
+            }
         }
     };
-    match ctx.ca.sign(&req.csr, &claims.ns, &claims.sa, ctx.cert_ttl) {
+    match ctx.ca.sign(&req.csr, &ns, &sa, ctx.options.cert_ttl) {
         Ok(certificate) => {
             ctx.metrics.certs_issued.inc();
             let resp = weft_model::stream::SignResponse {
                 certificate,
                 root: ctx.ca.root_pem().to_string(),
-                identity: ctx.ca.spiffe_id(&claims.ns, &claims.sa),
+                identity: ctx.ca.spiffe_id(&ns, &sa),
             };
             Response::new(full(serde_json::to_vec(&resp).unwrap_or_default()))
         }
@@ -330,20 +464,126 @@ async fn sign(ctx: &Context, body: Incoming) -> Response<Body> {
     }
 }
 
-fn stream(ctx: Arc<Context>, body: Incoming) -> Response<Body> {
+/// One open stream of an identity; dropping it frees the slot.
+struct StreamSlot {
+    ctx: Arc<Context>,
+    id: String,
+}
+
+impl StreamSlot {
+    fn take(ctx: &Arc<Context>, id: &SpiffeId) -> Option<Self> {
+        let id = id.to_string();
+        let mut streams = ctx.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = streams.entry(id.clone()).or_default();
+        if *n >= ctx.options.max_streams_per_identity {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot { ctx: ctx.clone(), id })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.ctx.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = streams.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// A Hello the caller's identity allows, and where to register it.
+#[derive(Debug)]
+struct Admitted {
+    /// The registry and status key of the instance: `<service account>:<instance>`,
+    /// so no identity can overwrite, shadow or delete another's.
+    key: String,
+    /// The address peers will be sent to.
+    address: Option<String>,
+}
+
+/// Checks a Hello against the identity that sent it.
+fn admit(ctx: &Context, peer: &Peer, id: &SpiffeId, hello: &Hello) -> Result<Admitted, String> {
+    let w = &hello.workload;
+    if id.trust_domain != ctx.options.trust_domain {
+        return Err(format!("{id} is not of trust domain {}", ctx.options.trust_domain));
+    }
+    if w.namespace != id.namespace || w.service_account != id.service_account {
+        return Err(format!(
+            "the Hello claims namespace {:?} and service account {:?}, the certificate proves {id}",
+            w.namespace, w.service_account
+        ));
+    }
+    if !instance_ok(&hello.instance) {
+        return Err(format!("bad instance id {:?} (letters, digits, '-', '_', '.')", hello.instance));
+    }
+    let address = match (&hello.service, &hello.address) {
+        (Some(service), Some(address)) => {
+            if !name_ok(service) {
+                return Err(format!("bad service name {service:?}"));
+            }
+            if !crate::registry::may_serve(&id.namespace, &id.service_account, service) {
+                return Err(format!(
+                    "{id} may not register as an endpoint of {service}.{}: only the service account named like the service may",
+                    id.namespace
+                ));
+            }
+            let said: std::net::SocketAddr =
+                address.parse().map_err(|_| format!("bad address {address:?} (want IP:port)"))?;
+            Some(if ctx.options.trust_advertised_address {
+                said.to_string()
+            } else {
+                std::net::SocketAddr::new(peer.addr.ip(), said.port()).to_string()
+            })
+        }
+        _ => None,
+    };
+    Ok(Admitted { key: format!("{}:{}", id.service_account, hello.instance), address })
+}
+
+/// Opens a config stream: a client certificate from the mesh CA is required,
+/// the Hello must come within [`HANDSHAKE_TIMEOUT`] and claim exactly the
+/// identity the certificate proves; then the session runs.
+async fn stream(ctx: Arc<Context>, peer: Peer, body: Incoming) -> Response<Body> {
+    let Some(id) = peer.identity.clone() else {
+        tracing::warn!(peer = %peer.addr, "config stream refused: no client certificate");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "the config stream needs a client certificate from the mesh CA (start the sidecar with --token-file)\n",
+        );
+    };
+    let mut lines = Lines::with_max(body, weft_proxy::stream::MAX_CLIENT_LINE);
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, lines.next::<Hello>()).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return reply(StatusCode::BAD_REQUEST, "the stream ended before the Hello\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %peer.addr, %id, "bad hello: {e}");
+            return reply(StatusCode::BAD_REQUEST, format!("bad Hello: {e}\n"));
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer.addr, %id, "no hello in time");
+            return reply(StatusCode::REQUEST_TIMEOUT, "no Hello within 10 s\n");
+        }
+    };
+    let admitted = match admit(&ctx, &peer, &id, &hello) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::warn!(peer = %peer.addr, %id, instance = %hello.instance, "config stream refused: {why}");
+            return reply(StatusCode::FORBIDDEN, format!("{why}\n"));
+        }
+    };
+    let Some(slot) = StreamSlot::take(&ctx, &id) else {
+        tracing::warn!(peer = %peer.addr, %id, "config stream refused: too many streams for this identity");
+        return reply(StatusCode::TOO_MANY_REQUESTS, format!("{id} holds too many config streams\n"));
+    };
     let (tx, out) = ChannelBody::new(4);
     tokio::spawn(async move {
-        let mut lines = Lines::new(body);
-        let hello = match lines.next::<Hello>().await {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!("bad hello: {e}");
-                return;
-            }
-        };
+        let _slot = slot;
         ctx.metrics.connected.inc();
-        let result = session(&ctx, &hello, lines, tx).await;
+        let result = session(&ctx, &hello, &admitted, lines, tx).await;
         ctx.metrics.connected.dec();
         if let Err(e) = result {
             tracing::info!(instance = %hello.instance, "sidecar stream ended: {e}");
@@ -402,12 +642,13 @@ impl Drop for Lease {
 async fn session(
     ctx: &Context,
     hello: &Hello,
+    admitted: &Admitted,
     mut lines: Lines<Incoming>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) -> Result<(), String> {
     let w = &hello.workload;
     // Register the instance for as long as its stream lives.
-    let mut registration = match (&hello.service, &hello.address) {
+    let mut registration = match (&hello.service, &admitted.address) {
         (Some(service), Some(address)) => {
             let inst = Instance {
                 address: address.clone(),
@@ -417,7 +658,7 @@ async fn session(
             };
             let lease = ctx
                 .store
-                .register(&w.namespace, service, &hello.instance, &inst, REGISTRY_LEASE_SECONDS)
+                .register(&w.namespace, service, &admitted.key, &inst, REGISTRY_LEASE_SECONDS)
                 .await
                 .map_err(|e| e.to_string())?;
             Some(Lease::keep(ctx.store.clone(), lease))
@@ -427,7 +668,7 @@ async fn session(
     let mut status = SidecarStatus {
         workload: w.name.clone(),
         namespace: w.namespace.clone(),
-        instance: hello.instance.clone(),
+        instance: admitted.key.clone(),
         control_plane: ctx.id.clone(),
         acked_version: hello.applied_version.clone(),
         ..Default::default()
@@ -442,7 +683,7 @@ async fn session(
         if state_changed {
             let state = state_rx.borrow_and_update().clone();
             let version = state.revision.to_string();
-            let shared = ctx.translations.get(&state, w);
+            let shared = ctx.translations.get(&state, w, &ctx.options.trust_domain);
             let mut config = (*shared).clone();
             config.workload = w.clone();
             let digest = digest(&config);
@@ -469,7 +710,7 @@ async fn session(
                     if let Some(r) = registration.as_mut() {
                         r.revoke = true;
                     }
-                    let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &hello.instance).await;
+                    let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &admitted.key).await;
                     return Ok(());
                 };
                 match &ack.error {

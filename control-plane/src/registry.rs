@@ -1,10 +1,22 @@
 //! The service registry as the control plane sees it: which instances of
 //! which service run where, with which labels and service account. In etcd it
-//! lives under `registry/<ns>/<service>/<instance>`; tests and `weftctl
-//! translate` read it from YAML.
+//! lives under `registry/<ns>/<service>/<service account>:<instance>` (the
+//! control plane writes it for sidecars whose certificate proves the service
+//! account); tests and `weftctl translate` read it from YAML.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Whether a workload proven to be `ns`/`sa` may register as an endpoint of
+/// `service` in `ns`. The rule is Kubernetes' and Istio's convention, and the
+/// one the shop, `make demo` and `deploy/` follow: a service is served by the
+/// service account of the same name (`order-service` v1 and v2 both run as
+/// `order-service`). A namespace is always the certificate's own, so no
+/// identity can register in another namespace, and no workload can pose as an
+/// endpoint of a service it is not named for.
+pub fn may_serve(_ns: &str, sa: &str, service: &str) -> bool {
+    sa == service
+}
 
 /// The default cluster domain of service hosts.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";

@@ -19,14 +19,26 @@ pub struct Translation {
     pub warnings: Vec<String>,
 }
 
-/// Compiles the config of `workload`.
+/// Compiles the config of `workload` in the default trust domain (`cluster.local`).
 pub fn translate(
     resources: &[Resource],
     registry: &Registry,
     workload: &model::Workload,
     version: &str,
 ) -> Translation {
-    let mut t = Translator { resources, registry, workload, warnings: Vec::new(), clusters: BTreeMap::new() };
+    translate_in(resources, registry, workload, version, crate::ca::DEFAULT_TRUST_DOMAIN)
+}
+
+/// Compiles the config of `workload`; server identities are SPIFFE IDs of `trust_domain`.
+pub fn translate_in(
+    resources: &[Resource],
+    registry: &Registry,
+    workload: &model::Workload,
+    version: &str,
+    trust_domain: &str,
+) -> Translation {
+    let mut t =
+        Translator { resources, registry, workload, trust_domain, warnings: Vec::new(), clusters: BTreeMap::new() };
     let mut services = BTreeMap::new();
     for svc in registry.services() {
         let fqdn = svc.fqdn();
@@ -58,6 +70,7 @@ pub fn translate(
 }
 
 struct Translator<'a> {
+    trust_domain: &'a str,
     resources: &'a [Resource],
     registry: &'a Registry,
     workload: &'a model::Workload,
@@ -255,7 +268,7 @@ impl<'a> Translator<'a> {
             selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
         let mut identities: Vec<String> = selected
             .iter()
-            .map(|i| format!("spiffe://{}/ns/{service_ns}/sa/{}", crate::ca::DEFAULT_TRUST_DOMAIN, i.service_account))
+            .map(|i| format!("spiffe://{}/ns/{service_ns}/sa/{}", self.trust_domain, i.service_account))
             .collect();
         identities.sort();
         identities.dedup();

@@ -178,8 +178,21 @@ async fn the_control_plane_serves_the_webhook() {
     let store = weft_control_plane::store::Store::connect(&[etcd.url()], "/weft/").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let _cp = weft_control_plane::push::start(store, "cp-hook".into(), listener).await.unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let parts = weft_control_plane::ca::CaParts::generate("cluster.local").unwrap();
+    let ca = std::sync::Arc::new(weft_control_plane::ca::Ca::from_parts(&parts, "cluster.local").unwrap());
+    let _cp = weft_control_plane::push::start(store, "cp-hook".into(), listener, ca.clone()).await.unwrap();
+    // The API server calls the webhook over TLS, trusting the mesh root (the caBundle) and checking the DNS name.
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca.root_pem().as_bytes()).unwrap();
+    roots.add(rustls::pki_types::CertificateDer::from(pem.contents)).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(weft_proxy::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("weft-control-plane.weft-system.svc").unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let body = serde_json::to_vec(&review(seed_pod())).unwrap();

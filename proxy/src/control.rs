@@ -35,6 +35,15 @@ pub async fn run(shared: Arc<Shared>, options: ControlOptions, mut goodbye: toki
         tracing::error!("no control plane address given");
         return;
     }
+    // The stream needs our certificate: wait for the first one (the identity task asks for it).
+    if let Some(identity) = options.tls.as_ref().and_then(|t| t.identity.clone()) {
+        while identity.current().is_none() {
+            if *goodbye.borrow() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let mut next = rand::thread_rng().gen_range(0..options.urls.len());
     let mut backoff = BACKOFF_BASE;
     loop {
@@ -65,8 +74,8 @@ enum SessionError {
     Connect(std::io::Error),
     #[error("http/2: {0}")]
     Http(#[from] hyper::Error),
-    #[error("control plane answered {0}")]
-    Status(http::StatusCode),
+    #[error("control plane answered {0}: {1}")]
+    Status(http::StatusCode, String),
     #[error("{0}")]
     Lines(#[from] crate::stream::LinesError),
     #[error("stream closed while sending")]
@@ -108,7 +117,11 @@ async fn session(
     tx.send(line(&hello)).await.map_err(|_| SessionError::Closed)?;
     let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
-        return Err(SessionError::Status(resp.status()));
+        let status = resp.status();
+        // The reason, a line of text; read at most 4 KiB of it.
+        let body = http_body_util::Limited::new(resp.into_body(), 4096);
+        let reason = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
+        return Err(SessionError::Status(status, String::from_utf8_lossy(&reason).trim().to_string()));
     }
     tracing::info!(%url, "connected to the control plane");
     let mut lines = Lines::new(resp.into_body());

@@ -80,7 +80,8 @@ struct Args {
     root_file: Option<PathBuf>,
     /// The mesh root (PEM, from `weftctl root-cert`): talk to the control plane over TLS
     /// and accept only a control plane that proves its identity under this root.
-    #[arg(long, env = "WEFT_CA_FILE")]
+    /// Required with --control-plane (the control plane speaks TLS only).
+    #[arg(long, env = "WEFT_CA_FILE", requires = "control_plane")]
     ca_file: Option<PathBuf>,
     /// SPIFFE trust domain of the mesh.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
@@ -217,6 +218,16 @@ fn workload(args: &Args) -> Workload {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if !args.control_plane.is_empty() {
+        anyhow::ensure!(
+            args.ca_file.is_some(),
+            "--control-plane needs --ca-file (the mesh root from `weftctl root-cert`): the control plane speaks TLS only"
+        );
+        anyhow::ensure!(
+            args.token_file.is_some() || args.cert_file.is_some(),
+            "--control-plane needs a workload identity: --token-file (from `weftctl token`) or --cert-file/--key-file/--root-file; the config stream takes only callers with a certificate"
+        );
+    }
     let mut cp_tls = match &args.ca_file {
         Some(file) => {
             Some(weft_proxy::tls::ControlPlaneTls::from_file(file, &args.trust_domain).map_err(anyhow::Error::msg)?)

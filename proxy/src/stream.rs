@@ -41,11 +41,15 @@ pub fn line<T: Serialize>(message: &T) -> Bytes {
     Bytes::from(v)
 }
 
-/// Reads JSON lines from a body.
+/// Reads JSON lines from a body. Each byte is scanned for the newline once
+/// (linear in what the peer sends), and a line may grow to `max` bytes only.
 #[derive(Debug)]
 pub struct Lines<B> {
     body: B,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
+    max: usize,
 }
 
 /// Why a stream of lines ended badly.
@@ -59,30 +63,46 @@ pub enum LinesError {
     TooLong(usize),
 }
 
-/// Longest line accepted (a config for a large mesh stays well below this).
+/// Longest line a sidecar accepts from the control plane (a config for a
+/// large mesh stays well below this).
 pub const MAX_LINE: usize = 64 * 1024 * 1024;
+
+/// Longest line the control plane accepts from a sidecar: a Hello or an ACK
+/// (a NACK carries the reason) is a few kilobytes.
+pub const MAX_CLIENT_LINE: usize = 64 * 1024;
 
 impl<B> Lines<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    /// Lines of at most [`MAX_LINE`] bytes.
     pub fn new(body: B) -> Self {
-        Lines { body, buf: BytesMut::new() }
+        Self::with_max(body, MAX_LINE)
+    }
+
+    /// Lines of at most `max` bytes: a longer one ends the stream with [`LinesError::TooLong`].
+    pub fn with_max(body: B, max: usize) -> Self {
+        Lines { body, buf: BytesMut::new(), scanned: 0, max }
     }
 
     /// The next message; `None` when the stream ended cleanly.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, LinesError> {
         loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line = self.buf.split_to(i + 1);
+            if let Some(i) = self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+                let line = self.buf.split_to(self.scanned + i + 1);
+                self.scanned = 0;
+                if line.len() > self.max + 1 {
+                    return Err(LinesError::TooLong(self.max));
+                }
                 if line.len() > 1 {
                     return Ok(Some(serde_json::from_slice(&line[..line.len() - 1])?));
                 }
                 continue;
             }
-            if self.buf.len() > MAX_LINE {
-                return Err(LinesError::TooLong(MAX_LINE));
+            self.scanned = self.buf.len();
+            if self.buf.len() > self.max {
+                return Err(LinesError::TooLong(self.max));
             }
             match self.body.frame().await {
                 None => return Ok(None),

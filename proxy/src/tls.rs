@@ -174,16 +174,19 @@ impl ControlPlaneTls {
     /// `spiffe://<trust_domain>/ns/weft-system/sa/weft-control-plane`.
     pub fn from_file(path: &std::path::Path, trust_domain: &str) -> Result<Self, String> {
         let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_pem(&pem, trust_domain).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The same from the root's PEM text.
+    pub fn from_pem(pem: &str, trust_domain: &str) -> Result<Self, String> {
         let mut anchors = Vec::new();
         for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-            let p = p.map_err(|e| format!("{}: {e}", path.display()))?;
+            let p = p.map_err(|e| e.to_string())?;
             let der = CertificateDer::from(p.contents);
-            anchors.push(
-                webpki::anchor_from_trusted_cert(&der).map_err(|e| format!("{}: {e}", path.display()))?.to_owned(),
-            );
+            anchors.push(webpki::anchor_from_trusted_cert(&der).map_err(|e| e.to_string())?.to_owned());
         }
         if anchors.is_empty() {
-            return Err(format!("{}: no certificate", path.display()));
+            return Err("no certificate".into());
         }
         Ok(ControlPlaneTls { anchors, control_plane_id: control_plane_id(trust_domain), identity: None })
     }

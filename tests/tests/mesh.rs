@@ -15,11 +15,8 @@ use weft_e2e::Etcd;
 async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     let etcd = Etcd::start();
     let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let cp_url = format!("http://{}", listener.local_addr().unwrap());
-    let cp_a = weft_control_plane::push::start(store.clone(), "cp-a".into(), listener).await.unwrap();
+    let (cp, cp_a) = Cp::start(&store, "cp-a", test_ca()).await;
     let ctx = cp_a.ctx.clone();
-    let cp = [cp_url];
 
     let (app1, app2) = (app("v1").await, app("v2").await);
     let (s1, _t1) = sidecar(
@@ -97,12 +94,13 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
     let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
     store.apply(&load_paths(&[policies().join("order-service.yaml")]).unwrap()).await.unwrap();
     let mut cps = std::collections::HashMap::new();
-    let mut urls = Vec::new();
+    let ca = test_ca();
+    let mut urls = Cp { urls: Vec::new(), store: store.clone(), ca: ca.clone() };
     for id in ["cp-a", "cp-b"] {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        urls.push(format!("http://{}", l.local_addr().unwrap()));
         let s = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
-        cps.insert(id.to_string(), weft_control_plane::push::start(s, id.into(), l).await.unwrap());
+        let (one, cp) = Cp::start(&s, id, ca.clone()).await;
+        urls.urls.extend(one.urls);
+        cps.insert(id.to_string(), cp);
     }
     let (app1, app2) = (app("v1").await, app("v2").await);
     let (_s1, _g1) = sidecar(
@@ -177,11 +175,8 @@ async fn the_mesh_keeps_working_when_an_etcd_member_dies() {
     let mut members = Etcd::cluster3();
     let urls: Vec<String> = members.iter().map(Etcd::url).collect();
     let store = Store::connect(&urls, "/weft/").await.unwrap();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let cp = [format!("http://{}", l.local_addr().unwrap())];
-    let _cp = weft_control_plane::push::start(Store::connect(&urls, "/weft/").await.unwrap(), "cp-a".into(), l)
-        .await
-        .unwrap();
+    let (mut cp, _cp) = Cp::start(&Store::connect(&urls, "/weft/").await.unwrap(), "cp-a", test_ca()).await;
+    cp.store = store.clone();
     let (app1, app2) = (app("v1").await, app("v2").await);
     let (_s1, _g1) = sidecar(
         &cp,

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_control_plane::ca::{Ca, CaParts};
 use weft_control_plane::istio::load_str;
@@ -30,7 +30,8 @@ async fn xfcc_app() -> SocketAddr {
 }
 
 struct Mesh {
-    urls: Vec<String>,
+    c: Cp,
+    parts: CaParts,
     _etcd: Etcd,
     store: Store,
     cp: ControlPlane,
@@ -42,30 +43,19 @@ struct Mesh {
 async fn mesh(cert_ttl: Duration) -> Mesh {
     let etcd = Etcd::start();
     let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let urls = vec![format!("http://{}", l.local_addr().unwrap())];
-    let cp =
-        weft_control_plane::push::start_with(store.clone(), "cp-a".into(), l, "cluster.local", cert_ttl).await.unwrap();
-    let token = |sa: &str| cp.ctx.ca.mint_token("production", sa, Duration::from_secs(3600), SystemTime::now());
-    let mut w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
-    w.service_account = "order-service".into();
-    let (order, g1) =
-        sidecar_with(&urls, w, Some("order-service"), Some(xfcc_app().await), Some(token("order-service"))).await;
-    let (gateway, g2) =
-        sidecar_with(&urls, workload("api-gateway", &[("app", "api-gateway")]), None, None, Some(token("api-gateway")))
-            .await;
+    let parts = CaParts::generate("cluster.local").unwrap();
+    let ca = std::sync::Arc::new(Ca::from_parts(&parts, "cluster.local").unwrap());
+    let options = weft_control_plane::push::Options { cert_ttl, ..Default::default() };
+    let (c, cp) = Cp::start_with(&store, "cp-a", ca, options).await;
+    let w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
+    let (order, g1) = sidecar(&c, w, Some("order-service"), Some(xfcc_app().await)).await;
+    let (gateway, g2) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
     eventually("both sidecars hold certificates and config", || async {
         let certs = [&order, &gateway].iter().all(|r| r.shared.identity.as_ref().unwrap().current().is_some());
         certs && endpoints(&gateway, "order-service") == 1
     })
     .await;
-    Mesh { urls, _etcd: etcd, store, cp, order, gateway, _goodbyes: vec![g1, g2] }
-}
-
-impl Mesh {
-    fn urls(&self) -> Vec<String> {
-        self.urls.clone()
-    }
+    Mesh { c, parts, _etcd: etcd, store, cp, order, gateway, _goodbyes: vec![g1, g2] }
 }
 
 async fn metrics(r: &Running) -> String {
@@ -160,7 +150,7 @@ async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
         .await
         .is_err());
     // Our root, but a certificate naming another trust domain: refused.
-    let other_domain = Ca::load_or_create(&m.store, "evil.local").await.unwrap();
+    let other_domain = Ca::from_parts(&m.parts, "evil.local").unwrap();
     assert!(handshake_with(&other_domain, "api-gateway", Duration::from_secs(600), m.order.inbound, ORDER_ID)
         .await
         .is_err());
@@ -244,18 +234,10 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_authorization_policy_end_to_end() {
     let m = mesh(Duration::from_secs(3600)).await;
-    let urls = m.urls();
-    let token = |sa: &str| m.cp.ctx.ca.mint_token("production", sa, Duration::from_secs(3600), SystemTime::now());
-    let caller = |name: &'static str| {
-        let mut w = workload(name, &[("app", name)]);
-        w.service_account = name.into();
-        w
-    };
-    let (user, _g1) = sidecar_with(&urls, caller("user-service"), None, None, Some(token("user-service"))).await;
-    let (product, _g2) =
-        sidecar_with(&urls, caller("product-service"), None, None, Some(token("product-service"))).await;
-    let (notify, _g3) =
-        sidecar_with(&urls, caller("notification-service"), None, None, Some(token("notification-service"))).await;
+    let caller = |name: &'static str| workload(name, &[("app", name)]);
+    let (user, _g1) = sidecar(&m.c, caller("user-service"), None, None).await;
+    let (product, _g2) = sidecar(&m.c, caller("product-service"), None, None).await;
+    let (notify, _g3) = sidecar(&m.c, caller("notification-service"), None, None).await;
     for s in [&user, &product, &notify] {
         eventually("caller ready", || async {
             s.shared.identity.as_ref().unwrap().current().is_some() && endpoints(s, "order-service") == 1
@@ -301,15 +283,11 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     std::fs::write(&good, m.cp.ctx.ca.root_pem()).unwrap();
     let foreign = dir.0.join("foreign.pem");
     std::fs::write(&foreign, CaParts::generate("cluster.local").unwrap().root_pem).unwrap();
-    let token = m.cp.ctx.ca.mint_token("production", "user-service", Duration::from_secs(3600), SystemTime::now());
-    let caller = || {
-        let mut w = workload("user-service", &[("app", "user-service")]);
-        w.service_account = "user-service".into();
-        w
-    };
+    let token = m.c.token("user-service").await;
+    let caller = || workload("user-service", &[("app", "user-service")]);
 
     let tls = weft_proxy::tls::ControlPlaneTls::from_file(&good, "cluster.local").unwrap();
-    let (ok, _g1) = sidecar_tls(&m.urls(), caller(), None, None, Some(token.clone()), Some(tls)).await;
+    let (ok, _g1) = sidecar_tls(&m.c, caller(), None, None, Some(token.clone()), Some(tls)).await;
     eventually("certificate and config over TLS", || async {
         ok.shared.is_ready()
             && ok.shared.identity.as_ref().unwrap().current().is_some()
@@ -320,7 +298,7 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
 
     // A sidecar trusting another root refuses this control plane: no certificate, no config.
     let tls = weft_proxy::tls::ControlPlaneTls::from_file(&foreign, "cluster.local").unwrap();
-    let (lost, _g2) = sidecar_tls(&m.urls(), caller(), None, None, Some(token), Some(tls)).await;
+    let (lost, _g2) = sidecar_tls(&m.c, caller(), None, None, Some(token), Some(tls)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!lost.shared.is_ready(), "no config from an unverified control plane");
     assert!(lost.shared.identity.as_ref().unwrap().current().is_none(), "no certificate either");

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use weft_control_plane::ca::{Ca, CaParts};
 use weft_control_plane::istio::load_str;
 use weft_control_plane::store::Store;
 use weft_e2e::{Etcd, TempDir};
@@ -218,8 +219,21 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
     let listener = tokio::net::TcpListener::bind(format!("{}:0", net.ip(1))).await.unwrap();
     let cp_url = format!("http://{}", listener.local_addr().unwrap());
-    let cp = weft_control_plane::push::start(store.clone(), "cp-pods".into(), listener).await.unwrap();
-    let token = |sa: &str| cp.ctx.ca.mint_token("production", sa, Duration::from_secs(3600), SystemTime::now());
+    let ca =
+        std::sync::Arc::new(Ca::from_parts(&CaParts::generate("cluster.local").unwrap(), "cluster.local").unwrap());
+    let cp = weft_control_plane::push::start(store.clone(), "cp-pods".into(), listener, ca.clone()).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let token = |sa: &'static str| {
+        let store = store.clone();
+        async move {
+            weft_control_plane::token::mint(&store, "production", sa, "weft-ca", hour, SystemTime::now())
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let (order_token, client_token) = (token("order-service").await, token("client").await);
+    let root_file = net.file("root.pem", ca.root_pem());
 
     let client = net.pod("client", 2);
     let pods = [("v1", net.pod("v1", 3), 3u8), ("v2", net.pod("v2", 4), 4u8)];
@@ -242,6 +256,8 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
             labels,
             "--token-file",
             token_file,
+            "--ca-file",
+            &root_file,
             "--inbound",
             "0.0.0.0:15006",
             "--outbound",
@@ -255,7 +271,7 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         v.extend_from_slice(extra);
         v
     };
-    let order_token = net.file("order.token", &token("order-service"));
+    let order_token = net.file("order.token", &order_token);
     for (version, ns, host) in &pods {
         let app = vec![hello.to_string_lossy().to_string(), "0.0.0.0:3000".into(), format!("order-service-{version}")];
         net.spawn(&format!("app-{version}"), ns, false, &app);
@@ -283,7 +299,7 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         );
         net.spawn(&format!("sidecar-{version}"), ns, true, &cmd);
     }
-    let client_token = net.file("client.token", &token("client"));
+    let client_token = net.file("client.token", &client_token);
     let client_sidecar = sidecar("client", "client", "app=client", &client_token, &[]);
     net.spawn("sidecar-client", &client, true, &client_sidecar);
     wait_until("the client's sidecar sees both order-service pods", Duration::from_secs(30), || {

@@ -48,9 +48,24 @@ impl Drop for Kill {
 /// When each sidecar received each version.
 type Seen = Arc<Mutex<BTreeMap<i64, Vec<Instant>>>>;
 
-async fn sidecar(cp: String, i: usize, seen: Seen) -> anyhow::Result<()> {
-    let tcp = tokio::net::TcpStream::connect(&cp).await?;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+/// TLS to the control plane with one certificate for `bench/sim`, shared by
+/// every simulated sidecar (they are replicas of one workload).
+fn sim_tls(ca: &weft_control_plane::ca::Ca) -> anyhow::Result<weft_proxy::tls::ControlPlaneTls> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
+    let cert = ca.sign(&csr, "bench", "sim", Duration::from_secs(3600)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, ca.root_pem())?;
+    let identity = Arc::new(weft_proxy::identity::Identity::default());
+    identity.install(leaf);
+    let mut tls =
+        weft_proxy::tls::ControlPlaneTls::from_pem(ca.root_pem(), ca.trust_domain()).map_err(anyhow::Error::msg)?;
+    tls.identity = Some(identity);
+    Ok(tls)
+}
+
+async fn sidecar(cp: String, i: usize, seen: Seen, tls: Arc<weft_proxy::tls::ControlPlaneTls>) -> anyhow::Result<()> {
+    let io = weft_proxy::tls::connect_control_plane(&cp, Some(&tls), true).await.map_err(anyhow::Error::msg)?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
     tokio::spawn(conn);
     let (tx, body) = ChannelBody::new(4);
     let hello = Hello {
@@ -69,6 +84,9 @@ async fn sidecar(cp: String, i: usize, seen: Seen) -> anyhow::Result<()> {
     tx.send(line(&hello)).await?;
     let req = http::Request::post(format!("http://{cp}{STREAM_PATH}")).body(body)?;
     let resp = sender.send_request(req).await?;
+    if !resp.status().is_success() {
+        bail!("control plane answered {}", resp.status());
+    }
     let mut lines = Lines::new(resp.into_body());
     while let Some(push) = lines.next::<Push>().await? {
         let at = Instant::now();
@@ -118,8 +136,16 @@ async fn main() -> anyhow::Result<()> {
         }
         let port = weft_e2e::free_port();
         let cp = format!("127.0.0.1:{port}");
+        let ca_dir = weft_e2e::TempDir::new("bench-ca");
+        let parts = weft_control_plane::ca::CaParts::generate("cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
+        parts.write_dir(&ca_dir.0.join("ca")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ca = weft_control_plane::ca::Ca::from_parts(&parts, "cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tls = Arc::new(sim_tls(&ca)?);
+        let ca_path = ca_dir.0.join("ca");
         let child = Command::new(&args.cp_bin)
-            .args(["--etcd", &etcd.url(), "--listen", &cp, "--id", "cp-bench"])
+            .args(["--etcd", &etcd.url(), "--listen", &cp, "--id", "cp-bench", "--max-streams-per-identity", "100000"])
+            .arg("--ca-dir")
+            .arg(&ca_path)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(std::env::temp_dir().join("weft-bench-cp.log"))?)
             .spawn()
@@ -134,9 +160,9 @@ async fn main() -> anyhow::Result<()> {
         }
         let seen: Seen = Arc::default();
         for i in 0..n {
-            let (cp, seen) = (cp.clone(), seen.clone());
+            let (cp, seen, tls) = (cp.clone(), seen.clone(), tls.clone());
             tokio::spawn(async move {
-                if let Err(e) = sidecar(cp, i, seen).await {
+                if let Err(e) = sidecar(cp, i, seen, tls).await {
                     eprintln!("sim-{i}: {e}");
                 }
             });

@@ -15,9 +15,26 @@ struct Args {
     /// Key prefix in etcd.
     #[arg(long, env = "WEFT_PREFIX", default_value = "/weft/")]
     prefix: String,
-    /// Where sidecars connect (HTTP/2 push stream), and /metrics.
+    /// Where sidecars connect (TLS only: the HTTP/2 push stream with a client
+    /// certificate, certificate signing with a bootstrap token), and /metrics.
     #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:15012")]
     listen: SocketAddr,
+    /// The mesh CA's directory: `ca-cert.pem` and `ca-key.pem` (mode 0600),
+    /// as `weftctl ca init --dir` writes them (Istio's plug-in CA; in
+    /// Kubernetes a Secret only control planes mount). The key never goes to etcd.
+    #[arg(long, env = "WEFT_CA_DIR")]
+    ca_dir: std::path::PathBuf,
+    /// The audience bootstrap tokens must be minted for.
+    #[arg(long, env = "WEFT_TOKEN_AUDIENCE", default_value = weft_control_plane::token::DEFAULT_AUDIENCE)]
+    token_audience: String,
+    /// Register the address a sidecar advertises instead of its connection's
+    /// source IP (with the advertised port). Only behind NAT you control: with
+    /// it, a workload can point its service's traffic at any host.
+    #[arg(long, env = "WEFT_TRUST_ADVERTISED_ADDRESS")]
+    trust_advertised_address: bool,
+    /// Config streams one identity (all replicas of a workload together) may hold open.
+    #[arg(long, env = "WEFT_MAX_STREAMS_PER_IDENTITY", default_value_t = 1024)]
+    max_streams_per_identity: usize,
     /// This instance's id in `weftctl status`; default cp-<pid>.
     #[arg(long, env = "WEFT_ID")]
     id: Option<String>,
@@ -39,8 +56,16 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let id = args.id.unwrap_or_else(|| format!("cp-{}", std::process::id()));
     let local = listener.local_addr()?;
+    let ca = weft_control_plane::ca::Ca::from_dir(&args.ca_dir, &args.trust_domain).context("reading the mesh CA")?;
+    let options = weft_control_plane::push::Options {
+        trust_domain: args.trust_domain,
+        cert_ttl: args.cert_ttl,
+        token_audience: args.token_audience,
+        trust_advertised_address: args.trust_advertised_address,
+        max_streams_per_identity: args.max_streams_per_identity,
+    };
     let _control_plane =
-        weft_control_plane::push::start_with(store, id.clone(), listener, &args.trust_domain, args.cert_ttl)
+        weft_control_plane::push::start_with(store, id.clone(), listener, std::sync::Arc::new(ca), options)
             .await
             .context("starting")?;
     tracing::info!(%id, listen = %local, "weft-control-plane serving");

@@ -91,17 +91,29 @@ enum Command {
         #[arg(short = 'o', long)]
         output: Option<String>,
     },
-    /// Mints a bootstrap token that lets a sidecar get a certificate for NAMESPACE/SERVICE-ACCOUNT.
+    /// Bootstrap tokens: `weftctl token -n NS --service-account SA` mints one that lets a sidecar
+    /// get its first certificate for NS/SA (printed once; etcd keeps only its hash);
+    /// `weftctl token list`, `weftctl token revoke ID`.
+    #[command(args_conflicts_with_subcommands = true)]
     Token {
+        #[command(subcommand)]
+        action: Option<TokenAction>,
         #[arg(short = 'n', long)]
-        namespace: String,
+        namespace: Option<String>,
         #[arg(long)]
-        service_account: String,
-        /// How long the token may be used to ask for certificates.
-        #[arg(long, default_value = "8760h", value_parser = weft_model::duration::parse)]
+        service_account: Option<String>,
+        /// How long the token may be used to ask for a first certificate (at most 30 days).
+        #[arg(long, default_value = "48h", value_parser = weft_model::duration::parse)]
         ttl: std::time::Duration,
-        #[arg(long, default_value = "cluster.local")]
-        trust_domain: String,
+        /// The audience the control planes accept (their --token-audience).
+        #[arg(long, default_value = weft_control_plane::token::DEFAULT_AUDIENCE)]
+        audience: String,
+    },
+    /// The mesh CA: `weftctl ca init --dir DIR` writes a new root (ca-cert.pem) and its
+    /// key (ca-key.pem, mode 0600) for the control planes' --ca-dir.
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
     },
     /// Writes Kubernetes YAML back with Weft's sidecar injected into every pod template
     /// (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod); other documents,
@@ -119,11 +131,8 @@ enum Command {
         #[arg(long)]
         classic: bool,
     },
-    /// Writes the mesh root certificate (PEM) to stdout: the --ca-file sidecars trust.
-    RootCert {
-        #[arg(long, default_value = "cluster.local")]
-        trust_domain: String,
-    },
+    /// Writes the mesh trust bundle (PEM) the control planes published to stdout: the --ca-file sidecars trust.
+    RootCert,
     /// Compiles the sidecar config one workload would get, offline, from policy files and a registry file.
     Translate {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -143,6 +152,25 @@ enum Command {
         labels: String,
         #[arg(short = 'o', long, default_value = "yaml")]
         output: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Lists every token: id, identity, audience, expiry, state (never the secret).
+    List,
+    /// Revokes one token: it can no longer get a certificate.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaAction {
+    /// Writes a new root certificate and key into DIR (refuses to overwrite a key).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
     },
 }
 
@@ -368,15 +396,72 @@ async fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Token { namespace, service_account, ttl, trust_domain } => {
+        Command::Token { action: Some(TokenAction::List), .. } => {
             let store = ok!(store().await);
-            match weft_control_plane::ca::Ca::load_or_create(&store, &trust_domain).await {
-                Ok(ca) => {
-                    println!("{}", ca.mint_token(&namespace, &service_account, ttl, std::time::SystemTime::now()));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            println!("{:<16}  {:<40}  {:<10}  {:<20}  STATE", "ID", "IDENTITY", "AUDIENCE", "EXPIRES (UTC)");
+            for t in ok!(weft_control_plane::token::list(&store).await) {
+                let state = if t.revoked {
+                    "revoked"
+                } else if t.expires <= now {
+                    "expired"
+                } else {
+                    "valid"
+                };
+                let expires = time::OffsetDateTime::from_unix_timestamp(t.expires as i64)
+                    .map(|d| {
+                        format!(
+                            "{:04}-{:02}-{:02} {:02}:{:02}",
+                            d.year(),
+                            d.month() as u8,
+                            d.day(),
+                            d.hour(),
+                            d.minute()
+                        )
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<16}  {:<40}  {:<10}  {:<20}  {state}",
+                    t.id,
+                    format!("{}/{}", t.namespace, t.service_account),
+                    t.audience,
+                    expires
+                );
             }
+            ExitCode::SUCCESS
+        }
+        Command::Token { action: Some(TokenAction::Revoke { id }), .. } => {
+            let store = ok!(store().await);
+            let t = ok!(weft_control_plane::token::revoke(&store, &id).await);
+            println!("token {} for {}/{} revoked", t.id, t.namespace, t.service_account);
+            ExitCode::SUCCESS
+        }
+        Command::Token { action: None, namespace, service_account, ttl, audience } => {
+            let (Some(namespace), Some(service_account)) = (namespace, service_account) else {
+                return fail("a token needs -n NAMESPACE and --service-account SA");
+            };
+            for (what, name) in [("namespace", &namespace), ("service account", &service_account)] {
+                if !weft_control_plane::push::name_ok(name) {
+                    return fail(format!("bad {what} {name:?}"));
+                }
+            }
+            let store = ok!(store().await);
+            let now = std::time::SystemTime::now();
+            let (token, record) =
+                ok!(weft_control_plane::token::mint(&store, &namespace, &service_account, &audience, ttl, now).await);
+            eprintln!("token {} for {namespace}/{service_account}, valid {ttl:?}", record.id);
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Command::Ca { action: CaAction::Init { dir, trust_domain } } => {
+            let parts = ok!(weft_control_plane::ca::CaParts::generate(&trust_domain));
+            ok!(parts.write_dir(&dir));
+            println!(
+                "wrote {} and {} (mode 0600)",
+                dir.join("ca-cert.pem").display(),
+                dir.join("ca-key.pem").display()
+            );
+            ExitCode::SUCCESS
         }
         Command::Inject { path, image, control_plane, classic } => {
             let (name, text) = if path.as_os_str() == "-" {
@@ -400,13 +485,14 @@ async fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::RootCert { trust_domain } => {
+        Command::RootCert => {
             let store = ok!(store().await);
-            match weft_control_plane::ca::Ca::load_or_create(&store, &trust_domain).await {
-                Ok(ca) => {
-                    print!("{}", ca.root_pem());
+            match weft_control_plane::ca::read_bundle(&store).await {
+                Ok(Some(pem)) => {
+                    print!("{pem}");
                     ExitCode::SUCCESS
                 }
+                Ok(None) => fail("no trust bundle in etcd yet: start a control plane first"),
                 Err(e) => fail(e),
             }
         }

@@ -8,7 +8,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+use weft_control_plane::ca::{Ca, CaParts};
+use weft_control_plane::push::ControlPlane;
+use weft_control_plane::store::Store;
 use weft_model::stream::Hello;
 use weft_model::Workload;
 use weft_proxy::control::ControlOptions;
@@ -44,18 +47,77 @@ pub async fn app_with(
     addr
 }
 
+/// A workload in `production`; its service account is its `app` label (the
+/// service it serves, as in the shop), or its name when it has none.
 pub fn workload(name: &str, labels: &[(&str, &str)]) -> Workload {
+    let sa = labels.iter().find(|(k, _)| *k == "app").map_or(name, |(_, v)| *v);
     Workload {
         name: name.into(),
         namespace: "production".into(),
-        service_account: name.into(),
+        service_account: sa.into(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 
-/// A sidecar in control-plane mode; the sender says goodbye to the control plane.
+/// The mesh CA of one test (every control plane of the test shares it).
+pub fn test_ca() -> Arc<Ca> {
+    Arc::new(Ca::from_parts(&CaParts::generate("cluster.local").unwrap(), "cluster.local").unwrap())
+}
+
+/// What a sidecar needs to join a test mesh: the control planes' addresses,
+/// the store tokens are minted in, and the mesh root.
+#[derive(Clone)]
+pub struct Cp {
+    pub urls: Vec<String>,
+    pub store: Store,
+    pub ca: Arc<Ca>,
+}
+
+impl Cp {
+    /// Starts one control plane with the default options on a new port.
+    pub async fn start(store: &Store, id: &str, ca: Arc<Ca>) -> (Cp, ControlPlane) {
+        Self::start_with(store, id, ca, Default::default()).await
+    }
+
+    /// [`Cp::start`] with options.
+    pub async fn start_with(
+        store: &Store,
+        id: &str,
+        ca: Arc<Ca>,
+        options: weft_control_plane::push::Options,
+    ) -> (Cp, ControlPlane) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let cp = weft_control_plane::push::start_with(store.clone(), id.into(), l, ca.clone(), options).await.unwrap();
+        (Cp { urls: vec![url], store: store.clone(), ca }, cp)
+    }
+
+    /// A bootstrap token for `production`/`sa`, valid an hour.
+    pub async fn token(&self, sa: &str) -> String {
+        let audience = weft_control_plane::token::DEFAULT_AUDIENCE;
+        weft_control_plane::token::mint(
+            &self.store,
+            "production",
+            sa,
+            audience,
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap()
+        .0
+    }
+
+    /// TLS to the control planes, trusting the mesh root.
+    pub fn tls(&self) -> weft_proxy::tls::ControlPlaneTls {
+        weft_proxy::tls::ControlPlaneTls::from_pem(self.ca.root_pem(), "cluster.local").unwrap()
+    }
+}
+
+/// A sidecar in control-plane mode with a workload certificate for its
+/// service account (mTLS in and out); the sender says goodbye to the control plane.
 pub async fn sidecar(
-    cp: &[String],
+    cp: &Cp,
     w: Workload,
     service: Option<&str>,
     app: Option<SocketAddr>,
@@ -63,9 +125,9 @@ pub async fn sidecar(
     sidecar_with(cp, w, service, app, None).await
 }
 
-/// A sidecar that also gets a workload certificate with `token` (mTLS in and out).
+/// [`sidecar`] that asks for its certificate with `token` (default: a fresh one for its service account).
 pub async fn sidecar_with(
-    cp: &[String],
+    cp: &Cp,
     w: Workload,
     service: Option<&str>,
     app: Option<SocketAddr>,
@@ -74,27 +136,27 @@ pub async fn sidecar_with(
     sidecar_tls(cp, w, service, app, token, None).await
 }
 
-/// [`sidecar_with`], talking to the control plane over TLS when `tls` is given.
+/// [`sidecar_with`], trusting `tls`'s root for the control plane instead of the mesh's.
 pub async fn sidecar_tls(
-    cp: &[String],
+    cp: &Cp,
     w: Workload,
     service: Option<&str>,
     app: Option<SocketAddr>,
     token: Option<String>,
-    mut tls: Option<weft_proxy::tls::ControlPlaneTls>,
+    tls: Option<weft_proxy::tls::ControlPlaneTls>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let identity = token.map(|token| {
-        let identity = Arc::new(Identity::default());
-        let options = IdentityOptions { urls: cp.to_vec(), token, tls: tls.clone() };
-        tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
-        identity
-    });
-    if let Some(t) = tls.as_mut() {
-        t.identity = identity.clone();
-    }
+    let token = match token {
+        Some(t) => t,
+        None => cp.token(&w.service_account).await,
+    };
+    let mut tls = tls.unwrap_or_else(|| cp.tls());
+    let identity = Arc::new(Identity::default());
+    let options = IdentityOptions { urls: cp.urls.clone(), token, tls: Some(tls.clone()) };
+    tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
+    tls.identity = Some(identity.clone());
     let options = ProxyOptions {
-        identity,
+        identity: Some(identity),
         outbound: any,
         inbound: any,
         admin: any,
@@ -124,7 +186,7 @@ pub async fn sidecar_tls(
     let (goodbye, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(weft_proxy::control::run(
         running.shared.clone(),
-        ControlOptions { urls: cp.to_vec(), hello, tls },
+        ControlOptions { urls: cp.urls.clone(), hello, tls: Some(tls) },
         rx,
     ));
     (running, goodbye)
