@@ -171,8 +171,13 @@ pub fn renew_after(leaf: &Leaf, now: SystemTime) -> Duration {
     target.saturating_sub(elapsed).max(Duration::from_millis(200))
 }
 
-/// Keeps a valid certificate installed, forever.
-pub async fn run(identity: Arc<Identity>, options: IdentityOptions) {
+/// Keeps a valid certificate installed, forever. The token is shown only
+/// while there is no certificate yet: a renewal presents the current
+/// certificate, and the control plane signs for the identity it proves.
+pub async fn run(identity: Arc<Identity>, mut options: IdentityOptions) {
+    if let Some(tls) = options.tls.as_mut() {
+        tls.identity = Some(identity.clone());
+    }
     let mut backoff = Duration::from_millis(200);
     let mut next = rand::thread_rng().gen_range(0..options.urls.len().max(1));
     loop {

@@ -1,0 +1,349 @@
+//! The trust chain against a hostile pod: each attack on the control plane,
+//! run against a real etcd, a real control plane and real sidecars, fails —
+//! and leaves etcd and every sidecar's config exactly as they were.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use weft_control_plane::push::ControlPlane;
+use weft_control_plane::store::Store;
+use weft_control_plane::token;
+use weft_e2e::Etcd;
+use weft_model::stream::{Hello, SignRequest, SIGN_PATH, STREAM_PATH};
+use weft_proxy::Running;
+
+struct Mesh {
+    c: Cp,
+    _etcd: Etcd,
+    store: Store,
+    _cp: ControlPlane,
+    order: Running,
+    gateway: Running,
+    _goodbyes: Vec<tokio::sync::watch::Sender<bool>>,
+}
+
+async fn mesh() -> Mesh {
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let (c, cp) = Cp::start(&store, "cp-a", test_ca()).await;
+    let w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
+    let (order, g1) = sidecar(&c, w, Some("order-service"), Some(app("v1").await)).await;
+    let (gateway, g2) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    eventually("the gateway knows order-service", || async {
+        gateway.shared.is_ready() && endpoints(&gateway, "order-service") == 1
+    })
+    .await;
+    Mesh { c, _etcd: etcd, store, _cp: cp, order, gateway, _goodbyes: vec![g1, g2] }
+}
+
+/// Everything that must not move: etcd's revision and every sidecar's config.
+#[derive(Debug, PartialEq)]
+struct Fingerprint {
+    revision: i64,
+    keys: Vec<String>,
+    configs: Vec<String>,
+}
+
+impl Mesh {
+    async fn fingerprint(&self) -> Fingerprint {
+        let got = self
+            .store
+            .client()
+            .kv_client()
+            .get("/weft/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+            .await
+            .unwrap();
+        let revision = got.header().unwrap().revision();
+        let keys = got.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
+        let configs = [&self.order, &self.gateway]
+            .iter()
+            .map(|r| serde_json::to_string(&*r.shared.snapshot().config).unwrap())
+            .collect();
+        Fingerprint { revision, keys, configs }
+    }
+
+    /// TLS to the control plane presenting a certificate for production/`sa` (as a pod that got one would).
+    fn tls_as(&self, sa: Option<&str>) -> weft_proxy::tls::ControlPlaneTls {
+        let mut tls = self.c.tls();
+        if let Some(sa) = sa {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+            let cert = self.c.ca.sign(&csr, "production", sa, Duration::from_secs(600)).unwrap();
+            let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, self.c.ca.root_pem()).unwrap();
+            let identity = Arc::new(weft_proxy::identity::Identity::default());
+            identity.install(leaf);
+            tls.identity = Some(identity);
+        }
+        tls
+    }
+
+    fn authority(&self) -> String {
+        self.c.urls[0].trim_start_matches("http://").to_string()
+    }
+
+    /// Opens a config stream with `first` as the body's first bytes; returns the status and
+    /// body text the control plane answered with (reading at most 4 KiB), or the error.
+    async fn stream(
+        &self,
+        tls: Option<&weft_proxy::tls::ControlPlaneTls>,
+        first: Bytes,
+    ) -> Result<(u16, String), String> {
+        let io = weft_proxy::tls::connect_control_plane(&self.authority(), tls, true).await?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let (tx, body) = weft_proxy::stream::ChannelBody::new(4);
+        let _ = tx.send(first).await;
+        let req = http::Request::post(format!("http://{}{STREAM_PATH}", self.authority())).body(body).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), sender.send_request(req))
+            .await
+            .map_err(|_| "no answer in 20 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let text = if status == 200 {
+            String::new()
+        } else {
+            let b = http_body_util::Limited::new(resp.into_body(), 4096).collect().await.map(|c| c.to_bytes());
+            String::from_utf8_lossy(&b.unwrap_or_default()).into_owned()
+        };
+        drop(tx);
+        Ok((status, text))
+    }
+
+    /// Asks for a certificate with `token`, without a client certificate; the status and reason.
+    async fn sign(&self, token: &str) -> (u16, String) {
+        let tls = self.c.tls();
+        let io = weft_proxy::tls::connect_control_plane(&self.authority(), Some(&tls), false).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
+        tokio::spawn(conn);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let body = serde_json::to_vec(&SignRequest { token: token.into(), csr }).unwrap();
+        let req = http::Request::post(SIGN_PATH).header("host", "cp").body(Full::new(Bytes::from(body))).unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+    }
+}
+
+fn hello(name: &str, sa: &str, instance: &str, service: Option<&str>, address: &str) -> Bytes {
+    let mut w = workload(name, &[("app", sa)]);
+    w.service_account = sa.into();
+    weft_proxy::stream::line(&Hello {
+        workload: w,
+        instance: instance.into(),
+        service: service.map(str::to_string),
+        address: Some(address.into()),
+        port: Some(80),
+        applied_version: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_hello_is_refused_over_h2c_and_over_tls() {
+    let m = mesh().await;
+    let before = m.fingerprint().await;
+    let attacker = "10.9.9.9:15006";
+    // h2c, as the stream was served before: the port speaks TLS only.
+    let plain = m.stream(None, hello("x", "order-service", "evil", Some("order-service"), attacker)).await;
+    assert!(plain.is_err(), "plaintext gets no HTTP/2 at all: {plain:?}");
+    // TLS trusting the root, but no client certificate.
+    let (status, why) = m
+        .stream(Some(&m.tls_as(None)), hello("x", "order-service", "evil", Some("order-service"), attacker))
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "{why}");
+    assert!(why.contains("client certificate"), "{why}");
+    assert_eq!(m.fingerprint().await, before, "nothing written, no config changed");
+    assert_eq!(endpoints(&m.gateway, "order-service"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_one_identity_cannot_claim_another_or_serve_another_service() {
+    let m = mesh().await;
+    let before = m.fingerprint().await;
+    let notify = m.tls_as(Some("notification-service"));
+    // Certificate A (notification-service), Hello B (order-service).
+    let (status, why) = m
+        .stream(Some(&notify), hello("order-v9", "order-service", "evil", Some("order-service"), "127.0.0.1:1"))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("certificate proves spiffe://cluster.local/ns/production/sa/notification-service"), "{why}");
+    // Its own identity, but registering as an endpoint of order-service.
+    let (status, why) = m
+        .stream(
+            Some(&notify),
+            hello("notification-service", "notification-service", "evil", Some("order-service"), "127.0.0.1:1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("may not register as an endpoint of order-service"), "{why}");
+    // A key-shaped instance id.
+    let (status, why) = m
+        .stream(Some(&notify), hello("n", "notification-service", "../../policies/x", None, "127.0.0.1:1"))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{why}");
+    assert_eq!(m.fingerprint().await, before, "nothing written, no config changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_identitys_instance_id_is_not_theirs_to_overwrite_or_delete() {
+    let m = mesh().await;
+    let victim = format!("order-v1-{}", m.order.inbound.port());
+    let keys = |m: &Mesh| {
+        let m_store = m.store.clone();
+        async move {
+            let got = m_store
+                .client()
+                .kv_client()
+                .get("/weft/registry/", Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+                .unwrap();
+            got.kvs()
+                .iter()
+                .map(|kv| {
+                    (String::from_utf8_lossy(kv.key()).into_owned(), String::from_utf8_lossy(kv.value()).into_owned())
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = keys(&m).await;
+    assert_eq!(before.len(), 1);
+    assert!(before[0].0.ends_with(&format!("/order-service/order-service:{victim}")), "{before:?}");
+    // The notification service, legitimately serving itself, reuses the victim's instance id and
+    // claims another address, holds its stream until it is registered, then says a clean goodbye.
+    let notify = m.tls_as(Some("notification-service"));
+    let io = weft_proxy::tls::connect_control_plane(&m.authority(), Some(&notify), true).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx, body) = weft_proxy::stream::ChannelBody::new(4);
+    let claim =
+        hello("notification-service", "notification-service", &victim, Some("notification-service"), "10.0.0.66:4444");
+    tx.send(claim).await.unwrap();
+    let req = http::Request::post(format!("http://{}{STREAM_PATH}", m.authority())).body(body).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    eventually("the attacker is registered, under its own identity", || async { keys(&m).await.len() == 2 }).await;
+    let during = keys(&m).await;
+    let own = during.iter().find(|(k, _)| k.contains("/notification-service/notification-service:")).unwrap();
+    assert!(own.1.contains("\"address\":\"127.0.0.1:4444\""), "the source IP, not 10.0.0.66: {own:?}");
+    assert!(during.contains(&before[0]), "the victim's registration is untouched while it lives");
+    drop(tx);
+    drop(resp);
+    eventually("the clean goodbye removed only the attacker's own key", || async { keys(&m).await.len() == 1 }).await;
+    assert_eq!(keys(&m).await, before, "the victim's registration is untouched");
+    assert_eq!(endpoints(&m.gateway, "order-service"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_etcd_value_holds_a_private_key_or_a_usable_token() {
+    let m = mesh().await;
+    let (secret_token, _) = token::mint(
+        &m.store,
+        "production",
+        "order-service",
+        token::DEFAULT_AUDIENCE,
+        Duration::from_secs(3600),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let secret = secret_token.rsplit('.').next().unwrap().to_string();
+    let all = m.store.client().kv_client().get("", Some(etcd_client::GetOptions::new().with_all_keys())).await.unwrap();
+    assert!(all.kvs().len() >= 4, "policies, registry, status, bundle, tokens are there");
+    for kv in all.kvs() {
+        let v = String::from_utf8_lossy(kv.value());
+        let k = String::from_utf8_lossy(kv.key());
+        assert!(!v.contains("PRIVATE KEY"), "{k} holds a private key");
+        assert!(!v.contains(&secret), "{k} holds a token's secret");
+    }
+    assert!(all.kvs().iter().any(|kv| kv.key() == b"/weft/ca/bundle"), "the public bundle is published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_revoked_foreign_audience_and_forged_tokens_are_refused_by_name() {
+    let m = mesh().await;
+    let mint = |aud: &'static str, ttl: u64, now: SystemTime| {
+        let store = m.store.clone();
+        async move { token::mint(&store, "production", "order-service", aud, Duration::from_secs(ttl), now).await.unwrap() }
+    };
+    let (good, _) = mint(token::DEFAULT_AUDIENCE, 3600, SystemTime::now()).await;
+    let (expired, e) = mint(token::DEFAULT_AUDIENCE, 60, SystemTime::now() - Duration::from_secs(3600)).await;
+    let (revoked, r) = mint(token::DEFAULT_AUDIENCE, 3600, SystemTime::now()).await;
+    let (foreign, f) = mint("some-other-ca", 3600, SystemTime::now()).await;
+    token::revoke(&m.store, &r.id).await.unwrap();
+    let forged = format!("{}.{}", good.rsplit_once('.').unwrap().0, "AAAA");
+    let before = m.fingerprint().await;
+    let signed = m.sign(&good).await;
+    assert_eq!(signed.0, 200, "a valid token still works: {}", signed.1);
+    for (tok, want) in [
+        (expired, format!("token {} expired", e.id)),
+        (revoked, format!("token {} was revoked", r.id)),
+        (foreign, format!("token {} is for audience \"some-other-ca\", not \"weft-ca\"", f.id)),
+        (forged, "does not match its record".to_string()),
+        ("weft1.0123456789abcdef.x".into(), "unknown token 0123456789abcdef".into()),
+        ("garbage".into(), "malformed token".into()),
+    ] {
+        let (status, why) = m.sign(&tok).await;
+        assert_eq!(status, 401, "{tok}: {why}");
+        assert!(why.contains(&want), "{tok}: {why} (want {want})");
+    }
+    assert_eq!(m.fingerprint().await, before, "refusals write nothing");
+    // `weftctl token list` shows each with its state.
+    let listed = token::list(&m.store).await.unwrap();
+    assert!(listed.iter().any(|t| t.id == r.id && t.revoked));
+}
+
+/// CPU time this process has used (user + system).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_line_and_a_slow_hello_are_closed_within_bounded_cost() {
+    let m = mesh().await;
+    let before = m.fingerprint().await;
+    let tls = m.tls_as(Some("notification-service"));
+    // 4 MiB without a newline, in 64 KiB frames: cut at 64 KiB, linear work.
+    let cpu = cpu_time();
+    let io = weft_proxy::tls::connect_control_plane(&m.authority(), Some(&tls), true).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx, body) = weft_proxy::stream::ChannelBody::new(64);
+    let feeder = tokio::spawn(async move {
+        for _ in 0..64 {
+            if tx.send(Bytes::from(vec![b'x'; 64 * 1024])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let req = http::Request::post(format!("http://{}{STREAM_PATH}", m.authority())).body(body).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let why = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    assert!(why.contains("message over 65536 bytes"), "{why}");
+    feeder.abort();
+    let spent = cpu_time().saturating_sub(cpu);
+    assert!(spent < Duration::from_secs(2), "an oversize line cost {spent:?} of CPU");
+
+    // A stream that never says Hello is answered 408 after the Hello timeout, and holds nothing.
+    let started = Instant::now();
+    let (status, why) = m.stream(Some(&tls), Bytes::new()).await.unwrap();
+    assert_eq!(status, 408, "{why}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(m.fingerprint().await, before, "nothing written, no config changed");
+}
