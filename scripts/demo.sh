@@ -70,17 +70,31 @@ trap 'exit 130' INT TERM
 mariadb -h 127.0.0.1 -u root -e 'DROP DATABASE IF EXISTS weft_demo_users; DROP DATABASE IF EXISTS weft_demo_products; DROP DATABASE IF EXISTS weft_demo_notifications'
 redis-cli --scan --pattern 'weft-demo:*' | xargs -r redis-cli del >/dev/null
 
-ETCD=http://127.0.0.1:23790
+ETCD=https://127.0.0.1:23790
 CP=http://127.0.0.1:15012
 export WEFT_ETCD=$ETCD
-step "starting etcd (data in $demo/etcd) and the control plane"
+step "starting etcd locked down (TLS with client certificates, RBAC) and the control plane"
+# etcd's own CA and certificates: a server certificate, and one client certificate per etcd user.
+certs=$demo/etcd-certs
+"$bin/weftctl" etcd certs --dir "$certs" --hosts 127.0.0.1,localhost >/dev/null
 /usr/bin/etcd --name demo --data-dir "$demo/etcd" --listen-client-urls $ETCD --advertise-client-urls $ETCD \
-  --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
-  --initial-cluster demo=http://127.0.0.1:23800 >"$demo/etcd.log" 2>&1 & pids+=($!)
+  --listen-peer-urls https://127.0.0.1:23800 --initial-advertise-peer-urls https://127.0.0.1:23800 \
+  --initial-cluster demo=https://127.0.0.1:23800 \
+  --client-cert-auth --trusted-ca-file "$certs/ca.pem" --cert-file "$certs/server.pem" --key-file "$certs/server-key.pem" \
+  --peer-client-cert-auth --peer-trusted-ca-file "$certs/ca.pem" --peer-cert-file "$certs/server.pem" \
+  --peer-key-file "$certs/server-key.pem" >"$demo/etcd.log" 2>&1 & pids+=($!)
 wait_port 23790 || { echo "etcd did not start; see $demo/etcd.log" >&2; exit 1; }
+export WEFT_ETCD_CA=$certs/ca.pem
+# etcd's RBAC, as root: weft-control-plane and weft-admin get their roles, nobody else anything.
+until WEFT_ETCD_CERT=$certs/root.pem WEFT_ETCD_KEY=$certs/root-key.pem "$bin/weftctl" etcd lockdown >/dev/null 2>&1; do
+  sleep 0.1
+done
+# weftctl below is the policy writer.
+export WEFT_ETCD_CERT=$certs/weft-admin.pem WEFT_ETCD_KEY=$certs/weft-admin-key.pem
 # The mesh CA: a root and its key in files only the control plane reads (mode 0600), never in etcd.
 "$bin/weftctl" ca init --dir "$demo/ca" >/dev/null
-"$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo --ca-dir "$demo/ca" >"$demo/control-plane.log" 2>&1 & pids+=($!)
+WEFT_ETCD_CERT=$certs/weft-control-plane.pem WEFT_ETCD_KEY=$certs/weft-control-plane-key.pem \
+  "$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo --ca-dir "$demo/ca" >"$demo/control-plane.log" 2>&1 & pids+=($!)
 wait_port 15012 || { echo "the control plane did not start" >&2; cat "$demo/control-plane.log" >&2; exit 1; }
 until "$bin/weftctl" root-cert >"$demo/root.pem" 2>/dev/null; do sleep 0.1; done
 
@@ -146,7 +160,7 @@ The shop is running. Try it:
   curl -s http://127.0.0.1:$GATEWAY/api/products
   curl -s -XPOST -H 'content-type: application/json' http://127.0.0.1:$GATEWAY/api/users/login -d '{"email":"...","password":"..."}'
 Sidecar admin (/clusters /config_dump /stats/prometheus): gateway http://127.0.0.1:15000, order-service-v1-a http://127.0.0.1:16200
-Edit policies/ and run: WEFT_ETCD=$ETCD $bin/weftctl apply -f policies/      weftctl status | explain work too.
+Edit policies/ and run: WEFT_ETCD=$ETCD WEFT_ETCD_CA=$WEFT_ETCD_CA WEFT_ETCD_CERT=$WEFT_ETCD_CERT WEFT_ETCD_KEY=$WEFT_ETCD_KEY $bin/weftctl apply -f policies/      weftctl status | explain work too.
 Logs: $demo        Ctrl-C stops everything.
 INFO
 wait

@@ -5,6 +5,8 @@
 //! - `policies/<Kind>/<namespace>/<name>` → the resource as JSON
 //! - `registry/<namespace>/<service>/<instance>` → [`Instance`] JSON, on a 30 s lease
 //! - `status/<control-plane id>/<namespace>/<instance>` → [`SidecarStatus`] JSON, on the control plane's lease
+//! - `ca/bundle` → the mesh's trust bundle (public certificates only)
+//! - `tokens/<id>` → a bootstrap token's record (its secret's hash only)
 
 use crate::istio::{self, Diagnostic, Kind, Resource};
 use crate::registry::{Instance, Registry};
@@ -70,12 +72,18 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl Store {
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
-        let options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(5))
-            .with_timeout(std::time::Duration::from_secs(10))
-            .with_keep_alive(std::time::Duration::from_secs(5), std::time::Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(options)).await?;
+    /// Connects to etcd: over TLS with a client certificate when `tls` is
+    /// given (`https://` endpoints; what etcd's RBAC knows us by), else plaintext.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&weft_etcd::EtcdTls>,
+    ) -> Result<Self, StoreError> {
+        let client = match weft_etcd::connect(endpoints, tls).await {
+            Ok(c) => c,
+            Err(weft_etcd::EtcdError::Etcd(e)) => return Err(e.into()),
+            Err(e) => return Err(StoreError::Corrupt { key: "connect".into(), message: e.to_string() }),
+        };
         let mut prefix = prefix.to_string();
         if !prefix.ends_with('/') {
             prefix.push('/');

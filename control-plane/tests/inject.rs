@@ -175,7 +175,10 @@ fn the_webhook_answers_with_a_patch_that_makes_the_pod_what_inject_makes_it() {
 async fn the_control_plane_serves_the_webhook() {
     use http_body_util::BodyExt;
     let etcd = weft_e2e::Etcd::start();
-    let store = weft_control_plane::store::Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let store =
+        weft_control_plane::store::Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::CONTROL_PLANE)))
+            .await
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let parts = weft_control_plane::ca::CaParts::generate("cluster.local").unwrap();

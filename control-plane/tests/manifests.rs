@@ -32,7 +32,7 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> R
 }
 
 fn typed(v: &Value) -> Result<Value, String> {
-    use k8s_openapi::api::{admissionregistration, apps, autoscaling, core, policy};
+    use k8s_openapi::api::{admissionregistration, apps, autoscaling, core, networking, policy};
     match (v["apiVersion"].as_str().unwrap_or(""), v["kind"].as_str().unwrap_or("")) {
         ("v1", "Namespace") => round_trip::<core::v1::Namespace>(v),
         ("v1", "Service") => round_trip::<core::v1::Service>(v),
@@ -46,6 +46,7 @@ fn typed(v: &Value) -> Result<Value, String> {
             round_trip::<admissionregistration::v1::MutatingWebhookConfiguration>(v)
         }
         ("policy/v1", "PodDisruptionBudget") => round_trip::<policy::v1::PodDisruptionBudget>(v),
+        ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<networking::v1::NetworkPolicy>(v),
         ("autoscaling/v2", "HorizontalPodAutoscaler") => round_trip::<autoscaling::v2::HorizontalPodAutoscaler>(v),
         (api, kind) => Err(format!("{api} {kind}: not a kind this test knows; add it")),
     }

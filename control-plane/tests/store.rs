@@ -12,7 +12,7 @@ const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmet
 #[tokio::test]
 async fn apply_get_delete_and_reapply_is_a_noop() {
     let etcd = Etcd::start();
-    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.admin())).await.unwrap();
     let resources = load_str(Path::new("p.yaml"), &format!("{VS}---\n{DR}")).unwrap();
     let first = store.apply(&resources).await.unwrap();
     assert_eq!(first.created.len(), 2);
@@ -38,7 +38,7 @@ async fn apply_get_delete_and_reapply_is_a_noop() {
 #[tokio::test]
 async fn registry_entries_live_and_die_with_their_lease() {
     let etcd = Etcd::start();
-    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
     let inst =
         Instance { address: "127.0.0.1:1".into(), labels: Default::default(), service_account: "sa".into(), port: 80 };
     let lease = store.register("prod", "orders", "orders-1", &inst, 2).await.unwrap();

@@ -32,13 +32,16 @@ impl Drop for TempDir {
     }
 }
 
-/// One private etcd member.
+/// One private etcd member, locked down as Weft runs etcd everywhere: TLS
+/// only with client certificates (clients and peers), etcd's RBAC on
+/// (`weft_etcd::lockdown`). Its certificates live in [`Etcd::certs`].
 #[derive(Debug)]
 pub struct Etcd {
     child: Option<Child>,
     pub client: SocketAddr,
     pub peer: SocketAddr,
     pub name: String,
+    certs: std::sync::Arc<TempDir>,
     _dir: TempDir,
 }
 
@@ -47,44 +50,78 @@ impl Etcd {
     pub fn start() -> Self {
         let client: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let peer: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let cluster = format!("e0=http://{peer}");
-        Self::start_member("e0", client, peer, &cluster, "new")
+        let cluster = format!("e0=https://{peer}");
+        let certs = Self::certificates();
+        let mut e = Self::spawn("e0", client, peer, &cluster, "new", certs);
+        e.wait_ready();
+        lock_down(&[e.url()], &e.tls(weft_etcd::ROOT));
+        e
+    }
+
+    fn certificates() -> std::sync::Arc<TempDir> {
+        let certs = TempDir::new("etcd-certs");
+        weft_etcd::generate(&certs.0, &["127.0.0.1".to_string(), "localhost".to_string()]).expect("etcd certificates");
+        std::sync::Arc::new(certs)
+    }
+
+    /// The directory of etcd's CA and certificates (`weftctl etcd certs` layout).
+    pub fn certs(&self) -> &std::path::Path {
+        &self.certs.0
+    }
+
+    /// TLS as `user` (`weft_etcd::ADMIN`, `weft_etcd::CONTROL_PLANE`, `weft_etcd::ROOT`).
+    pub fn tls(&self, user: &str) -> weft_etcd::EtcdTls {
+        weft_etcd::EtcdTls::for_user(self.certs(), user).expect("etcd client certificate")
+    }
+
+    /// TLS as `weftctl` (the policy writer).
+    pub fn admin(&self) -> weft_etcd::EtcdTls {
+        self.tls(weft_etcd::ADMIN)
     }
 
     /// Starts a three-member cluster.
     pub fn cluster3() -> Vec<Etcd> {
         let ports: Vec<(SocketAddr, SocketAddr)> =
             (0..3).map(|_| (([127, 0, 0, 1], free_port()).into(), ([127, 0, 0, 1], free_port()).into())).collect();
-        let cluster: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("e{i}=http://{p}")).collect();
+        let cluster: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("e{i}=https://{p}")).collect();
         let cluster = cluster.join(",");
+        let certs = Self::certificates();
         let mut children: Vec<Etcd> = ports
             .iter()
             .enumerate()
-            .map(|(i, (c, p))| Self::spawn(&format!("e{i}"), *c, *p, &cluster, "new"))
+            .map(|(i, (c, p))| Self::spawn(&format!("e{i}"), *c, *p, &cluster, "new", certs.clone()))
             .collect();
         for e in &mut children {
             e.wait_ready();
         }
+        let urls: Vec<String> = children.iter().map(Etcd::url).collect();
+        lock_down(&urls, &children[0].tls(weft_etcd::ROOT));
         children
     }
 
-    fn start_member(name: &str, client: SocketAddr, peer: SocketAddr, cluster: &str, state: &str) -> Self {
-        let mut e = Self::spawn(name, client, peer, cluster, state);
-        e.wait_ready();
-        e
-    }
-
-    fn spawn(name: &str, client: SocketAddr, peer: SocketAddr, cluster: &str, state: &str) -> Self {
+    fn spawn(
+        name: &str,
+        client: SocketAddr,
+        peer: SocketAddr,
+        cluster: &str,
+        state: &str,
+        certs: std::sync::Arc<TempDir>,
+    ) -> Self {
         let dir = TempDir::new("etcd");
         let log = std::fs::File::create(dir.0.join("etcd.log")).expect("etcd log");
+        let c = |f: &str| certs.0.join(f).to_string_lossy().into_owned();
         let child = Command::new("/usr/bin/etcd")
             .args(["--name", name])
             .arg("--data-dir")
             .arg(dir.0.join("data"))
-            .args(["--listen-client-urls", &format!("http://{client}")])
-            .args(["--advertise-client-urls", &format!("http://{client}")])
-            .args(["--listen-peer-urls", &format!("http://{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+            .args(["--listen-client-urls", &format!("https://{client}")])
+            .args(["--advertise-client-urls", &format!("https://{client}")])
+            .args(["--listen-peer-urls", &format!("https://{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("https://{peer}")])
+            .args(["--client-cert-auth", "--trusted-ca-file", &c("ca.pem")])
+            .args(["--cert-file", &c("server.pem"), "--key-file", &c("server-key.pem")])
+            .args(["--peer-client-cert-auth", "--peer-trusted-ca-file", &c("ca.pem")])
+            .args(["--peer-cert-file", &c("server.pem"), "--peer-key-file", &c("server-key.pem")])
             .args(["--initial-cluster", cluster])
             .args(["--initial-cluster-state", state])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
@@ -92,7 +129,7 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .expect("start /usr/bin/etcd (Debian package etcd-server; `make deps` installs it)");
-        Etcd { child: Some(child), client, peer, name: name.to_string(), _dir: dir }
+        Etcd { child: Some(child), client, peer, name: name.to_string(), certs, _dir: dir }
     }
 
     fn wait_ready(&mut self) {
@@ -108,7 +145,7 @@ impl Etcd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.client)
+        format!("https://{}", self.client)
     }
 
     /// Kills the member (SIGKILL), as a crash would.
@@ -118,6 +155,30 @@ impl Etcd {
             let _ = c.wait();
         }
     }
+}
+
+/// `weftctl etcd lockdown`, from a thread of its own (callers may be inside a runtime).
+fn lock_down(urls: &[String], root: &weft_etcd::EtcdTls) {
+    let (urls, root) = (urls.to_vec(), root.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let attempt = async {
+                    let mut client = weft_etcd::connect(&urls, Some(&root)).await?;
+                    weft_etcd::lockdown(&mut client, "/weft/").await
+                };
+                match attempt.await {
+                    Ok(()) => return,
+                    Err(e) if Instant::now() > deadline => panic!("etcd lockdown: {e}"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+    })
+    .join()
+    .expect("etcd lockdown");
 }
 
 impl Drop for Etcd {

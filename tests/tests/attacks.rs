@@ -19,7 +19,7 @@ use weft_proxy::Running;
 
 struct Mesh {
     c: Cp,
-    _etcd: Etcd,
+    etcd: Etcd,
     store: Store,
     _cp: ControlPlane,
     order: Running,
@@ -29,8 +29,8 @@ struct Mesh {
 
 async fn mesh() -> Mesh {
     let etcd = Etcd::start();
-    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
-    let (c, cp) = Cp::start(&store, "cp-a", test_ca()).await;
+    let store = admin_store(&[etcd.url()], &etcd).await;
+    let (c, cp) = Cp::start(&etcd, "cp-a", test_ca()).await;
     let w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
     let (order, g1) = sidecar(&c, w, Some("order-service"), Some(app("v1").await)).await;
     let (gateway, g2) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
@@ -38,7 +38,7 @@ async fn mesh() -> Mesh {
         gateway.shared.is_ready() && endpoints(&gateway, "order-service") == 1
     })
     .await;
-    Mesh { c, _etcd: etcd, store, _cp: cp, order, gateway, _goodbyes: vec![g1, g2] }
+    Mesh { c, etcd, store, _cp: cp, order, gateway, _goodbyes: vec![g1, g2] }
 }
 
 /// Everything that must not move: etcd's revision and every sidecar's config.
@@ -238,9 +238,9 @@ async fn another_identitys_instance_id_is_not_theirs_to_overwrite_or_delete() {
     let own = during.iter().find(|(k, _)| k.contains("/notification-service/notification-service:")).unwrap();
     assert!(own.1.contains("\"address\":\"127.0.0.1:4444\""), "the source IP, not 10.0.0.66: {own:?}");
     assert!(during.contains(&before[0]), "the victim's registration is untouched while it lives");
-    drop(tx);
-    drop(resp);
+    drop(tx); // A clean goodbye: the body ends, the response stays open until the control plane closes it.
     eventually("the clean goodbye removed only the attacker's own key", || async { keys(&m).await.len() == 1 }).await;
+    drop(resp);
     assert_eq!(keys(&m).await, before, "the victim's registration is untouched");
     assert_eq!(endpoints(&m.gateway, "order-service"), 1);
 }
@@ -259,7 +259,9 @@ async fn no_etcd_value_holds_a_private_key_or_a_usable_token() {
     .await
     .unwrap();
     let secret = secret_token.rsplit('.').next().unwrap().to_string();
-    let all = m.store.client().kv_client().get("", Some(etcd_client::GetOptions::new().with_all_keys())).await.unwrap();
+    // Read as etcd's root, who sees every key.
+    let root = Store::connect(&[m.etcd.url()], "/weft/", Some(&m.etcd.tls(weft_etcd::ROOT))).await.unwrap();
+    let all = root.client().kv_client().get("", Some(etcd_client::GetOptions::new().with_all_keys())).await.unwrap();
     assert!(all.kvs().len() >= 4, "policies, registry, status, bundle, tokens are there");
     for kv in all.kvs() {
         let v = String::from_utf8_lossy(kv.value());
@@ -345,5 +347,55 @@ async fn an_oversize_line_and_a_slow_hello_are_closed_within_bounded_cost() {
     let (status, why) = m.stream(Some(&tls), Bytes::new()).await.unwrap();
     assert_eq!(status, 408, "{why}");
     assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(m.fingerprint().await, before, "nothing written, no config changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_answers_nobody_without_a_certificate_and_each_role_only_its_keys() {
+    let m = mesh().await;
+    let before = m.fingerprint().await;
+    let url = m.etcd.url();
+    let ca = std::fs::read_to_string(m.etcd.certs().join("ca.pem")).unwrap();
+    let denied = |r: Result<(), etcd_client::Error>, what: &str| {
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains("permission denied"), "{what}: {e}");
+    };
+    // Plaintext to the TLS port: no answer.
+    let plain = async {
+        let mut c = etcd_client::Client::connect([url.replace("https://", "http://")], None).await?;
+        c.get("/weft/", None).await.map(drop)
+    };
+    assert!(tokio::time::timeout(Duration::from_secs(15), plain).await.map_or(true, |r| r.is_err()), "plaintext read");
+    // TLS trusting etcd's CA, without a client certificate: the handshake is refused.
+    let anonymous = async {
+        let tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&ca));
+        let options = etcd_client::ConnectOptions::new().with_tls(tls).with_timeout(Duration::from_secs(5));
+        let mut c = etcd_client::Client::connect([url.clone()], Some(options)).await?;
+        c.get("/weft/", Some(etcd_client::GetOptions::new().with_prefix())).await.map(drop)
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), anonymous).await.map_or(true, |r| r.is_err()),
+        "anonymous read"
+    );
+    // A certificate etcd trusts, for a user with no role: nothing.
+    let intruder = weft_etcd::issue_client(m.etcd.certs(), "intruder").unwrap();
+    let mut c = weft_etcd::connect(&[url.clone()], Some(&intruder)).await.unwrap();
+    denied(c.get("/weft/ca/bundle", None).await.map(drop), "intruder read");
+    denied(c.put("/weft/policies/AuthorizationPolicy/production/x", "{}", None).await.map(drop), "intruder write");
+    // The control plane may not write policies or tokens; weftctl may not write the registry or the bundle.
+    let mut cp = weft_etcd::connect(&[url.clone()], Some(&m.etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
+    denied(
+        cp.put("/weft/policies/AuthorizationPolicy/production/x", "{}", None).await.map(drop),
+        "control plane writes a policy",
+    );
+    denied(cp.put("/weft/tokens/0123456789abcdef", "{}", None).await.map(drop), "control plane mints a token");
+    denied(cp.put("/weft/other", "x", None).await.map(drop), "control plane writes outside its keys");
+    let mut admin = weft_etcd::connect(&[url.clone()], Some(&m.etcd.admin())).await.unwrap();
+    denied(admin.put("/weft/registry/production/order-service/x:y", "{}", None).await.map(drop), "weftctl registers");
+    denied(admin.put("/weft/ca/bundle", "x", None).await.map(drop), "weftctl replaces the trust bundle");
+    denied(
+        admin.get("/", Some(etcd_client::GetOptions::new().with_prefix())).await.map(drop),
+        "weftctl reads outside /weft/",
+    );
     assert_eq!(m.fingerprint().await, before, "nothing written, no config changed");
 }

@@ -8,14 +8,13 @@ use common::*;
 use std::path::Path;
 use std::time::Duration;
 use weft_control_plane::istio::{load_paths, load_str};
-use weft_control_plane::store::Store;
 use weft_e2e::Etcd;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     let etcd = Etcd::start();
-    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
-    let (cp, cp_a) = Cp::start(&store, "cp-a", test_ca()).await;
+    let store = admin_store(&[etcd.url()], &etcd).await;
+    let (cp, cp_a) = Cp::start(&etcd, "cp-a", test_ca()).await;
     let ctx = cp_a.ctx.clone();
 
     let (app1, app2) = (app("v1").await, app("v2").await);
@@ -91,14 +90,13 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_dies_under_load_and_no_request_fails() {
     let etcd = Etcd::start();
-    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let store = admin_store(&[etcd.url()], &etcd).await;
     store.apply(&load_paths(&[policies().join("order-service.yaml")]).unwrap()).await.unwrap();
     let mut cps = std::collections::HashMap::new();
     let ca = test_ca();
     let mut urls = Cp { urls: Vec::new(), store: store.clone(), ca: ca.clone() };
     for id in ["cp-a", "cp-b"] {
-        let s = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
-        let (one, cp) = Cp::start(&s, id, ca.clone()).await;
+        let (one, cp) = Cp::start(&etcd, id, ca.clone()).await;
         urls.urls.extend(one.urls);
         cps.insert(id.to_string(), cp);
     }
@@ -174,9 +172,8 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
 async fn the_mesh_keeps_working_when_an_etcd_member_dies() {
     let mut members = Etcd::cluster3();
     let urls: Vec<String> = members.iter().map(Etcd::url).collect();
-    let store = Store::connect(&urls, "/weft/").await.unwrap();
-    let (mut cp, _cp) = Cp::start(&Store::connect(&urls, "/weft/").await.unwrap(), "cp-a", test_ca()).await;
-    cp.store = store.clone();
+    let store = admin_store(&urls, &members[0]).await;
+    let (cp, _cp) = Cp::start_with(&urls, &members[0], "cp-a", test_ca(), Default::default()).await;
     let (app1, app2) = (app("v1").await, app("v2").await);
     let (_s1, _g1) = sidecar(
         &cp,

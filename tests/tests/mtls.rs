@@ -42,11 +42,11 @@ struct Mesh {
 
 async fn mesh(cert_ttl: Duration) -> Mesh {
     let etcd = Etcd::start();
-    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let store = admin_store(&[etcd.url()], &etcd).await;
     let parts = CaParts::generate("cluster.local").unwrap();
     let ca = std::sync::Arc::new(Ca::from_parts(&parts, "cluster.local").unwrap());
     let options = weft_control_plane::push::Options { cert_ttl, ..Default::default() };
-    let (c, cp) = Cp::start_with(&store, "cp-a", ca, options).await;
+    let (c, cp) = Cp::start_with(&[etcd.url()], &etcd, "cp-a", ca, options).await;
     let w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
     let (order, g1) = sidecar(&c, w, Some("order-service"), Some(xfcc_app().await)).await;
     let (gateway, g2) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;

@@ -216,12 +216,13 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
 
     // The control plane, on the bridge so the pods reach it.
     let etcd = Etcd::start();
-    let store = Store::connect(&[etcd.url()], "/weft/").await.unwrap();
+    let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.admin())).await.unwrap();
+    let cp_store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
     let listener = tokio::net::TcpListener::bind(format!("{}:0", net.ip(1))).await.unwrap();
     let cp_url = format!("http://{}", listener.local_addr().unwrap());
     let ca =
         std::sync::Arc::new(Ca::from_parts(&CaParts::generate("cluster.local").unwrap(), "cluster.local").unwrap());
-    let cp = weft_control_plane::push::start(store.clone(), "cp-pods".into(), listener, ca.clone()).await.unwrap();
+    let cp = weft_control_plane::push::start(cp_store, "cp-pods".into(), listener, ca.clone()).await.unwrap();
     let hour = Duration::from_secs(3600);
     let token = |sa: &'static str| {
         let store = store.clone();

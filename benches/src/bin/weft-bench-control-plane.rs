@@ -118,7 +118,8 @@ async fn main() -> anyhow::Result<()> {
     println!("|---:|---:|---:|---:|---:|---:|");
     for &n in &args.sidecars {
         let etcd = weft_e2e::Etcd::start();
-        let store = Store::connect(&[etcd.url()], "/weft/").await?;
+        // The harness plays every part (registry of simulated services, policy writer): etcd's root.
+        let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::ROOT))).await?;
         for s in 0..args.services {
             for k in 0..args.instances {
                 let inst = Instance {
@@ -146,6 +147,12 @@ async fn main() -> anyhow::Result<()> {
             .args(["--etcd", &etcd.url(), "--listen", &cp, "--id", "cp-bench", "--max-streams-per-identity", "100000"])
             .arg("--ca-dir")
             .arg(&ca_path)
+            .arg("--etcd-ca")
+            .arg(etcd.certs().join("ca.pem"))
+            .arg("--etcd-cert")
+            .arg(weft_etcd::user_files(etcd.certs(), weft_etcd::CONTROL_PLANE).0)
+            .arg("--etcd-key")
+            .arg(weft_etcd::user_files(etcd.certs(), weft_etcd::CONTROL_PLANE).1)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(std::env::temp_dir().join("weft-bench-cp.log"))?)
             .spawn()

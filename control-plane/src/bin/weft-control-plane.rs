@@ -12,6 +12,14 @@ struct Args {
     /// etcd endpoints, comma-separated.
     #[arg(long, env = "WEFT_ETCD", default_value = "http://127.0.0.1:2379")]
     etcd: String,
+    /// etcd's CA (PEM): with --etcd-cert and --etcd-key, TLS to `https://` endpoints.
+    #[arg(long, env = "WEFT_ETCD_CA", requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_ca: Option<std::path::PathBuf>,
+    /// This control plane's etcd client certificate (CN `weft-control-plane`: its etcd role).
+    #[arg(long, env = "WEFT_ETCD_CERT", requires = "etcd_ca")]
+    etcd_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "WEFT_ETCD_KEY", requires = "etcd_ca")]
+    etcd_key: Option<std::path::PathBuf>,
     /// Key prefix in etcd.
     #[arg(long, env = "WEFT_PREFIX", default_value = "/weft/")]
     prefix: String,
@@ -51,7 +59,11 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     let args = Args::parse();
     let endpoints: Vec<String> = args.etcd.split(',').map(str::to_string).collect();
-    let store = Store::connect(&endpoints, &args.prefix).await.context("connecting to etcd")?;
+    let tls = match (&args.etcd_ca, &args.etcd_cert, &args.etcd_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(weft_etcd::EtcdTls::from_files(ca, cert, key)?),
+        _ => None,
+    };
+    let store = Store::connect(&endpoints, &args.prefix, tls.as_ref()).await.context("connecting to etcd")?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let id = args.id.unwrap_or_else(|| format!("cp-{}", std::process::id()));

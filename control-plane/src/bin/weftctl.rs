@@ -13,6 +13,14 @@ struct Cli {
     /// etcd endpoints, comma-separated.
     #[arg(long, global = true, env = "WEFT_ETCD", default_value = "http://127.0.0.1:2379")]
     etcd: String,
+    /// etcd's CA (PEM): with --etcd-cert and --etcd-key, TLS to `https://` endpoints.
+    #[arg(long, global = true, env = "WEFT_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// weftctl's etcd client certificate (CN `weft-admin`: writes policies and tokens).
+    #[arg(long, global = true, env = "WEFT_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "WEFT_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
     /// Key prefix in etcd.
     #[arg(long, global = true, env = "WEFT_PREFIX", default_value = "/weft/")]
     prefix: String,
@@ -109,6 +117,13 @@ enum Command {
         #[arg(long, default_value = weft_control_plane::token::DEFAULT_AUDIENCE)]
         audience: String,
     },
+    /// etcd locked down: `weftctl etcd certs --dir DIR --hosts 127.0.0.1,etcd` writes etcd's own CA, its
+    /// server certificate and client certificates for root, weft-control-plane and weft-admin;
+    /// `weftctl etcd lockdown` (with root's certificate) creates their users and roles and turns auth on.
+    Etcd {
+        #[command(subcommand)]
+        action: EtcdAction,
+    },
     /// The mesh CA: `weftctl ca init --dir DIR` writes a new root (ca-cert.pem) and its
     /// key (ca-key.pem, mode 0600) for the control planes' --ca-dir.
     Ca {
@@ -161,6 +176,20 @@ enum TokenAction {
     List,
     /// Revokes one token: it can no longer get a certificate.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum EtcdAction {
+    /// Writes etcd's CA and certificates into DIR (keys mode 0600).
+    Certs {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names and IPs the etcd server certificate is for, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        hosts: Vec<String>,
+    },
+    /// Creates the users and roles of Weft's etcd RBAC and runs `auth enable` (as root; idempotent).
+    Lockdown,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,7 +247,12 @@ fn kind_arg(text: &str) -> Result<Kind, ExitCode> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let endpoints: Vec<String> = cli.etcd.split(',').map(str::to_string).collect();
-    let store = || async { Store::connect(&endpoints, &cli.prefix).await };
+    let tls = match (&cli.etcd_ca, &cli.etcd_cert, &cli.etcd_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(ok!(weft_etcd::EtcdTls::from_files(ca, cert, key))),
+        (None, None, None) => None,
+        _ => return fail("--etcd-ca, --etcd-cert and --etcd-key go together"),
+    };
+    let store = || async { Store::connect(&endpoints, &cli.prefix, tls.as_ref()).await };
     match cli.command {
         Command::Validate { paths } => match istio::load_paths(&paths) {
             Ok(resources) => {
@@ -451,6 +485,17 @@ async fn main() -> ExitCode {
                 ok!(weft_control_plane::token::mint(&store, &namespace, &service_account, &audience, ttl, now).await);
             eprintln!("token {} for {namespace}/{service_account}, valid {ttl:?}", record.id);
             println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Command::Etcd { action: EtcdAction::Certs { dir, hosts } } => {
+            ok!(weft_etcd::generate(&dir, &hosts));
+            println!("wrote etcd's CA, server and client certificates into {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Command::Etcd { action: EtcdAction::Lockdown } => {
+            let store = ok!(store().await);
+            ok!(weft_etcd::lockdown(&mut store.client(), store.prefix()).await);
+            println!("etcd auth enabled: {} and {} have their roles", weft_etcd::CONTROL_PLANE, weft_etcd::ADMIN);
             ExitCode::SUCCESS
         }
         Command::Ca { action: CaAction::Init { dir, trust_domain } } => {

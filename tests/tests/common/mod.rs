@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use weft_control_plane::ca::{Ca, CaParts};
 use weft_control_plane::push::ControlPlane;
 use weft_control_plane::store::Store;
+use weft_e2e::Etcd;
 use weft_model::stream::Hello;
 use weft_model::Workload;
 use weft_proxy::control::ControlOptions;
@@ -74,22 +75,25 @@ pub struct Cp {
 }
 
 impl Cp {
-    /// Starts one control plane with the default options on a new port.
-    pub async fn start(store: &Store, id: &str, ca: Arc<Ca>) -> (Cp, ControlPlane) {
-        Self::start_with(store, id, ca, Default::default()).await
+    /// Starts one control plane with the default options on a new port; it
+    /// reaches etcd as `weft-control-plane`, the returned [`Cp`] mints tokens as `weft-admin`.
+    pub async fn start(etcd: &Etcd, id: &str, ca: Arc<Ca>) -> (Cp, ControlPlane) {
+        Self::start_with(&[etcd.url()], etcd, id, ca, Default::default()).await
     }
 
-    /// [`Cp::start`] with options.
+    /// [`Cp::start`] on the etcd members `urls` (whose certificates `etcd` holds), with options.
     pub async fn start_with(
-        store: &Store,
+        urls: &[String],
+        etcd: &Etcd,
         id: &str,
         ca: Arc<Ca>,
         options: weft_control_plane::push::Options,
     ) -> (Cp, ControlPlane) {
+        let own = Store::connect(urls, "/weft/", Some(&etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
-        let cp = weft_control_plane::push::start_with(store.clone(), id.into(), l, ca.clone(), options).await.unwrap();
-        (Cp { urls: vec![url], store: store.clone(), ca }, cp)
+        let cp = weft_control_plane::push::start_with(own, id.into(), l, ca.clone(), options).await.unwrap();
+        (Cp { urls: vec![url], store: admin_store(urls, etcd).await, ca }, cp)
     }
 
     /// A bootstrap token for `production`/`sa`, valid an hour.
@@ -112,6 +116,11 @@ impl Cp {
     pub fn tls(&self) -> weft_proxy::tls::ControlPlaneTls {
         weft_proxy::tls::ControlPlaneTls::from_pem(self.ca.root_pem(), "cluster.local").unwrap()
     }
+}
+
+/// The store as `weftctl` reaches it (etcd user `weft-admin`: policies and tokens).
+pub async fn admin_store(urls: &[String], etcd: &Etcd) -> Store {
+    Store::connect(urls, "/weft/", Some(&etcd.admin())).await.unwrap()
 }
 
 /// A sidecar in control-plane mode with a workload certificate for its
