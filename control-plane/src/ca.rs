@@ -16,6 +16,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Istio's default trust domain.
@@ -27,6 +28,9 @@ pub const NOT_BEFORE_SKEW: Duration = Duration::from_secs(120);
 /// The CA's files in its directory (Istio's `cacerts` names).
 pub const CERT_FILE: &str = "ca-cert.pem";
 pub const KEY_FILE: &str = "ca-key.pem";
+/// The next root, while a rotation runs (`weftctl ca rotate`).
+pub const NEXT_CERT_FILE: &str = "next-ca-cert.pem";
+pub const NEXT_KEY_FILE: &str = "next-ca-key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -42,18 +46,69 @@ pub enum CaError {
     Csr(String),
 }
 
-/// The mesh CA.
-pub struct Ca {
+/// One root that can sign: its certificate, key and fingerprint.
+struct Signer {
     root_pem: String,
     issuer: rcgen::Certificate,
     key: KeyPair,
+    fingerprint: String,
+}
+
+impl Signer {
+    fn new(parts: &CaParts) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(&parts.key_pem)?;
+        // Rebuild the issuer from the root; the root's PEM stays the trust anchor.
+        let issuer = CertificateParams::from_ca_cert_pem(&parts.root_pem)?.self_signed(&key)?;
+        Ok(Signer { fingerprint: fingerprint(&parts.root_pem)?, root_pem: parts.root_pem.clone(), issuer, key })
+    }
+}
+
+/// The roots a CA directory holds: the current one and, while a rotation
+/// runs, the next one (`weftctl ca rotate`).
+struct Keys {
+    current: Signer,
+    next: Option<Signer>,
+}
+
+/// The mesh CA. Which root signs and which roots are trusted is decided by the
+/// rotation (see `rotation.rs`) and published in etcd; every control plane
+/// follows what is published, so they all sign with the same root.
+pub struct Ca {
     trust_domain: String,
+    dir: Option<std::path::PathBuf>,
+    keys: std::sync::RwLock<Arc<Keys>>,
+    /// The published trust: bundle and signer.
+    trust: std::sync::RwLock<weft_model::Trust>,
 }
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ca").field("trust_domain", &self.trust_domain).finish_non_exhaustive()
     }
+}
+
+/// SHA-256 (hex) of the first certificate in `pem` (its DER).
+pub fn fingerprint(pem: &str) -> Result<String, CaError> {
+    let der = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .next()
+        .ok_or_else(|| CaError::Files("no certificate in PEM".into()))?
+        .map_err(|e| CaError::Files(e.to_string()))?
+        .contents;
+    Ok(ring::digest::digest(&ring::digest::SHA256, &der).as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The fingerprints of every certificate in a PEM bundle, in order.
+pub fn fingerprints(pem: &str) -> Vec<String> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|p| {
+            ring::digest::digest(&ring::digest::SHA256, &p.contents)
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .collect()
 }
 
 /// A root certificate and its key, PEM.
@@ -86,11 +141,20 @@ impl CaParts {
     /// readable by others, not even for a moment) into `dir`; refuses to
     /// overwrite an existing key.
     pub fn write_dir(&self, dir: &Path) -> Result<(), CaError> {
+        self.write_as(dir, CERT_FILE, KEY_FILE)
+    }
+
+    /// Writes this root as the next one (`next-ca-cert.pem`, `next-ca-key.pem`): a rotation starts.
+    pub fn write_next(&self, dir: &Path) -> Result<(), CaError> {
+        self.write_as(dir, NEXT_CERT_FILE, NEXT_KEY_FILE)
+    }
+
+    fn write_as(&self, dir: &Path, cert_file: &str, key_file: &str) -> Result<(), CaError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let err = |p: &Path, e: std::io::Error| CaError::Files(format!("{}: {e}", p.display()));
         std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-        let key = dir.join(KEY_FILE);
+        let key = dir.join(key_file);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -98,7 +162,7 @@ impl CaParts {
             .open(&key)
             .map_err(|e| err(&key, e))?;
         f.write_all(self.key_pem.as_bytes()).map_err(|e| err(&key, e))?;
-        let cert = dir.join(CERT_FILE);
+        let cert = dir.join(cert_file);
         std::fs::write(&cert, &self.root_pem).map_err(|e| err(&cert, e))?;
         Ok(())
     }
@@ -107,8 +171,20 @@ impl CaParts {
     /// readable by group or others (as ssh insists): a CA key anyone on the
     /// host can read is refused, not used.
     pub fn read_dir(dir: &Path) -> Result<Self, CaError> {
+        Self::read_as(dir, CERT_FILE, KEY_FILE)
+    }
+
+    /// The next root, if a rotation runs.
+    pub fn read_next(dir: &Path) -> Result<Option<Self>, CaError> {
+        if !dir.join(NEXT_KEY_FILE).exists() {
+            return Ok(None);
+        }
+        Self::read_as(dir, NEXT_CERT_FILE, NEXT_KEY_FILE).map(Some)
+    }
+
+    fn read_as(dir: &Path, cert_file: &str, key_file: &str) -> Result<Self, CaError> {
         use std::os::unix::fs::PermissionsExt;
-        let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+        let (cert, key) = (dir.join(cert_file), dir.join(key_file));
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| CaError::Files(format!("{}: {e}", p.display())));
         let mode = std::fs::metadata(&key)
             .map_err(|e| CaError::Files(format!("{}: {e}", key.display())))?
@@ -126,27 +202,80 @@ impl CaParts {
 }
 
 impl Ca {
+    /// A CA of one root, held in memory (tests, benches).
     pub fn from_parts(parts: &CaParts, trust_domain: &str) -> Result<Self, CaError> {
-        let key = KeyPair::from_pem(&parts.key_pem)?;
-        // Rebuild the issuer from the root; the root's PEM stays the trust anchor.
-        let issuer = CertificateParams::from_ca_cert_pem(&parts.root_pem)?.self_signed(&key)?;
-        Ok(Ca { root_pem: parts.root_pem.clone(), issuer, key, trust_domain: trust_domain.to_string() })
+        Self::new(parts, None, trust_domain, None)
     }
 
-    /// The CA from its directory (`--ca-dir`).
+    fn new(
+        parts: &CaParts,
+        next: Option<&CaParts>,
+        trust_domain: &str,
+        dir: Option<std::path::PathBuf>,
+    ) -> Result<Self, CaError> {
+        let current = Signer::new(parts)?;
+        let next = next.map(Signer::new).transpose()?;
+        let trust = weft_model::Trust { roots: current.root_pem.clone(), signer: current.fingerprint.clone() };
+        Ok(Ca {
+            trust_domain: trust_domain.to_string(),
+            dir,
+            keys: std::sync::RwLock::new(Arc::new(Keys { current, next })),
+            trust: std::sync::RwLock::new(trust),
+        })
+    }
+
+    /// The CA from its directory (`--ca-dir`): the current root, and the next one while a rotation runs.
     pub fn from_dir(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        Self::from_parts(&CaParts::read_dir(dir)?, trust_domain)
+        let next = CaParts::read_next(dir)?;
+        Self::new(&CaParts::read_dir(dir)?, next.as_ref(), trust_domain, Some(dir.to_path_buf()))
     }
 
-    /// Publishes the trust bundle (the root certificate, public) in etcd for `weftctl root-cert`.
-    pub async fn publish(&self, store: &Store) -> Result<(), CaError> {
-        let mut kv = store.client().kv_client();
-        kv.put(bundle_key(store), self.root_pem.as_bytes().to_vec(), None).await?;
-        Ok(())
+    /// Reads the directory again (a rotation started or finished); true if the roots changed.
+    pub fn reload(&self) -> Result<bool, CaError> {
+        let Some(dir) = &self.dir else { return Ok(false) };
+        let (current, next) = (CaParts::read_dir(dir)?, CaParts::read_next(dir)?);
+        let same = {
+            let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            keys.current.root_pem == current.root_pem
+                && keys.next.as_ref().map(|n| &n.root_pem) == next.as_ref().map(|n| &n.root_pem)
+        };
+        if same {
+            return Ok(false);
+        }
+        let keys = Keys { current: Signer::new(&current)?, next: next.as_ref().map(Signer::new).transpose()? };
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(true)
     }
 
-    pub fn root_pem(&self) -> &str {
-        &self.root_pem
+    /// The roots this CA holds: (current, next), as (fingerprint, PEM).
+    pub fn roots(&self) -> ((String, String), Option<(String, String)>) {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let pair = |s: &Signer| (s.fingerprint.clone(), s.root_pem.clone());
+        (pair(&keys.current), keys.next.as_ref().map(pair))
+    }
+
+    /// Follows the published trust: signs with its signer from now on (when this CA holds it).
+    pub fn follow(&self, trust: &weft_model::Trust) {
+        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = trust.clone();
+    }
+
+    /// The trust this CA follows: the bundle peers trust and the root that signs.
+    pub fn trust(&self) -> weft_model::Trust {
+        self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The root that signs now (PEM).
+    pub fn root_pem(&self) -> String {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.with_signer(&keys, |s| s.root_pem.clone())
+    }
+
+    fn with_signer<T>(&self, keys: &Keys, f: impl FnOnce(&Signer) -> T) -> T {
+        let signer = self.trust.read().unwrap_or_else(|p| p.into_inner()).signer.clone();
+        match &keys.next {
+            Some(n) if n.fingerprint == signer => f(n),
+            _ => f(&keys.current),
+        }
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -157,8 +286,8 @@ impl Ca {
         format!("spiffe://{}/ns/{ns}/sa/{sa}", self.trust_domain)
     }
 
-    /// Signs a workload certificate for `ns`/`sa` with the CSR's public key.
-    /// The CSR's signature is checked (proof of possession); its names are ignored.
+    /// Signs a workload certificate for `ns`/`sa` with the CSR's public key, from the root
+    /// that signs now. The CSR's signature is checked (proof of possession); its names are ignored.
     pub fn sign(&self, csr_pem: &str, ns: &str, sa: &str, ttl: Duration) -> Result<String, CaError> {
         self.sign_with_dns(csr_pem, ns, sa, ttl, &[])
     }
@@ -190,20 +319,31 @@ impl Ca {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::seconds(NOT_BEFORE_SKEW.as_secs() as i64);
         params.not_after = now + time::Duration::milliseconds(ttl.as_millis() as i64);
-        let cert = params.signed_by(&csr.public_key, &self.issuer, &self.key)?;
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let cert = self.with_signer(&keys, |s| params.signed_by(&csr.public_key, &s.issuer, &s.key))?;
         Ok(cert.pem())
     }
 }
 
-/// Where the trust bundle lives in etcd.
-pub fn bundle_key(store: &Store) -> String {
-    format!("{}ca/bundle", store.prefix())
+/// Where the published trust (bundle and signer, [`weft_model::Trust`] as JSON) lives in etcd.
+pub fn trust_key(store: &Store) -> String {
+    format!("{}ca/trust", store.prefix())
+}
+
+/// The trust control planes published, with its etcd revision.
+pub async fn read_trust(store: &Store) -> Result<Option<(weft_model::Trust, i64)>, CaError> {
+    let got = store.client().kv_client().get(trust_key(store), None).await?;
+    match got.kvs().first() {
+        None => Ok(None),
+        Some(kv) => serde_json::from_slice(kv.value())
+            .map(|t| Some((t, kv.mod_revision())))
+            .map_err(|e| CaError::Files(format!("{}: {e}", trust_key(store)))),
+    }
 }
 
 /// The trust bundle control planes published (PEM), if any.
 pub async fn read_bundle(store: &Store) -> Result<Option<String>, CaError> {
-    let got = store.client().kv_client().get(bundle_key(store), None).await?;
-    Ok(got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    Ok(read_trust(store).await?.map(|(t, _)| t.roots))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod inject;
 pub mod istio;
 pub mod push;
 pub mod registry;
+pub mod rotation;
 pub mod store;
 pub mod token;
 pub mod translate;

@@ -144,9 +144,12 @@ pub struct Context {
     pub ca: Arc<crate::ca::Ca>,
     pub options: Options,
     /// This control plane's TLS: its own certificate from the mesh CA; a
-    /// client certificate is verified against the mesh root when offered
-    /// (the config stream requires one; the signing endpoint takes a token instead).
-    pub tls: Arc<rustls::ServerConfig>,
+    /// client certificate is verified against the trust bundle when offered
+    /// (the config stream requires one; the signing endpoint takes a token
+    /// instead). Rebuilt when a root rotation moves on.
+    pub tls: arc_swap::ArcSwap<rustls::ServerConfig>,
+    /// The published trust (bundle, signer) and its etcd revision; pushed with every config.
+    pub trust: watch::Receiver<Arc<(weft_model::Trust, i64)>>,
     /// Open config streams per SPIFFE identity.
     streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     translations: Arc<Translations>,
@@ -181,8 +184,13 @@ pub async fn start_with(
             options.trust_domain
         )));
     }
-    ca.publish(&store).await.map_err(|e| corrupt(e.to_string()))?;
+    let published = crate::rotation::step(&ca, &store)
+        .await
+        .map_err(|e| corrupt(e.to_string()))?
+        .ok_or_else(|| corrupt("no trust published".into()))?;
+    ca.follow(&published.0);
     let tls = own_tls(&ca, &options.trust_domain).map_err(corrupt)?;
+    let (trust_tx, trust) = watch::channel(Arc::new(published));
     let state = crate::watch::follow(store.clone()).await?;
     let lease = store.client().lease_client().grant(15, None).await?.id();
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
@@ -196,13 +204,45 @@ pub async fn start_with(
         lease,
         ca,
         options,
-        tls,
+        tls: arc_swap::ArcSwap::new(tls),
+        trust,
         streams: Default::default(),
         translations: Arc::default(),
         _status_lease: Arc::new(status_lease),
     });
+    let rotation = tokio::spawn(follow_trust(ctx.clone(), trust_tx));
     let task = tokio::spawn(serve(listener, ctx.clone()));
-    Ok(ControlPlane { ctx, task })
+    Ok(ControlPlane { ctx, task, rotation })
+}
+
+/// How often a control plane looks at the CA directory, the published trust
+/// and the sidecars' status to move a root rotation on.
+pub const ROTATION_CHECK: Duration = Duration::from_millis(500);
+
+/// Follows (and moves on) the root rotation: publishes each step, signs with
+/// the published signer, rebuilds this control plane's own certificate from
+/// it, and hands the trust to every session to push.
+async fn follow_trust(ctx: Arc<Context>, tx: watch::Sender<Arc<(weft_model::Trust, i64)>>) {
+    loop {
+        tokio::time::sleep(ROTATION_CHECK).await;
+        let published = match crate::rotation::step(&ctx.ca, &ctx.store).await {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("root rotation check failed: {e}");
+                continue;
+            }
+        };
+        if tx.borrow().0 == published.0 {
+            continue;
+        }
+        ctx.ca.follow(&published.0);
+        match own_tls(&ctx.ca, &ctx.options.trust_domain) {
+            Ok(tls) => ctx.tls.store(tls),
+            Err(e) => tracing::error!("cannot renew the control plane's own certificate: {e}"),
+        }
+        let _ = tx.send(Arc::new(published));
+    }
 }
 
 /// The names the Kubernetes API server uses to call the injection webhook.
@@ -219,7 +259,8 @@ fn own_tls(ca: &crate::ca::Ca, trust_domain: &str) -> Result<Arc<rustls::ServerC
     let cert = ca
         .sign_with_dns(&csr, "weft-system", "weft-control-plane", Duration::from_secs(365 * 86400), &WEBHOOK_DNS)
         .map_err(|e| e.to_string())?;
-    let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, ca.root_pem()).map_err(|e| e.to_string())?;
+    let leaf =
+        weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &ca.trust().roots).map_err(|e| e.to_string())?;
     debug_assert_eq!(leaf.id, weft_proxy::tls::control_plane_id(trust_domain));
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(leaf.roots.clone(), weft_proxy::tls::provider())
@@ -241,11 +282,13 @@ fn own_tls(ca: &crate::ca::Ca, trust_domain: &str) -> Result<Arc<rustls::ServerC
 pub struct ControlPlane {
     pub ctx: Arc<Context>,
     task: tokio::task::JoinHandle<()>,
+    rotation: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.task.abort();
+        self.rotation.abort();
     }
 }
 
@@ -345,7 +388,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
                 return;
             }
             let Ok(Ok(tls)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(ctx.tls.clone()).accept(stream))
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(ctx.tls.load_full()).accept(stream))
                     .await
             else {
                 return;
@@ -447,13 +490,15 @@ async fn sign(ctx: &Context, peer: &Peer, body: Incoming) -> Response<Body> {
             }
         }
     };
+    let trust = ctx.ca.trust();
     match ctx.ca.sign(&req.csr, &ns, &sa, ctx.options.cert_ttl) {
         Ok(certificate) => {
             ctx.metrics.certs_issued.inc();
             let resp = weft_model::stream::SignResponse {
                 certificate,
-                root: ctx.ca.root_pem().to_string(),
+                root: trust.roots,
                 identity: ctx.ca.spiffe_id(&ns, &sa),
+                signer: Some(trust.signer),
             };
             Response::new(full(serde_json::to_vec(&resp).unwrap_or_default()))
         }
@@ -675,6 +720,7 @@ async fn session(
     };
     let _ = ctx.store.put_status(&status, ctx.lease).await;
     let mut state_rx = ctx.state.clone();
+    let mut trust_rx = ctx.trust.clone();
     // A digest of the last config sent (without its version): sessions keep no config copies.
     let mut last_sent: Option<u64> = None;
     let mut pending: Option<(String, Option<std::time::Instant>)> = None;
@@ -682,10 +728,14 @@ async fn session(
     loop {
         if state_changed {
             let state = state_rx.borrow_and_update().clone();
-            let version = state.revision.to_string();
+            let trust = trust_rx.borrow_and_update().clone();
+            // The version counts etcd revisions of both policies and trust: an ACK of a version at
+            // or after the trust's revision proves the sidecar holds that trust (rotation waits on it).
+            let version = state.revision.max(trust.1).to_string();
             let shared = ctx.translations.get(&state, w, &ctx.options.trust_domain);
             let mut config = (*shared).clone();
             config.workload = w.clone();
+            config.trust = Some(trust.0.clone());
             let digest = digest(&config);
             if last_sent != Some(digest) {
                 config.version = version.clone();
@@ -700,6 +750,10 @@ async fn session(
         }
         tokio::select! {
             changed = state_rx.changed() => {
+                changed.map_err(|_| "control plane stopping".to_string())?;
+                state_changed = true;
+            }
+            changed = trust_rx.changed() => {
                 changed.map_err(|_| "control plane stopping".to_string())?;
                 state_changed = true;
             }
@@ -721,6 +775,7 @@ async fn session(
                             }
                         }
                         status.acked_version = Some(ack.version.clone());
+                        status.issuer = ack.issuer.clone();
                     }
                     Some(reason) => {
                         ctx.metrics.nacks.inc();

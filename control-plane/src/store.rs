@@ -52,6 +52,9 @@ pub struct SidecarStatus {
     pub acked_version: Option<String>,
     /// Last NACK: version and reason.
     pub last_rejection: Option<(String, String)>,
+    /// SHA-256 (hex) of the root the sidecar's certificate came from.
+    #[serde(default)]
+    pub issuer: Option<String>,
 }
 
 /// A connection to etcd with the key layout.

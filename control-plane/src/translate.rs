@@ -64,6 +64,7 @@ pub fn translate_in(
                 ..Default::default()
             },
             outbound_traffic_policy: outbound_traffic_policy(resources, workload, &mut t.warnings),
+            trust: None,
         },
         warnings: t.warnings,
     }

@@ -125,9 +125,18 @@ async fn session(
     }
     tracing::info!(%url, "connected to the control plane");
     let mut lines = Lines::new(resp.into_body());
+    let identity = shared.identity.clone();
+    let mut installs = identity.as_ref().map(|i| i.installs());
+    let issuer = || identity.as_ref().and_then(|i| i.current()).and_then(|l| l.issuer.clone());
     loop {
         let push = tokio::select! {
             push = lines.next::<Push>() => push?,
+            // A new certificate: say which root it came from (the control plane's rotation waits for it).
+            Ok(()) = async { match installs.as_mut() { Some(i) => i.changed().await, None => std::future::pending().await } } => {
+                let version = shared.snapshot().config.version.clone();
+                tx.send(line(&Ack { version, error: None, issuer: issuer() })).await.map_err(|_| SessionError::Closed)?;
+                continue;
+            }
             () = async { let _ = goodbye.wait_for(|g| *g).await; } => {
                 drop(tx); // Ends our half of the stream: a clean goodbye.
                 let _ = tokio::time::timeout(Duration::from_secs(1), lines.next::<Push>()).await;
@@ -137,15 +146,21 @@ async fn session(
         let Some(push) = push else { return Ok(()) };
         let Push { version, mut config } = push;
         config.version = version.clone();
+        let trust = config.trust.clone();
         let ack = match shared.apply(config) {
             Ok(_) => {
                 tracing::info!(%version, "config from the control plane applied");
-                Ack { version, error: None }
+                if let (Some(trust), Some(identity)) = (&trust, &identity) {
+                    if let Err(e) = identity.trust(trust) {
+                        tracing::error!("the control plane's trust bundle is unusable, keeping ours: {e}");
+                    }
+                }
+                Ack { version, error: None, issuer: issuer() }
             }
             Err(e) => {
                 shared.metrics.config_reloads.with_label_values(&["rejected"]).inc();
                 tracing::error!(%version, "config from the control plane rejected, keeping the old one: {e}");
-                Ack { version, error: Some(e.to_string()) }
+                Ack { version, error: Some(e.to_string()), issuer: issuer() }
             }
         };
         tx.send(line(&ack)).await.map_err(|_| SessionError::Closed)?;

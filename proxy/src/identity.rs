@@ -13,6 +13,10 @@ use weft_model::stream::{SignRequest, SignResponse, SIGN_PATH};
 /// One certificate with its key and the roots it came with.
 pub struct Leaf {
     pub id: String,
+    /// SHA-256 (hex) of the root that signed this certificate, when the control plane said.
+    pub issuer: Option<String>,
+    /// The trust bundle (PEM) the roots below come from.
+    pub roots_pem: String,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
@@ -74,7 +78,17 @@ impl Leaf {
 
     /// Builds a leaf from the PKCS#8 key, the certificate and the root (PEM).
     pub fn new(key_der: Vec<u8>, cert_pem: &str, root_pem: &str) -> Result<Self, IdentityError> {
-        let chain = pem_to_der(cert_pem)?;
+        Self::from_der(key_der, pem_to_der(cert_pem)?, root_pem)
+    }
+
+    /// The same certificate and key, trusting the roots of `root_pem` instead (a rotation's bundle).
+    pub fn with_roots(&self, root_pem: &str) -> Result<Self, IdentityError> {
+        let mut leaf = Self::from_der(self.key.secret_der().to_vec(), self.chain.clone(), root_pem)?;
+        leaf.issuer = self.issuer.clone();
+        Ok(leaf)
+    }
+
+    fn from_der(key_der: Vec<u8>, chain: Vec<CertificateDer<'static>>, root_pem: &str) -> Result<Self, IdentityError> {
         let roots_der = pem_to_der(root_pem)?;
         let id = crate::tls::spiffe_id(&chain[0]).ok_or_else(|| IdentityError::Cert("no SPIFFE ID".into()))?;
         let (_, parsed) =
@@ -100,14 +114,39 @@ impl Leaf {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Leaf { id, chain, key, anchors, roots, server: Arc::new(server), not_before, not_after })
+        Ok(Leaf {
+            id,
+            issuer: None,
+            roots_pem: root_pem.to_string(),
+            chain,
+            key,
+            anchors,
+            roots,
+            server: Arc::new(server),
+            not_before,
+            not_after,
+        })
     }
 }
 
 /// The current certificate, swapped atomically on renewal.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Identity {
     current: ArcSwapOption<Leaf>,
+    /// Counts installs: the control stream reports each new certificate's issuer.
+    installed: tokio::sync::watch::Sender<u64>,
+    /// Wakes the renewal loop early (a rotation moved signing to another root).
+    renew: tokio::sync::Notify,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            current: ArcSwapOption::default(),
+            installed: tokio::sync::watch::channel(0).0,
+            renew: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 impl Identity {
@@ -117,6 +156,26 @@ impl Identity {
 
     pub fn install(&self, leaf: Leaf) {
         self.current.store(Some(Arc::new(leaf)));
+        self.installed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time a certificate is installed.
+    pub fn installs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
+    }
+
+    /// Follows the control plane's trust: peers' certificates may chain to any
+    /// root of the bundle; a certificate from a root that no longer signs is
+    /// renewed at once. Errors leave the current certificate as it was.
+    pub fn trust(&self, trust: &weft_model::Trust) -> Result<(), IdentityError> {
+        let Some(leaf) = self.current() else { return Ok(()) };
+        if leaf.roots_pem != trust.roots {
+            self.current.store(Some(Arc::new(leaf.with_roots(&trust.roots)?)));
+        }
+        if leaf.issuer.as_deref() != Some(trust.signer.as_str()) {
+            self.renew.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -156,7 +215,9 @@ pub async fn fetch(url: &str, token: &str, tls: Option<&crate::tls::ControlPlane
         return Err(IdentityError::Request(format!("{status}: {}", String::from_utf8_lossy(&bytes).trim())));
     }
     let signed: SignResponse = serde_json::from_slice(&bytes).map_err(|e| IdentityError::Request(e.to_string()))?;
-    Leaf::new(key.serialize_der(), &signed.certificate, &signed.root)
+    let mut leaf = Leaf::new(key.serialize_der(), &signed.certificate, &signed.root)?;
+    leaf.issuer = signed.signer;
+    Ok(leaf)
 }
 
 /// When to renew: half the lifetime, with up to 10 % jitter either way.
@@ -189,7 +250,10 @@ pub async fn run(identity: Arc<Identity>, mut options: IdentityOptions) {
                 let wait = renew_after(&leaf, SystemTime::now());
                 identity.install(leaf);
                 backoff = Duration::from_millis(200);
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = identity.renew.notified() => tracing::info!("renewing now: another root signs"),
+                }
             }
             Err(e) => {
                 // The current certificate (if any) stays in force.

@@ -289,6 +289,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 clusters: Default::default(),
                 inbound: Default::default(),
                 outbound_traffic_policy: None,
+                trust: None,
             },
             None,
         ),

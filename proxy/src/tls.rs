@@ -191,15 +191,18 @@ impl ControlPlaneTls {
         Ok(ControlPlaneTls { anchors, control_plane_id: control_plane_id(trust_domain), identity: None })
     }
 
-    /// TLS over `tcp`, presenting our certificate if we have one.
+    /// TLS over `tcp`, presenting our certificate if we have one. Once we
+    /// have one, the control plane is checked against the bundle that came
+    /// with it (which follows a root rotation), else against `--ca-file`.
     pub async fn connect(&self, tcp: TcpStream, h2: bool) -> Result<Conn, String> {
-        let verifier = Arc::new(SpiffeVerifier::new(self.anchors.clone(), vec![self.control_plane_id.clone()]));
+        let leaf = self.identity.as_ref().and_then(|i| i.current());
+        let anchors = leaf.as_ref().map_or_else(|| self.anchors.clone(), |l| l.anchors.clone());
+        let verifier = Arc::new(SpiffeVerifier::new(anchors, vec![self.control_plane_id.clone()]));
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let leaf = self.identity.as_ref().and_then(|i| i.current());
         let mut config = match leaf {
             Some(leaf) => {
                 builder.with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key()).map_err(|e| e.to_string())?

@@ -74,7 +74,7 @@ impl Mesh {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
             let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
             let cert = self.c.ca.sign(&csr, "production", sa, Duration::from_secs(600)).unwrap();
-            let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, self.c.ca.root_pem()).unwrap();
+            let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &self.c.ca.root_pem()).unwrap();
             let identity = Arc::new(weft_proxy::identity::Identity::default());
             identity.install(leaf);
             tls.identity = Some(identity);
@@ -269,7 +269,7 @@ async fn no_etcd_value_holds_a_private_key_or_a_usable_token() {
         assert!(!v.contains("PRIVATE KEY"), "{k} holds a private key");
         assert!(!v.contains(&secret), "{k} holds a token's secret");
     }
-    assert!(all.kvs().iter().any(|kv| kv.key() == b"/weft/ca/bundle"), "the public bundle is published");
+    assert!(all.kvs().iter().any(|kv| kv.key() == b"/weft/ca/trust"), "the public bundle is published");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +380,7 @@ async fn etcd_answers_nobody_without_a_certificate_and_each_role_only_its_keys()
     // A certificate etcd trusts, for a user with no role: nothing.
     let intruder = weft_etcd::issue_client(m.etcd.certs(), "intruder").unwrap();
     let mut c = weft_etcd::connect(&[url.clone()], Some(&intruder)).await.unwrap();
-    denied(c.get("/weft/ca/bundle", None).await.map(drop), "intruder read");
+    denied(c.get("/weft/ca/trust", None).await.map(drop), "intruder read");
     denied(c.put("/weft/policies/AuthorizationPolicy/production/x", "{}", None).await.map(drop), "intruder write");
     // The control plane may not write policies or tokens; weftctl may not write the registry or the bundle.
     let mut cp = weft_etcd::connect(&[url.clone()], Some(&m.etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
@@ -392,7 +392,7 @@ async fn etcd_answers_nobody_without_a_certificate_and_each_role_only_its_keys()
     denied(cp.put("/weft/other", "x", None).await.map(drop), "control plane writes outside its keys");
     let mut admin = weft_etcd::connect(&[url.clone()], Some(&m.etcd.admin())).await.unwrap();
     denied(admin.put("/weft/registry/production/order-service/x:y", "{}", None).await.map(drop), "weftctl registers");
-    denied(admin.put("/weft/ca/bundle", "x", None).await.map(drop), "weftctl replaces the trust bundle");
+    denied(admin.put("/weft/ca/trust", "x", None).await.map(drop), "weftctl replaces the trust bundle");
     denied(
         admin.get("/", Some(etcd_client::GetOptions::new().with_prefix())).await.map(drop),
         "weftctl reads outside /weft/",

@@ -90,7 +90,8 @@ async fn handshake_with(ca: &Ca, sa: &str, ttl: Duration, addr: SocketAddr, serv
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
     let cert = ca.sign(&csr, "production", sa, ttl).unwrap();
-    let leaf = std::sync::Arc::new(weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, ca.root_pem()).unwrap());
+    let leaf =
+        std::sync::Arc::new(weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &ca.root_pem()).unwrap());
     // Trust any server chain from our own CA only for the client side of this probe:
     // the point is whether the *server* accepts our certificate.
     let config = weft_proxy::tls::client_config(&leaf, &[server_id.to_string()], false).unwrap();
@@ -163,7 +164,7 @@ async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
         (key, cert)
     };
     let leaf = std::sync::Arc::new(
-        weft_proxy::identity::Leaf::new(late.0.serialize_der(), &late.1, m.cp.ctx.ca.root_pem()).unwrap(),
+        weft_proxy::identity::Leaf::new(late.0.serialize_der(), &late.1, &m.cp.ctx.ca.root_pem()).unwrap(),
     );
     let config = weft_proxy::tls::client_config(&leaf, &[ORDER_ID.to_string()], false).unwrap();
     let tcp = tokio::net::TcpStream::connect(m.order.inbound).await.unwrap();
@@ -284,7 +285,7 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     let m = mesh(Duration::from_secs(3600)).await;
     let dir = weft_e2e::TempDir::new("root");
     let good = dir.0.join("root.pem");
-    std::fs::write(&good, m.cp.ctx.ca.root_pem()).unwrap();
+    std::fs::write(&good, &m.cp.ctx.ca.root_pem()).unwrap();
     let foreign = dir.0.join("foreign.pem");
     std::fs::write(&foreign, CaParts::generate("cluster.local").unwrap().root_pem).unwrap();
     let token = m.c.token("user-service").await;
@@ -306,4 +307,84 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!lost.shared.is_ready(), "no config from an unverified control plane");
     assert!(lost.shared.identity.as_ref().unwrap().current().is_none(), "no certificate either");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_rotates_under_load_with_no_failed_request() {
+    use weft_control_plane::ca::{fingerprint, fingerprints, read_trust};
+    let etcd = Etcd::start();
+    let store = admin_store(&[etcd.url()], &etcd).await;
+    let dir = weft_e2e::TempDir::new("ca");
+    let old = CaParts::generate("cluster.local").unwrap();
+    old.write_dir(&dir.0).unwrap();
+    let ca = std::sync::Arc::new(Ca::from_dir(&dir.0, "cluster.local").unwrap());
+    let (c, _cp) = Cp::start(&etcd, "cp-a", ca).await;
+    let w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
+    let (order, _g1) = sidecar(&c, w, Some("order-service"), Some(app("v1").await)).await;
+    let (gateway, _g2) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: production}\nspec:\n  mtls: {mode: STRICT}\n";
+    store.apply(&load_str(Path::new("pa.yaml"), pa).unwrap()).await.unwrap();
+    eventually("STRICT mTLS between the two", || async {
+        endpoints(&gateway, "order-service") == 1
+            && order.shared.snapshot().config.inbound.mtls == weft_model::MtlsMode::Strict
+            && get(gateway.outbound, "order-service", &[]).await.0 == 200
+    })
+    .await;
+    let old_fp = fingerprint(&old.root_pem).unwrap();
+    let issuer = |r: &Running| r.shared.identity.as_ref().unwrap().current().unwrap().issuer.clone();
+    assert_eq!(issuer(&order).as_deref(), Some(old_fp.as_str()));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (failures, done) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let load = {
+        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), gateway.outbound);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if get(addr, "order-service", &[]).await.0 != 200 {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    // `weftctl ca rotate`: the next root appears beside the current one.
+    let next = CaParts::generate("cluster.local").unwrap();
+    next.write_next(&dir.0).unwrap();
+    let new_fp = fingerprint(&next.root_pem).unwrap();
+    let saw_both = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    eventually("the old root left the bundle after every sidecar moved to the new one", || async {
+        let Some((t, _)) = read_trust(&store).await.unwrap() else { return false };
+        if fingerprints(&t.roots) == [old_fp.clone(), new_fp.clone()] {
+            saw_both.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        fingerprints(&t.roots) == [new_fp.clone()] && t.signer == new_fp
+    })
+    .await;
+    assert!(saw_both.load(std::sync::atomic::Ordering::Relaxed), "the bundle held both roots on the way");
+    for r in [&order, &gateway] {
+        eventually("the sidecar holds a certificate from the new root and trusts it alone", || async {
+            let leaf = r.shared.identity.as_ref().unwrap().current().unwrap();
+            leaf.issuer.as_deref() == Some(new_fp.as_str()) && fingerprints(&leaf.roots_pem) == [new_fp.clone()]
+        })
+        .await;
+    }
+    // A sidecar that joins now gets a certificate and config, and its new connections work.
+    let (late, _g3) = sidecar(&c, workload("user-service", &[("app", "user-service")]), None, None).await;
+    eventually("a new sidecar reaches order-service over mTLS", || async {
+        late.shared.is_ready() && get(late.outbound, "order-service", &[]).await.0 == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 50);
+    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0, "no request failed during the rotation");
+    // A plaintext caller is still refused (STRICT), and a certificate from the old root no longer opens anything.
+    let old_ca = Ca::from_parts(&old, "cluster.local").unwrap();
+    assert!(handshake_with(&old_ca, "api-gateway", Duration::from_secs(600), order.inbound, ORDER_ID).await.is_err());
 }

@@ -234,7 +234,7 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         }
     };
     let (order_token, client_token) = (token("order-service").await, token("client").await);
-    let root_file = net.file("root.pem", ca.root_pem());
+    let root_file = net.file("root.pem", &ca.root_pem());
 
     let client = net.pod("client", 2);
     let pods = [("v1", net.pod("v1", 3), 3u8), ("v2", net.pod("v2", 4), 4u8)];

@@ -54,11 +54,11 @@ fn sim_tls(ca: &weft_control_plane::ca::Ca) -> anyhow::Result<weft_proxy::tls::C
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
     let cert = ca.sign(&csr, "bench", "sim", Duration::from_secs(3600)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, ca.root_pem())?;
+    let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &ca.root_pem())?;
     let identity = Arc::new(weft_proxy::identity::Identity::default());
     identity.install(leaf);
     let mut tls =
-        weft_proxy::tls::ControlPlaneTls::from_pem(ca.root_pem(), ca.trust_domain()).map_err(anyhow::Error::msg)?;
+        weft_proxy::tls::ControlPlaneTls::from_pem(&ca.root_pem(), ca.trust_domain()).map_err(anyhow::Error::msg)?;
     tls.identity = Some(identity);
     Ok(tls)
 }
@@ -92,7 +92,7 @@ async fn sidecar(cp: String, i: usize, seen: Seen, tls: Arc<weft_proxy::tls::Con
         let at = Instant::now();
         let version: i64 = push.version.parse().unwrap_or(0);
         seen.lock().unwrap_or_else(|p| p.into_inner()).entry(version).or_default().push(at);
-        tx.send(line(&Ack { version: push.version, error: None })).await?;
+        tx.send(line(&Ack { version: push.version, error: None, issuer: None })).await?;
     }
     Ok(())
 }

@@ -201,6 +201,20 @@ enum CaAction {
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
     },
+    /// Starts a root rotation: writes the next root into DIR (next-ca-cert.pem, next-ca-key.pem).
+    /// The control planes then trust both, sign with the next, and drop the old one, each step once
+    /// every sidecar has followed (`weftctl ca status`). With --finish, once the old root is gone
+    /// from the published bundle, the next root becomes the current one in DIR.
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        finish: bool,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// The published trust: the roots in the bundle, the one that signs, and which root each sidecar's certificate is from.
+    Status,
 }
 
 fn labels(text: &str) -> std::collections::BTreeMap<String, String> {
@@ -496,6 +510,58 @@ async fn main() -> ExitCode {
             let store = ok!(store().await);
             ok!(weft_etcd::lockdown(&mut store.client(), store.prefix()).await);
             println!("etcd auth enabled: {} and {} have their roles", weft_etcd::CONTROL_PLANE, weft_etcd::ADMIN);
+            ExitCode::SUCCESS
+        }
+        Command::Ca { action: CaAction::Rotate { dir, finish: false, trust_domain } } => {
+            if dir.join(weft_control_plane::ca::NEXT_KEY_FILE).exists() {
+                return fail(format!("{}: a rotation is already under way", dir.display()));
+            }
+            let parts = ok!(weft_control_plane::ca::CaParts::generate(&trust_domain));
+            ok!(parts.write_next(&dir));
+            println!(
+                "next root {} written; the control planes take it from here (weftctl ca status)",
+                ok!(weft_control_plane::ca::fingerprint(&parts.root_pem))
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Ca { action: CaAction::Rotate { dir, finish: true, .. } } => {
+            use weft_control_plane::ca::{
+                fingerprint, fingerprints, CaParts, CERT_FILE, KEY_FILE, NEXT_CERT_FILE, NEXT_KEY_FILE,
+            };
+            let Some(next) = ok!(CaParts::read_next(&dir)) else { return fail("no rotation under way") };
+            let store = ok!(store().await);
+            let published = ok!(weft_control_plane::ca::read_trust(&store).await);
+            let next_fp = ok!(fingerprint(&next.root_pem));
+            match published {
+                Some((t, _)) if fingerprints(&t.roots) == [next_fp.clone()] && t.signer == next_fp => {}
+                _ => {
+                    return fail(
+                        "the old root is still in the published bundle: some sidecar still uses it (weftctl ca status)",
+                    )
+                }
+            }
+            for (from, to) in [(NEXT_CERT_FILE, CERT_FILE), (NEXT_KEY_FILE, KEY_FILE)] {
+                ok!(std::fs::rename(dir.join(from), dir.join(to)));
+            }
+            println!("rotation finished: {next_fp} is the current root");
+            ExitCode::SUCCESS
+        }
+        Command::Ca { action: CaAction::Status } => {
+            let store = ok!(store().await);
+            let Some((trust, revision)) = ok!(weft_control_plane::ca::read_trust(&store).await) else {
+                return fail("no trust published yet: start a control plane first");
+            };
+            println!("published at revision {revision}");
+            for fp in weft_control_plane::ca::fingerprints(&trust.roots) {
+                println!("  root {fp}{}", if fp == trust.signer { "  (signs)" } else { "" });
+            }
+            let mut by_issuer = std::collections::BTreeMap::<String, usize>::new();
+            for s in ok!(store.statuses().await) {
+                *by_issuer.entry(s.issuer.unwrap_or_else(|| "unknown".into())).or_default() += 1;
+            }
+            for (issuer, n) in by_issuer {
+                println!("  {n} sidecar(s) hold a certificate from {issuer}");
+            }
             ExitCode::SUCCESS
         }
         Command::Ca { action: CaAction::Init { dir, trust_domain } } => {

@@ -64,6 +64,23 @@ pub struct ProxyConfig {
     /// `--outbound-traffic-policy`, which stands for Istio's MeshConfig (ALLOW_ANY).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// The mesh's trust bundle, from the control plane; absent in static files
+    /// (the bundle that came with the certificate stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Trust>,
+}
+
+/// What the control plane says about trust, so a root can be rotated with no
+/// failed request: first every sidecar trusts the old and the new root, then
+/// certificates come from the new one, then the old one leaves the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Trust {
+    /// PEM: every root a peer's certificate may chain to.
+    pub roots: String,
+    /// SHA-256 (hex) of the root new certificates come from. A sidecar whose
+    /// certificate came from another root asks for a new one at once.
+    pub signer: String,
 }
 
 /// What the sidecar does with captured traffic to a destination the mesh does

@@ -47,6 +47,10 @@ pub struct Ack {
     /// `None` is an ACK; `Some(reason)` a NACK (the old config stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// SHA-256 (hex) of the root the sidecar's current certificate came from.
+    /// A sidecar sends an ACK for the version it holds again after each renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 /// The request path for certificates.
@@ -72,4 +76,7 @@ pub struct SignResponse {
     pub root: String,
     /// `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
     pub identity: String,
+    /// SHA-256 (hex) of the root that signed `certificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }

@@ -42,7 +42,16 @@ impl Path {
 type Result<T = ()> = std::result::Result<T, ValidationError>;
 
 pub(crate) fn config(c: &ProxyConfig) -> Result {
-    let ProxyConfig { api_version, version: _, workload, services, clusters, inbound, outbound_traffic_policy: _ } = c;
+    let ProxyConfig {
+        api_version,
+        version: _,
+        workload,
+        services,
+        clusters,
+        inbound,
+        outbound_traffic_policy: _,
+        trust: _,
+    } = c;
     if api_version != API_VERSION {
         return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));
     }

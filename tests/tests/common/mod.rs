@@ -114,7 +114,7 @@ impl Cp {
 
     /// TLS to the control planes, trusting the mesh root.
     pub fn tls(&self) -> weft_proxy::tls::ControlPlaneTls {
-        weft_proxy::tls::ControlPlaneTls::from_pem(self.ca.root_pem(), "cluster.local").unwrap()
+        weft_proxy::tls::ControlPlaneTls::from_pem(&self.ca.root_pem(), "cluster.local").unwrap()
     }
 }
 
@@ -182,6 +182,7 @@ pub async fn sidecar_tls(
         clusters: Default::default(),
         inbound: Default::default(),
         outbound_traffic_policy: None,
+        trust: None,
     };
     let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
     let hello = Hello {
