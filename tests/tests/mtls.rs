@@ -210,30 +210,13 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
         weft_control_plane::token::revoke(&m.store, &t.id).await.unwrap();
     }
     let first = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (failures, done) = (
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    );
-    let load = {
-        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), m.gateway.outbound);
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if get(addr, "order-service", &[]).await.0 != 200 {
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let load = Load::start(m.gateway.outbound);
     tokio::time::sleep(Duration::from_secs(9)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.await.unwrap();
+    let (done, failures) = load.finish().await;
     let last = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
     assert!(last.duration_since(first).unwrap_or_default() >= Duration::from_secs(4), "rotated at least twice");
-    assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 200);
-    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(done > 200);
+    assert_eq!(failures, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,23 +317,7 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     let issuer = |r: &Running| r.shared.identity.as_ref().unwrap().current().unwrap().issuer.clone();
     assert_eq!(issuer(&order).as_deref(), Some(old_fp.as_str()));
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (failures, done) = (
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    );
-    let load = {
-        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), gateway.outbound);
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if get(addr, "order-service", &[]).await.0 != 200 {
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let load = Load::start(gateway.outbound);
 
     // `weftctl ca rotate`: the next root appears beside the current one.
     let next = CaParts::generate("cluster.local").unwrap();
@@ -380,10 +347,9 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.await.unwrap();
-    assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 50);
-    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0, "no request failed during the rotation");
+    let (done, failures) = load.finish().await;
+    assert!(done > 50);
+    assert_eq!(failures, 0, "no request failed during the rotation");
     // A plaintext caller is still refused (STRICT), and a certificate from the old root no longer opens anything.
     let old_ca = Ca::from_parts(&old, "cluster.local").unwrap();
     assert!(handshake_with(&old_ca, "api-gateway", Duration::from_secs(600), order.inbound, ORDER_ID).await.is_err());

@@ -215,6 +215,40 @@ pub async fn get(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16
     (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
 }
 
+/// Requests to order-service through `addr`, one after another, until finished.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    counts: Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let counts: Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)> = Arc::default();
+        let (s, c) = (stop.clone(), counts.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Relaxed) {
+                if get(addr, "order-service", &[]).await.0 != 200 {
+                    c.1.fetch_add(1, Relaxed);
+                }
+                c.0.fetch_add(1, Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        Load { stop, counts, task }
+    }
+
+    /// Stops; (requests sent, requests that failed).
+    pub async fn finish(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stop.store(true, Relaxed);
+        self.task.await.unwrap();
+        (self.counts.0.load(Relaxed), self.counts.1.load(Relaxed))
+    }
+}
+
 /// Polls `check` until it holds or 15 s pass.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
