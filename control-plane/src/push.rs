@@ -306,7 +306,13 @@ impl SpiffeId {
         let rest = uri.strip_prefix("spiffe://")?;
         let mut parts = rest.split('/');
         let (td, ns_tag, ns, sa_tag, sa) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || ns_tag != "ns" || sa_tag != "sa" || td.is_empty() || !name_ok(ns) || !name_ok(sa) {
+        if parts.next().is_some()
+            || ns_tag != "ns"
+            || sa_tag != "sa"
+            || td.is_empty()
+            || !crate::registry::name_ok(ns)
+            || !crate::registry::name_ok(sa)
+        {
             return None;
         }
         Some(SpiffeId { trust_domain: td.into(), namespace: ns.into(), service_account: sa.into() })
@@ -317,14 +323,6 @@ impl std::fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
     }
-}
-
-/// A Kubernetes name (namespace, service account, service: DNS subdomain
-/// characters, at most 253): nothing that could change the shape of an etcd key.
-pub fn name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// An instance id (pod name or `<workload>-<pid>`): letters, digits, `-`, `_`, `.`.
@@ -567,12 +565,13 @@ fn admit(ctx: &Context, peer: &Peer, id: &SpiffeId, hello: &Hello) -> Result<Adm
     }
     let address = match (&hello.service, &hello.address) {
         (Some(service), Some(address)) => {
-            if !name_ok(service) {
+            if !crate::registry::name_ok(service) {
                 return Err(format!("bad service name {service:?}"));
             }
-            if !crate::registry::may_serve(&id.namespace, &id.service_account, service) {
+            let state = ctx.state.borrow().clone();
+            if !crate::registry::may_serve(&state.resources, &id.namespace, &id.service_account, service, &w.labels) {
                 return Err(format!(
-                    "{id} may not register as an endpoint of {service}.{}: only the service account named like the service may",
+                    "{id} may not register as an endpoint of {service}.{}: only the service account named like the service, or one a WorkloadGroup binds to it (with its labels), may",
                     id.namespace
                 ));
             }

@@ -7,15 +7,40 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Whether a workload proven to be `ns`/`sa` may register as an endpoint of
-/// `service` in `ns`. The rule is Kubernetes' and Istio's convention, and the
-/// one the shop, `make demo` and `deploy/` follow: a service is served by the
-/// service account of the same name (`order-service` v1 and v2 both run as
-/// `order-service`). A namespace is always the certificate's own, so no
-/// identity can register in another namespace, and no workload can pose as an
-/// endpoint of a service it is not named for.
-pub fn may_serve(_ns: &str, sa: &str, service: &str) -> bool {
+/// Whether a workload proven to be `ns`/`sa`, with `labels`, may register as
+/// an endpoint of `service` in `ns` (its certificate's namespace: no identity
+/// registers in another). Two rules, and nothing else:
+/// - the service account named like the service (Kubernetes' and Istio's
+///   convention; the shop, `make demo` and `deploy/` follow it: order-service
+///   v1 and v2 both run as `order-service`);
+/// - a WorkloadGroup in `ns` whose `template.serviceAccount` is `sa` and whose
+///   `metadata.labels.app` is `service`, for workloads that carry all the
+///   group's labels (Istio's auto-registration).
+pub fn may_serve(
+    resources: &[crate::istio::Resource],
+    ns: &str,
+    sa: &str,
+    service: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     sa == service
+        || resources.iter().any(|r| match &r.spec {
+            crate::istio::Spec::WorkloadGroup(g) => {
+                r.namespace() == ns
+                    && g.template.service_account.as_deref() == Some(sa)
+                    && g.metadata.labels.get("app").map(String::as_str) == Some(service)
+                    && g.metadata.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            }
+            _ => false,
+        })
+}
+
+/// A Kubernetes name (namespace, service account, service: DNS subdomain
+/// characters, at most 253): nothing that could change the shape of an etcd key.
+pub fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// The default cluster domain of service hosts.

@@ -212,3 +212,34 @@ fn sidecar_rules() {
     let root = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  workloadSelector:\n    labels: {app: a}\n";
     check(root, 5, "spec.workloadSelector", "the mesh-wide Sidecar (root namespace) cannot have a workloadSelector");
 }
+
+#[test]
+fn a_workload_group_names_its_service_account_and_service() {
+    const WG: &str = "apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata:\n  name: orders\n  namespace: prod\nspec:\n";
+    let ok = format!("{WG}  metadata:\n    labels: {{app: order-service, tier: backend}}\n  template:\n    serviceAccount: orders-sa\n");
+    assert_eq!(load_str(Path::new("case.yaml"), &ok).unwrap().len(), 1);
+    check(
+        &format!("{WG}  metadata:\n    labels: {{app: order-service}}\n  template: {{}}\n"),
+        9,
+        "spec.template.serviceAccount",
+        "required",
+    );
+    check(
+        &format!("{WG}  template:\n    serviceAccount: orders-sa\n"),
+        6,
+        "spec.metadata.labels",
+        "an `app` label is required",
+    );
+    check(
+        &format!("{WG}  metadata:\n    labels: {{app: order-service}}\n  template:\n    serviceAccount: orders-sa\n    address: 10.0.0.1\n"),
+        11,
+        "spec.template.address",
+        "not supported yet",
+    );
+    check(
+        &format!("{WG}  metadata:\n    labels: {{app: o}}\n  template:\n    serviceAccount: Bad/Name\n"),
+        10,
+        "spec.template.serviceAccount",
+        "not a valid service account name",
+    );
+}

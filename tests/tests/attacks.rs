@@ -399,3 +399,43 @@ async fn etcd_answers_nobody_without_a_certificate_and_each_role_only_its_keys()
     );
     assert_eq!(m.fingerprint().await, before, "nothing written, no config changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_group_is_the_only_way_to_serve_a_service_under_another_name() {
+    let m = mesh().await;
+    let orders_sa = m.tls_as(Some("orders-sa"));
+    let claim_as = |sa: &str, labels: &str| {
+        let mut w = workload("orders-v3", &[]);
+        w.service_account = sa.into();
+        for kv in labels.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap();
+            w.labels.insert(k.into(), v.into());
+        }
+        weft_proxy::stream::line(&Hello {
+            workload: w,
+            instance: "orders-v3".into(),
+            service: Some("order-service".into()),
+            address: Some("127.0.0.1:4000".into()),
+            port: Some(80),
+            applied_version: None,
+        })
+    };
+    let claim = |labels: &str| claim_as("orders-sa", labels);
+    // No binding: refused.
+    let (status, why) = m.stream(Some(&orders_sa), claim("app=order-service,tier=backend")).await.unwrap();
+    assert_eq!(status, 403, "{why}");
+    // weftctl apply: a WorkloadGroup binds orders-sa to order-service, for workloads labelled tier=backend.
+    let wg = "apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {name: orders, namespace: production}\nspec:\n  metadata:\n    labels: {app: order-service, tier: backend}\n  template:\n    serviceAccount: orders-sa\n";
+    m.store.apply(&weft_control_plane::istio::load_str(std::path::Path::new("wg.yaml"), wg).unwrap()).await.unwrap();
+    // Without the group's labels: still refused. (The control plane follows etcd: wait for the group to arrive.)
+    eventually("the group reached the control plane and a labelled workload may register", || async {
+        let (status, _) = m.stream(Some(&orders_sa), claim("app=order-service")).await.unwrap();
+        assert_eq!(status, 403, "a workload without the group's labels");
+        m.stream(Some(&orders_sa), claim("app=order-service,tier=backend")).await.unwrap().0 == 200
+    })
+    .await;
+    // Another namespace's identity gets nothing from this group.
+    let (status, why) =
+        m.stream(Some(&m.tls_as(Some("api-gateway"))), claim("app=order-service,tier=backend")).await.unwrap();
+    assert_eq!(status, 403, "{why}");
+}

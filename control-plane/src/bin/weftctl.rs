@@ -254,7 +254,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn kind_arg(text: &str) -> Result<Kind, ExitCode> {
-    Kind::parse(text).ok_or_else(|| fail(format!("unknown kind {text:?}: use VirtualService (vs), DestinationRule (dr), AuthorizationPolicy (ap), PeerAuthentication (pa), Sidecar")))
+    Kind::parse(text).ok_or_else(|| fail(format!("unknown kind {text:?}: use VirtualService (vs), DestinationRule (dr), AuthorizationPolicy (ap), PeerAuthentication (pa), Sidecar, WorkloadGroup (wg)")))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -489,7 +489,7 @@ async fn main() -> ExitCode {
                 return fail("a token needs -n NAMESPACE and --service-account SA");
             };
             for (what, name) in [("namespace", &namespace), ("service account", &service_account)] {
-                if !weft_control_plane::push::name_ok(name) {
+                if !weft_control_plane::registry::name_ok(name) {
                     return fail(format!("bad {what} {name:?}"));
                 }
             }

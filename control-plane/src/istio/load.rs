@@ -120,7 +120,7 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
             &index,
             first_line,
             "kind",
-            format!("{kind_name} is not a kind Weft reads (VirtualService, DestinationRule, AuthorizationPolicy, PeerAuthentication, Sidecar)"),
+            format!("{kind_name} is not a kind Weft reads (VirtualService, DestinationRule, AuthorizationPolicy, PeerAuthentication, Sidecar, WorkloadGroup)"),
         )]);
     };
     if !kind.api_versions().contains(&api_version.as_str()) {
@@ -139,6 +139,7 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
             typed(file, first_line, doc).map(|o| (o.metadata, Spec::AuthorizationPolicy(o.spec)))
         }
         Kind::Sidecar => typed(file, first_line, doc).map(|o| (o.metadata, Spec::Sidecar(o.spec))),
+        Kind::WorkloadGroup => typed(file, first_line, doc).map(|o| (o.metadata, Spec::WorkloadGroup(o.spec))),
         Kind::PeerAuthentication => {
             typed(file, first_line, doc).map(|o| (o.metadata, Spec::PeerAuthentication(o.spec)))
         }

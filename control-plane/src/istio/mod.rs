@@ -10,7 +10,9 @@ mod validate;
 use lines::LineIndex;
 use std::fmt;
 use std::path::PathBuf;
-use types::{AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, Sidecar, VirtualService};
+use types::{
+    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, Sidecar, VirtualService, WorkloadGroup,
+};
 
 pub use load::{load_paths, load_str};
 
@@ -22,15 +24,17 @@ pub enum Kind {
     AuthorizationPolicy,
     PeerAuthentication,
     Sidecar,
+    WorkloadGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
         Kind::Sidecar,
+        Kind::WorkloadGroup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +44,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Sidecar => "Sidecar",
+            Kind::WorkloadGroup => "WorkloadGroup",
         }
     }
 
@@ -57,7 +62,7 @@ impl Kind {
     /// The API group and the versions Istio serves this kind in.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => {
+            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar | Kind::WorkloadGroup => {
                 &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
             }
             Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
@@ -81,6 +86,7 @@ pub enum Spec {
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
     Sidecar(Sidecar),
+    WorkloadGroup(WorkloadGroup),
 }
 
 /// Where a resource came from, for error messages.
@@ -118,6 +124,7 @@ impl Resource {
             Spec::AuthorizationPolicy(s) => serde_json::to_value(s),
             Spec::PeerAuthentication(s) => serde_json::to_value(s),
             Spec::Sidecar(s) => serde_json::to_value(s),
+            Spec::WorkloadGroup(s) => serde_json::to_value(s),
         }
         .unwrap_or_default();
         let mut metadata = self.metadata.clone();

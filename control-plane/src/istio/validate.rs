@@ -42,8 +42,44 @@ pub fn resource(r: &Resource) -> Problems {
         }
         Spec::AuthorizationPolicy(ap) => authorization_policy(ap, r, &mut p),
         Spec::Sidecar(sc) => sidecar(sc, r, &mut p),
+        Spec::WorkloadGroup(wg) => workload_group(wg, &mut p),
     }
     p
+}
+
+fn workload_group(wg: &WorkloadGroup, p: &mut Problems) {
+    unsupported(p, "spec.probe".into(), &wg.probe);
+    let t = &wg.template;
+    for (field, value) in [
+        ("address", &t.address),
+        ("ports", &t.ports),
+        ("labels", &t.labels),
+        ("network", &t.network),
+        ("locality", &t.locality),
+        ("weight", &t.weight),
+    ] {
+        unsupported(p, format!("spec.template.{field}"), value);
+    }
+    match t.service_account.as_deref() {
+        None => p.push((
+            "spec.template.serviceAccount".into(),
+            "required: the service account of the group's workloads".into(),
+        )),
+        Some(sa) if !crate::registry::name_ok(sa) => {
+            p.push(("spec.template.serviceAccount".into(), format!("{sa:?} is not a valid service account name")))
+        }
+        Some(_) => {}
+    }
+    match wg.metadata.labels.get("app") {
+        None => p.push((
+            "spec.metadata.labels".into(),
+            "an `app` label is required: it names the service the group's workloads serve".into(),
+        )),
+        Some(app) if !crate::registry::name_ok(app) => {
+            p.push(("spec.metadata.labels.app".into(), format!("{app:?} is not a valid service name")))
+        }
+        Some(_) => {}
+    }
 }
 
 fn sidecar(sc: &Sidecar, r: &Resource, p: &mut Problems) {
