@@ -28,6 +28,10 @@ pub const NOT_BEFORE_SKEW: Duration = Duration::from_secs(120);
 /// The CA's files in its directory (Istio's `cacerts` names).
 pub const CERT_FILE: &str = "ca-cert.pem";
 pub const KEY_FILE: &str = "ca-key.pem";
+/// The control plane's own namespace and service account: sidecars accept only it as the control
+/// plane, so it is never signed for a caller (token or certificate).
+pub const CONTROL_PLANE_IDENTITY: (&str, &str) = ("weft-system", "weft-control-plane");
+
 /// The next root, while a rotation runs (`weftctl ca rotate`).
 pub const NEXT_CERT_FILE: &str = "next-ca-cert.pem";
 pub const NEXT_KEY_FILE: &str = "next-ca-key.pem";
@@ -168,8 +172,8 @@ impl CaParts {
     }
 
     /// Reads `ca-cert.pem` and `ca-key.pem` from `dir`. The key must not be
-    /// readable by group or others (as ssh insists): a CA key anyone on the
-    /// host can read is refused, not used.
+    /// readable by others: a CA key anyone on the host can read is refused,
+    /// not used (the group may read it: Kubernetes mounts a Secret 0440 with fsGroup).
     pub fn read_dir(dir: &Path) -> Result<Self, CaError> {
         Self::read_as(dir, CERT_FILE, KEY_FILE)
     }
@@ -190,7 +194,8 @@ impl CaParts {
             .map_err(|e| CaError::Files(format!("{}: {e}", key.display())))?
             .permissions()
             .mode();
-        if mode & 0o077 != 0 {
+        // Others never; the group may read it (a Kubernetes Secret volume with fsGroup is 0440).
+        if mode & 0o007 != 0 {
             return Err(CaError::Files(format!(
                 "{}: the CA key is readable by others (mode {:o}); chmod 600 it",
                 key.display(),
@@ -264,18 +269,28 @@ impl Ca {
         self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The root that signs now (PEM).
+    /// The root that signs now (PEM), or the current one if this CA does not hold it.
     pub fn root_pem(&self) -> String {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
-        self.with_signer(&keys, |s| s.root_pem.clone())
+        let signer = self.trust().signer;
+        held(&keys, &signer).unwrap_or(&keys.current).root_pem.clone()
     }
 
-    fn with_signer<T>(&self, keys: &Keys, f: impl FnOnce(&Signer) -> T) -> T {
-        let signer = self.trust.read().unwrap_or_else(|p| p.into_inner()).signer.clone();
-        match &keys.next {
-            Some(n) if n.fingerprint == signer => f(n),
-            _ => f(&keys.current),
-        }
+    /// The fingerprint of the root this control plane's own certificate comes
+    /// from: the oldest root of the bundle, which every sidecar trusts until
+    /// the rotation's last step.
+    pub fn own_root(&self) -> String {
+        let trust = self.trust();
+        fingerprints(&trust.roots).into_iter().next().unwrap_or(trust.signer)
+    }
+
+    /// Signs with the root whose fingerprint is `fp`; refused if this CA does not hold it
+    /// (its directory lags behind the published rotation): never a certificate from another root.
+    fn with_root<T>(&self, fp: &str, f: impl FnOnce(&Signer) -> T) -> Result<T, CaError> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        held(&keys, fp).map(f).ok_or_else(|| {
+            CaError::Files(format!("this control plane does not hold root {fp} yet (its CA directory is behind)"))
+        })
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -292,10 +307,33 @@ impl Ca {
         self.sign_with_dns(csr_pem, ns, sa, ttl, &[])
     }
 
+    /// [`Ca::sign`], returning the fingerprint of the root that signed too.
+    pub fn sign_workload(&self, csr_pem: &str, ns: &str, sa: &str, ttl: Duration) -> Result<(String, String), CaError> {
+        let signer = self.trust().signer;
+        Ok((self.sign_by(&signer, csr_pem, ns, sa, ttl, &[])?, signer))
+    }
+
+    /// The control plane's own certificate, from [`Ca::own_root`].
+    pub fn sign_own(&self, csr_pem: &str, ns: &str, sa: &str, ttl: Duration, dns: &[&str]) -> Result<String, CaError> {
+        self.sign_by(&self.own_root(), csr_pem, ns, sa, ttl, dns)
+    }
+
     /// As [`Ca::sign`], with DNS names too (the control plane's own certificate,
     /// which the Kubernetes API server checks when it calls the injection webhook).
     pub fn sign_with_dns(
         &self,
+        csr_pem: &str,
+        ns: &str,
+        sa: &str,
+        ttl: Duration,
+        dns: &[&str],
+    ) -> Result<String, CaError> {
+        self.sign_by(&self.trust().signer, csr_pem, ns, sa, ttl, dns)
+    }
+
+    fn sign_by(
+        &self,
+        root: &str,
         csr_pem: &str,
         ns: &str,
         sa: &str,
@@ -319,10 +357,38 @@ impl Ca {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::seconds(NOT_BEFORE_SKEW.as_secs() as i64);
         params.not_after = now + time::Duration::milliseconds(ttl.as_millis() as i64);
-        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let cert = self.with_signer(&keys, |s| params.signed_by(&csr.public_key, &s.issuer, &s.key))?;
+        let cert = self.with_root(root, |s| params.signed_by(&csr.public_key, &s.issuer, &s.key))??;
         Ok(cert.pem())
     }
+}
+
+fn held<'a>(keys: &'a Keys, fp: &str) -> Option<&'a Signer> {
+    std::iter::once(&keys.current).chain(keys.next.as_ref()).find(|s| s.fingerprint == fp)
+}
+
+/// The fingerprint of the root in `bundle_pem` that issued `cert_der` (its
+/// authority key identifier matched against the roots' subject key identifiers).
+pub fn issuer_of(cert_der: &[u8], bundle_pem: &str) -> Option<String> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let aki = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0.to_vec()),
+        _ => None,
+    })?;
+    x509_parser::pem::Pem::iter_from_buffer(bundle_pem.as_bytes()).filter_map(Result::ok).find_map(|p| {
+        let (_, root) = x509_parser::parse_x509_certificate(&p.contents).ok()?;
+        let ski = root.extensions().iter().find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })?;
+        (ski == aki).then(|| {
+            ring::digest::digest(&ring::digest::SHA256, &p.contents)
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+    })
 }
 
 /// Where the published trust (bundle and signer, [`weft_model::Trust`] as JSON) lives in etcd.
@@ -330,8 +396,23 @@ pub fn trust_key(store: &Store) -> String {
     format!("{}ca/trust", store.prefix())
 }
 
+/// The published trust as etcd holds it: the bundle, the signer, and since when (seconds since the epoch).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Published {
+    pub roots: String,
+    pub signer: String,
+    #[serde(default)]
+    pub since: u64,
+}
+
+impl Published {
+    pub fn trust(&self) -> weft_model::Trust {
+        weft_model::Trust { roots: self.roots.clone(), signer: self.signer.clone() }
+    }
+}
+
 /// The trust control planes published, with its etcd revision.
-pub async fn read_trust(store: &Store) -> Result<Option<(weft_model::Trust, i64)>, CaError> {
+pub async fn read_trust(store: &Store) -> Result<Option<(Published, i64)>, CaError> {
     let got = store.client().kv_client().get(trust_key(store), None).await?;
     match got.kvs().first() {
         None => Ok(None),
@@ -393,6 +474,8 @@ mod tests {
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(CaParts::generate("cluster.local").unwrap().write_dir(&dir).is_err(), "an existing key is kept");
         assert_eq!(CaParts::read_dir(&dir).unwrap().key_pem, parts.key_pem);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(CaParts::read_dir(&dir).is_ok(), "group-readable, as a Secret with fsGroup");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = CaParts::read_dir(&dir).unwrap_err().to_string();
         assert!(err.contains("readable by others"), "{err}");

@@ -88,6 +88,10 @@ impl Translations {
         if cache.0 != state.revision {
             *cache = (state.revision, Default::default());
         }
+        // Label sets come from Hellos: bounded, so no caller grows the cache without end.
+        if cache.1.len() >= 4096 {
+            cache.1.clear();
+        }
         cache.1.insert(key, config.clone());
         config
     }
@@ -110,6 +114,8 @@ pub struct Options {
     /// workload shares its identity): a leaked certificate cannot make the
     /// control plane hold unbounded sessions.
     pub max_streams_per_identity: usize,
+    /// The least time each step of a root rotation stands (see `rotation`).
+    pub rotation_min_step: Duration,
 }
 
 impl Default for Options {
@@ -119,7 +125,8 @@ impl Default for Options {
             cert_ttl: crate::ca::DEFAULT_CERT_TTL,
             token_audience: crate::token::DEFAULT_AUDIENCE.into(),
             trust_advertised_address: false,
-            max_streams_per_identity: 1024,
+            max_streams_per_identity: 256,
+            rotation_min_step: Duration::from_secs(REGISTRY_LEASE_SECONDS as u64),
         }
     }
 }
@@ -129,6 +136,10 @@ impl Default for Options {
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent HTTP/2 streams on one connection (a sidecar needs one).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+/// Connections open at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 16384;
+/// Admission reviews read at once (each up to 4 MiB): memory for bodies stays bounded.
+pub const MAX_WEBHOOK_BODIES: usize = 8;
 
 /// What every session shares.
 #[derive(Debug)]
@@ -150,6 +161,8 @@ pub struct Context {
     pub tls: arc_swap::ArcSwap<rustls::ServerConfig>,
     /// The published trust (bundle, signer) and its etcd revision; pushed with every config.
     pub trust: watch::Receiver<Arc<(weft_model::Trust, i64)>>,
+    /// The root this control plane's own certificate comes from, and the bundle its TLS verifies against.
+    own_root: std::sync::Mutex<String>,
     /// Open config streams per SPIFFE identity.
     streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     translations: Arc<Translations>,
@@ -184,12 +197,13 @@ pub async fn start_with(
             options.trust_domain
         )));
     }
-    let published = crate::rotation::step(&ca, &store)
+    let published = crate::rotation::step(&ca, &store, options.rotation_min_step)
         .await
         .map_err(|e| corrupt(e.to_string()))?
         .ok_or_else(|| corrupt("no trust published".into()))?;
     ca.follow(&published.0);
     let tls = own_tls(&ca, &options.trust_domain).map_err(corrupt)?;
+    let ca_own_root = format!("{}\n{}", ca.own_root(), published.0.roots);
     let (trust_tx, trust) = watch::channel(Arc::new(published));
     let state = crate::watch::follow(store.clone()).await?;
     let lease = store.client().lease_client().grant(15, None).await?.id();
@@ -205,6 +219,7 @@ pub async fn start_with(
         ca,
         options,
         tls: arc_swap::ArcSwap::new(tls),
+        own_root: std::sync::Mutex::new(ca_own_root),
         trust,
         streams: Default::default(),
         translations: Arc::default(),
@@ -225,7 +240,7 @@ pub const ROTATION_CHECK: Duration = Duration::from_millis(500);
 async fn follow_trust(ctx: Arc<Context>, tx: watch::Sender<Arc<(weft_model::Trust, i64)>>) {
     loop {
         tokio::time::sleep(ROTATION_CHECK).await;
-        let published = match crate::rotation::step(&ctx.ca, &ctx.store).await {
+        let published = match crate::rotation::step(&ctx.ca, &ctx.store, ctx.options.rotation_min_step).await {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => {
@@ -233,15 +248,23 @@ async fn follow_trust(ctx: Arc<Context>, tx: watch::Sender<Arc<(weft_model::Trus
                 continue;
             }
         };
-        if tx.borrow().0 == published.0 {
-            continue;
-        }
         ctx.ca.follow(&published.0);
-        match own_tls(&ctx.ca, &ctx.options.trust_domain) {
-            Ok(tls) => ctx.tls.store(tls),
-            Err(e) => tracing::error!("cannot renew the control plane's own certificate: {e}"),
+        // Our own certificate comes from the oldest root in the bundle (every sidecar trusts it);
+        // renewed when that changes, or when a lagging CA directory finally holds it.
+        // Rebuilt too when the bundle changes: it is what client certificates are verified against.
+        let own = format!("{}\n{}", ctx.ca.own_root(), published.0.roots);
+        if *ctx.own_root.lock().unwrap_or_else(|p| p.into_inner()) != own {
+            match own_tls(&ctx.ca, &ctx.options.trust_domain) {
+                Ok(tls) => {
+                    ctx.tls.store(tls);
+                    *ctx.own_root.lock().unwrap_or_else(|p| p.into_inner()) = own;
+                }
+                Err(e) => tracing::error!("cannot renew the control plane's own certificate: {e}"),
+            }
         }
-        let _ = tx.send(Arc::new(published));
+        if tx.borrow().0 != published.0 {
+            let _ = tx.send(Arc::new(published));
+        }
     }
 }
 
@@ -256,9 +279,8 @@ fn own_tls(ca: &crate::ca::Ca, trust_domain: &str) -> Result<Arc<rustls::ServerC
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let csr =
         rcgen::CertificateParams::default().serialize_request(&key).and_then(|c| c.pem()).map_err(|e| e.to_string())?;
-    let cert = ca
-        .sign_with_dns(&csr, "weft-system", "weft-control-plane", Duration::from_secs(365 * 86400), &WEBHOOK_DNS)
-        .map_err(|e| e.to_string())?;
+    let (ns, sa) = crate::ca::CONTROL_PLANE_IDENTITY;
+    let cert = ca.sign_own(&csr, ns, sa, Duration::from_secs(365 * 86400), &WEBHOOK_DNS).map_err(|e| e.to_string())?;
     let leaf =
         weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &ca.trust().roots).map_err(|e| e.to_string())?;
     debug_assert_eq!(leaf.id, weft_proxy::tls::control_plane_id(trust_domain));
@@ -336,6 +358,8 @@ pub struct Peer {
     pub addr: std::net::SocketAddr,
     /// From the client certificate, when one was presented (and verified).
     pub identity: Option<SpiffeId>,
+    /// The root (fingerprint) that issued that certificate.
+    pub issuer: Option<String>,
 }
 
 /// Accepts connections: TLS only (a plaintext caller is told so and closed),
@@ -356,6 +380,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         while connections.try_join_next().is_some() {}
         let (stream, addr) = match listener.accept().await {
@@ -366,10 +391,15 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %addr, "connection refused: {MAX_CONNECTIONS} connections open");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let builder = builder.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let mut first = [0u8; 2];
             let n = match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => n,
@@ -391,14 +421,11 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
             else {
                 return;
             };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| weft_proxy::tls::spiffe_id(c))
-                .and_then(|uri| SpiffeId::parse(&uri));
-            let peer = Peer { addr, identity };
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+            let identity =
+                leaf.as_ref().and_then(|c| weft_proxy::tls::spiffe_id(c)).and_then(|uri| SpiffeId::parse(&uri));
+            let issuer = leaf.as_ref().and_then(|c| crate::ca::issuer_of(c, &ctx.ca.trust().roots));
+            let peer = Peer { addr, identity, issuer };
             let svc = hyper::service::service_fn(move |req| {
                 let (ctx, peer) = (ctx.clone(), peer.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(ctx, peer, req).await) }
@@ -434,9 +461,14 @@ pub async fn handle(ctx: Arc<Context>, peer: Peer, req: Request<Incoming>) -> Re
 /// review with a JSON patch that injects the sidecar out.
 async fn admission(body: Incoming) -> Response<Body> {
     use http_body_util::BodyExt;
-    let answer = match http_body_util::Limited::new(body, 4 << 20).collect().await {
-        Ok(c) => crate::inject::admission_review(&c.to_bytes(), &crate::inject::InjectOptions::default()),
-        Err(_) => Err("unreadable request".to_string()),
+    static BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_WEBHOOK_BODIES);
+    let Ok(_reading) = tokio::time::timeout(HANDSHAKE_TIMEOUT, BODIES.acquire()).await else {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "too many admission reviews at once\n");
+    };
+    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, http_body_util::Limited::new(body, 4 << 20).collect()).await;
+    let answer = match read {
+        Ok(Ok(c)) => crate::inject::admission_review(&c.to_bytes(), &crate::inject::InjectOptions::default()),
+        _ => Err("unreadable request".to_string()),
     };
     match answer {
         Ok(review) => {
@@ -457,7 +489,8 @@ async fn admission(body: Incoming) -> Response<Body> {
 /// bootstrap token (first start).
 async fn sign(ctx: &Context, peer: &Peer, body: Incoming) -> Response<Body> {
     use http_body_util::BodyExt;
-    let Ok(bytes) = http_body_util::Limited::new(body, 64 * 1024).collect().await.map(|c| c.to_bytes()) else {
+    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, http_body_util::Limited::new(body, 64 * 1024).collect()).await;
+    let Ok(Ok(bytes)) = read.map(|r| r.map(|c| c.to_bytes())) else {
         return reply(StatusCode::BAD_REQUEST, "unreadable request\n");
     };
     let req: weft_model::stream::SignRequest = match serde_json::from_slice(&bytes) {
@@ -465,6 +498,15 @@ async fn sign(ctx: &Context, peer: &Peer, body: Incoming) -> Response<Body> {
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("bad request: {e}\n")),
     };
     let (ns, sa) = match &peer.identity {
+        Some(id)
+            if !peer.issuer.as_ref().is_some_and(|i| crate::ca::fingerprints(&ctx.ca.trust().roots).contains(i)) =>
+        {
+            ctx.metrics.csr_refused.inc();
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                format!("{id}: the certificate is from a root no longer trusted\n"),
+            );
+        }
         Some(id) if id.trust_domain == ctx.options.trust_domain => (id.namespace.clone(), id.service_account.clone()),
         Some(id) => {
             ctx.metrics.csr_refused.inc();
@@ -488,15 +530,19 @@ async fn sign(ctx: &Context, peer: &Peer, body: Incoming) -> Response<Body> {
             }
         }
     };
+    if (ns.as_str(), sa.as_str()) == crate::ca::CONTROL_PLANE_IDENTITY {
+        ctx.metrics.csr_refused.inc();
+        return reply(StatusCode::FORBIDDEN, "the control plane's identity is never signed for a caller\n");
+    }
     let trust = ctx.ca.trust();
-    match ctx.ca.sign(&req.csr, &ns, &sa, ctx.options.cert_ttl) {
-        Ok(certificate) => {
+    match ctx.ca.sign_workload(&req.csr, &ns, &sa, ctx.options.cert_ttl) {
+        Ok((certificate, signer)) => {
             ctx.metrics.certs_issued.inc();
             let resp = weft_model::stream::SignResponse {
                 certificate,
                 root: trust.roots,
                 identity: ctx.ca.spiffe_id(&ns, &sa),
-                signer: Some(trust.signer),
+                signer: Some(signer),
             };
             Response::new(full(serde_json::to_vec(&resp).unwrap_or_default()))
         }
@@ -619,16 +665,34 @@ async fn stream(ctx: Arc<Context>, peer: Peer, body: Incoming) -> Response<Body>
             return reply(StatusCode::FORBIDDEN, format!("{why}\n"));
         }
     };
+    // While a rotation signs with the next root, a new stream needs a certificate from it: the
+    // sidecar is told to renew first (its current certificate still renews), so nobody can hold
+    // the rotation back by reconnecting with an old certificate.
+    let trust = ctx.ca.trust();
+    let roots = crate::ca::fingerprints(&trust.roots);
+    if roots.len() > 1 && roots.first() != Some(&trust.signer) && peer.issuer.as_ref() != Some(&trust.signer) {
+        let mut r =
+            reply(StatusCode::FORBIDDEN, "the certificate is from a root that no longer signs: renew it first\n");
+        r.headers_mut().insert(weft_model::stream::RENEW_HEADER, http::HeaderValue::from_static("true"));
+        return r;
+    }
     let Some(slot) = StreamSlot::take(&ctx, &id) else {
         tracing::warn!(peer = %peer.addr, %id, "config stream refused: too many streams for this identity");
         return reply(StatusCode::TOO_MANY_REQUESTS, format!("{id} holds too many config streams\n"));
     };
-    let (tx, out) = ChannelBody::new(4);
+    // One push in flight: a sidecar that does not read holds one config, not a queue of them.
+    let (tx, out) = ChannelBody::new(1);
     tokio::spawn(async move {
         let _slot = slot;
         ctx.metrics.connected.inc();
-        let result = session(&ctx, &hello, &admitted, lines, tx).await;
+        let result = session(&ctx, &peer, &hello, &admitted, lines, tx).await;
         ctx.metrics.connected.dec();
+        // Whatever ended the stream, its status goes (unless a newer stream of the same sidecar
+        // rewrote it): a rotation counts live sidecars only.
+        if let Err(status) = &result {
+            let _ = ctx.store.delete_status_if(&status.1).await;
+        }
+        let result = result.map_err(|(e, _)| e);
         if let Err(e) = result {
             tracing::info!(instance = %hello.instance, "sidecar stream ended: {e}");
         }
@@ -656,14 +720,16 @@ impl Lease {
     fn keep_only(store: Store, id: i64, every: Duration) -> Self {
         let client = store.client();
         let task = tokio::spawn(async move {
-            let mut lease = client.lease_client();
-            let Ok((mut keeper, mut responses)) = lease.keep_alive(id).await else { return };
+            // An etcd hiccup does not end the renewals: the keeper is opened again.
             loop {
-                if keeper.keep_alive().await.is_err() {
-                    return;
+                let mut lease = client.lease_client();
+                if let Ok((mut keeper, mut responses)) = lease.keep_alive(id).await {
+                    while keeper.keep_alive().await.is_ok() && responses.message().await.is_ok() {
+                        tokio::time::sleep(every).await;
+                    }
                 }
-                let _ = responses.message().await;
-                tokio::time::sleep(every).await;
+                tracing::warn!(lease = id, "etcd lease renewal interrupted; retrying");
+                tokio::time::sleep(every.min(Duration::from_secs(1))).await;
             }
         });
         Lease { store, id, task, revoke: false }
@@ -683,12 +749,35 @@ impl Drop for Lease {
     }
 }
 
+/// How long a stream whose certificate comes from a root that no longer signs may stay
+/// (its sidecar renews within moments of being told): then it is cut, so nobody holding an
+/// old certificate can hold a root rotation back.
+fn renew_grace(ctx: &Context) -> Duration {
+    ctx.options.rotation_min_step + Duration::from_secs(5)
+}
+
 async fn session(
     ctx: &Context,
+    peer: &Peer,
+    hello: &Hello,
+    admitted: &Admitted,
+    lines: Lines<Incoming>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<(), (String, SidecarStatus)> {
+    let mut written = None;
+    stream_session(ctx, peer, hello, admitted, lines, tx, &mut written)
+        .await
+        .map_err(|e| (e, written.unwrap_or_default()))
+}
+
+async fn stream_session(
+    ctx: &Context,
+    peer: &Peer,
     hello: &Hello,
     admitted: &Admitted,
     mut lines: Lines<Incoming>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
+    last_written: &mut Option<SidecarStatus>,
 ) -> Result<(), String> {
     let w = &hello.workload;
     // Register the instance for as long as its stream lives.
@@ -715,9 +804,14 @@ async fn session(
         instance: admitted.key.clone(),
         control_plane: ctx.id.clone(),
         acked_version: hello.applied_version.clone(),
+        // The root of the certificate this connection proved, never what the sidecar says.
+        issuer: peer.issuer.clone(),
         ..Default::default()
     };
     let _ = ctx.store.put_status(&status, ctx.lease).await;
+    let mut written = status.clone();
+    *last_written = Some(written.clone());
+    let mut stale: Option<tokio::time::Instant> = None;
     let mut state_rx = ctx.state.clone();
     let mut trust_rx = ctx.trust.clone();
     // A digest of the last config sent (without its version): sessions keep no config copies.
@@ -738,8 +832,10 @@ async fn session(
             let digest = digest(&config);
             if last_sent != Some(digest) {
                 config.version = version.clone();
-                tx.send(line(&Push { version: version.clone(), config }))
+                // A sidecar that does not read its stream is not waited for forever.
+                tokio::time::timeout(renew_grace(ctx), tx.send(line(&Push { version: version.clone(), config })))
                     .await
+                    .map_err(|_| "the sidecar does not read its stream".to_string())?
                     .map_err(|_| "sidecar went away".to_string())?;
                 ctx.metrics.pushes.inc();
                 status.sent_version = Some(version.clone());
@@ -752,8 +848,20 @@ async fn session(
                 changed.map_err(|_| "control plane stopping".to_string())?;
                 state_changed = true;
             }
+            () = async { match stale { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                return Err("a new trust was not followed in time (no ACK, or no certificate from the root that signs)".into());
+            }
             changed = trust_rx.changed() => {
                 changed.map_err(|_| "control plane stopping".to_string())?;
+                // A certificate from a root that left the bundle holds no stream any more:
+                // the sidecar comes back with its current one (or not at all).
+                let roots = crate::ca::fingerprints(&trust_rx.borrow().0.roots);
+                if !peer.issuer.as_ref().is_some_and(|i| roots.contains(i)) {
+                    return Err("the stream's certificate is from a root no longer trusted".into());
+                }
+                // The sidecar has a grace to ACK a config carrying the new trust and hold a
+                // certificate from its signer: nobody can hold a root rotation back.
+                stale.get_or_insert_with(|| tokio::time::Instant::now() + renew_grace(ctx));
                 state_changed = true;
             }
             msg = lines.next::<Ack>() => {
@@ -766,6 +874,11 @@ async fn session(
                     let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &admitted.key).await;
                     return Ok(());
                 };
+                // Only versions this control plane sent are recorded; NACK reasons are cut to
+                // 1 KiB; an unchanged status is not written again (etcd is not a sidecar's log).
+                if status.sent_version.as_deref() != Some(ack.version.as_str()) {
+                    continue;
+                }
                 match &ack.error {
                     None => {
                         if let Some((v, Some(at))) = &pending {
@@ -774,15 +887,34 @@ async fn session(
                             }
                         }
                         status.acked_version = Some(ack.version.clone());
-                        status.issuer = ack.issuer.clone();
+                        let (revision, signer) = {
+                            let t = trust_rx.borrow();
+                            (t.1, t.0.signer.clone())
+                        };
+                        let followed = ack.version.parse::<i64>().is_ok_and(|v| v >= revision);
+                        if followed && peer.issuer.as_deref() == Some(signer.as_str()) {
+                            stale = None;
+                        }
                     }
                     Some(reason) => {
                         ctx.metrics.nacks.inc();
+                        let mut reason = reason.clone();
+                        if reason.len() > 1024 {
+                            let mut cut = 1024;
+                            while !reason.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            reason.truncate(cut);
+                        }
                         tracing::warn!(instance = %hello.instance, version = %ack.version, "sidecar NACKed: {reason}");
-                        status.last_rejection = Some((ack.version.clone(), reason.clone()));
+                        status.last_rejection = Some((ack.version.clone(), reason));
                     }
                 }
-                let _ = ctx.store.put_status(&status, ctx.lease).await;
+                if status != written {
+                    let _ = ctx.store.put_status(&status, ctx.lease).await;
+                    written = status.clone();
+                    *last_written = Some(written.clone());
+                }
             }
         }
     }

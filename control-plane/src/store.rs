@@ -270,6 +270,17 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes a status only if it still holds `s` (a newer session of the same sidecar may have
+    /// written it since: that one stays).
+    pub async fn delete_status_if(&self, s: &SidecarStatus) -> Result<(), StoreError> {
+        let key = self.status_key(&s.control_plane, &s.namespace, &s.instance);
+        let body = serde_json::to_vec(s).unwrap_or_default();
+        let txn =
+            Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, body)]).and_then([TxnOp::delete(key, None)]);
+        self.client.kv_client().txn(txn).await?;
+        Ok(())
+    }
+
     pub async fn statuses(&self) -> Result<Vec<SidecarStatus>, StoreError> {
         let resp = self
             .client

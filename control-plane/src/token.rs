@@ -62,6 +62,8 @@ pub enum TokenError {
     Audience { id: String, audience: String, expected: String },
     #[error("token lifetime {0:?} is over the maximum of 30 days")]
     TooLong(Duration),
+    #[error("weft-system/weft-control-plane is the control plane's own identity: no token is minted for it")]
+    Reserved,
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -99,6 +101,9 @@ pub async fn mint(
 ) -> Result<(String, TokenRecord), TokenError> {
     if ttl > MAX_TOKEN_TTL {
         return Err(TokenError::TooLong(ttl));
+    }
+    if (ns, sa) == crate::ca::CONTROL_PLANE_IDENTITY {
+        return Err(TokenError::Reserved);
     }
     let id: String = random::<8>()?.iter().map(|b| format!("{b:02x}")).collect();
     let secret = B64.encode(random::<32>()?);

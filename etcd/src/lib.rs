@@ -107,10 +107,10 @@ pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Clie
 fn write_private(path: &Path, text: &str) -> Result<(), EtcdError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    // A new file only: never an existing one (its mode kept) or a symlink's target.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
         .map_err(|e| EtcdError::Files(format!("{}: {e}", path.display())))?;

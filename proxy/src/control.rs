@@ -54,6 +54,12 @@ pub async fn run(shared: Arc<Shared>, options: ControlOptions, mut goodbye: toki
         let leaving = *goodbye.borrow();
         match result {
             _ if leaving => return,
+            Err(SessionError::Renewed) => {
+                // Straight back with the new certificate: the registration never lapses.
+                tracing::info!(%url, "new certificate: reconnecting to the control plane with it");
+                next -= 1;
+                continue;
+            }
             Ok(()) => tracing::warn!(%url, "control plane closed the stream"),
             Err(e) => tracing::warn!(%url, "control plane stream failed: {e}"),
         }
@@ -80,6 +86,8 @@ enum SessionError {
     Lines(#[from] crate::stream::LinesError),
     #[error("stream closed while sending")]
     Closed,
+    #[error("a new certificate was installed")]
+    Renewed,
 }
 
 async fn session(
@@ -102,7 +110,7 @@ async fn session(
         .timer(hyper_util::rt::TokioTimer::new())
         .handshake(TokioIo::new(io))
         .await?;
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     let (tx, body) = ChannelBody::new(8);
     let req = Request::builder()
         .method(Method::POST)
@@ -118,6 +126,11 @@ async fn session(
     let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
         let status = resp.status();
+        if resp.headers().contains_key(weft_model::stream::RENEW_HEADER) {
+            if let Some(identity) = &shared.identity {
+                identity.renew_now();
+            }
+        }
         // The reason, a line of text; read at most 4 KiB of it.
         let body = http_body_util::Limited::new(resp.into_body(), 4096);
         let reason = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
@@ -127,15 +140,20 @@ async fn session(
     let mut lines = Lines::new(resp.into_body());
     let identity = shared.identity.clone();
     let mut installs = identity.as_ref().map(|i| i.installs());
-    let issuer = || identity.as_ref().and_then(|i| i.current()).and_then(|l| l.issuer.clone());
+    if let Some(i) = installs.as_mut() {
+        i.borrow_and_update();
+    }
     loop {
         let push = tokio::select! {
             push = lines.next::<Push>() => push?,
-            // A new certificate: say which root it came from (the control plane's rotation waits for it).
+            // A new certificate: the control plane knows a stream's identity and root from the
+            // certificate its connection was opened with, so come back on a new one. The old
+            // connection is cut, not closed cleanly: a clean goodbye would deregister us.
             Ok(()) = async { match installs.as_mut() { Some(i) => i.changed().await, None => std::future::pending().await } } => {
-                let version = shared.snapshot().config.version.clone();
-                tx.send(line(&Ack { version, error: None, issuer: issuer() })).await.map_err(|_| SessionError::Closed)?;
-                continue;
+                conn.abort();
+                let _ = conn.await;
+                drop(tx);
+                return Err(SessionError::Renewed);
             }
             () = async { let _ = goodbye.wait_for(|g| *g).await; } => {
                 drop(tx); // Ends our half of the stream: a clean goodbye.
@@ -146,21 +164,27 @@ async fn session(
         let Some(push) = push else { return Ok(()) };
         let Push { version, mut config } = push;
         config.version = version.clone();
-        let trust = config.trust.clone();
-        let ack = match shared.apply(config) {
-            Ok(_) => {
+        let trusted = match (config.trust.as_ref(), &identity) {
+            (Some(trust), Some(identity)) => identity.check_trust(trust).map(|()| Some((identity, trust.clone()))),
+            _ => Ok(None),
+        };
+        let applied = trusted.map_err(|e| format!("trust bundle: {e}")).and_then(|trusted| {
+            shared.apply(config).map_err(|e| e.to_string())?;
+            if let Some((identity, trust)) = trusted {
+                // Checked above: it cannot fail now.
+                let _ = identity.trust(&trust);
+            }
+            Ok(())
+        });
+        let ack = match applied {
+            Ok(()) => {
                 tracing::info!(%version, "config from the control plane applied");
-                if let (Some(trust), Some(identity)) = (&trust, &identity) {
-                    if let Err(e) = identity.trust(trust) {
-                        tracing::error!("the control plane's trust bundle is unusable, keeping ours: {e}");
-                    }
-                }
-                Ack { version, error: None, issuer: issuer() }
+                Ack { version, error: None }
             }
             Err(e) => {
                 shared.metrics.config_reloads.with_label_values(&["rejected"]).inc();
                 tracing::error!(%version, "config from the control plane rejected, keeping the old one: {e}");
-                Ack { version, error: Some(e.to_string()), issuer: issuer() }
+                Ack { version, error: Some(e) }
             }
         };
         tx.send(line(&ack)).await.map_err(|_| SessionError::Closed)?;

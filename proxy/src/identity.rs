@@ -164,6 +164,19 @@ impl Identity {
         self.installed.subscribe()
     }
 
+    /// Asks the renewal loop for a new certificate now.
+    pub fn renew_now(&self) {
+        self.renew.notify_one();
+    }
+
+    /// Whether `trust` could be followed (its bundle parses); changes nothing.
+    pub fn check_trust(&self, trust: &weft_model::Trust) -> Result<(), IdentityError> {
+        match self.current() {
+            Some(leaf) if leaf.roots_pem != trust.roots => leaf.with_roots(&trust.roots).map(drop),
+            _ => Ok(()),
+        }
+    }
+
     /// Follows the control plane's trust: peers' certificates may chain to any
     /// root of the bundle; a certificate from a root that no longer signs is
     /// renewed at once. Errors leave the current certificate as it was.

@@ -301,7 +301,9 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     let old = CaParts::generate("cluster.local").unwrap();
     old.write_dir(&dir.0).unwrap();
     let ca = std::sync::Arc::new(Ca::from_dir(&dir.0, "cluster.local").unwrap());
-    let (c, _cp) = Cp::start(&etcd, "cp-a", ca).await;
+    // Each step waits only for every sidecar to follow (not the default 30 s besides).
+    let options = weft_control_plane::push::Options { rotation_min_step: Duration::ZERO, ..Default::default() };
+    let (c, _cp) = Cp::start_with(&[etcd.url()], &etcd, "cp-a", ca, options).await;
     let w = workload("order-v1", &[("app", "order-service"), ("version", "v1")]);
     let (order, _g1) = sidecar(&c, w, Some("order-service"), Some(app("v1").await)).await;
     let (gateway, _g2) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
@@ -319,10 +321,76 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
 
     let load = Load::start(gateway.outbound);
 
+    // Someone holding a certificate from the old root (a sidecar that never renews, or an
+    // attacker with a stolen one) keeps a config stream and a signing connection open.
+    let old_ca = Ca::from_parts(&old, "cluster.local").unwrap();
+    let holdout = {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let cert = old_ca.sign(&csr, "production", "notification-service", Duration::from_secs(3600)).unwrap();
+        let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &old.root_pem).unwrap();
+        let identity = std::sync::Arc::new(weft_proxy::identity::Identity::default());
+        identity.install(leaf);
+        let mut tls = c.tls();
+        tls.identity = Some(identity);
+        tls
+    };
+    let authority = c.urls[0].trim_start_matches("http://").to_string();
+    let io = weft_proxy::tls::connect_control_plane(&authority, Some(&holdout), true).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let (held_tx, body) = weft_proxy::stream::ChannelBody::new(4);
+    let hello = weft_model::stream::Hello {
+        workload: workload("notification-service", &[("app", "notification-service")]),
+        instance: "holdout".into(),
+        service: None,
+        address: None,
+        port: None,
+        applied_version: None,
+    };
+    held_tx.send(weft_proxy::stream::line(&hello)).await.unwrap();
+    let req =
+        hyper::Request::post(format!("http://{authority}{}", weft_model::stream::STREAM_PATH)).body(body).unwrap();
+    let held = sender.send_request(req).await.unwrap();
+    assert_eq!(held.status(), 200);
+    let io = weft_proxy::tls::connect_control_plane(&authority, Some(&holdout), false).await.unwrap();
+    let (mut signer_conn, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let sign = |csr: String| {
+        let body = serde_json::to_vec(&weft_model::stream::SignRequest { token: String::new(), csr }).unwrap();
+        hyper::Request::post(weft_model::stream::SIGN_PATH)
+            .header("host", "cp")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let csr = || {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap()
+    };
+    assert_eq!(signer_conn.send_request(sign(csr())).await.unwrap().status(), 200, "renewal with its certificate");
+
     // `weftctl ca rotate`: the next root appears beside the current one.
     let next = CaParts::generate("cluster.local").unwrap();
     next.write_next(&dir.0).unwrap();
     let new_fp = fingerprint(&next.root_pem).unwrap();
+    // Step 2 (the next root signs): a new stream with an old-root certificate is sent to renew first.
+    eventually("the next root signs", || async {
+        let Some((t, _)) = read_trust(&store).await.unwrap() else { return false };
+        t.signer == new_fp
+    })
+    .await;
+    let io = weft_proxy::tls::connect_control_plane(&authority, Some(&holdout), true).await.unwrap();
+    let (mut again, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx2, body) = weft_proxy::stream::ChannelBody::new(4);
+    tx2.send(weft_proxy::stream::line(&hello)).await.unwrap();
+    let req =
+        hyper::Request::post(format!("http://{authority}{}", weft_model::stream::STREAM_PATH)).body(body).unwrap();
+    let refused = again.send_request(req).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().contains_key(weft_model::stream::RENEW_HEADER));
     let saw_both = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     eventually("the old root left the bundle after every sidecar moved to the new one", || async {
         let Some((t, _)) = read_trust(&store).await.unwrap() else { return false };
@@ -350,7 +418,16 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     let (done, failures) = load.finish().await;
     assert!(done > 50);
     assert_eq!(failures, 0, "no request failed during the rotation");
-    // A plaintext caller is still refused (STRICT), and a certificate from the old root no longer opens anything.
-    let old_ca = Ca::from_parts(&old, "cluster.local").unwrap();
+    // The holdout did not hold the rotation back: its stream was cut (it had the grace to renew)
+    // and its open connection signs nothing any more.
+    let ended = tokio::time::timeout(Duration::from_secs(5), http_body_util::BodyExt::collect(held.into_body())).await;
+    assert!(ended.is_ok(), "the old-root stream was ended by the control plane");
+    let refused = signer_conn.send_request(sign(csr())).await.map(|r| r.status().as_u16());
+    assert!(
+        matches!(refused, Ok(401) | Err(_)),
+        "an old-root certificate renews nothing after the rotation: {refused:?}"
+    );
+    drop(held_tx);
+    // And a certificate from the old root no longer opens anything.
     assert!(handshake_with(&old_ca, "api-gateway", Duration::from_secs(600), order.inbound, ORDER_ID).await.is_err());
 }

@@ -92,7 +92,7 @@ async fn sidecar(cp: String, i: usize, seen: Seen, tls: Arc<weft_proxy::tls::Con
         let at = Instant::now();
         let version: i64 = push.version.parse().unwrap_or(0);
         seen.lock().unwrap_or_else(|p| p.into_inner()).entry(version).or_default().push(at);
-        tx.send(line(&Ack { version: push.version, error: None, issuer: None })).await?;
+        tx.send(line(&Ack { version: push.version, error: None })).await?;
     }
     Ok(())
 }

@@ -41,8 +41,11 @@ struct Args {
     #[arg(long, env = "WEFT_TRUST_ADVERTISED_ADDRESS")]
     trust_advertised_address: bool,
     /// Config streams one identity (all replicas of a workload together) may hold open.
-    #[arg(long, env = "WEFT_MAX_STREAMS_PER_IDENTITY", default_value_t = 1024)]
+    #[arg(long, env = "WEFT_MAX_STREAMS_PER_IDENTITY", default_value_t = 256)]
     max_streams_per_identity: usize,
+    /// The least time each step of a root rotation stands, so sidecars that were away are counted.
+    #[arg(long, env = "WEFT_ROTATION_MIN_STEP", default_value = "30s", value_parser = weft_model::duration::parse)]
+    rotation_min_step: std::time::Duration,
     /// This instance's id in `weftctl status`; default cp-<pid>.
     #[arg(long, env = "WEFT_ID")]
     id: Option<String>,
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         token_audience: args.token_audience,
         trust_advertised_address: args.trust_advertised_address,
         max_streams_per_identity: args.max_streams_per_identity,
+        rotation_min_step: args.rotation_min_step,
     };
     let _control_plane =
         weft_control_plane::push::start_with(store, id.clone(), listener, std::sync::Arc::new(ca), options)

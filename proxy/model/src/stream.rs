@@ -47,11 +47,11 @@ pub struct Ack {
     /// `None` is an ACK; `Some(reason)` a NACK (the old config stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// SHA-256 (hex) of the root the sidecar's current certificate came from.
-    /// A sidecar sends an ACK for the version it holds again after each renewal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
 }
+
+/// Set on a refused stream when the sidecar's certificate is from a root that no longer signs:
+/// renew it (with the current certificate), then come back.
+pub const RENEW_HEADER: &str = "x-weft-renew";
 
 /// The request path for certificates.
 pub const SIGN_PATH: &str = "/weft.v1.Certificates/Sign";

@@ -83,7 +83,7 @@ async fn good_configs_are_acked_bad_ones_nacked_and_the_old_one_kept() {
     assert_eq!(hellos.recv().await.unwrap().instance, "client-1");
 
     pushes.send(Push { version: "5".into(), config: good.clone() }).await.unwrap();
-    assert_eq!(acks.recv().await.unwrap(), Ack { version: "5".into(), error: None, issuer: None });
+    assert_eq!(acks.recv().await.unwrap(), Ack { version: "5".into(), error: None });
     assert_eq!(get(proxy.admin, "a", "/ready", &[]).await.status, 200);
     assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "up");
 
