@@ -116,6 +116,8 @@ pub struct Options {
     pub max_streams_per_identity: usize,
     /// The least time each step of a root rotation stands (see `rotation`).
     pub rotation_min_step: Duration,
+    /// The mesh's path normalization (MeshConfig `pathNormalization`), pushed to every sidecar.
+    pub path_normalization: weft_model::PathNormalization,
 }
 
 impl Default for Options {
@@ -127,6 +129,7 @@ impl Default for Options {
             trust_advertised_address: false,
             max_streams_per_identity: 256,
             rotation_min_step: Duration::from_secs(REGISTRY_LEASE_SECONDS as u64),
+            path_normalization: Default::default(),
         }
     }
 }
@@ -829,6 +832,7 @@ async fn stream_session(
             let mut config = (*shared).clone();
             config.workload = w.clone();
             config.trust = Some(trust.0.clone());
+            config.path_normalization = Some(ctx.options.path_normalization);
             let digest = digest(&config);
             if last_sent != Some(digest) {
                 config.version = version.clone();

@@ -65,6 +65,7 @@ pub fn translate_in(
             },
             outbound_traffic_policy: outbound_traffic_policy(resources, workload, &mut t.warnings),
             trust: None,
+            path_normalization: None,
         },
         warnings: t.warnings,
     }

@@ -243,3 +243,9 @@ fn a_workload_group_names_its_service_account_and_service() {
         "not a valid service account name",
     );
 }
+
+#[test]
+fn path_templates_are_refused_by_name_never_taken_literally() {
+    let ap = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: d\n  namespace: prod\nspec:\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/admin/{**}\"]\n";
+    check(ap, 11, "spec.rules[0].to[0].operation.paths[0]", "the {*} and {**} path templates are not supported yet");
+}

@@ -28,34 +28,6 @@ use std::sync::Arc;
 /// and get only the pool's resend of a request that was never written.
 pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-];
-
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none: one pass over the names is cheaper than six removals.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
-    }
-    // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
 /// The request body, kept for replays when small enough.
 pub enum RequestBody {
     Buffered(Bytes),
@@ -311,7 +283,7 @@ pub async fn forward(
         let exhausted = extra | if retry && tries > 1 && !extra.contains(Flags::UO) { Flags::URX } else { Flags::NONE };
         return match outcome {
             Ok(mut response) => {
-                strip_hop_by_hop(response.headers_mut());
+                crate::headers::strip_hop_by_hop(response.headers_mut());
                 Ok(Forwarded { response, endpoint, guard, permit, tries, flags: exhausted })
             }
             Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, exhausted)),

@@ -3,7 +3,7 @@
 //! (Plain HTTP for now; mTLS and authorization come with the identity work.)
 
 use crate::body::{self, Body};
-use crate::forward::{forward, strip_hop_by_hop, Outgoing, RequestBody};
+use crate::forward::{forward, Outgoing, RequestBody};
 use crate::reply::ProxyError;
 use crate::retry::RetryPolicy;
 use crate::server::Shared;
@@ -17,6 +17,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     static POLICY: OnceLock<RetryPolicy> = OnceLock::new();
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
+    // First: the client's hop-by-hop stripping, the request line, the normalized path.
+    let admitted = crate::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
     // The identity headers toward the app come only from the verified peer
     // certificate, never from the caller.
     parts.headers.remove("x-forwarded-client-cert");
@@ -28,6 +30,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     }
     let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Destination, &mut parts);
     record.peer = peer.clone();
+    if let Err(e) = admitted {
+        return record.reply(&e, Default::default());
+    }
     if !snap.authz.is_empty() {
         let remote = parts.extensions.get::<crate::listen::Remote>().map(|r| r.0.ip());
         let port = snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port());
@@ -55,7 +60,6 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         Ok(a) => a,
         Err(_) => return record.reply(&ProxyError::BadRequest("invalid authority".into()), Default::default()),
     };
-    strip_hop_by_hop(&mut parts.headers);
     let mut body = match RequestBody::prepare(incoming).await {
         Ok(b) => b,
         Err(e) => return record.reply(&e, Default::default()),

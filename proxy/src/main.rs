@@ -91,6 +91,11 @@ struct Args {
     /// The mesh-wide default: a Sidecar resource for the workload overrides it.
     #[arg(long, env = "WEFT_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY")]
     outbound_traffic_policy: weft_proxy::intercept::OutboundTrafficPolicy,
+    /// Request-path normalization before routing, authorization and the app (Istio's MeshConfig
+    /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES; the control
+    /// plane's setting overrides it.
+    #[arg(long, env = "WEFT_PATH_NORMALIZATION", default_value = "BASE")]
+    path_normalization: weft_model::PathNormalization,
     /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
     /// `/app-health/<container>/{livez,readyz,startupz}`. Off unless given.
     /// Several addresses, comma-separated, serve the same (injection uses 15020 and 15021).
@@ -273,6 +278,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         wait_for_config: args.config.is_none(),
         identity: identity.clone(),
         outbound_traffic_policy: args.outbound_traffic_policy,
+        path_normalization: args.path_normalization,
     };
     let (initial, watched) = match &args.config {
         Some(file) => {
@@ -290,6 +296,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 inbound: Default::default(),
                 outbound_traffic_policy: None,
                 trust: None,
+                path_normalization: None,
             },
             None,
         ),

@@ -3,7 +3,8 @@
 //! under the route timeout.
 
 use crate::body::{self, Body};
-use crate::forward::{forward, strip_hop_by_hop, Outgoing, RequestBody};
+use crate::forward::{forward, Outgoing, RequestBody};
+use crate::headers::strip_hop_by_hop;
 use crate::intercept::OutboundTrafficPolicy;
 use crate::listen::OriginalDst;
 use crate::reply::{Flags, ProxyError};
@@ -20,7 +21,11 @@ use std::sync::Arc;
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
+    let admitted = crate::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
     let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Source, &mut parts);
+    if let Err(e) = admitted {
+        return record.reply(&e, Default::default());
+    }
     match route_and_forward(&shared, &snap, &mut record, parts, incoming).await {
         Ok(response) => record.respond(response),
         Err((err, flags)) => record.reply(&err, flags),

@@ -122,6 +122,8 @@ pub enum ProxyError {
     FaultAbort(StatusCode),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("HTTP/1.0 is not accepted (Envoy's default)")]
+    UpgradeRequired,
     #[error("denied by {0}")]
     Denied(String),
     #[error("{host} is not in the mesh and outboundTrafficPolicy is REGISTRY_ONLY (BlackHoleCluster)")]
@@ -157,6 +159,7 @@ impl ProxyError {
             ProxyError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", Flags::UT),
             ProxyError::FaultAbort(status) => (*status, "fault filter abort", Flags::FI),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request", Flags::NONE),
+            ProxyError::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "", Flags::NONE),
             ProxyError::Denied(_) => (StatusCode::FORBIDDEN, "RBAC: access denied", Flags::NONE),
             ProxyError::BlackHole { .. } => (StatusCode::BAD_GATEWAY, "", Flags::NR),
             ProxyError::Passthrough { .. } => (StatusCode::SERVICE_UNAVAILABLE, "connection failure", Flags::UF),

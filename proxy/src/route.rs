@@ -138,13 +138,13 @@ impl MatchRule {
             }
         }
         for (name, m) in &self.headers {
-            match header_value(req.headers, name) {
+            match crate::headers::header_value(req.headers, name) {
                 Some(v) if m.matches(&v) => {}
                 _ => return false,
             }
         }
         for (name, m) in &self.without_headers {
-            let hit = match (header_value(req.headers, name), m) {
+            let hit = match (crate::headers::header_value(req.headers, name), m) {
                 (None, StrMatch::Present) => false,
                 // Istio sets treat_missing_header_as_empty for value matchers.
                 (None, m) => m.matches(""),
@@ -171,23 +171,6 @@ impl MatchRule {
         match &self.uri {
             Some(StrMatch::Prefix(p)) => Some(p),
             _ => None,
-        }
-    }
-}
-
-/// Several values of one header are joined with ',' as Envoy does.
-fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<std::borrow::Cow<'a, str>> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?.to_str().ok()?;
-    match values.next() {
-        None => Some(std::borrow::Cow::Borrowed(first)),
-        Some(second) => {
-            let mut joined = format!("{first},{}", second.to_str().ok()?);
-            for v in values {
-                joined.push(',');
-                joined.push_str(v.to_str().ok()?);
-            }
-            Some(std::borrow::Cow::Owned(joined))
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct ProxyOptions {
     /// Captured traffic to destinations outside the mesh: passed through (Istio's default) or
     /// refused, unless the config says otherwise (a Sidecar resource's `outboundTrafficPolicy`).
     pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
+    /// The mesh-wide path normalization, unless the config says otherwise.
+    pub path_normalization: weft_model::PathNormalization,
 }
 
 impl Default for ProxyOptions {
@@ -50,6 +52,7 @@ impl Default for ProxyOptions {
             wait_for_config: false,
             identity: None,
             outbound_traffic_policy: Default::default(),
+            path_normalization: Default::default(),
         }
     }
 }
@@ -67,9 +70,16 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// The mesh-wide default (`--outbound-traffic-policy`); a config may override it.
     pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
+    /// The mesh-wide default (`--path-normalization`); a config may override it.
+    pub path_normalization: weft_model::PathNormalization,
 }
 
 impl Shared {
+    /// The path normalization under `config`.
+    pub fn path_normalization(&self, config: &weft_model::ProxyConfig) -> weft_model::PathNormalization {
+        config.path_normalization.unwrap_or(self.path_normalization)
+    }
+
     /// The policy for captured traffic outside the mesh under `config`.
     pub fn outbound_policy(&self, config: &weft_model::ProxyConfig) -> crate::intercept::OutboundTrafficPolicy {
         config.outbound_traffic_policy.unwrap_or(self.outbound_traffic_policy)
@@ -163,6 +173,7 @@ impl Proxy {
             metrics,
             access_log,
             outbound_traffic_policy: options.outbound_traffic_policy,
+            path_normalization: options.path_normalization,
         });
 
         let bind = |addr: SocketAddr| async move {

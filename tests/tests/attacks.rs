@@ -439,3 +439,50 @@ async fn a_workload_group_is_the_only_way_to_serve_a_service_under_another_name(
         m.stream(Some(&m.tls_as(Some("api-gateway"))), claim("app=order-service,tier=backend")).await.unwrap();
     assert_eq!(status, 403, "{why}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_path_normalization_reaches_every_sidecar_and_denies_encoded_bypasses() {
+    let etcd = Etcd::start();
+    let store = admin_store(&[etcd.url()], &etcd).await;
+    let options = weft_control_plane::push::Options {
+        path_normalization: weft_model::PathNormalization::DecodeAndMergeSlashes,
+        ..Default::default()
+    };
+    let (c, _cp) = Cp::start_with(&[etcd.url()], &etcd, "cp-a", test_ca(), options).await;
+    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    let app = app_with(move |req| {
+        seen.lock().unwrap().push(req.uri().path().to_string());
+        "ok".to_string()
+    })
+    .await;
+    let w = workload("order-v1", &[("app", "order-service")]);
+    let (order, _g1) = sidecar(&c, w, Some("order-service"), Some(app)).await;
+    let (gateway, _g2) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    let deny = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: production}\nspec:\n  selector: {matchLabels: {app: order-service}}\n  action: DENY\n  rules:\n  - to: [{operation: {paths: [/admin, /admin/*]}}]\n";
+    store.apply(&weft_control_plane::istio::load_str(std::path::Path::new("deny.yaml"), deny).unwrap()).await.unwrap();
+    eventually("the policy and the normalization reached the order sidecar", || async {
+        let config = order.shared.snapshot().config.clone();
+        !config.inbound.authz.is_empty()
+            && config.path_normalization == Some(weft_model::PathNormalization::DecodeAndMergeSlashes)
+            && endpoints(&gateway, "order-service") == 1
+    })
+    .await;
+    for path in ["/admin/x", "/public/../admin/x", "/%61dmin/x", "/admin%2Fx", "//admin/x", "/public/..%2Fadmin"] {
+        let got = get_path(gateway.outbound, "order-service", path).await;
+        assert_eq!(got, 403, "{path}");
+    }
+    assert_eq!(get_path(gateway.outbound, "order-service", "/public/./x").await, 200);
+    assert_eq!(*paths.lock().unwrap(), ["/public/x"], "the app saw only the allowed request, normalized");
+}
+
+/// GET `path` through `addr` with `Host: host`; the status.
+async fn get_path(addr: std::net::SocketAddr, host: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+    line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}

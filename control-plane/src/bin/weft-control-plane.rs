@@ -46,6 +46,10 @@ struct Args {
     /// The least time each step of a root rotation stands, so sidecars that were away are counted.
     #[arg(long, env = "WEFT_ROTATION_MIN_STEP", default_value = "30s", value_parser = weft_model::duration::parse)]
     rotation_min_step: std::time::Duration,
+    /// Request-path normalization in every sidecar (Istio's MeshConfig `pathNormalization`):
+    /// NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
+    #[arg(long, env = "WEFT_PATH_NORMALIZATION", default_value = "BASE")]
+    path_normalization: weft_model::PathNormalization,
     /// This instance's id in `weftctl status`; default cp-<pid>.
     #[arg(long, env = "WEFT_ID")]
     id: Option<String>,
@@ -79,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         trust_advertised_address: args.trust_advertised_address,
         max_streams_per_identity: args.max_streams_per_identity,
         rotation_min_step: args.rotation_min_step,
+        path_normalization: args.path_normalization,
     };
     let _control_plane =
         weft_control_plane::push::start_with(store, id.clone(), listener, std::sync::Arc::new(ca), options)

@@ -650,6 +650,18 @@ fn authorization_policy(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems
             if t.operation == super::types::AuthzOperation::default() {
                 p.push((format!("{at}.to[{j}].operation"), "an empty operation is not allowed".into()));
             }
+            // Istio ≥ 1.20's URI templates: refused by name until built, never taken literally
+            // (a DENY on `/admin/{**}` that matched nothing would be a silent hole).
+            for (field, paths) in [("paths", &t.operation.paths), ("notPaths", &t.operation.not_paths)] {
+                for (k, path) in paths.iter().enumerate() {
+                    if path.contains("{*}") || path.contains("{**}") {
+                        p.push((
+                            format!("{at}.to[{j}].operation.{field}[{k}]"),
+                            format!("{path:?}: the {{*}} and {{**}} path templates are {NOT_YET}"),
+                        ));
+                    }
+                }
+            }
         }
         for (j, c) in rule.when.iter().enumerate() {
             if !weft_model::authz::supported_condition_key(&c.key) {

@@ -68,6 +68,10 @@ pub struct ProxyConfig {
     /// (the bundle that came with the certificate stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<Trust>,
+    /// The mesh's path normalization (the control plane's `--path-normalization`);
+    /// absent: the sidecar's own `--path-normalization` (BASE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_normalization: Option<PathNormalization>,
 }
 
 /// What the control plane says about trust, so a root can be rotated with no
@@ -102,6 +106,35 @@ impl std::str::FromStr for OutboundTrafficPolicy {
             "ALLOW_ANY" => Ok(Self::AllowAny),
             "REGISTRY_ONLY" => Ok(Self::RegistryOnly),
             other => Err(format!("{other:?}: ALLOW_ANY or REGISTRY_ONLY")),
+        }
+    }
+}
+
+/// How request paths are normalized before routing, authorization, metrics and
+/// the app see them (Istio's MeshConfig `pathNormalization`; BASE by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalization {
+    /// As received (vulnerable to CVE-2021-31920, as in Istio).
+    None,
+    /// RFC 3986: dot segments removed, unreserved escapes decoded, `\` → `/`.
+    #[default]
+    Base,
+    /// BASE, then `//` merged.
+    MergeSlashes,
+    /// `%2F`/`%5C` decoded, then MERGE_SLASHES.
+    DecodeAndMergeSlashes,
+}
+
+impl std::str::FromStr for PathNormalization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "NONE" => Ok(Self::None),
+            "BASE" => Ok(Self::Base),
+            "MERGE_SLASHES" => Ok(Self::MergeSlashes),
+            "DECODE_AND_MERGE_SLASHES" => Ok(Self::DecodeAndMergeSlashes),
+            other => Err(format!("{other:?}: NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES")),
         }
     }
 }

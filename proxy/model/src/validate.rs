@@ -51,6 +51,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
         inbound,
         outbound_traffic_policy: _,
         trust: _,
+        path_normalization: _,
     } = c;
     if api_version != API_VERSION {
         return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));

@@ -85,10 +85,18 @@ async fn malformed_requests_get_400_or_a_close() {
 }
 
 #[tokio::test]
-async fn a_missing_host_is_404_nr() {
-    let (_up, proxy) = simple("").await;
+async fn http_1_0_is_426_and_http_1_1_without_host_is_400_as_envoy_answers() {
+    let (up, proxy) = simple("").await;
     let line = raw(proxy.outbound, b"GET / HTTP/1.0\r\n\r\n").await;
-    assert!(line.starts_with("HTTP/1.0 404") || line.starts_with("HTTP/1.1 404"), "{line}");
+    assert!(line.ends_with(" 426 Upgrade Required"), "{line}");
+    let line = raw(proxy.outbound, b"GET / HTTP/1.0\r\nhost: svc\r\n\r\n").await;
+    assert!(line.ends_with(" 426 Upgrade Required"), "{line}");
+    let line = raw(proxy.outbound, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(line.starts_with("HTTP/1.1 400"), "{line}");
+    let line = raw(proxy.inbound, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(line.starts_with("HTTP/1.1 400"), "{line}");
+    assert_eq!(up.requests(), 0, "none of them reached the upstream");
+    assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.status, 200);
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod harness;
 mod balancing;
 mod control;
 mod faults;
+mod hygiene;
 mod input;
 mod outlier;
 mod pool;

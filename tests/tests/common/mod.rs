@@ -183,6 +183,7 @@ pub async fn sidecar_tls(
         inbound: Default::default(),
         outbound_traffic_policy: None,
         trust: None,
+        path_normalization: None,
     };
     let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
     let hello = Hello {

@@ -1,0 +1,57 @@
+//! Header rules every part of the sidecar shares: which headers are
+//! hop-by-hop, and how a header reads when matched.
+
+use http::header::{self, HeaderMap, HeaderName};
+use std::borrow::Cow;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+/// Removes the hop-by-hop headers and those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names is cheaper than six removals.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// A header as matchers see it: several values joined with `,` (Envoy's rule,
+/// so `x-role: user` + `x-role: admin` is `user,admin`, never just `user`);
+/// bytes that are not UTF-8 stand as U+FFFD rather than hiding the header.
+pub fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let text = |v: &'a http::HeaderValue| match v.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
+    };
+    match values.next() {
+        None => Some(text(first)),
+        Some(second) => {
+            let mut joined = format!("{},{}", text(first), text(second));
+            for v in values {
+                joined.push(',');
+                joined.push_str(&text(v));
+            }
+            Some(Cow::Owned(joined))
+        }
+    }
+}

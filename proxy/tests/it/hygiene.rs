@@ -1,0 +1,117 @@
+//! Request hygiene against a client that crafts its requests: one row per
+//! bypass of a `DENY paths: [/admin, /admin/*]` (and of a header condition),
+//! each spelled several ways, sent raw to a real sidecar listener, with the
+//! app recording what path and headers it received.
+
+use crate::harness::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A sidecar whose inbound app is `app`, under `normalization`, denying /admin, /admin/* and
+/// any `x-role` ending in `admin`.
+async fn guarded(app: &Upstream, normalization: &str) -> weft_proxy::Running {
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\npathNormalization: {normalization}\ninbound:\n  app: {}\n  authz:\n  - name: n/deny-admin\n    action: DENY\n    rules:\n    - to: [{{paths: [/admin, /admin/*]}}]\n    - when: [{{key: 'request.headers[x-role]', values: ['*admin']}}]\n",
+        app.addr
+    );
+    start(&yaml).await
+}
+
+/// Sends `head` (request line and headers, without the final blank line) and returns the status.
+async fn status(addr: std::net::SocketAddr, head: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{head}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+    line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: w")
+}
+
+#[tokio::test]
+async fn every_spelling_of_admin_is_denied_and_the_app_sees_normalized_paths() {
+    let app = Upstream::named("app").await;
+    let proxy = guarded(&app, "BASE").await;
+    let denied = [
+        "/admin",
+        "/admin/x",
+        "/public/../admin/x",
+        "/./admin/x",
+        "/%61dmin/x",
+        "/%2e%2e/admin/x",
+        "/public/%2E%2E/admin/x",
+        "/a/b/../../admin/x",
+        "/public/./../admin",
+        "/../../admin/x",
+    ];
+    for path in denied {
+        let code = status(proxy.inbound, &get(path)).await;
+        assert_eq!(code, 403, "{path} must be denied");
+    }
+    assert_eq!(app.requests(), 0, "no denied spelling reached the app");
+    // Backslashes: the HTTP parser refuses them, or they become slashes and are denied; never 200.
+    let code = status(proxy.inbound, &get("\\admin\\x")).await;
+    assert!(code == 400 || code == 403, "\\admin\\x got {code}");
+    // Refused outright: NUL, broken escapes.
+    for path in ["/admin%00", "/x%zz", "/x%4"] {
+        assert_eq!(status(proxy.inbound, &get(path)).await, 400, "{path}");
+    }
+    assert_eq!(app.requests(), 0);
+    // Allowed: the app receives the normalized path, query untouched.
+    for (sent, seen) in [
+        ("/public/./x/../y?q=/../admin", "/public/y?q=/../admin"),
+        ("/%70ublic/%7Ex", "/public/~x"),
+        ("/%2561dmin/x", "/%2561dmin/x"), // %25 is '%': decoded once only, never twice
+        ("/Admin", "/Admin"),
+    ] {
+        assert_eq!(status(proxy.inbound, &get(sent)).await, 200, "{sent}");
+        assert_eq!(app.last().path, seen, "{sent}");
+    }
+}
+
+#[tokio::test]
+async fn encoded_slashes_are_a_path_only_under_decode_and_merge_slashes() {
+    let app = Upstream::named("app").await;
+    // BASE, as in Istio: %2F stays encoded, so /admin%2Fx is not /admin/x (documented; the app must agree).
+    let base = guarded(&app, "BASE").await;
+    assert_eq!(status(base.inbound, &get("/admin%2fx")).await, 200);
+    assert_eq!(app.last().path, "/admin%2Fx");
+    assert_eq!(status(base.inbound, &get("//admin/x")).await, 200, "BASE keeps //, as Istio's");
+    let strict = guarded(&app, "DECODE_AND_MERGE_SLASHES").await;
+    for path in ["/admin%2fx", "/admin%2Fx", "/public/..%2fadmin/x", "//admin/x", "/public%5c..%5cadmin", "///admin"] {
+        assert_eq!(status(strict.inbound, &get(path)).await, 403, "{path}");
+    }
+    let merge = guarded(&app, "MERGE_SLASHES").await;
+    assert_eq!(status(merge.inbound, &get("//admin//x")).await, 403);
+}
+
+#[tokio::test]
+async fn repeated_and_odd_header_values_cannot_slip_past_a_header_condition() {
+    let app = Upstream::named("app").await;
+    let proxy = guarded(&app, "BASE").await;
+    let h = |extra: &str| format!("GET /public HTTP/1.1\r\nhost: w\r\n{extra}");
+    // The first value alone would pass; Envoy joins them: "user,admin" ends in admin.
+    assert_eq!(status(proxy.inbound, &h("x-role: user\r\nx-role: admin")).await, 403);
+    assert_eq!(status(proxy.inbound, &h("x-role: admin\r\nx-role: user,superadmin")).await, 403);
+    // A non-UTF-8 value does not hide the header.
+    let mut s = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    s.write_all(b"GET /public HTTP/1.1\r\nhost: w\r\nx-role: \xff\xfeadmin\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 403"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(app.requests(), 0);
+    assert_eq!(status(proxy.inbound, &h("x-role: user")).await, 200);
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_the_headers_the_sidecar_sets() {
+    let app = Upstream::named("app").await;
+    let proxy = guarded(&app, "BASE").await;
+    let head = "GET /public HTTP/1.1\r\nhost: w\r\nconnection: x-request-id, x-forwarded-client-cert, keep-alive";
+    assert_eq!(status(proxy.inbound, head).await, 200);
+    let seen = app.last();
+    assert!(seen.headers.contains_key("x-request-id"), "the sidecar's request id survives: {:?}", seen.headers);
+    assert!(!seen.headers.contains_key("connection"));
+}
