@@ -16,7 +16,10 @@ enum Pat {
     Exact(String),
     Prefix(String),
     Suffix(String),
+    /// `*`: any non-empty value.
     Present,
+    /// `*` on a header: present at all, even empty.
+    Any,
 }
 
 impl Pat {
@@ -39,6 +42,7 @@ impl Pat {
             Pat::Prefix(p) => s.starts_with(p.as_str()),
             Pat::Suffix(x) => s.ends_with(x.as_str()),
             Pat::Present => !s.is_empty(),
+            Pat::Any => true,
         }
     }
 }
@@ -56,6 +60,12 @@ impl Field {
             yes: yes.iter().map(|v| Pat::new(v, lowercase)).collect(),
             no: no.iter().map(|v| Pat::new(v, lowercase)).collect(),
         }
+    }
+
+    /// A header condition: `*` means present (an empty value too), as Istio's `present_match`.
+    fn header(yes: &[String], no: &[String]) -> Self {
+        let pats = |v: &[String]| v.iter().map(|v| if v == "*" { Pat::Any } else { Pat::new(v, false) }).collect();
+        Field { yes: pats(yes), no: pats(no) }
     }
 
     /// `None` is an absent value: it satisfies only the negative half.
@@ -207,9 +217,10 @@ impl Policy {
                             "destination.port" => Condition::Port(field()),
                             k => {
                                 let name = k.strip_prefix("request.headers[")?.strip_suffix(']')?;
+                                // Validation admits only names that parse (no pseudo-headers).
                                 Condition::Header(
                                     http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()?,
-                                    field(),
+                                    Field::header(&c.values, &c.not_values),
                                 )
                             }
                         })

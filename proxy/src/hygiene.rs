@@ -13,16 +13,32 @@ use weft_model::PathNormalization;
 /// normalizes the path in place. Call before anything else reads or sets headers.
 pub fn admit(parts: &mut http::request::Parts, mode: PathNormalization) -> Result<(), ProxyError> {
     crate::headers::strip_hop_by_hop(&mut parts.headers);
+    // Set only by the sidecar when it rewrites a path: never the client's word.
+    parts.headers.remove("x-envoy-original-path");
     if parts.version < http::Version::HTTP_11 {
         return Err(ProxyError::UpgradeRequired);
     }
-    if parts.version == http::Version::HTTP_11
-        && parts.uri.authority().is_none()
-        && !parts.headers.contains_key(http::header::HOST)
-    {
-        return Err(ProxyError::BadRequest("missing Host header".into()));
+    // One authority, as Envoy has: the request target's (absolute form, HTTP/2 `:authority`)
+    // replaces any Host header, so a rule on Host sees what the app will see.
+    if let Some(authority) = parts.uri.authority() {
+        if authority.as_str().contains('@') {
+            return Err(ProxyError::BadRequest("userinfo in the authority".into()));
+        }
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
+        parts.headers.insert(http::header::HOST, host);
     }
-    let Some(pq) = parts.uri.path_and_query().map(|p| p.as_str()) else { return Ok(()) };
+    let hosts = parts.headers.get_all(http::header::HOST).iter().count();
+    let empty = parts.headers.get(http::header::HOST).is_none_or(|h| h.as_bytes().trim_ascii().is_empty());
+    if hosts != 1 || empty {
+        return Err(ProxyError::BadRequest("missing, empty or repeated Host".into()));
+    }
+    let Some(pq) = parts.uri.path_and_query().map(|p| p.as_str()) else {
+        return match parts.method {
+            http::Method::CONNECT => Ok(()),
+            _ => Err(ProxyError::BadRequest("authority-form is for CONNECT only".into())),
+        };
+    };
     let normalized = crate::normalize::normalize(pq, mode).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     if normalized != pq {
         let mut uri = std::mem::take(&mut parts.uri).into_parts();

@@ -7,7 +7,7 @@
 //! In order: `%2F`/`%5C` decoded (DECODE_AND_MERGE_SLASHES only); percent-encoded
 //! unreserved characters (`A-Z a-z 0-9 - . _ ~`) decoded and every other
 //! escape's hex upper-cased; `\` becomes `/`; dot segments removed (RFC 3986
-//! 5.2.4, never above the root); `//` merged (MERGE_SLASHES and
+//! 5.2.4, never above the root); then `//` merged (MERGE_SLASHES and
 //! DECODE_AND_MERGE_SLASHES). `%00`, a broken escape, or a path that is not
 //! absolute is refused (400). The query is never touched. Case is kept, as in
 //! Istio (`/Admin` is not `/admin`).
@@ -111,7 +111,6 @@ pub fn normalize(path_and_query: &str, mode: PathNormalization) -> Result<String
                     segments.push("");
                 }
             }
-            "" if merge && n != last => {}
             s => segments.push(s),
         }
     }
@@ -142,6 +141,7 @@ mod tests {
         assert_eq!(n("\\da", Base), "/da");
         assert_eq!(n("/a//b", Base), "/a//b");
         assert_eq!(n("/a//b", MergeSlashes), "/a/b");
+        assert_eq!(n("/a/.//../b", MergeSlashes), "/a/b", "dot segments first, then slashes merged (Envoy's order)");
         assert_eq!(n("/a%2fb", MergeSlashes), "/a%2Fb");
         assert_eq!(n("/a%2fb", DecodeAndMergeSlashes), "/a/b");
         assert_eq!(n("/a%5Cb", DecodeAndMergeSlashes), "/a/b");

@@ -97,7 +97,13 @@ pub struct AuthzCondition {
 /// The `when` keys the sidecar evaluates.
 pub fn supported_condition_key(key: &str) -> bool {
     matches!(key, "source.principal" | "source.namespace" | "source.ip" | "destination.port")
-        || (key.starts_with("request.headers[") && key.ends_with(']') && key.len() > "request.headers[]".len())
+        || key.strip_prefix("request.headers[").and_then(|k| k.strip_suffix(']')).is_some_and(header_name_ok)
+}
+
+/// An HTTP header name (RFC 9110 token): pseudo-headers (`:path`) and anything
+/// that is not a header name are not supported (a condition never dropped silently).
+fn header_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Parses `10.0.0.0/8`, `10.1.2.3` or an IPv6 form into (network, prefix length).

@@ -115,3 +115,37 @@ async fn connection_cannot_strip_the_headers_the_sidecar_sets() {
     assert!(seen.headers.contains_key("x-request-id"), "the sidecar's request id survives: {:?}", seen.headers);
     assert!(!seen.headers.contains_key("connection"));
 }
+
+#[tokio::test]
+async fn one_authority_a_host_rule_sees_what_the_app_sees() {
+    let app = Upstream::named("app").await;
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\ninbound:\n  app: {}\n  authz:\n  - name: n/deny-host\n    action: DENY\n    rules:\n    - when: [{{key: 'request.headers[host]', values: [admin.example]}}]\n    - when: [{{key: 'request.headers[x-debug]', values: ['*']}}]\n",
+        app.addr
+    );
+    let proxy = start(&yaml).await;
+    // Absolute form with another Host: the target's authority wins, for the rule and the app alike.
+    assert_eq!(status(proxy.inbound, "GET http://admin.example/x HTTP/1.1\r\nhost: public").await, 403);
+    assert_eq!(status(proxy.inbound, "GET http://x@admin.example/ HTTP/1.1\r\nhost: admin.example").await, 400);
+    assert_eq!(status(proxy.inbound, "GET admin.example:80 HTTP/1.1\r\nhost: admin.example").await, 400);
+    assert_eq!(status(proxy.inbound, "GET / HTTP/1.1\r\nhost:").await, 400, "an empty Host");
+    assert_eq!(status(proxy.inbound, "GET / HTTP/1.1\r\nhost: a\r\nhost: b").await, 400, "two Hosts");
+    // `*` on a header is presence, an empty value too (Istio's present_match).
+    assert_eq!(status(proxy.inbound, "GET / HTTP/1.1\r\nhost: public\r\nx-debug:").await, 403);
+    assert_eq!(app.requests(), 0);
+    // A client's x-envoy-original-path never reaches the app.
+    assert_eq!(
+        status(proxy.inbound, "GET http://public/x HTTP/1.1\r\nhost: other\r\nx-envoy-original-path: /admin").await,
+        200
+    );
+    let seen = app.last();
+    assert_eq!(seen.headers["host"], "public");
+    assert!(!seen.headers.contains_key("x-envoy-original-path"));
+}
+
+#[test]
+fn a_condition_on_a_pseudo_header_is_refused_never_dropped() {
+    let yaml = "apiVersion: weft.dev/v1alpha1\nworkload: {name: w, namespace: n}\ninbound:\n  app: 127.0.0.1:1\n  authz:\n  - name: n/p\n    action: ALLOW\n    rules:\n    - when: [{key: 'request.headers[:path]', notValues: ['/admin*']}]\n";
+    let err = parse(yaml).validate().unwrap_err().to_string();
+    assert!(err.contains("request.headers[:path]"), "{err}");
+}
