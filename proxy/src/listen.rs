@@ -105,7 +105,7 @@ pub async fn serve<H, F>(
                 accepted_total.inc();
                 tokio::spawn(async move {
                     match guard {
-                        Guard::Open => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await,
+                        Guard::Open => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None, None).await,
                         Guard::Inbound(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
                         Guard::Outbound(capture) => captured(builder, watcher, stream, handler, &*capture, remote).await,
                     }
@@ -143,7 +143,8 @@ async fn secure<H, F>(
             sec.refused("plaintext under STRICT");
             return;
         }
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await;
+        // Served while the mode allows it: a switch to STRICT refuses this connection's next request.
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None, Some(sec)).await;
     }
     let Some(config) = sec.server_config().filter(|_| mode != MtlsMode::Disable) else {
         sec.refused("tls without a workload certificate or under DISABLE");
@@ -172,7 +173,7 @@ async fn secure<H, F>(
         sec.refused("foreign trust domain");
         return;
     }
-    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote, None).await
+    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote, None, None).await
 }
 
 /// The outbound side of a connection: explicit (the app dialled the listener)
@@ -192,7 +193,7 @@ async fn captured<H, F>(
 {
     use crate::intercept::{self, OutboundTrafficPolicy};
     let Some(dst) = intercept::original_dst(&stream) else {
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None).await;
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None, None).await;
     };
     let mut first = [0u8; 16];
     let n = match tokio::time::timeout(intercept::PROTOCOL_DETECTION_TIMEOUT, stream.peek(&mut first)).await {
@@ -201,7 +202,8 @@ async fn captured<H, F>(
         Err(_) => 0, // silent: a server-first protocol
     };
     if intercept::looks_like_http(&first[..n]) {
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, Some(OriginalDst(dst))).await;
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, Some(OriginalDst(dst)), None)
+            .await;
     }
     match capture.policy() {
         OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst, capture).await,
@@ -209,6 +211,14 @@ async fn captured<H, F>(
     }
 }
 
+/// A response future, boxed (one type for both arms of the service).
+fn futures_boxed(
+    fut: impl Future<Output = Response<Body>> + Send + 'static,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
+    Box::pin(async move { Ok::<_, Infallible>(fut.await) })
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_io<I, H, F>(
     builder: auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -217,12 +227,22 @@ async fn serve_io<I, H, F>(
     peer: Option<Peer>,
     remote: Option<std::net::SocketAddr>,
     original_dst: Option<OriginalDst>,
+    plaintext: Option<Arc<dyn InboundSecurity>>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        // A plaintext connection accepted under PERMISSIVE: once the mode is STRICT, its next
+        // request is refused and the connection closed (in-flight requests finish).
+        if let Some(sec) = plaintext.as_ref().filter(|s| s.mode() == MtlsMode::Strict) {
+            sec.refused("plaintext under STRICT");
+            let mut r = Response::new(crate::body::full("plaintext connection closed: mTLS is STRICT now\n"));
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            return futures_boxed(async move { r });
+        }
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
         }
@@ -233,8 +253,7 @@ async fn serve_io<I, H, F>(
             req.extensions_mut().insert(d);
         }
         // Boxed: the request future is large, and hyper moves what it is given into place.
-        let fut = Box::pin(handler(req));
-        async move { Ok::<_, Infallible>(fut.await) }
+        futures_boxed(handler(req))
     });
     if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
         tracing::debug!("connection ended with error: {e}");

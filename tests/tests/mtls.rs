@@ -431,3 +431,37 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     // And a certificate from the old root no longer opens anything.
     assert!(handshake_with(&old_ca, "api-gateway", Duration::from_secs(600), order.inbound, ORDER_ID).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_strict_closes_plaintext_connections_already_open() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    // Plaintext keep-alive under PERMISSIVE (HTTP/1.1) and h2c.
+    let mut s = tokio::net::TcpStream::connect(m.order.inbound).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: order-service\r\n\r\n";
+    s.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let io = TokioIo::new(tokio::net::TcpStream::connect(m.order.inbound).await.unwrap());
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(conn);
+    let h2_get = || hyper::Request::get("http://order-service/").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(h2.send_request(h2_get()).await.unwrap().status(), 200);
+
+    let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: production}\nspec:\n  mtls: {mode: STRICT}\n";
+    m.store.apply(&load_str(Path::new("pa.yaml"), pa).unwrap()).await.unwrap();
+    eventually("STRICT reaches the order sidecar", || async {
+        m.order.shared.snapshot().config.inbound.mtls == weft_model::MtlsMode::Strict
+    })
+    .await;
+    // The open connections carry nothing more to the app.
+    s.write_all(request).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("connection: close"), "{answer}");
+    assert_eq!(s.read(&mut buf).await.unwrap_or(0), 0, "and the connection is closed");
+    let refused = h2.send_request(h2_get()).await.map(|r| r.status().as_u16());
+    assert!(matches!(refused, Ok(503) | Err(_)), "{refused:?}");
+    // Mesh traffic over mTLS goes on.
+    assert_eq!(get(m.gateway.outbound, "order-service", &[]).await.0, 200);
+}
