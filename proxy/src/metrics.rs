@@ -59,7 +59,18 @@ pub struct RequestSeries {
 #[derive(Debug, Default)]
 pub struct SeriesCache {
     map: std::sync::RwLock<std::collections::HashMap<u64, Vec<(Box<[Box<str>]>, std::sync::Arc<RequestSeries>)>>>,
+    /// Label sets held.
+    count: std::sync::atomic::AtomicUsize,
 }
+
+/// Label sets of the request metrics one sidecar keeps; past it, new sets fold
+/// into one whose destination service labels read `overflow` (counted in
+/// `weft_metric_series_overflow_total`), so no stream of distinct values a
+/// caller sends can grow memory or the scrape without bound.
+pub const MAX_REQUEST_SERIES: usize = 2048;
+
+/// Where in [`REQUEST_LABELS`] the destination service labels are.
+const DESTINATION_SERVICE_LABELS: std::ops::Range<usize> = 11..14;
 
 /// rustc's FxHash: a multiply per 8 bytes. SipHash over the 18 labels took 5 %
 /// of a request's instructions (callgrind); the cache compares the labels on a
@@ -127,6 +138,8 @@ pub struct Metrics {
     pub inbound_refused: IntCounterVec,
     /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// `weft_metric_series_overflow_total`: requests recorded under the overflow label set.
+    pub series_overflow: IntCounter,
     /// `weft_downstream_connections_total{listener}`: connections accepted.
     pub downstream_total: IntCounterVec,
     /// `weft_downstream_connections_active{listener}`.
@@ -195,6 +208,11 @@ impl Metrics {
         let access_log_dropped =
             IntCounter::new("weft_access_log_dropped_total", "Access-log lines dropped under back-pressure")?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let series_overflow = IntCounter::new(
+            "weft_metric_series_overflow_total",
+            "Requests recorded under the overflow label set (too many distinct label sets)",
+        )?;
+        registry.register(Box::new(series_overflow.clone()))?;
         let downstream_active = prometheus::IntGaugeVec::new(
             Opts::new("weft_downstream_connections_active", "Open downstream connections"),
             &["listener"],
@@ -233,6 +251,7 @@ impl Metrics {
             inbound_refused,
             authz_denied,
             access_log_dropped,
+            series_overflow,
             downstream_active,
             downstream_total,
             config_applied,
@@ -253,6 +272,16 @@ impl Metrics {
                 return found.1.clone();
             }
         }
+        if self.series.count.load(std::sync::atomic::Ordering::Relaxed) >= MAX_REQUEST_SERIES
+            && DESTINATION_SERVICE_LABELS.clone().any(|i| labels[i] != "overflow")
+        {
+            self.series_overflow.inc();
+            let mut folded = *labels;
+            for i in DESTINATION_SERVICE_LABELS {
+                folded[i] = "overflow";
+            }
+            return self.request_series(&folded);
+        }
         let series = std::sync::Arc::new(RequestSeries {
             total: self.requests_total.with_label_values(labels),
             duration: self.request_duration.with_label_values(labels),
@@ -262,6 +291,7 @@ impl Metrics {
         if let Ok(mut map) = self.series.map.write() {
             let stored: Box<[Box<str>]> = labels.iter().map(|l| Box::<str>::from(*l)).collect();
             map.entry(key).or_default().push((stored, series.clone()));
+            self.series.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         series
     }

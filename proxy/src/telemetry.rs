@@ -150,7 +150,19 @@ impl Record {
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
         let endpoint = upstream.as_deref();
         let ep_label = |k: &str| endpoint_label(endpoint, k);
-        let host = service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown"));
+        // Inbound, the destination service is this workload's own (its `app` label, as Istio's
+        // canonical service), never the caller's Host: no caller mints label values here.
+        let own_service;
+        let host = match reporter {
+            Reporter::Destination => {
+                own_service = match w.labels.get("app") {
+                    Some(app) => format!("{app}.{}.svc.cluster.local", w.namespace),
+                    None => "unknown".to_string(),
+                };
+                own_service.as_str()
+            }
+            Reporter::Source => service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown")),
+        };
         let mut parts = host.split('.');
         let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");
         let svc_ns = if host.contains(".svc") { parts.next().unwrap_or("unknown") } else { "unknown" };

@@ -149,3 +149,32 @@ fn a_condition_on_a_pseudo_header_is_refused_never_dropped() {
     let err = parse(yaml).validate().unwrap_err().to_string();
     assert!(err.contains("request.headers[:path]"), "{err}");
 }
+
+#[tokio::test]
+async fn label_values_from_the_network_are_bounded() {
+    let app = Upstream::named("app").await;
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n, labels: {{app: shop}}}}\ninbound:\n  app: {}\nservices: {{}}\nclusters: {{}}\n",
+        app.addr
+    );
+    let proxy = start(&yaml).await;
+    // Inbound: a caller's Host is not a label value; the destination service is the workload's own.
+    for i in 0..300 {
+        assert_eq!(status(proxy.inbound, &format!("GET / HTTP/1.1\r\nhost: h{i}.example")).await, 200);
+    }
+    let text = admin(&proxy, "/stats/prometheus").await;
+    let inbound: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\"")).collect();
+    assert_eq!(inbound.len(), 1, "{inbound:?}");
+    assert!(inbound[0].contains("destination_service=\"shop.n.svc.cluster.local\""), "{}", inbound[0]);
+    // Outbound: distinct unknown hosts (404 NR) fold into one overflow set past the cap.
+    let cap = weft_proxy::metrics::MAX_REQUEST_SERIES;
+    for i in 0..cap + 50 {
+        assert_eq!(status(proxy.outbound, &format!("GET / HTTP/1.1\r\nhost: x{i}.example")).await, 404);
+    }
+    let text = admin(&proxy, "/stats/prometheus").await;
+    let series = text.lines().filter(|l| l.starts_with("istio_requests_total{")).count();
+    assert!(series <= cap + 1, "{series} series");
+    assert!(text.contains("destination_service=\"overflow\""));
+    assert!(metric(&text, "weft_metric_series_overflow_total", &[]) >= 50.0);
+}
