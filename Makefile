@@ -7,7 +7,7 @@ CARGO ?= cargo
 # the tests also start private mariadbd and redis-server instances) and curl (demo).
 DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl
 
-.PHONY: test deps build demo demo-static bench bench-quick bench-deps clean
+.PHONY: test deps build demo demo-static bench bench-quick bench-deps fuzz clean
 
 ## Installs missing Debian packages (only those missing; idempotent).
 deps:
@@ -36,6 +36,15 @@ demo: deps
 ## The sidecar alone on a static config file (proxy/examples/canary.yaml).
 demo-static: build
 	@./scripts/demo-canary.sh
+
+## Fuzzing on stable Rust (benches/src/bin/weft-fuzz.rs): request paths, the push-stream framing,
+## the Istio and sidecar YAML loaders, injection, and crafted requests to a running sidecar.
+## FUZZ_SECONDS per target (6 targets: 100 s each is 10 minutes); fails on any panic, hang or
+## broken invariant, writing the input to target/fuzz/crashes/.
+FUZZ_SECONDS ?= 100
+fuzz:
+	$(CARGO) build --release -p weft-bench --bin weft-fuzz
+	$(RELEASE)/weft-fuzz --seconds $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

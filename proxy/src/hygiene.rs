@@ -39,8 +39,8 @@ pub fn admit(parts: &mut http::request::Parts, mode: PathNormalization) -> Resul
             _ => Err(ProxyError::BadRequest("authority-form is for CONNECT only".into())),
         };
     };
-    let normalized = crate::normalize::normalize(pq, mode).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-    if normalized != pq {
+    let normalized = crate::normalize::normalized(pq, mode).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    if let std::borrow::Cow::Owned(normalized) = normalized {
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.path_and_query =
             Some(normalized.parse().map_err(|_| ProxyError::BadRequest("path cannot be normalized".into()))?);

@@ -47,18 +47,32 @@ fn unreserved(b: u8) -> bool {
 
 /// Normalizes `path_and_query` (origin form) under `mode`; the query is kept as it came.
 pub fn normalize(path_and_query: &str, mode: PathNormalization) -> Result<String, Refused> {
+    normalized(path_and_query, mode).map(std::borrow::Cow::into_owned)
+}
+
+/// [`normalize`], borrowing when the path is normal already (most are: no
+/// allocation on the request path then).
+pub fn normalized(path_and_query: &str, mode: PathNormalization) -> Result<std::borrow::Cow<'_, str>, Refused> {
+    use std::borrow::Cow;
     if mode == PathNormalization::None {
-        return Ok(path_and_query.to_string());
+        return Ok(Cow::Borrowed(path_and_query));
     }
     let (path, query) = match path_and_query.find('?') {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
     };
+    let merge = matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes);
+    let plain = path.starts_with('/')
+        && !path.bytes().any(|b| b == b'%' || b == b'\\')
+        && !path.contains("/.")
+        && !(merge && path.contains("//"));
+    if plain {
+        return Ok(Cow::Borrowed(path_and_query));
+    }
     if !path.starts_with('/') && !path.starts_with('\\') {
         return Err(Refused::NotAbsolute);
     }
     let decode_slashes = mode == PathNormalization::DecodeAndMergeSlashes;
-    let merge = matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes);
     // 1 and 2: escapes, one pass (no double decoding), and backslashes.
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -114,16 +128,16 @@ pub fn normalize(path_and_query: &str, mode: PathNormalization) -> Result<String
             s => segments.push(s),
         }
     }
-    let mut normalized = String::with_capacity(text.len() + query.len());
-    normalized.push('/');
-    normalized.push_str(&segments.join("/"));
+    let mut out = String::with_capacity(text.len() + query.len());
+    out.push('/');
+    out.push_str(&segments.join("/"));
     if merge {
-        while normalized.contains("//") {
-            normalized = normalized.replace("//", "/");
+        while out.contains("//") {
+            out = out.replace("//", "/");
         }
     }
-    normalized.push_str(query);
-    Ok(normalized)
+    out.push_str(query);
+    Ok(Cow::Owned(out))
 }
 
 #[cfg(test)]

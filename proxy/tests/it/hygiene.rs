@@ -163,8 +163,10 @@ async fn label_values_from_the_network_are_bounded() {
         assert_eq!(status(proxy.inbound, &format!("GET / HTTP/1.1\r\nhost: h{i}.example")).await, 200);
     }
     let text = admin(&proxy, "/stats/prometheus").await;
-    let inbound: Vec<&str> =
-        text.lines().filter(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\"")).collect();
+    let inbound: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\""))
+        .collect();
     assert_eq!(inbound.len(), 1, "{inbound:?}");
     assert!(inbound[0].contains("destination_service=\"shop.n.svc.cluster.local\""), "{}", inbound[0]);
     // Outbound: distinct unknown hosts (404 NR) fold into one overflow set past the cap.
