@@ -43,11 +43,17 @@ pub enum CaError {
     #[error("etcd: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(Box<etcd_client::Error>),
     #[error("{0}")]
     Files(String),
     #[error("invalid CSR: {0}")]
     Csr(String),
+}
+
+impl From<etcd_client::Error> for CaError {
+    fn from(e: etcd_client::Error) -> Self {
+        CaError::Etcd(Box::new(e))
+    }
 }
 
 /// One root that can sign: its certificate, key and fingerprint.

@@ -21,11 +21,17 @@ pub const REGISTRY_LEASE_SECONDS: i64 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(Box<etcd_client::Error>),
     #[error("etcd holds an unreadable value at {key}: {message}")]
     Corrupt { key: String, message: String },
     #[error("policies changed concurrently {0} times in a row; try again")]
     Contended(usize),
+}
+
+impl From<etcd_client::Error> for StoreError {
+    fn from(e: etcd_client::Error) -> Self {
+        StoreError::Etcd(Box::new(e))
+    }
 }
 
 /// What an apply did.
@@ -84,7 +90,7 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let client = match weft_etcd::connect(endpoints, tls).await {
             Ok(c) => c,
-            Err(weft_etcd::EtcdError::Etcd(e)) => return Err(e.into()),
+            Err(weft_etcd::EtcdError::Etcd(e)) => return Err(StoreError::Etcd(e)),
             Err(e) => return Err(StoreError::Corrupt { key: "connect".into(), message: e.to_string() }),
         };
         let mut prefix = prefix.to_string();

@@ -30,13 +30,19 @@ pub const ROOT: &str = "root";
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(Box<etcd_client::Error>),
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("{0}")]
     Files(String),
     #[error("{0}")]
     Config(String),
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(e: etcd_client::Error) -> Self {
+        EtcdError::Etcd(Box::new(e))
+    }
 }
 
 /// TLS to etcd with a client certificate (PEM text).
@@ -194,7 +200,7 @@ fn exists(e: &etcd_client::Error) -> bool {
 /// the users of the table above, their roles, then `auth enable`.
 pub async fn lockdown(client: &mut Client, prefix: &str) -> Result<(), EtcdError> {
     let ok = |r: Result<(), etcd_client::Error>| match r {
-        Err(e) if !exists(&e) => Err(e),
+        Err(e) if !exists(&e) => Err(EtcdError::from(e)),
         _ => Ok(()),
     };
     for user in [ROOT, CONTROL_PLANE, ADMIN] {

@@ -62,11 +62,11 @@ pub fn normalized(path_and_query: &str, mode: PathNormalization) -> Result<std::
         None => (path_and_query, ""),
     };
     let merge = matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes);
-    let plain = path.starts_with('/')
-        && !path.bytes().any(|b| b == b'%' || b == b'\\')
-        && !path.contains("/.")
-        && !(merge && path.contains("//"));
-    if plain {
+    let needs_work = !path.starts_with('/')
+        || path.bytes().any(|b| b == b'%' || b == b'\\')
+        || path.contains("/.")
+        || (merge && path.contains("//"));
+    if !needs_work {
         return Ok(Cow::Borrowed(path_and_query));
     }
     if !path.starts_with('/') && !path.starts_with('\\') {
