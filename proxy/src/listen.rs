@@ -65,6 +65,111 @@ pub trait InboundSecurity: Send + Sync + 'static {
 /// How long a new connection may take to send its first byte.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Envoy's default downstream `idle_timeout`: a connection with no request in
+/// flight and nothing read or written for this long is closed (HTTP/1.1, h2c and TLS alike).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A listener's timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// How long open connections may finish after shutdown starts.
+    pub drain: Duration,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// `drain`, and Envoy's idle timeout.
+    pub fn new(drain: Duration) -> Self {
+        Timeouts { drain, idle: IDLE_TIMEOUT }
+    }
+}
+
+/// Reads and writes on a connection, counted (the idle timeout's clock is the
+/// watchdog's: a count that stood still).
+struct Tracked<I> {
+    io: I,
+    activity: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Tracked<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if r.is_ready() {
+            self.activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Tracked<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if r.is_ready() {
+            self.activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Resolves once `activity` has stood still with no request in flight for `idle`
+/// (checked every quarter of it: closed after idle to 1.25 × idle).
+async fn idle_for(idle: Duration, activity: &std::sync::atomic::AtomicU64, in_flight: &std::sync::atomic::AtomicUsize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let step = (idle / 4).max(Duration::from_millis(10));
+    let (mut seen, mut quiet) = (activity.load(Relaxed), Duration::ZERO);
+    loop {
+        tokio::time::sleep(step).await;
+        let now = activity.load(Relaxed);
+        if now != seen || in_flight.load(Relaxed) > 0 {
+            (seen, quiet) = (now, Duration::ZERO);
+        } else {
+            quiet += step;
+            if quiet >= idle {
+                return;
+            }
+        }
+    }
+}
+
 /// Serves `listener` with `handler` until `stop` turns true, then lets open
 /// connections finish for at most `drain`. With `security`, connections are
 /// told apart by their first bytes: TLS is terminated (client certificate
@@ -74,7 +179,7 @@ pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     mut stop: watch::Receiver<bool>,
-    drain: Duration,
+    timeouts: Timeouts,
     (active, accepted_total): (IntGauge, IntCounter),
     guard: Guard,
 ) where
@@ -99,7 +204,8 @@ pub async fn serve<H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let remote = stream.peer_addr().ok();
-                let (handler, builder, watcher, guard) = (handler.clone(), builder.clone(), graceful.watcher(), guard.clone());
+                let (handler, builder, guard) = (handler.clone(), builder.clone(), guard.clone());
+                let watcher = (graceful.watcher(), timeouts.idle);
                 let active = active.clone();
                 active.inc();
                 accepted_total.inc();
@@ -116,6 +222,7 @@ pub async fn serve<H, F>(
         }
     }
     drop(listener);
+    let drain = timeouts.drain;
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain deadline of {drain:?} passed with connections still open");
     }
@@ -123,7 +230,7 @@ pub async fn serve<H, F>(
 
 async fn secure<H, F>(
     builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: (hyper_util::server::graceful::Watcher, Duration),
     stream: tokio::net::TcpStream,
     handler: H,
     sec: Arc<dyn InboundSecurity>,
@@ -182,7 +289,7 @@ async fn secure<H, F>(
 /// passed through to the original destination, or closed under REGISTRY_ONLY.
 async fn captured<H, F>(
     builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: (hyper_util::server::graceful::Watcher, Duration),
     stream: tokio::net::TcpStream,
     handler: H,
     capture: &dyn crate::intercept::Capture,
@@ -211,6 +318,22 @@ async fn captured<H, F>(
     }
 }
 
+/// A request being handled on a connection (the idle timeout waits for none).
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A response future, boxed (one type for both arms of the service).
 fn futures_boxed(
     fut: impl Future<Output = Response<Body>> + Send + 'static,
@@ -221,7 +344,7 @@ fn futures_boxed(
 #[allow(clippy::too_many_arguments)]
 async fn serve_io<I, H, F>(
     builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: (hyper_util::server::graceful::Watcher, Duration),
     io: I,
     handler: H,
     peer: Option<Peer>,
@@ -233,6 +356,10 @@ async fn serve_io<I, H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let (watcher, idle) = watcher;
+    let activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = in_flight.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // A plaintext connection accepted under PERMISSIVE: once the mode is STRICT, its next
         // request is refused and the connection closed (in-flight requests finish).
@@ -253,9 +380,22 @@ async fn serve_io<I, H, F>(
             req.extensions_mut().insert(d);
         }
         // Boxed: the request future is large, and hyper moves what it is given into place.
-        futures_boxed(handler(req))
+        let guard = InFlight::enter(&counter);
+        let fut = handler(req);
+        futures_boxed(async move {
+            let response = fut.await;
+            drop(guard);
+            response
+        })
     });
-    if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
-        tracing::debug!("connection ended with error: {e}");
+    let io = Tracked { io, activity: activity.clone() };
+    tokio::select! {
+        served = watcher.watch(builder.serve_connection(io, service).into_owned()) => {
+            if let Err(e) = served {
+                tracing::debug!("connection ended with error: {e}");
+            }
+        }
+        // Dropping the connection closes it: nothing is in flight.
+        () = idle_for(idle, &activity, &in_flight) => tracing::debug!("connection closed after {idle:?} idle"),
     }
 }

@@ -96,6 +96,10 @@ struct Args {
     /// plane's setting overrides it.
     #[arg(long, env = "WEFT_PATH_NORMALIZATION", default_value = "BASE")]
     path_normalization: weft_model::PathNormalization,
+    /// Downstream connections (HTTP/1.1, h2c, TLS) with no request in flight and no traffic for
+    /// this long are closed (Envoy's `idle_timeout`).
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
     /// `/app-health/<container>/{livez,readyz,startupz}`. Off unless given.
     /// Several addresses, comma-separated, serve the same (injection uses 15020 and 15021).
@@ -279,6 +283,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         identity: identity.clone(),
         outbound_traffic_policy: args.outbound_traffic_policy,
         path_normalization: args.path_normalization,
+        idle_timeout: args.idle_timeout,
     };
     let (initial, watched) = match &args.config {
         Some(file) => {
@@ -322,7 +327,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             listener,
             move |req| weft_proxy::probes::handle(shared.clone(), probes.clone(), quit.clone(), req),
             status_stop.clone(),
-            Duration::from_secs(1),
+            weft_proxy::listen::Timeouts::new(Duration::from_secs(1)),
             gauges,
             weft_proxy::listen::Guard::Open,
         ));

@@ -38,6 +38,8 @@ pub struct ProxyOptions {
     pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
     /// The mesh-wide path normalization, unless the config says otherwise.
     pub path_normalization: weft_model::PathNormalization,
+    /// Downstream connections idle this long are closed (Envoy's `idle_timeout`, 1 h).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -53,6 +55,7 @@ impl Default for ProxyOptions {
             identity: None,
             outbound_traffic_policy: Default::default(),
             path_normalization: Default::default(),
+            idle_timeout: crate::listen::IDLE_TIMEOUT,
         }
     }
 }
@@ -190,7 +193,7 @@ impl Proxy {
             let m = &shared.metrics;
             (m.downstream_active.with_label_values(&[name]), m.downstream_total.with_label_values(&[name]))
         };
-        let drain = options.drain_timeout;
+        let drain = listen::Timeouts { drain: options.drain_timeout, idle: options.idle_timeout };
         {
             let s = shared.clone();
             tasks.spawn(listen::serve(

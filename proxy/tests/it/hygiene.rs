@@ -180,3 +180,44 @@ async fn label_values_from_the_network_are_bounded() {
     assert!(text.contains("destination_service=\"overflow\""));
     assert!(metric(&text, "weft_metric_series_overflow_total", &[]) >= 50.0);
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_are_not() {
+    // An app that takes 600 ms to answer: longer than the idle timeout, so a request in flight
+    // must hold its connection open.
+    let app = Upstream::with("slow", |_| {
+        Box::pin(async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            ok("slow")
+        })
+    })
+    .await;
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let yaml =
+        format!("apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\ninbound:\n  app: {}\n", app.addr);
+    let options = weft_proxy::ProxyOptions {
+        outbound: any,
+        inbound: any,
+        admin: any,
+        access_log: false,
+        idle_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let proxy = weft_proxy::Proxy::start(options, parse(&yaml), prometheus::Registry::new()).await.unwrap();
+    // HTTP/1.1 keep-alive: the request in flight completes; then the idle connection is closed.
+    let mut s = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: w\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "a slow request is not cut");
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle keep-alive connection was closed: {closed:?}");
+    // h2c: the same; the client's connection task ends when the server closes it.
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(proxy.inbound).await.unwrap());
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://w/").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200, "a slow request is not cut");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the idle h2c connection was closed");
+}
