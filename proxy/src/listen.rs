@@ -334,12 +334,10 @@ impl Drop for InFlight {
     }
 }
 
-/// A response future, boxed (one type for both arms of the service).
-fn futures_boxed(
-    fut: impl Future<Output = Response<Body>> + Send + 'static,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
-    Box::pin(async move { Ok::<_, Infallible>(fut.await) })
-}
+/// A response future behind a pointer: the handler's future is large, and
+/// moving it by value costs a memcpy of kilobytes per request (callgrind:
+/// +28k instructions per request when it was moved into a wrapper first).
+type Responding = std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 #[allow(clippy::too_many_arguments)]
 async fn serve_io<I, H, F>(
@@ -361,32 +359,37 @@ async fn serve_io<I, H, F>(
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = in_flight.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        // A plaintext connection accepted under PERMISSIVE: once the mode is STRICT, its next
-        // request is refused and the connection closed (in-flight requests finish).
-        if let Some(sec) = plaintext.as_ref().filter(|s| s.mode() == MtlsMode::Strict) {
-            sec.refused("plaintext under STRICT");
-            let mut r = Response::new(crate::body::full("plaintext connection closed: mTLS is STRICT now\n"));
-            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-            r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-            return futures_boxed(async move { r });
-        }
-        if let Some(p) = &peer {
-            req.extensions_mut().insert(p.clone());
-        }
-        if let Some(r) = remote {
-            req.extensions_mut().insert(Remote(r));
-        }
-        if let Some(d) = original_dst {
-            req.extensions_mut().insert(d);
-        }
-        // Boxed: the request future is large, and hyper moves what it is given into place.
+        // Boxed where it is made: the request future is large, and hyper moves what it is
+        // given into place; the wrapper holding it and the in-flight guard stays small.
+        let fut: Responding = match plaintext.as_ref().filter(|s| s.mode() == MtlsMode::Strict) {
+            // A plaintext connection accepted under PERMISSIVE: once the mode is STRICT, its next
+            // request is refused and the connection closed (in-flight requests finish).
+            Some(sec) => {
+                sec.refused("plaintext under STRICT");
+                let mut r = Response::new(crate::body::full("plaintext connection closed: mTLS is STRICT now\n"));
+                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                Box::pin(std::future::ready(r))
+            }
+            None => {
+                if let Some(p) = &peer {
+                    req.extensions_mut().insert(p.clone());
+                }
+                if let Some(r) = remote {
+                    req.extensions_mut().insert(Remote(r));
+                }
+                if let Some(d) = original_dst {
+                    req.extensions_mut().insert(d);
+                }
+                Box::pin(handler(req))
+            }
+        };
         let guard = InFlight::enter(&counter);
-        let fut = handler(req);
-        futures_boxed(async move {
+        async move {
             let response = fut.await;
             drop(guard);
-            response
-        })
+            Ok::<_, Infallible>(response)
+        }
     });
     let io = Tracked { io, activity: activity.clone() };
     tokio::select! {
