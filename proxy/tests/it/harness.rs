@@ -125,10 +125,15 @@ pub fn status(code: StatusCode, name: &str) -> Response<Full<Bytes>> {
     Response::builder().status(code).header("x-upstream", name).body(Full::new(Bytes::from(name.to_string()))).unwrap()
 }
 
-/// A port with nothing listening (bound, then released).
+/// A port with nothing listening: bound but never listening, and kept bound for
+/// the life of the test process, so no other test's server can take it (a
+/// released port was reused under parallel tests, turning "dead" endpoints alive).
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 /// A config with the given `services:` and `clusters:` YAML blocks (indented two spaces).
