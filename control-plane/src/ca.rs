@@ -104,20 +104,19 @@ pub fn fingerprint(pem: &str) -> Result<String, CaError> {
         .ok_or_else(|| CaError::Files("no certificate in PEM".into()))?
         .map_err(|e| CaError::Files(e.to_string()))?
         .contents;
-    Ok(ring::digest::digest(&ring::digest::SHA256, &der).as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sha256_hex(&der))
+}
+
+/// SHA-256 of `bytes`, hex: certificate fingerprints and token-secret hashes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The fingerprints of every certificate in a PEM bundle, in order.
 pub fn fingerprints(pem: &str) -> Vec<String> {
     x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
         .filter_map(Result::ok)
-        .map(|p| {
-            ring::digest::digest(&ring::digest::SHA256, &p.contents)
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        })
+        .map(|p| sha256_hex(&p.contents))
         .collect()
 }
 
@@ -387,13 +386,7 @@ pub fn issuer_of(cert_der: &[u8], bundle_pem: &str) -> Option<String> {
             ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
             _ => None,
         })?;
-        (ski == aki).then(|| {
-            ring::digest::digest(&ring::digest::SHA256, &p.contents)
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        })
+        (ski == aki).then(|| sha256_hex(&p.contents))
     })
 }
 

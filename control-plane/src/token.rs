@@ -72,10 +72,6 @@ fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn random<const N: usize>() -> Result<[u8; N], TokenError> {
     let rng = ring::rand::SystemRandom::new();
     ring::rand::generate::<[u8; N]>(&rng).map(|r| r.expose()).map_err(|_| TokenError::Malformed)
@@ -115,7 +111,7 @@ pub async fn mint(
         issued: secs(now),
         expires: secs(now) + ttl.as_secs(),
         revoked: false,
-        secret_sha256: sha256_hex(secret.as_bytes()),
+        secret_sha256: crate::ca::sha256_hex(secret.as_bytes()),
     };
     put(store, &record).await?;
     Ok((format!("weft1.{id}.{secret}"), record))

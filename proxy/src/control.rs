@@ -20,7 +20,7 @@ pub struct ControlOptions {
     pub urls: Vec<String>,
     pub hello: Hello,
     /// TLS to the control plane (`--ca-file`); plaintext when `None`.
-    pub tls: Option<crate::tls::ControlPlaneTls>,
+    pub tls: Option<crate::identity::ControlPlaneTls>,
 }
 
 /// Back-off between reconnects: 100 ms doubling to 5 s, fully jittered.
@@ -94,14 +94,14 @@ async fn session(
     shared: &Arc<Shared>,
     url: &str,
     hello: &Hello,
-    tls: Option<&crate::tls::ControlPlaneTls>,
+    tls: Option<&crate::identity::ControlPlaneTls>,
     goodbye: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
         return Err(SessionError::Url(url.to_string()));
     }
-    let io = crate::tls::connect_control_plane(authority, tls, true)
+    let io = crate::identity::connect_control_plane(authority, tls, true)
         .await
         .map_err(|e| SessionError::Connect(std::io::Error::other(e)))?;
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())

@@ -198,17 +198,17 @@ pub struct IdentityOptions {
     pub urls: Vec<String>,
     pub token: String,
     /// TLS to the control plane (`--ca-file`); plaintext when `None`.
-    pub tls: Option<crate::tls::ControlPlaneTls>,
+    pub tls: Option<ControlPlaneTls>,
 }
 
 /// Asks for a certificate: a fresh key, a CSR, the token.
-pub async fn fetch(url: &str, token: &str, tls: Option<&crate::tls::ControlPlaneTls>) -> Result<Leaf, IdentityError> {
+pub async fn fetch(url: &str, token: &str, tls: Option<&ControlPlaneTls>) -> Result<Leaf, IdentityError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
     let body = serde_json::to_vec(&SignRequest { token: token.trim().to_string(), csr })
         .map_err(|e| IdentityError::Request(e.to_string()))?;
     let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
-    let io = crate::tls::connect_control_plane(authority, tls, false).await.map_err(IdentityError::Request)?;
+    let io = connect_control_plane(authority, tls, false).await.map_err(IdentityError::Request)?;
     let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
         .await
         .map_err(|e| IdentityError::Request(e.to_string()))?;
@@ -276,5 +276,98 @@ pub async fn run(identity: Arc<Identity>, mut options: IdentityOptions) {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// A client config presenting `leaf` and accepting only `allowed` servers.
+pub fn client_config(
+    leaf: &Arc<Leaf>,
+    allowed: &[String],
+    h2: bool,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let verifier = Arc::new(crate::tls::SpiffeVerifier::new(leaf.anchors.clone(), allowed.to_vec()));
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key())?;
+    config.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(Arc::new(config))
+}
+
+/// How a sidecar reaches the control plane over TLS: the mesh root it trusts
+/// (`--ca-file`), the identity the control plane must prove, and — once it has
+/// one — its own certificate (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct ControlPlaneTls {
+    pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    pub control_plane_id: String,
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl ControlPlaneTls {
+    /// Reads the root from a PEM file; the control plane must prove
+    /// `spiffe://<trust_domain>/ns/weft-system/sa/weft-control-plane`.
+    pub fn from_file(path: &std::path::Path, trust_domain: &str) -> Result<Self, String> {
+        let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_pem(&pem, trust_domain).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The same from the root's PEM text.
+    pub fn from_pem(pem: &str, trust_domain: &str) -> Result<Self, String> {
+        let mut anchors = Vec::new();
+        for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+            let p = p.map_err(|e| e.to_string())?;
+            let der = CertificateDer::from(p.contents);
+            anchors.push(webpki::anchor_from_trusted_cert(&der).map_err(|e| e.to_string())?.to_owned());
+        }
+        if anchors.is_empty() {
+            return Err("no certificate".into());
+        }
+        Ok(ControlPlaneTls { anchors, control_plane_id: crate::tls::control_plane_id(trust_domain), identity: None })
+    }
+
+    /// TLS over `tcp`, presenting our certificate if we have one. Once we
+    /// have one, the control plane is checked against the bundle that came
+    /// with it (which follows a root rotation), else against `--ca-file`.
+    pub async fn connect(&self, tcp: tokio::net::TcpStream, h2: bool) -> Result<crate::tls::Conn, String> {
+        let leaf = self.identity.as_ref().and_then(|i| i.current());
+        let anchors = leaf.as_ref().map_or_else(|| self.anchors.clone(), |l| l.anchors.clone());
+        let verifier = Arc::new(crate::tls::SpiffeVerifier::new(anchors, vec![self.control_plane_id.clone()]));
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match leaf {
+            Some(leaf) => {
+                builder.with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key()).map_err(|e| e.to_string())?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+        let name = rustls::pki_types::ServerName::try_from(crate::tls::MESH_SNI).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("control plane TLS: {e}"))?;
+        Ok(crate::tls::Conn::Tls(Box::new(tls)))
+    }
+}
+
+/// Connects to a control plane: TLS when `tls` is given, else plaintext.
+pub async fn connect_control_plane(
+    authority: &str,
+    tls: Option<&ControlPlaneTls>,
+    h2: bool,
+) -> Result<crate::tls::Conn, String> {
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        Some(t) => t.connect(tcp, h2).await,
+        None => Ok(crate::tls::Conn::Plain(tcp)),
     }
 }

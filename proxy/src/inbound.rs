@@ -30,6 +30,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     }
     let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Destination, &mut parts);
     record.peer = peer.clone();
+    record.own_service = Some(snap.own_service.clone());
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }

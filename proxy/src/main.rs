@@ -238,9 +238,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let mut cp_tls = match &args.ca_file {
-        Some(file) => {
-            Some(weft_proxy::tls::ControlPlaneTls::from_file(file, &args.trust_domain).map_err(anyhow::Error::msg)?)
-        }
+        Some(file) => Some(
+            weft_proxy::identity::ControlPlaneTls::from_file(file, &args.trust_domain).map_err(anyhow::Error::msg)?,
+        ),
         None => None,
     };
     let identity = match &args.token_file {

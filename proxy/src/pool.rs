@@ -333,7 +333,7 @@ impl Pool {
         };
         let fail = |m: String| UpstreamError::ConnectFailure(std::io::Error::other(m));
         let leaf = identity.current().ok_or_else(|| fail("no workload certificate yet".into()))?;
-        let config = crate::tls::client_config(&leaf, allowed, h2).map_err(|e| fail(format!("tls: {e}")))?;
+        let config = crate::identity::client_config(&leaf, allowed, h2).map_err(|e| fail(format!("tls: {e}")))?;
         let name = rustls::pki_types::ServerName::try_from(crate::tls::MESH_SNI).map_err(|e| fail(e.to_string()))?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)

@@ -50,6 +50,9 @@ pub struct Snapshot {
     pub inbound: Option<Cluster>,
     /// Authorization policies for inbound requests, compiled.
     pub authz: Vec<crate::authz::Policy>,
+    /// This workload's own service host (its `app` label, Istio's canonical service): the
+    /// inbound `destination_service`, never the caller's Host. Made once per config.
+    pub own_service: Arc<str>,
 }
 
 impl Snapshot {
@@ -139,7 +142,11 @@ impl Snapshot {
             limits,
         });
         let authz = config.inbound.authz.iter().map(crate::authz::Policy::compile).collect();
-        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound, authz })
+        let own_service: Arc<str> = match config.workload.labels.get("app") {
+            Some(app) => format!("{app}.{}.svc.cluster.local", config.workload.namespace).into(),
+            None => "unknown".into(),
+        };
+        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound, authz, own_service })
     }
 
     /// The service a `Host`/`:authority` names, port and case ignored.

@@ -47,6 +47,8 @@ pub struct Record {
     pub permit: Option<crate::limits::Permit>,
     /// The peer's proven SPIFFE ID (inbound mTLS).
     pub peer: Option<Arc<str>>,
+    /// Inbound: this workload's service (from the snapshot), the `destination_service` label.
+    pub own_service: Option<Arc<str>>,
     pub attempts: u32,
     pub status: u16,
     pub flags: Flags,
@@ -92,6 +94,7 @@ impl Record {
             guard: None,
             permit: None,
             peer: None,
+            own_service: None,
             attempts: 0,
             status: 0,
             flags: Flags::NONE,
@@ -135,6 +138,7 @@ impl Record {
             guard,
             permit,
             peer,
+            own_service,
             attempts,
             status,
             flags,
@@ -150,18 +154,13 @@ impl Record {
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
         let endpoint = upstream.as_deref();
         let ep_label = |k: &str| endpoint_label(endpoint, k);
-        // Inbound, the destination service is this workload's own (its `app` label, as Istio's
-        // canonical service), never the caller's Host: no caller mints label values here.
-        let own_service;
-        let host = match reporter {
-            Reporter::Destination => {
-                own_service = match w.labels.get("app") {
-                    Some(app) => format!("{app}.{}.svc.cluster.local", w.namespace),
-                    None => "unknown".to_string(),
-                };
-                own_service.as_str()
+        // Inbound, the destination service is this workload's own (set from the snapshot), never
+        // the caller's Host: no caller mints label values here.
+        let host = match (reporter, own_service.as_deref()) {
+            (Reporter::Destination, own) => own.unwrap_or("unknown"),
+            (Reporter::Source, _) => {
+                service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown"))
             }
-            Reporter::Source => service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown")),
         };
         let mut parts = host.split('.');
         let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");

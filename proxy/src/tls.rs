@@ -5,11 +5,10 @@
 //! chain and hands the peer's SPIFFE ID to the request. Handshakes happen per
 //! connection; connections are pooled, so never per request.
 
-use crate::identity::Leaf;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -103,18 +102,6 @@ impl ServerCertVerifier for SpiffeVerifier {
     }
 }
 
-/// A client config presenting `leaf` and accepting only `allowed` servers.
-pub fn client_config(leaf: &Arc<Leaf>, allowed: &[String], h2: bool) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let verifier = Arc::new(SpiffeVerifier::new(leaf.anchors.clone(), allowed.to_vec()));
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key())?;
-    config.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-    Ok(Arc::new(config))
-}
-
 /// A plain or TLS upstream connection.
 #[derive(Debug)]
 pub enum Conn {
@@ -159,80 +146,7 @@ pub fn looks_like_tls(first: &[u8]) -> bool {
     first.first() == Some(&0x16) && first.get(1).is_none_or(|b| *b == 0x03)
 }
 
-/// How a sidecar reaches the control plane over TLS: the mesh root it trusts
-/// (`--ca-file`), the identity the control plane must prove, and — once it has
-/// one — its own certificate (mutual TLS).
-#[derive(Debug, Clone)]
-pub struct ControlPlaneTls {
-    pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
-    pub control_plane_id: String,
-    pub identity: Option<Arc<crate::identity::Identity>>,
-}
-
-impl ControlPlaneTls {
-    /// Reads the root from a PEM file; the control plane must prove
-    /// `spiffe://<trust_domain>/ns/weft-system/sa/weft-control-plane`.
-    pub fn from_file(path: &std::path::Path, trust_domain: &str) -> Result<Self, String> {
-        let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_pem(&pem, trust_domain).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// The same from the root's PEM text.
-    pub fn from_pem(pem: &str, trust_domain: &str) -> Result<Self, String> {
-        let mut anchors = Vec::new();
-        for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-            let p = p.map_err(|e| e.to_string())?;
-            let der = CertificateDer::from(p.contents);
-            anchors.push(webpki::anchor_from_trusted_cert(&der).map_err(|e| e.to_string())?.to_owned());
-        }
-        if anchors.is_empty() {
-            return Err("no certificate".into());
-        }
-        Ok(ControlPlaneTls { anchors, control_plane_id: control_plane_id(trust_domain), identity: None })
-    }
-
-    /// TLS over `tcp`, presenting our certificate if we have one. Once we
-    /// have one, the control plane is checked against the bundle that came
-    /// with it (which follows a root rotation), else against `--ca-file`.
-    pub async fn connect(&self, tcp: TcpStream, h2: bool) -> Result<Conn, String> {
-        let leaf = self.identity.as_ref().and_then(|i| i.current());
-        let anchors = leaf.as_ref().map_or_else(|| self.anchors.clone(), |l| l.anchors.clone());
-        let verifier = Arc::new(SpiffeVerifier::new(anchors, vec![self.control_plane_id.clone()]));
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier);
-        let mut config = match leaf {
-            Some(leaf) => {
-                builder.with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key()).map_err(|e| e.to_string())?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-        let name = ServerName::try_from(MESH_SNI).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("control plane TLS: {e}"))?;
-        Ok(Conn::Tls(Box::new(tls)))
-    }
-}
-
 /// The identity the control plane proves on its TLS listener.
 pub fn control_plane_id(trust_domain: &str) -> String {
     format!("spiffe://{trust_domain}/ns/weft-system/sa/weft-control-plane")
-}
-
-/// Connects to a control plane: TLS when `tls` is given, else plaintext.
-pub async fn connect_control_plane(authority: &str, tls: Option<&ControlPlaneTls>, h2: bool) -> Result<Conn, String> {
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(authority))
-        .await
-        .map_err(|_| "connect timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    match tls {
-        Some(t) => t.connect(tcp, h2).await,
-        None => Ok(Conn::Plain(tcp)),
-    }
 }

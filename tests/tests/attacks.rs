@@ -68,7 +68,7 @@ impl Mesh {
     }
 
     /// TLS to the control plane presenting a certificate for production/`sa` (as a pod that got one would).
-    fn tls_as(&self, sa: Option<&str>) -> weft_proxy::tls::ControlPlaneTls {
+    fn tls_as(&self, sa: Option<&str>) -> weft_proxy::identity::ControlPlaneTls {
         let mut tls = self.c.tls();
         if let Some(sa) = sa {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -90,10 +90,10 @@ impl Mesh {
     /// body text the control plane answered with (reading at most 4 KiB), or the error.
     async fn stream(
         &self,
-        tls: Option<&weft_proxy::tls::ControlPlaneTls>,
+        tls: Option<&weft_proxy::identity::ControlPlaneTls>,
         first: Bytes,
     ) -> Result<(u16, String), String> {
-        let io = weft_proxy::tls::connect_control_plane(&self.authority(), tls, true).await?;
+        let io = weft_proxy::identity::connect_control_plane(&self.authority(), tls, true).await?;
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
@@ -119,7 +119,7 @@ impl Mesh {
     /// Asks for a certificate with `token`, without a client certificate; the status and reason.
     async fn sign(&self, token: &str) -> (u16, String) {
         let tls = self.c.tls();
-        let io = weft_proxy::tls::connect_control_plane(&self.authority(), Some(&tls), false).await.unwrap();
+        let io = weft_proxy::identity::connect_control_plane(&self.authority(), Some(&tls), false).await.unwrap();
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
         tokio::spawn(conn);
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -222,7 +222,7 @@ async fn another_identitys_instance_id_is_not_theirs_to_overwrite_or_delete() {
     // The notification service, legitimately serving itself, reuses the victim's instance id and
     // claims another address, holds its stream until it is registered, then says a clean goodbye.
     let notify = m.tls_as(Some("notification-service"));
-    let io = weft_proxy::tls::connect_control_plane(&m.authority(), Some(&notify), true).await.unwrap();
+    let io = weft_proxy::identity::connect_control_plane(&m.authority(), Some(&notify), true).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
@@ -321,7 +321,7 @@ async fn an_oversize_line_and_a_slow_hello_are_closed_within_bounded_cost() {
     let tls = m.tls_as(Some("notification-service"));
     // 4 MiB without a newline, in 64 KiB frames: cut at 64 KiB, linear work.
     let cpu = cpu_time();
-    let io = weft_proxy::tls::connect_control_plane(&m.authority(), Some(&tls), true).await.unwrap();
+    let io = weft_proxy::identity::connect_control_plane(&m.authority(), Some(&tls), true).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);

@@ -120,21 +120,7 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
         .await;
 
     // Steady load through the gateway.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let load = {
-        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), gw.outbound);
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, _) = get(addr, "order-service", &[]).await;
-                if status != 200 {
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        })
-    };
+    let load = Load::start(gw.outbound);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Kill the control plane the gateway is connected to.
@@ -162,10 +148,9 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.await.unwrap();
-    assert!(done.load(std::sync::atomic::Ordering::Relaxed) > 50);
-    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0, "no request failed while a control plane died");
+    let (done, failures) = load.finish().await;
+    assert!(done > 50);
+    assert_eq!(failures, 0, "no request failed while a control plane died");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

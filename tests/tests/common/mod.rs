@@ -113,8 +113,8 @@ impl Cp {
     }
 
     /// TLS to the control planes, trusting the mesh root.
-    pub fn tls(&self) -> weft_proxy::tls::ControlPlaneTls {
-        weft_proxy::tls::ControlPlaneTls::from_pem(&self.ca.root_pem(), "cluster.local").unwrap()
+    pub fn tls(&self) -> weft_proxy::identity::ControlPlaneTls {
+        weft_proxy::identity::ControlPlaneTls::from_pem(&self.ca.root_pem(), "cluster.local").unwrap()
     }
 }
 
@@ -152,7 +152,7 @@ pub async fn sidecar_tls(
     service: Option<&str>,
     app: Option<SocketAddr>,
     token: Option<String>,
-    tls: Option<weft_proxy::tls::ControlPlaneTls>,
+    tls: Option<weft_proxy::identity::ControlPlaneTls>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let token = match token {
