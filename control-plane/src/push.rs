@@ -629,7 +629,8 @@ fn admit(ctx: &Context, peer: &Peer, id: &SpiffeId, hello: &Hello) -> Result<Adm
             Some(if ctx.options.trust_advertised_address {
                 said.to_string()
             } else {
-                std::net::SocketAddr::new(peer.addr.ip(), said.port()).to_string()
+                // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`: registered as IPv4.
+                std::net::SocketAddr::new(peer.addr.ip().to_canonical(), said.port()).to_string()
             })
         }
         _ => None,

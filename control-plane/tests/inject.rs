@@ -232,7 +232,7 @@ fn istios_pod_annotations_set_interception_and_the_sidecars_resources() {
     let pod = |annotations: &str| {
         format!("kind: Deployment\nmetadata: {{name: api}}\nspec:\n  template:\n    metadata:\n      labels: {{app: api}}\n      annotations:\n{annotations}    spec:\n      containers:\n      - name: app\n        image: api\n")
     };
-    let text = pod("        traffic.sidecar.istio.io/excludeOutboundPorts: \"3306, 6379\"\n        traffic.sidecar.istio.io/excludeInboundPorts: \"9100\"\n        traffic.sidecar.istio.io/excludeOutboundIPRanges: 10.96.0.0/12,169.254.169.254\n        sidecar.istio.io/proxyCPU: 100m\n        sidecar.istio.io/proxyMemoryLimit: 256Mi\n");
+    let text = pod("        traffic.sidecar.istio.io/excludeOutboundPorts: \"3306, 6379\"\n        traffic.sidecar.istio.io/excludeInboundPorts: \"9100\"\n        traffic.sidecar.istio.io/excludeOutboundIPRanges: 10.96.0.0/12,169.254.169.254,fd00:10:96::/112\n        sidecar.istio.io/proxyCPU: 100m\n        sidecar.istio.io/proxyMemoryLimit: 256Mi\n");
     let out = inject_text("api.yaml", &text, &InjectOptions::default()).unwrap();
     let spec = &docs(&out)[0]["spec"]["template"]["spec"];
     let args: Vec<&str> = named(&spec["initContainers"], "weft-init")["args"]
@@ -250,7 +250,7 @@ fn istios_pod_annotations_set_interception_and_the_sidecars_resources() {
             "--exclude-inbound-ports",
             "9100",
             "--exclude-outbound-cidrs",
-            "10.96.0.0/12,169.254.169.254"
+            "10.96.0.0/12,169.254.169.254,fd00:10:96::/112"
         ]
     );
     let resources = &named(&spec["initContainers"], "weft-proxy")["resources"];
@@ -270,7 +270,11 @@ fn istios_pod_annotations_set_interception_and_the_sidecars_resources() {
         ),
         (
             "traffic.sidecar.istio.io/excludeOutboundIPRanges: 10.0.0.0/33",
-            "is not a comma-separated list of IPv4 CIDRs",
+            "is not a comma-separated list of IPv4 or IPv6 CIDRs",
+        ),
+        (
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges: \"fd00::/8,fd00::/200\"",
+            "is not a comma-separated list of IPv4 or IPv6 CIDRs",
         ),
         ("sidecar.istio.io/proxyMemory: lots", "\"lots\" is not a Kubernetes quantity"),
         ("traffic.sidecar.istio.io/includeOutboundIPRanges: 10.0.0.0/8", "is not supported yet by Weft"),

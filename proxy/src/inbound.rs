@@ -36,7 +36,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     }
     if !snap.authz.is_empty() {
         let remote = parts.extensions.get::<crate::listen::Remote>().map(|r| r.0.ip());
-        let port = snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port());
+        // The port the peer was going to (captured), else the app's: Istio's `ports`
+        // and `destination.port` name the workload port the connection was for.
+        let port = match parts.extensions.get::<crate::listen::OriginalDst>() {
+            Some(dst) => dst.0.port(),
+            None => snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port()),
+        };
         let path = record.path.split('?').next().unwrap_or("/").to_string();
         let req = crate::authz::Request {
             principal: peer.as_deref(),

@@ -4,8 +4,10 @@
 //! NET_ADMIN), and the original destination of a redirected connection.
 //!
 //! The rules mirror `istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*'
-//! -b '*' -d 15090,15021,15020` with chains named `WEFT_*`. Applying is
-//! idempotent (the old rules are removed first, the new ones loaded in one
+//! -b '*' -d 15090,15021,15020` with chains named `WEFT_*`, for IPv4 and, the
+//! same rules with IPv6's loopback and passthrough source, for IPv6
+//! (`ip6tables`): a dual-stack pod has no uncaptured family. Applying is
+//! idempotent (the old rules are removed first, each family's loaded in one
 //! `iptables-restore`); `--cleanup` removes them; `--dry-run` prints them.
 
 use std::net::SocketAddr;
@@ -17,6 +19,36 @@ pub const PROXY_UID: u32 = 1337;
 pub const SIDECAR_PORTS: [u16; 3] = [15090, 15021, 15020];
 /// The source the inbound listener uses towards the app, let through unredirected.
 pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
+/// IPv6's passthrough source (Istio's `::6`).
+pub const INBOUND_PASSTHROUGH_SOURCE_V6: &str = "::6";
+
+/// An address family: which `iptables` binary, loopback and passthrough source its rules use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn iptables(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+    fn loopback(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.1/32",
+            Family::V6 => "::1/128",
+        }
+    }
+    fn passthrough_source(self) -> String {
+        match self {
+            Family::V4 => format!("{INBOUND_PASSTHROUGH_SOURCE}/32"),
+            Family::V6 => format!("{INBOUND_PASSTHROUGH_SOURCE_V6}/128"),
+        }
+    }
+}
 
 const CHAINS: [&str; 4] = ["WEFT_INBOUND", "WEFT_REDIRECT", "WEFT_IN_REDIRECT", "WEFT_OUTPUT"];
 
@@ -50,23 +82,23 @@ impl Default for Rules {
 }
 
 impl Rules {
-    /// Checks the CIDRs (`a.b.c.d/n` or a bare address) before anything is touched.
+    /// Checks the CIDRs (`a.b.c.d/n`, `fd00::/8` or a bare address) before anything is touched.
     pub fn validate(&self) -> Result<(), String> {
         for cidr in &self.exclude_outbound_cidrs {
-            if !is_ipv4_cidr(cidr) {
-                return Err(format!("--exclude-outbound-cidrs: {cidr:?} is not an IPv4 CIDR"));
+            if !is_cidr(cidr) {
+                return Err(format!("--exclude-outbound-cidrs: {cidr:?} is not an IPv4 or IPv6 CIDR"));
             }
         }
         Ok(())
     }
 
-    /// The `iptables-restore` input for the nat table.
-    pub fn restore_input(&self) -> String {
+    /// The `iptables-restore` (or `ip6tables-restore`) input for the nat table.
+    pub fn restore_input(&self, family: Family) -> String {
         let mut out = String::from("*nat\n");
         for chain in CHAINS {
             out.push_str(&format!(":{chain} - [0:0]\n"));
         }
-        for rule in self.rules() {
+        for rule in self.rules(family) {
             out.push_str(&rule);
             out.push('\n');
         }
@@ -74,8 +106,9 @@ impl Rules {
         out
     }
 
-    /// Each rule as `-A CHAIN …`, in order.
-    pub fn rules(&self) -> Vec<String> {
+    /// Each rule of one family as `-A CHAIN …`, in order.
+    pub fn rules(&self, family: Family) -> Vec<String> {
+        let (lo, passthrough) = (family.loopback(), family.passthrough_source());
         let (uid, gid) = (self.proxy_uid, self.proxy_gid);
         let mut r = vec![
             format!("-A WEFT_REDIRECT -p tcp -j REDIRECT --to-ports {}", self.outbound_port),
@@ -89,19 +122,20 @@ impl Rules {
         }
         r.push("-A WEFT_INBOUND -p tcp -j WEFT_IN_REDIRECT".into());
         r.push("-A OUTPUT -p tcp -j WEFT_OUTPUT".into());
-        r.push(format!("-A WEFT_OUTPUT -o lo -s {INBOUND_PASSTHROUGH_SOURCE}/32 -j RETURN"));
+        r.push(format!("-A WEFT_OUTPUT -o lo -s {passthrough} -j RETURN"));
         // The app calling its own pod address through the proxy goes to the inbound side.
-        r.push(format!("-A WEFT_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp -m owner --uid-owner {uid} -j WEFT_IN_REDIRECT"));
+        r.push(format!("-A WEFT_OUTPUT -o lo ! -d {lo} -p tcp -m owner --uid-owner {uid} -j WEFT_IN_REDIRECT"));
         r.push(format!("-A WEFT_OUTPUT -o lo -m owner ! --uid-owner {uid} -j RETURN"));
         r.push(format!("-A WEFT_OUTPUT -m owner --uid-owner {uid} -j RETURN"));
-        r.push(format!("-A WEFT_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp -m owner --gid-owner {gid} -j WEFT_IN_REDIRECT"));
+        r.push(format!("-A WEFT_OUTPUT -o lo ! -d {lo} -p tcp -m owner --gid-owner {gid} -j WEFT_IN_REDIRECT"));
         r.push(format!("-A WEFT_OUTPUT -o lo -m owner ! --gid-owner {gid} -j RETURN"));
         r.push(format!("-A WEFT_OUTPUT -m owner --gid-owner {gid} -j RETURN"));
-        r.push("-A WEFT_OUTPUT -d 127.0.0.1/32 -j RETURN".into());
+        r.push(format!("-A WEFT_OUTPUT -d {lo} -j RETURN"));
         for port in &self.exclude_outbound_ports {
             r.push(format!("-A WEFT_OUTPUT -p tcp --dport {port} -j RETURN"));
         }
-        for cidr in &self.exclude_outbound_cidrs {
+        let v6 = family == Family::V6;
+        for cidr in self.exclude_outbound_cidrs.iter().filter(|c| c.contains(':') == v6) {
             r.push(format!("-A WEFT_OUTPUT -d {cidr} -j RETURN"));
         }
         r.push("-A WEFT_OUTPUT -j WEFT_REDIRECT".into());
@@ -109,52 +143,75 @@ impl Rules {
     }
 }
 
-fn iptables(args: &[&str]) -> Result<bool, String> {
-    let out = Command::new("iptables")
+fn iptables(family: Family, args: &[&str]) -> Result<bool, String> {
+    let bin = family.iptables();
+    let out = Command::new(bin)
         .args(["-w", "5", "-t", "nat"])
         .args(args)
         .output()
-        .map_err(|e| format!("running iptables: {e} (Debian package iptables; needs root or NET_ADMIN)"))?;
+        .map_err(|e| format!("running {bin}: {e} (Debian package iptables; needs root or NET_ADMIN)"))?;
     Ok(out.status.success())
 }
 
-/// Removes every `WEFT_*` rule and chain; a no-op when there are none.
+/// The families this host speaks: IPv6 only where the kernel has it on (a pod
+/// whose kernel has IPv6 but whose rules were IPv4 only would let IPv6 past the sidecar).
+pub fn families() -> Vec<Family> {
+    let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
+    if v6 {
+        vec![Family::V4, Family::V6]
+    } else {
+        vec![Family::V4]
+    }
+}
+
+/// Removes every `WEFT_*` rule and chain of every family; a no-op when there are none.
 pub fn cleanup() -> Result<(), String> {
+    families().into_iter().try_for_each(cleanup_family)
+}
+
+fn cleanup_family(family: Family) -> Result<(), String> {
     for (chain, target) in [("PREROUTING", "WEFT_INBOUND"), ("OUTPUT", "WEFT_OUTPUT")] {
-        while iptables(&["-D", chain, "-p", "tcp", "-j", target])? {}
+        while iptables(family, &["-D", chain, "-p", "tcp", "-j", target])? {}
     }
     // Flush all before deleting any: the chains jump to each other.
-    let present: Vec<&str> = CHAINS.into_iter().filter(|c| iptables(&["-F", c]).unwrap_or(false)).collect();
+    let present: Vec<&str> = CHAINS.into_iter().filter(|c| iptables(family, &["-F", c]).unwrap_or(false)).collect();
     for chain in present {
-        if !iptables(&["-X", chain])? {
-            return Err(format!("could not delete chain {chain}"));
+        if !iptables(family, &["-X", chain])? {
+            return Err(format!("could not delete chain {chain} ({})", family.iptables()));
         }
     }
     Ok(())
 }
 
-/// Installs the rules, replacing any earlier ones, in one atomic load.
+/// Installs the rules of every family the host speaks, replacing any earlier
+/// ones, one atomic load per family. A family that cannot be loaded fails the
+/// whole (the init container fails, the pod does not start uncaptured).
 pub fn apply(rules: &Rules) -> Result<(), String> {
     rules.validate()?;
     cleanup()?;
+    families().into_iter().try_for_each(|f| restore(rules, f))
+}
+
+fn restore(rules: &Rules, family: Family) -> Result<(), String> {
     use std::io::Write;
-    let mut child = Command::new("iptables-restore")
+    let bin = format!("{}-restore", family.iptables());
+    let mut child = Command::new(&bin)
         .args(["--noflush", "-w", "5"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running iptables-restore: {e}"))?;
+        .map_err(|e| format!("running {bin}: {e}"))?;
     child
         .stdin
         .take()
-        .ok_or("iptables-restore: no stdin")?
-        .write_all(rules.restore_input().as_bytes())
+        .ok_or_else(|| format!("{bin}: no stdin"))?
+        .write_all(rules.restore_input(family).as_bytes())
         .map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("iptables-restore refused the rules: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!("{bin} refused the rules: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -219,10 +276,9 @@ pub struct TcpConnection {
     pub duration: std::time::Duration,
 }
 
-/// `10.0.0.0/8` or a bare address (a /32): what `--exclude-outbound-cidrs` takes.
-pub fn is_ipv4_cidr(cidr: &str) -> bool {
-    let (ip, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
-    ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+/// `10.0.0.0/8`, `fd00::/8` or a bare address: what `--exclude-outbound-cidrs` takes.
+pub fn is_cidr(cidr: &str) -> bool {
+    weft_model::authz::parse_cidr(cidr).is_some()
 }
 
 /// What the outbound listener needs for captured connections: the policy for
@@ -304,8 +360,12 @@ where
 /// was not redirected (explicit mode) or the kernel does not say.
 pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
-    let dst = sock.original_dst_v4().ok()?.as_socket()?;
     let local = stream.local_addr().ok()?;
+    let dst = match local {
+        SocketAddr::V4(_) => sock.original_dst_v4(),
+        SocketAddr::V6(_) => sock.original_dst_v6(),
+    };
+    let dst = dst.ok()?.as_socket()?;
     (dst != local).then_some(dst)
 }
 
@@ -315,7 +375,7 @@ mod tests {
 
     #[test]
     fn the_rules_match_istios_redirect_mode() {
-        let rules = Rules::default().rules();
+        let rules = Rules::default().rules(Family::V4);
         assert_eq!(rules.first().unwrap(), "-A WEFT_REDIRECT -p tcp -j REDIRECT --to-ports 15001");
         assert!(rules.contains(&"-A WEFT_INBOUND -p tcp --dport 15021 -j RETURN".to_string()));
         assert!(rules.contains(&"-A WEFT_OUTPUT -m owner --uid-owner 1337 -j RETURN".to_string()));
@@ -326,17 +386,30 @@ mod tests {
     fn exclusions_come_before_the_final_redirect() {
         let r = Rules {
             exclude_outbound_ports: vec![3306],
-            exclude_outbound_cidrs: vec!["10.0.0.0/8".into()],
+            exclude_outbound_cidrs: vec!["10.0.0.0/8".into(), "fd00::/8".into()],
             exclude_inbound_ports: vec![9000],
             ..Rules::default()
         };
-        let rules = r.rules();
+        let rules = r.rules(Family::V4);
         let at = |s: &str| rules.iter().position(|x| x == s).unwrap_or_else(|| panic!("{s} missing"));
         assert!(at("-A WEFT_OUTPUT -p tcp --dport 3306 -j RETURN") < at("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
         assert!(at("-A WEFT_OUTPUT -d 10.0.0.0/8 -j RETURN") < at("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
         assert!(at("-A WEFT_INBOUND -p tcp --dport 9000 -j RETURN") < at("-A WEFT_INBOUND -p tcp -j WEFT_IN_REDIRECT"));
-        assert!(r.restore_input().starts_with("*nat\n:WEFT_INBOUND - [0:0]\n"));
-        assert!(r.restore_input().ends_with("COMMIT\n"));
+        assert!(!rules.iter().any(|r| r.contains("fd00::")), "an IPv6 range is not an iptables rule");
+        assert!(r.restore_input(Family::V4).starts_with("*nat\n:WEFT_INBOUND - [0:0]\n"));
+        assert!(r.restore_input(Family::V4).ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn ipv6_gets_the_same_rules_with_its_own_loopback_and_ranges() {
+        let r = Rules { exclude_outbound_cidrs: vec!["10.0.0.0/8".into(), "fd00::/8".into()], ..Rules::default() };
+        let (v4, v6) = (r.rules(Family::V4), r.rules(Family::V6));
+        assert_eq!(v4.len(), v6.len(), "every IPv4 rule has its IPv6 twin");
+        assert!(v6.contains(&"-A WEFT_OUTPUT -o lo -s ::6/128 -j RETURN".to_string()));
+        assert!(v6.contains(&"-A WEFT_OUTPUT -d ::1/128 -j RETURN".to_string()));
+        assert!(v6.contains(&"-A WEFT_OUTPUT -d fd00::/8 -j RETURN".to_string()));
+        assert!(!v6.iter().any(|r| r.contains("127.0.0.") || r.contains("10.0.0.0")), "{v6:?}");
+        assert_eq!(v6.last().unwrap(), "-A WEFT_OUTPUT -j WEFT_REDIRECT");
     }
 
     #[test]
@@ -353,7 +426,11 @@ mod tests {
 
     #[test]
     fn a_bad_cidr_is_refused_before_anything_changes() {
-        let r = Rules { exclude_outbound_cidrs: vec!["10.0.0.0/33".into()], ..Rules::default() };
-        assert!(r.validate().unwrap_err().contains("10.0.0.0/33"));
+        for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0.0/8; rm -rf /", "-j ACCEPT"] {
+            let r = Rules { exclude_outbound_cidrs: vec![bad.into()], ..Rules::default() };
+            assert!(r.validate().unwrap_err().contains(bad), "{bad}");
+        }
+        let good = Rules { exclude_outbound_cidrs: vec!["fd00::/8".into(), "2001:db8::1".into()], ..Rules::default() };
+        assert!(good.validate().is_ok());
     }
 }

@@ -34,7 +34,7 @@ pub struct Peer(pub Arc<str>);
 pub struct Remote(pub std::net::SocketAddr);
 
 /// Where a captured connection was going (transparent interception), in each
-/// request's extensions; absent in explicit mode.
+/// request's extensions; absent when the peer dialled the listener itself.
 #[derive(Debug, Clone, Copy)]
 pub struct OriginalDst(pub std::net::SocketAddr);
 
@@ -60,6 +60,49 @@ pub trait InboundSecurity: Send + Sync + 'static {
     fn refused(&self, reason: &'static str);
     /// Whether a peer SPIFFE ID is in this mesh's trust domain.
     fn trusts(&self, peer: &str) -> bool;
+}
+
+/// Binds `addr` and, when it is IPv4's wildcard or loopback, its IPv6 twin on
+/// the same port (`[::]` or `[::1]`, IPv6 only, so IPv4 peers keep their own
+/// addresses): in a dual-stack pod ip6tables redirects IPv6 to the twin. A host
+/// without IPv6 gets no twin; a twin that cannot be bound is logged, and IPv6
+/// redirected to it is refused by the kernel (closed, never uncaptured).
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Vec<TcpListener>> {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+    let first = TcpListener::bind(addr).await?;
+    let twin_ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Ipv6Addr::UNSPECIFIED,
+        IpAddr::V4(ip) if ip.is_loopback() => Ipv6Addr::LOCALHOST,
+        _ => return Ok(vec![first]),
+    };
+    let twin = SocketAddr::new(IpAddr::V6(twin_ip), first.local_addr()?.port());
+    match bind_v6_only(twin) {
+        Ok(l) => Ok(vec![first, l]),
+        Err(e) if e.raw_os_error() == Some(libc_eafnosupport()) || e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            tracing::debug!("no IPv6 twin for {addr}: {e}");
+            Ok(vec![first])
+        }
+        Err(e) => {
+            tracing::warn!("the IPv6 twin {twin} of {addr} could not be bound: {e}; IPv6 to it is refused");
+            Ok(vec![first])
+        }
+    }
+}
+
+/// `EAFNOSUPPORT` on Linux: the kernel has no IPv6.
+fn libc_eafnosupport() -> i32 {
+    97
+}
+
+fn bind_v6_only(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// How long a new connection may take to send its first byte.
@@ -244,6 +287,8 @@ async fn secure<H, F>(
         Ok(Ok(n)) if n > 0 => n,
         _ => return,
     };
+    // Where a captured peer was going: authorization's `ports` is that port, not the app's.
+    let original_dst = crate::intercept::original_dst(&stream).map(OriginalDst);
     let mode = sec.mode();
     if !crate::tls::looks_like_tls(&first[..n]) {
         if mode == MtlsMode::Strict {
@@ -251,7 +296,7 @@ async fn secure<H, F>(
             return;
         }
         // Served while the mode allows it: a switch to STRICT refuses this connection's next request.
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None, Some(sec)).await;
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, original_dst, Some(sec)).await;
     }
     let Some(config) = sec.server_config().filter(|_| mode != MtlsMode::Disable) else {
         sec.refused("tls without a workload certificate or under DISABLE");
@@ -280,7 +325,7 @@ async fn secure<H, F>(
         sec.refused("foreign trust domain");
         return;
     }
-    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote, None, None).await
+    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote, original_dst, None).await
 }
 
 /// The outbound side of a connection: explicit (the app dialled the listener)

@@ -140,7 +140,7 @@ struct InitArgs {
     exclude_inbound_ports: Vec<u16>,
     #[arg(long, value_delimiter = ',')]
     exclude_outbound_ports: Vec<u16>,
-    /// IPv4 CIDRs whose traffic leaves the pod unintercepted.
+    /// IPv4 and IPv6 CIDRs whose traffic leaves the pod unintercepted.
     #[arg(long, value_delimiter = ',')]
     exclude_outbound_cidrs: Vec<String>,
 }
@@ -158,11 +158,18 @@ fn init_iptables(args: InitArgs) -> anyhow::Result<()> {
     };
     rules.validate().map_err(anyhow::Error::msg)?;
     match (args.dry_run, args.cleanup) {
-        (true, _) => print!("{}", rules.restore_input()),
+        (true, _) => {
+            for family in intercept::families() {
+                println!("# {family:?}");
+                print!("{}", rules.restore_input(family));
+            }
+        }
         (false, true) => intercept::cleanup().map_err(anyhow::Error::msg)?,
         (false, false) => {
             intercept::apply(&rules).map_err(anyhow::Error::msg)?;
-            eprintln!("weft-proxy init-iptables: {} rules installed", rules.rules().len());
+            let families = intercept::families();
+            let n: usize = families.iter().map(|f| rules.rules(*f).len()).sum();
+            eprintln!("weft-proxy init-iptables: {n} rules installed ({families:?})");
         }
     }
     Ok(())
@@ -316,21 +323,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let probes = std::sync::Arc::new(probes);
     let (_status_stop, status_stop) = tokio::sync::watch::channel(false);
     for addr in &args.status {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the status listener {addr}"))?;
-        let (shared, probes, quit) = (running.shared.clone(), probes.clone(), quit.clone());
-        let gauges = (
-            running.shared.metrics.downstream_active.with_label_values(&["status"]),
-            running.shared.metrics.downstream_total.with_label_values(&["status"]),
-        );
-        tokio::spawn(weft_proxy::listen::serve(
-            listener,
-            move |req| weft_proxy::probes::handle(shared.clone(), probes.clone(), quit.clone(), req),
-            status_stop.clone(),
-            weft_proxy::listen::Timeouts::new(Duration::from_secs(1)),
-            gauges,
-            weft_proxy::listen::Guard::Open,
-        ));
+        let listeners =
+            weft_proxy::listen::bind(*addr).await.with_context(|| format!("binding the status listener {addr}"))?;
+        for listener in listeners {
+            let (shared, probes, quit) = (running.shared.clone(), probes.clone(), quit.clone());
+            let gauges = (
+                running.shared.metrics.downstream_active.with_label_values(&["status"]),
+                running.shared.metrics.downstream_total.with_label_values(&["status"]),
+            );
+            tokio::spawn(weft_proxy::listen::serve(
+                listener,
+                move |req| weft_proxy::probes::handle(shared.clone(), probes.clone(), quit.clone(), req),
+                status_stop.clone(),
+                weft_proxy::listen::Timeouts::new(Duration::from_secs(1)),
+                gauges,
+                weft_proxy::listen::Guard::Open,
+            ));
+        }
     }
     let (goodbye, goodbye_rx) = tokio::sync::watch::channel(false);
     let mut control_task = None;

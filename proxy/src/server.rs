@@ -180,11 +180,12 @@ impl Proxy {
         });
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+            listen::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
         };
         let (out_l, in_l, admin_l) =
             (bind(options.outbound).await?, bind(options.inbound).await?, bind(options.admin).await?);
-        let local = |l: &TcpListener, fallback: SocketAddr| l.local_addr().unwrap_or(fallback);
+        let local =
+            |l: &[TcpListener], fallback: SocketAddr| l.first().and_then(|l| l.local_addr().ok()).unwrap_or(fallback);
         let addrs = (local(&out_l, options.outbound), local(&in_l, options.inbound), local(&admin_l, options.admin));
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -194,30 +195,34 @@ impl Proxy {
             (m.downstream_active.with_label_values(&[name]), m.downstream_total.with_label_values(&[name]))
         };
         let drain = listen::Timeouts { drain: options.drain_timeout, idle: options.idle_timeout };
-        {
+        for l in out_l {
             let s = shared.clone();
             tasks.spawn(listen::serve(
-                out_l,
+                l,
                 move |req| outbound::handle(s.clone(), req),
                 stop_rx.clone(),
                 drain,
                 gauge("outbound"),
                 listen::Guard::Outbound(shared.clone() as Arc<dyn crate::intercept::Capture>),
             ));
+        }
+        for l in in_l {
             let s = shared.clone();
             tasks.spawn(listen::serve(
-                in_l,
+                l,
                 move |req| inbound::handle(s.clone(), req),
                 stop_rx.clone(),
                 drain,
                 gauge("inbound"),
                 listen::Guard::Inbound(shared.clone() as Arc<dyn listen::InboundSecurity>),
             ));
+        }
+        for l in admin_l {
             let s = shared.clone();
             tasks.spawn(listen::serve(
-                admin_l,
+                l,
                 move |req| admin::handle(s.clone(), req),
-                stop_rx,
+                stop_rx.clone(),
                 drain,
                 gauge("admin"),
                 listen::Guard::Open,

@@ -1,9 +1,10 @@
 //! Pods for real, on one machine: each "pod" is a network namespace with a veth
-//! into a shared bridge, its own IP, `weft-proxy init-iptables` run in it, an app
-//! and a sidecar running as uid 1337. Names resolve through a per-namespace hosts
-//! file (`ip netns exec` mounts /etc/netns/<ns>/hosts), `order-service` to a
-//! virtual IP that exists nowhere, as a ClusterIP would. The client app calls
-//! `http://order-service:3000/` with plain HTTP and no proxy settings.
+//! into a shared bridge, its own IPv4 and IPv6 address (dual stack),
+//! `weft-proxy init-iptables` run in it, an app and a sidecar running as uid
+//! 1337. Names resolve through a per-namespace hosts file (`ip netns exec`
+//! mounts /etc/netns/<ns>/hosts), `order-service` to an IPv4 and an IPv6
+//! virtual IP that exist nowhere, as a dual-stack ClusterIP would. The client
+//! app calls `http://order-service:3000/` with plain HTTP and no proxy settings.
 //! Everything is removed on drop, even when the test fails. Needs root.
 
 use std::io::{Read, Write};
@@ -35,6 +36,7 @@ fn run(cmd: &[&str]) -> String {
 struct Net {
     bridge: String,
     prefix: String,
+    prefix6: String,
     pods: Vec<String>,
     children: Vec<(String, Child)>,
     dir: TempDir,
@@ -44,18 +46,25 @@ impl Net {
     fn new() -> Net {
         let id = std::process::id() % 100_000;
         let prefix = format!("10.251.{}", 20 + id % 200);
+        let prefix6 = format!("fd51:{:x}:", id % 65_536);
         let bridge = format!("wb{id}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         run(&["ip", "link", "add", &bridge, "type", "bridge"]);
         run(&["ip", "addr", "add", &format!("{prefix}.1/24"), "dev", &bridge]);
+        run(&["ip", "-6", "addr", "add", &format!("{prefix6}:1/64"), "dev", &bridge, "nodad"]);
         run(&["ip", "link", "set", &bridge, "up"]);
         let dir = TempDir::new("pods");
         run(&["chmod", "755", dir.0.to_str().unwrap()]);
-        Net { bridge, prefix, pods: Vec::new(), children: Vec::new(), dir }
+        Net { bridge, prefix, prefix6, pods: Vec::new(), children: Vec::new(), dir }
     }
 
     fn ip(&self, host: u8) -> String {
         format!("{}.{host}", self.prefix)
+    }
+
+    /// The IPv6 address of `.host`, bare (`fd51:…::3`).
+    fn ip6(&self, host: u8) -> String {
+        format!("{}:{host}", self.prefix6)
     }
 
     /// A network namespace on the bridge with address `.host`, `order-service` in its hosts file.
@@ -68,18 +77,22 @@ impl Net {
         run(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
         run(&["ip", "link", "set", &veth, "master", &self.bridge, "up"]);
         let addr = format!("{}/24", self.ip(host));
-        let gateway = self.ip(1);
+        let addr6 = format!("{}/64", self.ip6(host));
+        let (gateway, gateway6) = (self.ip(1), self.ip6(1));
         for cmd in [
             vec!["ip", "addr", "add", addr.as_str(), "dev", "eth0"],
+            vec!["ip", "-6", "addr", "add", addr6.as_str(), "dev", "eth0", "nodad"],
             vec!["ip", "link", "set", "eth0", "up"],
             vec!["ip", "link", "set", "lo", "up"],
             vec!["ip", "route", "add", "default", "via", gateway.as_str()],
+            vec!["ip", "-6", "route", "add", "default", "via", gateway6.as_str()],
         ] {
             self.exec(&ns, &cmd);
         }
         let etc = PathBuf::from("/etc/netns").join(&ns);
         std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(etc.join("hosts"), format!("127.0.0.1 localhost\n{} order-service\n", self.ip(200))).unwrap();
+        let hosts = format!("127.0.0.1 localhost\n{} order-service\n{} order-service\n", self.ip(200), self.ip6(200));
+        std::fs::write(etc.join("hosts"), hosts).unwrap();
         ns
     }
 
@@ -90,13 +103,23 @@ impl Net {
         run(&full)
     }
 
-    /// `curl` in `ns` (optionally as uid 1337): (status, body); status 0 when no answer.
+    /// `curl` in `ns` (optionally as uid 1337) over IPv4, or IPv6 for a `[…]` URL:
+    /// (status, body); status 0 when no answer.
     fn curl(&self, ns: &str, as_proxy_user: bool, url: &str) -> (u16, String) {
+        self.curl_over(if url.contains("://[") { "-6" } else { "-4" }, ns, as_proxy_user, url)
+    }
+
+    /// `curl` over IPv6 (names resolve to their IPv6 address).
+    fn curl6(&self, ns: &str, url: &str) -> (u16, String) {
+        self.curl_over("-6", ns, false, url)
+    }
+
+    fn curl_over(&self, family: &str, ns: &str, as_proxy_user: bool, url: &str) -> (u16, String) {
         let mut cmd = vec!["ip", "netns", "exec", ns];
         if as_proxy_user {
             cmd.extend(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"]);
         }
-        cmd.extend(["curl", "-s", "-m", "3", "--noproxy", "*", "-w", "\n%{http_code}", url]);
+        cmd.extend(["curl", family, "-g", "-s", "-m", "3", "--noproxy", "*", "-w", "\n%{http_code}", url]);
         let out = Command::new(cmd[0]).args(&cmd[1..]).env_remove("http_proxy").output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -218,8 +241,11 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     let etcd = Etcd::start();
     let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.admin())).await.unwrap();
     let cp_store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(format!("{}:0", net.ip(1))).await.unwrap();
-    let cp_url = format!("http://{}", listener.local_addr().unwrap());
+    // Dual stack, as a Kubernetes Service of both families: v2 reaches it over IPv6.
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let cp_port = listener.local_addr().unwrap().port();
+    let cp_url = format!("http://{}:{cp_port}", net.ip(1));
+    let cp_url6 = format!("http://[{}]:{cp_port}", net.ip6(1));
     let ca =
         std::sync::Arc::new(Ca::from_parts(&CaParts::generate("cluster.local").unwrap(), "cluster.local").unwrap());
     let cp = weft_control_plane::push::start(cp_store, "cp-pods".into(), listener, ca.clone()).await.unwrap();
@@ -241,12 +267,14 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     for ns in [&client, &pods[0].1, &pods[1].1] {
         net.exec(ns, &[&proxy, "init-iptables"]);
         assert!(net.exec(ns, &["iptables", "-t", "nat", "-S"]).contains("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
+        assert!(net.exec(ns, &["ip6tables", "-t", "nat", "-S"]).contains("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
     }
     let sidecar = |name: &str, sa: &str, labels: &str, token_file: &str, extra: &[String]| -> Vec<String> {
+        let cp = if name == "order-v2" { &cp_url6 } else { &cp_url };
         let mut v: Vec<String> = [
             proxy.as_str(),
             "--control-plane",
-            &cp_url,
+            cp,
             "--workload",
             name,
             "--namespace",
@@ -274,7 +302,8 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     };
     let order_token = net.file("order.token", &order_token);
     for (version, ns, host) in &pods {
-        let app = vec![hello.to_string_lossy().to_string(), "0.0.0.0:3000".into(), format!("order-service-{version}")];
+        // Bound to both families: only the capture stands between IPv6 peers and the app.
+        let app = vec![hello.to_string_lossy().to_string(), "[::]:3000".into(), format!("order-service-{version}")];
         net.spawn(&format!("app-{version}"), ns, false, &app);
         let extra = [
             "--service",
@@ -303,10 +332,29 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     let client_token = net.file("client.token", &client_token);
     let client_sidecar = sidecar("client", "client", "app=client", &client_token, &[]);
     net.spawn("sidecar-client", &client, true, &client_sidecar);
+    // v1 registered from its IPv4 address, v2 from its IPv6 one (the address its stream came from).
     wait_until("the client's sidecar sees both order-service pods", Duration::from_secs(30), || {
         let clusters = net.curl(&client, false, "http://127.0.0.1:15000/clusters").1;
-        clusters.contains(&format!("{}:15006", net.ip(3))) && clusters.contains(&format!("{}:15006", net.ip(4)))
+        clusters.contains(&format!("{}:15006", net.ip(3))) && clusters.contains(&format!("[{}]:15006", net.ip6(4)))
     });
+
+    // Authorization's `ports` is the port the caller was going to (the original destination),
+    // not the app's: a DENY on 9090 holds though every captured port is delivered to the app.
+    // `curl` from the host, outside every pod and the mesh (the kubelet's place): the status code.
+    let host_curl = |url: String| {
+        let out = Command::new("curl")
+            .args(["-g", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deny_port = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin-port, namespace: production}\nspec:\n  selector: {matchLabels: {app: order-service}}\n  action: DENY\n  rules:\n  - to:\n    - operation: {ports: ['9090']}\n";
+    store.apply(&load_str(std::path::Path::new("deny.yaml"), deny_port).unwrap()).await.unwrap();
+    wait_until("the DENY on port 9090 reaches v1", Duration::from_secs(10), || {
+        host_curl(format!("http://{}:9090/health", net.ip(3))) == "403"
+    });
+    assert_eq!(host_curl(format!("http://[{}]:9090/health", net.ip6(3))), "403", "over IPv6 too");
+    assert_eq!(host_curl(format!("http://{}:3000/health", net.ip(3))), "200", "other ports are not denied");
 
     // The seed's canary and STRICT mTLS.
     let policies = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/order-service.yaml")).unwrap()
@@ -327,6 +375,12 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     }
     assert_eq!(v1 + v2, 100);
     assert!((75..=98).contains(&v1), "about 90/10 through interception: v1 {v1} v2 {v2}");
+    // The same call to the service's IPv6 virtual IP: captured by ip6tables, routed alike.
+    for _ in 0..20 {
+        let (status, body) = net.curl6(&client, "http://order-service:3000/orders");
+        assert_eq!(status, 200, "{body}\n{}", net.log("sidecar-client"));
+        assert!(body.contains("order-service-v"), "{body}");
+    }
 
     // Through both sidecars, over mTLS: the server sidecar saw the client's proven identity.
     let stats = net.curl(&pods[0].1, false, "http://127.0.0.1:15000/stats/prometheus").1;
@@ -336,24 +390,38 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         .unwrap_or_else(|| panic!("no inbound series:\n{stats}"));
     assert!(line.contains("source_principal=\"spiffe://cluster.local/ns/production/sa/client\""), "{line}");
     assert!(line.contains("connection_security_policy=\"mutual_tls\""), "{line}");
+    // v2's calls came over IPv6 (its registered address), mutual TLS all the same.
+    let stats = net.curl(&pods[1].1, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    let having = ["reporter=\"destination\"", "source_principal=\"spiffe://cluster.local/ns/production/sa/client\""];
+    assert!(sample(&stats, "istio_requests_total", &having).is_some_and(|n| n > 0), "{stats}");
     // A pod address is not a service: like Istio, the call is passed through in plaintext,
     // and the pod's own sidecar (inbound capture, STRICT) refuses it.
     let (status, _) = net.curl(&client, false, &format!("http://{}:3000/", net.ip(3)));
     assert_eq!(status, 503, "plaintext to a STRICT pod is refused at its sidecar");
+    let (status, _) = net.curl(&client, false, &format!("http://[{}]:3000/", net.ip6(3)));
+    assert_eq!(status, 503, "and over IPv6");
 
     // The kubelet (on the host, outside the mesh): the app port is refused under STRICT,
     // the sidecar's status port answers readiness and runs the app's own probe from inside.
-    let kubelet = |url: String| {
-        let out = Command::new("curl")
-            .args(["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", &url])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+    assert_eq!(host_curl(format!("http://{}:3000/health", net.ip(3))), "000", "plaintext to the app is refused");
+    // Over IPv6 too: the app listens on [::]:3000, and ip6tables hands the connection to the
+    // sidecar, which refuses it (counted) instead of the app answering.
+    let refused = |net: &Net| {
+        let stats = net.curl(&pods[0].1, false, "http://127.0.0.1:15000/stats/prometheus").1;
+        sample(&stats, "weft_inbound_connections_refused_total", &["plaintext under STRICT"]).unwrap_or(0)
     };
-    assert_eq!(kubelet(format!("http://{}:3000/health", net.ip(3))), "000", "plaintext to the app is refused");
-    assert_eq!(kubelet(format!("http://{}:15020/healthz/ready", net.ip(3))), "200");
-    assert_eq!(kubelet(format!("http://{}:15020/app-health/app/livez", net.ip(3))), "200", "{}", net.log("sidecar-v1"));
-    assert_eq!(kubelet(format!("http://{}:15020/app-health/other/livez", net.ip(3))), "404");
+    let before = refused(&net);
+    assert_eq!(host_curl(format!("http://[{}]:3000/health", net.ip6(3))), "000", "plaintext over IPv6 is refused");
+    assert_eq!(refused(&net), before + 1, "by the sidecar");
+    assert_eq!(host_curl(format!("http://[{}]:15020/healthz/ready", net.ip6(3))), "200", "status over IPv6");
+    assert_eq!(host_curl(format!("http://{}:15020/healthz/ready", net.ip(3))), "200");
+    assert_eq!(
+        host_curl(format!("http://{}:15020/app-health/app/livez", net.ip(3))),
+        "200",
+        "{}",
+        net.log("sidecar-v1")
+    );
+    assert_eq!(host_curl(format!("http://{}:15020/app-health/other/livez", net.ip(3))), "404");
 
     // The sidecar's own traffic (uid 1337) is not captured: the virtual IP leads nowhere for it.
     let (status, _) = net.curl(&client, true, "http://order-service:3000/orders");
@@ -363,6 +431,9 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     let outside = outside_server(&format!("{}:0", net.ip(1)));
     let (status, body) = net.curl(&client, false, &format!("http://{outside}/"));
     assert_eq!((status, body.trim()), (200, "outside"), "{}", net.log("sidecar-client"));
+    let outside6 = outside_server(&format!("[{}]:0", net.ip6(1)));
+    let (status, body) = net.curl(&client, false, &format!("http://{outside6}/"));
+    assert_eq!((status, body.trim()), (200, "outside"), "over IPv6: {}", net.log("sidecar-client"));
     // Not HTTP: passed through as TCP, a client-first protocol at once, a server-first one
     // after 100 ms of silence (Istio would wait for ever), and counted by Istio's TCP metrics.
     let echo = outside_tcp_server(&format!("{}:0", net.ip(1)), None);
@@ -394,10 +465,13 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     wait_until("REGISTRY_ONLY reaches the client's sidecar", Duration::from_secs(10), || {
         net.curl(&client, false, &format!("http://{outside}/")).0 == 502
     });
+    assert_eq!(net.curl(&client, false, &format!("http://{outside6}/")).0, 502, "IPv6 does not escape it");
     assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "", "and TCP to them is closed");
+    let echo6 = outside_tcp_server(&format!("[{}]:0", net.ip6(1)), None);
+    assert_eq!(tcp(&net, &client, echo6, "PING\\r\\n"), "", "over IPv6 too");
     let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
     let blackhole = ["destination_service_name=\"BlackHoleCluster\"", "response_flags=\"UH\""];
-    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &blackhole), Some(1), "{stats}");
+    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &blackhole), Some(2), "{stats}");
 
     // The flag is the mesh-wide default (MeshConfig's place); the workload's Sidecar resource wins over it.
     net.stop("sidecar-client");
