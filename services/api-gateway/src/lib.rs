@@ -3,9 +3,12 @@
 //! Routes `/api/users/*`, `/api/products/*`, `/api/orders/*` and
 //! `/api/notifications` to the services; verifies the JWT user-service issued
 //! (register, login and reading products are public); replaces any `x-user-id`
-//! the client sent with the token's subject; and limits each client (the user,
+//! or `x-user-role` the client sent with the token's subject and role (the
+//! services believe them only from this gateway's mesh identity); never routes
+//! internal endpoints (stock reservations); and limits each client (the user,
 //! or the address of an anonymous caller) with a token bucket shared by every
-//! gateway instance through Redis, answering 429 with `Retry-After`.
+//! gateway instance through Redis, answering 429 with `Retry-After` — with a
+//! much smaller bucket per address for registration and login.
 
 pub mod limit;
 
@@ -37,43 +40,59 @@ pub struct Config {
     /// and the key prefix there.
     pub rate_limit_redis: Option<String>,
     pub rate_limit_prefix: String,
+    /// Registrations and logins per minute from one address (the burst is the same).
+    pub auth_per_minute: f64,
     pub peers: Peers,
 }
 
 impl Config {
-    /// `LISTEN` (127.0.0.1:3000), `JWT_SECRET`, `RATE_LIMIT_RPS` (50), `RATE_LIMIT_BURST` (100),
+    /// `LISTEN` (127.0.0.1:3000), `JWT_SECRET` (required), `RATE_LIMIT_RPS` (50), `RATE_LIMIT_BURST` (100),
     /// `RATE_LIMIT_REDIS` (redis://127.0.0.1:6379; empty: per instance), `RATE_LIMIT_PREFIX`
-    /// (shop:ratelimit:), and the peers.
+    /// (shop:ratelimit:), `AUTH_RATE_LIMIT_PER_MINUTE` (10), and the peers.
     pub fn from_env() -> anyhow::Result<Self> {
         let rate: f64 = env::parse("RATE_LIMIT_RPS", 50.0)?;
         let burst: f64 = env::parse("RATE_LIMIT_BURST", 100.0)?;
         anyhow::ensure!(rate > 0.0 && burst >= 1.0, "RATE_LIMIT_RPS must be > 0 and RATE_LIMIT_BURST >= 1");
         Ok(Config {
             listen: env::parse("LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
-            jwt_secret: env::var("JWT_SECRET", jwt::DEV_SECRET),
+            jwt_secret: jwt::secret_from_env()?,
             rate,
             burst,
             rate_limit_redis: Some(env::var("RATE_LIMIT_REDIS", "redis://127.0.0.1:6379")).filter(|u| !u.is_empty()),
             rate_limit_prefix: env::var("RATE_LIMIT_PREFIX", "shop:ratelimit:"),
+            auth_per_minute: env::parse("AUTH_RATE_LIMIT_PER_MINUTE", AUTH_PER_MINUTE)?,
             peers: Peers::from_env()?,
         })
     }
 }
 
+/// Registrations and logins one address may send per minute.
+pub const AUTH_PER_MINUTE: f64 = 10.0;
+
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
     pub limiter: limit::RateLimiter,
+    /// The smaller bucket for registration and login, per address.
+    pub auth_limiter: limit::RateLimiter,
 }
 
 /// The gateway's router; with `rate_limit_redis`, the rate limits are shared
 /// (while Redis cannot answer, each instance limits alone).
 pub async fn app(config: Config) -> anyhow::Result<Router> {
-    let limiter = match &config.rate_limit_redis {
-        Some(url) => limit::RateLimiter::shared(config.rate, config.burst, url, &config.rate_limit_prefix).await?,
-        None => limit::RateLimiter::local(config.rate, config.burst),
+    let (auth_rate, auth_burst) = (config.auth_per_minute / 60.0, config.auth_per_minute.max(1.0));
+    anyhow::ensure!(auth_rate > 0.0, "AUTH_RATE_LIMIT_PER_MINUTE must be > 0");
+    let (limiter, auth_limiter) = match &config.rate_limit_redis {
+        Some(url) => (
+            limit::RateLimiter::shared(config.rate, config.burst, url, &config.rate_limit_prefix).await?,
+            limit::RateLimiter::shared(auth_rate, auth_burst, url, &format!("{}auth:", config.rate_limit_prefix))
+                .await?,
+        ),
+        None => {
+            (limit::RateLimiter::local(config.rate, config.burst), limit::RateLimiter::local(auth_rate, auth_burst))
+        }
     };
-    let state = Arc::new(AppState { config, limiter });
+    let state = Arc::new(AppState { config, limiter, auth_limiter });
     Ok(serve::finish(
         Router::new().route("/ready", get(|| async { serve::ready(&[]) })).fallback(route).with_state(state),
     ))
@@ -97,6 +116,8 @@ pub fn target(method: &Method, path: &str) -> Option<Target> {
             let public = method == Method::POST && (tail == "register" || tail == "login");
             to("user-service", format!("/users/{tail}"), public)
         }
+        // Reservations are internal (order-service's): not routed from outside.
+        "products" if tail.split('/').nth(1).is_some() => None,
         "products" => {
             let path = if tail.is_empty() { "/products".to_string() } else { format!("/products/{tail}") };
             to("product-service", path, method == Method::GET)
@@ -153,7 +174,12 @@ async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Respons
         }
     };
     let client = claims.as_ref().map_or_else(|| format!("ip:{}", peer.ip()), |c| format!("user:{}", c.sub));
-    if let Err(wait) = s.limiter.take(&client).await {
+    let limited = if t.service == "user-service" && t.public {
+        s.auth_limiter.take(&format!("ip:{}", peer.ip())).await
+    } else {
+        s.limiter.take(&client).await
+    };
+    if let Err(wait) = limited {
         let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down");
         e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
         return Err(e);
@@ -170,15 +196,10 @@ async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Respons
             "x-user-id",
             HeaderValue::from_str(&c.sub).map_err(|_| ApiError::unauthorized("invalid token subject"))?,
         );
-        if t.service == "notification-service" {
-            // A user reads their own notifications, whatever the query says.
-            path = format!("{path}?user={}", c.sub);
-        }
+        headers.insert("x-user-role", HeaderValue::from_static(c.role.as_str()));
     }
-    if t.service != "notification-service" {
-        if let Some(q) = parts.uri.query() {
-            path = format!("{path}?{q}");
-        }
+    if let Some(q) = parts.uri.query() {
+        path = format!("{path}?{q}");
     }
     let body = axum::body::to_bytes(Body::new(body), MAX_BODY).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {MAX_BODY} bytes"))
@@ -229,6 +250,9 @@ mod tests {
             t(Method::GET, "/api/notifications/x"),
             Some(("notification-service", "/notifications/x".into(), false))
         );
+        assert_eq!(t(Method::GET, "/api/products/7"), Some(("product-service", "/products/7".into(), true)));
+        assert_eq!(t(Method::POST, "/api/products/7/reservations"), None, "internal");
+        assert_eq!(t(Method::DELETE, "/api/products/7/reservations/o1"), None, "internal");
         assert_eq!(t(Method::GET, "/api/admin"), None);
         assert_eq!(t(Method::GET, "/orders"), None);
     }

@@ -2,6 +2,7 @@
 //! called by plain HTTP as `http://<service>`, either straight to its address or
 //! through the local sidecar's outbound port, which routes by `Host`.
 //!
+//! - [`caller`]: who is calling — the workload the sidecar proved, the user only from api-gateway
 //! - [`env`]: configuration from the environment, with defaults that work on one host
 //! - [`error`]: one error type and the one place it becomes a JSON response
 //! - [`json`]: a JSON extractor whose rejections are clear 4xx answers
@@ -12,6 +13,7 @@
 //! - [`serve`]: `/health`, the serving loop and graceful shutdown
 //! - [`testkit`]: what the services' tests share (unique names, private backends)
 
+pub mod caller;
 pub mod db;
 pub mod env;
 pub mod error;

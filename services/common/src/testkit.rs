@@ -70,6 +70,18 @@ impl Client {
         c
     }
 
+    /// The same client, calling as a workload of `service_account` would through its
+    /// sidecar: with the XFCC the receiving sidecar sets from the proven certificate.
+    pub fn as_workload(&self, service_account: &str) -> Self {
+        let id = crate::caller::Trust::mesh().identity(service_account).expect("a mesh identity");
+        self.with(crate::caller::XFCC, &format!("By=spiffe://cluster.local/ns/production/sa/test;URI={id}"))
+    }
+
+    /// The same client, as api-gateway forwarding end user `id` with `role`.
+    pub fn as_user(&self, id: &str, role: &str) -> Self {
+        self.as_workload(crate::caller::GATEWAY).with(crate::caller::USER_ID, id).with(crate::caller::USER_ROLE, role)
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.send(Method::GET, path, None).await
     }

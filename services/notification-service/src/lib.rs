@@ -7,6 +7,11 @@
 //! is rejected without requeue and RabbitMQ dead-letters it to `<queue>.dead`:
 //! never lost, never redelivered forever. While the database is down the
 //! message is held and retried, and `/ready` says so.
+//!
+//! Least privilege: a user reads only their own notifications (the user
+//! api-gateway names; a `user` query parameter is ignored), and
+//! `POST /notifications` (a notice to one user) is internal: only
+//! user-service's workloads may call it.
 
 pub mod consumer;
 
@@ -15,12 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use mysql_async::prelude::*;
 use mysql_async::Pool;
 use serde::{Deserialize, Serialize};
+use weft_services_common::caller::Trust;
 use weft_services_common::{db, env, serve, ApiError, Json};
 
 pub const SERVICE: &str = "notification-service";
@@ -51,6 +58,8 @@ pub struct Config {
     pub queue: String,
     /// Unacknowledged messages the broker may hand over at once.
     pub prefetch: u16,
+    /// Who may name the end user, and who may send notices.
+    pub trust: Trust,
 }
 
 impl Config {
@@ -65,6 +74,7 @@ impl Config {
             exchange: env::var("EVENTS_EXCHANGE", "shop.orders"),
             queue: env::var("QUEUE", "shop.notifications"),
             prefetch: env::parse("PREFETCH", 16)?,
+            trust: Trust::from_env(),
         })
     }
 }
@@ -88,7 +98,9 @@ impl AppState {
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
-    serve::finish(Router::new().route("/notifications", get(list)).route("/ready", get(ready)).with_state(state))
+    serve::finish(
+        Router::new().route("/notifications", get(list).post(notify)).route("/ready", get(ready)).with_state(state),
+    )
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
@@ -98,8 +110,40 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
-    pub user: Option<String>,
     pub limit: Option<u32>,
+}
+
+/// The only workloads that may send a notice.
+pub const NOTIFIER: &str = "user-service";
+
+/// `POST /notifications`: a notice to one user (a registration attempt on their address).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notice {
+    pub user_id: String,
+    pub kind: String,
+    pub message: String,
+}
+
+async fn notify(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    s.config.trust.require_peer(&headers, NOTIFIER)?;
+    let n: Notice = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("notice: {e}")))?;
+    if n.user_id.is_empty() || n.user_id.len() > 64 || n.kind.is_empty() || n.kind.len() > 32 || n.message.len() > 500 {
+        return Err(ApiError::bad_request("user_id 1-64, kind 1-32, message up to 500 characters"));
+    }
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let mut conn = s.pool.get_conn().await?;
+    conn.exec_drop(
+        "INSERT INTO notifications (event_id, user_id, order_id, kind, message) VALUES (?, ?, '', ?, ?)",
+        (&event_id, &n.user_id, &n.kind, &n.message),
+    )
+    .await?;
+    tracing::info!(user = %n.user_id, kind = %n.kind, "notice stored");
+    Ok(StatusCode::CREATED.into_response())
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -112,9 +156,12 @@ pub struct Notification {
     pub message: String,
 }
 
-async fn list(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Result<Json<Vec<Notification>>, ApiError> {
-    let user =
-        q.user.filter(|u| !u.is_empty()).ok_or_else(|| ApiError::bad_request("query parameter user is required"))?;
+async fn list(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Notification>>, ApiError> {
+    let user = s.config.trust.user(&headers)?.id;
     let limit = q.limit.unwrap_or(LIST_LIMIT).clamp(1, LIST_LIMIT);
     let mut conn = s.pool.get_conn().await?;
     let rows: Vec<(u64, String, String, String, String, String)> = conn

@@ -34,6 +34,7 @@ async fn start_on(database_url: &str, amqp_url: &str) -> Setup {
         exchange: amqp.exchange("events"),
         queue: amqp.queue("notifications"),
         prefetch: 4,
+        trust: weft_services_common::caller::Trust::mesh(),
     };
     let state = AppState::start(config.clone()).await.expect("start");
     let client = Client::new(testkit::spawn(app(state)).await);
@@ -82,7 +83,8 @@ impl Setup {
     }
 
     async fn notifications(&self, user: &str) -> Vec<serde_json::Value> {
-        self.client.get(&format!("/notifications?user={user}")).await.json.as_array().cloned().unwrap_or_default()
+        let answer = self.client.as_user(user, "customer").get("/notifications").await;
+        answer.json.as_array().cloned().unwrap_or_default()
     }
 
     async fn dead_letter(&self) -> Option<Vec<u8>> {
@@ -111,11 +113,28 @@ async fn an_event_becomes_a_notification_once_even_when_delivered_twice() {
     assert_eq!(list[0]["kind"], "order.paid", "newest first");
     assert_eq!(list[1]["message"], "Order 0f8fad5b placed: 2 x product 3, total 50.00");
     assert_eq!(s.notifications("8").await.len(), 0, "only the user's own");
-    let no_user = s.client.get("/notifications").await;
-    assert_eq!(
-        (no_user.status, no_user.json["error"]["message"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("query parameter user is required"))
-    );
+    let no_user = s.client.get("/notifications?user=7").await;
+    assert_eq!(no_user.status, StatusCode::UNAUTHORIZED, "the query names nobody");
+    let other = s.client.as_user("8", "customer").get("/notifications?user=7").await;
+    assert_eq!(other.json, json!([]), "?user= is ignored: {}", other.text);
+    let spoofed = s.client.as_workload("order-service").with("x-user-id", "7").get("/notifications").await;
+    assert_eq!(spoofed.status, StatusCode::UNAUTHORIZED, "user headers only from api-gateway");
+}
+
+#[tokio::test]
+async fn only_user_service_sends_notices() {
+    let db = TestDb::new("notifications_notice");
+    let s = start(&db.url).await;
+    let notice = json!({"user_id": "5", "kind": "account.registration_attempt", "message": "someone tried"});
+    for who in ["api-gateway", "order-service", "product-service"] {
+        let refused = s.client.as_workload(who).post("/notifications", notice.clone()).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{who}: {}", refused.text);
+    }
+    assert_eq!(s.client.post("/notifications", notice.clone()).await.status, StatusCode::FORBIDDEN, "no identity");
+    let sent = s.client.as_workload("user-service").post("/notifications", notice).await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+    let list = s.notifications("5").await;
+    assert_eq!((list.len(), list[0]["kind"].as_str()), (1, Some("account.registration_attempt")));
 }
 
 #[tokio::test]

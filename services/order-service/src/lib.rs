@@ -13,6 +13,7 @@
 
 pub mod events;
 pub mod orders;
+pub mod payments;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Notify;
+use weft_services_common::caller::Trust;
 use weft_services_common::peers::Peers;
 use weft_services_common::{env, serve, ApiError, Json};
 
@@ -47,6 +49,8 @@ pub struct Config {
     /// Serve `POST /admin/fault` (make this instance answer an error status; for demos).
     pub fault_injection: bool,
     pub peers: Peers,
+    /// Who may name the end user (api-gateway behind a sidecar).
+    pub trust: Trust,
 }
 
 impl Config {
@@ -67,6 +71,7 @@ impl Config {
             version,
             fault_injection: env::parse("FAULT_INJECTION", false)?,
             peers: Peers::from_env()?,
+            trust: Trust::from_env(),
         })
     }
 }

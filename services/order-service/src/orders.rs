@@ -1,6 +1,8 @@
 //! The order endpoints. The caller is the user api-gateway authenticated, passed
-//! as `x-user-id`; a user sees and changes only their own orders (another
-//! user's order is a 404, so ids cannot be probed).
+//! as `x-user-id` and `x-user-role` (believed only from api-gateway's identity);
+//! a customer sees and changes only their own orders (another user's order is
+//! a 404, so ids cannot be probed), pays through the payment step, and cancels;
+//! shipping is for staff, who may act on any order.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use weft_services_common::caller::{Role, User};
 use weft_services_common::{ApiError, Json};
 
 use crate::events::{Event, Release};
@@ -36,13 +39,15 @@ struct Reservation {
     price_cents: i64,
 }
 
-fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
-    headers
-        .get("x-user-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::unauthorized("no authenticated user (x-user-id)"))
+fn caller(s: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
+    s.config.trust.user(headers)
+}
+
+/// `POST /orders/{id}/pay`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    pub payment_token: String,
 }
 
 /// The order as this version answers it: v2 adds `version` and `estimated_delivery`.
@@ -101,7 +106,7 @@ fn idempotency(headers: &HeaderMap, user_id: &str, req: &NewOrder) -> Result<Opt
 /// first is still running gets 409, the key reused for another order 422. A
 /// request that fails gives its key back.
 pub async fn create(State(s): Shared, headers: HeaderMap, Json(req): Json<NewOrder>) -> Result<Response, ApiError> {
-    let user_id = caller(&headers)?;
+    let user_id = caller(&s, &headers)?.id;
     if req.quantity == 0 || req.quantity > MAX_QUANTITY {
         return Err(ApiError::bad_request(format!("quantity: 1 to {MAX_QUANTITY}")));
     }
@@ -183,7 +188,7 @@ async fn place(
     if let Err(e) = s.store.insert(&order, &event, idem).await {
         // Nothing was written; give the stock back so nothing is half done.
         let release = Release { order_id: id.clone(), product_id: req.product_id };
-        if let Err(re) = crate::events::release(&s, &release).await {
+        if let Err(re) = crate::events::release(s, &release).await {
             tracing::error!(order = %id, error = %re, "could not release the reservation of an order that was not stored");
         }
         return Err(redis_error(e));
@@ -193,35 +198,40 @@ async fn place(
     Ok((StatusCode::CREATED, axum::Json(view(s, &order))).into_response())
 }
 
-async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Order, ApiError> {
-    let user_id = caller(headers)?;
+/// The order, if the caller may see it: its owner, or staff.
+async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<(Order, User), ApiError> {
+    let user = caller(s, headers)?;
     let not_found = || ApiError::not_found(format!("order {id} not found"));
     if id.len() > 64 {
         return Err(not_found());
     }
     let order = s.store.get(id).await.map_err(redis_error)?.ok_or_else(not_found)?;
-    if order.user_id != user_id {
+    if order.user_id != user.id && user.role != Role::Staff {
         return Err(not_found());
     }
-    Ok(order)
+    Ok((order, user))
 }
 
 pub async fn show(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let order = owned(&s, &headers, &id).await?;
+    let (order, _) = owned(&s, &headers, &id).await?;
     Ok(axum::Json(view(&s, &order)).into_response())
 }
 
 pub async fn list(State(s): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
-    let user_id = caller(&headers)?;
+    let user_id = caller(&s, &headers)?.id;
     let orders = s.store.list(&user_id, LIST_LIMIT).await.map_err(redis_error)?;
     Ok(axum::Json(orders.iter().map(|o| view(&s, o)).collect::<Vec<_>>()).into_response())
 }
 
-/// `POST /orders/{id}/pay|ship|cancel`. An invalid transition is a 409 naming the current state.
+/// `POST /orders/{id}/pay|ship|cancel`. Paying is the owner's, with a payment
+/// token the provider approves (`{"payment_token": "tok_visa"}`); shipping is
+/// staff's; cancelling is the owner's (or staff's). An invalid transition is a
+/// 409 naming the current state.
 pub async fn transition(
     State(s): Shared,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let target = match action.as_str() {
         "pay" => Status::Paid,
@@ -229,9 +239,20 @@ pub async fn transition(
         "cancel" => Status::Cancelled,
         other => return Err(ApiError::not_found(format!("no action {other:?}; pay, ship or cancel"))),
     };
-    let mut order = owned(&s, &headers, &id).await?;
+    let (mut order, user) = owned(&s, &headers, &id).await?;
+    match target {
+        Status::Shipped => user.staff()?,
+        // Staff see any order, but only its owner pays for it.
+        Status::Paid if order.user_id != user.id => return Err(ApiError::forbidden("only the customer pays")),
+        _ => {}
+    }
     if !order.status.can_become(target) {
         return Err(ApiError::conflict(format!("cannot {action} an order that is {}", order.status.as_str())));
+    }
+    if target == Status::Paid {
+        let payment: Payment = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("pay needs {{\"payment_token\": …}}: {e}")))?;
+        crate::payments::charge(&payment.payment_token, order.total_cents, &order.id)?;
     }
     let from = order.status;
     order.status = target;

@@ -31,7 +31,12 @@ struct Shop {
 }
 
 async fn product_service(db: &TestDb) -> (Client, SocketAddr) {
-    let config = product_service::Config { listen: "127.0.0.1:0".parse().unwrap(), database_url: db.url.clone() };
+    // Called directly here (no sidecar to prove order-service's identity).
+    let config = product_service::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        trust: weft_services_common::caller::Trust::Development,
+    };
     let addr = testkit::spawn(product_service::app(product_service::AppState::connect(&config).await.unwrap())).await;
     (Client::new(addr), addr)
 }
@@ -47,6 +52,7 @@ fn config(product_addr: SocketAddr, redis_url: &str, prefix: &str, exchange: &st
         instance: format!("order-service-{version}"),
         fault_injection: true,
         peers: Peers::direct([("product-service", product_addr)]),
+        trust: weft_services_common::caller::Trust::mesh(),
     }
 }
 
@@ -66,7 +72,11 @@ impl Shop {
     }
 
     async fn product(&self, stock: i64) -> u64 {
-        let p = self.products.post("/products", json!({"name": "Kettle", "price_cents": 2500, "stock": stock})).await;
+        let p = self
+            .products
+            .as_user("1", "staff")
+            .post("/products", json!({"name": "Kettle", "price_cents": 2500, "stock": stock}))
+            .await;
         p.json["id"].as_u64().unwrap()
     }
 
@@ -129,7 +139,7 @@ async fn an_order_goes_created_paid_shipped_and_each_step_is_an_event() {
     let shop = Shop::start("v1").await;
     let mut events = shop.events().await;
     let product = shop.product(5).await;
-    let me = shop.orders.with("x-user-id", "7");
+    let me = shop.orders.as_user("7", "customer");
 
     let placed = me.post("/orders", json!({"product_id": product, "quantity": 2})).await;
     assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
@@ -139,12 +149,27 @@ async fn an_order_goes_created_paid_shipped_and_each_step_is_an_event() {
     assert_eq!(shop.stock(product).await, 3, "stock reserved at product-service");
     let id = placed.json["id"].as_str().unwrap().to_string();
 
-    assert_eq!(me.post(&format!("/orders/{id}/ship"), json!({})).await.status, StatusCode::CONFLICT, "not paid yet");
-    assert_eq!(me.post(&format!("/orders/{id}/pay"), json!({})).await.json["status"], "paid");
-    let pay_again = me.post(&format!("/orders/{id}/pay"), json!({})).await;
+    let staff = shop.orders.as_user("900", "staff");
+    assert_eq!(staff.post(&format!("/orders/{id}/ship"), json!({})).await.status, StatusCode::CONFLICT, "not paid yet");
+    let declined = me.post(&format!("/orders/{id}/pay"), json!({"payment_token": "tok_declined"})).await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{}", declined.text);
+    let no_token = me.post(&format!("/orders/{id}/pay"), json!({})).await;
+    assert_eq!(no_token.status, StatusCode::BAD_REQUEST, "{}", no_token.text);
+    assert_eq!(
+        staff.post(&format!("/orders/{id}/pay"), json!({"payment_token": "tok_visa"})).await.status,
+        StatusCode::FORBIDDEN,
+        "only the customer pays"
+    );
+    assert_eq!(
+        me.post(&format!("/orders/{id}/pay"), json!({"payment_token": "tok_visa"})).await.json["status"],
+        "paid"
+    );
+    let pay_again = me.post(&format!("/orders/{id}/pay"), json!({"payment_token": "tok_visa"})).await;
     assert_eq!(pay_again.status, StatusCode::CONFLICT);
     assert_eq!(pay_again.json["error"]["message"], "cannot pay an order that is paid");
-    assert_eq!(me.post(&format!("/orders/{id}/ship"), json!({})).await.json["status"], "shipped");
+    let customer_ships = me.post(&format!("/orders/{id}/ship"), json!({})).await;
+    assert_eq!(customer_ships.status, StatusCode::FORBIDDEN, "shipping is staff's: {}", customer_ships.text);
+    assert_eq!(staff.post(&format!("/orders/{id}/ship"), json!({})).await.json["status"], "shipped");
     let cancel = me.post(&format!("/orders/{id}/cancel"), json!({})).await;
     assert_eq!(
         (cancel.status, cancel.json["error"]["message"].as_str()),
@@ -168,7 +193,7 @@ async fn v2_answers_with_its_version_and_a_delivery_date() {
     let shop = Shop::start("v2").await;
     let product = shop.product(1).await;
     let placed =
-        shop.orders.with("x-user-id", "8").post("/orders", json!({"product_id": product, "quantity": 1})).await;
+        shop.orders.as_user("8", "customer").post("/orders", json!({"product_id": product, "quantity": 1})).await;
     assert_eq!(placed.header("x-version"), Some("v2"));
     assert_eq!(placed.json["version"], "v2");
     let date = placed.json["estimated_delivery"].as_str().unwrap();
@@ -179,18 +204,28 @@ async fn v2_answers_with_its_version_and_a_delivery_date() {
 async fn orders_belong_to_their_user_and_bad_input_changes_nothing() {
     let shop = Shop::start("v1").await;
     let product = shop.product(2).await;
-    let alice = shop.orders.with("x-user-id", "1");
+    let alice = shop.orders.as_user("1", "customer");
     let id = alice.post("/orders", json!({"product_id": product, "quantity": 1})).await.json["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let bob = shop.orders.with("x-user-id", "2");
+    let bob = shop.orders.as_user("2", "customer");
     assert_eq!(
         bob.get(&format!("/orders/{id}")).await.status,
         StatusCode::NOT_FOUND,
         "another user's order is not found"
     );
     assert_eq!(bob.post(&format!("/orders/{id}/cancel"), json!({})).await.status, StatusCode::NOT_FOUND);
+    let bob_pays = bob.post(&format!("/orders/{id}/pay"), json!({"payment_token": "tok_visa"})).await;
+    assert_eq!(bob_pays.status, StatusCode::NOT_FOUND, "another customer cannot pay it");
+    // The user headers from any workload but api-gateway (here, notification-service's) are not believed.
+    let spoofed = shop.orders.as_workload("notification-service").with("x-user-id", "1");
+    assert_eq!(spoofed.get(&format!("/orders/{id}")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        shop.orders.with("x-user-id", "1").get("/orders").await.status,
+        StatusCode::UNAUTHORIZED,
+        "nor without a sidecar's proof"
+    );
     assert_eq!(bob.get("/orders").await.json, json!([]));
     assert_eq!(
         shop.orders.post("/orders", json!({"product_id": product, "quantity": 1})).await.status,
@@ -216,7 +251,7 @@ async fn fifty_parallel_orders_for_ten_in_stock_exactly_ten_succeed() {
     let shop = Shop::start("v1").await;
     let product = shop.product(10).await;
     let attempts = (0..50).map(|i| {
-        let c = shop.orders.with("x-user-id", &format!("{}", 100 + i % 5));
+        let c = shop.orders.as_user(&format!("{}", 100 + i % 5), "customer");
         tokio::spawn(async move { c.post("/orders", json!({"product_id": product, "quantity": 1})).await.status })
     });
     let statuses: Vec<StatusCode> =
@@ -227,7 +262,7 @@ async fn fifty_parallel_orders_for_ten_in_stock_exactly_ten_succeed() {
     assert_eq!(shop.stock(product).await, 0);
     let mut stored = 0;
     for u in 100..105 {
-        stored += shop.orders.with("x-user-id", &u.to_string()).get("/orders").await.json.as_array().unwrap().len();
+        stored += shop.orders.as_user(&u.to_string(), "customer").get("/orders").await.json.as_array().unwrap().len();
     }
     assert_eq!(stored, 10);
 }
@@ -236,13 +271,16 @@ async fn fifty_parallel_orders_for_ten_in_stock_exactly_ten_succeed() {
 async fn a_cancelled_order_gives_its_stock_back() {
     let shop = Shop::start("v1").await;
     let product = shop.product(3).await;
-    let me = shop.orders.with("x-user-id", "9");
+    let me = shop.orders.as_user("9", "customer");
     let id = me.post("/orders", json!({"product_id": product, "quantity": 3})).await.json["id"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(shop.stock(product).await, 0);
-    assert_eq!(me.post(&format!("/orders/{id}/pay"), json!({})).await.status, StatusCode::OK);
+    assert_eq!(
+        me.post(&format!("/orders/{id}/pay"), json!({"payment_token": "tok_visa"})).await.status,
+        StatusCode::OK
+    );
     assert_eq!(me.post(&format!("/orders/{id}/cancel"), json!({})).await.json["status"], "cancelled");
     assert!(eventually(Duration::from_secs(10), || async { shop.stock(product).await == 3 }).await, "stock released");
 }
@@ -261,7 +299,7 @@ async fn events_wait_in_the_outbox_while_the_broker_is_unreachable() {
         "v1",
     );
     cut_off.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", testkit::free_port());
-    let isolated = order_service(cut_off.clone()).await.with("x-user-id", "3");
+    let isolated = order_service(cut_off.clone()).await.as_user("3", "customer");
     let placed = isolated.post("/orders", json!({"product_id": product, "quantity": 1})).await;
     assert_eq!(placed.status, StatusCode::CREATED, "orders are taken while the broker is down");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -290,10 +328,14 @@ async fn redis_restarted_mid_test_ready_tells_the_truth_and_no_stock_leaks() {
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let mut amqp = TestAmqp::new(AMQP);
     let orders = order_service(config(product_addr, &url, "shop:", &amqp.exchange("orders"), "v1")).await;
-    let product = products.post("/products", json!({"name": "Vase", "price_cents": 10, "stock": 5})).await.json["id"]
+    let product = products
+        .as_user("1", "staff")
+        .post("/products", json!({"name": "Vase", "price_cents": 10, "stock": 5}))
+        .await
+        .json["id"]
         .as_u64()
         .unwrap();
-    let me = orders.with("x-user-id", "4");
+    let me = orders.as_user("4", "customer");
     assert_eq!(me.post("/orders", json!({"product_id": product, "quantity": 1})).await.status, StatusCode::CREATED);
     assert_eq!(orders.get("/ready").await.status, StatusCode::OK);
 
@@ -371,8 +413,12 @@ async fn after_a_broker_restart_the_relay_reconnects_and_publishes_what_waited()
     config.amqp_url = broker.amqp_url();
     let seen = durable_queue(&config.amqp_url, &exchange).await;
     let orders = order_service(config.clone()).await;
-    let me = orders.with("x-user-id", "8");
-    let product = products.post("/products", json!({"name": "Lamp", "price_cents": 900, "stock": 5})).await.json["id"]
+    let me = orders.as_user("8", "customer");
+    let product = products
+        .as_user("1", "staff")
+        .post("/products", json!({"name": "Lamp", "price_cents": 900, "stock": 5}))
+        .await
+        .json["id"]
         .as_u64()
         .unwrap();
 
@@ -404,7 +450,7 @@ async fn after_a_broker_restart_the_relay_reconnects_and_publishes_what_waited()
 async fn an_idempotency_key_places_an_order_once() {
     let shop = Shop::start("v1").await;
     let product = shop.product(10).await;
-    let me = shop.orders.with("x-user-id", "9");
+    let me = shop.orders.as_user("9", "customer");
     let order = |quantity: u32| json!({"product_id": product, "quantity": quantity});
 
     let keyed = me.with("idempotency-key", "attempt-1");
@@ -437,7 +483,7 @@ async fn an_idempotency_key_places_an_order_once() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(failing.post("/orders", order(1)).await.status, StatusCode::CREATED);
     let other =
-        shop.orders.with("x-user-id", "10").with("idempotency-key", "attempt-1").post("/orders", order(1)).await;
+        shop.orders.as_user("10", "customer").with("idempotency-key", "attempt-1").post("/orders", order(1)).await;
     assert_eq!((other.status, other.header("idempotent-replayed")), (StatusCode::CREATED, None));
     assert_ne!(other.json["id"], first.json["id"]);
 

@@ -4,18 +4,23 @@
 //! inside a transaction that also records the reservation, so concurrent orders
 //! can never take the stock below zero (a `CHECK` constraint says so too), and a
 //! retried reservation for the same order is answered, not applied twice.
+//!
+//! Least privilege: anyone reads the catalogue; only staff create products;
+//! reservations are internal — only order-service's workloads (their mTLS
+//! identity, from the sidecar) may make or release them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use mysql_async::prelude::*;
 use mysql_async::{Pool, TxOpts};
 use serde::{Deserialize, Serialize};
+use weft_services_common::caller::Trust;
 use weft_services_common::{db, env, serve, ApiError, Json};
 
 pub const SERVICE: &str = "product-service";
@@ -47,6 +52,8 @@ pub const MAX_QUANTITY: u32 = 1000;
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    /// Who may name the end user and who may reserve.
+    pub trust: Trust,
 }
 
 impl Config {
@@ -55,19 +62,25 @@ impl Config {
         Ok(Config {
             listen: env::parse("LISTEN", SocketAddr::from(([127, 0, 0, 1], 3003)))?,
             database_url: env::var("DATABASE_URL", "mysql://root@127.0.0.1:3306/weft_products"),
+            trust: Trust::from_env(),
         })
     }
 }
 
+/// The only workloads that may reserve and release stock.
+pub const RESERVER: &str = "order-service";
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pool: Pool,
+    trust: Trust,
 }
 
 impl AppState {
     /// Connects to MariaDB (waiting for it at start-up) and applies the migrations.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        Ok(AppState { pool: db::connect_and_migrate(&config.database_url, SERVICE, MIGRATIONS).await? })
+        let pool = db::connect_and_migrate(&config.database_url, SERVICE, MIGRATIONS).await?;
+        Ok(AppState { pool, trust: config.trust.clone() })
     }
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -142,7 +155,9 @@ async fn show(State(s): Shared, Path(id): Path<String>) -> Result<Json<Product>,
     Ok(Json(Product { id, name, price_cents, stock }))
 }
 
-async fn create(State(s): Shared, Json(p): Json<NewProduct>) -> Result<Response, ApiError> {
+/// Staff only.
+async fn create(State(s): Shared, headers: HeaderMap, Json(p): Json<NewProduct>) -> Result<Response, ApiError> {
+    s.trust.user(&headers)?.staff()?;
     let name = p.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::bad_request("name: 1 to 200 characters"));
@@ -166,9 +181,11 @@ async fn create(State(s): Shared, Json(p): Json<NewProduct>) -> Result<Response,
 /// holds a different one, 404 when the product does not exist.
 async fn reserve(
     State(s): Shared,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(r): Json<NewReservation>,
 ) -> Result<Response, ApiError> {
+    s.trust.require_peer(&headers, RESERVER)?;
     let id = product_id(&id)?;
     if r.order_id.is_empty() || r.order_id.len() > 64 {
         return Err(ApiError::bad_request("order_id: 1 to 64 characters"));
@@ -255,7 +272,12 @@ async fn try_reserve(pool: &Pool, id: u64, r: &NewReservation) -> Result<(Status
 }
 
 /// Gives a reservation's units back (an order cancelled, or one that failed after reserving).
-async fn release(State(s): Shared, Path((id, order_id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn release(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path((id, order_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.trust.require_peer(&headers, RESERVER)?;
     let id = product_id(&id)?;
     let mut conn = s.pool.get_conn().await?;
     let mut tx = conn.start_transaction(TxOpts::default()).await?;

@@ -1,9 +1,19 @@
 //! user-service: registration and login. Passwords are hashed with argon2id
 //! (the crate's defaults, OWASP's minimum: 19 MiB, 2 passes) off the async
-//! runtime; users live in MariaDB; a login returns a JWT that api-gateway verifies.
+//! runtime; users live in MariaDB; a login returns a JWT with the user's role
+//! that api-gateway verifies.
+//!
+//! Least privilege: registration answers the same whether or not the email is
+//! taken (the owner of a taken address is notified instead); login and
+//! registration are limited per account; a customer reads only themselves
+//! (`/users/me`), staff read anyone; staff are made by `user-service
+//! create-staff` or the `STAFF_EMAIL` bootstrap, never by registering.
+
+pub mod attempts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -15,21 +25,32 @@ use axum::Router;
 use mysql_async::prelude::*;
 use mysql_async::Pool;
 use serde::{Deserialize, Serialize};
+use weft_services_common::caller::{Role, Trust};
+use weft_services_common::peers::Peers;
 use weft_services_common::{db, env, jwt, serve, ApiError, Json};
 
 pub const SERVICE: &str = "user-service";
 
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS users (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
         id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
         email VARCHAR(254) NOT NULL,
         name VARCHAR(200) NOT NULL,
         password_hash VARCHAR(255) NOT NULL,
         created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
         UNIQUE KEY users_email (email)
-    ) ENGINE=InnoDB"];
+    ) ENGINE=InnoDB",
+    "ALTER TABLE users ADD COLUMN role VARCHAR(16) NOT NULL DEFAULT 'customer'",
+];
 
 pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 128;
+/// Logins per account in [`ATTEMPT_WINDOW`], and registrations per email.
+pub const LOGINS_PER_ACCOUNT: u32 = 10;
+pub const REGISTRATIONS_PER_EMAIL: u32 = 3;
+pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// What registration answers, taken or not.
+pub const REGISTERED: &str = "if this address can be registered, it is now: log in with it";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,17 +58,23 @@ pub struct Config {
     pub database_url: String,
     pub jwt_secret: String,
     pub jwt_ttl_secs: u64,
+    /// Who may name the end user (api-gateway's identity behind a sidecar).
+    pub trust: Trust,
+    /// notification-service, told when someone registers a taken address.
+    pub peers: Peers,
 }
 
 impl Config {
     /// `LISTEN` (127.0.0.1:3001), `DATABASE_URL` (mysql://root@127.0.0.1:3306/weft_users),
-    /// `JWT_SECRET` (a development secret), `JWT_TTL_SECS` (3600).
+    /// `JWT_SECRET` (required; see [`jwt::secret_from_env`]), `JWT_TTL_SECS` (3600), the trust and the peers.
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Config {
             listen: env::parse("LISTEN", SocketAddr::from(([127, 0, 0, 1], 3001)))?,
             database_url: env::var("DATABASE_URL", "mysql://root@127.0.0.1:3306/weft_users"),
-            jwt_secret: env::var("JWT_SECRET", jwt::DEV_SECRET),
+            jwt_secret: jwt::secret_from_env()?,
             jwt_ttl_secs: env::parse("JWT_TTL_SECS", jwt::DEFAULT_TTL_SECS)?,
+            trust: Trust::from_env(),
+            peers: Peers::from_env()?,
         })
     }
 }
@@ -58,14 +85,46 @@ pub struct AppState {
     config: Config,
     /// Verified against when the email is unknown, so a login takes as long either way.
     dummy_hash: String,
+    logins: attempts::Attempts,
+    registrations: attempts::Attempts,
 }
 
 impl AppState {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let pool = db::connect_and_migrate(&config.database_url, SERVICE, MIGRATIONS).await?;
         let dummy_hash = hash_password("not a real password".to_string()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(AppState { pool, config: config.clone(), dummy_hash })
+        Ok(AppState {
+            pool,
+            config: config.clone(),
+            dummy_hash,
+            logins: attempts::Attempts::new(LOGINS_PER_ACCOUNT, ATTEMPT_WINDOW),
+            registrations: attempts::Attempts::new(REGISTRATIONS_PER_EMAIL, ATTEMPT_WINDOW),
+        })
     }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// Makes `email` a member of staff: created with `password` when new, promoted
+/// (password unchanged) when it exists. `user-service create-staff` and the
+/// `STAFF_EMAIL` bootstrap call it; nothing reachable over HTTP does.
+pub async fn create_staff(pool: &Pool, email: &str, name: &str, password: &str) -> anyhow::Result<u64> {
+    let email = normalise_email(email).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    anyhow::ensure!(
+        (MIN_PASSWORD..=MAX_PASSWORD).contains(&password.chars().count()),
+        "password: {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+    );
+    let hash = hash_password(password.to_string()).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let mut conn = pool.get_conn().await?;
+    conn.exec_drop(
+        "INSERT INTO users (email, name, password_hash, role) VALUES (?, ?, ?, 'staff') ON DUPLICATE KEY UPDATE role = 'staff'",
+        (&email, name, &hash),
+    )
+    .await?;
+    let id: Option<u64> = conn.exec_first("SELECT id FROM users WHERE email = ?", (&email,)).await?;
+    id.ok_or_else(|| anyhow::anyhow!("{email} not found after insert"))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -99,6 +158,7 @@ pub struct User {
     pub id: u64,
     pub email: String,
     pub name: String,
+    pub role: Role,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -149,8 +209,17 @@ async fn verify_password(password: String, hash: String) -> Result<bool, ApiErro
     .map_err(ApiError::internal)
 }
 
+fn too_many(wait: Duration) -> ApiError {
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attempts for this account");
+    e.retry_after = Some(wait.as_secs().max(1));
+    e
+}
+
+/// Registers a new customer. A taken address gets the same answer, in about
+/// the same time (the password is hashed either way), and its owner a notification.
 async fn register(State(s): Shared, Json(r): Json<Registration>) -> Result<Response, ApiError> {
     let email = normalise_email(&r.email)?;
+    s.registrations.take(&email, Instant::now()).map_err(too_many)?;
     let name = r.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::bad_request("name: 1 to 200 characters"));
@@ -164,54 +233,85 @@ async fn register(State(s): Shared, Json(r): Json<Registration>) -> Result<Respo
         .exec_drop("INSERT INTO users (email, name, password_hash) VALUES (?, ?, ?)", (&email, &name, &hash))
         .await
     {
-        Ok(()) => {}
-        Err(e) if db::is_duplicate(&e) => return Err(ApiError::conflict(format!("{email} is already registered"))),
+        Ok(()) => {
+            let id = conn.last_insert_id().ok_or_else(|| ApiError::internal("insert returned no id"))?;
+            tracing::info!(user = id, "registered");
+        }
+        Err(e) if db::is_duplicate(&e) => {
+            let owner: Option<u64> = conn.exec_first("SELECT id FROM users WHERE email = ?", (&email,)).await?;
+            if let Some(owner) = owner {
+                tokio::spawn(tell_owner(s.config.peers.clone(), owner));
+            }
+        }
         Err(e) => return Err(e.into()),
     }
-    let id = conn.last_insert_id().ok_or_else(|| ApiError::internal("insert returned no id"))?;
-    tracing::info!(user = id, "registered");
-    Ok((StatusCode::CREATED, Json(User { id, email, name })).into_response())
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"message": REGISTERED}))).into_response())
+}
+
+/// Tells the owner of a taken address that someone tried to register it (not the caller).
+async fn tell_owner(peers: Peers, owner: u64) {
+    let body = serde_json::json!({
+        "user_id": owner.to_string(),
+        "kind": "account.registration_attempt",
+        "message": "Someone tried to register an account with your email address. If it was you, log in instead.",
+    });
+    let sent =
+        peers.call_json("notification-service", http::Method::POST, "/notifications", Default::default(), &body).await;
+    match sent {
+        Ok(r) if r.status.is_success() => {}
+        Ok(r) => tracing::warn!(status = %r.status, "notification-service refused the registration notice"),
+        Err(e) => tracing::warn!(error = %e, "registration notice not sent"),
+    }
 }
 
 /// One answer for an unknown email and a wrong password, in the same time.
 async fn login(State(s): Shared, Json(l): Json<Login>) -> Result<Json<Session>, ApiError> {
     let refused = || ApiError::unauthorized("email or password is wrong");
     let email = normalise_email(&l.email).map_err(|_| refused())?;
+    s.logins.take(&email, Instant::now()).map_err(too_many)?;
     let mut conn = s.pool.get_conn().await?;
-    let row: Option<(u64, String, String)> =
-        conn.exec_first("SELECT id, name, password_hash FROM users WHERE email = ?", (&email,)).await?;
+    let row: Option<(u64, String, String, String)> =
+        conn.exec_first("SELECT id, name, password_hash, role FROM users WHERE email = ?", (&email,)).await?;
     drop(conn);
     let (user, hash) = match row {
-        Some((id, name, hash)) => (Some(User { id, email: email.clone(), name }), hash),
+        Some((id, name, hash, role)) => (Some(User { id, email: email.clone(), name, role: role_of(&role) }), hash),
         None => (None, s.dummy_hash.clone()),
     };
     let matches = verify_password(l.password, hash).await?;
     let user = user.filter(|_| matches).ok_or_else(refused)?;
-    let (token, _) = jwt::issue(&s.config.jwt_secret, &user.id.to_string(), &user.email, s.config.jwt_ttl_secs)
-        .map_err(ApiError::internal)?;
+    let (token, _) =
+        jwt::issue(&s.config.jwt_secret, &user.id.to_string(), &user.email, user.role, s.config.jwt_ttl_secs)
+            .map_err(ApiError::internal)?;
     tracing::info!(user = user.id, "logged in");
     Ok(Json(Session { token, token_type: "Bearer".into(), expires_in: s.config.jwt_ttl_secs, user }))
 }
 
-async fn find(s: &AppState, id: u64) -> Result<Json<User>, ApiError> {
-    let mut conn = s.pool.get_conn().await?;
-    let row: Option<(u64, String, String)> =
-        conn.exec_first("SELECT id, email, name FROM users WHERE id = ?", (id,)).await?;
-    let (id, email, name) = row.ok_or_else(|| ApiError::not_found(format!("user {id} not found")))?;
-    Ok(Json(User { id, email, name }))
+fn role_of(stored: &str) -> Role {
+    if stored == "staff" {
+        Role::Staff
+    } else {
+        Role::Customer
+    }
 }
 
-async fn show(State(s): Shared, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
+async fn find(s: &AppState, id: u64) -> Result<Json<User>, ApiError> {
+    let mut conn = s.pool.get_conn().await?;
+    let row: Option<(u64, String, String, String)> =
+        conn.exec_first("SELECT id, email, name, role FROM users WHERE id = ?", (id,)).await?;
+    let (id, email, name, role) = row.ok_or_else(|| ApiError::not_found(format!("user {id} not found")))?;
+    Ok(Json(User { id, email, name, role: role_of(&role) }))
+}
+
+/// Any user, for staff only: customers read themselves at `/users/me`.
+async fn show(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
+    s.config.trust.user(&headers)?.staff()?;
     let id = id.parse().map_err(|_| ApiError::bad_request(format!("user id {id:?} is not a number")))?;
     find(&s, id).await
 }
 
-/// The caller, as the gateway identified it from the token (`x-user-id`).
+/// The caller, as the gateway identified it from the token (`x-user-id`, believed from the gateway only).
 async fn me(State(s): Shared, headers: HeaderMap) -> Result<Json<User>, ApiError> {
-    let id = headers
-        .get("x-user-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::unauthorized("no authenticated user"))?;
+    let user = s.config.trust.user(&headers)?;
+    let id = user.id.parse().map_err(|_| ApiError::unauthorized("no authenticated user"))?;
     find(&s, id).await
 }
