@@ -117,7 +117,12 @@ outbound() { read -r _ o _ <<<"${SIDECAR[$1]}"; echo "127.0.0.1:$o"; }
 
 step "starting the five services (order-service: v1 twice, v2 once) on MariaDB, Redis and RabbitMQ"
 MQ=(EVENTS_EXCHANGE=weft-demo.orders)
-app user-service user-service $USERS DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_users MESH_OUTBOUND="$(outbound user-service)"
+# Secrets of this run only: the token signing key (the services refuse to start without one)
+# and the staff member user-service creates at start-up (nobody becomes staff by registering).
+JWT_SECRET=$(head -c 32 /dev/urandom | base64)
+export WEFT_DEMO_STAFF_EMAIL=staff@shop.example WEFT_DEMO_STAFF_PASSWORD=$(head -c 18 /dev/urandom | base64)
+app user-service user-service $USERS DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_users MESH_OUTBOUND="$(outbound user-service)" \
+  JWT_SECRET="$JWT_SECRET" STAFF_EMAIL=$WEFT_DEMO_STAFF_EMAIL STAFF_PASSWORD="$WEFT_DEMO_STAFF_PASSWORD" STAFF_NAME="Demo Staff"
 app product-service product-service $PRODUCTS DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_products MESH_OUTBOUND="$(outbound product-service)"
 app notification-service notification-service $NOTIFY DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_notifications \
   "${MQ[@]}" QUEUE=weft-demo.notifications MESH_OUTBOUND="$(outbound notification-service)"
@@ -126,7 +131,8 @@ for o in "order-service-v1-a v1 $ORDER_V1A" "order-service-v1-b v1 $ORDER_V1B" "
   app "$1" order-service "$3" VERSION="$2" INSTANCE="$1" FAULT_INJECTION=true REDIS_PREFIX=weft-demo: "${MQ[@]}" \
     MESH_OUTBOUND="$(outbound "$1")"
 done
-app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 RATE_LIMIT_PREFIX=weft-demo:ratelimit: MESH_OUTBOUND="$(outbound api-gateway)"
+app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 RATE_LIMIT_PREFIX=weft-demo:ratelimit: MESH_OUTBOUND="$(outbound api-gateway)" \
+  JWT_SECRET="$JWT_SECRET"
 
 step "starting a sidecar next to each (identity: a SPIFFE certificate from the control plane)"
 sidecar api-gateway api-gateway v1 $GATEWAY
@@ -148,6 +154,8 @@ step "all seven workloads ready"
 
 step "weftctl apply -f policies/   (canary, connection pools, outlier detection, STRICT mTLS, authorization)"
 "$bin/weftctl" apply -f policies/ | sed 's/^/        /'
+step "the call graph the mesh enforces (weftctl explain --access): deny by default, one ALLOW per service"
+"$bin/weftctl" explain --access | sed 's/^/        /'
 # The gateway's sidecar holds the canary subsets once the push has arrived.
 for _ in $(seq 100); do curl -s http://127.0.0.1:15000/clusters | grep -q '|v2|order-service' && break; sleep 0.1; done
 sleep 1
@@ -159,6 +167,7 @@ cat <<INFO
 The shop is running. Try it:
   curl -s http://127.0.0.1:$GATEWAY/api/products
   curl -s -XPOST -H 'content-type: application/json' http://127.0.0.1:$GATEWAY/api/users/login -d '{"email":"...","password":"..."}'
+Staff (made by user-service at start-up): $WEFT_DEMO_STAFF_EMAIL / $WEFT_DEMO_STAFF_PASSWORD
 Sidecar admin (/clusters /config_dump /stats/prometheus): gateway http://127.0.0.1:15000, order-service-v1-a http://127.0.0.1:16200
 Edit policies/ and run: WEFT_ETCD=$ETCD WEFT_ETCD_CA=$WEFT_ETCD_CA WEFT_ETCD_CERT=$WEFT_ETCD_CERT WEFT_ETCD_KEY=$WEFT_ETCD_KEY $bin/weftctl apply -f policies/      weftctl status | explain work too.
 Logs: $demo        Ctrl-C stops everything.

@@ -208,3 +208,131 @@ impl std::fmt::Display for Explanation {
         Ok(())
     }
 }
+
+/// Who may call one service, read from the inbound authorization its sidecars get.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Access {
+    pub service: String,
+    /// One line per policy rule: `ALLOW <callers> → <methods> <paths>  (policy)`;
+    /// empty when no AuthorizationPolicy applies (every caller is allowed).
+    pub rules: Vec<String>,
+}
+
+/// For every service of the registry: which identities may call which
+/// operations, as its first instance's sidecar would enforce it.
+pub fn access(resources: &[crate::istio::Resource], registry: &crate::registry::Registry) -> Vec<Access> {
+    let mut out = Vec::new();
+    for svc in registry.services() {
+        let Some(inst) = svc.instances.first() else { continue };
+        let workload = weft_model::Workload {
+            name: svc.name.to_string(),
+            namespace: svc.namespace.to_string(),
+            service_account: inst.service_account.clone(),
+            labels: inst.labels.clone(),
+        };
+        let config = crate::translate::translate(resources, registry, &workload, "access").config;
+        let mut rules = Vec::new();
+        for p in &config.inbound.authz {
+            let action = format!("{:?}", p.action).to_uppercase();
+            let dry = if p.dry_run { " (dry run)" } else { "" };
+            if p.rules.is_empty() {
+                let what = if p.action == weft_model::authz::AuthzAction::Allow { "nothing" } else { "no request" };
+                rules.push(format!("{action:<5} {what}  ({}{dry})", p.name));
+            }
+            for r in &p.rules {
+                rules.push(format!(
+                    "{action:<5} {} → {}{}  ({}{dry})",
+                    callers(r),
+                    operations(r),
+                    conditions(r),
+                    p.name
+                ));
+            }
+        }
+        out.push(Access { service: format!("{}.{}", svc.name, svc.namespace), rules });
+    }
+    out
+}
+
+fn or_any(values: &[String], any: &str) -> String {
+    if values.is_empty() {
+        any.to_string()
+    } else {
+        values.join(" | ")
+    }
+}
+
+fn callers(r: &weft_model::authz::AuthzRule) -> String {
+    if r.from.is_empty() {
+        return "any caller".into();
+    }
+    let each: Vec<String> = r
+        .from
+        .iter()
+        .map(|s| {
+            let mut parts = Vec::new();
+            if !s.principals.is_empty()
+                || s.not_principals.is_empty() && s.namespaces.is_empty() && s.ip_blocks.is_empty()
+            {
+                parts.push(or_any(&s.principals, "any identity"));
+            }
+            if !s.not_principals.is_empty() {
+                parts.push(format!("not {}", s.not_principals.join(" | ")));
+            }
+            if !s.namespaces.is_empty() {
+                parts.push(format!("namespace {}", s.namespaces.join(" | ")));
+            }
+            if !s.not_namespaces.is_empty() {
+                parts.push(format!("not namespace {}", s.not_namespaces.join(" | ")));
+            }
+            if !s.ip_blocks.is_empty() {
+                parts.push(format!("ip {}", s.ip_blocks.join(" | ")));
+            }
+            parts.join(", ")
+        })
+        .collect();
+    each.join("; or ")
+}
+
+fn operations(r: &weft_model::authz::AuthzRule) -> String {
+    if r.to.is_empty() {
+        return "any operation".into();
+    }
+    let each: Vec<String> =
+        r.to.iter()
+            .map(|o| {
+                let mut s = format!("{} {}", or_any(&o.methods, "any method"), or_any(&o.paths, "any path"));
+                for (what, v) in [
+                    ("not methods", &o.not_methods),
+                    ("not paths", &o.not_paths),
+                    ("hosts", &o.hosts),
+                    ("not hosts", &o.not_hosts),
+                    ("ports", &o.ports),
+                    ("not ports", &o.not_ports),
+                ] {
+                    if !v.is_empty() {
+                        s.push_str(&format!(" ({what} {})", v.join(" | ")));
+                    }
+                }
+                s
+            })
+            .collect();
+    each.join("; or ")
+}
+
+fn conditions(r: &weft_model::authz::AuthzRule) -> String {
+    r.when.iter().map(|c| format!(" when {} in [{}]", c.key, c.values.join(", "))).collect()
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.service)?;
+        if self.rules.is_empty() {
+            return writeln!(f, "  any caller, any operation (no AuthorizationPolicy applies)");
+        }
+        for r in &self.rules {
+            writeln!(f, "  {r}")?;
+        }
+        Ok(())
+    }
+}

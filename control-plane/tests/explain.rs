@@ -71,7 +71,7 @@ fn explain_runs_the_destination_authorization() {
     let r = req("order-service", &[]);
     let user =
         weft_control_plane::explain::authorize(&dest, Some("spiffe://cluster.local/ns/production/sa/user-service"), &r);
-    assert_eq!(user, "allowed");
+    assert!(user.starts_with("denied"), "user-service never calls order-service: {user}");
     let gateway =
         weft_control_plane::explain::authorize(&dest, Some("spiffe://cluster.local/ns/production/sa/api-gateway"), &r);
     assert_eq!(gateway, "allowed", "policies/ allows the gateway, unlike the seed's policy as written");
@@ -81,4 +81,25 @@ fn explain_runs_the_destination_authorization() {
         &r,
     );
     assert!(notify.starts_with("denied: 403 RBAC: access denied"), "{notify}");
+}
+
+/// `weftctl explain --access`: for each service, who may call what.
+#[test]
+fn access_lists_every_services_callers_and_operations() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let resources = load_paths(&[dir.join("../policies")]).unwrap();
+    let registry: Registry =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("tests/fixtures/registry.yaml")).unwrap()).unwrap();
+    let listed = weft_control_plane::explain::access(&resources, &registry);
+    let of = |svc: &str| listed.iter().find(|a| a.service == format!("{svc}.production")).unwrap().to_string();
+    let products = of("product-service");
+    assert!(products.contains("ALLOW nothing  (ns[production]-policy[deny-by-default])"), "{products}");
+    assert!(
+        products.contains("cluster.local/ns/production/sa/order-service → POST | DELETE /products/*"),
+        "{products}"
+    );
+    assert!(products.contains("sa/api-gateway → GET /products | /products/*; or POST /products"), "{products}");
+    assert!(of("notification-service").contains("sa/user-service → POST /notifications"));
+    let gateway = of("api-gateway");
+    assert_eq!(gateway.lines().count(), 2, "the gateway: deny by default only\n{gateway}");
 }

@@ -171,8 +171,8 @@ fn subset_traffic_policy_replaces_components_wholesale() {
     assert_eq!(c.connection_pool.http.http2_max_requests, None);
 }
 
-/// The whole policies/ folder (five services, STRICT mTLS, order-service's
-/// authorization) compiles for every workload of the shop without a warning.
+/// The whole policies/ folder (five services, STRICT mTLS, deny by default and
+/// one ALLOW per called service) compiles for every workload of the shop without a warning.
 #[test]
 fn the_policies_folder_compiles_for_every_workload() {
     let resources = load_paths(&[dir().join("../policies")]).unwrap();
@@ -195,7 +195,9 @@ fn the_policies_folder_compiles_for_every_workload() {
         t.config.validate().unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let inbound = &t.config.inbound;
         assert_eq!(inbound.mtls, model::MtlsMode::Strict, "{name}: STRICT mTLS");
-        assert_eq!(inbound.authz.is_empty(), name != "order-service", "{name}: only order-service has a policy");
+        let names: Vec<&str> = inbound.authz.iter().map(|p| p.name.as_str()).collect();
+        assert!(names.contains(&"ns[production]-policy[deny-by-default]"), "{name}: deny by default: {names:?}");
+        assert_eq!(names.len(), if name == "api-gateway" { 1 } else { 2 }, "{name}: one ALLOW naming its callers");
     }
 }
 

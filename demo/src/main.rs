@@ -2,8 +2,9 @@
 //! plane and the five services each behind its sidecar, and applied policies/,
 //! this walks a user through the shop and sends a traffic mix through the
 //! gateway, then prints what it observed — the v1/v2 split, `x-canary`
-//! routing, a 403 from the authorization policy, an instance ejected after it
-//! was made to fail, latency percentiles. Exits non-zero when a check fails.
+//! routing, least privilege (one call per service that its policy or the
+//! service itself refuses), an instance ejected after it was made to fail,
+//! latency percentiles. Exits non-zero when a check fails.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +28,20 @@ struct Args {
     /// notification-service's sidecar outbound: a caller the authorization policy does not allow.
     #[arg(long, default_value = "127.0.0.1:16401")]
     intruder: SocketAddr,
+    /// The other sidecars' outbound listeners, to call as their workloads would.
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    gateway_outbound: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:16101")]
+    user_outbound: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:16201")]
+    order_outbound: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:16301")]
+    product_outbound: SocketAddr,
+    /// The member of staff user-service was started with (STAFF_EMAIL, STAFF_PASSWORD).
+    #[arg(long, env = "WEFT_DEMO_STAFF_EMAIL", default_value = "staff@shop.example")]
+    staff_email: String,
+    #[arg(long, env = "WEFT_DEMO_STAFF_PASSWORD", default_value = "")]
+    staff_password: String,
     /// The order-service instance made to fail: its app (for /admin/fault), its name, its sidecar's inbound.
     #[arg(long, default_value = "127.0.0.1:3022")]
     faulty_app: SocketAddr,
@@ -70,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut report = Report::default();
     let gateway = Client::new(args.gateway);
-    let (me, order_id) = journey(&gateway, &mut report).await;
+    let (me, order_id) = journey(&args, &gateway, &mut report).await;
     canary(&me, &order_id, args.mix, &mut report).await;
     authorization(&args, &me, &mut report).await;
     ejection(&args, &me, &mut report).await;
@@ -84,14 +99,14 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// register → login → create a product → place an order → pay → ship → the notifications arrive.
-async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
+/// register → login → staff create a product → place an order → pay → staff ship → the notifications arrive.
+async fn journey(args: &Args, g: &Client, report: &mut Report) -> (Client, String) {
     println!("== The shop's journey, through api-gateway at http://{}", g.addr);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let email = format!("demo-{stamp}@example.com");
     let reg =
         g.post("/api/users/register", json!({"email": email, "password": "demo-password", "name": "Demo User"})).await;
-    expect(report, &reg, StatusCode::CREATED, "register");
+    expect(report, &reg, StatusCode::ACCEPTED, "register");
     let login = g.post("/api/users/login", json!({"email": email, "password": "demo-password"})).await;
     expect(report, &login, StatusCode::OK, "login");
     let token = login.json["token"].as_str().unwrap_or_default();
@@ -102,9 +117,13 @@ async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
         login.json["expires_in"]
     );
     let me = g.with("authorization", &format!("Bearer {token}"));
+    let staff_login =
+        g.post("/api/users/login", json!({"email": args.staff_email, "password": args.staff_password})).await;
+    expect(report, &staff_login, StatusCode::OK, "staff login");
+    let staff = g.with("authorization", &format!("Bearer {}", staff_login.json["token"].as_str().unwrap_or_default()));
     let product =
-        me.post("/api/products", json!({"name": "Espresso machine", "price_cents": 34900, "stock": 100})).await;
-    expect(report, &product, StatusCode::CREATED, "create product");
+        staff.post("/api/products", json!({"name": "Espresso machine", "price_cents": 34900, "stock": 100})).await;
+    expect(report, &product, StatusCode::CREATED, "staff create a product");
     let product_id = product.json["id"].as_u64().unwrap_or_default();
     println!("  product {product_id} \"Espresso machine\", stock 100: {}", product.status.as_u16());
     // Sent twice with one Idempotency-Key, as a client retrying after a lost answer would: one order.
@@ -117,15 +136,15 @@ async fn journey(g: &Client, report: &mut Report) -> (Client, String) {
         && resent.header("idempotent-replayed") == Some("true")
         && resent.json["id"].as_str() == Some(id.as_str());
     report.check(replayed, format!("the resent order is the same order: {} {}", resent.status, resent.text));
-    let paid = me.post(&format!("/api/orders/{id}/pay"), json!({})).await;
-    let shipped = me.post(&format!("/api/orders/{id}/ship"), json!({})).await;
+    let paid = me.post(&format!("/api/orders/{id}/pay"), json!({"payment_token": "tok_visa"})).await;
+    let shipped = staff.post(&format!("/api/orders/{id}/ship"), json!({})).await;
     let refused = me.post(&format!("/api/orders/{id}/cancel"), json!({})).await;
     expect(report, &paid, StatusCode::OK, "pay");
     expect(report, &shipped, StatusCode::OK, "ship");
     expect(report, &refused, StatusCode::CONFLICT, "cancel after shipping");
     let stock = me.get(&format!("/api/products/{product_id}")).await.json["stock"].clone();
     println!(
-        "  order {} (placed by {}): created {} (sent again with its Idempotency-Key: {}{}) → paid {} → shipped {}; cancel now: {} ({}); stock left {stock}",
+        "  order {} (placed by {}): created {} (sent again with its Idempotency-Key: {}{}) → paid {} → shipped by staff {}; cancel now: {} ({}); stock left {stock}",
         &id[..id.len().min(8)],
         order.header("x-version").unwrap_or("?"),
         order.status.as_u16(),
@@ -196,24 +215,56 @@ async fn canary(me: &Client, order_id: &str, n: usize, report: &mut Report) {
     report.check(v2 == 20, format!("x-canary: true always reaches v2, got {v2}/20"));
 }
 
-/// The AuthorizationPolicy: order-service admits user-service, product-service and api-gateway only.
+/// Least privilege: every service refuses one call its call graph does not have,
+/// by its AuthorizationPolicy (a 403 at its sidecar, from the caller's mTLS
+/// identity) or by the service itself (roles, internal routes).
 async fn authorization(args: &Args, me: &Client, report: &mut Report) {
-    println!("== Authorization: AuthorizationPolicy order-service-auth (user-service, product-service, api-gateway; mTLS identities)");
+    println!("== Least privilege: deny by default, one ALLOW per service naming its callers (weftctl explain --access above)");
     let allowed = me.get("/api/orders").await;
-    let mut headers = HeaderMap::new();
-    headers.insert("x-user-id", http::HeaderValue::from_static("1"));
-    let denied =
-        weft_services_common::peers::send(args.intruder, "order-service", Method::GET, "/orders", headers, None).await;
-    let (status, body) = match &denied {
-        Ok(r) => (r.status.as_u16(), String::from_utf8_lossy(&r.body).trim().to_string()),
-        Err(e) => (0, e.clone()),
+    println!("  customer → api-gateway → order-service: {}", allowed.status.as_u16());
+    report.check(allowed.status == StatusCode::OK, "api-gateway is allowed to order-service");
+    let as_user = || {
+        let mut h = HeaderMap::new();
+        h.insert("x-user-id", http::HeaderValue::from_static("1"));
+        h.insert("x-user-role", http::HeaderValue::from_static("staff"));
+        h
     };
+    let reserve = Some(bytes::Bytes::from_static(br#"{"order_id":"made-up","quantity":1}"#));
+    let notice = Some(bytes::Bytes::from_static(br#"{"user_id":"1","kind":"x","message":"spoofed"}"#));
+    let denials = [
+        ("notification-service", args.intruder, "order-service", Method::GET, "/orders", None),
+        ("notification-service", args.intruder, "user-service", Method::GET, "/users/me", None),
+        ("api-gateway", args.gateway_outbound, "product-service", Method::POST, "/products/1/reservations", reserve),
+        ("product-service", args.product_outbound, "notification-service", Method::POST, "/notifications", notice),
+        ("order-service", args.order_outbound, "api-gateway", Method::GET, "/api/products", None),
+    ];
+    for (from, outbound, to, method, path, body) in denials {
+        let json = body.is_some();
+        let mut headers = as_user();
+        if json {
+            headers.insert("content-type", http::HeaderValue::from_static("application/json"));
+        }
+        let denied = weft_services_common::peers::send(outbound, to, method.clone(), path, headers, body).await;
+        let (status, text) = match &denied {
+            Ok(r) => (r.status.as_u16(), String::from_utf8_lossy(&r.body).trim().to_string()),
+            Err(e) => (0, e.clone()),
+        };
+        println!("  {from} → {to} {method} {path}: {status} {text}");
+        report.check(status == 403, format!("{from} → {to} {method} {path} refused with 403, got {status} {text}"));
+    }
+    // Allowed at the mesh, refused by the service: a customer's role, and routes the gateway never exposes.
+    let customer_creates = me.post("/api/products", json!({"name": "Sneaky", "price_cents": 1, "stock": 1})).await;
+    let reservation = me.post("/api/products/1/reservations", json!({"order_id": "made-up", "quantity": 1})).await;
+    let someone = me.get("/api/users/1").await;
     println!(
-        "  api-gateway → order-service: {}    notification-service → order-service: {status} {body}",
-        allowed.status.as_u16()
+        "  customer → POST /api/products: {} (staff only)   → POST /api/products/1/reservations: {} (internal, not routed)   → GET /api/users/1: {} (customers read /users/me)",
+        customer_creates.status.as_u16(),
+        reservation.status.as_u16(),
+        someone.status.as_u16()
     );
-    report.check(allowed.status == StatusCode::OK, "api-gateway is allowed");
-    report.check(status == 403, format!("notification-service is refused with 403, got {status} {body}"));
+    report.check(customer_creates.status == StatusCode::FORBIDDEN, "a customer cannot create products");
+    report.check(reservation.status == StatusCode::NOT_FOUND, "reservations are not routed by the gateway");
+    report.check(someone.status == StatusCode::FORBIDDEN, "a customer cannot read other users");
 }
 
 /// The DestinationRule's outlier detection: 5 consecutive 5xx eject an instance for 30 s.

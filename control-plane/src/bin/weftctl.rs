@@ -66,17 +66,21 @@ enum Command {
     /// Which route a request from a workload takes, its destinations and weights, and the cluster settings,
     /// decided by the sidecar's own matching code. From etcd, or offline with -f and --registry.
     Explain {
-        /// Source workload name.
+        /// Instead of one request: for every service, which identities may call which
+        /// operations (its sidecars' inbound authorization, as they would enforce it).
         #[arg(long)]
-        workload: String,
+        access: bool,
+        /// Source workload name.
+        #[arg(long, required_unless_present = "access")]
+        workload: Option<String>,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
         /// Source workload labels, `k=v,k=v`.
         #[arg(long, default_value = "")]
         labels: String,
         /// Host the request names (`order-service`, `order-service.production:80`, ...).
-        #[arg(long)]
-        host: String,
+        #[arg(long, required_unless_present = "access")]
+        host: Option<String>,
         #[arg(long, default_value = "GET")]
         method: String,
         #[arg(long, default_value = "/")]
@@ -372,6 +376,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Explain {
+            access,
             workload,
             namespace,
             labels: label_text,
@@ -401,6 +406,18 @@ async fn main() -> ExitCode {
                     Ok(reg) => (resources, reg),
                     Err(code) => return code,
                 }
+            };
+            if access {
+                let listed = weft_control_plane::explain::access(&resources, &registry);
+                if output.as_deref() == Some("json") {
+                    println!("{}", serde_json::to_string_pretty(&listed).unwrap_or_default());
+                } else {
+                    listed.iter().for_each(|a| print!("{a}"));
+                }
+                return ExitCode::SUCCESS;
+            }
+            let (Some(workload), Some(host)) = (workload, host) else {
+                return fail("explain needs --workload and --host (or --access)");
             };
             let principal = source_principal.unwrap_or_else(|| {
                 format!("spiffe://{}/ns/{namespace}/sa/{service_account}", weft_control_plane::ca::DEFAULT_TRUST_DOMAIN)
