@@ -19,10 +19,10 @@ use rand::SeedableRng;
 use serde_json::json;
 use std::sync::Arc;
 use weft_model as model;
-use weft_proxy::balance::WeightedPick;
-use weft_proxy::endpoint::Registry;
-use weft_proxy::route::RequestView;
-use weft_proxy::snapshot::Snapshot;
+use weft_proxy::config::snapshot::Snapshot;
+use weft_proxy::http::route::RequestView;
+use weft_proxy::upstream::balance::WeightedPick;
+use weft_proxy::upstream::endpoint::Registry;
 
 const SERVICE: &str = "app.bench.svc.cluster.local";
 /// As the app sends it: the short name from its own namespace, with a port.
@@ -127,13 +127,13 @@ fn authz(c: &mut Criterion) {
         "{name: 'ns[production]-policy[order-service-auth]', action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/production/sa/user-service]}, {principals: [cluster.local/ns/production/sa/product-service]}]}]}",
     )
     .expect("policy");
-    let policies = vec![weft_proxy::authz::Policy::compile(&policy)];
+    let policies = vec![weft_proxy::security::authz::Policy::compile(&policy)];
     let headers = HeaderMap::new();
     for (case, principal) in [
         ("allowed", "spiffe://cluster.local/ns/production/sa/product-service"),
         ("denied", "spiffe://cluster.local/ns/production/sa/notification-service"),
     ] {
-        let req = weft_proxy::authz::Request {
+        let req = weft_proxy::security::authz::Request {
             principal: Some(principal),
             source_ip: None,
             host: "order-service",
@@ -143,7 +143,7 @@ fn authz(c: &mut Criterion) {
             headers: &headers,
         };
         c.bench_function(&format!("authz/{case}"), |b| {
-            b.iter(|| black_box(weft_proxy::authz::decide(&policies, black_box(&req))))
+            b.iter(|| black_box(weft_proxy::security::authz::decide(&policies, black_box(&req))))
         });
     }
 }

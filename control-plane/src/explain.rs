@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 use weft_model::ProxyConfig;
-use weft_proxy::endpoint::Registry as EndpointRegistry;
-use weft_proxy::route::RequestView;
-use weft_proxy::snapshot::Snapshot;
+use weft_proxy::config::snapshot::Snapshot;
+use weft_proxy::http::route::RequestView;
+use weft_proxy::upstream::endpoint::Registry as EndpointRegistry;
 
 /// A request to explain.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +85,7 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         let entry = r
             .matches
             .iter()
-            .find(|m| weft_proxy::route::MatchRule::compile(m).is_ok_and(|rule| rule.matches(&view)))?;
+            .find(|m| weft_proxy::http::route::MatchRule::compile(m).is_ok_and(|rule| rule.matches(&view)))?;
         serde_json::to_value(entry).ok()
     });
     let total: u64 =
@@ -142,8 +142,8 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
 /// The destination sidecar's decision for a caller proving `principal`: its
 /// inbound config (`destination`) evaluated by the sidecar's own authz code.
 pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Request) -> String {
-    let policies: Vec<weft_proxy::authz::Policy> =
-        destination.inbound.authz.iter().map(weft_proxy::authz::Policy::compile).collect();
+    let policies: Vec<weft_proxy::security::authz::Policy> =
+        destination.inbound.authz.iter().map(weft_proxy::security::authz::Policy::compile).collect();
     let mut headers = http::HeaderMap::new();
     for (k, v) in &req.headers {
         if let (Ok(n), Ok(v)) =
@@ -154,7 +154,7 @@ pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Reque
     }
     let port = destination.inbound.app.as_deref().and_then(|a| a.rsplit(':').next()?.parse().ok()).unwrap_or(80);
     let path = req.path.split('?').next().unwrap_or("/");
-    let view = weft_proxy::authz::Request {
+    let view = weft_proxy::security::authz::Request {
         principal,
         source_ip: None,
         host: &req.host,
@@ -163,10 +163,12 @@ pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Reque
         path,
         headers: &headers,
     };
-    match weft_proxy::authz::decide(&policies, &view) {
-        weft_proxy::authz::Decision::Allow if policies.is_empty() => "allowed (no AuthorizationPolicy applies)".into(),
-        weft_proxy::authz::Decision::Allow => "allowed".into(),
-        weft_proxy::authz::Decision::Deny(why) => format!("denied: 403 RBAC: access denied ({why})"),
+    match weft_proxy::security::authz::decide(&policies, &view) {
+        weft_proxy::security::authz::Decision::Allow if policies.is_empty() => {
+            "allowed (no AuthorizationPolicy applies)".into()
+        }
+        weft_proxy::security::authz::Decision::Allow => "allowed".into(),
+        weft_proxy::security::authz::Decision::Deny(why) => format!("denied: 403 RBAC: access denied ({why})"),
     }
 }
 

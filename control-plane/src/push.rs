@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use weft_model::stream::{Ack, Hello, Push, STREAM_PATH};
-use weft_proxy::body::{full, Body};
-use weft_proxy::stream::{line, ChannelBody, Lines};
+use weft_proxy::config::stream::{line, ChannelBody, Lines};
+use weft_proxy::http::body::{full, Body};
 
 /// The control plane's published figures.
 #[derive(Debug, Clone)]
@@ -284,15 +284,17 @@ fn own_tls(ca: &crate::ca::Ca, trust_domain: &str) -> Result<Arc<rustls::ServerC
         rcgen::CertificateParams::default().serialize_request(&key).and_then(|c| c.pem()).map_err(|e| e.to_string())?;
     let (ns, sa) = crate::ca::CONTROL_PLANE_IDENTITY;
     let cert = ca.sign_own(&csr, ns, sa, Duration::from_secs(365 * 86400), &WEBHOOK_DNS).map_err(|e| e.to_string())?;
-    let leaf =
-        weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &ca.trust().roots).map_err(|e| e.to_string())?;
-    debug_assert_eq!(leaf.id, weft_proxy::tls::control_plane_id(trust_domain));
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(leaf.roots.clone(), weft_proxy::tls::provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| e.to_string())?;
-    let mut config = rustls::ServerConfig::builder_with_provider(weft_proxy::tls::provider())
+    let leaf = weft_proxy::security::identity::Leaf::new(key.serialize_der(), &cert, &ca.trust().roots)
+        .map_err(|e| e.to_string())?;
+    debug_assert_eq!(leaf.id, weft_proxy::security::tls::control_plane_id(trust_domain));
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        leaf.roots.clone(),
+        weft_proxy::security::tls::provider(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(weft_proxy::security::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
@@ -408,7 +410,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => return,
             };
-            if !weft_proxy::tls::looks_like_tls(&first[..n]) {
+            if !weft_proxy::security::tls::looks_like_tls(&first[..n]) {
                 tracing::warn!(peer = %addr, "plaintext connection refused: this port speaks TLS only");
                 let mut stream = stream;
                 let _ = tokio::io::AsyncWriteExt::write_all(
@@ -426,7 +428,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
             };
             let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
             let identity =
-                leaf.as_ref().and_then(|c| weft_proxy::tls::spiffe_id(c)).and_then(|uri| SpiffeId::parse(&uri));
+                leaf.as_ref().and_then(|c| weft_proxy::security::tls::spiffe_id(c)).and_then(|uri| SpiffeId::parse(&uri));
             let issuer = leaf.as_ref().and_then(|c| crate::ca::issuer_of(c, &ctx.ca.trust().roots));
             let peer = Peer { addr, identity, issuer };
             let svc = hyper::service::service_fn(move |req| {
@@ -649,7 +651,7 @@ async fn stream(ctx: Arc<Context>, peer: Peer, body: Incoming) -> Response<Body>
             "the config stream needs a client certificate from the mesh CA (start the sidecar with --token-file)\n",
         );
     };
-    let mut lines = Lines::with_max(body, weft_proxy::stream::MAX_CLIENT_LINE);
+    let mut lines = Lines::with_max(body, weft_proxy::config::stream::MAX_CLIENT_LINE);
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, lines.next::<Hello>()).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => return reply(StatusCode::BAD_REQUEST, "the stream ended before the Hello\n"),

@@ -188,7 +188,7 @@ async fn the_control_plane_serves_the_webhook() {
     let mut roots = rustls::RootCertStore::empty();
     let (_, pem) = x509_parser::pem::parse_x509_pem(ca.root_pem().as_bytes()).unwrap();
     roots.add(rustls::pki_types::CertificateDer::from(pem.contents)).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(weft_proxy::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(weft_proxy::security::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)

@@ -1,5 +1,13 @@
 //! `weft-proxy`: the Weft sidecar.
 //!
+//! The tree says who owns what: `net/` (sockets, the serving loop,
+//! interception), `http/` (one request: hygiene, routing, forwarding, retries,
+//! local replies), `upstream/` (endpoints, balancing, pools, circuit breakers,
+//! outlier ejection), `security/` (mesh TLS, the workload identity,
+//! authorization), `config/` (the compiled snapshot, the file, the control-plane
+//! stream), `ops/` (admin and status listeners, metrics, telemetry, access log);
+//! `state` is what every request reads, `server` only wires.
+//!
 //! One process next to each app. The outbound listener takes the app's calls,
 //! picks a service by `Host`, a route by Istio's rules, a cluster by weight and
 //! an endpoint by the load-balancing policy, and forwards over pooled
@@ -7,38 +15,16 @@
 //! the local app. The admin listener shows the live config, the clusters and the
 //! metrics.
 //!
-//! Config is one immutable [`snapshot::Snapshot`] behind one `ArcSwap`; state that
-//! outlives a reload (pools, active-request counts) lives in [`endpoint::Registry`].
+//! Config is one immutable [`config::snapshot::Snapshot`] behind one `ArcSwap`; state that
+//! outlives a reload (pools, active-request counts) lives in [`upstream::endpoint::Registry`].
 
-pub mod access_log;
-pub mod admin;
-pub mod authz;
-pub mod balance;
-pub mod body;
 pub mod config;
-pub mod control;
-pub mod endpoint;
-pub mod forward;
-pub mod headers;
-pub mod hygiene;
-pub mod identity;
-pub mod inbound;
-pub mod intercept;
-pub mod limits;
-pub mod listen;
-pub mod metrics;
-pub mod normalize;
-pub mod outbound;
-pub mod outlier;
-pub mod pool;
-pub mod probes;
-pub mod reply;
-pub mod retry;
-pub mod route;
+pub mod http;
+pub mod net;
+pub mod ops;
+pub mod security;
 pub mod server;
-pub mod snapshot;
-pub mod stream;
-pub mod telemetry;
-pub mod tls;
+pub mod state;
+pub mod upstream;
 
 pub use server::{Proxy, ProxyOptions, Running};

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_model::{stream::Hello, ProxyConfig, Workload};
-use weft_proxy::control::ControlOptions;
-use weft_proxy::{config, Proxy, ProxyOptions};
+use weft_proxy::config::control::ControlOptions;
+use weft_proxy::config::file as config;
+use weft_proxy::{Proxy, ProxyOptions};
 
 /// The Weft sidecar.
 #[derive(Debug, Parser)]
@@ -90,7 +91,7 @@ struct Args {
     /// through (Istio's default), REGISTRY_ONLY refuses it (HTTP 502, TCP closed).
     /// The mesh-wide default: a Sidecar resource for the workload overrides it.
     #[arg(long, env = "WEFT_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY")]
-    outbound_traffic_policy: weft_proxy::intercept::OutboundTrafficPolicy,
+    outbound_traffic_policy: weft_proxy::net::intercept::OutboundTrafficPolicy,
     /// Request-path normalization before routing, authorization and the app (Istio's MeshConfig
     /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES; the control
     /// plane's setting overrides it.
@@ -132,9 +133,9 @@ struct InitArgs {
     #[arg(long, default_value_t = 15006)]
     inbound_port: u16,
     /// The sidecar's uid and gid; their traffic is never redirected.
-    #[arg(long, default_value_t = weft_proxy::intercept::PROXY_UID)]
+    #[arg(long, default_value_t = weft_proxy::net::intercept::PROXY_UID)]
     proxy_uid: u32,
-    #[arg(long, default_value_t = weft_proxy::intercept::PROXY_UID)]
+    #[arg(long, default_value_t = weft_proxy::net::intercept::PROXY_UID)]
     proxy_gid: u32,
     #[arg(long, value_delimiter = ',')]
     exclude_inbound_ports: Vec<u16>,
@@ -146,7 +147,7 @@ struct InitArgs {
 }
 
 fn init_iptables(args: InitArgs) -> anyhow::Result<()> {
-    use weft_proxy::intercept;
+    use weft_proxy::net::intercept;
     let rules = intercept::Rules {
         outbound_port: args.outbound_port,
         inbound_port: args.inbound_port,
@@ -246,7 +247,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut cp_tls = match &args.ca_file {
         Some(file) => Some(
-            weft_proxy::identity::ControlPlaneTls::from_file(file, &args.trust_domain).map_err(anyhow::Error::msg)?,
+            weft_proxy::security::identity::ControlPlaneTls::from_file(file, &args.trust_domain)
+                .map_err(anyhow::Error::msg)?,
         ),
         None => None,
     };
@@ -254,21 +256,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(file) => {
             let token = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
             anyhow::ensure!(!args.control_plane.is_empty(), "--token-file needs --control-plane (the CA is there)");
-            let identity = std::sync::Arc::new(weft_proxy::identity::Identity::default());
-            let options = weft_proxy::identity::IdentityOptions {
+            let identity = std::sync::Arc::new(weft_proxy::security::identity::Identity::default());
+            let options = weft_proxy::security::identity::IdentityOptions {
                 urls: args.control_plane.clone(),
                 token: token.trim().to_string(),
                 tls: cp_tls.clone(),
             };
-            tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
+            tokio::spawn(weft_proxy::security::identity::run(identity.clone(), options));
             Some(identity)
         }
         None => match (&args.cert_file, &args.key_file, &args.root_file) {
             (Some(cert), Some(key), Some(root)) => {
-                let leaf =
-                    weft_proxy::identity::Leaf::from_pem_files(cert, key, root).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let leaf = weft_proxy::security::identity::Leaf::from_pem_files(cert, key, root)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 tracing::info!(identity = %leaf.id, "static workload certificate");
-                let identity = std::sync::Arc::new(weft_proxy::identity::Identity::default());
+                let identity = std::sync::Arc::new(weft_proxy::security::identity::Identity::default());
                 identity.install(leaf);
                 Some(identity)
             }
@@ -314,7 +316,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
     let probes = match &args.app_probes {
-        Some(json) => weft_proxy::probes::AppProbes::parse(json).map_err(anyhow::Error::msg)?,
+        Some(json) => weft_proxy::ops::probes::AppProbes::parse(json).map_err(anyhow::Error::msg)?,
         None => Default::default(),
     };
     let running = Proxy::start(options, initial, prometheus::Registry::new()).await.context("starting weft-proxy")?;
@@ -323,21 +325,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let probes = std::sync::Arc::new(probes);
     let (_status_stop, status_stop) = tokio::sync::watch::channel(false);
     for addr in &args.status {
-        let listeners =
-            weft_proxy::listen::bind(*addr).await.with_context(|| format!("binding the status listener {addr}"))?;
+        let listeners = weft_proxy::net::listen::bind(*addr)
+            .await
+            .with_context(|| format!("binding the status listener {addr}"))?;
         for listener in listeners {
             let (shared, probes, quit) = (running.shared.clone(), probes.clone(), quit.clone());
             let gauges = (
                 running.shared.metrics.downstream_active.with_label_values(&["status"]),
                 running.shared.metrics.downstream_total.with_label_values(&["status"]),
             );
-            tokio::spawn(weft_proxy::listen::serve(
+            tokio::spawn(weft_proxy::net::listen::serve(
                 listener,
-                move |req| weft_proxy::probes::handle(shared.clone(), probes.clone(), quit.clone(), req),
+                move |req| weft_proxy::ops::probes::handle(shared.clone(), probes.clone(), quit.clone(), req),
                 status_stop.clone(),
-                weft_proxy::listen::Timeouts::new(Duration::from_secs(1)),
+                weft_proxy::net::listen::Timeouts::new(Duration::from_secs(1)),
                 gauges,
-                weft_proxy::listen::Guard::Open,
+                weft_proxy::net::listen::Guard::Open,
             ));
         }
     }
@@ -364,7 +367,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 applied_version: None,
             };
             let control = ControlOptions { urls: args.control_plane.clone(), hello, tls: cp_tls.clone() };
-            control_task = Some(tokio::spawn(weft_proxy::control::run(running.shared.clone(), control, goodbye_rx)));
+            control_task =
+                Some(tokio::spawn(weft_proxy::config::control::run(running.shared.clone(), control, goodbye_rx)));
         }
     }
 

@@ -1,11 +1,14 @@
-//! Putting the sidecar together: the shared state, the three listeners, and
-//! shutdown.
+//! Putting the sidecar together: the three listeners, their handlers and
+//! shutdown. It only wires: the state requests read is [`crate::state`].
 
-use crate::access_log::AccessLog;
-use crate::endpoint::Registry;
-use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
-use crate::{admin, inbound, listen, outbound};
+use crate::config::snapshot::Snapshot;
+use crate::http::{inbound, outbound};
+use crate::net::listen;
+use crate::ops::access_log::AccessLog;
+use crate::ops::admin;
+use crate::ops::metrics::Metrics;
+use crate::state::Shared;
+use crate::upstream::endpoint::Registry;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,10 +35,10 @@ pub struct ProxyOptions {
     /// the control-plane mode.
     pub wait_for_config: bool,
     /// The workload certificate (kept current by `identity::run`): mTLS in and out.
-    pub identity: Option<Arc<crate::identity::Identity>>,
+    pub identity: Option<Arc<crate::security::identity::Identity>>,
     /// Captured traffic to destinations outside the mesh: passed through (Istio's default) or
     /// refused, unless the config says otherwise (a Sidecar resource's `outboundTrafficPolicy`).
-    pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
+    pub outbound_traffic_policy: crate::net::intercept::OutboundTrafficPolicy,
     /// The mesh-wide path normalization, unless the config says otherwise.
     pub path_normalization: weft_model::PathNormalization,
     /// Downstream connections idle this long are closed (Envoy's `idle_timeout`, 1 h).
@@ -55,82 +58,8 @@ impl Default for ProxyOptions {
             identity: None,
             outbound_traffic_policy: Default::default(),
             path_normalization: Default::default(),
-            idle_timeout: crate::listen::IDLE_TIMEOUT,
+            idle_timeout: crate::net::listen::IDLE_TIMEOUT,
         }
-    }
-}
-
-/// State every request and the admin server read.
-#[derive(Debug)]
-pub struct Shared {
-    snapshot: ArcSwap<Snapshot>,
-    endpoints: Registry,
-    app_override: Option<SocketAddr>,
-    apply_lock: Mutex<()>,
-    ready: std::sync::atomic::AtomicBool,
-    pub identity: Option<Arc<crate::identity::Identity>>,
-    pub metrics: Metrics,
-    pub access_log: AccessLog,
-    /// The mesh-wide default (`--outbound-traffic-policy`); a config may override it.
-    pub outbound_traffic_policy: crate::intercept::OutboundTrafficPolicy,
-    /// The mesh-wide default (`--path-normalization`); a config may override it.
-    pub path_normalization: weft_model::PathNormalization,
-}
-
-impl Shared {
-    /// The path normalization under `config`.
-    pub fn path_normalization(&self, config: &weft_model::ProxyConfig) -> weft_model::PathNormalization {
-        config.path_normalization.unwrap_or(self.path_normalization)
-    }
-
-    /// The policy for captured traffic outside the mesh under `config`.
-    pub fn outbound_policy(&self, config: &weft_model::ProxyConfig) -> crate::intercept::OutboundTrafficPolicy {
-        config.outbound_traffic_policy.unwrap_or(self.outbound_traffic_policy)
-    }
-
-    /// The live config; a request loads it once and finishes on it.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    /// Whether the sidecar holds a real config (readiness).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Validates and compiles `config` beside the live one, then swaps it in.
-    /// On error nothing changes. Returns the applied version.
-    pub fn apply(&self, config: ProxyConfig) -> Result<String, ValidationError> {
-        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = Snapshot::compile(config, &self.endpoints, self.app_override)?;
-        let version = snapshot.config.version.clone();
-        let snapshot = Arc::new(snapshot);
-        snapshot.start_outlier_reviews();
-        self.snapshot.store(snapshot);
-        self.ready.store(true, std::sync::atomic::Ordering::Release);
-        self.metrics.config_reloads.with_label_values(&["applied"]).inc();
-        self.metrics.config_applied.inc();
-        Ok(version)
-    }
-}
-
-impl crate::listen::InboundSecurity for Shared {
-    fn mode(&self) -> weft_model::MtlsMode {
-        self.snapshot().config.inbound.mtls
-    }
-
-    fn server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.identity.as_ref()?.current().map(|leaf| leaf.server.clone())
-    }
-
-    fn refused(&self, reason: &'static str) {
-        self.metrics.inbound_refused.with_label_values(&[reason]).inc();
-    }
-
-    fn trusts(&self, peer: &str) -> bool {
-        let Some(own) = self.identity.as_ref().and_then(|i| i.current()) else { return false };
-        let domain = |id: &str| id.strip_prefix("spiffe://").and_then(|r| r.split('/').next()).map(str::to_string);
-        domain(&own.id).is_some_and(|d| domain(peer).as_deref() == Some(d.as_str()))
     }
 }
 
@@ -203,7 +132,7 @@ impl Proxy {
                 stop_rx.clone(),
                 drain,
                 gauge("outbound"),
-                listen::Guard::Outbound(shared.clone() as Arc<dyn crate::intercept::Capture>),
+                listen::Guard::Outbound(shared.clone() as Arc<dyn crate::net::intercept::Capture>),
             ));
         }
         for l in in_l {

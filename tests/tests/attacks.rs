@@ -68,14 +68,15 @@ impl Mesh {
     }
 
     /// TLS to the control plane presenting a certificate for production/`sa` (as a pod that got one would).
-    fn tls_as(&self, sa: Option<&str>) -> weft_proxy::identity::ControlPlaneTls {
+    fn tls_as(&self, sa: Option<&str>) -> weft_proxy::security::identity::ControlPlaneTls {
         let mut tls = self.c.tls();
         if let Some(sa) = sa {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
             let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
             let cert = self.c.ca.sign(&csr, "production", sa, Duration::from_secs(600)).unwrap();
-            let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &self.c.ca.root_pem()).unwrap();
-            let identity = Arc::new(weft_proxy::identity::Identity::default());
+            let leaf =
+                weft_proxy::security::identity::Leaf::new(key.serialize_der(), &cert, &self.c.ca.root_pem()).unwrap();
+            let identity = Arc::new(weft_proxy::security::identity::Identity::default());
             identity.install(leaf);
             tls.identity = Some(identity);
         }
@@ -90,15 +91,15 @@ impl Mesh {
     /// body text the control plane answered with (reading at most 4 KiB), or the error.
     async fn stream(
         &self,
-        tls: Option<&weft_proxy::identity::ControlPlaneTls>,
+        tls: Option<&weft_proxy::security::identity::ControlPlaneTls>,
         first: Bytes,
     ) -> Result<(u16, String), String> {
-        let io = weft_proxy::identity::connect_control_plane(&self.authority(), tls, true).await?;
+        let io = weft_proxy::security::identity::connect_control_plane(&self.authority(), tls, true).await?;
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let (tx, body) = weft_proxy::stream::ChannelBody::new(4);
+        let (tx, body) = weft_proxy::config::stream::ChannelBody::new(4);
         let _ = tx.send(first).await;
         let req = http::Request::post(format!("http://{}{STREAM_PATH}", self.authority())).body(body).unwrap();
         let resp = tokio::time::timeout(Duration::from_secs(20), sender.send_request(req))
@@ -119,7 +120,8 @@ impl Mesh {
     /// Asks for a certificate with `token`, without a client certificate; the status and reason.
     async fn sign(&self, token: &str) -> (u16, String) {
         let tls = self.c.tls();
-        let io = weft_proxy::identity::connect_control_plane(&self.authority(), Some(&tls), false).await.unwrap();
+        let io =
+            weft_proxy::security::identity::connect_control_plane(&self.authority(), Some(&tls), false).await.unwrap();
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
         tokio::spawn(conn);
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -135,7 +137,7 @@ impl Mesh {
 fn hello(name: &str, sa: &str, instance: &str, service: Option<&str>, address: &str) -> Bytes {
     let mut w = workload(name, &[("app", sa)]);
     w.service_account = sa.into();
-    weft_proxy::stream::line(&Hello {
+    weft_proxy::config::stream::line(&Hello {
         workload: w,
         instance: instance.into(),
         service: service.map(str::to_string),
@@ -222,11 +224,11 @@ async fn another_identitys_instance_id_is_not_theirs_to_overwrite_or_delete() {
     // The notification service, legitimately serving itself, reuses the victim's instance id and
     // claims another address, holds its stream until it is registered, then says a clean goodbye.
     let notify = m.tls_as(Some("notification-service"));
-    let io = weft_proxy::identity::connect_control_plane(&m.authority(), Some(&notify), true).await.unwrap();
+    let io = weft_proxy::security::identity::connect_control_plane(&m.authority(), Some(&notify), true).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (tx, body) = weft_proxy::stream::ChannelBody::new(4);
+    let (tx, body) = weft_proxy::config::stream::ChannelBody::new(4);
     let claim =
         hello("notification-service", "notification-service", &victim, Some("notification-service"), "10.0.0.66:4444");
     tx.send(claim).await.unwrap();
@@ -321,11 +323,11 @@ async fn an_oversize_line_and_a_slow_hello_are_closed_within_bounded_cost() {
     let tls = m.tls_as(Some("notification-service"));
     // 4 MiB without a newline, in 64 KiB frames: cut at 64 KiB, linear work.
     let cpu = cpu_time();
-    let io = weft_proxy::identity::connect_control_plane(&m.authority(), Some(&tls), true).await.unwrap();
+    let io = weft_proxy::security::identity::connect_control_plane(&m.authority(), Some(&tls), true).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (tx, body) = weft_proxy::stream::ChannelBody::new(64);
+    let (tx, body) = weft_proxy::config::stream::ChannelBody::new(64);
     let feeder = tokio::spawn(async move {
         for _ in 0..64 {
             if tx.send(Bytes::from(vec![b'x'; 64 * 1024])).await.is_err() {
@@ -411,7 +413,7 @@ async fn a_workload_group_is_the_only_way_to_serve_a_service_under_another_name(
             let (k, v) = kv.split_once('=').unwrap();
             w.labels.insert(k.into(), v.into());
         }
-        weft_proxy::stream::line(&Hello {
+        weft_proxy::config::stream::line(&Hello {
             workload: w,
             instance: "orders-v3".into(),
             service: Some("order-service".into()),

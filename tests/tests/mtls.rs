@@ -90,11 +90,12 @@ async fn handshake_with(ca: &Ca, sa: &str, ttl: Duration, addr: SocketAddr, serv
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
     let cert = ca.sign(&csr, "production", sa, ttl).unwrap();
-    let leaf =
-        std::sync::Arc::new(weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &ca.root_pem()).unwrap());
+    let leaf = std::sync::Arc::new(
+        weft_proxy::security::identity::Leaf::new(key.serialize_der(), &cert, &ca.root_pem()).unwrap(),
+    );
     // Trust any server chain from our own CA only for the client side of this probe:
     // the point is whether the *server* accepts our certificate.
-    let config = weft_proxy::identity::client_config(&leaf, &[server_id.to_string()], false).unwrap();
+    let config = weft_proxy::security::identity::client_config(&leaf, &[server_id.to_string()], false).unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("weft.mesh").unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
@@ -164,9 +165,9 @@ async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
         (key, cert)
     };
     let leaf = std::sync::Arc::new(
-        weft_proxy::identity::Leaf::new(late.0.serialize_der(), &late.1, &m.cp.ctx.ca.root_pem()).unwrap(),
+        weft_proxy::security::identity::Leaf::new(late.0.serialize_der(), &late.1, &m.cp.ctx.ca.root_pem()).unwrap(),
     );
-    let config = weft_proxy::identity::client_config(&leaf, &[ORDER_ID.to_string()], false).unwrap();
+    let config = weft_proxy::security::identity::client_config(&leaf, &[ORDER_ID.to_string()], false).unwrap();
     let tcp = tokio::net::TcpStream::connect(m.order.inbound).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("weft.mesh").unwrap();
     let refused = match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {
@@ -274,7 +275,7 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     let token = m.c.token("user-service").await;
     let caller = || workload("user-service", &[("app", "user-service")]);
 
-    let tls = weft_proxy::identity::ControlPlaneTls::from_file(&good, "cluster.local").unwrap();
+    let tls = weft_proxy::security::identity::ControlPlaneTls::from_file(&good, "cluster.local").unwrap();
     let (ok, _g1) = sidecar_tls(&m.c, caller(), None, None, Some(token.clone()), Some(tls)).await;
     eventually("certificate and config over TLS", || async {
         ok.shared.is_ready()
@@ -285,7 +286,7 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     assert_eq!(get(ok.outbound, "order-service", &[]).await.0, 200);
 
     // A sidecar trusting another root refuses this control plane: no certificate, no config.
-    let tls = weft_proxy::identity::ControlPlaneTls::from_file(&foreign, "cluster.local").unwrap();
+    let tls = weft_proxy::security::identity::ControlPlaneTls::from_file(&foreign, "cluster.local").unwrap();
     let (lost, _g2) = sidecar_tls(&m.c, caller(), None, None, Some(token), Some(tls)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!lost.shared.is_ready(), "no config from an unverified control plane");
@@ -328,19 +329,19 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
         let cert = old_ca.sign(&csr, "production", "notification-service", Duration::from_secs(3600)).unwrap();
-        let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &old.root_pem).unwrap();
-        let identity = std::sync::Arc::new(weft_proxy::identity::Identity::default());
+        let leaf = weft_proxy::security::identity::Leaf::new(key.serialize_der(), &cert, &old.root_pem).unwrap();
+        let identity = std::sync::Arc::new(weft_proxy::security::identity::Identity::default());
         identity.install(leaf);
         let mut tls = c.tls();
         tls.identity = Some(identity);
         tls
     };
     let authority = c.urls[0].trim_start_matches("http://").to_string();
-    let io = weft_proxy::identity::connect_control_plane(&authority, Some(&holdout), true).await.unwrap();
+    let io = weft_proxy::security::identity::connect_control_plane(&authority, Some(&holdout), true).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (held_tx, body) = weft_proxy::stream::ChannelBody::new(4);
+    let (held_tx, body) = weft_proxy::config::stream::ChannelBody::new(4);
     let hello = weft_model::stream::Hello {
         workload: workload("notification-service", &[("app", "notification-service")]),
         instance: "holdout".into(),
@@ -349,12 +350,12 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         port: None,
         applied_version: None,
     };
-    held_tx.send(weft_proxy::stream::line(&hello)).await.unwrap();
+    held_tx.send(weft_proxy::config::stream::line(&hello)).await.unwrap();
     let req =
         hyper::Request::post(format!("http://{authority}{}", weft_model::stream::STREAM_PATH)).body(body).unwrap();
     let held = sender.send_request(req).await.unwrap();
     assert_eq!(held.status(), 200);
-    let io = weft_proxy::identity::connect_control_plane(&authority, Some(&holdout), false).await.unwrap();
+    let io = weft_proxy::security::identity::connect_control_plane(&authority, Some(&holdout), false).await.unwrap();
     let (mut signer_conn, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
     let sign = |csr: String| {
@@ -380,12 +381,12 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         t.signer == new_fp
     })
     .await;
-    let io = weft_proxy::identity::connect_control_plane(&authority, Some(&holdout), true).await.unwrap();
+    let io = weft_proxy::security::identity::connect_control_plane(&authority, Some(&holdout), true).await.unwrap();
     let (mut again, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (tx2, body) = weft_proxy::stream::ChannelBody::new(4);
-    tx2.send(weft_proxy::stream::line(&hello)).await.unwrap();
+    let (tx2, body) = weft_proxy::config::stream::ChannelBody::new(4);
+    tx2.send(weft_proxy::config::stream::line(&hello)).await.unwrap();
     let req =
         hyper::Request::post(format!("http://{authority}{}", weft_model::stream::STREAM_PATH)).body(body).unwrap();
     let refused = again.send_request(req).await.unwrap();

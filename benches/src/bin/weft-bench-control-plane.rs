@@ -18,7 +18,7 @@ use weft_control_plane::istio::load_str;
 use weft_control_plane::registry::Instance;
 use weft_control_plane::store::Store;
 use weft_model::stream::{Ack, Hello, Push, STREAM_PATH};
-use weft_proxy::stream::{line, ChannelBody, Lines};
+use weft_proxy::config::stream::{line, ChannelBody, Lines};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -50,14 +50,14 @@ type Seen = Arc<Mutex<BTreeMap<i64, Vec<Instant>>>>;
 
 /// TLS to the control plane with one certificate for `bench/sim`, shared by
 /// every simulated sidecar (they are replicas of one workload).
-fn sim_tls(ca: &weft_control_plane::ca::Ca) -> anyhow::Result<weft_proxy::identity::ControlPlaneTls> {
+fn sim_tls(ca: &weft_control_plane::ca::Ca) -> anyhow::Result<weft_proxy::security::identity::ControlPlaneTls> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
     let cert = ca.sign(&csr, "bench", "sim", Duration::from_secs(3600)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let leaf = weft_proxy::identity::Leaf::new(key.serialize_der(), &cert, &ca.root_pem())?;
-    let identity = Arc::new(weft_proxy::identity::Identity::default());
+    let leaf = weft_proxy::security::identity::Leaf::new(key.serialize_der(), &cert, &ca.root_pem())?;
+    let identity = Arc::new(weft_proxy::security::identity::Identity::default());
     identity.install(leaf);
-    let mut tls = weft_proxy::identity::ControlPlaneTls::from_pem(&ca.root_pem(), ca.trust_domain())
+    let mut tls = weft_proxy::security::identity::ControlPlaneTls::from_pem(&ca.root_pem(), ca.trust_domain())
         .map_err(anyhow::Error::msg)?;
     tls.identity = Some(identity);
     Ok(tls)
@@ -67,9 +67,11 @@ async fn sidecar(
     cp: String,
     i: usize,
     seen: Seen,
-    tls: Arc<weft_proxy::identity::ControlPlaneTls>,
+    tls: Arc<weft_proxy::security::identity::ControlPlaneTls>,
 ) -> anyhow::Result<()> {
-    let io = weft_proxy::identity::connect_control_plane(&cp, Some(&tls), true).await.map_err(anyhow::Error::msg)?;
+    let io = weft_proxy::security::identity::connect_control_plane(&cp, Some(&tls), true)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
     tokio::spawn(conn);
     let (tx, body) = ChannelBody::new(4);

@@ -201,11 +201,11 @@ fn path_case(rng: &mut SmallRng) -> (Vec<u8>, Result<(), String>) {
     }
     let mode = [None, Base, MergeSlashes, DecodeAndMergeSlashes][rng.gen_range(0..4)];
     let check = || -> Result<(), String> {
-        let Ok(out) = weft_proxy::normalize::normalize(&p, mode) else { return Ok(()) };
+        let Ok(out) = weft_proxy::http::normalize::normalize(&p, mode) else { return Ok(()) };
         if mode == None {
             return if out == p { Ok(()) } else { Err("NONE changed the path".into()) };
         }
-        let again = weft_proxy::normalize::normalize(&out, mode)
+        let again = weft_proxy::http::normalize::normalize(&out, mode)
             .map_err(|e| format!("{out:?} refused on the second pass: {e}"))?;
         if again != out {
             return Err(format!("{p:?} → {out:?} → {again:?}: not idempotent under {mode:?}"));
@@ -236,18 +236,18 @@ fn lines(budget: Duration, rng: &mut SmallRng) -> Result<usize, Failure> {
         let max = 1024;
         let chunks: Vec<bytes::Bytes> = input.chunks(rng.gen_range(1..64)).map(bytes::Bytes::copy_from_slice).collect();
         let result = rt.block_on(async {
-            let (tx, body) = weft_proxy::stream::ChannelBody::new(chunks.len().max(1));
+            let (tx, body) = weft_proxy::config::stream::ChannelBody::new(chunks.len().max(1));
             for c in chunks {
                 let _ = tx.send(c).await;
             }
             drop(tx);
-            let mut lines = weft_proxy::stream::Lines::with_max(body, max);
+            let mut lines = weft_proxy::config::stream::Lines::with_max(body, max);
             let mut seen = 0usize;
             loop {
                 match lines.next::<weft_model::stream::Hello>().await {
                     Ok(Some(_)) => seen += 1,
                     Ok(None) => break,
-                    Err(weft_proxy::stream::LinesError::TooLong(_)) => {
+                    Err(weft_proxy::config::stream::LinesError::TooLong(_)) => {
                         // Only when some line really is longer than the limit.
                         let longest = input.split(|b| *b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
                         return if longest > max {
@@ -285,7 +285,7 @@ fn istio_case(seeds: &[Vec<u8>], rng: &mut SmallRng) -> (Vec<u8>, Result<(), Str
 fn proxy_config_case(seeds: &[Vec<u8>], rng: &mut SmallRng) -> (Vec<u8>, Result<(), String>) {
     let input = mutate(seeds, rng);
     let text = String::from_utf8_lossy(&input).into_owned();
-    if let Ok(config) = weft_proxy::config::parse(Path::new("fuzz.yaml"), &text) {
+    if let Ok(config) = weft_proxy::config::file::parse(Path::new("fuzz.yaml"), &text) {
         let _ = config.validate();
     }
     (input, Ok(()))
@@ -388,7 +388,7 @@ async fn start_sidecar() -> Result<(std::net::SocketAddr, std::net::SocketAddr),
     let yaml = format!(
         "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n, labels: {{app: w}}}}\nservices:\n  svc:\n    routes:\n    - route: [{{cluster: c}}]\nclusters:\n  c:\n    service: svc.n.svc.cluster.local\n    endpoints:\n    - {{address: '{up}'}}\ninbound:\n  app: '{up}'\n  authz:\n  - name: n/deny\n    action: DENY\n    rules:\n    - to: [{{paths: [/admin, /admin/*]}}]\n"
     );
-    let config = weft_proxy::config::parse(Path::new("fuzz.yaml"), &yaml).map_err(|e| e.to_string())?;
+    let config = weft_proxy::config::file::parse(Path::new("fuzz.yaml"), &yaml).map_err(|e| e.to_string())?;
     let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
     let options =
         weft_proxy::ProxyOptions { outbound: any, inbound: any, admin: any, access_log: false, ..Default::default() };

@@ -8,7 +8,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use tokio::sync::mpsc;
 use weft_model::stream::{Ack, Hello, Push};
-use weft_proxy::stream::{line, ChannelBody, Lines};
+use weft_proxy::config::stream::{line, ChannelBody, Lines};
 use weft_proxy::{Proxy, ProxyOptions};
 
 /// A control plane that pushes what the test sends on `pushes` and reports every ACK on `acks`.
@@ -75,9 +75,9 @@ async fn good_configs_are_acked_bad_ones_nacked_and_the_old_one_kept() {
         applied_version: None,
     };
     let (_bye, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(weft_proxy::control::run(
+    tokio::spawn(weft_proxy::config::control::run(
         proxy.shared.clone(),
-        weft_proxy::control::ControlOptions { urls: vec![format!("http://{cp}")], hello, tls: None },
+        weft_proxy::config::control::ControlOptions { urls: vec![format!("http://{cp}")], hello, tls: None },
         rx,
     ));
     assert_eq!(hellos.recv().await.unwrap().instance, "client-1");

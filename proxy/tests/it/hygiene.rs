@@ -170,7 +170,7 @@ async fn label_values_from_the_network_are_bounded() {
     assert_eq!(inbound.len(), 1, "{inbound:?}");
     assert!(inbound[0].contains("destination_service=\"shop.n.svc.cluster.local\""), "{}", inbound[0]);
     // Outbound: distinct unknown hosts (404 NR) fold into one overflow set past the cap.
-    let cap = weft_proxy::metrics::MAX_REQUEST_SERIES;
+    let cap = weft_proxy::ops::metrics::MAX_REQUEST_SERIES;
     for i in 0..cap + 50 {
         assert_eq!(status(proxy.outbound, &format!("GET / HTTP/1.1\r\nhost: x{i}.example")).await, 404);
     }

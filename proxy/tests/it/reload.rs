@@ -61,7 +61,7 @@ async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("proxy.yaml");
     std::fs::write(&file, to("v1", &v1, &v2)).unwrap();
-    let (config, bytes) = weft_proxy::config::read(&file).unwrap();
+    let (config, bytes) = weft_proxy::config::file::read(&file).unwrap();
     let any = "127.0.0.1:0".parse().unwrap();
     let options = weft_proxy::ProxyOptions {
         outbound: any,
@@ -73,7 +73,7 @@ async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
         ..Default::default()
     };
     let proxy = weft_proxy::Proxy::start(options, config, prometheus::Registry::new()).await.unwrap();
-    tokio::spawn(weft_proxy::config::watch(file.clone(), proxy.shared.clone(), bytes, Duration::from_millis(20)));
+    tokio::spawn(weft_proxy::config::file::watch(file.clone(), proxy.shared.clone(), bytes, Duration::from_millis(20)));
 
     let rejected = |text: &str| metric(text, "weft_config_reloads_total", &[r#"result="rejected""#]);
     let wait_for = |n: f64| {
@@ -115,10 +115,10 @@ async fn watched_file_bad_changes_are_rejected_and_the_old_config_kept() {
 fn rejection_names_file_and_field() {
     let yaml = "apiVersion: weft.dev/v1alpha1\nworkload: { name: a, namespace: test }\nservices:\n  s:\n    routes:\n      - route: [ { cluster: missing } ]\n";
     let path = std::path::Path::new("/etc/weft/proxy.yaml");
-    let config = weft_proxy::config::parse(path, yaml).unwrap();
-    let err = weft_proxy::snapshot::Snapshot::compile(config, &Default::default(), None).unwrap_err();
+    let config = weft_proxy::config::file::parse(path, yaml).unwrap();
+    let err = weft_proxy::config::snapshot::Snapshot::compile(config, &Default::default(), None).unwrap_err();
     assert_eq!(err.to_string(), r#"services["s"].routes[0].route[0].cluster: no cluster named "missing" in clusters"#);
-    let err = weft_proxy::config::parse(
+    let err = weft_proxy::config::file::parse(
         path,
         "apiVersion: weft.dev/v1alpha1\nworkload: { name: a, namespace: test }\nclusterz: {}\n",
     )
@@ -132,7 +132,7 @@ fn rejection_names_file_and_field() {
 fn shipped_examples_are_valid() {
     for file in ["examples/canary.yaml", "examples/resilience.yaml"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        let (config, _) = weft_proxy::config::read(&path).unwrap();
+        let (config, _) = weft_proxy::config::file::read(&path).unwrap();
         config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 
+pub use crate::pool::PeerResponse;
 use crate::pool::Pool;
 
 /// How long one peer call may take, connect to last byte.
@@ -38,22 +39,6 @@ pub enum PeerError {
     Timeout(String, Duration),
     #[error("{0}: {1}")]
     Io(String, String),
-}
-
-#[derive(Debug)]
-pub struct PeerResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl PeerResponse {
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.body)
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
 }
 
 /// The shop's services and the ports they listen on when run on one host.

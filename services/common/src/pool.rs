@@ -15,13 +15,28 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use http::Request;
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::peers::PeerResponse;
+/// A peer's answer, read whole.
+#[derive(Debug)]
+pub struct PeerResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl PeerResponse {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
 
 /// Idle connections kept per address; more are closed when given back.
 pub const MAX_IDLE_PER_ADDR: usize = 32;

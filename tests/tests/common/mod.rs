@@ -15,8 +15,8 @@ use weft_control_plane::store::Store;
 use weft_e2e::Etcd;
 use weft_model::stream::Hello;
 use weft_model::Workload;
-use weft_proxy::control::ControlOptions;
-use weft_proxy::identity::{Identity, IdentityOptions};
+use weft_proxy::config::control::ControlOptions;
+use weft_proxy::security::identity::{Identity, IdentityOptions};
 use weft_proxy::{Proxy, ProxyOptions, Running};
 
 /// An app answering its name.
@@ -113,8 +113,8 @@ impl Cp {
     }
 
     /// TLS to the control planes, trusting the mesh root.
-    pub fn tls(&self) -> weft_proxy::identity::ControlPlaneTls {
-        weft_proxy::identity::ControlPlaneTls::from_pem(&self.ca.root_pem(), "cluster.local").unwrap()
+    pub fn tls(&self) -> weft_proxy::security::identity::ControlPlaneTls {
+        weft_proxy::security::identity::ControlPlaneTls::from_pem(&self.ca.root_pem(), "cluster.local").unwrap()
     }
 }
 
@@ -152,7 +152,7 @@ pub async fn sidecar_tls(
     service: Option<&str>,
     app: Option<SocketAddr>,
     token: Option<String>,
-    tls: Option<weft_proxy::identity::ControlPlaneTls>,
+    tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let token = match token {
@@ -162,7 +162,7 @@ pub async fn sidecar_tls(
     let mut tls = tls.unwrap_or_else(|| cp.tls());
     let identity = Arc::new(Identity::default());
     let options = IdentityOptions { urls: cp.urls.clone(), token, tls: Some(tls.clone()) };
-    tokio::spawn(weft_proxy::identity::run(identity.clone(), options));
+    tokio::spawn(weft_proxy::security::identity::run(identity.clone(), options));
     tls.identity = Some(identity.clone());
     let options = ProxyOptions {
         identity: Some(identity),
@@ -195,7 +195,7 @@ pub async fn sidecar_tls(
         applied_version: None,
     };
     let (goodbye, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(weft_proxy::control::run(
+    tokio::spawn(weft_proxy::config::control::run(
         running.shared.clone(),
         ControlOptions { urls: cp.urls.clone(), hello, tls: Some(tls) },
         rx,

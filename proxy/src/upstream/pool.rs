@@ -6,9 +6,9 @@
 //! reuse it, Istio's best-known intermittent 503) is absorbed here: when hyper
 //! hands the request back unsent, it goes out again on a fresh connection.
 
-use crate::body::Body;
-use crate::limits::{Limits, Overflow, Permit};
-use crate::tls::Conn;
+use crate::http::body::Body;
+use crate::security::tls::Conn;
+use crate::upstream::limits::{Limits, Overflow, Permit};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
@@ -43,6 +43,17 @@ impl Default for PoolSettings {
 pub enum Protocol {
     Http1,
     Http2,
+}
+
+impl Protocol {
+    /// HTTP/2 downstream goes upstream as HTTP/2, anything else as HTTP/1.1.
+    pub fn of(version: http::Version) -> Protocol {
+        if version == http::Version::HTTP_2 {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        }
+    }
 }
 
 /// Why an upstream exchange produced no response.
@@ -96,7 +107,7 @@ struct H2 {
 #[derive(Debug)]
 struct Inner {
     addr: SocketAddr,
-    identity: Option<Arc<crate::identity::Identity>>,
+    identity: Option<Arc<crate::security::identity::Identity>>,
     settings: PoolSettings,
     limits: Arc<Limits>,
     idle: Mutex<Vec<Idle>>,
@@ -120,7 +131,7 @@ impl Pool {
         addr: SocketAddr,
         settings: PoolSettings,
         limits: Arc<Limits>,
-        identity: Option<Arc<crate::identity::Identity>>,
+        identity: Option<Arc<crate::security::identity::Identity>>,
     ) -> Self {
         Pool {
             inner: Arc::new(Inner {
@@ -333,8 +344,10 @@ impl Pool {
         };
         let fail = |m: String| UpstreamError::ConnectFailure(std::io::Error::other(m));
         let leaf = identity.current().ok_or_else(|| fail("no workload certificate yet".into()))?;
-        let config = crate::identity::client_config(&leaf, allowed, h2).map_err(|e| fail(format!("tls: {e}")))?;
-        let name = rustls::pki_types::ServerName::try_from(crate::tls::MESH_SNI).map_err(|e| fail(e.to_string()))?;
+        let config =
+            crate::security::identity::client_config(&leaf, allowed, h2).map_err(|e| fail(format!("tls: {e}")))?;
+        let name =
+            rustls::pki_types::ServerName::try_from(crate::security::tls::MESH_SNI).map_err(|e| fail(e.to_string()))?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)
             .await

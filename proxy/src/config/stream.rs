@@ -1,7 +1,7 @@
 //! Newline-delimited JSON over a long-lived HTTP/2 body, both ways: the
 //! transport of the control-plane push protocol (`weft_model::stream`).
 
-use crate::body::BoxError;
+use crate::http::body::BoxError;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;

@@ -8,7 +8,7 @@
 //! failure, refused stream, reset before the request was written) are retried
 //! for every method.
 
-use crate::pool::UpstreamError;
+use crate::upstream::pool::UpstreamError;
 use http::{HeaderMap, Method, StatusCode};
 use std::time::Duration;
 use weft_model::{Retry, RetryOn, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF};

@@ -4,8 +4,8 @@
 //! exponential back-off — when the stream breaks. Traffic keeps flowing on
 //! the last good config all the while.
 
-use crate::server::Shared;
-use crate::stream::{line, ChannelBody, Lines};
+use crate::config::stream::{line, ChannelBody, Lines};
+use crate::state::Shared;
 use http::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
@@ -20,7 +20,7 @@ pub struct ControlOptions {
     pub urls: Vec<String>,
     pub hello: Hello,
     /// TLS to the control plane (`--ca-file`); plaintext when `None`.
-    pub tls: Option<crate::identity::ControlPlaneTls>,
+    pub tls: Option<crate::security::identity::ControlPlaneTls>,
 }
 
 /// Back-off between reconnects: 100 ms doubling to 5 s, fully jittered.
@@ -83,7 +83,7 @@ enum SessionError {
     #[error("control plane answered {0}: {1}")]
     Status(http::StatusCode, String),
     #[error("{0}")]
-    Lines(#[from] crate::stream::LinesError),
+    Lines(#[from] crate::config::stream::LinesError),
     #[error("stream closed while sending")]
     Closed,
     #[error("a new certificate was installed")]
@@ -94,14 +94,14 @@ async fn session(
     shared: &Arc<Shared>,
     url: &str,
     hello: &Hello,
-    tls: Option<&crate::identity::ControlPlaneTls>,
+    tls: Option<&crate::security::identity::ControlPlaneTls>,
     goodbye: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
         return Err(SessionError::Url(url.to_string()));
     }
-    let io = crate::identity::connect_control_plane(authority, tls, true)
+    let io = crate::security::identity::connect_control_plane(authority, tls, true)
         .await
         .map_err(|e| SessionError::Connect(std::io::Error::other(e)))?;
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())

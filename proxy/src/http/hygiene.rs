@@ -4,15 +4,15 @@
 //! HTTP/1.1 without `Host` → 400), client-driven hop-by-hop stripping done
 //! before the sidecar sets any header of its own (so `Connection:
 //! x-forwarded-client-cert` cannot remove the identity header), and the path
-//! normalized ([`crate::normalize`]).
+//! normalized ([`crate::http::normalize`]).
 
-use crate::reply::ProxyError;
+use crate::http::reply::ProxyError;
 use weft_model::PathNormalization;
 
 /// Strips what the client named hop-by-hop, checks the request line and
 /// normalizes the path in place. Call before anything else reads or sets headers.
 pub fn admit(parts: &mut http::request::Parts, mode: PathNormalization) -> Result<(), ProxyError> {
-    crate::headers::strip_hop_by_hop(&mut parts.headers);
+    crate::http::headers::strip_hop_by_hop(&mut parts.headers);
     // Set only by the sidecar when it rewrites a path: never the client's word.
     parts.headers.remove("x-envoy-original-path");
     if parts.version < http::Version::HTTP_11 {
@@ -39,7 +39,7 @@ pub fn admit(parts: &mut http::request::Parts, mode: PathNormalization) -> Resul
             _ => Err(ProxyError::BadRequest("authority-form is for CONNECT only".into())),
         };
     };
-    let normalized = crate::normalize::normalized(pq, mode).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    let normalized = crate::http::normalize::normalized(pq, mode).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     if let std::borrow::Cow::Owned(normalized) = normalized {
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.path_and_query =

@@ -1,11 +1,11 @@
 //! A compiled, immutable config: what a request reads. Built beside the live
-//! one, validated, then swapped in whole (one `ArcSwap` in [`crate::server`]).
+//! one, validated, then swapped in whole (one `ArcSwap` in the sidecar's `state`).
 
-use crate::balance::Balancer;
-use crate::endpoint::{ClusterSpec, Registry};
-use crate::limits::Limits;
-use crate::pool::{PoolSettings, Protocol};
-use crate::route::{Route, VirtualHost};
+use crate::http::route::{Route, VirtualHost};
+use crate::upstream::balance::Balancer;
+use crate::upstream::endpoint::{ClusterSpec, Registry};
+use crate::upstream::limits::Limits;
+use crate::upstream::pool::{PoolSettings, Protocol};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ impl Cluster {
         match self.protocol {
             UpstreamProtocol::Http1 => Protocol::Http1,
             UpstreamProtocol::Http2 => Protocol::Http2,
-            UpstreamProtocol::UseClient => crate::forward::protocol_of(version),
+            UpstreamProtocol::UseClient => Protocol::of(version),
         }
     }
 }
@@ -49,7 +49,7 @@ pub struct Snapshot {
     /// The local app as a one-endpoint cluster, if its address is known.
     pub inbound: Option<Cluster>,
     /// Authorization policies for inbound requests, compiled.
-    pub authz: Vec<crate::authz::Policy>,
+    pub authz: Vec<crate::security::authz::Policy>,
     /// This workload's own service host (its `app` label, Istio's canonical service): the
     /// inbound `destination_service`, never the caller's Host. Made once per config.
     pub own_service: Arc<str>,
@@ -126,8 +126,9 @@ impl Snapshot {
                 let cluster = Cluster {
                     name: name.as_str().into(),
                     service: service.into(),
-                    balancer: Balancer::new(c.lb_policy, endpoints)
-                        .with_outlier_detection(c.outlier_detection.as_ref().map(crate::outlier::Settings::from_model)),
+                    balancer: Balancer::new(c.lb_policy, endpoints).with_outlier_detection(
+                        c.outlier_detection.as_ref().map(crate::upstream::outlier::Settings::from_model),
+                    ),
                     protocol: c.protocol,
                     limits,
                 };
@@ -141,7 +142,7 @@ impl Snapshot {
             protocol: config.inbound.protocol,
             limits,
         });
-        let authz = config.inbound.authz.iter().map(crate::authz::Policy::compile).collect();
+        let authz = config.inbound.authz.iter().map(crate::security::authz::Policy::compile).collect();
         let own_service: Arc<str> = match config.workload.labels.get("app") {
             Some(app) => format!("{app}.{}.svc.cluster.local", config.workload.namespace).into(),
             None => "unknown".into(),

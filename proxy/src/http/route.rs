@@ -4,8 +4,8 @@
 //!
 //! `weftctl explain` (control plane) will run this very code.
 
-use crate::balance::WeightedPick;
-use crate::retry::RetryPolicy;
+use crate::http::retry::RetryPolicy;
+use crate::upstream::balance::WeightedPick;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 use std::sync::Arc;
@@ -138,13 +138,13 @@ impl MatchRule {
             }
         }
         for (name, m) in &self.headers {
-            match crate::headers::header_value(req.headers, name) {
+            match crate::http::headers::header_value(req.headers, name) {
                 Some(v) if m.matches(&v) => {}
                 _ => return false,
             }
         }
         for (name, m) in &self.without_headers {
-            let hit = match (crate::headers::header_value(req.headers, name), m) {
+            let hit = match (crate::http::headers::header_value(req.headers, name), m) {
                 (None, StrMatch::Present) => false,
                 // Istio sets treat_missing_header_as_empty for value matchers.
                 (None, m) => m.matches(""),

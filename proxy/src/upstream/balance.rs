@@ -2,8 +2,8 @@
 //! load-balancing policy (ROUND_ROBIN, RANDOM, LEAST_REQUEST with two random
 //! choices — Istio's default).
 
-use crate::endpoint::Endpoint;
-use crate::outlier::{self, Event, Outcome, Settings};
+use crate::upstream::endpoint::Endpoint;
+use crate::upstream::outlier::{self, Event, Outcome, Settings};
 use rand::Rng;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -90,7 +90,8 @@ impl Leaf {
 
     fn from_der(key_der: Vec<u8>, chain: Vec<CertificateDer<'static>>, root_pem: &str) -> Result<Self, IdentityError> {
         let roots_der = pem_to_der(root_pem)?;
-        let id = crate::tls::spiffe_id(&chain[0]).ok_or_else(|| IdentityError::Cert("no SPIFFE ID".into()))?;
+        let id =
+            crate::security::tls::spiffe_id(&chain[0]).ok_or_else(|| IdentityError::Cert("no SPIFFE ID".into()))?;
         let (_, parsed) =
             x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| IdentityError::Cert(e.to_string()))?;
         let secs = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
@@ -105,11 +106,13 @@ impl Leaf {
         }
         let roots = Arc::new(roots);
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), crate::tls::provider())
-                .build()
-                .map_err(|e| IdentityError::Cert(e.to_string()))?;
-        let mut server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            crate::security::tls::provider(),
+        )
+        .build()
+        .map_err(|e| IdentityError::Cert(e.to_string()))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(crate::security::tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
@@ -285,8 +288,8 @@ pub fn client_config(
     allowed: &[String],
     h2: bool,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let verifier = Arc::new(crate::tls::SpiffeVerifier::new(leaf.anchors.clone(), allowed.to_vec()));
-    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let verifier = Arc::new(crate::security::tls::SpiffeVerifier::new(leaf.anchors.clone(), allowed.to_vec()));
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::security::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -324,17 +327,22 @@ impl ControlPlaneTls {
         if anchors.is_empty() {
             return Err("no certificate".into());
         }
-        Ok(ControlPlaneTls { anchors, control_plane_id: crate::tls::control_plane_id(trust_domain), identity: None })
+        Ok(ControlPlaneTls {
+            anchors,
+            control_plane_id: crate::security::tls::control_plane_id(trust_domain),
+            identity: None,
+        })
     }
 
     /// TLS over `tcp`, presenting our certificate if we have one. Once we
     /// have one, the control plane is checked against the bundle that came
     /// with it (which follows a root rotation), else against `--ca-file`.
-    pub async fn connect(&self, tcp: tokio::net::TcpStream, h2: bool) -> Result<crate::tls::Conn, String> {
+    pub async fn connect(&self, tcp: tokio::net::TcpStream, h2: bool) -> Result<crate::security::tls::Conn, String> {
         let leaf = self.identity.as_ref().and_then(|i| i.current());
         let anchors = leaf.as_ref().map_or_else(|| self.anchors.clone(), |l| l.anchors.clone());
-        let verifier = Arc::new(crate::tls::SpiffeVerifier::new(anchors, vec![self.control_plane_id.clone()]));
-        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        let verifier =
+            Arc::new(crate::security::tls::SpiffeVerifier::new(anchors, vec![self.control_plane_id.clone()]));
+        let builder = rustls::ClientConfig::builder_with_provider(crate::security::tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .dangerous()
@@ -346,12 +354,13 @@ impl ControlPlaneTls {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-        let name = rustls::pki_types::ServerName::try_from(crate::tls::MESH_SNI).map_err(|e| e.to_string())?;
+        let name =
+            rustls::pki_types::ServerName::try_from(crate::security::tls::MESH_SNI).map_err(|e| e.to_string())?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
             .map_err(|e| format!("control plane TLS: {e}"))?;
-        Ok(crate::tls::Conn::Tls(Box::new(tls)))
+        Ok(crate::security::tls::Conn::Tls(Box::new(tls)))
     }
 }
 
@@ -360,7 +369,7 @@ pub async fn connect_control_plane(
     authority: &str,
     tls: Option<&ControlPlaneTls>,
     h2: bool,
-) -> Result<crate::tls::Conn, String> {
+) -> Result<crate::security::tls::Conn, String> {
     let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
         .await
         .map_err(|_| "connect timeout".to_string())?
@@ -368,6 +377,6 @@ pub async fn connect_control_plane(
     let _ = tcp.set_nodelay(true);
     match tls {
         Some(t) => t.connect(tcp, h2).await,
-        None => Ok(crate::tls::Conn::Plain(tcp)),
+        None => Ok(crate::security::tls::Conn::Plain(tcp)),
     }
 }

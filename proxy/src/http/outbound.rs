@@ -1,17 +1,17 @@
 //! The outbound listener's request path: service by `Host`, route by Istio's
-//! rules, fault injection, weighted destination, then [`crate::forward`]
+//! rules, fault injection, weighted destination, then [`crate::http::forward`]
 //! under the route timeout.
 
-use crate::body::{self, Body};
-use crate::forward::{forward, Outgoing, RequestBody};
-use crate::headers::strip_hop_by_hop;
-use crate::intercept::OutboundTrafficPolicy;
-use crate::listen::OriginalDst;
-use crate::reply::{Flags, ProxyError};
-use crate::route::{fault_hits, RequestView};
-use crate::server::Shared;
-use crate::snapshot::Snapshot;
-use crate::telemetry::{Record, Reporter};
+use crate::config::snapshot::Snapshot;
+use crate::http::body::{self, Body};
+use crate::http::forward::{forward, Outgoing, RequestBody};
+use crate::http::headers::strip_hop_by_hop;
+use crate::http::reply::{Flags, ProxyError};
+use crate::http::route::{fault_hits, RequestView};
+use crate::net::intercept::OutboundTrafficPolicy;
+use crate::net::listen::OriginalDst;
+use crate::ops::telemetry::{Record, Reporter};
+use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use rand::Rng;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
-    let admitted = crate::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
+    let admitted = crate::http::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
     let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Source, &mut parts);
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
@@ -40,7 +40,7 @@ async fn passthrough(
     parts: http::request::Parts,
     incoming: Incoming,
 ) -> Result<Response<Body>, String> {
-    let response = crate::intercept::send_once(dst, Request::from_parts(parts, incoming)).await?;
+    let response = crate::net::intercept::send_once(dst, Request::from_parts(parts, incoming)).await?;
     Ok(response.map(body::incoming))
 }
 
@@ -60,7 +60,7 @@ async fn route_and_forward(
         if shared.outbound_policy(&snap.config) == OutboundTrafficPolicy::RegistryOnly {
             return Err((ProxyError::BlackHole { host: record.authority.clone() }, none));
         }
-        record.cluster = Some(crate::intercept::PASSTHROUGH_CLUSTER.into());
+        record.cluster = Some(crate::net::intercept::PASSTHROUGH_CLUSTER.into());
         return passthrough(dst, parts, incoming)
             .await
             .map_err(|error| (ProxyError::Passthrough { dst, error }, Flags::UF));

@@ -2,10 +2,10 @@
 //! response stream (Istio records at access-log time), into the standard
 //! metrics and the access log.
 
-use crate::body::{Body, BoxError};
-use crate::endpoint::{ActiveGuard, Endpoint};
-use crate::reply::Flags;
-use crate::server::Shared;
+use crate::http::body::{Body, BoxError};
+use crate::http::reply::Flags;
+use crate::state::Shared;
+use crate::upstream::endpoint::{ActiveGuard, Endpoint};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body::{Frame, SizeHint};
@@ -44,7 +44,7 @@ pub struct Record {
     /// Keeps the endpoint's active-request count up until the response ends.
     pub guard: Option<ActiveGuard>,
     /// Keeps the cluster's request slot taken until the response ends.
-    pub permit: Option<crate::limits::Permit>,
+    pub permit: Option<crate::upstream::limits::Permit>,
     /// The peer's proven SPIFFE ID (inbound mTLS).
     pub peer: Option<Arc<str>>,
     /// Inbound: this workload's service (from the snapshot), the `destination_service` label.
@@ -67,8 +67,8 @@ impl Record {
         reporter: Reporter,
         parts: &mut http::request::Parts,
     ) -> Self {
-        let request_id = crate::forward::ensure_request_id(&mut parts.headers);
-        let authority = crate::forward::authority_of(parts).unwrap_or_default();
+        let request_id = crate::http::forward::ensure_request_id(&mut parts.headers);
+        let authority = crate::http::forward::authority_of(parts).unwrap_or_default();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let grpc = parts
             .headers
@@ -111,8 +111,8 @@ impl Record {
     }
 
     /// Answers with a local reply for `err` and records it.
-    pub fn reply(mut self, err: &crate::reply::ProxyError, extra: Flags) -> http::Response<Body> {
-        let (response, flags) = crate::reply::local_reply(err, extra);
+    pub fn reply(mut self, err: &crate::http::reply::ProxyError, extra: Flags) -> http::Response<Body> {
+        let (response, flags) = crate::http::reply::local_reply(err, extra);
         self.flags |= flags;
         tracing::debug!(request_id = %self.request_id, "local reply: {err}");
         self.respond(response)
@@ -265,8 +265,8 @@ fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
 /// Captured TCP to destinations outside the mesh, reported as the client's
 /// sidecar (`reporter="source"`); `destination_service_name` names Istio's
 /// cluster (`PassthroughCluster`, `BlackHoleCluster`), the address is in the access log.
-impl crate::intercept::Capture for Shared {
-    fn policy(&self) -> crate::intercept::OutboundTrafficPolicy {
+impl crate::net::intercept::Capture for Shared {
+    fn policy(&self) -> crate::net::intercept::OutboundTrafficPolicy {
         self.outbound_policy(&self.snapshot().config)
     }
 
@@ -275,7 +275,7 @@ impl crate::intercept::Capture for Shared {
         self.metrics.tcp_opened.with_label_values(&tcp_labels(&config, cluster, "-")).inc();
     }
 
-    fn closed(&self, c: &crate::intercept::TcpConnection) {
+    fn closed(&self, c: &crate::net::intercept::TcpConnection) {
         let config = self.snapshot().config.clone();
         let labels = tcp_labels(&config, c.cluster, c.flags);
         let m = &self.metrics;

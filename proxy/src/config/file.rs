@@ -3,7 +3,7 @@
 //! A valid change is compiled and swapped in whole; an invalid one is logged
 //! with the file and the field, counted as rejected, and the old config stays.
 
-use crate::server::Shared;
+use crate::state::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

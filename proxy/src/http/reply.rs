@@ -2,8 +2,8 @@
 //! response a client sees, with Envoy's status, body and response flag, plus
 //! a human-readable reason in `x-weft-error`.
 
-use crate::body::{full, Body};
-use crate::pool::UpstreamError;
+use crate::http::body::{full, Body};
+use crate::upstream::pool::UpstreamError;
 use http::{HeaderValue, Response, StatusCode};
 use std::fmt;
 

@@ -8,8 +8,8 @@
 //! (Istio's `ISTIO_KUBE_APP_PROBERS`, same JSON). `POST /quitquitquit` from
 //! inside the pod stops the sidecar, as Istio's does.
 
-use crate::body::{full, Body};
-use crate::server::Shared;
+use crate::http::body::{full, Body};
+use crate::state::Shared;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -90,7 +90,7 @@ pub async fn handle(
     let path = req.uri().path();
     if path == "/quitquitquit" {
         // Only from inside the pod: the app's last act, so a Job's pod completes.
-        let local = req.extensions().get::<crate::listen::Remote>().is_some_and(|r| r.0.ip().is_loopback());
+        let local = req.extensions().get::<crate::net::listen::Remote>().is_some_and(|r| r.0.ip().is_loopback());
         return match (req.method() == http::Method::POST, local) {
             (true, true) => {
                 quit.notify_one();
@@ -137,7 +137,7 @@ async fn call(probe: &AppProbe) -> Result<StatusCode, String> {
             headers.insert(n, v);
         }
     }
-    Ok(crate::intercept::send_once(([127, 0, 0, 1], g.port).into(), req).await?.status())
+    Ok(crate::net::intercept::send_once(([127, 0, 0, 1], g.port).into(), req).await?.status())
 }
 
 #[cfg(test)]

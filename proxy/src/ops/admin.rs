@@ -1,9 +1,9 @@
 //! The admin listener (127.0.0.1:15000 by default): readiness, the live
 //! config, the clusters with their endpoint state, and the metrics.
 
-use crate::body::{full, Body};
-use crate::server::Shared;
-use crate::snapshot::Cluster;
+use crate::config::snapshot::Cluster;
+use crate::http::body::{full, Body};
+use crate::state::Shared;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -70,7 +70,7 @@ fn cluster_json(c: &Cluster) -> serde_json::Value {
 }
 
 /// Gauges that describe live state are read at scrape time, for the live clusters only.
-fn set_cluster_gauges(shared: &Shared, snap: &crate::snapshot::Snapshot) {
+fn set_cluster_gauges(shared: &Shared, snap: &crate::config::snapshot::Snapshot) {
     let m = &shared.metrics;
     for g in [&m.upstream_pending, &m.upstream_active, &m.upstream_connections, &m.outlier_ejected] {
         g.reset();

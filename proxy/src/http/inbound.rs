@@ -2,12 +2,12 @@
 //! Istio's inbound retry of requests that never reached it.
 //! (Plain HTTP for now; mTLS and authorization come with the identity work.)
 
-use crate::body::{self, Body};
-use crate::forward::{forward, Outgoing, RequestBody};
-use crate::reply::ProxyError;
-use crate::retry::RetryPolicy;
-use crate::server::Shared;
-use crate::telemetry::{Record, Reporter};
+use crate::http::body::{self, Body};
+use crate::http::forward::{forward, Outgoing, RequestBody};
+use crate::http::reply::ProxyError;
+use crate::http::retry::RetryPolicy;
+use crate::ops::telemetry::{Record, Reporter};
+use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use std::sync::{Arc, OnceLock};
@@ -18,11 +18,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
     // First: the client's hop-by-hop stripping, the request line, the normalized path.
-    let admitted = crate::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
+    let admitted = crate::http::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
     // The identity headers toward the app come only from the verified peer
     // certificate, never from the caller.
     parts.headers.remove("x-forwarded-client-cert");
-    let peer = parts.extensions.get::<crate::listen::Peer>().map(|p| p.0.clone());
+    let peer = parts.extensions.get::<crate::net::listen::Peer>().map(|p| p.0.clone());
     if let (Some(peer), Some(own)) = (&peer, shared.identity.as_ref().and_then(|i| i.current())) {
         if let Ok(v) = http::HeaderValue::from_str(&format!("By={};URI={peer}", own.id)) {
             parts.headers.insert("x-forwarded-client-cert", v);
@@ -35,15 +35,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         return record.reply(&e, Default::default());
     }
     if !snap.authz.is_empty() {
-        let remote = parts.extensions.get::<crate::listen::Remote>().map(|r| r.0.ip());
+        let remote = parts.extensions.get::<crate::net::listen::Remote>().map(|r| r.0.ip());
         // The port the peer was going to (captured), else the app's: Istio's `ports`
         // and `destination.port` name the workload port the connection was for.
-        let port = match parts.extensions.get::<crate::listen::OriginalDst>() {
+        let port = match parts.extensions.get::<crate::net::listen::OriginalDst>() {
             Some(dst) => dst.0.port(),
             None => snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port()),
         };
         let path = record.path.split('?').next().unwrap_or("/").to_string();
-        let req = crate::authz::Request {
+        let req = crate::security::authz::Request {
             principal: peer.as_deref(),
             source_ip: remote,
             host: &record.authority,
@@ -52,7 +52,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             path: &path,
             headers: &parts.headers,
         };
-        if let crate::authz::Decision::Deny(why) = crate::authz::decide(&snap.authz, &req) {
+        if let crate::security::authz::Decision::Deny(why) = crate::security::authz::decide(&snap.authz, &req) {
             shared.metrics.authz_denied.with_label_values(&[&why]).inc();
             record.route = Some(why.as_str().into());
             return record.reply(&ProxyError::Denied(why), Default::default());

@@ -4,8 +4,8 @@
 //! `Arc` for the same (cluster, address) across reloads, so pools and
 //! active-request counts carry over instead of being rebuilt.
 
-use crate::limits::Limits;
-use crate::pool::{Pool, PoolSettings};
+use crate::upstream::limits::Limits;
+use crate::upstream::pool::{Pool, PoolSettings};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +19,7 @@ pub struct Endpoint {
     active: AtomicUsize,
     pub pool: Pool,
     /// Outlier-detection state; survives reloads with the endpoint.
-    pub outlier: crate::outlier::HostState,
+    pub outlier: crate::upstream::outlier::HostState,
 }
 
 impl Endpoint {
@@ -28,7 +28,7 @@ impl Endpoint {
         labels: BTreeMap<String, String>,
         settings: PoolSettings,
         limits: Arc<Limits>,
-        identity: Option<Arc<crate::identity::Identity>>,
+        identity: Option<Arc<crate::security::identity::Identity>>,
     ) -> Self {
         Endpoint {
             addr,
@@ -81,7 +81,7 @@ pub struct ClusterSpec {
 pub struct Registry {
     state: Mutex<State>,
     /// This sidecar's workload identity, for mTLS to the endpoints.
-    identity: Option<Arc<crate::identity::Identity>>,
+    identity: Option<Arc<crate::security::identity::Identity>>,
 }
 
 #[derive(Debug, Default)]
@@ -91,7 +91,7 @@ struct State {
 }
 
 impl Registry {
-    pub fn with_identity(identity: Option<Arc<crate::identity::Identity>>) -> Self {
+    pub fn with_identity(identity: Option<Arc<crate::security::identity::Identity>>) -> Self {
         Registry { state: Mutex::default(), identity }
     }
 

@@ -2,7 +2,7 @@
 //! knowledge) on one port, Envoy's header limits, sleep-and-continue on accept
 //! errors, and a graceful drain on shutdown.
 
-use crate::body::Body;
+use crate::http::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -48,7 +48,7 @@ pub enum Guard {
     /// Outbound: a connection redirected by iptables is sniffed; HTTP is served
     /// (with its [`OriginalDst`]), anything else is passed through or refused,
     /// and reported to the telemetry.
-    Outbound(Arc<dyn crate::intercept::Capture>),
+    Outbound(Arc<dyn crate::net::intercept::Capture>),
 }
 
 /// What the inbound listener needs to speak mesh mTLS.
@@ -288,9 +288,9 @@ async fn secure<H, F>(
         _ => return,
     };
     // Where a captured peer was going: authorization's `ports` is that port, not the app's.
-    let original_dst = crate::intercept::original_dst(&stream).map(OriginalDst);
+    let original_dst = crate::net::intercept::original_dst(&stream).map(OriginalDst);
     let mode = sec.mode();
-    if !crate::tls::looks_like_tls(&first[..n]) {
+    if !crate::security::tls::looks_like_tls(&first[..n]) {
         if mode == MtlsMode::Strict {
             sec.refused("plaintext under STRICT");
             return;
@@ -315,7 +315,8 @@ async fn secure<H, F>(
                 return;
             }
         };
-    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::tls::spiffe_id(c));
+    let peer =
+        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::security::tls::spiffe_id(c));
     let Some(peer) = peer else {
         sec.refused("no SPIFFE ID");
         return;
@@ -337,13 +338,13 @@ async fn captured<H, F>(
     watcher: (hyper_util::server::graceful::Watcher, Duration),
     stream: tokio::net::TcpStream,
     handler: H,
-    capture: &dyn crate::intercept::Capture,
+    capture: &dyn crate::net::intercept::Capture,
     remote: Option<std::net::SocketAddr>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    use crate::intercept::{self, OutboundTrafficPolicy};
+    use crate::net::intercept::{self, OutboundTrafficPolicy};
     let Some(dst) = intercept::original_dst(&stream) else {
         return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None, None).await;
     };
@@ -411,7 +412,7 @@ async fn serve_io<I, H, F>(
             // request is refused and the connection closed (in-flight requests finish).
             Some(sec) => {
                 sec.refused("plaintext under STRICT");
-                let mut r = Response::new(crate::body::full("plaintext connection closed: mTLS is STRICT now\n"));
+                let mut r = Response::new(crate::http::body::full("plaintext connection closed: mTLS is STRICT now\n"));
                 *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                 r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 Box::pin(std::future::ready(r))

@@ -255,7 +255,7 @@ impl Rule {
                     && o.paths.matches(Some(req.path))
             });
         let when = self.when.iter().all(|c| match c {
-            Condition::Header(name, f) => f.matches(crate::headers::header_value(req.headers, name).as_deref()),
+            Condition::Header(name, f) => f.matches(crate::http::headers::header_value(req.headers, name).as_deref()),
             Condition::Principal(f) => f.matches(req.principal()),
             Condition::Namespace(f) => f.matches(req.namespace()),
             Condition::SourceIp(c) => c.matches(req.source_ip),

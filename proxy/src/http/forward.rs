@@ -3,15 +3,15 @@
 //! by both listeners; what differs between them (routing, policy) is decided
 //! before this module is called.
 
-use crate::balance::NoPick;
-use crate::body::{self, Body};
-use crate::endpoint::{ActiveGuard, Endpoint};
-use crate::limits::{Overflow, Permit};
-use crate::outlier::{Event, Outcome};
-use crate::pool::{Protocol, UpstreamError};
-use crate::reply::{Flags, ProxyError};
-use crate::retry::{Backoff, Failure, RetryPolicy};
-use crate::snapshot::Cluster;
+use crate::config::snapshot::Cluster;
+use crate::http::body::{self, Body};
+use crate::http::reply::{Flags, ProxyError};
+use crate::http::retry::{Backoff, Failure, RetryPolicy};
+use crate::upstream::balance::NoPick;
+use crate::upstream::endpoint::{ActiveGuard, Endpoint};
+use crate::upstream::limits::{Overflow, Permit};
+use crate::upstream::outlier::{Event, Outcome};
+use crate::upstream::pool::{Protocol, UpstreamError};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -166,7 +166,7 @@ pub async fn forward(
     body: &mut RequestBody,
     cluster: &Cluster,
     policy: &RetryPolicy,
-    metrics: &crate::metrics::Metrics,
+    metrics: &crate::ops::metrics::Metrics,
 ) -> Result<Forwarded, ForwardError> {
     let balancer = &cluster.balancer;
     let retries: IntCounter = metrics.upstream_retries.with_label_values(&[&cluster.name]);
@@ -247,7 +247,7 @@ pub async fn forward(
         // idempotent request is resent at once, outside the retry budget (as
         // browsers and Go's net/http do). Non-idempotent requests surface as UC.
         if let Err(Failure::Upstream(UpstreamError::StaleReset(_))) = &outcome {
-            if stale_resends < 2 && body.replayable() && crate::retry::is_idempotent(&out.parts.method) {
+            if stale_resends < 2 && body.replayable() && crate::http::retry::is_idempotent(&out.parts.method) {
                 stale_resends += 1;
                 tries -= 1;
                 continue;
@@ -283,7 +283,7 @@ pub async fn forward(
         let exhausted = extra | if retry && tries > 1 && !extra.contains(Flags::UO) { Flags::URX } else { Flags::NONE };
         return match outcome {
             Ok(mut response) => {
-                crate::headers::strip_hop_by_hop(response.headers_mut());
+                crate::http::headers::strip_hop_by_hop(response.headers_mut());
                 Ok(Forwarded { response, endpoint, guard, permit, tries, flags: exhausted })
             }
             Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, exhausted)),
@@ -335,13 +335,4 @@ pub fn authority_of(parts: &Parts) -> Option<String> {
         .authority()
         .map(|a| a.as_str().to_string())
         .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
-}
-
-/// HTTP/2 downstream goes upstream as HTTP/2, anything else as HTTP/1.1.
-pub fn protocol_of(version: Version) -> Protocol {
-    if version == Version::HTTP_2 {
-        Protocol::Http2
-    } else {
-        Protocol::Http1
-    }
 }

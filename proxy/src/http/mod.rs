@@ -1,0 +1,13 @@
+//! The request path: what inbound and outbound do with a request — hygiene and
+//! path normalization first, routing, forwarding with retries, and the local replies.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod hygiene;
+pub mod inbound;
+pub mod normalize;
+pub mod outbound;
+pub mod reply;
+pub mod retry;
+pub mod route;

@@ -1,0 +1,4 @@
+//! Sockets: the serving loop every listener shares, and transparent interception.
+
+pub mod intercept;
+pub mod listen;

@@ -1,0 +1,87 @@
+//! The state every request and the admin server read: the live snapshot
+//! behind one `ArcSwap`, the endpoint registry that outlives reloads, the
+//! identity, the metrics and the access log. Handlers take it; nothing here
+//! knows the handlers (the wiring is `server`'s).
+
+use crate::config::snapshot::Snapshot;
+use crate::ops::access_log::AccessLog;
+use crate::ops::metrics::Metrics;
+use crate::upstream::endpoint::Registry;
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use weft_model::{ProxyConfig, ValidationError};
+
+/// State every request and the admin server read.
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) endpoints: Registry,
+    pub(crate) app_override: Option<SocketAddr>,
+    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) ready: std::sync::atomic::AtomicBool,
+    pub identity: Option<Arc<crate::security::identity::Identity>>,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    /// The mesh-wide default (`--outbound-traffic-policy`); a config may override it.
+    pub outbound_traffic_policy: crate::net::intercept::OutboundTrafficPolicy,
+    /// The mesh-wide default (`--path-normalization`); a config may override it.
+    pub path_normalization: weft_model::PathNormalization,
+}
+
+impl Shared {
+    /// The path normalization under `config`.
+    pub fn path_normalization(&self, config: &weft_model::ProxyConfig) -> weft_model::PathNormalization {
+        config.path_normalization.unwrap_or(self.path_normalization)
+    }
+
+    /// The policy for captured traffic outside the mesh under `config`.
+    pub fn outbound_policy(&self, config: &weft_model::ProxyConfig) -> crate::net::intercept::OutboundTrafficPolicy {
+        config.outbound_traffic_policy.unwrap_or(self.outbound_traffic_policy)
+    }
+
+    /// The live config; a request loads it once and finishes on it.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Whether the sidecar holds a real config (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Validates and compiles `config` beside the live one, then swaps it in.
+    /// On error nothing changes. Returns the applied version.
+    pub fn apply(&self, config: ProxyConfig) -> Result<String, ValidationError> {
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = Snapshot::compile(config, &self.endpoints, self.app_override)?;
+        let version = snapshot.config.version.clone();
+        let snapshot = Arc::new(snapshot);
+        snapshot.start_outlier_reviews();
+        self.snapshot.store(snapshot);
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+        self.metrics.config_applied.inc();
+        Ok(version)
+    }
+}
+
+impl crate::net::listen::InboundSecurity for Shared {
+    fn mode(&self) -> weft_model::MtlsMode {
+        self.snapshot().config.inbound.mtls
+    }
+
+    fn server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.identity.as_ref()?.current().map(|leaf| leaf.server.clone())
+    }
+
+    fn refused(&self, reason: &'static str) {
+        self.metrics.inbound_refused.with_label_values(&[reason]).inc();
+    }
+
+    fn trusts(&self, peer: &str) -> bool {
+        let Some(own) = self.identity.as_ref().and_then(|i| i.current()) else { return false };
+        let domain = |id: &str| id.strip_prefix("spiffe://").and_then(|r| r.split('/').next()).map(str::to_string);
+        domain(&own.id).is_some_and(|d| domain(peer).as_deref() == Some(d.as_str()))
+    }
+}
