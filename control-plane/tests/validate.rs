@@ -115,7 +115,7 @@ fn object_level_rules() {
     let dir = std::env::temp_dir().join(format!("weft-twice-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("twice.yaml"), twice).unwrap();
-    let diags = weft_control_plane::istio::load_paths(&[dir.clone()]).unwrap_err();
+    let diags = weft_control_plane::istio::load_paths(std::slice::from_ref(&dir)).unwrap_err();
     assert!(
         diags[0].to_string().contains("twice.yaml:12: metadata.name: VirtualService prod/r is defined twice"),
         "{}",

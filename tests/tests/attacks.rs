@@ -381,18 +381,19 @@ async fn etcd_answers_nobody_without_a_certificate_and_each_role_only_its_keys()
     );
     // A certificate etcd trusts, for a user with no role: nothing.
     let intruder = weft_etcd::issue_client(m.etcd.certs(), "intruder").unwrap();
-    let mut c = weft_etcd::connect(&[url.clone()], Some(&intruder)).await.unwrap();
+    let mut c = weft_etcd::connect(std::slice::from_ref(&url), Some(&intruder)).await.unwrap();
     denied(c.get("/weft/ca/trust", None).await.map(drop), "intruder read");
     denied(c.put("/weft/policies/AuthorizationPolicy/production/x", "{}", None).await.map(drop), "intruder write");
     // The control plane may not write policies or tokens; weftctl may not write the registry or the bundle.
-    let mut cp = weft_etcd::connect(&[url.clone()], Some(&m.etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
+    let mut cp =
+        weft_etcd::connect(std::slice::from_ref(&url), Some(&m.etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
     denied(
         cp.put("/weft/policies/AuthorizationPolicy/production/x", "{}", None).await.map(drop),
         "control plane writes a policy",
     );
     denied(cp.put("/weft/tokens/0123456789abcdef", "{}", None).await.map(drop), "control plane mints a token");
     denied(cp.put("/weft/other", "x", None).await.map(drop), "control plane writes outside its keys");
-    let mut admin = weft_etcd::connect(&[url.clone()], Some(&m.etcd.admin())).await.unwrap();
+    let mut admin = weft_etcd::connect(std::slice::from_ref(&url), Some(&m.etcd.admin())).await.unwrap();
     denied(admin.put("/weft/registry/production/order-service/x:y", "{}", None).await.map(drop), "weftctl registers");
     denied(admin.put("/weft/ca/trust", "x", None).await.map(drop), "weftctl replaces the trust bundle");
     denied(

@@ -269,7 +269,7 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     let m = mesh(Duration::from_secs(3600)).await;
     let dir = weft_e2e::TempDir::new("root");
     let good = dir.0.join("root.pem");
-    std::fs::write(&good, &m.cp.ctx.ca.root_pem()).unwrap();
+    std::fs::write(&good, m.cp.ctx.ca.root_pem()).unwrap();
     let foreign = dir.0.join("foreign.pem");
     std::fs::write(&foreign, CaParts::generate("cluster.local").unwrap().root_pem).unwrap();
     let token = m.c.token("user-service").await;

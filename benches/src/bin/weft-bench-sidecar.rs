@@ -911,7 +911,7 @@ fn issue_certificate(dir: &Path, sa: &str, dns: &[&str]) -> anyhow::Result<[Path
     let files = [dir.join(format!("mesh-{sa}.pem")), dir.join(format!("mesh-{sa}.key")), dir.join("mesh-root.pem")];
     std::fs::write(&files[0], cert)?;
     std::fs::write(&files[1], key.serialize_pem())?;
-    std::fs::write(&files[2], &ca.root_pem())?;
+    std::fs::write(&files[2], ca.root_pem())?;
     Ok(files)
 }
 

@@ -162,7 +162,7 @@ fn virtual_service(vs: &VirtualService, p: &mut Problems) {
             ));
         }
     }
-    if !gateways.is_empty() && !(gateways.len() == 1 && gateways[0] == "mesh") {
+    if !(gateways.is_empty() || gateways.len() == 1 && gateways[0] == "mesh") {
         p.push(("spec.gateways".into(), format!("gateways other than `mesh` are {NOT_YET}")));
     }
     for (i, e) in export_to.iter().enumerate() {
@@ -291,7 +291,7 @@ fn match_request(at: &str, m: &HttpMatchRequest, p: &mut Problems) {
     if *m == HttpMatchRequest::default() {
         p.push((at.into(), "an empty match is not allowed; leave `match` out to match every request".into()));
     }
-    if !gateways.is_empty() && !(gateways.len() == 1 && gateways[0] == "mesh") {
+    if !(gateways.is_empty() || gateways.len() == 1 && gateways[0] == "mesh") {
         p.push((format!("{at}.gateways"), format!("gateways other than `mesh` are {NOT_YET}")));
     }
     if port.is_some_and(|n| n == 0 || n > 65535) {
@@ -473,7 +473,7 @@ fn destination_rule(dr: &DestinationRule, p: &mut Problems) {
         }
     }
     if let Some(tp) = traffic_policy {
-        traffic(&"spec.trafficPolicy".to_string(), tp, p);
+        traffic("spec.trafficPolicy", tp, p);
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, s) in subsets.iter().enumerate() {

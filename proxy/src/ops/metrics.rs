@@ -56,9 +56,12 @@ pub struct RequestSeries {
 
 /// Label sets seen so far → their series: one hash lookup per request instead
 /// of four label-vector lookups. Bounded like the label values themselves.
+/// One label set and its series.
+type SeriesEntry = (Box<[Box<str>]>, std::sync::Arc<RequestSeries>);
+
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    map: std::sync::RwLock<std::collections::HashMap<u64, Vec<(Box<[Box<str>]>, std::sync::Arc<RequestSeries>)>>>,
+    map: std::sync::RwLock<std::collections::HashMap<u64, Vec<SeriesEntry>>>,
     /// Label sets held.
     count: std::sync::atomic::AtomicUsize,
 }

@@ -73,7 +73,7 @@ impl ServerCertVerifier for SpiffeVerifier {
         .map_err(|e| rustls::Error::General(format!("server certificate not from the mesh root: {e}")))?;
         let id = spiffe_id(end_entity)
             .ok_or_else(|| rustls::Error::General("server certificate has no SPIFFE ID".into()))?;
-        if !self.allowed.iter().any(|a| *a == id) {
+        if !self.allowed.contains(&id) {
             return Err(rustls::Error::General(format!("server identity {id} is not one of {:?}", self.allowed)));
         }
         Ok(ServerCertVerified::assertion())
