@@ -106,6 +106,7 @@ impl Proxy {
             access_log,
             outbound_traffic_policy: options.outbound_traffic_policy,
             path_normalization: options.path_normalization,
+            inbound_retry: crate::http::retry::RetryPolicy::inbound(),
         });
 
         let bind = |addr: SocketAddr| async move {

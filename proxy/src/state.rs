@@ -27,6 +27,8 @@ pub struct Shared {
     pub outbound_traffic_policy: crate::net::intercept::OutboundTrafficPolicy,
     /// The mesh-wide default (`--path-normalization`); a config may override it.
     pub path_normalization: weft_model::PathNormalization,
+    /// Istio's inbound retry of requests that never reached the app, made once.
+    pub inbound_retry: crate::http::retry::RetryPolicy,
 }
 
 impl Shared {
@@ -58,7 +60,7 @@ impl Shared {
         let version = snapshot.config.version.clone();
         let snapshot = Arc::new(snapshot);
         snapshot.start_outlier_reviews();
-        self.snapshot.store(snapshot);
+        self.snapshot.swap(snapshot).retire();
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.metrics.config_applied.inc();

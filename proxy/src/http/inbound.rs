@@ -5,16 +5,14 @@
 use crate::http::body::{self, Body};
 use crate::http::forward::{forward, Outgoing, RequestBody};
 use crate::http::reply::ProxyError;
-use crate::http::retry::RetryPolicy;
 use crate::ops::telemetry::{Record, Reporter};
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Handles one request from a peer.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    static POLICY: OnceLock<RetryPolicy> = OnceLock::new();
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
     // First: the client's hop-by-hop stripping, the request line, the normalized path.
@@ -73,7 +71,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     record.request_bytes += body.len_hint();
     let protocol = app.protocol_for(parts.version);
     let out = Outgoing { path_and_query: record.path.clone(), parts, authority, protocol };
-    let policy = POLICY.get_or_init(RetryPolicy::inbound);
+    let policy = &shared.inbound_retry;
     match forward(&out, &mut body, app, policy, &shared.metrics).await {
         Ok(done) => {
             record.upstream = Some(done.endpoint);

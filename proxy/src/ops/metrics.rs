@@ -45,6 +45,88 @@ pub const TCP_LABELS: [&str; 17] = {
     l
 };
 
+/// One request's Istio labels, by name. [`IstioLabels::values`] is the one
+/// place that knows their order ([`REQUEST_LABELS`], right above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IstioLabels<'a> {
+    pub reporter: &'a str,
+    pub source_workload: &'a str,
+    pub source_workload_namespace: &'a str,
+    pub source_principal: &'a str,
+    pub source_app: &'a str,
+    pub source_version: &'a str,
+    pub destination_workload: &'a str,
+    pub destination_workload_namespace: &'a str,
+    pub destination_principal: &'a str,
+    pub destination_app: &'a str,
+    pub destination_version: &'a str,
+    pub destination_service: &'a str,
+    pub destination_service_name: &'a str,
+    pub destination_service_namespace: &'a str,
+    pub request_protocol: &'a str,
+    pub response_flags: &'a str,
+    pub connection_security_policy: &'a str,
+    /// Request metrics only; TCP metrics have no response code.
+    pub response_code: &'a str,
+}
+
+impl<'a> IstioLabels<'a> {
+    /// `unknown` everywhere but the reporter (Istio's value for a label it cannot tell).
+    pub fn unknown(reporter: &'a str) -> Self {
+        let u = "unknown";
+        IstioLabels {
+            reporter,
+            source_workload: u,
+            source_workload_namespace: u,
+            source_principal: u,
+            source_app: u,
+            source_version: u,
+            destination_workload: u,
+            destination_workload_namespace: u,
+            destination_principal: u,
+            destination_app: u,
+            destination_version: u,
+            destination_service: u,
+            destination_service_name: u,
+            destination_service_namespace: u,
+            request_protocol: u,
+            response_flags: u,
+            connection_security_policy: u,
+            response_code: u,
+        }
+    }
+
+    /// The values in [`REQUEST_LABELS`] order.
+    pub fn values(&self) -> [&'a str; 18] {
+        [
+            self.reporter,
+            self.source_workload,
+            self.source_workload_namespace,
+            self.source_principal,
+            self.source_app,
+            self.source_version,
+            self.destination_workload,
+            self.destination_workload_namespace,
+            self.destination_principal,
+            self.destination_app,
+            self.destination_version,
+            self.destination_service,
+            self.destination_service_name,
+            self.destination_service_namespace,
+            self.request_protocol,
+            self.response_flags,
+            self.connection_security_policy,
+            self.response_code,
+        ]
+    }
+
+    /// The values in [`TCP_LABELS`] order (no response code).
+    pub fn tcp_values(&self) -> [&'a str; 17] {
+        let v = self.values();
+        std::array::from_fn(|i| v[i])
+    }
+}
+
 /// The four standard metrics of one label set, looked up once and reused.
 #[derive(Debug)]
 pub struct RequestSeries {
@@ -71,9 +153,6 @@ pub struct SeriesCache {
 /// `weft_metric_series_overflow_total`), so no stream of distinct values a
 /// caller sends can grow memory or the scrape without bound.
 pub const MAX_REQUEST_SERIES: usize = 2048;
-
-/// Where in [`REQUEST_LABELS`] the destination service labels are.
-const DESTINATION_SERVICE_LABELS: std::ops::Range<usize> = 11..14;
 
 /// rustc's FxHash: a multiply per 8 bytes. SipHash over the 18 labels took 5 %
 /// of a request's instructions (callgrind); the cache compares the labels on a
@@ -263,9 +342,11 @@ impl Metrics {
         })
     }
 
-    /// The standard request metrics for `labels` (in [`REQUEST_LABELS`] order).
-    pub fn request_series(&self, labels: &[&str; 18]) -> std::sync::Arc<RequestSeries> {
+    /// The standard request metrics for `labels`.
+    pub fn request_series(&self, named: &IstioLabels) -> std::sync::Arc<RequestSeries> {
         use std::hash::{Hash, Hasher};
+        let values = named.values();
+        let labels = &values;
         let mut h = FxHasher::default();
         labels.hash(&mut h);
         let key = h.finish();
@@ -275,15 +356,18 @@ impl Metrics {
                 return found.1.clone();
             }
         }
-        if self.series.count.load(std::sync::atomic::Ordering::Relaxed) >= MAX_REQUEST_SERIES
-            && DESTINATION_SERVICE_LABELS.clone().any(|i| labels[i] != "overflow")
-        {
-            self.series_overflow.inc();
-            let mut folded = *labels;
-            for i in DESTINATION_SERVICE_LABELS {
-                folded[i] = "overflow";
+        if self.series.count.load(std::sync::atomic::Ordering::Relaxed) >= MAX_REQUEST_SERIES {
+            let overflow = "overflow";
+            let folded = IstioLabels {
+                destination_service: overflow,
+                destination_service_name: overflow,
+                destination_service_namespace: overflow,
+                ..*named
+            };
+            if folded != *named {
+                self.series_overflow.inc();
+                return self.request_series(&folded);
             }
-            return self.request_series(&folded);
         }
         let series = std::sync::Arc::new(RequestSeries {
             total: self.requests_total.with_label_values(labels),

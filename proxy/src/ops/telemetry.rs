@@ -4,6 +4,7 @@
 
 use crate::http::body::{Body, BoxError};
 use crate::http::reply::Flags;
+use crate::ops::metrics::IstioLabels;
 use crate::state::Shared;
 use crate::upstream::endpoint::{ActiveGuard, Endpoint};
 use bytes::Bytes;
@@ -166,54 +167,36 @@ impl Record {
         let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");
         let svc_ns = if host.contains(".svc") { parts.next().unwrap_or("unknown") } else { "unknown" };
         let protocol = if grpc { "grpc" } else { "http" };
-        let (dest_workload, dest_ns, dest_app, dest_version);
-        let labels: [&str; 18] = match reporter {
-            Reporter::Source => {
-                dest_workload = ep_label("workload");
-                dest_ns = svc_ns;
-                dest_app = ep_label("app");
-                dest_version = ep_label("version");
-                [
-                    "source",
-                    &w.name,
-                    &w.namespace,
-                    "unknown",
-                    own_app,
-                    own_version,
-                    dest_workload,
-                    dest_ns,
-                    "unknown",
-                    dest_app,
-                    dest_version,
-                    host,
-                    svc_name,
-                    svc_ns,
-                    protocol,
-                    &flags_text,
-                    "unknown",
-                    code,
-                ]
-            }
-            Reporter::Destination => [
-                "destination",
-                "unknown",
-                "unknown",
-                peer.as_deref().unwrap_or("unknown"),
-                "unknown",
-                "unknown",
-                &w.name,
-                &w.namespace,
-                "unknown",
-                own_app,
-                own_version,
-                host,
-                svc_name,
-                svc_ns,
-                protocol,
-                &flags_text,
-                if peer.is_some() { "mutual_tls" } else { "none" },
-                code,
-            ],
+        let both = |reporter| IstioLabels {
+            destination_service: host,
+            destination_service_name: svc_name,
+            destination_service_namespace: svc_ns,
+            request_protocol: protocol,
+            response_flags: &flags_text,
+            response_code: code,
+            ..IstioLabels::unknown(reporter)
+        };
+        let labels = match reporter {
+            Reporter::Source => IstioLabels {
+                source_workload: &w.name,
+                source_workload_namespace: &w.namespace,
+                source_app: own_app,
+                source_version: own_version,
+                destination_workload: ep_label("workload"),
+                destination_workload_namespace: svc_ns,
+                destination_app: ep_label("app"),
+                destination_version: ep_label("version"),
+                ..both("source")
+            },
+            Reporter::Destination => IstioLabels {
+                source_principal: peer.as_deref().unwrap_or("unknown"),
+                destination_workload: &w.name,
+                destination_workload_namespace: &w.namespace,
+                destination_app: own_app,
+                destination_version: own_version,
+                connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" },
+                ..both("destination")
+            },
         };
         let series = shared.metrics.request_series(&labels);
         series.total.inc();
@@ -222,7 +205,7 @@ impl Record {
         series.response_bytes.observe(response_bytes as f64);
         if shared.access_log.is_enabled() {
             let line = serde_json::json!({
-                "reporter": labels[0],
+                "reporter": labels.reporter,
                 "method": method.as_str(),
                 "authority": authority,
                 "path": path,
@@ -301,8 +284,17 @@ impl crate::net::intercept::Capture for Shared {
 fn tcp_labels<'a>(config: &'a ProxyConfig, cluster: &'a str, flags: &'a str) -> [&'a str; 17] {
     let w = &config.workload;
     let label = |k: &str| w.labels.get(k).map_or("unknown", String::as_str);
-    let u = "unknown";
-    ["source", &w.name, &w.namespace, u, label("app"), label("version"), u, u, u, u, u, u, cluster, u, "tcp", flags, u]
+    IstioLabels {
+        source_workload: &w.name,
+        source_workload_namespace: &w.namespace,
+        source_app: label("app"),
+        source_version: label("version"),
+        destination_service_name: cluster,
+        request_protocol: "tcp",
+        response_flags: flags,
+        ..IstioLabels::unknown("source")
+    }
+    .tcp_values()
 }
 
 /// A response body that records its request when it ends, fails, or is dropped
