@@ -174,7 +174,7 @@ fn the_webhook_answers_with_a_patch_that_makes_the_pod_what_inject_makes_it() {
 #[tokio::test]
 async fn the_control_plane_serves_the_webhook() {
     use http_body_util::BodyExt;
-    let etcd = weft_e2e::Etcd::start();
+    let etcd = weft_testkit::Etcd::start();
     let store =
         weft_control_plane::store::Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::CONTROL_PLANE)))
             .await

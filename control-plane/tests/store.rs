@@ -4,7 +4,7 @@ use std::path::Path;
 use weft_control_plane::istio::{load_str, Kind};
 use weft_control_plane::registry::Instance;
 use weft_control_plane::store::Store;
-use weft_e2e::Etcd;
+use weft_testkit::Etcd;
 
 const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: orders, namespace: prod}\nspec:\n  hosts: [orders]\n  http:\n  - route:\n    - destination: {host: orders}\n";
 const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: orders, namespace: prod}\nspec:\n  host: orders\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n";

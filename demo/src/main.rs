@@ -14,7 +14,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
-use weft_services_common::testkit::{Answer, Client};
+use weft_testkit::{Answer, Client};
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-demo", about = "Drives the shop through the mesh and reports what it saw")]

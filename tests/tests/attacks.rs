@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use weft_control_plane::push::ControlPlane;
 use weft_control_plane::store::Store;
 use weft_control_plane::token;
-use weft_e2e::Etcd;
 use weft_model::stream::{Hello, SignRequest, SIGN_PATH, STREAM_PATH};
 use weft_proxy::Running;
+use weft_testkit::Etcd;
 
 struct Mesh {
     c: Cp,

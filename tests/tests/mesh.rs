@@ -8,7 +8,7 @@ use common::*;
 use std::path::Path;
 use std::time::Duration;
 use weft_control_plane::istio::{load_paths, load_str};
-use weft_e2e::Etcd;
+use weft_testkit::Etcd;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {

@@ -16,8 +16,8 @@ use weft_control_plane::ca::{Ca, CaParts};
 use weft_control_plane::istio::load_str;
 use weft_control_plane::push::ControlPlane;
 use weft_control_plane::store::Store;
-use weft_e2e::Etcd;
 use weft_proxy::Running;
+use weft_testkit::Etcd;
 
 /// An app that answers with the `x-forwarded-client-cert` it received.
 async fn xfcc_app() -> SocketAddr {
@@ -267,7 +267,7 @@ async fn the_seeds_authorization_policy_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     let m = mesh(Duration::from_secs(3600)).await;
-    let dir = weft_e2e::TempDir::new("root");
+    let dir = weft_testkit::TempDir::new("root");
     let good = dir.0.join("root.pem");
     std::fs::write(&good, m.cp.ctx.ca.root_pem()).unwrap();
     let foreign = dir.0.join("foreign.pem");
@@ -298,7 +298,7 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     use weft_control_plane::ca::{fingerprint, fingerprints, read_trust};
     let etcd = Etcd::start();
     let store = admin_store(&[etcd.url()], &etcd).await;
-    let dir = weft_e2e::TempDir::new("ca");
+    let dir = weft_testkit::TempDir::new("ca");
     let old = CaParts::generate("cluster.local").unwrap();
     old.write_dir(&dir.0).unwrap();
     let ca = std::sync::Arc::new(Ca::from_dir(&dir.0, "cluster.local").unwrap());

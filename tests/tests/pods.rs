@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use weft_control_plane::ca::{Ca, CaParts};
 use weft_control_plane::istio::load_str;
 use weft_control_plane::store::Store;
-use weft_e2e::{Etcd, TempDir};
+use weft_testkit::{Etcd, TempDir};
 
 /// A binary next to the test's own build (weft-proxy, examples/hello).
 fn built(name: &str) -> PathBuf {

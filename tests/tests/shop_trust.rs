@@ -10,9 +10,9 @@ mod common;
 use common::{sidecar, test_ca, workload, Cp};
 use http::{HeaderMap, HeaderValue, Method};
 use std::net::SocketAddr;
-use weft_e2e::Etcd;
 use weft_services_common::caller::Trust;
-use weft_services_common::testkit::{self, TestDb};
+use weft_testkit::Etcd;
+use weft_testkit::TestDb;
 
 /// A call to product-service through `outbound` (a sidecar's outbound listener): status and body.
 async fn call(outbound: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
@@ -36,7 +36,8 @@ async fn services_believe_identities_only_from_the_sidecars_proof() {
         database_url: db.url.clone(),
         trust: Trust::mesh(),
     };
-    let app = testkit::spawn(product_service::app(product_service::AppState::connect(&config).await.unwrap())).await;
+    let app =
+        weft_testkit::spawn(product_service::app(product_service::AppState::connect(&config).await.unwrap())).await;
     let (_products, _bye1) =
         sidecar(&cp, workload("product-a", &[("app", "product-service")]), Some("product-service"), Some(app)).await;
     let (gateway, _bye2) = sidecar(&cp, workload("gw", &[("app", "api-gateway")]), None, None).await;

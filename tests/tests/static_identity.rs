@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_control_plane::ca::{Ca, CaParts};
-use weft_e2e::{free_port, TempDir};
+use weft_testkit::{free_port, TempDir};
 
 fn proxy_bin() -> PathBuf {
     let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();

@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| sidecars | applies | p50 ms | p99 ms | max ms | control plane peak RSS MiB |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for &n in &args.sidecars {
-        let etcd = weft_e2e::Etcd::start();
+        let etcd = weft_testkit::Etcd::start();
         // The harness plays every part (registry of simulated services, policy writer): etcd's root.
         let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::ROOT))).await?;
         for s in 0..args.services {
@@ -142,9 +142,9 @@ async fn main() -> anyhow::Result<()> {
                 store.register("bench", &format!("svc-{s}"), &format!("svc-{s}-{k}"), &inst, 600).await?;
             }
         }
-        let port = weft_e2e::free_port();
+        let port = weft_testkit::free_port();
         let cp = format!("127.0.0.1:{port}");
-        let ca_dir = weft_e2e::TempDir::new("bench-ca");
+        let ca_dir = weft_testkit::TempDir::new("bench-ca");
         let parts = weft_control_plane::ca::CaParts::generate("cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
         parts.write_dir(&ca_dir.0.join("ca")).map_err(|e| anyhow::anyhow!("{e}"))?;
         let ca = weft_control_plane::ca::Ca::from_parts(&parts, "cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -14,7 +14,7 @@ use http::StatusCode;
 use serde_json::json;
 use weft_services_common::caller::Trust;
 use weft_services_common::peers::Peers;
-use weft_services_common::testkit::{self, eventually, Client, TestAmqp, TestDb, TestRedisPrefix};
+use weft_testkit::{eventually, Client, TestAmqp, TestDb, TestRedisPrefix};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const SECRET: &str = "journey-secret";
@@ -38,7 +38,7 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
 
     let products = product_service::Config { listen: any, database_url: db.url.clone(), trust: Trust::Development };
     let products =
-        testkit::spawn(product_service::app(product_service::AppState::connect(&products).await.unwrap())).await;
+        weft_testkit::spawn(product_service::app(product_service::AppState::connect(&products).await.unwrap())).await;
     let orders = order_service::Config {
         listen: any,
         redis_url: "redis://127.0.0.1:6379".into(),
@@ -51,7 +51,7 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
         peers: Peers::direct([("product-service", products)]),
         trust: Trust::Development,
     };
-    let orders = testkit::spawn(order_service::app(order_service::AppState::start(orders).await.unwrap())).await;
+    let orders = weft_testkit::spawn(order_service::app(order_service::AppState::start(orders).await.unwrap())).await;
     let notifications = notification_service::Config {
         listen: any,
         database_url: db.url.clone(),
@@ -61,9 +61,10 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
         prefetch: 8,
         trust: Trust::Development,
     };
-    let notifications =
-        testkit::spawn(notification_service::app(notification_service::AppState::start(notifications).await.unwrap()))
-            .await;
+    let notifications = weft_testkit::spawn(notification_service::app(
+        notification_service::AppState::start(notifications).await.unwrap(),
+    ))
+    .await;
     let n = Client::new(notifications);
     assert!(
         eventually(Duration::from_secs(10), || async { n.get("/ready").await.status == StatusCode::OK }).await,
@@ -79,7 +80,7 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
     };
     let users = user_service::AppState::connect(&users).await.unwrap();
     user_service::create_staff(users.pool(), STAFF.0, "Staff", STAFF.1).await.unwrap();
-    let users = testkit::spawn(user_service::app(users)).await;
+    let users = weft_testkit::spawn(user_service::app(users)).await;
 
     let peers = Peers::direct([
         ("user-service", users),
@@ -98,7 +99,7 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
         peers,
     };
     Shop {
-        gateway: Client::new(testkit::spawn(api_gateway::app(gateway).await.unwrap()).await),
+        gateway: Client::new(weft_testkit::spawn(api_gateway::app(gateway).await.unwrap()).await),
         _guards: (db, prefix, amqp),
     }
 }

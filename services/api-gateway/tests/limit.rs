@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use api_gateway::limit::RateLimiter;
-use weft_services_common::testkit::{self, eventually, TestRedisPrefix};
+use weft_testkit::{eventually, TestRedisPrefix};
 
 async fn connected(limiter: &RateLimiter) {
     assert!(eventually(Duration::from_secs(10), || async { limiter.is_shared() }).await, "Redis not connected");
@@ -31,7 +31,7 @@ async fn two_instances_share_one_bucket_per_client() {
 
 #[tokio::test]
 async fn without_redis_each_instance_limits_alone() {
-    let dead = format!("redis://127.0.0.1:{}", testkit::free_port());
+    let dead = format!("redis://127.0.0.1:{}", weft_testkit::free_port());
     let limiter = RateLimiter::shared(0.5, 3.0, &dead, "ratelimit:").await.unwrap();
     for _ in 0..3 {
         assert_eq!(limiter.take("ip:10.0.0.1").await, Ok(()));

@@ -11,7 +11,6 @@
 //! - [`db`]: MariaDB pool, database creation and migrations
 //! - [`jwt`]: the tokens user-service issues and api-gateway verifies
 //! - [`serve`]: `/health`, the serving loop and graceful shutdown
-//! - [`testkit`]: what the services' tests share (unique names, private backends)
 
 pub mod caller;
 pub mod db;
@@ -23,7 +22,6 @@ pub mod peers;
 pub mod pool;
 pub mod request_id;
 pub mod serve;
-pub mod testkit;
 
 pub use error::ApiError;
 pub use json::Json;

@@ -11,13 +11,13 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use weft_services_common::peers::Peers;
-use weft_services_common::testkit;
+use weft_testkit;
 
 #[tokio::test]
 async fn sequential_calls_share_one_connection() {
     let app =
         Router::new().route("/", get(|ConnectInfo(from): ConnectInfo<SocketAddr>| async move { from.to_string() }));
-    let addr = testkit::spawn(app).await;
+    let addr = weft_testkit::spawn(app).await;
     let peers = Peers::direct([("peer", addr)]);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..10 {

@@ -6,7 +6,7 @@ use axum::Router;
 use http::Method;
 use weft_services_common::peers::Peers;
 use weft_services_common::serve;
-use weft_services_common::testkit::{self, Client};
+use weft_testkit::Client;
 
 /// Answers with the request id it received.
 fn echo() -> Router {
@@ -20,7 +20,7 @@ fn echo() -> Router {
 
 #[tokio::test]
 async fn the_id_reaches_the_peer_and_comes_back() {
-    let downstream = testkit::spawn(echo()).await;
+    let downstream = weft_testkit::spawn(echo()).await;
     let peers = Peers::direct([("echo", downstream)]);
     let front = Router::new().route(
         "/",
@@ -34,7 +34,7 @@ async fn the_id_reaches_the_peer_and_comes_back() {
             }
         }),
     );
-    let c = Client::new(testkit::spawn(serve::finish(front)).await);
+    let c = Client::new(weft_testkit::spawn(serve::finish(front)).await);
     let given = c.with("x-request-id", "req-42").get("/").await;
     assert_eq!((given.text.as_str(), given.header("x-request-id")), ("req-42", Some("req-42")));
     let minted = c.get("/").await;

@@ -9,7 +9,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use notification_service::{app, AppState, Config};
 use serde_json::json;
-use weft_services_common::testkit::{self, eventually, Client, PrivateServer, TestAmqp, TestDb};
+use weft_testkit::{eventually, Client, PrivateServer, TestAmqp, TestDb};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -37,7 +37,7 @@ async fn start_on(database_url: &str, amqp_url: &str) -> Setup {
         trust: weft_services_common::caller::Trust::mesh(),
     };
     let state = AppState::start(config.clone()).await.expect("start");
-    let client = Client::new(testkit::spawn(app(state)).await);
+    let client = Client::new(weft_testkit::spawn(app(state)).await);
     assert!(
         eventually(Duration::from_secs(10), || async { client.get("/ready").await.status == StatusCode::OK }).await
     );

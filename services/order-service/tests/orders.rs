@@ -15,7 +15,7 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use order_service::{app, AppState, Config};
 use serde_json::{json, Value};
 use weft_services_common::peers::Peers;
-use weft_services_common::testkit::{self, eventually, Client, PrivateServer, TestAmqp, TestDb, TestRedisPrefix};
+use weft_testkit::{eventually, Client, PrivateServer, TestAmqp, TestDb, TestRedisPrefix};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -37,7 +37,8 @@ async fn product_service(db: &TestDb) -> (Client, SocketAddr) {
         database_url: db.url.clone(),
         trust: weft_services_common::caller::Trust::Development,
     };
-    let addr = testkit::spawn(product_service::app(product_service::AppState::connect(&config).await.unwrap())).await;
+    let addr =
+        weft_testkit::spawn(product_service::app(product_service::AppState::connect(&config).await.unwrap())).await;
     (Client::new(addr), addr)
 }
 
@@ -57,7 +58,7 @@ fn config(product_addr: SocketAddr, redis_url: &str, prefix: &str, exchange: &st
 }
 
 async fn order_service(config: Config) -> Client {
-    Client::new(testkit::spawn(app(AppState::start(config).await.expect("start"))).await)
+    Client::new(weft_testkit::spawn(app(AppState::start(config).await.expect("start"))).await)
 }
 
 impl Shop {
@@ -298,7 +299,7 @@ async fn events_wait_in_the_outbox_while_the_broker_is_unreachable() {
         &shop.exchange,
         "v1",
     );
-    cut_off.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", testkit::free_port());
+    cut_off.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", weft_testkit::free_port());
     let isolated = order_service(cut_off.clone()).await.as_user("3", "customer");
     let placed = isolated.post("/orders", json!({"product_id": product, "quantity": 1})).await;
     assert_eq!(placed.status, StatusCode::CREATED, "orders are taken while the broker is down");
@@ -367,7 +368,7 @@ async fn durable_queue(amqp_url: &str, exchange: &str) -> String {
     let ch = conn.create_channel().await.unwrap();
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     ch.exchange_declare(exchange.into(), ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
-    let queue = testkit::unique("seen");
+    let queue = weft_testkit::unique("seen");
     ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default()).await.unwrap();
     ch.queue_bind(
         queue.as_str().into(),
@@ -408,7 +409,7 @@ async fn after_a_broker_restart_the_relay_reconnects_and_publishes_what_waited()
     let db = TestDb::new("orders_broker");
     let (products, product_addr) = product_service(&db).await;
     let prefix = TestRedisPrefix::new("orders_broker");
-    let exchange = testkit::unique("orders");
+    let exchange = weft_testkit::unique("orders");
     let mut config = config(product_addr, "redis://127.0.0.1:6379", &prefix.0, &exchange, "v1");
     config.amqp_url = broker.amqp_url();
     let seen = durable_queue(&config.amqp_url, &exchange).await;

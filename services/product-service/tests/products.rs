@@ -6,13 +6,13 @@ use http::{Method, StatusCode};
 use product_service::{app, AppState, Config};
 use serde_json::json;
 use weft_services_common::caller::Trust;
-use weft_services_common::testkit::{self, eventually, Client, PrivateServer, TestDb};
+use weft_testkit::{eventually, Client, PrivateServer, TestDb};
 
 async fn start(database_url: &str) -> Client {
     let config =
         Config { listen: "127.0.0.1:0".parse().unwrap(), database_url: database_url.to_string(), trust: Trust::mesh() };
     let state = AppState::connect(&config).await.expect("connect and migrate");
-    Client::new(testkit::spawn(app(state)).await)
+    Client::new(weft_testkit::spawn(app(state)).await)
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use user_service::{app, AppState, Config};
 use weft_services_common::caller::Trust;
 use weft_services_common::jwt;
 use weft_services_common::peers::Peers;
-use weft_services_common::testkit::{self, Client, TestDb};
+use weft_testkit::{Client, TestDb};
 
 const SECRET: &str = "test-secret";
 
@@ -27,7 +27,7 @@ async fn start_with(db: &TestDb) -> (Client, mysql_async::Pool) {
     };
     let state = AppState::connect(&config).await.expect("start");
     let pool = state.pool().clone();
-    (Client::new(testkit::spawn(app(state)).await), pool)
+    (Client::new(weft_testkit::spawn(app(state)).await), pool)
 }
 
 #[tokio::test]

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant, SystemTime};
 use weft_control_plane::ca::{Ca, CaParts};
 use weft_control_plane::push::ControlPlane;
 use weft_control_plane::store::Store;
-use weft_e2e::Etcd;
 use weft_model::stream::Hello;
 use weft_model::Workload;
 use weft_proxy::config::control::ControlOptions;
 use weft_proxy::security::identity::{Identity, IdentityOptions};
 use weft_proxy::{Proxy, ProxyOptions, Running};
+use weft_testkit::Etcd;
 
 /// An app answering its name.
 pub async fn app(name: &'static str) -> SocketAddr {

@@ -1,10 +1,10 @@
-//! For the services' tests (and the end-to-end tests): unique names so tests
-//! never collide on the shared MariaDB, Redis and RabbitMQ; a service started
-//! in-process on a free port; a small JSON client; and private MariaDB, Redis
-//! and RabbitMQ servers on free ports for the tests that stop a backend (the
-//! shared ones are never stopped).
+//! The shop's side: unique names so tests never collide on the shared
+//! MariaDB, Redis and RabbitMQ; a service started in-process on a free port; a
+//! small JSON client (which can call as a workload behind a sidecar would);
+//! and private MariaDB, Redis and RabbitMQ servers on free ports for the tests
+//! that stop a backend (the shared ones are never stopped).
 
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::Value;
 
+use crate::free_port;
+
 /// `weft_test_<tag>_<pid>_<n>`: letters, digits and `_`, valid as a database,
 /// key prefix, exchange or queue name.
 pub fn unique(tag: &str) -> String {
@@ -24,15 +26,11 @@ pub fn unique(tag: &str) -> String {
     format!("weft_test_{tag}_{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
 }
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
-
 /// Serves `app` on a free loopback port for the rest of the test.
 pub async fn spawn(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(crate::serve::run(listener, app, std::future::pending()));
+    tokio::spawn(weft_services_common::serve::run(listener, app, std::future::pending()));
     addr
 }
 
@@ -73,13 +71,18 @@ impl Client {
     /// The same client, calling as a workload of `service_account` would through its
     /// sidecar: with the XFCC the receiving sidecar sets from the proven certificate.
     pub fn as_workload(&self, service_account: &str) -> Self {
-        let id = crate::caller::Trust::mesh().identity(service_account).expect("a mesh identity");
-        self.with(crate::caller::XFCC, &format!("By=spiffe://cluster.local/ns/production/sa/test;URI={id}"))
+        let id = weft_services_common::caller::Trust::mesh().identity(service_account).expect("a mesh identity");
+        self.with(
+            weft_services_common::caller::XFCC,
+            &format!("By=spiffe://cluster.local/ns/production/sa/test;URI={id}"),
+        )
     }
 
     /// The same client, as api-gateway forwarding end user `id` with `role`.
     pub fn as_user(&self, id: &str, role: &str) -> Self {
-        self.as_workload(crate::caller::GATEWAY).with(crate::caller::USER_ID, id).with(crate::caller::USER_ROLE, role)
+        self.as_workload(weft_services_common::caller::GATEWAY)
+            .with(weft_services_common::caller::USER_ID, id)
+            .with(weft_services_common::caller::USER_ROLE, role)
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -98,7 +101,7 @@ impl Client {
         if body.is_some() && !headers.contains_key(http::header::CONTENT_TYPE) {
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        let r = crate::peers::send(self.addr, "localhost", method, path, headers, body.map(Bytes::from))
+        let r = weft_services_common::peers::send(self.addr, "localhost", method, path, headers, body.map(Bytes::from))
             .await
             .unwrap_or_else(|e| panic!("request to {}{path}: {e}", self.addr));
         let text = String::from_utf8_lossy(&r.body).to_string();

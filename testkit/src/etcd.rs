@@ -1,36 +1,11 @@
-//! End-to-end test harness across real processes: a private etcd started from
-//! `/usr/bin/etcd` on free ports with a temporary data dir (stopped and removed
-//! on drop), and helpers shared by the tests in `tests/tests/` and by the
-//! control plane's own tests.
+//! A private etcd, started from `/usr/bin/etcd` on free ports with a temporary
+//! data dir (stopped and removed on drop), locked down as Weft runs it.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
-
-/// A temporary directory removed on drop.
-#[derive(Debug)]
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("weft-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::{free_port, TempDir};
 
 /// One private etcd member, locked down as Weft runs etcd everywhere: TLS
 /// only with client certificates (clients and peers), etcd's RBAC on
