@@ -2,7 +2,7 @@
 //! private etcd locked down as in production ([`etcd`]), the shop's kit
 //! ([`shop`]: unique names on the shared backends, in-process services, a JSON
 //! client, private MariaDB/Redis/RabbitMQ servers), free ports and temporary
-//! directories. Test code only: no production crate depends on it.
+//! directories. Only tests, benches and the demo driver use it.
 
 pub mod etcd;
 pub mod shop;
