@@ -8,7 +8,6 @@ use rand::Rng;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 use weft_model::LbPolicy;
 
 /// Picks an index with probability `weight / sum(weights)`.
@@ -47,6 +46,12 @@ impl WeightedPick {
             _ => self.index_for(rng.gen_range(0..self.total().max(1))),
         }
     }
+}
+
+/// Now, by tokio's clock: the real clock in production, a paused one in tests
+/// (so ejection and its end can be tested without waiting).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Why no endpoint could be picked.
@@ -92,12 +97,12 @@ impl Balancer {
     pub fn record(&self, endpoint: &Arc<Endpoint>, outcome: Outcome) -> Option<Event> {
         let settings = self.outlier.as_ref()?;
         let index = self.endpoints.iter().position(|e| Arc::ptr_eq(e, endpoint))?;
-        outlier::on_result(settings, &self.hosts(), index, outcome, Instant::now())
+        outlier::on_result(settings, &self.hosts(), index, outcome, now())
     }
 
     /// The outlier review at an `interval` tick; returns the hosts un-ejected.
     pub fn tick(&self) -> usize {
-        self.outlier.as_ref().map_or(0, |s| outlier::on_tick(s, &self.hosts(), Instant::now()))
+        self.outlier.as_ref().map_or(0, |s| outlier::on_tick(s, &self.hosts(), now()))
     }
 
     /// The endpoints load may go to: all, or the non-ejected ones unless in panic.
@@ -169,6 +174,29 @@ mod tests {
         let w = WeightedPick::new(&[1, 0, 3]);
         assert_eq!(w.index_for(0), 0);
         assert_eq!(w.index_for(1), 2);
+    }
+
+    /// Five 5xx eject an endpoint; the review after `baseEjectionTime` brings it
+    /// back — on tokio's paused clock, so the test takes no time.
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_ends_at_the_first_review_after_its_time() {
+        let yaml = "apiVersion: weft.dev/v1alpha1\nversion: '1'\nworkload: {name: w, namespace: ns}\nclusters:\n  c:\n    endpoints: [{address: 127.0.0.1:1}, {address: 127.0.0.1:2}]\n    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 100}\n";
+        let config: weft_model::ProxyConfig = serde_yaml::from_str(yaml).unwrap();
+        let registry = crate::upstream::endpoint::Registry::default();
+        let snapshot = crate::config::snapshot::Snapshot::compile(config, &registry, None).unwrap();
+        let b = &snapshot.cluster("c").unwrap().balancer;
+        let bad = b.endpoints()[0].clone();
+        for _ in 0..4 {
+            assert_eq!(b.record(&bad, Outcome::Status(500)), None);
+        }
+        assert!(b.record(&bad, Outcome::Status(500)).is_some(), "the fifth 5xx ejects");
+        assert!(bad.outlier.is_ejected());
+        tokio::time::advance(std::time::Duration::from_secs(29)).await;
+        assert_eq!(b.tick(), 0, "29 s: still ejected");
+        assert!(bad.outlier.is_ejected());
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert_eq!(b.tick(), 1, "30 s: back at the review");
+        assert!(!bad.outlier.is_ejected());
     }
 
     #[test]
