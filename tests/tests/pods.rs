@@ -269,6 +269,16 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         assert!(net.exec(ns, &["iptables", "-t", "nat", "-S"]).contains("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
         assert!(net.exec(ns, &["ip6tables", "-t", "nat", "-S"]).contains("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
     }
+    // A pod whose network namespace has IPv6 turned off gets IPv4 rules only (nothing to capture,
+    // and no ip6tables to need); everywhere else both families must load or the init fails.
+    let v4_only = net.pod("v4only", 9);
+    net.exec(&v4_only, &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"]);
+    net.exec(&v4_only, &[&proxy, "init-iptables"]);
+    assert!(net.exec(&v4_only, &["iptables", "-t", "nat", "-S"]).contains("-A WEFT_OUTPUT -j WEFT_REDIRECT"));
+    assert!(
+        !net.exec(&v4_only, &["ip6tables", "-t", "nat", "-S"]).contains("WEFT_"),
+        "no IPv6 rules where IPv6 is off"
+    );
     let sidecar = |name: &str, sa: &str, labels: &str, token_file: &str, extra: &[String]| -> Vec<String> {
         let cp = if name == "order-v2" { &cp_url6 } else { &cp_url };
         let mut v: Vec<String> = [

@@ -153,10 +153,13 @@ fn iptables(family: Family, args: &[&str]) -> Result<bool, String> {
     Ok(out.status.success())
 }
 
-/// The families this host speaks: IPv6 only where the kernel has it on (a pod
-/// whose kernel has IPv6 but whose rules were IPv4 only would let IPv6 past the sidecar).
+/// The families this pod speaks: IPv6 wherever the kernel has it and the pod's
+/// network namespace has not turned it off (`net.ipv6.conf.all.disable_ipv6`).
+/// Even link-local IPv6 reaches an app bound to `[::]`, so rules for IPv4 only
+/// would let IPv6 past the sidecar: where IPv6 is on, its rules must load.
 pub fn families() -> Vec<Family> {
-    let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
+    let disabled = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1");
+    let v6 = std::path::Path::new("/proc/net/if_inet6").exists() && !disabled;
     if v6 {
         vec![Family::V4, Family::V6]
     } else {
