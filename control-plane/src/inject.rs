@@ -253,7 +253,7 @@ impl PodSettings {
         }
         let key = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
         if let Some(v) = get(key) {
-            if !v.split(',').all(|c| weft_proxy::net::intercept::is_cidr(c.trim())) {
+            if !v.split(',').all(|c| weft_proxy::net::iptables::is_cidr(c.trim())) {
                 return Err(bad(key, &v, "a comma-separated list of IPv4 or IPv6 CIDRs"));
             }
             s.init_args.extend(["--exclude-outbound-cidrs".to_string(), trimmed_list(&v)]);

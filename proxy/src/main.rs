@@ -133,9 +133,9 @@ struct InitArgs {
     #[arg(long, default_value_t = 15006)]
     inbound_port: u16,
     /// The sidecar's uid and gid; their traffic is never redirected.
-    #[arg(long, default_value_t = weft_proxy::net::intercept::PROXY_UID)]
+    #[arg(long, default_value_t = weft_proxy::net::iptables::PROXY_UID)]
     proxy_uid: u32,
-    #[arg(long, default_value_t = weft_proxy::net::intercept::PROXY_UID)]
+    #[arg(long, default_value_t = weft_proxy::net::iptables::PROXY_UID)]
     proxy_gid: u32,
     #[arg(long, value_delimiter = ',')]
     exclude_inbound_ports: Vec<u16>,
@@ -147,8 +147,8 @@ struct InitArgs {
 }
 
 fn init_iptables(args: InitArgs) -> anyhow::Result<()> {
-    use weft_proxy::net::intercept;
-    let rules = intercept::Rules {
+    use weft_proxy::net::iptables;
+    let rules = iptables::Rules {
         outbound_port: args.outbound_port,
         inbound_port: args.inbound_port,
         proxy_uid: args.proxy_uid,
@@ -160,15 +160,15 @@ fn init_iptables(args: InitArgs) -> anyhow::Result<()> {
     rules.validate().map_err(anyhow::Error::msg)?;
     match (args.dry_run, args.cleanup) {
         (true, _) => {
-            for family in intercept::families() {
+            for family in iptables::families() {
                 println!("# {family:?}");
                 print!("{}", rules.restore_input(family));
             }
         }
-        (false, true) => intercept::cleanup().map_err(anyhow::Error::msg)?,
+        (false, true) => iptables::cleanup().map_err(anyhow::Error::msg)?,
         (false, false) => {
-            intercept::apply(&rules).map_err(anyhow::Error::msg)?;
-            let families = intercept::families();
+            iptables::apply(&rules).map_err(anyhow::Error::msg)?;
+            let families = iptables::families();
             let n: usize = families.iter().map(|f| rules.rules(*f).len()).sum();
             eprintln!("weft-proxy init-iptables: {n} rules installed ({families:?})");
         }

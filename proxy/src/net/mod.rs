@@ -1,4 +1,5 @@
 //! Sockets: the serving loop every listener shares, and transparent interception.
 
 pub mod intercept;
+pub mod iptables;
 pub mod listen;

@@ -11,7 +11,6 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use weft_services_common::peers::Peers;
-use weft_testkit;
 
 #[tokio::test]
 async fn sequential_calls_share_one_connection() {
