@@ -211,6 +211,17 @@ impl std::fmt::Display for Explanation {
     }
 }
 
+/// The workload a service's first instance runs as: what its sidecars' inbound side is translated for.
+pub fn workload_of(svc: &crate::registry::ServiceView<'_>) -> Option<weft_model::Workload> {
+    let inst = svc.instances.first()?;
+    Some(weft_model::Workload {
+        name: svc.name.to_string(),
+        namespace: svc.namespace.to_string(),
+        service_account: inst.service_account.clone(),
+        labels: inst.labels.clone(),
+    })
+}
+
 /// Who may call one service, read from the inbound authorization its sidecars get.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Access {
@@ -225,13 +236,7 @@ pub struct Access {
 pub fn access(resources: &[crate::istio::Resource], registry: &crate::registry::Registry) -> Vec<Access> {
     let mut out = Vec::new();
     for svc in registry.services() {
-        let Some(inst) = svc.instances.first() else { continue };
-        let workload = weft_model::Workload {
-            name: svc.name.to_string(),
-            namespace: svc.namespace.to_string(),
-            service_account: inst.service_account.clone(),
-            labels: inst.labels.clone(),
-        };
+        let Some(workload) = workload_of(&svc) else { continue };
         let config = crate::translate::translate(resources, registry, &workload, "access").config;
         let mut rules = Vec::new();
         for p in &config.inbound.authz {

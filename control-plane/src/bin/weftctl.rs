@@ -433,19 +433,12 @@ async fn main() -> ExitCode {
             let req = weft_control_plane::explain::Request { host, method, path, headers };
             let explained = weft_control_plane::explain::explain(&config, &req).map(|mut e| {
                 // The destination decides: translate its inbound side and run its authorization.
-                if let Some(svc) = e.service.as_deref().and_then(|s| registry.service(s)) {
-                    if let Some(inst) = svc.instances.first() {
-                        let dest = weft_model::Workload {
-                            name: svc.name.to_string(),
-                            namespace: svc.namespace.to_string(),
-                            service_account: inst.service_account.clone(),
-                            labels: inst.labels.clone(),
-                        };
-                        let dest_config =
-                            weft_control_plane::translate::translate(&resources, &registry, &dest, "explain").config;
-                        e.authorization =
-                            Some(weft_control_plane::explain::authorize(&dest_config, Some(&principal), &req));
-                    }
+                let service = e.service.as_deref().and_then(|s| registry.service(s));
+                if let Some(dest) = service.as_ref().and_then(weft_control_plane::explain::workload_of) {
+                    let dest_config =
+                        weft_control_plane::translate::translate(&resources, &registry, &dest, "explain").config;
+                    e.authorization =
+                        Some(weft_control_plane::explain::authorize(&dest_config, Some(&principal), &req));
                 }
                 e
             });

@@ -153,14 +153,19 @@ fn iptables(family: Family, args: &[&str]) -> Result<bool, String> {
     Ok(out.status.success())
 }
 
+/// Whether IPv6 is on in this network namespace: the kernel has it, and
+/// `net.ipv6.conf.all.disable_ipv6` is not 1.
+pub fn ipv6_on() -> bool {
+    let disabled = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1");
+    std::path::Path::new("/proc/net/if_inet6").exists() && !disabled
+}
+
 /// The families this pod speaks: IPv6 wherever the kernel has it and the pod's
 /// network namespace has not turned it off (`net.ipv6.conf.all.disable_ipv6`).
 /// Even link-local IPv6 reaches an app bound to `[::]`, so rules for IPv4 only
 /// would let IPv6 past the sidecar: where IPv6 is on, its rules must load.
 pub fn families() -> Vec<Family> {
-    let disabled = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1");
-    let v6 = std::path::Path::new("/proc/net/if_inet6").exists() && !disabled;
-    if v6 {
+    if ipv6_on() {
         vec![Family::V4, Family::V6]
     } else {
         vec![Family::V4]

@@ -64,9 +64,10 @@ pub trait InboundSecurity: Send + Sync + 'static {
 
 /// Binds `addr` and, when it is IPv4's wildcard or loopback, its IPv6 twin on
 /// the same port (`[::]` or `[::1]`, IPv6 only, so IPv4 peers keep their own
-/// addresses): in a dual-stack pod ip6tables redirects IPv6 to the twin. A host
-/// without IPv6 gets no twin; a twin that cannot be bound is logged, and IPv6
-/// redirected to it is refused by the kernel (closed, never uncaptured).
+/// addresses): in a dual-stack pod ip6tables redirects IPv6 to the twin. No
+/// twin where IPv6 is off; where it is on, a twin that cannot be bound fails
+/// the start, as the first address would (IPv6 must never reach a port some
+/// other process holds).
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Vec<TcpListener>> {
     use std::net::{IpAddr, Ipv6Addr, SocketAddr};
     let first = TcpListener::bind(addr).await?;
@@ -75,23 +76,13 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Vec<TcpListener
         IpAddr::V4(ip) if ip.is_loopback() => Ipv6Addr::LOCALHOST,
         _ => return Ok(vec![first]),
     };
-    let twin = SocketAddr::new(IpAddr::V6(twin_ip), first.local_addr()?.port());
-    match bind_v6_only(twin) {
-        Ok(l) => Ok(vec![first, l]),
-        Err(e) if e.raw_os_error() == Some(libc_eafnosupport()) || e.kind() == std::io::ErrorKind::AddrNotAvailable => {
-            tracing::debug!("no IPv6 twin for {addr}: {e}");
-            Ok(vec![first])
-        }
-        Err(e) => {
-            tracing::warn!("the IPv6 twin {twin} of {addr} could not be bound: {e}; IPv6 to it is refused");
-            Ok(vec![first])
-        }
+    if !crate::net::iptables::ipv6_on() {
+        return Ok(vec![first]);
     }
-}
-
-/// `EAFNOSUPPORT` on Linux: the kernel has no IPv6.
-fn libc_eafnosupport() -> i32 {
-    97
+    let twin = SocketAddr::new(IpAddr::V6(twin_ip), first.local_addr()?.port());
+    let second = bind_v6_only(twin)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("the IPv6 twin {twin} of {addr}: {e}")))?;
+    Ok(vec![first, second])
 }
 
 fn bind_v6_only(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {

@@ -47,7 +47,7 @@ pub const TCP_LABELS: [&str; 17] = {
 
 /// One request's Istio labels, by name. [`IstioLabels::values`] is the one
 /// place that knows their order ([`REQUEST_LABELS`], right above it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IstioLabels<'a> {
     pub reporter: &'a str,
     pub source_workload: &'a str,

@@ -2,6 +2,7 @@
 //! called by plain HTTP as `http://<service>`, either straight to its address or
 //! through the local sidecar's outbound port, which routes by `Host`.
 //!
+//! - [`bucket`]: per-key token buckets in memory
 //! - [`caller`]: who is calling — the workload the sidecar proved, the user only from api-gateway
 //! - [`env`]: configuration from the environment, with defaults that work on one host
 //! - [`error`]: one error type and the one place it becomes a JSON response
@@ -12,6 +13,7 @@
 //! - [`jwt`]: the tokens user-service issues and api-gateway verifies
 //! - [`serve`]: `/health`, the serving loop and graceful shutdown
 
+pub mod bucket;
 pub mod caller;
 pub mod db;
 pub mod env;

@@ -9,11 +9,9 @@
 //! (`/users/me`), staff read anyone; staff are made by `user-service
 //! create-staff` or the `STAFF_EMAIL` bootstrap, never by registering.
 
-pub mod attempts;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -25,6 +23,7 @@ use axum::Router;
 use mysql_async::prelude::*;
 use mysql_async::Pool;
 use serde::{Deserialize, Serialize};
+use weft_services_common::bucket::Limiter;
 use weft_services_common::caller::{Role, Trust};
 use weft_services_common::peers::Peers;
 use weft_services_common::{db, env, jwt, serve, ApiError, Json};
@@ -45,9 +44,9 @@ pub const MIGRATIONS: &[&str] = &[
 
 pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 128;
-/// Logins per account in [`ATTEMPT_WINDOW`], and registrations per email.
-pub const LOGINS_PER_ACCOUNT: u32 = 10;
-pub const REGISTRATIONS_PER_EMAIL: u32 = 3;
+/// Logins per account and registrations per email at once; either refills over [`ATTEMPT_WINDOW`].
+pub const LOGINS_PER_ACCOUNT: f64 = 10.0;
+pub const REGISTRATIONS_PER_EMAIL: f64 = 3.0;
 pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// What registration answers, taken or not.
 pub const REGISTERED: &str = "if this address can be registered, it is now: log in with it";
@@ -85,8 +84,8 @@ pub struct AppState {
     config: Config,
     /// Verified against when the email is unknown, so a login takes as long either way.
     dummy_hash: String,
-    logins: attempts::Attempts,
-    registrations: attempts::Attempts,
+    logins: Limiter,
+    registrations: Limiter,
 }
 
 impl AppState {
@@ -97,14 +96,19 @@ impl AppState {
             pool,
             config: config.clone(),
             dummy_hash,
-            logins: attempts::Attempts::new(LOGINS_PER_ACCOUNT, ATTEMPT_WINDOW),
-            registrations: attempts::Attempts::new(REGISTRATIONS_PER_EMAIL, ATTEMPT_WINDOW),
+            logins: per_account(LOGINS_PER_ACCOUNT),
+            registrations: per_account(REGISTRATIONS_PER_EMAIL),
         })
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
+}
+
+/// `n` attempts at once per key, refilling over [`ATTEMPT_WINDOW`].
+fn per_account(n: f64) -> Limiter {
+    Limiter::new(n / ATTEMPT_WINDOW.as_secs_f64(), n)
 }
 
 /// Makes `email` a member of staff: created with `password` when new, promoted
@@ -211,7 +215,7 @@ async fn verify_password(password: String, hash: String) -> Result<bool, ApiErro
 
 fn too_many(wait: Duration) -> ApiError {
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attempts for this account");
-    e.retry_after = Some(wait.as_secs().max(1));
+    e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
     e
 }
 
@@ -219,7 +223,7 @@ fn too_many(wait: Duration) -> ApiError {
 /// the same time (the password is hashed either way), and its owner a notification.
 async fn register(State(s): Shared, Json(r): Json<Registration>) -> Result<Response, ApiError> {
     let email = normalise_email(&r.email)?;
-    s.registrations.take(&email, Instant::now()).map_err(too_many)?;
+    s.registrations.take(&email).map_err(too_many)?;
     let name = r.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::bad_request("name: 1 to 200 characters"));
@@ -268,7 +272,7 @@ async fn tell_owner(peers: Peers, owner: u64) {
 async fn login(State(s): Shared, Json(l): Json<Login>) -> Result<Json<Session>, ApiError> {
     let refused = || ApiError::unauthorized("email or password is wrong");
     let email = normalise_email(&l.email).map_err(|_| refused())?;
-    s.logins.take(&email, Instant::now()).map_err(too_many)?;
+    s.logins.take(&email).map_err(too_many)?;
     let mut conn = s.pool.get_conn().await?;
     let row: Option<(u64, String, String, String)> =
         conn.exec_first("SELECT id, name, password_hash, role FROM users WHERE email = ?", (&email,)).await?;
