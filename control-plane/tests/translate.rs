@@ -143,6 +143,23 @@ fn source_labels_select_routes_per_workload() {
     assert_eq!(routes[0].route[0].cluster, "outbound|80||order-service.production.svc.cluster.local");
 }
 
+/// Istio turns a match entry with only config-time selectors into a catch-all; an
+/// empty match in the sidecar's config would be refused and the workload would NACK.
+#[test]
+fn a_match_with_only_config_time_selectors_is_a_catch_all_for_the_selected_workload() {
+    for selector in ["sourceLabels: {app: api-gateway}", "sourceNamespace: production", "port: 80", "gateways: [mesh]"] {
+        let yaml = format!(
+            "{HEAD}  - match:\n    - {selector}\n    route:\n    - destination: {{host: order-service, subset: v2}}\n  - route:\n    - destination: {{host: order-service}}\n"
+        );
+        let t = from_yaml(&yaml);
+        t.config.validate().unwrap_or_else(|e| panic!("{selector}: the sidecar would NACK: {e}"));
+        let routes = &t.config.services["order-service.production.svc.cluster.local"].routes;
+        assert_eq!(routes.len(), 1, "{selector}: the catch-all makes the later rule unreachable");
+        assert!(routes[0].matches.is_empty(), "{selector}");
+        assert_eq!(routes[0].route[0].cluster, V2, "{selector}");
+    }
+}
+
 #[test]
 fn undefined_subsets_and_unknown_hosts_are_reported() {
     let t = from_yaml(&format!("{HEAD}  - route:\n    - destination: {{host: order-service, subset: v9}}\n      weight: 50\n    - destination: {{host: ghost}}\n      weight: 50\n"));

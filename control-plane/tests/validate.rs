@@ -86,7 +86,7 @@ fn destination_rule_rules() {
         ("  host: a\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n", 9, "spec.trafficPolicy.loadBalancer.consistentHash", "not supported yet"),
         ("  host: a\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: -1}}\n", 9, "spec.trafficPolicy.connectionPool.tcp.maxConnections", "must not be negative"),
         ("  host: a\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}\n", 9, "spec.trafficPolicy.connectionPool.http.useClientProtocol", "cannot be combined"),
-        ("  host: a\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: SOMETIMES}}\n", 9, "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "is not DEFAULT"),
+        ("  host: a\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: SOMETIMES}}\n", 9, "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "\"SOMETIMES\" is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE"),
         ("  host: a\n  trafficPolicy:\n    outlierDetection: {maxEjectionPercent: 150}\n", 9, "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "between 0 and 100"),
         ("  host: a\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 5}\n", 9, "spec.trafficPolicy.outlierDetection.consecutiveErrors", "use consecutive5xxErrors"),
         ("  host: a\n  trafficPolicy:\n    outlierDetection:\n      interval: 5\n", 10, "spec.trafficPolicy.outlierDetection.interval", "lacks a unit"),
@@ -131,7 +131,7 @@ const AP_HEAD: &str =
 fn authorization_policy_rules() {
     let cases: &[(&str, usize, &str, &str)] = &[
         ("  action: CUSTOM\n", 7, "spec.action", "CUSTOM (external authorization) is not supported yet"),
-        ("  action: MAYBE\n", 7, "spec.action", "is not ALLOW, DENY, AUDIT or CUSTOM"),
+        ("  action: MAYBE\n", 7, "spec.action", "\"MAYBE\" is not one of ALLOW, DENY, AUDIT, CUSTOM"),
         (
             "  rules:\n  - from:\n    - source: {requestPrincipals: ['*']}\n",
             9,
@@ -183,7 +183,7 @@ fn sidecar_rules() {
             "  outboundTrafficPolicy:\n    mode: DENY_ALL\n",
             8,
             "spec.outboundTrafficPolicy.mode",
-            "\"DENY_ALL\" is not ALLOW_ANY or REGISTRY_ONLY",
+            "\"DENY_ALL\" is not one of REGISTRY_ONLY, ALLOW_ANY",
         ),
         ("  egress:\n  - hosts: [./*]\n", 7, "spec.egress", "not supported yet"),
         (

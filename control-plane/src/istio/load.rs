@@ -161,8 +161,15 @@ fn typed<S: DeserializeOwned>(file: &Path, first_line: usize, doc: &str) -> Resu
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.inner();
-        let line = first_line + yaml_line(inner).saturating_sub(1);
         let mut message = strip_location(&inner.to_string());
+        // A bad value (a duration, an enum) is on its field's line; serde_yaml places checks
+        // that run after the scalar is read at the enclosing mapping. An unknown field's
+        // path is its parent's, so its own position is serde_yaml's.
+        let line = match message.starts_with("unknown field") {
+            false => LineIndex::build(doc, first_line).line(&field),
+            true => None,
+        }
+        .unwrap_or(first_line + yaml_line(inner).saturating_sub(1));
         if let Some(hint) = hint_for(&message) {
             message = hint;
         }
@@ -196,6 +203,12 @@ fn hint_for(message: &str) -> Option<String> {
              maxEjectionPercent) and `connectionPool` instead"
                 .into(),
         );
+    }
+    // serde: "unknown variant `X`, expected one of `A`, `B`" (or "expected `A` or `B`").
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (value, expected) = rest.split_once("`, expected ")?;
+        let expected = expected.strip_prefix("one of ").unwrap_or(expected).replace("` or `", ", ").replace("`", "");
+        return Some(format!("{value:?} is not one of {expected}"));
     }
     if let Some(rest) = message.strip_prefix("unknown field ") {
         return Some(format!("unknown field {rest}; Istio has no such field here"));

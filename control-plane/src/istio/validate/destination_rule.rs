@@ -1,0 +1,113 @@
+//! DestinationRule: host, subsets, traffic policies.
+
+use super::{at_least_1ms, is_dns1123, unsupported, Problems, NOT_YET};
+use crate::istio::types::*;
+
+pub(super) fn check(dr: &DestinationRule, p: &mut Problems) {
+    let DestinationRule { host, traffic_policy, subsets, export_to, workload_selector } = dr;
+    if host.is_empty() || host == "*" {
+        p.push(("spec.host".into(), "a service host is required".into()));
+    }
+    unsupported(p, "spec.workloadSelector".into(), workload_selector);
+    super::export_to(p, export_to);
+    if let Some(tp) = traffic_policy {
+        traffic("spec.trafficPolicy", tp, p);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, s) in subsets.iter().enumerate() {
+        let at = format!("spec.subsets[{i}]");
+        if !is_dns1123(&s.name, 63, false) {
+            p.push((format!("{at}.name"), format!("{:?} is not a valid subset name", s.name)));
+        }
+        if !names.insert(&s.name) {
+            p.push((format!("{at}.name"), format!("subset {:?} is defined twice", s.name)));
+        }
+        if let Some(tp) = &s.traffic_policy {
+            traffic(&format!("{at}.trafficPolicy"), tp, p);
+        }
+    }
+}
+
+fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
+    let TrafficPolicy {
+        load_balancer,
+        connection_pool,
+        outlier_detection,
+        tls,
+        port_level_settings,
+        tunnel,
+        proxy_protocol,
+        retry_budget,
+    } = tp;
+    if *tp == TrafficPolicy::default() {
+        p.push((at.into(), "trafficPolicy must have at least one field".into()));
+    }
+    for (field, v) in [
+        ("portLevelSettings", port_level_settings),
+        ("tunnel", tunnel),
+        ("proxyProtocol", proxy_protocol),
+        ("retryBudget", retry_budget),
+    ] {
+        unsupported(p, format!("{at}.{field}"), v);
+    }
+    if tls.is_some() {
+        p.push((format!("{at}.tls"), format!("tls is {NOT_YET} (mesh mTLS comes with workload identity)")));
+    }
+    if let Some(lb) = load_balancer {
+        let at = format!("{at}.loadBalancer");
+        unsupported(p, format!("{at}.consistentHash"), &lb.consistent_hash);
+        unsupported(p, format!("{at}.localityLbSetting"), &lb.locality_lb_setting);
+        unsupported(p, format!("{at}.warmupDurationSecs"), &lb.warmup_duration_secs);
+        unsupported(p, format!("{at}.warmup"), &lb.warmup);
+        if lb.simple == Some(SimpleLb::Passthrough) {
+            p.push((format!("{at}.simple"), format!("PASSTHROUGH is {NOT_YET}")));
+        }
+    }
+    if let Some(cp) = connection_pool {
+        let at = format!("{at}.connectionPool");
+        let non_negative = |p: &mut Problems, path: String, v: Option<i32>| {
+            if v.is_some_and(|v| v < 0) {
+                p.push((path, "must not be negative".into()));
+            }
+        };
+        if let Some(tcp) = &cp.tcp {
+            non_negative(p, format!("{at}.tcp.maxConnections"), tcp.max_connections);
+            at_least_1ms(p, format!("{at}.tcp.connectTimeout"), &tcp.connect_timeout);
+            unsupported(p, format!("{at}.tcp.tcpKeepalive"), &tcp.tcp_keepalive);
+            unsupported(p, format!("{at}.tcp.maxConnectionDuration"), &tcp.max_connection_duration);
+            unsupported(p, format!("{at}.tcp.idleTimeout"), &tcp.idle_timeout);
+        }
+        if let Some(http) = &cp.http {
+            non_negative(p, format!("{at}.http.http1MaxPendingRequests"), http.http1_max_pending_requests);
+            non_negative(p, format!("{at}.http.http2MaxRequests"), http.http2_max_requests);
+            non_negative(p, format!("{at}.http.maxRequestsPerConnection"), http.max_requests_per_connection);
+            non_negative(p, format!("{at}.http.maxRetries"), http.max_retries);
+            unsupported(p, format!("{at}.http.maxConcurrentStreams"), &http.max_concurrent_streams);
+            if http.use_client_protocol == Some(true) && http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) {
+                p.push((
+                    format!("{at}.http.useClientProtocol"),
+                    "useClientProtocol cannot be combined with h2UpgradePolicy UPGRADE".into(),
+                ));
+            }
+        }
+    }
+    if let Some(od) = outlier_detection {
+        let at = format!("{at}.outlierDetection");
+        if od.consecutive_errors.is_some() {
+            p.push((
+                format!("{at}.consecutiveErrors"),
+                "consecutiveErrors is deprecated and Istio ignores it; use consecutive5xxErrors".into(),
+            ));
+        }
+        unsupported(p, format!("{at}.splitExternalLocalOriginErrors"), &od.split_external_local_origin_errors);
+        unsupported(p, format!("{at}.consecutiveLocalOriginFailures"), &od.consecutive_local_origin_failures);
+        at_least_1ms(p, format!("{at}.interval"), &od.interval);
+        at_least_1ms(p, format!("{at}.baseEjectionTime"), &od.base_ejection_time);
+        for (field, v) in [("maxEjectionPercent", od.max_ejection_percent), ("minHealthPercent", od.min_health_percent)]
+        {
+            if v.is_some_and(|v| !(0..=100).contains(&v)) {
+                p.push((format!("{at}.{field}"), "must be between 0 and 100".into()));
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! VirtualService: hosts, routes, matches, retries, faults, header operations.
+
+use super::{at_least_1ms, is_dns1123, is_token, unsupported, Problems, NOT_YET};
+use crate::istio::types::*;
+
+pub(super) fn check(vs: &VirtualService, p: &mut Problems) {
+    let VirtualService { hosts, gateways, http, tls, tcp, export_to } = vs;
+    if hosts.is_empty() {
+        p.push(("spec.hosts".into(), "at least one host is required".into()));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        if h.is_empty() || h == "*" || h.parse::<std::net::IpAddr>().is_ok() || h.contains('/') || h.contains(':') {
+            p.push((
+                format!("spec.hosts[{i}]"),
+                format!("{h:?} is not a service host (use a name, name.namespace or FQDN)"),
+            ));
+        }
+    }
+    if !(gateways.is_empty() || gateways.len() == 1 && gateways[0] == "mesh") {
+        p.push(("spec.gateways".into(), format!("gateways other than `mesh` are {NOT_YET}")));
+    }
+    super::export_to(p, export_to);
+    unsupported(p, "spec.tls".into(), tls);
+    unsupported(p, "spec.tcp".into(), tcp);
+    if http.is_empty() && tls.is_none() && tcp.is_none() {
+        p.push(("spec.http".into(), "http, tcp or tls must be provided".into()));
+    }
+    for (i, route) in http.iter().enumerate() {
+        http_route(&format!("spec.http[{i}]"), route, p);
+    }
+}
+
+fn http_route(at: &str, r: &HttpRoute, p: &mut Problems) {
+    let HttpRoute {
+        name: _,
+        matches,
+        route,
+        redirect,
+        direct_response,
+        delegate,
+        rewrite,
+        timeout,
+        retries,
+        fault,
+        mirror,
+        mirrors,
+        mirror_percentage,
+        mirror_percent,
+        cors_policy,
+        headers,
+    } = r;
+    for (field, v) in [
+        ("redirect", redirect),
+        ("directResponse", direct_response),
+        ("delegate", delegate),
+        ("mirror", mirror),
+        ("mirrors", mirrors),
+        ("mirrorPercentage", mirror_percentage),
+        ("mirror_percent", mirror_percent),
+        ("corsPolicy", cors_policy),
+    ] {
+        unsupported(p, format!("{at}.{field}"), v);
+    }
+    if route.is_empty() && redirect.is_none() && direct_response.is_none() && delegate.is_none() {
+        p.push((format!("{at}.route"), "HTTP route, redirect or directResponse is required".into()));
+    }
+    for (j, m) in matches.iter().enumerate() {
+        match_request(&format!("{at}.match[{j}]"), m, p);
+    }
+    for (j, d) in route.iter().enumerate() {
+        let dp = format!("{at}.route[{j}]");
+        if d.destination.host.is_empty() {
+            p.push((format!("{dp}.destination.host"), "a destination host is required".into()));
+        }
+        if let Some(s) = &d.destination.subset {
+            if !is_dns1123(s, 63, false) {
+                p.push((format!("{dp}.destination.subset"), format!("{s:?} is not a valid subset name")));
+            }
+        }
+        if let Some(port) = &d.destination.port {
+            if port.number == 0 || port.number > 65535 {
+                p.push((format!("{dp}.destination.port.number"), "must be between 1 and 65535".into()));
+            }
+        }
+        if d.weight.is_some_and(|w| w < 0) {
+            p.push((format!("{dp}.weight"), "weight must not be negative".into()));
+        }
+        if let Some(h) = &d.headers {
+            header_ops(&format!("{dp}.headers"), h, p);
+        }
+    }
+    if route.len() > 1 && route.iter().all(|d| d.weight.unwrap_or(0) == 0) {
+        p.push((format!("{at}.route"), "with several destinations the total weight must be above 0".into()));
+    }
+    at_least_1ms(p, format!("{at}.timeout"), timeout);
+    if let Some(rt) = retries {
+        retry(&format!("{at}.retries"), rt, p);
+    }
+    if let Some(f) = fault {
+        fault_rules(&format!("{at}.fault"), f, p);
+    }
+    if let Some(h) = headers {
+        header_ops(&format!("{at}.headers"), h, p);
+        let sets_authority = h.request.as_ref().is_some_and(|r| {
+            r.set.keys().chain(r.add.keys()).any(|k| k.eq_ignore_ascii_case("host") || k == ":authority")
+        });
+        if sets_authority && rewrite.as_ref().is_some_and(|rw| rw.authority.is_some()) {
+            p.push((
+                format!("{at}.rewrite.authority"),
+                "the authority is set both by rewrite and by headers; keep one".into(),
+            ));
+        }
+    }
+    if let Some(rw) = rewrite {
+        unsupported(p, format!("{at}.rewrite.uriRegexRewrite"), &rw.uri_regex_rewrite);
+        if rw.uri.as_deref() == Some("") {
+            p.push((format!("{at}.rewrite.uri"), "must not be empty".into()));
+        }
+    }
+}
+
+fn match_request(at: &str, m: &HttpMatchRequest, p: &mut Problems) {
+    let HttpMatchRequest {
+        name: _,
+        uri,
+        scheme,
+        method,
+        authority,
+        headers,
+        port,
+        source_labels: _,
+        gateways,
+        query_params,
+        ignore_uri_case: _,
+        without_headers,
+        source_namespace,
+        stat_prefix,
+    } = m;
+    unsupported(p, format!("{at}.scheme"), scheme);
+    unsupported(p, format!("{at}.statPrefix"), stat_prefix);
+    if *m == HttpMatchRequest::default() {
+        p.push((at.into(), "an empty match is not allowed; leave `match` out to match every request".into()));
+    }
+    if !(gateways.is_empty() || gateways.len() == 1 && gateways[0] == "mesh") {
+        p.push((format!("{at}.gateways"), format!("gateways other than `mesh` are {NOT_YET}")));
+    }
+    if port.is_some_and(|n| n == 0 || n > 65535) {
+        p.push((format!("{at}.port"), "must be between 1 and 65535".into()));
+    }
+    if let Some(ns) = source_namespace {
+        if !is_dns1123(ns, 63, false) {
+            p.push((format!("{at}.sourceNamespace"), format!("{ns:?} is not a namespace")));
+        }
+    }
+    if let Some(u) = uri {
+        string_match(&format!("{at}.uri"), u, true, false, p);
+    }
+    if let Some(x) = method {
+        string_match(&format!("{at}.method"), x, false, false, p);
+    }
+    if let Some(x) = authority {
+        string_match(&format!("{at}.authority"), x, false, false, p);
+    }
+    for (field, map) in [("headers", headers), ("withoutHeaders", without_headers), ("queryParams", query_params)] {
+        for (k, v) in map {
+            let kp = format!("{at}.{field}.{k}");
+            if field != "queryParams" && (k.is_empty() || k.bytes().any(|b| b.is_ascii_uppercase() || !is_token(b))) {
+                p.push((kp.clone(), format!("header name {k:?} must be lowercase and hyphenated")));
+            }
+            if field == "headers" && k.starts_with("@request.auth.claims") {
+                p.push((kp.clone(), format!("JWT claim matches are {NOT_YET}")));
+            }
+            string_match(&kp, v, false, true, p);
+        }
+    }
+}
+
+fn string_match(at: &str, m: &StringMatch, empty_prefix_ok: bool, presence_ok: bool, p: &mut Problems) {
+    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()].iter().filter(|b| **b).count();
+    if set > 1 {
+        p.push((at.into(), "set only one of exact, prefix, regex".into()));
+    }
+    if set == 0 && !presence_ok {
+        p.push((at.into(), "one of exact, prefix, regex is required".into()));
+    }
+    if m.prefix.as_deref() == Some("") && !empty_prefix_ok {
+        p.push((format!("{at}.prefix"), "must not be empty".into()));
+    }
+    if let Some(re) = &m.regex {
+        if re.is_empty() {
+            p.push((format!("{at}.regex"), "must not be empty".into()));
+        } else if re.len() > weft_model::MAX_REGEX_LEN {
+            p.push((format!("{at}.regex"), format!("is {} characters; Istio allows at most 1024", re.len())));
+        } else if let Err(e) = regex::Regex::new(&format!("^(?:{re})$")) {
+            p.push((format!("{at}.regex"), format!("invalid RE2 regex: {e}")));
+        }
+    }
+}
+
+/// Conditions Istio accepts in `retryOn` (besides HTTP status codes).
+const RETRY_ON: [&str; 16] = [
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+fn retry(at: &str, r: &HttpRetry, p: &mut Problems) {
+    let HttpRetry {
+        attempts,
+        per_try_timeout,
+        retry_on,
+        retry_remote_localities,
+        retry_ignore_previous_hosts: _,
+        backoff,
+    } = r;
+    unsupported(p, format!("{at}.retryRemoteLocalities"), retry_remote_localities);
+    if *attempts < 0 {
+        p.push((format!("{at}.attempts"), "attempts must not be negative".into()));
+    }
+    if *attempts == 0 && (per_try_timeout.is_some() || retry_on.is_some()) {
+        p.push((format!("{at}.attempts"), "attempts is 0 (no retries) but perTryTimeout or retryOn is set".into()));
+    }
+    at_least_1ms(p, format!("{at}.perTryTimeout"), per_try_timeout);
+    at_least_1ms(p, format!("{at}.backoff"), backoff);
+    if let Some(on) = retry_on {
+        for cond in on.split(',').map(str::trim) {
+            let is_code = cond.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+            if !is_code && !RETRY_ON.contains(&cond) {
+                p.push((
+                    format!("{at}.retryOn"),
+                    format!("{cond:?} is not a retry condition ({})", RETRY_ON.join(", ")),
+                ));
+            } else if ["retriable-headers", "envoy-ratelimited", "http3-post-connect-failure"].contains(&cond) {
+                p.push((format!("{at}.retryOn"), format!("{cond:?} is {NOT_YET}")));
+            }
+        }
+    }
+}
+
+fn fault_rules(at: &str, f: &HttpFault, p: &mut Problems) {
+    if f.delay.is_none() && f.abort.is_none() {
+        p.push((at.into(), "set delay, abort or both".into()));
+    }
+    let pct = |p: &mut Problems, path: String, v: f64| {
+        if !(0.0..=100.0).contains(&v) {
+            p.push((path, "must be between 0 and 100".into()));
+        }
+    };
+    if let Some(d) = &f.delay {
+        unsupported(p, format!("{at}.delay.exponentialDelay"), &d.exponential_delay);
+        if d.fixed_delay.is_none() && d.exponential_delay.is_none() {
+            p.push((format!("{at}.delay.fixedDelay"), "a delay needs fixedDelay".into()));
+        }
+        at_least_1ms(p, format!("{at}.delay.fixedDelay"), &d.fixed_delay);
+        if let Some(x) = &d.percentage {
+            pct(p, format!("{at}.delay.percentage.value"), x.value);
+        }
+        if let Some(x) = d.percent {
+            pct(p, format!("{at}.delay.percent"), f64::from(x));
+        }
+    }
+    if let Some(a) = &f.abort {
+        unsupported(p, format!("{at}.abort.grpcStatus"), &a.grpc_status);
+        unsupported(p, format!("{at}.abort.http2Error"), &a.http2_error);
+        match a.http_status {
+            Some(s) if !(200..=599).contains(&s) => {
+                p.push((format!("{at}.abort.httpStatus"), "must be between 200 and 599".into()))
+            }
+            None if a.grpc_status.is_none() && a.http2_error.is_none() => {
+                p.push((format!("{at}.abort.httpStatus"), "an abort needs httpStatus".into()))
+            }
+            _ => {}
+        }
+        if let Some(x) = &a.percentage {
+            pct(p, format!("{at}.abort.percentage.value"), x.value);
+        }
+    }
+}
+
+fn header_ops(at: &str, h: &Headers, p: &mut Problems) {
+    for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+        let Some(ops) = ops else { continue };
+        for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
+            for (k, v) in map {
+                if k.is_empty() || !k.bytes().all(|b| is_token(b) || b == b':') {
+                    p.push((format!("{at}.{side}.{field}.{k}"), format!("{k:?} is not a header name")));
+                }
+                if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    p.push((format!("{at}.{side}.{field}.{k}"), "header values must not contain CR, LF or NUL".into()));
+                }
+            }
+        }
+        for (i, k) in ops.remove.iter().enumerate() {
+            if k.eq_ignore_ascii_case("host") || k.starts_with(':') {
+                p.push((format!("{at}.{side}.remove[{i}]"), format!("{k:?} cannot be removed")));
+            }
+        }
+    }
+}

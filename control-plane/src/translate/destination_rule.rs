@@ -1,0 +1,239 @@
+//! DestinationRule → clusters: one per host, port and subset, with the
+//! endpoints the subset's labels select and the traffic policy that applies.
+
+use super::{duration, visible, Translator, ROOT_NAMESPACE};
+use crate::istio::types::{
+    ConnectionPool, DestinationRule, H2UpgradePolicy, HttpSettings, LoadBalancer, OutlierDetection, SimpleLb, Subset,
+    TcpSettings, TrafficPolicy,
+};
+use crate::istio::{Resource, Spec};
+use crate::registry::{host_matches, resolve_host};
+use std::collections::BTreeMap;
+use weft_model as model;
+
+fn cluster_name(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+impl<'a> Translator<'a> {
+    /// The DestinationRule for `fqdn`: the workload's namespace first, then the
+    /// service's, then the root namespace; the most specific host wins within one.
+    fn destination_rule_for(&self, fqdn: &str, service_ns: &str) -> Option<&'a DestinationRule> {
+        for ns in [self.workload.namespace.as_str(), service_ns, ROOT_NAMESPACE] {
+            let mut candidates: Vec<(&'a Resource, &'a DestinationRule, String)> = self
+                .resources
+                .iter()
+                .filter(|r| r.namespace() == ns)
+                .filter_map(|r| match &r.spec {
+                    Spec::DestinationRule(dr) => Some((r, dr, resolve_host(&dr.host, r.namespace()))),
+                    _ => None,
+                })
+                .filter(|(r, dr, host)| {
+                    host_matches(host, fqdn) && visible(&dr.export_to, r.namespace(), &self.workload.namespace)
+                })
+                .collect();
+            // Exact hosts before wildcards, longer wildcards before shorter.
+            candidates.sort_by_key(|(r, _, host)| {
+                (host.starts_with('*'), std::cmp::Reverse(host.len()), r.name().to_string())
+            });
+            if let Some((_, dr, _)) = candidates.first() {
+                return Some(dr);
+            }
+        }
+        None
+    }
+
+    /// Adds (once) the cluster for host/port/subset and returns its name.
+    pub(super) fn cluster(&mut self, fqdn: &str, port: u16, subset: Option<&str>) -> String {
+        let name = cluster_name(port, subset.unwrap_or(""), fqdn);
+        if self.clusters.contains_key(&name) {
+            return name;
+        }
+        let svc = self.registry.service(fqdn);
+        let service_ns = svc.as_ref().map_or("", |s| s.namespace);
+        // `host` and `exportTo` chose the rule; `workloadSelector` is refused by validation.
+        let (policy, subsets) = match self.destination_rule_for(fqdn, service_ns) {
+            Some(DestinationRule { host: _, traffic_policy, subsets, export_to: _, workload_selector: _ }) => {
+                (traffic_policy.clone().unwrap_or_default(), subsets.as_slice())
+            }
+            None => (TrafficPolicy::default(), &[][..]),
+        };
+        let mut policy = policy;
+        let mut selector = BTreeMap::new();
+        if let Some(subset) = subset {
+            match subsets.iter().find(|s| s.name == subset) {
+                Some(Subset { name: _, labels, traffic_policy }) => {
+                    selector = labels.clone();
+                    if let Some(sp) = traffic_policy {
+                        policy = merge(policy, sp.clone());
+                    }
+                }
+                None => {
+                    self.warnings.push(format!("subset {subset:?} of {fqdn} is not defined by any DestinationRule: no endpoints (Istio: 503 NC)"));
+                    selector.insert("weft.dev/undefined-subset".into(), subset.into());
+                }
+            }
+        }
+        let selected: Vec<&crate::registry::Instance> = svc
+            .map(|s| {
+                s.instances
+                    .iter()
+                    .copied()
+                    .filter(|i| selector.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let endpoints =
+            selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
+        let mut identities: Vec<String> = selected
+            .iter()
+            .map(|i| format!("spiffe://{}/ns/{service_ns}/sa/{}", self.trust_domain, i.service_account))
+            .collect();
+        identities.sort();
+        identities.dedup();
+        let tls = (!identities.is_empty()).then_some(model::ClusterTls { identities });
+        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, endpoints, tls));
+        name
+    }
+}
+
+/// Subset-level components replace the DR-level ones wholesale (Istio `MergeTrafficPolicy`).
+fn merge(base: TrafficPolicy, subset: TrafficPolicy) -> TrafficPolicy {
+    let TrafficPolicy {
+        load_balancer,
+        connection_pool,
+        outlier_detection,
+        tls,
+        port_level_settings,
+        tunnel,
+        proxy_protocol,
+        retry_budget,
+    } = subset;
+    TrafficPolicy {
+        load_balancer: load_balancer.or(base.load_balancer),
+        connection_pool: connection_pool.or(base.connection_pool),
+        outlier_detection: outlier_detection.or(base.outlier_detection),
+        tls: tls.or(base.tls),
+        // Refused by validation; merged alike for when they are built.
+        port_level_settings: port_level_settings.or(base.port_level_settings),
+        tunnel: tunnel.or(base.tunnel),
+        proxy_protocol: proxy_protocol.or(base.proxy_protocol),
+        retry_budget: retry_budget.or(base.retry_budget),
+    }
+}
+
+/// Every endpoint is a sidecar, so mTLS is on (Istio's auto-mTLS): the
+/// server must prove one of the service accounts its instances run as.
+fn cluster_from(
+    fqdn: &str,
+    policy: &TrafficPolicy,
+    endpoints: Vec<model::Endpoint>,
+    tls: Option<model::ClusterTls>,
+) -> model::Cluster {
+    let TrafficPolicy {
+        load_balancer,
+        connection_pool,
+        outlier_detection,
+        tls: _, // refused by validation (issue 18: DR tls)
+        port_level_settings: _,
+        tunnel: _,
+        proxy_protocol: _,
+        retry_budget: _,
+    } = policy;
+    let lb_policy = match load_balancer {
+        Some(LoadBalancer {
+            simple,
+            // Refused by validation:
+            consistent_hash: _,
+            locality_lb_setting: _,
+            warmup_duration_secs: _,
+            warmup: _,
+        }) => match simple {
+            Some(SimpleLb::RoundRobin) => model::LbPolicy::RoundRobin,
+            Some(SimpleLb::Random) => model::LbPolicy::Random,
+            // Istio: UNSPECIFIED and LEAST_CONN are LEAST_REQUEST; PASSTHROUGH is refused by validation.
+            Some(SimpleLb::LeastRequest | SimpleLb::LeastConn | SimpleLb::Unspecified | SimpleLb::Passthrough)
+            | None => model::LbPolicy::LeastRequest,
+        },
+        None => model::LbPolicy::LeastRequest,
+    };
+    let (tcp, http) = match connection_pool {
+        Some(ConnectionPool { tcp, http }) => (tcp.as_ref(), http.as_ref()),
+        None => (None, None),
+    };
+    // Istio overrides the defaults (2³²−1) only with values above 0.
+    let positive = |v: &Option<i32>| v.filter(|v| *v > 0).map(|v| v as u32);
+    let (tcp_pool, protocol) = (tcp_pool(tcp, positive), protocol(http));
+    let http_pool = match http {
+        Some(HttpSettings {
+            http1_max_pending_requests,
+            http2_max_requests,
+            max_requests_per_connection,
+            max_retries,
+            idle_timeout,
+            h2_upgrade_policy: _, // `protocol`
+            use_client_protocol: _,
+            max_concurrent_streams: _, // refused by validation
+        }) => model::HttpPool {
+            http1_max_pending_requests: positive(http1_max_pending_requests),
+            http2_max_requests: positive(http2_max_requests),
+            max_requests_per_connection: positive(max_requests_per_connection),
+            max_retries: positive(max_retries),
+            idle_timeout: duration(idle_timeout),
+        },
+        None => model::HttpPool::default(),
+    };
+    model::Cluster {
+        service: Some(fqdn.to_string()),
+        lb_policy,
+        endpoints,
+        protocol,
+        outlier_detection: outlier_detection.as_ref().map(outlier),
+        connection_pool: model::ConnectionPool { tcp: tcp_pool, http: http_pool },
+        tls,
+    }
+}
+
+fn tcp_pool(tcp: Option<&TcpSettings>, positive: impl Fn(&Option<i32>) -> Option<u32>) -> model::TcpPool {
+    match tcp {
+        Some(TcpSettings {
+            max_connections,
+            connect_timeout,
+            // Refused by validation:
+            tcp_keepalive: _,
+            max_connection_duration: _,
+            idle_timeout: _,
+        }) => model::TcpPool { max_connections: positive(max_connections), connect_timeout: duration(connect_timeout) },
+        None => model::TcpPool::default(),
+    }
+}
+
+fn protocol(http: Option<&HttpSettings>) -> model::UpstreamProtocol {
+    match http {
+        Some(h) if h.use_client_protocol == Some(true) => model::UpstreamProtocol::UseClient,
+        Some(h) if h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) => model::UpstreamProtocol::Http2,
+        _ => model::UpstreamProtocol::Http1,
+    }
+}
+
+fn outlier(od: &OutlierDetection) -> model::OutlierDetection {
+    let OutlierDetection {
+        consecutive_5xx_errors,
+        consecutive_gateway_errors,
+        consecutive_errors: _, // deprecated; refused by validation
+        interval,
+        base_ejection_time,
+        max_ejection_percent,
+        min_health_percent,
+        split_external_local_origin_errors: _, // refused by validation
+        consecutive_local_origin_failures: _,
+    } = od;
+    model::OutlierDetection {
+        consecutive_5xx_errors: *consecutive_5xx_errors,
+        consecutive_gateway_errors: *consecutive_gateway_errors,
+        interval: duration(interval),
+        base_ejection_time: duration(base_ejection_time),
+        max_ejection_percent: max_ejection_percent.filter(|v| *v > 0).map(|v| v as u32),
+        min_health_percent: min_health_percent.map(|v| v.max(0) as u32),
+    }
+}

@@ -1,0 +1,46 @@
+//! Sidecar → the workload's outbound traffic policy.
+
+use super::by_precedence;
+use crate::istio::types::{OutboundMode, OutboundTrafficPolicy, Sidecar};
+use crate::istio::{Resource, Spec};
+use weft_model as model;
+
+/// The workload's Sidecar resource, as Istio picks it: the first level of
+/// [`by_precedence`] that has one (ties go to the first by name, and are
+/// reported: Istio calls them undefined, IST0110); then that resource's
+/// `outboundTrafficPolicy.mode`, with no fallback to a lower level (as Istio).
+/// `None`: the sidecar's own default (MeshConfig's, ALLOW_ANY).
+pub fn outbound_traffic_policy(
+    resources: &[Resource],
+    workload: &model::Workload,
+    warnings: &mut Vec<String>,
+) -> Option<model::OutboundTrafficPolicy> {
+    let levels = by_precedence(
+        resources,
+        workload,
+        |s| match s {
+            Spec::Sidecar(sc) => Some(sc),
+            _ => None,
+        },
+        |sc| sc.workload_selector.as_ref().map(|s| &s.labels),
+    );
+    let found = levels.into_iter().find(|level| !level.is_empty())?;
+    if found.len() > 1 {
+        let names: Vec<String> = found.iter().map(|(r, _)| format!("{}/{}", r.namespace(), r.name())).collect();
+        warnings.push(format!(
+            "workload {}/{} is selected by several Sidecars ({}); {} is used (Istio IST0110)",
+            workload.namespace,
+            workload.name,
+            names.join(", "),
+            names[0]
+        ));
+    }
+    // `workloadSelector` chose it; ingress, egress and inboundConnectionPool are refused by validation.
+    let Sidecar { workload_selector: _, outbound_traffic_policy, ingress: _, egress: _, inbound_connection_pool: _ } =
+        found[0].1;
+    let OutboundTrafficPolicy { mode, egress_proxy: _ } = outbound_traffic_policy.as_ref()?;
+    Some(match (*mode)? {
+        OutboundMode::RegistryOnly => model::OutboundTrafficPolicy::RegistryOnly,
+        OutboundMode::AllowAny => model::OutboundTrafficPolicy::AllowAny,
+    })
+}
