@@ -124,7 +124,7 @@ fn reload(c: &mut Criterion) {
 /// Authorization for one request: the seed's policy (two principals), allowed and denied.
 fn authz(c: &mut Criterion) {
     let policy: model::authz::AuthzPolicy = serde_yaml::from_str(
-        "{name: 'ns[production]-policy[order-service-auth]', action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/production/sa/user-service]}, {principals: [cluster.local/ns/production/sa/product-service]}]}]}",
+        "{name: 'ns[production]-policy[order-service-auth]', action: ALLOW, rules: [{from: [[{attribute: principal, anyOf: [{match: exact, value: cluster.local/ns/production/sa/user-service}]}], [{attribute: principal, anyOf: [{match: exact, value: cluster.local/ns/production/sa/product-service}]}]]}]}",
     )
     .expect("policy");
     let policies = vec![weft_proxy::security::authz::Policy::compile(&policy)];

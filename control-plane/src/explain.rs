@@ -3,6 +3,7 @@
 //! would get — not by a second implementation that could disagree.
 
 use serde::Serialize;
+use weft_model::authz::{AuthzRule, Matcher};
 use weft_model::ProxyConfig;
 use weft_proxy::config::snapshot::Snapshot;
 use weft_proxy::http::route::RequestView;
@@ -261,39 +262,44 @@ pub fn access(resources: &[crate::istio::Resource], registry: &crate::registry::
     out
 }
 
-fn or_any(values: &[String], any: &str) -> String {
+/// The allowed and refused values of the group's matchers for one attribute (`a | b`, empty when none).
+fn values_of(group: &[Matcher], attribute: &str) -> (String, String) {
+    group.iter().find(|m| m.attribute() == attribute).map(Matcher::values).unwrap_or_default()
+}
+
+fn or_any(values: String, any: &str) -> String {
     if values.is_empty() {
         any.to_string()
     } else {
-        values.join(" | ")
+        values
     }
 }
 
-fn callers(r: &weft_model::authz::AuthzRule) -> String {
+fn callers(r: &AuthzRule) -> String {
     if r.from.is_empty() {
         return "any caller".into();
     }
     let each: Vec<String> = r
         .from
         .iter()
-        .map(|s| {
+        .map(|g| {
+            let (principals, not_principals) = values_of(g, "source.principal");
+            let (namespaces, not_namespaces) = values_of(g, "source.namespace");
+            let (ips, not_ips) = values_of(g, "source.ip");
             let mut parts = Vec::new();
-            if !s.principals.is_empty()
-                || s.not_principals.is_empty() && s.namespaces.is_empty() && s.ip_blocks.is_empty()
-            {
-                parts.push(or_any(&s.principals, "any identity"));
+            if !principals.is_empty() || not_principals.is_empty() && namespaces.is_empty() && ips.is_empty() {
+                parts.push(or_any(principals, "any identity"));
             }
-            if !s.not_principals.is_empty() {
-                parts.push(format!("not {}", s.not_principals.join(" | ")));
-            }
-            if !s.namespaces.is_empty() {
-                parts.push(format!("namespace {}", s.namespaces.join(" | ")));
-            }
-            if !s.not_namespaces.is_empty() {
-                parts.push(format!("not namespace {}", s.not_namespaces.join(" | ")));
-            }
-            if !s.ip_blocks.is_empty() {
-                parts.push(format!("ip {}", s.ip_blocks.join(" | ")));
+            for (what, v) in [
+                ("not", not_principals),
+                ("namespace", namespaces),
+                ("not namespace", not_namespaces),
+                ("ip", ips),
+                ("not ip", not_ips),
+            ] {
+                if !v.is_empty() {
+                    parts.push(format!("{what} {v}"));
+                }
             }
             parts.join(", ")
         })
@@ -301,24 +307,28 @@ fn callers(r: &weft_model::authz::AuthzRule) -> String {
     each.join("; or ")
 }
 
-fn operations(r: &weft_model::authz::AuthzRule) -> String {
+fn operations(r: &AuthzRule) -> String {
     if r.to.is_empty() {
         return "any operation".into();
     }
     let each: Vec<String> =
         r.to.iter()
-            .map(|o| {
-                let mut s = format!("{} {}", or_any(&o.methods, "any method"), or_any(&o.paths, "any path"));
+            .map(|g| {
+                let (methods, not_methods) = values_of(g, "request.method");
+                let (paths, not_paths) = values_of(g, "request.path");
+                let (hosts, not_hosts) = values_of(g, "request.host");
+                let (ports, not_ports) = values_of(g, "destination.port");
+                let mut s = format!("{} {}", or_any(methods, "any method"), or_any(paths, "any path"));
                 for (what, v) in [
-                    ("not methods", &o.not_methods),
-                    ("not paths", &o.not_paths),
-                    ("hosts", &o.hosts),
-                    ("not hosts", &o.not_hosts),
-                    ("ports", &o.ports),
-                    ("not ports", &o.not_ports),
+                    ("not methods", not_methods),
+                    ("not paths", not_paths),
+                    ("hosts", hosts),
+                    ("not hosts", not_hosts),
+                    ("ports", ports),
+                    ("not ports", not_ports),
                 ] {
                     if !v.is_empty() {
-                        s.push_str(&format!(" ({what} {})", v.join(" | ")));
+                        s.push_str(&format!(" ({what} {v})"));
                     }
                 }
                 s
@@ -327,8 +337,21 @@ fn operations(r: &weft_model::authz::AuthzRule) -> String {
     each.join("; or ")
 }
 
-fn conditions(r: &weft_model::authz::AuthzRule) -> String {
-    r.when.iter().map(|c| format!(" when {} in [{}]", c.key, c.values.join(", "))).collect()
+fn conditions(r: &AuthzRule) -> String {
+    r.when
+        .iter()
+        .map(|m| {
+            let (yes, no) = m.values();
+            let mut s = format!(" when {}", m.attribute());
+            if !yes.is_empty() {
+                s.push_str(&format!(" in [{yes}]"));
+            }
+            if !no.is_empty() {
+                s.push_str(&format!(" not in [{no}]"));
+            }
+            s
+        })
+        .collect()
 }
 
 impl std::fmt::Display for Access {

@@ -147,7 +147,8 @@ fn source_labels_select_routes_per_workload() {
 /// empty match in the sidecar's config would be refused and the workload would NACK.
 #[test]
 fn a_match_with_only_config_time_selectors_is_a_catch_all_for_the_selected_workload() {
-    for selector in ["sourceLabels: {app: api-gateway}", "sourceNamespace: production", "port: 80", "gateways: [mesh]"] {
+    for selector in ["sourceLabels: {app: api-gateway}", "sourceNamespace: production", "port: 80", "gateways: [mesh]"]
+    {
         let yaml = format!(
             "{HEAD}  - match:\n    - {selector}\n    route:\n    - destination: {{host: order-service, subset: v2}}\n  - route:\n    - destination: {{host: order-service}}\n"
         );

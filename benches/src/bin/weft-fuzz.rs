@@ -386,7 +386,7 @@ async fn start_sidecar() -> Result<(std::net::SocketAddr, std::net::SocketAddr),
         }
     });
     let yaml = format!(
-        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n, labels: {{app: w}}}}\nservices:\n  svc:\n    routes:\n    - route: [{{cluster: c}}]\nclusters:\n  c:\n    service: svc.n.svc.cluster.local\n    endpoints:\n    - {{address: '{up}'}}\ninbound:\n  app: '{up}'\n  authz:\n  - name: n/deny\n    action: DENY\n    rules:\n    - to: [{{paths: [/admin, /admin/*]}}]\n"
+        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n, labels: {{app: w}}}}\nservices:\n  svc:\n    routes:\n    - route: [{{cluster: c}}]\nclusters:\n  c:\n    service: svc.n.svc.cluster.local\n    endpoints:\n    - {{address: '{up}'}}\ninbound:\n  app: '{up}'\n  authz:\n  - name: n/deny\n    action: DENY\n    rules:\n    - to: [[{{attribute: path, anyOf: [{{match: exact, value: /admin}}, {{match: prefix, value: /admin/}}]}}]]\n"
     );
     let config = weft_proxy::config::file::parse(Path::new("fuzz.yaml"), &yaml).map_err(|e| e.to_string())?;
     let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();

@@ -3,11 +3,12 @@
 
 use super::{by_precedence, ROOT_NAMESPACE};
 use crate::istio::types::{
-    Action, AuthorizationPolicy, AuthzCondition, AuthzFrom, AuthzOperation, AuthzRule, AuthzSource, AuthzTo, MtlsMode,
-    PeerAuthentication, PeerMtls, WorkloadSelector,
+    Action, AuthorizationPolicy, AuthzCondition, AuthzFrom, AuthzOperation, AuthzRule, AuthzSource, AuthzTo,
+    ConditionKey, MtlsMode, PeerAuthentication, PeerMtls, WorkloadSelector,
 };
 use crate::istio::Spec;
 use weft_model as model;
+use weft_model::authz as az;
 
 /// The mTLS mode for `workload`: workload-level (selector matches) over
 /// namespace-level over mesh-level (root namespace); UNSET inherits; the
@@ -63,10 +64,22 @@ pub fn authorization(
             // Refused by validation; were one to get here, it denies (fail closed).
             Some(Action::Custom) => az::AuthzAction::Deny,
         };
+        // A value that does not parse is refused by validation; were one to get here, the
+        // policy fails closed: an ALLOW allows nothing, a DENY denies every request.
+        let rules = match rules.iter().flatten().map(rule).collect::<Result<Vec<_>, String>>() {
+            Ok(rules) => rules,
+            Err(why) => {
+                tracing::error!(policy = r.name(), "authorization policy fails closed: {why}");
+                match action {
+                    az::AuthzAction::Deny => vec![az::AuthzRule::default()],
+                    az::AuthzAction::Allow | az::AuthzAction::Audit => Vec::new(),
+                }
+            }
+        };
         out.push(az::AuthzPolicy {
             name: format!("ns[{}]-policy[{}]", r.namespace(), r.name()),
             action,
-            rules: rules.iter().flatten().map(rule).collect(),
+            rules,
             dry_run: r.metadata.annotations.get("istio.io/dry-run").is_some_and(|v| v == "true"),
         });
     }
@@ -74,23 +87,60 @@ pub fn authorization(
     out
 }
 
-fn rule(rule: &AuthzRule) -> model::authz::AuthzRule {
+type Matchers = Result<Vec<az::Matcher>, String>;
+
+fn rule(rule: &AuthzRule) -> Result<az::AuthzRule, String> {
     let AuthzRule { from, to, when } = rule;
-    model::authz::AuthzRule {
-        from: from.iter().map(|AuthzFrom { source }| self::source(source)).collect(),
-        to: to.iter().map(|AuthzTo { operation }| self::operation(operation)).collect(),
-        when: when
-            .iter()
-            .map(|AuthzCondition { key, values, not_values }| model::authz::AuthzCondition {
-                key: key.clone(),
-                values: values.clone(),
-                not_values: not_values.clone(),
-            })
-            .collect(),
+    Ok(az::AuthzRule {
+        from: from.iter().map(|AuthzFrom { source: s }| self::source(s)).collect::<Result<_, _>>()?,
+        to: to.iter().map(|AuthzTo { operation: o }| self::operation(o)).collect::<Result<_, _>>()?,
+        when: when.iter().map(condition).collect::<Result<_, _>>()?,
+    })
+}
+
+/// Istio's wildcard forms: `abc` exact, `abc*` prefix, `*abc` suffix, `*` any non-empty value.
+fn pattern(v: &str) -> az::Pattern {
+    if v == "*" {
+        az::Pattern::Present
+    } else if let Some(s) = v.strip_prefix('*') {
+        az::Pattern::Suffix(s.to_string())
+    } else if let Some(p) = v.strip_suffix('*') {
+        az::Pattern::Prefix(p.to_string())
+    } else {
+        az::Pattern::Exact(v.to_string())
     }
 }
 
-fn source(s: &AuthzSource) -> model::authz::AuthzSource {
+fn patterns(yes: &[String], no: &[String], each: fn(&str) -> az::Pattern) -> az::Values<az::Pattern> {
+    az::Values { any_of: yes.iter().map(|v| each(v)).collect(), none_of: no.iter().map(|v| each(v)).collect() }
+}
+
+fn parsed<T>(yes: &[String], no: &[String], each: fn(&str) -> Option<T>) -> Result<az::Values<T>, String> {
+    let all = |list: &[String]| -> Result<Vec<T>, String> {
+        list.iter().map(|v| each(v).ok_or_else(|| format!("{v:?} does not parse"))).collect()
+    };
+    Ok(az::Values { any_of: all(yes)?, none_of: all(no)? })
+}
+
+fn port(v: &str) -> Option<u16> {
+    v.parse().ok().filter(|p| *p > 0)
+}
+
+/// Adds a matcher for an attribute that the policy names (values or not-values).
+fn push<T>(
+    out: &mut Vec<az::Matcher>,
+    yes: &[String],
+    no: &[String],
+    make: impl FnOnce() -> Result<T, String>,
+    wrap: fn(T) -> az::Matcher,
+) -> Result<(), String> {
+    if !(yes.is_empty() && no.is_empty()) {
+        out.push(wrap(make()?));
+    }
+    Ok(())
+}
+
+fn source(s: &AuthzSource) -> Matchers {
     let AuthzSource {
         principals,
         not_principals,
@@ -106,26 +156,55 @@ fn source(s: &AuthzSource) -> model::authz::AuthzSource {
         service_accounts: _,
         not_service_accounts: _,
     } = s;
-    model::authz::AuthzSource {
-        principals: principals.clone(),
-        not_principals: not_principals.clone(),
-        namespaces: namespaces.clone(),
-        not_namespaces: not_namespaces.clone(),
-        ip_blocks: ip_blocks.clone(),
-        not_ip_blocks: not_ip_blocks.clone(),
-    }
+    let mut out = Vec::new();
+    push(
+        &mut out,
+        principals,
+        not_principals,
+        || Ok(patterns(principals, not_principals, pattern)),
+        az::Matcher::Principal,
+    )?;
+    push(
+        &mut out,
+        namespaces,
+        not_namespaces,
+        || Ok(patterns(namespaces, not_namespaces, pattern)),
+        az::Matcher::Namespace,
+    )?;
+    push(
+        &mut out,
+        ip_blocks,
+        not_ip_blocks,
+        || parsed(ip_blocks, not_ip_blocks, az::Cidr::parse),
+        az::Matcher::SourceIp,
+    )?;
+    Ok(out)
 }
 
-fn operation(o: &AuthzOperation) -> model::authz::AuthzOperation {
+fn operation(o: &AuthzOperation) -> Matchers {
     let AuthzOperation { hosts, not_hosts, ports, not_ports, methods, not_methods, paths, not_paths } = o;
-    model::authz::AuthzOperation {
-        hosts: hosts.clone(),
-        not_hosts: not_hosts.clone(),
-        ports: ports.clone(),
-        not_ports: not_ports.clone(),
-        methods: methods.clone(),
-        not_methods: not_methods.clone(),
-        paths: paths.clone(),
-        not_paths: not_paths.clone(),
-    }
+    let lower = |v: &str| pattern(&v.to_ascii_lowercase());
+    let mut out = Vec::new();
+    push(&mut out, hosts, not_hosts, || Ok(patterns(hosts, not_hosts, lower)), az::Matcher::Host)?;
+    push(&mut out, ports, not_ports, || parsed(ports, not_ports, port), az::Matcher::Port)?;
+    push(&mut out, methods, not_methods, || Ok(patterns(methods, not_methods, pattern)), az::Matcher::Method)?;
+    push(&mut out, paths, not_paths, || Ok(patterns(paths, not_paths, pattern)), az::Matcher::Path)?;
+    Ok(out)
+}
+
+fn condition(c: &AuthzCondition) -> Result<az::Matcher, String> {
+    let AuthzCondition { key, values, not_values } = c;
+    Ok(match key {
+        ConditionKey::SourcePrincipal => az::Matcher::Principal(patterns(values, not_values, pattern)),
+        ConditionKey::SourceNamespace => az::Matcher::Namespace(patterns(values, not_values, pattern)),
+        ConditionKey::SourceIp => az::Matcher::SourceIp(parsed(values, not_values, az::Cidr::parse)?),
+        ConditionKey::DestinationPort => az::Matcher::Port(parsed(values, not_values, port)?),
+        // On a header, `*` means present, even empty (Istio's `present_match`).
+        ConditionKey::RequestHeader(name) => {
+            let header = |v: &str| if v == "*" { az::Pattern::Any } else { pattern(v) };
+            let az::Values { any_of, none_of } = patterns(values, not_values, header);
+            az::Matcher::Header(az::HeaderValues { name: name.to_ascii_lowercase(), any_of, none_of })
+        }
+        ConditionKey::Other(key) => return Err(format!("condition key {key:?} is not supported")),
+    })
 }

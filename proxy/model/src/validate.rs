@@ -83,30 +83,13 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
     }
     for (i, policy) in inbound.authz.iter().enumerate() {
         for (j, rule) in policy.rules.iter().enumerate() {
-            for (k, cond) in rule.when.iter().enumerate() {
-                if !crate::authz::supported_condition_key(&cond.key) {
-                    let p = Path::root("inbound")
-                        .field("authz")
-                        .index(i)
-                        .field("rules")
-                        .index(j)
-                        .field("when")
-                        .index(k)
-                        .field("key");
-                    return p.err(format!("{:?} is not a condition key the sidecar evaluates", cond.key));
-                }
-            }
-            for (k, source) in rule.from.iter().enumerate() {
-                for block in source.ip_blocks.iter().chain(&source.not_ip_blocks) {
-                    if crate::authz::parse_cidr(block).is_none() {
-                        let p = Path::root("inbound")
-                            .field("authz")
-                            .index(i)
-                            .field("rules")
-                            .index(j)
-                            .field("from")
-                            .index(k);
-                        return p.err(format!("{block:?} is not an IP or CIDR"));
+            let at = Path::root("inbound").field("authz").index(i).field("rules").index(j);
+            let groups = rule.from.iter().map(|g| ("from", g)).chain(rule.to.iter().map(|g| ("to", g)));
+            let matchers = groups.flat_map(|(side, g)| g.iter().map(move |m| (side, m)));
+            for (side, m) in matchers.chain(rule.when.iter().map(|m| ("when", m))) {
+                if let crate::authz::Matcher::Header(h) = m {
+                    if !crate::authz::header_name_ok(&h.name) {
+                        return at.field(side).err(format!("{:?} is not a lower-case header name", h.name));
                     }
                 }
             }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// any `x-role` ending in `admin`.
 async fn guarded(app: &Upstream, normalization: &str) -> weft_proxy::Running {
     let yaml = format!(
-        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\npathNormalization: {normalization}\ninbound:\n  app: {}\n  authz:\n  - name: n/deny-admin\n    action: DENY\n    rules:\n    - to: [{{paths: [/admin, /admin/*]}}]\n    - when: [{{key: 'request.headers[x-role]', values: ['*admin']}}]\n",
+        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\npathNormalization: {normalization}\ninbound:\n  app: {}\n  authz:\n  - name: n/deny-admin\n    action: DENY\n    rules:\n    - to: [[{{attribute: path, anyOf: [{{match: exact, value: /admin}}, {{match: prefix, value: /admin/}}]}}]]\n    - when: [{{attribute: header, name: x-role, anyOf: [{{match: suffix, value: admin}}]}}]\n",
         app.addr
     );
     start(&yaml).await
@@ -120,7 +120,7 @@ async fn connection_cannot_strip_the_headers_the_sidecar_sets() {
 async fn one_authority_a_host_rule_sees_what_the_app_sees() {
     let app = Upstream::named("app").await;
     let yaml = format!(
-        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\ninbound:\n  app: {}\n  authz:\n  - name: n/deny-host\n    action: DENY\n    rules:\n    - when: [{{key: 'request.headers[host]', values: [admin.example]}}]\n    - when: [{{key: 'request.headers[x-debug]', values: ['*']}}]\n",
+        "apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\ninbound:\n  app: {}\n  authz:\n  - name: n/deny-host\n    action: DENY\n    rules:\n    - when: [{{attribute: header, name: host, anyOf: [{{match: exact, value: admin.example}}]}}]\n    - when: [{{attribute: header, name: x-debug, anyOf: [{{match: any}}]}}]\n",
         app.addr
     );
     let proxy = start(&yaml).await;
@@ -145,9 +145,9 @@ async fn one_authority_a_host_rule_sees_what_the_app_sees() {
 
 #[test]
 fn a_condition_on_a_pseudo_header_is_refused_never_dropped() {
-    let yaml = "apiVersion: weft.dev/v1alpha1\nworkload: {name: w, namespace: n}\ninbound:\n  app: 127.0.0.1:1\n  authz:\n  - name: n/p\n    action: ALLOW\n    rules:\n    - when: [{key: 'request.headers[:path]', notValues: ['/admin*']}]\n";
+    let yaml = "apiVersion: weft.dev/v1alpha1\nworkload: {name: w, namespace: n}\ninbound:\n  app: 127.0.0.1:1\n  authz:\n  - name: n/p\n    action: ALLOW\n    rules:\n    - when: [{attribute: header, name: ':path', noneOf: [{match: prefix, value: /admin}]}]\n";
     let err = parse(yaml).validate().unwrap_err().to_string();
-    assert!(err.contains("request.headers[:path]"), "{err}");
+    assert!(err.contains(":path") && err.contains("not a lower-case header name"), "{err}");
 }
 
 #[tokio::test]

@@ -106,9 +106,68 @@ pub struct AuthzOperation {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthzCondition {
-    pub key: String,
+    pub key: ConditionKey,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_values: Vec<String>,
+}
+
+/// A `when` key. The ones the sidecar evaluates are parsed here; any other is
+/// kept as written and refused by validation by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionKey {
+    SourcePrincipal,
+    SourceNamespace,
+    SourceIp,
+    DestinationPort,
+    /// `request.headers[NAME]`, the name as written.
+    RequestHeader(String),
+    Other(String),
+}
+
+impl ConditionKey {
+    pub fn parse(key: &str) -> ConditionKey {
+        match key {
+            "source.principal" => ConditionKey::SourcePrincipal,
+            "source.namespace" => ConditionKey::SourceNamespace,
+            "source.ip" => ConditionKey::SourceIp,
+            "destination.port" => ConditionKey::DestinationPort,
+            _ => match key.strip_prefix("request.headers[").and_then(|k| k.strip_suffix(']')) {
+                Some(name) => ConditionKey::RequestHeader(name.to_string()),
+                None => ConditionKey::Other(key.to_string()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConditionKey::SourcePrincipal => f.write_str("source.principal"),
+            ConditionKey::SourceNamespace => f.write_str("source.namespace"),
+            ConditionKey::SourceIp => f.write_str("source.ip"),
+            ConditionKey::DestinationPort => f.write_str("destination.port"),
+            ConditionKey::RequestHeader(name) => write!(f, "request.headers[{name}]"),
+            ConditionKey::Other(key) => f.write_str(key),
+        }
+    }
+}
+
+impl Default for ConditionKey {
+    fn default() -> Self {
+        ConditionKey::Other(String::new())
+    }
+}
+
+impl Serialize for ConditionKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConditionKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|k| ConditionKey::parse(&k))
+    }
 }

@@ -33,10 +33,8 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
             ] {
                 unsupported(p, format!("{sp}.{field}"), v);
             }
-            for (k, b) in s.ip_blocks.iter().chain(&s.not_ip_blocks).enumerate() {
-                if weft_model::authz::parse_cidr(b).is_none() {
-                    p.push((format!("{sp}.ipBlocks[{k}]"), format!("{b:?} is not an IP or CIDR")));
-                }
+            for (field, blocks) in [("ipBlocks", &s.ip_blocks), ("notIpBlocks", &s.not_ip_blocks)] {
+                cidrs(p, &format!("{sp}.{field}"), blocks);
             }
             if *s == AuthzSource::default() {
                 p.push((sp, "an empty source is not allowed".into()));
@@ -45,6 +43,9 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
         for (j, t) in rule.to.iter().enumerate() {
             if t.operation == AuthzOperation::default() {
                 p.push((format!("{at}.to[{j}].operation"), "an empty operation is not allowed".into()));
+            }
+            for (field, ports) in [("ports", &t.operation.ports), ("notPorts", &t.operation.not_ports)] {
+                port_numbers(p, &format!("{at}.to[{j}].operation.{field}"), ports);
             }
             // Istio ≥ 1.20's URI templates: refused by name until built, never taken literally
             // (a DENY on `/admin/{**}` that matched nothing would be a silent hole).
@@ -60,15 +61,48 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
             }
         }
         for (j, c) in rule.when.iter().enumerate() {
-            if !weft_model::authz::supported_condition_key(&c.key) {
-                p.push((
+            let values = [("values", &c.values), ("notValues", &c.not_values)];
+            match &c.key {
+                ConditionKey::SourcePrincipal | ConditionKey::SourceNamespace => {}
+                ConditionKey::SourceIp => {
+                    for (field, v) in values {
+                        cidrs(p, &format!("{at}.when[{j}].{field}"), v);
+                    }
+                }
+                ConditionKey::DestinationPort => {
+                    for (field, v) in values {
+                        port_numbers(p, &format!("{at}.when[{j}].{field}"), v);
+                    }
+                }
+                ConditionKey::RequestHeader(name) if weft_model::authz::header_name_ok(&name.to_ascii_lowercase()) => {}
+                ConditionKey::RequestHeader(name) => p.push((
                     format!("{at}.when[{j}].key"),
-                    format!("{:?} is {NOT_YET} (request.headers[..], source.principal, source.namespace, source.ip, destination.port are)", c.key),
-                ));
+                    format!("{name:?} is not a header name (pseudo-headers such as :path are {NOT_YET})"),
+                )),
+                ConditionKey::Other(key) => p.push((
+                    format!("{at}.when[{j}].key"),
+                    format!("{key:?} is {NOT_YET} (request.headers[..], source.principal, source.namespace, source.ip, destination.port are)"),
+                )),
             }
             if c.values.is_empty() && c.not_values.is_empty() {
                 p.push((format!("{at}.when[{j}]"), "a condition needs values or notValues".into()));
             }
+        }
+    }
+}
+
+fn cidrs(p: &mut Problems, at: &str, blocks: &[String]) {
+    for (k, b) in blocks.iter().enumerate() {
+        if weft_model::authz::Cidr::parse(b).is_none() {
+            p.push((format!("{at}[{k}]"), format!("{b:?} is not an IP or CIDR")));
+        }
+    }
+}
+
+fn port_numbers(p: &mut Problems, at: &str, ports: &[String]) {
+    for (k, port) in ports.iter().enumerate() {
+        if !port.parse::<u16>().is_ok_and(|n| n > 0) {
+            p.push((format!("{at}[{k}]"), format!("{port:?} is not a port number (1-65535)")));
         }
     }
 }
