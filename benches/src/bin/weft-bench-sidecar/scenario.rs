@@ -1,0 +1,78 @@
+//! The scenarios: the paths from the load generator to the app, and how they are loaded.
+
+use clap::ValueEnum;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use weft_bench::contestants::Software;
+
+/// The service the bench routes to; `Host: app` reaches it from namespace `bench`.
+pub(crate) const SERVICE: &str = "app.bench.svc.cluster.local";
+pub(crate) const HOST_HEADER: &str = "app";
+/// How long the proxy may take to answer `/ready` after it is started.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A path from the load generator to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Kind {
+    Direct,
+    Sidecar,
+    PairH1,
+    PairH2,
+    Mesh,
+    HaproxyPair,
+    NginxPair,
+    HaproxyTlsPair,
+    NginxTlsPair,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Sidecar => "sidecar",
+            Kind::PairH1 => "pair-h1",
+            Kind::PairH2 => "pair-h2",
+            Kind::Mesh => "mesh",
+            Kind::HaproxyPair => "haproxy-pair",
+            Kind::NginxPair => "nginx-pair",
+            Kind::HaproxyTlsPair => "haproxy-tls-pair",
+            Kind::NginxTlsPair => "nginx-tls-pair",
+        }
+    }
+
+    /// The proxy program of a contestant's pair; `None` for weft-proxy's scenarios.
+    pub(crate) fn contestant(self) -> Option<Software> {
+        match self {
+            Kind::HaproxyPair | Kind::HaproxyTlsPair => Some(Software::Haproxy),
+            Kind::NginxPair | Kind::NginxTlsPair => Some(Software::Nginx),
+            _ => None,
+        }
+    }
+}
+
+/// One scenario: a constant rate, or closed-loop at full speed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Load {
+    Rate(f64),
+    Max,
+}
+
+impl Load {
+    pub(crate) fn label(self, max_connections: usize) -> String {
+        match self {
+            Load::Rate(r) => format!("{r} rps"),
+            Load::Max => format!("max ({max_connections} conn)"),
+        }
+    }
+}
+
+/// A path through which the load reaches the app, and the proxies on it.
+pub(crate) struct ScenarioPath {
+    pub(crate) kind: Kind,
+    /// Where the load generator sends.
+    pub(crate) entry: SocketAddr,
+    /// Indices into the proxy list, client first.
+    pub(crate) proxies: Vec<usize>,
+}
