@@ -230,7 +230,8 @@ mod tests {
     fn a_misspelt_field_is_refused_not_read_as_match_anything() {
         let typo = "- name: p\n  action: ALLOW\n  rules:\n  - to: [[{attribute: method, anyof: [{match: exact, value: GET}]}]]\n";
         assert!(serde_yaml::from_str::<Vec<model::AuthzPolicy>>(typo).is_err());
-        let header = "- name: p\n  action: ALLOW\n  rules:\n  - when: [{attribute: header, name: x, anyof: [{match: any}]}]\n";
+        let header =
+            "- name: p\n  action: ALLOW\n  rules:\n  - when: [{attribute: header, name: x, anyof: [{match: any}]}]\n";
         assert!(serde_yaml::from_str::<Vec<model::AuthzPolicy>>(header).is_err());
     }
 
