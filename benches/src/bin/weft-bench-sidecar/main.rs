@@ -179,7 +179,12 @@ pub(crate) async fn bench(args: &Args) -> anyhow::Result<()> {
         for round in 1..=args.rounds.max(1) {
             let mut runs = Vec::new();
             for path in &paths {
-                eprintln!("{}: round {round}/{} {}", load.label(args.max_connections), args.rounds.max(1), path.kind.name());
+                eprintln!(
+                    "{}: round {round}/{} {}",
+                    load.label(args.max_connections),
+                    args.rounds.max(1),
+                    path.kind.name()
+                );
                 warm(args, load, path.entry).await?;
                 let before = path
                     .proxies

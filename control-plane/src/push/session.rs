@@ -1,0 +1,384 @@
+//! One sidecar's stream: admission of its Hello, its registration on a lease,
+//! pushes of its config as state changes, and its ACKs and NACKs.
+
+use super::peer::{instance_ok, Peer, SpiffeId};
+use super::{digest, reply, Context, HANDSHAKE_TIMEOUT};
+use crate::registry::Instance;
+use crate::store::{SidecarStatus, Store, REGISTRY_LEASE_SECONDS};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_model::stream::{Ack, Hello, Push};
+use weft_proxy::config::stream::{line, ChannelBody, Lines};
+use weft_proxy::http::body::Body;
+
+/// One open stream of an identity; dropping it frees the slot.
+struct StreamSlot {
+    ctx: Arc<Context>,
+    id: String,
+}
+
+impl StreamSlot {
+    fn take(ctx: &Arc<Context>, id: &SpiffeId) -> Option<Self> {
+        let id = id.to_string();
+        let mut streams = ctx.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = streams.entry(id.clone()).or_default();
+        if *n >= ctx.options.max_streams_per_identity {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot { ctx: ctx.clone(), id })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.ctx.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = streams.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// A Hello the caller's identity allows, and where to register it.
+#[derive(Debug)]
+struct Admitted {
+    /// The registry and status key of the instance: `<service account>:<instance>`,
+    /// so no identity can overwrite, shadow or delete another's.
+    key: String,
+    /// The address peers will be sent to.
+    address: Option<String>,
+}
+
+/// Checks a Hello against the identity that sent it.
+fn admit(ctx: &Context, peer: &Peer, id: &SpiffeId, hello: &Hello) -> Result<Admitted, String> {
+    let w = &hello.workload;
+    if id.trust_domain != ctx.options.trust_domain {
+        return Err(format!("{id} is not of trust domain {}", ctx.options.trust_domain));
+    }
+    if w.namespace != id.namespace || w.service_account != id.service_account {
+        return Err(format!(
+            "the Hello claims namespace {:?} and service account {:?}, the certificate proves {id}",
+            w.namespace, w.service_account
+        ));
+    }
+    if !instance_ok(&hello.instance) {
+        return Err(format!("bad instance id {:?} (letters, digits, '-', '_', '.')", hello.instance));
+    }
+    let address = match (&hello.service, &hello.address) {
+        (Some(service), Some(address)) => {
+            if !crate::registry::name_ok(service) {
+                return Err(format!("bad service name {service:?}"));
+            }
+            let state = ctx.state.borrow().clone();
+            if !crate::registry::may_serve(&state.resources, &id.namespace, &id.service_account, service, &w.labels) {
+                return Err(format!(
+                    "{id} may not register as an endpoint of {service}.{}: only the service account named like the service, or one a WorkloadGroup binds to it (with its labels), may",
+                    id.namespace
+                ));
+            }
+            let said: std::net::SocketAddr =
+                address.parse().map_err(|_| format!("bad address {address:?} (want IP:port)"))?;
+            Some(if ctx.options.trust_advertised_address {
+                said.to_string()
+            } else {
+                // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`: registered as IPv4.
+                std::net::SocketAddr::new(peer.addr.ip().to_canonical(), said.port()).to_string()
+            })
+        }
+        _ => None,
+    };
+    Ok(Admitted { key: format!("{}:{}", id.service_account, hello.instance), address })
+}
+
+/// Opens a config stream: a client certificate from the mesh CA is required,
+/// the Hello must come within [`HANDSHAKE_TIMEOUT`] and claim exactly the
+/// identity the certificate proves; then the session runs.
+pub(super) async fn stream(ctx: Arc<Context>, peer: Peer, body: Incoming) -> Response<Body> {
+    let Some(id) = peer.identity.clone() else {
+        tracing::warn!(peer = %peer.addr, "config stream refused: no client certificate");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "the config stream needs a client certificate from the mesh CA (start the sidecar with --token-file)\n",
+        );
+    };
+    let mut lines = Lines::with_max(body, weft_proxy::config::stream::MAX_CLIENT_LINE);
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, lines.next::<Hello>()).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return reply(StatusCode::BAD_REQUEST, "the stream ended before the Hello\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %peer.addr, %id, "bad hello: {e}");
+            return reply(StatusCode::BAD_REQUEST, format!("bad Hello: {e}\n"));
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer.addr, %id, "no hello in time");
+            return reply(StatusCode::REQUEST_TIMEOUT, "no Hello within 10 s\n");
+        }
+    };
+    let admitted = match admit(&ctx, &peer, &id, &hello) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::warn!(peer = %peer.addr, %id, instance = %hello.instance, "config stream refused: {why}");
+            return reply(StatusCode::FORBIDDEN, format!("{why}\n"));
+        }
+    };
+    // While a rotation signs with the next root, a new stream needs a certificate from it: the
+    // sidecar is told to renew first (its current certificate still renews), so nobody can hold
+    // the rotation back by reconnecting with an old certificate.
+    let trust = ctx.ca.trust();
+    let roots = crate::ca::fingerprints(&trust.roots);
+    if roots.len() > 1 && roots.first() != Some(&trust.signer) && peer.issuer.as_ref() != Some(&trust.signer) {
+        let mut r =
+            reply(StatusCode::FORBIDDEN, "the certificate is from a root that no longer signs: renew it first\n");
+        r.headers_mut().insert(weft_model::stream::RENEW_HEADER, http::HeaderValue::from_static("true"));
+        return r;
+    }
+    let Some(slot) = StreamSlot::take(&ctx, &id) else {
+        tracing::warn!(peer = %peer.addr, %id, "config stream refused: too many streams for this identity");
+        return reply(StatusCode::TOO_MANY_REQUESTS, format!("{id} holds too many config streams\n"));
+    };
+    // One push in flight: a sidecar that does not read holds one config, not a queue of them.
+    let (tx, out) = ChannelBody::new(1);
+    tokio::spawn(async move {
+        let _slot = slot;
+        ctx.metrics.connected.inc();
+        let result = session(&ctx, &peer, &hello, &admitted, lines, tx).await;
+        ctx.metrics.connected.dec();
+        // Whatever ended the stream, its status goes (unless a newer stream of the same sidecar
+        // rewrote it): a rotation counts live sidecars only.
+        if let Err(status) = &result {
+            let _ = ctx.store.delete_status_if(&status.1).await;
+        }
+        let result = result.map_err(|(e, _)| e);
+        if let Err(e) = result {
+            tracing::info!(instance = %hello.instance, "sidecar stream ended: {e}");
+        }
+    });
+    Response::new(http_body_util::BodyExt::boxed(out))
+}
+
+/// Keeps an etcd lease alive until dropped, then revokes it.
+#[derive(Debug)]
+pub struct Lease {
+    store: Store,
+    id: i64,
+    task: tokio::task::JoinHandle<()>,
+    /// Revoke on drop (a clean goodbye). Otherwise the lease just stops being
+    /// renewed: if the sidecar is alive it re-registers through another
+    /// control plane long before the lease runs out, and traffic never notices.
+    revoke: bool,
+}
+
+impl Lease {
+    fn keep(store: Store, id: i64) -> Self {
+        Self::keep_only(store, id, Duration::from_secs((REGISTRY_LEASE_SECONDS / 3) as u64))
+    }
+
+    pub(super) fn keep_only(store: Store, id: i64, every: Duration) -> Self {
+        let client = store.client();
+        let task = tokio::spawn(async move {
+            // An etcd hiccup does not end the renewals: the keeper is opened again.
+            loop {
+                let mut lease = client.lease_client();
+                if let Ok((mut keeper, mut responses)) = lease.keep_alive(id).await {
+                    while keeper.keep_alive().await.is_ok() && responses.message().await.is_ok() {
+                        tokio::time::sleep(every).await;
+                    }
+                }
+                tracing::warn!(lease = id, "etcd lease renewal interrupted; retrying");
+                tokio::time::sleep(every.min(Duration::from_secs(1))).await;
+            }
+        });
+        Lease { store, id, task, revoke: false }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.task.abort();
+        if !self.revoke {
+            return;
+        }
+        let (store, id) = (self.store.clone(), self.id);
+        tokio::spawn(async move {
+            let _ = store.revoke(id).await;
+        });
+    }
+}
+
+/// How long a stream whose certificate comes from a root that no longer signs may stay
+/// (its sidecar renews within moments of being told): then it is cut, so nobody holding an
+/// old certificate can hold a root rotation back.
+fn renew_grace(ctx: &Context) -> Duration {
+    ctx.options.rotation_min_step + Duration::from_secs(5)
+}
+
+async fn session(
+    ctx: &Context,
+    peer: &Peer,
+    hello: &Hello,
+    admitted: &Admitted,
+    lines: Lines<Incoming>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<(), (String, SidecarStatus)> {
+    let mut written = None;
+    stream_session(ctx, peer, hello, admitted, lines, tx, &mut written)
+        .await
+        .map_err(|e| (e, written.unwrap_or_default()))
+}
+
+async fn stream_session(
+    ctx: &Context,
+    peer: &Peer,
+    hello: &Hello,
+    admitted: &Admitted,
+    mut lines: Lines<Incoming>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    last_written: &mut Option<SidecarStatus>,
+) -> Result<(), String> {
+    let w = &hello.workload;
+    // Register the instance for as long as its stream lives.
+    let mut registration = match (&hello.service, &admitted.address) {
+        (Some(service), Some(address)) => {
+            let inst = Instance {
+                address: address.clone(),
+                labels: w.labels.clone(),
+                service_account: w.service_account.clone(),
+                port: hello.port.unwrap_or(80),
+            };
+            let lease = ctx
+                .store
+                .register(&w.namespace, service, &admitted.key, &inst, REGISTRY_LEASE_SECONDS)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(Lease::keep(ctx.store.clone(), lease))
+        }
+        _ => None,
+    };
+    let mut status = SidecarStatus {
+        workload: w.name.clone(),
+        namespace: w.namespace.clone(),
+        instance: admitted.key.clone(),
+        control_plane: ctx.id.clone(),
+        acked_version: hello.applied_version.clone(),
+        // The root of the certificate this connection proved, never what the sidecar says.
+        issuer: peer.issuer.clone(),
+        ..Default::default()
+    };
+    let _ = ctx.store.put_status(&status, ctx.lease).await;
+    let mut written = status.clone();
+    *last_written = Some(written.clone());
+    let mut stale: Option<tokio::time::Instant> = None;
+    let mut state_rx = ctx.state.clone();
+    let mut trust_rx = ctx.trust.clone();
+    // A digest of the last config sent (without its version): sessions keep no config copies.
+    let mut last_sent: Option<u64> = None;
+    let mut pending: Option<(String, Option<std::time::Instant>)> = None;
+    let mut state_changed = true; // Push the current state at once.
+    loop {
+        if state_changed {
+            let state = state_rx.borrow_and_update().clone();
+            let trust = trust_rx.borrow_and_update().clone();
+            // The version counts etcd revisions of both policies and trust: an ACK of a version at
+            // or after the trust's revision proves the sidecar holds that trust (rotation waits on it).
+            let version = state.revision.max(trust.1).to_string();
+            let shared = ctx.translations.get(&state, w, &ctx.options.trust_domain);
+            let mut config = (*shared).clone();
+            config.workload = w.clone();
+            config.trust = Some(trust.0.clone());
+            config.path_normalization = Some(ctx.options.path_normalization);
+            let digest = digest(&config);
+            if last_sent != Some(digest) {
+                config.version = version.clone();
+                // A sidecar that does not read its stream is not waited for forever.
+                tokio::time::timeout(renew_grace(ctx), tx.send(line(&Push { version: version.clone(), config })))
+                    .await
+                    .map_err(|_| "the sidecar does not read its stream".to_string())?
+                    .map_err(|_| "sidecar went away".to_string())?;
+                ctx.metrics.pushes.inc();
+                status.sent_version = Some(version.clone());
+                pending = Some((version, state.changed_at));
+                last_sent = Some(digest);
+            }
+        }
+        tokio::select! {
+            changed = state_rx.changed() => {
+                changed.map_err(|_| "control plane stopping".to_string())?;
+                state_changed = true;
+            }
+            () = async { match stale { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                return Err("a new trust was not followed in time (no ACK, or no certificate from the root that signs)".into());
+            }
+            changed = trust_rx.changed() => {
+                changed.map_err(|_| "control plane stopping".to_string())?;
+                // A certificate from a root that left the bundle holds no stream any more:
+                // the sidecar comes back with its current one (or not at all).
+                let roots = crate::ca::fingerprints(&trust_rx.borrow().0.roots);
+                if !peer.issuer.as_ref().is_some_and(|i| roots.contains(i)) {
+                    return Err("the stream's certificate is from a root no longer trusted".into());
+                }
+                // The sidecar has a grace to ACK a config carrying the new trust and hold a
+                // certificate from its signer: nobody can hold a root rotation back.
+                stale.get_or_insert_with(|| tokio::time::Instant::now() + renew_grace(ctx));
+                state_changed = true;
+            }
+            msg = lines.next::<Ack>() => {
+                state_changed = false;
+                let Some(ack) = msg.map_err(|e| e.to_string())? else {
+                    // A clean goodbye: deregister at once.
+                    if let Some(r) = registration.as_mut() {
+                        r.revoke = true;
+                    }
+                    let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &admitted.key).await;
+                    return Ok(());
+                };
+                // Only versions this control plane sent are recorded; NACK reasons are cut to
+                // 1 KiB; an unchanged status is not written again (etcd is not a sidecar's log).
+                if status.sent_version.as_deref() != Some(ack.version.as_str()) {
+                    continue;
+                }
+                match &ack.error {
+                    None => {
+                        if let Some((v, Some(at))) = &pending {
+                            if *v == ack.version {
+                                ctx.metrics.convergence.observe(at.elapsed().as_secs_f64());
+                            }
+                        }
+                        status.acked_version = Some(ack.version.clone());
+                        let (revision, signer) = {
+                            let t = trust_rx.borrow();
+                            (t.1, t.0.signer.clone())
+                        };
+                        let followed = ack.version.parse::<i64>().is_ok_and(|v| v >= revision);
+                        if followed && peer.issuer.as_deref() == Some(signer.as_str()) {
+                            stale = None;
+                        }
+                    }
+                    Some(reason) => {
+                        ctx.metrics.nacks.inc();
+                        let mut reason = reason.clone();
+                        if reason.len() > 1024 {
+                            let mut cut = 1024;
+                            while !reason.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            reason.truncate(cut);
+                        }
+                        tracing::warn!(instance = %hello.instance, version = %ack.version, "sidecar NACKed: {reason}");
+                        status.last_rejection = Some((ack.version.clone(), reason));
+                    }
+                }
+                if status != written {
+                    let _ = ctx.store.put_status(&status, ctx.lease).await;
+                    written = status.clone();
+                    *last_written = Some(written.clone());
+                }
+            }
+        }
+    }
+}
