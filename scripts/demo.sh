@@ -111,7 +111,7 @@ sidecar() {
   "$bin/weft-proxy" --control-plane $CP --workload "$name" --namespace production --service-account "$service" \
     --service "$service" --labels "app=$service,version=$version" --app 127.0.0.1:$app_port \
     --token-file "$demo/$name.token" --ca-file "$demo/root.pem" --inbound 127.0.0.1:$inbound \
-    --outbound 127.0.0.1:$outbound --admin 127.0.0.1:$admin --no-access-log >"$demo/$name.sidecar.log" 2>&1 & pids+=($!)
+    --outbound 127.0.0.1:$outbound --admin 127.0.0.1:$admin >"$demo/$name.sidecar.log" 2>&1 & pids+=($!)
 }
 outbound() { read -r _ o _ <<<"${SIDECAR[$1]}"; echo "127.0.0.1:$o"; }
 

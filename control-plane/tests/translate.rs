@@ -255,3 +255,41 @@ fn the_sidecar_resource_sets_the_outbound_traffic_policy_as_istio_picks_it() {
         ["workload production/api-gateway is selected by several Sidecars (production/also, production/gw); production/also is used (Istio IST0110)"]
     );
 }
+
+/// Istio's Telemetry `accessLogging`: root namespace, then namespace, then the
+/// workload's selector; a level that sets it replaces the ones above.
+#[test]
+fn telemetry_turns_the_access_log_on_and_off_as_istio_inherits_it() {
+    let telemetry = |name: &str, ns: &str, selector: &str, logging: &str| {
+        format!("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{selector}{logging}---\n")
+    };
+    let on = "  accessLogging:\n  - providers:\n    - name: envoy\n";
+    let off = "  accessLogging:\n  - providers:\n    - name: envoy\n    disabled: true\n";
+    let log = |yaml: String| from_yaml(&yaml).config.access_log;
+    assert_eq!(log(String::new()), None, "no Telemetry: the sidecar's default (off, as in Istio)");
+    let mesh = telemetry("mesh-default", "istio-system", "", on);
+    assert_eq!(log(mesh.clone()), Some(true), "mesh-wide (istio.io's own example)");
+    let namespace = telemetry("quiet", "production", "", off);
+    assert_eq!(log(mesh.clone() + &namespace), Some(false), "the namespace's replaces the mesh's");
+    let gateway = telemetry("gw", "production", "  selector:\n    matchLabels: {app: api-gateway}\n", on);
+    assert_eq!(log(mesh.clone() + &namespace + &gateway), Some(true), "the workload's own over its namespace's");
+    let other = telemetry("users", "production", "  selector:\n    matchLabels: {app: user-service}\n", on);
+    assert_eq!(log(namespace.clone() + &other), Some(false), "another workload's does not apply");
+    let metrics_only = telemetry("nothing", "production", "", "  accessLogging: []\n");
+    assert_eq!(
+        log(mesh.clone() + &metrics_only),
+        Some(true),
+        "a Telemetry without accessLogging leaves it to the level above"
+    );
+    let no_provider = telemetry("default-providers", "production", "", "  accessLogging:\n  - disabled: true\n");
+    assert_eq!(log(mesh + &no_provider), Some(false), "no provider named: the default one, which is Weft's");
+}
+
+#[test]
+fn telemetry_providers_weft_lacks_are_refused_by_name() {
+    let yaml = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: otel, namespace: production}\nspec:\n  accessLogging:\n  - providers:\n    - name: otel\n";
+    let err = weft_control_plane::istio::load_str(Path::new("t.yaml"), yaml).unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!((err[0].line, err[0].field.as_str()), (7, "spec.accessLogging[0].providers[0].name"));
+    assert!(err[0].message.contains("\"otel\" is not supported yet"), "{}", err[0]);
+}

@@ -64,8 +64,12 @@ struct Args {
     /// How long in-flight requests may finish after SIGTERM (Istio's terminationDrainDuration).
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// Turn the JSON access log on stdout off.
-    #[arg(long, env = "WEFT_NO_ACCESS_LOG")]
+    /// Write a JSON access-log line per request on stdout (off by default, as in Istio;
+    /// an Istio Telemetry resource with `accessLogging` turns it on or off per workload).
+    #[arg(long, env = "WEFT_ACCESS_LOG")]
+    access_log: bool,
+    /// The old default's switch: the access log is off unless asked for; accepted and ignored.
+    #[arg(long, hide = true, conflicts_with = "access_log")]
     no_access_log: bool,
     /// Bootstrap token file (from `weftctl token`): get a workload certificate from the
     /// control plane and speak mTLS with the other sidecars.
@@ -287,7 +291,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin: args.admin,
         app: args.app,
         drain_timeout: args.drain_timeout,
-        access_log: !args.no_access_log,
+        access_log: args.access_log,
         wait_for_config: args.config.is_none(),
         identity: identity.clone(),
         outbound_traffic_policy: args.outbound_traffic_policy,
@@ -311,6 +315,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 outbound_traffic_policy: None,
                 trust: None,
                 path_normalization: None,
+                access_log: None,
             },
             None,
         ),

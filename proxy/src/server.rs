@@ -29,7 +29,8 @@ pub struct ProxyOptions {
     /// How long in-flight requests may take to finish after shutdown starts.
     /// Istio's `terminationDrainDuration` default is 5 s.
     pub drain_timeout: Duration,
-    /// Write the JSON access log to stdout.
+    /// Write the JSON access log to stdout unless the config says otherwise (an Istio
+    /// Telemetry resource); off by default, as in Istio.
     pub access_log: bool,
     /// Not ready until a config is applied (the one given at start is a placeholder):
     /// the control-plane mode.
@@ -53,7 +54,7 @@ impl Default for ProxyOptions {
             admin: ([127, 0, 0, 1], 15000).into(),
             app: None,
             drain_timeout: Duration::from_secs(5),
-            access_log: true,
+            access_log: false,
             wait_for_config: false,
             identity: None,
             outbound_traffic_policy: Default::default(),
@@ -86,11 +87,7 @@ impl Proxy {
         registry: prometheus::Registry,
     ) -> Result<Running, StartError> {
         let metrics = Metrics::new(registry)?;
-        let access_log = if options.access_log {
-            AccessLog::stdout(metrics.access_log_dropped.clone())
-        } else {
-            AccessLog::disabled(metrics.access_log_dropped.clone())
-        };
+        let access_log = AccessLog::new(options.access_log, metrics.access_log_dropped.clone());
         let endpoints = Registry::with_identity(options.identity.clone());
         let snapshot = Arc::new(Snapshot::compile(config, &endpoints, options.app)?);
         snapshot.start_outlier_reviews();

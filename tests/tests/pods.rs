@@ -303,7 +303,6 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
             "127.0.0.1:15001",
             "--admin",
             "127.0.0.1:15000",
-            "--no-access-log",
         ]
         .map(String::from)
         .to_vec();

@@ -48,7 +48,7 @@ fn sidecar(dir: &Path, name: &str, config: &str, files: &[PathBuf; 3], app: Opti
         .arg("--root-file")
         .arg(&files[2]);
     cmd.args(["--outbound", &format!("127.0.0.1:{outbound}"), "--inbound", &format!("127.0.0.1:{inbound}")]);
-    cmd.args(["--admin", &format!("127.0.0.1:{admin}"), "--no-access-log"]);
+    cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
     if let Some(app) = app {
         cmd.args(["--app", &app.to_string()]);
     }

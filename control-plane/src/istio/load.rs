@@ -120,7 +120,7 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
             &index,
             first_line,
             "kind",
-            format!("{kind_name} is not a kind Weft reads (VirtualService, DestinationRule, AuthorizationPolicy, PeerAuthentication, Sidecar, WorkloadGroup)"),
+            format!("{kind_name} is not a kind Weft reads ({})", Kind::ALL.map(Kind::name).join(", ")),
         )]);
     };
     if !kind.api_versions().contains(&api_version.as_str()) {
@@ -143,6 +143,7 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
         Kind::PeerAuthentication => {
             typed(file, first_line, doc).map(|o| (o.metadata, Spec::PeerAuthentication(o.spec)))
         }
+        Kind::Telemetry => typed(file, first_line, doc).map(|o| (o.metadata, Spec::Telemetry(o.spec))),
     };
     let (metadata, spec) = parsed.map_err(|d| vec![d])?;
     let resource =

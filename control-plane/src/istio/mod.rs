@@ -11,7 +11,8 @@ use lines::LineIndex;
 use std::fmt;
 use std::path::PathBuf;
 use types::{
-    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, Sidecar, VirtualService, WorkloadGroup,
+    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, Sidecar, Telemetry, VirtualService,
+    WorkloadGroup,
 };
 
 pub use load::{load_paths, load_str};
@@ -25,16 +26,18 @@ pub enum Kind {
     PeerAuthentication,
     Sidecar,
     WorkloadGroup,
+    Telemetry,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
         Kind::Sidecar,
         Kind::WorkloadGroup,
+        Kind::Telemetry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Sidecar => "Sidecar",
             Kind::WorkloadGroup => "WorkloadGroup",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -68,6 +72,7 @@ impl Kind {
             Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
                 &["security.istio.io/v1", "security.istio.io/v1beta1"]
             }
+            Kind::Telemetry => &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"],
         }
     }
 }
@@ -89,6 +94,7 @@ pub enum Spec {
     PeerAuthentication(PeerAuthentication),
     Sidecar(Sidecar),
     WorkloadGroup(WorkloadGroup),
+    Telemetry(Telemetry),
 }
 
 /// Where a resource came from, for error messages.
@@ -127,6 +133,7 @@ impl Resource {
             Spec::PeerAuthentication(s) => serde_json::to_value(s),
             Spec::Sidecar(s) => serde_json::to_value(s),
             Spec::WorkloadGroup(s) => serde_json::to_value(s),
+            Spec::Telemetry(s) => serde_json::to_value(s),
         }
         .unwrap_or_default();
         let mut metadata = self.metadata.clone();

@@ -10,10 +10,12 @@
 mod destination_rule;
 mod security;
 mod sidecar;
+mod telemetry;
 mod virtual_service;
 
 pub use security::{authorization, peer_authentication};
 pub use sidecar::outbound_traffic_policy;
+pub use telemetry::access_log;
 
 use crate::istio::{Resource, Spec};
 use crate::registry::Registry;
@@ -78,6 +80,7 @@ pub fn translate_in(
             outbound_traffic_policy: outbound_traffic_policy(resources, workload, &mut t.warnings),
             trust: None,
             path_normalization: None,
+            access_log: access_log(resources, workload, &mut t.warnings),
         },
         warnings: t.warnings,
     }

@@ -72,6 +72,10 @@ pub struct ProxyConfig {
     /// absent: the sidecar's own `--path-normalization` (BASE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_normalization: Option<PathNormalization>,
+    /// Whether this workload writes an access log (Istio's Telemetry `accessLogging`);
+    /// absent: the sidecar's own default (`--access-log`, off as in Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<bool>,
 }
 
 /// What the control plane says about trust, so a root can be rotated with no

@@ -52,6 +52,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
         outbound_traffic_policy: _,
         trust: _,
         path_normalization: _,
+        access_log: _,
     } = c;
     if api_version != API_VERSION {
         return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));

@@ -4,6 +4,7 @@
 
 use crate::http::body::{Body, BoxError};
 use crate::http::reply::Flags;
+use crate::ops::access_log::Line;
 use crate::ops::metrics::IstioLabels;
 use crate::state::Shared;
 use crate::upstream::endpoint::{ActiveGuard, Endpoint};
@@ -203,25 +204,24 @@ impl Record {
         series.duration.observe(elapsed.as_secs_f64() * 1000.0);
         series.request_bytes.observe(request_bytes as f64);
         series.response_bytes.observe(response_bytes as f64);
-        if shared.access_log.is_enabled() {
-            let line = serde_json::json!({
-                "reporter": labels.reporter,
-                "method": method.as_str(),
-                "authority": authority,
-                "path": path,
-                "protocol": protocol,
-                "status": status,
-                "flags": flags_text,
-                "route": route.as_deref(),
-                "cluster": cluster.as_deref(),
-                "upstream": upstream.as_ref().map(|e| e.addr.to_string()),
-                "attempts": attempts,
-                "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-                "bytes_received": request_bytes,
-                "bytes_sent": response_bytes,
-                "request_id": request_id,
-            });
-            shared.access_log.write(line.to_string());
+        if shared.access_log.enabled_for(&config) {
+            let line = Line::new()
+                .str("reporter", labels.reporter)
+                .str("method", method.as_str())
+                .str("authority", &authority)
+                .str("path", &path)
+                .str("protocol", protocol)
+                .num("status", u64::from(status))
+                .str("flags", &flags_text)
+                .opt("route", route.as_deref())
+                .opt("cluster", cluster.as_deref())
+                .addr("upstream", upstream.as_ref().map(|e| e.addr))
+                .num("attempts", u64::from(attempts))
+                .millis("duration_ms", elapsed)
+                .num("bytes_received", request_bytes)
+                .num("bytes_sent", response_bytes)
+                .str("request_id", &request_id);
+            shared.access_log.write(line);
         }
     }
 }
@@ -265,18 +265,17 @@ impl crate::net::intercept::Capture for Shared {
         m.tcp_closed.with_label_values(&labels).inc();
         m.tcp_received_bytes.with_label_values(&labels).inc_by(c.received);
         m.tcp_sent_bytes.with_label_values(&labels).inc_by(c.sent);
-        if self.access_log.is_enabled() {
-            let line = serde_json::json!({
-                "reporter": "source",
-                "protocol": "tcp",
-                "flags": c.flags,
-                "cluster": c.cluster,
-                "upstream": c.dst.to_string(),
-                "duration_ms": (c.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-                "bytes_received": c.received,
-                "bytes_sent": c.sent,
-            });
-            self.access_log.write(line.to_string());
+        if self.access_log.enabled_for(&config) {
+            let line = Line::new()
+                .str("reporter", "source")
+                .str("protocol", "tcp")
+                .str("flags", c.flags)
+                .str("cluster", c.cluster)
+                .addr("upstream", Some(c.dst))
+                .millis("duration_ms", c.duration)
+                .num("bytes_received", c.received)
+                .num("bytes_sent", c.sent);
+            self.access_log.write(line);
         }
     }
 }

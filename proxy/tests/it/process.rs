@@ -5,6 +5,7 @@ use crate::harness::*;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SVC: &str = "svc.test.svc.cluster.local";
@@ -51,7 +52,6 @@ async fn binary_rejects_a_bad_file_then_drains_on_sigterm() {
         .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string()])
         .env("WEFT_ADMIN", admin_addr.to_string())
         .env("WEFT_WATCH_INTERVAL", "50ms")
-        .env("WEFT_NO_ACCESS_LOG", "true")
         .stderr(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -77,7 +77,12 @@ async fn binary_rejects_a_bad_file_then_drains_on_sigterm() {
 
     // A request in flight when SIGTERM arrives still completes.
     let in_flight = tokio::spawn(async move { get(outbound, "svc", "/slow", &[]).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SIGTERM once the upstream holds the request (it answers /slow after 700 ms).
+    let t0 = Instant::now();
+    while !slow.seen.lock().unwrap().iter().any(|s| s.path == "/slow") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "/slow never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let got = in_flight.await.unwrap();
@@ -108,19 +113,137 @@ async fn log_names_file_and_field() {
             "--admin",
             &admin_addr.to_string(),
         ])
-        .args(["--watch-interval", "50ms", "--no-access-log"])
+        .args(["--watch-interval", "50ms"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // stderr, read as it comes.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let (mut pipe, log) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                log.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let stderr = || String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     wait_ready(admin_addr).await;
     std::fs::write(&file, good.replace("cluster: c }", "cluster: gone }")).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    child.wait().unwrap();
     let want = format!(r#"{}: services["{SVC}"].routes[0].route[0].cluster: no cluster named "gone""#, file.display());
+    let t0 = Instant::now();
+    while !stderr().contains(&want) && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let stderr = stderr();
     assert!(stderr.contains(&want), "stderr lacks {want:?}:\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A running `weft-proxy` whose stdout (the access log) is collected as it comes.
+struct Logged {
+    child: std::process::Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Logged {
+    fn start(file: &std::path::Path, flags: &[&str]) -> Self {
+        let (outbound, admin) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+            .arg("--config")
+            .arg(file)
+            .args(["--outbound", &outbound.to_string(), "--inbound", &free_port().to_string()])
+            .args(["--admin", &admin.to_string(), "--watch-interval", "50ms"])
+            .args(flags)
+            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (mut pipe, sink) = (child.stdout.take().unwrap(), stdout.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Logged { child, stdout, outbound, admin }
+    }
+
+    /// The access-log lines so far, each parsed as JSON.
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+    }
+
+    /// Waits for the line of the request to `path`.
+    async fn line_for(&self, path: &str) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| l["path"] == path) {
+                return l;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "no access-log line for {path}: {:?}", self.lines());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Istio ships with access logging off; `accessLog` in the config (an Istio Telemetry
+/// resource, through the control plane) or `--access-log` turns it on. A line is one JSON
+/// object whatever the request carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_is_off_by_default_and_on_when_asked() {
+    let up = Upstream::named("up").await;
+    let dir = std::env::temp_dir().join(format!("weft-access-{}-{}", std::process::id(), up.addr.port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sidecar.yaml");
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
+    let off = config_yaml(&services, &cluster("c", "", &[&up]));
+    std::fs::write(&file, &off).unwrap();
+
+    let p = Logged::start(&file, &[]);
+    wait_ready(p.admin).await;
+    assert_eq!(get(p.outbound, "svc", "/first", &[]).await.status, 200);
+    std::fs::write(&file, format!("{off}accessLog: true\n")).unwrap();
+    let t0 = Instant::now();
+    while metric(
+        &get(p.admin, "a", "/stats/prometheus", &[]).await.body,
+        "weft_config_reloads_total",
+        &[r#"result="applied""#],
+    ) < 1.0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the reload was never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let crafted = r#"a"b\c","path":"/forged"#;
+    assert_eq!(get(p.outbound, "svc", "/second", &[("x-request-id", crafted)]).await.status, 200);
+    let line = p.line_for("/second").await;
+    assert_eq!(line["request_id"], crafted, "a crafted value stays inside its field");
+    assert_eq!((line["status"].as_u64(), line["reporter"].as_str()), (Some(200), Some("source")));
+    assert!(line["upstream"].as_str().is_some_and(|u| u == up.addr.to_string()), "{line}");
+    let paths: Vec<String> = p.lines().iter().map(|l| l["path"].to_string()).collect();
+    assert_eq!(paths, [r#""/second""#], "off by default: /first was not logged");
+    drop(p);
+
+    std::fs::write(&file, &off).unwrap();
+    let p = Logged::start(&file, &["--access-log"]);
+    wait_ready(p.admin).await;
+    assert_eq!(get(p.outbound, "svc", "/flag", &[]).await.status, 200);
+    assert_eq!(p.line_for("/flag").await["cluster"], "c");
     let _ = std::fs::remove_dir_all(&dir);
 }

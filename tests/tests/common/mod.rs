@@ -184,6 +184,7 @@ pub async fn sidecar_tls(
         outbound_traffic_policy: None,
         trust: None,
         path_normalization: None,
+        access_log: None,
     };
     let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
     let hello = Hello {
@@ -285,4 +286,18 @@ pub async fn tally(addr: SocketAddr, headers: &[(&str, &str)], n: usize) -> (usi
 
 pub fn policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// Requests a sidecar sent and saw finish (`istio_requests_total{reporter="source"}`).
+pub fn sent(r: &Running) -> f64 {
+    use prometheus::core::Collector;
+    r.shared
+        .metrics
+        .requests_total
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .filter(|m| m.get_label().iter().any(|l| l.get_name() == "reporter" && l.get_value() == "source"))
+        .map(|m| m.get_counter().get_value())
+        .sum()
 }

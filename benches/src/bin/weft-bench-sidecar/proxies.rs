@@ -140,7 +140,7 @@ pub(crate) async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Res
     cmd.arg("--config")
         .arg(&config_path)
         .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string(), "--admin", &admin.to_string()])
-        .args(["--no-access-log", "--workers", &args.proxy_workers.to_string()]);
+        .args(["--workers", &args.proxy_workers.to_string()]);
     if let Some(app) = spec.app {
         cmd.args(["--app", &app.to_string()]);
     }

@@ -12,6 +12,7 @@ mod authorization_policy;
 mod destination_rule;
 mod peer_authentication;
 mod sidecar;
+mod telemetry;
 mod virtual_service;
 mod workload_group;
 
@@ -19,6 +20,7 @@ pub use authorization_policy::*;
 pub use destination_rule::*;
 pub use peer_authentication::*;
 pub use sidecar::*;
+pub use telemetry::*;
 pub use virtual_service::*;
 pub use workload_group::*;
 

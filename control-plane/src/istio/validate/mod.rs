@@ -6,6 +6,7 @@
 mod authorization_policy;
 mod destination_rule;
 mod sidecar;
+mod telemetry;
 mod virtual_service;
 
 use super::types::*;
@@ -44,6 +45,7 @@ pub fn resource(r: &Resource) -> Problems {
         Spec::AuthorizationPolicy(ap) => authorization_policy::check(ap, r, &mut p),
         Spec::Sidecar(sc) => sidecar::sidecar(sc, r, &mut p),
         Spec::WorkloadGroup(wg) => sidecar::workload_group(wg, &mut p),
+        Spec::Telemetry(t) => telemetry::check(t, r, &mut p),
     }
     p
 }
