@@ -129,3 +129,22 @@ fn by_precedence<'a, T>(
         level(&|r, t| r.namespace() == ROOT_NAMESPACE && selector(t).is_none()),
     ]
 }
+
+/// The warning when several resources of one level apply to `workload`: the first by name is used.
+fn several<'a>(
+    workload: &model::Workload,
+    found: impl Iterator<Item = &'a Resource>,
+    what: &str,
+    istio: &str,
+) -> Option<String> {
+    let names: Vec<String> = found.map(|r| format!("{}/{}", r.namespace(), r.name())).collect();
+    (names.len() > 1).then(|| {
+        format!(
+            "workload {}/{} {what} ({}); {} is used ({istio})",
+            workload.namespace,
+            workload.name,
+            names.join(", "),
+            names[0]
+        )
+    })
+}

@@ -1,6 +1,6 @@
 //! Sidecar → the workload's outbound traffic policy.
 
-use super::by_precedence;
+use super::{by_precedence, several};
 use crate::istio::types::{OutboundMode, OutboundTrafficPolicy, Sidecar};
 use crate::istio::{Resource, Spec};
 use weft_model as model;
@@ -25,15 +25,10 @@ pub fn outbound_traffic_policy(
         |sc| sc.workload_selector.as_ref().map(|s| &s.labels),
     );
     let found = levels.into_iter().find(|level| !level.is_empty())?;
-    if found.len() > 1 {
-        let names: Vec<String> = found.iter().map(|(r, _)| format!("{}/{}", r.namespace(), r.name())).collect();
-        warnings.push(format!(
-            "workload {}/{} is selected by several Sidecars ({}); {} is used (Istio IST0110)",
-            workload.namespace,
-            workload.name,
-            names.join(", "),
-            names[0]
-        ));
+    if let Some(w) =
+        several(workload, found.iter().map(|(r, _)| *r), "is selected by several Sidecars", "Istio IST0110")
+    {
+        warnings.push(w);
     }
     // `workloadSelector` chose it; ingress, egress and inboundConnectionPool are refused by validation.
     let Sidecar { workload_selector: _, outbound_traffic_policy, ingress: _, egress: _, inbound_connection_pool: _ } =

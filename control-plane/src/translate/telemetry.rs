@@ -1,6 +1,6 @@
 //! Telemetry → whether the workload writes an access log.
 
-use super::by_precedence;
+use super::{by_precedence, several};
 use crate::istio::types::{AccessLogging, ProviderRef, Telemetry, ENVOY_PROVIDER};
 use crate::istio::{Resource, Spec};
 use weft_model as model;
@@ -25,15 +25,13 @@ pub fn access_log(resources: &[Resource], workload: &model::Workload, warnings: 
         // Telemetry that does not set `accessLogging` leaves it to the level above.
         let setting: Vec<_> = level.iter().filter(|(_, t)| !t.access_logging.is_empty()).collect();
         let Some((_, first)) = setting.first() else { continue };
-        if setting.len() > 1 {
-            let names: Vec<String> = setting.iter().map(|(r, _)| format!("{}/{}", r.namespace(), r.name())).collect();
-            warnings.push(format!(
-                "workload {}/{} gets accessLogging from several Telemetry resources ({}); {} is used (Istio: undefined)",
-                workload.namespace,
-                workload.name,
-                names.join(", "),
-                names[0]
-            ));
+        if let Some(w) = several(
+            workload,
+            setting.iter().map(|(r, _)| *r),
+            "gets accessLogging from several Telemetry resources",
+            "Istio: undefined",
+        ) {
+            warnings.push(w);
         }
         // The selector chose the level; the rest is refused by validation.
         let Telemetry { selector: _, target_ref: _, target_refs: _, tracing: _, metrics: _, access_logging } = first;
