@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::time::Duration;
 use weft_control_plane::istio::{load_paths, load_str};
 use weft_testkit::Etcd;
 
@@ -121,7 +120,7 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
 
     // Steady load through the gateway.
     let load = Load::start(gw.outbound);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the load flows through the gateway", || async { sent(&gw) >= 25.0 }).await;
 
     // Kill the control plane the gateway is connected to.
     let statuses = store.statuses().await.unwrap();
@@ -147,7 +146,9 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
         tally(gw.outbound, &[], 10).await.1 == 10
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // And the load goes on after the change (25 + 26 answers: more than the 50 asserted below).
+    let before = sent(&gw);
+    eventually("the load flows on after the change", || async { sent(&gw) >= before + 26.0 }).await;
     let (done, failures) = load.finish().await;
     assert!(done > 50);
     assert_eq!(failures, 0, "no request failed while a control plane died");

@@ -10,7 +10,9 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_control_plane::ca::{Ca, CaParts};
 use weft_control_plane::istio::load_str;
@@ -67,6 +69,25 @@ async fn metrics(r: &Running) -> String {
     let body =
         http_body_util::BodyExt::collect(tx.send_request(req).await.unwrap().into_body()).await.unwrap().to_bytes();
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A TCP relay to `to` on a port of its own, counting the connections it accepts.
+async fn counting_relay(to: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
 }
 
 fn metric(text: &str, name: &str, parts: &[&str]) -> f64 {
@@ -156,17 +177,21 @@ async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
     assert!(handshake_with(&other_domain, "api-gateway", Duration::from_secs(600), m.order.inbound, ORDER_ID)
         .await
         .is_err());
-    // Expired: signed for 1 s, used after 2.
+    // Expired: signed for 1 s, used once its notAfter is past.
     let late = {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
         let cert = m.cp.ctx.ca.sign(&csr, "production", "api-gateway", Duration::from_secs(1)).unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
         (key, cert)
     };
     let leaf = std::sync::Arc::new(
         weft_proxy::security::identity::Leaf::new(late.0.serialize_der(), &late.1, &m.cp.ctx.ca.root_pem()).unwrap(),
     );
+    // Certificate times are whole seconds, and a verifier's clock too: past notAfter's second.
+    eventually("the 1 s certificate has expired", || async {
+        SystemTime::now() >= leaf.not_after + Duration::from_secs(1)
+    })
+    .await;
     let config = weft_proxy::security::identity::client_config(&leaf, &[ORDER_ID.to_string()], false).unwrap();
     let tcp = tokio::net::TcpStream::connect(m.order.inbound).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("weft.mesh").unwrap();
@@ -212,7 +237,11 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     }
     let first = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
     let load = Load::start(m.gateway.outbound);
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    eventually("two rotations under a load of more than 200 requests", || async {
+        let now = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
+        now.duration_since(first).unwrap_or_default() >= Duration::from_secs(4) && sent(&m.gateway) > 200.0
+    })
+    .await;
     let (done, failures) = load.finish().await;
     let last = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
     assert!(last.duration_since(first).unwrap_or_default() >= Duration::from_secs(4), "rotated at least twice");
@@ -286,9 +315,17 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     assert_eq!(get(ok.outbound, "order-service", &[]).await.0, 200);
 
     // A sidecar trusting another root refuses this control plane: no certificate, no config.
+    // It reaches the control plane through a relay that counts its connections: until it holds
+    // a certificate only its certificate requests connect (the config stream waits for one), and
+    // it asks again only after a request failed.
+    let (relay, connections) = counting_relay(m.c.urls[0].trim_start_matches("http://").parse().unwrap()).await;
+    let through_relay = Cp { urls: vec![format!("http://{relay}")], ..m.c.clone() };
     let tls = weft_proxy::security::identity::ControlPlaneTls::from_file(&foreign, "cluster.local").unwrap();
-    let (lost, _g2) = sidecar_tls(&m.c, caller(), None, None, Some(token), Some(tls)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (lost, _g2) = sidecar_tls(&through_relay, caller(), None, None, Some(token), Some(tls)).await;
+    eventually("the sidecar asks for a certificate again: its first request failed", || async {
+        connections.load(Ordering::SeqCst) >= 2
+    })
+    .await;
     assert!(!lost.shared.is_ready(), "no config from an unverified control plane");
     assert!(lost.shared.identity.as_ref().unwrap().current().is_none(), "no certificate either");
 }
@@ -415,7 +452,8 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         late.shared.is_ready() && get(late.outbound, "order-service", &[]).await.0 == 200
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = sent(&gateway);
+    eventually("the load goes on after the rotation", || async { sent(&gateway) >= before + 20.0 }).await;
     let (done, failures) = load.finish().await;
     assert!(done > 50);
     assert_eq!(failures, 0, "no request failed during the rotation");

@@ -2,7 +2,7 @@
 
 use crate::harness::*;
 use http::StatusCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SVC: &str = "svc.test.svc.cluster.local";
 
@@ -78,7 +78,18 @@ async fn an_ejected_endpoint_returns_after_its_time() {
     assert_eq!(bad.requests(), 2);
     tally(proxy.outbound, "svc", "/", &[], 4).await;
     assert_eq!(bad.requests(), 2, "ejected");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The review at an interval tick after baseEjectionTime ends the ejection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let clusters: serde_json::Value = serde_json::from_str(&admin(&proxy, "/clusters").await).unwrap();
+        let eps = clusters["clusters"][0]["endpoints"].as_array().unwrap().clone();
+        let bad_ep = eps.iter().find(|e| e["address"] == bad.addr.to_string()).unwrap();
+        if bad_ep["ejected"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ejection never ended: {bad_ep}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tally(proxy.outbound, "svc", "/", &[], 4).await;
     assert!(bad.requests() > 2, "back in rotation after base ejection time");
 }

@@ -46,9 +46,12 @@ async fn the_id_reaches_the_peer_and_comes_back() {
 /// A shutdown lets the request in flight finish, and the listener stops accepting.
 #[tokio::test]
 async fn graceful_shutdown_finishes_the_request_in_flight() {
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let handler_arrived = arrived.clone();
     let slow = serve::finish(Router::new().route(
         "/slow",
-        get(|| async {
+        get(move || async move {
+            handler_arrived.notify_one();
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             "done"
         }),
@@ -60,7 +63,10 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         let _ = stopped.await;
     }));
     let in_flight = tokio::spawn(async move { Client::new(addr).get("/slow").await });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The request is in the handler (which takes 300 ms) when the shutdown begins.
+    tokio::time::timeout(std::time::Duration::from_secs(20), arrived.notified())
+        .await
+        .expect("the request never reached the handler");
     stop.send(()).unwrap();
     let answer = in_flight.await.unwrap();
     assert_eq!((answer.status.as_u16(), answer.text.as_str()), (200, "done"));

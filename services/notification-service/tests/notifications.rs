@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use notification_service::{app, AppState, Config};
@@ -87,6 +89,22 @@ impl Setup {
         answer.json.as_array().cloned().unwrap_or_default()
     }
 
+    /// Waits until the service's queue holds no message ready for delivery: everything
+    /// published so far has been delivered to the consumer (acknowledged or not).
+    async fn all_delivered(&self) {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let queue = self.config.queue.as_str();
+        let ready = || async {
+            let q = self.channel.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap();
+            q.message_count()
+        };
+        assert!(
+            eventually(Duration::from_secs(20), || async { ready().await == 0 }).await,
+            "the consumer never took the messages: {} still ready in {queue}",
+            ready().await
+        );
+    }
+
     async fn dead_letter(&self) -> Option<Vec<u8>> {
         let dead = format!("{}.dead", self.config.queue);
         let got = self.channel.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
@@ -158,8 +176,19 @@ async fn a_message_that_cannot_be_processed_is_dead_lettered_not_redelivered() {
     }
     assert_eq!(dead.len(), 2, "both poison messages reach the dead-letter queue: {dead:?}");
     assert_eq!(dead[0], b"{not json");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.dead_letter().await, None, "each dead-lettered once, not redelivered");
+    // Messages are handled one after another: a poison message handled again (redelivered)
+    // would be dead-lettered again before one published now.
+    s.publish("order.created", b"{marker, not json either").await;
+    let mut next = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while next.is_none() && std::time::Instant::now() < deadline {
+        next = s.dead_letter().await;
+        if next.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let next = next.expect("the later poison message reaches the dead-letter queue");
+    assert_eq!(String::from_utf8_lossy(&next), "{marker, not json either", "each dead-lettered once, not redelivered");
 }
 
 #[tokio::test]
@@ -174,7 +203,8 @@ async fn while_the_database_is_down_messages_are_held_and_ready_says_so() {
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ready.json["reason"].as_str().unwrap().starts_with("database"), "{}", ready.text);
     s.publish("order.paid", &event("e-21", "order.paid", "5")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The consumer holds e-21 while the database is down.
+    s.all_delivered().await;
 
     server.start();
     assert!(
@@ -202,7 +232,7 @@ async fn a_broker_restart_loses_no_event_and_stores_none_twice() {
     // e-41 is delivered while the database is down: the consumer holds it, unacknowledged.
     db.kill();
     s.publish("order.paid", &event("e-41", "order.paid", "6")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.all_delivered().await;
     broker.kill();
     db.start();
     assert!(
@@ -228,7 +258,13 @@ async fn a_broker_restart_loses_no_event_and_stores_none_twice() {
         "every event is stored: {:?}",
         s.notifications("6").await
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Messages are handled one after another: a redelivered e-40..e-42 would be handled
+    // before a message published now (for another user) is stored.
+    s.publish("order.created", &event("e-43", "order.created", "9")).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async { s.notifications("9").await.len() == 1 }).await,
+        "a later event is stored"
+    );
     let kinds: Vec<_> =
         s.notifications("6").await.iter().map(|n| n["event_id"].as_str().unwrap().to_string()).collect();
     let mut sorted = kinds.clone();
