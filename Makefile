@@ -7,7 +7,7 @@ CARGO ?= cargo
 # the tests also start private mariadbd and redis-server instances) and curl (demo).
 DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl
 
-.PHONY: test deps build demo demo-static bench bench-quick bench-deps fuzz clean
+.PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz clean
 
 ## Installs missing Debian packages (only those missing; idempotent).
 deps:
@@ -70,6 +70,18 @@ bench: bench-deps
 	  --out $(BENCH_OUT)/sidecar.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar.md
 	@mkdir -p docs && cp $(BENCH_OUT)/latency.png docs/bench-latency.png && echo "copied $(BENCH_OUT)/latency.png to docs/bench-latency.png"
 	$(CARGO) bench -p weft-bench --bench route_match
+
+## Instructions and malloc calls per request, Weft next to nginx and HAProxy, each proxy under
+## valgrind's callgrind (installed when missing): counters zeroed after a warm-up, closed-loop load for
+## a fixed window, the dump divided by the requests answered. Deterministic where latency is not: the
+## figure to steer by (issue 17). One hop plaintext (Weft with its access log off, the default, and on)
+## and the two-hop mutual-TLS path. About three minutes after the build.
+bench-instructions: bench-deps
+	@command -v valgrind >/dev/null 2>&1 || { echo "installing valgrind"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; }
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy --callgrind \
+	  --scenarios sidecar,sidecar-access-log,pair-h1,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
+	  --out $(BENCH_OUT)/instructions.json | tee $(BENCH_OUT)/instructions.md
 
 ## The same in about two minutes after the build, a smoke test for CI (asserts no timing): one rate
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.

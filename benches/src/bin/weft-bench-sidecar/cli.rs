@@ -38,6 +38,19 @@ pub(crate) struct Args {
     /// Connections of the closed-loop --max scenario.
     #[arg(long, default_value_t = 16)]
     pub(crate) max_connections: usize,
+    /// Count instructions instead of timing: every proxy runs under valgrind's callgrind;
+    /// after a warm-up its counters are zeroed, closed-loop load runs for
+    /// --callgrind-window, and the instructions each proxy executed are divided by the
+    /// requests answered (`make bench-instructions`). Deterministic where time is not.
+    #[arg(long)]
+    pub(crate) callgrind: bool,
+    /// The counted window under --callgrind.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) callgrind_window: Duration,
+    /// An extra argument for every weft-proxy (repeatable), e.g. `--proxy-arg=--no-access-log`
+    /// to measure an older build the same way.
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) proxy_arg: Vec<String>,
     /// Keep-alive connections of the constant-rate scenarios.
     #[arg(long, short = 'c', default_value_t = 8)]
     pub(crate) connections: usize,

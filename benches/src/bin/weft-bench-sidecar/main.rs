@@ -37,6 +37,7 @@
 //! `--out` (never the system services); `make bench` installs them when missing.
 //! A PNG of the latency percentile curves at one rate goes to `--plot`.
 
+mod callgrind;
 mod cli;
 mod configs;
 mod proxies;
@@ -118,6 +119,9 @@ pub(crate) async fn bench(args: &Args) -> anyhow::Result<()> {
             contestant_bin(args, software)?;
         }
     }
+    if args.callgrind {
+        callgrind::check_installed()?;
+    }
     let run_dir = RunDir(std::env::temp_dir().join(format!("weft-bench-sidecar-{}", std::process::id())));
     std::fs::create_dir_all(&run_dir.0).with_context(|| format!("creating {}", run_dir.0.display()))?;
 
@@ -135,6 +139,9 @@ pub(crate) async fn bench(args: &Args) -> anyhow::Result<()> {
                 tails(&proxies, &path.proxies)
             ),
         }
+    }
+    if args.callgrind {
+        return count_instructions(args, &proxies, &paths, &dir).await;
     }
     let mut infos = Vec::new();
     eprintln!("app on {app}");
@@ -262,4 +269,38 @@ pub(crate) async fn run_load(args: &Args, load: Load, addr: SocketAddr, duration
         Load::Max => opts.connections = args.max_connections,
     }
     Ok(load::run(&opts).await?)
+}
+
+/// `--callgrind`: instructions and malloc calls per request of every proxy on
+/// every path, each path warmed up, then counted over --callgrind-window.
+async fn count_instructions(args: &Args, proxies: &[Proxy], paths: &[ScenarioPath], dir: &Path) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for path in paths.iter().filter(|p| !p.proxies.is_empty()) {
+        eprintln!("{}: warming up, then counting for {:?}", path.kind.name(), args.callgrind_window);
+        run_load(args, Load::Max, path.entry, args.warmup.max(Duration::from_secs(1))).await?;
+        for &i in &path.proxies {
+            callgrind::zero(proxies[i].pid())?;
+        }
+        let report = run_load(args, Load::Max, path.entry, args.callgrind_window).await?;
+        if report.requests == 0 || report.ok != report.requests || !report.transport_errors.is_empty() {
+            bail!(
+                "{}: {} requests, {} ok, errors {:?}",
+                path.kind.name(),
+                report.requests,
+                report.ok,
+                report.transport_errors
+            );
+        }
+        for &i in &path.proxies {
+            let p = &proxies[i];
+            let counts = callgrind::dump(p.pid(), &dir.join(format!("{}.callgrind", p.name)))?;
+            rows.push(InstructionRow::new(path.kind, p, report.requests, counts));
+        }
+    }
+    let table = InstructionTable::new(args, rows);
+    print!("{}", table.markdown());
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&table)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
 }

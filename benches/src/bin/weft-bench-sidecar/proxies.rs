@@ -1,5 +1,6 @@
 //! Starting and watching the processes of a run: the app, Weft's sidecars, HAProxy and nginx.
 
+use crate::callgrind;
 use crate::cli::Args;
 use crate::configs::*;
 use crate::scenario::*;
@@ -122,6 +123,8 @@ pub(crate) struct ProxySpec<'a> {
     pub(crate) dir: &'a Path,
     /// The mesh path's certificate: (certificate, key, root) files.
     pub(crate) identity: Option<[PathBuf; 3]>,
+    /// `--access-log`.
+    pub(crate) access_log: bool,
 }
 
 pub(crate) async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Result<Proxy> {
@@ -147,6 +150,11 @@ pub(crate) async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Res
     if let Some([cert, key, root]) = &spec.identity {
         cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key).arg("--root-file").arg(root);
     }
+    if spec.access_log {
+        cmd.arg("--access-log");
+    }
+    cmd.args(&args.proxy_arg);
+    let mut cmd = callgrind::wrap(args, cmd, &spec.dir.join(format!("{}.callgrind", spec.name)));
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -173,8 +181,8 @@ pub(crate) async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Res
         if matches!(get(admin, "localhost", "/ready").await, Ok((200, _))) {
             return Ok(proxy);
         }
-        if started.elapsed() > READY_TIMEOUT {
-            bail!("{} not ready after {READY_TIMEOUT:?}{}", proxy.name, log_tail(&proxy.log));
+        if started.elapsed() > callgrind::ready_timeout(args) {
+            bail!("{} not ready after {:?}{}", proxy.name, callgrind::ready_timeout(args), log_tail(&proxy.log));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -186,6 +194,7 @@ pub(crate) async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Res
 /// (and so through what is behind it) answers 200.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_contestant(
+    args: &Args,
     software: Software,
     bin: &Path,
     name: String,
@@ -203,13 +212,13 @@ pub(crate) async fn start_contestant(
         .with_context(|| format!("writing {}", config_path.display()))?;
     let log = dir.join(format!("{name}.log"));
     let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let child = software
-        .command(bin, &config_path, run_dir)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let child =
+        callgrind::wrap(args, software.command(bin, &config_path, run_dir), &dir.join(format!("{name}.callgrind")))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
     let mut proxy = Proxy {
         name,
         scenario,
@@ -236,8 +245,8 @@ pub(crate) async fn start_contestant(
         if ready {
             return Ok(proxy);
         }
-        if started.elapsed() > READY_TIMEOUT {
-            bail!("{} not ready after {READY_TIMEOUT:?}{}", proxy.name, log_tail(&proxy.log));
+        if started.elapsed() > callgrind::ready_timeout(args) {
+            bail!("{} not ready after {:?}{}", proxy.name, callgrind::ready_timeout(args), log_tail(&proxy.log));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -321,9 +330,9 @@ pub(crate) async fn start_proxies(
     for &kind in kinds {
         let entry_and_proxies = match kind {
             Kind::Direct => (app, vec![]),
-            Kind::Sidecar => {
+            Kind::Sidecar | Kind::SidecarAccessLog => {
                 let spec = ProxySpec {
-                    name: "sidecar".into(),
+                    name: kind.name().into(),
                     scenario: kind,
                     role: "client",
                     upstream_protocol: "HTTP1",
@@ -332,6 +341,7 @@ pub(crate) async fn start_proxies(
                     ports: free_ports()?,
                     dir,
                     identity: None,
+                    access_log: kind == Kind::SidecarAccessLog,
                 };
                 proxies.push(start_proxy(args, spec).await?);
                 (proxies[proxies.len() - 1].outbound, vec![proxies.len() - 1])
@@ -350,6 +360,7 @@ pub(crate) async fn start_proxies(
                     ports: free_ports()?,
                     dir,
                     identity: if mesh { Some(mesh_certificate(dir, "server")?) } else { None },
+                    access_log: false,
                 };
                 proxies.push(start_proxy(args, server).await?);
                 let server_inbound = proxies[proxies.len() - 1].inbound;
@@ -367,6 +378,7 @@ pub(crate) async fn start_proxies(
                     ports: free_ports()?,
                     dir,
                     identity: if mesh { Some(mesh_certificate(dir, "client")?) } else { None },
+                    access_log: false,
                 };
                 proxies.push(start_proxy(args, client).await?);
                 let n = proxies.len();
@@ -379,6 +391,7 @@ pub(crate) async fn start_proxies(
                 let server_tls = if tls { Some(contestant_tls(dir, "server")?) } else { None };
                 let client_tls = if tls { Some(contestant_tls(dir, "client")?) } else { None };
                 let server = start_contestant(
+                    args,
                     software,
                     &bin,
                     format!("{}-server", kind.name()),
@@ -393,6 +406,7 @@ pub(crate) async fn start_proxies(
                 let server_listen = server.inbound;
                 proxies.push(server);
                 let client = start_contestant(
+                    args,
                     software,
                     &bin,
                     format!("{}-client", kind.name()),

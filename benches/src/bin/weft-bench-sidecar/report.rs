@@ -363,3 +363,88 @@ pub(crate) fn markdown(r: &Results) -> String {
     }
     out
 }
+
+/// One proxy's cost per request under callgrind.
+#[derive(Debug, Serialize)]
+pub(crate) struct InstructionRow {
+    pub(crate) scenario: Kind,
+    pub(crate) proxy: String,
+    pub(crate) software: &'static str,
+    pub(crate) role: &'static str,
+    pub(crate) requests: u64,
+    pub(crate) instructions: u64,
+    pub(crate) instructions_per_request: f64,
+    pub(crate) mallocs_per_request: f64,
+}
+
+impl InstructionRow {
+    pub(crate) fn new(scenario: Kind, p: &Proxy, requests: u64, c: crate::callgrind::Counts) -> Self {
+        InstructionRow {
+            scenario,
+            proxy: p.name.clone(),
+            software: p.software,
+            role: p.role,
+            requests,
+            instructions: c.instructions,
+            instructions_per_request: c.instructions as f64 / requests as f64,
+            mallocs_per_request: c.mallocs as f64 / requests as f64,
+        }
+    }
+}
+
+/// `--callgrind`'s result: every row, and each against nginx's hop of the same kind.
+#[derive(Debug, Serialize)]
+pub(crate) struct InstructionTable {
+    pub(crate) proxy_bin: String,
+    pub(crate) proxy_args: Vec<String>,
+    pub(crate) window_s: f64,
+    pub(crate) connections: usize,
+    pub(crate) body_bytes: usize,
+    pub(crate) rows: Vec<InstructionRow>,
+}
+
+impl InstructionTable {
+    pub(crate) fn new(args: &Args, rows: Vec<InstructionRow>) -> Self {
+        InstructionTable {
+            proxy_bin: args.proxy_bin.display().to_string(),
+            proxy_args: args.proxy_arg.clone(),
+            window_s: args.callgrind_window.as_secs_f64(),
+            connections: args.max_connections,
+            body_bytes: args.body_bytes,
+            rows,
+        }
+    }
+
+    /// nginx's mean instructions per hop: over its plaintext pair, or its mutual-TLS pair.
+    fn nginx_per_hop(&self, tls: bool) -> Option<f64> {
+        let want = if tls { Kind::NginxTlsPair } else { Kind::NginxPair };
+        let hops: Vec<f64> =
+            self.rows.iter().filter(|r| r.scenario == want).map(|r| r.instructions_per_request).collect();
+        (!hops.is_empty()).then(|| hops.iter().sum::<f64>() / hops.len() as f64)
+    }
+
+    pub(crate) fn markdown(&self) -> String {
+        let mut s = format!(
+            "Instructions per request under callgrind (user space, all threads), closed loop over {} keep-alive \
+             connections, {} s counted after a warm-up, {}-byte responses. `vs nginx`: against nginx's mean per \
+             hop of the same kind (plaintext, or mutual TLS).\n\n\
+             | scenario | proxy | role | requests | instructions / request | vs nginx | malloc calls / request |\n\
+             |---|---|---|---:|---:|---:|---:|\n",
+            self.connections, self.window_s, self.body_bytes
+        );
+        for r in &self.rows {
+            let tls = matches!(r.scenario, Kind::Mesh | Kind::HaproxyTlsPair | Kind::NginxTlsPair);
+            let vs = self.nginx_per_hop(tls).map_or("-".into(), |n| format!("{:.2}x", r.instructions_per_request / n));
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {:.0} | {vs} | {:.1} |\n",
+                r.scenario.name(),
+                r.proxy,
+                r.role,
+                r.requests,
+                r.instructions_per_request,
+                r.mallocs_per_request
+            ));
+        }
+        s
+    }
+}

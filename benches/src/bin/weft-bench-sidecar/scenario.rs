@@ -9,7 +9,8 @@ use weft_bench::contestants::Software;
 /// The service the bench routes to; `Host: app` reaches it from namespace `bench`.
 pub(crate) const SERVICE: &str = "app.bench.svc.cluster.local";
 pub(crate) const HOST_HEADER: &str = "app";
-/// How long the proxy may take to answer `/ready` after it is started.
+/// How long the proxy may take to answer `/ready` after it is started (under
+/// callgrind, which runs it some fifty times slower, six times this).
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A path from the load generator to the app.
@@ -18,6 +19,8 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum Kind {
     Direct,
     Sidecar,
+    /// `sidecar` with the access log on (`--access-log`; Istio ships it off).
+    SidecarAccessLog,
     PairH1,
     PairH2,
     Mesh,
@@ -32,6 +35,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Sidecar => "sidecar",
+            Kind::SidecarAccessLog => "sidecar-access-log",
             Kind::PairH1 => "pair-h1",
             Kind::PairH2 => "pair-h2",
             Kind::Mesh => "mesh",
