@@ -26,13 +26,21 @@ pub(crate) fn ready_timeout(args: &Args) -> Duration {
     }
 }
 
-/// `cmd` itself, or `cmd` run under callgrind writing to `out` when `--callgrind`.
+/// `cmd` itself, or `cmd` run under callgrind writing to `out.<pid>` when `--callgrind`
+/// (an earlier run's files beside it are removed: a dump is never read from another run).
 pub(crate) fn wrap(args: &Args, cmd: Command, out: &Path) -> Command {
     if !args.callgrind {
         return cmd;
     }
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let stem = format!("{}.", out.file_name().and_then(|n| n.to_str()).unwrap_or_default());
+    for old in std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path())) {
+        if old.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&stem)) {
+            let _ = std::fs::remove_file(old);
+        }
+    }
     let mut v = Command::new("valgrind");
-    v.arg("--tool=callgrind").arg(format!("--callgrind-out-file={}", out.display())).arg(cmd.get_program());
+    v.arg("--tool=callgrind").arg(format!("--callgrind-out-file={}.%p", out.display())).arg(cmd.get_program());
     v.args(cmd.get_args());
     for (k, val) in cmd.get_envs() {
         match val {
@@ -77,12 +85,12 @@ pub(crate) struct Counts {
     pub(crate) mallocs: u64,
 }
 
-/// Dumps the counters of the callgrind running as `pid` (its output file is `out`)
-/// and reads them from the new dump (`out.N`, the highest N).
+/// Dumps the counters of the callgrind running as `pid` (its output file is `out.<pid>`)
+/// and reads them from the new dump (`out.<pid>.N`, the highest N).
 pub(crate) fn dump(pid: u32, out: &Path) -> anyhow::Result<Counts> {
     control(pid, "-d")?;
     let dir = out.parent().unwrap_or(Path::new("."));
-    let stem = out.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let stem = format!("{}.{pid}", out.file_name().and_then(|n| n.to_str()).unwrap_or_default());
     let newest: Option<(u32, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
