@@ -341,7 +341,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             tokio::spawn(weft_proxy::net::listen::serve(
                 listener,
-                move |req| weft_proxy::ops::probes::handle(shared.clone(), probes.clone(), quit.clone(), req),
+                move |req, conn| {
+                    weft_proxy::ops::probes::handle(shared.clone(), probes.clone(), quit.clone(), req, conn)
+                },
                 status_stop.clone(),
                 weft_proxy::net::listen::Timeouts::new(Duration::from_secs(1)),
                 gauges,

@@ -126,7 +126,7 @@ impl Proxy {
             let s = shared.clone();
             tasks.spawn(listen::serve(
                 l,
-                move |req| outbound::handle(s.clone(), req),
+                move |req, conn| outbound::handle(s.clone(), req, conn),
                 stop_rx.clone(),
                 drain,
                 gauge("outbound"),
@@ -137,7 +137,7 @@ impl Proxy {
             let s = shared.clone();
             tasks.spawn(listen::serve(
                 l,
-                move |req| inbound::handle(s.clone(), req),
+                move |req, conn| inbound::handle(s.clone(), req, conn),
                 stop_rx.clone(),
                 drain,
                 gauge("inbound"),
@@ -148,7 +148,7 @@ impl Proxy {
             let s = shared.clone();
             tasks.spawn(listen::serve(
                 l,
-                move |req| admin::handle(s.clone(), req),
+                move |req, _conn| admin::handle(s.clone(), req),
                 stop_rx.clone(),
                 drain,
                 gauge("admin"),

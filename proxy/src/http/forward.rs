@@ -105,25 +105,51 @@ impl http_body::Body for Prefixed {
     }
 }
 
-/// What goes upstream, minus the body: method, path, authority, headers.
+/// What goes upstream, minus the body: method, target, authority, headers.
+/// Built once per request; each attempt copies it.
 pub struct Outgoing {
     pub parts: Parts,
-    pub path_and_query: String,
     pub authority: HeaderValue,
     pub protocol: Protocol,
+    /// The request target upstream: origin-form for HTTP/1.1, absolute for HTTP/2.
+    uri: http::Uri,
 }
 
 impl Outgoing {
-    fn request(&self, body: Body) -> Result<Request<Body>, ProxyError> {
-        let uri = match self.protocol {
-            Protocol::Http1 => self.path_and_query.clone(),
-            Protocol::Http2 => {
-                format!("http://{}{}", self.authority.to_str().unwrap_or("unknown"), self.path_and_query)
-            }
+    /// `rewritten`: the path and query a route rewrote, else the request's own.
+    pub fn new(
+        parts: Parts,
+        rewritten: Option<String>,
+        authority: HeaderValue,
+        protocol: Protocol,
+    ) -> Result<Self, ProxyError> {
+        let bad = |e: http::Error| ProxyError::BadRequest(format!("bad upstream uri: {e}"));
+        let path_and_query = match rewritten {
+            Some(p) => p.parse::<http::uri::PathAndQuery>().map_err(|e| bad(e.into()))?,
+            None => parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         };
+        let uri = match protocol {
+            // The request's own target when it is already origin-form (shares its bytes).
+            Protocol::Http1
+                if parts.uri.authority().is_none() && parts.uri.path_and_query() == Some(&path_and_query) =>
+            {
+                parts.uri.clone()
+            }
+            Protocol::Http1 => http::Uri::from(path_and_query),
+            Protocol::Http2 => http::Uri::builder()
+                .scheme("http")
+                .authority(authority.as_bytes())
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(bad)?,
+        };
+        Ok(Outgoing { parts, authority, protocol, uri })
+    }
+
+    fn request(&self, body: Body) -> Result<Request<Body>, ProxyError> {
         let mut req = Request::new(body);
         *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = uri.parse().map_err(|e| ProxyError::BadRequest(format!("bad upstream uri: {e}")))?;
+        *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.parts.headers.clone();
         match self.protocol {
             Protocol::Http1 => {
@@ -295,15 +321,13 @@ pub async fn forward(
     }
 }
 
-/// Adds `x-request-id` when absent; returns its value.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
-    if let Some(id) = headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        return id.to_string();
+/// Adds `x-request-id` when absent; returns its value (sharing the header's bytes).
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&REQUEST_ID) {
+        return id.clone();
     }
     let id = new_request_id();
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID, v);
-    }
+    headers.insert(REQUEST_ID, id.clone());
     id
 }
 
@@ -311,20 +335,23 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A random UUID v4, as Envoy generates.
-fn new_request_id() -> String {
+fn new_request_id() -> HeaderValue {
     let mut b: [u8; 16] = rand::thread_rng().gen();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
+    let mut out = [0u8; 36];
+    let mut at = 0;
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            out[at] = b'-';
+            at += 1;
         }
-        out.push(HEX[usize::from(byte >> 4)] as char);
-        out.push(HEX[usize::from(byte & 0x0f)] as char);
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
     }
-    out
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// The authority a request names: `:authority` for HTTP/2 and absolute-form,

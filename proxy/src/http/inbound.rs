@@ -5,6 +5,7 @@
 use crate::http::body::{self, Body};
 use crate::http::forward::{forward, Outgoing, RequestBody};
 use crate::http::reply::ProxyError;
+use crate::net::listen::Conn;
 use crate::ops::telemetry::{Record, Reporter};
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
@@ -12,7 +13,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// Handles one request from a peer.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
     // First: the client's hop-by-hop stripping, the request line, the normalized path.
@@ -20,7 +21,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     // The identity headers toward the app come only from the verified peer
     // certificate, never from the caller.
     parts.headers.remove("x-forwarded-client-cert");
-    let peer = parts.extensions.get::<crate::net::listen::Peer>().map(|p| p.0.clone());
+    let peer = conn.peer.clone();
     if let (Some(peer), Some(own)) = (&peer, shared.identity.as_ref().and_then(|i| i.current())) {
         if let Ok(v) = http::HeaderValue::from_str(&format!("By={};URI={peer}", own.id)) {
             parts.headers.insert("x-forwarded-client-cert", v);
@@ -33,11 +34,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         return record.reply(&e, Default::default());
     }
     if !snap.authz.is_empty() {
-        let remote = parts.extensions.get::<crate::net::listen::Remote>().map(|r| r.0.ip());
+        let remote = conn.remote.map(|r| r.ip());
         // The port the peer was going to (captured), else the app's: Istio's `ports`
         // and `destination.port` name the workload port the connection was for.
-        let port = match parts.extensions.get::<crate::net::listen::OriginalDst>() {
-            Some(dst) => dst.0.port(),
+        let port = match conn.original_dst {
+            Some(dst) => dst.port(),
             None => snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port()),
         };
         let path = record.path.split('?').next().unwrap_or("/").to_string();
@@ -70,7 +71,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     };
     record.request_bytes += body.len_hint();
     let protocol = app.protocol_for(parts.version);
-    let out = Outgoing { path_and_query: record.path.clone(), parts, authority, protocol };
+    let out = match Outgoing::new(parts, None, authority, protocol) {
+        Ok(out) => out,
+        Err(e) => return record.reply(&e, Default::default()),
+    };
     let policy = &shared.inbound_retry;
     match forward(&out, &mut body, app, policy, &shared.metrics).await {
         Ok(done) => {

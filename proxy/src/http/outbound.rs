@@ -9,7 +9,7 @@ use crate::http::headers::strip_hop_by_hop;
 use crate::http::reply::{Flags, ProxyError};
 use crate::http::route::{fault_hits, RequestView};
 use crate::net::intercept::OutboundTrafficPolicy;
-use crate::net::listen::OriginalDst;
+use crate::net::listen::Conn;
 use crate::ops::telemetry::{Record, Reporter};
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
@@ -18,7 +18,7 @@ use rand::Rng;
 use std::sync::Arc;
 
 /// Handles one request from the local app.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
     let admitted = crate::http::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
@@ -26,7 +26,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }
-    match route_and_forward(&shared, &snap, &mut record, parts, incoming).await {
+    match route_and_forward(&shared, &snap, &mut record, &conn, parts, incoming).await {
         Ok(response) => record.respond(response),
         Err((err, flags)) => record.reply(&err, flags),
     }
@@ -48,13 +48,14 @@ async fn route_and_forward(
     shared: &Shared,
     snap: &Snapshot,
     record: &mut Record,
+    conn: &Conn,
     mut parts: http::request::Parts,
     incoming: Incoming,
 ) -> Result<Response<Body>, Failed> {
     let none = Flags::NONE;
     let Some(vhost) = snap.vhost(&record.authority) else {
         // Captured traffic to a host the mesh does not know goes where it was going, or nowhere.
-        let Some(&OriginalDst(dst)) = parts.extensions.get::<OriginalDst>() else {
+        let Some(dst) = conn.original_dst else {
             return Err((ProxyError::NoService { host: record.authority.clone() }, none));
         };
         if shared.outbound_policy(&snap.config) == OutboundTrafficPolicy::RegistryOnly {
@@ -103,15 +104,12 @@ async fn route_and_forward(
 
     route.request_headers.apply(&mut parts.headers);
     dest.request_headers.apply(&mut parts.headers);
-    let path_and_query = match route.rewritten_path(hit, &record.path) {
-        Some(path) => {
-            if let Ok(original) = HeaderValue::from_str(&record.path) {
-                parts.headers.insert("x-envoy-original-path", original);
-            }
-            path
+    let rewritten = route.rewritten_path(hit, &record.path);
+    if rewritten.is_some() {
+        if let Ok(original) = HeaderValue::from_str(&record.path) {
+            parts.headers.insert("x-envoy-original-path", original);
         }
-        None => record.path.clone(),
-    };
+    }
     let authority = match &route.rewrite_authority {
         Some(a) => a.clone(),
         None => HeaderValue::from_str(&record.authority)
@@ -121,7 +119,7 @@ async fn route_and_forward(
     let mut body = RequestBody::prepare(incoming).await.map_err(|e| (e, flags))?;
     record.request_bytes += body.len_hint();
     let protocol = cluster.protocol_for(parts.version);
-    let out = Outgoing { parts, path_and_query, authority, protocol };
+    let out = Outgoing::new(parts, rewritten, authority, protocol).map_err(|e| (e, flags))?;
 
     let sent = forward(&out, &mut body, cluster, &route.retry, &shared.metrics);
     let result = match route.timeout {

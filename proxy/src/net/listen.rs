@@ -24,19 +24,18 @@ pub const MAX_HEADERS: usize = 100;
 
 /// Serves `listener` with `handler` until `stop` turns true, then lets open
 /// connections finish for at most `drain`.
-/// The peer's proven SPIFFE ID, put in each request's extensions by the
-/// inbound listener when the connection is mutual TLS.
-#[derive(Debug, Clone)]
-pub struct Peer(pub Arc<str>);
-
-/// The downstream's address, in each request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct Remote(pub std::net::SocketAddr);
-
-/// Where a captured connection was going (transparent interception), in each
-/// request's extensions; absent when the peer dialled the listener itself.
-#[derive(Debug, Clone, Copy)]
-pub struct OriginalDst(pub std::net::SocketAddr);
+/// What a connection knows about itself, made once per connection and handed
+/// to the handler with each of its requests (no per-request allocation).
+#[derive(Debug, Clone, Default)]
+pub struct Conn {
+    /// The peer's proven SPIFFE ID, when the connection is mutual TLS (inbound).
+    pub peer: Option<Arc<str>>,
+    /// The downstream's address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// Where a captured connection was going (transparent interception); absent
+    /// when the peer dialled the listener itself.
+    pub original_dst: Option<std::net::SocketAddr>,
+}
 
 /// What a listener checks before serving HTTP on a connection.
 #[derive(Clone)]
@@ -217,7 +216,7 @@ pub async fn serve<H, F>(
     (active, accepted_total): (IntGauge, IntCounter),
     guard: Guard,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -245,7 +244,10 @@ pub async fn serve<H, F>(
                 accepted_total.inc();
                 tokio::spawn(async move {
                     match guard {
-                        Guard::Open => serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None, None).await,
+                        Guard::Open => {
+                            let conn = Conn { remote, ..Conn::default() };
+                            serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await
+                        }
                         Guard::Inbound(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
                         Guard::Outbound(capture) => captured(builder, watcher, stream, handler, &*capture, remote).await,
                     }
@@ -270,7 +272,7 @@ async fn secure<H, F>(
     sec: Arc<dyn InboundSecurity>,
     remote: Option<std::net::SocketAddr>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut first = [0u8; 3];
@@ -279,7 +281,7 @@ async fn secure<H, F>(
         _ => return,
     };
     // Where a captured peer was going: authorization's `ports` is that port, not the app's.
-    let original_dst = crate::net::intercept::original_dst(&stream).map(OriginalDst);
+    let original_dst = crate::net::intercept::original_dst(&stream);
     let mode = sec.mode();
     if !crate::security::tls::looks_like_tls(&first[..n]) {
         if mode == MtlsMode::Strict {
@@ -287,7 +289,8 @@ async fn secure<H, F>(
             return;
         }
         // Served while the mode allows it: a switch to STRICT refuses this connection's next request.
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, original_dst, Some(sec)).await;
+        let conn = Conn { peer: None, remote, original_dst };
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, Some(sec)).await;
     }
     let Some(config) = sec.server_config().filter(|_| mode != MtlsMode::Disable) else {
         sec.refused("tls without a workload certificate or under DISABLE");
@@ -317,7 +320,8 @@ async fn secure<H, F>(
         sec.refused("foreign trust domain");
         return;
     }
-    serve_io(builder, watcher, TokioIo::new(tls), handler, Some(Peer(peer.into())), remote, original_dst, None).await
+    let conn = Conn { peer: Some(peer.into()), remote, original_dst };
+    serve_io(builder, watcher, TokioIo::new(tls), handler, conn, None).await
 }
 
 /// The outbound side of a connection: explicit (the app dialled the listener)
@@ -332,12 +336,13 @@ async fn captured<H, F>(
     capture: &dyn crate::net::intercept::Capture,
     remote: Option<std::net::SocketAddr>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     use crate::net::intercept::{self, OutboundTrafficPolicy};
     let Some(dst) = intercept::original_dst(&stream) else {
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, None, None).await;
+        let conn = Conn { remote, ..Conn::default() };
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
     };
     let mut first = [0u8; 16];
     let n = match tokio::time::timeout(intercept::PROTOCOL_DETECTION_TIMEOUT, stream.peek(&mut first)).await {
@@ -346,8 +351,8 @@ async fn captured<H, F>(
         Err(_) => 0, // silent: a server-first protocol
     };
     if intercept::looks_like_http(&first[..n]) {
-        return serve_io(builder, watcher, TokioIo::new(stream), handler, None, remote, Some(OriginalDst(dst)), None)
-            .await;
+        let conn = Conn { peer: None, remote, original_dst: Some(dst) };
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
     }
     match capture.policy() {
         OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst, capture).await,
@@ -382,20 +387,19 @@ async fn serve_io<I, H, F>(
     watcher: (hyper_util::server::graceful::Watcher, Duration),
     io: I,
     handler: H,
-    peer: Option<Peer>,
-    remote: Option<std::net::SocketAddr>,
-    original_dst: Option<OriginalDst>,
+    conn: Conn,
     plaintext: Option<Arc<dyn InboundSecurity>>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let (watcher, idle) = watcher;
     let activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = in_flight.clone();
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    let conn = Arc::new(conn);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         // Boxed where it is made: the request future is large, and hyper moves what it is
         // given into place; the wrapper holding it and the in-flight guard stays small.
         let fut: Responding = match plaintext.as_ref().filter(|s| s.mode() == MtlsMode::Strict) {
@@ -408,18 +412,7 @@ async fn serve_io<I, H, F>(
                 r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 Box::pin(std::future::ready(r))
             }
-            None => {
-                if let Some(p) = &peer {
-                    req.extensions_mut().insert(p.clone());
-                }
-                if let Some(r) = remote {
-                    req.extensions_mut().insert(Remote(r));
-                }
-                if let Some(d) = original_dst {
-                    req.extensions_mut().insert(d);
-                }
-                Box::pin(handler(req))
-            }
+            None => Box::pin(handler(req, conn.clone())),
         };
         let guard = InFlight::enter(&counter);
         async move {

@@ -86,11 +86,12 @@ pub async fn handle(
     probes: Arc<AppProbes>,
     quit: Arc<tokio::sync::Notify>,
     req: Request<Incoming>,
+    conn: Arc<crate::net::listen::Conn>,
 ) -> Response<Body> {
     let path = req.uri().path();
     if path == "/quitquitquit" {
         // Only from inside the pod: the app's last act, so a Job's pod completes.
-        let local = req.extensions().get::<crate::net::listen::Remote>().is_some_and(|r| r.0.ip().is_loopback());
+        let local = conn.remote.is_some_and(|r| r.ip().is_loopback());
         return match (req.method() == http::Method::POST, local) {
             (true, true) => {
                 quit.notify_one();

@@ -37,7 +37,7 @@ pub struct Record {
     pub authority: String,
     pub path: String,
     pub grpc: bool,
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     pub request_bytes: u64,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
@@ -116,7 +116,7 @@ impl Record {
     pub fn reply(mut self, err: &crate::http::reply::ProxyError, extra: Flags) -> http::Response<Body> {
         let (response, flags) = crate::http::reply::local_reply(err, extra);
         self.flags |= flags;
-        tracing::debug!(request_id = %self.request_id, "local reply: {err}");
+        tracing::debug!(request_id = ?self.request_id, "local reply: {err}");
         self.respond(response)
     }
 
@@ -220,7 +220,7 @@ impl Record {
                 .millis("duration_ms", elapsed)
                 .num("bytes_received", request_bytes)
                 .num("bytes_sent", response_bytes)
-                .str("request_id", &request_id);
+                .str("request_id", &String::from_utf8_lossy(request_id.as_bytes()));
             shared.access_log.write(line);
         }
     }
