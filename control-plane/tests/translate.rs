@@ -293,3 +293,91 @@ fn telemetry_providers_weft_lacks_are_refused_by_name() {
     assert_eq!((err[0].line, err[0].field.as_str()), (7, "spec.accessLogging[0].providers[0].name"));
     assert!(err[0].message.contains("\"otel\" is not supported yet"), "{}", err[0]);
 }
+
+const ORDERS: &str = "outbound|80||order-service.production.svc.cluster.local";
+
+fn resource(kind: &str, name: &str, spec: &str) -> String {
+    let api = match kind {
+        "PeerAuthentication" => "security.istio.io/v1",
+        _ => "networking.istio.io/v1",
+    };
+    format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}, namespace: production}}\nspec:\n{spec}---\n")
+}
+
+/// DestinationRule `tls`: ISTIO_MUTUAL is the mesh mTLS Weft speaks anyway (Bookinfo's
+/// destination-rule-all-mtls.yaml loads); DISABLE sends plaintext.
+#[test]
+fn destination_rule_tls_istio_mutual_and_disable() {
+    let corpus = dir().join("../../shared/istio-corpus/bookinfo-destination-rule-all-mtls.yaml");
+    let text = std::fs::read_to_string(&corpus).expect("the shared Istio corpus beside the repository");
+    let bookinfo = weft_control_plane::istio::load_str(&corpus, &text).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(bookinfo.len(), 4);
+    let tls = |mode: &str| {
+        let t = from_yaml(&resource(
+            "DestinationRule",
+            "orders",
+            &format!("  host: order-service\n  trafficPolicy:\n    tls: {{mode: {mode}}}\n"),
+        ));
+        t.config.clusters[ORDERS].tls.clone()
+    };
+    assert!(
+        tls("ISTIO_MUTUAL").is_some_and(|t| t.identities == ["spiffe://cluster.local/ns/production/sa/order-service"])
+    );
+    assert_eq!(tls("DISABLE"), None, "plaintext to order-service");
+}
+
+/// Istio's auto-mTLS: a client sends plaintext to endpoints whose PeerAuthentication is
+/// DISABLE (they would refuse TLS: every call would fail with 503 UF).
+#[test]
+fn auto_mtls_follows_the_servers_peer_authentication() {
+    let pa = |name: &str, selector: &str, mode: &str| {
+        resource("PeerAuthentication", name, &format!("{selector}  mtls: {{mode: {mode}}}\n"))
+    };
+    let orders = "  selector:\n    matchLabels: {app: order-service}\n";
+    let t = from_yaml(&pa("orders", orders, "DISABLE"));
+    assert_eq!(t.config.clusters[ORDERS].tls, None, "DISABLE server: plaintext");
+    assert!(
+        t.config.clusters["outbound|80||user-service.production.svc.cluster.local"].tls.is_some(),
+        "others keep mTLS"
+    );
+    assert!(from_yaml(&pa("orders", orders, "STRICT")).config.clusters[ORDERS].tls.is_some());
+    assert!(from_yaml(&pa("orders", orders, "PERMISSIVE")).config.clusters[ORDERS].tls.is_some());
+    // The namespace says DISABLE, a DR insists on ISTIO_MUTUAL: the DR wins (Istio).
+    let forced = pa("default", "", "DISABLE")
+        + &resource(
+            "DestinationRule",
+            "orders",
+            "  host: order-service\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n",
+        );
+    assert!(from_yaml(&forced).config.clusters[ORDERS].tls.is_some());
+    // Only v2 is DISABLE: its subset's cluster is plaintext; the whole service's is mTLS, and says so.
+    let v2 = pa("v2", "  selector:\n    matchLabels: {app: order-service, version: v2}\n", "DISABLE")
+        + &resource("DestinationRule", "orders", "  host: order-service\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n")
+        + &format!("{HEAD}  - route:\n    - {{destination: {{host: order-service, subset: v2}}, weight: 50}}\n    - {{destination: {{host: order-service}}, weight: 50}}\n");
+    let t = from_yaml(&v2);
+    assert_eq!(t.config.clusters[V2].tls, None);
+    assert!(t.config.clusters[ORDERS].tls.is_some());
+    assert!(
+        t.warnings.iter().any(|w| w.contains(
+            "1 of 3 endpoints of order-service.production.svc.cluster.local have PeerAuthentication DISABLE"
+        )),
+        "{:?}",
+        t.warnings
+    );
+}
+
+/// Several DestinationRules for one host: Istio merges them (subsets appended, the first
+/// trafficPolicy kept) instead of leaving the later ones' subsets undefined (503 NC).
+#[test]
+fn destination_rules_for_one_host_are_merged() {
+    let yaml = resource("DestinationRule", "a-orders", "  host: order-service\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n  subsets:\n  - {name: v1, labels: {version: v1}}\n")
+        + &resource("DestinationRule", "b-orders", "  host: order-service.production.svc.cluster.local\n  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n  subsets:\n  - {name: v2, labels: {version: v2}}\n  - {name: v1, labels: {version: v2}}\n")
+        + &format!("{HEAD}  - route:\n    - {{destination: {{host: order-service, subset: v1}}, weight: 50}}\n    - {{destination: {{host: order-service, subset: v2}}, weight: 50}}\n");
+    let t = from_yaml(&yaml);
+    assert_eq!(t.config.clusters[V2].endpoints.len(), 1, "b's subset v2 is defined");
+    assert_eq!(t.config.clusters[V1].endpoints.len(), 2, "a's v1 wins over b's");
+    assert_eq!(t.config.clusters[V2].lb_policy, model::LbPolicy::RoundRobin, "a's trafficPolicy is kept");
+    assert!(t.warnings.iter().any(|w| w.contains("both set a trafficPolicy")), "{:?}", t.warnings);
+    assert!(t.warnings.iter().any(|w| w.contains("subset \"v1\"") && w.contains("defined again")), "{:?}", t.warnings);
+    t.config.validate().unwrap();
+}

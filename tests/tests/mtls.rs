@@ -152,6 +152,27 @@ async fn sidecars_speak_mtls_and_the_app_sees_only_the_proven_identity() {
     assert!(plaintext(m.order.inbound).await.starts_with("HTTP/1.1 200"));
 }
 
+/// Istio's auto-mTLS: a server whose PeerAuthentication is DISABLE takes plaintext only, so
+/// its clients send plaintext (before, every call to it failed with 503 UF).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_server_is_called_in_plaintext() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: orders, namespace: production}\nspec:\n  selector:\n    matchLabels: {app: order-service}\n  mtls: {mode: DISABLE}\n";
+    m.store.apply(&load_str(Path::new("pa.yaml"), pa).unwrap()).await.unwrap();
+    eventually("DISABLE reaches both sidecars", || async {
+        let order = m.order.shared.snapshot().config.inbound.mtls == weft_model::MtlsMode::Disable;
+        let gateway = m.gateway.shared.snapshot().config.clusters.values().all(|c| c.tls.is_none());
+        order && gateway
+    })
+    .await;
+    let (status, body) = get(m.gateway.outbound, "order-service", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "none", "plaintext: the app sees no client certificate");
+    let text = metrics(&m.order).await;
+    let labels = [r#"reporter="destination""#, r#"connection_security_policy="none""#];
+    assert!(metric(&text, "istio_requests_total", &labels) >= 1.0, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_refuses_plaintext_foreign_and_expired_certificates() {
     let m = mesh(Duration::from_secs(3600)).await;

@@ -3,11 +3,12 @@
 
 use super::{duration, visible, Translator, ROOT_NAMESPACE};
 use crate::istio::types::{
-    ConnectionPool, DestinationRule, H2UpgradePolicy, HttpSettings, LoadBalancer, OutlierDetection, SimpleLb, Subset,
-    TcpSettings, TrafficPolicy,
+    ClientTls, ConnectionPool, DestinationRule, H2UpgradePolicy, HttpSettings, LoadBalancer, OutlierDetection,
+    SimpleLb, Subset, TcpSettings, TlsMode, TrafficPolicy,
 };
 use crate::istio::{Resource, Spec};
 use crate::registry::{host_matches, resolve_host};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use weft_model as model;
 
@@ -18,8 +19,11 @@ fn cluster_name(port: u16, subset: &str, host: &str) -> String {
 impl<'a> Translator<'a> {
     /// The DestinationRule for `fqdn`: the workload's namespace first, then the
     /// service's, then the root namespace; the most specific host wins within one.
-    fn destination_rule_for(&self, fqdn: &str, service_ns: &str) -> Option<&'a DestinationRule> {
-        for ns in [self.workload.namespace.as_str(), service_ns, ROOT_NAMESPACE] {
+    /// Several for that same host are merged as Istio merges them: subsets
+    /// appended (a name already defined is skipped and reported), the first
+    /// `trafficPolicy` kept; first means first by name.
+    fn destination_rule_for(&mut self, fqdn: &str, service_ns: &str) -> Option<Cow<'a, DestinationRule>> {
+        for ns in [self.workload.namespace.clone(), service_ns.to_string(), ROOT_NAMESPACE.to_string()] {
             let mut candidates: Vec<(&'a Resource, &'a DestinationRule, String)> = self
                 .resources
                 .iter()
@@ -36,9 +40,37 @@ impl<'a> Translator<'a> {
             candidates.sort_by_key(|(r, _, host)| {
                 (host.starts_with('*'), std::cmp::Reverse(host.len()), r.name().to_string())
             });
-            if let Some((_, dr, _)) = candidates.first() {
-                return Some(dr);
+            let Some((first_r, first, host)) = candidates.first() else { continue };
+            let same: Vec<&(&Resource, &DestinationRule, String)> =
+                candidates.iter().filter(|(_, _, h)| h == host).collect();
+            if same.len() == 1 {
+                return Some(Cow::Borrowed(*first));
             }
+            let mut merged = (*first).clone();
+            for (r, dr, _) in &same[1..] {
+                let named = |r: &Resource| format!("{}/{}", r.namespace(), r.name());
+                match (&merged.traffic_policy, &dr.traffic_policy) {
+                    (None, Some(tp)) => merged.traffic_policy = Some(tp.clone()),
+                    (Some(_), Some(_)) => self.warnings.push(format!(
+                        "DestinationRules {} and {} both set a trafficPolicy for {host}; the first is used (Istio merges them so)",
+                        named(first_r),
+                        named(r)
+                    )),
+                    _ => {}
+                }
+                for subset in &dr.subsets {
+                    if merged.subsets.iter().any(|m| m.name == subset.name) {
+                        self.warnings.push(format!(
+                            "subset {:?} of {host} is defined again by DestinationRule {}; the first definition is used",
+                            subset.name,
+                            named(r)
+                        ));
+                    } else {
+                        merged.subsets.push(subset.clone());
+                    }
+                }
+            }
+            return Some(Cow::Owned(merged));
         }
         None
     }
@@ -52,13 +84,13 @@ impl<'a> Translator<'a> {
         let svc = self.registry.service(fqdn);
         let service_ns = svc.as_ref().map_or("", |s| s.namespace);
         // `host` and `exportTo` chose the rule; `workloadSelector` is refused by validation.
-        let (policy, subsets) = match self.destination_rule_for(fqdn, service_ns) {
+        let rule = self.destination_rule_for(fqdn, service_ns);
+        let (mut policy, subsets) = match rule.as_deref() {
             Some(DestinationRule { host: _, traffic_policy, subsets, export_to: _, workload_selector: _ }) => {
                 (traffic_policy.clone().unwrap_or_default(), subsets.as_slice())
             }
             None => (TrafficPolicy::default(), &[][..]),
         };
-        let mut policy = policy;
         let mut selector = BTreeMap::new();
         if let Some(subset) = subset {
             match subsets.iter().find(|s| s.name == subset) {
@@ -85,15 +117,58 @@ impl<'a> Translator<'a> {
             .unwrap_or_default();
         let endpoints =
             selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
+        let tls = self.cluster_tls(fqdn, service_ns, &selected, policy.tls.as_ref());
+        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, endpoints, tls));
+        name
+    }
+}
+
+impl Translator<'_> {
+    /// Mutual TLS towards the selected endpoints, proving one of their service accounts, unless
+    /// a DestinationRule says `tls: {mode: DISABLE}`, or (Istio's auto-mTLS) the endpoints'
+    /// PeerAuthentication is DISABLE: they take plaintext only. Endpoints of one cluster with
+    /// different modes get mTLS (a cluster has one TLS setting here) and a warning.
+    fn cluster_tls(
+        &mut self,
+        fqdn: &str,
+        service_ns: &str,
+        selected: &[&crate::registry::Instance],
+        tls: Option<&ClientTls>,
+    ) -> Option<model::ClusterTls> {
+        let mode = tls.and_then(|t| t.mode);
+        if mode == Some(TlsMode::Disable) || selected.is_empty() {
+            return None;
+        }
+        if mode != Some(TlsMode::IstioMutual) {
+            let disabled = selected
+                .iter()
+                .filter(|i| {
+                    let server = model::Workload {
+                        name: i.labels.get("app").cloned().unwrap_or_default(),
+                        namespace: service_ns.to_string(),
+                        service_account: i.service_account.clone(),
+                        labels: i.labels.clone(),
+                    };
+                    super::peer_authentication(self.resources, &server) == model::MtlsMode::Disable
+                })
+                .count();
+            if disabled == selected.len() {
+                return None;
+            }
+            if disabled > 0 {
+                self.warnings.push(format!(
+                    "{disabled} of {} endpoints of {fqdn} have PeerAuthentication DISABLE: Weft sends them mTLS like the rest (Istio would send them plaintext); they will refuse it",
+                    selected.len()
+                ));
+            }
+        }
         let mut identities: Vec<String> = selected
             .iter()
             .map(|i| format!("spiffe://{}/ns/{service_ns}/sa/{}", self.trust_domain, i.service_account))
             .collect();
         identities.sort();
         identities.dedup();
-        let tls = (!identities.is_empty()).then_some(model::ClusterTls { identities });
-        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, endpoints, tls));
-        name
+        Some(model::ClusterTls { identities })
     }
 }
 
@@ -134,7 +209,7 @@ fn cluster_from(
         load_balancer,
         connection_pool,
         outlier_detection,
-        tls: _, // refused by validation (issue 18: DR tls)
+        tls: _, // `Translator::cluster_tls`
         port_level_settings: _,
         tunnel: _,
         proxy_protocol: _,

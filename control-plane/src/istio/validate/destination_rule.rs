@@ -50,8 +50,37 @@ fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
     ] {
         unsupported(p, format!("{at}.{field}"), v);
     }
-    if tls.is_some() {
-        p.push((format!("{at}.tls"), format!("tls is {NOT_YET} (mesh mTLS comes with workload identity)")));
+    if let Some(ClientTls {
+        mode,
+        client_certificate,
+        private_key,
+        ca_certificates,
+        credential_name,
+        subject_alt_names,
+        sni,
+        insecure_skip_verify,
+    }) = tls
+    {
+        let at = format!("{at}.tls");
+        match mode {
+            // Mesh mTLS (what auto-mTLS does anyway) or plaintext.
+            Some(TlsMode::IstioMutual | TlsMode::Disable) | None => {}
+            Some(TlsMode::Simple | TlsMode::Mutual) => p.push((
+                format!("{at}.mode"),
+                format!("SIMPLE and MUTUAL (TLS to a destination outside the mesh) are {NOT_YET}; ISTIO_MUTUAL and DISABLE are"),
+            )),
+        }
+        for (field, v) in [
+            ("clientCertificate", client_certificate),
+            ("privateKey", private_key),
+            ("caCertificates", ca_certificates),
+            ("credentialName", credential_name),
+            ("subjectAltNames", subject_alt_names),
+            ("sni", sni),
+            ("insecureSkipVerify", insecure_skip_verify),
+        ] {
+            unsupported(p, format!("{at}.{field}"), v);
+        }
     }
     if let Some(lb) = load_balancer {
         let at = format!("{at}.loadBalancer");
