@@ -381,3 +381,33 @@ fn destination_rules_for_one_host_are_merged() {
     assert!(t.warnings.iter().any(|w| w.contains("subset \"v1\"") && w.contains("defined again")), "{:?}", t.warnings);
     t.config.validate().unwrap();
 }
+
+/// `gateways: [mesh, ns/gw]` binds a VirtualService to the sidecars and a gateway; a match
+/// entry naming only gateways is not for sidecars; header names compare without case.
+#[test]
+fn gateways_beside_mesh_and_header_names_in_any_case() {
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: orders, namespace: production}\nspec:\n  hosts: [order-service]\n  gateways: [mesh, istio-system/ingress]\n  http:\n  - match:\n    - headers: {X-Canary: {exact: 'true'}}\n      gateways: [istio-system/ingress]\n    route:\n    - destination: {host: order-service, subset: v1}\n  - match:\n    - headers: {X-Canary: {exact: 'true'}}\n    route:\n    - destination: {host: order-service, subset: v2}\n  - route:\n    - destination: {host: order-service}\n";
+    let t = from_yaml(vs);
+    let routes = &t.config.services["order-service.production.svc.cluster.local"].routes;
+    assert_eq!(routes.len(), 2, "the gateway-only entry is not for sidecars: {routes:?}");
+    assert_eq!(routes[0].route[0].cluster, V2);
+    assert!(routes[0].matches[0].headers.contains_key("x-canary"), "lower-cased: {:?}", routes[0].matches[0]);
+    t.config.validate().unwrap();
+    let gateway_only = vs.replace("gateways: [mesh, istio-system/ingress]", "gateways: [istio-system/ingress]");
+    assert_eq!(
+        from_yaml(&gateway_only).config.services["order-service.production.svc.cluster.local"].routes[0]
+            .name
+            .as_deref(),
+        Some("default"),
+        "bound to a gateway only: not the sidecars' routes"
+    );
+}
+
+#[test]
+fn consecutive_errors_is_accepted_and_ignored_as_istio_does() {
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: orders, namespace: production}\nspec:\n  host: order-service\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 7, interval: 5s}\n";
+    let t = from_yaml(dr);
+    let od = t.config.clusters[ORDERS].outlier_detection.clone().unwrap();
+    assert_eq!(od.consecutive_5xx_errors, None, "not read as consecutive5xxErrors");
+    assert!(t.warnings.iter().any(|w| w.contains("consecutiveErrors") && w.contains("ignored")), "{:?}", t.warnings);
+}

@@ -118,6 +118,11 @@ impl<'a> Translator<'a> {
         let endpoints =
             selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
         let tls = self.cluster_tls(fqdn, service_ns, &selected, policy.tls.as_ref());
+        if policy.outlier_detection.as_ref().is_some_and(|od| od.consecutive_errors.is_some()) {
+            self.warnings.push(format!(
+                "outlierDetection.consecutiveErrors for {fqdn} is deprecated and ignored, as by Istio; use consecutive5xxErrors"
+            ));
+        }
         self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, endpoints, tls));
         name
     }
@@ -295,7 +300,7 @@ fn outlier(od: &OutlierDetection) -> model::OutlierDetection {
     let OutlierDetection {
         consecutive_5xx_errors,
         consecutive_gateway_errors,
-        consecutive_errors: _, // deprecated; refused by validation
+        consecutive_errors: _, // deprecated and ignored, as by Istio; `cluster` warns
         interval,
         base_ejection_time,
         max_ejection_percent,

@@ -86,6 +86,7 @@ impl<'a> Translator<'a> {
             source_labels,
             source_namespace,
             port: match_port,
+            gateways,
             // The request-time half, translated by `translate_match`:
             name: _,
             uri: _,
@@ -93,7 +94,6 @@ impl<'a> Translator<'a> {
             method: _,
             authority: _,
             headers: _,
-            gateways: _,
             query_params: _,
             ignore_uri_case: _,
             without_headers: _,
@@ -102,7 +102,9 @@ impl<'a> Translator<'a> {
         let labels_ok = source_labels.iter().all(|(k, v)| self.workload.labels.get(k) == Some(v));
         let ns_ok = source_namespace.as_deref().is_none_or(|ns| ns == self.workload.namespace);
         let port_ok = match_port.is_none_or(|p| p == u32::from(port));
-        labels_ok && ns_ok && port_ok
+        // A match entry naming gateways applies to sidecars only when `mesh` is one of them.
+        let mesh_ok = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
+        labels_ok && ns_ok && port_ok && mesh_ok
     }
 
     fn route(&mut self, index: usize, rule: &HttpRoute, matches: Vec<model::Match>, vs_ns: &str) -> model::Route {
@@ -197,7 +199,7 @@ fn translate_match(m: &HttpMatchRequest) -> model::Match {
     let header_map = |h: &BTreeMap<String, StringMatch>| {
         h.iter()
             .filter(|(k, _)| !["uri", "scheme", "method", "authority"].contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), string_match(v)))
+            .map(|(k, v)| (k.to_ascii_lowercase(), string_match(v)))
             .collect()
     };
     model::Match {

@@ -122,12 +122,7 @@ fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
     }
     if let Some(od) = outlier_detection {
         let at = format!("{at}.outlierDetection");
-        if od.consecutive_errors.is_some() {
-            p.push((
-                format!("{at}.consecutiveErrors"),
-                "consecutiveErrors is deprecated and Istio ignores it; use consecutive5xxErrors".into(),
-            ));
-        }
+        // `consecutiveErrors` is deprecated and ignored, as by Istio (translation warns).
         unsupported(p, format!("{at}.splitExternalLocalOriginErrors"), &od.split_external_local_origin_errors);
         unsupported(p, format!("{at}.consecutiveLocalOriginFailures"), &od.consecutive_local_origin_failures);
         at_least_1ms(p, format!("{at}.interval"), &od.interval);

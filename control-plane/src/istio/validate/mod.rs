@@ -78,10 +78,23 @@ pub fn unique(resources: &[Resource]) -> Result<(), Vec<Diagnostic>> {
     }
 }
 
+/// A field Weft lacks is refused, unless it is set to what leaving it out means
+/// (`false`, `null`, empty): then it asks for nothing Weft does not do.
 pub(super) fn unsupported(p: &mut Problems, path: String, value: &Unsupported) {
-    if value.is_some() {
+    if is_set(value) {
         p.push((path, NOT_YET.into()));
     }
+}
+
+/// Whether a field is present with something other than what leaving it out means.
+pub(super) fn is_set(value: &Unsupported) -> bool {
+    use serde_yaml::Value;
+    value.as_ref().is_some_and(|v| match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Sequence(s) => !s.is_empty(),
+        Value::Mapping(m) => !m.is_empty(),
+        _ => true,
+    })
 }
 
 /// Istio's minimum for most durations: 1ms.

@@ -1,6 +1,6 @@
 //! VirtualService: hosts, routes, matches, retries, faults, header operations.
 
-use super::{at_least_1ms, is_dns1123, is_token, unsupported, Problems, NOT_YET};
+use super::{at_least_1ms, is_dns1123, is_set, is_token, unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
 
 pub(super) fn check(vs: &VirtualService, p: &mut Problems) {
@@ -16,13 +16,11 @@ pub(super) fn check(vs: &VirtualService, p: &mut Problems) {
             ));
         }
     }
-    if !(gateways.is_empty() || gateways.len() == 1 && gateways[0] == "mesh") {
-        p.push(("spec.gateways".into(), format!("gateways other than `mesh` are {NOT_YET}")));
-    }
+    gateway_names(p, "spec.gateways", gateways);
     super::export_to(p, export_to);
     unsupported(p, "spec.tls".into(), tls);
     unsupported(p, "spec.tcp".into(), tcp);
-    if http.is_empty() && tls.is_none() && tcp.is_none() {
+    if http.is_empty() && !is_set(tls) && !is_set(tcp) {
         p.push(("spec.http".into(), "http, tcp or tls must be provided".into()));
     }
     for (i, route) in http.iter().enumerate() {
@@ -61,7 +59,7 @@ fn http_route(at: &str, r: &HttpRoute, p: &mut Problems) {
     ] {
         unsupported(p, format!("{at}.{field}"), v);
     }
-    if route.is_empty() && redirect.is_none() && direct_response.is_none() && delegate.is_none() {
+    if route.is_empty() && !is_set(redirect) && !is_set(direct_response) && !is_set(delegate) {
         p.push((format!("{at}.route"), "HTTP route, redirect or directResponse is required".into()));
     }
     for (j, m) in matches.iter().enumerate() {
@@ -141,9 +139,7 @@ fn match_request(at: &str, m: &HttpMatchRequest, p: &mut Problems) {
     if *m == HttpMatchRequest::default() {
         p.push((at.into(), "an empty match is not allowed; leave `match` out to match every request".into()));
     }
-    if !(gateways.is_empty() || gateways.len() == 1 && gateways[0] == "mesh") {
-        p.push((format!("{at}.gateways"), format!("gateways other than `mesh` are {NOT_YET}")));
-    }
+    gateway_names(p, &format!("{at}.gateways"), gateways);
     if port.is_some_and(|n| n == 0 || n > 65535) {
         p.push((format!("{at}.port"), "must be between 1 and 65535".into()));
     }
@@ -164,8 +160,9 @@ fn match_request(at: &str, m: &HttpMatchRequest, p: &mut Problems) {
     for (field, map) in [("headers", headers), ("withoutHeaders", without_headers), ("queryParams", query_params)] {
         for (k, v) in map {
             let kp = format!("{at}.{field}.{k}");
-            if field != "queryParams" && (k.is_empty() || k.bytes().any(|b| b.is_ascii_uppercase() || !is_token(b))) {
-                p.push((kp.clone(), format!("header name {k:?} must be lowercase and hyphenated")));
+            // Header names compare without case (translation lowers them), as in Envoy.
+            if field != "queryParams" && (k.is_empty() || !k.bytes().all(is_token)) {
+                p.push((kp.clone(), format!("{k:?} is not a header name")));
             }
             if field == "headers" && k.starts_with("@request.auth.claims") {
                 p.push((kp.clone(), format!("JWT claim matches are {NOT_YET}")));
@@ -261,7 +258,7 @@ fn fault_rules(at: &str, f: &HttpFault, p: &mut Problems) {
     };
     if let Some(d) = &f.delay {
         unsupported(p, format!("{at}.delay.exponentialDelay"), &d.exponential_delay);
-        if d.fixed_delay.is_none() && d.exponential_delay.is_none() {
+        if d.fixed_delay.is_none() && !is_set(&d.exponential_delay) {
             p.push((format!("{at}.delay.fixedDelay"), "a delay needs fixedDelay".into()));
         }
         at_least_1ms(p, format!("{at}.delay.fixedDelay"), &d.fixed_delay);
@@ -279,7 +276,7 @@ fn fault_rules(at: &str, f: &HttpFault, p: &mut Problems) {
             Some(s) if !(200..=599).contains(&s) => {
                 p.push((format!("{at}.abort.httpStatus"), "must be between 200 and 599".into()))
             }
-            None if a.grpc_status.is_none() && a.http2_error.is_none() => {
+            None if !is_set(&a.grpc_status) && !is_set(&a.http2_error) => {
                 p.push((format!("{at}.abort.httpStatus"), "an abort needs httpStatus".into()))
             }
             _ => {}
@@ -307,6 +304,21 @@ fn header_ops(at: &str, h: &Headers, p: &mut Problems) {
             if k.eq_ignore_ascii_case("host") || k.starts_with(':') {
                 p.push((format!("{at}.{side}.remove[{i}]"), format!("{k:?} cannot be removed")));
             }
+        }
+    }
+}
+
+/// `mesh` (the sidecars), or a Gateway as `name` or `namespace/name`. Sidecars read
+/// what is bound to `mesh`; the rest is kept for gateways.
+fn gateway_names(p: &mut Problems, at: &str, gateways: &[String]) {
+    for (i, g) in gateways.iter().enumerate() {
+        let ok = match g.split_once('/') {
+            _ if g == "mesh" => true,
+            Some((ns, name)) => is_dns1123(ns, 63, false) && is_dns1123(name, 253, true),
+            None => is_dns1123(g, 253, true),
+        };
+        if !ok {
+            p.push((format!("{at}[{i}]"), format!("{g:?} is not `mesh`, a gateway name or namespace/name")));
         }
     }
 }
