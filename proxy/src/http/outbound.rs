@@ -122,8 +122,10 @@ async fn route_and_forward(
     let out = Outgoing::new(parts, rewritten, authority, protocol).map_err(|e| (e, flags))?;
 
     let sent = forward(&out, &mut body, cluster, &route.retry, &shared.metrics);
-    let result = match route.timeout {
-        Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| (ProxyError::Timeout, flags))?,
+    // The route timeout covers the whole response, its body too (Envoy's).
+    let deadline = route.timeout.map(|limit| tokio::time::Instant::now() + limit);
+    let result = match deadline {
+        Some(at) => tokio::time::timeout_at(at, sent).await.map_err(|_| (ProxyError::Timeout, flags))?,
         None => sent.await,
     };
     match result {
@@ -133,7 +135,10 @@ async fn route_and_forward(
             record.permit = Some(done.permit);
             record.attempts = done.tries;
             record.flags |= flags | done.flags;
-            let mut response = done.response.map(body::incoming);
+            let mut response = done.response.map(|b| match deadline {
+                Some(at) => body::until(body::incoming(b), at),
+                None => body::incoming(b),
+            });
             route.response_headers.apply(response.headers_mut());
             dest.response_headers.apply(response.headers_mut());
             Ok(response)

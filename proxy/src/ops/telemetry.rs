@@ -333,7 +333,10 @@ impl http_body::Body for Observed {
                     self.finish(Flags::NONE);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.finish(Flags::UC),
+            Poll::Ready(Some(Err(e))) => {
+                let flag = if e.is::<crate::http::body::RouteTimeout>() { Flags::UT } else { Flags::UC };
+                self.finish(flag)
+            }
             Poll::Ready(None) => self.finish(Flags::NONE),
             Poll::Pending => {}
         }

@@ -154,3 +154,43 @@ async fn per_try_timeout_moves_to_a_healthy_endpoint() {
         assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "fast"));
     }
 }
+
+/// Envoy's route timeout covers the whole response: an upstream that sends its headers and
+/// then stalls its body is cut when the timeout runs out (before, the body hung forever).
+#[tokio::test]
+async fn the_route_timeout_cuts_a_stalled_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A deliberately stalling server: headers and 5 of 100 body bytes, then silence.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello").await;
+                let _ = s.read(&mut buf).await; // holds the connection until the sidecar closes it
+            });
+        }
+    });
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n        timeout: 300ms\n");
+    let clusters = format!("  c:\n    service: {SVC}\n    endpoints:\n      - {{ address: \"{addr}\" }}\n");
+    let proxy = start(&config_yaml(&services, &clusters)).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    // The sidecar closes the connection when the timeout runs out; 10 s bounds a hang.
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await.expect("cut, not hung").ok();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("hello"), "the body is cut short: {text}");
+    let t0 = Instant::now();
+    loop {
+        let stats = admin(&proxy, "/stats/prometheus").await;
+        if metric(&stats, "istio_requests_total", &[r#"response_flags="UT""#, r#"response_code="200""#]) == 1.0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "recorded with UT: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
