@@ -1,6 +1,7 @@
 //! Weft control plane: reads Istio resources, compiles a `weft_model::ProxyConfig`
 //! per workload and pushes it to the sidecars. Only this crate speaks Istio.
 
+pub mod analyze;
 pub mod ca;
 pub mod explain;
 pub mod inject;

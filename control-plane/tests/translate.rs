@@ -411,3 +411,35 @@ fn consecutive_errors_is_accepted_and_ignored_as_istio_does() {
     assert_eq!(od.consecutive_5xx_errors, None, "not read as consecutive5xxErrors");
     assert!(t.warnings.iter().any(|w| w.contains("consecutiveErrors") && w.contains("ignored")), "{:?}", t.warnings);
 }
+
+/// `weftctl apply`'s check: every registered workload's config translated with the set
+/// about to be stored; a config a sidecar would refuse blocks the set, naming the workload
+/// and the field; warnings are reported once each.
+#[test]
+fn analysis_refuses_a_set_a_sidecar_would_nack_and_reports_warnings() {
+    use weft_control_plane::analyze::{analyze, merged};
+    let load = |yaml: &str| weft_control_plane::istio::load_str(Path::new("t.yaml"), yaml).unwrap();
+    let stored = load(&format!("{HEAD}  - route:\n    - destination: {{host: order-service, subset: v9}}\n"));
+    let a = analyze(&stored, &registry(), "cluster.local");
+    assert!(a.refusals.is_empty(), "{:?}", a.refusals);
+    assert_eq!(
+        a.warnings.iter().filter(|w| w.contains("subset \"v9\"")).count(),
+        1,
+        "once, not per workload: {:?}",
+        a.warnings
+    );
+    // Istio's validation has no retry limit; the sidecar allows at most 100: the set is refused.
+    let new = load(&format!(
+        "{HEAD}  - route:\n    - destination: {{host: order-service}}\n    retries: {{attempts: 500}}\n"
+    ));
+    let all = merged(&stored, &new);
+    assert_eq!(all.len(), 1, "the stored VirtualService is replaced");
+    let a = analyze(&all, &registry(), "cluster.local");
+    assert!(!a.refusals.is_empty());
+    assert!(
+        a.refusals.iter().all(|r| r.contains("would refuse its config") && r.contains("retries.attempts")),
+        "{:?}",
+        a.refusals
+    );
+    assert!(a.refusals.iter().any(|r| r.starts_with("workload production/api-gateway")), "{:?}", a.refusals);
+}

@@ -287,6 +287,20 @@ async fn main() -> ExitCode {
                 Err(d) => return print_diags(&d),
             };
             let store = ok!(store().await);
+            // What the set does to every registered workload, before anything is written.
+            let (stored, registry, _) = ok!(store.snapshot().await);
+            let merged = weft_control_plane::analyze::merged(&stored, &resources);
+            let analysis =
+                weft_control_plane::analyze::analyze(&merged, &registry, weft_control_plane::ca::DEFAULT_TRUST_DOMAIN);
+            for w in &analysis.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !analysis.refusals.is_empty() {
+                for r in &analysis.refusals {
+                    eprintln!("error: {r}");
+                }
+                return fail("nothing applied: a sidecar would refuse its config");
+            }
             match store.apply(&resources).await {
                 Ok(report) => {
                     for (list, what) in [

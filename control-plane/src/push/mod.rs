@@ -34,6 +34,9 @@ pub struct Metrics {
     pub certs_issued: IntCounter,
     /// CSRs refused: bad or expired token, bad CSR.
     pub csr_refused: IntCounter,
+    /// Translation warnings (conflicts, missing subsets, ignored fields), counted once
+    /// per workload and state revision, each also logged.
+    pub translation_warnings: IntCounter,
 }
 
 impl Metrics {
@@ -54,7 +57,12 @@ impl Metrics {
         let csr_refused = IntCounter::new("weft_cp_csr_refused_total", "Certificate requests refused")?;
         registry.register(Box::new(certs_issued.clone()))?;
         registry.register(Box::new(csr_refused.clone()))?;
-        Ok(Metrics { registry, connected, pushes, nacks, convergence, certs_issued, csr_refused })
+        let translation_warnings = IntCounter::new(
+            "weft_cp_translation_warnings_total",
+            "Translation warnings (per workload and state revision; each is logged)",
+        )?;
+        registry.register(Box::new(translation_warnings.clone()))?;
+        Ok(Metrics { registry, connected, pushes, nacks, convergence, certs_issued, csr_refused, translation_warnings })
     }
 }
 
@@ -75,7 +83,13 @@ pub struct Translations {
 }
 
 impl Translations {
-    fn get(&self, state: &State, w: &weft_model::Workload, trust_domain: &str) -> Arc<weft_model::ProxyConfig> {
+    fn get(
+        &self,
+        state: &State,
+        w: &weft_model::Workload,
+        trust_domain: &str,
+        warned: &IntCounter,
+    ) -> Arc<weft_model::ProxyConfig> {
         let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -86,7 +100,12 @@ impl Translations {
             }
         }
         // Translated outside the lock; a racing session may translate the same key once more.
-        let config = Arc::new(translate_in(&state.resources, &state.registry, w, "", trust_domain).config);
+        let translation = translate_in(&state.resources, &state.registry, w, "", trust_domain);
+        for warning in &translation.warnings {
+            tracing::warn!(workload = %format!("{}/{}", w.namespace, w.name), revision = state.revision, "{warning}");
+            warned.inc();
+        }
+        let config = Arc::new(translation.config);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 != state.revision {
             *cache = (state.revision, Default::default());

@@ -287,7 +287,7 @@ async fn stream_session(
             // The version counts etcd revisions of both policies and trust: an ACK of a version at
             // or after the trust's revision proves the sidecar holds that trust (rotation waits on it).
             let version = state.revision.max(trust.1).to_string();
-            let shared = ctx.translations.get(&state, w, &ctx.options.trust_domain);
+            let shared = ctx.translations.get(&state, w, &ctx.options.trust_domain, &ctx.metrics.translation_warnings);
             let mut config = (*shared).clone();
             config.workload = w.clone();
             config.trust = Some(trust.0.clone());
