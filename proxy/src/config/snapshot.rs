@@ -24,9 +24,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The protocol for a request that arrived as `version`.
-    pub fn protocol_for(&self, version: http::Version) -> Protocol {
+    /// The protocol for a request that arrived as `version`. gRPC (HTTP/2 with
+    /// `content-type: application/grpc…`) stays HTTP/2 whatever the cluster says: it
+    /// cannot live on HTTP/1.1 (trailers), as Istio speaks it to `grpc` ports.
+    pub fn protocol_for(&self, version: http::Version, grpc: bool) -> Protocol {
         match self.protocol {
+            _ if grpc && version == http::Version::HTTP_2 => Protocol::Http2,
             UpstreamProtocol::Http1 => Protocol::Http1,
             UpstreamProtocol::Http2 => Protocol::Http2,
             UpstreamProtocol::UseClient => Protocol::of(version),

@@ -70,7 +70,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
         Err(e) => return record.reply(&e, Default::default()),
     };
     record.request_bytes += body.len_hint();
-    let protocol = app.protocol_for(parts.version);
+    let protocol = app.protocol_for(parts.version, record.grpc);
     let out = match Outgoing::new(parts, None, authority, protocol) {
         Ok(out) => out,
         Err(e) => return record.reply(&e, Default::default()),

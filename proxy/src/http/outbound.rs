@@ -118,7 +118,7 @@ async fn route_and_forward(
     strip_hop_by_hop(&mut parts.headers);
     let mut body = RequestBody::prepare(incoming).await.map_err(|e| (e, flags))?;
     record.request_bytes += body.len_hint();
-    let protocol = cluster.protocol_for(parts.version);
+    let protocol = cluster.protocol_for(parts.version, record.grpc);
     let out = Outgoing::new(parts, rewritten, authority, protocol).map_err(|e| (e, flags))?;
 
     let sent = forward(&out, &mut body, cluster, &route.retry, &shared.metrics);

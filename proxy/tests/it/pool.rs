@@ -174,3 +174,78 @@ async fn sidecars_speak_http2_to_each_other_and_http1_to_the_app() {
     assert_eq!(app.last().version, http::Version::HTTP_11, "downgraded for the app");
     assert_eq!(app.requests(), 20);
 }
+
+/// gRPC through two sidecars whose clusters say nothing about HTTP/2: it stays HTTP/2
+/// end to end (it cannot live on HTTP/1.1), trailers and all, to an app that speaks
+/// only h2c (other requests on such clusters go HTTP/1.1, as the test above shows).
+#[tokio::test]
+async fn grpc_stays_http2_end_to_end_with_its_trailers() {
+    use http_body_util::{BodyExt, Full};
+    // A gRPC-like app: h2c only, answers with a body and `grpc-status` in the trailers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        log.lock().unwrap().push((req.version(), req.uri().path().to_string()));
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let body = Frames(
+                            vec![
+                                http_body::Frame::data(bytes::Bytes::from_static(b"\0\0\0\0\x02hi")),
+                                http_body::Frame::trailers(trailers),
+                            ]
+                            .into(),
+                        );
+                        let mut resp = http::Response::new(body);
+                        resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let server = start_with(&config_yaml("", "").replace("services:\n\nclusters:\n\n", ""), Some(app)).await;
+    let clusters = format!("  c:\n    endpoints: [ {{ address: \"{}\" }} ]\n", server.inbound);
+    let client = start(&config_yaml(&one_route(""), &clusters)).await;
+
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(client.outbound).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("http://svc/echo.Echo/Say")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(bytes::Bytes::from_static(b"\0\0\0\0\x02yo")))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("the app's trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+    assert_eq!(*seen.lock().unwrap(), [(http::Version::HTTP_2, "/echo.Echo/Say".to_string())]);
+}
+
+/// A body made of the given frames (data, then trailers).
+struct Frames(std::collections::VecDeque<http_body::Frame<bytes::Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
