@@ -61,7 +61,14 @@ pub struct SidecarStatus {
     /// SHA-256 (hex) of the root the sidecar's certificate came from.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// Translation warnings of the last config sent (conflicts, missing subsets, ignored
+    /// fields): at most [`MAX_STATUS_WARNINGS`], each cut to 512 bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
+
+/// Warnings kept in one sidecar's status (etcd is not a log).
+pub const MAX_STATUS_WARNINGS: usize = 20;
 
 /// A connection to etcd with the key layout.
 #[derive(Clone)]

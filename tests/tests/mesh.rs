@@ -78,6 +78,18 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     .await;
     assert!(ctx.metrics.convergence.get_sample_count() >= 3);
 
+    // Translation warnings reach each sidecar's status (weftctl status) and the metrics.
+    let sidecars = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a, namespace: production}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: b, namespace: production}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n";
+    store.apply(&load_str(Path::new("sidecars.yaml"), sidecars).unwrap()).await.unwrap();
+    eventually("the gateway's status carries the warning", || async {
+        store.statuses().await.unwrap().iter().any(|s| {
+            s.workload == "api-gateway"
+                && s.warnings.iter().any(|w| w.contains("several Sidecars (production/a, production/b)"))
+        })
+    })
+    .await;
+    assert!(ctx.metrics.translation_warnings.get() >= 1);
+
     // v2's sidecar shuts down (SIGTERM says goodbye first): it is deregistered at once.
     t2.send(true).unwrap();
     eventually("v2 deregistered", || async { endpoints(&gw, "|v2|") == 0 }).await;

@@ -77,19 +77,15 @@ fn digest(config: &weft_model::ProxyConfig) -> u64 {
 /// Translations shared by sidecars that get the same config: same namespace,
 /// service account and labels (the workload name only labels metrics). One
 /// state revision at a time.
+type Translated = (Arc<weft_model::ProxyConfig>, Arc<[String]>);
+
 #[derive(Debug, Default)]
 pub struct Translations {
-    cache: std::sync::Mutex<(i64, std::collections::HashMap<String, Arc<weft_model::ProxyConfig>>)>,
+    cache: std::sync::Mutex<(i64, std::collections::HashMap<String, Translated>)>,
 }
 
 impl Translations {
-    fn get(
-        &self,
-        state: &State,
-        w: &weft_model::Workload,
-        trust_domain: &str,
-        warned: &IntCounter,
-    ) -> Arc<weft_model::ProxyConfig> {
+    fn get(&self, state: &State, w: &weft_model::Workload, trust_domain: &str, warned: &IntCounter) -> Translated {
         let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,7 +101,7 @@ impl Translations {
             tracing::warn!(workload = %format!("{}/{}", w.namespace, w.name), revision = state.revision, "{warning}");
             warned.inc();
         }
-        let config = Arc::new(translation.config);
+        let translated: Translated = (Arc::new(translation.config), translation.warnings.into());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 != state.revision {
             *cache = (state.revision, Default::default());
@@ -114,8 +110,8 @@ impl Translations {
         if cache.1.len() >= 4096 {
             cache.1.clear();
         }
-        cache.1.insert(key, config.clone());
-        config
+        cache.1.insert(key, translated.clone());
+        translated
     }
 }
 

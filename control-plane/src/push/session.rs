@@ -287,7 +287,8 @@ async fn stream_session(
             // The version counts etcd revisions of both policies and trust: an ACK of a version at
             // or after the trust's revision proves the sidecar holds that trust (rotation waits on it).
             let version = state.revision.max(trust.1).to_string();
-            let shared = ctx.translations.get(&state, w, &ctx.options.trust_domain, &ctx.metrics.translation_warnings);
+            let (shared, warnings) =
+                ctx.translations.get(&state, w, &ctx.options.trust_domain, &ctx.metrics.translation_warnings);
             let mut config = (*shared).clone();
             config.workload = w.clone();
             config.trust = Some(trust.0.clone());
@@ -302,6 +303,8 @@ async fn stream_session(
                     .map_err(|_| "sidecar went away".to_string())?;
                 ctx.metrics.pushes.inc();
                 status.sent_version = Some(version.clone());
+                status.warnings =
+                    warnings.iter().take(crate::store::MAX_STATUS_WARNINGS).map(|w| cut(w, 512)).collect();
                 pending = Some((version, state.changed_at));
                 last_sent = Some(digest);
             }
@@ -361,14 +364,7 @@ async fn stream_session(
                     }
                     Some(reason) => {
                         ctx.metrics.nacks.inc();
-                        let mut reason = reason.clone();
-                        if reason.len() > 1024 {
-                            let mut cut = 1024;
-                            while !reason.is_char_boundary(cut) {
-                                cut -= 1;
-                            }
-                            reason.truncate(cut);
-                        }
+                        let reason = cut(reason, 1024);
                         tracing::warn!(instance = %hello.instance, version = %ack.version, "sidecar NACKed: {reason}");
                         status.last_rejection = Some((ack.version.clone(), reason));
                     }
@@ -381,4 +377,13 @@ async fn stream_session(
             }
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }

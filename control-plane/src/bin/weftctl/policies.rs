@@ -130,6 +130,9 @@ pub(crate) async fn status(etcd: &Etcd, output: Option<String>) -> ExitCode {
             s.sent_version.unwrap_or_else(|| "-".into()),
             s.acked_version.unwrap_or_else(|| "-".into()),
         );
+        for w in &s.warnings {
+            println!("    warning: {w}");
+        }
     }
     ExitCode::SUCCESS
 }
