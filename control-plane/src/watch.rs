@@ -68,9 +68,36 @@ pub async fn follow(store: Store) -> Result<watch::Receiver<Arc<State>>, crate::
     Ok(rx)
 }
 
+/// When a burst of etcd changes is published: [`DEBOUNCE`] after the last change,
+/// and at most [`DEBOUNCE_MAX`] after the first, so a steady trickle of changes
+/// cannot hold a push back forever.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Debounce {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Debounce {
+    /// A change was seen at `now`.
+    pub fn changed(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// When the pending changes are due; `None` when nothing is pending.
+    pub fn due(&self) -> Option<Instant> {
+        Some((self.last? + DEBOUNCE).min(self.first? + DEBOUNCE_MAX))
+    }
+
+    /// Publishing now: the first change of the burst (for convergence time), and nothing pending after.
+    pub fn publish(&mut self) -> Option<Instant> {
+        self.last = None;
+        self.first.take()
+    }
+}
+
 async fn run(store: Store, mut mirror: Mirror, tx: watch::Sender<Arc<State>>) {
-    let mut first_change: Option<Instant> = None;
-    let mut last_change = Instant::now();
+    let mut debounce = Debounce::default();
     loop {
         let options = WatchOptions::new().with_prefix().with_start_revision(mirror.revision + 1);
         let watched = store.client().watch(store.prefix().to_string(), Some(options)).await;
@@ -83,12 +110,11 @@ async fn run(store: Store, mut mirror: Mirror, tx: watch::Sender<Arc<State>>) {
             }
         };
         loop {
-            let deadline = first_change.map(|f| (last_change + DEBOUNCE).min(f + DEBOUNCE_MAX));
-            let next = match deadline {
+            let next = match debounce.due() {
                 Some(d) => match tokio::time::timeout_at(d.into(), events.message()).await {
                     Ok(m) => m,
                     Err(_) => {
-                        let _ = tx.send(Arc::new(mirror.state(first_change.take())));
+                        let _ = tx.send(Arc::new(mirror.state(debounce.publish())));
                         continue;
                     }
                 },
@@ -102,8 +128,7 @@ async fn run(store: Store, mut mirror: Mirror, tx: watch::Sender<Arc<State>>) {
                 // Compacted past us: start over from a snapshot.
                 if let Ok((resources, registry, revision)) = store.snapshot().await {
                     mirror = Mirror::load(&store, resources, registry, revision);
-                    first_change.get_or_insert_with(Instant::now);
-                    last_change = Instant::now();
+                    debounce.changed(Instant::now());
                 }
                 break;
             }
@@ -132,9 +157,34 @@ async fn run(store: Store, mut mirror: Mirror, tx: watch::Sender<Arc<State>>) {
                     }
                     _ => continue,
                 }
-                first_change.get_or_insert_with(Instant::now);
-                last_change = Instant::now();
+                debounce.changed(Instant::now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_published_after_it_quiets_down_and_never_later_than_the_cap() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut d = Debounce::default();
+        assert_eq!(d.due(), None, "nothing pending");
+        d.changed(ms(0));
+        assert_eq!(d.due(), Some(ms(100)), "100 ms after the last change");
+        d.changed(ms(50));
+        assert_eq!(d.due(), Some(ms(150)), "a new change moves it");
+        // A change every 90 ms never lets it quiet down: the first change's cap wins.
+        for n in (140..1200).step_by(90) {
+            d.changed(ms(n));
+        }
+        assert_eq!(d.due(), Some(ms(1000)), "at most 1 s after the first change");
+        assert_eq!(d.publish(), Some(ms(0)), "the burst's first change, for convergence time");
+        assert_eq!(d.due(), None);
+        d.changed(ms(2000));
+        assert_eq!(d.due(), Some(ms(2100)), "a new burst starts afresh");
     }
 }
