@@ -99,7 +99,7 @@ impl Mesh {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let (tx, body) = weft_proxy::config::stream::ChannelBody::new(4);
+        let (tx, body) = weft_model::stream::ChannelBody::new(4);
         let _ = tx.send(first).await;
         let req = http::Request::post(format!("http://{}{STREAM_PATH}", self.authority())).body(body).unwrap();
         let resp = tokio::time::timeout(Duration::from_secs(20), sender.send_request(req))
@@ -137,7 +137,7 @@ impl Mesh {
 fn hello(name: &str, sa: &str, instance: &str, service: Option<&str>, address: &str) -> Bytes {
     let mut w = workload(name, &[("app", sa)]);
     w.service_account = sa.into();
-    weft_proxy::config::stream::line(&Hello {
+    weft_model::stream::line(&Hello {
         workload: w,
         instance: instance.into(),
         service: service.map(str::to_string),
@@ -228,7 +228,7 @@ async fn another_identitys_instance_id_is_not_theirs_to_overwrite_or_delete() {
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (tx, body) = weft_proxy::config::stream::ChannelBody::new(4);
+    let (tx, body) = weft_model::stream::ChannelBody::new(4);
     let claim =
         hello("notification-service", "notification-service", &victim, Some("notification-service"), "10.0.0.66:4444");
     tx.send(claim).await.unwrap();
@@ -327,7 +327,7 @@ async fn an_oversize_line_and_a_slow_hello_are_closed_within_bounded_cost() {
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (tx, body) = weft_proxy::config::stream::ChannelBody::new(64);
+    let (tx, body) = weft_model::stream::ChannelBody::new(64);
     let feeder = tokio::spawn(async move {
         for _ in 0..64 {
             if tx.send(Bytes::from(vec![b'x'; 64 * 1024])).await.is_err() {
@@ -414,7 +414,7 @@ async fn a_workload_group_is_the_only_way_to_serve_a_service_under_another_name(
             let (k, v) = kv.split_once('=').unwrap();
             w.labels.insert(k.into(), v.into());
         }
-        weft_proxy::config::stream::line(&Hello {
+        weft_model::stream::line(&Hello {
             workload: w,
             instance: "orders-v3".into(),
             service: Some("order-service".into()),

@@ -399,7 +399,7 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (held_tx, body) = weft_proxy::config::stream::ChannelBody::new(4);
+    let (held_tx, body) = weft_model::stream::ChannelBody::new(4);
     let hello = weft_model::stream::Hello {
         workload: workload("notification-service", &[("app", "notification-service")]),
         instance: "holdout".into(),
@@ -408,7 +408,7 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         port: None,
         applied_version: None,
     };
-    held_tx.send(weft_proxy::config::stream::line(&hello)).await.unwrap();
+    held_tx.send(weft_model::stream::line(&hello)).await.unwrap();
     let req =
         hyper::Request::post(format!("http://{authority}{}", weft_model::stream::STREAM_PATH)).body(body).unwrap();
     let held = sender.send_request(req).await.unwrap();
@@ -443,8 +443,8 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
     let (mut again, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
-    let (tx2, body) = weft_proxy::config::stream::ChannelBody::new(4);
-    tx2.send(weft_proxy::config::stream::line(&hello)).await.unwrap();
+    let (tx2, body) = weft_model::stream::ChannelBody::new(4);
+    tx2.send(weft_model::stream::line(&hello)).await.unwrap();
     let req =
         hyper::Request::post(format!("http://{authority}{}", weft_model::stream::STREAM_PATH)).body(body).unwrap();
     let refused = again.send_request(req).await.unwrap();

@@ -17,8 +17,8 @@ use weft_bench::process::rss_kib;
 use weft_control_plane::istio::load_str;
 use weft_control_plane::registry::Instance;
 use weft_control_plane::store::Store;
+use weft_model::stream::{line, ChannelBody, Lines};
 use weft_model::stream::{Ack, Hello, Push, STREAM_PATH};
-use weft_proxy::config::stream::{line, ChannelBody, Lines};
 
 #[derive(Debug, Parser)]
 struct Args {

@@ -236,18 +236,18 @@ fn lines(budget: Duration, rng: &mut SmallRng) -> Result<usize, Failure> {
         let max = 1024;
         let chunks: Vec<bytes::Bytes> = input.chunks(rng.gen_range(1..64)).map(bytes::Bytes::copy_from_slice).collect();
         let result = rt.block_on(async {
-            let (tx, body) = weft_proxy::config::stream::ChannelBody::new(chunks.len().max(1));
+            let (tx, body) = weft_model::stream::ChannelBody::new(chunks.len().max(1));
             for c in chunks {
                 let _ = tx.send(c).await;
             }
             drop(tx);
-            let mut lines = weft_proxy::config::stream::Lines::with_max(body, max);
+            let mut lines = weft_model::stream::Lines::with_max(body, max);
             let mut seen = 0usize;
             loop {
                 match lines.next::<weft_model::stream::Hello>().await {
                     Ok(Some(_)) => seen += 1,
                     Ok(None) => break,
-                    Err(weft_proxy::config::stream::LinesError::TooLong(_)) => {
+                    Err(weft_model::stream::LinesError::TooLong(_)) => {
                         // Only when some line really is longer than the limit.
                         let longest = input.split(|b| *b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
                         return if longest > max {

@@ -10,8 +10,8 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
+use weft_model::stream::{line, ChannelBody, Lines};
 use weft_model::stream::{Ack, Hello, Push};
-use weft_proxy::config::stream::{line, ChannelBody, Lines};
 use weft_proxy::http::body::Body;
 
 /// One open stream of an identity; dropping it frees the slot.
@@ -107,7 +107,7 @@ pub(super) async fn stream(ctx: Arc<Context>, peer: Peer, body: Incoming) -> Res
             "the config stream needs a client certificate from the mesh CA (start the sidecar with --token-file)\n",
         );
     };
-    let mut lines = Lines::with_max(body, weft_proxy::config::stream::MAX_CLIENT_LINE);
+    let mut lines = Lines::with_max(body, weft_model::stream::MAX_CLIENT_LINE);
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, lines.next::<Hello>()).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => return reply(StatusCode::BAD_REQUEST, "the stream ended before the Hello\n"),

@@ -4,13 +4,13 @@
 //! exponential back-off — when the stream breaks. Traffic keeps flowing on
 //! the last good config all the while.
 
-use crate::config::stream::{line, ChannelBody, Lines};
 use crate::state::Shared;
 use http::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weft_model::stream::{line, ChannelBody, Lines};
 use weft_model::stream::{Ack, Hello, Push, STREAM_PATH};
 
 /// How to reach the control plane.
@@ -83,7 +83,7 @@ enum SessionError {
     #[error("control plane answered {0}: {1}")]
     Status(http::StatusCode, String),
     #[error("{0}")]
-    Lines(#[from] crate::config::stream::LinesError),
+    Lines(#[from] weft_model::stream::LinesError),
     #[error("stream closed while sending")]
     Closed,
     #[error("a new certificate was installed")]

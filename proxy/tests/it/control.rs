@@ -7,8 +7,8 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use tokio::sync::mpsc;
+use weft_model::stream::{line, ChannelBody, Lines};
 use weft_model::stream::{Ack, Hello, Push};
-use weft_proxy::config::stream::{line, ChannelBody, Lines};
 use weft_proxy::{Proxy, ProxyOptions};
 
 /// A control plane that pushes what the test sends on `pushes` and reports every ACK on `acks`.

@@ -4,6 +4,10 @@
 //! plane answers with a [`Push`] whenever the sidecar's config changes; the
 //! sidecar answers every push with an [`Ack`].
 
+mod framing;
+
+pub use framing::*;
+
 use crate::{ProxyConfig, Workload};
 use serde::{Deserialize, Serialize};
 

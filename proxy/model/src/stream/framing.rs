@@ -1,7 +1,8 @@
 //! Newline-delimited JSON over a long-lived HTTP/2 body, both ways: the
-//! transport of the control-plane push protocol (`weft_model::stream`).
+//! framing of the push protocol, shared by the sidecar and the control plane.
 
-use crate::http::body::BoxError;
+/// Errors a body can yield (the sidecar's body error type too).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
