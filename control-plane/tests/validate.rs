@@ -158,6 +158,32 @@ fn authorization_policy_rules() {
             "not supported yet",
         ),
         ("  rules:\n  - when:\n    - key: source.ip\n", 9, "spec.rules[0].when[0]", "needs values or notValues"),
+        // Attacks on an ALLOW found by review: a source naming only empty unsupported
+        // fields, an explicit empty `from`, an empty value; each would have matched anyone.
+        (
+            "  rules:\n  - from:\n    - source: {requestPrincipals: []}\n",
+            9,
+            "spec.rules[0].from[0].source",
+            "an empty source is not allowed",
+        ),
+        (
+            "  rules:\n  - from: []\n    to: [{operation: {paths: [/admin/*]}}]\n",
+            8,
+            "spec.rules[0].from",
+            "`from` must not be empty",
+        ),
+        (
+            "  rules:\n  - from:\n    - source: {principals: ['']}\n",
+            9,
+            "spec.rules[0].from[0].source.principals[0]",
+            "must not be empty",
+        ),
+        (
+            "  rules:\n  - to:\n    - operation: {ports: ['0']}\n",
+            9,
+            "spec.rules[0].to[0].operation.ports[0]",
+            "is not a port number",
+        ),
         (
             "  rules:\n  - from:\n    - source: {principal: [a]}\n",
             9,

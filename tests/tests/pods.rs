@@ -348,7 +348,7 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     });
 
     // Authorization's `ports` is the port the caller was going to (the original destination),
-    // not the app's: a DENY on 9090 holds though every captured port is delivered to the app.
+    // and that is where the request goes: a DENY on 9090 holds.
     // `curl` from the host, outside every pod and the mesh (the kubelet's place): the status code.
     let host_curl = |url: String| {
         let out = Command::new("curl")
@@ -364,6 +364,9 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     });
     assert_eq!(host_curl(format!("http://[{}]:9090/health", net.ip6(3))), "403", "over IPv6 too");
     assert_eq!(host_curl(format!("http://{}:3000/health", net.ip(3))), "200", "other ports are not denied");
+    // A port the app does not serve goes where it was going, not to the app's port: a DENY on
+    // the app's port cannot be walked around by dialling another one.
+    assert_ne!(host_curl(format!("http://{}:3001/health", net.ip(3))), "200", "3001 is not the app's 3000");
 
     // The seed's canary and STRICT mTLS.
     let policies = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/order-service.yaml")).unwrap()

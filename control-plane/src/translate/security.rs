@@ -92,9 +92,9 @@ type Matchers = Result<Vec<az::Matcher>, String>;
 fn rule(rule: &AuthzRule) -> Result<az::AuthzRule, String> {
     let AuthzRule { from, to, when } = rule;
     Ok(az::AuthzRule {
-        from: from.iter().map(|AuthzFrom { source: s }| self::source(s)).collect::<Result<_, _>>()?,
-        to: to.iter().map(|AuthzTo { operation: o }| self::operation(o)).collect::<Result<_, _>>()?,
-        when: when.iter().map(condition).collect::<Result<_, _>>()?,
+        from: from.iter().flatten().map(|AuthzFrom { source: s }| self::source(s)).collect::<Result<_, _>>()?,
+        to: to.iter().flatten().map(|AuthzTo { operation: o }| self::operation(o)).collect::<Result<_, _>>()?,
+        when: when.iter().flatten().map(condition).collect::<Result<_, _>>()?,
     })
 }
 
@@ -178,7 +178,7 @@ fn source(s: &AuthzSource) -> Matchers {
         || parsed(ip_blocks, not_ip_blocks, az::Cidr::parse),
         az::Matcher::SourceIp,
     )?;
-    Ok(out)
+    nonempty(out, "source")
 }
 
 fn operation(o: &AuthzOperation) -> Matchers {
@@ -189,7 +189,7 @@ fn operation(o: &AuthzOperation) -> Matchers {
     push(&mut out, ports, not_ports, || parsed(ports, not_ports, port), az::Matcher::Port)?;
     push(&mut out, methods, not_methods, || Ok(patterns(methods, not_methods, pattern)), az::Matcher::Method)?;
     push(&mut out, paths, not_paths, || Ok(patterns(paths, not_paths, pattern)), az::Matcher::Path)?;
-    Ok(out)
+    nonempty(out, "operation")
 }
 
 fn condition(c: &AuthzCondition) -> Result<az::Matcher, String> {
@@ -207,4 +207,13 @@ fn condition(c: &AuthzCondition) -> Result<az::Matcher, String> {
         }
         ConditionKey::Other(key) => return Err(format!("condition key {key:?} is not supported")),
     })
+}
+
+/// A source or operation that names nothing would match every request: refused by
+/// validation, and failed closed here should one get through.
+fn nonempty(matchers: Vec<az::Matcher>, what: &str) -> Matchers {
+    if matchers.is_empty() {
+        return Err(format!("an empty {what}"));
+    }
+    Ok(matchers)
 }

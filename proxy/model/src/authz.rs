@@ -225,6 +225,51 @@ pub fn header_name_ok(name: &str) -> bool {
             .all(|b| (b.is_ascii_alphanumeric() && !b.is_ascii_uppercase()) || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// What a hand-written matcher must not be: one that matches every request when it
+/// means to restrict (no values at all, an empty pattern), or none when it means to
+/// deny (an upper-case host, a principal written with `spiffe://`).
+pub fn check(m: &Matcher) -> Result<(), String> {
+    let patterns = |any: &[Pattern], none: &[Pattern]| -> Result<(), String> {
+        if any.is_empty() && none.is_empty() {
+            return Err(format!("{}: needs anyOf or noneOf", m.attribute()));
+        }
+        for p in any.iter().chain(none) {
+            if let Pattern::Exact(v) | Pattern::Prefix(v) | Pattern::Suffix(v) = p {
+                if v.is_empty() {
+                    return Err(format!("{}: an empty value", m.attribute()));
+                }
+            }
+        }
+        Ok(())
+    };
+    match m {
+        Matcher::Principal(v) => {
+            patterns(&v.any_of, &v.none_of)?;
+            if v.any_of.iter().chain(&v.none_of).any(|p| p.to_string().starts_with("spiffe://")) {
+                return Err("source.principal: write principals without spiffe:// (as Istio does)".into());
+            }
+            Ok(())
+        }
+        Matcher::Host(v) => {
+            patterns(&v.any_of, &v.none_of)?;
+            if v.any_of.iter().chain(&v.none_of).any(|p| p.to_string().bytes().any(|b| b.is_ascii_uppercase())) {
+                return Err("request.host: hosts are compared in lower case; write them so".into());
+            }
+            Ok(())
+        }
+        Matcher::Namespace(v) | Matcher::Method(v) | Matcher::Path(v) => patterns(&v.any_of, &v.none_of),
+        Matcher::SourceIp(v) if v.any_of.is_empty() && v.none_of.is_empty() => {
+            Err("source.ip: needs anyOf or noneOf".into())
+        }
+        Matcher::Port(v) if v.any_of.is_empty() && v.none_of.is_empty() => {
+            Err("destination.port: needs anyOf or noneOf".into())
+        }
+        Matcher::SourceIp(_) | Matcher::Port(_) => Ok(()),
+        Matcher::Header(h) if !header_name_ok(&h.name) => Err(format!("{:?} is not a lower-case header name", h.name)),
+        Matcher::Header(h) => patterns(&h.any_of, &h.none_of),
+    }
+}
+
 fn join<T: fmt::Display>(values: &[T]) -> String {
     values.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ")
 }
@@ -273,6 +318,19 @@ mod tests {
         assert!(Cidr::parse("::/0").unwrap().contains("::1".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.1/33").is_none());
         assert_eq!(Cidr::parse("fd00::/8").unwrap().to_string(), "fd00::/8");
+    }
+
+    #[test]
+    fn hand_written_matchers_that_would_match_everything_or_nothing_are_refused() {
+        let m = |yaml: &str| check(&serde_yaml::from_str::<Matcher>(yaml).unwrap());
+        assert!(m("{attribute: principal}").is_err(), "no values: matches every request");
+        assert!(m("{attribute: path, anyOf: [{match: prefix, value: ''}]}").is_err());
+        assert!(m("{attribute: host, anyOf: [{match: exact, value: Orders}]}").is_err(), "never matches");
+        assert!(m("{attribute: principal, anyOf: [{match: exact, value: 'spiffe://td/ns/a/sa/b'}]}").is_err());
+        assert!(m("{attribute: port}").is_err());
+        assert!(m("{attribute: header, name: X-Up, anyOf: [{match: any}]}").is_err());
+        assert!(m("{attribute: principal, anyOf: [{match: suffix, value: /sa/gw}]}").is_ok());
+        assert!(m("{attribute: sourceIp, noneOf: [10.0.0.0/8]}").is_ok());
     }
 
     #[test]

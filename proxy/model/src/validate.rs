@@ -86,12 +86,15 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
         for (j, rule) in policy.rules.iter().enumerate() {
             let at = Path::root("inbound").field("authz").index(i).field("rules").index(j);
             let groups = rule.from.iter().map(|g| ("from", g)).chain(rule.to.iter().map(|g| ("to", g)));
+            for (side, g) in groups.clone() {
+                if g.is_empty() {
+                    return at.field(side).err("an empty group would match every request");
+                }
+            }
             let matchers = groups.flat_map(|(side, g)| g.iter().map(move |m| (side, m)));
             for (side, m) in matchers.chain(rule.when.iter().map(|m| ("when", m))) {
-                if let crate::authz::Matcher::Header(h) = m {
-                    if !crate::authz::header_name_ok(&h.name) {
-                        return at.field(side).err(format!("{:?} is not a lower-case header name", h.name));
-                    }
+                if let Err(why) = crate::authz::check(m) {
+                    return at.field(side).err(why);
                 }
             }
         }
@@ -369,6 +372,19 @@ services:
     #[test]
     fn base_is_valid() {
         parse(BASE).validate().unwrap();
+    }
+
+    #[test]
+    fn authorization_that_would_match_every_request_is_refused() {
+        let with = |rules: &str| {
+            let yaml = format!("{BASE}inbound:\n  authz:\n  - name: p\n    action: ALLOW\n    rules:\n{rules}");
+            parse(&yaml).validate().map_err(|e| e.to_string())
+        };
+        let empty_group = with("    - from: [[]]\n").unwrap_err();
+        assert!(empty_group.contains("an empty group"), "{empty_group}");
+        let no_values = with("    - to: [[{attribute: method}]]\n").unwrap_err();
+        assert!(no_values.contains("needs anyOf or noneOf"), "{no_values}");
+        with("    - to: [[{attribute: method, anyOf: [{match: exact, value: GET}]}]]\n").unwrap();
     }
 
     #[test]

@@ -12,6 +12,9 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
+/// Istio's cluster name for inbound traffic to a port the workload does not declare.
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+
 /// Handles one request from a peer.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let snap = shared.snapshot();
@@ -34,7 +37,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
         return record.reply(&e, Default::default());
     }
     if !snap.authz.is_empty() {
-        let remote = conn.remote.map(|r| r.ip());
+        // `::ffff:a.b.c.d` (a dual-stack listener) is the IPv4 address it carries.
+        let remote = conn.remote.map(|r| r.ip().to_canonical());
         // The port the peer was going to (captured), else the app's: Istio's `ports`
         // and `destination.port` name the workload port the connection was for.
         let port = match conn.original_dst {
@@ -60,6 +64,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     let Some(app) = &snap.inbound else {
         return record.reply(&ProxyError::NoApp, Default::default());
     };
+    // A captured port other than the app's goes where it was going (Istio's inbound
+    // passthrough), never to the app's port: authorization judged the port it was going to.
+    let app_port = app.balancer.endpoints().first().map(|e| e.addr.port());
+    if let Some(dst) = conn.original_dst.filter(|d| Some(d.port()) != app_port) {
+        record.cluster = Some(INBOUND_PASSTHROUGH.into());
+        let req = Request::from_parts(parts, incoming);
+        return match crate::net::intercept::send_once(dst, req).await {
+            Ok(response) => record.respond(response.map(body::incoming)),
+            Err(error) => record.reply(&ProxyError::Passthrough { dst, error }, crate::http::reply::Flags::UF),
+        };
+    }
     record.cluster = Some(app.name.clone());
     let authority = match HeaderValue::from_str(&record.authority) {
         Ok(a) => a,

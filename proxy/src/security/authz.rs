@@ -50,7 +50,8 @@ enum Matcher {
     Method(Values<Pattern>),
     Path(Values<Pattern>),
     Header(http::HeaderName, Values<Pattern>),
-    /// A header name that cannot be looked up (refused by config validation): never matches.
+    /// A header name that cannot be looked up (refused by config validation); its policy
+    /// fails closed when compiled.
     Never,
 }
 
@@ -109,7 +110,7 @@ pub struct Policy {
 impl Policy {
     pub fn compile(p: &model::AuthzPolicy) -> Self {
         let all = |g: &Vec<model::Matcher>| g.iter().map(Matcher::compile).collect::<Vec<_>>();
-        let rules = p
+        let mut rules: Vec<Rule> = p
             .rules
             .iter()
             .map(|r| Rule {
@@ -118,6 +119,17 @@ impl Policy {
                 when: all(&r.when),
             })
             .collect();
+        let unusable = rules
+            .iter()
+            .any(|r| r.from.iter().chain(&r.to).flatten().chain(&r.when).any(|m| matches!(m, Matcher::Never)));
+        if unusable {
+            // Fail closed: an ALLOW that cannot be evaluated allows nothing, a DENY denies all.
+            tracing::error!(policy = %p.name, "authorization policy with an unusable matcher fails closed");
+            rules = match p.action {
+                AuthzAction::Deny => vec![Rule { from: Vec::new(), to: Vec::new(), when: Vec::new() }],
+                AuthzAction::Allow | AuthzAction::Audit => Vec::new(),
+            };
+        }
         Policy { id: p.name.clone(), action: p.action, dry_run: p.dry_run, rules }
     }
 
@@ -220,10 +232,12 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_header_name_never_matches() {
-        let ps = policies("- name: d\n  action: ALLOW\n  rules:\n  - when: [{attribute: header, name: ':path', noneOf: [{match: present}]}]\n");
+    fn a_policy_with_an_unusable_header_name_fails_closed() {
         let h = HeaderMap::new();
-        assert_ne!(decide(&ps, &request(Some(GW), "GET", "/", &h)), Decision::Allow);
+        let allow = "- name: a\n  action: ALLOW\n  rules:\n  - when: [{attribute: header, name: ':path', noneOf: [{match: present}]}]\n";
+        assert_ne!(decide(&policies(allow), &request(Some(GW), "GET", "/", &h)), Decision::Allow, "allows nothing");
+        let deny = "- name: d\n  action: DENY\n  rules:\n  - when: [{attribute: header, name: ':path', anyOf: [{match: present}]}]\n";
+        assert_ne!(decide(&policies(deny), &request(Some(GW), "GET", "/", &h)), Decision::Allow, "denies everything");
     }
 
     #[test]

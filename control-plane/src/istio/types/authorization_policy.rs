@@ -33,12 +33,13 @@ pub enum Action {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthzRule {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub from: Vec<AuthzFrom>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<AuthzTo>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub when: Vec<AuthzCondition>,
+    /// `Some([])` (written `from: []`) is refused, as by Istio: never read as "any source".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<AuthzFrom>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<AuthzTo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Vec<AuthzCondition>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

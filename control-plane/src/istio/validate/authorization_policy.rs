@@ -1,6 +1,6 @@
 //! AuthorizationPolicy: action, selector, rules.
 
-use super::{unsupported, Problems, NOT_YET};
+use super::{is_set, unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
 use crate::istio::Resource;
 
@@ -20,7 +20,16 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
     let _ = r;
     for (i, rule) in rules.iter().flatten().enumerate() {
         let at = format!("spec.rules[{i}]");
-        for (j, f) in rule.from.iter().enumerate() {
+        for (field, empty) in [
+            ("from", rule.from.as_ref().is_some_and(Vec::is_empty)),
+            ("to", rule.to.as_ref().is_some_and(Vec::is_empty)),
+            ("when", rule.when.as_ref().is_some_and(Vec::is_empty)),
+        ] {
+            if empty {
+                p.push((format!("{at}.{field}"), format!("`{field}` must not be empty (leave it out to match any)")));
+            }
+        }
+        for (j, f) in rule.from.iter().flatten().enumerate() {
             let s = &f.source;
             let sp = format!("{at}.from[{j}].source");
             for (field, v) in [
@@ -36,13 +45,47 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
             for (field, blocks) in [("ipBlocks", &s.ip_blocks), ("notIpBlocks", &s.not_ip_blocks)] {
                 cidrs(p, &format!("{sp}.{field}"), blocks);
             }
-            if *s == AuthzSource::default() {
-                p.push((sp, "an empty source is not allowed".into()));
+            // Empty lists are as absent (Istio): a source naming nothing would match any caller.
+            let named =
+                [&s.principals, &s.not_principals, &s.namespaces, &s.not_namespaces, &s.ip_blocks, &s.not_ip_blocks]
+                    .iter()
+                    .any(|v| !v.is_empty())
+                    || [
+                        &s.request_principals,
+                        &s.not_request_principals,
+                        &s.remote_ip_blocks,
+                        &s.not_remote_ip_blocks,
+                        &s.service_accounts,
+                        &s.not_service_accounts,
+                    ]
+                    .into_iter()
+                    .any(is_set);
+            if !named {
+                p.push((sp.clone(), "an empty source is not allowed".into()));
+            }
+            for (field, v) in [
+                ("principals", &s.principals),
+                ("notPrincipals", &s.not_principals),
+                ("namespaces", &s.namespaces),
+                ("notNamespaces", &s.not_namespaces),
+            ] {
+                no_empty_values(p, &format!("{sp}.{field}"), v);
             }
         }
-        for (j, t) in rule.to.iter().enumerate() {
+        for (j, t) in rule.to.iter().flatten().enumerate() {
             if t.operation == AuthzOperation::default() {
                 p.push((format!("{at}.to[{j}].operation"), "an empty operation is not allowed".into()));
+            }
+            let o = &t.operation;
+            for (field, v) in [
+                ("hosts", &o.hosts),
+                ("notHosts", &o.not_hosts),
+                ("methods", &o.methods),
+                ("notMethods", &o.not_methods),
+                ("paths", &o.paths),
+                ("notPaths", &o.not_paths),
+            ] {
+                no_empty_values(p, &format!("{at}.to[{j}].operation.{field}"), v);
             }
             for (field, ports) in [("ports", &t.operation.ports), ("notPorts", &t.operation.not_ports)] {
                 port_numbers(p, &format!("{at}.to[{j}].operation.{field}"), ports);
@@ -60,7 +103,7 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
                 }
             }
         }
-        for (j, c) in rule.when.iter().enumerate() {
+        for (j, c) in rule.when.iter().flatten().enumerate() {
             let values = [("values", &c.values), ("notValues", &c.not_values)];
             match &c.key {
                 ConditionKey::SourcePrincipal | ConditionKey::SourceNamespace => {}
@@ -103,6 +146,16 @@ fn port_numbers(p: &mut Problems, at: &str, ports: &[String]) {
     for (k, port) in ports.iter().enumerate() {
         if !port.parse::<u16>().is_ok_and(|n| n > 0) {
             p.push((format!("{at}[{k}]"), format!("{port:?} is not a port number (1-65535)")));
+        }
+    }
+}
+
+/// Istio refuses empty strings among values (`CheckEmptyValues`): `""` would match nothing
+/// (or, negated, everything).
+fn no_empty_values(p: &mut Problems, at: &str, values: &[String]) {
+    for (k, v) in values.iter().enumerate() {
+        if v.is_empty() {
+            p.push((format!("{at}[{k}]"), "must not be empty".into()));
         }
     }
 }
