@@ -9,6 +9,9 @@
 //! Certificates: ECDSA P-256, URI SAN `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`,
 //! server and client EKU, NotBefore 2 minutes back (clock skew), 24 h TTL by
 //! default — Istio's choices (shared/ISTIO-SEMANTICS.md §5).
+//!
+//! Size: one authority (roots from files, signing, the published bundle and the
+//! trust rotation reads) in about 430 lines, then its tests.
 
 use crate::store::Store;
 use rcgen::{

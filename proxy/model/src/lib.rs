@@ -2,13 +2,17 @@
 //!
 //! This is the contract between the control plane and the sidecar, the way xDS is
 //! Envoy's: the control plane translates Istio resources into it, the sidecar
-//! enforces it, and neither side knows the other's internals. It holds data and
-//! [`ProxyConfig::validate`] only — no I/O, no runtime, no Istio types.
+//! enforces it, and neither side knows the other's internals. It holds data,
+//! [`ProxyConfig::validate`] and the push stream's framing — no I/O of its own, no
+//! Istio types.
 //!
 //! Every field is documented with its meaning and its default; defaults equal
 //! Istio's (see `shared/ISTIO-SEMANTICS.md`). The serialised form uses camelCase
 //! keys like Istio's YAML and refuses unknown fields, so a typo is an error
 //! instead of a silently ignored setting.
+//!
+//! Size: the schema is the contract; one file reads top to bottom like an API
+//! reference (authorization, the push stream and durations have their own modules).
 
 pub mod authz;
 pub mod duration;

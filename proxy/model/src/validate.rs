@@ -1,5 +1,7 @@
 //! [`ProxyConfig::validate`]: every rule a config must satisfy before a sidecar
 //! takes it, with the offending field named by its path.
+//!
+//! Size: one check per schema type, in the order of `lib.rs`, then their tests.
 
 use crate::{
     Cluster, Fault, HeaderOps, Headers, Match, ProxyConfig, Retry, Route, StringMatch, API_VERSION, MAX_REGEX_LEN,

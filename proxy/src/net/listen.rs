@@ -1,6 +1,10 @@
 //! The serving loop shared by every listener: HTTP/1.1 and HTTP/2 (h2c prior
 //! knowledge) on one port, Envoy's header limits, sleep-and-continue on accept
 //! errors, and a graceful drain on shutdown.
+//!
+//! Size: the accept loop, its three guards (open, inbound mutual TLS, outbound
+//! capture) and the one `serve_io` they all end in, with the idle timeout; they share
+//! private types, and splitting them would only move those types into a public seam.
 
 use crate::http::body::Body;
 use http::{Request, Response};

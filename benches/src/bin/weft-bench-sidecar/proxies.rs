@@ -1,4 +1,7 @@
 //! Starting and watching the processes of a run: the app, Weft's sidecars, HAProxy and nginx.
+//!
+//! Size: two kinds of proxy process (weft-proxy, a contestant) started, probed and
+//! watched alike, and the scenarios' wiring of them; one concern, a little over 400 lines.
 
 use crate::callgrind;
 use crate::cli::Args;
