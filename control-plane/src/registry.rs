@@ -35,13 +35,7 @@ pub fn may_serve(
         })
 }
 
-/// A Kubernetes name (namespace, service account, service: DNS subdomain
-/// characters, at most 253): nothing that could change the shape of an etcd key.
-pub fn name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
+pub use crate::istio::name_ok;
 
 /// The default cluster domain of service hosts.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";

@@ -1,8 +1,9 @@
 //! Reading Istio resources from multi-document YAML files and folders.
 
 use super::lines::LineIndex;
+use super::resource::{Diagnostic, Kind, Resource, Source, Spec};
 use super::types::Object;
-use super::{validate, Diagnostic, Kind, Resource, Source, Spec};
+use super::validate;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 

@@ -4,191 +4,24 @@
 //! sidecar's endpoint in etcd on a lease it keeps alive while the stream
 //! lives, and publishes the sidecar's status for `weftctl status`.
 
-use crate::store::{Store, REGISTRY_LEASE_SECONDS};
-use crate::translate::translate_in;
-use crate::watch::State;
-use http::{Response, StatusCode};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use weft_proxy::http::body::{full, Body};
 
+mod context;
+mod lease;
 mod peer;
 mod server;
 mod session;
 
+pub use context::{
+    Context, Metrics, Options, Translations, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION,
+    MAX_WEBHOOK_BODIES,
+};
+pub use lease::Lease;
 pub use peer::{Peer, SpiffeId};
 pub use server::{handle, serve};
-pub use session::Lease;
-
-/// The control plane's published figures.
-#[derive(Debug, Clone)]
-pub struct Metrics {
-    pub registry: Registry,
-    pub connected: IntGauge,
-    pub pushes: IntCounter,
-    pub nacks: IntCounter,
-    /// From the etcd change reaching the control plane to each sidecar's ACK.
-    pub convergence: Histogram,
-    pub certs_issued: IntCounter,
-    /// CSRs refused: bad or expired token, bad CSR.
-    pub csr_refused: IntCounter,
-    /// Translation warnings (conflicts, missing subsets, ignored fields), counted once
-    /// per workload and state revision, each also logged.
-    pub translation_warnings: IntCounter,
-}
-
-impl Metrics {
-    pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
-        let connected = IntGauge::new("weft_cp_sidecars_connected", "Sidecars with an open stream")?;
-        let pushes = IntCounter::new("weft_cp_pushes_total", "Configs pushed")?;
-        let nacks = IntCounter::new("weft_cp_nacks_total", "Configs refused by a sidecar")?;
-        let convergence = Histogram::with_opts(
-            HistogramOpts::new("weft_cp_convergence_seconds", "From an etcd change to a sidecar's ACK")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-        )?;
-        registry.register(Box::new(connected.clone()))?;
-        registry.register(Box::new(pushes.clone()))?;
-        registry.register(Box::new(nacks.clone()))?;
-        registry.register(Box::new(convergence.clone()))?;
-        let certs_issued = IntCounter::new("weft_cp_certificates_issued_total", "Workload certificates signed")?;
-        let csr_refused = IntCounter::new("weft_cp_csr_refused_total", "Certificate requests refused")?;
-        registry.register(Box::new(certs_issued.clone()))?;
-        registry.register(Box::new(csr_refused.clone()))?;
-        let translation_warnings = IntCounter::new(
-            "weft_cp_translation_warnings_total",
-            "Translation warnings (per workload and state revision; each is logged)",
-        )?;
-        registry.register(Box::new(translation_warnings.clone()))?;
-        Ok(Metrics { registry, connected, pushes, nacks, convergence, certs_issued, csr_refused, translation_warnings })
-    }
-}
-
-/// Hash of a config's JSON (its version left empty by the caller).
-fn digest(config: &weft_model::ProxyConfig) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(config).unwrap_or_default().hash(&mut h);
-    h.finish()
-}
-
-/// Translations shared by sidecars that get the same config: same namespace,
-/// service account and labels (the workload name only labels metrics). One
-/// state revision at a time.
-type Translated = (Arc<weft_model::ProxyConfig>, Arc<[String]>);
-
-#[derive(Debug, Default)]
-pub struct Translations {
-    cache: std::sync::Mutex<(i64, std::collections::HashMap<String, Translated>)>,
-}
-
-impl Translations {
-    fn get(&self, state: &State, w: &weft_model::Workload, trust_domain: &str, warned: &IntCounter) -> Translated {
-        let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.0 == state.revision {
-                if let Some(c) = cache.1.get(&key) {
-                    return c.clone();
-                }
-            }
-        }
-        // Translated outside the lock; a racing session may translate the same key once more.
-        let translation = translate_in(&state.resources, &state.registry, w, "", trust_domain);
-        for warning in &translation.warnings {
-            tracing::warn!(workload = %format!("{}/{}", w.namespace, w.name), revision = state.revision, "{warning}");
-            warned.inc();
-        }
-        let translated: Translated = (Arc::new(translation.config), translation.warnings.into());
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != state.revision {
-            *cache = (state.revision, Default::default());
-        }
-        // Label sets come from Hellos: bounded, so no caller grows the cache without end.
-        if cache.1.len() >= 4096 {
-            cache.1.clear();
-        }
-        cache.1.insert(key, translated.clone());
-        translated
-    }
-}
-
-/// How a control plane is run; the defaults are the safe ones.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// SPIFFE trust domain of the mesh.
-    pub trust_domain: String,
-    /// Lifetime of the certificates it signs.
-    pub cert_ttl: Duration,
-    /// The audience bootstrap tokens must carry.
-    pub token_audience: String,
-    /// Register the `address` a sidecar says instead of its connection's
-    /// source IP (with the advertised port). Off: one pod cannot register
-    /// another host's address. On only behind NAT you control.
-    pub trust_advertised_address: bool,
-    /// Open config streams one identity may hold (every replica of a
-    /// workload shares its identity): a leaked certificate cannot make the
-    /// control plane hold unbounded sessions.
-    pub max_streams_per_identity: usize,
-    /// The least time each step of a root rotation stands (see `rotation`).
-    pub rotation_min_step: Duration,
-    /// The mesh's path normalization (MeshConfig `pathNormalization`), pushed to every sidecar.
-    pub path_normalization: weft_model::PathNormalization,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            trust_domain: crate::ca::DEFAULT_TRUST_DOMAIN.into(),
-            cert_ttl: crate::ca::DEFAULT_CERT_TTL,
-            token_audience: crate::token::DEFAULT_AUDIENCE.into(),
-            trust_advertised_address: false,
-            max_streams_per_identity: 256,
-            rotation_min_step: Duration::from_secs(REGISTRY_LEASE_SECONDS as u64),
-            path_normalization: Default::default(),
-        }
-    }
-}
-
-/// How long a caller may take to finish the TLS handshake, send its request
-/// head, or send its Hello once the stream is open.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent HTTP/2 streams on one connection (a sidecar needs one).
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
-/// Connections open at once; more are closed at accept.
-pub const MAX_CONNECTIONS: usize = 16384;
-/// Admission reviews read at once (each up to 4 MiB): memory for bodies stays bounded.
-pub const MAX_WEBHOOK_BODIES: usize = 8;
-
-/// What every session shares.
-#[derive(Debug)]
-pub struct Context {
-    pub store: Store,
-    pub state: watch::Receiver<Arc<State>>,
-    pub metrics: Metrics,
-    /// This control plane's id (status keys).
-    pub id: String,
-    /// The lease status keys live on: they vanish with this instance.
-    pub lease: i64,
-    /// The mesh CA (from the files every control plane mounts).
-    pub ca: Arc<crate::ca::Ca>,
-    pub options: Options,
-    /// This control plane's TLS: its own certificate from the mesh CA; a
-    /// client certificate is verified against the trust bundle when offered
-    /// (the config stream requires one; the signing endpoint takes a token
-    /// instead). Rebuilt when a root rotation moves on.
-    pub tls: arc_swap::ArcSwap<rustls::ServerConfig>,
-    /// The published trust (bundle, signer) and its etcd revision; pushed with every config.
-    pub trust: watch::Receiver<Arc<(weft_model::Trust, i64)>>,
-    /// The root this control plane's own certificate comes from, and the bundle its TLS verifies against.
-    own_root: std::sync::Mutex<String>,
-    /// Open config streams per SPIFFE identity.
-    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    translations: Arc<Translations>,
-    _status_lease: Arc<Lease>,
-}
 
 /// Starts a control plane on `listener` with the default options: follows
 /// etcd through `store`, publishes status on a lease of its own, serves
@@ -335,11 +168,4 @@ impl Drop for ControlPlane {
         self.task.abort();
         self.rotation.abort();
     }
-}
-
-/// A plain-text reply.
-fn reply(status: StatusCode, text: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(full(text.into()));
-    *r.status_mut() = status;
-    r
 }

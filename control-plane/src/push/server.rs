@@ -1,9 +1,11 @@
 //! The control plane's listener: TLS only, HTTP/2 streams for sidecars, HTTP/1.1
 //! for metrics, health, certificate signing and the injection webhook.
 
+use super::context::{
+    reply, Context, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, MAX_WEBHOOK_BODIES,
+};
 use super::peer::{Peer, SpiffeId};
 use super::session::stream;
-use super::{reply, Context, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, MAX_WEBHOOK_BODIES};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;

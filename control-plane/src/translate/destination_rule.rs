@@ -1,7 +1,7 @@
 //! DestinationRule → clusters: one per host, port and subset, with the
 //! endpoints the subset's labels select and the traffic policy that applies.
 
-use super::{duration, visible, Translator, ROOT_NAMESPACE};
+use super::common::{duration, visible, Translator, ROOT_NAMESPACE};
 use crate::istio::types::{
     ClientTls, ConnectionPool, DestinationRule, H2UpgradePolicy, HttpSettings, LoadBalancer, OutlierDetection,
     SimpleLb, Subset, TcpSettings, TlsMode, TrafficPolicy,
@@ -154,7 +154,7 @@ impl Translator<'_> {
                         service_account: i.service_account.clone(),
                         labels: i.labels.clone(),
                     };
-                    super::peer_authentication(self.resources, &server) == model::MtlsMode::Disable
+                    super::security::peer_authentication(self.resources, &server) == model::MtlsMode::Disable
                 })
                 .count();
             if disabled == selected.len() {

@@ -7,6 +7,7 @@
 //! export_to } = vs;`, never `..`), so a field added to `istio::types` does not
 //! compile until translation says what it does with it.
 
+mod common;
 mod destination_rule;
 mod security;
 mod sidecar;
@@ -17,13 +18,13 @@ pub use security::{authorization, peer_authentication};
 pub use sidecar::outbound_traffic_policy;
 pub use telemetry::access_log;
 
-use crate::istio::{Resource, Spec};
+pub use common::ROOT_NAMESPACE;
+
+use crate::istio::Resource;
 use crate::registry::Registry;
+use common::Translator;
 use std::collections::BTreeMap;
 use weft_model as model;
-
-/// Istio's root namespace: DestinationRules there apply mesh-wide.
-pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// The result, with what the user should know about (IST0109-like conflicts,
 /// routes to hosts or subsets that do not exist).
@@ -84,67 +85,4 @@ pub fn translate_in(
         },
         warnings: t.warnings,
     }
-}
-
-/// One workload's translation in progress: the clusters it has made so far and what to warn about.
-struct Translator<'a> {
-    trust_domain: &'a str,
-    resources: &'a [Resource],
-    registry: &'a Registry,
-    workload: &'a model::Workload,
-    warnings: Vec<String>,
-    clusters: BTreeMap<String, model::Cluster>,
-}
-
-/// `exportTo` as Istio reads it: empty or `*` is everyone, `.` the resource's namespace.
-fn visible(export_to: &[String], resource_ns: &str, viewer_ns: &str) -> bool {
-    export_to.is_empty()
-        || export_to.iter().any(|e| e == "*" || e == viewer_ns || (e == "." && resource_ns == viewer_ns))
-}
-
-/// A duration as the model carries it.
-fn duration(d: &Option<crate::istio::types::Duration>) -> Option<std::time::Duration> {
-    d.map(|d| d.get())
-}
-
-/// The resources of one kind that may apply to `workload`, in Istio's order of
-/// precedence: its namespace's whose selector matches it, its namespace's
-/// without a selector, the root namespace's without one; each level by name.
-type Levels<'a, T> = [Vec<(&'a Resource, &'a T)>; 3];
-
-fn by_precedence<'a, T>(
-    resources: &'a [Resource],
-    workload: &model::Workload,
-    spec: fn(&Spec) -> Option<&T>,
-    selector: fn(&T) -> Option<&BTreeMap<String, String>>,
-) -> Levels<'a, T> {
-    let mut all: Vec<(&Resource, &T)> = resources.iter().filter_map(|r| Some((r, spec(&r.spec)?))).collect();
-    all.sort_by(|a, b| a.0.name().cmp(b.0.name()));
-    let ns = workload.namespace.as_str();
-    let selects = |t: &T| selector(t).is_some_and(|l| l.iter().all(|(k, v)| workload.labels.get(k) == Some(v)));
-    let level = |keep: &dyn Fn(&Resource, &T) -> bool| all.iter().copied().filter(|(r, t)| keep(r, t)).collect();
-    [
-        level(&|r, t| r.namespace() == ns && selects(t)),
-        level(&|r, t| r.namespace() == ns && selector(t).is_none()),
-        level(&|r, t| r.namespace() == ROOT_NAMESPACE && selector(t).is_none()),
-    ]
-}
-
-/// The warning when several resources of one level apply to `workload`: the first by name is used.
-fn several<'a>(
-    workload: &model::Workload,
-    found: impl Iterator<Item = &'a Resource>,
-    what: &str,
-    istio: &str,
-) -> Option<String> {
-    let names: Vec<String> = found.map(|r| format!("{}/{}", r.namespace(), r.name())).collect();
-    (names.len() > 1).then(|| {
-        format!(
-            "workload {}/{} {what} ({}); {} is used ({istio})",
-            workload.namespace,
-            workload.name,
-            names.join(", "),
-            names[0]
-        )
-    })
 }

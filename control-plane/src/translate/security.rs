@@ -1,7 +1,7 @@
 //! PeerAuthentication → the inbound mTLS mode; AuthorizationPolicy → the
 //! policies the workload's sidecar enforces.
 
-use super::{by_precedence, ROOT_NAMESPACE};
+use super::common::{by_precedence, ROOT_NAMESPACE};
 use crate::istio::types::{
     Action, AuthorizationPolicy, AuthzCondition, AuthzFrom, AuthzOperation, AuthzRule, AuthzSource, AuthzTo,
     ConditionKey, MtlsMode, PeerAuthentication, PeerMtls, WorkloadSelector,

@@ -1,6 +1,6 @@
 //! Sidecar → the workload's outbound traffic policy.
 
-use super::{by_precedence, several};
+use super::common::{by_precedence, several};
 use crate::istio::types::{OutboundMode, OutboundTrafficPolicy, Sidecar};
 use crate::istio::{Resource, Spec};
 use weft_model as model;

@@ -1,6 +1,6 @@
 //! Telemetry → whether the workload writes an access log.
 
-use super::{by_precedence, several};
+use super::common::{by_precedence, several};
 use crate::istio::types::{AccessLogging, ProviderRef, Telemetry, ENVOY_PROVIDER};
 use crate::istio::{Resource, Spec};
 use weft_model as model;

@@ -1,7 +1,7 @@
 //! VirtualService → the routes of each host: matches, weighted destinations,
 //! timeouts, retries, faults, rewrites and header operations.
 
-use super::{duration, visible, Translator};
+use super::common::{duration, visible, Translator};
 use crate::istio::types::{
     Destination, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpFault, HttpMatchRequest, HttpRetry,
     HttpRewrite, HttpRoute, HttpRouteDestination, Percent, PortSelector, StringMatch, VirtualService,

@@ -211,11 +211,6 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
-/// Parses `10.0.0.0/8`, `10.1.2.3` or an IPv6 form into (network, prefix length).
-pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    Cidr::parse(text).map(|c| (c.network, c.len))
-}
-
 /// An HTTP header name the sidecar can look up: an RFC 9110 token in lower
 /// case (pseudo-headers such as `:path` are not headers).
 pub fn header_name_ok(name: &str) -> bool {

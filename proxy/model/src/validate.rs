@@ -325,8 +325,7 @@ fn header_ops(p: &Path, ops: &HeaderOps) -> Result {
 }
 
 fn header_name(p: &Path, name: &str) -> Result {
-    let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
+    if !crate::authz::header_name_ok(name) {
         return p.err(format!("{name:?} is not a lowercase HTTP header name"));
     }
     Ok(())

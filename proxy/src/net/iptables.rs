@@ -225,7 +225,7 @@ fn restore(rules: &Rules, family: Family) -> Result<(), String> {
 
 /// `10.0.0.0/8`, `fd00::/8` or a bare address: what `--exclude-outbound-cidrs` takes.
 pub fn is_cidr(cidr: &str) -> bool {
-    weft_model::authz::parse_cidr(cidr).is_some()
+    weft_model::authz::Cidr::parse(cidr).is_some()
 }
 
 #[cfg(test)]

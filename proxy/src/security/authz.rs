@@ -39,16 +39,10 @@ impl Request<'_> {
     }
 }
 
-/// A matcher ready for requests: header names parsed once.
+/// A matcher ready for requests: the model's own, but a header's name parsed once.
 #[derive(Debug, Clone)]
 enum Matcher {
-    Principal(Values<Pattern>),
-    Namespace(Values<Pattern>),
-    SourceIp(Values<Cidr>),
-    Host(Values<Pattern>),
-    Port(Values<u16>),
-    Method(Values<Pattern>),
-    Path(Values<Pattern>),
+    Attribute(model::Matcher),
     Header(http::HeaderName, Values<Pattern>),
     /// A header name that cannot be looked up (refused by config validation); its policy
     /// fails closed when compiled.
@@ -62,31 +56,27 @@ fn text(v: &Values<Pattern>, value: Option<&str>) -> bool {
 impl Matcher {
     fn compile(m: &model::Matcher) -> Self {
         match m {
-            model::Matcher::Principal(v) => Matcher::Principal(v.clone()),
-            model::Matcher::Namespace(v) => Matcher::Namespace(v.clone()),
-            model::Matcher::SourceIp(v) => Matcher::SourceIp(v.clone()),
-            model::Matcher::Host(v) => Matcher::Host(v.clone()),
-            model::Matcher::Port(v) => Matcher::Port(v.clone()),
-            model::Matcher::Method(v) => Matcher::Method(v.clone()),
-            model::Matcher::Path(v) => Matcher::Path(v.clone()),
             model::Matcher::Header(h) => match http::HeaderName::from_bytes(h.name.as_bytes()) {
                 Ok(name) => Matcher::Header(name, Values { any_of: h.any_of.clone(), none_of: h.none_of.clone() }),
                 Err(_) => Matcher::Never,
             },
+            other => Matcher::Attribute(other.clone()),
         }
     }
 
     fn matches(&self, req: &Request<'_>, host: &str) -> bool {
+        use model::Matcher as M;
         match self {
-            Matcher::Principal(v) => text(v, req.principal()),
-            Matcher::Namespace(v) => text(v, req.namespace()),
-            Matcher::SourceIp(v) => v.admit(req.source_ip, |c, ip| c.contains(ip)),
-            Matcher::Host(v) => text(v, Some(host)),
-            Matcher::Port(v) => v.admit(Some(req.port), |p, port| *p == port),
-            Matcher::Method(v) => text(v, Some(req.method)),
-            Matcher::Path(v) => text(v, Some(req.path)),
+            Matcher::Attribute(M::Principal(v)) => text(v, req.principal()),
+            Matcher::Attribute(M::Namespace(v)) => text(v, req.namespace()),
+            Matcher::Attribute(M::SourceIp(v)) => v.admit(req.source_ip, |c: &Cidr, ip| c.contains(ip)),
+            Matcher::Attribute(M::Host(v)) => text(v, Some(host)),
+            Matcher::Attribute(M::Port(v)) => v.admit(Some(req.port), |p, port| *p == port),
+            Matcher::Attribute(M::Method(v)) => text(v, Some(req.method)),
+            Matcher::Attribute(M::Path(v)) => text(v, Some(req.path)),
             Matcher::Header(name, v) => text(v, crate::http::headers::header_value(req.headers, name).as_deref()),
-            Matcher::Never => false,
+            // Compiled into `Header` or `Never`.
+            Matcher::Attribute(M::Header(_)) | Matcher::Never => false,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `weftctl explain`: one request's route, destinations and authorization, or every service's callers.
 
 use crate::cli::ExplainArgs;
-use crate::{fail, labels, print_diags, read_registry, Etcd};
+use crate::common::{fail, labels, print_diags, read_registry, Etcd};
 use std::process::ExitCode;
 use weft_control_plane::istio;
 

@@ -1,7 +1,7 @@
 //! `weftctl inject`: Kubernetes YAML back with Weft's sidecar in every pod template.
 
 use crate::cli::InjectArgs;
-use crate::fail;
+use crate::common::fail;
 use std::process::ExitCode;
 
 pub(crate) fn run(args: InjectArgs) -> ExitCode {

@@ -1,7 +1,7 @@
 //! The Istio policy verbs: validate, apply (with the analysis), get, delete, status, translate.
 
 use crate::cli::TranslateArgs;
-use crate::{fail, kind_arg, labels, print_diags, read_registry, Etcd};
+use crate::common::{fail, kind_arg, labels, print_diags, read_registry, Etcd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use weft_control_plane::istio;

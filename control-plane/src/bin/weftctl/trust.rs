@@ -1,7 +1,7 @@
 //! The trust verbs: bootstrap tokens, etcd's lockdown, the mesh CA and its rotation, the root bundle.
 
 use crate::cli::{CaAction, EtcdAction, TokenAction, TokenArgs};
-use crate::{fail, Etcd};
+use crate::common::{fail, Etcd};
 use std::process::ExitCode;
 
 pub(crate) async fn token(etcd: &Etcd, args: TokenArgs) -> ExitCode {

@@ -1,6 +1,6 @@
 //! AuthorizationPolicy: who may call what.
 
-use super::{Unsupported, WorkloadSelector};
+use super::common::{Unsupported, WorkloadSelector};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

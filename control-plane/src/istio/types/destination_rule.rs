@@ -1,6 +1,6 @@
 //! DestinationRule: what happens to traffic after routing (balancing, pools, outlier detection).
 
-use super::{Duration, Unsupported};
+use super::common::{Duration, Unsupported};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

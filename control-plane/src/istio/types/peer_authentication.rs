@@ -1,6 +1,6 @@
 //! PeerAuthentication: the mTLS mode a workload accepts.
 
-use super::{Unsupported, WorkloadSelector};
+use super::common::{Unsupported, WorkloadSelector};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Sidecar: the workload's outbound traffic policy.
 
-use super::{LabelSelector, Unsupported};
+use super::common::{LabelSelector, Unsupported};
 use serde::{Deserialize, Serialize};
 
 /// Istio's Sidecar resource. Weft reads which workloads it selects and its

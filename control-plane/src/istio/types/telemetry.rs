@@ -1,6 +1,6 @@
 //! Telemetry: which workloads write an access log (`accessLogging`).
 
-use super::{Unsupported, WorkloadSelector};
+use super::common::{Unsupported, WorkloadSelector};
 use serde::{Deserialize, Serialize};
 
 /// Istio's Telemetry resource. Weft reads its selector and `accessLogging`;

@@ -1,6 +1,6 @@
 //! VirtualService: HTTP routing for a host.
 
-use super::{Duration, Unsupported};
+use super::common::{Duration, Unsupported};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! WorkloadGroup: which service accounts may register as a service's endpoints.
 
-use super::Unsupported;
+use super::common::Unsupported;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

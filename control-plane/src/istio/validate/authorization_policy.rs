@@ -1,6 +1,6 @@
 //! AuthorizationPolicy: action, selector, rules.
 
-use super::{is_set, unsupported, Problems, NOT_YET};
+use super::common::{is_set, unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
 use crate::istio::Resource;
 

@@ -1,6 +1,6 @@
 //! DestinationRule: host, subsets, traffic policies.
 
-use super::{at_least_1ms, is_dns1123, unsupported, Problems, NOT_YET};
+use super::common::{at_least_1ms, is_dns1123, unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
 
 pub(super) fn check(dr: &DestinationRule, p: &mut Problems) {
@@ -9,7 +9,7 @@ pub(super) fn check(dr: &DestinationRule, p: &mut Problems) {
         p.push(("spec.host".into(), "a service host is required".into()));
     }
     unsupported(p, "spec.workloadSelector".into(), workload_selector);
-    super::export_to(p, export_to);
+    super::common::export_to(p, export_to);
     if let Some(tp) = traffic_policy {
         traffic("spec.trafficPolicy", tp, p);
     }

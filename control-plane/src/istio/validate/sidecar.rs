@@ -1,6 +1,6 @@
 //! Sidecar and WorkloadGroup: the workload's outbound policy and the registration rule.
 
-use super::{unsupported, Problems};
+use super::common::{unsupported, Problems};
 use crate::istio::types::*;
 use crate::istio::Resource;
 
@@ -22,7 +22,7 @@ pub(super) fn workload_group(wg: &WorkloadGroup, p: &mut Problems) {
             "spec.template.serviceAccount".into(),
             "required: the service account of the group's workloads".into(),
         )),
-        Some(sa) if !crate::registry::name_ok(sa) => {
+        Some(sa) if !crate::istio::name_ok(sa) => {
             p.push(("spec.template.serviceAccount".into(), format!("{sa:?} is not a valid service account name")))
         }
         Some(_) => {}
@@ -32,7 +32,7 @@ pub(super) fn workload_group(wg: &WorkloadGroup, p: &mut Problems) {
             "spec.metadata.labels".into(),
             "an `app` label is required: it names the service the group's workloads serve".into(),
         )),
-        Some(app) if !crate::registry::name_ok(app) => {
+        Some(app) if !crate::istio::name_ok(app) => {
             p.push(("spec.metadata.labels.app".into(), format!("{app:?} is not a valid service name")))
         }
         Some(_) => {}
@@ -46,7 +46,7 @@ pub(super) fn sidecar(sc: &Sidecar, r: &Resource, p: &mut Problems) {
     if let Some(otp) = &sc.outbound_traffic_policy {
         unsupported(p, "spec.outboundTrafficPolicy.egressProxy".into(), &otp.egress_proxy);
     }
-    if sc.workload_selector.is_some() && r.namespace() == crate::translate::ROOT_NAMESPACE {
+    if sc.workload_selector.is_some() && r.namespace() == crate::istio::ROOT_NAMESPACE {
         p.push((
             "spec.workloadSelector".into(),
             "the mesh-wide Sidecar (root namespace) cannot have a workloadSelector".into(),

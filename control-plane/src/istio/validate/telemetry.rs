@@ -1,6 +1,6 @@
 //! Telemetry: the access log is the one part Weft reads.
 
-use super::{unsupported, Problems, NOT_YET};
+use super::common::{unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
 use crate::istio::Resource;
 
@@ -11,7 +11,7 @@ pub(super) fn check(t: &Telemetry, r: &Resource, p: &mut Problems) {
     {
         unsupported(p, format!("spec.{field}"), v);
     }
-    if selector.is_some() && r.namespace() == crate::translate::ROOT_NAMESPACE {
+    if selector.is_some() && r.namespace() == crate::istio::ROOT_NAMESPACE {
         p.push(("spec.selector".into(), "a mesh-wide Telemetry (root namespace) cannot have a selector".into()));
     }
     for (i, entry) in access_logging.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! VirtualService: hosts, routes, matches, retries, faults, header operations.
 
-use super::{at_least_1ms, is_dns1123, is_set, is_token, unsupported, Problems, NOT_YET};
+use super::common::{at_least_1ms, is_dns1123, is_set, is_token, unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
 
 pub(super) fn check(vs: &VirtualService, p: &mut Problems) {
@@ -17,7 +17,7 @@ pub(super) fn check(vs: &VirtualService, p: &mut Problems) {
         }
     }
     gateway_names(p, "spec.gateways", gateways);
-    super::export_to(p, export_to);
+    super::common::export_to(p, export_to);
     unsupported(p, "spec.tls".into(), tls);
     unsupported(p, "spec.tcp".into(), tcp);
     if http.is_empty() && !is_set(tls) && !is_set(tcp) {
