@@ -141,6 +141,7 @@ fn authz(c: &mut Criterion) {
             method: "GET",
             path: "/orders",
             headers: &headers,
+            end_user: None,
         };
         c.bench_function(&format!("authz/{case}"), |b| {
             b.iter(|| black_box(weft_proxy::security::authz::decide(&policies, black_box(&req))))

@@ -163,6 +163,7 @@ pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Reque
         method: &req.method,
         path,
         headers: &headers,
+        end_user: None,
     };
     match weft_proxy::security::authz::decide(&policies, &view) {
         weft_proxy::security::authz::Decision::Allow if policies.is_empty() => {

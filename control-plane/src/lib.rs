@@ -6,6 +6,7 @@ pub mod ca;
 pub mod explain;
 pub mod inject;
 pub mod istio;
+pub mod jwks;
 pub mod push;
 pub mod registry;
 pub mod rotation;

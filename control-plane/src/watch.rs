@@ -23,6 +23,9 @@ pub struct State {
     pub resources: Vec<Resource>,
     pub registry: Registry,
     pub revision: i64,
+    /// Generation of the fetched JWKS written into `resources` (see `jwks`): a
+    /// refreshed key set changes the configs at the same etcd revision.
+    pub keys: u64,
     /// When the first change in this state reached the control plane (convergence starts here).
     pub changed_at: Option<Instant>,
 }
@@ -40,7 +43,13 @@ impl Mirror {
         for (ns, svc, id, inst) in self.instances.values() {
             registry.insert(ns, svc, id, inst.clone());
         }
-        State { resources: self.policies.values().cloned().collect(), registry, revision: self.revision, changed_at }
+        State {
+            resources: self.policies.values().cloned().collect(),
+            registry,
+            revision: self.revision,
+            keys: 0,
+            changed_at,
+        }
     }
 
     fn load(store: &Store, resources: Vec<Resource>, registry: Registry, revision: i64) -> Self {

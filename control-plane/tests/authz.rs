@@ -188,6 +188,7 @@ fn conformance_table() {
             method: c.method,
             path: c.path,
             headers: &headers,
+            end_user: None,
         };
         let got = decide(&ps, &req);
         assert_eq!(got == Decision::Allow, c.allow, "{}: got {got:?}", c.what);
@@ -198,7 +199,15 @@ fn conformance_table() {
 fn denials_name_the_policy_and_rule() {
     let ps = policies("[{name: 'ns[production]-policy[block]', action: DENY, rules: [{to: [{methods: [PUT]}]}, {to: [{methods: [POST]}]}]}]");
     let h = HeaderMap::new();
-    let req =
-        Request { principal: Some(GW), source_ip: None, host: "h", port: 80, method: "POST", path: "/", headers: &h };
+    let req = Request {
+        principal: Some(GW),
+        source_ip: None,
+        host: "h",
+        port: 80,
+        method: "POST",
+        path: "/",
+        headers: &h,
+        end_user: None,
+    };
     assert_eq!(decide(&ps, &req), Decision::Deny("ns[production]-policy[block]-rule[1]".into()));
 }

@@ -134,9 +134,9 @@ fn authorization_policy_rules() {
         ("  action: CUSTOM\n", 7, "spec.action", "CUSTOM (external authorization) is not supported yet"),
         ("  action: MAYBE\n", 7, "spec.action", "\"MAYBE\" is not one of ALLOW, DENY, AUDIT, CUSTOM"),
         (
-            "  rules:\n  - from:\n    - source: {requestPrincipals: ['*']}\n",
+            "  rules:\n  - from:\n    - source: {remoteIpBlocks: ['10.0.0.0/8']}\n",
             9,
-            "spec.rules[0].from[0].source.requestPrincipals",
+            "spec.rules[0].from[0].source.remoteIpBlocks",
             "not supported yet",
         ),
         (
@@ -152,7 +152,7 @@ fn authorization_policy_rules() {
             "an empty source is not allowed",
         ),
         (
-            "  rules:\n  - when:\n    - key: request.auth.claims[iss]\n      values: [x]\n",
+            "  rules:\n  - when:\n    - key: connection.sni\n      values: [x]\n",
             9,
             "spec.rules[0].when[0].key",
             "not supported yet",

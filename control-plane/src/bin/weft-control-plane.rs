@@ -50,6 +50,10 @@ struct Args {
     /// NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
     #[arg(long, env = "WEFT_PATH_NORMALIZATION", default_value = "BASE")]
     path_normalization: weft_model::PathNormalization,
+    /// How often the key sets RequestAuthentications name by `jwksUri` are fetched
+    /// again (istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL: 20m).
+    #[arg(long, env = "WEFT_JWKS_REFRESH", default_value = "20m", value_parser = weft_model::duration::parse)]
+    jwks_refresh: std::time::Duration,
     /// This instance's id in `weftctl status`; default cp-<pid>.
     #[arg(long, env = "WEFT_ID")]
     id: Option<String>,
@@ -84,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         max_streams_per_identity: args.max_streams_per_identity,
         rotation_min_step: args.rotation_min_step,
         path_normalization: args.path_normalization,
+        jwks_refresh: args.jwks_refresh,
     };
     let _control_plane =
         weft_control_plane::push::start_with(store, id.clone(), listener, std::sync::Arc::new(ca), options)

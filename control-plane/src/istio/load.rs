@@ -145,6 +145,9 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
             typed(file, first_line, doc).map(|o| (o.metadata, Spec::PeerAuthentication(o.spec)))
         }
         Kind::Telemetry => typed(file, first_line, doc).map(|o| (o.metadata, Spec::Telemetry(o.spec))),
+        Kind::RequestAuthentication => {
+            typed(file, first_line, doc).map(|o| (o.metadata, Spec::RequestAuthentication(o.spec)))
+        }
     };
     let (metadata, spec) = parsed.map_err(|d| vec![d])?;
     let resource =

@@ -3,8 +3,8 @@
 
 use super::lines::LineIndex;
 use super::types::{
-    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, Sidecar, Telemetry, VirtualService,
-    WorkloadGroup,
+    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, RequestAuthentication, Sidecar, Telemetry,
+    VirtualService, WorkloadGroup,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -30,10 +30,11 @@ pub enum Kind {
     Sidecar,
     WorkloadGroup,
     Telemetry,
+    RequestAuthentication,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::AuthorizationPolicy,
@@ -41,6 +42,7 @@ impl Kind {
         Kind::Sidecar,
         Kind::WorkloadGroup,
         Kind::Telemetry,
+        Kind::RequestAuthentication,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::Sidecar => "Sidecar",
             Kind::WorkloadGroup => "WorkloadGroup",
             Kind::Telemetry => "Telemetry",
+            Kind::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -72,7 +75,7 @@ impl Kind {
             Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar | Kind::WorkloadGroup => {
                 &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
             }
-            Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
                 &["security.istio.io/v1", "security.istio.io/v1beta1"]
             }
             Kind::Telemetry => &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"],
@@ -98,6 +101,7 @@ pub enum Spec {
     Sidecar(Sidecar),
     WorkloadGroup(WorkloadGroup),
     Telemetry(Telemetry),
+    RequestAuthentication(RequestAuthentication),
 }
 
 /// Where a resource came from, for error messages.
@@ -137,6 +141,7 @@ impl Resource {
             Spec::Sidecar(s) => serde_json::to_value(s),
             Spec::WorkloadGroup(s) => serde_json::to_value(s),
             Spec::Telemetry(s) => serde_json::to_value(s),
+            Spec::RequestAuthentication(s) => serde_json::to_value(s),
         }
         .unwrap_or_default();
         let mut metadata = self.metadata.clone();

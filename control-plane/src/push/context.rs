@@ -71,7 +71,7 @@ type Translated = (Arc<weft_model::ProxyConfig>, Arc<[String]>);
 
 #[derive(Debug, Default)]
 pub struct Translations {
-    cache: std::sync::Mutex<(i64, std::collections::HashMap<String, Translated>)>,
+    cache: std::sync::Mutex<((i64, u64), std::collections::HashMap<String, Translated>)>,
 }
 
 impl Translations {
@@ -85,7 +85,7 @@ impl Translations {
         let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.0 == state.revision {
+            if cache.0 == (state.revision, state.keys) {
                 if let Some(c) = cache.1.get(&key) {
                     return c.clone();
                 }
@@ -99,8 +99,8 @@ impl Translations {
         }
         let translated: Translated = (Arc::new(translation.config), translation.warnings.into());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != state.revision {
-            *cache = (state.revision, Default::default());
+        if cache.0 != (state.revision, state.keys) {
+            *cache = ((state.revision, state.keys), Default::default());
         }
         // Label sets come from Hellos: bounded, so no caller grows the cache without end.
         if cache.1.len() >= 4096 {
@@ -132,6 +132,8 @@ pub struct Options {
     pub rotation_min_step: Duration,
     /// The mesh's path normalization (MeshConfig `pathNormalization`), pushed to every sidecar.
     pub path_normalization: weft_model::PathNormalization,
+    /// How often the key sets RequestAuthentications name by `jwksUri` are fetched again.
+    pub jwks_refresh: Duration,
 }
 
 impl Default for Options {
@@ -144,6 +146,7 @@ impl Default for Options {
             max_streams_per_identity: 256,
             rotation_min_step: Duration::from_secs(REGISTRY_LEASE_SECONDS as u64),
             path_normalization: Default::default(),
+            jwks_refresh: crate::jwks::REFRESH,
         }
     }
 }

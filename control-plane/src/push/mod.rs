@@ -59,7 +59,7 @@ pub async fn start_with(
     let tls = own_tls(&ca, &options.trust_domain).map_err(corrupt)?;
     let ca_own_root = format!("{}\n{}", ca.own_root(), published.0.roots);
     let (trust_tx, trust) = watch::channel(Arc::new(published));
-    let state = crate::watch::follow(store.clone()).await?;
+    let state = crate::jwks::resolve(crate::watch::follow(store.clone()).await?, options.jwks_refresh).await;
     let lease = store.client().lease_client().grant(15, None).await?.id();
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
     let metrics = Metrics::new()

@@ -14,7 +14,7 @@ mod sidecar;
 mod telemetry;
 mod virtual_service;
 
-pub use security::{authorization, peer_authentication};
+pub use security::{authorization, peer_authentication, request_authentication};
 pub use sidecar::outbound_traffic_policy;
 pub use telemetry::access_log;
 
@@ -76,6 +76,7 @@ pub fn translate_in(
             inbound: model::Inbound {
                 mtls: peer_authentication(resources, workload),
                 authz: authorization(resources, workload),
+                jwt: request_authentication(resources, workload, &mut t.warnings),
                 ..Default::default()
             },
             outbound_traffic_policy: outbound_traffic_policy(resources, workload, &mut t.warnings),

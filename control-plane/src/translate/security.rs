@@ -1,10 +1,11 @@
-//! PeerAuthentication → the inbound mTLS mode; AuthorizationPolicy → the
-//! policies the workload's sidecar enforces.
+//! PeerAuthentication → the inbound mTLS mode; RequestAuthentication → the
+//! JWT issuers it accepts; AuthorizationPolicy → the policies its sidecar enforces.
 
 use super::common::{by_precedence, ROOT_NAMESPACE};
 use crate::istio::types::{
     Action, AuthorizationPolicy, AuthzCondition, AuthzFrom, AuthzOperation, AuthzRule, AuthzSource, AuthzTo,
-    ConditionKey, MtlsMode, PeerAuthentication, PeerMtls, WorkloadSelector,
+    ClaimToHeader, ConditionKey, JwtHeader, JwtRule, MtlsMode, PeerAuthentication, PeerMtls, RequestAuthentication,
+    WorkloadSelector,
 };
 use crate::istio::Spec;
 use weft_model as model;
@@ -37,6 +38,92 @@ pub fn peer_authentication(resources: &[crate::istio::Resource], workload: &mode
     mode.unwrap_or(model::MtlsMode::Permissive)
 }
 
+/// Whether a namespaced, optionally selecting policy applies to `workload`: one of
+/// its namespace whose selector matches (or that has none), or one of the root namespace.
+fn applies(r: &crate::istio::Resource, selector: Option<&WorkloadSelector>, workload: &model::Workload) -> bool {
+    let ns_ok = r.namespace() == workload.namespace || r.namespace() == ROOT_NAMESPACE;
+    ns_ok
+        && selector.is_none_or(|WorkloadSelector { match_labels }| {
+            match_labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+        })
+}
+
+/// The JWT rules of every RequestAuthentication that applies to `workload` (Istio
+/// merges them all), ordered by policy name. A `jwksUri` whose key set the control
+/// plane has not fetched gives a rule without keys: its tokens are refused.
+pub fn request_authentication(
+    resources: &[crate::istio::Resource],
+    workload: &model::Workload,
+    warnings: &mut Vec<String>,
+) -> Vec<model::jwt::JwtRule> {
+    let mut policies: Vec<(&crate::istio::Resource, &RequestAuthentication)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::RequestAuthentication(ra) if applies(r, ra.selector.as_ref(), workload) => Some((r, ra)),
+            _ => None,
+        })
+        .collect();
+    policies.sort_by_key(|(r, _)| (r.namespace().to_string(), r.name().to_string()));
+    let mut out = Vec::new();
+    for (r, ra) in policies {
+        // `targetRef(s)` are refused by validation.
+        let RequestAuthentication { selector: _, target_ref: _, target_refs: _, jwt_rules } = ra;
+        for rule in jwt_rules {
+            let JwtRule {
+                issuer,
+                audiences,
+                jwks_uri,
+                jwks,
+                from_headers,
+                from_params,
+                // Refused by validation.
+                from_cookies: _,
+                output_payload_to_header,
+                forward_original_token,
+                output_claim_to_headers,
+                // Used by the control plane's fetch (`jwks`).
+                timeout: _,
+                space_delimited_claims: _,
+            } = rule;
+            let jwks = match (jwks, jwks_uri) {
+                (Some(jwks), _) => jwks.clone(),
+                (None, uri) => {
+                    warnings.push(format!(
+                        "RequestAuthentication {}/{}: issuer {issuer:?} has no key set yet ({}); until it has, its tokens are refused (401)",
+                        r.namespace(),
+                        r.name(),
+                        uri.as_deref().map_or("no jwksUri".to_string(), |u| format!("the control plane fetches {u}")),
+                    ));
+                    String::new()
+                }
+            };
+            out.push(model::jwt::JwtRule {
+                issuer: issuer.clone(),
+                audiences: audiences.clone(),
+                jwks,
+                from_headers: from_headers
+                    .iter()
+                    .map(|JwtHeader { name, prefix }| model::jwt::JwtHeader {
+                        name: name.to_ascii_lowercase(),
+                        prefix: prefix.clone(),
+                    })
+                    .collect(),
+                from_params: from_params.clone(),
+                forward_original_token: *forward_original_token,
+                output_payload_to_header: output_payload_to_header.as_ref().map(|h| h.to_ascii_lowercase()),
+                output_claim_to_headers: output_claim_to_headers
+                    .iter()
+                    .map(|ClaimToHeader { header, claim }| model::jwt::ClaimToHeader {
+                        header: header.to_ascii_lowercase(),
+                        claim: claim.clone(),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
 /// The AuthorizationPolicies that apply to `workload`: those of its namespace
 /// whose selector matches (or that have none), and those of the root namespace
 /// (mesh-wide without a selector, any namespace with one).
@@ -50,11 +137,7 @@ pub fn authorization(
         let Spec::AuthorizationPolicy(ap) = &r.spec else { continue };
         // `targetRef(s)`, `provider` and CUSTOM are refused by validation.
         let AuthorizationPolicy { selector, target_ref: _, target_refs: _, action, provider: _, rules } = ap;
-        let ns_ok = r.namespace() == workload.namespace || r.namespace() == ROOT_NAMESPACE;
-        let selected = selector.as_ref().is_none_or(|WorkloadSelector { match_labels }| {
-            match_labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
-        });
-        if !ns_ok || !selected {
+        if !applies(r, selector.as_ref(), workload) {
             continue;
         }
         let action = match action {
@@ -148,9 +231,9 @@ fn source(s: &AuthzSource) -> Matchers {
         not_namespaces,
         ip_blocks,
         not_ip_blocks,
-        // Refused by validation (JWT and remote addresses come with issue 19):
-        request_principals: _,
-        not_request_principals: _,
+        request_principals,
+        not_request_principals,
+        // Refused by validation (remote addresses come with the ingress gateway):
         remote_ip_blocks: _,
         not_remote_ip_blocks: _,
         service_accounts: _,
@@ -178,6 +261,9 @@ fn source(s: &AuthzSource) -> Matchers {
         || parsed(ip_blocks, not_ip_blocks, az::Cidr::parse),
         az::Matcher::SourceIp,
     )?;
+    let (yes, no) =
+        (request_principals.as_deref().unwrap_or_default(), not_request_principals.as_deref().unwrap_or_default());
+    push(&mut out, yes, no, || Ok(patterns(yes, no, pattern)), az::Matcher::RequestPrincipal)?;
     nonempty(out, "source")
 }
 
@@ -204,6 +290,13 @@ fn condition(c: &AuthzCondition) -> Result<az::Matcher, String> {
             let header = |v: &str| if v == "*" { az::Pattern::Any } else { pattern(v) };
             let az::Values { any_of, none_of } = patterns(values, not_values, header);
             az::Matcher::Header(az::HeaderValues { name: name.to_ascii_lowercase(), any_of, none_of })
+        }
+        ConditionKey::RequestPrincipal => az::Matcher::RequestPrincipal(patterns(values, not_values, pattern)),
+        ConditionKey::RequestAudiences => az::Matcher::RequestAudience(patterns(values, not_values, pattern)),
+        ConditionKey::RequestPresenter => az::Matcher::RequestPresenter(patterns(values, not_values, pattern)),
+        ConditionKey::RequestClaim(path) => {
+            let az::Values { any_of, none_of } = patterns(values, not_values, pattern);
+            az::Matcher::RequestClaim(az::ClaimValues { claim: path.clone(), any_of, none_of })
         }
         ConditionKey::Other(key) => return Err(format!("condition key {key:?} is not supported")),
     })

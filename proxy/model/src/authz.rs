@@ -80,6 +80,27 @@ pub enum Matcher {
     Path(Values<Pattern>),
     /// A request header.
     Header(HeaderValues),
+    /// The end user's JWT principal, `iss/sub` (absent without a verified token).
+    RequestPrincipal(Values<Pattern>),
+    /// The verified token's audiences (`aud`): some of them must match.
+    RequestAudience(Values<Pattern>),
+    /// The verified token's authorized presenter (`azp`).
+    RequestPresenter(Values<Pattern>),
+    /// A claim of the verified token, by path (`request.auth.claims[a][b]` is `[a, b]`);
+    /// a list claim matches when one of its strings does.
+    RequestClaim(ClaimValues),
+}
+
+/// [`Values`] of one JWT claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimValues {
+    /// The claim's path: one name per nesting level.
+    pub claim: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub any_of: Vec<Pattern>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub none_of: Vec<Pattern>,
 }
 
 /// [`Values`] of one request header.
@@ -252,7 +273,16 @@ pub fn check(m: &Matcher) -> Result<(), String> {
             }
             Ok(())
         }
-        Matcher::Namespace(v) | Matcher::Method(v) | Matcher::Path(v) => patterns(&v.any_of, &v.none_of),
+        Matcher::Namespace(v)
+        | Matcher::Method(v)
+        | Matcher::Path(v)
+        | Matcher::RequestPrincipal(v)
+        | Matcher::RequestAudience(v)
+        | Matcher::RequestPresenter(v) => patterns(&v.any_of, &v.none_of),
+        Matcher::RequestClaim(c) if c.claim.is_empty() || c.claim.iter().any(String::is_empty) => {
+            Err("request.auth.claims: needs a claim name".into())
+        }
+        Matcher::RequestClaim(c) => patterns(&c.any_of, &c.none_of),
         Matcher::SourceIp(v) if v.any_of.is_empty() && v.none_of.is_empty() => {
             Err("source.ip: needs anyOf or noneOf".into())
         }
@@ -281,6 +311,12 @@ impl Matcher {
             Matcher::Method(_) => "request.method".into(),
             Matcher::Path(_) => "request.path".into(),
             Matcher::Header(h) => format!("request.headers[{}]", h.name),
+            Matcher::RequestPrincipal(_) => "request.auth.principal".into(),
+            Matcher::RequestAudience(_) => "request.auth.audiences".into(),
+            Matcher::RequestPresenter(_) => "request.auth.presenter".into(),
+            Matcher::RequestClaim(c) => {
+                format!("request.auth.claims{}", c.claim.iter().map(|n| format!("[{n}]")).collect::<String>())
+            }
         }
     }
 
@@ -291,8 +327,12 @@ impl Matcher {
             | Matcher::Namespace(v)
             | Matcher::Host(v)
             | Matcher::Method(v)
-            | Matcher::Path(v) => (join(&v.any_of), join(&v.none_of)),
+            | Matcher::Path(v)
+            | Matcher::RequestPrincipal(v)
+            | Matcher::RequestAudience(v)
+            | Matcher::RequestPresenter(v) => (join(&v.any_of), join(&v.none_of)),
             Matcher::Header(h) => (join(&h.any_of), join(&h.none_of)),
+            Matcher::RequestClaim(c) => (join(&c.any_of), join(&c.none_of)),
             Matcher::SourceIp(v) => (join(&v.any_of), join(&v.none_of)),
             Matcher::Port(v) => (join(&v.any_of), join(&v.none_of)),
         }

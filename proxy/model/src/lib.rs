@@ -16,6 +16,7 @@
 
 pub mod authz;
 pub mod duration;
+pub mod jwt;
 pub mod stream;
 mod validate;
 
@@ -620,6 +621,10 @@ pub struct Inbound {
     /// DENY, then ALLOW if any ALLOW policy exists).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authz: Vec<authz::AuthzPolicy>,
+    /// End-user authentication (Istio's RequestAuthentication): the issuers whose
+    /// JWTs are verified; an invalid token is refused with 401.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt: Vec<jwt::JwtRule>,
 }
 
 impl ProxyConfig {

@@ -101,6 +101,9 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
             }
         }
     }
+    for (i, rule) in inbound.jwt.iter().enumerate() {
+        jwt_rule(&Path::root("inbound").field("jwt").index(i), rule)?;
+    }
     if let Some(app) = &inbound.app {
         socket_addr(&Path::root("inbound").field("app"), app)?;
     }
@@ -320,6 +323,44 @@ fn header_ops(p: &Path, ops: &HeaderOps) -> Result {
     }
     for (i, name) in ops.remove.iter().enumerate() {
         header_name(&p.field("remove").index(i), name)?;
+    }
+    Ok(())
+}
+
+fn jwt_rule(p: &Path, rule: &crate::jwt::JwtRule) -> Result {
+    if rule.issuer.is_empty() {
+        return p.field("issuer").err("must not be empty");
+    }
+    if !rule.jwks.is_empty() {
+        let keys = serde_json::from_str::<serde_json::Value>(&rule.jwks).ok();
+        if !keys.as_ref().and_then(|k| k.get("keys")).is_some_and(serde_json::Value::is_array) {
+            return p.field("jwks").err("is not a JSON Web Key Set ({\"keys\": [...]})");
+        }
+    }
+    for (i, h) in rule.from_headers.iter().enumerate() {
+        header_name(&p.field("fromHeaders").index(i).field("name"), &h.name)?;
+    }
+    for (i, param) in rule.from_params.iter().enumerate() {
+        if param.is_empty() {
+            return p.field("fromParams").index(i).err("must not be empty");
+        }
+    }
+    let output = |p: &Path, h: &str| -> Result {
+        header_name(p, h)?;
+        if crate::jwt::RESERVED_OUTPUT_HEADERS.contains(&h) {
+            return p.err(format!("{h:?} is reserved; a claim cannot set it"));
+        }
+        Ok(())
+    };
+    if let Some(h) = &rule.output_payload_to_header {
+        output(&p.field("outputPayloadToHeader"), h)?;
+    }
+    for (i, c) in rule.output_claim_to_headers.iter().enumerate() {
+        let at = p.field("outputClaimToHeaders").index(i);
+        output(&at.field("header"), &c.header)?;
+        if c.claim.is_empty() {
+            return at.field("claim").err("must not be empty");
+        }
     }
     Ok(())
 }

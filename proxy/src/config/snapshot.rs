@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub inbound: Option<Cluster>,
     /// Authorization policies for inbound requests, compiled.
     pub authz: Vec<crate::security::authz::Policy>,
+    /// End-user JWT verification for inbound requests, compiled.
+    pub jwt: crate::security::jwt::Authenticator,
     /// This workload's own service host (its `app` label, Istio's canonical service): the
     /// inbound `destination_service`, never the caller's Host. Made once per config.
     pub own_service: Arc<str>,
@@ -149,12 +151,14 @@ impl Snapshot {
             limits,
         });
         let authz = config.inbound.authz.iter().map(crate::security::authz::Policy::compile).collect();
+        let jwt = crate::security::jwt::Authenticator::compile(&config.inbound.jwt)
+            .map_err(|(path, message)| ValidationError { path, message })?;
         let own_service: Arc<str> = match config.workload.labels.get("app") {
             Some(app) => format!("{app}.{}.svc.cluster.local", config.workload.namespace).into(),
             None => "unknown".into(),
         };
         let retired = Default::default();
-        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound, authz, own_service, retired })
+        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound, authz, jwt, own_service, retired })
     }
 
     /// The service a `Host`/`:authority` names, port and case ignored.

@@ -36,6 +36,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }
+    // End-user authentication comes before authorization (Envoy's filter order).
+    let end_user = match snap.jwt.authenticate(&mut parts) {
+        Ok(user) => user,
+        Err(refused) => return record.reply(&ProxyError::Unauthenticated(refused), Default::default()),
+    };
     if !snap.authz.is_empty() {
         // `::ffff:a.b.c.d` (a dual-stack listener) is the IPv4 address it carries.
         let remote = conn.remote.map(|r| r.ip().to_canonical());
@@ -54,6 +59,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
             method: parts.method.as_str(),
             path: &path,
             headers: &parts.headers,
+            end_user: end_user.as_ref(),
         };
         if let crate::security::authz::Decision::Deny(why) = crate::security::authz::decide(&snap.authz, &req) {
             shared.metrics.authz_denied.with_label_values(&[&why]).inc();

@@ -126,6 +126,8 @@ pub enum ProxyError {
     UpgradeRequired,
     #[error("denied by {0}")]
     Denied(String),
+    #[error("end-user authentication: {0}")]
+    Unauthenticated(crate::security::jwt::Refused),
     #[error("{host} is not in the mesh and outboundTrafficPolicy is REGISTRY_ONLY (BlackHoleCluster)")]
     BlackHole { host: String },
     #[error("passthrough to {dst}: {error}")]
@@ -161,6 +163,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request", Flags::NONE),
             ProxyError::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "", Flags::NONE),
             ProxyError::Denied(_) => (StatusCode::FORBIDDEN, "RBAC: access denied", Flags::NONE),
+            ProxyError::Unauthenticated(why) => (StatusCode::UNAUTHORIZED, why.text(), Flags::NONE),
             ProxyError::BlackHole { .. } => (StatusCode::BAD_GATEWAY, "", Flags::NR),
             ProxyError::Passthrough { .. } => (StatusCode::SERVICE_UNAVAILABLE, "connection failure", Flags::UF),
         }
@@ -182,6 +185,9 @@ pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if flags.contains(Flags::UO) {
         headers.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
+    if let ProxyError::Unauthenticated(_) = err {
+        headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
     }
     if let Ok(v) = HeaderValue::from_str(&err.to_string()) {
         headers.insert(ERROR_HEADER, v);

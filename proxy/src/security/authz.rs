@@ -23,6 +23,8 @@ pub struct Request<'a> {
     /// Path without the query.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    /// The end user of a verified JWT, if the request carried one.
+    pub end_user: Option<&'a crate::security::jwt::EndUser>,
 }
 
 impl Request<'_> {
@@ -44,6 +46,8 @@ impl Request<'_> {
 enum Matcher {
     Attribute(model::Matcher),
     Header(http::HeaderName, Values<Pattern>),
+    /// A JWT claim by path.
+    Claim(Vec<String>, Values<Pattern>),
     /// A header name that cannot be looked up (refused by config validation); its policy
     /// fails closed when compiled.
     Never,
@@ -53,6 +57,12 @@ fn text(v: &Values<Pattern>, value: Option<&str>) -> bool {
     v.admit(value, |p, s| p.matches(s))
 }
 
+/// A list attribute (audiences, a list claim): some value must match `anyOf`, none `noneOf`.
+fn list(v: &Values<Pattern>, values: &[&str]) -> bool {
+    let yes = v.any_of.is_empty() || values.iter().any(|s| v.any_of.iter().any(|p| p.matches(s)));
+    yes && !values.iter().any(|s| v.none_of.iter().any(|p| p.matches(s)))
+}
+
 impl Matcher {
     fn compile(m: &model::Matcher) -> Self {
         match m {
@@ -60,6 +70,9 @@ impl Matcher {
                 Ok(name) => Matcher::Header(name, Values { any_of: h.any_of.clone(), none_of: h.none_of.clone() }),
                 Err(_) => Matcher::Never,
             },
+            model::Matcher::RequestClaim(c) => {
+                Matcher::Claim(c.claim.clone(), Values { any_of: c.any_of.clone(), none_of: c.none_of.clone() })
+            }
             other => Matcher::Attribute(other.clone()),
         }
     }
@@ -75,8 +88,16 @@ impl Matcher {
             Matcher::Attribute(M::Method(v)) => text(v, Some(req.method)),
             Matcher::Attribute(M::Path(v)) => text(v, Some(req.path)),
             Matcher::Header(name, v) => text(v, crate::http::headers::header_value(req.headers, name).as_deref()),
-            // Compiled into `Header` or `Never`.
-            Matcher::Attribute(M::Header(_)) | Matcher::Never => false,
+            Matcher::Attribute(M::RequestPrincipal(v)) => text(v, req.end_user.map(|u| u.principal.as_str())),
+            Matcher::Attribute(M::RequestPresenter(v)) => text(v, req.end_user.and_then(|u| u.presenter.as_deref())),
+            Matcher::Attribute(M::RequestAudience(v)) => {
+                let audiences: Vec<&str> =
+                    req.end_user.map_or(Vec::new(), |u| u.audiences.iter().map(String::as_str).collect());
+                list(v, &audiences)
+            }
+            Matcher::Claim(path, v) => list(v, &req.end_user.map_or(Vec::new(), |u| u.claim(path))),
+            // Compiled into `Header`, `Claim` or `Never`.
+            Matcher::Attribute(M::Header(_)) | Matcher::Attribute(M::RequestClaim(_)) | Matcher::Never => false,
         }
     }
 }
@@ -197,6 +218,7 @@ mod tests {
             method,
             path,
             headers,
+            end_user: None,
         }
     }
 

@@ -63,10 +63,11 @@ pub struct AuthzSource {
     pub ip_blocks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ip_blocks: Vec<String>,
+    /// End-user JWT principals (`iss/sub`); need a RequestAuthentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_principals: Unsupported,
+    pub request_principals: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_request_principals: Unsupported,
+    pub not_request_principals: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_ip_blocks: Unsupported,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +125,12 @@ pub enum ConditionKey {
     DestinationPort,
     /// `request.headers[NAME]`, the name as written.
     RequestHeader(String),
+    /// `request.auth.principal`, `request.auth.audiences`, `request.auth.presenter`.
+    RequestPrincipal,
+    RequestAudiences,
+    RequestPresenter,
+    /// `request.auth.claims[a][b]`: the path, one name per level.
+    RequestClaim(Vec<String>),
     Other(String),
 }
 
@@ -134,10 +141,20 @@ impl ConditionKey {
             "source.namespace" => ConditionKey::SourceNamespace,
             "source.ip" => ConditionKey::SourceIp,
             "destination.port" => ConditionKey::DestinationPort,
-            _ => match key.strip_prefix("request.headers[").and_then(|k| k.strip_suffix(']')) {
-                Some(name) => ConditionKey::RequestHeader(name.to_string()),
-                None => ConditionKey::Other(key.to_string()),
-            },
+            "request.auth.principal" => ConditionKey::RequestPrincipal,
+            "request.auth.audiences" => ConditionKey::RequestAudiences,
+            "request.auth.presenter" => ConditionKey::RequestPresenter,
+            _ => {
+                if let Some(name) = key.strip_prefix("request.headers[").and_then(|k| k.strip_suffix(']')) {
+                    return ConditionKey::RequestHeader(name.to_string());
+                }
+                match key.strip_prefix("request.auth.claims[").and_then(|k| k.strip_suffix(']')) {
+                    Some(path) if !path.is_empty() => {
+                        ConditionKey::RequestClaim(path.split("][").map(String::from).collect())
+                    }
+                    _ => ConditionKey::Other(key.to_string()),
+                }
+            }
         }
     }
 }
@@ -150,6 +167,13 @@ impl std::fmt::Display for ConditionKey {
             ConditionKey::SourceIp => f.write_str("source.ip"),
             ConditionKey::DestinationPort => f.write_str("destination.port"),
             ConditionKey::RequestHeader(name) => write!(f, "request.headers[{name}]"),
+            ConditionKey::RequestPrincipal => f.write_str("request.auth.principal"),
+            ConditionKey::RequestAudiences => f.write_str("request.auth.audiences"),
+            ConditionKey::RequestPresenter => f.write_str("request.auth.presenter"),
+            ConditionKey::RequestClaim(path) => {
+                write!(f, "request.auth.claims")?;
+                path.iter().try_for_each(|n| write!(f, "[{n}]"))
+            }
             ConditionKey::Other(key) => f.write_str(key),
         }
     }

@@ -33,8 +33,6 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
             let s = &f.source;
             let sp = format!("{at}.from[{j}].source");
             for (field, v) in [
-                ("requestPrincipals", &s.request_principals),
-                ("notRequestPrincipals", &s.not_request_principals),
                 ("remoteIpBlocks", &s.remote_ip_blocks),
                 ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
                 ("serviceAccounts", &s.service_accounts),
@@ -50,16 +48,12 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
                 [&s.principals, &s.not_principals, &s.namespaces, &s.not_namespaces, &s.ip_blocks, &s.not_ip_blocks]
                     .iter()
                     .any(|v| !v.is_empty())
-                    || [
-                        &s.request_principals,
-                        &s.not_request_principals,
-                        &s.remote_ip_blocks,
-                        &s.not_remote_ip_blocks,
-                        &s.service_accounts,
-                        &s.not_service_accounts,
-                    ]
-                    .into_iter()
-                    .any(is_set);
+                    || [&s.request_principals, &s.not_request_principals]
+                        .iter()
+                        .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()))
+                    || [&s.remote_ip_blocks, &s.not_remote_ip_blocks, &s.service_accounts, &s.not_service_accounts]
+                        .into_iter()
+                        .any(is_set);
             if !named {
                 p.push((sp.clone(), "an empty source is not allowed".into()));
             }
@@ -70,6 +64,11 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
                 ("notNamespaces", &s.not_namespaces),
             ] {
                 no_empty_values(p, &format!("{sp}.{field}"), v);
+            }
+            for (field, v) in
+                [("requestPrincipals", &s.request_principals), ("notRequestPrincipals", &s.not_request_principals)]
+            {
+                no_empty_values(p, &format!("{sp}.{field}"), v.as_deref().unwrap_or_default());
             }
         }
         for (j, t) in rule.to.iter().flatten().enumerate() {
@@ -106,7 +105,15 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
         for (j, c) in rule.when.iter().flatten().enumerate() {
             let values = [("values", &c.values), ("notValues", &c.not_values)];
             match &c.key {
-                ConditionKey::SourcePrincipal | ConditionKey::SourceNamespace => {}
+                ConditionKey::SourcePrincipal
+                | ConditionKey::SourceNamespace
+                | ConditionKey::RequestPrincipal
+                | ConditionKey::RequestAudiences
+                | ConditionKey::RequestPresenter => {}
+                ConditionKey::RequestClaim(path) if path.iter().all(|n| !n.is_empty()) => {}
+                ConditionKey::RequestClaim(_) => {
+                    p.push((format!("{at}.when[{j}].key"), "a claim name must not be empty".into()));
+                }
                 ConditionKey::SourceIp => {
                     for (field, v) in values {
                         cidrs(p, &format!("{at}.when[{j}].{field}"), v);
@@ -124,7 +131,7 @@ pub(super) fn check(ap: &AuthorizationPolicy, r: &Resource, p: &mut Problems) {
                 )),
                 ConditionKey::Other(key) => p.push((
                     format!("{at}.when[{j}].key"),
-                    format!("{key:?} is {NOT_YET} (request.headers[..], source.principal, source.namespace, source.ip, destination.port are)"),
+                    format!("{key:?} is {NOT_YET} (request.headers[..], request.auth.*, source.principal, source.namespace, source.ip, destination.port are)"),
                 )),
             }
             if c.values.is_empty() && c.not_values.is_empty() {

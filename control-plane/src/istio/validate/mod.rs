@@ -6,6 +6,7 @@
 mod authorization_policy;
 mod common;
 mod destination_rule;
+mod request_authentication;
 mod sidecar;
 mod telemetry;
 mod virtual_service;
@@ -44,6 +45,7 @@ pub fn resource(r: &Resource) -> Problems {
         Spec::Sidecar(sc) => sidecar::sidecar(sc, r, &mut p),
         Spec::WorkloadGroup(wg) => sidecar::workload_group(wg, &mut p),
         Spec::Telemetry(t) => telemetry::check(t, r, &mut p),
+        Spec::RequestAuthentication(ra) => request_authentication::check(ra, r, &mut p),
     }
     p
 }

@@ -1,0 +1,243 @@
+//! The JSON Web Key Sets that RequestAuthentications name by `jwksUri`:
+//! fetched by the control plane (as istiod does), checked, cached, refreshed
+//! every [`REFRESH`], and put inline into the state translation reads, so a
+//! sidecar never fetches anything and translation stays pure.
+//!
+//! A set that cannot be fetched or is not a key set leaves the rule without
+//! keys: the sidecar then refuses every token of that issuer (401) and lets
+//! requests without a token through to authorization — Istio's behaviour, fail
+//! closed for tokens. The body of a response that is not a key set is never
+//! stored, logged or pushed: a `jwksUri` pointing at an internal endpoint
+//! reveals nothing but "not a key set".
+
+use crate::istio::Spec;
+use crate::watch::State;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// istiod's `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`.
+pub const REFRESH: Duration = Duration::from_secs(20 * 60);
+/// Istio's default `jwtRules[].timeout`.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest key set read.
+pub const MAX_BYTES: usize = 256 * 1024;
+
+/// Checks an inline key set as the sidecar will read it.
+pub fn check(jwks: &str) -> Result<(), String> {
+    match weft_proxy::security::jwt::usable_keys(jwks)? {
+        0 => Err("the key set has no signing key".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a `jwksUri`: an absolute `http` or `https` URL.
+pub fn check_uri(uri: &str) -> Result<(), String> {
+    let parsed: http::Uri = uri.parse().map_err(|_| format!("{uri:?} is not a URL"))?;
+    match (parsed.scheme_str(), parsed.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
+        _ => Err(format!("{uri:?} is not an http:// or https:// URL")),
+    }
+}
+
+/// Every `jwksUri` named by a rule without an inline `jwks`, with its fetch timeout.
+fn wanted(resources: &[crate::istio::Resource]) -> BTreeMap<String, Duration> {
+    let mut out = BTreeMap::new();
+    for r in resources {
+        let Spec::RequestAuthentication(ra) = &r.spec else { continue };
+        for rule in &ra.jwt_rules {
+            if let (None, Some(uri)) = (&rule.jwks, &rule.jwks_uri) {
+                out.insert(uri.clone(), rule.timeout.map_or(FETCH_TIMEOUT, |t| t.get()));
+            }
+        }
+    }
+    out
+}
+
+/// `state` with every fetched key set written inline.
+fn resolved(state: &State, keys: &BTreeMap<String, Fetched>, generation: u64) -> State {
+    let mut resources = state.resources.clone();
+    for r in &mut resources {
+        let Spec::RequestAuthentication(ra) = &mut r.spec else { continue };
+        for rule in &mut ra.jwt_rules {
+            if rule.jwks.is_none() {
+                if let Some(Fetched { jwks: Some(jwks), .. }) = rule.jwks_uri.as_ref().and_then(|u| keys.get(u)) {
+                    rule.jwks = Some(jwks.clone());
+                }
+            }
+        }
+    }
+    State {
+        resources,
+        registry: state.registry.clone(),
+        revision: state.revision,
+        keys: generation,
+        changed_at: state.changed_at,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Fetched {
+    /// `None`: the last fetch failed and none before it succeeded.
+    jwks: Option<String>,
+    at: Instant,
+}
+
+/// The key sets `resources` name: new ones fetched, known ones fetched again once
+/// `refresh` has passed (a failed one sooner). Returns whether any set changed.
+async fn refresh_keys(
+    keys: &mut BTreeMap<String, Fetched>,
+    resources: &[crate::istio::Resource],
+    refresh: Duration,
+) -> bool {
+    let wanted = wanted(resources);
+    keys.retain(|uri, _| wanted.contains_key(uri));
+    let mut changed = false;
+    for (uri, timeout) in &wanted {
+        let due = keys
+            .get(uri)
+            .is_none_or(|f| f.at.elapsed() >= refresh || (f.jwks.is_none() && f.at.elapsed() >= refresh / 8));
+        if !due {
+            continue;
+        }
+        let jwks = match fetch(uri, *timeout).await {
+            Ok(jwks) => Some(jwks),
+            Err(why) => {
+                tracing::warn!(jwks_uri = %uri, "JWKS fetch failed: {why}; keeping the last good key set, if any");
+                // A refresh that fails keeps the keys it had (as istiod does).
+                keys.get(uri).and_then(|f| f.jwks.clone())
+            }
+        };
+        let before = keys.insert(uri.clone(), Fetched { jwks: jwks.clone(), at: Instant::now() });
+        changed |= before.is_none_or(|b| b.jwks != jwks);
+    }
+    changed
+}
+
+/// Follows `states` and publishes each with its key sets inline: a new URI is
+/// fetched before the state that names it is published (the first state too,
+/// before this returns); known ones are refreshed every `refresh` and a changed
+/// set is published at once.
+pub async fn resolve(mut states: watch::Receiver<Arc<State>>, refresh: Duration) -> watch::Receiver<Arc<State>> {
+    let mut current = states.borrow_and_update().clone();
+    let mut keys: BTreeMap<String, Fetched> = BTreeMap::new();
+    let mut generation = u64::from(refresh_keys(&mut keys, &current.resources, refresh).await);
+    let (tx, rx) = watch::channel(Arc::new(resolved(&current, &keys, generation)));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(refresh.clamp(Duration::from_millis(50), Duration::from_secs(60)));
+        loop {
+            let moved = tokio::select! {
+                moved = states.changed() => {
+                    if moved.is_err() {
+                        return;
+                    }
+                    current = states.borrow_and_update().clone();
+                    true
+                }
+                _ = tick.tick() => false,
+            };
+            if refresh_keys(&mut keys, &current.resources, refresh).await {
+                generation += 1;
+            } else if !moved {
+                continue;
+            }
+            if tx.send(Arc::new(resolved(&current, &keys, generation))).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Fetches and checks one key set.
+async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
+    let body = tokio::time::timeout(timeout, get(uri)).await.map_err(|_| format!("no answer in {timeout:?}"))??;
+    let text = String::from_utf8(body).map_err(|_| "not a key set (not UTF-8)".to_string())?;
+    // Only a valid set is kept; the reason never quotes the body.
+    check(&text).map_err(|_| "not a JSON Web Key Set with a signing key".to_string())?;
+    Ok(text)
+}
+
+/// One HTTP/1.1 GET (TLS for `https`, checked against the system's roots).
+async fn get(uri: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let parsed: http::Uri = uri.parse().map_err(|_| "not a URL".to_string())?;
+    let host = parsed.host().ok_or("no host")?.trim_matches(['[', ']']).to_string();
+    let tls = parsed.scheme_str() == Some("https");
+    let port = parsed.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+    let path = parsed.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let req = http::Request::get(path)
+        .header(http::header::HOST, parsed.authority().map_or(host.as_str(), |a| a.as_str()))
+        .header(http::header::ACCEPT, "application/json")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = if tls {
+        let stream = tls_connect(&host, tcp).await?;
+        send(hyper_util::rt::TokioIo::new(stream), req).await?
+    } else {
+        send(hyper_util::rt::TokioIo::new(tcp), req).await?
+    };
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let limited = http_body_util::Limited::new(resp.into_body(), MAX_BYTES);
+    let body = limited.collect().await.map_err(|e| format!("reading the body: {e}"))?;
+    Ok(body.to_bytes().to_vec())
+}
+
+async fn send<T>(
+    io: T,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// Debian's bundle of public roots (package ca-certificates).
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+async fn tls_connect(
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(SYSTEM_ROOTS)
+        .map_err(|e| format!("reading {SYSTEM_ROOTS}: {e}"))?;
+    for cert in certs.flatten() {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(weft_proxy::security::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_are_http_or_https() {
+        assert!(check_uri("https://auth.example/.well-known/jwks.json").is_ok());
+        assert!(check_uri("http://127.0.0.1:8080/jwks").is_ok());
+        assert!(check_uri("file:///etc/passwd").is_err());
+        assert!(check_uri("/jwks").is_err());
+    }
+
+    #[test]
+    fn symmetric_or_empty_sets_are_refused() {
+        assert!(check(r#"{"keys":[]}"#).is_err());
+        assert!(check(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#).is_err());
+        assert!(check("not json").is_err());
+    }
+}
