@@ -11,7 +11,9 @@
 //! loader and validation), `inject` (injection: never panics, injecting again
 //! changes nothing), `http` (crafted request heads to a running sidecar's
 //! outbound and inbound listeners: an answer or a close, never a panic, and
-//! the sidecar still answers a plain request afterwards).
+//! the sidecar still answers a plain request afterwards), `jwt` (end-user
+//! tokens mutated from well-formed ones: never a panic, never accepted — any
+//! token accepted without the issuer's private key would be a forgery).
 //!
 //! `weft-fuzz --seconds 60 [--target NAME]...`; exits non-zero on the first
 //! failure, after writing the input to `target/fuzz/crashes/`.
@@ -37,7 +39,7 @@ struct Args {
     seed: Option<u64>,
 }
 
-const TARGETS: [&str; 6] = ["path", "lines", "istio", "proxy-config", "inject", "http"];
+const TARGETS: [&str; 7] = ["path", "lines", "istio", "proxy-config", "inject", "http", "jwt"];
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
 
@@ -79,6 +81,10 @@ fn main() -> anyhow::Result<()> {
                 run(budget, |_| inject_case(&seeds, &mut rng))
             }
             "http" => http(budget, &mut rng),
+            "jwt" => {
+                let (auth, seeds) = jwt_setup();
+                run(budget, |_| jwt_case(&auth, &seeds, &mut rng))
+            }
             other => anyhow::bail!("unknown target {other:?} ({})", TARGETS.join(", ")),
         };
         match outcome {
@@ -289,6 +295,60 @@ fn proxy_config_case(seeds: &[Vec<u8>], rng: &mut SmallRng) -> (Vec<u8>, Result<
         let _ = config.validate();
     }
     (input, Ok(()))
+}
+
+/// An issuer with RFC 7517's example P-256 key (appendix A.1; its private half is
+/// published, but no token here is signed with it), and well-formed tokens to mutate.
+fn jwt_setup() -> (weft_proxy::security::jwt::Authenticator, Vec<Vec<u8>>) {
+    let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM","kid":"1"}]}"#;
+    let rule = weft_model::jwt::JwtRule {
+        issuer: "https://i.example".into(),
+        audiences: vec!["a".into()],
+        jwks: jwks.into(),
+        output_payload_to_header: Some("x-payload".into()),
+        output_claim_to_headers: vec![weft_model::jwt::ClaimToHeader { header: "x-sub".into(), claim: "a.b".into() }],
+        ..Default::default()
+    };
+    let auth = weft_proxy::security::jwt::Authenticator::compile(&[rule]).expect("the fuzz issuer compiles");
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    };
+    let headers =
+        [r#"{"alg":"ES256","kid":"1"}"#, r#"{"alg":"none"}"#, r#"{"alg":"HS256"}"#, r#"{"alg":"RS256","kid":"1"}"#];
+    let payloads = [
+        r#"{"iss":"https://i.example","sub":"u","aud":"a","exp":9999999999}"#,
+        r#"{"iss":"https://i.example","sub":"u","aud":["a","b"],"a":{"b":"c"},"nbf":0}"#,
+        r#"{"iss":"other","sub":"u"}"#,
+    ];
+    let mut seeds = Vec::new();
+    for h in headers {
+        for p in payloads {
+            seeds.push(format!("{}.{}.{}", b64(h), b64(p), b64("signature-bytes-that-do-not-verify")).into_bytes());
+        }
+    }
+    (auth, seeds)
+}
+
+fn jwt_case(
+    auth: &weft_proxy::security::jwt::Authenticator,
+    seeds: &[Vec<u8>],
+    rng: &mut SmallRng,
+) -> (Vec<u8>, Result<(), String>) {
+    let input = mutate(seeds, rng);
+    let token = String::from_utf8_lossy(&input).into_owned();
+    let mut req = http::Request::get("/").header("x-sub", "forged");
+    if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+        req = req.header(http::header::AUTHORIZATION, v);
+    }
+    let Ok(req) = req.body(()) else { return (input, Ok(())) };
+    let (mut parts, ()) = req.into_parts();
+    let r = match auth.authenticate(&mut parts) {
+        Ok(Some(user)) => Err(format!("a token nobody signed was accepted as {}", user.principal)),
+        _ if parts.headers.contains_key("x-sub") => Err("a forged output header survived".into()),
+        _ => Ok(()),
+    };
+    (input, r)
 }
 
 fn inject_case(seeds: &[Vec<u8>], rng: &mut SmallRng) -> (Vec<u8>, Result<(), String>) {
