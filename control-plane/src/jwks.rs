@@ -21,6 +21,12 @@ use tokio::sync::watch;
 pub const REFRESH: Duration = Duration::from_secs(20 * 60);
 /// Istio's default `jwtRules[].timeout`.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest any fetch may take, whatever a rule's `timeout` says.
+pub const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a starting control plane waits for the first key sets before serving.
+pub const FIRST_WAIT: Duration = Duration::from_secs(2);
+/// Fetches in flight at once; more wait for the next tick.
+pub const MAX_CONCURRENT_FETCHES: usize = 16;
 /// The largest key set read.
 pub const MAX_BYTES: usize = 256 * 1024;
 
@@ -41,14 +47,18 @@ pub fn check_uri(uri: &str) -> Result<(), String> {
     }
 }
 
-/// Every `jwksUri` named by a rule without an inline `jwks`, with its fetch timeout.
+/// Every `jwksUri` named by a rule without an inline `jwks`, with the longest
+/// fetch timeout any rule gives it (capped at [`MAX_FETCH_TIMEOUT`]): one policy
+/// cannot starve another's fetch of the same URI with a tiny timeout.
 fn wanted(resources: &[crate::istio::Resource]) -> BTreeMap<String, Duration> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, Duration> = BTreeMap::new();
     for r in resources {
         let Spec::RequestAuthentication(ra) = &r.spec else { continue };
         for rule in &ra.jwt_rules {
             if let (None, Some(uri)) = (&rule.jwks, &rule.jwks_uri) {
-                out.insert(uri.clone(), rule.timeout.map_or(FETCH_TIMEOUT, |t| t.get()));
+                let timeout = rule.timeout.map_or(FETCH_TIMEOUT, |t| t.get()).min(MAX_FETCH_TIMEOUT);
+                let entry = out.entry(uri.clone()).or_insert(timeout);
+                *entry = (*entry).max(timeout);
             }
         }
     }
@@ -84,65 +94,90 @@ struct Fetched {
     at: Instant,
 }
 
-/// The key sets `resources` name: new ones fetched, known ones fetched again once
-/// `refresh` has passed (a failed one sooner). Returns whether any set changed.
-async fn refresh_keys(
-    keys: &mut BTreeMap<String, Fetched>,
-    resources: &[crate::istio::Resource],
+/// The key sets being fetched: every fetch runs in a task of its own, so a slow
+/// or dead `jwksUri` never holds back the publishing of any state.
+struct Fetcher {
+    keys: BTreeMap<String, Fetched>,
+    running: tokio::task::JoinSet<(String, Result<String, String>)>,
+    pending: std::collections::BTreeSet<String>,
     refresh: Duration,
-) -> bool {
-    let wanted = wanted(resources);
-    keys.retain(|uri, _| wanted.contains_key(uri));
-    let mut changed = false;
-    for (uri, timeout) in &wanted {
-        let due = keys
-            .get(uri)
-            .is_none_or(|f| f.at.elapsed() >= refresh || (f.jwks.is_none() && f.at.elapsed() >= refresh / 8));
-        if !due {
-            continue;
+}
+
+impl Fetcher {
+    /// Starts the fetches that are due for `resources`: new URIs, and known ones once
+    /// `refresh` has passed (a failed one sooner); forgets URIs no rule names.
+    fn start_due(&mut self, resources: &[crate::istio::Resource]) {
+        let wanted = wanted(resources);
+        self.keys.retain(|uri, _| wanted.contains_key(uri));
+        for (uri, timeout) in wanted {
+            let due = self.keys.get(&uri).is_none_or(|f| {
+                f.at.elapsed() >= self.refresh || (f.jwks.is_none() && f.at.elapsed() >= self.refresh / 8)
+            });
+            if !due || self.pending.len() >= MAX_CONCURRENT_FETCHES || !self.pending.insert(uri.clone()) {
+                continue;
+            }
+            self.running.spawn(async move {
+                let result = fetch(&uri, timeout).await;
+                (uri, result)
+            });
         }
-        let jwks = match fetch(uri, *timeout).await {
+    }
+
+    /// Records one finished fetch; whether the keys changed.
+    fn finished(&mut self, uri: String, result: Result<String, String>) -> bool {
+        self.pending.remove(&uri);
+        let jwks = match result {
             Ok(jwks) => Some(jwks),
             Err(why) => {
                 tracing::warn!(jwks_uri = %uri, "JWKS fetch failed: {why}; keeping the last good key set, if any");
                 // A refresh that fails keeps the keys it had (as istiod does).
-                keys.get(uri).and_then(|f| f.jwks.clone())
+                self.keys.get(&uri).and_then(|f| f.jwks.clone())
             }
         };
-        let before = keys.insert(uri.clone(), Fetched { jwks: jwks.clone(), at: Instant::now() });
-        changed |= before.is_none_or(|b| b.jwks != jwks);
+        let before = self.keys.insert(uri, Fetched { jwks: jwks.clone(), at: Instant::now() });
+        before.is_none_or(|b| b.jwks != jwks)
     }
-    changed
 }
 
-/// Follows `states` and publishes each with its key sets inline: a new URI is
-/// fetched before the state that names it is published (the first state too,
-/// before this returns); known ones are refreshed every `refresh` and a changed
-/// set is published at once.
+/// Follows `states` and publishes each with its key sets inline. At start it waits
+/// up to [`FIRST_WAIT`] for the first fetches; after that a state is published at
+/// once with the keys known, and again when a fetch brings a new or changed set.
+/// Known sets are fetched again every `refresh`.
 pub async fn resolve(mut states: watch::Receiver<Arc<State>>, refresh: Duration) -> watch::Receiver<Arc<State>> {
     let mut current = states.borrow_and_update().clone();
-    let mut keys: BTreeMap<String, Fetched> = BTreeMap::new();
-    let mut generation = u64::from(refresh_keys(&mut keys, &current.resources, refresh).await);
-    let (tx, rx) = watch::channel(Arc::new(resolved(&current, &keys, generation)));
+    let mut f = Fetcher { keys: BTreeMap::new(), running: Default::default(), pending: Default::default(), refresh };
+    f.start_due(&current.resources);
+    let first_deadline = tokio::time::Instant::now() + FIRST_WAIT;
+    while let Ok(Some(done)) = tokio::time::timeout_at(first_deadline, f.running.join_next()).await {
+        if let Ok((uri, result)) = done {
+            f.finished(uri, result);
+        }
+    }
+    let mut generation = 0u64;
+    let (tx, rx) = watch::channel(Arc::new(resolved(&current, &f.keys, generation)));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh.clamp(Duration::from_millis(50), Duration::from_secs(60)));
         loop {
-            let moved = tokio::select! {
+            let publish = tokio::select! {
                 moved = states.changed() => {
                     if moved.is_err() {
                         return;
                     }
                     current = states.borrow_and_update().clone();
+                    f.start_due(&current.resources);
                     true
                 }
-                _ = tick.tick() => false,
+                Some(done) = f.running.join_next(), if !f.running.is_empty() => {
+                    let changed = done.is_ok_and(|(uri, result)| f.finished(uri, result));
+                    generation += u64::from(changed);
+                    changed
+                }
+                _ = tick.tick() => {
+                    f.start_due(&current.resources);
+                    false
+                }
             };
-            if refresh_keys(&mut keys, &current.resources, refresh).await {
-                generation += 1;
-            } else if !moved {
-                continue;
-            }
-            if tx.send(Arc::new(resolved(&current, &keys, generation))).is_err() {
+            if publish && tx.send(Arc::new(resolved(&current, &f.keys, generation))).is_err() {
                 return;
             }
         }

@@ -344,7 +344,7 @@ fn jwt_case(
     let Ok(req) = req.body(()) else { return (input, Ok(())) };
     let (mut parts, ()) = req.into_parts();
     let r = match auth.authenticate(&mut parts) {
-        Ok(Some(user)) => Err(format!("a token nobody signed was accepted as {}", user.principal)),
+        Ok(Some(user)) => Err(format!("a token nobody signed was accepted as {:?}", user.principal)),
         _ if parts.headers.contains_key("x-sub") => Err("a forged output header survived".into()),
         _ => Ok(()),
     };

@@ -85,6 +85,15 @@ pub fn request_authentication(
                 timeout: _,
                 space_delimited_claims: _,
             } = rule;
+            // One rule per issuer, the first by namespace/name (Envoy has one provider per issuer).
+            if out.iter().any(|o: &model::jwt::JwtRule| o.issuer == *issuer) {
+                warnings.push(format!(
+                    "RequestAuthentication {}/{}: issuer {issuer:?} is already configured by an earlier policy; this rule is ignored",
+                    r.namespace(),
+                    r.name()
+                ));
+                continue;
+            }
             let jwks = match (jwks, jwks_uri) {
                 (Some(jwks), _) => jwks.clone(),
                 (None, uri) => {

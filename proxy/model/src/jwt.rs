@@ -13,18 +13,32 @@
 use serde::{Deserialize, Serialize};
 
 /// Headers that carry framing, the peer's identity or the route: no claim may set them.
-pub const RESERVED_OUTPUT_HEADERS: [&str; 10] = [
+pub const RESERVED_OUTPUT_HEADERS: [&str; 19] = [
     "host",
     "content-length",
     "transfer-encoding",
     "connection",
+    "keep-alive",
+    "proxy-connection",
     "te",
+    "trailer",
     "upgrade",
+    "expect",
     "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "forwarded",
     "x-request-id",
     "x-envoy-original-path",
     "authorization",
+    "proxy-authorization",
+    "cookie",
 ];
+
+/// Whether a claim may not write `name` (lower case): a reserved header or one of Envoy's own.
+pub fn reserved_output_header(name: &str) -> bool {
+    RESERVED_OUTPUT_HEADERS.contains(&name) || name.starts_with("x-envoy-") || name.starts_with(':')
+}
 
 /// One issuer the workload accepts tokens from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -347,8 +347,11 @@ fn jwt_rule(p: &Path, rule: &crate::jwt::JwtRule) -> Result {
     }
     let output = |p: &Path, h: &str| -> Result {
         header_name(p, h)?;
-        if crate::jwt::RESERVED_OUTPUT_HEADERS.contains(&h) {
+        if crate::jwt::reserved_output_header(h) {
             return p.err(format!("{h:?} is reserved; a claim cannot set it"));
+        }
+        if rule.from_headers.iter().any(|f| f.name == h) {
+            return p.err(format!("{h:?} is where tokens are read; a claim cannot set it"));
         }
         Ok(())
     };

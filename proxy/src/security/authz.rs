@@ -88,7 +88,7 @@ impl Matcher {
             Matcher::Attribute(M::Method(v)) => text(v, Some(req.method)),
             Matcher::Attribute(M::Path(v)) => text(v, Some(req.path)),
             Matcher::Header(name, v) => text(v, crate::http::headers::header_value(req.headers, name).as_deref()),
-            Matcher::Attribute(M::RequestPrincipal(v)) => text(v, req.end_user.map(|u| u.principal.as_str())),
+            Matcher::Attribute(M::RequestPrincipal(v)) => text(v, req.end_user.and_then(|u| u.principal.as_deref())),
             Matcher::Attribute(M::RequestPresenter(v)) => text(v, req.end_user.and_then(|u| u.presenter.as_deref())),
             Matcher::Attribute(M::RequestAudience(v)) => {
                 let audiences: Vec<&str> =

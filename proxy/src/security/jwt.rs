@@ -13,24 +13,29 @@
 use base64::Engine;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use weft_model::jwt::JwtRule;
 
 /// Envoy's default `clock_skew_seconds`.
 pub const CLOCK_SKEW_SECONDS: u64 = 60;
+/// The most tokens one request may carry (each is verified).
+pub const MAX_TOKENS: usize = 4;
 
 /// The end user a verified token names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndUser {
-    /// `iss/sub`, Istio's request principal.
-    pub principal: String,
+    /// `iss/sub`, Istio's request principal; none when the token has no string `sub`
+    /// (as Istio: such a token satisfies no `requestPrincipals`, `*` included).
+    pub principal: Option<String>,
     pub audiences: Vec<String>,
     /// `azp`.
     pub presenter: Option<String>,
     /// The whole payload, for `request.auth.claims[...]`.
     pub claims: Value,
+    /// The payload as signed (base64url), for `outputPayloadToHeader`.
+    pub payload: String,
 }
 
 impl EndUser {
@@ -167,14 +172,24 @@ fn keys(jwks: &str) -> Result<Vec<Key>, String> {
         // The control plane could not fetch the key set: tokens of this issuer are refused.
         return Ok(Vec::new());
     }
-    let set: JwkSet = serde_json::from_str(jwks).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<Value>,
+    }
+    let set: Set = serde_json::from_str(jwks).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
     let mut keys = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+    for (i, raw) in set.keys.iter().enumerate() {
+        // A shared secret in a key set would let every sidecar mint tokens: the set is refused.
+        if raw.get("kty").and_then(Value::as_str) == Some("oct") {
             return Err(format!("keys[{i}]: symmetric keys (kty: oct) are refused"));
         }
-        let Some(algorithms) = algorithms(jwk).map_err(|e| format!("keys[{i}]: {e}"))? else { continue };
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("keys[{i}]: {e}"))?;
+        // Keys for encryption, and kinds or algorithms Weft cannot verify with (P-521,
+        // X25519, ES512 …), are skipped as Envoy skips them; the others still serve.
+        if raw.get("use").and_then(Value::as_str) == Some("enc") {
+            continue;
+        }
+        let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else { continue };
+        let (Ok(Some(algorithms)), Ok(key)) = (algorithms(&jwk), DecodingKey::from_jwk(&jwk)) else { continue };
         keys.push(Key { kid: jwk.common.key_id.clone(), algorithms, key });
     }
     Ok(keys)
@@ -255,15 +270,22 @@ impl Authenticator {
                         }
                     }
                     Location::Param(param) => {
-                        if let Some(token) = parts.uri.query().and_then(|q| query_param(q, param)) {
+                        for token in query_params(parts.uri.query().unwrap_or(""), param)? {
                             found.push((issuer, None, token));
                         }
                     }
                 }
             }
         }
-        let mut first = None;
-        for (location_of, header, token) in &found {
+        // Each signature check costs; a request carrying more tokens than any client sends is refused.
+        if found.len() > MAX_TOKENS {
+            return Err(Refused::Malformed);
+        }
+        let mut verified: Vec<(&Issuer, Option<&HeaderName>, EndUser)> = Vec::new();
+        for (i, (location_of, header, token)) in found.iter().enumerate() {
+            if found[..i].iter().any(|(o, _, t)| t == token && std::ptr::eq(*o, *location_of)) {
+                continue; // The same token twice is checked once.
+            }
             let iss = unverified_issuer(token)?;
             if location_of.issuer != iss {
                 // Also found where its own issuer looks (two issuers share a header): verified there.
@@ -272,19 +294,21 @@ impl Authenticator {
                 }
                 return Err(Refused::UnknownIssuer);
             }
-            let user = location_of.verify(token)?;
-            if first.is_none() {
-                first = Some((*location_of, *header, user));
+            verified.push((*location_of, *header, location_of.verify(token)?));
+        }
+        // Every verified token's header is removed unless its issuer forwards it; each
+        // issuer writes its outputs (the first token of an issuer wins).
+        for (issuer, header, _) in &verified {
+            if let (false, Some(name)) = (issuer.forward, header) {
+                parts.headers.remove(*name);
             }
         }
-        let Some((issuer, header, user)) = first else { return Ok(None) };
-        if !issuer.forward {
-            if let Some(name) = header {
-                parts.headers.remove(name);
+        for (i, (issuer, _, user)) in verified.iter().enumerate() {
+            if !verified[..i].iter().any(|(o, _, _)| std::ptr::eq(*o, *issuer)) {
+                issuer.write_outputs(&mut parts.headers, user);
             }
         }
-        issuer.write_outputs(&mut parts.headers, &user);
-        Ok(Some(user))
+        Ok(verified.into_iter().next().map(|(_, _, user)| user))
     }
 }
 
@@ -333,6 +357,13 @@ impl Issuer {
             }
         }
         let claims = outcome?;
+        // jsonwebtoken skips an `exp`/`nbf` it cannot read as a number: such a token would never expire.
+        if ["exp", "nbf"]
+            .iter()
+            .any(|k| claims.get(k).is_some_and(|v| !v.is_u64() && !v.as_f64().is_some_and(|f| f >= 0.0)))
+        {
+            return Err(Refused::Malformed);
+        }
         let text = |k: &str| claims.get(k).and_then(Value::as_str).map(String::from);
         let audiences = match claims.get("aud") {
             Some(Value::String(a)) => vec![a.clone()],
@@ -340,18 +371,18 @@ impl Issuer {
             _ => Vec::new(),
         };
         Ok(EndUser {
-            principal: format!("{}/{}", self.issuer, text("sub").unwrap_or_default()),
+            principal: text("sub").map(|sub| format!("{}/{sub}", self.issuer)),
             audiences,
             presenter: text("azp"),
+            payload: token.split('.').nth(1).unwrap_or_default().to_string(),
             claims,
         })
     }
 
     fn write_outputs(&self, headers: &mut http::HeaderMap, user: &EndUser) {
         if let Some(name) = &self.payload_header {
-            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(serde_json::to_vec(&user.claims).unwrap_or_default());
-            if let Ok(v) = HeaderValue::from_str(&payload) {
+            // The signed bytes as the token carried them (Envoy's `forward_payload_header`).
+            if let Ok(v) = HeaderValue::from_str(&user.payload) {
                 headers.insert(name.clone(), v);
             }
         }
@@ -386,12 +417,21 @@ fn unverified_issuer(token: &str) -> Result<String, Refused> {
     claims.get("iss").and_then(Value::as_str).map(String::from).ok_or(Refused::UnknownIssuer)
 }
 
-/// The first value of `key` in a query string, percent-decoded.
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
+/// Every value of `key` in a query string, keys and values percent-decoded. A key
+/// that is `key` only to a looser reader (another case: ASP.NET) is refused, so no
+/// app finds a token the sidecar did not check.
+fn query_params(query: &str, key: &str) -> Result<Vec<String>, Refused> {
+    let mut out = Vec::new();
+    for pair in query.split(['&', ';']) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| crate::http::route::percent_decode(v))
-    })
+        let k = crate::http::route::percent_decode(&k.replace('+', " "));
+        if k == key {
+            out.push(crate::http::route::percent_decode(v));
+        } else if k.eq_ignore_ascii_case(key) {
+            return Err(Refused::Malformed);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -501,7 +541,7 @@ mod tests {
             let token = signer.sign(claims());
             let mut parts = request(&[("authorization", &bearer(&token))], "/orders");
             let user = auth.authenticate(&mut parts).unwrap().expect("an end user");
-            assert_eq!(user.principal, format!("{ISS}/alice"), "{:?}", signer.alg);
+            assert_eq!(user.principal, Some(format!("{ISS}/alice")), "{:?}", signer.alg);
             assert_eq!(user.audiences, ["shop"]);
             assert_eq!(user.claim(&["groups".into()]), ["admin", "dev"]);
             assert_eq!(user.claim(&["org".into(), "team".into()]), ["payments"]);
@@ -588,14 +628,61 @@ mod tests {
     }
 
     #[test]
+    fn query_tricks_sub_less_tokens_and_odd_claims_are_refused_or_unnamed() {
+        let s = es256("k1");
+        let auth = Authenticator::compile(&[rule(&[&s])]).unwrap();
+        let good = s.sign(claims());
+        // A second value, an encoded key, another case: each is a token an app might read.
+        for q in [
+            format!("/?access_token={good}&access_token=forged.x.y"),
+            format!("/?access_token={good}&access%5Ftoken=forged.x.y"),
+            "/?Access_Token=forged.x.y".to_string(),
+        ] {
+            assert!(auth.authenticate(&mut request(&[], q.as_str())).is_err(), "{q}");
+        }
+        let many: Vec<(&str, String)> = (0..5).map(|_| ("authorization", bearer(&good))).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            auth.authenticate(&mut request(&many, "/")),
+            Err(Refused::Malformed),
+            "more tokens than any client sends"
+        );
+        // No `sub`: verified, but no request principal (Istio).
+        let mut no_sub = claims();
+        no_sub.as_object_mut().unwrap().remove("sub");
+        let user =
+            auth.authenticate(&mut request(&[("authorization", &bearer(&s.sign(no_sub)))], "/")).unwrap().unwrap();
+        assert_eq!(user.principal, None);
+        // An `exp` that is not a number would never expire.
+        let mut text_exp = claims();
+        text_exp["exp"] = json!("never");
+        let r = auth.authenticate(&mut request(&[("authorization", &bearer(&s.sign(text_exp)))], "/"));
+        assert!(r.is_err());
+        // The payload header carries the signed bytes as sent.
+        let payload_rule = JwtRule { output_payload_to_header: Some("x-payload".into()), ..rule(&[&s]) };
+        let auth = Authenticator::compile(&[payload_rule]).unwrap();
+        let mut parts = request(&[("authorization", &bearer(&good))], "/");
+        auth.authenticate(&mut parts).unwrap().unwrap();
+        assert_eq!(parts.headers["x-payload"], good.split('.').nth(1).unwrap());
+    }
+
+    #[test]
     fn key_sets_refuse_secrets_and_an_unfetched_set_refuses_every_token() {
+        // Keys Weft cannot use (P-521, encryption keys) are skipped; the rest serve.
+        let s = es256("k1");
+        let mixed = json!({"keys": [
+            {"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA", "kid": "x"},
+            {"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB", "kid": "e"},
+            {"kty": "EC", "alg": "ES512", "crv": "P-521", "x": "AA", "y": "AA"},
+            s.jwk,
+        ]});
+        assert_eq!(usable_keys(&mixed.to_string()), Ok(1));
         assert!(Authenticator::compile(&[JwtRule {
             issuer: ISS.into(),
             jwks: r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#.into(),
             ..Default::default()
         }])
         .is_err());
-        let s = es256("k1");
         let unfetched = Authenticator::compile(&[JwtRule { issuer: ISS.into(), ..Default::default() }]).unwrap();
         let mut parts = request(&[("authorization", &bearer(&s.sign(claims())))], "/");
         assert_eq!(unfetched.authenticate(&mut parts), Err(Refused::NoKey));

@@ -86,8 +86,10 @@ pub(super) fn check(ra: &RequestAuthentication, r: &Resource, p: &mut Problems) 
             let lower = h.to_ascii_lowercase();
             if !weft_model::authz::header_name_ok(&lower) {
                 p.push((field, format!("{h:?} is not a header name")));
-            } else if weft_model::jwt::RESERVED_OUTPUT_HEADERS.contains(&lower.as_str()) {
+            } else if weft_model::jwt::reserved_output_header(&lower) {
                 p.push((field, format!("{h:?} is reserved; a claim cannot set it")));
+            } else if from_headers.iter().any(|f| f.name.eq_ignore_ascii_case(&lower)) {
+                p.push((field, format!("{h:?} is where tokens are read; a claim cannot set it")));
             }
         }
         for (j, c) in output_claim_to_headers.iter().enumerate() {
