@@ -129,15 +129,16 @@ impl Registry {
     }
 }
 
-/// Resolves a host as written in a resource of namespace `ns` to its FQDN:
-/// a short name is in `ns`, `name.ns` gets the cluster domain, FQDNs stay.
+/// Resolves a host as written in a resource of namespace `ns` to its FQDN as
+/// Istio does (`ResolveShortnameToFQDN`): only a dot-less short name is in `ns`;
+/// `name.ns` and external names (`api.example.com`, `httpbin.org`) stay as
+/// written; `name.ns.svc` gets the cluster domain.
 pub fn resolve_host(host: &str, ns: &str) -> String {
-    if host.ends_with(CLUSTER_DOMAIN) || host.starts_with('*') {
+    if host.ends_with(CLUSTER_DOMAIN) || host.starts_with('*') || host.parse::<std::net::IpAddr>().is_ok() {
         return host.to_string();
     }
     match host.matches('.').count() {
         0 => format!("{host}.{ns}.{CLUSTER_DOMAIN}"),
-        1 => format!("{host}.{CLUSTER_DOMAIN}"),
         _ if host.ends_with(".svc") => format!("{host}.cluster.local"),
         _ => host.to_string(),
     }
@@ -158,7 +159,8 @@ mod tests {
     #[test]
     fn hosts_resolve_like_istio() {
         assert_eq!(resolve_host("orders", "prod"), "orders.prod.svc.cluster.local");
-        assert_eq!(resolve_host("orders.shop", "prod"), "orders.shop.svc.cluster.local");
+        assert_eq!(resolve_host("orders.shop", "prod"), "orders.shop", "Istio expands dot-less names only");
+        assert_eq!(resolve_host("httpbin.org", "prod"), "httpbin.org");
         assert_eq!(resolve_host("orders.shop.svc", "prod"), "orders.shop.svc.cluster.local");
         assert_eq!(resolve_host("orders.shop.svc.cluster.local", "prod"), "orders.shop.svc.cluster.local");
         assert!(host_matches("*.prod.svc.cluster.local", "a.prod.svc.cluster.local"));

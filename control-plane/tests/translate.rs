@@ -443,3 +443,46 @@ fn analysis_refuses_a_set_a_sidecar_would_nack_and_reports_warnings() {
     );
     assert!(a.refusals.iter().any(|r| r.starts_with("workload production/api-gateway")), "{:?}", a.refusals);
 }
+
+const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: payments, namespace: production}\nspec:\n";
+
+#[test]
+fn service_entries_become_services_clusters_and_tcp_egress() {
+    let t = from_yaml(&format!(
+        "{SE}  hosts: [api.payments.example]\n  addresses: [203.0.113.0/24]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  - {{number: 443, name: https, protocol: HTTPS}}\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  endpoints:\n  - {{address: 203.0.113.7, labels: {{version: v1}}}}\n  - {{address: 203.0.113.8, ports: {{http: 8080}}, labels: {{version: v2}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: payments, namespace: production}}\nspec:\n  host: api.payments.example\n  subsets: [{{name: v2, labels: {{version: v2}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: payments, namespace: production}}\nspec:\n  hosts: [api.payments.example]\n  http:\n  - timeout: 3s\n    route:\n    - destination: {{host: api.payments.example, subset: v2}}\n"
+    ));
+    let svc = &t.config.services["api.payments.example"];
+    assert_eq!(svc.routes[0].timeout, Some(std::time::Duration::from_secs(3)));
+    let cluster = &t.config.clusters["outbound|80|v2|api.payments.example"];
+    let addrs: Vec<&str> = cluster.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(addrs, ["203.0.113.8:8080"], "the subset's endpoint, on its port for `http`");
+    assert!(cluster.tls.is_none() && !cluster.original_dst, "plaintext to outside the mesh");
+    assert_eq!(t.config.egress.len(), 1);
+    assert_eq!(t.config.egress[0].cluster, "outbound|443||api.payments.example");
+    assert_eq!(t.config.egress[0].addresses[0].to_string(), "203.0.113.0/24");
+    assert!(t.warnings.iter().all(|w| !w.contains("no registered instances")), "{:?}", t.warnings);
+    t.config.validate().unwrap();
+
+    let none = from_yaml(&format!(
+        "{SE}  hosts: [httpbin.org]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: NONE\n"
+    ));
+    assert!(none.config.clusters["outbound|80||httpbin.org"].original_dst);
+    assert!(none.config.services.contains_key("httpbin.org"), "a two-label host stays as written (Istio)");
+}
+
+#[test]
+fn service_entries_that_would_open_everything_or_need_dns_are_refused() {
+    let refused = |spec: &str| {
+        let d = weft_control_plane::istio::load_str(Path::new("se.yaml"), &format!("{SE}{spec}")).expect_err("refused");
+        d.iter().map(|d| format!("{}: {}", d.field, d.message)).collect::<Vec<_>>().join("\n")
+    };
+    assert!(refused("  hosts: ['*']\n  ports: [{number: 80, name: http, protocol: HTTP}]\n").contains("every host"));
+    assert!(refused("  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n")
+        .contains("spec.resolution: DNS resolution is not supported yet"));
+    assert!(refused(
+        "  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n"
+    )
+    .contains("spec.endpoints"));
+    assert!(refused("  hosts: [a.example]\n  ports: [{number: 80, name: x, protocol: UDP}]\n")
+        .contains("spec.ports[0].protocol"));
+}

@@ -316,6 +316,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 trust: None,
                 path_normalization: None,
                 access_log: None,
+                egress: Vec::new(),
             },
             None,
         ),

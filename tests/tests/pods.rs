@@ -485,6 +485,50 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     let blackhole = ["destination_service_name=\"BlackHoleCluster\"", "response_flags=\"UH\""];
     assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &blackhole), Some(2), "{stats}");
 
+    // A ServiceEntry is the allow-list: its HTTP host (resolution NONE: where the app was
+    // going) and its TCP port on its addresses get out; everything else stays refused.
+    let entry = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: outside, namespace: production}}\nspec:\n  hosts: [outside.example]\n  addresses: ['{}/32']\n  ports:\n  - {{number: {}, name: http, protocol: HTTP}}\n  - {{number: {}, name: tcp-echo, protocol: TCP}}\n  location: MESH_EXTERNAL\n  resolution: NONE\n",
+        net.ip(1),
+        outside.port(),
+        echo.port()
+    );
+    store.apply(&load_str(std::path::Path::new("se.yaml"), &entry).unwrap()).await.unwrap();
+    let with_host = |host: &str| {
+        let out = net.exec(
+            &client,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-H",
+                &format!("host: {host}"),
+                "-w",
+                " %{http_code}",
+                &format!("http://{outside}/"),
+            ],
+        );
+        out.trim().to_string()
+    };
+    wait_until("the ServiceEntry's host gets out", Duration::from_secs(10), || {
+        with_host("outside.example").ends_with(" 200")
+    });
+    assert!(with_host("outside.example").starts_with("outside"), "{}", net.log("sidecar-client"));
+    let elsewhere = with_host("elsewhere.example");
+    assert!(elsewhere.ends_with("502"), "a host no entry names is still refused: {elsewhere}");
+    assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "echo: PING\r\n", "the entry's TCP port on its address");
+    assert_eq!(tcp(&net, &client, echo6, "PING\\r\\n"), "", "not another address or port");
+    let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    let entry_tcp = ["destination_service_name=\"outside.example\"", "request_protocol=\"tcp\""];
+    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &entry_tcp), Some(1), "{stats}");
+    assert!(
+        stats.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("outside.example")
+            && l.contains("response_code=\"200\"")),
+        "metrics name the external service: {stats}"
+    );
+
     // The flag is the mesh-wide default (MeshConfig's place); the workload's Sidecar resource wins over it.
     net.stop("sidecar-client");
     let mut strict = client_sidecar.clone();

@@ -145,6 +145,7 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
             typed(file, first_line, doc).map(|o| (o.metadata, Spec::PeerAuthentication(o.spec)))
         }
         Kind::Telemetry => typed(file, first_line, doc).map(|o| (o.metadata, Spec::Telemetry(o.spec))),
+        Kind::ServiceEntry => typed(file, first_line, doc).map(|o| (o.metadata, Spec::ServiceEntry(o.spec))),
         Kind::RequestAuthentication => {
             typed(file, first_line, doc).map(|o| (o.metadata, Spec::RequestAuthentication(o.spec)))
         }

@@ -3,8 +3,8 @@
 
 use super::lines::LineIndex;
 use super::types::{
-    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, RequestAuthentication, Sidecar, Telemetry,
-    VirtualService, WorkloadGroup,
+    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, RequestAuthentication, ServiceEntry, Sidecar,
+    Telemetry, VirtualService, WorkloadGroup,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -31,10 +31,11 @@ pub enum Kind {
     WorkloadGroup,
     Telemetry,
     RequestAuthentication,
+    ServiceEntry,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::AuthorizationPolicy,
@@ -43,6 +44,7 @@ impl Kind {
         Kind::WorkloadGroup,
         Kind::Telemetry,
         Kind::RequestAuthentication,
+        Kind::ServiceEntry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Kind {
             Kind::WorkloadGroup => "WorkloadGroup",
             Kind::Telemetry => "Telemetry",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::ServiceEntry => "ServiceEntry",
         }
     }
 
@@ -72,7 +75,7 @@ impl Kind {
     /// The API group and the versions Istio serves this kind in.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar | Kind::WorkloadGroup => {
+            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar | Kind::WorkloadGroup | Kind::ServiceEntry => {
                 &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
             }
             Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
@@ -102,6 +105,7 @@ pub enum Spec {
     WorkloadGroup(WorkloadGroup),
     Telemetry(Telemetry),
     RequestAuthentication(RequestAuthentication),
+    ServiceEntry(ServiceEntry),
 }
 
 /// Where a resource came from, for error messages.
@@ -142,6 +146,7 @@ impl Resource {
             Spec::WorkloadGroup(s) => serde_json::to_value(s),
             Spec::Telemetry(s) => serde_json::to_value(s),
             Spec::RequestAuthentication(s) => serde_json::to_value(s),
+            Spec::ServiceEntry(s) => serde_json::to_value(s),
         }
         .unwrap_or_default();
         let mut metadata = self.metadata.clone();

@@ -82,7 +82,12 @@ impl<'a> Translator<'a> {
             return name;
         }
         let svc = self.registry.service(fqdn);
-        let service_ns = svc.as_ref().map_or("", |s| s.namespace);
+        let entry = if svc.is_none() { self.service_entry_for(fqdn) } else { None };
+        let service_ns = match (&svc, &entry) {
+            (Some(s), _) => s.namespace,
+            (None, Some(e)) => e.resource.namespace(),
+            (None, None) => "",
+        };
         // `host` and `exportTo` chose the rule; `workloadSelector` is refused by validation.
         let rule = self.destination_rule_for(fqdn, service_ns);
         let (mut policy, subsets) = match rule.as_deref() {
@@ -115,6 +120,21 @@ impl<'a> Translator<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(e) = entry {
+            // Outside the registry: a ServiceEntry's endpoints, plaintext unless its DestinationRule says
+            // ISTIO_MUTUAL (a mesh-internal entry): then the server must prove a `subjectAltNames` identity.
+            let (endpoints, original_dst) = self.entry_endpoints(&e, &selector);
+            let tls = (policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::IstioMutual))
+                .then(|| model::ClusterTls { identities: e.entry.subject_alt_names.clone() });
+            if tls.as_ref().is_some_and(|t| t.identities.is_empty()) {
+                self.warnings.push(format!(
+                    "{fqdn}: ISTIO_MUTUAL to a ServiceEntry without subjectAltNames proves no identity: every request fails (503)"
+                ));
+            }
+            let cluster = model::Cluster { original_dst, ..cluster_from(fqdn, &policy, endpoints, tls) };
+            self.clusters.insert(name.clone(), cluster);
+            return name;
+        }
         let endpoints =
             selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
         let tls = self.cluster_tls(fqdn, service_ns, &selected, policy.tls.as_ref());
@@ -271,6 +291,7 @@ fn cluster_from(
         outlier_detection: outlier_detection.as_ref().map(outlier),
         connection_pool: model::ConnectionPool { tcp: tcp_pool, http: http_pool },
         tls,
+        original_dst: false,
     }
 }
 

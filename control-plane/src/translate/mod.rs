@@ -10,6 +10,7 @@
 mod common;
 mod destination_rule;
 mod security;
+mod service_entry;
 mod sidecar;
 mod telemetry;
 mod virtual_service;
@@ -58,13 +59,14 @@ pub fn translate_in(
     for svc in registry.services() {
         let fqdn = svc.fqdn();
         let routes = match t.virtual_service_for(&fqdn) {
-            Some((vs, ns)) => t.routes(vs, ns, &svc),
+            Some((vs, ns)) => t.routes(vs, ns, svc.port),
             None => vec![t.default_route(&svc)],
         };
         if !routes.is_empty() {
             services.insert(fqdn, model::Service { routes });
         }
     }
+    let egress = t.external(&mut services);
     let clusters = std::mem::take(&mut t.clusters);
     Translation {
         config: model::ProxyConfig {
@@ -83,6 +85,7 @@ pub fn translate_in(
             trust: None,
             path_normalization: None,
             access_log: access_log(resources, workload, &mut t.warnings),
+            egress,
         },
         warnings: t.warnings,
     }

@@ -43,8 +43,12 @@ impl<'a> Translator<'a> {
 
     /// A host without a VirtualService: everything to its one cluster.
     pub(super) fn default_route(&mut self, svc: &ServiceView<'_>) -> model::Route {
-        let fqdn = svc.fqdn();
-        let cluster = self.cluster(&fqdn, svc.port, None);
+        self.route_to(&svc.fqdn(), svc.port)
+    }
+
+    /// Everything to the one cluster of `fqdn`:`port`.
+    pub(super) fn route_to(&mut self, fqdn: &str, port: u16) -> model::Route {
+        let cluster = self.cluster(fqdn, port, None);
         model::Route {
             name: Some("default".into()),
             matches: Vec::new(),
@@ -57,13 +61,13 @@ impl<'a> Translator<'a> {
         }
     }
 
-    pub(super) fn routes(&mut self, vs: &'a VirtualService, vs_ns: &str, svc: &ServiceView<'_>) -> Vec<model::Route> {
+    pub(super) fn routes(&mut self, vs: &'a VirtualService, vs_ns: &str, port: u16) -> Vec<model::Route> {
         // `tls` and `tcp` are refused by validation; hosts, gateways and exportTo chose this VirtualService.
         let VirtualService { hosts: _, gateways: _, http, tls: _, tcp: _, export_to: _ } = vs;
         let mut out = Vec::new();
         for (i, rule) in http.iter().enumerate() {
             let selected: Vec<model::Match> =
-                rule.matches.iter().filter(|m| self.selects(m, svc.port)).map(translate_match).collect();
+                rule.matches.iter().filter(|m| self.selects(m, port)).map(translate_match).collect();
             if !rule.matches.is_empty() && selected.is_empty() {
                 continue; // Every match entry is for other workloads or ports.
             }
@@ -132,12 +136,13 @@ impl<'a> Translator<'a> {
         for HttpRouteDestination { destination, weight, headers: destination_headers } in route {
             let Destination { host, subset, port } = destination;
             let fqdn = resolve_host(host, vs_ns);
+            let entry_port = || self.service_entry_for(&fqdn).map(|e| e.port.number as u16);
             let port = match (port, self.registry.service(&fqdn)) {
                 (Some(PortSelector { number }), _) => *number as u16,
                 (None, Some(s)) => s.port,
-                (None, None) => 80,
+                (None, None) => entry_port().unwrap_or(80),
             };
-            if self.registry.service(&fqdn).is_none() {
+            if self.registry.service(&fqdn).is_none() && entry_port().is_none() {
                 self.warnings
                     .push(format!("route {rule_name} sends traffic to {fqdn}, which has no registered instances"));
             }

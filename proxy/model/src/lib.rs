@@ -81,6 +81,23 @@ pub struct ProxyConfig {
     /// absent: the sidecar's own default (`--access-log`, off as in Istio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<bool>,
+    /// Captured TCP to destinations outside the mesh that a ServiceEntry names
+    /// (by port, and by address when it has any): passed through and reported
+    /// under the entry's cluster, whatever `outboundTrafficPolicy` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<TcpEgress>,
+}
+
+/// A ServiceEntry's TCP port (TLS from the app, a database …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpEgress {
+    /// `outbound|PORT||HOST`, named in metrics and the access log.
+    pub cluster: String,
+    pub port: u16,
+    /// The entry's addresses; empty: any address on `port` (Istio's wildcard listener).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<authz::Cidr>,
 }
 
 /// What the control plane says about trust, so a root can be rotated with no
@@ -438,6 +455,11 @@ pub struct Cluster {
     /// a workload certificate. Unset: plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTls>,
+    /// Requests go where the app was going: the original destination of the
+    /// captured connection (Envoy's ORIGINAL_DST; a ServiceEntry with resolution
+    /// NONE). `endpoints` are not used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub original_dst: bool,
 }
 
 /// Mesh mTLS towards a cluster: the server's certificate must chain to the

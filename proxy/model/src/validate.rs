@@ -55,6 +55,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
         trust: _,
         path_normalization: _,
         access_log: _,
+        egress,
     } = c;
     if api_version != API_VERSION {
         return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));
@@ -104,6 +105,11 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
     for (i, rule) in inbound.jwt.iter().enumerate() {
         jwt_rule(&Path::root("inbound").field("jwt").index(i), rule)?;
     }
+    for (i, e) in egress.iter().enumerate() {
+        if e.port == 0 {
+            return Path::root("egress").index(i).field("port").err("must be a port number (1-65535)");
+        }
+    }
     if let Some(app) = &inbound.app {
         socket_addr(&Path::root("inbound").field("app"), app)?;
     }
@@ -111,7 +117,16 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
 }
 
 fn cluster_rules(p: &Path, c: &Cluster) -> Result {
-    let Cluster { service: _, lb_policy: _, endpoints, protocol: _, outlier_detection, connection_pool, tls } = c;
+    let Cluster {
+        service: _,
+        lb_policy: _,
+        endpoints,
+        protocol: _,
+        outlier_detection,
+        connection_pool,
+        tls,
+        original_dst: _,
+    } = c;
     if let Some(t) = tls {
         for (i, id) in t.identities.iter().enumerate() {
             if !id.starts_with("spiffe://") {

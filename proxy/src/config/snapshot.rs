@@ -21,6 +21,8 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// Connection-pool limits; shared with the endpoints' pools, kept across reloads.
     pub limits: Arc<Limits>,
+    /// Requests go where the app was going (a ServiceEntry with resolution NONE).
+    pub original_dst: bool,
 }
 
 impl Cluster {
@@ -139,6 +141,7 @@ impl Snapshot {
                     ),
                     protocol: c.protocol,
                     limits,
+                    original_dst: c.original_dst,
                 };
                 (cluster.name.clone(), cluster)
             })
@@ -149,6 +152,7 @@ impl Snapshot {
             balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, endpoints),
             protocol: config.inbound.protocol,
             limits,
+            original_dst: false,
         });
         let authz = config.inbound.authz.iter().map(crate::security::authz::Policy::compile).collect();
         let jwt = crate::security::jwt::Authenticator::compile(&config.inbound.jwt)

@@ -44,6 +44,35 @@ async fn passthrough(
     Ok(response.map(body::incoming))
 }
 
+/// A ServiceEntry with resolution NONE: the request, routed and rewritten, goes
+/// where the app was going (Envoy's ORIGINAL_DST), on a connection of its own,
+/// under the route timeout; not retried.
+#[allow(clippy::too_many_arguments)]
+async fn original_destination(
+    conn: &Conn,
+    cluster: &crate::config::snapshot::Cluster,
+    route: &crate::http::route::Route,
+    mut parts: http::request::Parts,
+    incoming: Incoming,
+    rewritten: Option<String>,
+    authority: HeaderValue,
+    flags: Flags,
+) -> Result<Response<Body>, Failed> {
+    let Some(dst) = conn.original_dst else {
+        return Err((ProxyError::NoOriginalDestination { cluster: cluster.name.to_string() }, flags));
+    };
+    if let Some(uri) = rewritten.and_then(|p| p.parse::<http::Uri>().ok()) {
+        parts.uri = uri;
+    }
+    parts.headers.insert(http::header::HOST, authority);
+    let sent = passthrough(dst, parts, incoming);
+    let result = match route.timeout {
+        Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| (ProxyError::Timeout, flags | Flags::UT))?,
+        None => sent.await,
+    };
+    result.map_err(|error| (ProxyError::Passthrough { dst, error }, flags | Flags::UF))
+}
+
 async fn route_and_forward(
     shared: &Shared,
     snap: &Snapshot,
@@ -116,6 +145,9 @@ async fn route_and_forward(
             .map_err(|_| (ProxyError::BadRequest("invalid authority".into()), flags))?,
     };
     strip_hop_by_hop(&mut parts.headers);
+    if cluster.original_dst {
+        return original_destination(conn, cluster, route, parts, incoming, rewritten, authority, flags).await;
+    }
     let mut body = RequestBody::prepare(incoming).await.map_err(|e| (e, flags))?;
     record.request_bytes += body.len_hint();
     let protocol = cluster.protocol_for(parts.version, record.grpc);

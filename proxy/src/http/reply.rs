@@ -112,6 +112,10 @@ pub enum ProxyError {
     AllEjected { cluster: String },
     #[error("no local app address configured (--app or inbound.app)")]
     NoApp,
+    #[error(
+        "cluster {cluster} sends requests where the app was going (resolution NONE), but the app dialled the sidecar"
+    )]
+    NoOriginalDestination { cluster: String },
     #[error("upstream {endpoint}: {error}")]
     Upstream { endpoint: std::net::SocketAddr, error: UpstreamError },
     #[error("cluster {cluster}: {limit} limit reached (connectionPool)")]
@@ -140,7 +144,10 @@ impl ProxyError {
         match self {
             ProxyError::NoService { .. } | ProxyError::NoRoute { .. } => (StatusCode::NOT_FOUND, "", Flags::NR),
             ProxyError::ClusterNotFound { .. } => (StatusCode::SERVICE_UNAVAILABLE, "", Flags::NC),
-            ProxyError::NoEndpoints { .. } | ProxyError::AllEjected { .. } | ProxyError::NoApp => {
+            ProxyError::NoEndpoints { .. }
+            | ProxyError::AllEjected { .. }
+            | ProxyError::NoApp
+            | ProxyError::NoOriginalDestination { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", Flags::UH)
             }
             ProxyError::Upstream { error, .. } => match error {

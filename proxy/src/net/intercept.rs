@@ -56,8 +56,8 @@ where
 #[derive(Debug, Clone)]
 pub struct TcpConnection {
     pub dst: SocketAddr,
-    /// `PassthroughCluster` or `BlackHoleCluster`.
-    pub cluster: &'static str,
+    /// `PassthroughCluster`, `BlackHoleCluster`, or a ServiceEntry's `outbound|PORT||HOST`.
+    pub cluster: std::sync::Arc<str>,
     /// Envoy's response flags: `-`, `UF` (the destination refused), `UH` (refused by policy).
     pub flags: &'static str,
     /// Bytes from the app to the destination.
@@ -71,21 +71,52 @@ pub struct TcpConnection {
 /// destinations outside the mesh (it follows the config), and where TCP
 /// connections are reported (Istio's `istio_tcp_*` metrics, the access log).
 pub trait Capture: Send + Sync + 'static {
-    fn policy(&self) -> OutboundTrafficPolicy;
+    /// What a captured non-HTTP connection to `dst` meets.
+    fn egress(&self, dst: SocketAddr) -> Egress;
     /// A connection was opened to its destination (or refused: then only `closed` follows).
-    fn opened(&self, cluster: &'static str);
+    fn opened(&self, cluster: &str);
     fn closed(&self, connection: &TcpConnection);
+}
+
+/// Where a captured non-HTTP connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Egress {
+    /// A ServiceEntry names it: through, reported under the entry's cluster.
+    Entry(std::sync::Arc<str>),
+    /// Outside the mesh under ALLOW_ANY: through, as `PassthroughCluster`.
+    Passthrough,
+    /// Outside the mesh under REGISTRY_ONLY: closed, as `BlackHoleCluster`.
+    Refused,
+}
+
+/// What `egress` (a config's ServiceEntry ports) and `policy` make of a captured
+/// connection to `dst`: the first entry for its port (and address, when the entry has any).
+pub fn egress_for(egress: &[weft_model::TcpEgress], policy: OutboundTrafficPolicy, dst: SocketAddr) -> Egress {
+    let ip = dst.ip().to_canonical();
+    let entry = egress
+        .iter()
+        .find(|e| e.port == dst.port() && (e.addresses.is_empty() || e.addresses.iter().any(|c| c.contains(ip))));
+    match (entry, policy) {
+        (Some(e), _) => Egress::Entry(e.cluster.as_str().into()),
+        (None, OutboundTrafficPolicy::AllowAny) => Egress::Passthrough,
+        (None, OutboundTrafficPolicy::RegistryOnly) => Egress::Refused,
+    }
 }
 
 /// Copies bytes both ways between a captured connection and its original
 /// destination (a half-close is passed on), counting them for `telemetry`.
-pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr, telemetry: &dyn Capture) {
+pub async fn tcp_passthrough(
+    mut client: tokio::net::TcpStream,
+    dst: SocketAddr,
+    telemetry: &dyn Capture,
+    cluster: std::sync::Arc<str>,
+) {
     let start = std::time::Instant::now();
     let (mut received, mut sent) = (0u64, 0u64);
     let flags = match tokio::net::TcpStream::connect(dst).await {
         Ok(mut upstream) => {
             let _ = upstream.set_nodelay(true);
-            telemetry.opened(PASSTHROUGH_CLUSTER);
+            telemetry.opened(&cluster);
             let (mut from_app, mut to_app) = client.split();
             let (mut from_dst, mut to_dst) = upstream.split();
             let both = tokio::try_join!(
@@ -103,7 +134,7 @@ pub async fn tcp_passthrough(mut client: tokio::net::TcpStream, dst: SocketAddr,
         }
     };
     let duration = start.elapsed();
-    telemetry.closed(&TcpConnection { dst, cluster: PASSTHROUGH_CLUSTER, flags, received, sent, duration });
+    telemetry.closed(&TcpConnection { dst, cluster, flags, received, sent, duration });
 }
 
 /// A captured TCP connection refused under REGISTRY_ONLY: closed at once, and reported.
@@ -111,7 +142,7 @@ pub fn tcp_refused(dst: SocketAddr, telemetry: &dyn Capture) {
     tracing::debug!("REGISTRY_ONLY: TCP to {dst} refused");
     let c = TcpConnection {
         dst,
-        cluster: BLACKHOLE_CLUSTER,
+        cluster: BLACKHOLE_CLUSTER.into(),
         flags: "UH",
         received: 0,
         sent: 0,
@@ -158,6 +189,36 @@ pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_entry_ports_let_captured_tcp_out_by_port_and_address() {
+        let egress = [
+            weft_model::TcpEgress {
+                cluster: "outbound|5432||db.example".into(),
+                port: 5432,
+                addresses: vec![weft_model::authz::Cidr::parse("203.0.113.0/24").unwrap()],
+            },
+            weft_model::TcpEgress { cluster: "outbound|443||api.example".into(), port: 443, addresses: vec![] },
+        ];
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let only = OutboundTrafficPolicy::RegistryOnly;
+        assert_eq!(
+            egress_for(&egress, only, at("203.0.113.9:5432")),
+            Egress::Entry("outbound|5432||db.example".into())
+        );
+        assert_eq!(
+            egress_for(&egress, only, at("[::ffff:203.0.113.9]:5432")),
+            Egress::Entry("outbound|5432||db.example".into())
+        );
+        assert_eq!(egress_for(&egress, only, at("198.51.100.1:5432")), Egress::Refused, "not its address");
+        assert_eq!(
+            egress_for(&egress, only, at("198.51.100.1:443")),
+            Egress::Entry("outbound|443||api.example".into()),
+            "no addresses: the port (Istio)"
+        );
+        assert_eq!(egress_for(&egress, OutboundTrafficPolicy::AllowAny, at("198.51.100.1:22")), Egress::Passthrough);
+        assert_eq!(egress_for(&egress, only, at("198.51.100.1:22")), Egress::Refused);
+    }
 
     #[test]
     fn http_is_told_from_other_protocols_by_its_first_bytes() {

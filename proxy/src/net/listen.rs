@@ -343,7 +343,7 @@ async fn captured<H, F>(
     H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    use crate::net::intercept::{self, OutboundTrafficPolicy};
+    use crate::net::intercept::{self, Egress, PASSTHROUGH_CLUSTER};
     let Some(dst) = intercept::original_dst(&stream) else {
         let conn = Conn { remote, ..Conn::default() };
         return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
@@ -358,9 +358,10 @@ async fn captured<H, F>(
         let conn = Conn { peer: None, remote, original_dst: Some(dst) };
         return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
     }
-    match capture.policy() {
-        OutboundTrafficPolicy::AllowAny => intercept::tcp_passthrough(stream, dst, capture).await,
-        OutboundTrafficPolicy::RegistryOnly => intercept::tcp_refused(dst, capture),
+    match capture.egress(dst) {
+        Egress::Entry(cluster) => intercept::tcp_passthrough(stream, dst, capture, cluster).await,
+        Egress::Passthrough => intercept::tcp_passthrough(stream, dst, capture, PASSTHROUGH_CLUSTER.into()).await,
+        Egress::Refused => intercept::tcp_refused(dst, capture),
     }
 }
 

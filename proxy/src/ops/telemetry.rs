@@ -247,20 +247,22 @@ fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
 
 /// Captured TCP to destinations outside the mesh, reported as the client's
 /// sidecar (`reporter="source"`); `destination_service_name` names Istio's
-/// cluster (`PassthroughCluster`, `BlackHoleCluster`), the address is in the access log.
+/// cluster (`PassthroughCluster`, `BlackHoleCluster`) or a ServiceEntry's host; the
+/// address is in the access log.
 impl crate::net::intercept::Capture for Shared {
-    fn policy(&self) -> crate::net::intercept::OutboundTrafficPolicy {
-        self.outbound_policy(&self.snapshot().config)
+    fn egress(&self, dst: std::net::SocketAddr) -> crate::net::intercept::Egress {
+        let snap = self.snapshot();
+        crate::net::intercept::egress_for(&snap.config.egress, self.outbound_policy(&snap.config), dst)
     }
 
-    fn opened(&self, cluster: &'static str) {
+    fn opened(&self, cluster: &str) {
         let config = self.snapshot().config.clone();
         self.metrics.tcp_opened.with_label_values(&tcp_labels(&config, cluster, "-")).inc();
     }
 
     fn closed(&self, c: &crate::net::intercept::TcpConnection) {
         let config = self.snapshot().config.clone();
-        let labels = tcp_labels(&config, c.cluster, c.flags);
+        let labels = tcp_labels(&config, &c.cluster, c.flags);
         let m = &self.metrics;
         m.tcp_closed.with_label_values(&labels).inc();
         m.tcp_received_bytes.with_label_values(&labels).inc_by(c.received);
@@ -270,7 +272,7 @@ impl crate::net::intercept::Capture for Shared {
                 .str("reporter", "source")
                 .str("protocol", "tcp")
                 .str("flags", c.flags)
-                .str("cluster", c.cluster)
+                .str("cluster", &c.cluster)
                 .addr("upstream", Some(c.dst))
                 .millis("duration_ms", c.duration)
                 .num("bytes_received", c.received)
@@ -288,7 +290,8 @@ fn tcp_labels<'a>(config: &'a ProxyConfig, cluster: &'a str, flags: &'a str) -> 
         source_workload_namespace: &w.namespace,
         source_app: label("app"),
         source_version: label("version"),
-        destination_service_name: cluster,
+        // A ServiceEntry's cluster (`outbound|443||api.example.com`) is named by its host.
+        destination_service_name: cluster.rsplit('|').next().unwrap_or(cluster),
         request_protocol: "tcp",
         response_flags: flags,
         ..IstioLabels::unknown("source")

@@ -185,6 +185,7 @@ pub async fn sidecar_tls(
         trust: None,
         path_normalization: None,
         access_log: None,
+        egress: Vec::new(),
     };
     let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
     let hello = Hello {

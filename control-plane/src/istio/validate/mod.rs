@@ -7,6 +7,7 @@ mod authorization_policy;
 mod common;
 mod destination_rule;
 mod request_authentication;
+mod service_entry;
 mod sidecar;
 mod telemetry;
 mod virtual_service;
@@ -46,6 +47,7 @@ pub fn resource(r: &Resource) -> Problems {
         Spec::WorkloadGroup(wg) => sidecar::workload_group(wg, &mut p),
         Spec::Telemetry(t) => telemetry::check(t, r, &mut p),
         Spec::RequestAuthentication(ra) => request_authentication::check(ra, r, &mut p),
+        Spec::ServiceEntry(se) => service_entry::check(se, &mut p),
     }
     p
 }

@@ -1,0 +1,96 @@
+//! ServiceEntry: hosts, ports, resolution and endpoints (Istio's
+//! ValidateServiceEntry, with what Weft does not do yet refused by name).
+
+use super::common::{unsupported, Problems, NOT_YET};
+use crate::istio::types::*;
+
+pub(super) fn check(se: &ServiceEntry, p: &mut Problems) {
+    let ServiceEntry {
+        hosts,
+        addresses,
+        ports,
+        location: _,
+        resolution,
+        endpoints,
+        workload_selector,
+        export_to: _,
+        subject_alt_names: _,
+    } = se;
+    if hosts.is_empty() {
+        p.push(("spec.hosts".into(), "a ServiceEntry needs at least one host".into()));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !name.is_empty()
+            && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if h == "*" {
+            p.push((format!("spec.hosts[{i}]"), "`*` would let every host out".into()));
+        } else if !ok {
+            p.push((format!("spec.hosts[{i}]"), format!("{h:?} is not a host name (a wildcard only as `*.` first)")));
+        }
+    }
+    for (i, a) in addresses.iter().enumerate() {
+        if weft_model::authz::Cidr::parse(a).is_none() {
+            p.push((format!("spec.addresses[{i}]"), format!("{a:?} is not an IP or CIDR")));
+        }
+    }
+    if ports.is_empty() {
+        p.push(("spec.ports".into(), "a ServiceEntry needs at least one port".into()));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        if !(1..=65535).contains(&port.number) {
+            p.push((format!("{at}.number"), format!("{} is not a port number (1-65535)", port.number)));
+        }
+        if port.target_port.is_some_and(|t| !(1..=65535).contains(&t)) {
+            p.push((format!("{at}.targetPort"), "is not a port number (1-65535)".into()));
+        }
+        if port.kind().is_none() {
+            p.push((
+                format!("{at}.protocol"),
+                format!(
+                    "{:?} is {NOT_YET} (HTTP, HTTP2, GRPC, HTTPS, TLS, TCP are)",
+                    port.protocol.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        if !port.name.is_empty() && !names.insert(port.name.as_str()) {
+            p.push((format!("{at}.name"), format!("{:?} names two ports", port.name)));
+        }
+    }
+    let resolution = resolution.unwrap_or(Resolution::None);
+    match resolution {
+        Resolution::Dns | Resolution::DnsRoundRobin => p.push((
+            "spec.resolution".into(),
+            format!("DNS resolution is {NOT_YET}: use NONE (in a pod the app resolves the name and the sidecar sends the request where it was going) or STATIC with endpoints"),
+        )),
+        Resolution::Static if endpoints.is_empty() && workload_selector.is_none() => {
+            p.push(("spec.endpoints".into(), "STATIC resolution needs endpoints".into()))
+        }
+        Resolution::None if !endpoints.is_empty() => {
+            p.push(("spec.endpoints".into(), "resolution NONE takes no endpoints (they would be ignored)".into()))
+        }
+        _ => {}
+    }
+    if workload_selector.is_some() {
+        p.push(("spec.workloadSelector".into(), format!("selecting WorkloadEntries is {NOT_YET}")));
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        let at = format!("spec.endpoints[{i}]");
+        if e.address.parse::<std::net::IpAddr>().is_err() {
+            p.push((
+                format!("{at}.address"),
+                format!("{:?} is not an IP address (STATIC endpoints are addresses)", e.address),
+            ));
+        }
+        for (name, port) in &e.ports {
+            if !(1..=65535).contains(port) {
+                p.push((format!("{at}.ports.{name}"), "is not a port number (1-65535)".into()));
+            }
+        }
+        unsupported(p, format!("{at}.network"), &e.network);
+        unsupported(p, format!("{at}.locality"), &e.locality);
+        unsupported(p, format!("{at}.weight"), &e.weight);
+    }
+}

@@ -1,0 +1,144 @@
+//! ServiceEntry → what the workloads it is exported to may call outside the
+//! registry: each host's HTTP port becomes a service like any other (routed by
+//! its VirtualService, shaped by its DestinationRule), with the entry's static
+//! endpoints or, for resolution NONE, the original destination; every other
+//! port becomes a TCP egress entry. Under REGISTRY_ONLY these are the allow-list.
+
+use super::common::{visible, Translator};
+use crate::istio::types::{PortKind, Resolution, ServiceEntry, ServicePort, WorkloadEntry};
+use crate::istio::{Resource, Spec};
+use std::collections::BTreeMap;
+use weft_model as model;
+
+/// One host's HTTP port of a ServiceEntry.
+pub(super) struct Entry<'a> {
+    pub(super) resource: &'a Resource,
+    pub(super) entry: &'a ServiceEntry,
+    pub(super) port: &'a ServicePort,
+}
+
+impl<'a> Translator<'a> {
+    /// The ServiceEntries this workload sees, by namespace/name.
+    fn service_entries(&self) -> Vec<(&'a Resource, &'a ServiceEntry)> {
+        let mut out: Vec<(&'a Resource, &'a ServiceEntry)> = self
+            .resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::ServiceEntry(se) if visible(&se.export_to, r.namespace(), &self.workload.namespace) => {
+                    Some((r, se))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.0.namespace(), a.0.name()).cmp(&(b.0.namespace(), b.0.name())));
+        out
+    }
+
+    /// The first entry (by namespace/name) that names `host` exactly, with its first HTTP port.
+    pub(super) fn service_entry_for(&self, host: &str) -> Option<Entry<'a>> {
+        self.service_entries().into_iter().find_map(|(resource, entry)| {
+            if !entry.hosts.iter().any(|h| h == host) {
+                return None;
+            }
+            let port = entry.ports.iter().find(|p| matches!(p.kind(), Some(PortKind::Http { .. })))?;
+            Some(Entry { resource, entry, port })
+        })
+    }
+
+    /// Adds a service for every HTTP host of the visible ServiceEntries (a host the
+    /// registry or an earlier entry has is left to them) and returns the TCP ports.
+    pub(super) fn external(&mut self, services: &mut BTreeMap<String, model::Service>) -> Vec<model::TcpEgress> {
+        let mut egress = Vec::new();
+        for (r, se) in self.service_entries() {
+            let named = format!("{}/{}", r.namespace(), r.name());
+            for host in &se.hosts {
+                for port in se.ports.iter().filter(|p| p.kind() == Some(PortKind::Tcp)) {
+                    egress.push(model::TcpEgress {
+                        cluster: format!("outbound|{}||{host}", port.number),
+                        port: port.number as u16,
+                        addresses: se.addresses.iter().filter_map(|a| weft_model::authz::Cidr::parse(a)).collect(),
+                    });
+                }
+                let http: Vec<&ServicePort> =
+                    se.ports.iter().filter(|p| matches!(p.kind(), Some(PortKind::Http { .. }))).collect();
+                let Some(first) = http.first() else { continue };
+                if host.starts_with("*.") {
+                    self.warnings.push(format!(
+                        "ServiceEntry {named}: HTTP to the wildcard host {host} is not routed yet (only exact hosts are); its TCP ports are"
+                    ));
+                    continue;
+                }
+                if http.len() > 1 {
+                    self.warnings.push(format!(
+                        "ServiceEntry {named}: {host} has several HTTP ports; requests use port {} (Weft routes a host, not a host and port, yet)",
+                        first.number
+                    ));
+                }
+                if services.contains_key(host) || self.registry.service(host).is_some() {
+                    self.warnings.push(format!(
+                        "ServiceEntry {named}: {host} is already a service; the entry is not used for it"
+                    ));
+                    continue;
+                }
+                let routes = match self.virtual_service_for(host) {
+                    Some((vs, ns)) => self.routes(vs, ns, first.number as u16),
+                    None => vec![self.route_to(host, first.number as u16)],
+                };
+                if !routes.is_empty() {
+                    services.insert(host.clone(), model::Service { routes });
+                }
+            }
+        }
+        egress
+    }
+
+    /// The endpoints of an entry's cluster: the static endpoints whose labels the
+    /// subset selects, on the endpoint's port for the entry's port; none for NONE.
+    pub(super) fn entry_endpoints(
+        &mut self,
+        e: &Entry<'_>,
+        selector: &BTreeMap<String, String>,
+    ) -> (Vec<model::Endpoint>, bool) {
+        let ServiceEntry {
+            hosts: _,
+            addresses: _,
+            ports: _,
+            location: _,
+            resolution,
+            endpoints,
+            // Refused by validation:
+            workload_selector: _,
+            export_to: _,
+            subject_alt_names: _,
+        } = e.entry;
+        match resolution.unwrap_or(Resolution::None) {
+            Resolution::None => (Vec::new(), true),
+            // DNS is refused by validation; were one to get here, it has no endpoints (503).
+            Resolution::Dns | Resolution::DnsRoundRobin => (Vec::new(), false),
+            Resolution::Static => {
+                let chosen = endpoints
+                    .iter()
+                    .filter(|w| selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+                    .map(|w| {
+                        let WorkloadEntry {
+                            address,
+                            ports,
+                            labels,
+                            network: _,
+                            locality: _,
+                            weight: _,
+                            service_account: _,
+                        } = w;
+                        let port = ports.get(&e.port.name).copied().or(e.port.target_port).unwrap_or(e.port.number);
+                        let ip: std::net::IpAddr = address.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                        model::Endpoint {
+                            address: std::net::SocketAddr::new(ip, port as u16).to_string(),
+                            labels: labels.clone(),
+                        }
+                    })
+                    .collect();
+                (chosen, false)
+            }
+        }
+    }
+}
