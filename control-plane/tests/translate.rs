@@ -463,6 +463,15 @@ fn service_entries_become_services_clusters_and_tcp_egress() {
     assert!(t.warnings.iter().all(|w| !w.contains("no registered instances")), "{:?}", t.warnings);
     t.config.validate().unwrap();
 
+    let dns = from_yaml(&format!("{SE}  hosts: [api.example]\n  ports: [{{number: 443, name: http, protocol: HTTP, targetPort: 8443}}]\n  resolution: DNS\n"));
+    assert_eq!(
+        dns.config.clusters["outbound|443||api.example"].dns,
+        ["api.example:8443"],
+        "the host itself, on the target port"
+    );
+    let rr = from_yaml(&format!("{SE}  hosts: [db.example]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{{address: replica.db.example}}]\n"));
+    let c = &rr.config.clusters["outbound|80||db.example"];
+    assert_eq!((c.dns.as_slice(), c.dns_first_only), (&["replica.db.example:80".to_string()][..], true));
     let none = from_yaml(&format!(
         "{SE}  hosts: [httpbin.org]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: NONE\n"
     ));
@@ -477,8 +486,12 @@ fn service_entries_that_would_open_everything_or_need_dns_are_refused() {
         d.iter().map(|d| format!("{}: {}", d.field, d.message)).collect::<Vec<_>>().join("\n")
     };
     assert!(refused("  hosts: ['*']\n  ports: [{number: 80, name: http, protocol: HTTP}]\n").contains("every host"));
-    assert!(refused("  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n")
-        .contains("spec.resolution: DNS resolution is not supported yet"));
+    assert!(refused(
+        "  hosts: ['*.example.com']\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n"
+    )
+    .contains("spec.resolution: DNS resolution of a wildcard host needs endpoints"));
+    assert!(refused("  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: db.example}]\n")
+        .contains("is not an IP address"));
     assert!(refused(
         "  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n"
     )

@@ -105,6 +105,10 @@ struct Args {
     /// this long are closed (Envoy's `idle_timeout`).
     #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// How often endpoints given by DNS name (a ServiceEntry with resolution DNS) are
+    /// resolved again (Istio's MeshConfig `dnsRefreshRate`).
+    #[arg(long, env = "WEFT_DNS_REFRESH", default_value = "60s", value_parser = weft_model::duration::parse)]
+    dns_refresh: Duration,
     /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
     /// `/app-health/<container>/{livez,readyz,startupz}`. Off unless given.
     /// Several addresses, comma-separated, serve the same (injection uses 15020 and 15021).
@@ -297,6 +301,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outbound_traffic_policy: args.outbound_traffic_policy,
         path_normalization: args.path_normalization,
         idle_timeout: args.idle_timeout,
+        dns_refresh: args.dns_refresh,
     };
     let (initial, watched) = match &args.config {
         Some(file) => {

@@ -44,6 +44,8 @@ pub struct ProxyOptions {
     pub path_normalization: weft_model::PathNormalization,
     /// Downstream connections idle this long are closed (Envoy's `idle_timeout`, 1 h).
     pub idle_timeout: Duration,
+    /// How often endpoints given by DNS name are resolved again (Istio's `dnsRefreshRate`, 60 s).
+    pub dns_refresh: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -60,6 +62,7 @@ impl Default for ProxyOptions {
             outbound_traffic_policy: Default::default(),
             path_normalization: Default::default(),
             idle_timeout: crate::net::listen::IDLE_TIMEOUT,
+            dns_refresh: crate::upstream::dns::REFRESH,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Proxy {
             outbound_traffic_policy: options.outbound_traffic_policy,
             path_normalization: options.path_normalization,
             inbound_retry: crate::http::retry::RetryPolicy::inbound(),
+            dns: Default::default(),
         });
 
         let bind = |addr: SocketAddr| async move {
@@ -155,6 +159,11 @@ impl Proxy {
                 listen::Guard::Open,
             ));
         }
+        let (s, stop) = (shared.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            let live = || s.snapshot().config.clone();
+            crate::upstream::dns::run(&s.dns, live, || s.refresh_endpoints(), options.dns_refresh, stop).await
+        });
         tracing::info!(outbound = %addrs.0, inbound = %addrs.1, admin = %addrs.2, "weft-proxy listening");
         Ok(Running { outbound: addrs.0, inbound: addrs.1, admin: addrs.2, shared, stop: stop_tx, tasks })
     }

@@ -29,6 +29,8 @@ pub struct Shared {
     pub path_normalization: weft_model::PathNormalization,
     /// Istio's inbound retry of requests that never reached the app, made once.
     pub inbound_retry: crate::http::retry::RetryPolicy,
+    /// Endpoints by DNS name, resolved by `upstream::dns::run`.
+    pub dns: crate::upstream::dns::Dns,
 }
 
 impl Shared {
@@ -56,7 +58,8 @@ impl Shared {
     /// On error nothing changes. Returns the applied version.
     pub fn apply(&self, config: ProxyConfig) -> Result<String, ValidationError> {
         let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = Snapshot::compile(config, &self.endpoints, self.app_override)?;
+        let snapshot = Snapshot::compile_with(config, &self.endpoints, self.app_override, &self.dns.answers())?;
+        self.dns.want(&snapshot.config);
         let version = snapshot.config.version.clone();
         let snapshot = Arc::new(snapshot);
         snapshot.start_outlier_reviews();
@@ -65,6 +68,23 @@ impl Shared {
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.metrics.config_applied.inc();
         Ok(version)
+    }
+}
+
+impl Shared {
+    /// Recompiles the live config with the latest DNS answers (no new version, not a reload).
+    pub fn refresh_endpoints(&self) {
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let config = (*self.snapshot().config).clone();
+        match Snapshot::compile_with(config, &self.endpoints, self.app_override, &self.dns.answers()) {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                snapshot.start_outlier_reviews();
+                self.snapshot.swap(snapshot).retire();
+            }
+            // The live config compiled before; only a DNS answer changed, so this cannot fail.
+            Err(e) => tracing::error!("recompiling with new DNS answers failed: {e}"),
+        }
     }
 }
 

@@ -123,7 +123,6 @@ impl<'a> Translator<'a> {
         if let Some(e) = entry {
             // Outside the registry: a ServiceEntry's endpoints, plaintext unless its DestinationRule says
             // ISTIO_MUTUAL (a mesh-internal entry): then the server must prove a `subjectAltNames` identity.
-            let (endpoints, original_dst) = self.entry_endpoints(&e, &selector);
             let tls = (policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::IstioMutual))
                 .then(|| model::ClusterTls { identities: e.entry.subject_alt_names.clone() });
             if tls.as_ref().is_some_and(|t| t.identities.is_empty()) {
@@ -131,7 +130,8 @@ impl<'a> Translator<'a> {
                     "{fqdn}: ISTIO_MUTUAL to a ServiceEntry without subjectAltNames proves no identity: every request fails (503)"
                 ));
             }
-            let cluster = model::Cluster { original_dst, ..cluster_from(fqdn, &policy, endpoints, tls) };
+            let mut cluster = cluster_from(fqdn, &policy, Vec::new(), tls);
+            self.entry_cluster(&e, &selector, &mut cluster);
             self.clusters.insert(name.clone(), cluster);
             return name;
         }
@@ -292,6 +292,8 @@ fn cluster_from(
         connection_pool: model::ConnectionPool { tcp: tcp_pool, http: http_pool },
         tls,
         original_dst: false,
+        dns: Vec::new(),
+        dns_first_only: false,
     }
 }
 

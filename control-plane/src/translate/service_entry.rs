@@ -92,15 +92,18 @@ impl<'a> Translator<'a> {
         egress
     }
 
-    /// The endpoints of an entry's cluster: the static endpoints whose labels the
-    /// subset selects, on the endpoint's port for the entry's port; none for NONE.
-    pub(super) fn entry_endpoints(
+    /// Where an entry's cluster sends requests: its static endpoints (those whose labels
+    /// the subset selects, on the endpoint's port for the entry's port), names for the
+    /// sidecar to resolve (DNS: the endpoints' addresses, else the hosts), or, for
+    /// NONE, the original destination.
+    pub(super) fn entry_cluster(
         &mut self,
         e: &Entry<'_>,
         selector: &BTreeMap<String, String>,
-    ) -> (Vec<model::Endpoint>, bool) {
+        cluster: &mut model::Cluster,
+    ) {
         let ServiceEntry {
-            hosts: _,
+            hosts,
             addresses: _,
             ports: _,
             location: _,
@@ -111,33 +114,33 @@ impl<'a> Translator<'a> {
             export_to: _,
             subject_alt_names: _,
         } = e.entry;
+        let chosen: Vec<(&WorkloadEntry, u16)> = endpoints
+            .iter()
+            .filter(|w| selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            .map(|w| (w, w.ports.get(&e.port.name).copied().or(e.port.target_port).unwrap_or(e.port.number) as u16))
+            .collect();
         match resolution.unwrap_or(Resolution::None) {
-            Resolution::None => (Vec::new(), true),
-            // DNS is refused by validation; were one to get here, it has no endpoints (503).
-            Resolution::Dns | Resolution::DnsRoundRobin => (Vec::new(), false),
+            Resolution::None => cluster.original_dst = true,
             Resolution::Static => {
-                let chosen = endpoints
+                cluster.endpoints = chosen
                     .iter()
-                    .filter(|w| selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
-                    .map(|w| {
-                        let WorkloadEntry {
-                            address,
-                            ports,
-                            labels,
-                            network: _,
-                            locality: _,
-                            weight: _,
-                            service_account: _,
-                        } = w;
-                        let port = ports.get(&e.port.name).copied().or(e.port.target_port).unwrap_or(e.port.number);
-                        let ip: std::net::IpAddr = address.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-                        model::Endpoint {
-                            address: std::net::SocketAddr::new(ip, port as u16).to_string(),
-                            labels: labels.clone(),
-                        }
+                    .filter_map(|(w, port)| {
+                        let ip: std::net::IpAddr = w.address.parse().ok()?;
+                        Some(model::Endpoint {
+                            address: std::net::SocketAddr::new(ip, *port).to_string(),
+                            labels: w.labels.clone(),
+                        })
                     })
                     .collect();
-                (chosen, false)
+            }
+            Resolution::Dns | Resolution::DnsRoundRobin => {
+                cluster.dns_first_only = *resolution == Some(Resolution::DnsRoundRobin);
+                cluster.dns = if endpoints.is_empty() {
+                    let port = e.port.target_port.unwrap_or(e.port.number);
+                    hosts.iter().filter(|h| !h.starts_with("*.")).map(|h| format!("{h}:{port}")).collect()
+                } else {
+                    chosen.iter().map(|(w, port)| format!("{}:{port}", w.address)).collect()
+                };
             }
         }
     }

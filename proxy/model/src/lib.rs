@@ -460,6 +460,13 @@ pub struct Cluster {
     /// NONE). `endpoints` are not used.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub original_dst: bool,
+    /// Endpoints by name (`host:port`), resolved by the sidecar and resolved
+    /// again every refresh (a ServiceEntry with resolution DNS); added to `endpoints`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Only the first address of each name (DNS_ROUND_ROBIN: Envoy's LOGICAL_DNS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dns_first_only: bool,
 }
 
 /// Mesh mTLS towards a cluster: the server's certificate must chain to the

@@ -126,7 +126,19 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         connection_pool,
         tls,
         original_dst: _,
+        dns,
+        dns_first_only: _,
     } = c;
+    for (i, name) in dns.iter().enumerate() {
+        let ok = name.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return p.field("dns").index(i).err(format!("{name:?} is not host:port"));
+        }
+    }
     if let Some(t) = tls {
         for (i, id) in t.identities.iter().enumerate() {
             if !id.starts_with("spiffe://") {

@@ -73,6 +73,16 @@ impl Snapshot {
         registry: &Registry,
         app_override: Option<SocketAddr>,
     ) -> Result<Self, ValidationError> {
+        Self::compile_with(config, registry, app_override, &Default::default())
+    }
+
+    /// [`Snapshot::compile`] with the DNS answers for clusters whose endpoints are names.
+    pub fn compile_with(
+        config: ProxyConfig,
+        registry: &Registry,
+        app_override: Option<SocketAddr>,
+        dns: &crate::upstream::dns::Answers,
+    ) -> Result<Self, ValidationError> {
         config.validate()?;
         let ns = config.workload.namespace.clone();
         let mut domains = HashMap::new();
@@ -105,6 +115,11 @@ impl Snapshot {
                     message: format!("{:?} is not an IP:port address", e.address),
                 })?;
                 endpoints.push((addr, e.labels.clone()));
+            }
+            for name in &c.dns {
+                let answers = dns.get(name).map_or(&[][..], Vec::as_slice);
+                let answers = if c.dns_first_only { &answers[..answers.len().min(1)] } else { answers };
+                endpoints.extend(answers.iter().map(|a| (*a, Default::default())));
             }
             wanted.push(ClusterSpec {
                 name: name.clone(),

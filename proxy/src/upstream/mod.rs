@@ -1,8 +1,9 @@
 //! Where a request goes once routed: the endpoints of a cluster (state that
-//! outlives reloads), load balancing, connection pools, circuit breakers and
+//! outlives reloads), endpoints by DNS name, load balancing, connection pools, circuit breakers and
 //! outlier ejection.
 
 pub mod balance;
+pub mod dns;
 pub mod endpoint;
 pub mod limits;
 pub mod outlier;

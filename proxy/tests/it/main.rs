@@ -6,6 +6,7 @@ mod harness;
 
 mod balancing;
 mod control;
+mod dns;
 mod faults;
 mod hygiene;
 mod input;

@@ -61,10 +61,14 @@ pub(super) fn check(se: &ServiceEntry, p: &mut Problems) {
     }
     let resolution = resolution.unwrap_or(Resolution::None);
     match resolution {
-        Resolution::Dns | Resolution::DnsRoundRobin => p.push((
-            "spec.resolution".into(),
-            format!("DNS resolution is {NOT_YET}: use NONE (in a pod the app resolves the name and the sidecar sends the request where it was going) or STATIC with endpoints"),
-        )),
+        Resolution::Dns | Resolution::DnsRoundRobin
+            if endpoints.is_empty() && hosts.iter().any(|h| h.starts_with("*.")) =>
+        {
+            p.push((
+                "spec.resolution".into(),
+                "DNS resolution of a wildcard host needs endpoints (a name cannot be resolved)".into(),
+            ))
+        }
         Resolution::Static if endpoints.is_empty() && workload_selector.is_none() => {
             p.push(("spec.endpoints".into(), "STATIC resolution needs endpoints".into()))
         }
@@ -78,11 +82,18 @@ pub(super) fn check(se: &ServiceEntry, p: &mut Problems) {
     }
     for (i, e) in endpoints.iter().enumerate() {
         let at = format!("spec.endpoints[{i}]");
-        if e.address.parse::<std::net::IpAddr>().is_err() {
-            p.push((
+        let ip = e.address.parse::<std::net::IpAddr>().is_ok();
+        let name =
+            !e.address.is_empty() && e.address.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        match resolution {
+            Resolution::Static if !ip => p.push((
                 format!("{at}.address"),
-                format!("{:?} is not an IP address (STATIC endpoints are addresses)", e.address),
-            ));
+                format!("{:?} is not an IP address (STATIC endpoints are addresses; DNS resolves names)", e.address),
+            )),
+            Resolution::Dns | Resolution::DnsRoundRobin if !ip && !name => {
+                p.push((format!("{at}.address"), format!("{:?} is not an IP address or a host name", e.address)))
+            }
+            _ => {}
         }
         for (name, port) in &e.ports {
             if !(1..=65535).contains(port) {
