@@ -472,6 +472,10 @@ fn service_entries_become_services_clusters_and_tcp_egress() {
     let rr = from_yaml(&format!("{SE}  hosts: [db.example]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{{address: replica.db.example}}]\n"));
     let c = &rr.config.clusters["outbound|80||db.example"];
     assert_eq!((c.dns.as_slice(), c.dns_first_only), (&["replica.db.example:80".to_string()][..], true));
+    let simple = from_yaml(&format!("{SE}  hosts: [api.example]\n  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: 443}}]\n  resolution: DNS\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: production}}\nspec:\n  host: api.example\n  trafficPolicy:\n    tls: {{mode: SIMPLE}}\n"));
+    let c = &simple.config.clusters["outbound|80||api.example"];
+    assert_eq!(c.tls_origination.as_ref().map(|o| o.sni.as_str()), Some("api.example"), "TLS originated, SNI the host");
+    assert_eq!(c.dns, ["api.example:443"]);
     let none = from_yaml(&format!(
         "{SE}  hosts: [httpbin.org]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: NONE\n"
     ));

@@ -132,8 +132,30 @@ impl<'a> Translator<'a> {
             }
             let mut cluster = cluster_from(fqdn, &policy, Vec::new(), tls);
             self.entry_cluster(&e, &selector, &mut cluster);
+            // The rest is refused by validation.
+            if let Some(ClientTls {
+                mode: Some(TlsMode::Simple),
+                ca_certificates,
+                sni,
+                client_certificate: _,
+                private_key: _,
+                credential_name: _,
+                subject_alt_names: _,
+                insecure_skip_verify: _,
+            }) = &policy.tls
+            {
+                cluster.tls_origination = Some(model::TlsOrigination {
+                    sni: sni.clone().unwrap_or_else(|| fqdn.to_string()),
+                    ca_certificates: ca_certificates.clone(),
+                });
+            }
             self.clusters.insert(name.clone(), cluster);
             return name;
+        }
+        if policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::Simple) {
+            self.warnings.push(format!(
+                "{fqdn} is in the mesh: tls mode SIMPLE is for destinations outside it (a ServiceEntry); mesh mTLS is used"
+            ));
         }
         let endpoints =
             selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
@@ -294,6 +316,7 @@ fn cluster_from(
         original_dst: false,
         dns: Vec::new(),
         dns_first_only: false,
+        tls_origination: None,
     }
 }
 

@@ -467,6 +467,22 @@ pub struct Cluster {
     /// Only the first address of each name (DNS_ROUND_ROBIN: Envoy's LOGICAL_DNS).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dns_first_only: bool,
+    /// TLS to a server outside the mesh (DestinationRule `tls.mode: SIMPLE`): the app
+    /// speaks plaintext to its sidecar, which speaks TLS to the endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_origination: Option<TlsOrigination>,
+}
+
+/// TLS originated by the sidecar: the server's certificate must chain to `caCertificates`
+/// (else the system's public roots) and be valid for `sni`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsOrigination {
+    /// The name sent in SNI and checked in the server's certificate.
+    pub sni: String,
+    /// A PEM file of the roots to trust; absent: `/etc/ssl/certs/ca-certificates.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
 }
 
 /// Mesh mTLS towards a cluster: the server's certificate must chain to the

@@ -128,7 +128,19 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         original_dst: _,
         dns,
         dns_first_only: _,
+        tls_origination,
     } = c;
+    if let Some(o) = tls_origination {
+        if tls.is_some() {
+            return p.field("tlsOrigination").err("a cluster speaks mesh mTLS or originates TLS, not both");
+        }
+        if o.sni.is_empty()
+            || o.sni.parse::<std::net::IpAddr>().is_err()
+                && !o.sni.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return p.field("tlsOrigination").field("sni").err(format!("{:?} is not a host name", o.sni));
+        }
+    }
     for (i, name) in dns.iter().enumerate() {
         let ok = name.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty()

@@ -128,6 +128,12 @@ impl Snapshot {
                     connect_timeout: pool.connect_timeout(),
                     idle_timeout: pool.idle_timeout(),
                     tls: c.tls.as_ref().map(|t| t.identities.clone().into()),
+                    origination: match &c.tls_origination {
+                        Some(o) => Some(Arc::new(crate::security::tls::Origination::new(o).map_err(|message| {
+                            ValidationError { path: format!("clusters[{name:?}].tlsOrigination"), message }
+                        })?)),
+                        None => None,
+                    },
                 },
                 endpoints,
             });

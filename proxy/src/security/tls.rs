@@ -26,6 +26,63 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
+/// Debian's bundle of public roots (package ca-certificates): what TLS origination
+/// trusts unless a DestinationRule names its own `caCertificates`.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// TLS the sidecar originates to a server outside the mesh (DestinationRule
+/// `tls.mode: SIMPLE`): the server must chain to the roots and be valid for the SNI name.
+pub struct Origination {
+    pub spec: weft_model::TlsOrigination,
+    pub name: ServerName<'static>,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Origination {
+    /// Reads the roots (`caCertificates`, else the system's) and builds the client side.
+    pub fn new(spec: &weft_model::TlsOrigination) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        let file = spec.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(file).map_err(|e| format!("reading {file}: {e}"))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{file}: {e}"))?;
+            roots.add(cert).map_err(|e| format!("{file}: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{file} holds no certificate"));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(spec.sni.clone()).map_err(|e| format!("sni {:?}: {e}", spec.sni))?;
+        Ok(Origination { spec: spec.clone(), name, config: Arc::new(config) })
+    }
+
+    /// The client configuration for a connection speaking HTTP/2 or HTTP/1.1 (ALPN).
+    pub fn config(&self, h2: bool) -> Arc<rustls::ClientConfig> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+        Arc::new(config)
+    }
+}
+
+impl std::fmt::Debug for Origination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origination").field("spec", &self.spec).finish()
+    }
+}
+
+impl PartialEq for Origination {
+    fn eq(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+}
+
+impl Eq for Origination {}
+
 /// The SPIFFE ID (URI SAN `spiffe://…`) of a certificate.
 pub fn spiffe_id(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

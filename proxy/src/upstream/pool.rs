@@ -26,6 +26,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Mesh mTLS: the SPIFFE IDs the server may prove (when this sidecar has an identity).
     pub tls: Option<Arc<[String]>>,
+    /// TLS to a server outside the mesh (DestinationRule `tls.mode: SIMPLE`).
+    pub origination: Option<Arc<crate::security::tls::Origination>>,
 }
 
 impl Default for PoolSettings {
@@ -34,6 +36,7 @@ impl Default for PoolSettings {
             connect_timeout: weft_model::DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: weft_model::DEFAULT_IDLE_TIMEOUT,
             tls: None,
+            origination: None,
         }
     }
 }
@@ -339,10 +342,17 @@ impl Pool {
     async fn connect_counted(&self, h2: bool) -> Result<TokioIo<Conn>, UpstreamError> {
         let stream = TcpStream::connect(self.inner.addr).await.map_err(UpstreamError::ConnectFailure)?;
         let _ = stream.set_nodelay(true);
+        let fail = |m: String| UpstreamError::ConnectFailure(std::io::Error::other(m));
+        if let Some(o) = &self.inner.settings.origination {
+            let tls = tokio_rustls::TlsConnector::from(o.config(h2))
+                .connect(o.name.clone(), stream)
+                .await
+                .map_err(|e| fail(format!("TLS handshake with {}: {e}", o.spec.sni)))?;
+            return Ok(TokioIo::new(Conn::Tls(Box::new(tls))));
+        }
         let (Some(allowed), Some(identity)) = (&self.inner.settings.tls, &self.inner.identity) else {
             return Ok(TokioIo::new(Conn::Plain(stream)));
         };
-        let fail = |m: String| UpstreamError::ConnectFailure(std::io::Error::other(m));
         let leaf = identity.current().ok_or_else(|| fail("no workload certificate yet".into()))?;
         let config =
             crate::security::identity::client_config(&leaf, allowed, h2).map_err(|e| fail(format!("tls: {e}")))?;

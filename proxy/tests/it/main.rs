@@ -16,3 +16,4 @@ mod process;
 mod reload;
 mod retries;
 mod routing;
+mod tls_origination;

@@ -141,14 +141,15 @@ pub struct ClientTls {
     pub client_certificate: Unsupported,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Unsupported,
+    /// A PEM file of roots on the sidecar's file system (SIMPLE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_certificates: Unsupported,
+    pub ca_certificates: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Unsupported,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_alt_names: Unsupported,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sni: Unsupported,
+    pub sni: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Unsupported,
 }

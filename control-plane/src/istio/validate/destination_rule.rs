@@ -63,20 +63,30 @@ fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
     {
         let at = format!("{at}.tls");
         match mode {
-            // Mesh mTLS (what auto-mTLS does anyway) or plaintext.
-            Some(TlsMode::IstioMutual | TlsMode::Disable) | None => {}
-            Some(TlsMode::Simple | TlsMode::Mutual) => p.push((
+            // Mesh mTLS (what auto-mTLS does anyway), plaintext, or TLS originated to a server
+            // outside the mesh.
+            Some(TlsMode::IstioMutual | TlsMode::Disable | TlsMode::Simple) | None => {}
+            Some(TlsMode::Mutual) => p.push((
                 format!("{at}.mode"),
-                format!("SIMPLE and MUTUAL (TLS to a destination outside the mesh) are {NOT_YET}; ISTIO_MUTUAL and DISABLE are"),
+                format!("MUTUAL (client certificates to a destination outside the mesh) is {NOT_YET}; SIMPLE, ISTIO_MUTUAL and DISABLE are"),
             )),
         }
+        if *mode != Some(TlsMode::Simple) {
+            for (field, set) in [("caCertificates", ca_certificates.is_some()), ("sni", sni.is_some())] {
+                if set {
+                    p.push((format!("{at}.{field}"), "applies to mode SIMPLE only".into()));
+                }
+            }
+        }
+        if ca_certificates.as_ref().is_some_and(|c| !c.starts_with('/')) {
+            p.push((format!("{at}.caCertificates"), "must be an absolute path to a PEM file on the sidecar".into()));
+        }
+        // Weft never turns verification off: `insecureSkipVerify: true` is refused.
         for (field, v) in [
             ("clientCertificate", client_certificate),
             ("privateKey", private_key),
-            ("caCertificates", ca_certificates),
             ("credentialName", credential_name),
             ("subjectAltNames", subject_alt_names),
-            ("sni", sni),
             ("insecureSkipVerify", insecure_skip_verify),
         ] {
             unsupported(p, format!("{at}.{field}"), v);
