@@ -515,6 +515,21 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         with_host("outside.example").ends_with(" 200")
     });
     assert!(with_host("outside.example").starts_with("outside"), "{}", net.log("sidecar-client"));
+    let spoofed = net.exec(
+        &client,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-H",
+            "host: outside.example",
+            "-w",
+            " %{http_code}",
+            &format!("http://{}:{}/", net.ip(1), echo.port()),
+        ],
+    );
+    assert!(spoofed.trim().ends_with("502"), "the entry's Host on another port is not let out: {spoofed}");
     let elsewhere = with_host("elsewhere.example");
     assert!(elsewhere.ends_with("502"), "a host no entry names is still refused: {elsewhere}");
     assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "echo: PING\r\n", "the entry's TCP port on its address");

@@ -131,7 +131,18 @@ impl<'a> Translator<'a> {
                 ));
             }
             let mut cluster = cluster_from(fqdn, &policy, Vec::new(), tls);
-            self.entry_cluster(&e, &selector, &mut cluster);
+            self.entry_cluster(fqdn, &e, &selector, &mut cluster);
+            if cluster.original_dst
+                && (cluster.tls.is_some() || policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::Simple))
+            {
+                // Where the app was going cannot be verified against a mesh identity or a name here:
+                // fail closed (no endpoints, 503) rather than send plaintext.
+                self.warnings.push(format!(
+                    "{fqdn}: a DestinationRule asks for TLS to a ServiceEntry with resolution NONE; use STATIC or DNS (requests get 503)"
+                ));
+                cluster.original_dst = false;
+                cluster.original_dst_match = None;
+            }
             // The rest is refused by validation.
             if let Some(ClientTls {
                 mode: Some(TlsMode::Simple),
@@ -317,6 +328,7 @@ fn cluster_from(
         dns: Vec::new(),
         dns_first_only: false,
         tls_origination: None,
+        original_dst_match: None,
     }
 }
 

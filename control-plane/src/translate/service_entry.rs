@@ -51,12 +51,27 @@ impl<'a> Translator<'a> {
         let mut egress = Vec::new();
         for (r, se) in self.service_entries() {
             let named = format!("{}/{}", r.namespace(), r.name());
-            for host in &se.hosts {
+            let addresses: Vec<weft_model::authz::Cidr> =
+                se.addresses.iter().filter_map(|a| weft_model::authz::Cidr::parse(a)).collect();
+            // A TCP port: one entry, by port and addresses, named by the first host.
+            if let Some(first) = se.hosts.first() {
                 for port in se.ports.iter().filter(|p| p.kind() == Some(PortKind::Tcp)) {
+                    egress.push(model::TcpEgress {
+                        cluster: format!("outbound|{}||{first}", port.number),
+                        port: port.number as u16,
+                        addresses: addresses.clone(),
+                        sni_hosts: Vec::new(),
+                    });
+                }
+            }
+            for host in &se.hosts {
+                // A TLS or HTTPS port: the ClientHello must name this host (Istio's SNI match).
+                for port in se.ports.iter().filter(|p| p.kind() == Some(PortKind::Tls)) {
                     egress.push(model::TcpEgress {
                         cluster: format!("outbound|{}||{host}", port.number),
                         port: port.number as u16,
-                        addresses: se.addresses.iter().filter_map(|a| weft_model::authz::Cidr::parse(a)).collect(),
+                        addresses: addresses.clone(),
+                        sni_hosts: vec![host.to_ascii_lowercase()],
                     });
                 }
                 let http: Vec<&ServicePort> =
@@ -74,7 +89,8 @@ impl<'a> Translator<'a> {
                         first.number
                     ));
                 }
-                if services.contains_key(host) || self.registry.service(host).is_some() {
+                if services.contains_key(host) || self.registry.service(host).is_some() || self.shadows_a_service(host)
+                {
                     self.warnings.push(format!(
                         "ServiceEntry {named}: {host} is already a service; the entry is not used for it"
                     ));
@@ -92,19 +108,29 @@ impl<'a> Translator<'a> {
         egress
     }
 
+    /// Whether `host` is another name of a registered service (`name.ns`, `name.ns.svc`):
+    /// an entry must not take the name callers use for a service in the mesh.
+    fn shadows_a_service(&self, host: &str) -> bool {
+        self.registry.services().iter().any(|svc| {
+            let short = format!("{}.{}", svc.name, svc.namespace);
+            host == short || host == format!("{short}.svc") || (host == svc.name)
+        })
+    }
+
     /// Where an entry's cluster sends requests: its static endpoints (those whose labels
     /// the subset selects, on the endpoint's port for the entry's port), names for the
     /// sidecar to resolve (DNS: the endpoints' addresses, else the hosts), or, for
     /// NONE, the original destination.
     pub(super) fn entry_cluster(
         &mut self,
+        fqdn: &str,
         e: &Entry<'_>,
         selector: &BTreeMap<String, String>,
         cluster: &mut model::Cluster,
     ) {
         let ServiceEntry {
-            hosts,
-            addresses: _,
+            hosts: _,
+            addresses,
             ports: _,
             location: _,
             resolution,
@@ -120,7 +146,15 @@ impl<'a> Translator<'a> {
             .map(|w| (w, w.ports.get(&e.port.name).copied().or(e.port.target_port).unwrap_or(e.port.number) as u16))
             .collect();
         match resolution.unwrap_or(Resolution::None) {
-            Resolution::None => cluster.original_dst = true,
+            // Only where the entry says the app goes: its port, and its addresses when it has any
+            // (a spoofed Host to any other address or port is not let out).
+            Resolution::None => {
+                cluster.original_dst = true;
+                cluster.original_dst_match = Some(model::OriginalDstMatch {
+                    port: e.port.number as u16,
+                    addresses: addresses.iter().filter_map(|a| weft_model::authz::Cidr::parse(a)).collect(),
+                });
+            }
             Resolution::Static => {
                 cluster.endpoints = chosen
                     .iter()
@@ -135,12 +169,20 @@ impl<'a> Translator<'a> {
             }
             Resolution::Dns | Resolution::DnsRoundRobin => {
                 cluster.dns_first_only = *resolution == Some(Resolution::DnsRoundRobin);
-                cluster.dns = if endpoints.is_empty() {
-                    let port = e.port.target_port.unwrap_or(e.port.number);
-                    hosts.iter().filter(|h| !h.starts_with("*.")).map(|h| format!("{h}:{port}")).collect()
-                } else {
-                    chosen.iter().map(|(w, port)| format!("{}:{port}", w.address)).collect()
-                };
+                if endpoints.is_empty() {
+                    // Each host is resolved for its own cluster (Istio), never mixed with the entry's others.
+                    cluster.dns = vec![format!("{fqdn}:{}", e.port.target_port.unwrap_or(e.port.number))];
+                }
+                for (w, port) in &chosen {
+                    match w.address.parse::<std::net::IpAddr>() {
+                        // An address needs no resolving (and `v6:port` is no name).
+                        Ok(ip) => cluster.endpoints.push(model::Endpoint {
+                            address: std::net::SocketAddr::new(ip, *port).to_string(),
+                            labels: w.labels.clone(),
+                        }),
+                        Err(_) => cluster.dns.push(format!("{}:{port}", w.address)),
+                    }
+                }
             }
         }
     }

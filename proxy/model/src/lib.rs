@@ -98,6 +98,10 @@ pub struct TcpEgress {
     /// The entry's addresses; empty: any address on `port` (Istio's wildcard listener).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<authz::Cidr>,
+    /// For a TLS or HTTPS port: the hosts the ClientHello's SNI must name (`*.x` a
+    /// suffix); a connection without one is not this entry's. Empty: any (TCP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
 }
 
 /// What the control plane says about trust, so a root can be rotated with no
@@ -471,6 +475,26 @@ pub struct Cluster {
     /// speaks plaintext to its sidecar, which speaks TLS to the endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_origination: Option<TlsOrigination>,
+    /// With `originalDst`: the only destinations let through (the entry's port, and its
+    /// addresses when it has any); a request whose connection went elsewhere is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_dst_match: Option<OriginalDstMatch>,
+}
+
+/// Where an `originalDst` cluster may send a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OriginalDstMatch {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<authz::Cidr>,
+}
+
+impl OriginalDstMatch {
+    pub fn admits(&self, dst: std::net::SocketAddr) -> bool {
+        let ip = dst.ip().to_canonical();
+        dst.port() == self.port && (self.addresses.is_empty() || self.addresses.iter().any(|c| c.contains(ip)))
+    }
 }
 
 /// TLS originated by the sidecar: the server's certificate must chain to `caCertificates`

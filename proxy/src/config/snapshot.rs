@@ -21,8 +21,10 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// Connection-pool limits; shared with the endpoints' pools, kept across reloads.
     pub limits: Arc<Limits>,
-    /// Requests go where the app was going (a ServiceEntry with resolution NONE).
+    /// Requests go where the app was going (a ServiceEntry with resolution NONE),
+    /// when the destination is one `original_dst_match` admits.
     pub original_dst: bool,
+    pub original_dst_match: Option<weft_model::OriginalDstMatch>,
 }
 
 impl Cluster {
@@ -163,6 +165,7 @@ impl Snapshot {
                     protocol: c.protocol,
                     limits,
                     original_dst: c.original_dst,
+                    original_dst_match: c.original_dst_match.clone(),
                 };
                 (cluster.name.clone(), cluster)
             })
@@ -174,6 +177,7 @@ impl Snapshot {
             protocol: config.inbound.protocol,
             limits,
             original_dst: false,
+            original_dst_match: None,
         });
         let authz = config.inbound.authz.iter().map(crate::security::authz::Policy::compile).collect();
         let jwt = crate::security::jwt::Authenticator::compile(&config.inbound.jwt)

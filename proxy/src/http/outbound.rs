@@ -61,6 +61,12 @@ async fn original_destination(
     let Some(dst) = conn.original_dst else {
         return Err((ProxyError::NoOriginalDestination { cluster: cluster.name.to_string() }, flags));
     };
+    // A Host naming the entry does not open other addresses or ports (Istio matches the
+    // entry's port; Weft its addresses too, when it has any).
+    if cluster.original_dst_match.as_ref().is_some_and(|m| !m.admits(dst)) {
+        let host = authority.to_str().unwrap_or_default().to_string();
+        return Err((ProxyError::NotTheEntrysDestination { host, dst }, flags));
+    }
     if let Some(uri) = rewritten.and_then(|p| p.parse::<http::Uri>().ok()) {
         parts.uri = uri;
     }

@@ -134,6 +134,8 @@ pub enum ProxyError {
     Unauthenticated(crate::security::jwt::Refused),
     #[error("{host} is not in the mesh and outboundTrafficPolicy is REGISTRY_ONLY (BlackHoleCluster)")]
     BlackHole { host: String },
+    #[error("{dst} is not where the ServiceEntry for {host} lets requests go (its port and addresses)")]
+    NotTheEntrysDestination { host: String, dst: std::net::SocketAddr },
     #[error("passthrough to {dst}: {error}")]
     Passthrough { dst: std::net::SocketAddr, error: String },
 }
@@ -171,7 +173,9 @@ impl ProxyError {
             ProxyError::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "", Flags::NONE),
             ProxyError::Denied(_) => (StatusCode::FORBIDDEN, "RBAC: access denied", Flags::NONE),
             ProxyError::Unauthenticated(why) => (StatusCode::UNAUTHORIZED, why.text(), Flags::NONE),
-            ProxyError::BlackHole { .. } => (StatusCode::BAD_GATEWAY, "", Flags::NR),
+            ProxyError::BlackHole { .. } | ProxyError::NotTheEntrysDestination { .. } => {
+                (StatusCode::BAD_GATEWAY, "", Flags::NR)
+            }
             ProxyError::Passthrough { .. } => (StatusCode::SERVICE_UNAVAILABLE, "connection failure", Flags::UF),
         }
     }

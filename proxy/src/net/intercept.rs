@@ -71,8 +71,8 @@ pub struct TcpConnection {
 /// destinations outside the mesh (it follows the config), and where TCP
 /// connections are reported (Istio's `istio_tcp_*` metrics, the access log).
 pub trait Capture: Send + Sync + 'static {
-    /// What a captured non-HTTP connection to `dst` meets.
-    fn egress(&self, dst: SocketAddr) -> Egress;
+    /// What a captured non-HTTP connection to `dst` meets (`sni`: what its ClientHello named).
+    fn egress(&self, dst: SocketAddr, sni: Option<&str>) -> Egress;
     /// A connection was opened to its destination (or refused: then only `closed` follows).
     fn opened(&self, cluster: &str);
     fn closed(&self, connection: &TcpConnection);
@@ -90,16 +90,86 @@ pub enum Egress {
 }
 
 /// What `egress` (a config's ServiceEntry ports) and `policy` make of a captured
-/// connection to `dst`: the first entry for its port (and address, when the entry has any).
-pub fn egress_for(egress: &[weft_model::TcpEgress], policy: OutboundTrafficPolicy, dst: SocketAddr) -> Egress {
+/// connection to `dst` whose TLS ClientHello named `sni`: an entry for its port (and
+/// address, when the entry has any; and, for a TLS or HTTPS port, whose hosts the SNI names).
+pub fn egress_for(
+    egress: &[weft_model::TcpEgress],
+    policy: OutboundTrafficPolicy,
+    dst: SocketAddr,
+    sni: Option<&str>,
+) -> Egress {
     let ip = dst.ip().to_canonical();
-    let entry = egress
-        .iter()
-        .find(|e| e.port == dst.port() && (e.addresses.is_empty() || e.addresses.iter().any(|c| c.contains(ip))));
+    let named = |e: &&weft_model::TcpEgress| {
+        e.sni_hosts.is_empty()
+            || sni.is_some_and(|sni| {
+                let sni = sni.to_ascii_lowercase();
+                e.sni_hosts.iter().any(|h| match h.strip_prefix('*') {
+                    Some(suffix) => sni.ends_with(suffix) && sni.len() > suffix.len(),
+                    None => *h == sni,
+                })
+            })
+    };
+    // An entry naming the address wins over one for the whole port (Istio's listener by address).
+    let on_port = || egress.iter().filter(|e| e.port == dst.port()).filter(named);
+    let entry = on_port()
+        .find(|e| e.addresses.iter().any(|c| c.contains(ip)))
+        .or_else(|| on_port().find(|e| e.addresses.is_empty()));
     match (entry, policy) {
         (Some(e), _) => Egress::Entry(e.cluster.as_str().into()),
         (None, OutboundTrafficPolicy::AllowAny) => Egress::Passthrough,
         (None, OutboundTrafficPolicy::RegistryOnly) => Egress::Refused,
+    }
+}
+
+/// The server name a TLS ClientHello asks for (SNI), from the first bytes of a connection.
+pub fn client_hello_sni(b: &[u8]) -> Option<String> {
+    // Record: handshake (22), version, length; handshake: ClientHello (1), length.
+    let take = |at: usize, n: usize| b.get(at..at + n);
+    let u16_at = |at: usize| take(at, 2).map(|x| usize::from(u16::from_be_bytes([x[0], x[1]])));
+    if b.first() != Some(&22) || b.get(5) != Some(&1) {
+        return None;
+    }
+    let mut at = 5 + 4 + 2 + 32; // header, client version, random
+    at += 1 + usize::from(*b.get(at)?); // session id
+    at += 2 + u16_at(at)?; // cipher suites
+    at += 1 + usize::from(*b.get(at)?); // compression methods
+    let end = at + 2 + u16_at(at)?;
+    at += 2;
+    while at + 4 <= end {
+        let (kind, len) = (u16_at(at)?, u16_at(at + 2)?);
+        at += 4;
+        if kind == 0 {
+            // server_name: list length, then (type 0 = host_name, length, name).
+            let (name_type, name_len) = (*b.get(at + 2)?, u16_at(at + 3)?);
+            let name = take(at + 5, name_len)?;
+            return (name_type == 0).then(|| String::from_utf8_lossy(name).into_owned());
+        }
+        at += len;
+    }
+    None
+}
+
+/// Peeks at a connection until its first TLS record is whole (at most 16 KiB, within
+/// the protocol-detection timeout), without consuming it: the ClientHello to read SNI from.
+pub async fn peek_client_hello(stream: &tokio::net::TcpStream) -> Vec<u8> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + PROTOCOL_DETECTION_TIMEOUT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return Vec::new(),
+        };
+        let want = buf.get(3..5).map_or(usize::MAX, |l| 5 + usize::from(u16::from_be_bytes([l[0], l[1]])));
+        if n >= want.min(buf.len()) || n == 0 {
+            buf.truncate(n);
+            return buf;
+        }
+        // More of the record is on its way: wait for it.
+        if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+            buf.truncate(n);
+            return buf;
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -191,33 +261,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn service_entry_ports_let_captured_tcp_out_by_port_and_address() {
+    fn service_entry_ports_let_captured_tcp_out_by_port_address_and_sni() {
+        let entry = |cluster: &str, port, addresses: &[&str], sni: &[&str]| weft_model::TcpEgress {
+            cluster: cluster.into(),
+            port,
+            addresses: addresses.iter().map(|a| weft_model::authz::Cidr::parse(a).unwrap()).collect(),
+            sni_hosts: sni.iter().map(|h| h.to_string()).collect(),
+        };
         let egress = [
-            weft_model::TcpEgress {
-                cluster: "outbound|5432||db.example".into(),
-                port: 5432,
-                addresses: vec![weft_model::authz::Cidr::parse("203.0.113.0/24").unwrap()],
-            },
-            weft_model::TcpEgress { cluster: "outbound|443||api.example".into(), port: 443, addresses: vec![] },
+            entry("outbound|5432||db.example", 5432, &["203.0.113.0/24"], &[]),
+            entry("outbound|443||api.example", 443, &[], &["api.example"]),
+            entry("outbound|443||wild", 443, &[], &["*.cdn.example"]),
+            entry("outbound|9000||any", 9000, &[], &[]),
+            entry("outbound|9000||specific", 9000, &["198.51.100.7/32"], &[]),
         ];
         let at = |s: &str| s.parse::<SocketAddr>().unwrap();
         let only = OutboundTrafficPolicy::RegistryOnly;
+        let go = |dst: &str, sni: Option<&str>| egress_for(&egress, only, at(dst), sni);
+        let entry_named = |c: &str| Egress::Entry(c.into());
+        assert_eq!(go("203.0.113.9:5432", None), entry_named("outbound|5432||db.example"));
+        assert_eq!(go("[::ffff:203.0.113.9]:5432", None), entry_named("outbound|5432||db.example"));
+        assert_eq!(go("198.51.100.1:5432", None), Egress::Refused, "not its address");
+        assert_eq!(go("198.51.100.1:443", Some("API.example")), entry_named("outbound|443||api.example"));
+        assert_eq!(go("198.51.100.1:443", Some("evil.example")), Egress::Refused, "another SNI on the port");
+        assert_eq!(go("198.51.100.1:443", None), Egress::Refused, "no SNI at all");
+        assert_eq!(go("198.51.100.1:443", Some("img.cdn.example")), entry_named("outbound|443||wild"));
+        assert_eq!(go("198.51.100.1:443", Some("cdn.example")), Egress::Refused, "a wildcard needs a label");
+        assert_eq!(go("198.51.100.7:9000", None), entry_named("outbound|9000||specific"), "the address wins");
+        assert_eq!(go("198.51.100.8:9000", None), entry_named("outbound|9000||any"));
         assert_eq!(
-            egress_for(&egress, only, at("203.0.113.9:5432")),
-            Egress::Entry("outbound|5432||db.example".into())
+            egress_for(&egress, OutboundTrafficPolicy::AllowAny, at("198.51.100.1:22"), None),
+            Egress::Passthrough
         );
-        assert_eq!(
-            egress_for(&egress, only, at("[::ffff:203.0.113.9]:5432")),
-            Egress::Entry("outbound|5432||db.example".into())
-        );
-        assert_eq!(egress_for(&egress, only, at("198.51.100.1:5432")), Egress::Refused, "not its address");
-        assert_eq!(
-            egress_for(&egress, only, at("198.51.100.1:443")),
-            Egress::Entry("outbound|443||api.example".into()),
-            "no addresses: the port (Istio)"
-        );
-        assert_eq!(egress_for(&egress, OutboundTrafficPolicy::AllowAny, at("198.51.100.1:22")), Egress::Passthrough);
-        assert_eq!(egress_for(&egress, only, at("198.51.100.1:22")), Egress::Refused);
+        assert_eq!(go("198.51.100.1:22", None), Egress::Refused);
+    }
+
+    #[test]
+    fn the_server_name_is_read_from_a_real_client_hello() {
+        let config =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("api.example").unwrap();
+        let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        assert_eq!(client_hello_sni(&hello).as_deref(), Some("api.example"));
+        for cut in [0, 1, 5, 40, hello.len() / 2] {
+            assert_eq!(client_hello_sni(&hello[..cut]), None, "a cut ClientHello names nothing");
+        }
+        assert_eq!(client_hello_sni(b"GET / HTTP/1.1\r\n"), None);
     }
 
     #[test]

@@ -358,7 +358,12 @@ async fn captured<H, F>(
         let conn = Conn { peer: None, remote, original_dst: Some(dst) };
         return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
     }
-    match capture.egress(dst) {
+    // A TLS ClientHello names the server: TLS and HTTPS entries are matched by it (Istio's SNI match).
+    let sni = match first[..n].first() {
+        Some(22) => intercept::client_hello_sni(&intercept::peek_client_hello(&stream).await),
+        _ => None,
+    };
+    match capture.egress(dst, sni.as_deref()) {
         Egress::Entry(cluster) => intercept::tcp_passthrough(stream, dst, capture, cluster).await,
         Egress::Passthrough => intercept::tcp_passthrough(stream, dst, capture, PASSTHROUGH_CLUSTER.into()).await,
         Egress::Refused => intercept::tcp_refused(dst, capture),

@@ -250,9 +250,9 @@ fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
 /// cluster (`PassthroughCluster`, `BlackHoleCluster`) or a ServiceEntry's host; the
 /// address is in the access log.
 impl crate::net::intercept::Capture for Shared {
-    fn egress(&self, dst: std::net::SocketAddr) -> crate::net::intercept::Egress {
+    fn egress(&self, dst: std::net::SocketAddr, sni: Option<&str>) -> crate::net::intercept::Egress {
         let snap = self.snapshot();
-        crate::net::intercept::egress_for(&snap.config.egress, self.outbound_policy(&snap.config), dst)
+        crate::net::intercept::egress_for(&snap.config.egress, self.outbound_policy(&snap.config), dst, sni)
     }
 
     fn opened(&self, cluster: &str) {

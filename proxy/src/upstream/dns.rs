@@ -15,6 +15,8 @@ use weft_model::ProxyConfig;
 pub const REFRESH: Duration = Duration::from_secs(60);
 /// How long one name may take to resolve.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Lookups in flight at once.
+pub const MAX_CONCURRENT: usize = 8;
 
 /// The answers so far, by `host:port`.
 pub type Answers = HashMap<String, Vec<SocketAddr>>;
@@ -47,13 +49,19 @@ pub fn names(config: &ProxyConfig) -> BTreeSet<String> {
 
 /// Resolves `names` at once; a name that fails keeps what `before` had for it.
 async fn resolve(names: BTreeSet<String>, before: &Answers) -> Answers {
+    // At most this many lookups at once (each holds a blocking thread while getaddrinfo runs).
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     let mut running = tokio::task::JoinSet::new();
     for name in names {
+        let slots = slots.clone();
         running.spawn(async move {
+            let _slot = slots.acquire_owned().await;
             let found = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host(name.clone())).await;
             let addrs = match found {
                 Ok(Ok(addrs)) => {
+                    // Sorted: a server rotating its answers is not a change.
                     let mut addrs: Vec<SocketAddr> = addrs.collect();
+                    addrs.sort();
                     addrs.dedup();
                     Ok(addrs)
                 }

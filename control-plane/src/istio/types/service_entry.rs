@@ -47,7 +47,9 @@ pub struct ServicePort {
 pub enum PortKind {
     /// Routed by Host (HTTP/1.1, h2c, gRPC).
     Http { http2: bool },
-    /// Passed through as bytes (TLS from the app, databases, …).
+    /// TLS from the app (HTTPS, TLS): passed through, matched by the ClientHello's SNI.
+    Tls,
+    /// Passed through as bytes (databases, …), matched by port and address.
     Tcp,
 }
 
@@ -58,7 +60,8 @@ impl ServicePort {
         Some(match protocol.as_str() {
             "HTTP" => PortKind::Http { http2: false },
             "HTTP2" | "GRPC" | "GRPC-WEB" => PortKind::Http { http2: true },
-            "HTTPS" | "TLS" | "TCP" | "MONGO" | "MYSQL" | "REDIS" => PortKind::Tcp,
+            "HTTPS" | "TLS" => PortKind::Tls,
+            "TCP" | "MONGO" | "MYSQL" | "REDIS" => PortKind::Tcp,
             _ => return None,
         })
     }

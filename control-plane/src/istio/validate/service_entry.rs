@@ -25,6 +25,11 @@ pub(super) fn check(se: &ServiceEntry, p: &mut Problems) {
             && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if h == "*" {
             p.push((format!("spec.hosts[{i}]"), "`*` would let every host out".into()));
+        } else if !h.contains('.') || h.ends_with(".svc") || h.ends_with(".svc.cluster.local") {
+            p.push((
+                format!("spec.hosts[{i}]"),
+                format!("{h:?} is a name of the mesh's own services; a ServiceEntry names hosts outside the registry"),
+            ));
         } else if !ok {
             p.push((format!("spec.hosts[{i}]"), format!("{h:?} is not a host name (a wildcard only as `*.` first)")));
         }
