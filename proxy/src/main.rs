@@ -109,6 +109,14 @@ struct Args {
     /// resolved again (Istio's MeshConfig `dnsRefreshRate`).
     #[arg(long, env = "WEFT_DNS_REFRESH", default_value = "60s", value_parser = weft_model::duration::parse)]
     dns_refresh: Duration,
+    /// The share of traces this sidecar starts that are sampled, in percent (Istio's
+    /// `meshConfig.defaultConfig.tracing.sampling`, 1 by default). A caller's decision stands.
+    #[arg(long, env = "WEFT_TRACE_SAMPLING", default_value_t = weft_proxy::ops::trace::DEFAULT_SAMPLING_PERCENT)]
+    trace_sampling: f64,
+    /// Tracing off (Istio's `meshConfig.enableTracing: false`): no trace context is
+    /// continued or started, no `traceparent`/`x-b3-*` written.
+    #[arg(long, env = "WEFT_NO_TRACING")]
+    no_tracing: bool,
     /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
     /// `/app-health/<container>/{livez,readyz,startupz}`. Off unless given.
     /// Several addresses, comma-separated, serve the same (injection uses 15020 and 15021).
@@ -302,6 +310,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         path_normalization: args.path_normalization,
         idle_timeout: args.idle_timeout,
         dns_refresh: args.dns_refresh,
+        trace_sampling_percent: (!args.no_tracing).then_some(args.trace_sampling),
     };
     let (initial, watched) = match &args.config {
         Some(file) => {

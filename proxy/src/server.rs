@@ -46,6 +46,9 @@ pub struct ProxyOptions {
     pub idle_timeout: Duration,
     /// How often endpoints given by DNS name are resolved again (Istio's `dnsRefreshRate`, 60 s).
     pub dns_refresh: Duration,
+    /// The share of traces started here that are sampled, in percent (Istio's default 1);
+    /// `None`: tracing off (Istio's `meshConfig.enableTracing: false`).
+    pub trace_sampling_percent: Option<f64>,
 }
 
 impl Default for ProxyOptions {
@@ -63,6 +66,7 @@ impl Default for ProxyOptions {
             path_normalization: Default::default(),
             idle_timeout: crate::net::listen::IDLE_TIMEOUT,
             dns_refresh: crate::upstream::dns::REFRESH,
+            trace_sampling_percent: Some(crate::ops::trace::DEFAULT_SAMPLING_PERCENT),
         }
     }
 }
@@ -108,6 +112,7 @@ impl Proxy {
             path_normalization: options.path_normalization,
             inbound_retry: crate::http::retry::RetryPolicy::inbound(),
             dns: Default::default(),
+            trace_sampling: options.trace_sampling_percent.map(crate::ops::trace::per_million),
         });
 
         let bind = |addr: SocketAddr| async move {

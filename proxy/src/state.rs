@@ -31,6 +31,9 @@ pub struct Shared {
     pub inbound_retry: crate::http::retry::RetryPolicy,
     /// Endpoints by DNS name, resolved by `upstream::dns::run`.
     pub dns: crate::upstream::dns::Dns,
+    /// Traces started here are sampled at this rate, per million (`--trace-sampling`);
+    /// `None`: tracing off (Istio's `enableTracing: false`), no trace headers written.
+    pub trace_sampling: Option<u32>,
 }
 
 impl Shared {

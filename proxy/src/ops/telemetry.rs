@@ -38,6 +38,8 @@ pub struct Record {
     pub path: String,
     pub grpc: bool,
     pub request_id: http::HeaderValue,
+    /// This hop's span of the request's trace (none with tracing off).
+    pub span: Option<crate::ops::trace::Span>,
     pub request_bytes: u64,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
@@ -70,6 +72,7 @@ impl Record {
         parts: &mut http::request::Parts,
     ) -> Self {
         let request_id = crate::http::forward::ensure_request_id(&mut parts.headers);
+        let span = shared.trace_sampling.map(|rate| crate::ops::trace::propagate(&mut parts.headers, rate));
         let authority = crate::http::forward::authority_of(parts).unwrap_or_default();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let grpc = parts
@@ -88,6 +91,7 @@ impl Record {
             path,
             grpc,
             request_id,
+            span,
             request_bytes,
             route: None,
             cluster: None,
@@ -132,6 +136,7 @@ impl Record {
             path,
             grpc,
             request_id,
+            span,
             request_bytes,
             route,
             cluster,
@@ -220,7 +225,9 @@ impl Record {
                 .millis("duration_ms", elapsed)
                 .num("bytes_received", request_bytes)
                 .num("bytes_sent", response_bytes)
-                .str("request_id", &String::from_utf8_lossy(request_id.as_bytes()));
+                .str("request_id", &String::from_utf8_lossy(request_id.as_bytes()))
+                .opt("trace_id", span.map(|s| s.trace_hex()).as_deref())
+                .opt("span_id", span.map(|s| s.span_hex()).as_deref());
             shared.access_log.write(line);
         }
     }
