@@ -100,9 +100,9 @@ fn hex_into(out: &mut [u8], n: u128) {
     }
 }
 
-fn value(bytes: &[u8]) -> HeaderValue {
-    // Hex digits and dashes only: always a valid header value.
-    HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static("0"))
+/// A header value sharing `all`'s one allocation (hex digits and dashes: always valid).
+fn value(all: &bytes::Bytes, range: std::ops::Range<usize>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(all.slice(range)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Continues the request's trace (or starts one, sampled at `sampling_per_million`),
@@ -125,22 +125,21 @@ pub fn propagate(headers: &mut HeaderMap, sampling_per_million: u32) -> Span {
             sampled: rng.gen_range(0..1_000_000) < sampling_per_million,
         },
     };
-    let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    hex_into(&mut tp[3..35], span.trace_id);
-    hex_into(&mut tp[36..52], u128::from(span.span_id));
-    tp[54] = if span.sampled { b'1' } else { b'0' };
-    headers.insert(TRACEPARENT.clone(), value(&tp));
-    headers.insert(B3_TRACE.clone(), value(&tp[3..35]));
-    headers.insert(B3_SPAN.clone(), value(&tp[36..52]));
-    match span.parent_id {
-        Some(parent) => {
-            let mut p = [0u8; 16];
-            hex_into(&mut p, u128::from(parent));
-            headers.insert(B3_PARENT.clone(), value(&p));
-        }
-        None => {
-            headers.remove(&B3_PARENT);
-        }
+    // traceparent, then the parent span id: one buffer, one allocation shared by every value.
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-000000000000000000";
+    hex_into(&mut buf[3..35], span.trace_id);
+    hex_into(&mut buf[36..52], u128::from(span.span_id));
+    buf[54] = if span.sampled { b'1' } else { b'0' };
+    hex_into(&mut buf[55..71], u128::from(span.parent_id.unwrap_or(0)));
+    let all = bytes::Bytes::copy_from_slice(&buf);
+    headers.reserve(5);
+    headers.insert(TRACEPARENT.clone(), value(&all, 0..55));
+    headers.insert(B3_TRACE.clone(), value(&all, 3..35));
+    headers.insert(B3_SPAN.clone(), value(&all, 36..52));
+    if span.parent_id.is_some() {
+        headers.insert(B3_PARENT.clone(), value(&all, 55..71));
+    } else {
+        headers.remove(&B3_PARENT);
     }
     headers.insert(B3_SAMPLED.clone(), HeaderValue::from_static(if span.sampled { "1" } else { "0" }));
     // The single-header form would now contradict the multi-header one.
