@@ -13,7 +13,9 @@
 //! outbound and inbound listeners: an answer or a close, never a panic, and
 //! the sidecar still answers a plain request afterwards), `jwt` (end-user
 //! tokens mutated from well-formed ones: never a panic, never accepted — any
-//! token accepted without the issuer's private key would be a forgery).
+//! token accepted without the issuer's private key would be a forgery), `sni`
+//! (the ClientHello parser that ServiceEntry TLS ports are matched by: never
+//! a panic, a name only ever read from the bytes given).
 //!
 //! `weft-fuzz --seconds 60 [--target NAME]...`; exits non-zero on the first
 //! failure, after writing the input to `target/fuzz/crashes/`.
@@ -39,7 +41,7 @@ struct Args {
     seed: Option<u64>,
 }
 
-const TARGETS: [&str; 7] = ["path", "lines", "istio", "proxy-config", "inject", "http", "jwt"];
+const TARGETS: [&str; 8] = ["path", "lines", "istio", "proxy-config", "inject", "http", "jwt", "sni"];
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
 
@@ -84,6 +86,15 @@ fn main() -> anyhow::Result<()> {
             "jwt" => {
                 let (auth, seeds) = jwt_setup();
                 run(budget, |_| jwt_case(&auth, &seeds, &mut rng))
+            }
+            "sni" => {
+                let seeds = vec![client_hello("api.example"), client_hello("a.b.cdn.example"), client_hello("")];
+                let named = weft_proxy::net::intercept::client_hello_sni(&seeds[0]);
+                anyhow::ensure!(
+                    named.as_deref() == Some("api.example"),
+                    "the seed ClientHello does not parse: {named:?}"
+                );
+                run(budget, |_| sni_case(&seeds, &mut rng))
             }
             other => anyhow::bail!("unknown target {other:?} ({})", TARGETS.join(", ")),
         };
@@ -346,6 +357,43 @@ fn jwt_case(
     let r = match auth.authenticate(&mut parts) {
         Ok(Some(user)) => Err(format!("a token nobody signed was accepted as {:?}", user.principal)),
         _ if parts.headers.contains_key("x-sub") => Err("a forged output header survived".into()),
+        _ => Ok(()),
+    };
+    (input, r)
+}
+
+/// A TLS 1.3-shaped ClientHello naming `sni` (none when empty).
+fn client_hello(sni: &str) -> Vec<u8> {
+    let mut ext = Vec::new();
+    if !sni.is_empty() {
+        let name = sni.as_bytes();
+        let list = [&[0u8][..], &(name.len() as u16).to_be_bytes(), name].concat();
+        ext.extend_from_slice(&[0, 0]);
+        ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&list);
+    }
+    ext.extend_from_slice(&[0, 43, 0, 3, 2, 3, 4]); // supported_versions: TLS 1.3
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let len = body.len() as u32;
+    let mut hello = vec![1, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+    hello.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    record.extend_from_slice(&hello);
+    record
+}
+
+fn sni_case(seeds: &[Vec<u8>], rng: &mut SmallRng) -> (Vec<u8>, Result<(), String>) {
+    let input = mutate(seeds, rng);
+    let r = match weft_proxy::net::intercept::client_hello_sni(&input) {
+        Some(name) if !name.is_empty() && !String::from_utf8_lossy(&input).contains(name.as_str()) => {
+            Err(format!("{name:?} is not in the input"))
+        }
         _ => Ok(()),
     };
     (input, r)
