@@ -109,6 +109,10 @@ struct Args {
     /// resolved again (Istio's MeshConfig `dnsRefreshRate`).
     #[arg(long, env = "WEFT_DNS_REFRESH", default_value = "60s", value_parser = weft_model::duration::parse)]
     dns_refresh: Duration,
+    /// Nameservers for endpoints given by DNS name (comma-separated `IP:port`); default
+    /// `/etc/resolv.conf`'s.
+    #[arg(long, env = "WEFT_DNS_SERVER", value_delimiter = ',')]
+    dns_server: Vec<std::net::SocketAddr>,
     /// The share of traces this sidecar starts that are sampled, in percent (Istio's
     /// `meshConfig.defaultConfig.tracing.sampling`, 1 by default). A caller's decision stands.
     #[arg(long, env = "WEFT_TRACE_SAMPLING", default_value_t = weft_proxy::ops::trace::DEFAULT_SAMPLING_PERCENT)]
@@ -310,6 +314,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         path_normalization: args.path_normalization,
         idle_timeout: args.idle_timeout,
         dns_refresh: args.dns_refresh,
+        dns_servers: args.dns_server.clone(),
         trace_sampling_percent: (!args.no_tracing).then_some(args.trace_sampling),
     };
     let (initial, watched) = match &args.config {

@@ -44,8 +44,11 @@ pub struct ProxyOptions {
     pub path_normalization: weft_model::PathNormalization,
     /// Downstream connections idle this long are closed (Envoy's `idle_timeout`, 1 h).
     pub idle_timeout: Duration,
-    /// How often endpoints given by DNS name are resolved again (Istio's `dnsRefreshRate`, 60 s).
+    /// How often endpoints given by DNS name are resolved again at most (Istio's
+    /// `dnsRefreshRate`, 60 s); sooner when their TTL runs out.
     pub dns_refresh: Duration,
+    /// The nameservers asked for them; empty: `/etc/resolv.conf`'s.
+    pub dns_servers: Vec<SocketAddr>,
     /// The share of traces started here that are sampled, in percent (Istio's default 1);
     /// `None`: tracing off (Istio's `meshConfig.enableTracing: false`).
     pub trace_sampling_percent: Option<f64>,
@@ -66,6 +69,7 @@ impl Default for ProxyOptions {
             path_normalization: Default::default(),
             idle_timeout: crate::net::listen::IDLE_TIMEOUT,
             dns_refresh: crate::upstream::dns::REFRESH,
+            dns_servers: Vec::new(),
             trace_sampling_percent: Some(crate::ops::trace::DEFAULT_SAMPLING_PERCENT),
         }
     }
@@ -111,7 +115,7 @@ impl Proxy {
             outbound_traffic_policy: options.outbound_traffic_policy,
             path_normalization: options.path_normalization,
             inbound_retry: crate::http::retry::RetryPolicy::inbound(),
-            dns: Default::default(),
+            dns: crate::upstream::dns::Dns::new(options.dns_servers.clone()),
             trace_sampling: options.trace_sampling_percent.map(crate::ops::trace::per_million),
         });
 

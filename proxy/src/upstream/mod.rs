@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod dns;
+pub mod dns_wire;
 pub mod endpoint;
 pub mod limits;
 pub mod outlier;
