@@ -39,7 +39,7 @@ demo-static: build
 
 ## Fuzzing on stable Rust (benches/src/bin/weft-fuzz.rs): request paths, the push-stream framing,
 ## the Istio and sidecar YAML loaders, injection, and crafted requests to a running sidecar.
-## FUZZ_SECONDS per target (8 targets: 100 s each is about 14 minutes); fails on any panic, hang or
+## FUZZ_SECONDS per target (9 targets: 100 s each is 15 minutes); fails on any panic, hang or
 ## broken invariant, writing the input to target/fuzz/crashes/.
 FUZZ_SECONDS ?= 100
 fuzz:

@@ -15,7 +15,9 @@
 //! tokens mutated from well-formed ones: never a panic, never accepted — any
 //! token accepted without the issuer's private key would be a forgery), `sni`
 //! (the ClientHello parser that ServiceEntry TLS ports are matched by: never
-//! a panic, a name only ever read from the bytes given).
+//! a panic, a name only ever read from the bytes given), `dns` (answers to the
+//! sidecar's resolver mutated from real ones: never a panic, never an address
+//! for another query id).
 //!
 //! `weft-fuzz --seconds 60 [--target NAME]...`; exits non-zero on the first
 //! failure, after writing the input to `target/fuzz/crashes/`.
@@ -41,7 +43,7 @@ struct Args {
     seed: Option<u64>,
 }
 
-const TARGETS: [&str; 8] = ["path", "lines", "istio", "proxy-config", "inject", "http", "jwt", "sni"];
+const TARGETS: [&str; 9] = ["path", "lines", "istio", "proxy-config", "inject", "http", "jwt", "sni", "dns"];
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
 
@@ -95,6 +97,15 @@ fn main() -> anyhow::Result<()> {
                     "the seed ClientHello does not parse: {named:?}"
                 );
                 run(budget, |_| sni_case(&seeds, &mut rng))
+            }
+            "dns" => {
+                let seeds = dns_answers();
+                let read = weft_proxy::upstream::dns_wire::parse(&seeds[0], 7, 1);
+                anyhow::ensure!(
+                    read.as_ref().is_some_and(|r| r.as_ref().is_ok_and(|(a, _)| a.len() == 2)),
+                    "the seed answer does not parse: {read:?}"
+                );
+                run(budget, |_| dns_case(&seeds, &mut rng))
             }
             other => anyhow::bail!("unknown target {other:?} ({})", TARGETS.join(", ")),
         };
@@ -394,6 +405,32 @@ fn sni_case(seeds: &[Vec<u8>], rng: &mut SmallRng) -> (Vec<u8>, Result<(), Strin
         Some(name) if !name.is_empty() && !String::from_utf8_lossy(&input).contains(name.as_str()) => {
             Err(format!("{name:?} is not in the input"))
         }
+        _ => Ok(()),
+    };
+    (input, r)
+}
+
+/// Answers to query 7 for `api.example` (A): two addresses behind a CNAME, and an empty one.
+fn dns_answers() -> Vec<Vec<u8>> {
+    let q = weft_proxy::upstream::dns_wire::question(7, "api.example", 1).unwrap_or_default();
+    let mut full = q.clone();
+    full[2] = 0x81;
+    full[3] = 0x80;
+    full[7] = 3;
+    full.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 1, 44, 0, 4, 1, b'x', 0xC0, 12]);
+    for last in [1u8, 2] {
+        full.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, last]);
+    }
+    let mut empty = q;
+    empty[2] = 0x81;
+    empty[3] = 0x80;
+    vec![full, empty]
+}
+
+fn dns_case(seeds: &[Vec<u8>], rng: &mut SmallRng) -> (Vec<u8>, Result<(), String>) {
+    let input = mutate(seeds, rng);
+    let r = match weft_proxy::upstream::dns_wire::parse(&input, 7, 1) {
+        Some(Ok(_)) if input.get(..2) != Some(&[0, 7][..]) => Err("an answer to another query id was read".into()),
         _ => Ok(()),
     };
     (input, r)

@@ -105,7 +105,7 @@ async fn query(
 }
 
 /// A recursive query for `name`.
-fn question(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
+pub fn question(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
     let mut p = Vec::with_capacity(name.len() + 18);
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
@@ -136,7 +136,7 @@ fn skip_name(b: &[u8], mut at: usize) -> Option<usize> {
 
 /// The addresses of `qtype` in an answer to query `id`, with their smallest TTL.
 /// `None`: not the answer to that query. An error: the server said no.
-fn parse(b: &[u8], id: u16, qtype: u16) -> Option<Result<(Vec<IpAddr>, Duration), String>> {
+pub fn parse(b: &[u8], id: u16, qtype: u16) -> Option<Result<(Vec<IpAddr>, Duration), String>> {
     let u16_at = |at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
     if u16_at(0)? != id || b.get(2)? & 0x80 == 0 {
         return None;
