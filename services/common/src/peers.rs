@@ -146,6 +146,12 @@ fn request(
                 h.insert(crate::request_id::HEADER, id);
             }
         }
+        // The trace context goes on with the call (unless the caller set its own).
+        if !h.contains_key("traceparent") && !h.contains_key("x-b3-traceid") {
+            for (name, value) in crate::request_id::trace_headers() {
+                h.insert(name, value);
+            }
+        }
     }
     req.body(Full::new(body)).map_err(|e| e.to_string())
 }

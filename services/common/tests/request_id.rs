@@ -1,4 +1,5 @@
-//! `x-request-id` is accepted or minted, echoed, and carried to peers.
+//! `x-request-id` is accepted or minted, echoed, and carried to peers; so is
+//! the trace context, as Istio asks of an app.
 
 use axum::http::HeaderMap;
 use axum::routing::get;
@@ -8,14 +9,45 @@ use weft_services_common::peers::Peers;
 use weft_services_common::serve;
 use weft_testkit::Client;
 
-/// Answers with the request id it received.
+/// Answers with the request id it received (and, on `/trace`, its trace headers).
 fn echo() -> Router {
     serve::finish(
-        Router::new().route(
-            "/",
-            get(|h: HeaderMap| async move { h.get("x-request-id").unwrap().to_str().unwrap().to_string() }),
-        ),
+        Router::new()
+            .route("/", get(|h: HeaderMap| async move { h.get("x-request-id").unwrap().to_str().unwrap().to_string() }))
+            .route(
+                "/trace",
+                get(|h: HeaderMap| async move {
+                    let v = |n: &str| h.get(n).map_or("-", |v| v.to_str().unwrap()).to_string();
+                    format!("{} {} {}", v("traceparent"), v("x-b3-traceid"), v("tracestate"))
+                }),
+            ),
     )
+}
+
+#[tokio::test]
+async fn the_trace_context_reaches_the_peer() {
+    let downstream = weft_testkit::spawn(echo()).await;
+    let peers = Peers::direct([("echo", downstream)]);
+    let front = Router::new().route(
+        "/",
+        get(move || {
+            let peers = peers.clone();
+            async move {
+                let answer = peers.call("echo", Method::GET, "/trace", HeaderMap::new(), None).await.unwrap();
+                String::from_utf8_lossy(&answer.body).to_string()
+            }
+        }),
+    );
+    let c = Client::new(weft_testkit::spawn(serve::finish(front)).await);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let got = c
+        .with("traceparent", tp)
+        .with("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736")
+        .with("tracestate", "shop=1")
+        .get("/")
+        .await;
+    assert_eq!(got.text, format!("{tp} 4bf92f3577b34da6a3ce929d0e0e4736 shop=1"));
+    assert_eq!(c.get("/").await.text, "- - -", "none invented by the app: the sidecars start traces");
 }
 
 #[tokio::test]
