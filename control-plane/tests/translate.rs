@@ -476,6 +476,14 @@ fn service_entries_become_services_clusters_and_tcp_egress() {
     let c = &simple.config.clusters["outbound|80||api.example"];
     assert_eq!(c.tls_origination.as_ref().map(|o| o.sni.as_str()), Some("api.example"), "TLS originated, SNI the host");
     assert_eq!(c.dns, ["api.example:443"]);
+    let grpc = from_yaml(&format!(
+        "{SE}  hosts: [grpc.example]\n  ports: [{{number: 50051, name: grpc, protocol: GRPC}}]\n  resolution: DNS\n"
+    ));
+    assert_eq!(
+        grpc.config.clusters["outbound|50051||grpc.example"].protocol,
+        model::UpstreamProtocol::Http2,
+        "a gRPC port speaks HTTP/2"
+    );
     let none = from_yaml(&format!(
         "{SE}  hosts: [httpbin.org]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: NONE\n"
     ));
@@ -496,6 +504,8 @@ fn service_entries_that_would_open_everything_or_need_dns_are_refused() {
     .contains("spec.resolution: DNS resolution of a wildcard host needs endpoints"));
     assert!(refused("  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: db.example}]\n")
         .contains("is not an IP address"));
+    assert!(refused("  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{address: a.example}, {address: b.example}]\n")
+        .contains("at most one endpoint"));
     assert!(refused(
         "  hosts: [a.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n"
     )

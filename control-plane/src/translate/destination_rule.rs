@@ -132,6 +132,14 @@ impl<'a> Translator<'a> {
             }
             let mut cluster = cluster_from(fqdn, &policy, Vec::new(), tls);
             self.entry_cluster(fqdn, &e, &selector, &mut cluster);
+            // An HTTP2 or gRPC port speaks HTTP/2 to its endpoints (Istio picks the protocol by the
+            // port's), unless the DestinationRule says DO_NOT_UPGRADE.
+            let refused =
+                policy.connection_pool.as_ref().and_then(|p| p.http.as_ref()).and_then(|h| h.h2_upgrade_policy)
+                    == Some(H2UpgradePolicy::DoNotUpgrade);
+            if matches!(e.port.kind(), Some(crate::istio::types::PortKind::Http { http2: true })) && !refused {
+                cluster.protocol = model::UpstreamProtocol::Http2;
+            }
             if cluster.original_dst
                 && (cluster.tls.is_some() || policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::Simple))
             {

@@ -74,6 +74,10 @@ pub(super) fn check(se: &ServiceEntry, p: &mut Problems) {
                 "DNS resolution of a wildcard host needs endpoints (a name cannot be resolved)".into(),
             ))
         }
+        // Istio: LOGICAL_DNS takes one name.
+        Resolution::DnsRoundRobin if endpoints.len() > 1 => {
+            p.push(("spec.endpoints".into(), "DNS_ROUND_ROBIN takes at most one endpoint (Istio)".into()))
+        }
         Resolution::Static if endpoints.is_empty() && workload_selector.is_none() => {
             p.push(("spec.endpoints".into(), "STATIC resolution needs endpoints".into()))
         }
