@@ -119,7 +119,7 @@ async fn end_user_jwts_are_verified_authorized_and_their_keys_rotate() {
     store.apply(&load_str(Path::new("jwt.yaml"), &yaml).unwrap()).await.unwrap();
     eventually("the sidecar holds the fetched key set", || async {
         let snap = order.shared.snapshot();
-        snap.config.inbound.jwt.first().is_some_and(|r| r.jwks.contains("k1"))
+        snap.config.inbound.jwt.first().is_some_and(|r| r.jwks.contains(r#""kid":"k1""#))
             && gateway.shared.identity.as_ref().unwrap().current().is_some()
             && endpoints(&gateway, "order-service") == 1
     })
@@ -151,7 +151,7 @@ async fn end_user_jwts_are_verified_authorized_and_their_keys_rotate() {
     // The issuer rotates to a new key: the control plane's refresh pushes it, with no restart.
     *jwks.lock().unwrap() = json!({"keys": [k2.jwk]}).to_string();
     eventually("the new key reaches the sidecar", || async {
-        order.shared.snapshot().config.inbound.jwt.first().is_some_and(|r| r.jwks.contains("k2"))
+        order.shared.snapshot().config.inbound.jwt.first().is_some_and(|r| r.jwks.contains(r#""kid":"k2""#))
     })
     .await;
     assert_eq!(call(vec![("authorization", bearer(&k2.token("alice", 600, &[])))]).await.0, 200);
