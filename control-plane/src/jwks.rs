@@ -234,27 +234,15 @@ where
     sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
-/// Debian's bundle of public roots (package ca-certificates).
-const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
-
+/// TLS to `host` as the sidecar originates it to servers outside the mesh: the
+/// system's public roots, the certificate valid for the name.
 async fn tls_connect(
     host: &str,
     tcp: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(SYSTEM_ROOTS)
-        .map_err(|e| format!("reading {SYSTEM_ROOTS}: {e}"))?;
-    for cert in certs.flatten() {
-        let _ = roots.add(cert);
-    }
-    let config = rustls::ClientConfig::builder_with_provider(weft_proxy::security::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())
+    let spec = weft_model::TlsOrigination { sni: host.to_string(), ca_certificates: None };
+    let tls = weft_proxy::security::tls::Origination::new(&spec)?;
+    tokio_rustls::TlsConnector::from(tls.config(false)).connect(tls.name.clone(), tcp).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

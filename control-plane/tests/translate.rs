@@ -456,7 +456,7 @@ fn service_entries_become_services_clusters_and_tcp_egress() {
     let cluster = &t.config.clusters["outbound|80|v2|api.payments.example"];
     let addrs: Vec<&str> = cluster.endpoints.iter().map(|e| e.address.as_str()).collect();
     assert_eq!(addrs, ["203.0.113.8:8080"], "the subset's endpoint, on its port for `http`");
-    assert!(cluster.tls.is_none() && !cluster.original_dst, "plaintext to outside the mesh");
+    assert!(cluster.tls.is_none() && cluster.original_dst.is_none(), "plaintext to outside the mesh");
     assert_eq!(t.config.egress.len(), 1);
     assert_eq!(t.config.egress[0].cluster, "outbound|443||api.payments.example");
     assert_eq!(t.config.egress[0].addresses[0].to_string(), "203.0.113.0/24");
@@ -487,7 +487,8 @@ fn service_entries_become_services_clusters_and_tcp_egress() {
     let none = from_yaml(&format!(
         "{SE}  hosts: [httpbin.org]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: NONE\n"
     ));
-    assert!(none.config.clusters["outbound|80||httpbin.org"].original_dst);
+    let only = none.config.clusters["outbound|80||httpbin.org"].original_dst.clone();
+    assert_eq!(only.and_then(|o| o.port), Some(80), "where the app was going, on the entry's port only");
     assert!(none.config.services.contains_key("httpbin.org"), "a two-label host stays as written (Istio)");
 }
 

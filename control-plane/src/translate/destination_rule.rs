@@ -140,7 +140,7 @@ impl<'a> Translator<'a> {
             if matches!(e.port.kind(), Some(crate::istio::types::PortKind::Http { http2: true })) && !refused {
                 cluster.protocol = model::UpstreamProtocol::Http2;
             }
-            if cluster.original_dst
+            if cluster.original_dst.is_some()
                 && (cluster.tls.is_some() || policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::Simple))
             {
                 // Where the app was going cannot be verified against a mesh identity or a name here:
@@ -148,8 +148,7 @@ impl<'a> Translator<'a> {
                 self.warnings.push(format!(
                     "{fqdn}: a DestinationRule asks for TLS to a ServiceEntry with resolution NONE; use STATIC or DNS (requests get 503)"
                 ));
-                cluster.original_dst = false;
-                cluster.original_dst_match = None;
+                cluster.original_dst = None;
             }
             // The rest is refused by validation.
             if let Some(ClientTls {
@@ -332,11 +331,10 @@ fn cluster_from(
         outlier_detection: outlier_detection.as_ref().map(outlier),
         connection_pool: model::ConnectionPool { tcp: tcp_pool, http: http_pool },
         tls,
-        original_dst: false,
+        original_dst: None,
         dns: Vec::new(),
         dns_first_only: false,
         tls_origination: None,
-        original_dst_match: None,
     }
 }
 

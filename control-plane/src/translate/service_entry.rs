@@ -149,9 +149,8 @@ impl<'a> Translator<'a> {
             // Only where the entry says the app goes: its port, and its addresses when it has any
             // (a spoofed Host to any other address or port is not let out).
             Resolution::None => {
-                cluster.original_dst = true;
-                cluster.original_dst_match = Some(model::OriginalDstMatch {
-                    port: e.port.number as u16,
+                cluster.original_dst = Some(model::OriginalDst {
+                    port: Some(e.port.number as u16),
                     addresses: addresses.iter().filter_map(|a| weft_model::authz::Cidr::parse(a)).collect(),
                 });
             }

@@ -461,9 +461,9 @@ pub struct Cluster {
     pub tls: Option<ClusterTls>,
     /// Requests go where the app was going: the original destination of the
     /// captured connection (Envoy's ORIGINAL_DST; a ServiceEntry with resolution
-    /// NONE). `endpoints` are not used.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub original_dst: bool,
+    /// NONE), when it is one this admits. `endpoints` are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_dst: Option<OriginalDst>,
     /// Endpoints by name (`host:port`), resolved by the sidecar and resolved
     /// again every refresh (a ServiceEntry with resolution DNS); added to `endpoints`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -475,25 +475,25 @@ pub struct Cluster {
     /// speaks plaintext to its sidecar, which speaks TLS to the endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_origination: Option<TlsOrigination>,
-    /// With `originalDst`: the only destinations let through (the entry's port, and its
-    /// addresses when it has any); a request whose connection went elsewhere is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_dst_match: Option<OriginalDstMatch>,
 }
 
-/// Where an `originalDst` cluster may send a request.
+/// Where an `originalDst` cluster may send a request: a ServiceEntry's port, and its
+/// addresses when it has any; a request whose connection went elsewhere is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OriginalDstMatch {
-    pub port: u16,
+pub struct OriginalDst {
+    /// Absent: any port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<authz::Cidr>,
 }
 
-impl OriginalDstMatch {
+impl OriginalDst {
     pub fn admits(&self, dst: std::net::SocketAddr) -> bool {
         let ip = dst.ip().to_canonical();
-        dst.port() == self.port && (self.addresses.is_empty() || self.addresses.iter().any(|c| c.contains(ip)))
+        self.port.is_none_or(|p| p == dst.port())
+            && (self.addresses.is_empty() || self.addresses.iter().any(|c| c.contains(ip)))
     }
 }
 

@@ -129,7 +129,6 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         dns,
         dns_first_only: _,
         tls_origination,
-        original_dst_match: _,
     } = c;
     if let Some(o) = tls_origination {
         if tls.is_some() {

@@ -22,9 +22,8 @@ pub struct Cluster {
     /// Connection-pool limits; shared with the endpoints' pools, kept across reloads.
     pub limits: Arc<Limits>,
     /// Requests go where the app was going (a ServiceEntry with resolution NONE),
-    /// when the destination is one `original_dst_match` admits.
-    pub original_dst: bool,
-    pub original_dst_match: Option<weft_model::OriginalDstMatch>,
+    /// when the destination is one this admits.
+    pub original_dst: Option<weft_model::OriginalDst>,
 }
 
 impl Cluster {
@@ -164,8 +163,7 @@ impl Snapshot {
                     ),
                     protocol: c.protocol,
                     limits,
-                    original_dst: c.original_dst,
-                    original_dst_match: c.original_dst_match.clone(),
+                    original_dst: c.original_dst.clone(),
                 };
                 (cluster.name.clone(), cluster)
             })
@@ -176,8 +174,7 @@ impl Snapshot {
             balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, endpoints),
             protocol: config.inbound.protocol,
             limits,
-            original_dst: false,
-            original_dst_match: None,
+            original_dst: None,
         });
         let authz = config.inbound.authz.iter().map(crate::security::authz::Policy::compile).collect();
         let jwt = crate::security::jwt::Authenticator::compile(&config.inbound.jwt)

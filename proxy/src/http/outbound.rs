@@ -63,7 +63,7 @@ async fn original_destination(
     };
     // A Host naming the entry does not open other addresses or ports (Istio matches the
     // entry's port; Weft its addresses too, when it has any).
-    if cluster.original_dst_match.as_ref().is_some_and(|m| !m.admits(dst)) {
+    if cluster.original_dst.as_ref().is_some_and(|m| !m.admits(dst)) {
         let host = authority.to_str().unwrap_or_default().to_string();
         return Err((ProxyError::NotTheEntrysDestination { host, dst }, flags));
     }
@@ -151,7 +151,7 @@ async fn route_and_forward(
             .map_err(|_| (ProxyError::BadRequest("invalid authority".into()), flags))?,
     };
     strip_hop_by_hop(&mut parts.headers);
-    if cluster.original_dst {
+    if cluster.original_dst.is_some() {
         return original_destination(conn, cluster, route, parts, incoming, rewritten, authority, flags).await;
     }
     let mut body = RequestBody::prepare(incoming).await.map_err(|e| (e, flags))?;
