@@ -105,8 +105,9 @@ struct Args {
     /// this long are closed (Envoy's `idle_timeout`).
     #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// How often endpoints given by DNS name (a ServiceEntry with resolution DNS) are
-    /// resolved again (Istio's MeshConfig `dnsRefreshRate`).
+    /// The longest time before endpoints given by DNS name (a ServiceEntry with
+    /// resolution DNS) are resolved again; sooner when their TTL runs out (Istio's
+    /// MeshConfig `dnsRefreshRate`).
     #[arg(long, env = "WEFT_DNS_REFRESH", default_value = "60s", value_parser = weft_model::duration::parse)]
     dns_refresh: Duration,
     /// Nameservers for endpoints given by DNS name (comma-separated `IP:port`); default
