@@ -242,10 +242,11 @@ fn the_sidecar_resource_sets_the_outbound_traffic_policy_as_istio_picks_it() {
         Some(model::OutboundTrafficPolicy::AllowAny),
         "another workload's Sidecar does not apply"
     );
-    // The chosen Sidecar decides alone: without a mode it falls back to MeshConfig, not to the namespace's.
-    let silent = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: gw, namespace: production}\nspec:\n  workloadSelector:\n    labels: {app: api-gateway}\n---\n";
-    let namespace_only = sidecar("default", "production", "", "REGISTRY_ONLY");
-    assert_eq!(policy(namespace_only + silent), None);
+    // The chosen Sidecar decides alone: `outboundTrafficPolicy: {}` is the proto's default mode,
+    // REGISTRY_ONLY (as Istio reads it), not the namespace's.
+    let silent = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: gw, namespace: production}\nspec:\n  workloadSelector:\n    labels: {app: api-gateway}\n  outboundTrafficPolicy: {}\n---\n";
+    let namespace_only = sidecar("default", "production", "", "ALLOW_ANY");
+    assert_eq!(policy(namespace_only + silent), Some(model::OutboundTrafficPolicy::RegistryOnly));
     // Two for one workload: Istio leaves it undefined; Weft takes the first by name and says so.
     let also = sidecar("also", "production", "  workloadSelector:\n    labels: {app: api-gateway}\n", "ALLOW_ANY");
     let t = from_yaml(&(also + &mine));

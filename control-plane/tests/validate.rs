@@ -66,8 +66,20 @@ fn virtual_service_rules() {
         ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    fault: {abort: {httpStatus: 99, percentage: {value: 5}}}\n", 11, "spec.http[0].fault.abort.httpStatus", "between 200 and 599"),
         ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    fault: {delay: {fixedDelay: 1s, percentage: {value: 150}}}\n", 11, "spec.http[0].fault.delay.percentage.value", "between 0 and 100"),
         ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    headers: {request: {remove: [host]}}\n", 11, "spec.http[0].headers.request.remove[0]", "cannot be removed"),
-        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    mirror: {host: b}\n", 11, "spec.http[0].mirror", "not supported yet"),
-        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    corsPolicy: {allowOrigins: [{exact: a.example}]}\n", 11, "spec.http[0].corsPolicy", "not supported yet"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    mirror: {host: b}\n    mirrors: [{destination: {host: c}}]\n", 12, "spec.http[0].mirrors", "mirror and mirrors are mutually exclusive"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    mirror: {host: b}\n    mirrorPercentage: {value: 101}\n", 12, "spec.http[0].mirrorPercentage.value", "between 0 and 100"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    corsPolicy: {allowOrigins: [{exact: a.example}], allowMethods: [FETCH]}\n", 11, "spec.http[0].corsPolicy.allowMethods[0]", "\"FETCH\" is not a valid HTTP method"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    corsPolicy: {maxAge: 1.5s}\n", 11, "spec.http[0].corsPolicy.maxAge", "seconds precision"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    redirect: {uri: /b}\n", 11, "spec.http[0].redirect", "cannot contain both route and redirect"),
+        ("  hosts: [a]\n  http:\n  - redirect: {uri: /b}\n    fault: {abort: {httpStatus: 500, percentage: {value: 5}}}\n", 9, "spec.http[0].redirect", "cannot contain both fault and redirect"),
+        ("  hosts: [a]\n  http:\n  - redirect: {uri: /b, redirectCode: 200}\n", 9, "spec.http[0].redirect.redirectCode", "must be 3xx"),
+        ("  hosts: [a]\n  http:\n  - redirect: {uri: /b, redirectCode: 305}\n", 9, "spec.http[0].redirect.redirectCode", "not one of 301, 302, 303, 307, 308"),
+        ("  hosts: [a]\n  http:\n  - redirect: {redirectCode: 302}\n", 9, "spec.http[0].redirect", "must specify uri"),
+        ("  hosts: [a]\n  http:\n  - redirect: {prefixRewrite: /x}\n", 9, "spec.http[0].redirect.prefixRewrite", "needs a uri prefix in every match entry"),
+        ("  hosts: [a]\n  http:\n  - directResponse: {status: 700}\n", 9, "spec.http[0].directResponse.status", "not between 200 and 599"),
+        ("  hosts: [a]\n  http:\n  - directResponse: {status: 200, body: {bytes: '%%%'}}\n", 9, "spec.http[0].directResponse.body.bytes", "is not base64"),
+        ("  hosts: [a]\n  http:\n  - directResponse: {status: 200}\n    redirect: {uri: /b}\n", 9, "spec.http[0].directResponse", "cannot contain both redirect and directResponse"),
+        ("  hosts: ['*']\n  http:\n  - directResponse: {status: 200}\n", 7, "spec.hosts[0]", "wildcard host * is not allowed for virtual services bound to the mesh gateway"),
         ("  hosts: [a]\n  gateways: [mesh, Bad/Gw]\n  http:\n  - route:\n    - destination: {host: a}\n", 8, "spec.gateways[1]", "is not `mesh`, a gateway name or namespace/name"),
         ("  hosts: [a]\n  tcp: [{route: [{destination: {host: a}}]}]\n", 8, "spec.tcp", "not supported yet"),
         ("  hosts: [a]\n  tcp: []\n", 6, "spec.http", "http, tcp or tls must be provided"),
@@ -84,7 +96,10 @@ fn destination_rule_rules() {
     let cases: &[(&str, usize, &str, &str)] = &[
         ("  host: a\n  trafficPolicy: {}\n", 8, "spec.trafficPolicy", "at least one field"),
         ("  host: a\n  trafficPolicy:\n    loadBalancer: {simple: FASTEST}\n", 9, "spec.trafficPolicy.loadBalancer.simple", "is not one of"),
-        ("  host: a\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n", 9, "spec.trafficPolicy.loadBalancer.consistentHash", "not supported yet"),
+        ("  host: a\n  trafficPolicy:\n    loadBalancer: {consistentHash: {ringHash: {minimumRingSize: 10}}}\n", 9, "spec.trafficPolicy.loadBalancer.consistentHash", "one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required"),
+        ("  host: a\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpCookie: {name: user}}}\n", 9, "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl", "ttl required for HttpCookie"),
+        ("  host: a\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 1000}}}\n", 9, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "must be prime"),
+        ("  host: a\n  trafficPolicy:\n    loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}\n", 9, "spec.trafficPolicy.loadBalancer.consistentHash", "set simple or consistentHash, not both"),
         ("  host: a\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: -1}}\n", 9, "spec.trafficPolicy.connectionPool.tcp.maxConnections", "must not be negative"),
         ("  host: a\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}\n", 9, "spec.trafficPolicy.connectionPool.http.useClientProtocol", "cannot be combined"),
         ("  host: a\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: SOMETIMES}}\n", 9, "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "\"SOMETIMES\" is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE"),
@@ -238,7 +253,9 @@ fn sidecar_rules() {
     for (body, line, field, msg) in cases {
         check(&format!("{SC_HEAD}{body}"), *line, field, msg);
     }
-    let root = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  workloadSelector:\n    labels: {app: a}\n";
+    // Istio's own invalid input: a Sidecar that configures nothing.
+    check(&format!("{SC_HEAD}  egress: []\n"), 6, "spec", "sidecar: empty configuration provided");
+    let root = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  workloadSelector:\n    labels: {app: a}\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n";
     check(root, 5, "spec.workloadSelector", "the mesh-wide Sidecar (root namespace) cannot have a workloadSelector");
 }
 

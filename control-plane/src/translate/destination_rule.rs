@@ -3,8 +3,8 @@
 
 use super::common::{duration, visible, Translator, ROOT_NAMESPACE};
 use crate::istio::types::{
-    ClientTls, ConnectionPool, DestinationRule, H2UpgradePolicy, HttpSettings, LoadBalancer, OutlierDetection,
-    SimpleLb, Subset, TcpSettings, TlsMode, TrafficPolicy,
+    ClientTls, ConnectionPool, ConsistentHashLb, DestinationRule, H2UpgradePolicy, HttpCookie, HttpSettings,
+    LoadBalancer, Maglev, OutlierDetection, SimpleLb, Subset, TcpSettings, TlsMode, TrafficPolicy,
 };
 use crate::istio::{Resource, Spec};
 use crate::registry::{host_matches, resolve_host};
@@ -280,11 +280,12 @@ fn cluster_from(
         proxy_protocol: _,
         retry_budget: _,
     } = policy;
+    let consistent_hash = load_balancer.as_ref().and_then(|lb| lb.consistent_hash.as_ref()).map(consistent_hash);
     let lb_policy = match load_balancer {
         Some(LoadBalancer {
             simple,
+            consistent_hash: _, // above
             // Refused by validation:
-            consistent_hash: _,
             locality_lb_setting: _,
             warmup_duration_secs: _,
             warmup: _,
@@ -325,7 +326,9 @@ fn cluster_from(
     };
     model::Cluster {
         service: Some(fqdn.to_string()),
-        lb_policy,
+        // Consistent hashing replaces `simple` (validation refuses both).
+        lb_policy: if consistent_hash.is_some() { model::LbPolicy::default() } else { lb_policy },
+        consistent_hash,
         endpoints,
         protocol,
         outlier_detection: outlier_detection.as_ref().map(outlier),
@@ -335,6 +338,33 @@ fn cluster_from(
         dns: Vec::new(),
         dns_first_only: false,
         tls_origination: None,
+    }
+}
+
+fn consistent_hash(ch: &ConsistentHashLb) -> model::ConsistentHash {
+    let ConsistentHashLb {
+        http_header_name,
+        http_cookie,
+        use_source_ip,
+        http_query_parameter_name,
+        ring_hash,
+        maglev,
+        minimum_ring_size,
+    } = ch;
+    let ring = ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(*minimum_ring_size).filter(|n| *n > 0);
+    model::ConsistentHash {
+        header: http_header_name.as_ref().map(|h| h.to_ascii_lowercase()),
+        cookie: http_cookie.as_ref().map(|HttpCookie { name, path, ttl, attributes: _ }| model::HashCookie {
+            name: name.clone(),
+            path: path.clone(),
+            ttl: duration(ttl),
+        }),
+        source_ip: *use_source_ip == Some(true),
+        query_parameter: http_query_parameter_name.clone(),
+        ring_hash: if maglev.is_some() { None } else { ring },
+        maglev: maglev
+            .as_ref()
+            .map(|Maglev { table_size }| table_size.unwrap_or(weft_model::hash::DEFAULT_MAGLEV_SIZE)),
     }
 }
 

@@ -8,7 +8,8 @@ use weft_model as model;
 /// The workload's Sidecar resource, as Istio picks it: the first level of
 /// [`by_precedence`] that has one (ties go to the first by name, and are
 /// reported: Istio calls them undefined, IST0110); then that resource's
-/// `outboundTrafficPolicy.mode`, with no fallback to a lower level (as Istio).
+/// `outboundTrafficPolicy.mode` (absent: REGISTRY_ONLY, the proto's zero value), with no
+/// fallback to a lower level (as Istio).
 /// `None`: the sidecar's own default (MeshConfig's, ALLOW_ANY).
 pub fn outbound_traffic_policy(
     resources: &[Resource],
@@ -34,7 +35,8 @@ pub fn outbound_traffic_policy(
     let Sidecar { workload_selector: _, outbound_traffic_policy, ingress: _, egress: _, inbound_connection_pool: _ } =
         found[0].1;
     let OutboundTrafficPolicy { mode, egress_proxy: _ } = outbound_traffic_policy.as_ref()?;
-    Some(match (*mode)? {
+    // An absent mode is the proto's zero value, REGISTRY_ONLY (Istio reads it so).
+    Some(match mode.unwrap_or(OutboundMode::RegistryOnly) {
         OutboundMode::RegistryOnly => model::OutboundTrafficPolicy::RegistryOnly,
         OutboundMode::AllowAny => model::OutboundTrafficPolicy::AllowAny,
     })

@@ -3,8 +3,9 @@
 
 use super::common::{duration, visible, Translator};
 use crate::istio::types::{
-    Destination, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpFault, HttpMatchRequest, HttpRetry,
-    HttpRewrite, HttpRoute, HttpRouteDestination, Percent, PortSelector, StringMatch, VirtualService,
+    CorsPolicy, Destination, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpBody, HttpDirectResponse,
+    HttpFault, HttpMatchRequest, HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
+    HttpRouteDestination, Percent, PortSelector, StringMatch, VirtualService,
 };
 use crate::istio::{Resource, Spec};
 use crate::registry::{host_matches, resolve_host, ServiceView};
@@ -53,6 +54,10 @@ impl<'a> Translator<'a> {
             name: Some("default".into()),
             matches: Vec::new(),
             route: vec![model::Destination { cluster, weight: 100, headers: None }],
+            redirect: None,
+            direct_response: None,
+            mirrors: Vec::new(),
+            cors: None,
             timeout: None,
             retries: None,
             fault: None,
@@ -116,15 +121,14 @@ impl<'a> Translator<'a> {
             name,
             matches: _, // translated by the caller
             route,
-            // Refused by validation (not supported yet):
-            redirect: _,
-            direct_response: _,
-            delegate: _,
-            mirror: _,
-            mirrors: _,
-            mirror_percentage: _,
-            mirror_percent: _,
-            cors_policy: _,
+            redirect,
+            direct_response,
+            delegate: _, // refused by validation (not supported yet)
+            mirror,
+            mirrors,
+            mirror_percentage,
+            mirror_percent,
+            cors_policy,
             rewrite,
             timeout,
             retries,
@@ -134,19 +138,7 @@ impl<'a> Translator<'a> {
         let rule_name = name.clone().unwrap_or_else(|| format!("route-{index}"));
         let mut destinations = Vec::new();
         for HttpRouteDestination { destination, weight, headers: destination_headers } in route {
-            let Destination { host, subset, port } = destination;
-            let fqdn = resolve_host(host, vs_ns);
-            let entry_port = || self.service_entry_for(&fqdn).map(|e| e.port.number as u16);
-            let port = match (port, self.registry.service(&fqdn)) {
-                (Some(PortSelector { number }), _) => *number as u16,
-                (None, Some(s)) => s.port,
-                (None, None) => entry_port().unwrap_or(80),
-            };
-            if self.registry.service(&fqdn).is_none() && entry_port().is_none() {
-                self.warnings
-                    .push(format!("route {rule_name} sends traffic to {fqdn}, which has no registered instances"));
-            }
-            let cluster = self.cluster(&fqdn, port, subset.as_deref());
+            let cluster = self.destination_cluster(&rule_name, destination, vs_ns);
             destinations.push(model::Destination {
                 cluster,
                 weight: weight.unwrap_or(0).max(0) as u32,
@@ -163,16 +155,112 @@ impl<'a> Translator<'a> {
                 Some(model::Rewrite { uri: uri.clone(), authority: authority.clone().or(header_authority) })
             }
         };
+        // `mirror` with its percentage (else the deprecated integer one, else 100), or `mirrors`.
+        let single = mirror.as_ref().map(|d| {
+            let percentage = match (mirror_percentage, mirror_percent) {
+                (Some(Percent { value }), _) => *value,
+                (None, Some(p)) => f64::from(*p),
+                (None, None) => 100.0,
+            };
+            (d, percentage)
+        });
+        let listed = mirrors.iter().map(|HttpMirrorPolicy { destination, percentage }| {
+            (destination, percentage.as_ref().map_or(100.0, |p| p.value))
+        });
+        let mirrors = single
+            .into_iter()
+            .chain(listed)
+            .map(|(d, percentage)| model::Mirror {
+                cluster: self.destination_cluster(&rule_name, d, vs_ns),
+                percentage,
+            })
+            .collect();
         model::Route {
             name: Some(rule_name),
             matches,
             route: destinations,
+            redirect: redirect.as_ref().map(translate_redirect),
+            direct_response: direct_response.as_ref().map(translate_direct_response),
+            mirrors,
+            cors: cors_policy.as_ref().map(translate_cors),
             timeout: duration(timeout),
             retries: retries.as_ref().map(retry),
             fault: fault.as_ref().and_then(translate_fault),
             headers: route_headers.filter(|h| *h != model::Headers::default()),
             rewrite,
         }
+    }
+}
+
+impl Translator<'_> {
+    /// The cluster a route or mirror destination names; a host without instances is reported.
+    fn destination_cluster(&mut self, rule_name: &str, destination: &Destination, vs_ns: &str) -> String {
+        let Destination { host, subset, port } = destination;
+        let fqdn = resolve_host(host, vs_ns);
+        let entry_port = |t: &mut Self| t.service_entry_for(&fqdn).map(|e| e.port.number as u16);
+        let port = match (port, self.registry.service(&fqdn)) {
+            (Some(PortSelector { number }), _) => *number as u16,
+            (None, Some(s)) => s.port,
+            (None, None) => entry_port(self).unwrap_or(80),
+        };
+        if self.registry.service(&fqdn).is_none() && entry_port(self).is_none() {
+            self.warnings.push(format!("route {rule_name} sends traffic to {fqdn}, which has no registered instances"));
+        }
+        self.cluster(&fqdn, port, subset.as_deref())
+    }
+}
+
+fn translate_redirect(r: &HttpRedirect) -> model::Redirect {
+    let HttpRedirect { uri, prefix_rewrite, authority, port, derive_port, scheme, redirect_code } = r;
+    // Validation allows only these two names, and not both with `port`.
+    let derive_port = match derive_port.as_deref() {
+        Some("FROM_REQUEST_PORT") => Some(model::DerivePort::FromRequestPort),
+        Some(_) => Some(model::DerivePort::FromProtocolDefault),
+        None => None,
+    };
+    model::Redirect {
+        uri: uri.clone(),
+        prefix_rewrite: prefix_rewrite.clone(),
+        authority: authority.clone(),
+        port: port.map(|n| n as u16),
+        derive_port,
+        scheme: scheme.clone(),
+        code: redirect_code.map_or(301, |c| c as u16),
+    }
+}
+
+fn translate_direct_response(d: &HttpDirectResponse) -> model::DirectResponse {
+    let HttpDirectResponse { status, body } = d;
+    let body = body
+        .as_ref()
+        .filter(|HttpBody { string, bytes }| string.is_some() || bytes.is_some())
+        .map(|HttpBody { string, bytes }| model::DirectBody { string: string.clone(), bytes: bytes.clone() });
+    model::DirectResponse { status: *status as u16, body }
+}
+
+fn translate_cors(c: &CorsPolicy) -> model::Cors {
+    let CorsPolicy {
+        allow_origins,
+        allow_origin,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        max_age,
+        allow_credentials,
+        unmatched_preflights,
+        allow_private_network: _, // refused by validation
+    } = c;
+    // The deprecated `allowOrigin` strings are exact origins (`*` allows every one).
+    let deprecated =
+        allow_origin.iter().map(|o| model::StringMatch { exact: Some(o.clone()), prefix: None, regex: None });
+    model::Cors {
+        allow_origins: allow_origins.iter().map(string_match).chain(deprecated).collect(),
+        allow_methods: allow_methods.clone(),
+        allow_headers: allow_headers.clone(),
+        expose_headers: expose_headers.clone(),
+        max_age: duration(max_age),
+        allow_credentials: allow_credentials.unwrap_or(false),
+        forward_unmatched_preflights: unmatched_preflights.as_deref() != Some("IGNORE"),
     }
 }
 

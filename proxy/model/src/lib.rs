@@ -14,11 +14,16 @@
 //! Size: the schema is the contract; one file reads top to bottom like an API
 //! reference (authorization, the push stream and durations have their own modules).
 
+pub mod action;
 pub mod authz;
 pub mod duration;
+pub mod hash;
 pub mod jwt;
 pub mod stream;
 mod validate;
+
+pub use action::{Cors, DerivePort, DirectBody, DirectResponse, Mirror, Redirect, RedirectPort};
+pub use hash::{ConsistentHash, HashCookie, HashKey, HashTable};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -217,7 +222,21 @@ pub struct Route {
     pub matches: Vec<Match>,
     /// Weighted destinations; one is picked per request with probability
     /// `weight / sum(weights)`. A single destination gets all traffic whatever its weight.
+    /// Empty exactly when the route answers itself (`redirect`, `directResponse`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<Destination>,
+    /// Answer with a redirect instead of forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<action::Redirect>,
+    /// Answer with this status and body instead of forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<action::DirectResponse>,
+    /// Copies of the request, sent fire-and-forget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<action::Mirror>,
+    /// CORS, answered by the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<action::Cors>,
     /// Whole-request timeout including retries and back-off; 504 `UT` on expiry.
     /// Unset means no timeout (Istio's default).
     #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
@@ -443,6 +462,9 @@ pub struct Cluster {
     /// Load-balancing policy; default `LEAST_REQUEST` (Istio's default).
     #[serde(default)]
     pub lb_policy: LbPolicy,
+    /// Consistent hashing instead of `lbPolicy` (which must then be left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_hash: Option<hash::ConsistentHash>,
     /// Endpoints. An empty list answers 503 `UH` "no endpoints".
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,

@@ -3,6 +3,8 @@
 //!
 //! Size: one check per schema type, in the order of `lib.rs`, then their tests.
 
+use crate::action::{Cors, DirectResponse, Redirect, MAX_DIRECT_BODY};
+use crate::hash::{ConsistentHash, HashKey, HashTable, MAX_MAGLEV_SIZE, MAX_RING_SIZE};
 use crate::{
     Cluster, Fault, HeaderOps, Headers, Match, ProxyConfig, Retry, Route, StringMatch, API_VERSION, MAX_REGEX_LEN,
 };
@@ -119,7 +121,8 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
 fn cluster_rules(p: &Path, c: &Cluster) -> Result {
     let Cluster {
         service: _,
-        lb_policy: _,
+        lb_policy,
+        consistent_hash,
         endpoints,
         protocol: _,
         outlier_detection,
@@ -130,6 +133,12 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         dns_first_only: _,
         tls_origination,
     } = c;
+    if let Some(h) = consistent_hash {
+        if *lb_policy != crate::LbPolicy::default() {
+            return p.field("consistentHash").err("set lbPolicy or consistentHash, not both");
+        }
+        consistent_hash_rules(&p.field("consistentHash"), h)?;
+    }
     if let Some(o) = tls_origination {
         if tls.is_some() {
             return p.field("tlsOrigination").err("a cluster speaks mesh mTLS or originates TLS, not both");
@@ -182,12 +191,47 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
 }
 
 fn route_rules(p: &Path, r: &Route, c: &ProxyConfig) -> Result {
-    let Route { name: _, matches, route, timeout: _, retries, fault, headers, rewrite } = r;
+    let Route {
+        name: _,
+        matches,
+        route,
+        redirect,
+        direct_response,
+        mirrors,
+        cors,
+        timeout: _,
+        retries,
+        fault,
+        headers,
+        rewrite,
+    } = r;
     for (i, m) in matches.iter().enumerate() {
         match_rules(&p.field("match").index(i), m)?;
     }
-    if route.is_empty() {
-        return p.field("route").err("a route needs at least one destination");
+    let actions = [!route.is_empty(), redirect.is_some(), direct_response.is_some()];
+    match actions.iter().filter(|a| **a).count() {
+        0 => return p.field("route").err("a route needs destinations, a redirect or a direct response"),
+        1 => {}
+        _ => return p.err("set one of route, redirect and directResponse"),
+    }
+    if route.is_empty() && (fault.is_some() || rewrite.is_some() || !mirrors.is_empty()) {
+        return p.err("fault, rewrite and mirrors need destinations to forward to");
+    }
+    if let Some(rd) = redirect {
+        redirect_rules(&p.field("redirect"), rd, matches)?;
+    }
+    if let Some(d) = direct_response {
+        direct_response_rules(&p.field("directResponse"), d)?;
+    }
+    for (i, m) in mirrors.iter().enumerate() {
+        let mp = p.field("mirrors").index(i);
+        if !c.clusters.contains_key(&m.cluster) {
+            return mp.field("cluster").err(format!("no cluster named {:?} in clusters", m.cluster));
+        }
+        percentage(&mp.field("percentage"), m.percentage)?;
+    }
+    if let Some(cors) = cors {
+        cors_rules(&p.field("cors"), cors)?;
     }
     for (i, d) in route.iter().enumerate() {
         let dp = p.field("route").index(i);
@@ -336,6 +380,125 @@ fn fault_rules(p: &Path, f: &Fault) -> Result {
         percentage(&p.field("abort").field("percentage"), a.percentage)?;
     }
     Ok(())
+}
+
+fn redirect_rules(p: &Path, r: &Redirect, matches: &[Match]) -> Result {
+    let Redirect { uri, prefix_rewrite, authority, port, derive_port, scheme, code } = r;
+    if port.is_some() && derive_port.is_some() {
+        return p.field("derivePort").err("set port or derivePort, not both");
+    }
+    if uri.is_some() && prefix_rewrite.is_some() {
+        return p.err("set uri or prefixRewrite, not both");
+    }
+    if let Some(u) = uri {
+        if !u.starts_with('/') || u.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return p.field("uri").err("must be a path starting with '/'");
+        }
+    }
+    if let Some(pr) = prefix_rewrite {
+        if pr.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return p.field("prefixRewrite").err("must be a path without spaces or control characters");
+        }
+        let all_prefix =
+            !matches.is_empty() && matches.iter().all(|m| m.uri.as_ref().is_some_and(|u| u.prefix.is_some()));
+        if !all_prefix {
+            return p.field("prefixRewrite").err("needs a URI prefix match in every match entry");
+        }
+    }
+    if let Some(a) = authority {
+        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+            return p.field("authority").err(format!("{a:?} is not a host[:port]"));
+        }
+    }
+    if let Some(s) = scheme {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+            return p.field("scheme").err(format!("{s:?} is not a URL scheme"));
+        }
+    }
+    if port == &Some(0) {
+        return p.field("port").err("must be a port number (1-65535)");
+    }
+    if ![301, 302, 303, 307, 308].contains(code) {
+        return p.field("code").err(format!("{code} is not a redirect code (301, 302, 303, 307, 308)"));
+    }
+    Ok(())
+}
+
+fn direct_response_rules(p: &Path, d: &DirectResponse) -> Result {
+    if !(200..=599).contains(&d.status) {
+        return p.field("status").err("must be between 200 and 599");
+    }
+    if let Some(body) = &d.body {
+        match body.decode() {
+            None => return p.field("body").err("set string, or bytes in base64"),
+            Some(b) if b.len() > MAX_DIRECT_BODY => {
+                return p.field("body").err(format!("is {} bytes; at most {MAX_DIRECT_BODY}", b.len()))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn cors_rules(p: &Path, c: &Cors) -> Result {
+    let Cors {
+        allow_origins,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        max_age: _,
+        allow_credentials: _,
+        forward_unmatched_preflights: _,
+    } = c;
+    for (i, o) in allow_origins.iter().enumerate() {
+        string_match(&p.field("allowOrigins").index(i), o, Presence::Refused, false)?;
+    }
+    for (field, list) in
+        [("allowMethods", allow_methods), ("allowHeaders", allow_headers), ("exposeHeaders", expose_headers)]
+    {
+        for (i, v) in list.iter().enumerate() {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                return p.field(field).index(i).err(format!("{v:?} is not a token"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn consistent_hash_rules(p: &Path, h: &ConsistentHash) -> Result {
+    let Some(key) = h.key() else {
+        return p.err("set exactly one of header, cookie, sourceIp, queryParameter");
+    };
+    match key {
+        HashKey::Header(name) => header_name(&p.field("header"), &name)?,
+        HashKey::Cookie(c) => {
+            if c.name.is_empty()
+                || !c.name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+            {
+                return p.field("cookie").field("name").err(format!("{:?} is not a cookie name", c.name));
+            }
+            if c.path
+                .as_ref()
+                .is_some_and(|path| !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b';'))
+            {
+                return p.field("cookie").field("path").err("must be a path starting with '/'");
+            }
+        }
+        HashKey::QueryParameter(name) if name.is_empty() => return p.field("queryParameter").err("must not be empty"),
+        HashKey::SourceIp | HashKey::QueryParameter(_) => {}
+    }
+    if h.ring_hash.is_some() && h.maglev.is_some() {
+        return p.err("set ringHash or maglev, not both");
+    }
+    match h.table() {
+        HashTable::RingHash { minimum_ring_size: n } if n == 0 || n > MAX_RING_SIZE => {
+            p.field("ringHash").err(format!("must be between 1 and {MAX_RING_SIZE}"))
+        }
+        HashTable::Maglev { table_size: n } if !crate::hash::is_prime(n) || n > MAX_MAGLEV_SIZE => {
+            p.field("maglev").err(format!("must be a prime up to {MAX_MAGLEV_SIZE}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn percentage(p: &Path, v: f64) -> Result {

@@ -24,6 +24,8 @@ pub struct Cluster {
     /// Requests go where the app was going (a ServiceEntry with resolution NONE),
     /// when the destination is one this admits.
     pub original_dst: Option<weft_model::OriginalDst>,
+    /// Consistent hashing: what a request's hash is made of.
+    pub hash: Option<weft_model::ConsistentHash>,
 }
 
 impl Cluster {
@@ -155,15 +157,20 @@ impl Snapshot {
             .zip(resolved.by_ref())
             .map(|((name, c), (limits, endpoints))| {
                 let service = c.service.clone().unwrap_or_else(|| name.clone());
+                let mut balancer = Balancer::new(c.lb_policy, endpoints).with_outlier_detection(
+                    c.outlier_detection.as_ref().map(crate::upstream::outlier::Settings::from_model),
+                );
+                if let Some(h) = &c.consistent_hash {
+                    balancer = balancer.with_consistent_hash(&h.table());
+                }
                 let cluster = Cluster {
                     name: name.as_str().into(),
                     service: service.into(),
-                    balancer: Balancer::new(c.lb_policy, endpoints).with_outlier_detection(
-                        c.outlier_detection.as_ref().map(crate::upstream::outlier::Settings::from_model),
-                    ),
+                    balancer,
                     protocol: c.protocol,
                     limits,
                     original_dst: c.original_dst.clone(),
+                    hash: c.consistent_hash.clone(),
                 };
                 (cluster.name.clone(), cluster)
             })
@@ -175,6 +182,7 @@ impl Snapshot {
             protocol: config.inbound.protocol,
             limits,
             original_dst: None,
+            hash: None,
         });
         let authz = config.inbound.authz.iter().map(crate::security::authz::Policy::compile).collect();
         let jwt = crate::security::jwt::Authenticator::compile(&config.inbound.jwt)
@@ -255,14 +263,7 @@ fn domain_names(host: &str, own_ns: &str) -> Vec<String> {
 }
 
 fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        // [v6]:port
-        return authority.split_once(']').map_or(authority, |(h, _)| &authority[..h.len() + 1]);
-    }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    }
+    crate::http::headers::split_port(authority).0
 }
 
 #[cfg(test)]

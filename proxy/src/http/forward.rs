@@ -79,6 +79,14 @@ impl RequestBody {
         }
     }
 
+    /// The whole body, when it was small enough to keep.
+    pub fn bytes(&self) -> Option<Bytes> {
+        match self {
+            RequestBody::Buffered(b) => Some(b.clone()),
+            RequestBody::Streaming(_) => None,
+        }
+    }
+
     fn replayable(&self) -> bool {
         matches!(self, RequestBody::Buffered(_))
     }
@@ -111,6 +119,8 @@ pub struct Outgoing {
     pub parts: Parts,
     pub authority: HeaderValue,
     pub protocol: Protocol,
+    /// The request's consistent-hash value, when its cluster hashes and it has the key.
+    pub hash: Option<u64>,
     /// The request target upstream: origin-form for HTTP/1.1, absolute for HTTP/2.
     uri: http::Uri,
 }
@@ -143,7 +153,23 @@ impl Outgoing {
                 .build()
                 .map_err(bad)?,
         };
-        Ok(Outgoing { parts, authority, protocol, uri })
+        Ok(Outgoing { parts, authority, protocol, hash: None, uri })
+    }
+
+    /// A copy for a mirror: the same request to `-shadow` of its host (Envoy's shadow
+    /// host suffix), spoken as the mirror's cluster wants.
+    pub fn shadow(&self, protocol: Protocol) -> Result<Outgoing, ProxyError> {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.parts.method.clone();
+        parts.version = self.parts.version;
+        parts.headers = self.parts.headers.clone();
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let shadow = match crate::http::headers::split_port(self.authority.to_str().unwrap_or_default()) {
+            (host, Some(port)) => format!("{host}-shadow:{port}"),
+            (host, None) => format!("{host}-shadow"),
+        };
+        let authority = HeaderValue::from_str(&shadow).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        Outgoing::new(parts, Some(path), authority, protocol)
     }
 
     fn request(&self, body: Body) -> Result<Request<Body>, ProxyError> {
@@ -218,7 +244,7 @@ pub async fn forward(
     loop {
         let endpoint = {
             let mut rng = rand::thread_rng();
-            balancer.pick(&tried, &mut rng)
+            balancer.pick(&tried, out.hash, &mut rng)
         };
         let endpoint = match endpoint {
             Ok(e) => e,

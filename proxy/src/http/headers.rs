@@ -55,3 +55,22 @@ pub fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow
         }
     }
 }
+
+/// An authority split into host and port: `a:80` → (`a`, `80`), `[::1]:80` → (`[::1]`, `80`);
+/// no port (or one that is not digits) → (the whole, `None`).
+pub fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let host_end = match authority.strip_prefix('[') {
+        Some(rest) => match rest.find(']') {
+            Some(i) => i + 2,
+            None => return (authority, None),
+        },
+        None => match authority.rfind(':') {
+            Some(i) => i,
+            None => return (authority, None),
+        },
+    };
+    match authority[host_end..].strip_prefix(':') {
+        Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => (&authority[..host_end], Some(port)),
+        _ => (authority, None),
+    }
+}

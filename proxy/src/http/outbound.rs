@@ -3,11 +3,13 @@
 //! under the route timeout.
 
 use crate::config::snapshot::Snapshot;
+use crate::http::answer::{Action, Origin};
 use crate::http::body::{self, Body};
+use crate::http::cors::Verdict;
 use crate::http::forward::{forward, Outgoing, RequestBody};
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::reply::{Flags, ProxyError};
-use crate::http::route::{fault_hits, RequestView};
+use crate::http::route::{fault_hits, MatchRule, RequestView};
 use crate::net::intercept::OutboundTrafficPolicy;
 use crate::net::listen::Conn;
 use crate::ops::telemetry::{Record, Reporter};
@@ -80,8 +82,8 @@ async fn original_destination(
 }
 
 async fn route_and_forward(
-    shared: &Shared,
-    snap: &Snapshot,
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
     record: &mut Record,
     conn: &Conn,
     mut parts: http::request::Parts,
@@ -110,6 +112,34 @@ async fn route_and_forward(
     let (route, hit) =
         vhost.select(&view).ok_or_else(|| (ProxyError::NoRoute { service: vhost.name.to_string() }, none))?;
     record.route = Some(route.name.clone());
+
+    // CORS first, as Envoy's filter chain runs it: an allowed preflight never reaches faults or the app.
+    let mut cors_origin = None;
+    if let Some(cors) = &route.cors {
+        match cors.check(&parts.method, &parts.headers) {
+            Verdict::Pass => {}
+            Verdict::Allowed(origin) => cors_origin = Some(origin),
+            Verdict::Answer(response) => return Ok(response),
+        }
+    }
+    let finish = |response: &mut Response<Body>| {
+        route.response_headers.apply(response.headers_mut());
+        if let (Some(cors), Some(origin)) = (&route.cors, &cors_origin) {
+            cors.decorate(origin.clone(), response.headers_mut());
+        }
+    };
+    let answered = match &route.action {
+        Action::Forward => None,
+        Action::Redirect(r) => {
+            let matched_prefix = hit.and_then(MatchRule::uri_prefix);
+            Some(r.respond(&Origin { authority: &record.authority, path_and_query: &record.path, matched_prefix }))
+        }
+        Action::Respond(d) => Some(d.respond()),
+    };
+    if let Some(mut response) = answered {
+        finish(&mut response);
+        return Ok(response);
+    }
 
     let mut flags = Flags::NONE;
     if let Some(fault) = &route.fault {
@@ -154,10 +184,21 @@ async fn route_and_forward(
     if cluster.original_dst.is_some() {
         return original_destination(conn, cluster, route, parts, incoming, rewritten, authority, flags).await;
     }
+    let hashed = cluster
+        .hash
+        .as_ref()
+        .map(|h| crate::upstream::hash::request_hash(h, &parts.headers, &record.path, conn.remote, conn.original_dst));
     let mut body = RequestBody::prepare(incoming).await.map_err(|e| (e, flags))?;
     record.request_bytes += body.len_hint();
     let protocol = cluster.protocol_for(parts.version, record.grpc);
-    let out = Outgoing::new(parts, rewritten, authority, protocol).map_err(|e| (e, flags))?;
+    let mut out = Outgoing::new(parts, rewritten, authority, protocol).map_err(|e| (e, flags))?;
+    let set_cookie = hashed.and_then(|h| {
+        out.hash = h.hash;
+        h.set_cookie
+    });
+    if !route.mirrors.is_empty() {
+        crate::http::mirror::send(&route.mirrors, snap, &out, &body, route.timeout, shared);
+    }
 
     let sent = forward(&out, &mut body, cluster, &route.retry, &shared.metrics);
     // The route timeout covers the whole response, its body too (Envoy's).
@@ -177,8 +218,11 @@ async fn route_and_forward(
                 Some(at) => body::until(body::incoming(b), at),
                 None => body::incoming(b),
             });
-            route.response_headers.apply(response.headers_mut());
             dest.response_headers.apply(response.headers_mut());
+            finish(&mut response);
+            if let Some(cookie) = set_cookie {
+                response.headers_mut().append(http::header::SET_COOKIE, cookie);
+            }
             Ok(response)
         }
         Err(failed) => {

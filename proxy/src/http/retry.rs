@@ -49,6 +49,11 @@ impl RetryPolicy {
         }
     }
 
+    /// No retries (a mirror's copy: its answer is not waited for).
+    pub fn none() -> Self {
+        RetryPolicy { attempts: 0, explicit: true, ..Self::inbound() }
+    }
+
     /// Istio's inbound default (≥ 1.23): 2 retries on `reset-before-request`.
     pub fn inbound() -> Self {
         RetryPolicy {

@@ -7,10 +7,11 @@
 //! Size: about 370 lines of matching and compiling, then their unit tests; kept
 //! whole so one route's life (compiled once, matched per request) reads in one place.
 
+use crate::http::answer::Action;
+pub use crate::http::matcher::StrMatch;
 use crate::http::retry::RetryPolicy;
 use crate::upstream::balance::WeightedPick;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use regex::Regex;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_model as model;
@@ -32,47 +33,6 @@ impl<'a> RequestView<'a> {
     }
     fn query(&self) -> Option<&'a str> {
         self.path_and_query.split_once('?').map(|(_, q)| q)
-    }
-}
-
-/// A string matcher compiled from [`model::StringMatch`].
-#[derive(Debug, Clone)]
-pub enum StrMatch {
-    Exact(String),
-    Prefix(String),
-    /// Anchored `^(?:...)$`, so `is_match` is RE2's FullMatch.
-    Regex(Regex),
-    Present,
-}
-
-impl StrMatch {
-    /// Compiles a matcher; `None` of exact/prefix/regex means presence.
-    pub fn compile(m: &model::StringMatch) -> Result<Self, regex::Error> {
-        Ok(match (&m.exact, &m.prefix, &m.regex) {
-            (Some(e), _, _) => StrMatch::Exact(e.clone()),
-            (_, Some(p), _) => StrMatch::Prefix(p.clone()),
-            (_, _, Some(r)) => StrMatch::Regex(Regex::new(&format!("^(?:{r})$"))?),
-            _ => StrMatch::Present,
-        })
-    }
-
-    pub fn matches(&self, value: &str) -> bool {
-        match self {
-            StrMatch::Exact(e) => value == e,
-            StrMatch::Prefix(p) => value.starts_with(p.as_str()),
-            StrMatch::Regex(r) => r.is_match(value),
-            StrMatch::Present => true,
-        }
-    }
-
-    fn matches_ignore_case(&self, value: &str) -> bool {
-        match self {
-            StrMatch::Exact(e) => value.eq_ignore_ascii_case(e),
-            StrMatch::Prefix(p) => {
-                value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-            }
-            other => other.matches(value),
-        }
     }
 }
 
@@ -170,7 +130,7 @@ impl MatchRule {
     }
 
     /// Whether this rule is a URI prefix match (for prefix rewrites).
-    fn uri_prefix(&self) -> Option<&str> {
+    pub fn uri_prefix(&self) -> Option<&str> {
         match &self.uri {
             Some(StrMatch::Prefix(p)) => Some(p),
             _ => None,
@@ -258,7 +218,7 @@ pub struct Fault {
 }
 
 /// Istio keeps per-million precision: `value × 10⁴` out of 10⁶.
-fn per_million(percentage: f64) -> u32 {
+pub(crate) fn per_million(percentage: f64) -> u32 {
     (percentage * 10_000.0).round().clamp(0.0, 1_000_000.0) as u32
 }
 
@@ -268,6 +228,13 @@ pub struct RouteDestination {
     pub cluster: Arc<str>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+}
+
+/// A mirror of a route: its cluster, and the share of requests copied, per million.
+#[derive(Debug, Clone)]
+pub struct MirrorTarget {
+    pub cluster: Arc<str>,
+    pub per_million: u32,
 }
 
 /// A compiled route.
@@ -284,11 +251,29 @@ pub struct Route {
     pub response_headers: HeaderOps,
     pub rewrite_uri: Option<String>,
     pub rewrite_authority: Option<HeaderValue>,
+    /// Forward, redirect or answer.
+    pub action: Action,
+    pub mirrors: Vec<MirrorTarget>,
+    pub cors: Option<crate::http::cors::Policy>,
 }
 
 impl Route {
-    pub fn compile(index: usize, r: &model::Route) -> Result<Self, regex::Error> {
-        let model::Route { name, matches, route, timeout, retries, fault, headers, rewrite } = r;
+    pub fn compile(index: usize, r: &model::Route) -> Result<Self, String> {
+        let model::Route {
+            name,
+            matches,
+            route,
+            redirect: _,
+            direct_response: _, // these two: `Action::compile`
+            mirrors,
+            cors,
+            timeout,
+            retries,
+            fault,
+            headers,
+            rewrite,
+        } = r;
+        let regex = |e: regex::Error| e.to_string();
         let (req_h, resp_h) = match headers {
             Some(h) => (HeaderOps::compile(&h.request), HeaderOps::compile(&h.response)),
             None => Default::default(),
@@ -299,7 +284,7 @@ impl Route {
         let weights: Vec<u32> = if kept.len() == 1 { vec![1] } else { kept.iter().map(|d| d.weight).collect() };
         Ok(Route {
             name: name.clone().unwrap_or_else(|| format!("route-{index}")).into(),
-            matches: matches.iter().map(MatchRule::compile).collect::<Result<_, _>>()?,
+            matches: matches.iter().map(MatchRule::compile).collect::<Result<_, _>>().map_err(regex)?,
             destinations: kept
                 .iter()
                 .map(|d| {
@@ -327,6 +312,12 @@ impl Route {
                 .as_ref()
                 .and_then(|rw| rw.authority.as_deref())
                 .and_then(|a| HeaderValue::from_str(a).ok()),
+            action: Action::compile(r)?,
+            mirrors: mirrors
+                .iter()
+                .map(|m| MirrorTarget { cluster: m.cluster.as_str().into(), per_million: per_million(m.percentage) })
+                .collect(),
+            cors: cors.as_ref().map(crate::http::cors::Policy::compile).transpose().map_err(regex)?,
         })
     }
 

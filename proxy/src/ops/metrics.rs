@@ -202,6 +202,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `weft_upstream_retries_total{cluster}`: retries sent.
     pub upstream_retries: IntCounterVec,
+    /// `weft_mirror_requests_total{cluster,result="answered"|"failed"|"skipped"}`: request copies
+    /// (Istio `mirror`); `skipped` when the body was too large to copy.
+    pub mirror_requests: IntCounterVec,
     /// `weft_outlier_ejections_total{cluster,result="ejected"|"refused"}`.
     pub outlier_ejections: IntCounterVec,
     /// `weft_upstream_overflow_total{cluster,limit="pending"|"requests"|"retries"}`: circuit-breaker overflows.
@@ -253,6 +256,11 @@ impl Metrics {
         let upstream_retries =
             IntCounterVec::new(Opts::new("weft_upstream_retries_total", "Retries sent upstream"), &["cluster"])?;
         registry.register(Box::new(upstream_retries.clone()))?;
+        let mirror_requests = IntCounterVec::new(
+            Opts::new("weft_mirror_requests_total", "Request copies sent to mirrors, by outcome"),
+            &["cluster", "result"],
+        )?;
+        registry.register(Box::new(mirror_requests.clone()))?;
         let outlier_ejections = IntCounterVec::new(
             Opts::new("weft_outlier_ejections_total", "Outlier ejections, and ejections refused by maxEjectionPercent"),
             &["cluster", "result"],
@@ -324,6 +332,7 @@ impl Metrics {
             requests_total,
             config_reloads,
             upstream_retries,
+            mirror_requests,
             outlier_ejections,
             upstream_overflow,
             upstream_pending,

@@ -3,6 +3,7 @@
 //! choices — Istio's default).
 
 use crate::upstream::endpoint::Endpoint;
+use crate::upstream::hash::Table;
 use crate::upstream::outlier::{self, Event, Outcome, Settings};
 use rand::Rng;
 use std::borrow::Cow;
@@ -69,11 +70,22 @@ pub struct Balancer {
     endpoints: Vec<Arc<Endpoint>>,
     next: AtomicUsize,
     outlier: Option<Settings>,
+    /// Consistent hashing: requests with a hash go by this table.
+    table: Option<Table>,
 }
 
 impl Balancer {
     pub fn new(policy: LbPolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
-        Balancer { policy, endpoints, next: AtomicUsize::new(0), outlier: None }
+        Balancer { policy, endpoints, next: AtomicUsize::new(0), outlier: None, table: None }
+    }
+
+    /// Consistent hashing over these endpoints; a request without a hash is placed at
+    /// random (as Envoy's hash balancers do).
+    pub fn with_consistent_hash(mut self, table: &weft_model::HashTable) -> Self {
+        let addrs: Vec<std::net::SocketAddr> = self.endpoints.iter().map(|e| e.addr).collect();
+        self.table = Table::build(table, &addrs);
+        self.policy = LbPolicy::Random;
+        self
     }
 
     pub fn with_outlier_detection(mut self, settings: Option<Settings>) -> Self {
@@ -124,10 +136,27 @@ impl Balancer {
     }
 
     /// Picks an endpoint, avoiding those in `avoid` (hosts already tried by this
-    /// request, Envoy's `previous_hosts` predicate) while others are left.
-    pub fn pick(&self, avoid: &[Arc<Endpoint>], rng: &mut impl Rng) -> Result<Arc<Endpoint>, NoPick> {
+    /// request, Envoy's `previous_hosts` predicate) while others are left. With a
+    /// consistent-hash table and a `hash`, the hash's endpoint, or the next usable one
+    /// around the table.
+    pub fn pick(
+        &self,
+        avoid: &[Arc<Endpoint>],
+        hash: Option<u64>,
+        rng: &mut impl Rng,
+    ) -> Result<Arc<Endpoint>, NoPick> {
         let endpoints = self.candidates()?;
         let usable = |e: &Arc<Endpoint>| !avoid.iter().any(|a| Arc::ptr_eq(a, e));
+        if let (Some(table), Some(hash)) = (&self.table, hash) {
+            let all_usable = endpoints.len() == self.endpoints.len();
+            let hashed = table
+                .preference(hash)
+                .map(|i| &self.endpoints[i])
+                .find(|e| usable(e) && (all_usable || endpoints.iter().any(|c| Arc::ptr_eq(c, e))));
+            if let Some(e) = hashed {
+                return Ok(e.clone());
+            }
+        }
         // Envoy retries host selection up to 5 times before taking a tried host.
         for _ in 0..5 {
             let candidate = self.pick_once(&endpoints, rng);

@@ -1,11 +1,12 @@
 //! Where a request goes once routed: the endpoints of a cluster (state that
 //! outlives reloads), endpoints by DNS name, load balancing, connection pools, circuit breakers and
-//! outlier ejection.
+//! outlier ejection, consistent hashing.
 
 pub mod balance;
 pub mod dns;
 pub mod dns_wire;
 pub mod endpoint;
+pub mod hash;
 pub mod limits;
 pub mod outlier;
 pub mod pool;

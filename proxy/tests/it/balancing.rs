@@ -8,6 +8,7 @@ const SVC: &str = "svc.test.svc.cluster.local";
 async fn three(policy: &str) -> ([Upstream; 3], weft_proxy::Running) {
     let ups = [Upstream::named("a").await, Upstream::named("b").await, Upstream::named("c").await];
     let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
+    // `LEAST_REQUEST\n    consistentHash: ...` leaves lbPolicy at its default and adds the hash.
     let extra = format!("    lbPolicy: {policy}\n");
     let proxy = start(&config_yaml(&services, &cluster("c", &extra, &[&ups[0], &ups[1], &ups[2]]))).await;
     (ups, proxy)
@@ -68,4 +69,41 @@ async fn least_request_avoids_the_busy_endpoint() {
     assert_eq!(total, 200);
     // Round robin would send ~67 to "slow"; with P2C on active requests it gets far fewer.
     assert!(slow.requests() < 30, "slow endpoint got {} of 200", slow.requests());
+}
+
+/// Consistent hashing on a header: one user always reaches the same endpoint, users
+/// spread over all of them, and a request without the header still gets through.
+#[tokio::test]
+async fn consistent_hash_on_a_header_sticks_each_user_to_one_endpoint() {
+    let (ups, proxy) = three("LEAST_REQUEST\n    consistentHash: { header: x-user }").await;
+    let mut c = Client::h1(proxy.outbound).await;
+    let mut reached = std::collections::HashSet::new();
+    for user in 0..30 {
+        let id = format!("user-{user}");
+        let first = c.send("GET", "svc", "/", &[("x-user", &id)], "").await.body;
+        for _ in 0..4 {
+            assert_eq!(c.send("GET", "svc", "/", &[("x-user", &id)], "").await.body, first, "{id} moved");
+        }
+        reached.insert(first);
+    }
+    assert_eq!(reached.len(), 3, "30 users all on {reached:?}");
+    assert_eq!(c.get("svc", "/").await.status, 200);
+    let _ = ups;
+}
+
+/// `httpCookie` with a ttl: the first answer sets the cookie, and a client that sends it
+/// back stays on that endpoint.
+#[tokio::test]
+async fn consistent_hash_makes_and_honours_its_cookie() {
+    let ring = "LEAST_REQUEST\n    consistentHash: { cookie: { name: sticky, path: /, ttl: 3600s }, maglev: 65537 }";
+    let (_ups, proxy) = three(ring).await;
+    let first = get(proxy.outbound, "svc", "/", &[]).await;
+    let set = first.header("set-cookie").to_string();
+    assert!(set.starts_with("sticky=\"") && set.ends_with("; Max-Age=3600; Path=/; HttpOnly"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    for _ in 0..10 {
+        let again = get(proxy.outbound, "svc", "/", &[("cookie", &cookie)]).await;
+        assert_eq!(again.body, first.body, "the cookie's endpoint");
+        assert_eq!(again.header("set-cookie"), "", "no new cookie when one is sent");
+    }
 }

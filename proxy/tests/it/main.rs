@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod actions;
 mod balancing;
 mod control;
 mod dns;

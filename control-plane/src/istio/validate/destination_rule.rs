@@ -1,6 +1,6 @@
 //! DestinationRule: host, subsets, traffic policies.
 
-use super::common::{at_least_1ms, is_dns1123, unsupported, Problems, NOT_YET};
+use super::common::{at_least_1ms, is_dns1123, is_token, unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
 
 pub(super) fn check(dr: &DestinationRule, p: &mut Problems) {
@@ -94,7 +94,9 @@ fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
     }
     if let Some(lb) = load_balancer {
         let at = format!("{at}.loadBalancer");
-        unsupported(p, format!("{at}.consistentHash"), &lb.consistent_hash);
+        if let Some(ch) = &lb.consistent_hash {
+            consistent_hash(&format!("{at}.consistentHash"), ch, lb.simple.is_some(), p);
+        }
         unsupported(p, format!("{at}.localityLbSetting"), &lb.locality_lb_setting);
         unsupported(p, format!("{at}.warmupDurationSecs"), &lb.warmup_duration_secs);
         unsupported(p, format!("{at}.warmup"), &lb.warmup);
@@ -142,6 +144,89 @@ fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
             if v.is_some_and(|v| !(0..=100).contains(&v)) {
                 p.push((format!("{at}.{field}"), "must be between 0 and 100".into()));
             }
+        }
+    }
+}
+
+/// Istio's checks of `consistentHash`, and the ones Envoy would otherwise fail on.
+fn consistent_hash(at: &str, ch: &ConsistentHashLb, simple: bool, p: &mut Problems) {
+    let ConsistentHashLb {
+        http_header_name,
+        http_cookie,
+        use_source_ip,
+        http_query_parameter_name,
+        ring_hash,
+        maglev,
+        minimum_ring_size,
+    } = ch;
+    if simple {
+        p.push((at.into(), "set simple or consistentHash, not both".into()));
+    }
+    let keys = [
+        http_header_name.is_some(),
+        http_cookie.is_some(),
+        *use_source_ip == Some(true),
+        http_query_parameter_name.is_some(),
+    ];
+    match keys.iter().filter(|k| **k).count() {
+        0 => p.push((
+            at.into(),
+            "one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required".into(),
+        )),
+        1 => {}
+        _ => p.push((at.into(), "set only one hash key".into())),
+    }
+    if let Some(h) = http_header_name {
+        if h.is_empty() || !h.bytes().all(is_token) {
+            p.push((format!("{at}.httpHeaderName"), format!("{h:?} is not a header name")));
+        }
+    }
+    if let Some(q) = http_query_parameter_name {
+        if q.is_empty() {
+            p.push((format!("{at}.httpQueryParameterName"), "must not be empty".into()));
+        }
+    }
+    if let Some(HttpCookie { name, path, ttl, attributes }) = http_cookie {
+        unsupported(p, format!("{at}.httpCookie.attributes"), attributes);
+        if name.is_empty() {
+            p.push((format!("{at}.httpCookie.name"), "name required for HttpCookie".into()));
+        } else if !name.bytes().all(is_token) {
+            p.push((format!("{at}.httpCookie.name"), format!("{name:?} is not a cookie name")));
+        }
+        if ttl.is_none() {
+            p.push((format!("{at}.httpCookie.ttl"), "ttl required for HttpCookie".into()));
+        }
+        if path.as_ref().is_some_and(|x| !x.starts_with('/') || x.bytes().any(|b| b.is_ascii_control() || b == b';')) {
+            p.push((format!("{at}.httpCookie.path"), "must be a path starting with '/'".into()));
+        }
+    }
+    if ring_hash.is_some() && maglev.is_some() {
+        p.push((format!("{at}.maglev"), "set ringHash or maglev, not both".into()));
+    }
+    if minimum_ring_size.is_some_and(|n| n > 0) && (ring_hash.is_some() || maglev.is_some()) {
+        p.push((
+            format!("{at}.minimumRingSize"),
+            "only one of MinimumRingSize or Maglev/Ringhash can be specified".into(),
+        ));
+    }
+    let ring_size = ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(*minimum_ring_size);
+    if ring_size.is_some_and(|n| n > weft_model::hash::MAX_RING_SIZE) {
+        p.push((
+            format!("{at}.ringHash.minimumRingSize"),
+            format!("must be at most {}", weft_model::hash::MAX_RING_SIZE),
+        ));
+    }
+    if let Some(Maglev { table_size }) = maglev {
+        match table_size {
+            None | Some(0) => p.push((format!("{at}.maglev.tableSize"), "tableSize must be set for maglev".into())),
+            Some(n) if !weft_model::hash::is_prime(*n) => {
+                p.push((format!("{at}.maglev.tableSize"), "tableSize must be prime number for maglev".into()))
+            }
+            Some(n) if *n > weft_model::hash::MAX_MAGLEV_SIZE => p.push((
+                format!("{at}.maglev.tableSize"),
+                format!("must be at most {}", weft_model::hash::MAX_MAGLEV_SIZE),
+            )),
+            Some(_) => {}
         }
     }
 }

@@ -34,6 +34,10 @@ pub fn resource(r: &Resource) -> Problems {
         Spec::DestinationRule(dr) => destination_rule::check(dr, &mut p),
         Spec::PeerAuthentication(pa) => {
             let PeerAuthentication { selector, mtls: _, port_level_mtls } = pa;
+            if port_level_mtls.as_ref().is_some_and(|v| v.as_mapping().is_some_and(|m| m.is_empty())) {
+                // Istio: "port level mtls must have at least one element".
+                p.push(("spec.portLevelMtls".into(), "must have at least one element".into()));
+            }
             unsupported(&mut p, "spec.portLevelMtls".into(), port_level_mtls);
             if selector.is_some() && r.namespace() == crate::istio::ROOT_NAMESPACE {
                 p.push((

@@ -1,6 +1,6 @@
 //! Sidecar and WorkloadGroup: the workload's outbound policy and the registration rule.
 
-use super::common::{unsupported, Problems};
+use super::common::{is_set, unsupported, Problems};
 use crate::istio::types::*;
 use crate::istio::Resource;
 
@@ -40,6 +40,14 @@ pub(super) fn workload_group(wg: &WorkloadGroup, p: &mut Problems) {
 }
 
 pub(super) fn sidecar(sc: &Sidecar, r: &Resource, p: &mut Problems) {
+    // Istio's ValidateSidecar: a Sidecar must configure something.
+    if !is_set(&sc.ingress)
+        && !is_set(&sc.egress)
+        && sc.outbound_traffic_policy.is_none()
+        && !is_set(&sc.inbound_connection_pool)
+    {
+        p.push(("spec".into(), "sidecar: empty configuration provided".into()));
+    }
     unsupported(p, "spec.ingress".into(), &sc.ingress);
     unsupported(p, "spec.egress".into(), &sc.egress);
     unsupported(p, "spec.inboundConnectionPool".into(), &sc.inbound_connection_pool);

@@ -8,8 +8,18 @@ pub(super) fn check(vs: &VirtualService, p: &mut Problems) {
     if hosts.is_empty() {
         p.push(("spec.hosts".into(), "at least one host is required".into()));
     }
+    // `*` is a gateway's host (every host it serves); Istio refuses it for the mesh.
+    let for_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
     for (i, h) in hosts.iter().enumerate() {
-        if h.is_empty() || h == "*" || h.parse::<std::net::IpAddr>().is_ok() || h.contains('/') || h.contains(':') {
+        if h == "*" && !for_mesh {
+            continue;
+        }
+        if h == "*" {
+            p.push((
+                format!("spec.hosts[{i}]"),
+                "wildcard host * is not allowed for virtual services bound to the mesh gateway".into(),
+            ));
+        } else if h.is_empty() || h.parse::<std::net::IpAddr>().is_ok() || h.contains('/') || h.contains(':') {
             p.push((
                 format!("spec.hosts[{i}]"),
                 format!("{h:?} is not a service host (use a name, name.namespace or FQDN)"),
@@ -47,39 +57,44 @@ fn http_route(at: &str, r: &HttpRoute, p: &mut Problems) {
         cors_policy,
         headers,
     } = r;
-    for (field, v) in [
-        ("redirect", redirect),
-        ("directResponse", direct_response),
-        ("delegate", delegate),
-        ("mirror", mirror),
-        ("mirrors", mirrors),
-        ("mirrorPercentage", mirror_percentage),
-        ("mirror_percent", mirror_percent),
-        ("corsPolicy", cors_policy),
-    ] {
-        unsupported(p, format!("{at}.{field}"), v);
-    }
-    if route.is_empty() && !is_set(redirect) && !is_set(direct_response) && !is_set(delegate) {
+    unsupported(p, format!("{at}.delegate"), delegate);
+    let answers_itself = redirect.is_some() || direct_response.is_some();
+    if route.is_empty() && !answers_itself && !is_set(delegate) {
         p.push((format!("{at}.route"), "HTTP route, redirect or directResponse is required".into()));
+    }
+    // Istio's validateHTTPRouteConflict, and mirrors (they copy a forwarded request).
+    let conflicts = [
+        ("route", !route.is_empty()),
+        ("fault", fault.is_some()),
+        ("rewrite", rewrite.is_some()),
+        ("mirror", mirror.is_some() || !mirrors.is_empty()),
+    ];
+    for (action, set) in [("redirect", redirect.is_some()), ("directResponse", direct_response.is_some())] {
+        for (other, other_set) in conflicts {
+            if set && other_set {
+                p.push((format!("{at}.{action}"), format!("HTTP route cannot contain both {other} and {action}")));
+            }
+        }
+    }
+    if redirect.is_some() && direct_response.is_some() {
+        p.push((format!("{at}.directResponse"), "HTTP route cannot contain both redirect and directResponse".into()));
+    }
+    if let Some(r) = redirect {
+        self::redirect(&format!("{at}.redirect"), r, matches, p);
+    }
+    if let Some(d) = direct_response {
+        self::direct_response(&format!("{at}.directResponse"), d, p);
+    }
+    mirroring(at, mirror, mirrors, mirror_percentage, mirror_percent, p);
+    if let Some(c) = cors_policy {
+        cors(&format!("{at}.corsPolicy"), c, p);
     }
     for (j, m) in matches.iter().enumerate() {
         match_request(&format!("{at}.match[{j}]"), m, p);
     }
     for (j, d) in route.iter().enumerate() {
         let dp = format!("{at}.route[{j}]");
-        if d.destination.host.is_empty() {
-            p.push((format!("{dp}.destination.host"), "a destination host is required".into()));
-        }
-        if let Some(s) = &d.destination.subset {
-            if !is_dns1123(s, 63, false) {
-                p.push((format!("{dp}.destination.subset"), format!("{s:?} is not a valid subset name")));
-            }
-        }
-        if let Some(port) = &d.destination.port {
-            if port.number == 0 || port.number > 65535 {
-                p.push((format!("{dp}.destination.port.number"), "must be between 1 and 65535".into()));
-            }
-        }
+        destination(&format!("{dp}.destination"), &d.destination, p);
         if d.weight.is_some_and(|w| w < 0) {
             p.push((format!("{dp}.weight"), "weight must not be negative".into()));
         }
@@ -113,6 +128,194 @@ fn http_route(at: &str, r: &HttpRoute, p: &mut Problems) {
         unsupported(p, format!("{at}.rewrite.uriRegexRewrite"), &rw.uri_regex_rewrite);
         if rw.uri.as_deref() == Some("") {
             p.push((format!("{at}.rewrite.uri"), "must not be empty".into()));
+        }
+    }
+}
+
+fn destination(at: &str, d: &Destination, p: &mut Problems) {
+    if d.host.is_empty() {
+        p.push((format!("{at}.host"), "a destination host is required".into()));
+    }
+    if let Some(s) = &d.subset {
+        if !is_dns1123(s, 63, false) {
+            p.push((format!("{at}.subset"), format!("{s:?} is not a valid subset name")));
+        }
+    }
+    if let Some(port) = &d.port {
+        if port.number == 0 || port.number > 65535 {
+            p.push((format!("{at}.port.number"), "must be between 1 and 65535".into()));
+        }
+    }
+}
+
+/// Istio's validateHTTPRedirect, and what Envoy can express.
+fn redirect(at: &str, r: &HttpRedirect, matches: &[HttpMatchRequest], p: &mut Problems) {
+    let HttpRedirect { uri, prefix_rewrite, authority, port, derive_port, scheme, redirect_code } = r;
+    if uri.is_none()
+        && prefix_rewrite.is_none()
+        && authority.is_none()
+        && port.is_none()
+        && derive_port.is_none()
+        && scheme.is_none()
+    {
+        p.push((at.into(), "redirect must specify uri, prefixRewrite, authority, scheme, port or derivePort".into()));
+    }
+    if uri.is_some() && prefix_rewrite.is_some() {
+        p.push((format!("{at}.prefixRewrite"), "set uri or prefixRewrite, not both".into()));
+    }
+    if let Some(u) = uri {
+        if !u.starts_with('/') || u.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            p.push((format!("{at}.uri"), format!("{u:?} is not a path starting with '/'")));
+        }
+    }
+    if let Some(pr) = prefix_rewrite {
+        if pr.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            p.push((format!("{at}.prefixRewrite"), format!("{pr:?} is not a path")));
+        }
+        if matches.is_empty() || matches.iter().any(|m| m.uri.as_ref().is_none_or(|u| u.prefix.is_none())) {
+            p.push((format!("{at}.prefixRewrite"), "needs a uri prefix in every match entry".into()));
+        }
+    }
+    if let Some(a) = authority {
+        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+            p.push((format!("{at}.authority"), format!("{a:?} is not a host[:port]")));
+        }
+    }
+    if let Some(s) = scheme {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+            p.push((format!("{at}.scheme"), format!("{s:?} is not a URL scheme")));
+        }
+    }
+    if port.is_some() && derive_port.is_some() {
+        p.push((format!("{at}.derivePort"), "set port or derivePort, not both".into()));
+    }
+    if port.is_some_and(|n| n == 0 || n > 65535) {
+        p.push((format!("{at}.port"), "must be between 1 and 65535".into()));
+    }
+    if let Some(d) = derive_port {
+        if !["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"].contains(&d.as_str()) {
+            p.push((format!("{at}.derivePort"), format!("{d:?} is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT")));
+        }
+    }
+    match redirect_code {
+        Some(c) if !(300..=399).contains(c) => {
+            p.push((format!("{at}.redirectCode"), format!("{c} is not a valid redirect code, must be 3xx")))
+        }
+        Some(c) if ![301, 302, 303, 307, 308].contains(c) => p.push((
+            format!("{at}.redirectCode"),
+            format!("{c} is not one of 301, 302, 303, 307, 308 (what Envoy sends)"),
+        )),
+        _ => {}
+    }
+}
+
+/// Istio's validateHTTPDirectResponse.
+fn direct_response(at: &str, d: &HttpDirectResponse, p: &mut Problems) {
+    let HttpDirectResponse { status, body } = d;
+    if !(200..=599).contains(status) {
+        p.push((format!("{at}.status"), format!("{status} is not between 200 and 599")));
+    }
+    let Some(HttpBody { string, bytes }) = body else { return };
+    let size = match (string, bytes) {
+        (Some(_), Some(_)) => {
+            p.push((format!("{at}.body"), "set string or bytes, not both".into()));
+            return;
+        }
+        (Some(s), None) => s.len(),
+        (None, Some(b)) => {
+            use base64::Engine as _;
+            match base64::engine::general_purpose::STANDARD.decode(b) {
+                Ok(decoded) => decoded.len(),
+                Err(e) => {
+                    p.push((format!("{at}.body.bytes"), format!("is not base64: {e}")));
+                    return;
+                }
+            }
+        }
+        (None, None) => 0,
+    };
+    if size > weft_model::action::MAX_DIRECT_BODY {
+        p.push((format!("{at}.body"), format!("is {size} bytes; a direct response body must be less than 1MB")));
+    }
+}
+
+fn mirroring(
+    at: &str,
+    mirror: &Option<Destination>,
+    mirrors: &[HttpMirrorPolicy],
+    percentage: &Option<Percent>,
+    percent: &Option<u32>,
+    p: &mut Problems,
+) {
+    if mirror.is_some() && !mirrors.is_empty() {
+        p.push((format!("{at}.mirrors"), "mirror and mirrors are mutually exclusive".into()));
+    }
+    if let Some(d) = mirror {
+        destination(&format!("{at}.mirror"), d, p);
+    }
+    if let Some(x) = percentage {
+        if !(0.0..=100.0).contains(&x.value) {
+            p.push((format!("{at}.mirrorPercentage.value"), "must be between 0 and 100".into()));
+        }
+    }
+    if percent.is_some_and(|x| x > 100) {
+        p.push((format!("{at}.mirrorPercent"), "must be between 0 and 100".into()));
+    }
+    if mirror.is_none() && (percentage.is_some() || percent.is_some()) {
+        p.push((format!("{at}.mirrorPercentage"), "needs mirror".into()));
+    }
+    for (i, m) in mirrors.iter().enumerate() {
+        destination(&format!("{at}.mirrors[{i}].destination"), &m.destination, p);
+        if m.percentage.as_ref().is_some_and(|x| !(0.0..=100.0).contains(&x.value)) {
+            p.push((format!("{at}.mirrors[{i}].percentage.value"), "must be between 0 and 100".into()));
+        }
+    }
+}
+
+const HTTP_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// Istio's validateCORSPolicy.
+fn cors(at: &str, c: &CorsPolicy, p: &mut Problems) {
+    let CorsPolicy {
+        allow_origins,
+        allow_origin,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        max_age,
+        allow_credentials: _,
+        unmatched_preflights,
+        allow_private_network,
+    } = c;
+    unsupported(p, format!("{at}.allowPrivateNetwork"), allow_private_network);
+    for (i, o) in allow_origins.iter().enumerate() {
+        string_match(&format!("{at}.allowOrigins[{i}]"), o, false, false, p);
+    }
+    for (i, o) in allow_origin.iter().enumerate() {
+        if o.is_empty() {
+            p.push((format!("{at}.allowOrigin[{i}]"), "must not be empty".into()));
+        }
+    }
+    for (i, m) in allow_methods.iter().enumerate() {
+        if !HTTP_METHODS.contains(&m.as_str()) {
+            p.push((format!("{at}.allowMethods[{i}]"), format!("{m:?} is not a valid HTTP method")));
+        }
+    }
+    for (field, list) in [("allowHeaders", allow_headers), ("exposeHeaders", expose_headers)] {
+        for (i, h) in list.iter().enumerate() {
+            if h.is_empty() || !(h == "*" || h.bytes().all(is_token)) {
+                p.push((format!("{at}.{field}[{i}]"), format!("{h:?} is not a header name")));
+            }
+        }
+    }
+    if let Some(age) = max_age {
+        if age.get().subsec_nanos() != 0 {
+            p.push((format!("{at}.maxAge"), "max_age duration is accurate only to seconds precision".into()));
+        }
+    }
+    if let Some(u) = unmatched_preflights {
+        if !["UNSPECIFIED", "FORWARD", "IGNORE"].contains(&u.as_str()) {
+            p.push((format!("{at}.unmatchedPreflights"), format!("{u:?} is not FORWARD or IGNORE")));
         }
     }
 }
