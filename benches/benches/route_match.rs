@@ -6,6 +6,8 @@
 //!   header `x-route: r{i}`. The request for the last route walks every route
 //!   first (the worst case of first-match-wins).
 //! - `weighted_pick/K`: a weighted destination out of K.
+//! - `consistent_hash/{ring,maglev}/100`: the request's key (a header) hashed and an
+//!   endpoint picked out of 100 by the cluster's table (issue target: < 200 ns).
 //! - `compile/100`, `compile_and_swap/100`: what a reload costs, validation
 //!   included; the swap also drops the snapshot it replaces.
 //!
@@ -108,6 +110,37 @@ fn weighted_pick(c: &mut Criterion) {
     group.finish();
 }
 
+/// One cluster of 100 endpoints balanced by a consistent hash on `x-user`.
+fn hashed_cluster(table: &str) -> Snapshot {
+    let endpoints: Vec<_> =
+        (0..100).map(|i| json!({"address": format!("10.0.{}.{}:8080", i / 250, i % 250 + 1)})).collect();
+    let config: model::ProxyConfig = serde_json::from_value(json!({
+        "apiVersion": model::API_VERSION,
+        "version": "1",
+        "workload": {"name": "bench", "namespace": "bench", "serviceAccount": "bench"},
+        "clusters": {"c": {"endpoints": endpoints, "consistentHash": serde_json::from_str::<serde_json::Value>(table).unwrap()}},
+    }))
+    .unwrap();
+    compile(config, &Registry::default())
+}
+
+fn consistent_hash(c: &mut Criterion) {
+    for (name, table) in [("ring", r#"{"header": "x-user"}"#), ("maglev", r#"{"header": "x-user", "maglev": 65537}"#)] {
+        let snapshot = hashed_cluster(table);
+        let cluster = snapshot.cluster("c").unwrap();
+        let policy = cluster.hash.clone().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", HeaderValue::from_static("alice@example.com"));
+        let mut rng = SmallRng::seed_from_u64(1);
+        c.bench_function(&format!("consistent_hash/{name}/100"), |b| {
+            b.iter(|| {
+                let h = weft_proxy::upstream::hash::request_hash(&policy, black_box(&headers), "/", None, None);
+                cluster.balancer.pick(&[], h.hash, &mut rng).unwrap()
+            })
+        });
+    }
+}
+
 fn reload(c: &mut Criterion) {
     let cfg = config(100);
     // Endpoint state survives reloads through the registry, as in the proxy.
@@ -173,5 +206,5 @@ fn translate(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, select, weighted_pick, reload, authz, translate);
+criterion_group!(benches, select, weighted_pick, consistent_hash, reload, authz, translate);
 criterion_main!(benches);

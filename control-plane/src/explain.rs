@@ -6,6 +6,8 @@ use serde::Serialize;
 use weft_model::authz::{AuthzRule, Matcher};
 use weft_model::ProxyConfig;
 use weft_proxy::config::snapshot::Snapshot;
+use weft_proxy::http::answer::{Action, Origin};
+use weft_proxy::http::cors::Verdict;
 use weft_proxy::http::route::RequestView;
 use weft_proxy::upstream::endpoint::Registry as EndpointRegistry;
 
@@ -31,6 +33,12 @@ pub struct Explanation {
     pub fault: Option<serde_json::Value>,
     /// What the sidecar answers when nothing matches.
     pub local_reply: Option<String>,
+    /// What the route answers itself (a redirect or a direct response), instead of forwarding.
+    pub answer: Option<String>,
+    /// What the route's CORS policy makes of this request.
+    pub cors: Option<String>,
+    /// Copies of the request: cluster and share.
+    pub mirrors: Vec<String>,
     /// The destination sidecar's authorization decision, when it was asked for.
     pub authorization: Option<String>,
 }
@@ -43,6 +51,8 @@ pub struct DestinationView {
     pub share: f64,
     pub endpoints: Vec<String>,
     pub cluster_settings: serde_json::Value,
+    /// Consistent hashing: the request's key and the endpoint it goes to.
+    pub hash: Option<String>,
 }
 
 pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, String> {
@@ -64,13 +74,16 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         retries: None,
         fault: None,
         local_reply: Some(why),
+        answer: None,
+        cors: None,
+        mirrors: vec![],
         authorization: None,
     };
     let Some(vhost) = snapshot.vhost(&req.host) else {
         return Ok(none(format!("404 NR: no service for host {:?}", req.host)));
     };
     let service = vhost.name.to_string();
-    let Some((route, _hit)) = vhost.select(&view) else {
+    let Some((route, hit)) = vhost.select(&view) else {
         return Ok(Explanation {
             service: Some(service.clone()),
             ..none(format!("404 NR: no route of {service} matches"))
@@ -118,12 +131,35 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
                         share: if total == 0 { 0.0 } else { 100.0 * f64::from(weight) / total as f64 },
                         endpoints: cluster.endpoints.iter().map(|e| e.address.clone()).collect(),
                         cluster_settings: settings,
+                        hash: snapshot.cluster(&d.cluster).and_then(|c| hashed_endpoint(c, &headers, &req.path)),
                     }
                 })
                 .collect()
         })
         .unwrap_or_default();
     let r = model_route.map(|(_, r)| r);
+    let origin = Origin {
+        authority: &req.host,
+        path_and_query: &req.path,
+        matched_prefix: hit.and_then(weft_proxy::http::route::MatchRule::uri_prefix),
+    };
+    let answer = match &route.action {
+        Action::Forward => None,
+        Action::Redirect(rd) => Some(format!("redirect {} to {}", rd.code().as_u16(), rd.location(&origin))),
+        Action::Respond(d) => Some(format!("direct response {}", d.describe())),
+    };
+    let method = http::Method::from_bytes(req.method.as_bytes()).map_err(|e| e.to_string())?;
+    let cors = route.cors.as_ref().map(|policy| match policy.check(&method, &headers) {
+        Verdict::Pass if headers.contains_key(http::header::ORIGIN) => {
+            "origin not allowed: forwarded without CORS headers from the sidecar".to_string()
+        }
+        Verdict::Pass => "not a CORS request (no Origin)".to_string(),
+        Verdict::Allowed(o) => format!("origin {o:?} allowed: the response gets access-control-allow-origin"),
+        Verdict::Answer(_) => "preflight answered by the sidecar (200); the app never sees it".to_string(),
+    });
+    let mirrors = r
+        .map(|r| r.mirrors.iter().map(|m| format!("copy to {} ({} % of requests)", m.cluster, m.percentage)).collect())
+        .unwrap_or_default();
     Ok(Explanation {
         service: Some(service),
         route: Some(route.name.to_string()),
@@ -136,7 +172,36 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         }),
         fault: r.and_then(|r| r.fault.as_ref()).and_then(|f| serde_json::to_value(f).ok()),
         local_reply: None,
+        answer,
+        cors,
+        mirrors,
         authorization: None,
+    })
+}
+
+/// The consistent-hash key of the request and the endpoint it picks (the sidecar's own code).
+fn hashed_endpoint(
+    cluster: &weft_proxy::config::snapshot::Cluster,
+    headers: &http::HeaderMap,
+    path: &str,
+) -> Option<String> {
+    let policy = cluster.hash.as_ref()?;
+    let key = match policy.key()? {
+        weft_model::HashKey::Header(h) => format!("header {h}"),
+        weft_model::HashKey::Cookie(c) => format!("cookie {}", c.name),
+        weft_model::HashKey::SourceIp => "the caller's IP".to_string(),
+        weft_model::HashKey::QueryParameter(q) => format!("query parameter {q}"),
+    };
+    let hashed = weft_proxy::upstream::hash::request_hash(policy, headers, path, None, None);
+    Some(match hashed.hash {
+        _ if matches!(policy.key(), Some(weft_model::HashKey::SourceIp)) => {
+            format!("consistent hash on {key}: one endpoint per caller")
+        }
+        None => format!("consistent hash on {key}: the request has none, so a random endpoint"),
+        Some(h) => {
+            let picked = cluster.balancer.pick(&[], Some(h), &mut rand::thread_rng()).ok()?;
+            format!("consistent hash on {key} → {}", picked.addr)
+        }
     })
 }
 
@@ -195,6 +260,15 @@ impl std::fmt::Display for Explanation {
         if let Some(x) = &self.fault {
             writeln!(f, "fault:    {x}")?;
         }
+        if let Some(x) = &self.cors {
+            writeln!(f, "cors:     {x}")?;
+        }
+        if let Some(x) = &self.answer {
+            writeln!(f, "answer:   {x} (not forwarded)")?;
+        }
+        for m in &self.mirrors {
+            writeln!(f, "mirror:   {m}")?;
+        }
         if let Some(a) = &self.authorization {
             writeln!(f, "authz:    {a}")?;
         }
@@ -208,6 +282,9 @@ impl std::fmt::Display for Explanation {
                 d.endpoints.join(", ")
             )?;
             writeln!(f, "           {}", d.cluster_settings)?;
+            if let Some(h) = &d.hash {
+                writeln!(f, "           {h}")?;
+            }
         }
         Ok(())
     }

@@ -515,3 +515,56 @@ fn service_entries_that_would_open_everything_or_need_dns_are_refused() {
     assert!(refused("  hosts: [a.example]\n  ports: [{number: 80, name: x, protocol: UDP}]\n")
         .contains("spec.ports[0].protocol"));
 }
+
+/// The traffic features Istio users reach for next, as Istio writes them (deprecated
+/// spellings included), become the sidecar's config.
+#[test]
+fn redirects_direct_responses_cors_mirrors_and_hashing_translate() {
+    let t = from_yaml(&format!(
+        "{HEAD}  - match: [{{uri: {{prefix: /old/}}}}]\n    redirect: {{prefix_rewrite: /new/, derivePort: FROM_REQUEST_PORT}}\n    mirror: {{host: user-service}}\n  - match: [{{uri: {{exact: /down}}}}]\n    directResponse: {{status: 503, body: {{bytes: ZG93bg==}}}}\n  - route: [{{destination: {{host: order-service}}}}]\n    mirror: {{host: user-service}}\n    mirrorPercent: 30\n    corsPolicy: {{allowOrigin: ['*'], unmatchedPreflights: IGNORE, maxAge: 24h}}\n"
+    ));
+    let routes = &t.config.services["order-service.production.svc.cluster.local"].routes;
+    let rd = routes[0].redirect.as_ref().unwrap();
+    assert_eq!(
+        (rd.prefix_rewrite.as_deref(), rd.derive_port, rd.code),
+        (Some("/new/"), Some(model::DerivePort::FromRequestPort), 301)
+    );
+    assert!(routes[0].mirrors.is_empty(), "a redirect forwards nothing to copy");
+    assert!(t.warnings.iter().any(|w| w.contains("its mirror is never used")), "{:?}", t.warnings);
+    let direct = routes[1].direct_response.as_ref().unwrap();
+    assert_eq!((direct.status, direct.body.as_ref().unwrap().decode().unwrap()), (503, b"down".to_vec()));
+    assert_eq!(
+        routes[2].mirrors,
+        [model::Mirror { cluster: "outbound|80||user-service.production.svc.cluster.local".into(), percentage: 30.0 }]
+    );
+    let cors = routes[2].cors.as_ref().unwrap();
+    assert_eq!(cors.allow_origins[0].exact.as_deref(), Some("*"));
+    assert!(!cors.forward_unmatched_preflights);
+    assert_eq!(cors.max_age, Some(std::time::Duration::from_secs(86400)));
+
+    let hashing = |lb: &str| {
+        let t = from_yaml(&resource(
+            "DestinationRule",
+            "orders",
+            &format!("  host: order-service\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {lb}\n"),
+        ));
+        t.config.clusters[ORDERS].consistent_hash.clone().unwrap()
+    };
+    let h = hashing("{httpHeaderName: X-User, minimumRingSize: 4096}");
+    assert_eq!(
+        (h.key(), h.table()),
+        (Some(model::HashKey::Header("x-user".into())), model::HashTable::RingHash { minimum_ring_size: 4096 })
+    );
+    let h = hashing("{httpCookie: {name: user, ttl: 0s}, maglev: {tableSize: 65537}}");
+    assert_eq!(
+        h.key(),
+        Some(model::HashKey::Cookie(model::HashCookie {
+            name: "user".into(),
+            path: None,
+            ttl: Some(std::time::Duration::ZERO)
+        }))
+    );
+    assert_eq!(h.table(), model::HashTable::Maglev { table_size: 65537 });
+    assert_eq!(hashing("{useSourceIp: true}").key(), Some(model::HashKey::SourceIp));
+    assert_eq!(hashing("{httpQueryParameterName: u}").table(), model::HashTable::RingHash { minimum_ring_size: 1024 });
+}

@@ -34,6 +34,9 @@ pub struct Shared {
     /// Traces started here are sampled at this rate, per million (`--trace-sampling`);
     /// `None`: tracing off (Istio's `enableTracing: false`), no trace headers written.
     pub trace_sampling: Option<u32>,
+    /// Slots for mirror copies in flight (the mirror module's bound); a copy that
+    /// finds none free is dropped (and counted), never queued.
+    pub mirror_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {

@@ -167,9 +167,16 @@ impl<'a> Translator<'a> {
         let listed = mirrors.iter().map(|HttpMirrorPolicy { destination, percentage }| {
             (destination, percentage.as_ref().map_or(100.0, |p| p.value))
         });
-        let mirrors = single
+        // A route that answers itself forwards nothing to copy: Istio accepts its mirror, Envoy never uses it.
+        let copies: Vec<_> = single.into_iter().chain(listed).collect();
+        if route.is_empty() && !copies.is_empty() {
+            self.warnings.push(format!(
+                "route {rule_name} answers itself (redirect or directResponse): its mirror is never used"
+            ));
+        }
+        let mirrors = copies
             .into_iter()
-            .chain(listed)
+            .filter(|_| !route.is_empty())
             .map(|(d, percentage)| model::Mirror {
                 cluster: self.destination_cluster(&rule_name, d, vs_ns),
                 percentage,

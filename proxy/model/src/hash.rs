@@ -71,7 +71,7 @@ pub struct HashCookie {
     pub ttl: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashTable {
     RingHash { minimum_ring_size: u64 },
     Maglev { table_size: u64 },
@@ -92,6 +92,7 @@ pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 /// Istio's bound on the Maglev table size.
 pub const MAX_MAGLEV_SIZE: u64 = 5_000_011;
 
+/// Trial division: callers bound `n` first ([`MAX_MAGLEV_SIZE`]), so this stays cheap.
 pub fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2 && (2..).take_while(|d| d <= &(n / d)).all(|d| !n.is_multiple_of(d))
 }

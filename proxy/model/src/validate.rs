@@ -406,7 +406,19 @@ fn redirect_rules(p: &Path, r: &Redirect, matches: &[Match]) -> Result {
         }
     }
     if let Some(a) = authority {
-        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+        // host, host:port, [v6] or [v6]:port.
+        let (host, port) = match a.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((v6, after)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => (v6, after.strip_prefix(':')),
+                _ => ("", None),
+            },
+            None => match a.split_once(':') {
+                Some((h, port)) => (h, Some(port)),
+                None => (a.as_str(), None),
+            },
+        };
+        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+        if !host_ok || port.is_some_and(|p| p.parse::<u16>().is_err()) {
             return p.field("authority").err(format!("{a:?} is not a host[:port]"));
         }
     }
@@ -494,7 +506,7 @@ fn consistent_hash_rules(p: &Path, h: &ConsistentHash) -> Result {
         HashTable::RingHash { minimum_ring_size: n } if n == 0 || n > MAX_RING_SIZE => {
             p.field("ringHash").err(format!("must be between 1 and {MAX_RING_SIZE}"))
         }
-        HashTable::Maglev { table_size: n } if !crate::hash::is_prime(n) || n > MAX_MAGLEV_SIZE => {
+        HashTable::Maglev { table_size: n } if n > MAX_MAGLEV_SIZE || !crate::hash::is_prime(n) => {
             p.field("maglev").err(format!("must be a prime up to {MAX_MAGLEV_SIZE}"))
         }
         _ => Ok(()),

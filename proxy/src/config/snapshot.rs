@@ -161,7 +161,7 @@ impl Snapshot {
                     c.outlier_detection.as_ref().map(crate::upstream::outlier::Settings::from_model),
                 );
                 if let Some(h) = &c.consistent_hash {
-                    balancer = balancer.with_consistent_hash(&h.table());
+                    balancer = balancer.with_consistent_hash(&h.table(), &registry.hash_tables);
                 }
                 let cluster = Cluster {
                     name: name.as_str().into(),

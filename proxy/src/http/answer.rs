@@ -60,37 +60,43 @@ impl Redirect {
     }
 
     /// `Location`: the request's URL with the configured parts replaced; the query
-    /// string is kept unless the new `uri` brings its own.
+    /// string is kept unless the new `uri` brings its own. Ports as Envoy's `newUri`: a
+    /// configured port replaces the request's; otherwise the request's port stays, unless
+    /// the scheme changes away from `http` and the port was http's default.
     pub fn location(&self, req: &Origin<'_>) -> String {
         let (path, query) =
             req.path_and_query.split_once('?').map_or((req.path_and_query, None), |(p, q)| (p, Some(q)));
         let path_and_query = match (&self.path, &self.prefix_rewrite, req.matched_prefix) {
             (Some(uri), _, _) if uri.contains('?') => uri.clone(),
             (Some(uri), _, _) => with_query(uri, query),
-            (None, Some(new), Some(old)) if path.starts_with(old) => {
+            // The match may have ignored case: compare the same way.
+            (None, Some(new), Some(old)) if path.get(..old.len()).is_some_and(|p| p.eq_ignore_ascii_case(old)) => {
                 with_query(&format!("{new}{}", &path[old.len()..]), query)
             }
             _ => req.path_and_query.to_string(),
         };
         let scheme = self.scheme.as_deref().unwrap_or("http");
-        let request_port = port_of(req.authority);
-        let mut host = self.authority.clone().unwrap_or_else(|| req.authority.to_string());
-        match self.port {
-            Some(model::RedirectPort::Number(n)) => host = format!("{}:{n}", strip_port(&host)),
-            Some(model::RedirectPort::ProtocolDefault) => host = strip_port(&host).to_string(),
-            Some(model::RedirectPort::RequestPort) => {
-                host = match request_port {
-                    Some(p) => format!("{}:{p}", strip_port(&host)),
-                    None => strip_port(&host).to_string(),
-                }
-            }
-            None => {}
+        let (request_host, request_port) = split_port(req.authority);
+        let port = match self.port {
+            Some(model::RedirectPort::Number(n)) => Some(n.to_string()),
+            Some(model::RedirectPort::RequestPort) => Some(request_port.unwrap_or("80").to_string()),
+            Some(model::RedirectPort::ProtocolDefault) | None => None,
+        };
+        let host = match (&self.authority, &port) {
+            (Some(a), Some(_)) => strip_port(a).to_string(),
+            (Some(a), None) => a.clone(),
+            (None, Some(_)) => request_host.to_string(),
+            (None, None) if scheme != "http" && request_port == Some("80") => request_host.to_string(),
+            (None, None) => req.authority.to_string(),
+        };
+        match port {
+            Some(p) => format!("{scheme}://{host}:{p}{path_and_query}"),
+            None => format!("{scheme}://{host}{path_and_query}"),
         }
-        // A changed scheme drops the old scheme's default port (Envoy).
-        if scheme != "http" && port_of(&host) == Some("80") {
-            host = strip_port(&host).to_string();
-        }
-        format!("{scheme}://{host}{path_and_query}")
+    }
+
+    pub fn code(&self) -> StatusCode {
+        self.code
     }
 
     pub fn respond(&self, req: &Origin<'_>) -> Response<Body> {
@@ -118,10 +124,6 @@ fn strip_port(authority: &str) -> &str {
     split_port(authority).0
 }
 
-fn port_of(authority: &str) -> Option<&str> {
-    split_port(authority).1
-}
-
 /// A fixed response: status and body (`text/plain` when there is one, as Envoy sends).
 #[derive(Debug)]
 pub struct Direct {
@@ -136,6 +138,11 @@ impl Direct {
             None => Bytes::new(),
         };
         Ok(Direct { status: StatusCode::from_u16(d.status).map_err(|e| e.to_string())?, body })
+    }
+
+    /// `503 with a 12-byte body`, for `weftctl explain`.
+    pub fn describe(&self) -> String {
+        format!("{} with a {}-byte body", self.status.as_u16(), self.body.len())
     }
 
     pub fn respond(&self) -> Response<Body> {
@@ -173,14 +180,25 @@ mod tests {
         assert_eq!(r.location(&at("example.com", "/foo/bar?q", Some("/foo/"))), "http://foo.example.com/bar?q");
         let r = redirect("{scheme: https}");
         assert_eq!(r.location(&at("shop:80", "/cart", None)), "https://shop/cart", "http's default port goes");
+        assert_eq!(r.location(&at("shop:8080", "/cart", None)), "https://shop:8080/cart", "another port stays");
         let r = redirect("{scheme: https, port: 8443}");
         assert_eq!(r.location(&at("shop:80", "/", None)), "https://shop:8443/");
-        let r = redirect("{authority: 'other:9000', derivePort: FROM_PROTOCOL_DEFAULT}");
-        assert_eq!(r.location(&at("shop:80", "/", None)), "http://other/");
+        let r = redirect("{scheme: https, port: 80}");
+        assert_eq!(r.location(&at("shop", "/", None)), "https://shop:80/", "a configured port is kept as written");
+        let r = redirect("{authority: 'other:9000'}");
+        assert_eq!(r.location(&at("shop:80", "/", None)), "http://other:9000/", "the authority as written");
+        let r = redirect("{authority: 'other:9000', port: 81}");
+        assert_eq!(r.location(&at("shop:80", "/", None)), "http://other:81/");
         let r = redirect("{authority: other, derivePort: FROM_REQUEST_PORT}");
         assert_eq!(r.location(&at("shop:3000", "/", None)), "http://other:3000/");
-        let r = redirect("{authority: '[::1]:81', derivePort: FROM_PROTOCOL_DEFAULT}");
-        assert_eq!(r.location(&at("shop", "/", None)), "http://[::1]/");
+        assert_eq!(r.location(&at("shop", "/", None)), "http://other:80/");
+        let r = redirect("{uri: /x, derivePort: FROM_PROTOCOL_DEFAULT}");
+        assert_eq!(r.location(&at("shop:8080", "/", None)), "http://shop:8080/x", "Envoy: nothing to derive");
+        let r = redirect("{port: 9}");
+        assert_eq!(r.location(&at("[::1]:81", "/", None)), "http://[::1]:9/");
+        // A prefix matched without regard to case is replaced the same way (no redirect loop).
+        let r = redirect("{prefixRewrite: /bar/}");
+        assert_eq!(r.location(&at("h", "/FOO/x", Some("/foo/"))), "http://h/bar/x");
     }
 
     #[test]

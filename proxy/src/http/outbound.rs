@@ -28,10 +28,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }
-    match route_and_forward(&shared, &snap, &mut record, &conn, parts, incoming).await {
+    let mut cors = None;
+    let mut response = match route_and_forward(&shared, &snap, &mut record, &conn, parts, incoming, &mut cors).await {
         Ok(response) => record.respond(response),
         Err((err, flags)) => record.reply(&err, flags),
+    };
+    // An allowed origin's answer carries the CORS headers, local replies too (503, 504, a
+    // fault's abort), as Envoy's filter adds them: else the browser hides the status.
+    if let Some((policy, origin)) = cors {
+        policy.decorate(origin, response.headers_mut());
     }
+    response
 }
 
 type Failed = (ProxyError, Flags);
@@ -81,13 +88,15 @@ async fn original_destination(
     result.map_err(|error| (ProxyError::Passthrough { dst, error }, flags | Flags::UF))
 }
 
-async fn route_and_forward(
+/// Routes and forwards; `cors` is set when the route's CORS policy allows the request's origin.
+async fn route_and_forward<'s>(
     shared: &Arc<Shared>,
-    snap: &Arc<Snapshot>,
+    snap: &'s Arc<Snapshot>,
     record: &mut Record,
     conn: &Conn,
     mut parts: http::request::Parts,
     incoming: Incoming,
+    cors: &mut Option<(&'s crate::http::cors::Policy, HeaderValue)>,
 ) -> Result<Response<Body>, Failed> {
     let none = Flags::NONE;
     let Some(vhost) = snap.vhost(&record.authority) else {
@@ -114,20 +123,14 @@ async fn route_and_forward(
     record.route = Some(route.name.clone());
 
     // CORS first, as Envoy's filter chain runs it: an allowed preflight never reaches faults or the app.
-    let mut cors_origin = None;
-    if let Some(cors) = &route.cors {
-        match cors.check(&parts.method, &parts.headers) {
+    if let Some(policy) = &route.cors {
+        match policy.check(&parts.method, &parts.headers) {
             Verdict::Pass => {}
-            Verdict::Allowed(origin) => cors_origin = Some(origin),
+            Verdict::Allowed(origin) => *cors = Some((policy, origin)),
             Verdict::Answer(response) => return Ok(response),
         }
     }
-    let finish = |response: &mut Response<Body>| {
-        route.response_headers.apply(response.headers_mut());
-        if let (Some(cors), Some(origin)) = (&route.cors, &cors_origin) {
-            cors.decorate(origin.clone(), response.headers_mut());
-        }
-    };
+    let finish = |response: &mut Response<Body>| route.response_headers.apply(response.headers_mut());
     let answered = match &route.action {
         Action::Forward => None,
         Action::Redirect(r) => {
@@ -197,7 +200,7 @@ async fn route_and_forward(
         h.set_cookie
     });
     if !route.mirrors.is_empty() {
-        crate::http::mirror::send(&route.mirrors, snap, &out, &body, route.timeout, shared);
+        crate::http::mirror::send(&route.mirrors, snap, &out, &body, route.timeout, record.grpc, shared);
     }
 
     let sent = forward(&out, &mut body, cluster, &route.retry, &shared.metrics);

@@ -3,7 +3,7 @@
 //! choices — Istio's default).
 
 use crate::upstream::endpoint::Endpoint;
-use crate::upstream::hash::Table;
+use crate::upstream::hash::{Table, TableCache};
 use crate::upstream::outlier::{self, Event, Outcome, Settings};
 use rand::Rng;
 use std::borrow::Cow;
@@ -71,7 +71,7 @@ pub struct Balancer {
     next: AtomicUsize,
     outlier: Option<Settings>,
     /// Consistent hashing: requests with a hash go by this table.
-    table: Option<Table>,
+    table: Option<Arc<Table>>,
 }
 
 impl Balancer {
@@ -81,9 +81,9 @@ impl Balancer {
 
     /// Consistent hashing over these endpoints; a request without a hash is placed at
     /// random (as Envoy's hash balancers do).
-    pub fn with_consistent_hash(mut self, table: &weft_model::HashTable) -> Self {
+    pub fn with_consistent_hash(mut self, table: &weft_model::HashTable, cache: &TableCache) -> Self {
         let addrs: Vec<std::net::SocketAddr> = self.endpoints.iter().map(|e| e.addr).collect();
-        self.table = Table::build(table, &addrs);
+        self.table = cache.get(table, &addrs);
         self.policy = LbPolicy::Random;
         self
     }

@@ -82,6 +82,8 @@ pub struct Registry {
     state: Mutex<State>,
     /// This sidecar's workload identity, for mTLS to the endpoints.
     identity: Option<Arc<crate::security::identity::Identity>>,
+    /// Consistent-hash tables, shared by the snapshots that have the same endpoints.
+    pub hash_tables: crate::upstream::hash::TableCache,
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +94,7 @@ struct State {
 
 impl Registry {
     pub fn with_identity(identity: Option<Arc<crate::security::identity::Identity>>) -> Self {
-        Registry { state: Mutex::default(), identity }
+        Registry { state: Mutex::default(), identity, hash_tables: Default::default() }
     }
 
     /// Builds the state of a new snapshot, cluster by cluster: existing limits

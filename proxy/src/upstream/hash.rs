@@ -5,7 +5,9 @@
 //! endpoints agree, so a key sticks to one endpoint mesh-wide while they stay.
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use weft_model::{ConsistentHash, HashKey, HashTable};
 use xxhash_rust::xxh64::xxh64;
@@ -13,22 +15,34 @@ use xxhash_rust::xxh64::xxh64;
 /// A lookup table from hash to endpoint index.
 #[derive(Debug)]
 pub enum Table {
-    /// Sorted `(point, endpoint)`; a hash goes to the first point at or after it.
-    Ring(Vec<(u64, u32)>),
+    /// Sorted points and, beside them, each point's endpoint; a hash goes to the first
+    /// point at or after it.
+    Ring { points: Vec<u64>, hosts: Vec<u32> },
     /// One endpoint per slot; a hash goes to slot `hash % len`.
     Maglev(Vec<u32>),
 }
 
 impl Table {
-    /// Built from the endpoints' addresses, in their order.
+    /// Built from the endpoints' addresses. The table depends on the set of addresses,
+    /// not their order (DNS answers rotate; every sidecar must agree): they are sorted
+    /// and deduplicated first, and the table maps back to indices into `endpoints`.
     pub fn build(table: &HashTable, endpoints: &[SocketAddr]) -> Option<Table> {
-        if endpoints.is_empty() {
+        let mut order: Vec<usize> = (0..endpoints.len()).collect();
+        order.sort_by_key(|&i| (endpoints[i], i));
+        order.dedup_by_key(|i| endpoints[*i]);
+        if order.is_empty() {
             return None;
         }
-        let keys: Vec<String> = endpoints.iter().map(SocketAddr::to_string).collect();
+        let keys: Vec<String> = order.iter().map(|&i| endpoints[i].to_string()).collect();
+        let back = |host: u32| order[host as usize] as u32;
         Some(match *table {
-            HashTable::RingHash { minimum_ring_size } => Table::Ring(ring(&keys, minimum_ring_size)),
-            HashTable::Maglev { table_size } => Table::Maglev(maglev(&keys, table_size)),
+            HashTable::RingHash { minimum_ring_size } => {
+                let (points, hosts) = ring(&keys, minimum_ring_size);
+                Table::Ring { points, hosts: hosts.into_iter().map(back).collect() }
+            }
+            HashTable::Maglev { table_size } => {
+                Table::Maglev(maglev(&keys, table_size).into_iter().map(back).collect())
+            }
         })
     }
 
@@ -36,8 +50,8 @@ impl Table {
     /// next ones around the table (to step past ejected or already-tried endpoints).
     pub fn preference(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let (start, len) = match self {
-            Table::Ring(points) => {
-                let at = points.partition_point(|(p, _)| *p < hash);
+            Table::Ring { points, .. } => {
+                let at = points.partition_point(|p| *p < hash);
                 (if at == points.len() { 0 } else { at }, points.len())
             }
             Table::Maglev(slots) => ((hash % slots.len() as u64) as usize, slots.len()),
@@ -45,7 +59,7 @@ impl Table {
         (0..len).map(move |step| {
             let i = (start + step) % len;
             match self {
-                Table::Ring(points) => points[i].1 as usize,
+                Table::Ring { hosts, .. } => hosts[i] as usize,
                 Table::Maglev(slots) => slots[i] as usize,
             }
         })
@@ -53,18 +67,45 @@ impl Table {
 }
 
 /// Envoy's ring: every endpoint gets `ceil(minimum / n)` points hashed from
-/// `"<address>_<i>"`, so the ring holds at least `minimum` points.
-fn ring(keys: &[String], minimum: u64) -> Vec<(u64, u32)> {
+/// `"<address>_<i>"`, so the ring holds at least `minimum` points; sorted by point.
+fn ring(keys: &[String], minimum: u64) -> (Vec<u64>, Vec<u32>) {
     let n = keys.len() as u64;
-    let per_host = minimum.div_ceil(n).clamp(1, weft_model::hash::MAX_RING_SIZE / n.max(1)).max(1);
-    let mut points = Vec::with_capacity((per_host * n) as usize);
-    for (index, key) in keys.iter().enumerate() {
+    let per_host = minimum.div_ceil(n).clamp(1, (weft_model::hash::MAX_RING_SIZE / n).max(1));
+    let mut pairs = Vec::with_capacity((per_host * n) as usize);
+    let mut key = String::new();
+    for (index, address) in keys.iter().enumerate() {
         for i in 0..per_host {
-            points.push((xxh64(format!("{key}_{i}").as_bytes(), 0), index as u32));
+            key.clear();
+            use std::fmt::Write as _;
+            let _ = write!(key, "{address}_{i}");
+            pairs.push((xxh64(key.as_bytes(), 0), index as u32));
         }
     }
-    points.sort_unstable();
-    points
+    pairs.sort_unstable();
+    pairs.into_iter().unzip()
+}
+
+/// Tables by (kind, addresses), shared by the snapshots that need the same one: a
+/// config push or a DNS refresh that leaves a cluster's endpoints as they were does not
+/// build its table again. Entries die with the last snapshot holding them.
+#[derive(Debug, Default)]
+pub struct TableCache(Mutex<HashMap<TableKey, Weak<Table>>>);
+
+/// A table's kind and the addresses it was built from, in their order.
+type TableKey = (HashTable, Vec<SocketAddr>);
+
+impl TableCache {
+    pub fn get(&self, table: &HashTable, endpoints: &[SocketAddr]) -> Option<Arc<Table>> {
+        let key = (*table, endpoints.to_vec());
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = cache.get(&key).and_then(Weak::upgrade) {
+            return Some(found);
+        }
+        let built = Arc::new(Table::build(table, endpoints)?);
+        cache.retain(|_, t| t.strong_count() > 0);
+        cache.insert(key, Arc::downgrade(&built));
+        Some(built)
+    }
 }
 
 /// Maglev's table fill: each endpoint walks its own permutation of the slots
@@ -117,8 +158,12 @@ pub fn request_hash(
     let Some(key) = policy.key() else { return RequestHash::default() };
     match &key {
         HashKey::Header(name) => {
-            let values: Vec<&[u8]> = headers.get_all(name.as_str()).iter().map(HeaderValue::as_bytes).collect();
-            RequestHash { hash: (!values.is_empty()).then(|| xxh64(&values.concat(), 0)), set_cookie: None }
+            // Envoy's: the values sorted (their order does not matter), each hashed with
+            // the previous hash as seed.
+            let mut values: Vec<&[u8]> = headers.get_all(name.as_str()).iter().map(HeaderValue::as_bytes).collect();
+            values.sort_unstable();
+            let hash = (!values.is_empty()).then(|| values.iter().fold(0, |seed, v| xxh64(v, seed)));
+            RequestHash { hash, set_cookie: None }
         }
         HashKey::SourceIp => {
             RequestHash { hash: remote.and_then(|r| hash(r.ip().to_string().as_bytes())), set_cookie: None }
@@ -133,7 +178,7 @@ pub fn request_hash(
         }
         HashKey::Cookie(cookie) => {
             if let Some(value) = cookie_value(headers, &cookie.name) {
-                return RequestHash { hash: hash(value.as_bytes()), set_cookie: None };
+                return RequestHash { hash: hash(value), set_cookie: None };
             }
             let Some(ttl) = cookie.ttl else { return RequestHash::default() };
             let seed = format!("{}{}", addr_or_dash(remote), addr_or_dash(local));
@@ -150,11 +195,15 @@ fn addr_or_dash(a: Option<SocketAddr>) -> String {
     a.map_or_else(|| "-".into(), |a| a.to_string())
 }
 
-/// The value of cookie `name` in the request's `cookie` headers, quotes removed.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get_all(COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v))
+/// The value of cookie `name` in the request's `cookie` headers, quotes removed, read as
+/// bytes (another cookie's odd bytes do not hide it). An empty value is no value.
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    let trim = |b: &'h [u8]| b.trim_ascii();
+    headers.get_all(COOKIE).iter().flat_map(|h| h.as_bytes().split(|b| *b == b';')).find_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        let (k, v) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
+        let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+        (k == name.as_bytes() && !v.is_empty()).then_some(v)
     })
 }
 
@@ -192,7 +241,7 @@ mod tests {
     #[test]
     fn the_ring_has_at_least_the_minimum_points_and_spreads_keys() {
         let t = Table::build(&HashTable::RingHash { minimum_ring_size: 1024 }, &addrs(3)).unwrap();
-        let Table::Ring(points) = &t else { panic!() };
+        let Table::Ring { points, .. } = &t else { panic!() };
         assert_eq!(points.len(), 3 * 342);
         for c in share(&t, 3) {
             assert!((5_000..8_500).contains(&c), "{c}");
@@ -235,6 +284,21 @@ mod tests {
         }
     }
 
+    /// The same endpoints in another order (a rotated DNS answer) give the same choices.
+    #[test]
+    fn the_table_does_not_depend_on_endpoint_order() {
+        for table in [HashTable::Maglev { table_size: 65537 }, HashTable::RingHash { minimum_ring_size: 1024 }] {
+            let all = addrs(7);
+            let mut rotated = all.clone();
+            rotated.rotate_left(3);
+            let (a, b) = (Table::build(&table, &all).unwrap(), Table::build(&table, &rotated).unwrap());
+            for k in 0..2_000u64 {
+                let h = xxh64(&k.to_le_bytes(), 0);
+                assert_eq!(all[a.preference(h).next().unwrap()], rotated[b.preference(h).next().unwrap()]);
+            }
+        }
+    }
+
     #[test]
     fn keys_come_from_the_request() {
         let mut headers = HeaderMap::new();
@@ -244,6 +308,16 @@ mod tests {
         let header = |name: &str| ConsistentHash { header: Some(name.into()), ..Default::default() };
         assert_eq!(h(&header("x-user"), "/"), Some(xxh64(b"alice", 0)));
         assert_eq!(h(&header("x-none"), "/"), None);
+        // Several values: their order does not matter, and `a,bc` is not `ab,c`.
+        let values = |vs: &[&'static str]| {
+            let mut m = HeaderMap::new();
+            for v in vs {
+                m.append("x-user", HeaderValue::from_static(v));
+            }
+            request_hash(&header("x-user"), &m, "/", None, None).hash
+        };
+        assert_eq!(values(&["a", "bc"]), values(&["bc", "a"]));
+        assert_ne!(values(&["a", "bc"]), values(&["ab", "c"]));
         let query = ConsistentHash { query_parameter: Some("u".into()), ..Default::default() };
         assert_eq!(h(&query, "/p?a=1&u=carol"), Some(xxh64(b"carol", 0)));
         let cookie = ConsistentHash {
@@ -251,6 +325,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(h(&cookie, "/"), Some(xxh64(b"bob", 0)));
+        let mut odd = HeaderMap::new();
+        odd.insert(COOKIE, HeaderValue::from_bytes(b"junk=\xff\xfe; user=bob").unwrap());
+        assert_eq!(request_hash(&cookie, &odd, "/", None, None).hash, Some(xxh64(b"bob", 0)));
+        let mut empty = HeaderMap::new();
+        empty.insert(COOKIE, HeaderValue::from_static("user="));
+        assert_eq!(request_hash(&cookie, &empty, "/", None, None).hash, None, "an empty cookie is no key");
         let remote = Some(SocketAddr::from(([10, 1, 2, 3], 5000)));
         let source = ConsistentHash { source_ip: true, ..Default::default() };
         let ip = request_hash(&source, &headers, "/", remote, None);

@@ -45,7 +45,12 @@ const CORS: &str = "        cors: { allowOrigins: [ { exact: 'https://shop.examp
 #[tokio::test]
 async fn cors_preflights_from_allowed_origins_are_answered_by_the_sidecar() {
     let app = Upstream::named("app").await;
-    let proxy = with_routes(&format!("      - route: [ {{ cluster: c }} ]\n{CORS}"), &[&app]).await;
+    let dead = dead_addr().await;
+    let services = format!(
+        "  {SVC}:\n    routes:\n      - match: [ {{ uri: {{ prefix: /down }} }} ]\n        route: [ {{ cluster: dead }} ]\n{CORS}      - route: [ {{ cluster: c }} ]\n{CORS}"
+    );
+    let clusters = cluster("c", "", &[&app]) + &format!("  dead:\n    endpoints: [ {{ address: \"{dead}\" }} ]\n");
+    let proxy = start(&config_yaml(&services, &clusters)).await;
     let mut c = Client::h1(proxy.outbound).await;
     let preflight = [("origin", "https://shop.example"), ("access-control-request-method", "POST")];
     let got = c.send("OPTIONS", "svc", "/orders", &preflight, "").await;
@@ -62,6 +67,11 @@ async fn cors_preflights_from_allowed_origins_are_answered_by_the_sidecar() {
     assert_eq!(got.body, "app");
     assert_eq!(got.header("access-control-allow-origin"), "https://shop.example");
     assert_eq!(got.header("access-control-expose-headers"), "x-total");
+
+    // A local reply (503: nothing listens) still tells the browser what happened.
+    let got = c.send("GET", "svc", "/down", &[("origin", "https://shop.example")], "").await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.header("access-control-allow-origin"), "https://shop.example");
 
     // The attacker's origin: its preflight goes on to the app (Istio's FORWARD), and
     // nothing the sidecar adds lets the browser read an answer.

@@ -217,15 +217,16 @@ fn consistent_hash(at: &str, ch: &ConsistentHashLb, simple: bool, p: &mut Proble
         ));
     }
     if let Some(Maglev { table_size }) = maglev {
-        match table_size {
-            None | Some(0) => p.push((format!("{at}.maglev.tableSize"), "tableSize must be set for maglev".into())),
-            Some(n) if !weft_model::hash::is_prime(*n) => {
-                p.push((format!("{at}.maglev.tableSize"), "tableSize must be prime number for maglev".into()))
+        let at = format!("{at}.maglev.tableSize");
+        match *table_size {
+            None | Some(0) => p.push((at, "tableSize must be set for maglev".into())),
+            // The bound first: a prime near 2^64 would take minutes to prove prime.
+            Some(n) if n > weft_model::hash::MAX_MAGLEV_SIZE => {
+                p.push((at, format!("must be at most {}", weft_model::hash::MAX_MAGLEV_SIZE)))
             }
-            Some(n) if *n > weft_model::hash::MAX_MAGLEV_SIZE => p.push((
-                format!("{at}.maglev.tableSize"),
-                format!("must be at most {}", weft_model::hash::MAX_MAGLEV_SIZE),
-            )),
+            Some(n) if !weft_model::hash::is_prime(n) => {
+                p.push((at, "tableSize must be prime number for maglev".into()))
+            }
             Some(_) => {}
         }
     }

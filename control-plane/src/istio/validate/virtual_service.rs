@@ -62,13 +62,8 @@ fn http_route(at: &str, r: &HttpRoute, p: &mut Problems) {
     if route.is_empty() && !answers_itself && !is_set(delegate) {
         p.push((format!("{at}.route"), "HTTP route, redirect or directResponse is required".into()));
     }
-    // Istio's validateHTTPRouteConflict, and mirrors (they copy a forwarded request).
-    let conflicts = [
-        ("route", !route.is_empty()),
-        ("fault", fault.is_some()),
-        ("rewrite", rewrite.is_some()),
-        ("mirror", mirror.is_some() || !mirrors.is_empty()),
-    ];
+    // Istio's validateHTTPRouteConflict (a mirror beside a redirect is accepted, and unused).
+    let conflicts = [("route", !route.is_empty()), ("fault", fault.is_some()), ("rewrite", rewrite.is_some())];
     for (action, set) in [("redirect", redirect.is_some()), ("directResponse", direct_response.is_some())] {
         for (other, other_set) in conflicts {
             if set && other_set {
@@ -177,7 +172,8 @@ fn redirect(at: &str, r: &HttpRedirect, matches: &[HttpMatchRequest], p: &mut Pr
         }
     }
     if let Some(a) = authority {
-        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+        let parsed = a.parse::<http::uri::Authority>();
+        if a.is_empty() || a.contains('@') || parsed.is_err() {
             p.push((format!("{at}.authority"), format!("{a:?} is not a host[:port]")));
         }
     }
@@ -260,9 +256,6 @@ fn mirroring(
     }
     if percent.is_some_and(|x| x > 100) {
         p.push((format!("{at}.mirrorPercent"), "must be between 0 and 100".into()));
-    }
-    if mirror.is_none() && (percentage.is_some() || percent.is_some()) {
-        p.push((format!("{at}.mirrorPercentage"), "needs mirror".into()));
     }
     for (i, m) in mirrors.iter().enumerate() {
         destination(&format!("{at}.mirrors[{i}].destination"), &m.destination, p);
