@@ -74,3 +74,49 @@ pub fn split_port(authority: &str) -> (&str, Option<&str>) {
         _ => (authority, None),
     }
 }
+
+/// A gRPC request or response: `content-type: application/grpc…`.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The deadline a gRPC client sent (`grpc-timeout`: at most 8 digits and a unit, `H`
+/// `M` `S` `m` `u` `n`); `None` when absent or malformed.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_spec_writes_them() {
+        let t = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", http::HeaderValue::from_static(v));
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("250m"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(t("2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(t("1H"), Some(std::time::Duration::from_secs(3600)));
+        for bad in ["", "m", "123456789m", "1x", "-1S", "1.5S"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -187,6 +187,13 @@ async fn route_and_forward<'s>(
     if cluster.original_dst.is_some() {
         return original_destination(conn, cluster, route, parts, incoming, rewritten, authority, flags).await;
     }
+    // gRPC: the client's `grpc-timeout` is the route timeout, never beyond the route's own
+    // (Istio sets Envoy's `max_grpc_timeout` to the route timeout; 0, no cap, without one).
+    let client_deadline = if record.grpc { crate::http::headers::grpc_timeout(&parts.headers) } else { None };
+    let timeout = match (route.timeout, client_deadline) {
+        (Some(route), Some(client)) => Some(route.min(client)),
+        (route, client) => route.or(client),
+    };
     let hashed = cluster
         .hash
         .as_ref()
@@ -200,12 +207,12 @@ async fn route_and_forward<'s>(
         h.set_cookie
     });
     if !route.mirrors.is_empty() {
-        crate::http::mirror::send(&route.mirrors, snap, &out, &body, route.timeout, record.grpc, shared);
+        crate::http::mirror::send(&route.mirrors, snap, &out, &body, timeout, record.grpc, shared);
     }
 
     let sent = forward(&out, &mut body, cluster, &route.retry, &shared.metrics);
     // The route timeout covers the whole response, its body too (Envoy's).
-    let deadline = route.timeout.map(|limit| tokio::time::Instant::now() + limit);
+    let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
     let result = match deadline {
         Some(at) => tokio::time::timeout_at(at, sent).await.map_err(|_| (ProxyError::Timeout, flags))?,
         None => sent.await,

@@ -181,8 +181,23 @@ impl ProxyError {
     }
 }
 
-/// Builds the local reply for `err`; `extra` adds flags such as `URX` or `DI`.
-pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
+/// Envoy's `httpToGrpcStatus`: the gRPC status a local reply's HTTP status becomes.
+pub fn grpc_status_of(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// Builds the local reply for `err`; `extra` adds flags such as `URX` or `DI`. A gRPC
+/// request gets it as gRPC does (Envoy's): a trailers-only answer, HTTP 200 with
+/// `grpc-status` from the HTTP status and `grpc-message` the text, so a gRPC client
+/// sees UNAVAILABLE or PERMISSION_DENIED, not a protocol error.
+pub fn local_reply(err: &ProxyError, extra: Flags, grpc: bool) -> (Response<Body>, Flags) {
     let (status, text, flags) = err.parts();
     let reset = [Flags::UF, Flags::UC, Flags::UR, Flags::UO];
     let body = if reset.iter().any(|f| flags.contains(*f)) {
@@ -190,10 +205,22 @@ pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
     } else {
         text.to_string()
     };
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
+    let mut resp = if grpc {
+        let mut resp = Response::new(full(""));
+        let headers = resp.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(u16::from(grpc_status_of(status))));
+        if let Ok(v) = HeaderValue::from_str(&grpc_message(&body)) {
+            headers.insert("grpc-message", v);
+        }
+        resp
+    } else {
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp
+    };
     let headers = resp.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if flags.contains(Flags::UO) {
         headers.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
     }
@@ -206,9 +233,34 @@ pub fn local_reply(err: &ProxyError, extra: Flags) -> (Response<Body>, Flags) {
     (resp, flags | extra)
 }
 
+/// gRPC's `grpc-message` encoding: percent-encoding of everything outside printable ASCII and `%`.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grpc_request_gets_a_trailers_only_answer() {
+        let (resp, flags) = local_reply(&ProxyError::Timeout, Flags::NONE, true);
+        assert_eq!((resp.status(), flags), (StatusCode::OK, Flags::UT));
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        assert_eq!(resp.headers()["grpc-status"], "14");
+        assert_eq!(resp.headers()["grpc-message"], "upstream request timeout");
+        let (denied, _) = local_reply(&ProxyError::Denied("p".into()), Flags::NONE, true);
+        assert_eq!(denied.headers()["grpc-status"], "7");
+        assert_eq!(grpc_message("a%b\n"), "a%25b%0A");
+    }
 
     #[test]
     fn flags_print_like_envoy() {
@@ -222,7 +274,7 @@ mod tests {
             endpoint: "127.0.0.1:1".parse().unwrap(),
             error: UpstreamError::ConnectFailure(std::io::ErrorKind::ConnectionRefused.into()),
         };
-        let (resp, flags) = local_reply(&err, Flags::NONE);
+        let (resp, flags) = local_reply(&err, Flags::NONE, false);
         assert_eq!(resp.status(), 503);
         assert_eq!(flags, Flags::UF);
         assert!(resp.headers()[ERROR_HEADER].to_str().unwrap().contains("127.0.0.1:1"));

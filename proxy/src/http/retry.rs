@@ -70,10 +70,11 @@ impl RetryPolicy {
         self.on.contains(&c)
     }
 
-    /// Whether a response with these headers should be retried.
+    /// Whether a response with these headers should be retried. gRPC conditions are
+    /// not held back by the method: every gRPC call is a POST, and Istio retries them.
     pub fn retry_response(&self, method: &Method, status: StatusCode, headers: &HeaderMap) -> bool {
         if !self.explicit && !is_idempotent(method) {
-            return false;
+            return crate::http::headers::is_grpc(headers) && self.retry_grpc(headers);
         }
         let code = status.as_u16();
         let by_status = (self.has(RetryOn::FiveXx) && status.is_server_error())
@@ -215,5 +216,15 @@ mod tests {
         }));
         assert!(default_codes.retry_response(&Method::GET, StatusCode::SERVICE_UNAVAILABLE, &h));
         assert!(!default_codes.retry_response(&Method::POST, StatusCode::SERVICE_UNAVAILABLE, &h));
+        // gRPC is always POST: Istio's default retries UNAVAILABLE and CANCELLED all the same.
+        let mut unavailable = HeaderMap::new();
+        unavailable.insert("content-type", "application/grpc".parse().unwrap());
+        unavailable.insert("grpc-status", "14".parse().unwrap());
+        assert!(default_codes.retry_response(&Method::POST, StatusCode::OK, &unavailable));
+        unavailable.insert("grpc-status", "3".parse().unwrap());
+        assert!(
+            !default_codes.retry_response(&Method::POST, StatusCode::OK, &unavailable),
+            "INVALID_ARGUMENT is final"
+        );
     }
 }

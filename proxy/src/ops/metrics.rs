@@ -13,7 +13,7 @@ pub const ENVOY_BUCKETS: [f64; 19] = [
 ];
 
 /// Labels of the request metrics, in Istio's order.
-pub const REQUEST_LABELS: [&str; 18] = [
+pub const REQUEST_LABELS: [&str; 19] = [
     "reporter",
     "source_workload",
     "source_workload_namespace",
@@ -32,6 +32,7 @@ pub const REQUEST_LABELS: [&str; 18] = [
     "response_flags",
     "connection_security_policy",
     "response_code",
+    "grpc_response_status",
 ];
 
 /// Labels of the TCP metrics: the request labels without `response_code`.
@@ -68,6 +69,8 @@ pub struct IstioLabels<'a> {
     pub connection_security_policy: &'a str,
     /// Request metrics only; TCP metrics have no response code.
     pub response_code: &'a str,
+    /// Request metrics only: a gRPC answer's status (`0`, `14` …), empty for other requests.
+    pub grpc_response_status: &'a str,
 }
 
 impl<'a> IstioLabels<'a> {
@@ -93,11 +96,12 @@ impl<'a> IstioLabels<'a> {
             response_flags: u,
             connection_security_policy: u,
             response_code: u,
+            grpc_response_status: "",
         }
     }
 
     /// The values in [`REQUEST_LABELS`] order.
-    pub fn values(&self) -> [&'a str; 18] {
+    pub fn values(&self) -> [&'a str; 19] {
         [
             self.reporter,
             self.source_workload,
@@ -117,6 +121,7 @@ impl<'a> IstioLabels<'a> {
             self.response_flags,
             self.connection_security_policy,
             self.response_code,
+            self.grpc_response_status,
         ]
     }
 

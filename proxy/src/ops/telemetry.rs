@@ -55,6 +55,8 @@ pub struct Record {
     pub own_service: Option<Arc<str>>,
     pub attempts: u32,
     pub status: u16,
+    /// A gRPC answer's `grpc-status` (from the headers of a trailers-only answer, or the trailers).
+    pub grpc_status: Option<u16>,
     pub flags: Flags,
 }
 
@@ -75,10 +77,7 @@ impl Record {
         let span = shared.trace_sampling.map(|rate| crate::ops::trace::propagate(&mut parts.headers, rate));
         let authority = crate::http::forward::authority_of(parts).unwrap_or_default();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let grpc = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc = crate::http::headers::is_grpc(&parts.headers);
         // Request line plus headers, as on the wire.
         let request_bytes = (parts.method.as_str().len() + path.len() + 12) as u64 + header_bytes(&parts.headers);
         Record {
@@ -103,6 +102,7 @@ impl Record {
             own_service: None,
             attempts: 0,
             status: 0,
+            grpc_status: None,
             flags: Flags::NONE,
         }
     }
@@ -110,6 +110,9 @@ impl Record {
     /// Wraps the response so the request is recorded when its body ends.
     pub fn respond(mut self, response: http::Response<Body>) -> http::Response<Body> {
         self.status = response.status().as_u16();
+        if self.grpc {
+            self.grpc_status = grpc_status(response.headers());
+        }
         let header_size = header_bytes(response.headers()) + 17;
         let (parts, body) = response.into_parts();
         let observed = Observed::new(body, header_size, self);
@@ -118,7 +121,7 @@ impl Record {
 
     /// Answers with a local reply for `err` and records it.
     pub fn reply(mut self, err: &crate::http::reply::ProxyError, extra: Flags) -> http::Response<Body> {
-        let (response, flags) = crate::http::reply::local_reply(err, extra);
+        let (response, flags) = crate::http::reply::local_reply(err, extra, self.grpc);
         self.flags |= flags;
         tracing::debug!(request_id = ?self.request_id, "local reply: {err}");
         self.respond(response)
@@ -148,6 +151,7 @@ impl Record {
             own_service,
             attempts,
             status,
+            grpc_status,
             flags,
         } = self;
         drop((guard, permit));
@@ -156,6 +160,8 @@ impl Record {
         let flags_text: std::borrow::Cow<str> = if flags.is_empty() { "-".into() } else { flags.to_string().into() };
         let mut code_buf = [0u8; 5];
         let code = decimal(status, &mut code_buf);
+        let mut grpc_buf = [0u8; 5];
+        let grpc_code = grpc_status.map_or("", |g| decimal(g, &mut grpc_buf));
         let w = &config.workload;
         let own_app = w.labels.get("app").map_or("unknown", String::as_str);
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
@@ -180,6 +186,7 @@ impl Record {
             request_protocol: protocol,
             response_flags: &flags_text,
             response_code: code,
+            grpc_response_status: grpc_code,
             ..IstioLabels::unknown(reporter)
         };
         let labels = match reporter {
@@ -231,6 +238,11 @@ impl Record {
             shared.access_log.write(line);
         }
     }
+}
+
+/// `grpc-status` of a header block, when it is one.
+fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// An upstream endpoint's label, `unknown` when absent.
@@ -338,6 +350,11 @@ impl http_body::Body for Observed {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.sent += data.len() as u64;
+                }
+                if let (Some(trailers), Some(record)) = (frame.trailers_ref(), self.record.as_mut()) {
+                    if record.grpc {
+                        record.grpc_status = grpc_status(trailers).or(record.grpc_status);
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.finish(Flags::NONE);

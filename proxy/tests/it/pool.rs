@@ -234,18 +234,3 @@ async fn grpc_stays_http2_end_to_end_with_its_trailers() {
     assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
     assert_eq!(*seen.lock().unwrap(), [(http::Version::HTTP_2, "/echo.Echo/Say".to_string())]);
 }
-
-/// A body made of the given frames (data, then trailers).
-struct Frames(std::collections::VecDeque<http_body::Frame<bytes::Bytes>>);
-
-impl http_body::Body for Frames {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(Ok))
-    }
-}
