@@ -158,8 +158,15 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     }
     let service_account = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("default").to_string();
     let containers = spec.get_mut("containers").and_then(Value::as_sequence_mut).ok_or("no containers")?;
-    let app_port =
-        containers.iter().find_map(|c| c.get("ports")?.as_sequence()?.first()?.get("containerPort")?.as_u64());
+    let first_port = containers.iter().find_map(|c| c.get("ports")?.as_sequence()?.first());
+    let app_port = first_port.and_then(|p| p.get("containerPort")?.as_u64());
+    // What the port speaks, as Istio reads it: `appProtocol`, else the port's name.
+    let app_protocol = first_port
+        .and_then(|p| p.get("appProtocol").or_else(|| p.get("name")))
+        .and_then(Value::as_str)
+        .map(|s| weft_model::AppProtocol::from_port(s).map(|p| (s.to_string(), p)))
+        .transpose()?
+        .and_then(|(s, p)| p.map(|_| s));
     let first_app =
         containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
     let probes = rewrite_probes(containers)?;
@@ -178,7 +185,7 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
         annotations.insert("kubectl.kubernetes.io/default-container".into(), first_app.into());
     }
     let spec = entry_map(template, "spec")?;
-    let mut sidecar = sidecar(opts, &workload, &labels, app_port, &probes)?;
+    let mut sidecar = sidecar(opts, &workload, &labels, (app_port, app_protocol.as_deref()), &probes)?;
     for (bound, resource, quantity) in &settings.resources {
         sidecar["resources"][*bound][*resource] = quantity.clone().into();
     }
@@ -402,7 +409,7 @@ fn sidecar(
     opts: &InjectOptions,
     workload: &str,
     labels: &[(String, String)],
-    app_port: Option<u64>,
+    (app_port, app_protocol): (Option<u64>, Option<&str>),
     probes: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Value, String> {
     let mut c = yaml(
@@ -445,6 +452,9 @@ volumeMounts:
     }
     if let Some(p) = app_port {
         env.push(("WEFT_APP", format!("127.0.0.1:{p}")));
+    }
+    if let Some(p) = app_protocol {
+        env.push(("WEFT_APP_PROTOCOL", p.to_string()));
     }
     if !probes.is_empty() {
         env.push(("WEFT_APP_PROBES", serde_json::Value::Object(probes.clone()).to_string()));

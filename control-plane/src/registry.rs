@@ -54,6 +54,9 @@ pub struct Instance {
     /// The service port the instance serves; default 80.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// What the port speaks (Istio: its name or `appProtocol`); absent: detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<weft_model::AppProtocol>,
 }
 
 fn default_sa() -> String {
@@ -78,6 +81,15 @@ pub struct ServiceView<'a> {
     pub namespace: &'a str,
     pub port: u16,
     pub instances: Vec<&'a Instance>,
+}
+
+impl ServiceView<'_> {
+    /// What the service's port speaks: its instances' word when they agree; when they do not
+    /// (a rollout renaming the port), detection, which serves both.
+    pub fn protocol(&self) -> Option<weft_model::AppProtocol> {
+        let first = self.instances.first()?.protocol;
+        self.instances.iter().all(|i| i.protocol == first).then_some(first).flatten()
+    }
 }
 
 impl ServiceView<'_> {

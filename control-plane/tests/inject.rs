@@ -284,3 +284,36 @@ fn istios_pod_annotations_set_interception_and_the_sidecars_resources() {
         assert!(e.starts_with("api.yaml:1: Deployment api: annotation ") && e.contains(message), "{e}");
     }
 }
+
+/// Istio reads what a port speaks from its `appProtocol`, else its name: the sidecar is
+/// told, and a port Istio would proxy as plain TCP is refused by name (Weft proxies HTTP).
+#[test]
+fn the_app_ports_name_or_app_protocol_tells_the_sidecar_what_it_speaks() {
+    let pod = |port: &str| {
+        format!("kind: Pod\nmetadata: {{name: p, labels: {{app: orders}}}}\nspec:\n  containers:\n  - name: app\n    ports: [{port}]\n")
+    };
+    let sidecar_env = |text: &str| {
+        let d = &docs(text)[0];
+        let c = named(&d["spec"]["initContainers"], "weft-proxy").clone();
+        c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "WEFT_APP_PROTOCOL")
+            .map(|e| e["value"].as_str().unwrap().to_string())
+    };
+    let out =
+        inject_text("p.yaml", &pod("{name: grpc-orders, containerPort: 50051}"), &InjectOptions::default()).unwrap();
+    assert_eq!(sidecar_env(&out).as_deref(), Some("grpc-orders"));
+    let out = inject_text(
+        "p.yaml",
+        &pod("{name: web, appProtocol: kubernetes.io/h2c, containerPort: 8080}"),
+        &InjectOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(sidecar_env(&out).as_deref(), Some("kubernetes.io/h2c"), "appProtocol first");
+    let out = inject_text("p.yaml", &pod("{name: web, containerPort: 8080}"), &InjectOptions::default()).unwrap();
+    assert_eq!(sidecar_env(&out), None, "a name Istio does not know: detected per connection");
+    let e = inject_text("p.yaml", &pod("{name: tcp-db, containerPort: 5432}"), &InjectOptions::default()).unwrap_err();
+    assert!(e.contains("Pod p") && e.contains("\"tcp-db\"") && e.contains("not supported yet"), "{e}");
+}

@@ -39,8 +39,13 @@ async fn apply_get_delete_and_reapply_is_a_noop() {
 async fn registry_entries_live_and_die_with_their_lease() {
     let etcd = Etcd::start();
     let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::CONTROL_PLANE))).await.unwrap();
-    let inst =
-        Instance { address: "127.0.0.1:1".into(), labels: Default::default(), service_account: "sa".into(), port: 80 };
+    let inst = Instance {
+        address: "127.0.0.1:1".into(),
+        labels: Default::default(),
+        service_account: "sa".into(),
+        port: 80,
+        protocol: None,
+    };
     let lease = store.register("prod", "orders", "orders-1", &inst, 2).await.unwrap();
     let (_, reg, _) = store.snapshot().await.unwrap();
     assert!(reg.service("orders.prod.svc.cluster.local").is_some());

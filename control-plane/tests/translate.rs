@@ -568,3 +568,42 @@ fn redirects_direct_responses_cors_mirrors_and_hashing_translate() {
     assert_eq!(hashing("{useSourceIp: true}").key(), Some(model::HashKey::SourceIp));
     assert_eq!(hashing("{httpQueryParameterName: u}").table(), model::HashTable::RingHash { minimum_ring_size: 1024 });
 }
+
+/// Istio's protocol selection by port: `http2`/`grpc` ports are HTTP/2 to the endpoints
+/// and to the app, `http` ports HTTP/1.1 (HTTP/2 with `UPGRADE`), unnamed ports keep the
+/// caller's protocol and speak HTTP/1.1 to the app; `useClientProtocol` keeps the caller's.
+#[test]
+fn the_port_protocol_picks_what_is_spoken() {
+    let resources: Vec<weft_control_plane::istio::Resource> = Vec::new();
+    let with = |protocol: Option<&str>, dr: &str| {
+        let mut reg = registry();
+        for inst in reg.namespaces.get_mut("production").unwrap().get_mut("order-service").unwrap().values_mut() {
+            inst.protocol = protocol.map(|p| model::AppProtocol::from_port(p).unwrap().unwrap());
+        }
+        let resources = if dr.is_empty() {
+            resources.clone()
+        } else {
+            let text = resource(
+                "DestinationRule",
+                "orders",
+                &format!("  host: order-service\n  trafficPolicy:\n    connectionPool: {{http: {dr}}}\n"),
+            );
+            weft_control_plane::istio::load_str(Path::new("t.yaml"), &text).unwrap()
+        };
+        let client = translate(&resources, &reg, &gateway(), "1").config.clusters[ORDERS].protocol;
+        let orders = model::Workload {
+            name: "order-service".into(),
+            namespace: "production".into(),
+            service_account: "order-service".into(),
+            labels: [("app".to_string(), "order-service".to_string())].into(),
+        };
+        (client, translate(&resources, &reg, &orders, "1").config.inbound.protocol)
+    };
+    use model::UpstreamProtocol::{Http1, Http2, UseClient};
+    assert_eq!(with(Some("grpc-orders"), ""), (Http2, Http2));
+    assert_eq!(with(Some("http2"), "{h2UpgradePolicy: DO_NOT_UPGRADE}"), (Http2, Http2), "nothing to upgrade");
+    assert_eq!(with(Some("http"), ""), (Http1, Http1));
+    assert_eq!(with(Some("http"), "{h2UpgradePolicy: UPGRADE}"), (Http2, Http1), "the hop between sidecars only");
+    assert_eq!(with(None, ""), (UseClient, Http1));
+    assert_eq!(with(Some("grpc"), "{useClientProtocol: true}"), (UseClient, Http2));
+}

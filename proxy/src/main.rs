@@ -46,6 +46,12 @@ struct Args {
     /// Service port (Istio's destination port); default 80.
     #[arg(long, env = "WEFT_SERVICE_PORT", default_value_t = 80)]
     service_port: u16,
+    /// What the service port speaks, as Istio reads a port's name or `appProtocol`:
+    /// `http`, `http2`, `grpc`, `grpc-web`, or one of them followed by `-name` (`grpc-orders`).
+    /// Unset, or a name Istio does not know: the caller's HTTP/1.1 or HTTP/2 is kept. TCP
+    /// protocols (`tcp`, `tls`, `mysql` …) are refused: the sidecar proxies HTTP only.
+    #[arg(long, env = "WEFT_APP_PROTOCOL", value_parser = parse_app_protocol)]
+    app_protocol: Option<weft_model::AppProtocol>,
     /// Outbound listener: the local app sends its calls here.
     #[arg(long, env = "WEFT_OUTBOUND", default_value = "127.0.0.1:15001")]
     outbound: SocketAddr,
@@ -133,6 +139,12 @@ struct Args {
     /// Worker threads (default: one per core).
     #[arg(long, env = "WEFT_WORKERS")]
     workers: Option<usize>,
+}
+
+fn parse_app_protocol(s: &str) -> Result<weft_model::AppProtocol, String> {
+    weft_model::AppProtocol::from_port(s)?.ok_or_else(|| {
+        format!("{s:?} names no protocol Istio knows (http, http2, grpc, grpc-web); leave the flag out to detect it")
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -392,6 +404,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 service: args.service.clone(),
                 address: Some(advertise.to_string()),
                 port: Some(args.service_port),
+                protocol: args.app_protocol,
                 applied_version: None,
             };
             let control = ControlOptions { urls: args.control_plane.clone(), hello, tls: cp_tls.clone() };

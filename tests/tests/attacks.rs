@@ -144,6 +144,7 @@ fn hello(name: &str, sa: &str, instance: &str, service: Option<&str>, address: &
         address: Some(address.into()),
         port: Some(80),
         applied_version: None,
+        protocol: None,
     })
 }
 
@@ -421,6 +422,7 @@ async fn a_workload_group_is_the_only_way_to_serve_a_service_under_another_name(
             address: Some("127.0.0.1:4000".into()),
             port: Some(80),
             applied_version: None,
+            protocol: None,
         })
     };
     let claim = |labels: &str| claim_as("orders-sa", labels);

@@ -407,6 +407,7 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         address: None,
         port: None,
         applied_version: None,
+        protocol: None,
     };
     held_tx.send(weft_model::stream::line(&hello)).await.unwrap();
     let req =
@@ -524,4 +525,33 @@ async fn switching_to_strict_closes_plaintext_connections_already_open() {
     assert!(matches!(refused, Ok(503) | Err(_)), "{refused:?}");
     // Mesh traffic over mTLS goes on.
     assert_eq!(get(m.gateway.outbound, "order-service", &[]).await.0, 200);
+}
+
+/// Istio's protocol selection by port, end to end over mTLS: a server registers its port
+/// as `http2` (`--app-protocol`, from the pod's port name); its callers' HTTP/1.1 reaches
+/// its app as HTTP/2, and an unnamed port's app keeps getting HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_port_is_spoken_to_in_http2_end_to_end() {
+    let etcd = Etcd::start();
+    let (c, _cp) = Cp::start(&etcd, "cp-a", test_ca()).await;
+    let version = || app_with(|req| format!("{:?}", req.version()));
+    let w = workload("echo-v1", &[("app", "echo"), ("version", "v1")]);
+    let (echo, g1) = sidecar_speaking(&c, w, Some("echo"), Some(version().await), weft_model::AppProtocol::Http2).await;
+    let w = workload("plain-v1", &[("app", "plain"), ("version", "v1")]);
+    let (plain, g2) = sidecar(&c, w, Some("plain"), Some(version().await)).await;
+    let (caller, g3) = sidecar(&c, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    eventually("the caller knows both services, the server its own protocol", || async {
+        endpoints(&caller, "echo") == 1
+            && endpoints(&caller, "plain") == 1
+            && echo.shared.snapshot().config.inbound.protocol == weft_model::UpstreamProtocol::Http2
+            && plain.shared.identity.as_ref().unwrap().current().is_some()
+    })
+    .await;
+    let clusters = &caller.shared.snapshot().config.clusters;
+    let protocol_of = |part: &str| clusters.iter().find(|(name, _)| name.contains(part)).unwrap().1.protocol;
+    assert_eq!(protocol_of("echo"), weft_model::UpstreamProtocol::Http2);
+    assert_eq!(protocol_of("plain"), weft_model::UpstreamProtocol::UseClient);
+    assert_eq!(get(caller.outbound, "echo", &[]).await, (200, "HTTP/2.0".to_string()));
+    assert_eq!(get(caller.outbound, "plain", &[]).await, (200, "HTTP/1.1".to_string()));
+    drop((g1, g2, g3));
 }

@@ -87,6 +87,7 @@ async fn sidecar(
         address: None,
         port: None,
         applied_version: None,
+        protocol: None,
     };
     tx.send(line(&hello)).await?;
     let req = http::Request::post(format!("http://{cp}{STREAM_PATH}")).body(body)?;
@@ -138,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
                     .into(),
                     service_account: format!("svc-{s}"),
                     port: 80,
+                    protocol: None,
                 };
                 store.register("bench", &format!("svc-{s}"), &format!("svc-{s}-{k}"), &inst, 600).await?;
             }

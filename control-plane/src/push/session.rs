@@ -202,6 +202,7 @@ async fn stream_session(
                 labels: w.labels.clone(),
                 service_account: w.service_account.clone(),
                 port: hello.port.unwrap_or(80),
+                protocol: hello.protocol,
             };
             let lease = ctx
                 .store

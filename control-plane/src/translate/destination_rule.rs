@@ -11,6 +11,7 @@ use crate::registry::{host_matches, resolve_host};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use weft_model as model;
+use weft_model::AppProtocol;
 
 fn cluster_name(port: u16, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
@@ -111,6 +112,7 @@ impl<'a> Translator<'a> {
                 }
             }
         }
+        let speaks = svc.as_ref().and_then(|s| s.protocol());
         let selected: Vec<&crate::registry::Instance> = svc
             .map(|s| {
                 s.instances
@@ -130,16 +132,13 @@ impl<'a> Translator<'a> {
                     "{fqdn}: ISTIO_MUTUAL to a ServiceEntry without subjectAltNames proves no identity: every request fails (503)"
                 ));
             }
-            let mut cluster = cluster_from(fqdn, &policy, Vec::new(), tls);
+            // The entry's port says what it speaks (only HTTP ports become clusters).
+            let speaks = match e.port.kind() {
+                Some(crate::istio::types::PortKind::Http { http2: true }) => Some(AppProtocol::Http2),
+                _ => Some(AppProtocol::Http),
+            };
+            let mut cluster = cluster_from(fqdn, &policy, speaks, Vec::new(), tls);
             self.entry_cluster(fqdn, &e, &selector, &mut cluster);
-            // An HTTP2 or gRPC port speaks HTTP/2 to its endpoints (Istio picks the protocol by the
-            // port's), unless the DestinationRule says DO_NOT_UPGRADE.
-            let refused =
-                policy.connection_pool.as_ref().and_then(|p| p.http.as_ref()).and_then(|h| h.h2_upgrade_policy)
-                    == Some(H2UpgradePolicy::DoNotUpgrade);
-            if matches!(e.port.kind(), Some(crate::istio::types::PortKind::Http { http2: true })) && !refused {
-                cluster.protocol = model::UpstreamProtocol::Http2;
-            }
             if cluster.original_dst.is_some()
                 && (cluster.tls.is_some() || policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::Simple))
             {
@@ -183,7 +182,7 @@ impl<'a> Translator<'a> {
                 "outlierDetection.consecutiveErrors for {fqdn} is deprecated and ignored, as by Istio; use consecutive5xxErrors"
             ));
         }
-        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, endpoints, tls));
+        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, speaks, endpoints, tls));
         name
     }
 }
@@ -267,6 +266,7 @@ fn merge(base: TrafficPolicy, subset: TrafficPolicy) -> TrafficPolicy {
 fn cluster_from(
     fqdn: &str,
     policy: &TrafficPolicy,
+    speaks: Option<AppProtocol>,
     endpoints: Vec<model::Endpoint>,
     tls: Option<model::ClusterTls>,
 ) -> model::Cluster {
@@ -304,7 +304,7 @@ fn cluster_from(
     };
     // Istio overrides the defaults (2³²−1) only with values above 0.
     let positive = |v: &Option<i32>| v.filter(|v| *v > 0).map(|v| v as u32);
-    let (tcp_pool, protocol) = (tcp_pool(tcp, positive), protocol(http));
+    let (tcp_pool, protocol) = (tcp_pool(tcp, positive), protocol(speaks, http));
     let http_pool = match http {
         Some(HttpSettings {
             http1_max_pending_requests,
@@ -382,11 +382,19 @@ fn tcp_pool(tcp: Option<&TcpSettings>, positive: impl Fn(&Option<i32>) -> Option
     }
 }
 
-fn protocol(http: Option<&HttpSettings>) -> model::UpstreamProtocol {
-    match http {
-        Some(h) if h.use_client_protocol == Some(true) => model::UpstreamProtocol::UseClient,
-        Some(h) if h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) => model::UpstreamProtocol::Http2,
-        _ => model::UpstreamProtocol::Http1,
+/// Istio's choice of the protocol spoken to a service's endpoints: `useClientProtocol`
+/// keeps the caller's; an `http2`/`grpc`/`grpc-web` port is HTTP/2 (whatever
+/// `h2UpgradePolicy` says: there is nothing to upgrade); `UPGRADE` makes an `http` port
+/// HTTP/2; an `http` port is HTTP/1.1; an unnamed one keeps the caller's (Istio's
+/// `use_downstream_protocol` on sniffed ports).
+fn protocol(speaks: Option<AppProtocol>, http: Option<&HttpSettings>) -> model::UpstreamProtocol {
+    let upgrade = http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+    match speaks {
+        _ if http.is_some_and(|h| h.use_client_protocol == Some(true)) => model::UpstreamProtocol::UseClient,
+        Some(p) if p.is_http2() => model::UpstreamProtocol::Http2,
+        _ if upgrade => model::UpstreamProtocol::Http2,
+        Some(_) => model::UpstreamProtocol::Http1,
+        None => model::UpstreamProtocol::UseClient,
     }
 }
 

@@ -45,6 +45,21 @@ pub fn translate(
     translate_in(resources, registry, workload, version, crate::ca::DEFAULT_TRUST_DOMAIN)
 }
 
+/// What the sidecar speaks to its own app: HTTP/2 when the workload's service port is
+/// `http2`, `grpc` or `grpc-web` (by its name or `appProtocol`), else HTTP/1.1 — also for an
+/// unnamed port, so an app that speaks only HTTP/1.1 keeps working when callers upgrade
+/// the hop between sidecars (gRPC is recognised per request and stays HTTP/2).
+fn app_protocol(registry: &Registry, workload: &model::Workload) -> model::UpstreamProtocol {
+    let own = workload
+        .labels
+        .get("app")
+        .and_then(|app| registry.service(&format!("{app}.{}.{}", workload.namespace, crate::registry::CLUSTER_DOMAIN)));
+    match own.and_then(|s| s.protocol()) {
+        Some(p) if p.is_http2() => model::UpstreamProtocol::Http2,
+        _ => model::UpstreamProtocol::Http1,
+    }
+}
+
 /// Compiles the config of `workload`; server identities are SPIFFE IDs of `trust_domain`.
 pub fn translate_in(
     resources: &[Resource],
@@ -76,6 +91,7 @@ pub fn translate_in(
             services,
             clusters,
             inbound: model::Inbound {
+                protocol: app_protocol(registry, workload),
                 mtls: peer_authentication(resources, workload),
                 authz: authorization(resources, workload),
                 jwt: request_authentication(resources, workload, &mut t.warnings),

@@ -19,11 +19,13 @@ pub mod authz;
 pub mod duration;
 pub mod hash;
 pub mod jwt;
+pub mod protocol;
 pub mod stream;
 mod validate;
 
 pub use action::{Cors, DerivePort, DirectBody, DirectResponse, Mirror, Redirect, RedirectPort};
 pub use hash::{ConsistentHash, HashCookie, HashKey, HashTable};
+pub use protocol::AppProtocol;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

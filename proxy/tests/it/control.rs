@@ -73,6 +73,7 @@ async fn good_configs_are_acked_bad_ones_nacked_and_the_old_one_kept() {
         address: None,
         port: None,
         applied_version: None,
+        protocol: None,
     };
     let (_bye, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(weft_proxy::config::control::run(

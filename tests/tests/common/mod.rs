@@ -154,6 +154,29 @@ pub async fn sidecar_tls(
     token: Option<String>,
     tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
+    sidecar_full(cp, w, service, app, token, tls, None).await
+}
+
+/// [`sidecar`] registering its service port as speaking `protocol` (`--app-protocol`).
+pub async fn sidecar_speaking(
+    cp: &Cp,
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+    protocol: weft_model::AppProtocol,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
+    sidecar_full(cp, w, service, app, None, None, Some(protocol)).await
+}
+
+async fn sidecar_full(
+    cp: &Cp,
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+    token: Option<String>,
+    tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
+    protocol: Option<weft_model::AppProtocol>,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let token = match token {
         Some(t) => t,
@@ -195,6 +218,7 @@ pub async fn sidecar_tls(
         address: Some(running.inbound.to_string()),
         port: Some(80),
         applied_version: None,
+        protocol,
     };
     let (goodbye, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(weft_proxy::config::control::run(

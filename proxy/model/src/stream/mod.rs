@@ -30,6 +30,9 @@ pub struct Hello {
     /// The service port (Istio's `port.number`); default 80.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// What the port speaks (its name or `appProtocol`); absent: detected per connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<crate::AppProtocol>,
     /// The last version the sidecar applied (after a reconnect), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_version: Option<String>,
