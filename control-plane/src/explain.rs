@@ -53,6 +53,8 @@ pub struct DestinationView {
     pub cluster_settings: serde_json::Value,
     /// Consistent hashing: the request's key and the endpoint it goes to.
     pub hash: Option<String>,
+    /// Locality load balancing: the failover levels, or each locality's share.
+    pub locality: Option<String>,
 }
 
 pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, String> {
@@ -132,6 +134,7 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
                         endpoints: cluster.endpoints.iter().map(|e| e.address.clone()).collect(),
                         cluster_settings: settings,
                         hash: snapshot.cluster(&d.cluster).and_then(|c| hashed_endpoint(c, &headers, &req.path)),
+                        locality: locality_of(cluster),
                     }
                 })
                 .collect()
@@ -177,6 +180,32 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         mirrors,
         authorization: None,
     })
+}
+
+/// `failover: level 0 region1/zone1 (1), level 2 region1/zone2 (1) …` or
+/// `localities: us/a/ 80, us/b/ 20`; `None` without locality load balancing.
+fn locality_of(cluster: &weft_model::Cluster) -> Option<String> {
+    if !cluster.locality_weights.is_empty() {
+        let shares: Vec<String> = cluster.locality_weights.iter().map(|(l, w)| format!("{l} {w}")).collect();
+        return Some(format!("localities by weight: {} (others get none)", shares.join(", ")));
+    }
+    if cluster.endpoints.iter().all(|e| e.priority == 0) {
+        return None;
+    }
+    let mut levels: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for e in &cluster.endpoints {
+        levels.entry(e.priority).or_default().push(e.locality.clone().unwrap_or_else(|| "-".into()));
+    }
+    let text: Vec<String> = levels
+        .iter()
+        .map(|(p, ls)| {
+            let mut ls = ls.clone();
+            ls.sort();
+            ls.dedup();
+            format!("level {p} {}", ls.join(" "))
+        })
+        .collect();
+    Some(format!("failover (the next level takes over as the one before loses health): {}", text.join("; ")))
 }
 
 /// The consistent-hash key of the request and the endpoint it picks (the sidecar's own code).
@@ -284,6 +313,9 @@ impl std::fmt::Display for Explanation {
             writeln!(f, "           {}", d.cluster_settings)?;
             if let Some(h) = &d.hash {
                 writeln!(f, "           {h}")?;
+            }
+            if let Some(l) = &d.locality {
+                writeln!(f, "           {l}")?;
             }
         }
         Ok(())

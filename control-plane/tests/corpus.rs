@@ -27,7 +27,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("istio-api-vs-tls-sni-gateway.yaml", "tls"),
     ("istio-dataset-networking-v1beta1-sidecar.yaml", "egress"),
     ("istio-io-authz-ingress-remote-ipblocks.yaml", "remoteIpBlocks"),
-    ("istio-io-locality-failover-destination-rule.yaml", "localityLbSetting"),
     ("multicluster-expose-istiod-https.yaml", "portLevelSettings"),
 ];
 

@@ -607,3 +607,77 @@ fn the_port_protocol_picks_what_is_spoken() {
     assert_eq!(with(None, ""), (UseClient, Http1));
     assert_eq!(with(Some("grpc"), "{useClientProtocol: true}"), (UseClient, Http2));
 }
+
+/// istio.io's locality failover task, unchanged from the shared corpus: the helloworld
+/// instances in four localities get the priorities the task lists for a client in
+/// region1/zone1 (0, 2, 3 for the failover region, 4 for the rest).
+#[test]
+fn the_locality_failover_task_gives_the_priorities_istio_lists() {
+    let file = dir().join("../../shared/istio-corpus/istio-io-locality-failover-destination-rule.yaml");
+    // Applied into the sample namespace, as the task does (`kubectl apply -n sample`).
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("  name: helloworld\n", "  name: helloworld\n  namespace: sample\n");
+    let resources = weft_control_plane::istio::load_str(&file, &text).unwrap();
+    let mut registry = Registry::default();
+    {
+        let r = &mut registry;
+        for (i, (region, zone)) in
+            [("region1", "zone1"), ("region1", "zone2"), ("region2", "zone3"), ("region3", "zone4")].iter().enumerate()
+        {
+            let labels = [
+                ("app".to_string(), "helloworld".to_string()),
+                ("topology.kubernetes.io/region".to_string(), region.to_string()),
+                ("topology.kubernetes.io/zone".to_string(), zone.to_string()),
+            ]
+            .into();
+            let inst = weft_control_plane::registry::Instance {
+                address: format!("10.0.0.{i}:15006"),
+                labels,
+                service_account: "helloworld".into(),
+                port: 5000,
+                protocol: None,
+            };
+            r.insert("sample", "helloworld", &format!("hw-{i}"), inst);
+        }
+    }
+    let curl = model::Workload {
+        name: "curl".into(),
+        namespace: "sample".into(),
+        service_account: "curl".into(),
+        labels: [
+            ("app".to_string(), "curl".to_string()),
+            ("topology.kubernetes.io/region".to_string(), "region1".to_string()),
+            ("topology.kubernetes.io/zone".to_string(), "zone1".to_string()),
+        ]
+        .into(),
+    };
+    let t = translate(&resources, &registry, &curl, "1");
+    let cluster = &t.config.clusters["outbound|5000||helloworld.sample.svc.cluster.local"];
+    let mut by_zone: Vec<(String, u32)> =
+        cluster.endpoints.iter().map(|e| (e.locality.clone().unwrap(), e.priority)).collect();
+    by_zone.sort();
+    assert_eq!(
+        by_zone,
+        [
+            ("region1/zone1/".into(), 0),
+            ("region1/zone2/".into(), 2),
+            ("region2/zone3/".into(), 3),
+            ("region3/zone4/".into(), 4)
+        ]
+    );
+    // `weftctl explain` says so.
+    let request = weft_control_plane::explain::Request {
+        host: "helloworld.sample:5000".into(),
+        method: "GET".into(),
+        path: "/hello".into(),
+        headers: vec![],
+    };
+    let e = weft_control_plane::explain::explain(&t.config, &request).unwrap();
+    let locality = e.destinations[0].locality.clone().unwrap();
+    assert!(
+        locality
+            .contains("level 0 region1/zone1/; level 2 region1/zone2/; level 3 region2/zone3/; level 4 region3/zone4/"),
+        "{locality}"
+    );
+}

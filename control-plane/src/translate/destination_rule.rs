@@ -174,15 +174,32 @@ impl<'a> Translator<'a> {
                 "{fqdn} is in the mesh: tls mode SIMPLE is for destinations outside it (a ServiceEntry); mesh mTLS is used"
             ));
         }
-        let endpoints =
-            selected.iter().map(|i| model::Endpoint { address: i.address.clone(), labels: i.labels.clone() }).collect();
+        let mut endpoints: Vec<model::Endpoint> = selected
+            .iter()
+            .map(|i| model::Endpoint {
+                address: i.address.clone(),
+                labels: i.labels.clone(),
+                priority: 0,
+                locality: None,
+            })
+            .collect();
+        let instance_labels: Vec<&BTreeMap<String, String>> = selected.iter().map(|i| &i.labels).collect();
+        let locality_weights = super::locality::apply(
+            policy.load_balancer.as_ref().and_then(|lb| lb.locality_lb_setting.as_ref()),
+            policy.outlier_detection.is_some(),
+            &self.workload.labels,
+            &instance_labels,
+            &mut endpoints,
+        );
         let tls = self.cluster_tls(fqdn, service_ns, &selected, policy.tls.as_ref());
         if policy.outlier_detection.as_ref().is_some_and(|od| od.consecutive_errors.is_some()) {
             self.warnings.push(format!(
                 "outlierDetection.consecutiveErrors for {fqdn} is deprecated and ignored, as by Istio; use consecutive5xxErrors"
             ));
         }
-        self.clusters.insert(name.clone(), cluster_from(fqdn, &policy, speaks, endpoints, tls));
+        let mut cluster = cluster_from(fqdn, &policy, speaks, endpoints, tls);
+        cluster.locality_weights = locality_weights;
+        self.clusters.insert(name.clone(), cluster);
         name
     }
 }
@@ -284,9 +301,9 @@ fn cluster_from(
     let lb_policy = match load_balancer {
         Some(LoadBalancer {
             simple,
-            consistent_hash: _, // above
+            consistent_hash: _,     // above
+            locality_lb_setting: _, // `locality::apply`, in `cluster`
             // Refused by validation:
-            locality_lb_setting: _,
             warmup_duration_secs: _,
             warmup: _,
         }) => match simple {
@@ -329,6 +346,7 @@ fn cluster_from(
         // Consistent hashing replaces `simple` (validation refuses both).
         lb_policy: if consistent_hash.is_some() { model::LbPolicy::default() } else { lb_policy },
         consistent_hash,
+        locality_weights: BTreeMap::new(),
         endpoints,
         protocol,
         outlier_detection: outlier_detection.as_ref().map(outlier),

@@ -9,6 +9,7 @@
 
 mod common;
 mod destination_rule;
+mod locality;
 mod security;
 mod service_entry;
 mod sidecar;

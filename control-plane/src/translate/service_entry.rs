@@ -162,6 +162,8 @@ impl<'a> Translator<'a> {
                         Some(model::Endpoint {
                             address: std::net::SocketAddr::new(ip, *port).to_string(),
                             labels: w.labels.clone(),
+                            priority: 0,
+                            locality: None,
                         })
                     })
                     .collect();
@@ -178,6 +180,8 @@ impl<'a> Translator<'a> {
                         Ok(ip) => cluster.endpoints.push(model::Endpoint {
                             address: std::net::SocketAddr::new(ip, *port).to_string(),
                             labels: w.labels.clone(),
+                            priority: 0,
+                            locality: None,
                         }),
                         Err(_) => cluster.dns.push(format!("{}:{port}", w.address)),
                     }

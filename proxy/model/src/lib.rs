@@ -467,6 +467,10 @@ pub struct Cluster {
     /// Consistent hashing instead of `lbPolicy` (which must then be left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<hash::ConsistentHash>,
+    /// Istio's `localityLbSetting.distribute` for this client: each locality's share of the
+    /// traffic (endpoints by their `locality`); endpoints in other localities get none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub locality_weights: BTreeMap<String, u32>,
     /// Endpoints. An empty list answers 503 `UH` "no endpoints".
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
@@ -694,6 +698,17 @@ pub struct Endpoint {
     /// Endpoint labels (`app`, `version`, ...); feed the `destination_*` metrics labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Failover order (Envoy's priority; Istio's locality failover): level 0 takes the
+    /// traffic while it is healthy enough, the next level the rest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+    /// The endpoint's locality (`region/zone/subzone`), for the cluster's `localityWeights`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where the sidecar delivers inbound traffic.

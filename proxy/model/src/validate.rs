@@ -123,6 +123,7 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         service: _,
         lb_policy,
         consistent_hash,
+        locality_weights,
         endpoints,
         protocol: _,
         outlier_detection,
@@ -133,6 +134,14 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         dns_first_only: _,
         tls_origination,
     } = c;
+    for (locality, _) in locality_weights.iter() {
+        if locality.is_empty() || locality.contains('*') {
+            return p
+                .field("localityWeights")
+                .key(locality)
+                .err("a locality is region[/zone[/subzone]], without wildcards");
+        }
+    }
     if let Some(h) = consistent_hash {
         if *lb_policy != crate::LbPolicy::default() {
             return p.field("consistentHash").err("set lbPolicy or consistentHash, not both");

@@ -163,6 +163,13 @@ impl Snapshot {
                 if let Some(h) = &c.consistent_hash {
                     balancer = balancer.with_consistent_hash(&h.table(), &registry.hash_tables);
                 }
+                // Endpoints by name (DNS) come after the listed ones, at level 0 and in no locality.
+                let extra = balancer.endpoints().len().saturating_sub(c.endpoints.len());
+                let priorities: Vec<u32> =
+                    c.endpoints.iter().map(|e| e.priority).chain(std::iter::repeat_n(0, extra)).collect();
+                let localities: Vec<Option<String>> =
+                    c.endpoints.iter().map(|e| e.locality.clone()).chain(std::iter::repeat_n(None, extra)).collect();
+                balancer = balancer.with_localities(&priorities, &localities, &c.locality_weights);
                 let cluster = Cluster {
                     name: name.as_str().into(),
                     service: service.into(),

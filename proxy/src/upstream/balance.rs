@@ -4,6 +4,7 @@
 
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::hash::{Table, TableCache};
+use crate::upstream::locality::Plan;
 use crate::upstream::outlier::{self, Event, Outcome, Settings};
 use rand::Rng;
 use std::borrow::Cow;
@@ -72,11 +73,26 @@ pub struct Balancer {
     outlier: Option<Settings>,
     /// Consistent hashing: requests with a hash go by this table.
     table: Option<Arc<Table>>,
+    /// Priority levels and locality weights (Istio's locality load balancing).
+    plan: Option<Plan>,
 }
 
 impl Balancer {
     pub fn new(policy: LbPolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
-        Balancer { policy, endpoints, next: AtomicUsize::new(0), outlier: None, table: None }
+        Balancer { policy, endpoints, next: AtomicUsize::new(0), outlier: None, table: None, plan: None }
+    }
+
+    /// Priority levels and locality weights, per endpoint in order (see [`Plan`]).
+    pub fn with_localities(
+        mut self,
+        priorities: &[u32],
+        localities: &[Option<String>],
+        weights: &std::collections::BTreeMap<String, u32>,
+    ) -> Self {
+        if priorities.len() == self.endpoints.len() && localities.len() == self.endpoints.len() {
+            self.plan = Plan::new(priorities, localities, weights);
+        }
+        self
     }
 
     /// Consistent hashing over these endpoints; a request without a hash is placed at
@@ -117,10 +133,24 @@ impl Balancer {
         self.outlier.as_ref().map_or(0, |s| outlier::on_tick(s, &self.hosts(), now()))
     }
 
-    /// The endpoints load may go to: all, or the non-ejected ones unless in panic.
-    fn candidates(&self) -> Result<Cow<'_, [Arc<Endpoint>]>, NoPick> {
+    /// The endpoints load may go to: all, or the non-ejected ones unless in panic; with a
+    /// locality plan, those of the level and locality drawn for this request.
+    fn candidates(&self, rng: &mut impl Rng) -> Result<Cow<'_, [Arc<Endpoint>]>, NoPick> {
         if self.endpoints.is_empty() {
             return Err(NoPick::NoEndpoints);
+        }
+        if let Some(plan) = &self.plan {
+            let chosen = plan.choose(|i| !self.endpoints[i].outlier.is_ejected(), rng);
+            if chosen.is_empty() {
+                return Err(NoPick::NoEndpoints);
+            }
+            let up: Vec<_> =
+                chosen.iter().map(|&i| &self.endpoints[i]).filter(|e| !e.outlier.is_ejected()).cloned().collect();
+            return Ok(Cow::Owned(if up.is_empty() {
+                chosen.iter().map(|&i| self.endpoints[i].clone()).collect()
+            } else {
+                up
+            }));
         }
         let Some(settings) = &self.outlier else {
             return Ok(Cow::Borrowed(&self.endpoints));
@@ -145,7 +175,7 @@ impl Balancer {
         hash: Option<u64>,
         rng: &mut impl Rng,
     ) -> Result<Arc<Endpoint>, NoPick> {
-        let endpoints = self.candidates()?;
+        let endpoints = self.candidates(rng)?;
         let usable = |e: &Arc<Endpoint>| !avoid.iter().any(|a| Arc::ptr_eq(a, e));
         if let (Some(table), Some(hash)) = (&self.table, hash) {
             let all_usable = endpoints.len() == self.endpoints.len();

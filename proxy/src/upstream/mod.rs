@@ -1,6 +1,6 @@
 //! Where a request goes once routed: the endpoints of a cluster (state that
 //! outlives reloads), endpoints by DNS name, load balancing, connection pools, circuit breakers and
-//! outlier ejection, consistent hashing.
+//! outlier ejection, consistent hashing, locality.
 
 pub mod balance;
 pub mod dns;
@@ -8,5 +8,6 @@ pub mod dns_wire;
 pub mod endpoint;
 pub mod hash;
 pub mod limits;
+pub mod locality;
 pub mod outlier;
 pub mod pool;

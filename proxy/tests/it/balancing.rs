@@ -107,3 +107,68 @@ async fn consistent_hash_makes_and_honours_its_cookie() {
         assert_eq!(again.header("set-cookie"), "", "no new cookie when one is sent");
     }
 }
+
+/// Locality failover (Envoy priorities): the nearby endpoints take every request while
+/// they are healthy; when outlier detection ejects them, the traffic fails over to the
+/// next level, and no request is lost on the way.
+#[tokio::test]
+async fn traffic_fails_over_to_the_next_locality_when_the_near_one_is_ejected() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let broken = std::sync::Arc::new(AtomicBool::new(false));
+    let near_one = |name: &'static str| {
+        let broken = broken.clone();
+        Upstream::with(name, move |_| {
+            let bad = broken.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if bad {
+                    status(http::StatusCode::SERVICE_UNAVAILABLE, name)
+                } else {
+                    ok(name)
+                }
+            })
+        })
+    };
+    let near = [near_one("near1").await, near_one("near2").await];
+    let far = Upstream::named("far").await;
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n        retries: {{ attempts: 2, retryOn: [5xx] }}\n");
+    let ep = |u: &Upstream, priority: u32| format!("      - {{ address: \"{}\", priority: {priority} }}\n", u.addr);
+    let clusters = format!(
+        "  c:\n    service: {SVC}\n    outlierDetection: {{ consecutive5xxErrors: 1, interval: 60s, baseEjectionTime: 60s, maxEjectionPercent: 100 }}\n    endpoints:\n{}{}{}",
+        ep(&near[0], 0),
+        ep(&near[1], 0),
+        ep(&far, 1)
+    );
+    let proxy = start(&config_yaml(&services, &clusters)).await;
+    let counts = tally(proxy.outbound, "svc", "/", &[], 200).await;
+    assert_eq!(counts.get("200 far"), None, "healthy nearby endpoints keep all traffic: {counts:?}");
+    // Both nearby endpoints go bad: a 5xx ejects each, the retry goes on, and the far level
+    // takes over — no request fails on the way.
+    broken.store(true, Ordering::SeqCst);
+    let counts = tally(proxy.outbound, "svc", "/", &[], 100).await;
+    assert_eq!(counts.get("200 far"), Some(&100), "{counts:?}");
+}
+
+/// Locality weights (Istio's `distribute`): 80/20 between two localities, none to a third.
+#[tokio::test]
+async fn locality_weights_split_traffic_between_localities() {
+    let ups = [
+        Upstream::named("a1").await,
+        Upstream::named("a2").await,
+        Upstream::named("b").await,
+        Upstream::named("c").await,
+    ];
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
+    let ep = |u: &Upstream, l: &str| format!("      - {{ address: \"{}\", locality: {l} }}\n", u.addr);
+    let clusters = format!(
+        "  c:\n    service: {SVC}\n    localityWeights: {{ us/a: 80, us/b: 20 }}\n    endpoints:\n{}{}{}{}",
+        ep(&ups[0], "us/a"),
+        ep(&ups[1], "us/a"),
+        ep(&ups[2], "us/b"),
+        ep(&ups[3], "eu/c")
+    );
+    let proxy = start(&config_yaml(&services, &clusters)).await;
+    tally(proxy.outbound, "svc", "/", &[], 2000).await;
+    let a = ups[0].requests() + ups[1].requests();
+    assert!((1500..=1700).contains(&a), "us/a got {a} of 2000 (80 %)");
+    assert_eq!(ups[3].requests(), 0, "a locality without weight gets nothing");
+}

@@ -97,7 +97,9 @@ fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
         if let Some(ch) = &lb.consistent_hash {
             consistent_hash(&format!("{at}.consistentHash"), ch, lb.simple.is_some(), p);
         }
-        unsupported(p, format!("{at}.localityLbSetting"), &lb.locality_lb_setting);
+        if let Some(l) = &lb.locality_lb_setting {
+            locality_lb(&format!("{at}.localityLbSetting"), l, p);
+        }
         unsupported(p, format!("{at}.warmupDurationSecs"), &lb.warmup_duration_secs);
         unsupported(p, format!("{at}.warmup"), &lb.warmup);
         if lb.simple == Some(SimpleLb::Passthrough) {
@@ -228,6 +230,71 @@ fn consistent_hash(at: &str, ch: &ConsistentHashLb, simple: bool, p: &mut Proble
                 p.push((at, "tableSize must be prime number for maglev".into()))
             }
             Some(_) => {}
+        }
+    }
+}
+
+/// Istio's validateLocalityLbSetting.
+fn locality_lb(at: &str, l: &LocalityLbSetting, p: &mut Problems) {
+    let LocalityLbSetting { distribute, failover, failover_priority, enabled: _ } = l;
+    if !distribute.is_empty() && !failover.is_empty() {
+        p.push((at.into(), "can not simultaneously specify 'distribute' and 'failover'".into()));
+    }
+    if !distribute.is_empty() && !failover_priority.is_empty() {
+        p.push((at.into(), "can not simultaneously specify 'distribute' and 'failoverPriority'".into()));
+    }
+    let mut froms = Vec::new();
+    for (i, d) in distribute.iter().enumerate() {
+        let dp = format!("{at}.distribute[{i}]");
+        froms.push((format!("{dp}.from"), d.from.as_str()));
+        let mut total = 0u32;
+        for (to, w) in &d.to {
+            if *w == 0 || *w > 100 {
+                p.push((format!("{dp}.to.{to}"), "locality weight must be in range [1, 100]".into()));
+            }
+            total = total.saturating_add(*w);
+        }
+        if total != 100 {
+            p.push((format!("{dp}.to"), format!("total locality weight {total} != 100")));
+        }
+        let tos: Vec<(String, &str)> = d.to.keys().map(|k| (format!("{dp}.to.{k}"), k.as_str())).collect();
+        localities(&tos, p);
+    }
+    localities(&froms, p);
+    for (i, f) in failover.iter().enumerate() {
+        let fp = format!("{at}.failover[{i}]");
+        if f.from.is_empty() || f.to.is_empty() {
+            p.push((fp.clone(), "from and to are required".into()));
+        } else if f.from == f.to {
+            p.push((fp.clone(), "locality lb failover settings must specify different regions".into()));
+        }
+        if f.from.contains('/') || f.to.contains('/') {
+            p.push((fp.clone(), "locality lb failover only specify region".into()));
+        }
+        if f.from.contains('*') || f.to.contains('*') {
+            p.push((fp, "locality lb failover region should not contain '*' wildcard".into()));
+        }
+    }
+    for (i, label) in failover_priority.iter().enumerate() {
+        if label.contains('=') {
+            p.push((format!("{at}.failoverPriority[{i}]"), format!("label=value overrides are {NOT_YET}")));
+        } else if label.is_empty() {
+            p.push((format!("{at}.failoverPriority[{i}]"), "must not be empty".into()));
+        }
+    }
+}
+
+/// Localities are `region[/zone[/subzone]]`, `*` only as the last part, none twice.
+fn localities(list: &[(String, &str)], p: &mut Problems) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (at, l) in list {
+        let parts: Vec<&str> = l.split('/').collect();
+        let star_inside = parts.iter().take(parts.len().saturating_sub(1)).any(|x| x.contains('*'));
+        let bad_star = parts.last().is_some_and(|x| x.contains('*') && *x != "*");
+        if l.is_empty() || parts.len() > 3 || parts.iter().any(|x| x.is_empty()) || star_inside || bad_star {
+            p.push((at.clone(), format!("{l:?} is not region[/zone[/subzone]] with `*` only as the last part")));
+        } else if !seen.insert(*l) {
+            p.push((at.clone(), format!("locality {l} overlaps with one specified before")));
         }
     }
 }
