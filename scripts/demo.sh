@@ -101,7 +101,7 @@ until "$bin/weftctl" root-cert >"$demo/root.pem" 2>/dev/null; do sleep 0.1; done
 # app NAME BINARY PORT ENV... : one service process, logging to $demo/NAME.log.
 app() {
   local name=$1 binary=$2 port=$3; shift 3
-  env LISTEN=127.0.0.1:$port RUST_LOG=${RUST_LOG:-warn} "$@" "$bin/$binary" >"$demo/$name.log" 2>&1 & pids+=($!)
+  env LISTEN=127.0.0.1:$port RUST_LOG=${RUST_LOG:-info} "$@" "$bin/$binary" >"$demo/$name.log" 2>&1 & pids+=($!)
 }
 # sidecar NAME SERVICE VERSION APP_PORT : the workload's sidecar, with a certificate for its service account.
 sidecar() {
@@ -111,7 +111,7 @@ sidecar() {
   "$bin/weft-proxy" --control-plane $CP --workload "$name" --namespace production --service-account "$service" \
     --service "$service" --labels "app=$service,version=$version" --app 127.0.0.1:$app_port \
     --token-file "$demo/$name.token" --ca-file "$demo/root.pem" --inbound 127.0.0.1:$inbound \
-    --outbound 127.0.0.1:$outbound --admin 127.0.0.1:$admin >"$demo/$name.sidecar.log" 2>&1 & pids+=($!)
+    --outbound 127.0.0.1:$outbound --admin 127.0.0.1:$admin --access-log >"$demo/$name.sidecar.log" 2>&1 & pids+=($!)
 }
 outbound() { read -r _ o _ <<<"${SIDECAR[$1]}"; echo "127.0.0.1:$o"; }
 
@@ -160,7 +160,7 @@ step "the call graph the mesh enforces (weftctl explain --access): deny by defau
 for _ in $(seq 100); do curl -s http://127.0.0.1:15000/clusters | grep -q '|v2|order-service' && break; sleep 0.1; done
 sleep 1
 echo
-"$bin/weft-demo" && status=0 || status=$?
+"$bin/weft-demo" --logs "$demo" && status=0 || status=$?
 echo
 if $once; then exit $status; fi
 cat <<INFO

@@ -52,6 +52,10 @@ struct Args {
     /// product-service's app, measured directly for comparison.
     #[arg(long, default_value = "127.0.0.1:3003")]
     direct_product: SocketAddr,
+    /// Where scripts/demo.sh keeps every process's log (`<workload>.sidecar.log`, `<workload>.log`):
+    /// one request's trace is followed through them.
+    #[arg(long, env = "WEFT_DEMO_LOGS")]
+    logs: Option<std::path::PathBuf>,
     /// Requests in the canary mix.
     #[arg(long, default_value_t = 200)]
     mix: usize,
@@ -85,7 +89,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut report = Report::default();
     let gateway = Client::new(args.gateway);
-    let (me, order_id) = journey(&args, &gateway, &mut report).await;
+    let (me, order_id, product_id) = journey(&args, &gateway, &mut report).await;
+    trace(&args, &me, product_id, &mut report).await;
     canary(&me, &order_id, args.mix, &mut report).await;
     authorization(&args, &me, &mut report).await;
     ejection(&args, &me, &mut report).await;
@@ -100,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// register → login → staff create a product → place an order → pay → staff ship → the notifications arrive.
-async fn journey(args: &Args, g: &Client, report: &mut Report) -> (Client, String) {
+async fn journey(args: &Args, g: &Client, report: &mut Report) -> (Client, String, u64) {
     println!("== The shop's journey, through api-gateway at http://{}", g.addr);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let email = format!("demo-{stamp}@example.com");
@@ -175,7 +180,71 @@ async fn journey(args: &Args, g: &Client, report: &mut Report) -> (Client, Strin
         format!("three notifications (RabbitMQ → notification-service → MariaDB), got {kinds:?}"),
     );
     println!("  notifications delivered via RabbitMQ in {:.1} s: {}", start.elapsed().as_secs_f64(), kinds.join(", "));
-    (me, id)
+    (me, id, product_id)
+}
+
+/// One order placed with a W3C `traceparent` (sampled), then followed: its trace id must be
+/// in the access log of every sidecar on its way (api-gateway's, an order-service instance's,
+/// product-service's) and in the log of every service it reached.
+async fn trace(args: &Args, me: &Client, product_id: u64, report: &mut Report) {
+    println!("== Trace context: one order followed through every hop by its trace id");
+    let Some(logs) = &args.logs else {
+        report.check(false, "no --logs directory: the trace cannot be followed");
+        return;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let trace_id = format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 64) | 1);
+    let traced = me.with("traceparent", &format!("00-{trace_id}-00f067aa0ba902b7-01"));
+    let order = traced.post("/api/orders", json!({"product_id": product_id, "quantity": 1})).await;
+    expect(report, &order, StatusCode::CREATED, "the traced order");
+    let hops = [
+        ("sidecar", "api-gateway.sidecar.log"),
+        ("sidecar", "order-service-"),
+        ("sidecar", "product-service.sidecar.log"),
+        ("service", "api-gateway.log"),
+        ("service", "order-service-"),
+        ("service", "product-service.log"),
+    ];
+    // Access-log lines are written by their own thread: wait for them, not for a fixed time.
+    let start = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        seen = std::fs::read_dir(logs)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&trace_id)))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        seen.sort();
+        if hops.iter().all(|(kind, prefix)| logged_in(&seen, kind, prefix)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names = |sidecar: bool| {
+        seen.iter()
+            .filter(|f| f.ends_with(".sidecar.log") == sidecar)
+            .map(|f| f.trim_end_matches(".log").trim_end_matches(".sidecar").to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("  trace {trace_id}: in the access log of the sidecars {}; in the logs of {}", names(true), names(false));
+    let mut every = true;
+    for (kind, prefix) in hops {
+        let ok = logged_in(&seen, kind, prefix);
+        let workload = prefix.trim_end_matches('-').trim_end_matches(".sidecar.log").trim_end_matches(".log");
+        report.check(ok, format!("the trace id is in the {kind} log of {workload}"));
+        every &= ok;
+    }
+    if every {
+        println!("  the trace reached every hop: api-gateway → order-service → product-service, sidecars and services");
+    }
+}
+
+/// Whether a file of `seen` is the `kind` log (sidecar or service) of a workload named `prefix…`.
+fn logged_in(seen: &[String], kind: &str, prefix: &str) -> bool {
+    seen.iter().any(|f| f.starts_with(prefix) && f.ends_with(".sidecar.log") == (kind == "sidecar"))
 }
 
 /// The VirtualService: `x-canary: true` → v2, otherwise 90/10.

@@ -23,6 +23,7 @@ fn the_demo_runs_the_whole_shop_on_the_mesh_and_reports_what_it_saw() {
         "notifications delivered via RabbitMQ",
         "order.created, order.paid, order.shipped",
         "sent again with its Idempotency-Key: 201 replayed, same order",
+        "the trace reached every hop: api-gateway → order-service → product-service, sidecars and services",
         "20 requests with x-canary: true → v2 20/20",
         "notification-service → order-service GET /orders: 403 RBAC: access denied",
         "notification-service → user-service GET /users/me: 403 RBAC: access denied",
