@@ -185,8 +185,8 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
 /// `failover: level 0 region1/zone1 (1), level 2 region1/zone2 (1) …` or
 /// `localities: us/a/ 80, us/b/ 20`; `None` without locality load balancing.
 fn locality_of(cluster: &weft_model::Cluster) -> Option<String> {
-    if !cluster.locality_weights.is_empty() {
-        let shares: Vec<String> = cluster.locality_weights.iter().map(|(l, w)| format!("{l} {w}")).collect();
+    if let Some(weights) = &cluster.locality_weights {
+        let shares: Vec<String> = weights.iter().map(|(l, w)| format!("{l} {w}")).collect();
         return Some(format!("localities by weight: {} (others get none)", shares.join(", ")));
     }
     if cluster.endpoints.iter().all(|e| e.priority == 0) {

@@ -160,13 +160,14 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     let containers = spec.get_mut("containers").and_then(Value::as_sequence_mut).ok_or("no containers")?;
     let first_port = containers.iter().find_map(|c| c.get("ports")?.as_sequence()?.first());
     let app_port = first_port.and_then(|p| p.get("containerPort")?.as_u64());
-    // What the port speaks, as Istio reads it: `appProtocol`, else the port's name.
+    // What the port speaks, as Istio reads it: `appProtocol`, else the port's name. A name
+    // Weft does not proxy (a TCP protocol) is left out: the pod is still injected (never
+    // admitted without its sidecar), and the sidecar detects the protocol per connection.
     let app_protocol = first_port
         .and_then(|p| p.get("appProtocol").or_else(|| p.get("name")))
         .and_then(Value::as_str)
-        .map(|s| weft_model::AppProtocol::from_port(s).map(|p| (s.to_string(), p)))
-        .transpose()?
-        .and_then(|(s, p)| p.map(|_| s));
+        .filter(|s| weft_model::AppProtocol::from_port(s).is_ok_and(|p| p.is_some()))
+        .map(str::to_string);
     let first_app =
         containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
     let probes = rewrite_probes(containers)?;

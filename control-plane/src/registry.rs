@@ -84,11 +84,14 @@ pub struct ServiceView<'a> {
 }
 
 impl ServiceView<'_> {
-    /// What the service's port speaks: its instances' word when they agree; when they do not
-    /// (a rollout renaming the port), detection, which serves both.
+    /// What the service's port speaks, as far as its callers care (HTTP/1.1 or HTTP/2): the
+    /// instances' word when they agree on that; when they do not (a rollout renaming the
+    /// port, an older sidecar that says nothing, an instance that says otherwise),
+    /// detection — the caller's protocol — which every instance's sidecar serves (each
+    /// speaks to its own app as its own `--app-protocol` says).
     pub fn protocol(&self) -> Option<weft_model::AppProtocol> {
-        let first = self.instances.first()?.protocol;
-        self.instances.iter().all(|i| i.protocol == first).then_some(first).flatten()
+        let first = self.instances.first()?.protocol?;
+        self.instances.iter().all(|i| i.protocol.is_some_and(|p| p.is_http2() == first.is_http2())).then_some(first)
     }
 }
 

@@ -315,6 +315,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         t.identity = identity.clone();
     }
     let options = ProxyOptions {
+        app_protocol: args.app_protocol,
         outbound: args.outbound,
         inbound: args.inbound,
         admin: args.admin,

@@ -26,6 +26,9 @@ pub struct ProxyOptions {
     pub admin: SocketAddr,
     /// Overrides `inbound.app` of the config.
     pub app: Option<SocketAddr>,
+    /// What the app's port speaks (`--app-protocol`): overrides `inbound.protocol` of the
+    /// config. The sidecar knows its own app; no other instance's word changes this.
+    pub app_protocol: Option<weft_model::AppProtocol>,
     /// How long in-flight requests may take to finish after shutdown starts.
     /// Istio's `terminationDrainDuration` default is 5 s.
     pub drain_timeout: Duration,
@@ -61,6 +64,7 @@ impl Default for ProxyOptions {
             inbound: ([0, 0, 0, 0], 15006).into(),
             admin: ([127, 0, 0, 1], 15000).into(),
             app: None,
+            app_protocol: None,
             drain_timeout: Duration::from_secs(5),
             access_log: false,
             wait_for_config: false,
@@ -94,9 +98,10 @@ impl Proxy {
     /// Binds the three listeners and starts serving `config`.
     pub async fn start(
         options: ProxyOptions,
-        config: ProxyConfig,
+        mut config: ProxyConfig,
         registry: prometheus::Registry,
     ) -> Result<Running, StartError> {
+        crate::state::speak_to_app(&mut config, options.app_protocol);
         let metrics = Metrics::new(registry)?;
         let access_log = AccessLog::new(options.access_log, metrics.access_log_dropped.clone());
         let endpoints = Registry::with_identity(options.identity.clone());
@@ -107,6 +112,7 @@ impl Proxy {
             snapshot: ArcSwap::new(snapshot),
             endpoints,
             app_override: options.app,
+            app_protocol: options.app_protocol,
             apply_lock: Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(!options.wait_for_config),
             identity: options.identity.clone(),

@@ -18,6 +18,8 @@ pub struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) endpoints: Registry,
     pub(crate) app_override: Option<SocketAddr>,
+    /// `--app-protocol`: what the sidecar speaks to its app, whatever a config says.
+    pub(crate) app_protocol: Option<weft_model::AppProtocol>,
     pub(crate) apply_lock: Mutex<()>,
     pub(crate) ready: std::sync::atomic::AtomicBool,
     pub identity: Option<Arc<crate::security::identity::Identity>>,
@@ -62,8 +64,9 @@ impl Shared {
 
     /// Validates and compiles `config` beside the live one, then swaps it in.
     /// On error nothing changes. Returns the applied version.
-    pub fn apply(&self, config: ProxyConfig) -> Result<String, ValidationError> {
+    pub fn apply(&self, mut config: ProxyConfig) -> Result<String, ValidationError> {
         let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        speak_to_app(&mut config, self.app_protocol);
         let snapshot = Snapshot::compile_with(config, &self.endpoints, self.app_override, &self.dns.answers())?;
         self.dns.want(&snapshot.config);
         let version = snapshot.config.version.clone();
@@ -111,5 +114,13 @@ impl crate::net::listen::InboundSecurity for Shared {
         let Some(own) = self.identity.as_ref().and_then(|i| i.current()) else { return false };
         let domain = |id: &str| id.strip_prefix("spiffe://").and_then(|r| r.split('/').next()).map(str::to_string);
         domain(&own.id).is_some_and(|d| domain(peer).as_deref() == Some(d.as_str()))
+    }
+}
+
+/// `--app-protocol` over the config's `inbound.protocol`.
+pub(crate) fn speak_to_app(config: &mut ProxyConfig, protocol: Option<weft_model::AppProtocol>) {
+    if let Some(p) = protocol {
+        config.inbound.protocol =
+            if p.is_http2() { weft_model::UpstreamProtocol::Http2 } else { weft_model::UpstreamProtocol::Http1 };
     }
 }

@@ -346,7 +346,7 @@ fn cluster_from(
         // Consistent hashing replaces `simple` (validation refuses both).
         lb_policy: if consistent_hash.is_some() { model::LbPolicy::default() } else { lb_policy },
         consistent_hash,
-        locality_weights: BTreeMap::new(),
+        locality_weights: None,
         endpoints,
         protocol,
         outlier_detection: outlier_detection.as_ref().map(outlier),

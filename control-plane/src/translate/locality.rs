@@ -52,28 +52,29 @@ impl<'a> Locality<'a> {
 }
 
 /// Sets each endpoint's `priority` and `locality` (endpoint `i` is the instance with
-/// `labels[i]`) and returns the cluster's locality weights.
+/// `labels[i]`) and returns the cluster's locality weights (`Some`, maybe empty, when a
+/// `distribute` rule applies to this client).
 pub(super) fn apply(
     setting: Option<&LocalityLbSetting>,
     outlier_detection: bool,
     client: &BTreeMap<String, String>,
     labels: &[&BTreeMap<String, String>],
     endpoints: &mut [model::Endpoint],
-) -> BTreeMap<String, u32> {
+) -> Option<BTreeMap<String, u32>> {
     for (e, l) in endpoints.iter_mut().zip(labels) {
         e.locality = Locality::of(l).key();
     }
     let default = LocalityLbSetting::default();
     let LocalityLbSetting { distribute, failover, failover_priority, enabled } = setting.unwrap_or(&default);
     if *enabled == Some(false) {
-        return BTreeMap::new();
+        return None;
     }
     let me = Locality::of(client);
     if !distribute.is_empty() {
         return weights(distribute, &me, labels);
     }
     if !outlier_detection {
-        return BTreeMap::new();
+        return None;
     }
     for (e, l) in endpoints.iter_mut().zip(labels) {
         e.priority = if failover_priority.is_empty() {
@@ -84,7 +85,7 @@ pub(super) fn apply(
             (failover_priority.len() - shared) as u32
         };
     }
-    BTreeMap::new()
+    None
 }
 
 fn by_locality(endpoint: &Locality<'_>, me: &Locality<'_>, failover: &[LocalityFailover]) -> u32 {
@@ -101,8 +102,8 @@ fn weights(
     distribute: &[LocalityDistribute],
     me: &Locality<'_>,
     labels: &[&BTreeMap<String, String>],
-) -> BTreeMap<String, u32> {
-    let Some(rule) = distribute.iter().find(|d| me.matches(&d.from)) else { return BTreeMap::new() };
+) -> Option<BTreeMap<String, u32>> {
+    let rule = distribute.iter().find(|d| me.matches(&d.from))?;
     let mut sizes: BTreeMap<String, u32> = BTreeMap::new();
     let mut by_key: BTreeMap<String, Locality<'_>> = BTreeMap::new();
     for l in labels {
@@ -121,7 +122,7 @@ fn weights(
             out.insert(k.clone(), share.max(1));
         }
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -157,7 +158,7 @@ mod tests {
         let refs: Vec<&BTreeMap<String, String>> = eps.iter().collect();
         let mut out = endpoints(4);
         let w = apply(Some(&setting), true, &labels("region1", "zone1"), &refs, &mut out);
-        assert!(w.is_empty());
+        assert_eq!(w, None);
         assert_eq!(out.iter().map(|e| e.priority).collect::<Vec<_>>(), [0, 2, 3, 4]);
         assert_eq!(out[2].locality.as_deref(), Some("region2/zone3/"));
         // Without outlier detection there is no failover (Istio's rule).
@@ -178,9 +179,12 @@ mod tests {
         let eps = [labels("us", "a"), labels("us", "a"), labels("us", "b"), labels("eu", "c")];
         let refs: Vec<&BTreeMap<String, String>> = eps.iter().collect();
         let w = apply(Some(&setting), false, &labels("us", "a"), &refs, &mut endpoints(4));
-        assert_eq!(w, [("us/a/".to_string(), 80), ("us/b/".to_string(), 20)].into());
+        assert_eq!(w, Some([("us/a/".to_string(), 80), ("us/b/".to_string(), 20)].into()));
         // A client the rule is not from: no weights.
-        assert!(apply(Some(&setting), false, &labels("eu", "c"), &refs, &mut endpoints(4)).is_empty());
+        assert_eq!(apply(Some(&setting), false, &labels("eu", "c"), &refs, &mut endpoints(4)), None);
+        // A rule whose localities are empty leaves nothing (Istio: 503), not everything.
+        let empty: LocalityLbSetting = serde_yaml::from_str("distribute: [{from: 'us/*', to: {'ap/*': 100}}]").unwrap();
+        assert_eq!(apply(Some(&empty), false, &labels("us", "a"), &refs, &mut endpoints(4)), Some(BTreeMap::new()));
     }
 
     #[test]

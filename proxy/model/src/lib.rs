@@ -468,9 +468,10 @@ pub struct Cluster {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<hash::ConsistentHash>,
     /// Istio's `localityLbSetting.distribute` for this client: each locality's share of the
-    /// traffic (endpoints by their `locality`); endpoints in other localities get none.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub locality_weights: BTreeMap<String, u32>,
+    /// traffic (endpoints by their `locality`); endpoints in other localities get none, so
+    /// an empty map leaves no endpoint (503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_weights: Option<BTreeMap<String, u32>>,
     /// Endpoints. An empty list answers 503 `UH` "no endpoints".
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,

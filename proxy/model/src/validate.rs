@@ -134,7 +134,7 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         dns_first_only: _,
         tls_origination,
     } = c;
-    for (locality, _) in locality_weights.iter() {
+    for locality in locality_weights.iter().flat_map(|w| w.keys()) {
         if locality.is_empty() || locality.contains('*') {
             return p
                 .field("localityWeights")

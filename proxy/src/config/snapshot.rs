@@ -169,7 +169,7 @@ impl Snapshot {
                     c.endpoints.iter().map(|e| e.priority).chain(std::iter::repeat_n(0, extra)).collect();
                 let localities: Vec<Option<String>> =
                     c.endpoints.iter().map(|e| e.locality.clone()).chain(std::iter::repeat_n(None, extra)).collect();
-                balancer = balancer.with_localities(&priorities, &localities, &c.locality_weights);
+                balancer = balancer.with_localities(&priorities, &localities, c.locality_weights.as_ref());
                 let cluster = Cluster {
                     name: name.as_str().into(),
                     service: service.into(),

@@ -237,6 +237,7 @@ pub async fn forward(
             flags: Flags::NONE,
         }
     })?;
+    let grpc = crate::http::headers::is_grpc(&out.parts.headers);
     // Held while a retry is in flight (`maxRetries`).
     let mut _retry_permit: Option<Permit> = None;
     let mut extra = Flags::NONE;
@@ -279,6 +280,10 @@ pub async fn forward(
             None => sent.await.map_err(Failure::Upstream),
         };
         let seen = match &outcome {
+            // A gRPC answer's health is its grpc-status (a trailers-only UNAVAILABLE is a 503).
+            Ok(resp) if grpc => Some(Outcome::Status(
+                crate::http::headers::grpc_as_http_status(resp.headers()).unwrap_or(resp.status().as_u16()),
+            )),
             Ok(resp) => Some(Outcome::Status(resp.status().as_u16())),
             Err(Failure::PerTryTimeout) => Some(Outcome::Timeout),
             // A stale pooled connection says nothing about the endpoint's health.
@@ -307,7 +312,7 @@ pub async fn forward(
         }
         let more = tries <= policy.attempts && body.replayable();
         let retry = match &outcome {
-            Ok(resp) => policy.retry_response(&out.parts.method, resp.status(), resp.headers()),
+            Ok(resp) => policy.retry_response(&out.parts.method, grpc, resp.status(), resp.headers()),
             Err(f) => policy.retry_failure(&out.parts.method, f),
         };
         let retry_permit = if retry && more {

@@ -75,9 +75,33 @@ pub fn split_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// A gRPC request or response: `content-type: application/grpc…`.
+/// A gRPC request or response: `content-type: application/grpc` or `application/grpc+…`
+/// (Envoy's test; gRPC-Web's `application/grpc-web` is not gRPC on the wire).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v == b"application/grpc" || v.starts_with(b"application/grpc+") || v.starts_with(b"application/grpc;")
+    })
+}
+
+/// gRPC's status as the HTTP status it stands for (Envoy's `grpcToHttpStatus`), for
+/// outlier detection: a trailers-only UNAVAILABLE is a 503 to it, as to Envoy.
+pub fn grpc_as_http_status(headers: &HeaderMap) -> Option<u16> {
+    let code: u32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    Some(match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    })
 }
 
 /// The deadline a gRPC client sent (`grpc-timeout`: at most 8 digits and a unit, `H`
@@ -89,6 +113,9 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
         return None;
     }
     let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    if n == 0 {
+        return None; // Envoy: a zero deadline is no deadline (the route's still holds).
+    }
     use std::time::Duration;
     Some(match unit {
         b"H" => Duration::from_secs(n * 3600),
@@ -115,7 +142,7 @@ mod grpc_tests {
         assert_eq!(t("250m"), Some(std::time::Duration::from_millis(250)));
         assert_eq!(t("2S"), Some(std::time::Duration::from_secs(2)));
         assert_eq!(t("1H"), Some(std::time::Duration::from_secs(3600)));
-        for bad in ["", "m", "123456789m", "1x", "-1S", "1.5S"] {
+        for bad in ["", "m", "123456789m", "1x", "-1S", "1.5S", "0m"] {
             assert_eq!(t(bad), None, "{bad:?}");
         }
     }

@@ -70,11 +70,12 @@ impl RetryPolicy {
         self.on.contains(&c)
     }
 
-    /// Whether a response with these headers should be retried. gRPC conditions are
-    /// not held back by the method: every gRPC call is a POST, and Istio retries them.
-    pub fn retry_response(&self, method: &Method, status: StatusCode, headers: &HeaderMap) -> bool {
+    /// Whether a response with these headers should be retried. For a gRPC call
+    /// (`grpc_call`: the request was gRPC) the gRPC conditions are not held back by the
+    /// method: every gRPC call is a POST, and Istio retries them.
+    pub fn retry_response(&self, method: &Method, grpc_call: bool, status: StatusCode, headers: &HeaderMap) -> bool {
         if !self.explicit && !is_idempotent(method) {
-            return crate::http::headers::is_grpc(headers) && self.retry_grpc(headers);
+            return grpc_call && self.retry_grpc(headers);
         }
         let code = status.as_u16();
         let by_status = (self.has(RetryOn::FiveXx) && status.is_server_error())
@@ -183,7 +184,7 @@ mod tests {
         assert_eq!(p.attempts, 2);
         let h = HeaderMap::new();
         assert!(
-            !p.retry_response(&Method::GET, StatusCode::SERVICE_UNAVAILABLE, &h),
+            !p.retry_response(&Method::GET, false, StatusCode::SERVICE_UNAVAILABLE, &h),
             "503 not retried since Istio 1.24"
         );
         let refused = Failure::Upstream(UpstreamError::ConnectFailure(std::io::ErrorKind::ConnectionRefused.into()));
@@ -192,7 +193,7 @@ mod tests {
         assert!(!p.retry_failure(&Method::GET, &Failure::PerTryTimeout));
         let mut grpc = HeaderMap::new();
         grpc.insert("grpc-status", "14".parse().unwrap());
-        assert!(p.retry_response(&Method::GET, StatusCode::OK, &grpc));
+        assert!(p.retry_response(&Method::GET, false, StatusCode::OK, &grpc));
     }
 
     #[test]
@@ -205,7 +206,7 @@ mod tests {
             backoff: None,
         }));
         let h = HeaderMap::new();
-        assert!(explicit.retry_response(&Method::POST, StatusCode::INTERNAL_SERVER_ERROR, &h));
+        assert!(explicit.retry_response(&Method::POST, false, StatusCode::INTERNAL_SERVER_ERROR, &h));
         assert!(explicit.retry_failure(&Method::POST, &Failure::PerTryTimeout));
         let default_codes = RetryPolicy::compile(Some(&Retry {
             attempts: 3,
@@ -214,16 +215,20 @@ mod tests {
             retriable_status_codes: vec![503],
             backoff: None,
         }));
-        assert!(default_codes.retry_response(&Method::GET, StatusCode::SERVICE_UNAVAILABLE, &h));
-        assert!(!default_codes.retry_response(&Method::POST, StatusCode::SERVICE_UNAVAILABLE, &h));
+        assert!(default_codes.retry_response(&Method::GET, false, StatusCode::SERVICE_UNAVAILABLE, &h));
+        assert!(!default_codes.retry_response(&Method::POST, false, StatusCode::SERVICE_UNAVAILABLE, &h));
         // gRPC is always POST: Istio's default retries UNAVAILABLE and CANCELLED all the same.
         let mut unavailable = HeaderMap::new();
         unavailable.insert("content-type", "application/grpc".parse().unwrap());
         unavailable.insert("grpc-status", "14".parse().unwrap());
-        assert!(default_codes.retry_response(&Method::POST, StatusCode::OK, &unavailable));
+        assert!(default_codes.retry_response(&Method::POST, true, StatusCode::OK, &unavailable));
+        assert!(
+            !default_codes.retry_response(&Method::POST, false, StatusCode::OK, &unavailable),
+            "a plain POST answered in gRPC's words is not a gRPC call: not retried"
+        );
         unavailable.insert("grpc-status", "3".parse().unwrap());
         assert!(
-            !default_codes.retry_response(&Method::POST, StatusCode::OK, &unavailable),
+            !default_codes.retry_response(&Method::POST, true, StatusCode::OK, &unavailable),
             "INVALID_ARGUMENT is final"
         );
     }

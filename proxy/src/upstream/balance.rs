@@ -87,7 +87,7 @@ impl Balancer {
         mut self,
         priorities: &[u32],
         localities: &[Option<String>],
-        weights: &std::collections::BTreeMap<String, u32>,
+        weights: Option<&std::collections::BTreeMap<String, u32>>,
     ) -> Self {
         if priorities.len() == self.endpoints.len() && localities.len() == self.endpoints.len() {
             self.plan = Plan::new(priorities, localities, weights);
@@ -135,22 +135,26 @@ impl Balancer {
 
     /// The endpoints load may go to: all, or the non-ejected ones unless in panic; with a
     /// locality plan, those of the level and locality drawn for this request.
-    fn candidates(&self, rng: &mut impl Rng) -> Result<Cow<'_, [Arc<Endpoint>]>, NoPick> {
+    fn candidates(&self, hash: Option<u64>, rng: &mut impl Rng) -> Result<Cow<'_, [Arc<Endpoint>]>, NoPick> {
         if self.endpoints.is_empty() {
             return Err(NoPick::NoEndpoints);
         }
         if let Some(plan) = &self.plan {
-            let chosen = plan.choose(|i| !self.endpoints[i].outlier.is_ejected(), rng);
+            let chosen = plan.choose(|i| !self.endpoints[i].outlier.is_ejected(), hash.unwrap_or_else(|| rng.gen()));
             if chosen.is_empty() {
                 return Err(NoPick::NoEndpoints);
             }
             let up: Vec<_> =
                 chosen.iter().map(|&i| &self.endpoints[i]).filter(|e| !e.outlier.is_ejected()).cloned().collect();
-            return Ok(Cow::Owned(if up.is_empty() {
-                chosen.iter().map(|&i| self.endpoints[i].clone()).collect()
-            } else {
-                up
-            }));
+            if !up.is_empty() {
+                return Ok(Cow::Owned(up));
+            }
+            // Nothing healthy anywhere (a level is drawn only while it has health): Envoy's
+            // panic mode when the cluster allows it, else 503 UH.
+            return match &self.outlier {
+                Some(settings) if !outlier::panic_mode(settings, &self.hosts()) => Err(NoPick::AllEjected),
+                _ => Ok(Cow::Owned(chosen.iter().map(|&i| self.endpoints[i].clone()).collect())),
+            };
         }
         let Some(settings) = &self.outlier else {
             return Ok(Cow::Borrowed(&self.endpoints));
@@ -175,7 +179,7 @@ impl Balancer {
         hash: Option<u64>,
         rng: &mut impl Rng,
     ) -> Result<Arc<Endpoint>, NoPick> {
-        let endpoints = self.candidates(rng)?;
+        let endpoints = self.candidates(hash, rng)?;
         let usable = |e: &Arc<Endpoint>| !avoid.iter().any(|a| Arc::ptr_eq(a, e));
         if let (Some(table), Some(hash)) = (&self.table, hash) {
             let all_usable = endpoints.len() == self.endpoints.len();

@@ -6,7 +6,6 @@
 //! weight, scaled down the same way as they lose health. Then the cluster's policy picks
 //! among that locality's healthy endpoints.
 
-use rand::Rng;
 use std::collections::BTreeMap;
 
 /// Envoy's default overprovisioning factor, in percent.
@@ -22,16 +21,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `None` when there is nothing to plan: one level and no weights.
-    pub fn new(priorities: &[u32], localities: &[Option<String>], weights: &BTreeMap<String, u32>) -> Option<Plan> {
+    /// `None` when there is nothing to plan: one level and no weights. `weights`, when
+    /// given, name every locality that gets traffic: endpoints elsewhere get none, and an
+    /// empty map leaves no endpoint at all (Istio's `distribute` to localities that are empty).
+    pub fn new(
+        priorities: &[u32],
+        localities: &[Option<String>],
+        weights: Option<&BTreeMap<String, u32>>,
+    ) -> Option<Plan> {
         let distinct: std::collections::BTreeSet<u32> = priorities.iter().copied().collect();
-        if distinct.len() <= 1 && weights.is_empty() {
+        if distinct.len() <= 1 && weights.is_none() {
             return None;
         }
+        let empty = BTreeMap::new();
+        let weighted = weights.is_some();
+        let weights = weights.unwrap_or(&empty);
         // Endpoints in a locality without a weight get no traffic (Istio drops them).
-        let reachable = |i: usize| {
-            weights.is_empty() || localities[i].as_ref().is_some_and(|l| weights.get(l).is_some_and(|w| *w > 0))
-        };
+        let reachable =
+            |i: usize| !weighted || localities[i].as_ref().is_some_and(|l| weights.get(l).is_some_and(|w| *w > 0));
         let levels: Vec<Vec<usize>> = distinct
             .iter()
             .map(|p| (0..priorities.len()).filter(|&i| priorities[i] == *p && reachable(i)).collect::<Vec<_>>())
@@ -41,7 +48,7 @@ impl Plan {
             .iter()
             .map(|level| {
                 let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-                if !weights.is_empty() {
+                if weighted {
                     for &i in level {
                         if let Some(l) = &localities[i] {
                             groups.entry(l.as_str()).or_default().push(i);
@@ -54,16 +61,19 @@ impl Plan {
         Some(Plan { levels, localities })
     }
 
-    /// The endpoints this request may go to. `healthy(i)`: endpoint `i` is not ejected.
-    /// Empty when the plan leaves no endpoint (every locality weightless).
-    pub fn choose(&self, healthy: impl Fn(usize) -> bool, rng: &mut impl Rng) -> Vec<usize> {
-        let Some(level) = self.level(&healthy, rng) else { return Vec::new() };
+    /// The endpoints this request may go to (the ejected among them too: the caller
+    /// decides on panic). `healthy(i)`: endpoint `i` is not ejected. `draw` decides the
+    /// level and the locality: random per request, or the request's consistent hash, so a
+    /// key keeps its level and locality while health stays the same. Empty when the plan
+    /// leaves no endpoint.
+    pub fn choose(&self, healthy: impl Fn(usize) -> bool, draw: u64) -> &[usize] {
+        let Some(level) = self.level(&healthy, draw % 100) else { return &[] };
         let groups = &self.localities[level];
         if groups.is_empty() {
-            return self.levels[level].clone();
+            return &self.levels[level];
         }
         let effective: Vec<u64> =
-            groups.iter().map(|(w, members)| u64::from(*w) * health_percent(members, &healthy) / 100).collect();
+            groups.iter().map(|(w, members)| u64::from(*w) * health_percent(members, &healthy)).collect();
         // No locality healthy at all: by configured weight (Envoy's panic).
         let weights: Vec<u64> = if effective.iter().all(|w| *w == 0) {
             groups.iter().map(|(w, _)| u64::from(*w)).collect()
@@ -71,19 +81,19 @@ impl Plan {
             effective
         };
         let total: u64 = weights.iter().sum();
-        let mut draw = rng.gen_range(0..total.max(1));
+        let mut draw = (draw / 100) % total.max(1);
         for (i, w) in weights.iter().enumerate() {
             if draw < *w {
-                return groups[i].1.clone();
+                return &groups[i].1;
             }
             draw -= w;
         }
-        groups[groups.len() - 1].1.clone()
+        &groups[groups.len() - 1].1
     }
 
     /// Envoy's priority load: each level's health (healthy share × 1.4, at most 100 %),
     /// normalized when the levels together fall short of 100 %, given out level by level.
-    fn level(&self, healthy: &impl Fn(usize) -> bool, rng: &mut impl Rng) -> Option<usize> {
+    fn level(&self, healthy: &impl Fn(usize) -> bool, draw: u64) -> Option<usize> {
         if self.levels.len() <= 1 {
             return (!self.levels.is_empty()).then_some(0);
         }
@@ -92,7 +102,7 @@ impl Plan {
         if total == 0 {
             return Some(0);
         }
-        let mut draw = rng.gen_range(0..100u64);
+        let mut draw = draw;
         let mut remaining = 100u64;
         for (i, h) in health.iter().enumerate() {
             let load = (h * 100 / total).min(remaining);
@@ -119,13 +129,13 @@ fn health_percent(members: &[usize], healthy: &impl Fn(usize) -> bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{rngs::SmallRng, SeedableRng};
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
 
     fn shares(plan: &Plan, healthy: impl Fn(usize) -> bool + Copy, n: usize) -> Vec<usize> {
         let mut rng = SmallRng::seed_from_u64(3);
         let mut counts = vec![0; n];
         for _ in 0..10_000 {
-            for i in plan.choose(healthy, &mut rng) {
+            for &i in plan.choose(healthy, rng.gen()) {
                 counts[i] += 1;
             }
         }
@@ -136,7 +146,7 @@ mod tests {
     /// than 72 % of it is healthy; with 2 of 4 healthy (1.4 × 50 % = 70 %) 30 % spills.
     #[test]
     fn a_level_keeps_its_traffic_until_its_health_falls_below_72_percent() {
-        let plan = Plan::new(&[0, 0, 0, 0, 1], &[None, None, None, None, None], &BTreeMap::new()).unwrap();
+        let plan = Plan::new(&[0, 0, 0, 0, 1], &[None, None, None, None, None], None).unwrap();
         let all = shares(&plan, |_| true, 5);
         assert_eq!(all[4], 0, "{all:?}");
         let three_of_four = shares(&plan, |i| i != 0, 5);
@@ -153,7 +163,7 @@ mod tests {
         let loc = |s: &str| Some(s.to_string());
         let localities = [loc("r/z1"), loc("r/z1"), loc("r/z2"), loc("r/z3")];
         let weights: BTreeMap<String, u32> = [("r/z1".to_string(), 80), ("r/z2".to_string(), 20)].into();
-        let plan = Plan::new(&[0, 0, 0, 0], &localities, &weights).unwrap();
+        let plan = Plan::new(&[0, 0, 0, 0], &localities, Some(&weights)).unwrap();
         let counts = shares(&plan, |_| true, 4);
         assert_eq!(counts[3], 0, "r/z3 has no weight");
         // A draw gives a locality: both of z1's endpoints count it.
@@ -163,5 +173,12 @@ mod tests {
         let counts = shares(&plan, |i| i != 0, 4);
         let z1 = counts[1] as f64 / 10_000.0;
         assert!((0.70..0.77).contains(&z1), "{counts:?}");
+        // Weights that name no endpoint's locality leave nothing (Istio: 503), never everything.
+        let nowhere: BTreeMap<String, u32> = [("eu/x".to_string(), 100)].into();
+        let plan = Plan::new(&[0, 0, 0, 0], &localities, Some(&nowhere)).unwrap();
+        assert!(plan.choose(|_| true, 7).is_empty());
+        // The same draw (a consistent hash) gives the same locality.
+        let plan = Plan::new(&[0, 0, 0, 0], &localities, Some(&weights)).unwrap();
+        assert_eq!(plan.choose(|_| true, 12_345), plan.choose(|_| true, 12_345));
     }
 }

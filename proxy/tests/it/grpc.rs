@@ -163,3 +163,26 @@ async fn local_replies_to_grpc_are_grpc_and_the_status_is_a_metric_label() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A gRPC endpoint that answers every call UNAVAILABLE (trailers-only, HTTP 200) is a
+/// failing endpoint to outlier detection, as to Envoy: it is ejected.
+#[tokio::test]
+async fn grpc_unavailable_counts_for_outlier_detection() {
+    let (bad, _) = grpc_app(|_| Answer::TrailersOnly(14)).await;
+    let (good, good_calls) = grpc_app(|_| Answer::Message(0)).await;
+    let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: c }} ]\n");
+    let clusters = format!(
+        "  c:\n    service: {SVC}\n    lbPolicy: ROUND_ROBIN\n    outlierDetection: {{ consecutive5xxErrors: 2, interval: 60s, baseEjectionTime: 60s, maxEjectionPercent: 100 }}\n    endpoints: [ {{ address: \"{bad}\" }}, {{ address: \"{good}\" }} ]\n"
+    );
+    let proxy = start(&config_yaml(&services, &clusters)).await;
+    for _ in 0..10 {
+        assert_eq!(call(proxy.outbound, &[]).await.0.as_deref(), Some("0"), "retried onto the good endpoint");
+    }
+    let text = admin(&proxy, "/stats/prometheus").await;
+    assert_eq!(metric(&text, "weft_outlier_ejections_total", &["result=\"ejected\""]), 1.0, "{text}");
+    let before = good_calls.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        call(proxy.outbound, &[]).await;
+    }
+    assert_eq!(good_calls.load(Ordering::SeqCst) - before, 5, "the ejected endpoint gets nothing");
+}

@@ -284,17 +284,27 @@ fn locality_lb(at: &str, l: &LocalityLbSetting, p: &mut Problems) {
     }
 }
 
-/// Localities are `region[/zone[/subzone]]`, `*` only as the last part, none twice.
+/// Localities are `region[/zone[/subzone]]`, `*` only as the last part, and none overlaps
+/// one before it (`us/*` and `us/a/*` name the same endpoints; Istio refuses that too).
 fn localities(list: &[(String, &str)], p: &mut Problems) {
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen: Vec<Vec<&str>> = Vec::new();
     for (at, l) in list {
         let parts: Vec<&str> = l.split('/').collect();
         let star_inside = parts.iter().take(parts.len().saturating_sub(1)).any(|x| x.contains('*'));
         let bad_star = parts.last().is_some_and(|x| x.contains('*') && *x != "*");
         if l.is_empty() || parts.len() > 3 || parts.iter().any(|x| x.is_empty()) || star_inside || bad_star {
             p.push((at.clone(), format!("{l:?} is not region[/zone[/subzone]] with `*` only as the last part")));
-        } else if !seen.insert(*l) {
+            continue;
+        }
+        // What it names: its parts before a `*`; one overlaps another when either is a prefix.
+        let named: Vec<&str> = parts.into_iter().take_while(|x| *x != "*").collect();
+        let overlaps = |other: &Vec<&str>| {
+            let n = named.len().min(other.len());
+            named[..n] == other[..n]
+        };
+        if seen.iter().any(overlaps) {
             p.push((at.clone(), format!("locality {l} overlaps with one specified before")));
         }
+        seen.push(named);
     }
 }
