@@ -135,7 +135,7 @@ fn consistent_hash(c: &mut Criterion) {
         c.bench_function(&format!("consistent_hash/{name}/100"), |b| {
             b.iter(|| {
                 let h = weft_proxy::upstream::hash::request_hash(&policy, black_box(&headers), "/", None, None);
-                cluster.balancer.pick(&[], h.hash, &mut rng).unwrap()
+                cluster.balancer.pick(&[], Default::default(), h.hash, &mut rng).unwrap()
             })
         });
     }

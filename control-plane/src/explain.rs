@@ -228,7 +228,7 @@ fn hashed_endpoint(
         }
         None => format!("consistent hash on {key}: the request has none, so a random endpoint"),
         Some(h) => {
-            let picked = cluster.balancer.pick(&[], Some(h), &mut rand::thread_rng()).ok()?;
+            let picked = cluster.balancer.pick(&[], Default::default(), Some(h), &mut rand::thread_rng()).ok()?;
             format!("consistent hash on {key} → {}", picked.addr)
         }
     })

@@ -681,3 +681,35 @@ fn the_locality_failover_task_gives_the_priorities_istio_lists() {
         "{locality}"
     );
 }
+
+/// `retryIgnorePreviousHosts: false` and `retryRemoteLocalities: true` reach the sidecar.
+#[test]
+fn where_retries_may_go_translates() {
+    let t = from_yaml(&format!(
+        "{HEAD}  - route: [{{destination: {{host: order-service}}}}]\n    retries: {{attempts: 2, retryOn: 5xx, retryIgnorePreviousHosts: false, retryRemoteLocalities: true}}\n"
+    ));
+    let r = t.config.services["order-service.production.svc.cluster.local"].routes[0].retries.clone().unwrap();
+    assert!(r.previous_hosts && r.remote_localities, "{r:?}");
+    let t = from_yaml(&format!(
+        "{HEAD}  - route: [{{destination: {{host: order-service}}}}]\n    retries: {{attempts: 2}}\n"
+    ));
+    let r = t.config.services["order-service.production.svc.cluster.local"].routes[0].retries.clone().unwrap();
+    assert!(!r.previous_hosts && !r.remote_localities, "Istio's defaults: avoid tried hosts, stay local");
+}
+
+/// A destination's `headers.request.set.host` rewrites the authority of that destination's
+/// requests; set in two places it is refused, as by Istio.
+#[test]
+fn a_destinations_host_header_is_its_authority() {
+    let t = from_yaml(&format!(
+        "{HEAD}  - route:\n    - destination: {{host: order-service}}\n      headers: {{request: {{set: {{Host: orders.internal, x-a: b}}}}}}\n"
+    ));
+    let d = &t.config.services["order-service.production.svc.cluster.local"].routes[0].route[0];
+    assert_eq!(d.authority.as_deref(), Some("orders.internal"));
+    assert_eq!(d.headers.as_ref().unwrap().request.set.keys().collect::<Vec<_>>(), ["x-a"]);
+    let twice = format!(
+        "{HEAD}  - route:\n    - destination: {{host: order-service}}\n      headers: {{request: {{set: {{host: a.internal}}}}}}\n    rewrite: {{authority: b.internal}}\n"
+    );
+    let e = weft_control_plane::istio::load_str(Path::new("t.yaml"), &twice).unwrap_err();
+    assert!(e[0].to_string().contains("the authority is set in more than one place"), "{e:?}");
+}

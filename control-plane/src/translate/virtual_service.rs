@@ -53,7 +53,7 @@ impl<'a> Translator<'a> {
         model::Route {
             name: Some("default".into()),
             matches: Vec::new(),
-            route: vec![model::Destination { cluster, weight: 100, headers: None }],
+            route: vec![model::Destination { cluster, weight: 100, headers: None, authority: None }],
             redirect: None,
             direct_response: None,
             mirrors: Vec::new(),
@@ -143,6 +143,7 @@ impl<'a> Translator<'a> {
                 cluster,
                 weight: weight.unwrap_or(0).max(0) as u32,
                 headers: destination_headers.as_ref().map(|h| headers(h).0),
+                authority: destination_headers.as_ref().and_then(|h| headers(h).1),
             });
         }
         let (route_headers, header_authority) =
@@ -319,8 +320,8 @@ fn retry(r: &HttpRetry) -> model::Retry {
         attempts,
         per_try_timeout,
         retry_on: conditions,
-        retry_remote_localities: _,     // refused by validation
-        retry_ignore_previous_hosts: _, // not applied yet: a retry may go to the same host (issue 18)
+        retry_remote_localities,
+        retry_ignore_previous_hosts,
         backoff,
     } = r;
     if *attempts <= 0 {
@@ -330,6 +331,8 @@ fn retry(r: &HttpRetry) -> model::Retry {
             retry_on: vec![],
             retriable_status_codes: vec![],
             backoff: None,
+            previous_hosts: false,
+            remote_localities: false,
         };
     }
     let mut retry_on = Vec::new();
@@ -352,6 +355,8 @@ fn retry(r: &HttpRetry) -> model::Retry {
         retry_on,
         retriable_status_codes: codes,
         backoff: duration(backoff),
+        previous_hosts: *retry_ignore_previous_hosts == Some(false),
+        remote_localities: *retry_remote_localities == Some(true),
     }
 }
 

@@ -319,6 +319,10 @@ pub struct Destination {
     /// Header operations for this destination, applied after the route's; its `set` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+    /// Replaces `Host`/`:authority` for requests sent to this destination (Istio: the
+    /// destination's `headers.request.set.host`), over the route's rewrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
 }
 
 /// Retry policy (Istio `HTTPRetry`, already translated: conditions as a list).
@@ -339,6 +343,14 @@ pub struct Retry {
     /// Base interval of the fully jittered exponential back-off; default 25 ms, cap 10× base.
     #[serde(default, with = "duration::opt", skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Duration>,
+    /// Retries may go back to hosts already tried (Istio's `retryIgnorePreviousHosts: false`;
+    /// by default they avoid them while others are left).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previous_hosts: bool,
+    /// Retries go to failover levels not yet tried (Istio's `retryRemoteLocalities`, Envoy's
+    /// `previous_priorities`), while any is left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote_localities: bool,
 }
 
 /// A retry condition, named as Envoy's `retry_on` names it.

@@ -250,6 +250,9 @@ fn route_rules(p: &Path, r: &Route, c: &ProxyConfig) -> Result {
         if let Some(h) = &d.headers {
             headers_rules(&dp.field("headers"), h)?;
         }
+        if d.authority.as_ref().is_some_and(|a| a.is_empty() || a.bytes().any(|b| b.is_ascii_control() || b == b' ')) {
+            return dp.field("authority").err("must be a host[:port]");
+        }
     }
     if route.len() > 1 && route.iter().all(|d| d.weight == 0) {
         return p.field("route").err("with several destinations at least one needs a weight above 0");
@@ -352,7 +355,15 @@ fn regex_rules(p: &Path, re: &str) -> Result {
 }
 
 fn retry_rules(p: &Path, r: &Retry) -> Result {
-    let Retry { attempts, per_try_timeout, retry_on: _, retriable_status_codes, backoff } = r;
+    let Retry {
+        attempts,
+        per_try_timeout,
+        retry_on: _,
+        retriable_status_codes,
+        backoff,
+        previous_hosts: _,
+        remote_localities: _,
+    } = r;
     if *attempts > 100 {
         return p.field("attempts").err("at most 100 retries are allowed");
     }

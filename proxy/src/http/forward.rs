@@ -245,7 +245,7 @@ pub async fn forward(
     loop {
         let endpoint = {
             let mut rng = rand::thread_rng();
-            balancer.pick(&tried, out.hash, &mut rng)
+            balancer.pick(&tried, policy.hosts, out.hash, &mut rng)
         };
         let endpoint = match endpoint {
             Ok(e) => e,

@@ -178,7 +178,7 @@ async fn route_and_forward<'s>(
             parts.headers.insert("x-envoy-original-path", original);
         }
     }
-    let authority = match &route.rewrite_authority {
+    let authority = match dest.authority.as_ref().or(route.rewrite_authority.as_ref()) {
         Some(a) => a.clone(),
         None => HeaderValue::from_str(&record.authority)
             .map_err(|_| (ProxyError::BadRequest("invalid authority".into()), flags))?,

@@ -24,6 +24,8 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// Set by the route (not Istio's default): allows retrying non-idempotent methods.
     explicit: bool,
+    /// Where a retry may go: hosts already tried (`previous_hosts`), levels not yet tried.
+    pub hosts: crate::upstream::balance::Retrying,
 }
 
 impl RetryPolicy {
@@ -37,14 +39,27 @@ impl RetryPolicy {
                 per_try_timeout: None,
                 backoff_base: DEFAULT_RETRY_BACKOFF,
                 explicit: false,
+                hosts: Default::default(),
             },
-            Some(Retry { attempts, per_try_timeout, retry_on, retriable_status_codes, backoff }) => RetryPolicy {
+            Some(Retry {
+                attempts,
+                per_try_timeout,
+                retry_on,
+                retriable_status_codes,
+                backoff,
+                previous_hosts,
+                remote_localities,
+            }) => RetryPolicy {
                 attempts: *attempts,
                 on: if retry_on.is_empty() { RetryOn::ISTIO_DEFAULT.to_vec() } else { retry_on.clone() },
                 codes: retriable_status_codes.clone(),
                 per_try_timeout: *per_try_timeout,
                 backoff_base: backoff.unwrap_or(DEFAULT_RETRY_BACKOFF),
                 explicit: !retry_on.is_empty(),
+                hosts: crate::upstream::balance::Retrying {
+                    previous_hosts: *previous_hosts,
+                    other_levels: *remote_localities,
+                },
             },
         }
     }
@@ -63,6 +78,7 @@ impl RetryPolicy {
             per_try_timeout: None,
             backoff_base: DEFAULT_RETRY_BACKOFF,
             explicit: false,
+            hosts: Default::default(),
         }
     }
 
@@ -204,6 +220,8 @@ mod tests {
             retry_on: vec![RetryOn::FiveXx],
             retriable_status_codes: vec![],
             backoff: None,
+            previous_hosts: false,
+            remote_localities: false,
         }));
         let h = HeaderMap::new();
         assert!(explicit.retry_response(&Method::POST, false, StatusCode::INTERNAL_SERVER_ERROR, &h));
@@ -214,6 +232,8 @@ mod tests {
             retry_on: vec![],
             retriable_status_codes: vec![503],
             backoff: None,
+            previous_hosts: false,
+            remote_localities: false,
         }));
         assert!(default_codes.retry_response(&Method::GET, false, StatusCode::SERVICE_UNAVAILABLE, &h));
         assert!(!default_codes.retry_response(&Method::POST, false, StatusCode::SERVICE_UNAVAILABLE, &h));

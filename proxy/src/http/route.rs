@@ -228,6 +228,8 @@ pub struct RouteDestination {
     pub cluster: Arc<str>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// This destination's `Host`, over the route's rewrite.
+    pub authority: Option<HeaderValue>,
 }
 
 /// A mirror of a route: its cluster, and the share of requests copied, per million.
@@ -292,7 +294,12 @@ impl Route {
                         Some(h) => (HeaderOps::compile(&h.request), HeaderOps::compile(&h.response)),
                         None => Default::default(),
                     };
-                    RouteDestination { cluster: d.cluster.as_str().into(), request_headers: rq, response_headers: rs }
+                    RouteDestination {
+                        cluster: d.cluster.as_str().into(),
+                        request_headers: rq,
+                        response_headers: rs,
+                        authority: d.authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()),
+                    }
                 })
                 .collect(),
             pick: WeightedPick::new(&weights),

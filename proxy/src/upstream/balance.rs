@@ -64,6 +64,15 @@ pub enum NoPick {
     AllEjected,
 }
 
+/// Where a retry may go (the route's retry policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retrying {
+    /// Back to hosts already tried (Istio's `retryIgnorePreviousHosts: false`).
+    pub previous_hosts: bool,
+    /// Only to failover levels not yet tried, while one is left (`retryRemoteLocalities`).
+    pub other_levels: bool,
+}
+
 /// The endpoints of one cluster, with its policy and outlier detection.
 #[derive(Debug)]
 pub struct Balancer {
@@ -128,6 +137,16 @@ impl Balancer {
         outlier::on_result(settings, &self.hosts(), index, outcome, now())
     }
 
+    /// The failover levels of `hosts` (by the locality plan).
+    fn levels_of(&self, hosts: &[Arc<Endpoint>]) -> Vec<usize> {
+        let Some(plan) = &self.plan else { return Vec::new() };
+        hosts
+            .iter()
+            .filter_map(|h| self.endpoints.iter().position(|e| Arc::ptr_eq(e, h)))
+            .filter_map(|i| plan.level_of(i))
+            .collect()
+    }
+
     /// The outlier review at an `interval` tick; returns the hosts un-ejected.
     pub fn tick(&self) -> usize {
         self.outlier.as_ref().map_or(0, |s| outlier::on_tick(s, &self.hosts(), now()))
@@ -135,12 +154,18 @@ impl Balancer {
 
     /// The endpoints load may go to: all, or the non-ejected ones unless in panic; with a
     /// locality plan, those of the level and locality drawn for this request.
-    fn candidates(&self, hash: Option<u64>, rng: &mut impl Rng) -> Result<Cow<'_, [Arc<Endpoint>]>, NoPick> {
+    fn candidates(
+        &self,
+        hash: Option<u64>,
+        levels_tried: &[usize],
+        rng: &mut impl Rng,
+    ) -> Result<Cow<'_, [Arc<Endpoint>]>, NoPick> {
         if self.endpoints.is_empty() {
             return Err(NoPick::NoEndpoints);
         }
         if let Some(plan) = &self.plan {
-            let chosen = plan.choose(|i| !self.endpoints[i].outlier.is_ejected(), hash.unwrap_or_else(|| rng.gen()));
+            let draw = hash.unwrap_or_else(|| rng.gen());
+            let chosen = plan.choose(|i| !self.endpoints[i].outlier.is_ejected(), draw, levels_tried);
             if chosen.is_empty() {
                 return Err(NoPick::NoEndpoints);
             }
@@ -175,11 +200,14 @@ impl Balancer {
     /// around the table.
     pub fn pick(
         &self,
-        avoid: &[Arc<Endpoint>],
+        tried: &[Arc<Endpoint>],
+        retrying: Retrying,
         hash: Option<u64>,
         rng: &mut impl Rng,
     ) -> Result<Arc<Endpoint>, NoPick> {
-        let endpoints = self.candidates(hash, rng)?;
+        let avoid = if retrying.previous_hosts { &[][..] } else { tried };
+        let levels_tried = if retrying.other_levels { self.levels_of(tried) } else { Vec::new() };
+        let endpoints = self.candidates(hash, &levels_tried, rng)?;
         let usable = |e: &Arc<Endpoint>| !avoid.iter().any(|a| Arc::ptr_eq(a, e));
         if let (Some(table), Some(hash)) = (&self.table, hash) {
             let all_usable = endpoints.len() == self.endpoints.len();
@@ -260,6 +288,31 @@ mod tests {
         tokio::time::advance(std::time::Duration::from_secs(1)).await;
         assert_eq!(b.tick(), 1, "30 s: back at the review");
         assert!(!bad.outlier.is_ejected());
+    }
+
+    /// Retries avoid the hosts they tried unless the route says `retryIgnorePreviousHosts:
+    /// false`; under `retryRemoteLocalities` they leave the failover level they tried.
+    #[test]
+    fn where_retries_may_go() {
+        let yaml = "apiVersion: weft.dev/v1alpha1\nversion: '1'\nworkload: {name: w, namespace: ns}\nclusters:\n  c:\n    lbPolicy: RANDOM\n    endpoints: [{address: 127.0.0.1:1}, {address: 127.0.0.1:2}, {address: 127.0.0.1:3, priority: 1}]\n";
+        let config: weft_model::ProxyConfig = serde_yaml::from_str(yaml).unwrap();
+        let registry = crate::upstream::endpoint::Registry::default();
+        let snapshot = crate::config::snapshot::Snapshot::compile(config, &registry, None).unwrap();
+        let b = &snapshot.cluster("c").unwrap().balancer;
+        let tried = vec![b.endpoints()[0].clone()];
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut picks = |retrying: Retrying| {
+            (0..200).map(|_| b.pick(&tried, retrying, None, &mut rng).unwrap().addr.port()).collect::<Vec<_>>()
+        };
+        let avoiding = picks(Retrying::default());
+        assert!(
+            !avoiding.contains(&1) && avoiding.iter().all(|p| *p == 2),
+            "level 0 without the tried host: {avoiding:?}"
+        );
+        let back = picks(Retrying { previous_hosts: true, other_levels: false });
+        assert!(back.contains(&1) && back.contains(&2), "{back:?}");
+        let remote = picks(Retrying { previous_hosts: false, other_levels: true });
+        assert!(remote.iter().all(|p| *p == 3), "the other level: {remote:?}");
     }
 
     #[test]

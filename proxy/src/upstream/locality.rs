@@ -66,8 +66,8 @@ impl Plan {
     /// level and the locality: random per request, or the request's consistent hash, so a
     /// key keeps its level and locality while health stays the same. Empty when the plan
     /// leaves no endpoint.
-    pub fn choose(&self, healthy: impl Fn(usize) -> bool, draw: u64) -> &[usize] {
-        let Some(level) = self.level(&healthy, draw % 100) else { return &[] };
+    pub fn choose(&self, healthy: impl Fn(usize) -> bool, draw: u64, skip: &[usize]) -> &[usize] {
+        let Some(level) = self.level(&healthy, draw % 100, skip) else { return &[] };
         let groups = &self.localities[level];
         if groups.is_empty() {
             return &self.levels[level];
@@ -93,11 +93,21 @@ impl Plan {
 
     /// Envoy's priority load: each level's health (healthy share × 1.4, at most 100 %),
     /// normalized when the levels together fall short of 100 %, given out level by level.
-    fn level(&self, healthy: &impl Fn(usize) -> bool, draw: u64) -> Option<usize> {
+    /// Levels in `skip` (tried by this request, under `retryRemoteLocalities`) take no
+    /// load while another level has health (Envoy's `previous_priorities`).
+    fn level(&self, healthy: &impl Fn(usize) -> bool, draw: u64, skip: &[usize]) -> Option<usize> {
         if self.levels.len() <= 1 {
             return (!self.levels.is_empty()).then_some(0);
         }
-        let health: Vec<u64> = self.levels.iter().map(|l| health_percent(l, healthy)).collect();
+        let mut health: Vec<u64> = self.levels.iter().map(|l| health_percent(l, healthy)).collect();
+        let others = (0..health.len()).any(|i| !skip.contains(&i) && health[i] > 0);
+        if others {
+            for &i in skip {
+                if let Some(h) = health.get_mut(i) {
+                    *h = 0;
+                }
+            }
+        }
         let total = health.iter().sum::<u64>().min(100);
         if total == 0 {
             return Some(0);
@@ -114,6 +124,13 @@ impl Plan {
         }
         // Rounding leftovers go to the first level that takes load.
         health.iter().position(|h| *h > 0)
+    }
+}
+
+impl Plan {
+    /// The level endpoint `i` is in.
+    pub fn level_of(&self, i: usize) -> Option<usize> {
+        self.levels.iter().position(|l| l.contains(&i))
     }
 }
 
@@ -135,7 +152,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(3);
         let mut counts = vec![0; n];
         for _ in 0..10_000 {
-            for &i in plan.choose(healthy, rng.gen()) {
+            for &i in plan.choose(healthy, rng.gen(), &[]) {
                 counts[i] += 1;
             }
         }
@@ -176,9 +193,13 @@ mod tests {
         // Weights that name no endpoint's locality leave nothing (Istio: 503), never everything.
         let nowhere: BTreeMap<String, u32> = [("eu/x".to_string(), 100)].into();
         let plan = Plan::new(&[0, 0, 0, 0], &localities, Some(&nowhere)).unwrap();
-        assert!(plan.choose(|_| true, 7).is_empty());
+        assert!(plan.choose(|_| true, 7, &[]).is_empty());
         // The same draw (a consistent hash) gives the same locality.
         let plan = Plan::new(&[0, 0, 0, 0], &localities, Some(&weights)).unwrap();
-        assert_eq!(plan.choose(|_| true, 12_345), plan.choose(|_| true, 12_345));
+        assert_eq!(plan.choose(|_| true, 12_345, &[]), plan.choose(|_| true, 12_345, &[]));
+        // A retry under retryRemoteLocalities skips the level it tried while another is healthy.
+        let levels = Plan::new(&[0, 1], &[None, None], None).unwrap();
+        assert_eq!(levels.choose(|_| true, 5, &[0]), &[1]);
+        assert_eq!(levels.choose(|i| i == 0, 5, &[0]), &[0], "no other level is healthy");
     }
 }

@@ -203,3 +203,18 @@ async fn connections_are_reused() {
     assert_eq!(counts.get("200 up"), Some(&200));
     assert_eq!(up.connections(), 1, "200 sequential requests over one upstream connection");
 }
+
+/// A destination's own `Host` (Istio: its `headers.request.set.host`) is what its upstream
+/// sees; the other destination keeps the request's.
+#[tokio::test]
+async fn a_destinations_authority_is_the_host_its_upstream_sees() {
+    let a = Upstream::named("a").await;
+    let b = Upstream::named("b").await;
+    let services = "  svc.test.svc.cluster.local:\n    routes:\n      - match: [ { uri: { prefix: /a } } ]\n        route: [ { cluster: a, authority: orders.internal } ]\n      - route: [ { cluster: b } ]\n";
+    let clusters = cluster("a", "", &[&a]) + &cluster("b", "", &[&b]);
+    let proxy = start(&config_yaml(services, &clusters)).await;
+    assert_eq!(get(proxy.outbound, "svc", "/a", &[]).await.body, "a");
+    assert_eq!(a.last().headers["host"], "orders.internal");
+    assert_eq!(get(proxy.outbound, "svc", "/b", &[]).await.body, "b");
+    assert_eq!(b.last().headers["host"], "svc");
+}

@@ -150,7 +150,7 @@ pub struct HttpRetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_remote_localities: Unsupported,
+    pub retry_remote_localities: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_ignore_previous_hosts: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -107,17 +107,24 @@ fn http_route(at: &str, r: &HttpRoute, p: &mut Problems) {
     if let Some(f) = fault {
         fault_rules(&format!("{at}.fault"), f, p);
     }
+    // Istio: the authority is rewritten in one place only (rewrite, the route's headers, or
+    // each destination's headers).
+    let sets_authority = |h: &Option<Headers>| {
+        h.as_ref().and_then(|h| h.request.as_ref()).is_some_and(|r| {
+            r.set.keys().chain(r.add.keys()).any(|k| k.eq_ignore_ascii_case("host") || k == ":authority")
+        })
+    };
+    let places = usize::from(rewrite.as_ref().is_some_and(|rw| rw.authority.is_some()))
+        + usize::from(sets_authority(headers))
+        + usize::from(route.iter().any(|d| sets_authority(&d.headers)));
+    if places > 1 {
+        p.push((
+            format!("{at}.rewrite.authority"),
+            "the authority is set in more than one place (rewrite, the route's headers, a destination's headers); keep one".into(),
+        ));
+    }
     if let Some(h) = headers {
         header_ops(&format!("{at}.headers"), h, p);
-        let sets_authority = h.request.as_ref().is_some_and(|r| {
-            r.set.keys().chain(r.add.keys()).any(|k| k.eq_ignore_ascii_case("host") || k == ":authority")
-        });
-        if sets_authority && rewrite.as_ref().is_some_and(|rw| rw.authority.is_some()) {
-            p.push((
-                format!("{at}.rewrite.authority"),
-                "the authority is set both by rewrite and by headers; keep one".into(),
-            ));
-        }
     }
     if let Some(rw) = rewrite {
         unsupported(p, format!("{at}.rewrite.uriRegexRewrite"), &rw.uri_regex_rewrite);
@@ -415,11 +422,10 @@ fn retry(at: &str, r: &HttpRetry, p: &mut Problems) {
         attempts,
         per_try_timeout,
         retry_on,
-        retry_remote_localities,
+        retry_remote_localities: _,
         retry_ignore_previous_hosts: _,
         backoff,
     } = r;
-    unsupported(p, format!("{at}.retryRemoteLocalities"), retry_remote_localities);
     if *attempts < 0 {
         p.push((format!("{at}.attempts"), "attempts must not be negative".into()));
     }
