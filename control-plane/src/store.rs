@@ -201,7 +201,7 @@ impl Store {
         let revision = resp.header().map_or(0, |h| h.revision());
         let mut out = Vec::new();
         for kv in resp.kvs() {
-            let r = parse_policy(&text(kv.key()), kv.value())?;
+            let r = parse_policy(&text(kv.key()), kv.value(), kv.create_revision())?;
             if ns.is_none_or(|ns| r.namespace() == ns) {
                 out.push(r);
             }
@@ -223,7 +223,7 @@ impl Store {
         let mut registry = Registry::default();
         for kv in resp.kvs() {
             match self.classify(&text(kv.key())) {
-                Some(Entry::Policy) => resources.push(parse_policy(&text(kv.key()), kv.value())?),
+                Some(Entry::Policy) => resources.push(parse_policy(&text(kv.key()), kv.value(), kv.create_revision())?),
                 Some(Entry::Instance { ns, service, instance }) => {
                     registry.insert(&ns, &service, &instance, parse_instance(&text(kv.key()), kv.value())?)
                 }
@@ -318,12 +318,15 @@ pub enum Entry {
 }
 
 /// Reads a stored policy back through the same loader and validation as files.
-pub fn parse_policy(key: &str, value: &[u8]) -> Result<Resource, StoreError> {
+/// One stored policy; `created` is its key's etcd create revision (its age, for ties).
+pub fn parse_policy(key: &str, value: &[u8], created: i64) -> Result<Resource, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt { key: key.to_string(), message };
     let text = std::str::from_utf8(value).map_err(|e| corrupt(e.to_string()))?;
     let mut resources = istio::load_str(Path::new(key), text)
         .map_err(|d: Vec<Diagnostic>| corrupt(d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
-    resources.pop().ok_or_else(|| corrupt("empty".into()))
+    let mut r = resources.pop().ok_or_else(|| corrupt("empty".into()))?;
+    r.created = Some(created);
+    Ok(r)
 }
 
 pub fn parse_instance(key: &str, value: &[u8]) -> Result<Instance, StoreError> {

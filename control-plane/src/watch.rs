@@ -147,7 +147,8 @@ async fn run(store: Store, mut mirror: Mirror, tx: watch::Sender<Arc<State>>) {
                 mirror.revision = mirror.revision.max(kv.mod_revision());
                 let entry = store.classify(&key);
                 match (ev.event_type(), entry) {
-                    (EventType::Put, Some(Entry::Policy)) => match parse_policy(&key, kv.value()) {
+                    (EventType::Put, Some(Entry::Policy)) => match parse_policy(&key, kv.value(), kv.create_revision())
+                    {
                         Ok(r) => {
                             mirror.policies.insert(key, r);
                         }

@@ -25,6 +25,7 @@ async fn apply_get_delete_and_reapply_is_a_noop() {
         let mut r = resources[0].clone();
         r.source = vs[0].source.clone();
         r.metadata.namespace = Some("prod".into());
+        r.created = vs[0].created;
         r
     });
     let changed = load_str(Path::new("p.yaml"), &DR.replace("RANDOM", "ROUND_ROBIN")).unwrap();
@@ -62,4 +63,47 @@ async fn registry_entries_live_and_die_with_their_lease() {
     })
     .await;
     assert!(expired, "expired with its lease: still registered after 20 s");
+}
+
+/// Istio breaks ties by age (`creationTimestamp`): of two VirtualServices for one host, the
+/// one applied first wins, whatever their names; etcd's create revision is that age, and
+/// re-applying an unchanged or changed resource does not make it younger.
+#[tokio::test]
+async fn the_oldest_virtual_service_wins_a_tie() {
+    let etcd = Etcd::start();
+    let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.admin())).await.unwrap();
+    let vs = |name: &str, subset: &str| {
+        load_str(
+            Path::new("p.yaml"),
+            &VS.replace("name: orders", &format!("name: {name}"))
+                .replace("{host: orders}", &format!("{{host: orders, subset: {subset}}}")),
+        )
+        .unwrap()
+    };
+    store.apply(&vs("zz-first", "old")).await.unwrap();
+    store.apply(&vs("aa-second", "new")).await.unwrap();
+    store.apply(&vs("zz-first", "older")).await.unwrap(); // changed, still the first created
+    let (resources, mut registry, _) = store.snapshot().await.unwrap();
+    registry.insert(
+        "prod",
+        "orders",
+        "o-1",
+        Instance {
+            address: "127.0.0.1:1".into(),
+            labels: Default::default(),
+            service_account: "orders".into(),
+            port: 80,
+            protocol: None,
+        },
+    );
+    let w = weft_model::Workload {
+        name: "c".into(),
+        namespace: "prod".into(),
+        service_account: "c".into(),
+        labels: Default::default(),
+    };
+    let t = weft_control_plane::translate::translate(&resources, &registry, &w, "1");
+    let route = &t.config.services["orders.prod.svc.cluster.local"].routes[0];
+    assert!(route.route[0].cluster.contains("|older|"), "the oldest wins: {route:?}");
+    assert!(t.warnings.iter().any(|w| w.contains("prod/zz-first is used")), "{:?}", t.warnings);
 }

@@ -151,8 +151,14 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
         }
     };
     let (metadata, spec) = parsed.map_err(|d| vec![d])?;
-    let resource =
-        Resource { api_version, kind, metadata, spec, source: Source { file: file.to_path_buf(), line: first_line } };
+    let resource = Resource {
+        api_version,
+        kind,
+        metadata,
+        spec,
+        source: Source { file: file.to_path_buf(), line: first_line },
+        created: None,
+    };
     let problems = validate::resource(&resource);
     if problems.is_empty() {
         Ok(resource)

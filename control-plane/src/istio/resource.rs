@@ -124,9 +124,18 @@ pub struct Resource {
     pub metadata: Metadata,
     pub spec: Spec,
     pub source: Source,
+    /// When it was first stored (etcd's create revision): Weft's `creationTimestamp`.
+    /// `None` for resources read from files.
+    pub created: Option<i64>,
 }
 
 impl Resource {
+    /// The order Istio breaks ties in (several VirtualServices for a host, DestinationRules
+    /// to merge, Sidecars for a workload): the oldest first, then by namespace and name.
+    pub fn precedence(&self) -> (i64, &str, &str) {
+        (self.created.unwrap_or(i64::MAX), self.namespace(), self.name())
+    }
+
     pub fn namespace(&self) -> &str {
         self.metadata.namespace()
     }

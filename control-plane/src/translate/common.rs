@@ -41,7 +41,7 @@ pub(super) fn by_precedence<'a, T>(
     selector: fn(&T) -> Option<&BTreeMap<String, String>>,
 ) -> Levels<'a, T> {
     let mut all: Vec<(&Resource, &T)> = resources.iter().filter_map(|r| Some((r, spec(&r.spec)?))).collect();
-    all.sort_by(|a, b| a.0.name().cmp(b.0.name()));
+    all.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
     let ns = workload.namespace.as_str();
     let selects = |t: &T| selector(t).is_some_and(|l| l.iter().all(|(k, v)| workload.labels.get(k) == Some(v)));
     let level = |keep: &dyn Fn(&Resource, &T) -> bool| all.iter().copied().filter(|(r, t)| keep(r, t)).collect();

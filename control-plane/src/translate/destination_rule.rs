@@ -38,8 +38,12 @@ impl<'a> Translator<'a> {
                 })
                 .collect();
             // Exact hosts before wildcards, longer wildcards before shorter.
-            candidates.sort_by_key(|(r, _, host)| {
-                (host.starts_with('*'), std::cmp::Reverse(host.len()), r.name().to_string())
+            candidates.sort_by(|(ra, _, a), (rb, _, b)| {
+                (a.starts_with('*'), std::cmp::Reverse(a.len()), ra.precedence()).cmp(&(
+                    b.starts_with('*'),
+                    std::cmp::Reverse(b.len()),
+                    rb.precedence(),
+                ))
             });
             let Some((first_r, first, host)) = candidates.first() else { continue };
             let same: Vec<&(&Resource, &DestinationRule, String)> =

@@ -30,7 +30,7 @@ impl<'a> Translator<'a> {
                 _ => None,
             })
             .collect();
-        out.sort_by(|a, b| (a.0.namespace(), a.0.name()).cmp(&(b.0.namespace(), b.0.name())));
+        out.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
         out
     }
 

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use weft_model as model;
 
 impl<'a> Translator<'a> {
-    /// The VirtualService for `fqdn` visible to this workload. With several, the
-    /// first by namespace/name wins (deterministic) and the rest are reported.
+    /// The VirtualService for `fqdn` visible to this workload. With several, the oldest
+    /// wins (Istio's creationTimestamp; then namespace/name) and the rest are reported.
     pub(super) fn virtual_service_for(&mut self, fqdn: &str) -> Option<(&'a VirtualService, &'a str)> {
         let mut found: Vec<(&'a Resource, &'a VirtualService)> = self
             .resources
@@ -30,7 +30,7 @@ impl<'a> Translator<'a> {
                     && hosts.iter().any(|h| host_matches(&resolve_host(h, r.namespace()), fqdn))
             })
             .collect();
-        found.sort_by(|a, b| (a.0.namespace(), a.0.name()).cmp(&(b.0.namespace(), b.0.name())));
+        found.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
         if found.len() > 1 {
             let names: Vec<String> = found.iter().map(|(r, _)| format!("{}/{}", r.namespace(), r.name())).collect();
             self.warnings.push(format!(
