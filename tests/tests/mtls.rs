@@ -60,17 +60,6 @@ async fn mesh(cert_ttl: Duration) -> Mesh {
     Mesh { c, parts, _etcd: etcd, store, cp, order, gateway, _goodbyes: vec![g1, g2] }
 }
 
-async fn metrics(r: &Running) -> String {
-    get(r.admin, "admin", &[]).await; // warm the connection path
-    let io = TokioIo::new(tokio::net::TcpStream::connect(r.admin).await.unwrap());
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get("/stats/prometheus").header("host", "admin").body(Full::new(Bytes::new())).unwrap();
-    let body =
-        http_body_util::BodyExt::collect(tx.send_request(req).await.unwrap().into_body()).await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 /// A TCP relay to `to` on a port of its own, counting the connections it accepts.
 async fn counting_relay(to: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -88,13 +77,6 @@ async fn counting_relay(to: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, accepted)
-}
-
-fn metric(text: &str, name: &str, parts: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Sends a plaintext request straight to a sidecar's inbound port; returns what came back.

@@ -326,3 +326,22 @@ pub fn sent(r: &Running) -> f64 {
         .map(|m| m.get_counter().get_value())
         .sum()
 }
+
+/// A sidecar's Prometheus page (`/stats/prometheus` on its admin listener).
+pub async fn metrics(r: &Running) -> String {
+    let io = TokioIo::new(tokio::net::TcpStream::connect(r.admin).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/stats/prometheus").header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+    let body =
+        http_body_util::BodyExt::collect(tx.send_request(req).await.unwrap().into_body()).await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The sum of a metric's samples whose line holds every one of `parts`.
+pub fn metric(text: &str, name: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
