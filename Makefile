@@ -5,7 +5,7 @@ CARGO ?= cargo
 # their own), iptables and iproute2 (the pod tests: network namespaces), the shop's backends
 # (MariaDB, Redis, RabbitMQ: the services' tests and the demo use the real ones;
 # the tests also start private mariadbd and redis-server instances) and curl (demo).
-DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl
+DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl prometheus
 
 .PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz clean
 

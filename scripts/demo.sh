@@ -30,7 +30,8 @@ declare -A SIDECAR=(
   [api-gateway]="15006 15001 15000" [user-service]="16106 16101 16100"
   [order-service-v1-a]="16206 16201 16200" [order-service-v1-b]="16216 16211 16210" [order-service-v2]="16226 16221 16220"
   [product-service]="16306 16301 16300" [notification-service]="16406 16401 16400")
-ports="23790 23800 15012 $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
+PROMETHEUS=19090
+ports="23790 23800 15012 $PROMETHEUS $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
 for port in $ports; do
   if port_open "$port"; then echo "port $port is already in use (another demo still running?); stop it first" >&2; exit 1; fi
 done
@@ -152,6 +153,35 @@ for port in $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2; d
 done
 step "all seven workloads ready"
 
+step "Prometheus scraping every sidecar's /stats/prometheus and the control plane's /metrics (http://127.0.0.1:$PROMETHEUS)"
+# File-based service discovery: one target per sidecar admin listener, labelled with its workload.
+{
+  echo '['
+  first=true
+  for name in "${!SIDECAR[@]}"; do
+    read -r _ _ admin <<<"${SIDECAR[$name]}"
+    $first || echo ','
+    first=false
+    printf '  {"targets": ["127.0.0.1:%s"], "labels": {"workload": "%s", "namespace": "production"}}' "$admin" "$name"
+  done
+  echo; echo ']'
+} >"$demo/prometheus-targets.json"
+cp demo/prometheus/rules.yml "$demo/prometheus-rules.yml"
+sed -e "s|@TARGETS@|$demo/prometheus-targets.json|" -e "s|@RULES@|$demo/prometheus-rules.yml|" -e "s|@ROOT@|$demo/root.pem|" \
+  demo/prometheus/prometheus.yml >"$demo/prometheus.yml"
+prometheus --config.file="$demo/prometheus.yml" --storage.tsdb.path="$demo/prometheus" \
+  --web.listen-address=127.0.0.1:$PROMETHEUS >"$demo/prometheus.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$PROMETHEUS/-/ready" || { echo "Prometheus did not start; log in $demo/prometheus.log" >&2; tail -5 "$demo/prometheus.log" >&2; exit 1; }
+# Prometheus finds file-listed targets a few seconds after it starts: wait until it has
+# scraped every one, so the traffic below is all in its series.
+want=$(( ${#SIDECAR[@]} + 1 ))
+for _ in $(seq 300); do
+  up=$(curl -s "http://127.0.0.1:$PROMETHEUS/api/v1/query?query=count(up==1)" | grep -o '"value":\[[^]]*"[0-9]*"' | grep -o '"[0-9]*"$' | tr -d '"' || true)
+  [ "${up:-0}" -ge "$want" ] && break
+  sleep 0.1
+done
+[ "${up:-0}" -ge "$want" ] || { echo "Prometheus scraped ${up:-0} of $want targets; log in $demo/prometheus.log" >&2; exit 1; }
+
 step "weftctl apply -f policies/   (canary, connection pools, outlier detection, STRICT mTLS, authorization)"
 "$bin/weftctl" apply -f policies/ | sed 's/^/        /'
 step "the call graph the mesh enforces (weftctl explain --access): deny by default, one ALLOW per service"
@@ -162,6 +192,14 @@ sleep 1
 echo
 "$bin/weft-demo" --logs "$demo" && status=0 || status=$?
 echo
+step "weftctl top: the mesh's edges from Prometheus (rate over the last minute)"
+# Rates need two scrapes after the traffic: wait for the edge the journey used, not for time.
+for _ in $(seq 100); do
+  "$bin/weftctl" top --prometheus http://127.0.0.1:$PROMETHEUS 2>/dev/null | grep -q 'api-gateway → order-service' && break
+  sleep 0.2
+done
+"$bin/weftctl" top --prometheus http://127.0.0.1:$PROMETHEUS | sed 's/^/        /' || status=1
+echo
 if $once; then exit $status; fi
 cat <<INFO
 The shop is running. Try it:
@@ -169,6 +207,7 @@ The shop is running. Try it:
   curl -s -XPOST -H 'content-type: application/json' http://127.0.0.1:$GATEWAY/api/users/login -d '{"email":"...","password":"..."}'
 Staff (made by user-service at start-up): $WEFT_DEMO_STAFF_EMAIL / $WEFT_DEMO_STAFF_PASSWORD
 Sidecar admin (/clusters /config_dump /stats/prometheus): gateway http://127.0.0.1:15000, order-service-v1-a http://127.0.0.1:16200
+Prometheus: http://127.0.0.1:$PROMETHEUS (recording rules weft:edge_*; try: $bin/weftctl top --prometheus http://127.0.0.1:$PROMETHEUS)
 Edit policies/ and run: WEFT_ETCD=$ETCD WEFT_ETCD_CA=$WEFT_ETCD_CA WEFT_ETCD_CERT=$WEFT_ETCD_CERT WEFT_ETCD_KEY=$WEFT_ETCD_KEY $bin/weftctl apply -f policies/      weftctl status | explain work too.
 Logs: $demo        Ctrl-C stops everything.
 INFO

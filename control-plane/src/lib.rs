@@ -12,5 +12,6 @@ pub mod registry;
 pub mod rotation;
 pub mod store;
 pub mod token;
+pub mod top;
 pub mod translate;
 pub mod watch;

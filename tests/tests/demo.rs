@@ -37,12 +37,27 @@ fn the_demo_runs_the_whole_shop_on_the_mesh_and_reports_what_it_saw() {
         "then it was ejected by the gateway's sidecar",
         "p50",
         "demo: every check passed",
+        "weftctl top: the mesh's edges from Prometheus",
     ] {
         assert!(report.contains(line), "the report lacks {line:?}:\n{report}");
     }
     let split = report.lines().find(|l| l.contains("200 requests: v1")).expect("the v1/v2 split");
     assert!(split.contains("v2 ") && split.contains("order-service-v1-a"), "{split}");
-    for port in [3000, 3012, 3032, 15000, 15012, 16200, 23790] {
+    // weftctl top read Prometheus: the journey's edges with their rates.
+    let top = report.lines().skip_while(|l| !l.contains("weftctl top:")).collect::<Vec<_>>().join("\n");
+    let edge = |name: &str| {
+        let line = top.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("weftctl top lacks {name}:\n{top}"));
+        let rps: f64 = line.split_whitespace().nth(3).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
+        (line.to_string(), rps)
+    };
+    // The canary mix and the latency sample are sustained: they have rates.
+    for name in ["api-gateway → order-service", "api-gateway → product-service"] {
+        let (line, rps) = edge(name);
+        assert!(rps > 0.0 && line.contains("100.0 %"), "{line}");
+    }
+    // The journey's logins are a burst: listed, whatever its rate.
+    assert!(edge("api-gateway → user-service").1 >= 0.0);
+    for port in [3000, 3012, 3032, 15000, 15012, 16200, 19090, 23790] {
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open: a process was left behind");
     }
 }

@@ -88,6 +88,16 @@ pub(crate) enum Command {
     RootCert,
     /// Compiles the sidecar config one workload would get, offline, from policy files and a registry file.
     Translate(TranslateArgs),
+    /// The mesh's edges now: requests per second, success rate (not 5xx), p50 and p99 latency
+    /// per caller → service, from Prometheus scraping the sidecars (`linkerd viz top`'s view).
+    Top {
+        /// Prometheus's address.
+        #[arg(long, env = "WEFT_PROMETHEUS", default_value = "http://127.0.0.1:9090")]
+        prometheus: String,
+        /// The window rates and quantiles are taken over (a Prometheus duration).
+        #[arg(long, default_value = "1m")]
+        window: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

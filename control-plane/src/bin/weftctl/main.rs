@@ -46,5 +46,10 @@ async fn main() -> ExitCode {
         Command::Ca { action } => trust::ca(&etcd, action).await,
         Command::RootCert => trust::root_cert(&etcd).await,
         Command::Inject(args) => inject::run(args),
+        Command::Top { prometheus, window } => {
+            let edges = ok!(weft_control_plane::top::edges(&prometheus, &window).await);
+            print!("{}", weft_control_plane::top::table(&edges));
+            ExitCode::SUCCESS
+        }
     }
 }
