@@ -200,6 +200,14 @@ for _ in $(seq 100); do
 done
 "$bin/weftctl" top --prometheus http://127.0.0.1:$PROMETHEUS | sed 's/^/        /' || status=1
 echo
+step "weftctl tap: the gateway sidecar's requests live (the next 3 GETs of /products)"
+timeout 20 "$bin/weftctl" tap --admin 127.0.0.1:15000 --method GET --path /products --max 3 >"$demo/tap.out" 2>&1 &
+tap=$!
+for _ in $(seq 200); do grep -q '^# tapping' "$demo/tap.out" && break; sleep 0.05; done
+for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$GATEWAY/api/products"; done
+wait $tap || status=1
+sed 's/^/        /' "$demo/tap.out"
+echo
 if $once; then exit $status; fi
 cat <<INFO
 The shop is running. Try it:

@@ -11,6 +11,7 @@ pub mod push;
 pub mod registry;
 pub mod rotation;
 pub mod store;
+pub mod tap;
 pub mod token;
 pub mod top;
 pub mod translate;

@@ -124,6 +124,7 @@ impl Proxy {
             dns: crate::upstream::dns::Dns::new(options.dns_servers.clone()),
             trace_sampling: options.trace_sampling_percent.map(crate::ops::trace::per_million),
             mirror_slots: Arc::new(tokio::sync::Semaphore::new(crate::http::mirror::MAX_IN_FLIGHT)),
+            tap: Default::default(),
         });
 
         let bind = |addr: SocketAddr| async move {

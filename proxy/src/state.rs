@@ -39,6 +39,8 @@ pub struct Shared {
     /// Slots for mirror copies in flight (the mirror module's bound); a copy that
     /// finds none free is dropped (and counted), never queued.
     pub mirror_slots: Arc<tokio::sync::Semaphore>,
+    /// Live request lines for `/tap` watchers.
+    pub tap: crate::ops::tap::Tap,
 }
 
 impl Shared {

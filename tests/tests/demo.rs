@@ -57,6 +57,13 @@ fn the_demo_runs_the_whole_shop_on_the_mesh_and_reports_what_it_saw() {
     }
     // The journey's logins are a burst: listed, whatever its rate.
     assert!(edge("api-gateway → user-service").1 >= 0.0);
+    // weftctl tap showed the three requests sent while it watched, as they finished.
+    let tapped: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.contains("weftctl tap:"))
+        .filter(|l| l.contains(r#""path":"/products""#) && l.contains(r#""method":"GET""#))
+        .collect();
+    assert_eq!(tapped.len(), 3, "{report}");
     for port in [3000, 3012, 3032, 15000, 15012, 16200, 19090, 23790] {
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open: a process was left behind");
     }

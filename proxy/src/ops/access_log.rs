@@ -37,7 +37,8 @@ impl AccessLog {
         config.access_log.unwrap_or(self.default_on)
     }
 
-    pub fn write(&self, line: Line) {
+    /// Queues a finished line ([`Line::finish`]).
+    pub fn write(&self, line: String) {
         let writer = self.writer.get_or_init(|| {
             let (tx, rx) = sync_channel(QUEUE);
             match std::thread::Builder::new()
@@ -52,7 +53,7 @@ impl AccessLog {
             }
         });
         match writer {
-            Some(tx) if tx.try_send(line.finish()).is_ok() => {}
+            Some(tx) if tx.try_send(line).is_ok() => {}
             _ => self.dropped.inc(),
         }
     }

@@ -1,5 +1,5 @@
 //! The admin listener (127.0.0.1:15000 by default): readiness, the live
-//! config, the clusters with their endpoint state, and the metrics.
+//! config, the clusters with their endpoint state, the metrics, and the tap.
 
 use crate::config::snapshot::Cluster;
 use crate::http::body::{full, Body};
@@ -25,13 +25,22 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             clusters.extend(snap.inbound.as_ref().map(cluster_json));
             json_response(&json!({ "clusters": clusters }))
         }
+        "/tap" => {
+            let (filter, max) = crate::ops::tap::Filter::from_query(req.uri().query().unwrap_or(""));
+            let mut resp = Response::new(shared.tap.watch(filter, max));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+            resp
+        }
         "/stats/prometheus" | "/metrics" => {
             set_cluster_gauges(&shared, &snap);
             let mut resp = Response::new(full(shared.metrics.render()));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             resp
         }
-        _ => text(StatusCode::NOT_FOUND, "not found; try /ready /healthz /config_dump /clusters /stats/prometheus\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready /healthz /config_dump /clusters /stats/prometheus /tap\n",
+        ),
     }
 }
 

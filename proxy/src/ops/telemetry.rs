@@ -216,7 +216,9 @@ impl Record {
         series.duration.observe(elapsed.as_secs_f64() * 1000.0);
         series.request_bytes.observe(request_bytes as f64);
         series.response_bytes.observe(response_bytes as f64);
-        if shared.access_log.enabled_for(&config) {
+        let logging = shared.access_log.enabled_for(&config);
+        let tapping = shared.tap.watching();
+        if logging || tapping {
             let line = Line::new()
                 .str("reporter", labels.reporter)
                 .str("method", method.as_str())
@@ -234,8 +236,14 @@ impl Record {
                 .num("bytes_sent", response_bytes)
                 .str("request_id", &String::from_utf8_lossy(request_id.as_bytes()))
                 .opt("trace_id", span.map(|s| s.trace_hex()).as_deref())
-                .opt("span_id", span.map(|s| s.span_hex()).as_deref());
-            shared.access_log.write(line);
+                .opt("span_id", span.map(|s| s.span_hex()).as_deref())
+                .finish();
+            if tapping {
+                shared.tap.send(&line);
+            }
+            if logging {
+                shared.access_log.write(line);
+            }
         }
     }
 }
@@ -296,7 +304,7 @@ impl crate::net::intercept::Capture for Shared {
                 .millis("duration_ms", c.duration)
                 .num("bytes_received", c.received)
                 .num("bytes_sent", c.sent);
-            self.access_log.write(line);
+            self.access_log.write(line.finish());
         }
     }
 }

@@ -143,3 +143,32 @@ async fn a_dead_mirror_changes_nothing_for_the_caller() {
     let counts = tally(proxy.outbound, "svc", "/", &[], 20).await;
     assert_eq!(counts.get("200 main"), Some(&20), "{counts:?}");
 }
+
+/// `/tap` on the admin listener: the lines of the requests that match, as they finish,
+/// with the access log off; the stream ends after `max`.
+#[tokio::test]
+async fn the_tap_streams_matching_requests_live() {
+    use http_body_util::BodyExt;
+    let app = Upstream::named("app").await;
+    let proxy = with_routes("      - route: [ { cluster: c } ]\n", &[&app]).await;
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(proxy.admin).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/tap?path=%2Fwanted&max=2")
+        .header("host", "admin")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Watching from here on: one request that does not match, three that do.
+    for path in ["/other", "/wanted/1", "/wanted/2", "/wanted/3"] {
+        assert_eq!(get(proxy.outbound, "svc", path, &[]).await.status, 200);
+    }
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.unwrap().unwrap();
+    let text = String::from_utf8(body.to_bytes().to_vec()).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["path"], "/wanted/1");
+    assert_eq!(lines[1]["path"], "/wanted/2");
+    assert_eq!(lines[0]["status"], 200);
+}

@@ -90,6 +90,25 @@ pub(crate) enum Command {
     Translate(TranslateArgs),
     /// The mesh's edges now: requests per second, success rate (not 5xx), p50 and p99 latency
     /// per caller → service, from Prometheus scraping the sidecars (`linkerd viz top`'s view).
+    /// One sidecar's requests live, a JSON line each as it finishes (whether or not its
+    /// access log is on), filtered: `linkerd viz tap`'s view.
+    Tap {
+        /// The sidecar's admin listener.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: String,
+        /// Only this method.
+        #[arg(long)]
+        method: Option<String>,
+        /// Only authorities containing this.
+        #[arg(long)]
+        authority: Option<String>,
+        /// Only paths starting with this.
+        #[arg(long)]
+        path: Option<String>,
+        /// Stop after this many requests.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
     Top {
         /// Prometheus's address.
         #[arg(long, env = "WEFT_PROMETHEUS", default_value = "http://127.0.0.1:9090")]

@@ -46,6 +46,21 @@ async fn main() -> ExitCode {
         Command::Ca { action } => trust::ca(&etcd, action).await,
         Command::RootCert => trust::root_cert(&etcd).await,
         Command::Inject(args) => inject::run(args),
+        Command::Tap { admin, method, authority, path, max } => {
+            let watch = weft_control_plane::tap::Watch { method, authority, path, max };
+            let started = || {
+                use std::io::Write as _;
+                println!("# tapping {admin}");
+                let _ = std::io::stdout().flush();
+            };
+            let line = |l: &str| {
+                use std::io::Write as _;
+                println!("{l}");
+                let _ = std::io::stdout().flush();
+            };
+            ok!(weft_control_plane::tap::tap(&admin, &watch, started, line).await);
+            ExitCode::SUCCESS
+        }
         Command::Top { prometheus, window } => {
             let edges = ok!(weft_control_plane::top::edges(&prometheus, &window).await);
             print!("{}", weft_control_plane::top::table(&edges));
