@@ -112,8 +112,9 @@ impl std::fmt::Debug for Key {
 #[derive(Debug)]
 struct Issuer {
     issuer: String,
-    audiences: Vec<String>,
     keys: Vec<Key>,
+    /// The checks of a token, per algorithm its keys verify: built with the config, not per token.
+    validations: Vec<(Algorithm, Validation)>,
     locations: Vec<Location>,
     forward: bool,
     payload_header: Option<HeaderName>,
@@ -228,10 +229,11 @@ impl Authenticator {
                 .map_err(|e| at("outputClaimToHeaders", e))?;
             outputs.extend(payload_header.iter().cloned());
             outputs.extend(claim_headers.iter().map(|(h, _)| h.clone()));
+            let keys = keys(&rule.jwks).map_err(|e| at("jwks", e))?;
             issuers.push(Issuer {
+                validations: validations(&keys, &rule.issuer, &rule.audiences),
                 issuer: rule.issuer.clone(),
-                audiences: rule.audiences.clone(),
-                keys: keys(&rule.jwks).map_err(|e| at("jwks", e))?,
+                keys,
                 locations,
                 forward: rule.forward_original_token,
                 payload_header,
@@ -312,6 +314,34 @@ impl Authenticator {
     }
 }
 
+/// One `Validation` per algorithm the keys verify: Envoy's clock skew, `nbf` checked, the
+/// issuer, and the audiences when set (then a token without `aud` is refused, as by Envoy).
+fn validations(keys: &[Key], issuer: &str, audiences: &[String]) -> Vec<(Algorithm, Validation)> {
+    let mut algorithms: Vec<Algorithm> = Vec::new();
+    for alg in keys.iter().flat_map(|k| k.algorithms.iter().copied()) {
+        if !algorithms.contains(&alg) {
+            algorithms.push(alg);
+        }
+    }
+    algorithms
+        .into_iter()
+        .map(|alg| {
+            let mut v = Validation::new(alg);
+            v.leeway = CLOCK_SKEW_SECONDS;
+            v.validate_nbf = true;
+            v.required_spec_claims.clear();
+            v.set_issuer(&[issuer]);
+            if audiences.is_empty() {
+                v.validate_aud = false;
+            } else {
+                v.set_audience(audiences);
+                v.required_spec_claims.insert("aud".into());
+            }
+            (alg, v)
+        })
+        .collect()
+}
+
 impl Issuer {
     fn verify(&self, token: &str) -> Result<EndUser, Refused> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refused::Malformed)?;
@@ -320,21 +350,12 @@ impl Issuer {
             .iter()
             .filter(|k| k.algorithms.contains(&header.alg))
             .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid);
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = CLOCK_SKEW_SECONDS;
-        validation.validate_nbf = true;
-        validation.required_spec_claims.clear();
-        validation.set_issuer(&[&self.issuer]);
-        if self.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&self.audiences);
-            // With audiences configured, a token without `aud` is refused (Envoy).
-            validation.required_spec_claims.insert("aud".into());
-        }
+        let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == header.alg) else {
+            return Err(Refused::NoKey);
+        };
         let mut outcome = Err(Refused::NoKey);
         for key in candidates {
-            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+            match jsonwebtoken::decode::<Value>(token, &key.key, validation) {
                 Ok(data) => {
                     outcome = Ok(data.claims);
                     break;
