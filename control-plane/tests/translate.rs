@@ -713,3 +713,18 @@ fn a_destinations_host_header_is_its_authority() {
     let e = weft_control_plane::istio::load_str(Path::new("t.yaml"), &twice).unwrap_err();
     assert!(e[0].to_string().contains("the authority is set in more than one place"), "{e:?}");
 }
+
+/// `uriRegexRewrite`, istio.io's example: `/service/foo/v1/api` → `/v1/api/instance/foo`.
+#[test]
+fn uri_regex_rewrite_translates_to_the_sidecars_regex_rewrite() {
+    let t = from_yaml(&format!(
+        "{HEAD}  - route: [{{destination: {{host: order-service}}}}]\n    rewrite:\n      uriRegexRewrite: {{match: '^/service/([^/]+)(/.*)$', rewrite: '\\2/instance/\\1'}}\n"
+    ));
+    let rr = t.config.services["order-service.production.svc.cluster.local"].routes[0]
+        .rewrite
+        .clone()
+        .unwrap()
+        .uri_regex
+        .unwrap();
+    assert_eq!((rr.pattern.as_str(), rr.substitution.as_str()), ("^/service/([^/]+)(/.*)$", "\\2/instance/\\1"));
+}

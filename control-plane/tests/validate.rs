@@ -80,6 +80,8 @@ fn virtual_service_rules() {
         ("  hosts: [a]\n  http:\n  - directResponse: {status: 200, body: {bytes: '%%%'}}\n", 9, "spec.http[0].directResponse.body.bytes", "is not base64"),
         ("  hosts: [a]\n  http:\n  - directResponse: {status: 200}\n    redirect: {uri: /b}\n", 9, "spec.http[0].directResponse", "cannot contain both redirect and directResponse"),
         ("  hosts: ['*']\n  http:\n  - directResponse: {status: 200}\n", 7, "spec.hosts[0]", "wildcard host * is not allowed for virtual services bound to the mesh gateway"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    rewrite: {uri: /x, uriRegexRewrite: {match: '^/a', rewrite: /b}}\n", 11, "spec.http[0].rewrite", "only contain one of uri or uriRegexRewrite"),
+        ("  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    rewrite: {uriRegexRewrite: {match: '(?!x)', rewrite: /b}}\n", 11, "spec.http[0].rewrite.uriRegexRewrite.match.regex", "invalid RE2 regex"),
         ("  hosts: [a]\n  gateways: [mesh, Bad/Gw]\n  http:\n  - route:\n    - destination: {host: a}\n", 8, "spec.gateways[1]", "is not `mesh`, a gateway name or namespace/name"),
         ("  hosts: [a]\n  tcp: [{route: [{destination: {host: a}}]}]\n", 8, "spec.tcp", "not supported yet"),
         ("  hosts: [a]\n  tcp: []\n", 6, "spec.http", "http, tcp or tls must be provided"),

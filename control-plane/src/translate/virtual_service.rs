@@ -5,7 +5,7 @@ use super::common::{duration, visible, Translator};
 use crate::istio::types::{
     CorsPolicy, Destination, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpBody, HttpDirectResponse,
     HttpFault, HttpMatchRequest, HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
-    HttpRouteDestination, Percent, PortSelector, StringMatch, VirtualService,
+    HttpRouteDestination, Percent, PortSelector, RegexRewrite, StringMatch, VirtualService,
 };
 use crate::istio::{Resource, Spec};
 use crate::registry::{host_matches, resolve_host, ServiceView};
@@ -150,11 +150,15 @@ impl<'a> Translator<'a> {
             route_headers.as_ref().map(headers).map_or((None, None), |(h, a)| (Some(h), a));
         let rewrite = match (rewrite, header_authority) {
             (None, None) => None,
-            (None, authority) => Some(model::Rewrite { uri: None, authority }),
-            // `uriRegexRewrite` is refused by validation.
-            (Some(HttpRewrite { uri, authority, uri_regex_rewrite: _ }), header_authority) => {
-                Some(model::Rewrite { uri: uri.clone(), authority: authority.clone().or(header_authority) })
-            }
+            (None, authority) => Some(model::Rewrite { uri: None, authority, uri_regex: None }),
+            (Some(HttpRewrite { uri, authority, uri_regex_rewrite }), header_authority) => Some(model::Rewrite {
+                uri: uri.clone(),
+                authority: authority.clone().or(header_authority),
+                uri_regex: uri_regex_rewrite.as_ref().map(|RegexRewrite { pattern, rewrite }| model::RegexRewrite {
+                    pattern: pattern.clone(),
+                    substitution: rewrite.clone(),
+                }),
+            }),
         };
         // `mirror` with its percentage (else the deprecated integer one, else 100), or `mirrors`.
         let single = mirror.as_ref().map(|d| {

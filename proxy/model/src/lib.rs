@@ -464,6 +464,17 @@ pub struct Rewrite {
     /// Replaces `Host`/`:authority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// Every match of `pattern` in the path (not the query) replaced by `substitution`
+    /// (`\1` names a group), as Envoy's `regex_rewrite`; not with `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex: Option<RegexRewrite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
 }
 
 /// An upstream cluster: a set of endpoints and how to talk to them.

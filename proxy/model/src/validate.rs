@@ -275,6 +275,12 @@ fn route_rules(p: &Path, r: &Route, c: &ProxyConfig) -> Result {
         if rw.authority.as_deref() == Some("") {
             return p.field("rewrite").field("authority").err("must not be empty");
         }
+        if let Some(rr) = &rw.uri_regex {
+            if rw.uri.is_some() {
+                return p.field("rewrite").err("set uri or uriRegex, not both");
+            }
+            regex_rules(&p.field("rewrite").field("uriRegex").field("pattern"), &rr.pattern)?;
+        }
     }
     Ok(())
 }

@@ -252,6 +252,8 @@ pub struct Route {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub rewrite_uri: Option<String>,
+    /// `rewrite.uriRegexRewrite`: the pattern and the substitution in the regex crate's form.
+    pub rewrite_regex: Option<(regex::Regex, String)>,
     pub rewrite_authority: Option<HeaderValue>,
     /// Forward, redirect or answer.
     pub action: Action,
@@ -315,6 +317,10 @@ impl Route {
             request_headers: req_h,
             response_headers: resp_h,
             rewrite_uri: rewrite.as_ref().and_then(|rw| rw.uri.clone()),
+            rewrite_regex: match rewrite.as_ref().and_then(|rw| rw.uri_regex.as_ref()) {
+                Some(rr) => Some((regex::Regex::new(&rr.pattern).map_err(regex)?, substitution(&rr.substitution))),
+                None => None,
+            },
             rewrite_authority: rewrite
                 .as_ref()
                 .and_then(|rw| rw.authority.as_deref())
@@ -340,6 +346,14 @@ impl Route {
     /// The upstream path after `rewrite.uri`: a prefix match replaces the
     /// matched prefix, any other match the whole path; the query is kept.
     pub fn rewritten_path(&self, hit: Option<&MatchRule>, path_and_query: &str) -> Option<String> {
+        if let Some((re, with)) = &self.rewrite_regex {
+            let (path, query) = path_and_query.split_once('?').map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+            let new = re.replace_all(path, with.as_str());
+            return Some(match query {
+                Some(q) => format!("{new}?{q}"),
+                None => new.into_owned(),
+            });
+        }
         let new = self.rewrite_uri.as_deref()?;
         Some(match hit.and_then(MatchRule::uri_prefix) {
             Some(prefix) if path_and_query.len() >= prefix.len() => {
@@ -351,6 +365,28 @@ impl Route {
             },
         })
     }
+}
+
+/// An RE2 substitution (`\1` for a group, Envoy's form) in the regex crate's form
+/// (`${1}`, and a literal `$` as `$$`).
+fn substitution(envoy: &str) -> String {
+    let mut out = String::with_capacity(envoy.len());
+    let mut chars = envoy.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            '\\' if chars.peek() == Some(&'\\') => {
+                chars.next();
+                out.push('\\');
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The routes of one service (Envoy: virtual host).
@@ -426,6 +462,27 @@ mod tests {
     fn percent_decode_is_total() {
         assert_eq!(percent_decode("a%2Fb+c%"), "a/b c%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    /// Envoy's regex_rewrite: every match in the path replaced, `\1` a group, the query kept.
+    #[test]
+    fn regex_rewrite_replaces_every_match_in_the_path() {
+        let r = Route::compile(
+            0,
+            &serde_yaml::from_str(
+                "{route: [{cluster: c}], rewrite: {uriRegex: {pattern: '^/service/([^/]+)(/.*)$', substitution: '\\2/instance/\\1'}}}",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.rewritten_path(None, "/service/foo/v1/api?x=1").unwrap(), "/v1/api/instance/foo?x=1");
+        let r = Route::compile(
+            0,
+            &serde_yaml::from_str("{route: [{cluster: c}], rewrite: {uriRegex: {pattern: 'a', substitution: '$b'}}}")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.rewritten_path(None, "/aXa").unwrap(), "/$bX$b", "a `$` is literal");
     }
 
     #[test]

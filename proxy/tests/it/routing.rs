@@ -218,3 +218,16 @@ async fn a_destinations_authority_is_the_host_its_upstream_sees() {
     assert_eq!(get(proxy.outbound, "svc", "/b", &[]).await.body, "b");
     assert_eq!(b.last().headers["host"], "svc");
 }
+
+/// `rewrite.uriRegexRewrite` (Envoy's regex_rewrite) through the sidecar: the upstream sees
+/// the rewritten path with the query kept, and the original in `x-envoy-original-path`.
+#[tokio::test]
+async fn a_regex_rewrite_reaches_the_upstream() {
+    let a = Upstream::named("a").await;
+    let services = "  svc.test.svc.cluster.local:\n    routes:\n      - route: [ { cluster: a } ]\n        rewrite: { uriRegex: { pattern: '^/service/([^/]+)(/.*)$', substitution: '\\2/instance/\\1' } }\n";
+    let proxy = start(&config_yaml(services, &cluster("a", "", &[&a]))).await;
+    assert_eq!(get(proxy.outbound, "svc", "/service/foo/v1/api?x=1", &[]).await.body, "a");
+    let seen = a.last();
+    assert_eq!(seen.path, "/v1/api/instance/foo?x=1");
+    assert_eq!(seen.headers["x-envoy-original-path"], "/service/foo/v1/api?x=1");
+}

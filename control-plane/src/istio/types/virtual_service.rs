@@ -137,7 +137,17 @@ pub struct HttpRewrite {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uri_regex_rewrite: Unsupported,
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// `match` (RE2) and `rewrite` (with `\1`-style groups), applied to the path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexRewrite {
+    #[serde(default, rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub rewrite: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -127,7 +127,13 @@ fn http_route(at: &str, r: &HttpRoute, p: &mut Problems) {
         header_ops(&format!("{at}.headers"), h, p);
     }
     if let Some(rw) = rewrite {
-        unsupported(p, format!("{at}.rewrite.uriRegexRewrite"), &rw.uri_regex_rewrite);
+        if let Some(rr) = &rw.uri_regex_rewrite {
+            if rw.uri.is_some() {
+                p.push((format!("{at}.rewrite"), "rewrite may only contain one of uri or uriRegexRewrite".into()));
+            }
+            let re = StringMatch { regex: Some(rr.pattern.clone()), ..Default::default() };
+            string_match(&format!("{at}.rewrite.uriRegexRewrite.match"), &re, false, false, p);
+        }
         if rw.uri.as_deref() == Some("") {
             p.push((format!("{at}.rewrite.uri"), "must not be empty".into()));
         }
