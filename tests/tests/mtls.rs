@@ -308,7 +308,7 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     let caller = || workload("user-service", &[("app", "user-service")]);
 
     let tls = weft_proxy::security::identity::ControlPlaneTls::from_file(&good, "cluster.local").unwrap();
-    let (ok, _g1) = sidecar_tls(&m.c, caller(), None, None, Some(token.clone()), Some(tls)).await;
+    let (ok, _g1) = sidecar_full(&m.c, caller(), None, None, Some(token.clone()), Some(tls), None).await;
     eventually("certificate and config over TLS", || async {
         ok.shared.is_ready()
             && ok.shared.identity.as_ref().unwrap().current().is_some()
@@ -324,7 +324,7 @@ async fn the_control_plane_channel_runs_over_tls_with_the_mesh_root() {
     let (relay, connections) = counting_relay(m.c.urls[0].trim_start_matches("http://").parse().unwrap()).await;
     let through_relay = Cp { urls: vec![format!("http://{relay}")], ..m.c.clone() };
     let tls = weft_proxy::security::identity::ControlPlaneTls::from_file(&foreign, "cluster.local").unwrap();
-    let (lost, _g2) = sidecar_tls(&through_relay, caller(), None, None, Some(token), Some(tls)).await;
+    let (lost, _g2) = sidecar_full(&through_relay, caller(), None, None, Some(token), Some(tls), None).await;
     eventually("the sidecar asks for a certificate again: its first request failed", || async {
         connections.load(Ordering::SeqCst) >= 2
     })

@@ -14,6 +14,8 @@ use weft_model as model;
 #[derive(Debug)]
 pub struct Policy {
     origins: Vec<StrMatch>,
+    /// A matcher matches `*`: every origin is allowed (decided when compiled).
+    any_origin: bool,
     allow_methods: Option<HeaderValue>,
     allow_headers: Option<HeaderValue>,
     expose_headers: Option<HeaderValue>,
@@ -46,8 +48,10 @@ impl Policy {
         // Istio joins the lists with ","; Envoy sends them as given.
         let joined =
             |list: &[String]| (!list.is_empty()).then(|| HeaderValue::from_str(&list.join(",")).ok()).flatten();
+        let origins: Vec<StrMatch> = allow_origins.iter().map(StrMatch::compile).collect::<Result<_, _>>()?;
         Ok(Policy {
-            origins: allow_origins.iter().map(StrMatch::compile).collect::<Result<_, _>>()?,
+            any_origin: origins.iter().any(|m| m.matches("*")),
+            origins,
             allow_methods: joined(allow_methods),
             allow_headers: joined(allow_headers),
             expose_headers: joined(expose_headers),
@@ -59,7 +63,7 @@ impl Policy {
 
     /// Envoy's rule: a matcher allows an origin when it matches it, or matches `*`.
     fn allows(&self, origin: &str) -> bool {
-        self.origins.iter().any(|m| m.matches(origin) || m.matches("*"))
+        self.any_origin || self.origins.iter().any(|m| m.matches(origin))
     }
 
     pub fn check(&self, method: &Method, headers: &HeaderMap) -> Verdict {

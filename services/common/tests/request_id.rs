@@ -24,8 +24,8 @@ fn echo() -> Router {
     )
 }
 
-#[tokio::test]
-async fn the_trace_context_reaches_the_peer() {
+/// A service whose `/` calls `path` on the echo peer and answers with what it got.
+async fn front_calling(path: &'static str) -> Client {
     let downstream = weft_testkit::spawn(echo()).await;
     let peers = Peers::direct([("echo", downstream)]);
     let front = Router::new().route(
@@ -33,12 +33,17 @@ async fn the_trace_context_reaches_the_peer() {
         get(move || {
             let peers = peers.clone();
             async move {
-                let answer = peers.call("echo", Method::GET, "/trace", HeaderMap::new(), None).await.unwrap();
+                let answer = peers.call("echo", Method::GET, path, HeaderMap::new(), None).await.unwrap();
                 String::from_utf8_lossy(&answer.body).to_string()
             }
         }),
     );
-    let c = Client::new(weft_testkit::spawn(serve::finish(front)).await);
+    Client::new(weft_testkit::spawn(serve::finish(front)).await)
+}
+
+#[tokio::test]
+async fn the_trace_context_reaches_the_peer() {
+    let c = front_calling("/trace").await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let got = c
         .with("traceparent", tp)
@@ -52,21 +57,7 @@ async fn the_trace_context_reaches_the_peer() {
 
 #[tokio::test]
 async fn the_id_reaches_the_peer_and_comes_back() {
-    let downstream = weft_testkit::spawn(echo()).await;
-    let peers = Peers::direct([("echo", downstream)]);
-    let front = Router::new().route(
-        "/",
-        get(move || {
-            let peers = peers.clone();
-            async move {
-                String::from_utf8_lossy(
-                    &peers.call("echo", Method::GET, "/", HeaderMap::new(), None).await.unwrap().body,
-                )
-                .to_string()
-            }
-        }),
-    );
-    let c = Client::new(weft_testkit::spawn(serve::finish(front)).await);
+    let c = front_calling("/").await;
     let given = c.with("x-request-id", "req-42").get("/").await;
     assert_eq!((given.text.as_str(), given.header("x-request-id")), ("req-42", Some("req-42")));
     let minted = c.get("/").await;

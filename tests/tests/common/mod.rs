@@ -142,19 +142,7 @@ pub async fn sidecar_with(
     app: Option<SocketAddr>,
     token: Option<String>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
-    sidecar_tls(cp, w, service, app, token, None).await
-}
-
-/// [`sidecar_with`], trusting `tls`'s root for the control plane instead of the mesh's.
-pub async fn sidecar_tls(
-    cp: &Cp,
-    w: Workload,
-    service: Option<&str>,
-    app: Option<SocketAddr>,
-    token: Option<String>,
-    tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
-) -> (Running, tokio::sync::watch::Sender<bool>) {
-    sidecar_full(cp, w, service, app, token, tls, None).await
+    sidecar_full(cp, w, service, app, token, None, None).await
 }
 
 /// [`sidecar`] registering its service port as speaking `protocol` (`--app-protocol`).
@@ -168,7 +156,9 @@ pub async fn sidecar_speaking(
     sidecar_full(cp, w, service, app, None, None, Some(protocol)).await
 }
 
-async fn sidecar_full(
+/// [`sidecar_with`], and: `tls` trusts its root for the control plane instead of the mesh's;
+/// `protocol` is what the service port speaks (`--app-protocol`).
+pub async fn sidecar_full(
     cp: &Cp,
     w: Workload,
     service: Option<&str>,
