@@ -4,8 +4,9 @@ CARGO ?= cargo
 # What a fresh Debian 12 machine lacks: protoc (etcd-client), etcd (tests start
 # their own), iptables and iproute2 (the pod tests: network namespaces), the shop's backends
 # (MariaDB, Redis, RabbitMQ: the services' tests and the demo use the real ones;
-# the tests also start private mariadbd and redis-server instances) and curl (demo).
-DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl prometheus
+# the tests also start private mariadbd and redis-server instances), curl and Prometheus (demo),
+# Chromium and chromedriver (the dashboard's browser test).
+DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl prometheus chromium chromium-driver
 
 .PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz clean
 

@@ -30,8 +30,8 @@ declare -A SIDECAR=(
   [api-gateway]="15006 15001 15000" [user-service]="16106 16101 16100"
   [order-service-v1-a]="16206 16201 16200" [order-service-v1-b]="16216 16211 16210" [order-service-v2]="16226 16221 16220"
   [product-service]="16306 16301 16300" [notification-service]="16406 16401 16400")
-PROMETHEUS=19090
-ports="23790 23800 15012 $PROMETHEUS $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
+PROMETHEUS=19090 DASHBOARD=15014
+ports="23790 23800 15012 $DASHBOARD $PROMETHEUS $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
 for port in $ports; do
   if port_open "$port"; then echo "port $port is already in use (another demo still running?); stop it first" >&2; exit 1; fi
 done
@@ -95,7 +95,8 @@ export WEFT_ETCD_CERT=$certs/weft-admin.pem WEFT_ETCD_KEY=$certs/weft-admin-key.
 # The mesh CA: a root and its key in files only the control plane reads (mode 0600), never in etcd.
 "$bin/weftctl" ca init --dir "$demo/ca" >/dev/null
 WEFT_ETCD_CERT=$certs/weft-control-plane.pem WEFT_ETCD_KEY=$certs/weft-control-plane-key.pem \
-  "$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo --ca-dir "$demo/ca" >"$demo/control-plane.log" 2>&1 & pids+=($!)
+  "$bin/weft-control-plane" --listen 127.0.0.1:15012 --id cp-demo --ca-dir "$demo/ca" \
+  --dashboard 127.0.0.1:$DASHBOARD --prometheus http://127.0.0.1:$PROMETHEUS >"$demo/control-plane.log" 2>&1 & pids+=($!)
 wait_port 15012 || { echo "the control plane did not start" >&2; cat "$demo/control-plane.log" >&2; exit 1; }
 until "$bin/weftctl" root-cert >"$demo/root.pem" 2>/dev/null; do sleep 0.1; done
 
@@ -209,7 +210,11 @@ wait $tap || status=1
 sed 's/^/        /' "$demo/tap.out"
 echo
 if $once; then exit $status; fi
+"$bin/weft-demo" --live >"$demo/live.log" 2>&1 & pids+=($!)
+step "live traffic (weft-demo --live): orders through the canary, the catalogue, a refused call; the dashboard shows it"
+[ $status = 0 ] || echo "demo: a step above failed (status $status)"
 cat <<INFO
+Dashboard: http://127.0.0.1:$DASHBOARD/   (the graph, the canary split, each sidecar's config and certificate; click an edge to explain it)
 The shop is running. Try it:
   curl -s http://127.0.0.1:$GATEWAY/api/products
   curl -s -XPOST -H 'content-type: application/json' http://127.0.0.1:$GATEWAY/api/users/login -d '{"email":"...","password":"..."}'

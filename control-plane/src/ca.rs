@@ -393,6 +393,12 @@ pub fn issuer_of(cert_der: &[u8], bundle_pem: &str) -> Option<String> {
     })
 }
 
+/// When a certificate (DER) expires, in Unix seconds.
+pub fn not_after(cert_der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// Where the published trust (bundle and signer, [`weft_model::Trust`] as JSON) lives in etcd.
 pub fn trust_key(store: &Store) -> String {
     format!("{}ca/trust", store.prefix())

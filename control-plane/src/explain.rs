@@ -322,6 +322,27 @@ impl std::fmt::Display for Explanation {
     }
 }
 
+/// One request from `source` (calling as `principal`), explained end to end: the route,
+/// destinations and settings from the source's outbound config, then the destination
+/// sidecar's authorization decision on its own inbound config. What `weftctl explain`
+/// prints and the dashboard shows for an edge.
+pub fn call(
+    resources: &[crate::istio::Resource],
+    registry: &crate::registry::Registry,
+    source: &weft_model::Workload,
+    principal: &str,
+    req: &Request,
+) -> Result<Explanation, String> {
+    let config = crate::translate::translate(resources, registry, source, "explain").config;
+    let mut e = explain(&config, req)?;
+    let service = e.service.as_deref().and_then(|s| registry.service(s));
+    if let Some(dest) = service.as_ref().and_then(workload_of) {
+        let dest_config = crate::translate::translate(resources, registry, &dest, "explain").config;
+        e.authorization = Some(authorize(&dest_config, Some(principal), req));
+    }
+    Ok(e)
+}
+
 /// The workload a service's first instance runs as: what its sidecars' inbound side is translated for.
 pub fn workload_of(svc: &crate::registry::ServiceView<'_>) -> Option<weft_model::Workload> {
     let inst = svc.instances.first()?;

@@ -3,10 +3,12 @@
 
 pub mod analyze;
 pub mod ca;
+pub mod dashboard;
 pub mod explain;
 pub mod inject;
 pub mod istio;
 pub mod jwks;
+pub mod promql;
 pub mod push;
 pub mod registry;
 pub mod rotation;

@@ -61,6 +61,9 @@ pub struct SidecarStatus {
     /// SHA-256 (hex) of the root the sidecar's certificate came from.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// When the certificate the sidecar connected with expires (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expires: Option<i64>,
     /// Translation warnings of the last config sent (conflicts, missing subsets, ignored
     /// fields): at most [`MAX_STATUS_WARNINGS`], each cut to 512 bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

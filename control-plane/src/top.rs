@@ -3,7 +3,7 @@
 //! Istio metrics — as `linkerd viz top` and Kiali show them. Success is Istio's: any
 //! answer but a 5xx. Each edge is reported by the calling sidecar (`reporter="source"`).
 
-use http_body_util::BodyExt;
+use crate::promql::query;
 use std::collections::BTreeMap;
 
 /// One edge's signals over the window.
@@ -81,47 +81,4 @@ pub fn table(edges: &[Edge]) -> String {
         ));
     }
     out
-}
-
-/// An instant query against Prometheus's HTTP API: each sample's labels and value.
-pub async fn query(prometheus: &str, promql: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
-    let base: http::Uri = prometheus.parse().map_err(|e| format!("{prometheus}: {e}"))?;
-    let authority = base.authority().ok_or_else(|| format!("{prometheus}: no host:port"))?.clone();
-    let encoded: String = promql
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| format!("{prometheus}: {e}"))?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = http::Request::get(format!("/api/v1/query?query={encoded}"))
-        .header(http::header::HOST, authority.as_str())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| format!("{prometheus}: {e}"))?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    let json: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("{prometheus} answered {status}, not JSON: {e}"))?;
-    if json["status"] != "success" {
-        return Err(format!("{prometheus}: {}", json["error"].as_str().unwrap_or("query failed")));
-    }
-    Ok(json["data"]["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            let labels = r["metric"]
-                .as_object()?
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect();
-            let value = r["value"].get(1)?.as_str()?.parse::<f64>().ok()?;
-            Some((labels, value))
-        })
-        .collect())
 }

@@ -62,6 +62,11 @@ struct Args {
     /// Requests per latency sample.
     #[arg(long, default_value_t = 300)]
     latency_requests: usize,
+    /// No report: a customer of its own keeps a gentle traffic mix going until stopped
+    /// (orders through the canary, the catalogue, and a call the policy refuses), so
+    /// Prometheus and the dashboard have a live mesh to show.
+    #[arg(long)]
+    live: bool,
 }
 
 /// The checks that passed and failed, printed as the report goes.
@@ -89,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut report = Report::default();
     let gateway = Client::new(args.gateway);
+    if args.live {
+        return live(&args, &gateway).await;
+    }
     let (me, order_id, product_id) = journey(&args, &gateway, &mut report).await;
     trace(&args, &me, product_id, &mut report).await;
     canary(&me, &order_id, args.mix, &mut report).await;
@@ -102,6 +110,40 @@ async fn main() -> anyhow::Result<()> {
     } else {
         anyhow::bail!("demo: {} check(s) failed", report.failures.len())
     }
+}
+
+/// A customer's background traffic, forever: every 200 ms an order list (the canary
+/// splits it 90/10), every 400 ms the catalogue, every 2 s notification-service asking
+/// order-service for orders (refused by the AuthorizationPolicy).
+async fn live(args: &Args, g: &Client) -> anyhow::Result<()> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let email = format!("live-{stamp}@example.com");
+    let reg = g.post("/api/users/register", json!({"email": email, "password": "demo-password", "name": "Live"})).await;
+    anyhow::ensure!(reg.status == StatusCode::ACCEPTED, "register: {} {}", reg.status, reg.text);
+    let login = g.post("/api/users/login", json!({"email": email, "password": "demo-password"})).await;
+    anyhow::ensure!(login.status == StatusCode::OK, "login: {} {}", login.status, login.text);
+    let me = g.with("authorization", &format!("Bearer {}", login.json["token"].as_str().unwrap_or_default()));
+    println!("live traffic as {email}: orders every 200 ms, products every 400 ms, a refused call every 2 s");
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    for i in 0u64.. {
+        tick.tick().await;
+        me.get("/api/orders").await;
+        if i % 2 == 0 {
+            me.get("/api/products").await;
+        }
+        if i % 10 == 0 {
+            let _ = weft_services_common::peers::send(
+                args.intruder,
+                "order-service",
+                Method::GET,
+                "/orders",
+                HeaderMap::new(),
+                None,
+            )
+            .await;
+        }
+    }
+    Ok(())
 }
 
 /// register → login → staff create a product → place an order → pay → staff ship → the notifications arrive.

@@ -4,6 +4,7 @@
 //! client, private MariaDB/Redis/RabbitMQ servers), free ports and temporary
 //! directories. Only tests, benches and the demo driver use it.
 
+pub mod browser;
 pub mod etcd;
 pub mod shop;
 

@@ -54,6 +54,13 @@ struct Args {
     /// again (istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL: 20m).
     #[arg(long, env = "WEFT_JWKS_REFRESH", default_value = "20m", value_parser = weft_model::duration::parse)]
     jwks_refresh: std::time::Duration,
+    /// Serve the mesh dashboard (read-only, no login) on this loopback address,
+    /// e.g. 127.0.0.1:15014. Any other address is refused.
+    #[arg(long, env = "WEFT_DASHBOARD")]
+    dashboard: Option<SocketAddr>,
+    /// Prometheus's base URL, where the dashboard reads the sidecars' metrics.
+    #[arg(long, env = "WEFT_PROMETHEUS")]
+    prometheus: Option<String>,
     /// This instance's id in `weftctl status`; default cp-<pid>.
     #[arg(long, env = "WEFT_ID")]
     id: Option<String>,
@@ -74,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
         (Some(ca), Some(cert), Some(key)) => Some(weft_etcd::EtcdTls::from_files(ca, cert, key)?),
         _ => None,
     };
+    if let Some(addr) = args.dashboard {
+        weft_control_plane::dashboard::check_address(addr).map_err(anyhow::Error::msg)?;
+    }
     let store = Store::connect(&endpoints, &args.prefix, tls.as_ref()).await.context("connecting to etcd")?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -94,6 +104,20 @@ async fn main() -> anyhow::Result<()> {
         weft_control_plane::push::start_with(store, id.clone(), listener, std::sync::Arc::new(ca), options)
             .await
             .context("starting")?;
+    let _dashboard = match args.dashboard {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("dashboard: listening on {addr}"))?;
+            tracing::info!("dashboard on http://{addr}/");
+            let dashboard = weft_control_plane::dashboard::Dashboard {
+                ctx: _control_plane.ctx.clone(),
+                prometheus: args.prometheus.clone(),
+            };
+            Some(AbortOnDrop(tokio::spawn(weft_control_plane::dashboard::serve(listener, dashboard))))
+        }
+        None => None,
+    };
     tracing::info!(%id, listen = %local, "weft-control-plane serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -101,4 +125,13 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
+}
+
+/// A task stopped when its handle goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

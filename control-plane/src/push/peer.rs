@@ -46,4 +46,6 @@ pub struct Peer {
     pub identity: Option<SpiffeId>,
     /// The root (fingerprint) that issued that certificate.
     pub issuer: Option<String>,
+    /// When that certificate expires (Unix seconds).
+    pub expires: Option<i64>,
 }

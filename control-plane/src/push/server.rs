@@ -76,7 +76,8 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
             let identity =
                 leaf.as_ref().and_then(|c| weft_proxy::security::tls::spiffe_id(c)).and_then(|uri| SpiffeId::parse(&uri));
             let issuer = leaf.as_ref().and_then(|c| crate::ca::issuer_of(c, &ctx.ca.trust().roots));
-            let peer = Peer { addr, identity, issuer };
+            let expires = leaf.as_ref().and_then(|c| crate::ca::not_after(c));
+            let peer = Peer { addr, identity, issuer, expires };
             let svc = hyper::service::service_fn(move |req| {
                 let (ctx, peer) = (ctx.clone(), peer.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(ctx, peer, req).await) }

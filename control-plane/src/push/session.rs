@@ -221,6 +221,7 @@ async fn stream_session(
         acked_version: hello.applied_version.clone(),
         // The root of the certificate this connection proved, never what the sidecar says.
         issuer: peer.issuer.clone(),
+        cert_expires: peer.expires,
         ..Default::default()
     };
     let _ = ctx.store.put_status(&status, ctx.lease).await;

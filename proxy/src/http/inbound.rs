@@ -62,7 +62,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
             end_user: end_user.as_ref(),
         };
         if let crate::security::authz::Decision::Deny(why) = crate::security::authz::decide(&snap.authz, &req) {
-            shared.metrics.authz_denied.with_label_values(&[&why]).inc();
+            shared.metrics.authz_denied.with_label_values(&[why.as_str(), peer.as_deref().unwrap_or("unknown")]).inc();
             record.route = Some(why.as_str().into());
             return record.reply(&ProxyError::Denied(why), Default::default());
         }

@@ -222,7 +222,8 @@ pub struct Metrics {
     pub upstream_connections: prometheus::IntGaugeVec,
     /// `weft_outlier_ejections_active{cluster}`, set at scrape time.
     pub outlier_ejected: prometheus::IntGaugeVec,
-    /// `weft_authz_denied_total{policy}`: 403s by the deciding policy and rule.
+    /// `weft_authz_denied_total{policy, source_principal}`: 403s by the deciding policy and rule, and
+    /// by the caller's mTLS identity (`unknown` without one; only the mesh CA's identities, so bounded).
     pub authz_denied: IntCounterVec,
     /// `weft_inbound_connections_refused_total{reason}`: mTLS refusals.
     pub inbound_refused: IntCounterVec,
@@ -291,8 +292,11 @@ impl Metrics {
             cluster_gauge("weft_upstream_connections", "Open upstream connections of the cluster")?;
         let outlier_ejected = cluster_gauge("weft_outlier_ejections_active", "Endpoints ejected now")?;
         let authz_denied = IntCounterVec::new(
-            Opts::new("weft_authz_denied_total", "Requests denied by authorization, by deciding policy and rule"),
-            &["policy"],
+            Opts::new(
+                "weft_authz_denied_total",
+                "Requests denied by authorization, by deciding policy and rule and by the caller's proven identity",
+            ),
+            &["policy", "source_principal"],
         )?;
         registry.register(Box::new(authz_denied.clone()))?;
         let inbound_refused = IntCounterVec::new(

@@ -54,22 +54,13 @@ pub(crate) async fn run(etcd: &Etcd, args: ExplainArgs) -> ExitCode {
         format!("spiffe://{}/ns/{namespace}/sa/{service_account}", weft_control_plane::ca::DEFAULT_TRUST_DOMAIN)
     });
     let workload = weft_model::Workload { name: workload, namespace, service_account, labels: labels(&label_text) };
-    let config = weft_control_plane::translate::translate(&resources, &registry, &workload, "explain").config;
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|h| h.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let req = weft_control_plane::explain::Request { host, method, path, headers };
-    let explained = weft_control_plane::explain::explain(&config, &req).map(|mut e| {
-        // The destination decides: translate its inbound side and run its authorization.
-        let service = e.service.as_deref().and_then(|s| registry.service(s));
-        if let Some(dest) = service.as_ref().and_then(weft_control_plane::explain::workload_of) {
-            let dest_config = weft_control_plane::translate::translate(&resources, &registry, &dest, "explain").config;
-            e.authorization = Some(weft_control_plane::explain::authorize(&dest_config, Some(&principal), &req));
-        }
-        e
-    });
+    let explained = weft_control_plane::explain::call(&resources, &registry, &workload, &principal, &req);
     match explained {
         Ok(e) if output.as_deref() == Some("json") => {
             println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());

@@ -1,0 +1,228 @@
+//! The Weft dashboard: one page served by the control plane that shows the mesh
+//! live — the service graph with each edge's rate, success and p99, a lock on
+//! mutual-TLS edges, red on edges with errors or authorization denials, the canary
+//! split per version, each sidecar's config ACK/NACK and certificate expiry, the
+//! endpoints held out by outlier detection — and, for any edge, the route and the
+//! authorization decision (`weftctl explain`, run on the policies in etcd).
+//!
+//! Read-only and without a login, so it is bound to loopback only (reach it from
+//! elsewhere with a port-forward, as `istioctl dashboard` and `linkerd viz dashboard`
+//! do). Requests naming another host are refused (a DNS-rebinding page cannot read
+//! it); the page runs only its own script (Content-Security-Policy) and puts every
+//! name it shows in as text, never as markup.
+
+pub mod mesh;
+
+use crate::push::Context;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_proxy::http::body::{full, Body};
+
+const INDEX: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/app.css");
+
+/// Connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 64;
+/// Time to send a request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest query parameter the explain form takes.
+const MAX_FIELD: usize = 2048;
+
+/// What the dashboard reads: the control plane's state and, when given, Prometheus.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    pub ctx: Arc<Context>,
+    /// Prometheus's base URL (`http://127.0.0.1:9090`); without it the page shows no traffic.
+    pub prometheus: Option<String>,
+}
+
+/// Refuses any address but loopback: the dashboard has no login.
+pub fn check_address(addr: std::net::SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the dashboard shows the mesh's topology and policies and has no login: bind it to loopback (127.0.0.1), not {addr}, and reach it through a port-forward"
+        ))
+    }
+}
+
+/// Serves the dashboard on `listener` (plain HTTP/1.1) until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, dashboard: Dashboard) {
+    let dashboard = Arc::new(dashboard);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("dashboard accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let dashboard = dashboard.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(move |req| {
+                let dashboard = dashboard.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&dashboard, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Routes one request.
+pub async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Response<Body> {
+    if !local_host(req.headers().get(header::HOST)) {
+        return text(StatusCode::MISDIRECTED_REQUEST, "the dashboard answers only to localhost and 127.0.0.1\n");
+    }
+    if req.method() != http::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "the dashboard is read-only\n");
+    }
+    match req.uri().path() {
+        "/" => asset(INDEX, "text/html; charset=utf-8"),
+        "/app.js" => asset(SCRIPT, "text/javascript; charset=utf-8"),
+        "/app.css" => asset(STYLE, "text/css; charset=utf-8"),
+        "/api/mesh" => json(&mesh(dashboard).await),
+        "/api/explain" => match explain(dashboard, req.uri().query().unwrap_or("")) {
+            Ok(v) => json(&v),
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The picture now: the state the control plane follows, the sidecars' status in etcd, Prometheus.
+pub async fn mesh(dashboard: &Dashboard) -> mesh::Mesh {
+    let state = dashboard.ctx.state.borrow().clone();
+    let mut problems = Vec::new();
+    let statuses = dashboard.ctx.store.statuses().await.unwrap_or_else(|e| {
+        problems.push(format!("etcd: {e}"));
+        Vec::new()
+    });
+    let traffic = match &dashboard.prometheus {
+        Some(p) => mesh::traffic(p, &mut problems).await,
+        None => {
+            problems.push("no Prometheus given (--prometheus): traffic is not shown".into());
+            mesh::Traffic::default()
+        }
+    };
+    let mut m = mesh::assemble(&state.registry, state.revision, &statuses, &traffic);
+    m.problems = problems;
+    m
+}
+
+/// `GET /api/explain?source=api-gateway&service=order-service&method=GET&path=/orders`:
+/// the route and authorization a call from `source` (as its identity) to `service` meets.
+fn explain(dashboard: &Dashboard, query: &str) -> Result<serde_json::Value, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if v.len() > MAX_FIELD {
+            return Err(format!("{k}: longer than {MAX_FIELD} bytes"));
+        }
+        fields.insert(k.into_owned(), v.into_owned());
+    }
+    let get = |k: &str| fields.get(k).cloned().filter(|v| !v.is_empty());
+    let source = get("source").ok_or("source: required")?;
+    let service = get("service").ok_or("service: required")?;
+    let method = get("method").unwrap_or_else(|| "GET".into());
+    let path = get("path").unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        return Err("path: must start with /".into());
+    }
+    let state = dashboard.ctx.state.borrow().clone();
+    let caller = state
+        .registry
+        .services()
+        .into_iter()
+        .find(|s| s.name == source)
+        .and_then(|s| crate::explain::workload_of(&s))
+        .ok_or_else(|| format!("source: no registered service {source:?}"))?;
+    let principal = format!(
+        "spiffe://{}/ns/{}/sa/{}",
+        dashboard.ctx.options.trust_domain, caller.namespace, caller.service_account
+    );
+    let req = crate::explain::Request { host: service, method, path, headers: Vec::new() };
+    let explained = crate::explain::call(&state.resources, &state.registry, &caller, &principal, &req)?;
+    Ok(serde_json::json!({
+        "caller": principal,
+        "text": explained.to_string(),
+        "explanation": explained,
+    }))
+}
+
+/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn local_host(host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(h, _)| h),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { "" }),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// The headers every answer carries: no framing, no sniffing, only the page's own script.
+fn secured(mut r: Response<Body>, content_type: &'static str) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {
+    secured(Response::new(full(body)), content_type)
+}
+
+fn json(v: &impl serde::Serialize) -> Response<Body> {
+    secured(Response::new(full(serde_json::to_vec(v).unwrap_or_default())), "application/json")
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = secured(Response::new(full(body.into())), "text/plain; charset=utf-8");
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_are_served() {
+        for ok in ["localhost", "localhost:15014", "127.0.0.1:15014", "[::1]:15014", "[::1]"] {
+            assert!(local_host(Some(&HeaderValue::from_static(ok))), "{ok}");
+        }
+        for bad in ["evil.example:15014", "127.0.0.1.evil.example", "localhost.evil:1", "", "[::2]:1", "localhost:x"] {
+            assert!(!local_host(Some(&HeaderValue::from_static(bad))), "{bad}");
+        }
+        assert!(!local_host(None));
+    }
+
+    #[test]
+    fn the_dashboard_refuses_to_listen_beyond_loopback() {
+        assert!(check_address("127.0.0.1:15014".parse().unwrap()).is_ok());
+        assert!(check_address("[::1]:15014".parse().unwrap()).is_ok());
+        let e = check_address("0.0.0.0:15014".parse().unwrap()).unwrap_err();
+        assert!(e.contains("no login"), "{e}");
+    }
+}
