@@ -10,7 +10,7 @@ pub type Sample = (BTreeMap<String, String>, f64);
 /// How long one query may take, answer read; then it fails (a stuck Prometheus never stalls a page).
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The largest answer read.
-const MAX_ANSWER: usize = 16 << 20;
+const MAX_ANSWER: usize = 8 << 20;
 
 /// An instant query against Prometheus's HTTP API: each sample's labels and value.
 pub async fn query(prometheus: &str, promql: &str) -> Result<Vec<Sample>, String> {
@@ -21,7 +21,13 @@ pub async fn query(prometheus: &str, promql: &str) -> Result<Vec<Sample>, String
 
 async fn query_now(prometheus: &str, promql: &str) -> Result<Vec<Sample>, String> {
     let base: http::Uri = prometheus.parse().map_err(|e| format!("{prometheus}: {e}"))?;
-    let authority = base.authority().ok_or_else(|| format!("{prometheus}: no host:port"))?.clone();
+    if base.scheme_str() != Some("http") {
+        return Err(format!("{prometheus}: only http:// URLs are read"));
+    }
+    let host = base.host().ok_or_else(|| format!("{prometheus}: no host"))?;
+    let authority = format!("{host}:{}", base.port_u16().unwrap_or(80));
+    // A Prometheus behind a path prefix (`--web.route-prefix`) keeps it.
+    let prefix = base.path().trim_end_matches('/');
     let encoded: String = promql
         .bytes()
         .map(|b| match b {
@@ -29,11 +35,11 @@ async fn query_now(prometheus: &str, promql: &str) -> Result<Vec<Sample>, String
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| format!("{prometheus}: {e}"))?;
+    let stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| format!("{prometheus}: {e}"))?;
     let (mut tx, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = http::Request::get(format!("/api/v1/query?query={encoded}"))
+    let req = http::Request::get(format!("{prefix}/api/v1/query?query={encoded}"))
         .header(http::header::HOST, authority.as_str())
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;

@@ -128,6 +128,11 @@ struct Args {
     /// continued or started, no `traceparent`/`x-b3-*` written.
     #[arg(long, env = "WEFT_NO_TRACING")]
     no_tracing: bool,
+    /// Export sampled spans over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is added to a URL without a path). http:// only:
+    /// a collector on the node or in the pod forwards them on. Off unless given.
+    #[arg(long, env = "WEFT_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<weft_proxy::ops::otlp::Endpoint>,
     /// Status listener for the kubelet (Istio's 15020): `/healthz/ready` and
     /// `/app-health/<container>/{livez,readyz,startupz}`. Off unless given.
     /// Several addresses, comma-separated, serve the same (injection uses 15020 and 15021).
@@ -330,6 +335,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dns_refresh: args.dns_refresh,
         dns_servers: args.dns_server.clone(),
         trace_sampling_percent: (!args.no_tracing).then_some(args.trace_sampling),
+        otlp_endpoint: args.otlp_endpoint.clone(),
     };
     let (initial, watched) = match &args.config {
         Some(file) => {

@@ -55,6 +55,8 @@ pub struct ProxyOptions {
     /// The share of traces started here that are sampled, in percent (Istio's default 1);
     /// `None`: tracing off (Istio's `meshConfig.enableTracing: false`).
     pub trace_sampling_percent: Option<f64>,
+    /// Sampled spans go here over OTLP/HTTP (`--otlp-endpoint`); none: not exported.
+    pub otlp_endpoint: Option<crate::ops::otlp::Endpoint>,
 }
 
 impl Default for ProxyOptions {
@@ -75,6 +77,7 @@ impl Default for ProxyOptions {
             dns_refresh: crate::upstream::dns::REFRESH,
             dns_servers: Vec::new(),
             trace_sampling_percent: Some(crate::ops::trace::DEFAULT_SAMPLING_PERCENT),
+            otlp_endpoint: None,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Proxy {
         crate::state::speak_to_app(&mut config, options.app_protocol);
         let metrics = Metrics::new(registry)?;
         let access_log = AccessLog::new(options.access_log, metrics.access_log_dropped.clone());
+        let otlp = options.otlp_endpoint.clone().map(|e| crate::ops::otlp::Exporter::start(e, metrics.trace_spans.clone()));
         let endpoints = Registry::with_identity(options.identity.clone());
         let snapshot = Arc::new(Snapshot::compile(config, &endpoints, options.app)?);
         snapshot.start_outlier_reviews();
@@ -125,6 +129,7 @@ impl Proxy {
             trace_sampling: options.trace_sampling_percent.map(crate::ops::trace::per_million),
             mirror_slots: Arc::new(tokio::sync::Semaphore::new(crate::http::mirror::MAX_IN_FLIGHT)),
             tap: Default::default(),
+            otlp,
         });
 
         let bind = |addr: SocketAddr| async move {

@@ -41,6 +41,8 @@ pub struct Shared {
     pub mirror_slots: Arc<tokio::sync::Semaphore>,
     /// Live request lines for `/tap` watchers.
     pub tap: crate::ops::tap::Tap,
+    /// Where sampled spans are exported (`--otlp-endpoint`); none: only propagated and logged.
+    pub otlp: Option<crate::ops::otlp::Exporter>,
 }
 
 impl Shared {

@@ -299,7 +299,8 @@ async fn wait_for(browser: &Browser, script: &str) -> Result<String, String> {
     }
 }
 
-/// A page from another origin (DNS rebinding: a name that resolves to 127.0.0.1) and a writer.
+/// A page from another origin (DNS rebinding: a name that resolves to 127.0.0.1; a cross-site
+/// request) and a writer.
 async fn hostile_callers() -> Result<(), String> {
     use weft_services_common::peers::send;
     let addr = DASHBOARD.parse().map_err(|e| format!("{e}"))?;
@@ -310,6 +311,16 @@ async fn hostile_callers() -> Result<(), String> {
     let write = send(addr, "127.0.0.1:15014", http::Method::POST, "/api/mesh", Default::default(), None).await?;
     if write.status != http::StatusCode::METHOD_NOT_ALLOWED {
         return Err(format!("POST answered {}", write.status));
+    }
+    // A page of another site (the operator's browser sends the request; the answer it could not
+    // read anyway): refused before any work is done.
+    for (name, value) in [("sec-fetch-site", "cross-site"), ("origin", "http://evil.example")] {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(name, http::HeaderValue::from_static(value));
+        let r = send(addr, "127.0.0.1:15014", http::Method::GET, "/api/explain?source=x&service=y", headers, None).await?;
+        if r.status != http::StatusCode::FORBIDDEN {
+            return Err(format!("{name}: {value} answered {}", r.status));
+        }
     }
     let page = send(addr, "127.0.0.1:15014", http::Method::GET, "/", Default::default(), None).await?;
     let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");

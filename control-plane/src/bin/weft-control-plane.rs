@@ -110,10 +110,8 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("dashboard: listening on {addr}"))?;
             tracing::info!("dashboard on http://{addr}/");
-            let dashboard = weft_control_plane::dashboard::Dashboard {
-                ctx: _control_plane.ctx.clone(),
-                prometheus: args.prometheus.clone(),
-            };
+            let dashboard =
+                weft_control_plane::dashboard::Dashboard::new(_control_plane.ctx.clone(), args.prometheus.clone());
             Some(AbortOnDrop(tokio::spawn(weft_control_plane::dashboard::serve(listener, dashboard))))
         }
         None => None,

@@ -161,27 +161,51 @@ pub async fn traffic(prometheus: &str, problems: &mut Vec<String>) -> Traffic {
     }
 }
 
-/// The node of `service` at `version`, made when the registry lacks it; a caller's
-/// unknown version lands on the service's only version when it has one.
-fn node_for(nodes: &mut BTreeMap<String, Node>, service: &str, version: &str) -> String {
-    let versions: Vec<&str> = nodes.values().filter(|n| n.service == service).map(|n| n.version.as_str()).collect();
-    let version = if version == "unknown" && versions.len() == 1 { versions[0].to_string() } else { version.to_string() };
-    let id = node_id(service, &version);
-    nodes.entry(id.clone()).or_insert_with(|| Node {
-        id: id.clone(),
-        service: service.to_string(),
-        version,
-        namespace: String::new(),
-        instances: 0,
-    });
-    id
+/// Nodes the metrics may add beyond the registry's (a caller naming hosts the mesh does not
+/// know, a ServiceEntry's): past this, more are left out and the page says so.
+pub const MAX_NODES: usize = 256;
+
+/// The id of `service` at `version`; a caller's unknown version lands on the service's only
+/// version when it has one.
+fn resolve(nodes: &BTreeMap<String, Node>, service: &str, version: &str) -> String {
+    if version == "unknown" {
+        let mut versions = nodes.range(node_id(service, "")..).take_while(|(_, n)| n.service == service);
+        if let (Some((id, _)), None) = (versions.next(), versions.next()) {
+            return id.clone();
+        }
+    }
+    node_id(service, version)
+}
+
+/// The node of `service` at `version`, made when the registry lacks it (none past [`MAX_NODES`]).
+fn node_for(nodes: &mut BTreeMap<String, Node>, service: &str, version: &str) -> Option<String> {
+    let id = resolve(nodes, service, version);
+    if !nodes.contains_key(&id) {
+        if nodes.len() >= MAX_NODES {
+            return None;
+        }
+        let version = id.rsplit_once('@').map_or(version, |(_, v)| v).to_string();
+        nodes.insert(
+            id.clone(),
+            Node { id: id.clone(), service: service.to_string(), version, namespace: String::new(), instances: 0 },
+        );
+    }
+    Some(id)
 }
 
 /// The (source, destination) nodes of a series with the [`EDGE`] labels.
-fn edge_of(nodes: &mut BTreeMap<String, Node>, m: &BTreeMap<String, String>) -> (String, String) {
-    let src = node_for(nodes, label(m, "source_app"), label(m, "source_version"));
-    let dst = node_for(nodes, label(m, "destination_service_name"), label(m, "destination_version"));
-    (src, dst)
+fn edge_of(nodes: &mut BTreeMap<String, Node>, m: &BTreeMap<String, String>) -> Option<(String, String)> {
+    let src = node_for(nodes, label(m, "source_app"), label(m, "source_version"))?;
+    let dst = node_for(nodes, label(m, "destination_service_name"), label(m, "destination_version"))?;
+    Some((src, dst))
+}
+
+/// The edge a series names, when it is drawn already.
+fn edge_key(nodes: &BTreeMap<String, Node>, m: &BTreeMap<String, String>) -> (String, String) {
+    (
+        resolve(nodes, label(m, "source_app"), label(m, "source_version")),
+        resolve(nodes, label(m, "destination_service_name"), label(m, "destination_version")),
+    )
 }
 
 fn label<'a>(m: &'a BTreeMap<String, String>, k: &str) -> &'a str {
@@ -213,11 +237,10 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
                     instances: 0,
                 })
                 .instances += 1;
-            let app = inst.labels.get("app").map_or(svc.name, String::as_str);
             by_account
                 .entry((svc.namespace.to_string(), inst.service_account.clone()))
                 .or_default()
-                .insert(app.to_string());
+                .insert(svc.name.to_string());
         }
     }
     let service_of_principal = |principal: &str| -> Option<String> {
@@ -233,8 +256,12 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
         (apps.len() == 1).then(|| apps.iter().next().cloned()).flatten()
     };
     let mut edges: BTreeMap<(String, String), Edge> = BTreeMap::new();
+    let mut left_out = 0usize;
     for (m, rps) in &traffic.requests {
-        let key = edge_of(&mut nodes, m);
+        let Some(key) = edge_of(&mut nodes, m) else {
+            left_out += 1;
+            continue;
+        };
         let e = edges.entry(key.clone()).or_insert_with(|| Edge { source: key.0, destination: key.1, ..Edge::default() });
         let rps = if rps.is_finite() { *rps } else { 0.0 };
         e.rps += rps;
@@ -251,27 +278,33 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
         e.success = if e.rps > 0.0 { Some((e.success.unwrap_or(0.0) / e.rps).min(1.0)) } else { None };
     }
     for (m, _) in &traffic.answered {
-        let key = edge_of(&mut nodes, m);
-        if let Some(e) = edges.get_mut(&key) {
+        if let Some(e) = edges.get_mut(&edge_key(&nodes, m)) {
             e.answered = true;
         }
     }
     for (m, p99) in &traffic.p99 {
-        let key = edge_of(&mut nodes, m);
-        if let Some(e) = edges.get_mut(&key) {
+        if let Some(e) = edges.get_mut(&edge_key(&nodes, m)) {
             e.p99_ms = p99.is_finite().then_some(*p99);
         }
     }
-    // Security, as the destinations saw it: a lock only when every series is mutual TLS.
+    // Security, as the destinations saw it: a lock only when every series is mutual TLS. A
+    // plaintext caller has no identity to name it by: it takes the lock off every edge into
+    // that destination.
     let mut security: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
+    let mut plain_into: BTreeSet<String> = BTreeSet::new();
     for (m, _) in &traffic.security {
+        let dst = resolve(&nodes, label(m, "destination_service_name"), label(m, "destination_version"));
+        let mutual = label(m, "connection_security_policy") == "mutual_tls";
         let app = match label(m, "source_app") {
             "unknown" => service_of_principal(label(m, "source_principal")),
             app => Some(app.to_string()),
         };
-        let Some(app) = app else { continue };
-        let dst = node_for(&mut nodes, label(m, "destination_service_name"), label(m, "destination_version"));
-        let mutual = label(m, "connection_security_policy") == "mutual_tls";
+        let Some(app) = app else {
+            if !mutual {
+                plain_into.insert(dst);
+            }
+            continue;
+        };
         // Every version of the caller: the destination does not see which one called.
         for src in nodes.values().filter(|n| n.service == app).map(|n| n.id.clone()).collect::<Vec<_>>() {
             let s = security.entry((src, dst.clone())).or_insert((false, false));
@@ -283,7 +316,7 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
         }
     }
     for (key, e) in edges.iter_mut() {
-        e.mtls = security.get(key).is_some_and(|&(mutual, plain)| mutual && !plain);
+        e.mtls = !plain_into.contains(&key.1) && security.get(key).is_some_and(|&(mutual, plain)| mutual && !plain);
     }
     // Denials: a target's authorization refusals by caller identity, on the service it serves.
     let mut served: BTreeMap<&str, (String, String)> = BTreeMap::new();
@@ -299,15 +332,20 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
         }
         let Some((service, version)) = served.get(label(m, "instance")) else { continue };
         let Some(app) = service_of_principal(label(m, "source_principal")) else { continue };
-        let dst = node_for(&mut nodes, service, version);
-        for src in nodes.values().filter(|n| n.service == app).map(|n| n.id.clone()).collect::<Vec<_>>() {
-            let key = (src, dst.clone());
-            // Only where that caller's sidecar reported calls (or, unseen from there, on the first version).
-            if let Some(e) = edges.get_mut(&key) {
-                e.denied_rps += rate;
+        let Some(dst) = node_for(&mut nodes, service, version) else { continue };
+        // Shared among the caller's versions that reported calls to it (the destination
+        // cannot tell them apart); unseen from the caller's side, on its first version.
+        let callers: Vec<(String, String)> = edges
+            .keys()
+            .filter(|(s, d)| d == &dst && nodes.get(s).is_some_and(|n| n.service == app))
+            .cloned()
+            .collect();
+        for key in &callers {
+            if let Some(e) = edges.get_mut(key) {
+                e.denied_rps += rate / callers.len() as f64;
             }
         }
-        if !edges.keys().any(|(s, d)| d == &dst && nodes.get(s).is_some_and(|n| n.service == app)) {
+        if callers.is_empty() {
             if let Some(src) = nodes.values().find(|n| n.service == app).map(|n| n.id.clone()) {
                 edges.insert(
                     (src.clone(), dst.clone()),
@@ -325,6 +363,11 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
     }
     let splits = by_version
         .into_iter()
+        .map(|(service, mut v)| {
+            // A version the metrics could not name is no canary.
+            v.remove("unknown");
+            (service, v)
+        })
         .filter(|(_, v)| v.len() > 1)
         .filter_map(|(service, versions)| {
             let total: f64 = versions.values().sum();
@@ -360,6 +403,11 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
             endpoints: *n,
         })
         .collect();
+    let problems = if left_out > 0 {
+        vec![format!("{left_out} series left out: more than {MAX_NODES} nodes")]
+    } else {
+        Vec::new()
+    };
     Mesh {
         revision,
         nodes: nodes.into_values().collect(),
@@ -367,7 +415,7 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
         splits,
         sidecars,
         ejections,
-        problems: Vec::new(),
+        problems,
     }
 }
 
@@ -431,10 +479,10 @@ production:
                     ],
                     1.0,
                 ),
-                // v2 saw one plaintext series: no lock there.
+                // v2 saw one plaintext series (no identity to name the caller by): no lock there.
                 sample(
                     &[
-                        ("source_principal", gw),
+                        ("source_principal", "unknown"),
                         ("destination_service_name", "order-service"),
                         ("destination_version", "v2"),
                         ("connection_security_policy", "none"),

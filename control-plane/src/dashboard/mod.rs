@@ -31,21 +31,48 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest query parameter the explain form takes.
 const MAX_FIELD: usize = 2048;
 
+/// How long one picture of the mesh is served before it is gathered again: however many
+/// pages poll, Prometheus and etcd are asked at most once a second.
+const FRESH: Duration = Duration::from_secs(1);
+/// Explanations computed at once (each translates two workloads' configs).
+const EXPLAINS: usize = 2;
+
 /// What the dashboard reads: the control plane's state and, when given, Prometheus.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Dashboard {
     pub ctx: Arc<Context>,
     /// Prometheus's base URL (`http://127.0.0.1:9090`); without it the page shows no traffic.
     pub prometheus: Option<String>,
+    /// The last picture, as JSON, and when it was gathered; one gathering at a time.
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>,
+    explains: tokio::sync::Semaphore,
+}
+
+impl Dashboard {
+    pub fn new(ctx: Arc<Context>, prometheus: Option<String>) -> Self {
+        Dashboard { ctx, prometheus, last: Default::default(), explains: tokio::sync::Semaphore::new(EXPLAINS) }
+    }
+
+    /// The picture as JSON, gathered again when older than [`FRESH`].
+    async fn mesh_json(&self) -> bytes::Bytes {
+        let mut last = self.last.lock().await;
+        if let Some((_, json)) = last.as_ref().filter(|(at, _)| at.elapsed() < FRESH) {
+            return json.clone();
+        }
+        let json = bytes::Bytes::from(serde_json::to_vec(&mesh(self).await).unwrap_or_default());
+        *last = Some((std::time::Instant::now(), json.clone()));
+        json
+    }
 }
 
 /// Refuses any address but loopback: the dashboard has no login.
 pub fn check_address(addr: std::net::SocketAddr) -> Result<(), String> {
-    if addr.ip().is_loopback() {
+    let ip = addr.ip();
+    if ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST {
         Ok(())
     } else {
         Err(format!(
-            "the dashboard shows the mesh's topology and policies and has no login: bind it to loopback (127.0.0.1), not {addr}, and reach it through a port-forward"
+            "the dashboard shows the mesh's topology and policies and has no login: bind it to 127.0.0.1 or [::1], not {addr}, and reach it through a port-forward"
         ))
     }
 }
@@ -88,6 +115,16 @@ pub async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Response<B
     if !local_host(req.headers().get(header::HOST)) {
         return text(StatusCode::MISDIRECTED_REQUEST, "the dashboard answers only to localhost and 127.0.0.1\n");
     }
+    // A page of another site can send requests here (it cannot read the answers): it gets
+    // none, so it cannot make the control plane query Prometheus and translate at its pace.
+    let cross_site = req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
+        || req.headers().get(header::ORIGIN).is_some_and(|o| !origin_is_local(o));
+    if cross_site {
+        return text(StatusCode::FORBIDDEN, "the dashboard answers only its own page\n");
+    }
     if req.method() != http::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "the dashboard is read-only\n");
     }
@@ -95,11 +132,21 @@ pub async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Response<B
         "/" => asset(INDEX, "text/html; charset=utf-8"),
         "/app.js" => asset(SCRIPT, "text/javascript; charset=utf-8"),
         "/app.css" => asset(STYLE, "text/css; charset=utf-8"),
-        "/api/mesh" => json(&mesh(dashboard).await),
-        "/api/explain" => match explain(dashboard, req.uri().query().unwrap_or("")) {
-            Ok(v) => json(&v),
-            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-        },
+        "/api/mesh" => secured(Response::new(full(dashboard.mesh_json().await)), "application/json"),
+        "/api/explain" => {
+            let Ok(_slot) = dashboard.explains.acquire().await else {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+            };
+            let state = dashboard.ctx.state.borrow().clone();
+            let trust_domain = dashboard.ctx.options.trust_domain.clone();
+            let query = req.uri().query().unwrap_or("").to_string();
+            // Translation is CPU work: off the runtime's threads.
+            match tokio::task::spawn_blocking(move || explain(&state, &trust_domain, &query)).await {
+                Ok(Ok(v)) => json(&v),
+                Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "explain failed\n"),
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -126,7 +173,7 @@ pub async fn mesh(dashboard: &Dashboard) -> mesh::Mesh {
 
 /// `GET /api/explain?source=api-gateway&service=order-service&method=GET&path=/orders`:
 /// the route and authorization a call from `source` (as its identity) to `service` meets.
-fn explain(dashboard: &Dashboard, query: &str) -> Result<serde_json::Value, String> {
+fn explain(state: &crate::watch::State, trust_domain: &str, query: &str) -> Result<serde_json::Value, String> {
     let mut fields = std::collections::BTreeMap::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         if v.len() > MAX_FIELD {
@@ -142,7 +189,6 @@ fn explain(dashboard: &Dashboard, query: &str) -> Result<serde_json::Value, Stri
     if !path.starts_with('/') {
         return Err("path: must start with /".into());
     }
-    let state = dashboard.ctx.state.borrow().clone();
     let caller = state
         .registry
         .services()
@@ -152,7 +198,7 @@ fn explain(dashboard: &Dashboard, query: &str) -> Result<serde_json::Value, Stri
         .ok_or_else(|| format!("source: no registered service {source:?}"))?;
     let principal = format!(
         "spiffe://{}/ns/{}/sa/{}",
-        dashboard.ctx.options.trust_domain, caller.namespace, caller.service_account
+        trust_domain, caller.namespace, caller.service_account
     );
     let req = crate::explain::Request { host: service, method, path, headers: Vec::new() };
     let explained = crate::explain::call(&state.resources, &state.registry, &caller, &principal, &req)?;
@@ -163,11 +209,20 @@ fn explain(dashboard: &Dashboard, query: &str) -> Result<serde_json::Value, Stri
     }))
 }
 
+/// `http://` and a local host (see [`local_host`]).
+fn origin_is_local(origin: &HeaderValue) -> bool {
+    origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|h| local_host(HeaderValue::from_str(h).ok().as_ref()))
+}
+
 /// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
 fn local_host(host: Option<&HeaderValue>) -> bool {
     let Some(host) = host.and_then(|h| h.to_str().ok()) else { return false };
     let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or("", |(h, _)| h),
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => h,
+            Some((h, port)) if port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => h,
+            _ => "",
+        },
         None => host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { "" }),
     };
     matches!(name, "localhost" | "127.0.0.1" | "::1")
@@ -212,7 +267,9 @@ mod tests {
         for ok in ["localhost", "localhost:15014", "127.0.0.1:15014", "[::1]:15014", "[::1]"] {
             assert!(local_host(Some(&HeaderValue::from_static(ok))), "{ok}");
         }
-        for bad in ["evil.example:15014", "127.0.0.1.evil.example", "localhost.evil:1", "", "[::2]:1", "localhost:x"] {
+        for bad in
+            ["evil.example:15014", "127.0.0.1.evil.example", "localhost.evil:1", "", "[::2]:1", "localhost:x", "[::1]junk"]
+        {
             assert!(!local_host(Some(&HeaderValue::from_static(bad))), "{bad}");
         }
         assert!(!local_host(None));
@@ -222,7 +279,9 @@ mod tests {
     fn the_dashboard_refuses_to_listen_beyond_loopback() {
         assert!(check_address("127.0.0.1:15014".parse().unwrap()).is_ok());
         assert!(check_address("[::1]:15014".parse().unwrap()).is_ok());
-        let e = check_address("0.0.0.0:15014".parse().unwrap()).unwrap_err();
-        assert!(e.contains("no login"), "{e}");
+        for bad in ["0.0.0.0:15014", "[::]:15014", "127.0.0.2:15014", "[::ffff:127.0.0.1]:15014"] {
+            let e = check_address(bad.parse().unwrap()).unwrap_err();
+            assert!(e.contains("no login"), "{e}");
+        }
     }
 }

@@ -225,6 +225,9 @@ pub struct Metrics {
     /// `weft_authz_denied_total{policy, source_principal}`: 403s by the deciding policy and rule, and
     /// by the caller's mTLS identity (`unknown` without one; only the mesh CA's identities, so bounded).
     pub authz_denied: IntCounterVec,
+    /// `weft_trace_spans_total{result}`: sampled spans exported, failed (collector down or
+    /// refusing) and dropped (queue full).
+    pub trace_spans: IntCounterVec,
     /// `weft_inbound_connections_refused_total{reason}`: mTLS refusals.
     pub inbound_refused: IntCounterVec,
     /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
@@ -299,6 +302,11 @@ impl Metrics {
             &["policy", "source_principal"],
         )?;
         registry.register(Box::new(authz_denied.clone()))?;
+        let trace_spans = IntCounterVec::new(
+            Opts::new("weft_trace_spans_total", "Sampled spans sent over OTLP, by result: exported, failed, dropped"),
+            &["result"],
+        )?;
+        registry.register(Box::new(trace_spans.clone()))?;
         let inbound_refused = IntCounterVec::new(
             Opts::new("weft_inbound_connections_refused_total", "Inbound connections refused by mTLS policy"),
             &["reason"],
@@ -350,6 +358,7 @@ impl Metrics {
             outlier_ejected,
             inbound_refused,
             authz_denied,
+            trace_spans,
             access_log_dropped,
             series_overflow,
             downstream_active,

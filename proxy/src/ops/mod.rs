@@ -1,9 +1,10 @@
 //! What operators see and use: the admin and status listeners, metrics,
-//! telemetry (Istio's metric names), trace context, the access log and the tap.
+//! telemetry (Istio's metric names), trace context and span export, the access log and the tap.
 
 pub mod access_log;
 pub mod admin;
 pub mod metrics;
+pub mod otlp;
 pub mod probes;
 pub mod tap;
 pub mod telemetry;

@@ -245,6 +245,34 @@ impl Record {
                 shared.access_log.write(line);
             }
         }
+        if let (Some(exporter), Some(span)) = (&shared.otlp, span.filter(|s| s.sampled)) {
+            let end = std::time::SystemTime::now();
+            let port = authority.rsplit_once(':').map_or("80", |(_, p)| p);
+            exporter.record(crate::ops::otlp::Finished {
+                context: span,
+                kind: match reporter {
+                    Reporter::Source => crate::ops::otlp::SpanKind::Client,
+                    Reporter::Destination => crate::ops::otlp::SpanKind::Server,
+                },
+                name: format!("{host}:{port}/*"),
+                start: end.checked_sub(elapsed).unwrap_or(end),
+                end,
+                service: format!("{}.{}", if own_app == "unknown" { &w.name } else { own_app }, w.namespace),
+                namespace: w.namespace.clone(),
+                status,
+                attributes: vec![
+                    ("http.method", method.to_string()),
+                    ("http.url", format!("http://{authority}{path}")),
+                    ("http.protocol", protocol.to_string()),
+                    ("response_flags", flags_text.to_string()),
+                    ("upstream_cluster", cluster.as_deref().unwrap_or("-").to_string()),
+                    ("guid:x-request-id", String::from_utf8_lossy(request_id.as_bytes()).into_owned()),
+                    ("istio.canonical_service", own_app.to_string()),
+                    ("istio.canonical_revision", own_version.to_string()),
+                    ("istio.namespace", w.namespace.clone()),
+                ],
+            });
+        }
     }
 }
 

@@ -206,9 +206,15 @@ function fillChoices(mesh) {
 async function explain(params) {
   const out = document.getElementById('explanation');
   out.textContent = 'explaining…';
-  const r = await fetch('/api/explain?' + new URLSearchParams(params), { cache: 'no-store' });
-  if (!r.ok) { out.textContent = await r.text(); return; }
-  const j = await r.json();
+  let r, j;
+  try {
+    r = await fetch('/api/explain?' + new URLSearchParams(params), { cache: 'no-store' });
+    if (!r.ok) { out.textContent = await r.text(); return; }
+    j = await r.json();
+  } catch (e) {
+    out.textContent = 'cannot reach the control plane: ' + e;
+    return;
+  }
   out.textContent = `${params.source} (${j.caller}) → ${params.method} ${params.service}${params.path}\n\n${j.text}`;
   out.dataset.explained = `${params.source} → ${params.service}`;
 }
