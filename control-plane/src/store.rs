@@ -70,6 +70,9 @@ pub struct SidecarStatus {
     pub warnings: Vec<String>,
 }
 
+/// Operations in one etcd transaction (etcd's `--max-txn-ops` default).
+pub const MAX_TXN_OPS: usize = 128;
+
 /// Warnings kept in one sidecar's status (etcd is not a log).
 pub const MAX_STATUS_WARNINGS: usize = 20;
 
@@ -271,6 +274,19 @@ impl Store {
 
     pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
         self.client.lease_client().revoke(lease).await?;
+        Ok(())
+    }
+
+    /// Several statuses in one transaction (at most [`MAX_TXN_OPS`], etcd's default limit).
+    pub async fn put_statuses(&self, statuses: &[SidecarStatus], lease: i64) -> Result<(), StoreError> {
+        let puts: Vec<TxnOp> = statuses
+            .iter()
+            .map(|s| {
+                let key = self.status_key(&s.control_plane, &s.namespace, &s.instance);
+                TxnOp::put(key, serde_json::to_vec(s).unwrap_or_default(), Some(PutOptions::new().with_lease(lease)))
+            })
+            .collect();
+        self.client.kv_client().txn(Txn::new().and_then(puts)).await?;
         Ok(())
     }
 

@@ -3,7 +3,10 @@
 //! until each has received and ACKed the new config (p50, p99, max), and the
 //! control plane's peak RSS.
 //!
-//! target/release/weft-bench-control-plane --sidecars 100,1000
+//! With `--dashboard`, also the dashboard with those sidecars: headless Chromium loads
+//! the page (when it first draws the mesh) and the control plane's RSS with it open.
+//!
+//! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard]
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -35,6 +38,64 @@ struct Args {
     /// Applies per run (each measured).
     #[arg(long, default_value_t = 5)]
     applies: usize,
+    /// Quiet time between applies (the sidecars' status writes from the last one settle).
+    #[arg(long, default_value = "300ms", value_parser = weft_model::duration::parse)]
+    pause: Duration,
+    /// Also measure the dashboard (needs Debian's chromium and chromium-driver).
+    #[arg(long)]
+    dashboard: bool,
+}
+
+/// What the dashboard cost at one sidecar count.
+struct DashboardFigures {
+    sidecars: usize,
+    rows: u64,
+    first_drawn_ms: f64,
+    rss_before_mib: f64,
+    rss_open_mib: f64,
+}
+
+/// Loads the dashboard in headless Chromium (three times, the best and the worst kept
+/// apart by taking the median) and reads the control plane's RSS before and with the page open.
+async fn dashboard(url: &str, pid: u32, sidecars: usize) -> anyhow::Result<DashboardFigures> {
+    let (before, _) = rss_kib(pid)?;
+    let browser = weft_testkit::browser::Browser::start(1400, 1000).await.map_err(anyhow::Error::msg)?;
+    let mut drawn = Vec::new();
+    let mut rows = 0;
+    for _ in 0..3 {
+        browser.goto(url).await.map_err(anyhow::Error::msg)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = browser
+                .eval(
+                    "return [document.body.dataset.firstRenderMs || null, document.querySelectorAll('[data-sidecar]').length]",
+                    serde_json::json!([]),
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if let Some(ms) = v[0].as_str().and_then(|s| s.parse::<f64>().ok()) {
+                drawn.push(ms);
+                rows = v[1].as_u64().unwrap_or(0);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the dashboard never drew the mesh");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A few refreshes with the page open.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let (open, _) = rss_kib(pid)?;
+    browser.close().await;
+    drawn.sort_by(f64::total_cmp);
+    Ok(DashboardFigures {
+        sidecars,
+        rows,
+        first_drawn_ms: drawn[drawn.len() / 2],
+        rss_before_mib: before as f64 / 1024.0,
+        rss_open_mib: open as f64 / 1024.0,
+    })
 }
 
 struct Kill(Child);
@@ -124,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| sidecars | applies | p50 ms | p99 ms | max ms | control plane peak RSS MiB |");
     println!("|---:|---:|---:|---:|---:|---:|");
+    let mut pages = Vec::new();
     for &n in &args.sidecars {
         let etcd = weft_testkit::Etcd::start();
         // The harness plays every part (registry of simulated services, policy writer): etcd's root.
@@ -146,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let port = weft_testkit::free_port();
         let cp = format!("127.0.0.1:{port}");
+        let dashboard_addr = format!("127.0.0.1:{}", weft_testkit::free_port());
         let ca_dir = weft_testkit::TempDir::new("bench-ca");
         let parts = weft_control_plane::ca::CaParts::generate("cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
         parts.write_dir(&ca_dir.0.join("ca")).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -154,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
         let ca_path = ca_dir.0.join("ca");
         let child = Command::new(&args.cp_bin)
             .args(["--etcd", &etcd.url(), "--listen", &cp, "--id", "cp-bench", "--max-streams-per-identity", "100000"])
+            .args(if args.dashboard { vec!["--dashboard", dashboard_addr.as_str()] } else { vec![] })
             .arg("--ca-dir")
             .arg(&ca_path)
             .arg("--etcd-ca")
@@ -217,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(args.pause).await;
         }
         latencies.sort();
         let (_, hwm) = rss_kib(pid).unwrap_or((0, 0));
@@ -229,8 +293,28 @@ async fn main() -> anyhow::Result<()> {
             latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
             hwm as f64 / 1024.0
         );
+        if args.dashboard {
+            pages.push(dashboard(&format!("http://{dashboard_addr}/"), pid, n).await?);
+        }
     }
     println!("\nConvergence = from `weftctl apply` returning to the sidecar receiving the push (it ACKs at once);");
     println!("it includes the control plane's 100 ms debounce.");
+    if !pages.is_empty() {
+        println!("\n## The dashboard (headless Chromium, median of 3 loads; no Prometheus: registry and sidecars)\n");
+        println!("| sidecars | rows drawn | page first drew the mesh ms | control plane RSS before / with the page open MiB | target |");
+        println!("|---:|---:|---:|---:|---|");
+        for p in &pages {
+            let met = p.first_drawn_ms < 1000.0 && p.rss_open_mib <= p.rss_before_mib + 20.0;
+            println!(
+                "| {} | {} | {:.0} | {:.1} / {:.1} | {} |",
+                p.sidecars,
+                p.rows,
+                p.first_drawn_ms,
+                p.rss_before_mib,
+                p.rss_open_mib,
+                if met { "met (< 1 s, ≤ +20 MiB)" } else { "NOT met (< 1 s, ≤ +20 MiB)" }
+            );
+        }
+    }
     Ok(())
 }

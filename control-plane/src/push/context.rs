@@ -67,7 +67,8 @@ pub(super) fn digest(config: &weft_model::ProxyConfig) -> u64 {
 /// Translations shared by sidecars that get the same config: same namespace,
 /// service account and labels (the workload name only labels metrics). One
 /// state revision at a time.
-type Translated = (Arc<weft_model::ProxyConfig>, Arc<[String]>);
+/// The config, its translation warnings, and its digest (computed once, not per sidecar).
+type Translated = (Arc<weft_model::ProxyConfig>, Arc<[String]>, u64);
 
 #[derive(Debug, Default)]
 pub struct Translations {
@@ -97,7 +98,8 @@ impl Translations {
             tracing::warn!(workload = %format!("{}/{}", w.namespace, w.name), revision = state.revision, "{warning}");
             warned.inc();
         }
-        let translated: Translated = (Arc::new(translation.config), translation.warnings.into());
+        let digest = digest(&translation.config);
+        let translated: Translated = (Arc::new(translation.config), translation.warnings.into(), digest);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 != (state.revision, state.keys) {
             *cache = ((state.revision, state.keys), Default::default());
@@ -186,7 +188,47 @@ pub struct Context {
     /// Open config streams per SPIFFE identity.
     pub(super) streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     pub(super) translations: Arc<Translations>,
+    /// Every stream's status writes after the first, gathered into transactions.
+    pub(super) status_batch: StatusBatch,
     pub(super) _status_lease: Arc<Lease>,
+}
+
+/// The control plane's status writes, gathered: every stream's writer hands its status over
+/// and waits; one task writes what has gathered in transactions of up to
+/// [`crate::store::MAX_TXN_OPS`]. A thousand sidecars ACKing one change are eight etcd
+/// writes, not a thousand.
+#[derive(Debug, Clone)]
+pub struct StatusBatch {
+    tx: tokio::sync::mpsc::Sender<(crate::store::SidecarStatus, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl StatusBatch {
+    pub fn start(store: Store, lease: i64) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(crate::store::SidecarStatus, tokio::sync::oneshot::Sender<()>)>(
+            4 * crate::store::MAX_TXN_OPS,
+        );
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(crate::store::MAX_TXN_OPS);
+            while rx.recv_many(&mut batch, crate::store::MAX_TXN_OPS).await > 0 {
+                let statuses: Vec<_> = batch.iter().map(|(s, _)| s.clone()).collect();
+                if let Err(e) = store.put_statuses(&statuses, lease).await {
+                    tracing::warn!("writing {} sidecar statuses: {e}", statuses.len());
+                }
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+        });
+        StatusBatch { tx }
+    }
+
+    /// Writes `status` with the others gathered now; returns once written (or failed).
+    pub async fn put(&self, status: crate::store::SidecarStatus) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send((status, done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
 }
 
 /// A plain-text reply.

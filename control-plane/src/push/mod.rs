@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 mod context;
+mod encode;
 mod lease;
 mod peer;
 mod server;
@@ -64,6 +65,7 @@ pub async fn start_with(
     let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
     let metrics = Metrics::new()
         .map_err(|e| crate::store::StoreError::Corrupt { key: "metrics".into(), message: e.to_string() })?;
+    let status_batch = context::StatusBatch::start(store.clone(), lease);
     let ctx = Arc::new(Context {
         store,
         state,
@@ -77,6 +79,7 @@ pub async fn start_with(
         trust,
         streams: Default::default(),
         translations: Arc::default(),
+        status_batch,
         _status_lease: Arc::new(status_lease),
     });
     let rotation = tokio::spawn(follow_trust(ctx.clone(), trust_tx));

@@ -1,7 +1,7 @@
 //! One sidecar's stream: admission of its Hello, its registration on a lease,
 //! pushes of its config as state changes, and its ACKs and NACKs.
 
-use super::context::{digest, reply, Context, HANDSHAKE_TIMEOUT};
+use super::context::{reply, Context, HANDSHAKE_TIMEOUT};
 use super::lease::Lease;
 use super::peer::{instance_ok, Peer, SpiffeId};
 use crate::registry::Instance;
@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_model::stream::{line, ChannelBody, Lines};
-use weft_model::stream::{Ack, Hello, Push};
+use weft_model::stream::{Ack, Hello};
 use weft_proxy::http::body::Body;
 
 /// One open stream of an identity; dropping it frees the slot.
@@ -213,7 +213,7 @@ async fn stream_session(
         }
         _ => None,
     };
-    let mut status = SidecarStatus {
+    let status = SidecarStatus {
         workload: w.name.clone(),
         namespace: w.namespace.clone(),
         instance: admitted.key.clone(),
@@ -224,9 +224,39 @@ async fn stream_session(
         cert_expires: peer.expires,
         ..Default::default()
     };
+    // The first status is written before the first push (a rotation counts this sidecar from
+    // now on); later ones by the writer, off this loop.
     let _ = ctx.store.put_status(&status, ctx.lease).await;
+    *last_written = Some(status.clone());
+    let writer = StatusWriter::start(ctx.status_batch.clone(), status.clone());
+    let ended = serve_stream(ctx, peer, hello, &mut lines, &tx, &mut registration, status, &writer).await;
+    // Whatever the writer last wrote is what the stream's end takes away.
+    if let Some(last) = writer.finish().await {
+        *last_written = Some(last);
+    }
+    if let Ok(Goodbye) = ended {
+        let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &admitted.key).await;
+    }
+    ended.map(|_| ())
+}
+
+/// A clean end of a stream: the sidecar said goodbye (its status goes at once).
+struct Goodbye;
+
+/// The push loop of one admitted stream: pushes each new config, records ACKs and NACKs.
+#[allow(clippy::too_many_arguments)]
+async fn serve_stream(
+    ctx: &Context,
+    peer: &Peer,
+    hello: &Hello,
+    lines: &mut Lines<Incoming>,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    registration: &mut Option<Lease>,
+    mut status: SidecarStatus,
+    writer: &StatusWriter,
+) -> Result<Goodbye, String> {
+    let w = &hello.workload;
     let mut written = status.clone();
-    *last_written = Some(written.clone());
     let mut stale: Option<tokio::time::Instant> = None;
     let mut state_rx = ctx.state.clone();
     let mut trust_rx = ctx.trust.clone();
@@ -241,17 +271,20 @@ async fn stream_session(
             // The version counts etcd revisions of both policies and trust: an ACK of a version at
             // or after the trust's revision proves the sidecar holds that trust (rotation waits on it).
             let version = state.revision.max(trust.1).to_string();
-            let (shared, warnings) =
+            let (shared, warnings, shared_digest) =
                 ctx.translations.get(&state, w, &ctx.options.trust_domain, &ctx.metrics.translation_warnings);
-            let mut config = (*shared).clone();
-            config.workload = w.clone();
-            config.trust = Some(trust.0.clone());
-            config.path_normalization = Some(ctx.options.path_normalization);
-            let digest = digest(&config);
+            let pn = ctx.options.path_normalization;
+            let digest = super::encode::session_digest(shared_digest, w, &trust.0, pn);
             if last_sent != Some(digest) {
-                config.version = version.clone();
+                let push = super::encode::SessionPush {
+                    version: &version,
+                    shared: &shared,
+                    workload: w,
+                    trust: &trust.0,
+                    path_normalization: pn,
+                };
                 // A sidecar that does not read its stream is not waited for forever.
-                tokio::time::timeout(renew_grace(ctx), tx.send(line(&Push { version: version.clone(), config })))
+                tokio::time::timeout(renew_grace(ctx), tx.send(line(&push)))
                     .await
                     .map_err(|_| "the sidecar does not read its stream".to_string())?
                     .map_err(|_| "sidecar went away".to_string())?;
@@ -291,8 +324,7 @@ async fn stream_session(
                     if let Some(r) = registration.as_mut() {
                         r.revoke = true;
                     }
-                    let _ = ctx.store.delete_status(&ctx.id, &w.namespace, &admitted.key).await;
-                    return Ok(());
+                    return Ok(Goodbye);
                 };
                 // Only versions this control plane sent are recorded; NACK reasons are cut to
                 // 1 KiB; an unchanged status is not written again (etcd is not a sidecar's log).
@@ -324,12 +356,50 @@ async fn stream_session(
                     }
                 }
                 if status != written {
-                    let _ = ctx.store.put_status(&status, ctx.lease).await;
+                    writer.set(status.clone());
                     written = status.clone();
-                    *last_written = Some(written.clone());
                 }
             }
         }
+    }
+}
+
+/// Writes a stream's status to etcd off its push loop: the newest status wins and one write
+/// is in flight at a time, so a slow etcd delays the record, never the next push.
+struct StatusWriter {
+    tx: tokio::sync::watch::Sender<SidecarStatus>,
+    task: tokio::task::JoinHandle<Option<SidecarStatus>>,
+}
+
+impl StatusWriter {
+    /// `written` is in etcd already.
+    fn start(batch: super::context::StatusBatch, written: SidecarStatus) -> Self {
+        let (tx, mut rx) = tokio::sync::watch::channel(written.clone());
+        let task = tokio::spawn(async move {
+            let mut last = written;
+            loop {
+                let closed = rx.changed().await.is_err();
+                let next = rx.borrow_and_update().clone();
+                if next != last {
+                    batch.put(next.clone()).await;
+                    last = next;
+                }
+                if closed {
+                    return Some(last);
+                }
+            }
+        });
+        StatusWriter { tx, task }
+    }
+
+    fn set(&self, status: SidecarStatus) {
+        self.tx.send_replace(status);
+    }
+
+    /// Writes what is pending and stops; the last status written.
+    async fn finish(self) -> Option<SidecarStatus> {
+        drop(self.tx);
+        self.task.await.ok().flatten()
     }
 }
 
