@@ -154,26 +154,16 @@ for port in $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2; d
 done
 step "all seven workloads ready"
 
-step "Prometheus scraping every sidecar's /stats/prometheus and the control plane's /metrics (http://127.0.0.1:$PROMETHEUS)"
-# File-based service discovery: one target per sidecar admin listener, labelled with its workload.
-{
-  echo '['
-  first=true
-  for name in "${!SIDECAR[@]}"; do
-    read -r _ _ admin <<<"${SIDECAR[$name]}"
-    $first || echo ','
-    first=false
-    printf '  {"targets": ["127.0.0.1:%s"], "labels": {"workload": "%s", "namespace": "production"}}' "$admin" "$name"
-  done
-  echo; echo ']'
-} >"$demo/prometheus-targets.json"
+step "Prometheus scraping every sidecar's /stats/prometheus (found in the mesh registry) and the control plane's /metrics (http://127.0.0.1:$PROMETHEUS)"
+# Service discovery from the mesh registry: the control plane answers Prometheus's HTTP SD with
+# every registered sidecar's /stats/prometheus (the dashboard's listener, /api/prometheus-sd).
 cp demo/prometheus/rules.yml "$demo/prometheus-rules.yml"
-sed -e "s|@TARGETS@|$demo/prometheus-targets.json|" -e "s|@RULES@|$demo/prometheus-rules.yml|" -e "s|@ROOT@|$demo/root.pem|" \
+sed -e "s|@DASHBOARD@|127.0.0.1:$DASHBOARD|" -e "s|@RULES@|$demo/prometheus-rules.yml|" -e "s|@ROOT@|$demo/root.pem|" \
   demo/prometheus/prometheus.yml >"$demo/prometheus.yml"
 prometheus --config.file="$demo/prometheus.yml" --storage.tsdb.path="$demo/prometheus" \
   --web.listen-address=127.0.0.1:$PROMETHEUS >"$demo/prometheus.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$PROMETHEUS/-/ready" || { echo "Prometheus did not start; log in $demo/prometheus.log" >&2; tail -5 "$demo/prometheus.log" >&2; exit 1; }
-# Prometheus finds file-listed targets a few seconds after it starts: wait until it has
+# Prometheus asks for its targets when it starts (then every 5 s): wait until it has
 # scraped every one, so the traffic below is all in its series.
 want=$(( ${#SIDECAR[@]} + 1 ))
 for _ in $(seq 300); do

@@ -57,6 +57,10 @@ pub struct Instance {
     /// What the port speaks (Istio: its name or `appProtocol`); absent: detected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<weft_model::AppProtocol>,
+    /// The port of its sidecar's `/stats/prometheus`, on the address's host (the control
+    /// plane never takes another host from a sidecar: see `trust_advertised_address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
 }
 
 fn default_sa() -> String {

@@ -637,6 +637,7 @@ fn the_locality_failover_task_gives_the_priorities_istio_lists() {
                 service_account: "helloworld".into(),
                 port: 5000,
                 protocol: None,
+                metrics_port: None,
             };
             r.insert("sample", "helloworld", &format!("hw-{i}"), inst);
         }

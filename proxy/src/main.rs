@@ -412,6 +412,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 address: Some(advertise.to_string()),
                 port: Some(args.service_port),
                 protocol: args.app_protocol,
+                // Scrapeable where peers reach the sidecar only when the admin listener is there too.
+                metrics_port: (running.admin.ip() == advertise.ip() || running.admin.ip().is_unspecified())
+                    .then_some(running.admin.port()),
                 applied_version: None,
             };
             let control = ControlOptions { urls: args.control_plane.clone(), hello, tls: cp_tls.clone() };

@@ -149,6 +149,7 @@ async fn sidecar(
         port: None,
         applied_version: None,
         protocol: None,
+        metrics_port: None,
     };
     tx.send(line(&hello)).await?;
     let req = http::Request::post(format!("http://{cp}{STREAM_PATH}")).body(body)?;
@@ -202,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
                     service_account: format!("svc-{s}"),
                     port: 80,
                     protocol: None,
+                    metrics_port: None,
                 };
                 store.register("bench", &format!("svc-{s}"), &format!("svc-{s}-{k}"), &inst, 600).await?;
             }

@@ -92,7 +92,7 @@ pub struct Sidecar {
 /// Endpoints a sidecar holds out of a cluster now (outlier detection).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ejection {
-    /// The ejecting sidecar's workload (its scrape target's `workload` label, else the target).
+    /// The ejecting sidecar: its scrape target's `workload` or `service` label, else the target.
     pub sidecar: String,
     pub cluster: String,
     pub endpoints: f64,
@@ -398,7 +398,12 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
         .ejected
         .iter()
         .map(|(m, n)| Ejection {
-            sidecar: m.get("workload").or_else(|| m.get("instance")).cloned().unwrap_or_default(),
+            sidecar: m
+                .get("workload")
+                .or_else(|| m.get("service"))
+                .map(|w| format!("{w} ({})", m.get("instance").map_or("-", String::as_str)))
+                .or_else(|| m.get("instance").cloned())
+                .unwrap_or_default(),
             cluster: label(m, "cluster").to_string(),
             endpoints: *n,
         })
@@ -534,7 +539,7 @@ production:
             m.splits[0].versions.iter().map(|s| (s.version.clone(), (s.percent * 10.0).round() / 10.0)).collect();
         // 9 + 0.5 (the denied calls reached v1's sidecar) against 1.0 on v2.
         assert_eq!(shares, [("v1".to_string(), 90.5), ("v2".to_string(), 9.5)]);
-        assert_eq!(m.ejections[0].sidecar, "api-gateway");
+        assert_eq!(m.ejections[0].sidecar, "api-gateway (-)");
         assert_eq!(m.revision, 7);
     }
 

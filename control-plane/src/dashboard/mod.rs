@@ -132,6 +132,7 @@ pub async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Response<B
         "/" => asset(INDEX, "text/html; charset=utf-8"),
         "/app.js" => asset(SCRIPT, "text/javascript; charset=utf-8"),
         "/app.css" => asset(STYLE, "text/css; charset=utf-8"),
+        "/api/prometheus-sd" => json(&prometheus_targets(&dashboard.ctx.state.borrow().registry)),
         "/api/mesh" => secured(Response::new(full(dashboard.mesh_json().await)), "application/json"),
         "/api/explain" => {
             let Ok(_slot) = dashboard.explains.acquire().await else {
@@ -169,6 +170,30 @@ pub async fn mesh(dashboard: &Dashboard) -> mesh::Mesh {
     let mut m = mesh::assemble(&state.registry, state.revision, &statuses, &traffic);
     m.problems = problems;
     m
+}
+
+/// Prometheus's HTTP service discovery (`http_sd_configs`): every registered sidecar that
+/// serves `/stats/prometheus` where it is registered, labelled with its namespace, service
+/// and version. The host is always the registered address's (the connection's source IP
+/// unless `--trust-advertised-address`): a sidecar can point the scraper only at itself.
+pub fn prometheus_targets(registry: &crate::registry::Registry) -> serde_json::Value {
+    let mut groups = Vec::new();
+    for svc in registry.services() {
+        for inst in &svc.instances {
+            let Some(port) = inst.metrics_port else { continue };
+            let Ok(addr) = inst.address.parse::<std::net::SocketAddr>() else { continue };
+            let target = std::net::SocketAddr::new(addr.ip(), port);
+            groups.push(serde_json::json!({
+                "targets": [target.to_string()],
+                "labels": {
+                    "namespace": svc.namespace,
+                    "service": svc.name,
+                    "version": inst.labels.get("version").map_or("unknown", String::as_str),
+                },
+            }));
+        }
+    }
+    serde_json::Value::Array(groups)
 }
 
 /// `GET /api/explain?source=api-gateway&service=order-service&method=GET&path=/orders`:
@@ -273,6 +298,27 @@ mod tests {
             assert!(!local_host(Some(&HeaderValue::from_static(bad))), "{bad}");
         }
         assert!(!local_host(None));
+    }
+
+    #[test]
+    fn prometheus_finds_each_registered_sidecar_that_serves_its_stats_on_its_own_host() {
+        let registry: crate::registry::Registry = serde_yaml::from_str(
+            r#"
+production:
+  order-service:
+    a: {address: "10.0.0.7:15006", labels: {version: v2}, serviceAccount: order-service, metricsPort: 15020}
+    b: {address: "10.0.0.8:15006", serviceAccount: order-service}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            prometheus_targets(&registry),
+            serde_json::json!([{
+                "targets": ["10.0.0.7:15020"],
+                "labels": {"namespace": "production", "service": "order-service", "version": "v2"},
+            }]),
+            "a sidecar without a metrics port is not a target; the host is always the registered one"
+        );
     }
 
     #[test]

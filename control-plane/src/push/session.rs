@@ -203,6 +203,7 @@ async fn stream_session(
                 service_account: w.service_account.clone(),
                 port: hello.port.unwrap_or(80),
                 protocol: hello.protocol,
+                metrics_port: hello.metrics_port,
             };
             let lease = ctx
                 .store

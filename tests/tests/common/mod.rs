@@ -209,6 +209,7 @@ pub async fn sidecar_full(
         port: Some(80),
         applied_version: None,
         protocol,
+        metrics_port: None,
     };
     let (goodbye, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(weft_proxy::config::control::run(

@@ -33,6 +33,10 @@ pub struct Hello {
     /// What the port speaks (its name or `appProtocol`); absent: detected per connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<crate::AppProtocol>,
+    /// The port of the sidecar's `/stats/prometheus` on the registered address's host, when
+    /// it listens there (Prometheus finds it through the control plane's service discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
     /// The last version the sidecar applied (after a reconnect), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_version: Option<String>,
