@@ -6,6 +6,7 @@
 use crate::{free_port, Client};
 use http::Method;
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -23,7 +24,10 @@ impl Browser {
     /// Starts chromedriver on a free port and opens a headless session (`width`×`height` window).
     pub async fn start(width: u32, height: u32) -> Result<Self, String> {
         let port = free_port();
+        // Its own process group: Chromium and its helpers go with it, even when a test fails
+        // before it could end the session.
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -91,7 +95,27 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group: chromedriver, Chromium and Chromium's helpers.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.driver.id())]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A test that fails before it ends its session leaves no Chromium behind.
+    #[tokio::test]
+    async fn dropping_the_browser_ends_chromium_and_its_helpers() {
+        let browser = Browser::start(400, 300).await.expect("chromium");
+        browser.goto("about:blank").await.expect("navigate");
+        let group = browser.driver.id();
+        let alive = || Command::new("kill").args(["-0", "--", &format!("-{group}")]).status().is_ok_and(|s| s.success());
+        assert!(alive(), "chromedriver and Chromium run in their own group");
+        drop(browser);
+        let gone = crate::eventually(Duration::from_secs(10), || async { !alive() }).await;
+        assert!(gone, "a process of the browser's group outlived it");
     }
 }
