@@ -28,13 +28,7 @@ async fn query_now(prometheus: &str, promql: &str) -> Result<Vec<Sample>, String
     let authority = format!("{host}:{}", base.port_u16().unwrap_or(80));
     // A Prometheus behind a path prefix (`--web.route-prefix`) keeps it.
     let prefix = base.path().trim_end_matches('/');
-    let encoded: String = promql
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
     let stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| format!("{prometheus}: {e}"))?;
     let (mut tx, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;

@@ -107,7 +107,8 @@ impl Proxy {
         crate::state::speak_to_app(&mut config, options.app_protocol);
         let metrics = Metrics::new(registry)?;
         let access_log = AccessLog::new(options.access_log, metrics.access_log_dropped.clone());
-        let otlp = options.otlp_endpoint.clone().map(|e| crate::ops::otlp::Exporter::start(e, metrics.trace_spans.clone()));
+        let otlp =
+            options.otlp_endpoint.clone().map(|e| crate::ops::otlp::Exporter::start(e, metrics.trace_spans.clone()));
         let endpoints = Registry::with_identity(options.identity.clone());
         let snapshot = Arc::new(Snapshot::compile(config, &endpoints, options.app)?);
         snapshot.start_outlier_reviews();

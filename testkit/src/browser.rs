@@ -51,7 +51,8 @@ impl Browser {
             },
         }}});
         let created = browser.command(Method::POST, "/session", Some(caps)).await?;
-        browser.session = created["sessionId"].as_str().ok_or_else(|| format!("no session id in {created}"))?.to_string();
+        browser.session =
+            created["sessionId"].as_str().ok_or_else(|| format!("no session id in {created}"))?.to_string();
         Ok(browser)
     }
 
@@ -112,7 +113,8 @@ mod tests {
         let browser = Browser::start(400, 300).await.expect("chromium");
         browser.goto("about:blank").await.expect("navigate");
         let group = browser.driver.id();
-        let alive = || Command::new("kill").args(["-0", "--", &format!("-{group}")]).status().is_ok_and(|s| s.success());
+        let alive =
+            || Command::new("kill").args(["-0", "--", &format!("-{group}")]).status().is_ok_and(|s| s.success());
         assert!(alive(), "chromedriver and Chromium run in their own group");
         drop(browser);
         let gone = crate::eventually(Duration::from_secs(10), || async { !alive() }).await;

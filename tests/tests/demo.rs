@@ -74,11 +74,8 @@ fn the_demo_runs_the_whole_shop_on_the_mesh_and_the_dashboard_shows_it() {
             }
         }
     }
-    let seen = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(dashboard());
+    let seen =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(dashboard());
     let status = demo.stop();
     report.extend(lines.try_iter().map(|l| l + "\n"));
     let errors = errors.join().unwrap_or_default();
@@ -223,9 +220,16 @@ async fn dashboard() -> Result<(), String> {
             json!([]),
         )
         .await?;
-    let shown = wait_for(&browser, "const t = document.getElementById('explanation').textContent; return t.includes('onerror') ? t : null").await?;
+    let shown = wait_for(
+        &browser,
+        "const t = document.getElementById('explanation').textContent; return t.includes('onerror') ? t : null",
+    )
+    .await?;
     let pwned = browser
-        .eval("return [document.body.dataset.pwned || null, document.querySelectorAll('#explanation *').length]", json!([]))
+        .eval(
+            "return [document.body.dataset.pwned || null, document.querySelectorAll('#explanation *').length]",
+            json!([]),
+        )
         .await?;
     if pwned != json!([null, 0]) || !shown.contains("<img src=x") {
         return Err(format!("markup in a path was interpreted: {pwned} / {shown}"));
@@ -246,20 +250,30 @@ async fn dashboard() -> Result<(), String> {
 fn what_is_missing(page: &Value) -> Vec<String> {
     let mut missing = Vec::new();
     let nodes: Vec<&str> = page["nodes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    for n in ["api-gateway v1", "user-service v1", "order-service v1", "order-service v2", "product-service v1", "notification-service v1"] {
+    for n in [
+        "api-gateway v1",
+        "user-service v1",
+        "order-service v1",
+        "order-service v2",
+        "product-service v1",
+        "notification-service v1",
+    ] {
         if !nodes.contains(&n) {
             missing.push(format!("node {n}"));
         }
     }
     let edges: Vec<&Value> = page["edges"].as_array().into_iter().flatten().collect();
-    let edge = |s: &'static str, d: &'static str| edges.iter().filter(move |e| e["source"] == s && e["destination"] == d);
+    let edge =
+        |s: &'static str, d: &'static str| edges.iter().filter(move |e| e["source"] == s && e["destination"] == d);
     // The live traffic's edges carry requests now; the journey's order → product calls are over.
     for (s, d, live) in [
         ("api-gateway", "order-service", true),
         ("api-gateway", "product-service", true),
         ("order-service", "product-service", false),
     ] {
-        if !edge(s, d).any(|e| e["mtls"] == true && e["lock"] == true && (!live || e["rps"].as_f64().unwrap_or(0.0) > 0.0)) {
+        if !edge(s, d)
+            .any(|e| e["mtls"] == true && e["lock"] == true && (!live || e["rps"].as_f64().unwrap_or(0.0) > 0.0))
+        {
             missing.push(format!("{s} → {d} with a lock{}", if live { " and traffic" } else { "" }));
         }
     }
@@ -317,7 +331,8 @@ async fn hostile_callers() -> Result<(), String> {
     for (name, value) in [("sec-fetch-site", "cross-site"), ("origin", "http://evil.example")] {
         let mut headers = http::HeaderMap::new();
         headers.insert(name, http::HeaderValue::from_static(value));
-        let r = send(addr, "127.0.0.1:15014", http::Method::GET, "/api/explain?source=x&service=y", headers, None).await?;
+        let r =
+            send(addr, "127.0.0.1:15014", http::Method::GET, "/api/explain?source=x&service=y", headers, None).await?;
         if r.status != http::StatusCode::FORBIDDEN {
             return Err(format!("{name}: {value} answered {}", r.status));
         }

@@ -106,9 +106,8 @@ async fn main() -> anyhow::Result<()> {
             .context("starting")?;
     let _dashboard = match args.dashboard {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("dashboard: listening on {addr}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("dashboard: listening on {addr}"))?;
             tracing::info!("dashboard on http://{addr}/");
             let dashboard =
                 weft_control_plane::dashboard::Dashboard::new(_control_plane.ctx.clone(), args.prometheus.clone());

@@ -122,9 +122,8 @@ pub struct Traffic {
 
 /// Reads Prometheus; a failed query leaves its part empty and says so in `problems`.
 pub async fn traffic(prometheus: &str, problems: &mut Vec<String>) -> Traffic {
-    let requests = format!(
-        "sum by ({EDGE}, response_code) (rate(istio_requests_total{{reporter=\"source\"}}[{WINDOW}]))"
-    );
+    let requests =
+        format!("sum by ({EDGE}, response_code) (rate(istio_requests_total{{reporter=\"source\"}}[{WINDOW}]))");
     let p99 = format!(
         "histogram_quantile(0.99, sum by ({EDGE}, le) (rate(istio_request_duration_milliseconds_bucket{{reporter=\"source\"}}[{WINDOW}])))"
     );
@@ -257,12 +256,18 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
     };
     let mut edges: BTreeMap<(String, String), Edge> = BTreeMap::new();
     let mut left_out = 0usize;
+    // Answers that were not 5xx, per edge: its success.
+    let mut ok: BTreeMap<(String, String), f64> = BTreeMap::new();
     for (m, rps) in &traffic.requests {
         let Some(key) = edge_of(&mut nodes, m) else {
             left_out += 1;
             continue;
         };
-        let e = edges.entry(key.clone()).or_insert_with(|| Edge { source: key.0, destination: key.1, ..Edge::default() });
+        let e = edges.entry(key.clone()).or_insert_with(|| Edge {
+            source: key.0.clone(),
+            destination: key.1.clone(),
+            ..Edge::default()
+        });
         let rps = if rps.is_finite() { *rps } else { 0.0 };
         e.rps += rps;
         let code = label(m, "response_code");
@@ -270,12 +275,12 @@ pub fn assemble(registry: &Registry, revision: i64, statuses: &[SidecarStatus], 
             e.error_rps += rps;
         }
         if !code.starts_with('5') {
-            // Success is computed below from the non-5xx rate kept here for now.
-            *e.success.get_or_insert(0.0) += rps;
+            *ok.entry(key).or_default() += rps;
         }
     }
-    for e in edges.values_mut() {
-        e.success = if e.rps > 0.0 { Some((e.success.unwrap_or(0.0) / e.rps).min(1.0)) } else { None };
+    for (key, e) in edges.iter_mut() {
+        // Two series extrapolate separately: a ratio a hair over 1 is 1.
+        e.success = (e.rps > 0.0).then(|| (ok.get(key).copied().unwrap_or(0.0) / e.rps).min(1.0));
     }
     for (m, _) in &traffic.answered {
         if let Some(e) = edges.get_mut(&edge_key(&nodes, m)) {
@@ -547,7 +552,10 @@ production:
     fn a_denial_from_a_caller_whose_sidecar_reported_nothing_still_draws_the_edge() {
         let traffic = Traffic {
             denied: vec![sample(
-                &[("instance", "x:1"), ("source_principal", "spiffe://cluster.local/ns/production/sa/notification-service")],
+                &[
+                    ("instance", "x:1"),
+                    ("source_principal", "spiffe://cluster.local/ns/production/sa/notification-service"),
+                ],
                 0.2,
             )],
             served: vec![sample(
@@ -558,7 +566,10 @@ production:
         };
         let m = assemble(&registry(), 1, &[], &traffic);
         assert_eq!(m.edges.len(), 1);
-        assert_eq!((m.edges[0].source.as_str(), m.edges[0].destination.as_str()), ("notification-service@v1", "order-service@v2"));
+        assert_eq!(
+            (m.edges[0].source.as_str(), m.edges[0].destination.as_str()),
+            ("notification-service@v1", "order-service@v2")
+        );
         // An identity no registered service runs as names no edge.
         let stranger = Traffic {
             denied: vec![sample(&[("instance", "x:1"), ("source_principal", "spiffe://cluster.local/ns/x/sa/y")], 1.0)],

@@ -117,11 +117,9 @@ pub async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Response<B
     }
     // A page of another site can send requests here (it cannot read the answers): it gets
     // none, so it cannot make the control plane query Prometheus and translate at its pace.
-    let cross_site = req
-        .headers()
-        .get("sec-fetch-site")
-        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
-        || req.headers().get(header::ORIGIN).is_some_and(|o| !origin_is_local(o));
+    let cross_site =
+        req.headers().get("sec-fetch-site").is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
+            || req.headers().get(header::ORIGIN).is_some_and(|o| !origin_is_local(o));
     if cross_site {
         return text(StatusCode::FORBIDDEN, "the dashboard answers only its own page\n");
     }
@@ -180,7 +178,7 @@ pub fn prometheus_targets(registry: &crate::registry::Registry) -> serde_json::V
     let mut groups = Vec::new();
     for svc in registry.services() {
         for inst in &svc.instances {
-            let Some(port) = inst.metrics_port else { continue };
+            let Some(port) = inst.metrics_port.filter(|p| *p != 0) else { continue };
             let Ok(addr) = inst.address.parse::<std::net::SocketAddr>() else { continue };
             let target = std::net::SocketAddr::new(addr.ip(), port);
             groups.push(serde_json::json!({
@@ -221,10 +219,7 @@ fn explain(state: &crate::watch::State, trust_domain: &str, query: &str) -> Resu
         .find(|s| s.name == source)
         .and_then(|s| crate::explain::workload_of(&s))
         .ok_or_else(|| format!("source: no registered service {source:?}"))?;
-    let principal = format!(
-        "spiffe://{}/ns/{}/sa/{}",
-        trust_domain, caller.namespace, caller.service_account
-    );
+    let principal = format!("spiffe://{}/ns/{}/sa/{}", trust_domain, caller.namespace, caller.service_account);
     let req = crate::explain::Request { host: service, method, path, headers: Vec::new() };
     let explained = crate::explain::call(&state.resources, &state.registry, &caller, &principal, &req)?;
     Ok(serde_json::json!({
@@ -236,7 +231,11 @@ fn explain(state: &crate::watch::State, trust_domain: &str, query: &str) -> Resu
 
 /// `http://` and a local host (see [`local_host`]).
 fn origin_is_local(origin: &HeaderValue) -> bool {
-    origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|h| local_host(HeaderValue::from_str(h).ok().as_ref()))
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("http://"))
+        .is_some_and(|h| local_host(HeaderValue::from_str(h).ok().as_ref()))
 }
 
 /// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
@@ -248,7 +247,9 @@ fn local_host(host: Option<&HeaderValue>) -> bool {
             Some((h, port)) if port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => h,
             _ => "",
         },
-        None => host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { "" }),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { "" }),
     };
     matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
@@ -292,9 +293,15 @@ mod tests {
         for ok in ["localhost", "localhost:15014", "127.0.0.1:15014", "[::1]:15014", "[::1]"] {
             assert!(local_host(Some(&HeaderValue::from_static(ok))), "{ok}");
         }
-        for bad in
-            ["evil.example:15014", "127.0.0.1.evil.example", "localhost.evil:1", "", "[::2]:1", "localhost:x", "[::1]junk"]
-        {
+        for bad in [
+            "evil.example:15014",
+            "127.0.0.1.evil.example",
+            "localhost.evil:1",
+            "",
+            "[::2]:1",
+            "localhost:x",
+            "[::1]junk",
+        ] {
             assert!(!local_host(Some(&HeaderValue::from_static(bad))), "{bad}");
         }
         assert!(!local_host(None));

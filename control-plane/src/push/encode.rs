@@ -113,8 +113,12 @@ accessLog: true
         let trust = Trust { roots: "ROOTS".into(), signer: "SIGNER".into() };
         for egress in [false, true] {
             if egress {
-                shared.egress =
-                    vec![weft_model::TcpEgress { cluster: "a".into(), port: 5432, addresses: vec![], sni_hosts: vec![] }];
+                shared.egress = vec![weft_model::TcpEgress {
+                    cluster: "a".into(),
+                    port: 5432,
+                    addresses: vec![],
+                    sni_hosts: vec![],
+                }];
                 shared.outbound_traffic_policy = None;
                 shared.access_log = None;
             }

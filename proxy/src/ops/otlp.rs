@@ -127,7 +127,11 @@ async fn send_batches(mut rx: mpsc::Receiver<Finished>, endpoint: Endpoint, coun
             }
             Err(_) => {
                 counted.with_label_values(&["failed"]).inc_by(n);
-                tracing::warn!("OTLP export to {}{}: no answer within {EXPORT_TIMEOUT:?}", endpoint.authority, endpoint.path);
+                tracing::warn!(
+                    "OTLP export to {}{}: no answer within {EXPORT_TIMEOUT:?}",
+                    endpoint.authority,
+                    endpoint.path
+                );
             }
         }
     }

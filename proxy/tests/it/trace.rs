@@ -45,13 +45,19 @@ async fn one_trace_across_two_sidecars_with_a_span_per_hop() {
 /// of the caller's; a 5xx is an error span; unsampled requests send nothing.
 #[tokio::test]
 async fn sampled_spans_reach_an_otlp_collector_one_per_hop() {
+    use http::StatusCode;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-    use http::StatusCode;
     use std::time::Duration;
     let collector = Upstream::named("collector").await;
     let app = Upstream::with("app", |seen| {
-        Box::pin(async move { if seen.path == "/fail" { status(StatusCode::SERVICE_UNAVAILABLE, "app") } else { ok("app") } })
+        Box::pin(async move {
+            if seen.path == "/fail" {
+                status(StatusCode::SERVICE_UNAVAILABLE, "app")
+            } else {
+                ok("app")
+            }
+        })
     })
     .await;
     let endpoint: weft_proxy::ops::otlp::Endpoint = format!("http://{}", collector.addr).parse().unwrap();
@@ -66,9 +72,10 @@ async fn sampled_spans_reach_an_otlp_collector_one_per_hop() {
             ..Default::default()
         }
     };
-    let callee = weft_proxy::Proxy::start(with_otlp(Some(app.addr)), parse(&config_yaml("  {}", "  {}")), Default::default())
-        .await
-        .unwrap();
+    let callee =
+        weft_proxy::Proxy::start(with_otlp(Some(app.addr)), parse(&config_yaml("  {}", "  {}")), Default::default())
+            .await
+            .unwrap();
     let services = format!("  {SVC}:\n    routes:\n      - route: [ {{ cluster: svc }} ]\n");
     let clusters = format!("  svc:\n    service: {SVC}\n    endpoints: [ {{ address: \"{}\" }} ]\n", callee.inbound);
     let caller =
@@ -128,6 +135,7 @@ async fn sampled_spans_reach_an_otlp_collector_one_per_hop() {
         let error = client.status.as_ref().unwrap().code == 2;
         assert_eq!(error, path == "/fail", "a 5xx is an error span: {client:?}");
     }
-    let exported = metric(&admin(&caller, "/stats/prometheus").await, "weft_trace_spans_total", &["result=\"exported\""]);
+    let exported =
+        metric(&admin(&caller, "/stats/prometheus").await, "weft_trace_spans_total", &["result=\"exported\""]);
     assert_eq!(exported, 2.0);
 }
