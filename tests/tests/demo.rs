@@ -126,13 +126,14 @@ fn check_report(report: &str) {
         .join("\n");
     let edge = |name: &str| {
         let line = top.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("weftctl top lacks {name}:\n{top}"));
-        let rps: f64 = line.split_whitespace().nth(3).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
-        (line.to_string(), rps)
+        let field = |i: usize| line.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(-1.0);
+        (line.to_string(), field(3), field(4))
     };
-    // The canary mix and the latency sample are sustained: they have rates.
+    // The canary mix and the latency sample are sustained: they have rates. The ejection's few
+    // 500s (at most 5 of the 60 sent then) may still be in the one-minute window.
     for name in ["api-gateway → order-service", "api-gateway → product-service"] {
-        let (line, rps) = edge(name);
-        assert!(rps > 0.0 && line.contains("100.0 %"), "{line}");
+        let (line, rps, success) = edge(name);
+        assert!(rps > 0.0 && success >= 95.0, "{line}");
     }
     // The journey's logins are a burst: listed, whatever its rate.
     assert!(edge("api-gateway → user-service").1 >= 0.0);
