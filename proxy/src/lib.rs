@@ -19,6 +19,7 @@
 //! outlives a reload (pools, active-request counts) lives in [`upstream::endpoint::Registry`].
 
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod net;
 pub mod ops;

@@ -144,6 +144,20 @@ struct Args {
     /// Worker threads (default: one per core).
     #[arg(long, env = "WEFT_WORKERS")]
     workers: Option<usize>,
+    /// `weft-proxy gateway`: where the Gateway servers' ports are bound.
+    #[arg(long, env = "WEFT_GATEWAY_ADDRESS", default_value = "0.0.0.0")]
+    gateway_address: std::net::IpAddr,
+    /// `weft-proxy gateway`: where a server's `credentialName` is read, as a mounted TLS
+    /// Secret: `<dir>/<name>/tls.crt`, `tls.key`, and for MUTUAL `ca.crt`.
+    #[arg(long, env = "WEFT_CREDENTIALS_DIR", default_value = "/etc/weft/credentials")]
+    credentials_dir: PathBuf,
+    /// `weft-proxy gateway`: proxies in front of the gateway whose `x-forwarded-for` entries
+    /// are trusted (Istio's `gatewayTopology.numTrustedProxies`).
+    #[arg(long, env = "WEFT_NUM_TRUSTED_PROXIES", default_value_t = 0)]
+    num_trusted_proxies: usize,
+    /// Set by the `gateway` subcommand.
+    #[arg(skip)]
+    gateway: bool,
 }
 
 fn parse_app_protocol(s: &str) -> Result<weft_model::AppProtocol, String> {
@@ -249,7 +263,18 @@ fn main() -> anyhow::Result<()> {
         Some("wait") => return wait_ready(WaitArgs::parse_from(std::env::args().skip(1))),
         _ => {}
     }
-    let args = Args::parse();
+    // `weft-proxy gateway …`: an ingress gateway (Istio's gateway deployment), not a sidecar;
+    // the same flags, and the gateway's own.
+    let gateway = std::env::args().nth(1).as_deref() == Some("gateway");
+    let mut args = match gateway {
+        true => Args::parse_from(std::env::args().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a)),
+        false => Args::parse(),
+    };
+    args.gateway = gateway;
+    if gateway && args.labels.is_empty() {
+        // The labels Istio's ingress gateway deployment carries, which Gateway selectors name.
+        args.labels = "istio=ingressgateway,app=istio-ingressgateway".into();
+    }
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.workers {
@@ -336,6 +361,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dns_servers: args.dns_server.clone(),
         trace_sampling_percent: (!args.no_tracing).then_some(args.trace_sampling),
         otlp_endpoint: args.otlp_endpoint.clone(),
+        gateway: args.gateway.then(|| weft_proxy::gateway::GatewayOptions {
+            address: args.gateway_address,
+            credentials_dir: args.credentials_dir.clone(),
+            num_trusted_proxies: args.num_trusted_proxies,
+        }),
     };
     let (initial, watched) = match &args.config {
         Some(file) => {
@@ -356,6 +386,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 path_normalization: None,
                 access_log: None,
                 egress: Vec::new(),
+                gateway: Vec::new(),
             },
             None,
         ),
@@ -409,7 +440,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 workload: workload(&args),
                 instance: args.instance.clone().unwrap_or_else(|| format!("{}-{}", args.workload, std::process::id())),
                 service: args.service.clone(),
-                address: Some(advertise.to_string()),
+                // A gateway is no destination of the mesh: it is not registered.
+                address: (!args.gateway).then(|| advertise.to_string()),
                 port: Some(args.service_port),
                 protocol: args.app_protocol,
                 // Scrapeable where peers reach the sidecar only when the admin listener is there too.

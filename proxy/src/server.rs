@@ -57,6 +57,9 @@ pub struct ProxyOptions {
     pub trace_sampling_percent: Option<f64>,
     /// Sampled spans go here over OTLP/HTTP (`--otlp-endpoint`); none: not exported.
     pub otlp_endpoint: Option<crate::ops::otlp::Endpoint>,
+    /// Run as an ingress gateway (`weft-proxy gateway`): no inbound or outbound listener;
+    /// the config's gateway servers' ports instead.
+    pub gateway: Option<crate::gateway::GatewayOptions>,
 }
 
 impl Default for ProxyOptions {
@@ -78,6 +81,7 @@ impl Default for ProxyOptions {
             dns_servers: Vec::new(),
             trace_sampling_percent: Some(crate::ops::trace::DEFAULT_SAMPLING_PERCENT),
             otlp_endpoint: None,
+            gateway: None,
         }
     }
 }
@@ -131,13 +135,18 @@ impl Proxy {
             mirror_slots: Arc::new(tokio::sync::Semaphore::new(crate::http::mirror::MAX_IN_FLIGHT)),
             tap: Default::default(),
             otlp,
+            applied: Default::default(),
         });
 
         let bind = |addr: SocketAddr| async move {
             listen::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
         };
-        let (out_l, in_l, admin_l) =
-            (bind(options.outbound).await?, bind(options.inbound).await?, bind(options.admin).await?);
+        // A gateway has no app: its listeners are its servers' ports, bound by `gateway::run`.
+        let (out_l, in_l) = match options.gateway {
+            Some(_) => (Vec::new(), Vec::new()),
+            None => (bind(options.outbound).await?, bind(options.inbound).await?),
+        };
+        let admin_l = bind(options.admin).await?;
         let local =
             |l: &[TcpListener], fallback: SocketAddr| l.first().and_then(|l| l.local_addr().ok()).unwrap_or(fallback);
         let addrs = (local(&out_l, options.outbound), local(&in_l, options.inbound), local(&admin_l, options.admin));
@@ -181,6 +190,12 @@ impl Proxy {
                 gauge("admin"),
                 listen::Guard::Open,
             ));
+        }
+        if let Some(gateway) = options.gateway.clone() {
+            let (s, gateway) = (shared.clone(), Arc::new(crate::gateway::Gateway::new(gateway)));
+            let g = gateway.clone();
+            let serve = move |req, conn, port| outbound::serve(s.clone(), req, conn, Some((g.clone(), port)));
+            tasks.spawn(crate::gateway::run(shared.clone(), gateway, serve, drain, stop_rx.clone()));
         }
         let (s, stop) = (shared.clone(), stop_rx.clone());
         tasks.spawn(async move {

@@ -43,6 +43,8 @@ pub struct Shared {
     pub tap: crate::ops::tap::Tap,
     /// Where sampled spans are exported (`--otlp-endpoint`); none: only propagated and logged.
     pub otlp: Option<crate::ops::otlp::Exporter>,
+    /// Signalled after each applied config (a gateway binds the ports it names).
+    pub(crate) applied: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -78,6 +80,7 @@ impl Shared {
         snapshot.start_outlier_reviews();
         self.snapshot.swap(snapshot).retire();
         self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.applied.notify_one();
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.metrics.config_applied.inc();
         Ok(version)

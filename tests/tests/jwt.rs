@@ -6,13 +6,8 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use common::*;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,33 +17,6 @@ use weft_control_plane::istio::load_str;
 use weft_testkit::Etcd;
 
 const ISS: &str = "https://auth.shop.example";
-
-struct Signer {
-    key: EncodingKey,
-    jwk: Value,
-    kid: String,
-}
-
-fn signer(kid: &str) -> Signer {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let pk = pair.public_key().as_ref();
-    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-    let jwk =
-        json!({"kty": "EC", "crv": "P-256", "x": b64(&pk[1..33]), "y": b64(&pk[33..65]), "kid": kid, "use": "sig"});
-    Signer { key: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk, kid: kid.into() }
-}
-
-impl Signer {
-    fn token(&self, sub: &str, exp_from_now: i64, groups: &[&str]) -> String {
-        let mut h = Header::new(Algorithm::ES256);
-        h.kid = Some(self.kid.clone());
-        let exp = jsonwebtoken::get_current_timestamp() as i64 + exp_from_now;
-        let claims = json!({"iss": ISS, "sub": sub, "aud": ["shop"], "exp": exp, "groups": groups});
-        jsonwebtoken::encode(&h, &claims, &self.key).unwrap()
-    }
-}
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
@@ -90,7 +58,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_user_jwts_are_verified_authorized_and_their_keys_rotate() {
-    let (k1, k2) = (signer("k1"), signer("k2"));
+    let (k1, k2) = (signer(ISS, "k1"), signer(ISS, "k2"));
     let jwks = Arc::new(Mutex::new(json!({"keys": [k1.jwk]}).to_string()));
     let (served, hits) = (jwks.clone(), Arc::new(AtomicUsize::new(0)));
     let counted = hits.clone();
@@ -141,7 +109,7 @@ async fn end_user_jwts_are_verified_authorized_and_their_keys_rotate() {
     assert_eq!(call(vec![]).await, (403, "RBAC: access denied".to_string()), "no token: the ALLOW needs a principal");
     let expired = k1.token("alice", -3600, &["dev"]);
     assert_eq!(call(vec![("authorization", bearer(&expired))]).await, (401, "Jwt is expired".to_string()));
-    let own_key = signer("k1").token("admin", 600, &["dev"]);
+    let own_key = signer(ISS, "k1").token("admin", 600, &["dev"]);
     assert_eq!(call(vec![("authorization", bearer(&own_key))]).await.0, 401, "a caller's own key is not the issuer's");
     let forged = vec![("authorization", bearer(&k1.token("bob", 600, &[]))), ("x-user", "admin".to_string())];
     assert_eq!(call(forged).await.1, "user=bob token=no", "the claim header comes from the token, not the caller");

@@ -146,6 +146,7 @@ fn load_doc(file: &Path, first_line: usize, doc: &str) -> Result<Resource, Vec<D
         }
         Kind::Telemetry => typed(file, first_line, doc).map(|o| (o.metadata, Spec::Telemetry(o.spec))),
         Kind::ServiceEntry => typed(file, first_line, doc).map(|o| (o.metadata, Spec::ServiceEntry(o.spec))),
+        Kind::Gateway => typed(file, first_line, doc).map(|o| (o.metadata, Spec::Gateway(o.spec))),
         Kind::RequestAuthentication => {
             typed(file, first_line, doc).map(|o| (o.metadata, Spec::RequestAuthentication(o.spec)))
         }

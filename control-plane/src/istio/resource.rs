@@ -3,8 +3,8 @@
 
 use super::lines::LineIndex;
 use super::types::{
-    AuthorizationPolicy, DestinationRule, Metadata, PeerAuthentication, RequestAuthentication, ServiceEntry, Sidecar,
-    Telemetry, VirtualService, WorkloadGroup,
+    AuthorizationPolicy, DestinationRule, Gateway, Metadata, PeerAuthentication, RequestAuthentication, ServiceEntry,
+    Sidecar, Telemetry, VirtualService, WorkloadGroup,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -32,10 +32,11 @@ pub enum Kind {
     Telemetry,
     RequestAuthentication,
     ServiceEntry,
+    Gateway,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::AuthorizationPolicy,
@@ -45,6 +46,7 @@ impl Kind {
         Kind::Telemetry,
         Kind::RequestAuthentication,
         Kind::ServiceEntry,
+        Kind::Gateway,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Kind {
             Kind::Telemetry => "Telemetry",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::ServiceEntry => "ServiceEntry",
+            Kind::Gateway => "Gateway",
         }
     }
 
@@ -75,7 +78,12 @@ impl Kind {
     /// The API group and the versions Istio serves this kind in.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar | Kind::WorkloadGroup | Kind::ServiceEntry => {
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Sidecar
+            | Kind::WorkloadGroup
+            | Kind::ServiceEntry
+            | Kind::Gateway => {
                 &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
             }
             Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
@@ -106,6 +114,7 @@ pub enum Spec {
     Telemetry(Telemetry),
     RequestAuthentication(RequestAuthentication),
     ServiceEntry(ServiceEntry),
+    Gateway(Gateway),
 }
 
 /// Where a resource came from, for error messages.
@@ -156,6 +165,7 @@ impl Resource {
             Spec::Telemetry(s) => serde_json::to_value(s),
             Spec::RequestAuthentication(s) => serde_json::to_value(s),
             Spec::ServiceEntry(s) => serde_json::to_value(s),
+            Spec::Gateway(s) => serde_json::to_value(s),
         }
         .unwrap_or_default();
         let mut metadata = self.metadata.clone();

@@ -44,8 +44,9 @@ impl Serialize for SessionConfig<'_> {
             path_normalization: _,
             access_log,
             egress,
+            gateway,
         } = self.0.shared;
-        let mut c = s.serialize_struct("ProxyConfig", 11)?;
+        let mut c = s.serialize_struct("ProxyConfig", 12)?;
         c.serialize_field("apiVersion", api_version)?;
         c.serialize_field("version", self.0.version)?;
         c.serialize_field("workload", self.0.workload)?;
@@ -66,6 +67,11 @@ impl Serialize for SessionConfig<'_> {
             c.skip_field("egress")?;
         } else {
             c.serialize_field("egress", egress)?;
+        }
+        if gateway.is_empty() {
+            c.skip_field("gateway")?;
+        } else {
+            c.serialize_field("gateway", gateway)?;
         }
         c.end()
     }

@@ -16,6 +16,9 @@ pub(super) struct Translator<'a> {
     pub(super) workload: &'a model::Workload,
     pub(super) warnings: Vec<String>,
     pub(super) clusters: BTreeMap<String, model::Cluster>,
+    /// The Gateways (`namespace/name`) that make this workload an ingress gateway; empty
+    /// for a sidecar.
+    pub(super) gateways: Vec<String>,
 }
 
 /// `exportTo` as Istio reads it: empty or `*` is everyone, `.` the resource's namespace.

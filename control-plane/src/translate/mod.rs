@@ -9,6 +9,7 @@
 
 mod common;
 mod destination_rule;
+mod gateway;
 mod locality;
 mod security;
 mod service_entry;
@@ -69,10 +70,20 @@ pub fn translate_in(
     version: &str,
     trust_domain: &str,
 ) -> Translation {
-    let mut t =
-        Translator { resources, registry, workload, trust_domain, warnings: Vec::new(), clusters: BTreeMap::new() };
+    let selected = gateway::selecting(resources, workload);
+    let mut t = Translator {
+        resources,
+        registry,
+        workload,
+        trust_domain,
+        warnings: Vec::new(),
+        clusters: BTreeMap::new(),
+        gateways: selected.iter().map(|g| g.name.clone()).collect(),
+    };
     let mut services = BTreeMap::new();
-    for svc in registry.services() {
+    // A gateway routes only the hosts of the VirtualServices bound to its Gateways.
+    let gateway_servers = t.gateway(&selected, &mut services);
+    for svc in registry.services().into_iter().filter(|_| selected.is_empty()) {
         let fqdn = svc.fqdn();
         let routes = match t.virtual_service_for(&fqdn) {
             Some((vs, ns)) => t.routes(vs, ns, svc.port),
@@ -82,7 +93,7 @@ pub fn translate_in(
             services.insert(fqdn, model::Service { routes });
         }
     }
-    let egress = t.external(&mut services);
+    let egress = if selected.is_empty() { t.external(&mut services) } else { Vec::new() };
     let clusters = std::mem::take(&mut t.clusters);
     Translation {
         config: model::ProxyConfig {
@@ -103,6 +114,7 @@ pub fn translate_in(
             path_normalization: None,
             access_log: access_log(resources, workload, &mut t.warnings),
             egress,
+            gateway: gateway_servers,
         },
         warnings: t.warnings,
     }

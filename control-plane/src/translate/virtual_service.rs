@@ -67,12 +67,21 @@ impl<'a> Translator<'a> {
     }
 
     pub(super) fn routes(&mut self, vs: &'a VirtualService, vs_ns: &str, port: u16) -> Vec<model::Route> {
+        self.routes_on(vs, vs_ns, &[port])
+    }
+
+    /// A gateway's routes from `vs`: match entries for its servers' `ports` and its Gateways.
+    pub(super) fn gateway_routes(&mut self, vs: &'a VirtualService, vs_ns: &str, ports: &[u16]) -> Vec<model::Route> {
+        self.routes_on(vs, vs_ns, ports)
+    }
+
+    fn routes_on(&mut self, vs: &'a VirtualService, vs_ns: &str, ports: &[u16]) -> Vec<model::Route> {
         // `tls` and `tcp` are refused by validation; hosts, gateways and exportTo chose this VirtualService.
         let VirtualService { hosts: _, gateways: _, http, tls: _, tcp: _, export_to: _ } = vs;
         let mut out = Vec::new();
         for (i, rule) in http.iter().enumerate() {
             let selected: Vec<model::Match> =
-                rule.matches.iter().filter(|m| self.selects(m, port)).map(translate_match).collect();
+                rule.matches.iter().filter(|m| self.selects(m, ports, vs_ns)).map(translate_match).collect();
             if !rule.matches.is_empty() && selected.is_empty() {
                 continue; // Every match entry is for other workloads or ports.
             }
@@ -89,8 +98,10 @@ impl<'a> Translator<'a> {
         out
     }
 
-    /// Config-time selectors: sourceLabels, sourceNamespace, port (gateways chose the VirtualService).
-    fn selects(&self, m: &HttpMatchRequest, port: u16) -> bool {
+    /// Config-time selectors: sourceLabels, sourceNamespace, port (one of `ports`: a sidecar's
+    /// service port, a gateway's server ports), gateways (this sidecar's `mesh`, or one of
+    /// this gateway workload's Gateways, named from the VirtualService's namespace `vs_ns`).
+    fn selects(&self, m: &HttpMatchRequest, ports: &[u16], vs_ns: &str) -> bool {
         let HttpMatchRequest {
             source_labels,
             source_namespace,
@@ -110,10 +121,15 @@ impl<'a> Translator<'a> {
         } = m;
         let labels_ok = source_labels.iter().all(|(k, v)| self.workload.labels.get(k) == Some(v));
         let ns_ok = source_namespace.as_deref().is_none_or(|ns| ns == self.workload.namespace);
-        let port_ok = match_port.is_none_or(|p| p == u32::from(port));
-        // A match entry naming gateways applies to sidecars only when `mesh` is one of them.
-        let mesh_ok = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
-        labels_ok && ns_ok && port_ok && mesh_ok
+        let port_ok = match_port.is_none_or(|p| ports.iter().any(|&port| p == u32::from(port)));
+        // A match entry naming gateways applies to sidecars only when `mesh` is one of them,
+        // to a gateway only when it names one of its Gateways.
+        let bound = gateways.is_empty()
+            || match self.gateways.is_empty() {
+                true => gateways.iter().any(|g| g == "mesh"),
+                false => gateways.iter().any(|g| self.names_our_gateway(g, vs_ns)),
+            };
+        labels_ok && ns_ok && port_ok && bound
     }
 
     fn route(&mut self, index: usize, rule: &HttpRoute, matches: Vec<model::Match>, vs_ns: &str) -> model::Route {

@@ -17,6 +17,7 @@
 pub mod action;
 pub mod authz;
 pub mod duration;
+pub mod gateway;
 pub mod hash;
 pub mod jwt;
 pub mod protocol;
@@ -93,6 +94,10 @@ pub struct ProxyConfig {
     /// under the entry's cluster, whatever `outboundTrafficPolicy` says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<TcpEgress>,
+    /// An ingress gateway's servers (Istio's `Gateway` resources that select this
+    /// workload); empty for a sidecar. Read by `weft-proxy gateway` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway: Vec<gateway::Server>,
 }
 
 /// A ServiceEntry's TCP port (TLS from the app, a database …).

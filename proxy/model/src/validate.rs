@@ -58,6 +58,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
         path_normalization: _,
         access_log: _,
         egress,
+        gateway,
     } = c;
     if api_version != API_VERSION {
         return Path::root("apiVersion").err(format!("must be {API_VERSION:?}, found {api_version:?}"));
@@ -107,6 +108,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
     for (i, rule) in inbound.jwt.iter().enumerate() {
         jwt_rule(&Path::root("inbound").field("jwt").index(i), rule)?;
     }
+    gateway_servers(gateway)?;
     for (i, e) in egress.iter().enumerate() {
         if e.port == 0 {
             return Path::root("egress").index(i).field("port").err("must be a port number (1-65535)");
@@ -618,6 +620,57 @@ fn header_name(p: &Path, name: &str) -> Result {
 fn socket_addr(p: &Path, addr: &str) -> Result {
     if addr.parse::<SocketAddr>().is_err() {
         return p.err(format!("{addr:?} is not an IP:port address"));
+    }
+    Ok(())
+}
+
+/// A gateway's servers: real ports and hosts, one kind of server per port (plaintext
+/// or TLS, as Istio refuses HTTP and HTTPS on one port), credentials that stay in
+/// their directory, and a client CA wherever clients must prove themselves.
+fn gateway_servers(servers: &[crate::gateway::Server]) -> Result {
+    use crate::gateway::{credential_name_ok, Credential, ServerTlsMode};
+    let mut tls_by_port = std::collections::BTreeMap::new();
+    for (i, s) in servers.iter().enumerate() {
+        let p = Path::root("gateway").index(i);
+        if s.port == 0 {
+            return p.field("port").err("must be a port number (1-65535)");
+        }
+        if s.hosts.is_empty() {
+            return p.field("hosts").err("a server needs at least one host");
+        }
+        for (j, h) in s.hosts.iter().enumerate() {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            let ok = h == "*"
+                || (!name.is_empty()
+                    && name
+                        .split('.')
+                        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
+            if !ok {
+                return p.field("hosts").index(j).err(format!("{h:?} is not a host name, `*.suffix` or `*`"));
+            }
+        }
+        if tls_by_port.insert(s.port, s.tls.is_some()).is_some_and(|tls| tls != s.tls.is_some()) {
+            return p.field("port").err(format!("port {} has both plaintext and TLS servers", s.port));
+        }
+        if s.https_redirect && s.tls.is_some() {
+            return p.field("httpsRedirect").err("only a plaintext server redirects to https");
+        }
+        let Some(tls) = &s.tls else { continue };
+        let c = p.field("tls").field("credential");
+        match &tls.credential {
+            Credential::Name(name) if !credential_name_ok(name) => {
+                return c.err(format!("{name:?} is not a Secret name (lowercase letters, digits, '-', '.')"));
+            }
+            Credential::Files { certificate, private_key, ca_certificates } => {
+                if certificate.is_empty() || private_key.is_empty() {
+                    return c.err("the certificate and its private key are both required");
+                }
+                if tls.mode == ServerTlsMode::Mutual && ca_certificates.as_deref().is_none_or(str::is_empty) {
+                    return c.err("MUTUAL needs caCertificates to verify clients with");
+                }
+            }
+            Credential::Name(_) => {}
+        }
     }
     Ok(())
 }

@@ -52,6 +52,9 @@ pub struct Snapshot {
     pub config: Arc<ProxyConfig>,
     /// Every name a service answers to → index in `vhosts`.
     domains: HashMap<String, usize>,
+    /// Wildcard service keys (`*.example.com` as `.example.com`, `*` as ``), longest
+    /// suffix first: Envoy's order, tried when no exact name matches.
+    wildcards: Vec<(String, usize)>,
     vhosts: Vec<VirtualHost>,
     clusters: HashMap<Arc<str>, Cluster>,
     /// The local app as a one-endpoint cluster, if its address is known.
@@ -89,6 +92,7 @@ impl Snapshot {
         config.validate()?;
         let ns = config.workload.namespace.clone();
         let mut domains = HashMap::new();
+        let mut wildcards = Vec::new();
         let mut vhosts = Vec::with_capacity(config.services.len());
         for (host, service) in &config.services {
             let routes = service
@@ -102,8 +106,13 @@ impl Snapshot {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            for name in domain_names(host, &ns) {
-                domains.entry(name).or_insert(vhosts.len());
+            match host.strip_prefix('*') {
+                Some(suffix) => wildcards.push((suffix.to_ascii_lowercase(), vhosts.len())),
+                None => {
+                    for name in domain_names(host, &ns) {
+                        domains.entry(name).or_insert(vhosts.len());
+                    }
+                }
             }
             vhosts.push(VirtualHost { name: host.as_str().into(), routes });
         }
@@ -199,7 +208,19 @@ impl Snapshot {
             None => "unknown".into(),
         };
         let retired = Default::default();
-        Ok(Snapshot { config: Arc::new(config), domains, vhosts, clusters, inbound, authz, jwt, own_service, retired })
+        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Ok(Snapshot {
+            config: Arc::new(config),
+            domains,
+            wildcards,
+            vhosts,
+            clusters,
+            inbound,
+            authz,
+            jwt,
+            own_service,
+            retired,
+        })
     }
 
     /// The service a `Host`/`:authority` names, port and case ignored.
@@ -210,6 +231,12 @@ impl Snapshot {
         } else {
             self.domains.get(host)
         };
+        let index = index.or_else(|| {
+            let suffix_of = |s: &str| {
+                host.len() > s.len() && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            };
+            self.wildcards.iter().find(|(s, _)| s.is_empty() || suffix_of(s)).map(|(_, i)| i)
+        });
         index.map(|&i| &self.vhosts[i])
     }
 

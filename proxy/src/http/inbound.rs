@@ -36,36 +36,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }
-    // End-user authentication comes before authorization (Envoy's filter order).
-    let end_user = match snap.jwt.authenticate(&mut parts) {
-        Ok(user) => user,
-        Err(refused) => return record.reply(&ProxyError::Unauthenticated(refused), Default::default()),
+    // The port the peer was going to (captured), else the app's: Istio's `ports`
+    // and `destination.port` name the workload port the connection was for.
+    let port = match conn.original_dst {
+        Some(dst) => dst.port(),
+        None => snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port()),
     };
-    if !snap.authz.is_empty() {
-        // `::ffff:a.b.c.d` (a dual-stack listener) is the IPv4 address it carries.
-        let remote = conn.remote.map(|r| r.ip().to_canonical());
-        // The port the peer was going to (captured), else the app's: Istio's `ports`
-        // and `destination.port` name the workload port the connection was for.
-        let port = match conn.original_dst {
-            Some(dst) => dst.port(),
-            None => snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port()),
-        };
-        let path = record.path.split('?').next().unwrap_or("/").to_string();
-        let req = crate::security::authz::Request {
-            principal: peer.as_deref(),
-            source_ip: remote,
-            host: &record.authority,
-            port,
-            method: parts.method.as_str(),
-            path: &path,
-            headers: &parts.headers,
-            end_user: end_user.as_ref(),
-        };
-        if let crate::security::authz::Decision::Deny(why) = crate::security::authz::decide(&snap.authz, &req) {
-            shared.metrics.authz_denied.with_label_values(&[why.as_str(), peer.as_deref().unwrap_or("unknown")]).inc();
-            record.route = Some(why.as_str().into());
-            return record.reply(&ProxyError::Denied(why), Default::default());
-        }
+    if let Err(e) = crate::http::policy::admit(&shared, &snap, &conn, &mut parts, &mut record, port) {
+        return record.reply(&e, Default::default());
     }
     let Some(app) = &snap.inbound else {
         return record.reply(&ProxyError::NoApp, Default::default());

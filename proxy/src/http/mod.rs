@@ -12,6 +12,7 @@ pub mod matcher;
 pub mod mirror;
 pub mod normalize;
 pub mod outbound;
+pub(crate) mod policy;
 pub mod reply;
 pub mod retry;
 pub mod route;

@@ -3,6 +3,7 @@
 //! under the route timeout.
 
 use crate::config::snapshot::Snapshot;
+use crate::gateway::Gateway;
 use crate::http::answer::{Action, Origin};
 use crate::http::body::{self, Body};
 use crate::http::cors::Verdict;
@@ -21,12 +22,33 @@ use std::sync::Arc;
 
 /// Handles one request from the local app.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+    serve(shared, req, conn, None).await
+}
+
+/// Handles one request from the local app, or from outside the mesh on a gateway's
+/// `port` (then the edge's checks come first: [`crate::gateway::edge`]).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+    edge: Option<(Arc<Gateway>, u16)>,
+) -> Response<Body> {
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
     let admitted = crate::http::hygiene::admit(&mut parts, shared.path_normalization(&snap.config));
+    if let Some((gateway, _)) = &edge {
+        crate::gateway::edge::sanitize(&mut parts, &conn, gateway.num_trusted_proxies());
+    }
     let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Source, &mut parts);
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
+    }
+    if let Some((gateway, port)) = &edge {
+        match crate::gateway::edge::admit(&shared, &snap, gateway, *port, &conn, &mut parts, &mut record) {
+            Ok(None) => {}
+            Ok(Some(answer)) => return record.respond(answer),
+            Err(e) => return record.reply(&e, Default::default()),
+        }
     }
     let mut cors = None;
     let mut response = match route_and_forward(&shared, &snap, &mut record, &conn, parts, incoming, &mut cors).await {

@@ -39,6 +39,10 @@ pub struct Conn {
     /// Where a captured connection was going (transparent interception); absent
     /// when the peer dialled the listener itself.
     pub original_dst: Option<std::net::SocketAddr>,
+    /// TLS was terminated here (inbound mTLS, a gateway's HTTPS server).
+    pub tls: bool,
+    /// The name a gateway client's ClientHello asked for (SNI).
+    pub sni: Option<Arc<str>>,
 }
 
 /// What a listener checks before serving HTTP on a connection.
@@ -52,6 +56,19 @@ pub enum Guard {
     /// (with its [`OriginalDst`]), anything else is passed through or refused,
     /// and reported to the telemetry.
     Outbound(Arc<dyn crate::net::intercept::Capture>),
+    /// A gateway's port: TLS with the certificate the ClientHello's SNI selects, or
+    /// plaintext where the port's servers are plaintext.
+    Edge(Arc<dyn EdgeTls>),
+}
+
+/// What a gateway port needs to accept a client.
+pub trait EdgeTls: Send + Sync + 'static {
+    /// Whether the port serves plaintext HTTP.
+    fn plaintext(&self) -> bool;
+    /// The TLS config for a ClientHello naming `sni`; `None`: no server takes it.
+    fn config_for(&self, sni: Option<&str>) -> Option<Arc<rustls::ServerConfig>>;
+    /// Counts a connection refused, by reason.
+    fn refused(&self, reason: &'static str);
 }
 
 /// What the inbound listener needs to speak mesh mTLS.
@@ -254,6 +271,7 @@ pub async fn serve<H, F>(
                         }
                         Guard::Inbound(sec) => secure(builder, watcher, stream, handler, sec, remote).await,
                         Guard::Outbound(capture) => captured(builder, watcher, stream, handler, &*capture, remote).await,
+                        Guard::Edge(tls) => edge(builder, watcher, stream, handler, &*tls, remote).await,
                     }
                     active.dec();
                 });
@@ -268,6 +286,36 @@ pub async fn serve<H, F>(
     }
 }
 
+/// The first bytes of a new connection, within [`FIRST_BYTE_TIMEOUT`]; none when it
+/// closes, fails or stays silent.
+async fn first_bytes(stream: &tokio::net::TcpStream) -> Option<([u8; 3], usize)> {
+    let mut first = [0u8; 3];
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => Some((first, n)),
+        _ => None,
+    }
+}
+
+/// A TLS handshake within [`FIRST_BYTE_TIMEOUT`]; a failure or a timeout is counted by
+/// `refused` and gives none.
+async fn handshake<T, E: std::fmt::Display>(
+    shake: impl Future<Output = Result<T, E>>,
+    refused: impl Fn(&'static str),
+) -> Option<T> {
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, shake).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake refused: {e}");
+            refused("handshake");
+            None
+        }
+        Err(_) => {
+            refused("handshake timeout");
+            None
+        }
+    }
+}
+
 async fn secure<H, F>(
     builder: auto::Builder<TokioExecutor>,
     watcher: (hyper_util::server::graceful::Watcher, Duration),
@@ -279,11 +327,7 @@ async fn secure<H, F>(
     H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut first = [0u8; 3];
-    let n = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => n,
-        _ => return,
-    };
+    let Some((first, n)) = first_bytes(&stream).await else { return };
     // Where a captured peer was going: authorization's `ports` is that port, not the app's.
     let original_dst = crate::net::intercept::original_dst(&stream);
     let mode = sec.mode();
@@ -293,26 +337,15 @@ async fn secure<H, F>(
             return;
         }
         // Served while the mode allows it: a switch to STRICT refuses this connection's next request.
-        let conn = Conn { peer: None, remote, original_dst };
+        let conn = Conn { remote, original_dst, ..Conn::default() };
         return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, Some(sec)).await;
     }
     let Some(config) = sec.server_config().filter(|_| mode != MtlsMode::Disable) else {
         sec.refused("tls without a workload certificate or under DISABLE");
         return;
     };
-    let tls =
-        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tokio_rustls::TlsAcceptor::from(config).accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!("mTLS handshake refused: {e}");
-                sec.refused("handshake");
-                return;
-            }
-            Err(_) => {
-                sec.refused("handshake timeout");
-                return;
-            }
-        };
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let Some(tls) = handshake(accept, |why| sec.refused(why)).await else { return };
     let peer =
         tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::security::tls::spiffe_id(c));
     let Some(peer) = peer else {
@@ -324,7 +357,43 @@ async fn secure<H, F>(
         sec.refused("foreign trust domain");
         return;
     }
-    let conn = Conn { peer: Some(peer.into()), remote, original_dst };
+    let conn = Conn { peer: Some(peer.into()), remote, original_dst, tls: true, sni: None };
+    serve_io(builder, watcher, TokioIo::new(tls), handler, conn, None).await
+}
+
+/// A gateway client: TLS is terminated with the config of the server its ClientHello
+/// names (read before choosing, so each name gets its own certificate and client
+/// check), plaintext is served where the port is plaintext, anything else closed.
+async fn edge<H, F>(
+    builder: auto::Builder<TokioExecutor>,
+    watcher: (hyper_util::server::graceful::Watcher, Duration),
+    stream: tokio::net::TcpStream,
+    handler: H,
+    edge: &dyn EdgeTls,
+    remote: Option<std::net::SocketAddr>,
+) where
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let Some((first, n)) = first_bytes(&stream).await else { return };
+    if !crate::security::tls::looks_like_tls(&first[..n]) {
+        if !edge.plaintext() {
+            edge.refused("plaintext on a TLS port");
+            return;
+        }
+        let conn = Conn { remote, ..Conn::default() };
+        return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
+    }
+    let shake = async {
+        let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = acceptor.await.map_err(|e| e.to_string())?;
+        let sni: Option<Arc<str>> = start.client_hello().server_name().map(|s| s.to_ascii_lowercase().into());
+        let config = edge.config_for(sni.as_deref()).ok_or("no server for this name")?;
+        let tls = start.into_stream(config).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((tls, sni))
+    };
+    let Some((tls, sni)) = handshake(shake, |why| edge.refused(why)).await else { return };
+    let conn = Conn { remote, tls: true, sni, ..Conn::default() };
     serve_io(builder, watcher, TokioIo::new(tls), handler, conn, None).await
 }
 
@@ -355,7 +424,7 @@ async fn captured<H, F>(
         Err(_) => 0, // silent: a server-first protocol
     };
     if intercept::looks_like_http(&first[..n]) {
-        let conn = Conn { peer: None, remote, original_dst: Some(dst) };
+        let conn = Conn { remote, original_dst: Some(dst), ..Conn::default() };
         return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
     }
     // A TLS ClientHello names the server: TLS and HTTPS entries are matched by it (Istio's SNI match).

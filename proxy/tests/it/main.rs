@@ -9,6 +9,7 @@ mod balancing;
 mod control;
 mod dns;
 mod faults;
+mod gateway;
 mod grpc;
 mod hygiene;
 mod input;

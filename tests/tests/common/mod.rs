@@ -2,9 +2,15 @@
 //! mode (optionally with a workload identity), and polling.
 #![allow(dead_code)]
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,6 +173,31 @@ pub async fn sidecar_full(
     tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
     protocol: Option<weft_model::AppProtocol>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
+    join(cp, w, service, app, token, tls, protocol, None).await
+}
+
+/// An ingress gateway (`weft-proxy gateway`) in control-plane mode with its workload
+/// certificate: it listens where the Gateway resources that select it say.
+#[allow(dead_code)]
+pub async fn gateway(
+    cp: &Cp,
+    w: Workload,
+    options: weft_proxy::gateway::GatewayOptions,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
+    join(cp, w, None, None, None, None, None, Some(options)).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    cp: &Cp,
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+    token: Option<String>,
+    tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
+    protocol: Option<weft_model::AppProtocol>,
+    gateway: Option<weft_proxy::gateway::GatewayOptions>,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let token = match token {
         Some(t) => t,
@@ -185,6 +216,7 @@ pub async fn sidecar_full(
         app,
         access_log: false,
         wait_for_config: true,
+        gateway: gateway.clone(),
         ..Default::default()
     };
     let placeholder = weft_model::ProxyConfig {
@@ -199,13 +231,14 @@ pub async fn sidecar_full(
         path_normalization: None,
         access_log: None,
         egress: Vec::new(),
+        gateway: Vec::new(),
     };
     let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
     let hello = Hello {
         workload: w.clone(),
         instance: format!("{}-{}", w.name, running.inbound.port()),
         service: service.map(str::to_string),
-        address: Some(running.inbound.to_string()),
+        address: gateway.is_none().then(|| running.inbound.to_string()),
         port: Some(80),
         applied_version: None,
         protocol,
@@ -335,4 +368,34 @@ pub fn metric(text: &str, name: &str, parts: &[&str]) -> f64 {
         .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// An issuer's ES256 signing key and its JWK.
+pub struct Signer {
+    key: EncodingKey,
+    pub jwk: Value,
+    kid: String,
+    iss: String,
+}
+
+pub fn signer(iss: &str, kid: &str) -> Signer {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let pk = pair.public_key().as_ref();
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let jwk =
+        json!({"kty": "EC", "crv": "P-256", "x": b64(&pk[1..33]), "y": b64(&pk[33..65]), "kid": kid, "use": "sig"});
+    Signer { key: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk, kid: kid.into(), iss: iss.into() }
+}
+
+impl Signer {
+    /// A token for `sub`, audience `shop`, expiring `exp_from_now` seconds from now.
+    pub fn token(&self, sub: &str, exp_from_now: i64, groups: &[&str]) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        let exp = jsonwebtoken::get_current_timestamp() as i64 + exp_from_now;
+        let claims = json!({"iss": self.iss, "sub": sub, "aud": ["shop"], "exp": exp, "groups": groups});
+        jsonwebtoken::encode(&h, &claims, &self.key).unwrap()
+    }
 }

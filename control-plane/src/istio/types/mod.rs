@@ -11,6 +11,7 @@
 mod authorization_policy;
 mod common;
 mod destination_rule;
+mod gateway;
 mod peer_authentication;
 mod request_authentication;
 mod service_entry;
@@ -22,6 +23,7 @@ mod workload_group;
 pub use authorization_policy::*;
 pub use common::*;
 pub use destination_rule::*;
+pub use gateway::*;
 pub use peer_authentication::*;
 pub use request_authentication::*;
 pub use service_entry::*;

@@ -6,6 +6,7 @@
 mod authorization_policy;
 mod common;
 mod destination_rule;
+mod gateway;
 mod request_authentication;
 mod service_entry;
 mod sidecar;
@@ -52,6 +53,7 @@ pub fn resource(r: &Resource) -> Problems {
         Spec::Telemetry(t) => telemetry::check(t, r, &mut p),
         Spec::RequestAuthentication(ra) => request_authentication::check(ra, r, &mut p),
         Spec::ServiceEntry(se) => service_entry::check(se, &mut p),
+        Spec::Gateway(gw) => gateway::check(gw, &mut p),
     }
     p
 }
