@@ -271,9 +271,14 @@ fn main() -> anyhow::Result<()> {
         false => Args::parse(),
     };
     args.gateway = gateway;
-    if gateway && args.labels.is_empty() {
-        // The labels Istio's ingress gateway deployment carries, which Gateway selectors name.
-        args.labels = "istio=ingressgateway,app=istio-ingressgateway".into();
+    if gateway {
+        if args.labels.is_empty() {
+            // The labels Istio's ingress gateway deployment carries, which Gateway selectors name.
+            args.labels = "istio=ingressgateway,app=istio-ingressgateway".into();
+        }
+        // Only a workload that says it is a gateway takes Gateway resources.
+        let (k, v) = weft_model::gateway::ROLE_LABEL;
+        args.labels = format!("{},{k}={v}", args.labels);
     }
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();

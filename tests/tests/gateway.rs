@@ -31,6 +31,15 @@ spec:
     tls: {mode: SIMPLE, credentialName: shop-cert}
 ---
 apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: hijack, namespace: production}
+spec:
+  selector: {app: intruder}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: shop, namespace: production}
 spec:
@@ -158,6 +167,8 @@ async fn the_gateway_terminates_tls_and_calls_the_mesh_as_itself() {
     // The AuthorizationPolicy names the gateway: another workload of the mesh is refused.
     eventually("the intruder knows order-service", || async { endpoints(&other, "order-service") == 1 }).await;
     assert_eq!(get(other.outbound, "order-service", &[]).await.0, 403);
+    // A Gateway whose selector matches a sidecar's labels does not make it a gateway.
+    assert!(other.shared.snapshot().config.gateway.is_empty(), "a sidecar takes no Gateway");
 
     // The gateway reports its requests as the source, naming the destination service.
     let m = metrics(&gw).await;

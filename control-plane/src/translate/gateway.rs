@@ -18,9 +18,15 @@ pub(super) struct Selected<'a> {
     pub spec: &'a Gateway,
 }
 
-/// The Gateways whose selector picks `workload`, in every namespace (Istio's default). A
-/// Gateway without a selector picks none: Weft makes no workload a gateway by accident.
+/// The Gateways whose selector picks `workload`, in every namespace (Istio's default), when
+/// the workload is a gateway (it carries [`model::gateway::ROLE_LABEL`]): a Gateway whose
+/// selector matches a sidecar's labels changes nothing there. A Gateway without a selector
+/// picks none.
 pub(super) fn selecting<'a>(resources: &'a [Resource], workload: &model::Workload) -> Vec<Selected<'a>> {
+    let (role, gateway) = model::gateway::ROLE_LABEL;
+    if workload.labels.get(role).map(String::as_str) != Some(gateway) {
+        return Vec::new();
+    }
     let mut found: Vec<(&Resource, &Gateway)> = resources
         .iter()
         .filter_map(|r| match &r.spec {
@@ -35,6 +41,10 @@ pub(super) fn selecting<'a>(resources: &'a [Resource], workload: &model::Workloa
         .map(|(r, spec)| Selected { name: format!("{}/{}", r.namespace(), r.name()), namespace: r.namespace(), spec })
         .collect()
 }
+
+/// What a server binds VirtualServices by: its Gateway's `namespace/name`, that namespace,
+/// and its hosts with the namespace each admits (`*`, or one).
+type Binding<'a> = (String, &'a str, Vec<(String, &'a str)>);
 
 /// The more specific of two host patterns when one covers the other (Istio's intersection
 /// of a server's hosts and a VirtualService's).
@@ -62,29 +72,60 @@ impl<'a> Translator<'a> {
         selected: &[Selected<'a>],
         services: &mut BTreeMap<String, model::Service>,
     ) -> Vec<model::gateway::Server> {
-        let mut servers = Vec::new();
-        // (server host pattern, namespace rule, gateway namespace) for binding.
-        let mut patterns: Vec<(String, &str, &str)> = Vec::new();
+        let mut servers: Vec<model::gateway::Server> = Vec::new();
+        // Per server (same order as `servers`): what VirtualServices bind by.
+        let mut binding: Vec<Binding<'_>> = Vec::new();
+        // What a port already holds: plaintext or TLS, and its hosts (the oldest Gateway keeps them).
+        let mut taken: BTreeMap<u16, (bool, Vec<String>)> = BTreeMap::new();
         for g in selected {
             for (i, s) in g.spec.servers.iter().enumerate() {
                 let Server { port, hosts, tls, name, bind: _, default_endpoint: _ } = s;
                 let GatewayPort { number, protocol: _, name: _, target_port: _ } = port;
                 let Ok(number) = u16::try_from(*number) else { continue };
+                let name = format!("{}/{}", g.name, name.clone().unwrap_or_else(|| i.to_string()));
+                let (https_redirect, tls) = match tls {
+                    Some(t) => match server_tls(t) {
+                        Some(done) => done,
+                        None => continue, // validation refuses every other shape: never plaintext instead
+                    },
+                    None => (false, None),
+                };
+                let (port_tls, port_hosts) = taken.entry(number).or_insert((tls.is_some(), Vec::new()));
+                if *port_tls != tls.is_some() {
+                    self.warnings.push(format!(
+                        "gateway server {name}: port {number} already serves {} (an older server); this one is ignored",
+                        if *port_tls { "TLS" } else { "plaintext" }
+                    ));
+                    continue;
+                }
                 let mut own = Vec::new();
+                let mut patterns = Vec::new();
                 for h in hosts {
                     let (ns, host) = h.split_once('/').unwrap_or(("*", h));
                     let ns = if ns == "." { g.namespace } else { ns };
-                    patterns.push((host.to_ascii_lowercase(), ns, g.namespace));
-                    if !own.contains(&host.to_ascii_lowercase()) {
-                        own.push(host.to_ascii_lowercase());
+                    let host = host.to_ascii_lowercase();
+                    if port_hosts.contains(&host) {
+                        self.warnings.push(format!(
+                            "gateway server {name}: {host} on port {number} is an older server's; ignored here"
+                        ));
+                        continue;
                     }
+                    port_hosts.push(host.clone());
+                    patterns.push((host.clone(), ns));
+                    own.push(host);
                 }
-                let (https_redirect, tls) = match tls {
-                    Some(t) => server_tls(t),
-                    None => (false, None),
-                };
-                let name = format!("{}/{}", g.name, name.clone().unwrap_or_else(|| i.to_string()));
-                servers.push(model::gateway::Server { name, port: number, hosts: own, https_redirect, tls });
+                if own.is_empty() {
+                    continue;
+                }
+                binding.push((g.name.clone(), g.namespace, patterns));
+                servers.push(model::gateway::Server {
+                    name,
+                    port: number,
+                    hosts: own,
+                    routes: Vec::new(),
+                    https_redirect,
+                    tls,
+                });
             }
         }
         let mut bound: Vec<(&'a Resource, &'a VirtualService)> = self
@@ -100,18 +141,30 @@ impl<'a> Translator<'a> {
         let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
         let mut claimed: BTreeMap<String, String> = BTreeMap::new();
         for (r, vs) in bound {
-            let VirtualService { hosts, gateways: _, http: _, tls: _, tcp: _, export_to } = vs;
+            let VirtualService { hosts, gateways, http: _, tls: _, tcp: _, export_to } = vs;
             let vs_ns = r.namespace();
             let mut names = Vec::new();
-            for vs_host in hosts {
-                for (pattern, ns_rule, gw_ns) in &patterns {
-                    let ns_ok = *ns_rule == "*" || *ns_rule == vs_ns;
-                    if !ns_ok || !visible(export_to, vs_ns, gw_ns) {
-                        continue;
-                    }
-                    if let Some(h) = intersect(pattern, vs_host) {
-                        if !names.contains(&h) {
-                            names.push(h);
+            // Only the servers of the Gateways this VirtualService names route its hosts.
+            for (server, (gateway, gw_ns, patterns)) in servers.iter_mut().zip(&binding) {
+                let names_it = gateways.iter().any(|e| {
+                    let full = if e.contains('/') { e.to_string() } else { format!("{vs_ns}/{e}") };
+                    full == *gateway
+                });
+                if !names_it || !visible(export_to, vs_ns, gw_ns) {
+                    continue;
+                }
+                for vs_host in hosts {
+                    for (pattern, ns_rule) in patterns {
+                        if *ns_rule != "*" && *ns_rule != vs_ns {
+                            continue;
+                        }
+                        if let Some(h) = intersect(pattern, vs_host) {
+                            if !server.routes.contains(&h) {
+                                server.routes.push(h.clone());
+                            }
+                            if !names.contains(&h) {
+                                names.push(h);
+                            }
                         }
                     }
                 }
@@ -135,9 +188,9 @@ impl<'a> Translator<'a> {
     }
 }
 
-/// A server's `tls`: its redirect, and its termination on an HTTPS server (validation has
-/// refused every other shape).
-fn server_tls(t: &ServerTlsSettings) -> (bool, Option<model::gateway::ServerTls>) {
+/// A server's `tls`: its redirect, and its termination on an HTTPS server; `None` for a
+/// shape validation refuses (the server is then left out, never served in plaintext).
+fn server_tls(t: &ServerTlsSettings) -> Option<(bool, Option<model::gateway::ServerTls>)> {
     let ServerTlsSettings {
         https_redirect,
         mode,
@@ -157,9 +210,10 @@ fn server_tls(t: &ServerTlsSettings) -> (bool, Option<model::gateway::ServerTls>
         cipher_suites: _,
     } = t;
     let mode = match mode {
+        None if server_certificate.is_none() && credential_name.is_none() => return Some((*https_redirect, None)),
         Some(ServerTlsMode::Simple) => model::gateway::ServerTlsMode::Simple,
         Some(ServerTlsMode::Mutual) => model::gateway::ServerTlsMode::Mutual,
-        _ => return (*https_redirect, None),
+        _ => return None,
     };
     let credential = match (credential_name, server_certificate, private_key) {
         (Some(name), _, _) => model::gateway::Credential::Name(name.clone()),
@@ -168,13 +222,13 @@ fn server_tls(t: &ServerTlsSettings) -> (bool, Option<model::gateway::ServerTls>
             private_key: key.clone(),
             ca_certificates: ca_certificates.clone(),
         },
-        _ => return (*https_redirect, None),
+        _ => return None,
     };
     let min_protocol_version = match min_protocol_version {
         Some(TlsProtocol::V1_3) => Some(model::gateway::TlsVersion::Tls13),
         _ => None,
     };
-    (*https_redirect, Some(model::gateway::ServerTls { mode, credential, min_protocol_version }))
+    Some((*https_redirect, Some(model::gateway::ServerTls { mode, credential, min_protocol_version })))
 }
 
 #[cfg(test)]

@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The label `weft-proxy gateway` always carries: only a workload that says it is a gateway
+/// takes Gateway resources, so a Gateway whose selector matches a sidecar's labels never
+/// replaces that sidecar's routes (Istio's sidecars ignore Gateways too).
+pub const ROLE_LABEL: (&str, &str) = ("weft.dev/role", "gateway");
+
 /// One server of a Gateway: a port, the hosts it serves there, and its TLS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -17,6 +22,11 @@ pub struct Server {
     /// `namespace/` part (that chose the VirtualServices). A request whose `Host` is not
     /// among them gets 404, and on TLS the host the ClientHello named decides the server.
     pub hosts: Vec<String>,
+    /// The hosts routed through this server (the VirtualServices bound to its Gateway, as
+    /// `services` keys, `*.x` patterns too): a request for another host gets 404 even when
+    /// another Gateway's server on the same port routes it. Empty: none (every request 404).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
     /// A plaintext server that answers every request with a 301 to `https` (Istio's
     /// `tls.httpsRedirect`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

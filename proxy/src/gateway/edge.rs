@@ -80,15 +80,23 @@ pub(crate) fn admit(
 ) -> Result<Option<Response<Body>>, ProxyError> {
     let host = crate::http::headers::split_port(&record.authority).0.to_ascii_lowercase();
     let servers = gateway.port(port);
-    let server = servers.as_deref().and_then(|p| match conn.tls {
-        true => p.server_for(conn.sni.as_deref()),
-        false => p.server_for(Some(&host)),
+    // The server the Host reaches; on TLS it must be the one the handshake reached, so a
+    // client of a SIMPLE server's name cannot send a MUTUAL server's Host (domain fronting).
+    let server = servers.as_deref().and_then(|p| {
+        let by_host = p.server_for(Some(&host))?;
+        match conn.tls {
+            true => p.server_for(conn.sni.as_deref()).filter(|by_sni| std::ptr::eq(*by_sni, by_host)),
+            false => Some(by_host),
+        }
     });
     let Some(server) = server.filter(|s| s.serves(&host)) else {
         return Err(ProxyError::NoService { host });
     };
     if server.spec.https_redirect {
         return Ok(Some(https_redirect(&record.authority, &record.path)));
+    }
+    if !server.spec.routes.iter().any(|r| weft_model::gateway::host_matches(r, &host)) {
+        return Err(ProxyError::NoService { host });
     }
     crate::http::policy::admit(shared, snap, conn, parts, record, port)?;
     Ok(None)

@@ -82,13 +82,18 @@ impl Port {
         let Some(name) = name else {
             return all().find(|(h, _)| *h == "*").map(|(_, s)| s);
         };
-        all()
-            .filter(|(h, _)| host_matches(h, name))
-            .max_by_key(|(h, _)| match h.strip_prefix('*') {
-                None => usize::MAX,
-                Some(suffix) => suffix.len(),
-            })
-            .map(|(_, s)| s)
+        // The most specific name; between equals the first server (the oldest Gateway's).
+        let specificity = |h: &str| match h.strip_prefix('*') {
+            None => usize::MAX,
+            Some(suffix) => suffix.len(),
+        };
+        let mut best: Option<(usize, &Served)> = None;
+        for (h, s) in all().filter(|(h, _)| host_matches(h, name)) {
+            if best.is_none_or(|(b, _)| specificity(h) > b) {
+                best = Some((specificity(h), s));
+            }
+        }
+        best.map(|(_, s)| s)
     }
 }
 
@@ -248,6 +253,12 @@ fn rebuild(servers: &[Server], options: &GatewayOptions, loaded: &mut Loaded) ->
                     Ok(config) => {
                         tracing::info!(server = %spec.name, "gateway certificate loaded");
                         Some(config)
+                    }
+                    // A certificate deleted is withdrawn; one being rewritten (or broken) keeps
+                    // the last good one.
+                    Err(e) if stamp.certificate_gone() => {
+                        tracing::error!(server = %spec.name, "gateway certificate gone: {e}; the server refuses handshakes");
+                        None
                     }
                     Err(e) => {
                         let kept = if last.is_some() { "; the last good one stays" } else { "" };

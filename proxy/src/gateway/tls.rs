@@ -9,6 +9,27 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use weft_model::gateway::{Credential, ServerTls, ServerTlsMode, TlsVersion};
 
+/// The most a credential file may hold: certificates and keys are a few KiB.
+const MAX_FILE: u64 = 1 << 20;
+
+/// A credential file: a regular file (a mounted Secret's symlinks are followed) of at most
+/// [`MAX_FILE`] — never a device, a FIFO or a directory a YAML author points at.
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!("{} is larger than {MAX_FILE} bytes", path.display()));
+    }
+    let mut bytes = Vec::new();
+    use std::io::Read;
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE).read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
 /// The files a credential is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Files {
@@ -56,19 +77,27 @@ impl Files {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp([Option<(u64, SystemTime)>; 3]);
 
+impl Stamp {
+    /// The certificate file is not there (the Secret was deleted).
+    pub fn certificate_gone(&self) -> bool {
+        self.0[0].is_none()
+    }
+}
+
 /// Reads a server's credential and builds its TLS config: its certificate chain, TLS 1.2
 /// or later (1.3 with `minProtocolVersion: TLSV1_3`), ALPN h2 then http/1.1, and for
 /// MUTUAL a client certificate that chains to the CA, required. The error names the
 /// file, never its content.
 pub(crate) fn server_config(tls: &ServerTls, files: &Files) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = crate::security::tls::provider();
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.certificate)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+    let pem = read(&files.certificate)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", files.certificate.display()))?;
     if chain.is_empty() {
         return Err(format!("{} holds no certificate", files.certificate.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.private_key)
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.private_key)?)
         .map_err(|e| format!("{}: no private key read ({e})", files.private_key.display()))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_protocol_version {
         Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
@@ -80,7 +109,7 @@ pub(crate) fn server_config(tls: &ServerTls, files: &Files) -> Result<Arc<rustls
     let builder = match (&tls.mode, &files.ca) {
         (ServerTlsMode::Mutual, Some(ca)) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+            for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
                 roots
                     .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
                     .map_err(|e| format!("{}: {e}", ca.display()))?;

@@ -86,11 +86,12 @@ fn gateway_config(app: &Upstream, tls_port: u16, http_port: u16) -> String {
     let clusters = cluster("app", "", &[app]);
     let servers = format!(
         r#"gateway:
-  - {{ name: gw/a, port: {tls_port}, hosts: [a.example.test], tls: {{ mode: SIMPLE, credential: cert-a }} }}
-  - {{ name: gw/b, port: {tls_port}, hosts: ["b.example.test", "*.wild.test"], tls: {{ mode: SIMPLE, credential: cert-b, minProtocolVersion: TLSV1_3 }} }}
-  - {{ name: gw/m, port: {tls_port}, hosts: [m.example.test], tls: {{ mode: MUTUAL, credential: cert-m }} }}
-  - {{ name: gw/plain, port: {http_port}, hosts: [plain.example.test] }}
-  - {{ name: gw/redirect, port: {http_port}, hosts: [a.example.test], httpsRedirect: true }}
+  - {{ name: gw/a, port: {tls_port}, hosts: [a.example.test], routes: [a.example.test], tls: {{ mode: SIMPLE, credential: cert-a }} }}
+  - {{ name: gw/b, port: {tls_port}, hosts: ["b.example.test", "*.wild.test"], routes: ["b.example.test", "*.wild.test"], tls: {{ mode: SIMPLE, credential: cert-b, minProtocolVersion: TLSV1_3 }} }}
+  - {{ name: gw/m, port: {tls_port}, hosts: [m.example.test], routes: [m.example.test], tls: {{ mode: MUTUAL, credential: cert-m }} }}
+  - {{ name: gw/m2, port: {tls_port}, hosts: [admin.wild.test], routes: [admin.wild.test], tls: {{ mode: MUTUAL, credential: cert-m }} }}
+  - {{ name: gw/plain, port: {http_port}, hosts: [plain.example.test], routes: [plain.example.test] }}
+  - {{ name: gw/redirect, port: {http_port}, hosts: [a.example.test], routes: [a.example.test], httpsRedirect: true }}
 "#
     );
     format!(
@@ -259,6 +260,11 @@ async fn the_sni_picks_the_certificate_and_the_server() {
     let fronted =
         https(f.tls, client_config(&f.servers, None, false), "a.example.test", "m.example.test", &[]).await.unwrap();
     assert_eq!(fronted.status, 404, "{fronted:?}");
+    // The same with a wildcard: x.wild.test reaches server b, whose `*.wild.test` also covers
+    // admin.wild.test — but that name is a MUTUAL server's own.
+    let fronted =
+        https(f.tls, client_config(&f.servers, None, false), "x.wild.test", "admin.wild.test", &[]).await.unwrap();
+    assert_eq!(fronted.status, 404, "{fronted:?}");
     // A name no server has: no certificate at all.
     let unknown =
         https(f.tls, client_config(&f.servers, None, false), "nobody.example.test", "a.example.test", &[]).await;
@@ -354,6 +360,12 @@ async fn certificates_are_read_again_when_their_files_change() {
     tokio::time::sleep(weft_proxy::gateway::CREDENTIAL_POLL * 3).await; // no event to wait for: it must not change
     let got = https(f.tls, client_config(&f.servers, None, false), "a.example.test", "a.example.test", &[]).await;
     assert!(got.as_ref().is_ok_and(|a| a.cn == "a-2" && a.status == 200), "{got:?}");
+    // A Secret deleted is withdrawn: its name gets no certificate any more.
+    std::fs::remove_dir_all(f.secrets.0.join("cert-a")).unwrap();
+    eventually(|| async move {
+        https(addr, client_config(servers, None, false), "a.example.test", "a.example.test", &[]).await.is_err()
+    })
+    .await;
 }
 
 #[tokio::test]

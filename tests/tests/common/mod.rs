@@ -184,6 +184,9 @@ pub async fn gateway(
     w: Workload,
     options: weft_proxy::gateway::GatewayOptions,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
+    let mut w = w;
+    let (k, v) = weft_model::gateway::ROLE_LABEL;
+    w.labels.insert(k.into(), v.into());
     join(cp, w, None, None, None, None, None, Some(options)).await
 }
 
