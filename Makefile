@@ -6,7 +6,7 @@ CARGO ?= cargo
 # (MariaDB, Redis, RabbitMQ: the services' tests and the demo use the real ones;
 # the tests also start private mariadbd and redis-server instances), curl and Prometheus (demo),
 # Chromium and chromedriver (the dashboard's browser test).
-DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl prometheus chromium chromium-driver
+DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl openssl prometheus chromium chromium-driver
 
 .PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz clean
 

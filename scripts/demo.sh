@@ -24,14 +24,17 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { for _ in $(seq 300); do port_open "$1" && return 0; sleep 0.1; done; return 1; }
 wait_http() { for _ in $(seq 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
-# Ports: the apps (gateway 3000 is the public entry), then each sidecar's inbound/outbound/admin.
+# Ports: the ingress gateway (8443, the public entry over TLS; its admin 15100), the apps
+# (api-gateway's 3000 stays open on the host for the demo's driver), then each sidecar's
+# inbound/outbound/admin.
+INGRESS=8443 INGRESS_ADMIN=15100
 GATEWAY=3000 USERS=3001 PRODUCTS=3003 NOTIFY=3004 ORDER_V1A=3012 ORDER_V1B=3022 ORDER_V2=3032
 declare -A SIDECAR=(
   [api-gateway]="15006 15001 15000" [user-service]="16106 16101 16100"
   [order-service-v1-a]="16206 16201 16200" [order-service-v1-b]="16216 16211 16210" [order-service-v2]="16226 16221 16220"
   [product-service]="16306 16301 16300" [notification-service]="16406 16401 16400")
 PROMETHEUS=19090 DASHBOARD=15014
-ports="23790 23800 15012 $DASHBOARD $PROMETHEUS $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
+ports="23790 23800 15012 $INGRESS $INGRESS_ADMIN $DASHBOARD $PROMETHEUS $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
 for port in $ports; do
   if port_open "$port"; then echo "port $port is already in use (another demo still running?); stop it first" >&2; exit 1; fi
 done
@@ -137,6 +140,23 @@ app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 R
   JWT_SECRET="$JWT_SECRET"
 
 step "starting a sidecar next to each (identity: a SPIFFE certificate from the control plane)"
+# The ingress gateway's certificate: a CA of this run only, and a certificate for 127.0.0.1 and
+# localhost, mounted as a Kubernetes TLS Secret would be (credentialName shop-cert).
+ingress=$demo/ingress
+mkdir -p "$ingress/credentials/shop-cert"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=Weft demo ingress CA" \
+  -keyout "$ingress/ca.key" -out "$ingress/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=shop.localhost" \
+  -keyout "$ingress/credentials/shop-cert/tls.key" -out "$ingress/shop.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:shop.localhost\n' >"$ingress/san.ext"
+openssl x509 -req -in "$ingress/shop.csr" -CA "$ingress/ca.crt" -CAkey "$ingress/ca.key" -CAcreateserial -days 1 \
+  -extfile "$ingress/san.ext" -out "$ingress/credentials/shop-cert/tls.crt" 2>/dev/null
+chmod 0600 "$ingress/credentials/shop-cert/tls.key" "$ingress/ca.key"
+"$bin/weftctl" token -n production --service-account shop-ingress --ttl 1h >"$demo/ingress.token" 2>/dev/null
+"$bin/weft-proxy" gateway --control-plane $CP --workload shop-ingress --namespace production \
+  --service-account shop-ingress --token-file "$demo/ingress.token" --ca-file "$demo/root.pem" \
+  --admin 127.0.0.1:$INGRESS_ADMIN --gateway-address 127.0.0.1 --credentials-dir "$ingress/credentials" \
+  --access-log >"$demo/ingress.gateway.log" 2>&1 & pids+=($!)
 sidecar api-gateway api-gateway v1 $GATEWAY
 sidecar user-service user-service v1 $USERS
 sidecar product-service product-service v1 $PRODUCTS
@@ -145,14 +165,14 @@ sidecar order-service-v1-a order-service v1 $ORDER_V1A
 sidecar order-service-v1-b order-service v1 $ORDER_V1B
 sidecar order-service-v2 order-service v2 $ORDER_V2
 
-for name in "${!SIDECAR[@]}"; do
-  read -r _ _ admin <<<"${SIDECAR[$name]}"
+for name in "${!SIDECAR[@]}" ingress; do
+  if [ "$name" = ingress ]; then admin=$INGRESS_ADMIN; else read -r _ _ admin <<<"${SIDECAR[$name]}"; fi
   wait_http "http://127.0.0.1:$admin/ready" || { echo "the sidecar of $name did not become ready; logs in $demo" >&2; tail -5 "$demo/$name.sidecar.log" >&2; exit 1; }
 done
 for port in $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2; do
   wait_http "http://127.0.0.1:$port/ready" || { echo "the service on port $port is not ready; logs in $demo:" >&2; tail -n 3 "$demo"/*.log >&2; exit 1; }
 done
-step "all seven workloads ready"
+step "all seven workloads and the ingress gateway ready"
 
 step "Prometheus scraping every sidecar's /stats/prometheus (found in the mesh registry) and the control plane's /metrics (http://127.0.0.1:$PROMETHEUS)"
 # Service discovery from the mesh registry: the control plane answers Prometheus's HTTP SD with
@@ -177,6 +197,15 @@ step "weftctl apply -f policies/   (canary, connection pools, outlier detection,
 "$bin/weftctl" apply -f policies/ | sed 's/^/        /'
 step "the call graph the mesh enforces (weftctl explain --access): deny by default, one ALLOW per service"
 "$bin/weftctl" explain --access | sed 's/^/        /'
+step "the ingress gateway (weft-proxy gateway; policies/ingress.yaml: an Istio Gateway and the VirtualService bound to it)"
+wait_port $INGRESS || { echo "the ingress gateway did not open $INGRESS; log in $demo/ingress.gateway.log" >&2; exit 1; }
+code=$(curl -sv --cacert "$ingress/ca.crt" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$INGRESS/api/products" 2>"$demo/ingress.curl" || true)
+tls=$(grep -o 'SSL connection using [^ ]*' "$demo/ingress.curl" | awk '{print $4}' | head -1 || true)
+subject=$(grep -o 'subject: .*' "$demo/ingress.curl" | head -1 | sed 's/^subject: //' || true)
+echo "        GET https://127.0.0.1:$INGRESS/api/products → $code over ${tls:-?}, certificate ${subject:-?} (verified against the demo's ingress CA)"
+[ "$code" = 200 ] || status_ingress=1
+plain=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$INGRESS/api/products" 2>/dev/null || true)
+echo "        plaintext HTTP to $INGRESS: ${plain:-000} (the connection is closed: the port speaks TLS only)"
 # The gateway's sidecar holds the canary subsets once the push has arrived.
 for _ in $(seq 100); do curl -s http://127.0.0.1:15000/clusters | grep -q '|v2|order-service' && break; sleep 0.1; done
 sleep 1
@@ -199,17 +228,19 @@ for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$GATEWAY/api/products"
 wait $tap || status=1
 sed 's/^/        /' "$demo/tap.out"
 echo
+[ "${status_ingress:-0}" = 0 ] || { echo "demo: the ingress gateway did not answer 200"; status=1; }
 if $once; then exit $status; fi
 "$bin/weft-demo" --live >"$demo/live.log" 2>&1 & pids+=($!)
 step "live traffic (weft-demo --live): orders through the canary, the catalogue, a refused call; the dashboard shows it"
 [ $status = 0 ] || echo "demo: a step above failed (status $status)"
 cat <<INFO
 Dashboard: http://127.0.0.1:$DASHBOARD/   (the graph, the canary split, each sidecar's config and certificate; click an edge to explain it)
-The shop is running. Try it:
-  curl -s http://127.0.0.1:$GATEWAY/api/products
+The shop is running. Try it (through the ingress gateway, TLS with the demo's own CA):
+  curl -s --cacert $ingress/ca.crt https://127.0.0.1:$INGRESS/api/products
+  curl -s http://127.0.0.1:$GATEWAY/api/products      (api-gateway's own port on the host)
   curl -s -XPOST -H 'content-type: application/json' http://127.0.0.1:$GATEWAY/api/users/login -d '{"email":"...","password":"..."}'
 Staff (made by user-service at start-up): $WEFT_DEMO_STAFF_EMAIL / $WEFT_DEMO_STAFF_PASSWORD
-Sidecar admin (/clusters /config_dump /stats/prometheus): gateway http://127.0.0.1:15000, order-service-v1-a http://127.0.0.1:16200
+Sidecar admin (/clusters /config_dump /stats/prometheus): ingress gateway http://127.0.0.1:$INGRESS_ADMIN, api-gateway http://127.0.0.1:15000, order-service-v1-a http://127.0.0.1:16200
 Prometheus: http://127.0.0.1:$PROMETHEUS (recording rules weft:edge_*; try: $bin/weftctl top --prometheus http://127.0.0.1:$PROMETHEUS)
 Edit policies/ and run: WEFT_ETCD=$ETCD WEFT_ETCD_CA=$WEFT_ETCD_CA WEFT_ETCD_CERT=$WEFT_ETCD_CERT WEFT_ETCD_KEY=$WEFT_ETCD_KEY $bin/weftctl apply -f policies/      weftctl status | explain work too.
 Logs: $demo        Ctrl-C stops everything.

@@ -41,6 +41,18 @@ pub struct Explanation {
     pub mirrors: Vec<String>,
     /// The destination sidecar's authorization decision, when it was asked for.
     pub authorization: Option<String>,
+    /// When the source is an ingress gateway: the server the request's host reaches, and
+    /// the gateway's own end-user authentication and authorization of it.
+    pub gateway: Option<GatewayView>,
+}
+
+/// What an ingress gateway does with a request before routing it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayView {
+    /// `name :port (TLS mode …)` of the servers that take the host; empty: 404 there.
+    pub servers: Vec<String>,
+    /// The end-user token check (RequestAuthentication) and the gateway's AuthorizationPolicy.
+    pub decision: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,6 +71,56 @@ pub struct DestinationView {
 
 pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, String> {
     let snapshot = Snapshot::compile(config.clone(), &EndpointRegistry::default(), None).map_err(|e| e.to_string())?;
+    let mut e = route(config, &snapshot, req)?;
+    if !config.gateway.is_empty() {
+        e.gateway = Some(gateway(config, &snapshot, req));
+    }
+    Ok(e)
+}
+
+/// An ingress gateway's view of a request from outside: the servers its host reaches
+/// (the sidecar's own server selection), then its tokens and its authorization, decided by
+/// the sidecar's own code on the gateway's config.
+fn gateway(config: &ProxyConfig, snapshot: &Snapshot, req: &Request) -> GatewayView {
+    use weft_model::gateway::host_matches;
+    let host = weft_proxy::http::headers::split_port(&req.host).0.to_ascii_lowercase();
+    let taking: Vec<&weft_model::gateway::Server> =
+        config.gateway.iter().filter(|s| s.hosts.iter().any(|h| host_matches(h, &host))).collect();
+    let servers: Vec<String> = taking
+        .iter()
+        .map(|s| {
+            let how = match (&s.tls, s.https_redirect) {
+                (Some(t), _) => format!("TLS {:?}", t.mode).to_uppercase(),
+                (None, true) => "plaintext, httpsRedirect: 301 to https".into(),
+                (None, false) => "plaintext".into(),
+            };
+            let routed =
+                if s.routes.iter().any(|r| host_matches(r, &host)) { "" } else { "; no VirtualService bound: 404" };
+            format!("{} :{} ({how}{routed})", s.name, s.port)
+        })
+        .collect();
+    let mut builder = http::Request::builder().method(req.method.as_str()).uri(req.path.as_str());
+    for (k, v) in &req.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let decision = match builder.body(()) {
+        Err(e) => format!("the request cannot be built: {e}"),
+        Ok(request) => {
+            let (mut parts, ()) = request.into_parts();
+            match snapshot.jwt.authenticate(&mut parts) {
+                Err(refused) => format!("401 {}", refused.text()),
+                Ok(user) => {
+                    let who = user.as_ref().and_then(|u| u.principal.clone()).unwrap_or_else(|| "no end user".into());
+                    let port = taking.first().map(|s| s.port);
+                    format!("token: {who}; authz: {}", authorize_as(config, None, user.as_ref(), port, req))
+                }
+            }
+        }
+    };
+    GatewayView { servers, decision }
+}
+
+fn route(config: &ProxyConfig, snapshot: &Snapshot, req: &Request) -> Result<Explanation, String> {
     let mut headers = http::HeaderMap::new();
     for (k, v) in &req.headers {
         let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -80,6 +142,7 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         cors: None,
         mirrors: vec![],
         authorization: None,
+        gateway: None,
     };
     let Some(vhost) = snapshot.vhost(&req.host) else {
         return Ok(none(format!("404 NR: no service for host {:?}", req.host)));
@@ -179,6 +242,7 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
         cors,
         mirrors,
         authorization: None,
+        gateway: None,
     })
 }
 
@@ -237,6 +301,17 @@ fn hashed_endpoint(
 /// The destination sidecar's decision for a caller proving `principal`: its
 /// inbound config (`destination`) evaluated by the sidecar's own authz code.
 pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Request) -> String {
+    authorize_as(destination, principal, None, None, req)
+}
+
+/// [`authorize`] with the request's end user and the port it came to (default the app's).
+fn authorize_as(
+    destination: &ProxyConfig,
+    principal: Option<&str>,
+    end_user: Option<&weft_proxy::security::jwt::EndUser>,
+    port: Option<u16>,
+    req: &Request,
+) -> String {
     let policies: Vec<weft_proxy::security::authz::Policy> =
         destination.inbound.authz.iter().map(weft_proxy::security::authz::Policy::compile).collect();
     let mut headers = http::HeaderMap::new();
@@ -247,7 +322,8 @@ pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Reque
             headers.append(n, v);
         }
     }
-    let port = destination.inbound.app.as_deref().and_then(|a| a.rsplit(':').next()?.parse().ok()).unwrap_or(80);
+    let app_port = || destination.inbound.app.as_deref().and_then(|a| a.rsplit(':').next()?.parse().ok());
+    let port = port.or_else(app_port).unwrap_or(80);
     let path = req.path.split('?').next().unwrap_or("/");
     let view = weft_proxy::security::authz::Request {
         principal,
@@ -257,7 +333,7 @@ pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Reque
         method: &req.method,
         path,
         headers: &headers,
-        end_user: None,
+        end_user,
     };
     match weft_proxy::security::authz::decide(&policies, &view) {
         weft_proxy::security::authz::Decision::Allow if policies.is_empty() => {
@@ -270,6 +346,15 @@ pub fn authorize(destination: &ProxyConfig, principal: Option<&str>, req: &Reque
 
 impl std::fmt::Display for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(g) = &self.gateway {
+            for s in &g.servers {
+                writeln!(f, "gateway:  server {s}")?;
+            }
+            if g.servers.is_empty() {
+                writeln!(f, "gateway:  no server takes this host: 404")?;
+            }
+            writeln!(f, "edge:     {}", g.decision)?;
+        }
         if let Some(reply) = &self.local_reply {
             if let Some(s) = &self.service {
                 writeln!(f, "service:  {s}")?;

@@ -101,7 +101,11 @@ fn access_lists_every_services_callers_and_operations() {
     assert!(products.contains("sa/api-gateway → GET /products | /products/*; or POST /products"), "{products}");
     assert!(of("notification-service").contains("sa/user-service → POST /notifications"));
     let gateway = of("api-gateway");
-    assert_eq!(gateway.lines().count(), 2, "the gateway: deny by default only\n{gateway}");
+    assert!(
+        gateway.contains("ALLOW cluster.local/ns/production/sa/shop-ingress → any operation"),
+        "api-gateway: the ingress gateway only\n{gateway}"
+    );
+    assert_eq!(gateway.lines().count(), 3, "{gateway}");
 }
 
 /// Istio YAML with the traffic features users reach for next, translated, then explained
@@ -166,4 +170,30 @@ spec:
     assert!(text.contains("cors:") && text.contains("mirror:") && text.contains("consistent hash"), "{text}");
     let none = explain(&config, &req("order-service", &[])).unwrap();
     assert!(none.destinations[0].hash.as_deref().unwrap().ends_with("the request has none, so a random endpoint"));
+}
+
+#[test]
+fn the_shops_ingress_gateway_is_explained_server_first() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let resources = load_paths(&[dir.join("../policies")]).unwrap();
+    let registry: Registry =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("tests/fixtures/registry.yaml")).unwrap()).unwrap();
+    let (role, gateway) = weft_model::gateway::ROLE_LABEL;
+    let w = weft_model::Workload {
+        name: "shop-ingress".into(),
+        namespace: "production".into(),
+        service_account: "shop-ingress".into(),
+        labels: [("istio", "ingressgateway"), (role, gateway)].into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+    };
+    let config = translate(&resources, &registry, &w, "1").config;
+    let mut r = req("127.0.0.1:8443", &[]);
+    r.path = "/api/products".into();
+    let e = explain(&config, &r).unwrap();
+    let g = e.gateway.clone().expect("a gateway's explanation");
+    assert_eq!(g.servers, ["production/shop-gateway/0 :8443 (TLS SIMPLE)"], "{e}");
+    assert!(g.decision.contains("no end user") && g.decision.contains("allowed"), "{e}");
+    assert!(e.destinations[0].cluster.contains("api-gateway"), "{e}");
+    // The same workload without the gateway role is a sidecar: no servers, the mesh's routes.
+    let sidecar = weft_model::Workload { labels: [("istio".to_string(), "ingressgateway".to_string())].into(), ..w };
+    assert!(translate(&resources, &registry, &sidecar, "1").config.gateway.is_empty());
 }

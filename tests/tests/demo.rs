@@ -86,7 +86,7 @@ fn the_demo_runs_the_whole_shop_on_the_mesh_and_the_dashboard_shows_it() {
     if let Err(e) = seen {
         panic!("the dashboard: {e}\n{report}");
     }
-    for port in [3000, 3012, 3032, 15000, 15012, 15014, 16200, 19090, 23790] {
+    for port in [3000, 3012, 3032, 8443, 15000, 15012, 15014, 15100, 16200, 19090, 23790] {
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open: a process was left behind");
     }
 }
@@ -112,6 +112,9 @@ fn check_report(report: &str) {
         "demo: every check passed",
         "weftctl top: the mesh's edges from Prometheus",
         "Dashboard: http://127.0.0.1:15014/",
+        "GET https://127.0.0.1:8443/api/products → 200 over TLSv1.3, certificate CN=shop.localhost",
+        "plaintext HTTP to 8443: 000",
+        "sa/shop-ingress",
     ] {
         assert!(report.contains(line), "the report lacks {line:?}:\n{report}");
     }
@@ -290,8 +293,9 @@ fn what_is_missing(page: &Value) -> Vec<String> {
     if !((84.0..=96.0).contains(&v1) && (v1 + v2 - 100.0).abs() < 0.5) {
         missing.push(format!("order-service split near 90/10 (now v1 {v1} %, v2 {v2} %)"));
     }
-    if page["sidecars"] != 7 || page["acked"] != 7 {
-        missing.push(format!("7 sidecars, each ACKed (now {} / {})", page["sidecars"], page["acked"]));
+    // Seven sidecars and the ingress gateway.
+    if page["sidecars"] != 8 || page["acked"] != 8 {
+        missing.push(format!("8 proxies, each ACKed (now {} / {})", page["sidecars"], page["acked"]));
     }
     if page["problems"].as_array().is_some_and(|p| !p.is_empty()) {
         missing.push(format!("no problems (now {})", page["problems"]));
