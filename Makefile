@@ -63,10 +63,11 @@ bench-deps:
 
 ## Sidecar overhead next to HAProxy and nginx from Debian's packages (installed when missing; run as
 ## child processes on generated configs, never as system services), interleaved rounds, Istio's method;
-## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~25 min).
+## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~30 min).
+## The ingress path (load → TLS → weft-proxy gateway → mTLS → sidecar → app) beside HAProxy's and nginx's.
 bench: bench-deps
 	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy \
-	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
+	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 200,1000,2000 --max --duration 10s --rounds 3 \
 	  --out $(BENCH_OUT)/sidecar.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar.md
 	@mkdir -p docs && cp $(BENCH_OUT)/latency.png docs/bench-latency.png && echo "copied $(BENCH_OUT)/latency.png to docs/bench-latency.png"
@@ -88,7 +89,7 @@ bench-instructions: bench-deps
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
 bench-quick: bench-deps
 	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy \
-	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
+	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
 	  --out $(BENCH_OUT)/sidecar-quick.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar-quick.md
 	$(CARGO) bench -p weft-bench --bench route_match -- --warm-up-time 0.5 --measurement-time 1

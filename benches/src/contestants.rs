@@ -25,6 +25,9 @@ pub struct HopTls {
 pub enum TlsSide {
     Listen,
     Upstream,
+    /// An ingress hop: the listener terminates the public's TLS (server certificate only,
+    /// TLS 1.3), the upstream is mutual TLS as `Upstream`.
+    EdgeAndUpstream,
 }
 
 /// A contestant's program.
@@ -129,9 +132,11 @@ fn haproxy_config(
             t.root.display()
         )
     };
+    let edge = |t: &HopTls| format!(" ssl crt {} ssl-min-ver TLSv1.3 alpn http/1.1", t.combined.display());
     let (bind_tls, server_tls) = match tls {
         Some((t, TlsSide::Listen)) => (ssl(t), String::new()),
         Some((t, TlsSide::Upstream)) => (String::new(), ssl(t)),
+        Some((t, TlsSide::EdgeAndUpstream)) => (edge(t), ssl(t)),
         None => (String::new(), String::new()),
     };
     format!(
@@ -171,7 +176,25 @@ fn nginx_config(
     tls: Option<(&HopTls, TlsSide)>,
 ) -> String {
     let d = dir.display();
+    let upstream_ssl = |t: &HopTls| {
+        format!(
+            "\n            proxy_ssl_certificate {};\n            proxy_ssl_certificate_key {};\n            proxy_ssl_trusted_certificate {};\n            proxy_ssl_verify on;\n            proxy_ssl_name app;\n            proxy_ssl_protocols TLSv1.3;\n            proxy_ssl_session_reuse on;",
+            t.cert.display(),
+            t.key.display(),
+            t.root.display()
+        )
+    };
     let (listen_ssl, server_ssl, scheme, proxy_ssl) = match tls {
+        Some((t, TlsSide::EdgeAndUpstream)) => (
+            " ssl",
+            format!(
+                "\n        ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.3;",
+                t.cert.display(),
+                t.key.display()
+            ),
+            "https",
+            upstream_ssl(t),
+        ),
         Some((t, TlsSide::Listen)) => (
             " ssl",
             format!(
@@ -183,17 +206,7 @@ fn nginx_config(
             "http",
             String::new(),
         ),
-        Some((t, TlsSide::Upstream)) => (
-            "",
-            String::new(),
-            "https",
-            format!(
-                "\n            proxy_ssl_certificate {};\n            proxy_ssl_certificate_key {};\n            proxy_ssl_trusted_certificate {};\n            proxy_ssl_verify on;\n            proxy_ssl_name app;\n            proxy_ssl_protocols TLSv1.3;\n            proxy_ssl_session_reuse on;",
-                t.cert.display(),
-                t.key.display(),
-                t.root.display()
-            ),
-        ),
+        Some((t, TlsSide::Upstream)) => ("", String::new(), "https", upstream_ssl(t)),
         None => ("", String::new(), "http", String::new()),
     };
     format!(
@@ -271,5 +284,19 @@ mod tests {
         assert!(n.contains("listen 127.0.0.1:8001 ssl;") && n.contains("ssl_verify_client on;"), "{n}");
         let n = Software::Nginx.config_tls(listen, up, Path::new("/tmp/x"), Some((&t, TlsSide::Upstream)));
         assert!(n.contains("proxy_pass https://app;") && n.contains("proxy_ssl_verify on;"), "{n}");
+    }
+
+    #[test]
+    fn the_ingress_shape_terminates_the_publics_tls_and_speaks_mutual_tls_on() {
+        let (listen, up) = ("127.0.0.1:8001".parse().unwrap(), "127.0.0.1:8002".parse().unwrap());
+        let t =
+            HopTls { cert: "/c.pem".into(), key: "/c.key".into(), combined: "/c.all".into(), root: "/r.pem".into() };
+        let edge = Some((&t, TlsSide::EdgeAndUpstream));
+        let h = Software::Haproxy.config_tls(listen, up, Path::new("/tmp/x"), edge);
+        assert!(h.contains("bind 127.0.0.1:8001 ssl crt /c.all ssl-min-ver TLSv1.3 alpn http/1.1\n"), "{h}");
+        assert!(h.contains("server app 127.0.0.1:8002 ssl crt /c.all ca-file /r.pem verify required"), "{h}");
+        let n = Software::Nginx.config_tls(listen, up, Path::new("/tmp/x"), edge);
+        assert!(n.contains("listen 127.0.0.1:8001 ssl;") && !n.contains("ssl_verify_client"), "{n}");
+        assert!(n.contains("proxy_pass https://app;") && n.contains("proxy_ssl_certificate /c.pem;"), "{n}");
     }
 }

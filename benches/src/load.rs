@@ -45,7 +45,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What to send, how often, and over what.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `http://host:port/path?query`; only plain `http` (h2c for `--http2`).
+    /// `http://host:port/path?query` (h2c for `--http2`), or `https://` with [`Options::tls`].
     pub url: Uri,
     /// Requests per second over all connections; 0 means closed-loop (as fast as possible).
     pub rate: f64,
@@ -63,6 +63,9 @@ pub struct Options {
     pub http2: bool,
     /// Per-request limit; a request not answered in time counts as a `timeout` error.
     pub timeout: Duration,
+    /// TLS to the target (`https://` URLs): the client config (roots, ALPN) and the
+    /// name sent as SNI and checked in the certificate.
+    pub tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
 
 impl Options {
@@ -77,6 +80,7 @@ impl Options {
             headers: HeaderMap::new(),
             http2: false,
             timeout: DEFAULT_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -325,13 +329,13 @@ struct Outcome {
 }
 
 /// Where to connect and what to send; shared by every connection of a run.
-#[derive(Debug)]
 struct Target {
     addr: SocketAddr,
     uri: Uri,
     headers: HeaderMap,
     http2: bool,
     timeout: Duration,
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
     /// The one HTTP/2 connection, replaced when it dies.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Empty<Bytes>>>>,
 }
@@ -339,8 +343,10 @@ struct Target {
 impl Target {
     async fn new(opts: &Options) -> Result<Self, LoadError> {
         let url = opts.url.to_string();
-        if opts.url.scheme_str() != Some("http") {
-            return Err(LoadError::Url(url, "only http:// is supported (use --http2 for h2c)"));
+        match (opts.url.scheme_str(), &opts.tls) {
+            (Some("http"), None) | (Some("https"), Some(_)) => {}
+            (Some("https"), None) => return Err(LoadError::Url(url, "https:// needs a TLS client config")),
+            _ => return Err(LoadError::Url(url, "only http:// (h2c with --http2) and https:// are supported")),
         }
         let authority = opts.url.authority().ok_or_else(|| LoadError::Url(url.clone(), "has no host"))?.clone();
         let port = authority.port_u16().unwrap_or(80);
@@ -358,7 +364,8 @@ impl Target {
                 Some(h) => h.to_str().map_err(|_| LoadError::Url(url.clone(), "host header is not ASCII"))?.to_string(),
                 None => authority.to_string(),
             };
-            Uri::builder().scheme("http").authority(authority).path_and_query(path).build()
+            let scheme = if opts.tls.is_some() { "https" } else { "http" };
+            Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build()
         } else {
             headers.insert(
                 HOST,
@@ -369,7 +376,16 @@ impl Target {
             Uri::builder().path_and_query(path).build()
         }
         .map_err(|_| LoadError::Url(url.clone(), "host header does not make a valid authority"))?;
-        Ok(Target { addr, uri, headers, http2: opts.http2, timeout: opts.timeout, h2: tokio::sync::Mutex::new(None) })
+        let tls = opts.tls.clone().map(|(config, name)| (tokio_rustls::TlsConnector::from(config), name));
+        Ok(Target {
+            addr,
+            uri,
+            headers,
+            http2: opts.http2,
+            timeout: opts.timeout,
+            tls,
+            h2: tokio::sync::Mutex::new(None),
+        })
     }
 
     fn request(&self) -> Request<Empty<Bytes>> {
@@ -382,11 +398,16 @@ impl Target {
         req
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, String> {
+    async fn connect(&self) -> Result<TokioIo<Stream>, String> {
         let stream = TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
         // Small requests must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok(TokioIo::new(match &self.tls {
+            None => Stream::Plain(stream),
+            Some((connector, name)) => {
+                Stream::Tls(Box::new(connector.connect(name.clone(), stream).await.map_err(|e| e.to_string())?))
+            }
+        }))
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Empty<Bytes>>, String> {
@@ -406,6 +427,59 @@ impl Target {
         tokio::spawn(conn);
         *slot = Some(sender.clone());
         Ok(sender)
+    }
+}
+
+/// A connection to the target: plaintext or TLS (one branch per read or write, no boxing of
+/// the plaintext path the other scenarios take).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

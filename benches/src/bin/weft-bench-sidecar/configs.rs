@@ -23,6 +23,34 @@ pub(crate) fn mesh_client_config(endpoint: SocketAddr) -> anyhow::Result<String>
     client_config_with(endpoint, "HTTP2", &format!("    tls:\n      identities: [\"{}\"]\n", mesh_id("server")))
 }
 
+/// The ingress gateway's config: the mesh client's route and cluster, and one HTTPS server
+/// on `port` for every host, its certificate and key from `edge` (files on disk).
+pub(crate) fn gateway_config(endpoint: SocketAddr, port: u16, edge: &contestants::HopTls) -> anyhow::Result<String> {
+    let yaml = mesh_client_config(endpoint)?;
+    checked(format!(
+        "{yaml}gateway:\n  - name: bench/https\n    port: {port}\n    hosts: [\"*\"]\n    routes: [\"*\"]\n    tls:\n      mode: SIMPLE\n      credential: {{ certificate: \"{}\", privateKey: \"{}\" }}\n",
+        edge.cert.display(),
+        edge.key.display()
+    ))
+}
+
+/// The load generator's TLS for the ingress paths: the bench root (`dir/mesh-root.pem`, which
+/// signed the edge certificates), ALPN http/1.1, the name `app`.
+pub(crate) fn load_tls(dir: &Path) -> anyhow::Result<crate::scenario::LoadTls> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("mesh-root.pem"))? {
+        roots.add(cert?)?;
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((std::sync::Arc::new(config), rustls::pki_types::ServerName::try_from("app")?.to_owned()))
+}
+
 pub(crate) fn mesh_id(sa: &str) -> String {
     format!("spiffe://cluster.local/ns/bench/sa/{sa}")
 }

@@ -20,6 +20,10 @@
 //! - `haproxy-tls-pair` / `nginx-tls-pair`: the mesh path's shape for them:
 //!   mutual TLS 1.3 between the two hops (certificates from the same bench CA,
 //!   client certificate required and verified), HTTP/1.1 inside.
+//! - `ingress`: the public's path into the mesh: load → TLS 1.3 (server certificate
+//!   only, keep-alive) → `weft-proxy gateway` → the mesh path's mTLS (HTTP/2) →
+//!   server weft-proxy → app. `haproxy-ingress` / `nginx-ingress`: the same shape
+//!   through them (TLS from the load, mutual TLS between the hops).
 //!
 //! Each scenario has its own proxies, started once. The app and the proxies run
 //! as child processes, so each proxy's peak RSS and CPU time are its own; the
@@ -130,7 +134,7 @@ pub(crate) async fn bench(args: &Args) -> anyhow::Result<()> {
 
     // Every path must answer the same before their numbers can be compared.
     for path in &paths {
-        match get(path.entry, HOST_HEADER, "/").await {
+        match probe(path).await {
             Ok((200, n)) if n == args.body_bytes => {}
             other => bail!(
                 "{} probe: expected 200 with {} bytes, got {other:?}{}",
@@ -192,13 +196,13 @@ pub(crate) async fn bench(args: &Args) -> anyhow::Result<()> {
                     args.rounds.max(1),
                     path.kind.name()
                 );
-                warm(args, load, path.entry).await?;
+                warm(args, load, path).await?;
                 let before = path
                     .proxies
                     .iter()
                     .map(|&i| process::cpu_seconds(proxies[i].pid()))
                     .collect::<Result<Vec<_>, _>>()?;
-                let report = run_load(args, load, path.entry, args.duration).await?;
+                let report = run_load(args, load, path, args.duration).await?;
                 let mut proxy_cpu_s = BTreeMap::new();
                 for (&i, b) in path.proxies.iter().zip(before) {
                     proxy_cpu_s.insert(proxies[i].name.clone(), process::cpu_seconds(proxies[i].pid())? - b);
@@ -249,15 +253,23 @@ pub(crate) async fn bench(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn warm(args: &Args, load: Load, addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn warm(args: &Args, load: Load, path: &ScenarioPath) -> anyhow::Result<()> {
     if !args.warmup.is_zero() {
-        run_load(args, load, addr, args.warmup).await?;
+        run_load(args, load, path, args.warmup).await?;
     }
     Ok(())
 }
 
-pub(crate) async fn run_load(args: &Args, load: Load, addr: SocketAddr, duration: Duration) -> anyhow::Result<Report> {
-    let mut opts = load::Options::new(format!("http://{addr}/").parse()?);
+pub(crate) async fn run_load(
+    args: &Args,
+    load: Load,
+    path: &ScenarioPath,
+    duration: Duration,
+) -> anyhow::Result<Report> {
+    let addr = path.entry;
+    let scheme = if path.tls.is_some() { "https" } else { "http" };
+    let mut opts = load::Options::new(format!("{scheme}://{addr}/").parse()?);
+    opts.tls = path.tls.clone();
     opts.duration = duration;
     opts.http2 = args.http2;
     opts.headers.insert(HOST, HeaderValue::from_static(HOST_HEADER));
@@ -277,11 +289,11 @@ async fn count_instructions(args: &Args, proxies: &[Proxy], paths: &[ScenarioPat
     let mut rows = Vec::new();
     for path in paths.iter().filter(|p| !p.proxies.is_empty()) {
         eprintln!("{}: warming up, then counting for {:?}", path.kind.name(), args.callgrind_window);
-        run_load(args, Load::Max, path.entry, args.warmup.max(Duration::from_secs(1))).await?;
+        run_load(args, Load::Max, path, args.warmup.max(Duration::from_secs(1))).await?;
         for &i in &path.proxies {
             callgrind::zero(proxies[i].pid())?;
         }
-        let report = run_load(args, Load::Max, path.entry, args.callgrind_window).await?;
+        let report = run_load(args, Load::Max, path, args.callgrind_window).await?;
         if report.requests == 0 || report.ok != report.requests || !report.transport_errors.is_empty() {
             bail!(
                 "{}: {} requests, {} ok, errors {:?}",

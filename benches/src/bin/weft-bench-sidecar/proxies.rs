@@ -128,6 +128,8 @@ pub(crate) struct ProxySpec<'a> {
     pub(crate) identity: Option<[PathBuf; 3]>,
     /// `--access-log`.
     pub(crate) access_log: bool,
+    /// `weft-proxy gateway` (its config's servers are its listeners).
+    pub(crate) gateway: bool,
 }
 
 pub(crate) async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Result<Proxy> {
@@ -143,6 +145,9 @@ pub(crate) async fn start_proxy(args: &Args, spec: ProxySpec<'_>) -> anyhow::Res
     let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let [outbound, inbound, admin] = spec.ports;
     let mut cmd = Command::new(&args.proxy_bin);
+    if spec.gateway {
+        cmd.args(["gateway", "--gateway-address", "127.0.0.1"]);
+    }
     cmd.arg("--config")
         .arg(&config_path)
         .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string(), "--admin", &admin.to_string()])
@@ -237,7 +242,7 @@ pub(crate) async fn start_contestant(
     };
     let started = Instant::now();
     // A TLS listener cannot answer the plain probe: a TCP connect says it is up.
-    let tls_listener = matches!(tls, Some((_, contestants::TlsSide::Listen)));
+    let tls_listener = matches!(tls, Some((_, contestants::TlsSide::Listen | contestants::TlsSide::EdgeAndUpstream)));
     loop {
         proxy.ensure_running()?;
         let ready = if tls_listener {
@@ -287,6 +292,20 @@ impl Drop for RunDir {
 pub(crate) async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, usize)> {
     let (status, body) = get_body(addr, host, path).await?;
     Ok((status, body.len()))
+}
+
+/// The probe of a path: one GET through its entry (over TLS for the ingress paths),
+/// status and body length.
+pub(crate) async fn probe(path: &ScenarioPath) -> anyhow::Result<(u16, usize)> {
+    let Some((config, name)) = &path.tls else { return get(path.entry, HOST_HEADER, "/").await };
+    let stream = tokio::net::TcpStream::connect(path.entry).await?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), stream).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let req = Request::get("/").header(HOST, HOST_HEADER).body(Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().collect().await?.to_bytes().len()))
 }
 
 /// One GET over a fresh HTTP/1.1 connection: status and body.
@@ -345,6 +364,7 @@ pub(crate) async fn start_proxies(
                     dir,
                     identity: None,
                     access_log: kind == Kind::SidecarAccessLog,
+                    gateway: false,
                 };
                 proxies.push(start_proxy(args, spec).await?);
                 (proxies[proxies.len() - 1].outbound, vec![proxies.len() - 1])
@@ -364,6 +384,7 @@ pub(crate) async fn start_proxies(
                     dir,
                     identity: if mesh { Some(mesh_certificate(dir, "server")?) } else { None },
                     access_log: false,
+                    gateway: false,
                 };
                 proxies.push(start_proxy(args, server).await?);
                 let server_inbound = proxies[proxies.len() - 1].inbound;
@@ -382,15 +403,72 @@ pub(crate) async fn start_proxies(
                     dir,
                     identity: if mesh { Some(mesh_certificate(dir, "client")?) } else { None },
                     access_log: false,
+                    gateway: false,
                 };
                 proxies.push(start_proxy(args, client).await?);
                 let n = proxies.len();
                 (proxies[n - 1].outbound, vec![n - 1, n - 2])
             }
-            Kind::HaproxyPair | Kind::NginxPair | Kind::HaproxyTlsPair | Kind::NginxTlsPair => {
+            Kind::Ingress => {
+                // The mesh path's server, and `weft-proxy gateway` in front of it terminating TLS.
+                let server = ProxySpec {
+                    name: "ingress-server".into(),
+                    scenario: kind,
+                    role: "server",
+                    upstream_protocol: "HTTP1",
+                    config: server_config_with(app, "STRICT")?,
+                    app: Some(app),
+                    ports: free_ports()?,
+                    dir,
+                    identity: Some(mesh_certificate(dir, "server")?),
+                    access_log: false,
+                    gateway: false,
+                };
+                proxies.push(start_proxy(args, server).await?);
+                let server_inbound = proxies[proxies.len() - 1].inbound;
+                let [entry] = free_ports()?;
+                let edge = contestant_tls(dir, "edge")?;
+                let gateway = ProxySpec {
+                    name: "ingress-gateway".into(),
+                    scenario: kind,
+                    role: "client",
+                    upstream_protocol: "HTTP2",
+                    config: gateway_config(server_inbound, entry.port(), &edge)?,
+                    app: None,
+                    ports: free_ports()?,
+                    dir,
+                    identity: Some(mesh_certificate(dir, "client")?),
+                    access_log: false,
+                    gateway: true,
+                };
+                proxies.push(start_proxy(args, gateway).await?);
+                // Ready once its config is applied; the server's port is bound right after.
+                let started = Instant::now();
+                let n = proxies.len();
+                while std::net::TcpStream::connect(entry).is_err() {
+                    proxies[n - 1].ensure_running()?;
+                    if started.elapsed() > callgrind::ready_timeout(args) {
+                        bail!("the gateway did not open {entry}{}", log_tail(&proxies[n - 1].log));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let n = proxies.len();
+                (entry, vec![n - 1, n - 2])
+            }
+            Kind::HaproxyPair
+            | Kind::NginxPair
+            | Kind::HaproxyTlsPair
+            | Kind::NginxTlsPair
+            | Kind::HaproxyIngress
+            | Kind::NginxIngress => {
                 let software = kind.contestant().expect("a contestant's scenario");
                 let bin = contestant_bin(args, software)?;
-                let tls = matches!(kind, Kind::HaproxyTlsPair | Kind::NginxTlsPair);
+                let tls = kind != Kind::HaproxyPair && kind != Kind::NginxPair;
+                let client_side = if kind.is_ingress() {
+                    contestants::TlsSide::EdgeAndUpstream
+                } else {
+                    contestants::TlsSide::Upstream
+                };
                 let server_tls = if tls { Some(contestant_tls(dir, "server")?) } else { None };
                 let client_tls = if tls { Some(contestant_tls(dir, "client")?) } else { None };
                 let server = start_contestant(
@@ -418,7 +496,7 @@ pub(crate) async fn start_proxies(
                     server_listen,
                     dir,
                     run_dir,
-                    client_tls.as_ref().map(|t| (t, contestants::TlsSide::Upstream)),
+                    client_tls.as_ref().map(|t| (t, client_side)),
                 )
                 .await?;
                 proxies.push(client);
@@ -426,7 +504,8 @@ pub(crate) async fn start_proxies(
                 (proxies[n - 1].outbound, vec![n - 1, n - 2])
             }
         };
-        paths.push(ScenarioPath { kind, entry: entry_and_proxies.0, proxies: entry_and_proxies.1 });
+        let tls = if kind.is_ingress() { Some(load_tls(dir)?) } else { None };
+        paths.push(ScenarioPath { kind, entry: entry_and_proxies.0, proxies: entry_and_proxies.1, tls });
     }
     Ok((proxies, paths))
 }

@@ -244,7 +244,7 @@ pub(crate) fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "haproxy-pair / nginx-pair = load → HAProxy / nginx → HAProxy / nginx → app, HTTP/1.1 keep-alive on every hop (one thread / one worker process each), plaintext; haproxy-tls-pair / nginx-tls-pair = the same with mutual TLS 1.3 between the two hops.\n"
+        "haproxy-pair / nginx-pair = load → HAProxy / nginx → HAProxy / nginx → app, HTTP/1.1 keep-alive on every hop (one thread / one worker process each), plaintext; haproxy-tls-pair / nginx-tls-pair = the same with mutual TLS 1.3 between the two hops; ingress = load → TLS 1.3 → weft-proxy gateway → mutual TLS (HTTP/2) → weft-proxy → app, haproxy-ingress / nginx-ingress = load → TLS 1.3 → HAProxy / nginx → mutual TLS → HAProxy / nginx → app (the load's TLS connections are kept alive).\n"
     );
     let _ = writeln!(
         out,
@@ -415,9 +415,9 @@ impl InstructionTable {
         }
     }
 
-    /// nginx's mean instructions per hop: over its plaintext pair, or its mutual-TLS pair.
-    fn nginx_per_hop(&self, tls: bool) -> Option<f64> {
-        let want = if tls { Kind::NginxTlsPair } else { Kind::NginxPair };
+    /// nginx's mean instructions per hop over its scenario of the same kind (plaintext pair,
+    /// mutual-TLS pair, ingress).
+    fn nginx_per_hop(&self, want: Kind) -> Option<f64> {
         let hops: Vec<f64> =
             self.rows.iter().filter(|r| r.scenario == want).map(|r| r.instructions_per_request).collect();
         (!hops.is_empty()).then(|| hops.iter().sum::<f64>() / hops.len() as f64)
@@ -427,14 +427,15 @@ impl InstructionTable {
         let mut s = format!(
             "Instructions per request under callgrind (user space, all threads), closed loop over {} keep-alive \
              connections, {} s counted after a warm-up, {}-byte responses. `vs nginx`: against nginx's mean per \
-             hop of the same kind (plaintext, or mutual TLS).\n\n\
+             hop of the same kind (plaintext, mutual TLS, or ingress).\n\n\
              | scenario | proxy | role | requests | instructions / request | vs nginx | malloc calls / request |\n\
              |---|---|---|---:|---:|---:|---:|\n",
             self.connections, self.window_s, self.body_bytes
         );
         for r in &self.rows {
-            let tls = matches!(r.scenario, Kind::Mesh | Kind::HaproxyTlsPair | Kind::NginxTlsPair);
-            let vs = self.nginx_per_hop(tls).map_or("-".into(), |n| format!("{:.2}x", r.instructions_per_request / n));
+            let vs = self
+                .nginx_per_hop(r.scenario.nginx_peer())
+                .map_or("-".into(), |n| format!("{:.2}x", r.instructions_per_request / n));
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {:.0} | {vs} | {:.1} |\n",
                 r.scenario.name(),

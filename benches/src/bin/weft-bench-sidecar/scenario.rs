@@ -28,6 +28,11 @@ pub(crate) enum Kind {
     NginxPair,
     HaproxyTlsPair,
     NginxTlsPair,
+    /// The ingress path: load → TLS → `weft-proxy gateway` → mTLS → weft-proxy → app.
+    Ingress,
+    /// The same shape with HAProxy / nginx: TLS from the load, mutual TLS between the hops.
+    HaproxyIngress,
+    NginxIngress,
 }
 
 impl Kind {
@@ -43,14 +48,17 @@ impl Kind {
             Kind::NginxPair => "nginx-pair",
             Kind::HaproxyTlsPair => "haproxy-tls-pair",
             Kind::NginxTlsPair => "nginx-tls-pair",
+            Kind::Ingress => "ingress",
+            Kind::HaproxyIngress => "haproxy-ingress",
+            Kind::NginxIngress => "nginx-ingress",
         }
     }
 
     /// The proxy program of a contestant's pair; `None` for weft-proxy's scenarios.
     pub(crate) fn contestant(self) -> Option<Software> {
         match self {
-            Kind::HaproxyPair | Kind::HaproxyTlsPair => Some(Software::Haproxy),
-            Kind::NginxPair | Kind::NginxTlsPair => Some(Software::Nginx),
+            Kind::HaproxyPair | Kind::HaproxyTlsPair | Kind::HaproxyIngress => Some(Software::Haproxy),
+            Kind::NginxPair | Kind::NginxTlsPair | Kind::NginxIngress => Some(Software::Nginx),
             _ => None,
         }
     }
@@ -79,4 +87,26 @@ pub(crate) struct ScenarioPath {
     pub(crate) entry: SocketAddr,
     /// Indices into the proxy list, client first.
     pub(crate) proxies: Vec<usize>,
+    /// The entry speaks TLS (the ingress paths): the load's client config and server name.
+    pub(crate) tls: Option<LoadTls>,
+}
+
+/// TLS from the load generator: trusting the bench root, ALPN http/1.1, the name `app`.
+pub(crate) type LoadTls = (std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>);
+
+impl Kind {
+    /// The paths whose first hop is TLS from the load.
+    pub(crate) fn is_ingress(self) -> bool {
+        matches!(self, Kind::Ingress | Kind::HaproxyIngress | Kind::NginxIngress)
+    }
+
+    /// nginx's scenario of the same kind of hop (plaintext, mutual TLS, ingress): what
+    /// instruction counts are compared against.
+    pub(crate) fn nginx_peer(self) -> Kind {
+        match self {
+            Kind::Mesh | Kind::HaproxyTlsPair | Kind::NginxTlsPair => Kind::NginxTlsPair,
+            k if k.is_ingress() => Kind::NginxIngress,
+            _ => Kind::NginxPair,
+        }
+    }
 }
