@@ -92,6 +92,12 @@ pub(crate) fn admit(
     let Some(server) = server.filter(|s| s.serves(&host)) else {
         return Err(ProxyError::NoService { host });
     };
+    // A server whose TLS changed since this connection was accepted (SIMPLE → MUTUAL, another
+    // client CA) takes no more requests on it: 421, and the client connects again (RFC 9110
+    // §15.5.20). A new certificate in the same files changes nothing here.
+    if conn.tls && conn.accepted.as_deref() != server.spec.tls.as_ref() {
+        return Err(ProxyError::Misdirected);
+    }
     if server.spec.https_redirect {
         return Ok(Some(https_redirect(&record.authority, &record.path)));
     }

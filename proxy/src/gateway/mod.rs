@@ -61,6 +61,8 @@ pub(crate) struct Served {
     /// Its TLS config; `None` on a plaintext server, or while its credential cannot be
     /// read (handshakes for it are refused until it can).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Its TLS settings, shared with the connections accepted under them.
+    pub settings: Option<Arc<weft_model::gateway::ServerTls>>,
 }
 
 impl Served {
@@ -123,9 +125,13 @@ impl EdgeTls for PortGuard {
         self.gateway.port(self.port).is_some_and(|p| !p.is_tls())
     }
 
-    fn config_for(&self, sni: Option<&str>) -> Option<Arc<rustls::ServerConfig>> {
+    fn config_for(
+        &self,
+        sni: Option<&str>,
+    ) -> Option<(Arc<rustls::ServerConfig>, Arc<weft_model::gateway::ServerTls>)> {
         let port = self.gateway.port(self.port)?;
-        port.server_for(sni)?.tls.clone()
+        let server = port.server_for(sni)?;
+        Some((server.tls.clone()?, server.settings.clone()?))
     }
 
     fn refused(&self, reason: &'static str) {
@@ -270,7 +276,8 @@ fn rebuild(servers: &[Server], options: &GatewayOptions, loaded: &mut Loaded) ->
             }
             loaded.get(&key).and_then(|(_, config)| config.clone())
         });
-        ports.entry(spec.port).or_default().servers.push(Served { spec: spec.clone(), tls });
+        let settings = spec.tls.clone().map(Arc::new);
+        ports.entry(spec.port).or_default().servers.push(Served { spec: spec.clone(), tls, settings });
     }
     loaded.retain(|key, _| used.contains(key));
     ports.into_iter().map(|(port, p)| (port, Arc::new(p))).collect()

@@ -47,7 +47,13 @@ pub(crate) async fn serve(
         match crate::gateway::edge::admit(&shared, &snap, gateway, *port, &conn, &mut parts, &mut record) {
             Ok(None) => {}
             Ok(Some(answer)) => return record.respond(answer),
-            Err(e) => return record.reply(&e, Default::default()),
+            Err(e) => {
+                let mut reply = record.reply(&e, Default::default());
+                if matches!(e, ProxyError::Misdirected) {
+                    reply.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return reply;
+            }
         }
     }
     let mut cors = None;

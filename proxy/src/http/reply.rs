@@ -138,6 +138,8 @@ pub enum ProxyError {
     NotTheEntrysDestination { host: String, dst: std::net::SocketAddr },
     #[error("passthrough to {dst}: {error}")]
     Passthrough { dst: std::net::SocketAddr, error: String },
+    #[error("this connection was accepted under other TLS settings than its server has now; connect again")]
+    Misdirected,
 }
 
 impl ProxyError {
@@ -177,6 +179,7 @@ impl ProxyError {
                 (StatusCode::BAD_GATEWAY, "", Flags::NR)
             }
             ProxyError::Passthrough { .. } => (StatusCode::SERVICE_UNAVAILABLE, "connection failure", Flags::UF),
+            ProxyError::Misdirected => (StatusCode::MISDIRECTED_REQUEST, "misdirected request", Flags::NONE),
         }
     }
 }

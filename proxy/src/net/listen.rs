@@ -43,6 +43,10 @@ pub struct Conn {
     pub tls: bool,
     /// The name a gateway client's ClientHello asked for (SNI).
     pub sni: Option<Arc<str>>,
+    /// The TLS settings a gateway connection was accepted under: a request on it is served
+    /// only while its server still has them (a server turned MUTUAL takes no request on a
+    /// connection that never showed a client certificate).
+    pub accepted: Option<Arc<weft_model::gateway::ServerTls>>,
 }
 
 /// What a listener checks before serving HTTP on a connection.
@@ -65,8 +69,10 @@ pub enum Guard {
 pub trait EdgeTls: Send + Sync + 'static {
     /// Whether the port serves plaintext HTTP.
     fn plaintext(&self) -> bool;
-    /// The TLS config for a ClientHello naming `sni`; `None`: no server takes it.
-    fn config_for(&self, sni: Option<&str>) -> Option<Arc<rustls::ServerConfig>>;
+    /// The TLS config for a ClientHello naming `sni`, with the settings it was made from;
+    /// `None`: no server takes it.
+    fn config_for(&self, sni: Option<&str>)
+        -> Option<(Arc<rustls::ServerConfig>, Arc<weft_model::gateway::ServerTls>)>;
     /// Counts a connection refused, by reason.
     fn refused(&self, reason: &'static str);
 }
@@ -357,7 +363,7 @@ async fn secure<H, F>(
         sec.refused("foreign trust domain");
         return;
     }
-    let conn = Conn { peer: Some(peer.into()), remote, original_dst, tls: true, sni: None };
+    let conn = Conn { peer: Some(peer.into()), remote, original_dst, tls: true, ..Conn::default() };
     serve_io(builder, watcher, TokioIo::new(tls), handler, conn, None).await
 }
 
@@ -388,12 +394,12 @@ async fn edge<H, F>(
         let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
         let start = acceptor.await.map_err(|e| e.to_string())?;
         let sni: Option<Arc<str>> = start.client_hello().server_name().map(|s| s.to_ascii_lowercase().into());
-        let config = edge.config_for(sni.as_deref()).ok_or("no server for this name")?;
+        let (config, accepted) = edge.config_for(sni.as_deref()).ok_or("no server for this name")?;
         let tls = start.into_stream(config).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((tls, sni))
+        Ok::<_, String>((tls, sni, accepted))
     };
-    let Some((tls, sni)) = handshake(shake, |why| edge.refused(why)).await else { return };
-    let conn = Conn { remote, tls: true, sni, ..Conn::default() };
+    let Some((tls, sni, accepted)) = handshake(shake, |why| edge.refused(why)).await else { return };
+    let conn = Conn { remote, tls: true, sni, accepted: Some(accepted), ..Conn::default() };
     serve_io(builder, watcher, TokioIo::new(tls), handler, conn, None).await
 }
 

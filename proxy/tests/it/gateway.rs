@@ -369,6 +369,34 @@ async fn certificates_are_read_again_when_their_files_change() {
 }
 
 #[tokio::test]
+async fn a_connection_accepted_before_its_server_turned_mutual_takes_no_more_requests() {
+    let f = fixture(0).await;
+    let name = rustls::pki_types::ServerName::try_from("a.example.test").unwrap();
+    let tcp = tokio::net::TcpStream::connect(f.tls).await.unwrap();
+    let config = Arc::new(client_config(&f.servers, None, false));
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get = || http::Request::get("/").header("host", "a.example.test").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(tx.send_request(get()).await.unwrap().status(), 200);
+    // Server a now wants client certificates (of the client CA in cert-m).
+    let yaml = gateway_config(&f.app, f.tls.port(), f.http.port())
+        .replace("tls: { mode: SIMPLE, credential: cert-a }", "tls: { mode: MUTUAL, credential: cert-m }");
+    f.gw.shared.apply(parse(&yaml)).unwrap();
+    let (addr, servers) = (f.tls, &f.servers);
+    eventually(|| async move {
+        // A new connection without a client certificate is refused once the gateway has the change.
+        https(addr, client_config(servers, None, false), "a.example.test", "a.example.test", &[]).await.is_err()
+    })
+    .await;
+    tx.ready().await.unwrap();
+    let r = tx.send_request(get()).await.unwrap();
+    assert_eq!(r.status(), 421, "the old connection's next request");
+    assert_eq!(r.headers()["connection"], "close");
+    assert_eq!(f.app.requests(), 1, "nothing on the old connection reached the app after the change");
+}
+
+#[tokio::test]
 async fn listeners_follow_the_config() {
     let f = fixture(0).await;
     let next = free_port();
