@@ -156,7 +156,7 @@ chmod 0600 "$ingress/credentials/shop-cert/tls.key" "$ingress/ca.key"
 "$bin/weft-proxy" gateway --control-plane $CP --workload shop-ingress --namespace production \
   --service-account shop-ingress --token-file "$demo/ingress.token" --ca-file "$demo/root.pem" \
   --admin 127.0.0.1:$INGRESS_ADMIN --gateway-address 127.0.0.1 --credentials-dir "$ingress/credentials" \
-  --access-log >"$demo/ingress.gateway.log" 2>&1 & pids+=($!)
+  --access-log >"$demo/ingress.sidecar.log" 2>&1 & pids+=($!)
 sidecar api-gateway api-gateway v1 $GATEWAY
 sidecar user-service user-service v1 $USERS
 sidecar product-service product-service v1 $PRODUCTS
@@ -198,8 +198,13 @@ step "weftctl apply -f policies/   (canary, connection pools, outlier detection,
 step "the call graph the mesh enforces (weftctl explain --access): deny by default, one ALLOW per service"
 "$bin/weftctl" explain --access | sed 's/^/        /'
 step "the ingress gateway (weft-proxy gateway; policies/ingress.yaml: an Istio Gateway and the VirtualService bound to it)"
-wait_port $INGRESS || { echo "the ingress gateway did not open $INGRESS; log in $demo/ingress.gateway.log" >&2; exit 1; }
-code=$(curl -sv --cacert "$ingress/ca.crt" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$INGRESS/api/products" 2>"$demo/ingress.curl" || true)
+wait_port $INGRESS || { echo "the ingress gateway did not open $INGRESS; log in $demo/ingress.sidecar.log" >&2; exit 1; }
+# The route arrives with the push that opened the port; api-gateway's sidecar may take its ALLOW a moment later.
+for _ in $(seq 100); do
+  code=$(curl -sv --cacert "$ingress/ca.crt" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$INGRESS/api/products" 2>"$demo/ingress.curl" || true)
+  [ "$code" = 200 ] && break
+  sleep 0.1
+done
 tls=$(grep -o 'SSL connection using [^ ]*' "$demo/ingress.curl" | awk '{print $4}' | head -1 || true)
 subject=$(grep -o 'subject: .*' "$demo/ingress.curl" | head -1 | sed 's/^subject: //' || true)
 echo "        GET https://127.0.0.1:$INGRESS/api/products → $code over ${tls:-?}, certificate ${subject:-?} (verified against the demo's ingress CA)"

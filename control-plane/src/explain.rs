@@ -78,27 +78,44 @@ pub fn explain(config: &ProxyConfig, req: &Request) -> Result<Explanation, Strin
     Ok(e)
 }
 
-/// An ingress gateway's view of a request from outside: the servers its host reaches
-/// (the sidecar's own server selection), then its tokens and its authorization, decided by
-/// the sidecar's own code on the gateway's config.
+/// An ingress gateway's view of a request from outside, as `gateway::edge::admit` decides
+/// it: on each port, the server the host reaches (Envoy's filter-chain order; over TLS the
+/// client's SNI must name the same server, else 421), a redirect, whether a VirtualService
+/// bound to that server's Gateway routes the service the request takes; then the gateway's
+/// own token check and authorization.
 fn gateway(config: &ProxyConfig, snapshot: &Snapshot, req: &Request) -> GatewayView {
-    use weft_model::gateway::host_matches;
+    use weft_model::gateway::server_for;
     let host = weft_proxy::http::headers::split_port(&req.host).0.to_ascii_lowercase();
-    let taking: Vec<&weft_model::gateway::Server> =
-        config.gateway.iter().filter(|s| s.hosts.iter().any(|h| host_matches(h, &host))).collect();
-    let servers: Vec<String> = taking
-        .iter()
-        .map(|s| {
-            let how = match (&s.tls, s.https_redirect) {
-                (Some(t), _) => format!("TLS {:?}", t.mode).to_uppercase(),
-                (None, true) => "plaintext, httpsRedirect: 301 to https".into(),
-                (None, false) => "plaintext".into(),
-            };
-            let routed =
-                if s.routes.iter().any(|r| host_matches(r, &host)) { "" } else { "; no VirtualService bound: 404" };
-            format!("{} :{} ({how}{routed})", s.name, s.port)
-        })
-        .collect();
+    let key = snapshot.vhost(&req.host).map(|v| v.name.to_string());
+    let mut ports: Vec<u16> = config.gateway.iter().map(|s| s.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut servers = Vec::new();
+    let mut served_on = None;
+    for port in ports {
+        let Some(s) = server_for(config.gateway.iter().filter(|s| s.port == port), Some(&host)) else { continue };
+        let how = match s.tls.as_ref().map(|t| t.mode) {
+            Some(weft_model::gateway::ServerTlsMode::Simple) => {
+                "TLS SIMPLE; the client's SNI must name this server, else 421"
+            }
+            Some(weft_model::gateway::ServerTlsMode::Mutual) => {
+                "TLS MUTUAL; the client's SNI must name this server, else 421"
+            }
+            None => "plaintext",
+        };
+        let outcome = if s.https_redirect {
+            "301 to https".to_string()
+        } else if key.as_ref().is_some_and(|k| s.routes.contains(k)) {
+            served_on.get_or_insert(port);
+            "routed".to_string()
+        } else {
+            "404: no VirtualService bound to its Gateway routes this host".to_string()
+        };
+        servers.push(format!("{} :{port} ({how}) → {outcome}", s.name));
+    }
+    let Some(port) = served_on else {
+        return GatewayView { servers, decision: "not routed: no token or authorization check".into() };
+    };
     let mut builder = http::Request::builder().method(req.method.as_str()).uri(req.path.as_str());
     for (k, v) in &req.headers {
         builder = builder.header(k.as_str(), v.as_str());
@@ -111,8 +128,7 @@ fn gateway(config: &ProxyConfig, snapshot: &Snapshot, req: &Request) -> GatewayV
                 Err(refused) => format!("401 {}", refused.text()),
                 Ok(user) => {
                     let who = user.as_ref().and_then(|u| u.principal.clone()).unwrap_or_else(|| "no end user".into());
-                    let port = taking.first().map(|s| s.port);
-                    format!("token: {who}; authz: {}", authorize_as(config, None, user.as_ref(), port, req))
+                    format!("token: {who}; authz: {}", authorize_as(config, None, user.as_ref(), Some(port), req))
                 }
             }
         }

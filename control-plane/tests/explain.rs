@@ -190,8 +190,12 @@ fn the_shops_ingress_gateway_is_explained_server_first() {
     r.path = "/api/products".into();
     let e = explain(&config, &r).unwrap();
     let g = e.gateway.clone().expect("a gateway's explanation");
-    assert_eq!(g.servers, ["production/shop-gateway/0 :8443 (TLS SIMPLE)"], "{e}");
-    assert!(g.decision.contains("no end user") && g.decision.contains("allowed"), "{e}");
+    assert_eq!(
+        g.servers,
+        ["production/shop-gateway/0 :8443 (TLS SIMPLE; the client's SNI must name this server, else 421) → routed"],
+        "{e}"
+    );
+    assert_eq!(g.decision, "token: no end user; authz: allowed", "the gateway's ALLOW for the public: {e}");
     assert!(e.destinations[0].cluster.contains("api-gateway"), "{e}");
     // The same workload without the gateway role is a sidecar: no servers, the mesh's routes.
     let sidecar = weft_model::Workload { labels: [("istio".to_string(), "ingressgateway".to_string())].into(), ..w };

@@ -729,3 +729,72 @@ fn uri_regex_rewrite_translates_to_the_sidecars_regex_rewrite() {
         .unwrap();
     assert_eq!((rr.pattern.as_str(), rr.substitution.as_str()), ("^/service/([^/]+)(/.*)$", "\\2/instance/\\1"));
 }
+
+/// An ingress gateway workload (it carries the role label `weft-proxy gateway` adds).
+fn ingress() -> model::Workload {
+    let (role, gateway) = model::gateway::ROLE_LABEL;
+    model::Workload {
+        name: "ingress".into(),
+        namespace: "production".into(),
+        service_account: "ingress".into(),
+        labels: [("istio", "ingressgateway"), (role, gateway)].into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+    }
+}
+
+#[test]
+fn each_gateway_server_routes_only_what_is_bound_to_its_own_gateway() {
+    let gw = |ns: &str, name: &str, port: u16, hosts: &str, tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: https, protocol: HTTPS}}\n    hosts: {hosts}\n    tls: {tls}\n---\n"
+        )
+    };
+    let vs = |name: &str, hosts: &str, gateway: &str, dest: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: production}}\nspec:\n  hosts: {hosts}\n  gateways: [{gateway}]\n  http:\n  - route: [{{destination: {{host: {dest}}}}}]\n---\n"
+        )
+    };
+    let yaml = [
+        gw("production", "a-admin", 443, "['admin.example.com']", "{mode: MUTUAL, credentialName: admin}"),
+        gw("production", "b-shop", 443, "['*.example.com']", "{mode: SIMPLE, credentialName: shop}"),
+        // Another namespace repeats the admin name on the same port, as SIMPLE: left out.
+        gw(
+            "zzz",
+            "c-takeover",
+            443,
+            "['admin.example.com', 'other.example.org']",
+            "{mode: SIMPLE, credentialName: admin}",
+        ),
+        vs("admin", "[admin.example.com]", "a-admin", "order-service"),
+        vs("shop", "['*.example.com']", "b-shop", "product-service"),
+        vs("zz-late", "[other.example.org]", "zzz/c-takeover", "user-service"),
+        // A newer Gateway on a plaintext port with the admin name, and a newer VirtualService bound
+        // to it claiming that name: the older VirtualService keeps the host, and this server
+        // does not route it at all.
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: d-plain, namespace: zzz}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: ['*/admin.example.com']\n---\n".to_string(),
+        vs("zz-plain", "[admin.example.com]", "zzz/d-plain", "user-service"),
+    ]
+    .concat();
+    let resources =
+        weft_control_plane::istio::load_str(Path::new("t.yaml"), &yaml).unwrap_or_else(|d| panic!("{d:#?}"));
+    let t = translate(&resources, &registry(), &ingress(), "1");
+    let routes = |name: &str| t.config.gateway.iter().find(|s| s.name == name).map(|s| s.routes.clone());
+    assert_eq!(routes("production/a-admin/0"), Some(vec!["admin.example.com".to_string()]));
+    assert_eq!(routes("production/b-shop/0"), Some(vec!["*.example.com".to_string()]), "not the admin host");
+    let takeover = t.config.gateway.iter().find(|s| s.name == "zzz/c-takeover/0").expect("other.example.org stays");
+    assert_eq!(takeover.hosts, ["other.example.org"], "admin.example.com on 443 is the oldest server's");
+    assert_eq!(takeover.routes, ["other.example.org"], "never the admin VirtualService's routes");
+    assert!(
+        t.warnings.iter().any(|w| w.contains("admin.example.com on port 443 is an older server's")),
+        "{:?}",
+        t.warnings
+    );
+    assert!(t.warnings.iter().any(|w| w.contains("claimed by several VirtualServices")), "{:?}", t.warnings);
+    assert_eq!(routes("zzz/d-plain/0"), Some(vec![]), "the losing VirtualService's server routes nothing");
+    let admin_cluster = &t.config.services["admin.example.com"].routes[0].route[0].cluster;
+    assert!(admin_cluster.contains("order-service"), "{admin_cluster}");
+    t.config.validate().unwrap();
+    // Without the role label the same workload is a sidecar: no servers, no gateway routes.
+    let sidecar = model::Workload { labels: [("istio".to_string(), "ingressgateway".to_string())].into(), ..ingress() };
+    let t = translate(&resources, &registry(), &sidecar, "1");
+    assert!(t.config.gateway.is_empty() && !t.config.services.contains_key("admin.example.com"));
+}

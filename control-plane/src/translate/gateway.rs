@@ -143,9 +143,10 @@ impl<'a> Translator<'a> {
         for (r, vs) in bound {
             let VirtualService { hosts, gateways, http: _, tls: _, tcp: _, export_to } = vs;
             let vs_ns = r.namespace();
-            let mut names = Vec::new();
-            // Only the servers of the Gateways this VirtualService names route its hosts.
-            for (server, (gateway, gw_ns, patterns)) in servers.iter_mut().zip(&binding) {
+            // Each host the VirtualService shares with a server, and the servers that share it:
+            // only the servers of the Gateways this VirtualService names route its hosts.
+            let mut names: Vec<(String, Vec<usize>)> = Vec::new();
+            for (i, (gateway, gw_ns, patterns)) in binding.iter().enumerate() {
                 let names_it = gateways.iter().any(|e| {
                     let full = if e.contains('/') { e.to_string() } else { format!("{vs_ns}/{e}") };
                     full == *gateway
@@ -158,19 +159,17 @@ impl<'a> Translator<'a> {
                         if *ns_rule != "*" && *ns_rule != vs_ns {
                             continue;
                         }
-                        if let Some(h) = intersect(pattern, vs_host) {
-                            if !server.routes.contains(&h) {
-                                server.routes.push(h.clone());
-                            }
-                            if !names.contains(&h) {
-                                names.push(h);
-                            }
+                        let Some(h) = intersect(pattern, vs_host) else { continue };
+                        match names.iter_mut().find(|(n, _)| *n == h) {
+                            Some((_, at)) if !at.contains(&i) => at.push(i),
+                            Some(_) => {}
+                            None => names.push((h, vec![i])),
                         }
                     }
                 }
             }
             let who = format!("{vs_ns}/{}", r.name());
-            for host in names {
+            for (host, at) in names {
                 if let Some(first) = claimed.get(&host) {
                     self.warnings.push(format!(
                         "gateway host {host} is claimed by several VirtualServices ({first}, {who}); {first} is used"
@@ -178,10 +177,18 @@ impl<'a> Translator<'a> {
                     continue;
                 }
                 let routes = self.gateway_routes(vs, vs_ns, &ports);
-                if !routes.is_empty() {
-                    claimed.insert(host.clone(), who.clone());
-                    services.insert(host, model::Service { routes });
+                if routes.is_empty() {
+                    continue;
                 }
+                // Only the winner's servers route the host: a newer Gateway naming the same host
+                // does not serve the older VirtualService's routes.
+                for i in at {
+                    if !servers[i].routes.contains(&host) {
+                        servers[i].routes.push(host.clone());
+                    }
+                }
+                claimed.insert(host.clone(), who.clone());
+                services.insert(host, model::Service { routes });
             }
         }
         servers

@@ -100,6 +100,27 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// The server of `servers` (one port's) a name reaches, as Envoy picks a filter chain: one
+/// naming it exactly, else the longest wildcard that covers it, else `*`; between equals the
+/// first (the oldest Gateway's). No name (TLS without SNI) reaches only a `*` server.
+pub fn server_for<'a>(servers: impl IntoIterator<Item = &'a Server>, name: Option<&str>) -> Option<&'a Server> {
+    let all = servers.into_iter().flat_map(|s| s.hosts.iter().map(move |h| (h.as_str(), s)));
+    let Some(name) = name else {
+        return all.filter(|(h, _)| *h == "*").map(|(_, s)| s).next();
+    };
+    let specificity = |h: &str| match h.strip_prefix('*') {
+        None => usize::MAX,
+        Some(suffix) => suffix.len(),
+    };
+    let mut best: Option<(usize, &Server)> = None;
+    for (h, s) in all.filter(|(h, _)| host_matches(h, name)) {
+        if best.is_none_or(|(b, _)| specificity(h) > b) {
+            best = Some((specificity(h), s));
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
 /// A credential name as Kubernetes names a Secret: lowercase letters, digits, `-` and `.`,
 /// starting with a letter or digit — so it never leaves the credentials directory.
 pub fn credential_name_ok(name: &str) -> bool {

@@ -80,28 +80,32 @@ pub(crate) fn admit(
 ) -> Result<Option<Response<Body>>, ProxyError> {
     let host = crate::http::headers::split_port(&record.authority).0.to_ascii_lowercase();
     let servers = gateway.port(port);
-    // The server the Host reaches; on TLS it must be the one the handshake reached, so a
-    // client of a SIMPLE server's name cannot send a MUTUAL server's Host (domain fronting).
-    let server = servers.as_deref().and_then(|p| {
-        let by_host = p.server_for(Some(&host))?;
-        match conn.tls {
-            true => p.server_for(conn.sni.as_deref()).filter(|by_sni| std::ptr::eq(*by_sni, by_host)),
-            false => Some(by_host),
-        }
-    });
-    let Some(server) = server.filter(|s| s.serves(&host)) else {
+    let Some(by_host) = servers.as_deref().and_then(|p| p.server_for(Some(&host))).filter(|s| s.serves(&host)) else {
         return Err(ProxyError::NoService { host });
     };
-    // A server whose TLS changed since this connection was accepted (SIMPLE → MUTUAL, another
-    // client CA) takes no more requests on it: 421, and the client connects again (RFC 9110
-    // §15.5.20). A new certificate in the same files changes nothing here.
-    if conn.tls && conn.accepted.as_deref() != server.spec.tls.as_ref() {
+    // On TLS the Host must be a name of the server the handshake reached: another server's
+    // name is 421 (HTTP/2 clients reusing a connection for another name connect again), so a
+    // client of a SIMPLE server's name never reaches a MUTUAL server's hosts (fronting).
+    if conn.tls {
+        let by_sni = servers.as_deref().and_then(|p| p.server_for(conn.sni.as_deref()));
+        if !by_sni.is_some_and(|s| std::ptr::eq(s, by_host)) {
+            return Err(ProxyError::Misdirected);
+        }
+    }
+    // A server whose TLS policy changed since this connection was accepted (plaintext → TLS,
+    // SIMPLE → MUTUAL, another client CA, the credential withdrawn) takes no more requests on
+    // it: 421, and the client connects again. A new certificate in the same files changes
+    // nothing here.
+    if conn.accepted != by_host.policy() {
         return Err(ProxyError::Misdirected);
     }
-    if server.spec.https_redirect {
+    if by_host.spec.https_redirect {
         return Ok(Some(https_redirect(&record.authority, &record.path)));
     }
-    if !server.spec.routes.iter().any(|r| weft_model::gateway::host_matches(r, &host)) {
+    // The route table is the gateway's: the service the request would take must be one the
+    // VirtualServices bound to this server's own Gateway route (exactly that key).
+    let key = snap.vhost(&record.authority).map(|v| &*v.name);
+    if !key.is_some_and(|k| by_host.spec.routes.iter().any(|r| r == k)) {
         return Err(ProxyError::NoService { host });
     }
     crate::http::policy::admit(shared, snap, conn, parts, record, port)?;

@@ -58,12 +58,25 @@ pub(crate) struct Port {
 #[derive(Debug)]
 pub(crate) struct Served {
     pub spec: Server,
-    /// Its TLS config; `None` on a plaintext server, or while its credential cannot be
-    /// read (handshakes for it are refused until it can).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Its TLS settings, shared with the connections accepted under them.
-    pub settings: Option<Arc<weft_model::gateway::ServerTls>>,
+    /// Its TLS config and the fingerprint of its policy; `None` on a plaintext server, or
+    /// while its credential cannot be read (handshakes for it are refused until it can).
+    pub tls: Option<(Arc<rustls::ServerConfig>, u64)>,
 }
+
+impl Served {
+    /// The policy a connection must have been accepted under to be served here (`None`:
+    /// plaintext; a TLS server whose credential is withdrawn matches no connection).
+    pub fn policy(&self) -> Option<u64> {
+        match (&self.spec.tls, &self.tls) {
+            (None, _) => None,
+            (Some(_), Some((_, fingerprint))) => Some(*fingerprint),
+            (Some(_), None) => Some(WITHDRAWN),
+        }
+    }
+}
+
+/// The policy of a TLS server without a certificate: no connection was accepted under it.
+const WITHDRAWN: u64 = u64::MAX;
 
 impl Served {
     pub fn serves(&self, host: &str) -> bool {
@@ -76,26 +89,11 @@ impl Port {
         self.servers.first().is_some_and(|s| s.spec.tls.is_some())
     }
 
-    /// The server a name reaches, as Envoy picks a filter chain: a server naming it
-    /// exactly, else the longest wildcard that covers it, else `*`. TLS without SNI
-    /// reaches only a `*` server.
+    /// The server a name reaches ([`weft_model::gateway::server_for`], Envoy's filter-chain
+    /// order); TLS without SNI reaches only a `*` server.
     pub fn server_for(&self, name: Option<&str>) -> Option<&Served> {
-        let all = || self.servers.iter().flat_map(|s| s.spec.hosts.iter().map(move |h| (h.as_str(), s)));
-        let Some(name) = name else {
-            return all().find(|(h, _)| *h == "*").map(|(_, s)| s);
-        };
-        // The most specific name; between equals the first server (the oldest Gateway's).
-        let specificity = |h: &str| match h.strip_prefix('*') {
-            None => usize::MAX,
-            Some(suffix) => suffix.len(),
-        };
-        let mut best: Option<(usize, &Served)> = None;
-        for (h, s) in all().filter(|(h, _)| host_matches(h, name)) {
-            if best.is_none_or(|(b, _)| specificity(h) > b) {
-                best = Some((specificity(h), s));
-            }
-        }
-        best.map(|(_, s)| s)
+        let spec = weft_model::gateway::server_for(self.servers.iter().map(|s| &s.spec), name)?;
+        self.servers.iter().find(|s| std::ptr::eq(&s.spec, spec))
     }
 }
 
@@ -125,13 +123,9 @@ impl EdgeTls for PortGuard {
         self.gateway.port(self.port).is_some_and(|p| !p.is_tls())
     }
 
-    fn config_for(
-        &self,
-        sni: Option<&str>,
-    ) -> Option<(Arc<rustls::ServerConfig>, Arc<weft_model::gateway::ServerTls>)> {
+    fn config_for(&self, sni: Option<&str>) -> Option<(Arc<rustls::ServerConfig>, u64)> {
         let port = self.gateway.port(self.port)?;
-        let server = port.server_for(sni)?;
-        Some((server.tls.clone()?, server.settings.clone()?))
+        port.server_for(sni)?.tls.clone()
     }
 
     fn refused(&self, reason: &'static str) {
@@ -140,8 +134,10 @@ impl EdgeTls for PortGuard {
 }
 
 /// Credentials read, by their files and TLS settings: the stamp they were last read at and
-/// the last config that could be built from them (kept while the files are broken).
-type Loaded = HashMap<(tls::Files, weft_model::gateway::ServerTls), (tls::Stamp, Option<Arc<rustls::ServerConfig>>)>;
+/// the last config (with its policy's fingerprint) that could be built from them (kept while
+/// the files are broken).
+type Loaded =
+    HashMap<(tls::Files, weft_model::gateway::ServerTls), (tls::Stamp, Option<(Arc<rustls::ServerConfig>, u64)>)>;
 
 /// A bound port: its listeners stop when this is dropped.
 struct Bound {
@@ -255,7 +251,7 @@ fn rebuild(servers: &[Server], options: &GatewayOptions, loaded: &mut Loaded) ->
             let fresh = loaded.get(&key).is_some_and(|(s, _)| *s == stamp);
             if !fresh {
                 let last = loaded.remove(&key).and_then(|(_, config)| config);
-                let config = match tls::server_config(t, &key.0) {
+                let config = match tls::server_config(t, &key.0).map(|(c, f)| (c, f.min(WITHDRAWN - 1))) {
                     Ok(config) => {
                         tracing::info!(server = %spec.name, "gateway certificate loaded");
                         Some(config)
@@ -276,8 +272,7 @@ fn rebuild(servers: &[Server], options: &GatewayOptions, loaded: &mut Loaded) ->
             }
             loaded.get(&key).and_then(|(_, config)| config.clone())
         });
-        let settings = spec.tls.clone().map(Arc::new);
-        ports.entry(spec.port).or_default().servers.push(Served { spec: spec.clone(), tls, settings });
+        ports.entry(spec.port).or_default().servers.push(Served { spec: spec.clone(), tls });
     }
     loaded.retain(|key, _| used.contains(key));
     ports.into_iter().map(|(port, p)| (port, Arc::new(p))).collect()

@@ -88,7 +88,12 @@ impl Stamp {
 /// or later (1.3 with `minProtocolVersion: TLSV1_3`), ALPN h2 then http/1.1, and for
 /// MUTUAL a client certificate that chains to the CA, required. The error names the
 /// file, never its content.
-pub(crate) fn server_config(tls: &ServerTls, files: &Files) -> Result<Arc<rustls::ServerConfig>, String> {
+/// Also returns the policy's fingerprint: the settings and the client CA's bytes, so a CA
+/// replaced in the same files is a new policy (a new server certificate is not).
+pub(crate) fn server_config(tls: &ServerTls, files: &Files) -> Result<(Arc<rustls::ServerConfig>, u64), String> {
+    use std::hash::{Hash, Hasher};
+    let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
+    tls.hash(&mut fingerprint);
     let provider = crate::security::tls::provider();
     let pem = read(&files.certificate)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
@@ -109,7 +114,9 @@ pub(crate) fn server_config(tls: &ServerTls, files: &Files) -> Result<Arc<rustls
     let builder = match (&tls.mode, &files.ca) {
         (ServerTlsMode::Mutual, Some(ca)) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
+            let ca_pem = read(ca)?;
+            ca_pem.hash(&mut fingerprint);
+            for cert in CertificateDer::pem_slice_iter(&ca_pem) {
                 roots
                     .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
                     .map_err(|e| format!("{}: {e}", ca.display()))?;
@@ -129,5 +136,5 @@ pub(crate) fn server_config(tls: &ServerTls, files: &Files) -> Result<Arc<rustls
         .with_single_cert(chain, key)
         .map_err(|e| format!("{} and {}: {e}", files.certificate.display(), files.private_key.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), fingerprint.finish()))
 }

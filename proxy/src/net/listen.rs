@@ -43,10 +43,11 @@ pub struct Conn {
     pub tls: bool,
     /// The name a gateway client's ClientHello asked for (SNI).
     pub sni: Option<Arc<str>>,
-    /// The TLS settings a gateway connection was accepted under: a request on it is served
-    /// only while its server still has them (a server turned MUTUAL takes no request on a
-    /// connection that never showed a client certificate).
-    pub accepted: Option<Arc<weft_model::gateway::ServerTls>>,
+    /// The fingerprint of the TLS policy a gateway connection was accepted under (its
+    /// settings and client CA; none: plaintext): a request on it is served only while its
+    /// server still has that policy (a server turned MUTUAL, or given another client CA,
+    /// takes no request on a connection that never showed such a certificate).
+    pub accepted: Option<u64>,
 }
 
 /// What a listener checks before serving HTTP on a connection.
@@ -69,10 +70,9 @@ pub enum Guard {
 pub trait EdgeTls: Send + Sync + 'static {
     /// Whether the port serves plaintext HTTP.
     fn plaintext(&self) -> bool;
-    /// The TLS config for a ClientHello naming `sni`, with the settings it was made from;
+    /// The TLS config for a ClientHello naming `sni`, with the fingerprint of its policy;
     /// `None`: no server takes it.
-    fn config_for(&self, sni: Option<&str>)
-        -> Option<(Arc<rustls::ServerConfig>, Arc<weft_model::gateway::ServerTls>)>;
+    fn config_for(&self, sni: Option<&str>) -> Option<(Arc<rustls::ServerConfig>, u64)>;
     /// Counts a connection refused, by reason.
     fn refused(&self, reason: &'static str);
 }

@@ -92,6 +92,7 @@ fn gateway_config(app: &Upstream, tls_port: u16, http_port: u16) -> String {
   - {{ name: gw/m2, port: {tls_port}, hosts: [admin.wild.test], routes: [admin.wild.test], tls: {{ mode: MUTUAL, credential: cert-m }} }}
   - {{ name: gw/plain, port: {http_port}, hosts: [plain.example.test], routes: [plain.example.test] }}
   - {{ name: gw/redirect, port: {http_port}, hosts: [a.example.test], routes: [a.example.test], httpsRedirect: true }}
+  - {{ name: gw/wide, port: {http_port}, hosts: ["*.example.test"], routes: ["*.example.test"] }}
 "#
     );
     format!(
@@ -259,12 +260,12 @@ async fn the_sni_picks_the_certificate_and_the_server() {
     // Domain fronting: the handshake reached server a; a Host of server m (MUTUAL) is not a's.
     let fronted =
         https(f.tls, client_config(&f.servers, None, false), "a.example.test", "m.example.test", &[]).await.unwrap();
-    assert_eq!(fronted.status, 404, "{fronted:?}");
+    assert_eq!(fronted.status, 421, "another server's name on this connection: {fronted:?}");
     // The same with a wildcard: x.wild.test reaches server b, whose `*.wild.test` also covers
     // admin.wild.test — but that name is a MUTUAL server's own.
     let fronted =
         https(f.tls, client_config(&f.servers, None, false), "x.wild.test", "admin.wild.test", &[]).await.unwrap();
-    assert_eq!(fronted.status, 404, "{fronted:?}");
+    assert_eq!(fronted.status, 421, "{fronted:?}");
     // A name no server has: no certificate at all.
     let unknown =
         https(f.tls, client_config(&f.servers, None, false), "nobody.example.test", "a.example.test", &[]).await;
@@ -317,6 +318,8 @@ async fn a_plaintext_server_redirects_or_serves_its_hosts() {
     let plain = get(f.http, "plain.example.test", "/", &[]).await;
     assert_eq!(plain.status, 200, "{}", plain.body);
     assert!(plain.body.contains("proto=http;"), "{}", plain.body);
+    // gw/wide's `*.example.test` covers b.example.test, but the service that name takes is
+    // routed by server b's Gateway (TLS) only: the exact key must be in gw/wide's routes.
     assert_eq!(get(f.http, "b.example.test", "/", &[]).await.status, 404, "a host of the TLS port only");
     assert_eq!(f.app.requests(), 1);
 }
@@ -394,6 +397,65 @@ async fn a_connection_accepted_before_its_server_turned_mutual_takes_no_more_req
     assert_eq!(r.status(), 421, "the old connection's next request");
     assert_eq!(r.headers()["connection"], "close");
     assert_eq!(f.app.requests(), 1, "nothing on the old connection reached the app after the change");
+}
+
+#[tokio::test]
+async fn a_plaintext_connection_takes_no_request_once_its_port_speaks_tls() {
+    let f = fixture(0).await;
+    let mut c = Client::h1(f.http).await;
+    assert_eq!(c.get("plain.example.test", "/").await.status, 200);
+    // The plaintext port's servers become TLS ones (the listener stays; new connections need TLS).
+    let yaml = gateway_config(&f.app, f.tls.port(), f.http.port())
+        .replace(
+            "hosts: [plain.example.test], routes: [plain.example.test] }",
+            "hosts: [plain.example.test], routes: [plain.example.test], tls: { mode: SIMPLE, credential: cert-a } }",
+        )
+        .replace("  - { name: gw/redirect", "#")
+        .replace("  - { name: gw/wide", "#");
+    f.gw.shared.apply(parse(&yaml)).unwrap();
+    let http = f.http;
+    eventually(|| async move {
+        // Once the gateway has the change, a new plaintext connection is closed unanswered.
+        let mut fresh = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(
+            tokio::net::TcpStream::connect(http).await.unwrap(),
+        ))
+        .await
+        .unwrap();
+        tokio::spawn(fresh.1);
+        let req = http::Request::get("/").header("host", "plain.example.test").body(Full::new(Bytes::new())).unwrap();
+        fresh.0.send_request(req).await.is_err()
+    })
+    .await;
+    let got = c.get("plain.example.test", "/").await;
+    assert_eq!(got.status, 421, "the old plaintext connection's next request: {}", got.body);
+    assert_eq!(f.app.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_client_ca_replaced_in_its_secret_ends_the_connections_it_accepted() {
+    let f = fixture(0).await;
+    let client = f.clients.leaf(&["client.example.test"], "client");
+    let name = rustls::pki_types::ServerName::try_from("m.example.test").unwrap();
+    let tcp = tokio::net::TcpStream::connect(f.tls).await.unwrap();
+    let config = Arc::new(client_config(&f.servers, Some(client.clone()), false));
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get = || http::Request::get("/").header("host", "m.example.test").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(tx.send_request(get()).await.unwrap().status(), 200);
+    // The client CA is revoked by replacing ca.crt in the same Secret.
+    let (m, mk) = f.servers.leaf(&["m.example.test"], "m-1");
+    f.secrets.put("cert-m", &[("tls.crt", &m), ("tls.key", &mk), ("ca.crt", &Ca::new("new client root").cert.pem())]);
+    let (addr, servers, client) = (f.tls, &f.servers, &client);
+    eventually(|| async move {
+        let c = client_config(servers, Some(client.clone()), false);
+        https(addr, c, "m.example.test", "m.example.test", &[]).await.is_err()
+    })
+    .await;
+    let before = f.app.requests();
+    tx.ready().await.unwrap();
+    assert_eq!(tx.send_request(get()).await.unwrap().status(), 421, "a connection of the revoked CA");
+    assert_eq!(f.app.requests(), before, "it did not reach the app");
 }
 
 #[tokio::test]

@@ -270,8 +270,10 @@ pub(crate) async fn run_load(
     let scheme = if path.tls.is_some() { "https" } else { "http" };
     let mut opts = load::Options::new(format!("{scheme}://{addr}/").parse()?);
     opts.tls = path.tls.clone();
+    // The ingress paths' TLS offers ALPN http/1.1 only: the public's side stays HTTP/1.1.
+    let http2 = args.http2 && path.tls.is_none();
     opts.duration = duration;
-    opts.http2 = args.http2;
+    opts.http2 = http2;
     opts.headers.insert(HOST, HeaderValue::from_static(HOST_HEADER));
     match load {
         Load::Rate(r) => {
