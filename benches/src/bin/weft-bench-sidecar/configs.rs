@@ -24,11 +24,13 @@ pub(crate) fn mesh_client_config(endpoint: SocketAddr) -> anyhow::Result<String>
 }
 
 /// The ingress gateway's config: the mesh client's route and cluster, and one HTTPS server
-/// on `port` for every host, its certificate and key from `edge` (files on disk).
+/// on `port` for every host, routing the bench's one service (as the control plane lists
+/// what the VirtualServices bound to its Gateway route), its certificate and key from
+/// `edge` (files on disk).
 pub(crate) fn gateway_config(endpoint: SocketAddr, port: u16, edge: &contestants::HopTls) -> anyhow::Result<String> {
     let yaml = mesh_client_config(endpoint)?;
     checked(format!(
-        "{yaml}gateway:\n  - name: bench/https\n    port: {port}\n    hosts: [\"*\"]\n    routes: [\"*\"]\n    tls:\n      mode: SIMPLE\n      credential: {{ certificate: \"{}\", privateKey: \"{}\" }}\n",
+        "{yaml}gateway:\n  - name: bench/https\n    port: {port}\n    hosts: [\"*\"]\n    routes: [\"{SERVICE}\"]\n    tls:\n      mode: SIMPLE\n      credential: {{ certificate: \"{}\", privateKey: \"{}\" }}\n",
         edge.cert.display(),
         edge.key.display()
     ))
