@@ -58,11 +58,19 @@ fn intersect(a: &str, b: &str) -> Option<String> {
     }
 }
 
+/// A `gateways` entry written in namespace `ns` as `namespace/name` (a bare name is `ns`'s).
+fn gateway_name(entry: &str, ns: &str) -> String {
+    if entry.contains('/') {
+        entry.to_string()
+    } else {
+        format!("{ns}/{entry}")
+    }
+}
+
 impl<'a> Translator<'a> {
     /// Whether a `gateways` entry written in namespace `ns` names one of this workload's Gateways.
     pub(super) fn names_our_gateway(&self, entry: &str, ns: &str) -> bool {
-        let full = if entry.contains('/') { entry.to_string() } else { format!("{ns}/{entry}") };
-        self.gateways.contains(&full)
+        self.gateways.contains(&gateway_name(entry, ns))
     }
 
     /// The servers of `selected`, and the routes of every VirtualService bound to them into
@@ -147,10 +155,7 @@ impl<'a> Translator<'a> {
             // only the servers of the Gateways this VirtualService names route its hosts.
             let mut names: Vec<(String, Vec<usize>)> = Vec::new();
             for (i, (gateway, gw_ns, patterns)) in binding.iter().enumerate() {
-                let names_it = gateways.iter().any(|e| {
-                    let full = if e.contains('/') { e.to_string() } else { format!("{vs_ns}/{e}") };
-                    full == *gateway
-                });
+                let names_it = gateways.iter().any(|e| gateway_name(e, vs_ns) == *gateway);
                 if !names_it || !visible(export_to, vs_ns, gw_ns) {
                     continue;
                 }

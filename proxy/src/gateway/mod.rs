@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use weft_model::gateway::{host_matches, Server};
+use weft_model::gateway::Server;
 
 /// How often credential files are checked for changes.
 pub const CREDENTIAL_POLL: Duration = Duration::from_secs(1);
@@ -77,12 +77,6 @@ impl Served {
 
 /// The policy of a TLS server without a certificate: no connection was accepted under it.
 const WITHDRAWN: u64 = u64::MAX;
-
-impl Served {
-    pub fn serves(&self, host: &str) -> bool {
-        self.spec.hosts.iter().any(|h| host_matches(h, host))
-    }
-}
 
 impl Port {
     fn is_tls(&self) -> bool {
@@ -168,7 +162,7 @@ pub(crate) async fn run<H, F>(
     loop {
         while serving.try_join_next().is_some() {}
         let servers = shared.snapshot().config.gateway.clone();
-        let ports = rebuild(&servers, &gateway.options, &mut loaded);
+        let ports = rebuild(&servers, &gateway.options, &mut loaded, &shared.metrics.gateway_credential_loads);
         gateway.ports.store(Arc::new(ports));
         let wanted: Vec<u16> = gateway.ports.load().keys().copied().collect();
         bound.retain(|port, _| wanted.contains(port));
@@ -239,7 +233,13 @@ where
 /// The servers of `servers` by port, each with its TLS config: read again when its files
 /// changed, kept from `loaded` when they did not (a credential that cannot be read is
 /// logged once per change and its server refuses handshakes).
-fn rebuild(servers: &[Server], options: &GatewayOptions, loaded: &mut Loaded) -> BTreeMap<u16, Arc<Port>> {
+/// Each read is counted in `loads` by result.
+fn rebuild(
+    servers: &[Server],
+    options: &GatewayOptions,
+    loaded: &mut Loaded,
+    loads: &prometheus::IntCounterVec,
+) -> BTreeMap<u16, Arc<Port>> {
     let mut ports: BTreeMap<u16, Port> = BTreeMap::new();
     let mut used = std::collections::HashSet::new();
     for spec in servers {
@@ -253,16 +253,19 @@ fn rebuild(servers: &[Server], options: &GatewayOptions, loaded: &mut Loaded) ->
                 let last = loaded.remove(&key).and_then(|(_, config)| config);
                 let config = match tls::server_config(t, &key.0).map(|(c, f)| (c, f.min(WITHDRAWN - 1))) {
                     Ok(config) => {
+                        loads.with_label_values(&["loaded"]).inc();
                         tracing::info!(server = %spec.name, "gateway certificate loaded");
                         Some(config)
                     }
                     // A certificate deleted is withdrawn; one being rewritten (or broken) keeps
                     // the last good one.
                     Err(e) if stamp.certificate_gone() => {
+                        loads.with_label_values(&["failed"]).inc();
                         tracing::error!(server = %spec.name, "gateway certificate gone: {e}; the server refuses handshakes");
                         None
                     }
                     Err(e) => {
+                        loads.with_label_values(&["failed"]).inc();
                         let kept = if last.is_some() { "; the last good one stays" } else { "" };
                         tracing::error!(server = %spec.name, "gateway certificate not loaded: {e}{kept}");
                         last

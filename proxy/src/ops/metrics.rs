@@ -205,6 +205,9 @@ pub struct Metrics {
     pub response_bytes: HistogramVec,
     /// `weft_config_reloads_total{result="applied"|"rejected"}`.
     pub config_reloads: IntCounterVec,
+    /// `weft_gateway_credential_loads_total{result="loaded"|"failed"}`: a gateway's certificates
+    /// read (at a config, or when their files changed).
+    pub gateway_credential_loads: IntCounterVec,
     /// `weft_upstream_retries_total{cluster}`: retries sent.
     pub upstream_retries: IntCounterVec,
     /// `weft_mirror_requests_total{cluster,result="answered"|"failed"|"skipped"}`: request copies
@@ -262,6 +265,11 @@ impl Metrics {
         let config_reloads =
             IntCounterVec::new(Opts::new("weft_config_reloads_total", "Config changes seen, by result"), &["result"])?;
         registry.register(Box::new(config_reloads.clone()))?;
+        let gateway_credential_loads = IntCounterVec::new(
+            Opts::new("weft_gateway_credential_loads_total", "Gateway certificates read, by result"),
+            &["result"],
+        )?;
+        registry.register(Box::new(gateway_credential_loads.clone()))?;
         let upstream_retries =
             IntCounterVec::new(Opts::new("weft_upstream_retries_total", "Retries sent upstream"), &["cluster"])?;
         registry.register(Box::new(upstream_retries.clone()))?;
@@ -348,6 +356,7 @@ impl Metrics {
             response_bytes: histogram("istio_response_bytes", "Response size in bytes, headers included")?,
             requests_total,
             config_reloads,
+            gateway_credential_loads,
             upstream_retries,
             mirror_requests,
             outlier_ejections,

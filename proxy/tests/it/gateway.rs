@@ -358,9 +358,14 @@ async fn certificates_are_read_again_when_their_files_change() {
         got.is_ok_and(|a| a.cn == "a-2" && a.status == 200)
     })
     .await;
-    // A broken file keeps the last good certificate.
+    // A broken file keeps the last good certificate: checked once the gateway has tried to read it.
+    let gw = &f.gw;
+    let failed = || async move {
+        metric(&admin(gw, "/stats/prometheus").await, "weft_gateway_credential_loads_total", &["failed"])
+    };
+    let before = failed().await;
     f.secrets.put("cert-a", &[("tls.crt", "not a certificate")]);
-    tokio::time::sleep(weft_proxy::gateway::CREDENTIAL_POLL * 3).await; // no event to wait for: it must not change
+    eventually(|| async move { failed().await > before }).await;
     let got = https(f.tls, client_config(&f.servers, None, false), "a.example.test", "a.example.test", &[]).await;
     assert!(got.as_ref().is_ok_and(|a| a.cn == "a-2" && a.status == 200), "{got:?}");
     // A Secret deleted is withdrawn: its name gets no certificate any more.

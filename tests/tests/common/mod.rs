@@ -178,7 +178,6 @@ pub async fn sidecar_full(
 
 /// An ingress gateway (`weft-proxy gateway`) in control-plane mode with its workload
 /// certificate: it listens where the Gateway resources that select it say.
-#[allow(dead_code)]
 pub async fn gateway(
     cp: &Cp,
     w: Workload,

@@ -373,20 +373,7 @@ pub(crate) async fn start_proxies(
                 let protocol = if kind == Kind::PairH1 { "HTTP1" } else { "HTTP2" };
                 // The mesh path: the same pair, with mutual TLS and STRICT on the server.
                 let mesh = kind == Kind::Mesh;
-                let server = ProxySpec {
-                    name: format!("{}-server", kind.name()),
-                    scenario: kind,
-                    role: "server",
-                    upstream_protocol: "HTTP1",
-                    config: server_config_with(app, if mesh { "STRICT" } else { "PERMISSIVE" })?,
-                    app: Some(app),
-                    ports: free_ports()?,
-                    dir,
-                    identity: if mesh { Some(mesh_certificate(dir, "server")?) } else { None },
-                    access_log: false,
-                    gateway: false,
-                };
-                proxies.push(start_proxy(args, server).await?);
+                proxies.push(start_proxy(args, server_spec(kind, app, dir, mesh)?).await?);
                 let server_inbound = proxies[proxies.len() - 1].inbound;
                 let client = ProxySpec {
                     name: format!("{}-client", kind.name()),
@@ -411,20 +398,7 @@ pub(crate) async fn start_proxies(
             }
             Kind::Ingress => {
                 // The mesh path's server, and `weft-proxy gateway` in front of it terminating TLS.
-                let server = ProxySpec {
-                    name: "ingress-server".into(),
-                    scenario: kind,
-                    role: "server",
-                    upstream_protocol: "HTTP1",
-                    config: server_config_with(app, "STRICT")?,
-                    app: Some(app),
-                    ports: free_ports()?,
-                    dir,
-                    identity: Some(mesh_certificate(dir, "server")?),
-                    access_log: false,
-                    gateway: false,
-                };
-                proxies.push(start_proxy(args, server).await?);
+                proxies.push(start_proxy(args, server_spec(kind, app, dir, true)?).await?);
                 let server_inbound = proxies[proxies.len() - 1].inbound;
                 let [entry] = free_ports()?;
                 let edge = contestant_tls(dir, "edge")?;
@@ -452,7 +426,6 @@ pub(crate) async fn start_proxies(
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                let n = proxies.len();
                 (entry, vec![n - 1, n - 2])
             }
             Kind::HaproxyPair
@@ -508,6 +481,24 @@ pub(crate) async fn start_proxies(
         paths.push(ScenarioPath { kind, entry: entry_and_proxies.0, proxies: entry_and_proxies.1, tls });
     }
     Ok((proxies, paths))
+}
+
+/// A pair's server sidecar: inbound to the app over HTTP/1.1; with `mesh`, mutual TLS
+/// (STRICT) with the bench's `server` identity, else plaintext (PERMISSIVE).
+fn server_spec(kind: Kind, app: SocketAddr, dir: &Path, mesh: bool) -> anyhow::Result<ProxySpec<'_>> {
+    Ok(ProxySpec {
+        name: format!("{}-server", kind.name()),
+        scenario: kind,
+        role: "server",
+        upstream_protocol: "HTTP1",
+        config: server_config_with(app, if mesh { "STRICT" } else { "PERMISSIVE" })?,
+        app: Some(app),
+        ports: free_ports()?,
+        dir,
+        identity: if mesh { Some(mesh_certificate(dir, "server")?) } else { None },
+        access_log: false,
+        gateway: false,
+    })
 }
 
 pub(crate) fn tails(proxies: &[Proxy], on_path: &[usize]) -> String {
