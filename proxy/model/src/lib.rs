@@ -129,8 +129,9 @@ pub struct Trust {
     pub signer: String,
 }
 
-/// What the sidecar does with captured traffic to a destination the mesh does
-/// not know (Istio's `outboundTrafficPolicy.mode`).
+/// What the sidecar does with traffic to a destination the mesh does not know
+/// (Istio's `outboundTrafficPolicy.mode`): captured traffic, and under
+/// REGISTRY_ONLY a request for an unknown host on the outbound listener too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundTrafficPolicy {

@@ -128,13 +128,15 @@ async fn route_and_forward<'s>(
 ) -> Result<Response<Body>, Failed> {
     let none = Flags::NONE;
     let Some(vhost) = snap.vhost(&record.authority) else {
-        // Captured traffic to a host the mesh does not know goes where it was going, or nowhere.
-        let Some(dst) = conn.original_dst else {
-            return Err((ProxyError::NoService { host: record.authority.clone() }, none));
-        };
+        // A host the mesh does not know: nowhere under REGISTRY_ONLY (Istio's `block_all`
+        // virtual host, 502), captured or not; under ALLOW_ANY captured traffic goes where it
+        // was going, and a request to the explicit listener has nowhere to go (404 NR).
         if shared.outbound_policy(&snap.config) == OutboundTrafficPolicy::RegistryOnly {
             return Err((ProxyError::BlackHole { host: record.authority.clone() }, none));
         }
+        let Some(dst) = conn.original_dst else {
+            return Err((ProxyError::NoService { host: record.authority.clone() }, none));
+        };
         record.cluster = Some(crate::net::intercept::PASSTHROUGH_CLUSTER.into());
         return passthrough(dst, parts, incoming)
             .await

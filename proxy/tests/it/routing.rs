@@ -95,6 +95,19 @@ async fn uri_matches_in_order_first_wins() {
 }
 
 #[tokio::test]
+async fn under_registry_only_an_unknown_host_is_502_on_the_explicit_listener_too() {
+    let up = Upstream::named("v1").await;
+    let services = format!("  {SVC}:\n    routes:\n      - name: all\n        route: [ {{ cluster: v1 }} ]\n");
+    let yaml = config_yaml(&services, &cluster("v1", "", &[&up]));
+    let proxy = start(&yaml.replace("services:\n", "outboundTrafficPolicy: REGISTRY_ONLY\nservices:\n")).await;
+    assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "v1", "the mesh's own hosts still route");
+    let got = get(proxy.outbound, "api.github.com", "/", &[]).await;
+    assert_eq!(got.status, 502, "Istio's block_all virtual host: {}", got.header("x-weft-error"));
+    let metrics = admin(&proxy, "/stats/prometheus").await;
+    assert_eq!(metric(&metrics, "istio_requests_total", &[r#"response_flags="NR""#, r#"response_code="502""#]), 1.0);
+}
+
+#[tokio::test]
 async fn host_forms_and_unknown_hosts() {
     let (_v1, _v2, proxy) = canary().await;
     for host in ["svc", "svc:80", "svc.test", "svc.test.svc", "svc.test.svc.cluster.local:8080", "SVC.Test"] {
