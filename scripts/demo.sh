@@ -33,8 +33,8 @@ declare -A SIDECAR=(
   [api-gateway]="15006 15001 15000" [user-service]="16106 16101 16100"
   [order-service-v1-a]="16206 16201 16200" [order-service-v1-b]="16216 16211 16210" [order-service-v2]="16226 16221 16220"
   [product-service]="16306 16301 16300" [notification-service]="16406 16401 16400")
-PROMETHEUS=19090 DASHBOARD=15014
-ports="23790 23800 15012 $INGRESS $INGRESS_ADMIN $DASHBOARD $PROMETHEUS $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
+PROMETHEUS=19090 DASHBOARD=15014 MAIL=2525
+ports="23790 23800 15012 $MAIL $INGRESS $INGRESS_ADMIN $DASHBOARD $PROMETHEUS $GATEWAY $USERS $PRODUCTS $NOTIFY $ORDER_V1A $ORDER_V1B $ORDER_V2 ${SIDECAR[*]}"
 for port in $ports; do
   if port_open "$port"; then echo "port $port is already in use (another demo still running?); stop it first" >&2; exit 1; fi
 done
@@ -122,22 +122,26 @@ outbound() { read -r _ o _ <<<"${SIDECAR[$1]}"; echo "127.0.0.1:$o"; }
 
 step "starting the five services (order-service: v1 twice, v2 once) on MariaDB, Redis and RabbitMQ"
 MQ=(EVENTS_EXCHANGE=weft-demo.orders)
-# Secrets of this run only: the token signing key (the services refuse to start without one)
-# and the staff member user-service creates at start-up (nobody becomes staff by registering).
-JWT_SECRET=$(head -c 32 /dev/urandom | base64)
+# Secrets of this run only: user-service's token signing key (Ed25519; user-service refuses to
+# start without one, and nothing else reads it: the others check tokens against its public key
+# set) and the staff member user-service creates at start-up (nobody becomes staff by registering).
+openssl genpkey -algorithm ed25519 -out "$demo/jwt-signing-key.pem" 2>/dev/null
+chmod 0600 "$demo/jwt-signing-key.pem"
 export WEFT_DEMO_STAFF_EMAIL=staff@shop.example WEFT_DEMO_STAFF_PASSWORD=$(head -c 18 /dev/urandom | base64)
 app user-service user-service $USERS DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_users MESH_OUTBOUND="$(outbound user-service)" \
-  JWT_SECRET="$JWT_SECRET" STAFF_EMAIL=$WEFT_DEMO_STAFF_EMAIL STAFF_PASSWORD="$WEFT_DEMO_STAFF_PASSWORD" STAFF_NAME="Demo Staff"
+  JWT_SIGNING_KEY_FILE="$demo/jwt-signing-key.pem" STAFF_EMAIL=$WEFT_DEMO_STAFF_EMAIL STAFF_PASSWORD="$WEFT_DEMO_STAFF_PASSWORD" STAFF_NAME="Demo Staff"
 app product-service product-service $PRODUCTS DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_products MESH_OUTBOUND="$(outbound product-service)"
+# The partner's mail API, outside the mesh (policies/notification-service-egress.yaml lets
+# notification-service reach it as mail.partner.example and nothing else outside).
+"$bin/weft-demo" --mail-api 127.0.0.1:$MAIL >"$demo/mail-api.log" 2>&1 & pids+=($!)
 app notification-service notification-service $NOTIFY DATABASE_URL=mysql://root@127.0.0.1:3306/weft_demo_notifications \
-  "${MQ[@]}" QUEUE=weft-demo.notifications MESH_OUTBOUND="$(outbound notification-service)"
+  "${MQ[@]}" QUEUE=weft-demo.notifications MESH_OUTBOUND="$(outbound notification-service)" MAIL_URL=http://mail.partner.example/send
 for o in "order-service-v1-a v1 $ORDER_V1A" "order-service-v1-b v1 $ORDER_V1B" "order-service-v2 v2 $ORDER_V2"; do
   set -- $o
   app "$1" order-service "$3" VERSION="$2" INSTANCE="$1" FAULT_INJECTION=true REDIS_PREFIX=weft-demo: "${MQ[@]}" \
     MESH_OUTBOUND="$(outbound "$1")"
 done
-app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 RATE_LIMIT_PREFIX=weft-demo:ratelimit: MESH_OUTBOUND="$(outbound api-gateway)" \
-  JWT_SECRET="$JWT_SECRET"
+app api-gateway api-gateway $GATEWAY RATE_LIMIT_RPS=1000 RATE_LIMIT_BURST=1000 RATE_LIMIT_PREFIX=weft-demo:ratelimit: MESH_OUTBOUND="$(outbound api-gateway)"
 
 step "starting a sidecar next to each (identity: a SPIFFE certificate from the control plane)"
 # The ingress gateway's certificate: a CA of this run only, and a certificate for 127.0.0.1 and
@@ -211,11 +215,46 @@ echo "        GET https://127.0.0.1:$INGRESS/api/products → $code over ${tls:-
 [ "$code" = 200 ] || status_ingress=1
 plain=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$INGRESS/api/products" 2>/dev/null || true)
 echo "        plaintext HTTP to $INGRESS: ${plain:-000} (the connection is closed: the port speaks TLS only)"
+
+step "end users at the gateway (policies/ingress.yaml: a RequestAuthentication; the control plane fetched user-service's key set)"
+https() { curl -s --cacert "$ingress/ca.crt" -o /dev/null -w '%{http_code}' "$@" || true; }
+token=$(curl -s --cacert "$ingress/ca.crt" -H 'content-type: application/json' \
+  -d "{\"email\":\"$WEFT_DEMO_STAFF_EMAIL\",\"password\":\"$WEFT_DEMO_STAFF_PASSWORD\"}" \
+  "https://127.0.0.1:$INGRESS/api/users/login" | grep -o '"token":"[^"]*"' | cut -d'"' -f4 || true)
+# The key set reaches the gateway with the push after the control plane's fetch: wait for it.
+for _ in $(seq 100); do
+  code=$(https -H "authorization: Bearer $token" "https://127.0.0.1:$INGRESS/api/orders")
+  [ "$code" = 200 ] && break
+  sleep 0.1
+done
+echo "        GET /api/orders with the token user-service issued at login (EdDSA) → $code"
+[ "$code" = 200 ] || status_ingress=1
+code=$(https "https://127.0.0.1:$INGRESS/api/orders")
+echo "        GET /api/orders without a token → $code (RBAC: the gateway's AuthorizationPolicy wants a request principal)"
+[ "$code" = 403 ] || status_ingress=1
+# A forgery: the same claims and key id, signed with a key of the attacker's own.
+openssl genpkey -algorithm ed25519 -out "$demo/attacker.pem" 2>/dev/null
+b64url() { basenc --base64url -w0 | tr -d '='; }
+signed="$(cut -d. -f1 <<<"$token").$(cut -d. -f2 <<<"$token")"
+signature=$(printf '%s' "$signed" | openssl pkeyutl -sign -inkey "$demo/attacker.pem" -rawin 2>/dev/null | b64url) || true
+forged="$signed.$signature"
+code=$(https -H "authorization: Bearer $forged" "https://127.0.0.1:$INGRESS/api/orders")
+echo "        GET /api/orders with a token signed by another key under user-service's key id → $code (Jwt verification fails)"
+[ "$code" = 401 ] || status_ingress=1
 # The gateway's sidecar holds the canary subsets once the push has arrived.
 for _ in $(seq 100); do curl -s http://127.0.0.1:15000/clusters | grep -q '|v2|order-service' && break; sleep 0.1; done
 sleep 1
 echo
 "$bin/weft-demo" --logs "$demo" && status=0 || status=$?
+echo
+step "egress (policies/notification-service-egress.yaml): a ServiceEntry for the partner's mail API, REGISTRY_ONLY for the rest"
+for _ in $(seq 100); do grep -q '^mail ' "$demo/mail-api.log" && break; sleep 0.1; done
+mails=$(grep -c '^mail ' "$demo/mail-api.log" || true)
+echo "        notification-service → http://mail.partner.example/send (ServiceEntry partner-mail, outside the mesh): $mails mails delivered"
+sed -n 's/^mail [^ ]* /          /p' "$demo/mail-api.log" | head -3
+blocked=$(curl -s -o /dev/null -w '%{http_code}' -H 'host: api.github.com' "http://$(outbound notification-service)/" || true)
+echo "        notification-service → http://api.github.com/: $blocked (no ServiceEntry names it: BlackHoleCluster)"
+{ [ "${mails:-0}" -ge 1 ] && [ "$blocked" = 502 ]; } || status_egress=1
 echo
 step "weftctl top: the mesh's edges from Prometheus (rate over the last minute)"
 # Rates need two scrapes after the traffic: wait for the edge the journey used, not for time.
@@ -233,7 +272,8 @@ for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$GATEWAY/api/products"
 wait $tap || status=1
 sed 's/^/        /' "$demo/tap.out"
 echo
-[ "${status_ingress:-0}" = 0 ] || { echo "demo: the ingress gateway did not answer 200"; status=1; }
+[ "${status_ingress:-0}" = 0 ] || { echo "demo: the ingress gateway did not answer as expected (above)"; status=1; }
+[ "${status_egress:-0}" = 0 ] || { echo "demo: egress did not behave as expected (above)"; status=1; }
 if $once; then exit $status; fi
 "$bin/weft-demo" --live >"$demo/live.log" 2>&1 & pids+=($!)
 step "live traffic (weft-demo --live): orders through the canary, the catalogue, a refused call; the dashboard shows it"

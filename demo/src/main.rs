@@ -67,6 +67,10 @@ struct Args {
     /// Prometheus and the dashboard have a live mesh to show.
     #[arg(long)]
     live: bool,
+    /// No report: serve the partner's mail API on this address (outside the mesh; notification-service
+    /// reaches it only through the ServiceEntry) and print one line per mail until stopped.
+    #[arg(long, value_name = "ADDR")]
+    mail_api: Option<SocketAddr>,
 }
 
 /// The checks that passed and failed, printed as the report goes.
@@ -93,6 +97,9 @@ fn expect(report: &mut Report, a: &Answer, want: StatusCode, what: &str) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut report = Report::default();
+    if let Some(addr) = args.mail_api {
+        return mail_api(addr).await;
+    }
     let gateway = Client::new(args.gateway);
     if args.live {
         return live(&args, &gateway).await;
@@ -143,6 +150,32 @@ async fn live(args: &Args, g: &Client) -> anyhow::Result<()> {
             .await;
         }
     }
+    Ok(())
+}
+
+/// A stand-in for a mail provider's HTTP API: `POST /send` with a JSON mail prints
+/// `mail <key> to user <id>: <subject>: <text>` and answers 202; a repeated
+/// `Idempotency-Key` is answered 200 and not sent twice, as such APIs do.
+async fn mail_api(addr: SocketAddr) -> anyhow::Result<()> {
+    type Sent = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+    async fn send(
+        axum::extract::State(sent): axum::extract::State<Sent>,
+        headers: HeaderMap,
+        axum::Json(mail): axum::Json<Value>,
+    ) -> StatusCode {
+        let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let new = sent.lock().map(|mut s| key.is_empty() || s.insert(key.clone())).unwrap_or(true);
+        if !new {
+            return StatusCode::OK;
+        }
+        let field = |f: &str| mail[f].as_str().unwrap_or("?").to_string();
+        println!("mail {key} to user {}: {}: {}", field("to_user"), field("subject"), field("text"));
+        StatusCode::ACCEPTED
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("# the partner's mail API on http://{addr}/send");
+    let app = axum::Router::new().route("/send", axum::routing::post(send)).with_state(Sent::default());
+    axum::serve(listener, app).await?;
     Ok(())
 }
 

@@ -114,10 +114,19 @@ fn check_report(report: &str) {
         "Dashboard: http://127.0.0.1:15014/",
         "GET https://127.0.0.1:8443/api/products → 200 over TLSv1.3, certificate CN=shop.localhost",
         "plaintext HTTP to 8443: 000",
+        "GET /api/orders with the token user-service issued at login (EdDSA) → 200",
+        "GET /api/orders without a token → 403",
+        "under user-service's key id → 401",
+        "(ServiceEntry partner-mail, outside the mesh): ",
+        "notification-service → http://api.github.com/: 502",
         "sa/shop-ingress",
     ] {
         assert!(report.contains(line), "the report lacks {line:?}:\n{report}");
     }
+    let mails = report.lines().find(|l| l.contains("mails delivered")).expect("the egress line");
+    let n: u32 =
+        mails.trim_end_matches(" mails delivered").rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(n >= 1, "notification-service mailed nothing through the ServiceEntry: {mails}");
     let split = report.lines().find(|l| l.contains("200 requests: v1")).expect("the v1/v2 split");
     assert!(split.contains("v2 ") && split.contains("order-service-v1-a"), "{split}");
     // weftctl top read Prometheus: the journey's edges with their rates.

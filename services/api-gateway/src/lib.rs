@@ -2,7 +2,8 @@
 //!
 //! Routes `/api/users/*`, `/api/products/*`, `/api/orders/*` and
 //! `/api/notifications` to the services; verifies the JWT user-service issued
-//! (register, login and reading products are public); replaces any `x-user-id`
+//! against user-service's public key set (`tokens`; register, login and reading
+//! products are public); replaces any `x-user-id`
 //! or `x-user-role` the client sent with the token's subject and role (the
 //! services believe them only from this gateway's mesh identity); never routes
 //! internal endpoints (stock reservations); and limits each client (the user,
@@ -11,6 +12,7 @@
 //! much smaller bucket per address for registration and login.
 
 pub mod limit;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use weft_services_common::peers::Peers;
-use weft_services_common::{env, jwt, serve, ApiError};
+use weft_services_common::{env, serve, ApiError};
 
 pub const SERVICE: &str = "api-gateway";
 /// Largest request body the gateway forwards.
@@ -32,7 +34,6 @@ pub const MAX_BODY: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub jwt_secret: String,
     /// Requests per second each client may sustain, and the burst it may spend at once.
     pub rate: f64,
     pub burst: f64,
@@ -46,7 +47,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// `LISTEN` (127.0.0.1:3000), `JWT_SECRET` (required), `RATE_LIMIT_RPS` (50), `RATE_LIMIT_BURST` (100),
+    /// `LISTEN` (127.0.0.1:3000), `RATE_LIMIT_RPS` (50), `RATE_LIMIT_BURST` (100),
     /// `RATE_LIMIT_REDIS` (redis://127.0.0.1:6379; empty: per instance), `RATE_LIMIT_PREFIX`
     /// (shop:ratelimit:), `AUTH_RATE_LIMIT_PER_MINUTE` (10), and the peers.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -55,7 +56,6 @@ impl Config {
         anyhow::ensure!(rate > 0.0 && burst >= 1.0, "RATE_LIMIT_RPS must be > 0 and RATE_LIMIT_BURST >= 1");
         Ok(Config {
             listen: env::parse("LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
-            jwt_secret: jwt::secret_from_env()?,
             rate,
             burst,
             rate_limit_redis: Some(env::var("RATE_LIMIT_REDIS", "redis://127.0.0.1:6379")).filter(|u| !u.is_empty()),
@@ -75,6 +75,8 @@ pub struct AppState {
     pub limiter: limit::RateLimiter,
     /// The smaller bucket for registration and login, per address.
     pub auth_limiter: limit::RateLimiter,
+    /// user-service's public keys, fetched when first needed.
+    pub tokens: tokens::TokenKeys,
 }
 
 /// The gateway's router; with `rate_limit_redis`, the rate limits are shared
@@ -92,7 +94,8 @@ pub async fn app(config: Config) -> anyhow::Result<Router> {
             (limit::RateLimiter::local(config.rate, config.burst), limit::RateLimiter::local(auth_rate, auth_burst))
         }
     };
-    let state = Arc::new(AppState { config, limiter, auth_limiter });
+    let tokens = tokens::TokenKeys::new(config.peers.clone(), tokens::REFETCH_AFTER);
+    let state = Arc::new(AppState { config, limiter, auth_limiter, tokens });
     Ok(serve::finish(
         Router::new().route("/ready", get(|| async { serve::ready(&[]) })).fallback(route).with_state(state),
     ))
@@ -162,10 +165,7 @@ async fn forward(s: &AppState, peer: SocketAddr, req: Request) -> Result<Respons
     let t = target(&parts.method, parts.uri.path())
         .ok_or_else(|| ApiError::not_found(format!("no route for {}", parts.uri.path())))?;
     let claims = match bearer(&parts.headers) {
-        Some(token) => Some(
-            jwt::verify(&s.config.jwt_secret, token)
-                .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?,
-        ),
+        Some(token) => Some(s.tokens.verify(token).await?),
         None if t.public => None,
         None => {
             return Err(ApiError::unauthorized(

@@ -17,7 +17,6 @@ use weft_services_common::peers::Peers;
 use weft_testkit::{eventually, Client, TestAmqp, TestDb, TestRedisPrefix};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const SECRET: &str = "journey-secret";
 const STAFF: (&str, &str) = ("staff@example.com", "staff-password");
 
 struct Shop {
@@ -60,6 +59,7 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
         queue,
         prefetch: 8,
         trust: Trust::Development,
+        mail: None,
     };
     let notifications = weft_testkit::spawn(notification_service::app(
         notification_service::AppState::start(notifications).await.unwrap(),
@@ -73,7 +73,7 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
     let users = user_service::Config {
         listen: any,
         database_url: db.url.clone(),
-        jwt_secret: SECRET.into(),
+        signer: std::sync::Arc::new(weft_services_common::jwt::Signer::generate().unwrap()),
         jwt_ttl_secs: 3600,
         trust: Trust::Development,
         peers: Peers::direct([("notification-service", notifications)]),
@@ -90,7 +90,6 @@ async fn shop_with(rate: f64, burst: f64, auth_per_minute: f64) -> Shop {
     ]);
     let gateway = api_gateway::Config {
         listen: any,
-        jwt_secret: SECRET.into(),
         rate,
         burst,
         rate_limit_redis: Some("redis://127.0.0.1:6379".into()),
@@ -260,6 +259,11 @@ async fn tokens_are_required_and_a_client_cannot_claim_another_user() {
         g.with("authorization", "Bearer forged.token.here").get("/api/orders").await.status,
         StatusCode::UNAUTHORIZED
     );
+    // A staff token minted with a key of the attacker's own: refused, whatever kid it names.
+    let mallory = weft_services_common::jwt::Signer::generate().unwrap();
+    let (minted, _) = mallory.issue("1", "boss@example.com", weft_services_common::caller::Role::Staff, 60).unwrap();
+    let minted = g.with("authorization", &format!("Bearer {minted}")).get("/api/orders").await;
+    assert_eq!(minted.status, StatusCode::UNAUTHORIZED, "{}", minted.text);
     assert_eq!(
         g.post("/api/products", json!({"name": "x", "price_cents": 1, "stock": 1})).await.status,
         StatusCode::UNAUTHORIZED

@@ -153,6 +153,7 @@ async fn handle(s: &AppState, delivery: &Delivery) -> Outcome {
         };
         match insert.await {
             Ok(()) => {
+                s.outbox.notify_one();
                 tracing::info!(event = %event.event_id, kind = %event.kind, user = %event.user_id, "notification stored");
                 return Outcome::Stored;
             }

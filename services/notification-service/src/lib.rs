@@ -8,12 +8,16 @@
 //! never lost, never redelivered forever. While the database is down the
 //! message is held and retried, and `/ready` says so.
 //!
+//! With `MAIL_URL` set, each notification is also mailed, through the sidecar,
+//! to a mail API outside the mesh (`mailer`: the table is the outbox).
+//!
 //! Least privilege: a user reads only their own notifications (the user
 //! api-gateway names; a `user` query parameter is ignored), and
 //! `POST /notifications` (a notice to one user) is internal: only
 //! user-service's workloads may call it.
 
 pub mod consumer;
+pub mod mailer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +36,8 @@ use weft_services_common::{db, env, serve, ApiError, Json};
 
 pub const SERVICE: &str = "notification-service";
 
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS notifications (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS notifications (
         id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
         event_id VARCHAR(64) NOT NULL,
         user_id VARCHAR(64) NOT NULL,
@@ -42,7 +47,12 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS notifications (
         created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
         UNIQUE KEY notifications_event (event_id),
         KEY notifications_user (user_id, id)
-    ) ENGINE=InnoDB"];
+    ) ENGINE=InnoDB",
+    // The outbox of mail (mailer.rs); rows stored before it are not mailed after the fact.
+    "ALTER TABLE notifications ADD COLUMN mailed_at TIMESTAMP NULL DEFAULT NULL,
+        ADD COLUMN mail_status SMALLINT UNSIGNED NULL, ADD KEY notifications_outbox (mailed_at, id)",
+    "UPDATE notifications SET mailed_at = created_at",
+];
 
 /// How many notifications `GET /notifications` returns at most, newest first.
 pub const LIST_LIMIT: u32 = 100;
@@ -60,12 +70,14 @@ pub struct Config {
     pub prefetch: u16,
     /// Who may name the end user, and who may send notices.
     pub trust: Trust,
+    /// Where each notification is mailed (`None`: nowhere).
+    pub mail: Option<mailer::Mail>,
 }
 
 impl Config {
     /// `LISTEN` (127.0.0.1:3004), `DATABASE_URL` (mysql://root@127.0.0.1:3306/weft_notifications),
     /// `AMQP_URL` (amqp://guest:guest@127.0.0.1:5672/%2f), `EVENTS_EXCHANGE` (shop.orders),
-    /// `QUEUE` (shop.notifications), `PREFETCH` (16).
+    /// `QUEUE` (shop.notifications), `PREFETCH` (16), `MAIL_URL` (unset: no mail; see [`mailer::Mail::from_env`]).
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Config {
             listen: env::parse("LISTEN", SocketAddr::from(([127, 0, 0, 1], 3004)))?,
@@ -75,6 +87,7 @@ impl Config {
             queue: env::var("QUEUE", "shop.notifications"),
             prefetch: env::parse("PREFETCH", 16)?,
             trust: Trust::from_env(),
+            mail: mailer::Mail::from_env()?,
         })
     }
 }
@@ -85,14 +98,19 @@ pub struct AppState {
     pub pool: Pool,
     /// True while the consumer holds a broker channel.
     pub consuming: AtomicBool,
+    /// Woken when a notification is stored, for the mailer.
+    pub outbox: tokio::sync::Notify,
 }
 
 impl AppState {
     /// Connects to MariaDB (waiting at start-up), applies migrations, starts the consumer.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let pool = db::connect_and_migrate(&config.database_url, SERVICE, MIGRATIONS).await?;
-        let state = Arc::new(AppState { config, pool, consuming: AtomicBool::new(false) });
+        let state = Arc::new(AppState { config, pool, consuming: AtomicBool::new(false), outbox: Default::default() });
         tokio::spawn(consumer::run(state.clone()));
+        if let Some(mail) = state.config.mail.clone() {
+            tokio::spawn(mailer::run(state.clone(), mail));
+        }
         Ok(state)
     }
 }
@@ -142,6 +160,7 @@ async fn notify(
         (&event_id, &n.user_id, &n.kind, &n.message),
     )
     .await?;
+    s.outbox.notify_one();
     tracing::info!(user = %n.user_id, kind = %n.kind, "notice stored");
     Ok(StatusCode::CREATED.into_response())
 }

@@ -28,6 +28,10 @@ async fn start(database_url: &str) -> Setup {
 }
 
 async fn start_on(database_url: &str, amqp_url: &str) -> Setup {
+    start_with(database_url, amqp_url, None).await
+}
+
+async fn start_with(database_url: &str, amqp_url: &str, mail: Option<notification_service::mailer::Mail>) -> Setup {
     let mut amqp = TestAmqp::new(amqp_url);
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -37,6 +41,7 @@ async fn start_on(database_url: &str, amqp_url: &str) -> Setup {
         queue: amqp.queue("notifications"),
         prefetch: 4,
         trust: weft_services_common::caller::Trust::mesh(),
+        mail,
     };
     let state = AppState::start(config.clone()).await.expect("start");
     let client = Client::new(weft_testkit::spawn(app(state)).await);
@@ -271,4 +276,59 @@ async fn a_broker_restart_loses_no_event_and_stores_none_twice() {
     sorted.sort();
     assert_eq!(sorted, ["e-40", "e-41", "e-42"], "each stored once, the redelivered e-41 too");
     assert_eq!(s.dead_letter().await, None, "nothing dead-lettered for a transient outage");
+}
+
+/// A mail API outside the mesh: refuses the first `outage` mails with 503, then
+/// accepts; records each accepted mail's Host and Idempotency-Key.
+#[derive(Default)]
+struct MailApi {
+    outage: std::sync::atomic::AtomicUsize,
+    seen: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::Mutex<Vec<(String, String, serde_json::Value)>>,
+}
+
+async fn mail_api(api: std::sync::Arc<MailApi>) -> std::net::SocketAddr {
+    use axum::extract::State;
+    async fn send(
+        State(api): State<std::sync::Arc<MailApi>>,
+        headers: http::HeaderMap,
+        axum::Json(body): axum::Json<serde_json::Value>,
+    ) -> StatusCode {
+        use std::sync::atomic::Ordering;
+        if api.seen.fetch_add(1, Ordering::SeqCst) < api.outage.load(Ordering::SeqCst) {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        api.accepted.lock().unwrap().push((h("host"), h("idempotency-key"), body));
+        StatusCode::ACCEPTED
+    }
+    weft_testkit::spawn(axum::Router::new().route("/send", axum::routing::post(send)).with_state(api)).await
+}
+
+#[tokio::test]
+async fn every_notification_is_mailed_once_through_an_outage_of_the_mail_api() {
+    let db = TestDb::new("notifications_mail");
+    let api = std::sync::Arc::new(MailApi::default());
+    api.outage.store(3, std::sync::atomic::Ordering::SeqCst);
+    let addr = mail_api(api.clone()).await;
+    // As behind a sidecar: sent to `addr` with the external host's name.
+    let mail = notification_service::mailer::Mail::parse("http://mail.partner.example/send", Some(addr)).unwrap();
+    let s = start_with(&db.url, AMQP, Some(mail)).await;
+    for (i, kind) in ["order.created", "order.paid"].iter().enumerate() {
+        let event = json!({"event_id": format!("mail-{i}"), "type": kind, "order_id": "o-1", "user_id": "42",
+            "quantity": 1, "product_id": 3, "total_cents": 1250});
+        s.publish(kind, event.to_string().as_bytes()).await;
+    }
+    let notice = json!({"user_id": "42", "kind": "account", "message": "someone tried to register your address"});
+    assert_eq!(s.client.as_workload("user-service").post("/notifications", notice).await.status, StatusCode::CREATED);
+    let all = eventually(Duration::from_secs(30), || async { api.accepted.lock().unwrap().len() >= 3 }).await;
+    let accepted = api.accepted.lock().unwrap().clone();
+    assert!(all, "three mails after three refusals: {accepted:?}");
+    assert!(api.seen.load(std::sync::atomic::Ordering::SeqCst) >= 6, "the refused ones were sent again");
+    let mut keys: Vec<&str> = accepted.iter().map(|(_, key, _)| key.as_str()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "each mail once, each with its own idempotency key: {accepted:?}");
+    assert!(accepted.iter().all(|(host, _, body)| host == "mail.partner.example" && body["to_user"] == "42"));
+    assert!(accepted.iter().any(|(_, key, body)| key == "mail-1" && body["text"].as_str().unwrap().contains("paid")));
 }

@@ -1,7 +1,8 @@
 //! user-service: registration and login. Passwords are hashed with argon2id
 //! (the crate's defaults, OWASP's minimum: 19 MiB, 2 passes) off the async
-//! runtime; users live in MariaDB; a login returns a JWT with the user's role
-//! that api-gateway verifies.
+//! runtime; users live in MariaDB; a login returns a JWT with the user's role,
+//! signed with an Ed25519 key only this service holds; the public half is served
+//! at `GET /.well-known/jwks.json` for api-gateway and the mesh's ingress gateway.
 //!
 //! Least privilege: registration answers the same whether or not the email is
 //! taken (the owner of a taken address is notified instead); login and
@@ -55,7 +56,8 @@ pub const REGISTERED: &str = "if this address can be registered, it is now: log 
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
-    pub jwt_secret: String,
+    /// The key tokens are signed with; its public half is served at [`jwt::JWKS_PATH`].
+    pub signer: Arc<jwt::Signer>,
     pub jwt_ttl_secs: u64,
     /// Who may name the end user (api-gateway's identity behind a sidecar).
     pub trust: Trust,
@@ -65,12 +67,12 @@ pub struct Config {
 
 impl Config {
     /// `LISTEN` (127.0.0.1:3001), `DATABASE_URL` (mysql://root@127.0.0.1:3306/weft_users),
-    /// `JWT_SECRET` (required; see [`jwt::secret_from_env`]), `JWT_TTL_SECS` (3600), the trust and the peers.
+    /// `JWT_SIGNING_KEY_FILE` (required; see [`jwt::Signer::from_env`]), `JWT_TTL_SECS` (3600), the trust and the peers.
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Config {
             listen: env::parse("LISTEN", SocketAddr::from(([127, 0, 0, 1], 3001)))?,
             database_url: env::var("DATABASE_URL", "mysql://root@127.0.0.1:3306/weft_users"),
-            jwt_secret: jwt::secret_from_env()?,
+            signer: Arc::new(jwt::Signer::from_env()?),
             jwt_ttl_secs: env::parse("JWT_TTL_SECS", jwt::DEFAULT_TTL_SECS)?,
             trust: Trust::from_env(),
             peers: Peers::from_env()?,
@@ -138,8 +140,14 @@ pub fn app(state: AppState) -> Router {
         .route("/users/me", get(me))
         .route("/users/{id}", get(show))
         .route("/ready", get(ready))
+        .route(jwt::JWKS_PATH, get(jwks))
         .with_state(Arc::new(state));
     serve::finish(routes)
+}
+
+/// The public key set tokens are checked against (public: it holds no secret).
+async fn jwks(State(s): Shared) -> Response {
+    ([(axum::http::header::CACHE_CONTROL, "max-age=300")], axum::Json(s.config.signer.jwks())).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,9 +291,11 @@ async fn login(State(s): Shared, Json(l): Json<Login>) -> Result<Json<Session>, 
     };
     let matches = verify_password(l.password, hash).await?;
     let user = user.filter(|_| matches).ok_or_else(refused)?;
-    let (token, _) =
-        jwt::issue(&s.config.jwt_secret, &user.id.to_string(), &user.email, user.role, s.config.jwt_ttl_secs)
-            .map_err(ApiError::internal)?;
+    let (token, _) = s
+        .config
+        .signer
+        .issue(&user.id.to_string(), &user.email, user.role, s.config.jwt_ttl_secs)
+        .map_err(ApiError::internal)?;
     tracing::info!(user = user.id, "logged in");
     Ok(Json(Session { token, token_type: "Bearer".into(), expires_in: s.config.jwt_ttl_secs, user }))
 }

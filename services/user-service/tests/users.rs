@@ -8,7 +8,12 @@ use weft_services_common::jwt;
 use weft_services_common::peers::Peers;
 use weft_testkit::{Client, TestDb};
 
-const SECRET: &str = "test-secret";
+/// The key set the service serves: what api-gateway and the ingress gateway check tokens with.
+async fn served_keys(c: &Client) -> jwt::Keys {
+    let set = c.get(jwt::JWKS_PATH).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    jwt::Keys::from_jwks(set.text.as_bytes()).expect("a key set")
+}
 
 async fn start(db: &TestDb) -> Client {
     start_with(db).await.0
@@ -19,7 +24,7 @@ async fn start_with(db: &TestDb) -> (Client, mysql_async::Pool) {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone(),
-        jwt_secret: SECRET.into(),
+        signer: std::sync::Arc::new(jwt::Signer::generate().unwrap()),
         jwt_ttl_secs: 600,
         trust: Trust::mesh(),
         // No notification-service here: the notice to a taken address's owner is logged as not sent.
@@ -45,7 +50,7 @@ async fn register_login_and_the_token_names_the_user() {
     assert_eq!(login.json["token_type"], "Bearer");
     let id = login.json["user"]["id"].as_u64().unwrap();
     assert_eq!(login.json["user"]["email"], "ada@example.com", "emails are normalised");
-    let claims = jwt::verify(SECRET, login.json["token"].as_str().unwrap()).expect("a valid token");
+    let claims = served_keys(&c).await.verify(login.json["token"].as_str().unwrap()).expect("a valid token");
     assert_eq!(claims.role, weft_services_common::caller::Role::Customer, "registering makes a customer");
     assert_eq!((claims.sub, claims.iss.as_str(), claims.aud.as_str()), (id.to_string(), jwt::ISSUER, jwt::AUDIENCE));
     assert_eq!(claims.exp - claims.iat, 600);
@@ -65,7 +70,7 @@ async fn staff_come_from_the_admin_command_never_from_registering() {
     let (c, pool) = start_with(&db).await;
     let id = user_service::create_staff(&pool, "Boss@Example.com", "Boss", "staff-password").await.unwrap();
     let login = c.post("/users/login", json!({"email": "boss@example.com", "password": "staff-password"})).await;
-    let claims = jwt::verify(SECRET, login.json["token"].as_str().unwrap()).unwrap();
+    let claims = served_keys(&c).await.verify(login.json["token"].as_str().unwrap()).unwrap();
     assert_eq!((claims.sub, claims.role), (id.to_string(), weft_services_common::caller::Role::Staff));
     let sneaky = c
         .post(
