@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Chromium and chromedriver (the dashboard's browser test).
 DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl openssl prometheus chromium chromium-driver
 
-.PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz clean
+.PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz soak clean
 
 ## Installs missing Debian packages (only those missing; idempotent).
 deps:
@@ -46,6 +46,16 @@ FUZZ_SECONDS ?= 100
 fuzz:
 	$(CARGO) build --release -p weft-bench --bin weft-fuzz
 	$(RELEASE)/weft-fuzz --seconds $(FUZZ_SECONDS)
+
+## The soak (not in CI): SOAK_MINUTES (30) at 1000 rps through the mesh path (client sidecar →
+## mutual TLS, HTTP/2 → server sidecar → app) from a real control plane on a private etcd, a
+## policy change every 10 s, workload certificates rotating about every minute; each minute's
+## requests, failures, latency, RSS, open fds and certificates; target/soak/ (soak.md, soak-rss.png).
+SOAK_MINUTES ?= 30
+soak: deps
+	$(CARGO) build --release -p weft-proxy -p weft-control-plane
+	$(CARGO) build --release -p weft-bench --bin weft-soak
+	$(RELEASE)/weft-soak --minutes $(SOAK_MINUTES) --proxy-bin $(RELEASE)/weft-proxy --cp-bin $(RELEASE)/weft-control-plane --out target/soak
 
 clean:
 	$(CARGO) clean

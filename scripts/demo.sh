@@ -218,9 +218,10 @@ echo "        plaintext HTTP to $INGRESS: ${plain:-000} (the connection is close
 
 step "end users at the gateway (policies/ingress.yaml: a RequestAuthentication; the control plane fetched user-service's key set)"
 https() { curl -s --cacert "$ingress/ca.crt" -o /dev/null -w '%{http_code}' "$@" || true; }
-token=$(curl -s --cacert "$ingress/ca.crt" -H 'content-type: application/json' \
-  -d "{\"email\":\"$WEFT_DEMO_STAFF_EMAIL\",\"password\":\"$WEFT_DEMO_STAFF_PASSWORD\"}" \
-  "https://127.0.0.1:$INGRESS/api/users/login" | grep -o '"token":"[^"]*"' | cut -d'"' -f4 || true)
+# The password goes on stdin, not in curl's arguments (which any local user can read in ps).
+token=$(curl -s --cacert "$ingress/ca.crt" -H 'content-type: application/json' -d @- \
+  "https://127.0.0.1:$INGRESS/api/users/login" <<<"{\"email\":\"$WEFT_DEMO_STAFF_EMAIL\",\"password\":\"$WEFT_DEMO_STAFF_PASSWORD\"}" \
+  | grep -o '"token":"[^"]*"' | cut -d'"' -f4 || true)
 # The key set reaches the gateway with the push after the control plane's fetch: wait for it.
 for _ in $(seq 100); do
   code=$(https -H "authorization: Bearer $token" "https://127.0.0.1:$INGRESS/api/orders")
@@ -236,8 +237,10 @@ echo "        GET /api/orders without a token → $code (RBAC: the gateway's Aut
 openssl genpkey -algorithm ed25519 -out "$demo/attacker.pem" 2>/dev/null
 b64url() { basenc --base64url -w0 | tr -d '='; }
 signed="$(cut -d. -f1 <<<"$token").$(cut -d. -f2 <<<"$token")"
-signature=$(printf '%s' "$signed" | openssl pkeyutl -sign -inkey "$demo/attacker.pem" -rawin 2>/dev/null | b64url) || true
+printf '%s' "$signed" >"$demo/forged.msg"   # Ed25519 signs in one shot: from a file, not a pipe
+signature=$(openssl pkeyutl -sign -inkey "$demo/attacker.pem" -rawin -in "$demo/forged.msg" 2>/dev/null | b64url) || true
 forged="$signed.$signature"
+[ -n "$signature" ] || { echo "        (openssl could not sign the forgery: needs OpenSSL 3's pkeyutl -rawin)"; status_ingress=1; }
 code=$(https -H "authorization: Bearer $forged" "https://127.0.0.1:$INGRESS/api/orders")
 echo "        GET /api/orders with a token signed by another key under user-service's key id → $code (Jwt verification fails)"
 [ "$code" = 401 ] || status_ingress=1

@@ -7,11 +7,13 @@
 //! - [`process`]: peak RSS and CPU time of a child process, from `/proc`.
 //! - [`contestants`]: HAProxy and nginx configs and command lines, for the side-by-side runs.
 //! - [`plot`]: the latency percentile curves as a PNG (plotters, bitmap backend).
+//! - [`control_plane`]: a real `weft-control-plane` process on a private etcd.
 //!
 //! The binaries `weft-load` and `weft-bench-sidecar` are thin `main`s over these;
 //! `benches/route_match.rs` holds the criterion micro-benchmarks.
 
 pub mod contestants;
+pub mod control_plane;
 pub mod load;
 pub mod plot;
 pub mod process;

@@ -194,3 +194,50 @@ mod tests {
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     }
 }
+
+/// Line curves over a linear x (e.g. minutes) to `path` (PNG, 1000 × 500), the y axis
+/// from zero; `title` and the axes' names are drawn when fonts are available.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    curves: &[(&str, Vec<(f64, f64)>)],
+) -> anyhow::Result<bool> {
+    let points = curves.iter().flat_map(|(_, c)| c.iter());
+    let (x_max, y_max) = points.fold((1.0f64, 1.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let text = fonts_available();
+    let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(20).margin_right(40);
+    if text {
+        builder.caption(title, ("sans-serif", 22)).x_label_area_size(45).y_label_area_size(60);
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max * 1.2)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.light_line_style(RGBColor(235, 235, 235));
+    if text {
+        mesh.x_desc(x_desc).y_desc(y_desc).axis_desc_style(("sans-serif", 15)).label_style(("sans-serif", 14));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+    for (i, (name, curve)) in curves.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()].1;
+        let drawn = chart.draw_series(LineSeries::new(curve.iter().copied(), color.stroke_width(2)))?;
+        if text {
+            drawn.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(text)
+}

@@ -199,3 +199,43 @@ async fn the_mesh_keeps_working_when_an_etcd_member_dies() {
     let (_, v2, other) = tally(gw.outbound, &[("x-canary", "true")], 10).await;
     assert_eq!((v2, other), (10, 0));
 }
+
+/// The control plane's status lease can be lost (the process starved of CPU past its
+/// TTL, as 10,000 sidecars on two cores did): it grants a new one and the sidecars'
+/// statuses are written again, instead of failing into the dead lease forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_status_lease_is_replaced_and_statuses_are_written_again() {
+    let etcd = Etcd::start();
+    let store = admin_store(&[etcd.url()], &etcd).await;
+    let (cp, _cp_a) = Cp::start(&etcd, "cp-a", test_ca()).await;
+    let (_gw, _tg) = sidecar(&cp, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    let in_sync = || async {
+        let s = store.statuses().await.unwrap();
+        s.len() == 1 && s[0].acked_version.is_some() && s[0].acked_version == s[0].sent_version
+    };
+    eventually("the sidecar's status is written", in_sync).await;
+
+    // etcd forgets the lease the statuses live on, as when it expires.
+    let root = weft_control_plane::store::Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::ROOT)))
+        .await
+        .unwrap();
+    let mut leases = root.client().lease_client();
+    let mut revoked = 0;
+    for lease in leases.leases().await.unwrap().leases() {
+        let keys = leases
+            .time_to_live(lease.id(), Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .unwrap();
+        if keys.keys().iter().any(|k| String::from_utf8_lossy(k).contains("/status/")) {
+            leases.revoke(lease.id()).await.unwrap();
+            revoked += 1;
+        }
+    }
+    assert_eq!(revoked, 1, "one lease held the statuses");
+    assert!(store.statuses().await.unwrap().is_empty(), "the statuses went with it");
+
+    // The next change is ACKed, and its status written on a new lease.
+    let sidecar_policy = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: production}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n";
+    store.apply(&load_str(Path::new("sidecar.yaml"), sidecar_policy).unwrap()).await.unwrap();
+    eventually("the status is written again, on a new lease", in_sync).await;
+}

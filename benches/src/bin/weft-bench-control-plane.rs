@@ -6,14 +6,20 @@
 //! With `--dashboard`, also the dashboard with those sidecars: headless Chromium loads
 //! the page (when it first draws the mesh) and the control plane's RSS with it open.
 //!
-//! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard]
+//! With `--churn R`, then pods churn beside those sidecars for `--churn-seconds`: R
+//! a second register as endpoints (a Hello naming a service: an etcd lease and key),
+//! each leaves after `--churn-life` (its lease revoked), so every steady sidecar's
+//! endpoints change all the time; measured: how long a new pod waits for its first
+//! config, the pushes the steady sidecars take, the control plane's CPU and RSS, and
+//! convergence of one apply right after.
+//!
+//! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard] [--churn 100]
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_bench::process::rss_kib;
@@ -21,7 +27,7 @@ use weft_control_plane::istio::load_str;
 use weft_control_plane::registry::Instance;
 use weft_control_plane::store::Store;
 use weft_model::stream::{line, ChannelBody, Lines};
-use weft_model::stream::{Ack, Hello, Push, STREAM_PATH};
+use weft_model::stream::{Ack, Hello, STREAM_PATH};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -44,6 +50,35 @@ struct Args {
     /// Also measure the dashboard (needs Debian's chromium and chromium-driver).
     #[arg(long)]
     dashboard: bool,
+    /// Pods registering (and, after --churn-life, leaving) per second; 0: no churn phase.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
+    #[arg(long, default_value_t = 10)]
+    churn_seconds: u64,
+    #[arg(long, default_value = "1s", value_parser = weft_model::duration::parse)]
+    churn_life: Duration,
+}
+
+/// What churn cost at one sidecar count.
+struct ChurnFigures {
+    sidecars: usize,
+    joined: usize,
+    first_config: Vec<Duration>,
+    pushes_per_second: f64,
+    cpu_percent: f64,
+    rss_peak_mib: f64,
+    after: Vec<Duration>,
+    /// Steady sidecars' streams the control plane cut (slow readers), during the churn and the apply after.
+    cut: usize,
+}
+
+/// The CPU time `pid` has used (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// What the dashboard cost at one sidecar count.
@@ -98,16 +133,8 @@ async fn dashboard(url: &str, pid: u32, sidecars: usize) -> anyhow::Result<Dashb
     })
 }
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// When each sidecar received each version.
-type Seen = Arc<Mutex<BTreeMap<i64, Vec<Instant>>>>;
+/// Which sidecar received each version, and when.
+type Seen = Arc<Mutex<BTreeMap<i64, Vec<(usize, Instant)>>>>;
 
 /// TLS to the control plane with one certificate for `bench/sim`, shared by
 /// every simulated sidecar (they are replicas of one workload).
@@ -124,11 +151,70 @@ fn sim_tls(ca: &weft_control_plane::ca::Ca) -> anyhow::Result<weft_proxy::securi
     Ok(tls)
 }
 
+/// A steady simulated sidecar: as a real one, it opens its stream again when the
+/// control plane ends it (a slow reader is cut), counting each time in `cut`,
+/// until `stop`.
 async fn sidecar(
     cp: String,
     i: usize,
     seen: Seen,
     tls: Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    cut: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::Relaxed) {
+        let _ = stream(cp.clone(), i, None, tls.clone(), Duration::ZERO, |push| {
+            let version: i64 = push.version.parse().unwrap_or(0);
+            seen.lock().unwrap_or_else(|p| p.into_inner()).entry(version).or_default().push((i, Instant::now()));
+            true
+        })
+        .await;
+        if !stop.load(Ordering::Relaxed) {
+            cut.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// What a simulated sidecar reads of a `weft_model::stream::Push`: its version (the config is skipped,
+/// not built: real sidecars decode on machines of their own, the simulator shares
+/// the control plane's cores).
+#[derive(serde::Deserialize)]
+struct PushVersion {
+    version: String,
+}
+
+/// A pod of the churn: registers as an endpoint of `sim` (its service account's
+/// service), waits for its first config, stays `life`, leaves. Returns the wait.
+async fn churn_pod(
+    cp: String,
+    i: usize,
+    life: Duration,
+    tls: Arc<weft_proxy::security::identity::ControlPlaneTls>,
+) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let first = Arc::new(Mutex::new(None));
+    let got = first.clone();
+    let streamed = stream(cp, i, Some(20_000 + (i % 20_000) as u16), tls, life, move |_| {
+        got.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(t0.elapsed());
+        false
+    });
+    streamed.await?;
+    let waited = first.lock().unwrap_or_else(|p| p.into_inner()).take().context("no config")?;
+    Ok(waited)
+}
+
+/// One config stream as simulated sidecar `i` (an endpoint of `sim` on `port` when
+/// given); `on_push` is told each push (ACKed at once) and says whether to go on;
+/// when it says no, the stream is held `linger` more, then closed.
+async fn stream(
+    cp: String,
+    i: usize,
+    port: Option<u16>,
+    tls: Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    linger: Duration,
+    mut on_push: impl FnMut(&PushVersion) -> bool,
 ) -> anyhow::Result<()> {
     let io = weft_proxy::security::identity::connect_control_plane(&cp, Some(&tls), true)
         .await
@@ -144,9 +230,9 @@ async fn sidecar(
             labels: [("app".to_string(), format!("sim-{}", i % 10))].into(),
         },
         instance: format!("sim-{i}"),
-        service: None,
-        address: None,
-        port: None,
+        service: port.map(|_| "sim".to_string()),
+        address: port.map(|p| format!("127.0.0.1:{p}")),
+        port: port.map(|_| 80),
         applied_version: None,
         protocol: None,
         metrics_port: None,
@@ -158,13 +244,96 @@ async fn sidecar(
         bail!("control plane answered {}", resp.status());
     }
     let mut lines = Lines::new(resp.into_body());
-    while let Some(push) = lines.next::<Push>().await? {
-        let at = Instant::now();
-        let version: i64 = push.version.parse().unwrap_or(0);
-        seen.lock().unwrap_or_else(|p| p.into_inner()).entry(version).or_default().push(at);
+    while let Some(push) = lines.next::<PushVersion>().await? {
+        let go_on = on_push(&push);
         tx.send(line(&Ack { version: push.version, error: None })).await?;
+        if !go_on {
+            tokio::time::sleep(linger).await;
+            break;
+        }
     }
     Ok(())
+}
+
+/// Applies a VirtualService (its timeout `timeout_s`) and waits until all `n` sidecars
+/// hold a version at least as new: each one's time from the apply returning.
+async fn apply_and_wait(store: &Store, seen: &Seen, n: usize, timeout_s: usize) -> anyhow::Result<Vec<Duration>> {
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-0, namespace: bench}}\nspec:\n  hosts: [svc-0]\n  http:\n  - route:\n    - destination: {{host: svc-0}}\n    timeout: {timeout_s}s\n"
+    );
+    let resources = load_str(Path::new("bench.yaml"), &vs).map_err(|d| anyhow::anyhow!("{d:?}"))?;
+    let t0 = Instant::now();
+    let revision = store.apply(&resources).await?.revision;
+    let deadline = t0 + Duration::from_secs(120);
+    loop {
+        // Each sidecar's first push at or after the revision (under churn a sidecar takes several).
+        let got: std::collections::HashMap<usize, Instant> = {
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut firsts = std::collections::HashMap::new();
+            for &(i, at) in seen.range(revision..).flat_map(|(_, v)| v.iter()) {
+                firsts.entry(i).and_modify(|t: &mut Instant| *t = (*t).min(at)).or_insert(at);
+            }
+            firsts
+        };
+        if got.len() >= n {
+            return Ok(got.values().map(|t| t.duration_since(t0)).collect());
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {n} sidecars converged", got.len());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The churn phase beside `n` steady sidecars (see the module's doc).
+async fn churn(
+    args: &Args,
+    cp: &str,
+    n: usize,
+    pid: u32,
+    seen: &Seen,
+    tls: &Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    store: &Store,
+    cut: &std::sync::atomic::AtomicUsize,
+) -> anyhow::Result<ChurnFigures> {
+    let pushes = || seen.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum::<usize>();
+    let cuts = || cut.load(std::sync::atomic::Ordering::Relaxed);
+    let (pushes0, cpu0, t0, cut0) = (pushes(), cpu_time(pid), Instant::now(), cuts());
+    let mut pods = tokio::task::JoinSet::new();
+    let every = Duration::from_secs_f64(1.0 / args.churn as f64);
+    let mut tick = tokio::time::interval(every);
+    let total = args.churn * args.churn_seconds as usize;
+    for k in 0..total {
+        tick.tick().await;
+        pods.spawn(churn_pod(cp.to_string(), 1_000_000 + k, args.churn_life, tls.clone()));
+    }
+    let elapsed = t0.elapsed();
+    let (pushes1, cpu1) = (pushes(), cpu_time(pid));
+    let mut first_config = Vec::new();
+    while let Some(done) = pods.join_next().await {
+        match done {
+            Ok(Ok(waited)) => first_config.push(waited),
+            Ok(Err(e)) => eprintln!("a churn pod: {e}"),
+            Err(e) => eprintln!("a churn pod: {e}"),
+        }
+    }
+    first_config.sort();
+    let (_, hwm) = rss_kib(pid).unwrap_or((0, 0));
+    let mut after = apply_and_wait(store, seen, n, 99).await.unwrap_or_else(|e| {
+        eprintln!("after the churn: {e}");
+        Vec::new()
+    });
+    after.sort();
+    Ok(ChurnFigures {
+        sidecars: n,
+        joined: first_config.len(),
+        first_config,
+        pushes_per_second: (pushes1 - pushes0) as f64 / elapsed.as_secs_f64(),
+        cpu_percent: (cpu1 - cpu0).as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+        rss_peak_mib: hwm as f64 / 1024.0,
+        after,
+        cut: cuts() - cut0,
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -184,9 +353,10 @@ async fn main() -> anyhow::Result<()> {
         "## Control-plane convergence ({} services x {} endpoints in every config)\n",
         args.services, args.instances
     );
-    println!("| sidecars | applies | p50 ms | p99 ms | max ms | control plane peak RSS MiB |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| sidecars | applies | p50 ms | p99 ms | max ms | control plane peak RSS MiB | streams cut |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut pages = Vec::new();
+    let mut churns = Vec::new();
     for &n in &args.sidecars {
         let etcd = weft_testkit::Etcd::start();
         // The harness plays every part (registry of simulated services, policy writer): etcd's root.
@@ -208,46 +378,21 @@ async fn main() -> anyhow::Result<()> {
                 store.register("bench", &format!("svc-{s}"), &format!("svc-{s}-{k}"), &inst, 600).await?;
             }
         }
-        let port = weft_testkit::free_port();
-        let cp = format!("127.0.0.1:{port}");
         let dashboard_addr = format!("127.0.0.1:{}", weft_testkit::free_port());
-        let ca_dir = weft_testkit::TempDir::new("bench-ca");
-        let parts = weft_control_plane::ca::CaParts::generate("cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
-        parts.write_dir(&ca_dir.0.join("ca")).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let ca = weft_control_plane::ca::Ca::from_parts(&parts, "cluster.local").map_err(|e| anyhow::anyhow!("{e}"))?;
-        let tls = Arc::new(sim_tls(&ca)?);
-        let ca_path = ca_dir.0.join("ca");
-        let child = Command::new(&args.cp_bin)
-            .args(["--etcd", &etcd.url(), "--listen", &cp, "--id", "cp-bench", "--max-streams-per-identity", "100000"])
-            .args(if args.dashboard { vec!["--dashboard", dashboard_addr.as_str()] } else { vec![] })
-            .arg("--ca-dir")
-            .arg(&ca_path)
-            .arg("--etcd-ca")
-            .arg(etcd.certs().join("ca.pem"))
-            .arg("--etcd-cert")
-            .arg(weft_etcd::user_files(etcd.certs(), weft_etcd::CONTROL_PLANE).0)
-            .arg("--etcd-key")
-            .arg(weft_etcd::user_files(etcd.certs(), weft_etcd::CONTROL_PLANE).1)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(std::env::temp_dir().join("weft-bench-cp.log"))?)
-            .spawn()
-            .context("starting the control plane")?;
-        let pid = child.id();
-        let _cp = Kill(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(&cp).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut extra = vec!["--id", "cp-bench", "--max-streams-per-identity", "100000"];
+        if args.dashboard {
+            extra.extend(["--dashboard", dashboard_addr.as_str()]);
         }
+        let log = std::env::temp_dir().join("weft-bench-cp.log");
+        let running = weft_bench::control_plane::start(&etcd, &args.cp_bin, &extra, &log).await?;
+        let (cp, pid) = (running.addr.clone(), running.pid);
+        let tls = Arc::new(sim_tls(&running.ca)?);
         let seen: Seen = Arc::default();
+        let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for i in 0..n {
-            let (cp, seen, tls) = (cp.clone(), seen.clone(), tls.clone());
-            tokio::spawn(async move {
-                if let Err(e) = sidecar(cp, i, seen, tls).await {
-                    eprintln!("sim-{i}: {e}");
-                }
-            });
+            let (cp, seen, tls, cut, stop) = (cp.clone(), seen.clone(), tls.clone(), cut.clone(), stop.clone());
+            tokio::spawn(sidecar(cp, i, seen, tls, cut, stop));
         }
         // Everyone holds the initial config.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -259,48 +404,58 @@ async fn main() -> anyhow::Result<()> {
         }
         let mut latencies = Vec::new();
         for a in 0..args.applies {
-            let vs = format!(
-                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-0, namespace: bench}}\nspec:\n  hosts: [svc-0]\n  http:\n  - route:\n    - destination: {{host: svc-0}}\n    timeout: {}s\n",
-                a + 1
-            );
-            let resources = load_str(Path::new("bench.yaml"), &vs).map_err(|d| anyhow::anyhow!("{d:?}"))?;
-            let t0 = Instant::now();
-            let revision = store.apply(&resources).await?.revision;
-            let deadline = t0 + Duration::from_secs(60);
-            loop {
-                let got: Vec<Instant> = seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .range(revision..)
-                    .flat_map(|(_, v)| v.iter().copied())
-                    .collect();
-                if got.len() >= n {
-                    latencies.extend(got.iter().map(|t| t.duration_since(t0)));
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("only {} of {n} sidecars converged", got.len());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            latencies.extend(apply_and_wait(&store, &seen, n, a + 1).await?);
             tokio::time::sleep(args.pause).await;
         }
         latencies.sort();
         let (_, hwm) = rss_kib(pid).unwrap_or((0, 0));
         println!(
-            "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             args.applies,
             percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
             percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
             latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
-            hwm as f64 / 1024.0
+            hwm as f64 / 1024.0,
+            cut.load(std::sync::atomic::Ordering::Relaxed)
         );
+        if args.churn > 0 {
+            churns.push(churn(&args, &cp, n, pid, &seen, &tls, &store, &cut).await?);
+        }
         if args.dashboard {
             pages.push(dashboard(&format!("http://{dashboard_addr}/"), pid, n).await?);
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     println!("\nConvergence = from `weftctl apply` returning to the sidecar receiving the push (it ACKs at once);");
     println!("it includes the control plane's 100 ms debounce.");
+    if !churns.is_empty() {
+        println!(
+            "\n## Churn: {} pods a second register as endpoints and leave after {:?}, for {} s, beside the sidecars\n",
+            args.churn, args.churn_life, args.churn_seconds
+        );
+        println!("| sidecars | pods joined | a new pod's first config p50 / p99 / max ms | pushes to the steady sidecars per s | control plane CPU | peak RSS MiB | one apply right after: p50 / p99 ms | streams cut |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for c in &churns {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "| {} | {} | {:.0} / {:.0} / {:.0} | {:.0} | {:.0} % | {:.1} | {} | {} |",
+                c.sidecars,
+                c.joined,
+                ms(percentile(&c.first_config, 0.5)),
+                ms(percentile(&c.first_config, 0.99)),
+                ms(c.first_config.last().copied().unwrap_or_default()),
+                c.pushes_per_second,
+                c.cpu_percent,
+                c.rss_peak_mib,
+                if c.after.len() < c.sidecars {
+                    "not all in 120 s".to_string()
+                } else {
+                    format!("{:.0} / {:.0}", ms(percentile(&c.after, 0.5)), ms(percentile(&c.after, 0.99)))
+                },
+                c.cut,
+            );
+        }
+    }
     if !pages.is_empty() {
         println!("\n## The dashboard (headless Chromium, median of 3 loads; no Prometheus: registry and sidecars)\n");
         println!("| sidecars | rows drawn | page first drew the mesh ms | control plane RSS before / with the page open MiB | target |");

@@ -171,8 +171,6 @@ pub struct Context {
     pub metrics: Metrics,
     /// This control plane's id (status keys).
     pub id: String,
-    /// The lease status keys live on: they vanish with this instance.
-    pub lease: i64,
     /// The mesh CA (from the files every control plane mounts).
     pub ca: Arc<crate::ca::Ca>,
     pub options: Options,
@@ -188,22 +186,28 @@ pub struct Context {
     /// Open config streams per SPIFFE identity.
     pub(super) streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     pub(super) translations: Arc<Translations>,
-    /// Every stream's status writes after the first, gathered into transactions.
+    /// Every stream's status writes, gathered into transactions, on this instance's lease.
     pub(super) status_batch: StatusBatch,
-    pub(super) _status_lease: Arc<Lease>,
 }
 
 /// The control plane's status writes, gathered: every stream's writer hands its status over
 /// and waits; one task writes what has gathered in transactions of up to
 /// [`crate::store::MAX_TXN_OPS`]. A thousand sidecars ACKing one change are eight etcd
 /// writes, not a thousand.
+///
+/// The statuses live on a lease of this task's ([`STATUS_LEASE_SECONDS`], renewed every
+/// third of it), so they vanish with this instance. A lease etcd no longer knows (this
+/// process starved of CPU past its TTL, etcd restored) is replaced by a new one and the
+/// write tried again: statuses are never written into a lease that is gone.
 #[derive(Debug, Clone)]
 pub struct StatusBatch {
     tx: tokio::sync::mpsc::Sender<(crate::store::SidecarStatus, tokio::sync::oneshot::Sender<()>)>,
 }
 
 impl StatusBatch {
-    pub fn start(store: Store, lease: i64) -> Self {
+    /// Starts the writer with a lease granted now (an error when etcd cannot grant one).
+    pub async fn start(store: Store) -> Result<Self, crate::store::StoreError> {
+        let mut lease = Some(status_lease(&store).await?);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(crate::store::SidecarStatus, tokio::sync::oneshot::Sender<()>)>(
             4 * crate::store::MAX_TXN_OPS,
         );
@@ -211,15 +215,35 @@ impl StatusBatch {
             let mut batch = Vec::with_capacity(crate::store::MAX_TXN_OPS);
             while rx.recv_many(&mut batch, crate::store::MAX_TXN_OPS).await > 0 {
                 let statuses: Vec<_> = batch.iter().map(|(s, _)| s.clone()).collect();
-                if let Err(e) = store.put_statuses(&statuses, lease).await {
-                    tracing::warn!("writing {} sidecar statuses: {e}", statuses.len());
+                for _attempt in 0..2 {
+                    let id = match &lease {
+                        Some((id, _)) => *id,
+                        None => match status_lease(&store).await {
+                            Ok(granted) => lease.insert(granted).0,
+                            Err(e) => {
+                                tracing::warn!("granting a lease for sidecar statuses: {e}");
+                                break;
+                            }
+                        },
+                    };
+                    match store.put_statuses(&statuses, id).await {
+                        Ok(()) => break,
+                        Err(e) if e.to_string().contains("lease not found") => {
+                            tracing::warn!(lease = id, "the status lease expired; granting a new one");
+                            lease = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!("writing {} sidecar statuses: {e}", statuses.len());
+                            break;
+                        }
+                    }
                 }
                 for (_, done) in batch.drain(..) {
                     let _ = done.send(());
                 }
             }
         });
-        StatusBatch { tx }
+        Ok(StatusBatch { tx })
     }
 
     /// Writes `status` with the others gathered now; returns once written (or failed).
@@ -229,6 +253,16 @@ impl StatusBatch {
             let _ = written.await;
         }
     }
+}
+
+/// How long statuses outlive a control plane that stopped renewing their lease.
+pub const STATUS_LEASE_SECONDS: i64 = 15;
+
+/// A lease for statuses, and its keeper.
+async fn status_lease(store: &Store) -> Result<(i64, Lease), crate::store::StoreError> {
+    let id = store.client().lease_client().grant(STATUS_LEASE_SECONDS, None).await?.id();
+    let every = std::time::Duration::from_secs((STATUS_LEASE_SECONDS / 3) as u64);
+    Ok((id, Lease::keep_only(store.clone(), id, every)))
 }
 
 /// A plain-text reply.

@@ -61,17 +61,14 @@ pub async fn start_with(
     let ca_own_root = format!("{}\n{}", ca.own_root(), published.0.roots);
     let (trust_tx, trust) = watch::channel(Arc::new(published));
     let state = crate::jwks::resolve(crate::watch::follow(store.clone()).await?, options.jwks_refresh).await;
-    let lease = store.client().lease_client().grant(15, None).await?.id();
-    let status_lease = Lease::keep_only(store.clone(), lease, Duration::from_secs(5));
     let metrics = Metrics::new()
         .map_err(|e| crate::store::StoreError::Corrupt { key: "metrics".into(), message: e.to_string() })?;
-    let status_batch = context::StatusBatch::start(store.clone(), lease);
+    let status_batch = context::StatusBatch::start(store.clone()).await?;
     let ctx = Arc::new(Context {
         store,
         state,
         metrics,
         id,
-        lease,
         ca,
         options,
         tls: arc_swap::ArcSwap::new(tls),
@@ -80,7 +77,6 @@ pub async fn start_with(
         streams: Default::default(),
         translations: Arc::default(),
         status_batch,
-        _status_lease: Arc::new(status_lease),
     });
     let rotation = tokio::spawn(follow_trust(ctx.clone(), trust_tx));
     let task = tokio::spawn(serve(listener, ctx.clone()));

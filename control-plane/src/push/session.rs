@@ -227,7 +227,7 @@ async fn stream_session(
     };
     // The first status is written before the first push (a rotation counts this sidecar from
     // now on); later ones by the writer, off this loop.
-    let _ = ctx.store.put_status(&status, ctx.lease).await;
+    ctx.status_batch.put(status.clone()).await;
     *last_written = Some(status.clone());
     let writer = StatusWriter::start(ctx.status_batch.clone(), status.clone());
     let ended = serve_stream(ctx, peer, hello, &mut lines, &tx, &mut registration, status, &writer).await;

@@ -123,7 +123,7 @@ pub fn target(method: &Method, path: &str) -> Option<Target> {
         "products" if tail.split('/').nth(1).is_some() => None,
         "products" => {
             let path = if tail.is_empty() { "/products".to_string() } else { format!("/products/{tail}") };
-            to("product-service", path, method == Method::GET)
+            to("product-service", path, method == Method::GET || method == Method::HEAD)
         }
         "orders" => {
             to("order-service", if tail.is_empty() { "/orders".into() } else { format!("/orders/{tail}") }, false)

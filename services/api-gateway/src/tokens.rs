@@ -21,8 +21,9 @@ pub struct TokenKeys {
     peers: Peers,
     refetch_after: Duration,
     keys: RwLock<Arc<Keys>>,
-    /// When the set was last asked for; held while a fetch is in flight.
-    fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// When the set was last asked for and whether that fetch succeeded; held while
+    /// a fetch is in flight.
+    fetched: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl TokenKeys {
@@ -49,17 +50,23 @@ impl TokenKeys {
     }
 
     /// The set after a fetch, unless another request fetched it meanwhile or the
-    /// last fetch was under `refetch_after` ago (then the set as it is).
+    /// last fetch was under `refetch_after` ago (then the set as it is, or 503 when
+    /// that fetch failed: a valid token is not called invalid for want of keys).
     async fn refresh(&self, seen: &Arc<Keys>) -> Result<Arc<Keys>, ApiError> {
+        let unavailable = || ApiError::unavailable("tokens cannot be checked right now; try again shortly");
         let mut fetched = self.fetched.lock().await;
         let now = self.current();
-        if !Arc::ptr_eq(&now, seen) || fetched.is_some_and(|at| at.elapsed() < self.refetch_after) {
-            return Ok(now);
+        match *fetched {
+            _ if !Arc::ptr_eq(&now, seen) => return Ok(now),
+            Some((at, ok)) if at.elapsed() < self.refetch_after => {
+                return if ok { Ok(now) } else { Err(unavailable()) }
+            }
+            _ => {}
         }
-        *fetched = Some(Instant::now());
+        *fetched = Some((Instant::now(), false));
         let unavailable = |why: String| {
             tracing::warn!(%why, "user-service's key set could not be fetched");
-            ApiError::unavailable("tokens cannot be checked right now; try again shortly")
+            unavailable()
         };
         let answer = self
             .peers
@@ -71,6 +78,7 @@ impl TokenKeys {
         }
         let keys = Arc::new(Keys::from_jwks(&answer.body).map_err(unavailable)?);
         tracing::info!(keys = ?keys, "user-service's key set fetched");
+        *fetched = Some((Instant::now(), true));
         match self.keys.write() {
             Ok(mut k) => *k = keys.clone(),
             Err(p) => *p.into_inner() = keys.clone(),

@@ -75,4 +75,6 @@ async fn without_user_service_tokens_cannot_be_checked_503() {
     let keys = TokenKeys::new(Peers::direct([("user-service", gone)]), Duration::from_secs(1));
     let (token, _) = Signer::generate().unwrap().issue("1", "x@example.com", Role::Customer, 60).unwrap();
     assert_eq!(keys.verify(&token).await.unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+    // Within the refetch interval too: a valid token is not called invalid for want of keys.
+    assert_eq!(keys.verify(&token).await.unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -39,11 +39,13 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// user-service's signing key and its public JWK.
+/// user-service's signing key and its public JWK, with the public keys of the
+/// keys it publishes beside it (the one before a rotation, the one after).
 pub struct Signer {
     key: EncodingKey,
     kid: String,
     x: String,
+    also: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -58,7 +60,7 @@ impl Signer {
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| anyhow::anyhow!("not an Ed25519 private key in PKCS#8 ({e}); make one with: {KEYGEN}"))?;
         let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        Ok(Signer { key: EncodingKey::from_ed_der(der), kid: thumbprint(&x), x })
+        Ok(Signer { key: EncodingKey::from_ed_der(der), kid: thumbprint(&x), x, also: Vec::new() })
     }
 
     /// A `-----BEGIN PRIVATE KEY-----` PEM file's text.
@@ -85,14 +87,32 @@ impl Signer {
         Self::from_pkcs8(pkcs8.as_ref())
     }
 
-    /// `JWT_SIGNING_KEY_FILE` (an Ed25519 key in PKCS#8 PEM); without it, a key of
+    /// Also publishes `other`'s public key (it signs nothing here).
+    pub fn publishing(mut self, other: &Signer) -> Self {
+        if other.kid != self.kid && !self.also.iter().any(|(kid, _)| *kid == other.kid) {
+            self.also.push((other.kid.clone(), other.x.clone()));
+        }
+        self
+    }
+
+    fn read(var: &str, path: &str) -> anyhow::Result<Self> {
+        let pem = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{var}={path}: {e}"))?;
+        Self::from_pem(&pem).map_err(|e| anyhow::anyhow!("{var}={path}: {e}"))
+    }
+
+    /// `JWT_SIGNING_KEY_FILE` (an Ed25519 key in PKCS#8 PEM), and `JWT_PUBLISHED_KEY_FILES`
+    /// (comma-separated: keys whose public halves are served too — the previous one until
+    /// its tokens expire, the next one before it signs); without a signing key, a key of
     /// this process only under `SHOP_DEVELOPMENT=1`, else an error that says what to do.
     pub fn from_env() -> anyhow::Result<Self> {
         match std::env::var("JWT_SIGNING_KEY_FILE").ok().filter(|s| !s.is_empty()) {
             Some(path) => {
-                let pem =
-                    std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("JWT_SIGNING_KEY_FILE={path}: {e}"))?;
-                Self::from_pem(&pem).map_err(|e| anyhow::anyhow!("JWT_SIGNING_KEY_FILE={path}: {e}"))
+                let mut signer = Self::read("JWT_SIGNING_KEY_FILE", &path)?;
+                let published = std::env::var("JWT_PUBLISHED_KEY_FILES").unwrap_or_default();
+                for path in published.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    signer = signer.publishing(&Self::read("JWT_PUBLISHED_KEY_FILES", path)?);
+                }
+                Ok(signer)
             }
             None if crate::caller::development() => {
                 tracing::warn!("SHOP_DEVELOPMENT=1: signing tokens with a key of this process (tokens die with it)");
@@ -112,9 +132,10 @@ impl Signer {
 
     /// The public key set to serve at [`JWKS_PATH`].
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({"keys": [{
-            "kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": self.kid, "alg": "EdDSA", "use": "sig"
-        }]})
+        let jwk = |kid: &str, x: &str| serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"});
+        let keys: Vec<_> =
+            std::iter::once(jwk(&self.kid, &self.x)).chain(self.also.iter().map(|(kid, x)| jwk(kid, x))).collect();
+        serde_json::json!({ "keys": keys })
     }
 
     pub fn issue(
@@ -273,9 +294,6 @@ mod tests {
     #[test]
     fn expired_and_foreign_audience_tokens_are_refused() {
         let s = Signer::generate().unwrap();
-        let (expired, _) = s.issue("42", "a@example.com", Role::Staff, 0).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        assert!(matches!(keys_of(&s).verify(&expired), Err(Refused::Invalid(_))));
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(s.kid().to_string());
         let claims = Claims {
@@ -283,12 +301,26 @@ mod tests {
             email: "e".into(),
             role: Role::Customer,
             iss: ISSUER.into(),
-            aud: "other".into(),
-            iat: now(),
-            exp: now() + 60,
+            aud: AUDIENCE.into(),
+            iat: now() - 70,
+            exp: now() - 10,
         };
-        let other = jsonwebtoken::encode(&header, &claims, &s.key).unwrap();
+        let expired = jsonwebtoken::encode(&header, &claims, &s.key).unwrap();
+        assert!(matches!(keys_of(&s).verify(&expired), Err(Refused::Invalid(_))));
+        let foreign = Claims { aud: "other".into(), exp: now() + 60, ..claims };
+        let other = jsonwebtoken::encode(&header, &foreign, &s.key).unwrap();
         assert!(matches!(keys_of(&s).verify(&other), Err(Refused::Invalid(_))));
+    }
+
+    #[test]
+    fn a_rotation_publishes_both_keys_and_each_verifies_its_tokens() {
+        let (old, new) = (Signer::generate().unwrap(), Signer::generate().unwrap());
+        let (before, _) = old.issue("1", "a@example.com", Role::Customer, 60).unwrap();
+        let rotated = new.publishing(&old).publishing(&old);
+        assert_eq!(rotated.jwks()["keys"].as_array().unwrap().len(), 2, "the old key once, beside the new");
+        let (after, _) = rotated.issue("1", "a@example.com", Role::Customer, 60).unwrap();
+        let keys = keys_of(&rotated);
+        assert!(keys.verify(&before).is_ok() && keys.verify(&after).is_ok());
     }
 
     #[test]

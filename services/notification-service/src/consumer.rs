@@ -141,6 +141,10 @@ async fn handle(s: &AppState, delivery: &Delivery) -> Outcome {
     if [&event.event_id, &event.user_id, &event.order_id].iter().any(|f| f.is_empty() || f.len() > 64) {
         return Outcome::Poison("event_id, user_id and order_id: 1 to 64 characters".to_string());
     }
+    // The id travels on as the mail's Idempotency-Key header: letters, digits and `-_.:` only.
+    if !event.event_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        return Outcome::Poison("event_id: letters, digits and -_.: only".to_string());
+    }
     let message = message(&event);
     loop {
         let insert = async {
@@ -157,7 +161,8 @@ async fn handle(s: &AppState, delivery: &Delivery) -> Outcome {
                 tracing::info!(event = %event.event_id, kind = %event.kind, user = %event.user_id, "notification stored");
                 return Outcome::Stored;
             }
-            Err(mysql_async::Error::Server(e)) => {
+            // A lock wait timeout or a deadlock is the database busy, not the message bad.
+            Err(mysql_async::Error::Server(e)) if !matches!(e.code, 1205 | 1213) => {
                 return Outcome::Poison(format!("database refused it: {}", e.message))
             }
             Err(e) => {

@@ -50,7 +50,10 @@ pub const MIGRATIONS: &[&str] = &[
     ) ENGINE=InnoDB",
     // The outbox of mail (mailer.rs); rows stored before it are not mailed after the fact.
     "ALTER TABLE notifications ADD COLUMN mailed_at TIMESTAMP NULL DEFAULT NULL,
-        ADD COLUMN mail_status SMALLINT UNSIGNED NULL, ADD KEY notifications_outbox (mailed_at, id)",
+        ADD COLUMN mail_status SMALLINT UNSIGNED NULL, ADD COLUMN mail_attempts INT UNSIGNED NOT NULL DEFAULT 0,
+        ADD COLUMN mail_next_at TIMESTAMP NULL DEFAULT NULL, ADD COLUMN mail_claim CHAR(36) NULL,
+        ADD COLUMN mail_claimed_until TIMESTAMP NULL DEFAULT NULL,
+        ADD KEY notifications_outbox (mailed_at, id), ADD KEY notifications_claim (mail_claim)",
     "UPDATE notifications SET mailed_at = created_at",
 ];
 

@@ -3,15 +3,19 @@
 //! out only because a ServiceEntry names that host (the mesh's egress
 //! allow-list under REGISTRY_ONLY).
 //!
-//! The notifications table is the outbox: a row is mailed after it is stored,
-//! marked `mailed_at` only once the mail API has answered, and retried with
-//! back-off while it cannot be reached (a 5xx, a 408 or 429, a timeout, the
-//! sidecar's 502 for a host it may not reach), so no notification is lost to an
-//! outage or a missing ServiceEntry. Rows are claimed with `FOR UPDATE SKIP
-//! LOCKED`, so several instances never mail the same row at once, and each mail
-//! carries `Idempotency-Key: <event_id>` for the API to drop a repeat (a reply
-//! lost after the API accepted). A 4xx other than 408/429 is the API refusing
-//! that mail for good: recorded in `mail_status`, logged, not retried.
+//! The notifications table is the outbox: a row is mailed after it is stored
+//! and marked `mailed_at` only once the mail API has answered. A batch of due
+//! rows is claimed in one short statement (`mail_claim`, for
+//! [`CLAIM_FOR`]), then sent outside any transaction, so a slow or hanging mail
+//! API never holds a lock the consumer's inserts wait on; several instances
+//! never mail one row at once, and a claim whose instance died expires. A send
+//! that fails (a 5xx, a 408 or 429, a timeout, the sidecar's 502 for a host it
+//! may not reach) puts that row back with its own back-off (2^attempts seconds,
+//! at most [`MAX_BACKOFF`]), so no notification is lost to an outage or a
+//! missing ServiceEntry, and one row that always fails delays no other. Each
+//! mail carries `Idempotency-Key: <event_id>` for the API to drop a repeat (a
+//! reply lost after the API accepted). A 4xx other than 408/429 is the API
+//! refusing that mail for good: recorded in `mail_status`, logged, not retried.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,19 +23,20 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use mysql_async::prelude::*;
-use mysql_async::TxOpts;
 use weft_services_common::env;
 
 use crate::AppState;
 
-/// Rows mailed per transaction.
+/// Rows claimed at once.
 pub const BATCH: u32 = 20;
+/// How long a claim holds its rows (longer than a batch can take: [`BATCH`] × [`SEND_TIMEOUT`]).
+pub const CLAIM_FOR: Duration = Duration::from_secs(120);
 /// How long one mail may take.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the outbox is looked at when nothing woke the mailer (another instance's rows).
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
-/// The back-off after a failed send: doubling from one second to this.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A row's back-off after a failed send: doubling from one second to this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Where mail goes.
 #[derive(Debug, Clone)]
@@ -65,6 +70,10 @@ impl Mail {
             "MAIL_URL={url:?}: http:// only (the sidecar originates TLS when a DestinationRule says tls: SIMPLE)"
         );
         let authority = uri.authority().ok_or_else(|| anyhow::anyhow!("MAIL_URL={url:?} names no host"))?;
+        anyhow::ensure!(
+            !authority.as_str().contains('@'),
+            "MAIL_URL: no user or password in the URL (it would be sent in the clear as the Host)"
+        );
         let via = match via {
             Some(v) => v,
             None => format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)).parse().map_err(|_| {
@@ -78,65 +87,79 @@ impl Mail {
 
 /// Mails the outbox forever.
 pub async fn run(s: Arc<AppState>, mail: Mail) {
-    let mut backoff = Duration::from_secs(1);
     loop {
         match send_batch(&s, &mail).await {
             Ok(0) => {
-                backoff = Duration::from_secs(1);
                 let _ = tokio::time::timeout(IDLE_POLL, s.outbox.notified()).await;
             }
-            Ok(_) => backoff = Duration::from_secs(1),
+            Ok(_) => {}
             Err(why) => {
-                tracing::warn!(%why, retry_in = ?backoff, mail = %mail.authority, "mail not sent; will retry");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tracing::warn!(%why, "the outbox cannot be read; retrying");
+                tokio::time::sleep(IDLE_POLL).await;
             }
         }
     }
 }
 
-/// Mails up to [`BATCH`] unmailed rows: how many were settled, or why the
-/// batch stopped (what was settled before is kept).
-async fn send_batch(s: &AppState, mail: &Mail) -> Result<usize, String> {
-    let mut conn = s.pool.get_conn().await.map_err(|e| e.to_string())?;
-    let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(|e| e.to_string())?;
-    let rows: Vec<(u64, String, String, String, String)> = tx
+/// Claims up to [`BATCH`] due rows and sends them: how many were claimed, or a
+/// database error (a claim left behind expires after [`CLAIM_FOR`]).
+async fn send_batch(s: &AppState, mail: &Mail) -> Result<usize, mysql_async::Error> {
+    let claim = uuid::Uuid::new_v4().to_string();
+    let mut conn = s.pool.get_conn().await?;
+    conn.exec_drop(
+        "UPDATE notifications SET mail_claim = ?, mail_claimed_until = NOW() + INTERVAL ? SECOND
+         WHERE mailed_at IS NULL AND (mail_next_at IS NULL OR mail_next_at <= NOW())
+           AND (mail_claimed_until IS NULL OR mail_claimed_until < NOW())
+         ORDER BY id LIMIT ?",
+        (&claim, CLAIM_FOR.as_secs(), BATCH),
+    )
+    .await?;
+    let rows: Vec<(u64, String, String, String, String, u32)> = conn
         .exec(
-            "SELECT id, event_id, user_id, kind, message FROM notifications WHERE mailed_at IS NULL ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
-            (BATCH,),
+            "SELECT id, event_id, user_id, kind, message, mail_attempts FROM notifications
+             WHERE mail_claim = ? AND mailed_at IS NULL ORDER BY id",
+            (&claim,),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut settled = 0;
-    let mut stopped = None;
-    for (id, event_id, user_id, kind, message) in rows {
-        let status = match send(mail, &event_id, &user_id, &kind, &message).await {
-            Ok(status) => status,
-            Err(why) => {
-                stopped = Some(why);
-                break;
+        .await?;
+    drop(conn);
+    let claimed = rows.len();
+    for (id, event_id, user_id, kind, message, attempts) in rows {
+        let sent = send(mail, &event_id, &user_id, &kind, &message).await;
+        let mut conn = s.pool.get_conn().await?;
+        match sent {
+            Ok(status) => {
+                if !status.is_success() {
+                    tracing::error!(event = %event_id, %status, "the mail API refused this mail; not retried");
+                }
+                conn.exec_drop(
+                    "UPDATE notifications SET mailed_at = NOW(), mail_status = ?, mail_claim = NULL WHERE id = ? AND mail_claim = ?",
+                    (status.as_u16(), id, &claim),
+                )
+                .await?;
             }
-        };
-        if !status.is_success() {
-            tracing::error!(event = %event_id, %status, "the mail API refused this mail; not retried");
+            Err(why) => {
+                let backoff = Duration::from_secs(1u64 << attempts.min(16)).min(MAX_BACKOFF);
+                tracing::warn!(%why, event = %event_id, attempts = attempts + 1, retry_in = ?backoff, "mail not sent");
+                conn.exec_drop(
+                    "UPDATE notifications SET mail_attempts = mail_attempts + 1, mail_next_at = NOW() + INTERVAL ? SECOND,
+                     mail_claim = NULL, mail_claimed_until = NULL WHERE id = ? AND mail_claim = ?",
+                    (backoff.as_secs(), id, &claim),
+                )
+                .await?;
+            }
         }
-        tx.exec_drop("UPDATE notifications SET mailed_at = NOW(), mail_status = ? WHERE id = ?", (status.as_u16(), id))
-            .await
-            .map_err(|e| e.to_string())?;
-        settled += 1;
     }
-    tx.commit().await.map_err(|e| e.to_string())?;
-    match stopped {
-        Some(why) => Err(why),
-        None => Ok(settled),
-    }
+    Ok(claimed)
 }
 
 /// One mail: the API's final answer, or why it should be tried again.
 async fn send(mail: &Mail, event_id: &str, user_id: &str, kind: &str, message: &str) -> Result<StatusCode, String> {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("idempotency-key", HeaderValue::from_str(event_id).map_err(|e| e.to_string())?);
+    // Event ids are checked at ingest (consumer.rs); a notice's is a UUID.
+    if let Ok(key) = HeaderValue::from_str(event_id) {
+        headers.insert("idempotency-key", key);
+    }
     let body = serde_json::json!({"to_user": user_id, "subject": kind, "text": message}).to_string();
     let call = weft_services_common::peers::send(
         mail.via,

@@ -278,11 +278,13 @@ async fn a_broker_restart_loses_no_event_and_stores_none_twice() {
     assert_eq!(s.dead_letter().await, None, "nothing dead-lettered for a transient outage");
 }
 
-/// A mail API outside the mesh: refuses the first `outage` mails with 503, then
-/// accepts; records each accepted mail's Host and Idempotency-Key.
+/// A mail API outside the mesh: refuses the first `outage` mails with 503, and
+/// always the mails of `broken` (an Idempotency-Key), then accepts; records each
+/// accepted mail's Host and Idempotency-Key.
 #[derive(Default)]
 struct MailApi {
     outage: std::sync::atomic::AtomicUsize,
+    broken: std::sync::Mutex<String>,
     seen: std::sync::atomic::AtomicUsize,
     accepted: std::sync::Mutex<Vec<(String, String, serde_json::Value)>>,
 }
@@ -299,6 +301,9 @@ async fn mail_api(api: std::sync::Arc<MailApi>) -> std::net::SocketAddr {
             return StatusCode::SERVICE_UNAVAILABLE;
         }
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        if *api.broken.lock().unwrap() == h("idempotency-key") {
+            return StatusCode::BAD_GATEWAY;
+        }
         api.accepted.lock().unwrap().push((h("host"), h("idempotency-key"), body));
         StatusCode::ACCEPTED
     }
@@ -328,7 +333,51 @@ async fn every_notification_is_mailed_once_through_an_outage_of_the_mail_api() {
     let mut keys: Vec<&str> = accepted.iter().map(|(_, key, _)| key.as_str()).collect();
     keys.sort();
     keys.dedup();
-    assert_eq!(keys.len(), 3, "each mail once, each with its own idempotency key: {accepted:?}");
+    assert_eq!((accepted.len(), keys.len()), (3, 3), "each mail once, each with its own idempotency key: {accepted:?}");
     assert!(accepted.iter().all(|(host, _, body)| host == "mail.partner.example" && body["to_user"] == "42"));
     assert!(accepted.iter().any(|(_, key, body)| key == "mail-1" && body["text"].as_str().unwrap().contains("paid")));
+}
+
+#[tokio::test]
+async fn a_mail_the_api_always_fails_delays_no_other() {
+    let db = TestDb::new("notifications_mail_stuck");
+    let api = std::sync::Arc::new(MailApi::default());
+    *api.broken.lock().unwrap() = "stuck-0".into();
+    let addr = mail_api(api.clone()).await;
+    let mail = notification_service::mailer::Mail::parse("http://mail.partner.example/send", Some(addr)).unwrap();
+    let s = start_with(&db.url, AMQP, Some(mail)).await;
+    // The stuck one first: it has the lowest id, and is tried first every time it is due.
+    for id in ["stuck-0", "next-1", "next-2"] {
+        let event = json!({"event_id": id, "type": "order.created", "order_id": "o-2", "user_id": "7",
+            "quantity": 1, "product_id": 3, "total_cents": 100});
+        s.publish("order.created", event.to_string().as_bytes()).await;
+    }
+    let delivered = eventually(Duration::from_secs(15), || async { api.accepted.lock().unwrap().len() >= 2 }).await;
+    assert!(delivered, "the others were mailed: {:?}", api.accepted.lock().unwrap());
+    let keys: Vec<String> = api.accepted.lock().unwrap().iter().map(|(_, k, _)| k.clone()).collect();
+    assert_eq!(keys, ["next-1", "next-2"]);
+    // The stuck one is kept, to be tried again later (nothing lost).
+    let conn_url = db.url.clone();
+    let pool = mysql_async::Pool::new(conn_url.as_str());
+    let mut conn = pool.get_conn().await.unwrap();
+    use mysql_async::prelude::Queryable;
+    let row: Option<(Option<String>, u32)> = conn
+        .exec_first("SELECT CAST(mailed_at AS CHAR), mail_attempts FROM notifications WHERE event_id = 'stuck-0'", ())
+        .await
+        .unwrap();
+    let (mailed, attempts) = row.expect("the stuck notification is stored");
+    assert!(mailed.is_none() && attempts >= 1, "pending, tried: {mailed:?} {attempts}");
+    drop(conn);
+    pool.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_id_that_is_not_a_header_value_is_dead_lettered() {
+    let db = TestDb::new("notifications_bad_id");
+    let s = start(&db.url).await;
+    let event = json!({"event_id": "bad\u{7}id", "type": "order.created", "order_id": "o", "user_id": "7",
+        "quantity": 1, "product_id": 3, "total_cents": 100});
+    s.publish("order.created", event.to_string().as_bytes()).await;
+    let dead = eventually(Duration::from_secs(10), || async { s.dead_letter().await.is_some() }).await;
+    assert!(dead, "refused and dead-lettered, never stored");
 }
