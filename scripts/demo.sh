@@ -189,7 +189,7 @@ prometheus --config.file="$demo/prometheus.yml" --storage.tsdb.path="$demo/prome
 wait_http "http://127.0.0.1:$PROMETHEUS/-/ready" || { echo "Prometheus did not start; log in $demo/prometheus.log" >&2; tail -5 "$demo/prometheus.log" >&2; exit 1; }
 # Prometheus asks for its targets when it starts (then every 5 s): wait until it has
 # scraped every one, so the traffic below is all in its series.
-want=$(( ${#SIDECAR[@]} + 1 ))
+want=$(( ${#SIDECAR[@]} + 2 ))   # the sidecars, the ingress gateway (by its stream's status) and the control plane
 for _ in $(seq 300); do
   up=$(curl -s "http://127.0.0.1:$PROMETHEUS/api/v1/query?query=count(up==1)" | grep -o '"value":\[[^]]*"[0-9]*"' | grep -o '"[0-9]*"$' | tr -d '"' || true)
   [ "${up:-0}" -ge "$want" ] && break

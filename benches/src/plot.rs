@@ -168,33 +168,6 @@ pub fn latency_percentiles(path: &Path, title: &str, series: &[Series<'_>]) -> a
     Ok(text)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nines_scale() {
-        assert!((nines(0.9) - 1.0).abs() < 1e-9);
-        assert!((nines(0.999) - 3.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn draws_a_png() {
-        let mut a = Histogram::<u64>::new(3).unwrap();
-        let mut b = Histogram::<u64>::new(3).unwrap();
-        for i in 0..5000u64 {
-            a.record(200 + i % 100).unwrap();
-            b.record(300 + (i * i) % 4000).unwrap();
-        }
-        let path = std::env::temp_dir().join(format!("weft-plot-test-{}.png", std::process::id()));
-        let series = [Series { name: "a", histogram: &a }, Series { name: "b", histogram: &b }];
-        latency_percentiles(&path, "test", &series).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    }
-}
-
 /// Line curves over a linear x (e.g. minutes) to `path` (PNG, 1000 × 500), the y axis
 /// from zero; `title` and the axes' names are drawn when fonts are available.
 pub fn lines(
@@ -240,4 +213,31 @@ pub fn lines(
     }
     root.present()?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nines_scale() {
+        assert!((nines(0.9) - 1.0).abs() < 1e-9);
+        assert!((nines(0.999) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn draws_a_png() {
+        let mut a = Histogram::<u64>::new(3).unwrap();
+        let mut b = Histogram::<u64>::new(3).unwrap();
+        for i in 0..5000u64 {
+            a.record(200 + i % 100).unwrap();
+            b.record(300 + (i * i) % 4000).unwrap();
+        }
+        let path = std::env::temp_dir().join(format!("weft-plot-test-{}.png", std::process::id()));
+        let series = [Series { name: "a", histogram: &a }, Series { name: "b", histogram: &b }];
+        latency_percentiles(&path, "test", &series).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    }
 }

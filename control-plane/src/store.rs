@@ -68,6 +68,10 @@ pub struct SidecarStatus {
     /// fields): at most [`MAX_STATUS_WARNINGS`], each cut to 512 bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Where Prometheus scrapes the sidecar's `/stats/prometheus`: the stream's source IP
+    /// (never a host the sidecar names) and the admin port its Hello gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// Operations in one etcd transaction (etcd's `--max-txn-ops` default).

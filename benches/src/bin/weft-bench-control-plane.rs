@@ -285,17 +285,20 @@ async fn apply_and_wait(store: &Store, seen: &Seen, n: usize, timeout_s: usize) 
     }
 }
 
-/// The churn phase beside `n` steady sidecars (see the module's doc).
-async fn churn(
-    args: &Args,
-    cp: &str,
-    n: usize,
+/// One run's control plane and its `n` steady sidecars, as the churn phase uses them.
+struct Steady<'a> {
+    cp: &'a str,
     pid: u32,
-    seen: &Seen,
-    tls: &Arc<weft_proxy::security::identity::ControlPlaneTls>,
-    store: &Store,
-    cut: &std::sync::atomic::AtomicUsize,
-) -> anyhow::Result<ChurnFigures> {
+    n: usize,
+    seen: &'a Seen,
+    tls: &'a Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    store: &'a Store,
+    cut: &'a std::sync::atomic::AtomicUsize,
+}
+
+/// The churn phase beside the steady sidecars (see the module's doc).
+async fn churn(args: &Args, steady: &Steady<'_>) -> anyhow::Result<ChurnFigures> {
+    let Steady { cp, pid, n, seen, tls, store, cut } = *steady;
     let pushes = || seen.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum::<usize>();
     let cuts = || cut.load(std::sync::atomic::Ordering::Relaxed);
     let (pushes0, cpu0, t0, cut0) = (pushes(), cpu_time(pid), Instant::now(), cuts());
@@ -419,7 +422,8 @@ async fn main() -> anyhow::Result<()> {
             cut.load(std::sync::atomic::Ordering::Relaxed)
         );
         if args.churn > 0 {
-            churns.push(churn(&args, &cp, n, pid, &seen, &tls, &store, &cut).await?);
+            let steady = Steady { cp: &cp, pid, n, seen: &seen, tls: &tls, store: &store, cut: &cut };
+            churns.push(churn(&args, &steady).await?);
         }
         if args.dashboard {
             pages.push(dashboard(&format!("http://{dashboard_addr}/"), pid, n).await?);

@@ -130,7 +130,12 @@ pub async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Response<B
         "/" => asset(INDEX, "text/html; charset=utf-8"),
         "/app.js" => asset(SCRIPT, "text/javascript; charset=utf-8"),
         "/app.css" => asset(STYLE, "text/css; charset=utf-8"),
-        "/api/prometheus-sd" => json(&prometheus_targets(&dashboard.ctx.state.borrow().registry)),
+        "/api/prometheus-sd" => {
+            // Unregistered sidecars (a gateway, a workload that only calls) by their stream's status.
+            let statuses = dashboard.ctx.store.statuses().await.unwrap_or_default();
+            let registry = dashboard.ctx.state.borrow().registry.clone();
+            json(&prometheus_targets(&registry, &statuses))
+        }
         "/api/mesh" => secured(Response::new(full(dashboard.mesh_json().await)), "application/json"),
         "/api/explain" => {
             let Ok(_slot) = dashboard.explains.acquire().await else {
@@ -172,15 +177,23 @@ pub async fn mesh(dashboard: &Dashboard) -> mesh::Mesh {
 
 /// Prometheus's HTTP service discovery (`http_sd_configs`): every registered sidecar that
 /// serves `/stats/prometheus` where it is registered, labelled with its namespace, service
-/// and version. The host is always the registered address's (the connection's source IP
-/// unless `--trust-advertised-address`): a sidecar can point the scraper only at itself.
-pub fn prometheus_targets(registry: &crate::registry::Registry) -> serde_json::Value {
+/// and version; then every other connected sidecar (an ingress gateway, a workload that
+/// only calls) by its stream's status, labelled with its namespace and workload. The host
+/// is always the one the control plane saw the connection come from (unless
+/// `--trust-advertised-address` for registered ones): a sidecar can point the scraper
+/// only at itself.
+pub fn prometheus_targets(
+    registry: &crate::registry::Registry,
+    statuses: &[crate::store::SidecarStatus],
+) -> serde_json::Value {
     let mut groups = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
     for svc in registry.services() {
         for inst in &svc.instances {
             let Some(port) = inst.metrics_port.filter(|p| *p != 0) else { continue };
             let Ok(addr) = inst.address.parse::<std::net::SocketAddr>() else { continue };
             let target = std::net::SocketAddr::new(addr.ip(), port);
+            listed.insert(target);
             groups.push(serde_json::json!({
                 "targets": [target.to_string()],
                 "labels": {
@@ -190,6 +203,16 @@ pub fn prometheus_targets(registry: &crate::registry::Registry) -> serde_json::V
                 },
             }));
         }
+    }
+    for s in statuses {
+        let Some(target) = s.metrics.as_deref().and_then(|t| t.parse::<std::net::SocketAddr>().ok()) else { continue };
+        if target.port() == 0 || !listed.insert(target) {
+            continue;
+        }
+        groups.push(serde_json::json!({
+            "targets": [target.to_string()],
+            "labels": {"namespace": s.namespace, "workload": s.workload},
+        }));
     }
     serde_json::Value::Array(groups)
 }
@@ -319,13 +342,34 @@ production:
         )
         .unwrap();
         assert_eq!(
-            prometheus_targets(&registry),
+            prometheus_targets(&registry, &[]),
             serde_json::json!([{
                 "targets": ["10.0.0.7:15020"],
                 "labels": {"namespace": "production", "service": "order-service", "version": "v2"},
             }]),
             "a sidecar without a metrics port is not a target; the host is always the registered one"
         );
+        let status = |workload: &str, metrics: Option<&str>| crate::store::SidecarStatus {
+            workload: workload.into(),
+            namespace: "production".into(),
+            metrics: metrics.map(String::from),
+            ..Default::default()
+        };
+        let statuses = [
+            status("shop-ingress", Some("10.0.0.9:15000")),
+            status("order-service-a", Some("10.0.0.7:15020")),
+            status("quiet", None),
+            status("zero", Some("10.0.0.10:0")),
+        ];
+        assert_eq!(
+            prometheus_targets(&registry, &statuses)[1],
+            serde_json::json!({
+                "targets": ["10.0.0.9:15000"],
+                "labels": {"namespace": "production", "workload": "shop-ingress"},
+            }),
+            "an unregistered sidecar (the gateway) by its status; a registered one is listed once"
+        );
+        assert_eq!(prometheus_targets(&registry, &statuses).as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -223,6 +223,10 @@ async fn stream_session(
         // The root of the certificate this connection proved, never what the sidecar says.
         issuer: peer.issuer.clone(),
         cert_expires: peer.expires,
+        metrics: hello
+            .metrics_port
+            .filter(|p| *p != 0)
+            .map(|p| std::net::SocketAddr::new(peer.addr.ip().to_canonical(), p).to_string()),
         ..Default::default()
     };
     // The first status is written before the first push (a rotation counts this sidecar from
