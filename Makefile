@@ -53,9 +53,10 @@ fuzz:
 ## requests, failures, latency, RSS, open fds and certificates; target/soak/ (soak.md, soak-rss.png).
 SOAK_MINUTES ?= 30
 soak: deps
-	$(CARGO) build --release -p weft-proxy -p weft-control-plane
+	$(CARGO) build --profile sidecar -p weft-proxy
+	$(CARGO) build --release -p weft-control-plane
 	$(CARGO) build --release -p weft-bench --bin weft-soak
-	$(RELEASE)/weft-soak --minutes $(SOAK_MINUTES) --proxy-bin $(RELEASE)/weft-proxy --cp-bin $(RELEASE)/weft-control-plane --out target/soak
+	$(RELEASE)/weft-soak --minutes $(SOAK_MINUTES) --proxy-bin $(SIDECAR_BIN) --cp-bin $(RELEASE)/weft-control-plane --out target/soak
 
 clean:
 	$(CARGO) clean
@@ -63,12 +64,15 @@ clean:
 BENCH_OUT ?= target/bench
 # Where cargo puts release binaries (CARGO_TARGET_DIR is honoured, as cargo does).
 RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
+# The sidecar as shipped: the `sidecar` profile (fat LTO, one codegen unit; Cargo.toml says why).
+SIDECAR_BIN := $(or $(CARGO_TARGET_DIR),target)/sidecar/weft-proxy
 
 ## The contestants (HAProxy, nginx from Debian's packages, only when missing) and release builds.
 bench-deps:
 	@dpkg -s haproxy nginx-light fonts-dejavu-core >/dev/null 2>&1 || { echo "installing haproxy nginx-light fonts-dejavu-core"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light fonts-dejavu-core; }
-	$(CARGO) build --release -p weft-proxy -p weft-bench
+	$(CARGO) build --release -p weft-bench
+	$(CARGO) build --profile sidecar -p weft-proxy
 	@mkdir -p $(BENCH_OUT)
 
 ## Sidecar overhead next to HAProxy and nginx from Debian's packages (installed when missing; run as
@@ -76,7 +80,7 @@ bench-deps:
 ## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~30 min).
 ## The ingress path (load → TLS → weft-proxy gateway → mTLS → sidecar → app) beside HAProxy's and nginx's.
 bench: bench-deps
-	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) \
 	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 200,1000,2000 --max --duration 10s --rounds 3 \
 	  --out $(BENCH_OUT)/sidecar.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar.md
@@ -91,14 +95,14 @@ bench: bench-deps
 bench-instructions: bench-deps
 	@command -v valgrind >/dev/null 2>&1 || { echo "installing valgrind"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; }
-	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy --callgrind \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --callgrind \
 	  --scenarios sidecar,sidecar-access-log,pair-h1,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
 	  --out $(BENCH_OUT)/instructions.json | tee $(BENCH_OUT)/instructions.md
 
 ## The same in about two minutes after the build, a smoke test for CI (asserts no timing): one rate
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
 bench-quick: bench-deps
-	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(RELEASE)/weft-proxy \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) \
 	  --scenarios direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
 	  --out $(BENCH_OUT)/sidecar-quick.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar-quick.md

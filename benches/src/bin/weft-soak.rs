@@ -40,7 +40,7 @@ struct Args {
     /// Workload certificate lifetime; sidecars renew at half of it.
     #[arg(long, default_value = "2m", value_parser = weft_model::duration::parse)]
     cert_ttl: Duration,
-    #[arg(long, default_value = "target/release/weft-proxy")]
+    #[arg(long, default_value = "target/sidecar/weft-proxy")]
     proxy_bin: PathBuf,
     #[arg(long, default_value = "target/release/weft-control-plane")]
     cp_bin: PathBuf,

@@ -20,8 +20,8 @@ pub(crate) struct Args {
         default_value = "direct,sidecar,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress"
     )]
     pub(crate) scenarios: Vec<Kind>,
-    /// The weft-proxy binary to measure.
-    #[arg(long, default_value = "target/release/weft-proxy")]
+    /// The weft-proxy binary to measure (the `sidecar` profile, as shipped).
+    #[arg(long, default_value = "target/sidecar/weft-proxy")]
     pub(crate) proxy_bin: PathBuf,
     /// HAProxy, for `haproxy-pair` (a name is looked up on PATH, then /usr/sbin).
     #[arg(long, default_value = "haproxy")]
