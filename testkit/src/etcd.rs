@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, TempDir};
 
+/// How many times a private etcd is started on fresh ports before a test gives up.
+const ATTEMPTS: usize = 3;
+
 /// One private etcd member, locked down as Weft runs etcd everywhere: TLS
 /// only with client certificates (clients and peers), etcd's RBAC on
 /// (`weft_etcd::lockdown`). Its certificates live in [`Etcd::certs`].
@@ -23,14 +26,18 @@ pub struct Etcd {
 impl Etcd {
     /// Starts a single-member etcd and waits until it serves.
     pub fn start() -> Self {
-        let client: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let peer: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let cluster = format!("e0=https://{peer}");
         let certs = Self::certificates();
-        let mut e = Self::spawn("e0", client, peer, &cluster, "new", certs);
-        e.wait_ready();
-        lock_down(&[e.url()], &e.tls(weft_etcd::ROOT));
-        e
+        for _ in 0..ATTEMPTS {
+            let client: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let peer: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let cluster = format!("e0=https://{peer}");
+            let mut e = Self::spawn("e0", client, peer, &cluster, "new", certs.clone());
+            if e.ready() {
+                lock_down(&[e.url()], &e.tls(weft_etcd::ROOT));
+                return e;
+            }
+        }
+        panic!("etcd did not start in {ATTEMPTS} attempts");
     }
 
     fn certificates() -> std::sync::Arc<TempDir> {
@@ -56,22 +63,26 @@ impl Etcd {
 
     /// Starts a three-member cluster.
     pub fn cluster3() -> Vec<Etcd> {
-        let ports: Vec<(SocketAddr, SocketAddr)> =
-            (0..3).map(|_| (([127, 0, 0, 1], free_port()).into(), ([127, 0, 0, 1], free_port()).into())).collect();
-        let cluster: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("e{i}=https://{p}")).collect();
-        let cluster = cluster.join(",");
         let certs = Self::certificates();
-        let mut children: Vec<Etcd> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (c, p))| Self::spawn(&format!("e{i}"), *c, *p, &cluster, "new", certs.clone()))
-            .collect();
-        for e in &mut children {
-            e.wait_ready();
+        for _ in 0..ATTEMPTS {
+            let ports: Vec<(SocketAddr, SocketAddr)> =
+                (0..3).map(|_| (([127, 0, 0, 1], free_port()).into(), ([127, 0, 0, 1], free_port()).into())).collect();
+            let cluster: Vec<String> =
+                ports.iter().enumerate().map(|(i, (_, p))| format!("e{i}=https://{p}")).collect();
+            let cluster = cluster.join(",");
+            let mut children: Vec<Etcd> = ports
+                .iter()
+                .enumerate()
+                .map(|(i, (c, p))| Self::spawn(&format!("e{i}"), *c, *p, &cluster, "new", certs.clone()))
+                .collect();
+            // One member that does not come up: the whole cluster starts again on other ports.
+            if children.iter_mut().all(Etcd::ready) {
+                let urls: Vec<String> = children.iter().map(Etcd::url).collect();
+                lock_down(&urls, &children[0].tls(weft_etcd::ROOT));
+                return children;
+            }
         }
-        let urls: Vec<String> = children.iter().map(Etcd::url).collect();
-        lock_down(&urls, &children[0].tls(weft_etcd::ROOT));
-        children
+        panic!("a three-member etcd cluster did not start in {ATTEMPTS} attempts");
     }
 
     fn spawn(
@@ -107,16 +118,30 @@ impl Etcd {
         Etcd { child: Some(child), client, peer, name: name.to_string(), certs, _dir: dir }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until the member serves: `false` when its process exited first (a port
+    /// `free_port` gave was taken by a test running beside before etcd bound it) or
+    /// after 20 s; the caller starts again on other ports.
+    fn ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let exited = |e: &mut Self| e.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
         while Instant::now() < deadline {
             if TcpStream::connect_timeout(&self.client, Duration::from_millis(100)).is_ok() {
-                // A member answers on its client port only once it can serve.
-                return;
+                // A member answers on its client port only once it can serve; but another
+                // process's listener on that port answers too, while etcd, unable to bind,
+                // exits at once: the member serves only if it still runs a moment later.
+                std::thread::sleep(Duration::from_millis(200));
+                if !exited(self) {
+                    return true;
+                }
+            }
+            if exited(self) {
+                eprintln!("etcd {} exited before serving on {}; starting again on other ports", self.name, self.client);
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("etcd {} did not start on {}", self.name, self.client);
+        eprintln!("etcd {} did not serve on {} within 20 s; starting again on other ports", self.name, self.client);
+        false
     }
 
     pub fn url(&self) -> String {
@@ -159,5 +184,23 @@ fn lock_down(urls: &[String], root: &weft_etcd::EtcdTls) {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_whose_port_was_taken_is_seen_to_exit_not_waited_for() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = taken.local_addr().unwrap();
+        let peer: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let certs = Etcd::certificates();
+        let mut e = Etcd::spawn("e0", client, peer, &format!("e0=https://{peer}"), "new", certs);
+        let t0 = Instant::now();
+        assert!(!e.ready(), "etcd cannot serve on a port another process holds");
+        assert!(t0.elapsed() < Duration::from_secs(15), "its exit is noticed, not the 20 s deadline");
+        drop(taken);
     }
 }
