@@ -54,6 +54,22 @@ pub fn fonts_available() -> bool {
     })
 }
 
+/// A chart's frame on `root`, filled white: margins, and the title and the axes' label
+/// areas when text can be drawn.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    text: bool,
+) -> anyhow::Result<ChartBuilder<'a, 'b, BitMapBackend<'b>>> {
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(root);
+    builder.margin(20).margin_right(50);
+    if text {
+        builder.caption(title, ("sans-serif", 22)).x_label_area_size(45).y_label_area_size(65);
+    }
+    Ok(builder)
+}
+
 /// Characters of a latency label, to right-align it roughly.
 fn y_label_len(y: f64) -> usize {
     if y >= 1.0 {
@@ -95,13 +111,7 @@ pub fn latency_percentiles(path: &Path, title: &str, series: &[Series<'_>]) -> a
     let y_hi = curves.iter().flatten().map(|p| p.1).fold(0.0, f64::max) * 1.25;
 
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(20).margin_right(50);
-    if text {
-        builder.caption(title, ("sans-serif", 22)).x_label_area_size(45).y_label_area_size(65);
-    }
-    let mut chart = builder.build_cartesian_2d(x_min..x_max, (y_lo..y_hi).log_scale())?;
+    let mut chart = frame(&root, title, text)?.build_cartesian_2d(x_min..x_max, (y_lo..y_hi).log_scale())?;
     let mut mesh = chart.configure_mesh();
     // Both grids are drawn by hand below: plotters' log-scale labels skip whole decades.
     mesh.disable_mesh().x_labels(0).y_labels(0).y_label_formatter(&|_| String::new());
@@ -181,13 +191,7 @@ pub fn lines(
     let (x_max, y_max) = points.fold((1.0f64, 1.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
     let text = fonts_available();
     let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(20).margin_right(40);
-    if text {
-        builder.caption(title, ("sans-serif", 22)).x_label_area_size(45).y_label_area_size(60);
-    }
-    let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max * 1.2)?;
+    let mut chart = frame(&root, title, text)?.build_cartesian_2d(0.0..x_max, 0.0..y_max * 1.2)?;
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(RGBColor(235, 235, 235));
     if text {
@@ -236,6 +240,16 @@ mod tests {
         let path = std::env::temp_dir().join(format!("weft-plot-test-{}.png", std::process::id()));
         let series = [Series { name: "a", histogram: &a }, Series { name: "b", histogram: &b }];
         latency_percentiles(&path, "test", &series).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    #[test]
+    fn draws_lines_over_minutes() {
+        let path = std::env::temp_dir().join(format!("weft-plot-lines-{}.png", std::process::id()));
+        let curves = [("a", vec![(1.0, 12.0), (2.0, 12.5)]), ("b", vec![(1.0, 11.0), (2.0, 11.2)])];
+        lines(&path, "test", "minute", "MiB", &curves).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");

@@ -53,8 +53,10 @@ struct Args {
     /// Pods registering (and, after --churn-life, leaving) per second; 0: no churn phase.
     #[arg(long, default_value_t = 0)]
     churn: usize,
+    /// How long the churn lasts.
     #[arg(long, default_value_t = 10)]
     churn_seconds: u64,
+    /// How long each churning pod stays registered after its first config.
     #[arg(long, default_value = "1s", value_parser = weft_model::duration::parse)]
     churn_life: Duration,
 }
