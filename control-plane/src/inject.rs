@@ -160,14 +160,27 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     let containers = spec.get_mut("containers").and_then(Value::as_sequence_mut).ok_or("no containers")?;
     let first_port = containers.iter().find_map(|c| c.get("ports")?.as_sequence()?.first());
     let app_port = first_port.and_then(|p| p.get("containerPort")?.as_u64());
-    // What the port speaks, as Istio reads it: `appProtocol`, else the port's name. A name
-    // Weft does not proxy (a TCP protocol) is left out: the pod is still injected (never
-    // admitted without its sidecar), and the sidecar detects the protocol per connection.
-    let app_protocol = first_port
-        .and_then(|p| p.get("appProtocol").or_else(|| p.get("name")))
-        .and_then(Value::as_str)
-        .filter(|s| weft_model::AppProtocol::from_port(s).is_ok_and(|p| p.is_some()))
-        .map(str::to_string);
+    // What a port speaks, as Istio reads it: `appProtocol`, else the port's name. A name
+    // Weft does not proxy (UDP) is left out: the pod is still injected (never admitted
+    // without its sidecar), and the sidecar detects the protocol per connection.
+    let speaks = |p: &Value| {
+        p.get("appProtocol")
+            .or_else(|| p.get("name"))
+            .and_then(Value::as_str)
+            .filter(|s| weft_model::AppProtocol::from_port(s).is_ok_and(|p| p.is_some()))
+            .map(str::to_string)
+    };
+    let app_protocol = first_port.and_then(speaks);
+    // The containers' other named TCP ports, registered with the service (`NAME:PORT`).
+    let other_ports: Vec<String> = containers
+        .iter()
+        .filter_map(|c| c.get("ports")?.as_sequence())
+        .flatten()
+        .filter(|p| Some(*p) != first_port)
+        .filter_map(|p| Some((speaks(p)?, p.get("containerPort")?.as_u64()?)))
+        .filter(|(name, _)| weft_model::AppProtocol::from_port(name) == Ok(Some(weft_model::AppProtocol::Tcp)))
+        .map(|(name, port)| format!("{name}:{port}"))
+        .collect();
     let first_app =
         containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
     let probes = rewrite_probes(containers)?;
@@ -187,6 +200,14 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     }
     let spec = entry_map(template, "spec")?;
     let mut sidecar = sidecar(opts, &workload, &labels, (app_port, app_protocol.as_deref()), &probes)?;
+    if !other_ports.is_empty() {
+        if let Value::Sequence(list) = &mut sidecar["env"] {
+            let mut m = Mapping::new();
+            m.insert("name".into(), "WEFT_OTHER_PORTS".into());
+            m.insert("value".into(), other_ports.join(",").into());
+            list.push(Value::Mapping(m));
+        }
+    }
     for (bound, resource, quantity) in &settings.resources {
         sidecar["resources"][*bound][*resource] = quantity.clone().into();
     }

@@ -57,6 +57,9 @@ pub struct Instance {
     /// What the port speaks (Istio: its name or `appProtocol`); absent: detected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<weft_model::AppProtocol>,
+    /// The service's other ports the instance serves (a multi-port Service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_ports: Vec<weft_model::ServicePort>,
     /// The port of its sidecar's `/stats/prometheus`, on the address's host (the control
     /// plane never takes another host from a sidecar: see `trust_advertised_address`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,7 +98,24 @@ impl ServiceView<'_> {
     /// speaks to its own app as its own `--app-protocol` says).
     pub fn protocol(&self) -> Option<weft_model::AppProtocol> {
         let first = self.instances.first()?.protocol?;
-        self.instances.iter().all(|i| i.protocol.is_some_and(|p| p.is_http2() == first.is_http2())).then_some(first)
+        let kind = |p: weft_model::AppProtocol| (p.is_http2(), p == weft_model::AppProtocol::Tcp);
+        self.instances.iter().all(|i| i.protocol.is_some_and(|p| kind(p) == kind(first))).then_some(first)
+    }
+
+    /// The ports some instance serves as opaque TCP (its service port or another one).
+    pub fn tcp_ports(&self) -> std::collections::BTreeSet<u16> {
+        self.instances.iter().flat_map(|i| i.tcp_ports()).collect()
+    }
+}
+
+impl Instance {
+    /// Its ports that speak opaque TCP.
+    pub fn tcp_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        let main = weft_model::ServicePort { port: self.port, protocol: self.protocol };
+        std::iter::once(main)
+            .chain(self.other_ports.iter().copied())
+            .filter(|p| p.protocol == Some(weft_model::AppProtocol::Tcp))
+            .map(|p| p.port)
     }
 }
 

@@ -286,22 +286,23 @@ fn istios_pod_annotations_set_interception_and_the_sidecars_resources() {
 }
 
 /// Istio reads what a port speaks from its `appProtocol`, else its name: the sidecar is
-/// told; a port Istio would proxy as plain TCP is not (the pod is injected all the same).
+/// told, and of the other TCP ports too; UDP is not (the pod is injected all the same).
 #[test]
 fn the_app_ports_name_or_app_protocol_tells_the_sidecar_what_it_speaks() {
     let pod = |port: &str| {
         format!("kind: Pod\nmetadata: {{name: p, labels: {{app: orders}}}}\nspec:\n  containers:\n  - name: app\n    ports: [{port}]\n")
     };
-    let sidecar_env = |text: &str| {
+    let env = |text: &str, name: &str| {
         let d = &docs(text)[0];
         let c = named(&d["spec"]["initContainers"], "weft-proxy").clone();
         c["env"]
             .as_sequence()
             .unwrap()
             .iter()
-            .find(|e| e["name"] == "WEFT_APP_PROTOCOL")
+            .find(|e| e["name"] == name)
             .map(|e| e["value"].as_str().unwrap().to_string())
     };
+    let sidecar_env = |text: &str| env(text, "WEFT_APP_PROTOCOL");
     let out =
         inject_text("p.yaml", &pod("{name: grpc-orders, containerPort: 50051}"), &InjectOptions::default()).unwrap();
     assert_eq!(sidecar_env(&out).as_deref(), Some("grpc-orders"));
@@ -314,7 +315,18 @@ fn the_app_ports_name_or_app_protocol_tells_the_sidecar_what_it_speaks() {
     assert_eq!(sidecar_env(&out).as_deref(), Some("kubernetes.io/h2c"), "appProtocol first");
     let out = inject_text("p.yaml", &pod("{name: web, containerPort: 8080}"), &InjectOptions::default()).unwrap();
     assert_eq!(sidecar_env(&out), None, "a name Istio does not know: detected per connection");
-    // A TCP port: still injected (a pod is never admitted without its sidecar), no protocol said.
+    // A TCP port: relayed as opaque TCP between the sidecars.
     let out = inject_text("p.yaml", &pod("{name: tcp-db, containerPort: 5432}"), &InjectOptions::default()).unwrap();
+    assert_eq!(sidecar_env(&out).as_deref(), Some("tcp-db"));
+    // UDP: neither Istio nor Weft proxies it; the pod is still injected, nothing said.
+    let out = inject_text("p.yaml", &pod("{name: udp-dns, containerPort: 53}"), &InjectOptions::default()).unwrap();
     assert_eq!(sidecar_env(&out), None);
+    // The other named TCP ports are registered with the service.
+    let out = inject_text(
+        "p.yaml",
+        &pod("{name: http, containerPort: 3000}, {name: tcp-db, containerPort: 5432}, {name: redis, containerPort: 6379}, {name: metrics, containerPort: 9090}"),
+        &InjectOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(env(&out, "WEFT_OTHER_PORTS").as_deref(), Some("tcp-db:5432,redis:6379"));
 }

@@ -46,6 +46,7 @@ async fn registry_entries_live_and_die_with_their_lease() {
         service_account: "sa".into(),
         port: 80,
         protocol: None,
+        other_ports: Vec::new(),
         metrics_port: None,
     };
     let lease = store.register("prod", "orders", "orders-1", &inst, 2).await.unwrap();
@@ -95,6 +96,7 @@ async fn the_oldest_virtual_service_wins_a_tie() {
             service_account: "orders".into(),
             port: 80,
             protocol: None,
+            other_ports: Vec::new(),
             metrics_port: None,
         },
     );

@@ -637,6 +637,7 @@ fn the_locality_failover_task_gives_the_priorities_istio_lists() {
                 service_account: "helloworld".into(),
                 port: 5000,
                 protocol: None,
+                other_ports: Vec::new(),
                 metrics_port: None,
             };
             r.insert("sample", "helloworld", &format!("hw-{i}"), inst);
@@ -797,4 +798,63 @@ fn each_gateway_server_routes_only_what_is_bound_to_its_own_gateway() {
     let sidecar = model::Workload { labels: [("istio".to_string(), "ingressgateway".to_string())].into(), ..ingress() };
     let t = translate(&resources, &registry(), &sidecar, "1");
     assert!(t.config.gateway.is_empty() && !t.config.services.contains_key("admin.example.com"));
+}
+
+/// Istio's TCP ports: a service port named `tcp`/`redis`/… (or another TCP port of a
+/// multi-port service) becomes a `tcp_proxy` to `outbound|PORT||HOST` with the endpoints'
+/// identities; a service whose port is TCP gets no HTTP routes; the server's sidecar is told
+/// its app's TCP ports, and no other.
+#[test]
+fn tcp_ports_become_mesh_tcp_clusters_and_the_servers_inbound_ports() {
+    let mut reg = registry();
+    for inst in reg.namespaces.get_mut("production").unwrap().get_mut("order-service").unwrap().values_mut() {
+        inst.other_ports = vec![model::ServicePort::parse("tcp-db:5432").unwrap()];
+    }
+    let cache = weft_control_plane::registry::Instance {
+        address: "10.0.0.9:15006".into(),
+        labels: [("app".to_string(), "cache".to_string())].into(),
+        service_account: "cache".into(),
+        port: 6379,
+        protocol: Some(model::AppProtocol::Tcp),
+        other_ports: Vec::new(),
+        metrics_port: None,
+    };
+    reg.insert("production", "cache", "cache-0", cache);
+    let strict = resource("PeerAuthentication", "default", "  mtls: {mode: STRICT}\n");
+    let resources = weft_control_plane::istio::load_str(Path::new("t.yaml"), &strict).unwrap();
+    let client = translate(&resources, &reg, &gateway(), "1").config;
+    let db = "outbound|5432||order-service.production.svc.cluster.local";
+    let cache = "outbound|6379||cache.production.svc.cluster.local";
+    assert_eq!(
+        client.tcp,
+        vec![
+            model::TcpService { port: 6379, cluster: cache.into() },
+            model::TcpService { port: 5432, cluster: db.into() }
+        ]
+    );
+    assert_eq!(client.clusters[db].endpoints.len(), client.clusters[ORDERS].endpoints.len());
+    assert_eq!(
+        client.clusters[cache].tls.as_ref().unwrap().identities,
+        ["spiffe://cluster.local/ns/production/sa/cache"],
+        "the server must prove its service account"
+    );
+    assert!(client.services.contains_key("order-service.production.svc.cluster.local"), "HTTP stays on port 80");
+    assert!(!client.services.contains_key("cache.production.svc.cluster.local"), "a TCP service has no HTTP routes");
+    client.validate().unwrap();
+
+    let own = |name: &str, sa: &str, labels: &[(&str, &str)]| model::Workload {
+        name: name.into(),
+        namespace: "production".into(),
+        service_account: sa.into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    let cache_side = translate(&resources, &reg, &own("cache", "cache", &[("app", "cache")]), "1").config;
+    assert_eq!(cache_side.inbound.tcp_ports, [6379]);
+    let orders_v1 = reg.namespaces["production"]["order-service"].values().next().unwrap().labels.clone();
+    let labels: Vec<(&str, &str)> = orders_v1.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let orders_side = translate(&resources, &reg, &own("order-service", "order-service", &labels), "1").config;
+    assert_eq!(orders_side.inbound.tcp_ports, [5432]);
+    // Another workload claiming the app label under another service account gets no port to dial.
+    let impostor = translate(&resources, &reg, &own("cache-impostor", "intruder", &[("app", "cache")]), "1").config;
+    assert!(impostor.inbound.tcp_ports.is_empty());
 }

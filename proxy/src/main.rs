@@ -49,9 +49,14 @@ struct Args {
     /// What the service port speaks, as Istio reads a port's name or `appProtocol`:
     /// `http`, `http2`, `grpc`, `grpc-web`, or one of them followed by `-name` (`grpc-orders`).
     /// Unset, or a name Istio does not know: the caller's HTTP/1.1 or HTTP/2 is kept. TCP
-    /// protocols (`tcp`, `tls`, `mysql` …) are refused: the sidecar proxies HTTP only.
+    /// protocols (`tcp`, `tls`, `mysql`, `redis` …): opaque TCP between sidecars over mTLS.
     #[arg(long, env = "WEFT_APP_PROTOCOL", value_parser = parse_app_protocol)]
     app_protocol: Option<weft_model::AppProtocol>,
+    /// The service's other ports, `NAME:PORT,...` as a Kubernetes Service names them
+    /// (`tcp-db:5432,redis:6379`): each is registered with what its name says. TCP ports
+    /// are relayed to the app on that port; other HTTP ports are not routed yet.
+    #[arg(long, env = "WEFT_OTHER_PORTS", value_delimiter = ',', value_parser = weft_model::ServicePort::parse)]
+    other_ports: Vec<weft_model::ServicePort>,
     /// Outbound listener: the local app sends its calls here.
     #[arg(long, env = "WEFT_OUTBOUND", default_value = "127.0.0.1:15001")]
     outbound: SocketAddr,
@@ -162,7 +167,9 @@ struct Args {
 
 fn parse_app_protocol(s: &str) -> Result<weft_model::AppProtocol, String> {
     weft_model::AppProtocol::from_port(s)?.ok_or_else(|| {
-        format!("{s:?} names no protocol Istio knows (http, http2, grpc, grpc-web); leave the flag out to detect it")
+        format!(
+            "{s:?} names no protocol Istio knows (http, http2, grpc, grpc-web, tcp …); leave the flag out to detect it"
+        )
     })
 }
 
@@ -391,6 +398,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 path_normalization: None,
                 access_log: None,
                 egress: Vec::new(),
+                tcp: Vec::new(),
                 gateway: Vec::new(),
             },
             None,
@@ -449,6 +457,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 address: (!args.gateway).then(|| advertise.to_string()),
                 port: Some(args.service_port),
                 protocol: args.app_protocol,
+                other_ports: args.other_ports.clone(),
                 // Scrapeable where peers reach the sidecar only when the admin listener is there too.
                 metrics_port: (running.admin.ip() == advertise.ip() || running.admin.ip().is_unspecified())
                     .then_some(running.admin.port()),

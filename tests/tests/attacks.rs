@@ -145,6 +145,7 @@ fn hello(name: &str, sa: &str, instance: &str, service: Option<&str>, address: &
         port: Some(80),
         applied_version: None,
         protocol: None,
+        other_ports: Vec::new(),
         metrics_port: None,
     })
 }
@@ -424,6 +425,7 @@ async fn a_workload_group_is_the_only_way_to_serve_a_service_under_another_name(
             port: Some(80),
             applied_version: None,
             protocol: None,
+            other_ports: Vec::new(),
             metrics_port: None,
         })
     };

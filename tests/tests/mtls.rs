@@ -390,6 +390,7 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         port: None,
         applied_version: None,
         protocol: None,
+        other_ports: Vec::new(),
         metrics_port: None,
     };
     held_tx.send(weft_model::stream::line(&hello)).await.unwrap();

@@ -208,6 +208,56 @@ fn tcp(net: &Net, ns: &str, addr: SocketAddr, send: &str) -> String {
     net.exec(ns, &["bash", "-c", &script])
 }
 
+/// A TCP server for one pod: each connection's first line is answered with `<name>: <line>`.
+const DB_ECHO: &str = "import socket, sys, threading
+name = sys.argv[1].encode()
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(('::', 5432))
+s.listen(16)
+def serve(c):
+    c.sendall(name + b': ' + c.makefile('rb').readline())
+    c.close()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+";
+
+/// Plain TCP from the host (outside every pod and the mesh): sends `send`, returns all it reads.
+fn host_tcp(addr: SocketAddr, send: &[u8]) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else { return String::new() };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(send);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A mesh peer of our own making (a certificate from the mesh CA for production/intruder)
+/// opening mesh TCP to a sidecar's inbound `addr`, naming `port` in its SNI as a client
+/// sidecar would; all it reads back after sending `send` (nothing: closed).
+async fn mesh_tcp_probe(ca: &Ca, addr: SocketAddr, port: u16, send: &[u8], server_id: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+    let cert = ca.sign(&csr, "production", "intruder", Duration::from_secs(600)).unwrap();
+    let leaf = std::sync::Arc::new(
+        weft_proxy::security::identity::Leaf::new(key.serialize_der(), &cert, &ca.root_pem()).unwrap(),
+    );
+    let config = weft_proxy::security::identity::client_config(&leaf, &[server_id.to_string()], false).unwrap();
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![weft_proxy::net::tcp::ALPN.to_vec()];
+    let sni = weft_proxy::net::tcp::sni(port, "order-service.production.svc.cluster.local");
+    let name = rustls::pki_types::ServerName::try_from(sni).unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let Ok(mut tls) = connector.connect(name, stream).await else { return String::new() };
+    let _ = tls.write_all(send).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The value of the one sample of `metric` whose labels contain every one of `having`.
 fn sample(stats: &str, metric: &str, having: &[&str]) -> Option<u64> {
     stats
@@ -314,7 +364,16 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         // Bound to both families: only the capture stands between IPv6 peers and the app.
         let app = vec![hello.to_string_lossy().to_string(), "[::]:3000".into(), format!("order-service-{version}")];
         net.spawn(&format!("app-{version}"), ns, false, &app);
+        // And a TCP server on 5432 (a database's place), answering one line with `db-<version>: <line>`.
+        net.spawn(
+            &format!("db-{version}"),
+            ns,
+            false,
+            &["python3".into(), "-c".into(), DB_ECHO.into(), format!("db-{version}")],
+        );
         let extra = [
+            "--other-ports",
+            "tcp-db:5432",
             "--service",
             "order-service",
             "--service-port",
@@ -394,6 +453,63 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         assert!(body.contains("order-service-v"), "{body}");
     }
 
+    // A TCP port of the service (`--other-ports tcp-db:5432`), dialled at an endpoint's address
+    // as a headless service's client does: the client's sidecar relays it over mTLS (STRICT is
+    // on: plaintext would be refused) to that pod's sidecar, which relays it to the app's 5432.
+    wait_until("the TCP port reaches the client's sidecar", Duration::from_secs(10), || {
+        net.curl(&client, false, "http://127.0.0.1:15000/clusters").1.contains("outbound|5432||order-service")
+    });
+    let at = |ip: String, port: u16| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
+    let db_v1 = at(net.ip(3), 5432);
+    assert_eq!(tcp(&net, &client, db_v1, "hello\\n"), "db-v1: hello\n", "{}", net.log("sidecar-client"));
+    assert_eq!(tcp(&net, &client, at(format!("[{}]", net.ip6(4)), 5432), "hello\\n"), "db-v2: hello\n", "over IPv6");
+    assert_eq!(
+        tcp(&net, &client, at(net.ip(4), 5432), "hello\\n"),
+        "",
+        "v2 registered its IPv6 address: its IPv4 one is no endpoint, passed through in plaintext, refused by STRICT"
+    );
+    let inbound_tcp = [
+        "reporter=\"destination\"",
+        "source_principal=\"spiffe://cluster.local/ns/production/sa/client\"",
+        "connection_security_policy=\"mutual_tls\"",
+        "destination_service_name=\"order-service\"",
+    ];
+    let v1_stats = |net: &Net| net.curl(&pods[0].1, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    wait_until("v1's sidecar reports the TCP connection", Duration::from_secs(10), || {
+        sample(&v1_stats(&net), "istio_tcp_connections_closed_total", &inbound_tcp) == Some(1)
+    });
+    assert_eq!(sample(&v1_stats(&net), "istio_tcp_received_bytes_total", &inbound_tcp), Some(6), "hello\\n");
+    assert_eq!(sample(&v1_stats(&net), "istio_tcp_sent_bytes_total", &inbound_tcp), Some(13), "db-v1: hello\\n");
+    let outbound_tcp =
+        ["reporter=\"source\"", "destination_service_name=\"order-service\"", "request_protocol=\"tcp\""];
+    wait_until("the client's sidecar reports both mesh TCP connections", Duration::from_secs(10), || {
+        let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
+        sample(&stats, "istio_tcp_connections_closed_total", &outbound_tcp) == Some(2)
+    });
+    // As the attacker: a peer holding a valid mesh certificate that names, in its SNI, a port
+    // the app does not serve as TCP (the sidecar's admin port, the app's HTTP port) is closed
+    // without a byte; plaintext to the TCP port under STRICT is refused.
+    let v1_inbound = at(net.ip(3), 15006);
+    let v1_id = "spiffe://cluster.local/ns/production/sa/order-service";
+    assert_eq!(mesh_tcp_probe(&ca, v1_inbound, 5432, b"x\n", v1_id).await, "db-v1: x\n", "the TCP port is served");
+    let admin = b"GET /config_dump HTTP/1.1\r\nhost: x\r\n\r\n";
+    assert_eq!(mesh_tcp_probe(&ca, v1_inbound, 15000, admin, v1_id).await, "", "not the sidecar's admin port");
+    let health = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+    assert_eq!(mesh_tcp_probe(&ca, v1_inbound, 3000, health, v1_id).await, "", "not the app's HTTP port");
+    assert_eq!(host_tcp(db_v1, b"hello\n"), "", "plaintext from outside the mesh under STRICT");
+    // L4 authorization, with Istio's rule for HTTP-only fields on TCP: a DENY of `methods: [POST]`
+    // on port 5432 ignores the method and closes every TCP connection to 5432; HTTP is untouched.
+    let no_db_writes = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-db-writes, namespace: production}\nspec:\n  selector: {matchLabels: {app: order-service}}\n  action: DENY\n  rules:\n  - to:\n    - operation: {methods: [POST], ports: ['5432']}\n";
+    store.apply(&load_str(std::path::Path::new("db.yaml"), no_db_writes).unwrap()).await.unwrap();
+    wait_until("the DENY closes TCP to 5432", Duration::from_secs(10), || {
+        tcp(&net, &client, db_v1, "hello\\n").is_empty()
+    });
+    assert!(
+        v1_stats(&net).lines().any(|l| l.starts_with("weft_authz_denied_total{") && l.contains("no-db-writes")),
+        "counted under the policy's name"
+    );
+    assert_eq!(net.curl(&client, false, "http://order-service:3000/orders").0, 200, "HTTP on 3000 is not denied");
+
     // Through both sidecars, over mTLS: the server sidecar saw the client's proven identity.
     let stats = net.curl(&pods[0].1, false, "http://127.0.0.1:15000/stats/prometheus").1;
     let line = stats
@@ -448,17 +564,22 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     assert_eq!((status, body.trim()), (200, "outside"), "over IPv6: {}", net.log("sidecar-client"));
     // Not HTTP: passed through as TCP, a client-first protocol at once, a server-first one
     // after 100 ms of silence (Istio would wait for ever), and counted by Istio's TCP metrics.
+    let passthrough =
+        ["reporter=\"source\"", "destination_service_name=\"PassthroughCluster\"", "request_protocol=\"tcp\""];
+    let client_stats = |net: &Net| net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
+    let before = client_stats(&net);
+    let grew = |stats: &str, metric: &str| {
+        sample(stats, metric, &passthrough).unwrap_or(0) - sample(&before, metric, &passthrough).unwrap_or(0)
+    };
     let echo = outside_tcp_server(&format!("{}:0", net.ip(1)), None);
     assert_eq!(tcp(&net, &client, echo, "PING\\r\\n"), "echo: PING\r\n");
     let banner = outside_tcp_server(&format!("{}:0", net.ip(1)), Some("220 outside ready\r\n"));
     assert_eq!(tcp(&net, &client, banner, ""), "220 outside ready\r\n");
-    let stats = net.curl(&client, false, "http://127.0.0.1:15000/stats/prometheus").1;
-    let passthrough =
-        ["reporter=\"source\"", "destination_service_name=\"PassthroughCluster\"", "request_protocol=\"tcp\""];
-    assert_eq!(sample(&stats, "istio_tcp_connections_opened_total", &passthrough), Some(2), "{stats}");
-    assert_eq!(sample(&stats, "istio_tcp_connections_closed_total", &passthrough), Some(2), "{stats}");
-    assert_eq!(sample(&stats, "istio_tcp_received_bytes_total", &passthrough), Some(6), "PING\\r\\n from the app");
-    assert_eq!(sample(&stats, "istio_tcp_sent_bytes_total", &passthrough), Some(12 + 19), "both answers, to the app");
+    let stats = client_stats(&net);
+    assert_eq!(grew(&stats, "istio_tcp_connections_opened_total"), 2, "{stats}");
+    assert_eq!(grew(&stats, "istio_tcp_connections_closed_total"), 2, "{stats}");
+    assert_eq!(grew(&stats, "istio_tcp_received_bytes_total"), 6, "PING\\r\\n from the app");
+    assert_eq!(grew(&stats, "istio_tcp_sent_bytes_total"), 12 + 19, "both answers, to the app");
 
     // The authorization policy applies to intercepted traffic.
     let deny = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-gateway, namespace: production}\nspec:\n  selector: {matchLabels: {app: order-service}}\n  rules:\n  - from:\n    - source: {principals: [cluster.local/ns/production/sa/api-gateway]}\n";

@@ -237,6 +237,7 @@ async fn stream(
         port: port.map(|_| 80),
         applied_version: None,
         protocol: None,
+        other_ports: Vec::new(),
         metrics_port: None,
     };
     tx.send(line(&hello)).await?;
@@ -378,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
                     service_account: format!("svc-{s}"),
                     port: 80,
                     protocol: None,
+                    other_ports: Vec::new(),
                     metrics_port: None,
                 };
                 store.register("bench", &format!("svc-{s}"), &format!("svc-{s}-{k}"), &inst, 600).await?;

@@ -44,9 +44,10 @@ impl Serialize for SessionConfig<'_> {
             path_normalization: _,
             access_log,
             egress,
+            tcp,
             gateway,
         } = self.0.shared;
-        let mut c = s.serialize_struct("ProxyConfig", 12)?;
+        let mut c = s.serialize_struct("ProxyConfig", 13)?;
         c.serialize_field("apiVersion", api_version)?;
         c.serialize_field("version", self.0.version)?;
         c.serialize_field("workload", self.0.workload)?;
@@ -67,6 +68,11 @@ impl Serialize for SessionConfig<'_> {
             c.skip_field("egress")?;
         } else {
             c.serialize_field("egress", egress)?;
+        }
+        if tcp.is_empty() {
+            c.skip_field("tcp")?;
+        } else {
+            c.serialize_field("tcp", tcp)?;
         }
         if gateway.is_empty() {
             c.skip_field("gateway")?;

@@ -71,6 +71,12 @@ fn admit(ctx: &Context, peer: &Peer, id: &SpiffeId, hello: &Hello) -> Result<Adm
     if !instance_ok(&hello.instance) {
         return Err(format!("bad instance id {:?} (letters, digits, '-', '_', '.')", hello.instance));
     }
+    if hello.other_ports.len() > MAX_OTHER_PORTS {
+        return Err(format!("{} other ports: at most {MAX_OTHER_PORTS}", hello.other_ports.len()));
+    }
+    if hello.other_ports.iter().any(|p| p.port == 0 || Some(p.port) == hello.port) {
+        return Err("other ports must be port numbers other than the service port".into());
+    }
     let address = match (&hello.service, &hello.address) {
         (Some(service), Some(address)) => {
             if !crate::registry::name_ok(service) {
@@ -184,6 +190,10 @@ async fn session(
         .map_err(|e| (e, written.unwrap_or_default()))
 }
 
+/// Ports one instance may register beyond its service port (Kubernetes allows any number;
+/// a bound keeps one sidecar from growing every config in the mesh).
+const MAX_OTHER_PORTS: usize = 32;
+
 async fn stream_session(
     ctx: &Context,
     peer: &Peer,
@@ -203,6 +213,7 @@ async fn stream_session(
                 service_account: w.service_account.clone(),
                 port: hello.port.unwrap_or(80),
                 protocol: hello.protocol,
+                other_ports: hello.other_ports.clone(),
                 metrics_port: hello.metrics_port,
             };
             let lease = ctx

@@ -62,6 +62,21 @@ fn app_protocol(registry: &Registry, workload: &model::Workload) -> model::Upstr
     }
 }
 
+/// The TCP ports of the workload's own instances (its service's instances with its labels):
+/// the only ports its sidecar relays a peer's TCP connection to.
+fn own_tcp_ports(registry: &Registry, workload: &model::Workload) -> Vec<u16> {
+    let Some(app) = workload.labels.get("app") else { return Vec::new() };
+    let fqdn = format!("{app}.{}.{}", workload.namespace, crate::registry::CLUSTER_DOMAIN);
+    let Some(own) = registry.service(&fqdn) else { return Vec::new() };
+    let ports: std::collections::BTreeSet<u16> = own
+        .instances
+        .iter()
+        .filter(|i| i.labels == workload.labels && i.service_account == workload.service_account)
+        .flat_map(|i| i.tcp_ports())
+        .collect();
+    ports.into_iter().collect()
+}
+
 /// Compiles the config of `workload`; server identities are SPIFFE IDs of `trust_domain`.
 pub fn translate_in(
     resources: &[Resource],
@@ -83,14 +98,21 @@ pub fn translate_in(
     let mut services = BTreeMap::new();
     // A gateway routes only the hosts of the VirtualServices bound to its Gateways.
     let gateway_servers = t.gateway(&selected, &mut services);
+    let mut tcp = Vec::new();
     for svc in registry.services().into_iter().filter(|_| selected.is_empty()) {
         let fqdn = svc.fqdn();
-        let routes = match t.virtual_service_for(&fqdn) {
-            Some((vs, ns)) => t.routes(vs, ns, svc.port),
-            None => vec![t.default_route(&svc)],
-        };
-        if !routes.is_empty() {
-            services.insert(fqdn, model::Service { routes });
+        // A service whose port is TCP has no HTTP routes (Istio: a `tcp_proxy` listener).
+        if svc.protocol() != Some(model::AppProtocol::Tcp) {
+            let routes = match t.virtual_service_for(&fqdn) {
+                Some((vs, ns)) => t.routes(vs, ns, svc.port),
+                None => vec![t.default_route(&svc)],
+            };
+            if !routes.is_empty() {
+                services.insert(fqdn.clone(), model::Service { routes });
+            }
+        }
+        for port in svc.tcp_ports() {
+            tcp.push(model::TcpService { port, cluster: t.cluster(&fqdn, port, None) });
         }
     }
     let egress = if selected.is_empty() { t.external(&mut services) } else { Vec::new() };
@@ -107,6 +129,7 @@ pub fn translate_in(
                 mtls: peer_authentication(resources, workload),
                 authz: authorization(resources, workload),
                 jwt: request_authentication(resources, workload, &mut t.warnings),
+                tcp_ports: own_tcp_ports(registry, workload),
                 ..Default::default()
             },
             outbound_traffic_policy: outbound_traffic_policy(resources, workload, &mut t.warnings),
@@ -114,6 +137,7 @@ pub fn translate_in(
             path_normalization: None,
             access_log: access_log(resources, workload, &mut t.warnings),
             egress,
+            tcp,
             gateway: gateway_servers,
         },
         warnings: t.warnings,

@@ -26,7 +26,7 @@ mod validate;
 
 pub use action::{Cors, DerivePort, DirectBody, DirectResponse, Mirror, Redirect, RedirectPort};
 pub use hash::{ConsistentHash, HashCookie, HashKey, HashTable};
-pub use protocol::AppProtocol;
+pub use protocol::{AppProtocol, ServicePort};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -94,10 +94,25 @@ pub struct ProxyConfig {
     /// under the entry's cluster, whatever `outboundTrafficPolicy` says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<TcpEgress>,
+    /// Mesh services' TCP ports (Istio's `tcp_proxy` listeners): a captured connection to
+    /// one of a cluster's endpoint addresses on `port` goes over mesh mTLS to that
+    /// endpoint's sidecar, which relays it to its app.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<TcpService>,
     /// An ingress gateway's servers (Istio's `Gateway` resources that select this
     /// workload); empty for a sidecar. Read by `weft-proxy gateway` only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateway: Vec<gateway::Server>,
+}
+
+/// A mesh service's TCP port and the cluster of its endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpService {
+    /// The service port (`port.number`), which callers dial on an endpoint's address.
+    pub port: u16,
+    /// `outbound|PORT||HOST`: its endpoints (each sidecar's inbound address) and identities.
+    pub cluster: String,
 }
 
 /// A ServiceEntry's TCP port (TLS from the app, a database …).
@@ -763,6 +778,11 @@ pub struct Inbound {
     /// JWTs are verified; an invalid token is refused with 401.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt: Vec<jwt::JwtRule>,
+    /// The app's TCP ports (Istio: ports named `tcp`, `mysql` …): a peer sidecar's mTLS
+    /// connection naming one of them is authorized at L4 and relayed to the app's host on
+    /// that port; no other port is ever dialled for a peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_ports: Vec<u16>,
 }
 
 impl ProxyConfig {

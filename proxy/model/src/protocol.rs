@@ -1,7 +1,8 @@
 //! The protocol a service port speaks, as Istio reads it: the port's `appProtocol`, else
 //! its name (`http`, `http2`, `grpc`, `grpc-web`, or one of them followed by `-suffix`).
 //! An unnamed port (or a name Istio does not know) is detected per connection: the
-//! caller's protocol is kept, HTTP/1.1 or HTTP/2.
+//! caller's protocol is kept, HTTP/1.1 or HTTP/2. Ports Istio proxies as opaque TCP
+//! (`tcp`, `tls`, `https`, `mongo`, `mysql`, `redis`, …) are [`AppProtocol::Tcp`].
 
 use serde::{Deserialize, Serialize};
 
@@ -16,12 +17,15 @@ pub enum AppProtocol {
     Grpc,
     /// gRPC-Web: HTTP/2 to the app, as Istio.
     GrpcWeb,
+    /// Opaque TCP: bytes relayed between two sidecars over mesh mTLS, authorized at L4.
+    Tcp,
 }
 
 impl AppProtocol {
     /// Istio's protocol selection from an `appProtocol` value or a port name. `Ok(None)`:
     /// unnamed, detected per connection. Ports Istio proxies as plain TCP (`tcp`, `tls`,
-    /// `https`, `mongo`, `mysql`, `redis` …) are refused: Weft's inbound speaks HTTP only.
+    /// `https`, `mongo`, `mysql`, `redis` …) are `Tcp`; UDP (which Istio does not proxy
+    /// either) is refused.
     pub fn from_port(name_or_app_protocol: &str) -> Result<Option<Self>, String> {
         let s = name_or_app_protocol.trim().to_ascii_lowercase();
         if s.is_empty() {
@@ -31,7 +35,7 @@ impl AppProtocol {
         match s.as_str() {
             "kubernetes.io/h2c" => return Ok(Some(AppProtocol::Http2)),
             "kubernetes.io/ws" => return Ok(Some(AppProtocol::Http)),
-            "kubernetes.io/wss" => return Err(not_http(&s)),
+            "kubernetes.io/wss" => return Ok(Some(AppProtocol::Tcp)),
             _ => {}
         }
         if s == "grpc-web" || s.starts_with("grpc-web-") {
@@ -42,19 +46,36 @@ impl AppProtocol {
             "http" => Some(AppProtocol::Http),
             "http2" => Some(AppProtocol::Http2),
             "grpc" => Some(AppProtocol::Grpc),
-            "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "udp" | "thrift" => return Err(not_http(&s)),
+            "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "thrift" => Some(AppProtocol::Tcp),
+            "udp" => return Err(format!("port {s:?} is UDP: neither Istio nor Weft proxies UDP")),
             _ => None,
         })
     }
 
     /// Whether the app is spoken to in HTTP/2.
     pub fn is_http2(self) -> bool {
-        !matches!(self, AppProtocol::Http)
+        matches!(self, AppProtocol::Http2 | AppProtocol::Grpc | AppProtocol::GrpcWeb)
     }
 }
 
-fn not_http(s: &str) -> String {
-    format!("port {s:?} is a TCP protocol to Istio; Weft's sidecar proxies HTTP, HTTP/2 and gRPC ports only (not supported yet)")
+/// A service port: its number and what it speaks (Kubernetes' `ports[]` of a Service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    pub port: u16,
+    /// Absent: detected per connection (HTTP/1.1 or HTTP/2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<AppProtocol>,
+}
+
+impl ServicePort {
+    /// Parses `NAME:PORT` (a port's name or `appProtocol`, then its number) or a bare `PORT`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name, port) = s.rsplit_once(':').unwrap_or(("", s));
+        let port =
+            port.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?}: not NAME:PORT"))?;
+        Ok(ServicePort { port, protocol: AppProtocol::from_port(name)? })
+    }
 }
 
 #[cfg(test)]
@@ -73,7 +94,15 @@ mod tests {
         assert_eq!(p("web"), Ok(None), "a name Istio does not know: detected");
         assert_eq!(p("httpx"), Ok(None), "the prefix is a whole word");
         assert_eq!(p(""), Ok(None));
-        assert!(p("tcp-db").unwrap_err().contains("not supported yet"));
-        assert!(p("mysql").is_err());
+        assert_eq!(p("tcp-db"), Ok(Some(AppProtocol::Tcp)));
+        assert_eq!(p("mysql"), Ok(Some(AppProtocol::Tcp)));
+        assert_eq!(p("https"), Ok(Some(AppProtocol::Tcp)), "Istio proxies HTTPS as opaque TCP");
+        assert!(p("udp-dns").unwrap_err().contains("UDP"));
+        assert!(!AppProtocol::Tcp.is_http2());
+        assert_eq!(ServicePort::parse("tcp-db:5432"), Ok(ServicePort { port: 5432, protocol: Some(AppProtocol::Tcp) }));
+        assert_eq!(ServicePort::parse("9000"), Ok(ServicePort { port: 9000, protocol: None }));
+        assert!(ServicePort::parse("tcp:0").is_err());
+        assert!(ServicePort::parse("tcp:x").is_err());
+        assert!(ServicePort::parse("udp:53").is_err());
     }
 }

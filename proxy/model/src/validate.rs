@@ -58,6 +58,7 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
         path_normalization: _,
         access_log: _,
         egress,
+        tcp,
         gateway,
     } = c;
     if api_version != API_VERSION {
@@ -112,6 +113,23 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
     for (i, e) in egress.iter().enumerate() {
         if e.port == 0 {
             return Path::root("egress").index(i).field("port").err("must be a port number (1-65535)");
+        }
+    }
+    for (i, t) in tcp.iter().enumerate() {
+        let p = Path::root("tcp").index(i);
+        if t.port == 0 {
+            return p.field("port").err("must be a port number (1-65535)");
+        }
+        if !clusters.contains_key(&t.cluster) {
+            return p.field("cluster").err(format!("no cluster named {:?}", t.cluster));
+        }
+        if tcp[..i].iter().any(|o| o.port == t.port && o.cluster == t.cluster) {
+            return p.err("listed twice");
+        }
+    }
+    for (i, port) in inbound.tcp_ports.iter().enumerate() {
+        if *port == 0 {
+            return Path::root("inbound").field("tcpPorts").index(i).err("must be a port number (1-65535)");
         }
     }
     if let Some(app) = &inbound.app {

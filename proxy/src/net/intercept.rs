@@ -73,9 +73,25 @@ pub struct TcpConnection {
 pub trait Capture: Send + Sync + 'static {
     /// What a captured non-HTTP connection to `dst` meets (`sni`: what its ClientHello named).
     fn egress(&self, dst: SocketAddr, sni: Option<&str>) -> Egress;
+    /// The mesh TCP endpoint `dst` is, if it is one (`Err`: it is, but cannot be reached:
+    /// this sidecar has no certificate yet; the connection is closed and counted `UF`).
+    fn mesh_tcp(&self, dst: SocketAddr) -> Option<Result<MeshTcp, std::sync::Arc<str>>>;
     /// A connection was opened to its destination (or refused: then only `closed` follows).
     fn opened(&self, cluster: &str);
     fn closed(&self, connection: &TcpConnection);
+}
+
+/// Where a captured connection to a mesh TCP port goes.
+pub struct MeshTcp {
+    /// `outbound|PORT||HOST`.
+    pub cluster: std::sync::Arc<str>,
+    /// The endpoint's sidecar (its inbound listener).
+    pub endpoint: SocketAddr,
+    /// Mesh mTLS to it; none when the cluster speaks plaintext (the server's
+    /// PeerAuthentication is DISABLE): then the connection goes where it was going.
+    pub tls: Option<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    /// How long the connection to the endpoint may take (`connectionPool.tcp.connectTimeout`).
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Where a captured non-HTTP connection goes.
@@ -176,49 +192,72 @@ pub async fn peek_client_hello(stream: &tokio::net::TcpStream) -> Vec<u8> {
 /// Copies bytes both ways between a captured connection and its original
 /// destination (a half-close is passed on), counting them for `telemetry`.
 pub async fn tcp_passthrough(
-    mut client: tokio::net::TcpStream,
+    client: tokio::net::TcpStream,
     dst: SocketAddr,
     telemetry: &dyn Capture,
     cluster: std::sync::Arc<str>,
 ) {
     let start = std::time::Instant::now();
-    let (mut received, mut sent) = (0u64, 0u64);
-    let flags = match tokio::net::TcpStream::connect(dst).await {
-        Ok(mut upstream) => {
-            let _ = upstream.set_nodelay(true);
-            telemetry.opened(&cluster);
-            let (mut from_app, mut to_app) = client.split();
-            let (mut from_dst, mut to_dst) = upstream.split();
-            let both = tokio::try_join!(
-                pipe(&mut from_app, &mut to_dst, &mut received),
-                pipe(&mut from_dst, &mut to_app, &mut sent)
-            );
-            if let Err(e) = both {
-                tracing::debug!("passthrough to {dst} ended: {e}");
-            }
-            "-"
-        }
-        Err(e) => {
-            tracing::debug!("passthrough to {dst}: {e}");
-            "UF"
-        }
-    };
+    let (flags, received, sent) = connect_and_relay(client, dst, || telemetry.opened(&cluster)).await;
     let duration = start.elapsed();
     telemetry.closed(&TcpConnection { dst, cluster, flags, received, sent, duration });
+}
+
+/// Connects to `target` and [`relay`]s `downstream` to it, calling `opened` once connected:
+/// Envoy's flags (`-`, or `UF` when the connection failed) and the bytes each way.
+pub async fn connect_and_relay<D>(downstream: D, target: SocketAddr, opened: impl FnOnce()) -> (&'static str, u64, u64)
+where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::net::TcpStream::connect(target).await {
+        Ok(upstream) => {
+            let _ = upstream.set_nodelay(true);
+            opened();
+            let (received, sent, ended) = relay(downstream, upstream).await;
+            if let Err(e) = ended {
+                tracing::debug!("TCP to {target} ended: {e}");
+            }
+            ("-", received, sent)
+        }
+        Err(e) => {
+            tracing::debug!("TCP to {target}: {e}");
+            ("UF", 0, 0)
+        }
+    }
+}
+
+/// Copies bytes both ways between `downstream` and `upstream` until both directions have
+/// ended (each end of stream is passed on as a half-close): bytes received from the
+/// downstream, bytes sent back to it, and the first error.
+pub async fn relay<D, U>(downstream: D, upstream: U) -> (u64, u64, std::io::Result<()>)
+where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut from_down, mut to_down) = tokio::io::split(downstream);
+    let (mut from_up, mut to_up) = tokio::io::split(upstream);
+    let (mut received, mut sent) = (0u64, 0u64);
+    let both =
+        tokio::try_join!(pipe(&mut from_down, &mut to_up, &mut received), pipe(&mut from_up, &mut to_down, &mut sent));
+    (received, sent, both.map(|_| ()))
 }
 
 /// A captured TCP connection refused under REGISTRY_ONLY: closed at once, and reported.
 pub fn tcp_refused(dst: SocketAddr, telemetry: &dyn Capture) {
     tracing::debug!("REGISTRY_ONLY: TCP to {dst} refused");
-    let c = TcpConnection {
-        dst,
-        cluster: BLACKHOLE_CLUSTER.into(),
-        flags: "UH",
-        received: 0,
-        sent: 0,
-        duration: std::time::Duration::ZERO,
-    };
-    telemetry.closed(&c);
+    closed_at_once(dst, BLACKHOLE_CLUSTER.into(), "UH", telemetry);
+}
+
+/// A captured connection to a mesh TCP endpoint this sidecar cannot reach yet (no
+/// certificate): closed at once, reported as a connect failure.
+pub fn tcp_unreachable(dst: SocketAddr, cluster: std::sync::Arc<str>, telemetry: &dyn Capture) {
+    tracing::debug!("mesh TCP to {dst}: no workload certificate yet");
+    closed_at_once(dst, cluster, "UF", telemetry);
+}
+
+fn closed_at_once(dst: SocketAddr, cluster: std::sync::Arc<str>, flags: &'static str, telemetry: &dyn Capture) {
+    let duration = std::time::Duration::ZERO;
+    telemetry.closed(&TcpConnection { dst, cluster, flags, received: 0, sent: 0, duration });
 }
 
 /// Istio's names for traffic to destinations outside the mesh.

@@ -77,8 +77,8 @@ pub trait EdgeTls: Send + Sync + 'static {
     fn refused(&self, reason: &'static str);
 }
 
-/// What the inbound listener needs to speak mesh mTLS.
-pub trait InboundSecurity: Send + Sync + 'static {
+/// What the inbound listener needs to speak mesh mTLS (and to relay mesh TCP to the app).
+pub trait InboundSecurity: crate::net::tcp::InboundTcp {
     fn mode(&self) -> MtlsMode;
     /// The server config for the current certificate, if this sidecar has one.
     fn server_config(&self) -> Option<Arc<rustls::ServerConfig>>;
@@ -342,6 +342,10 @@ async fn secure<H, F>(
             sec.refused("plaintext under STRICT");
             return;
         }
+        // Plaintext to one of the app's TCP ports (PERMISSIVE): relayed, authorized without a principal.
+        if let Some(dst) = original_dst.filter(|d| sec.serves_tcp(d.port())) {
+            return crate::net::tcp::inbound(stream, Some(dst.port()), None, remote, &*sec).await;
+        }
         // Served while the mode allows it: a switch to STRICT refuses this connection's next request.
         let conn = Conn { remote, original_dst, ..Conn::default() };
         return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, Some(sec)).await;
@@ -362,6 +366,12 @@ async fn secure<H, F>(
     if !sec.trusts(&peer) {
         sec.refused("foreign trust domain");
         return;
+    }
+    // Mesh TCP: relayed to the app's port the SNI names, if the app serves TCP there.
+    let session = tls.get_ref().1;
+    if session.alpn_protocol() == Some(crate::net::tcp::ALPN) {
+        let port = session.server_name().and_then(crate::net::tcp::port_of_sni);
+        return crate::net::tcp::inbound(tls, port, Some(&peer), remote, &*sec).await;
     }
     let conn = Conn { peer: Some(peer.into()), remote, original_dst, tls: true, ..Conn::default() };
     serve_io(builder, watcher, TokioIo::new(tls), handler, conn, None).await
@@ -423,6 +433,12 @@ async fn captured<H, F>(
         let conn = Conn { remote, ..Conn::default() };
         return serve_io(builder, watcher, TokioIo::new(stream), handler, conn, None).await;
     };
+    // A mesh service's TCP port on one of its endpoints: by port, whatever the bytes (Istio).
+    match capture.mesh_tcp(dst) {
+        Some(Ok(target)) => return crate::net::tcp::outbound(stream, dst, target, capture).await,
+        Some(Err(cluster)) => return intercept::tcp_unreachable(dst, cluster, capture),
+        None => {}
+    }
     let mut first = [0u8; 16];
     let n = match tokio::time::timeout(intercept::PROTOCOL_DETECTION_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(0)) | Ok(Err(_)) => return,

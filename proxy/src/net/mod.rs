@@ -1,5 +1,6 @@
-//! Sockets: the serving loop every listener shares, and transparent interception.
+//! Sockets: the serving loop every listener shares, transparent interception, and mesh TCP.
 
 pub mod intercept;
 pub mod iptables;
 pub mod listen;
+pub mod tcp;

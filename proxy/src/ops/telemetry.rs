@@ -300,60 +300,6 @@ fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
     std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
-/// Captured TCP to destinations outside the mesh, reported as the client's
-/// sidecar (`reporter="source"`); `destination_service_name` names Istio's
-/// cluster (`PassthroughCluster`, `BlackHoleCluster`) or a ServiceEntry's host; the
-/// address is in the access log.
-impl crate::net::intercept::Capture for Shared {
-    fn egress(&self, dst: std::net::SocketAddr, sni: Option<&str>) -> crate::net::intercept::Egress {
-        let snap = self.snapshot();
-        crate::net::intercept::egress_for(&snap.config.egress, self.outbound_policy(&snap.config), dst, sni)
-    }
-
-    fn opened(&self, cluster: &str) {
-        let config = self.snapshot().config.clone();
-        self.metrics.tcp_opened.with_label_values(&tcp_labels(&config, cluster, "-")).inc();
-    }
-
-    fn closed(&self, c: &crate::net::intercept::TcpConnection) {
-        let config = self.snapshot().config.clone();
-        let labels = tcp_labels(&config, &c.cluster, c.flags);
-        let m = &self.metrics;
-        m.tcp_closed.with_label_values(&labels).inc();
-        m.tcp_received_bytes.with_label_values(&labels).inc_by(c.received);
-        m.tcp_sent_bytes.with_label_values(&labels).inc_by(c.sent);
-        if self.access_log.enabled_for(&config) {
-            let line = Line::new()
-                .str("reporter", "source")
-                .str("protocol", "tcp")
-                .str("flags", c.flags)
-                .str("cluster", &c.cluster)
-                .addr("upstream", Some(c.dst))
-                .millis("duration_ms", c.duration)
-                .num("bytes_received", c.received)
-                .num("bytes_sent", c.sent);
-            self.access_log.write(line.finish());
-        }
-    }
-}
-
-fn tcp_labels<'a>(config: &'a ProxyConfig, cluster: &'a str, flags: &'a str) -> [&'a str; 17] {
-    let w = &config.workload;
-    let label = |k: &str| w.labels.get(k).map_or("unknown", String::as_str);
-    IstioLabels {
-        source_workload: &w.name,
-        source_workload_namespace: &w.namespace,
-        source_app: label("app"),
-        source_version: label("version"),
-        // A ServiceEntry's cluster (`outbound|443||api.example.com`) is named by its host.
-        destination_service_name: cluster.rsplit('|').next().unwrap_or(cluster),
-        request_protocol: "tcp",
-        response_flags: flags,
-        ..IstioLabels::unknown("source")
-    }
-    .tcp_values()
-}
-
 /// A response body that records its request when it ends, fails, or is dropped
 /// early (the client went away: flag `DC`).
 #[derive(Debug)]

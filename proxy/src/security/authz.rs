@@ -5,6 +5,10 @@
 //! Order (shared/ISTIO-SEMANTICS.md §3.2): any DENY match → 403; no ALLOW
 //! policy → allow; any ALLOW match → allow; otherwise 403. AUDIT never
 //! changes the decision. Dry-run policies are evaluated and logged only.
+//!
+//! A TCP connection ([`decide_tcp`]) has no HTTP attributes: as in Istio, a rule with an
+//! HTTP-only field (hosts, methods, paths, headers, request principals, JWT claims) is
+//! dropped from an ALLOW policy, and in DENY and AUDIT rules those fields are ignored.
 
 use http::HeaderMap;
 use std::net::IpAddr;
@@ -64,6 +68,15 @@ fn list(v: &Values<Pattern>, values: &[&str]) -> bool {
 }
 
 impl Matcher {
+    /// Whether it reads an HTTP request (a TCP connection has no such attribute).
+    fn http_only(&self) -> bool {
+        use model::Matcher as M;
+        match self {
+            Matcher::Attribute(M::Principal(_) | M::Namespace(_) | M::SourceIp(_) | M::Port(_)) => false,
+            Matcher::Attribute(_) | Matcher::Header(..) | Matcher::Claim(..) | Matcher::Never => true,
+        }
+    }
+
     fn compile(m: &model::Matcher) -> Self {
         match m {
             model::Matcher::Header(h) => match http::HeaderName::from_bytes(h.name.as_bytes()) {
@@ -107,6 +120,15 @@ struct Rule {
     from: Vec<Vec<Matcher>>,
     to: Vec<Vec<Matcher>>,
     when: Vec<Matcher>,
+    /// Some matcher reads HTTP: on TCP an ALLOW drops the rule, a DENY ignores those matchers.
+    http_only: bool,
+}
+
+/// What is being authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Http,
+    Tcp,
 }
 
 /// A compiled policy.
@@ -124,10 +146,14 @@ impl Policy {
         let mut rules: Vec<Rule> = p
             .rules
             .iter()
-            .map(|r| Rule {
-                from: r.from.iter().map(all).collect(),
-                to: r.to.iter().map(all).collect(),
-                when: all(&r.when),
+            .map(|r| {
+                let (from, to, when) = (
+                    r.from.iter().map(all).collect::<Vec<_>>(),
+                    r.to.iter().map(all).collect::<Vec<_>>(),
+                    all(&r.when),
+                );
+                let http_only = from.iter().chain(&to).flatten().chain(&when).any(Matcher::http_only);
+                Rule { from, to, when, http_only }
             })
             .collect();
         let unusable = rules
@@ -137,7 +163,9 @@ impl Policy {
             // Fail closed: an ALLOW that cannot be evaluated allows nothing, a DENY denies all.
             tracing::error!(policy = %p.name, "authorization policy with an unusable matcher fails closed");
             rules = match p.action {
-                AuthzAction::Deny => vec![Rule { from: Vec::new(), to: Vec::new(), when: Vec::new() }],
+                AuthzAction::Deny => {
+                    vec![Rule { from: Vec::new(), to: Vec::new(), when: Vec::new(), http_only: false }]
+                }
                 AuthzAction::Allow | AuthzAction::Audit => Vec::new(),
             };
         }
@@ -145,18 +173,23 @@ impl Policy {
     }
 
     /// The index of the first rule that matches.
-    fn matching_rule(&self, req: &Request<'_>) -> Option<usize> {
+    fn matching_rule(&self, req: &Request<'_>, layer: Layer) -> Option<usize> {
         let host: std::borrow::Cow<str> = match req.host.bytes().any(|b| b.is_ascii_uppercase()) {
             true => req.host.to_ascii_lowercase().into(),
             false => req.host.into(),
         };
-        self.rules.iter().position(|r| r.matches(req, &host))
+        let tcp = layer == Layer::Tcp;
+        // On TCP an ALLOW rule reading HTTP is dropped (the policy narrows).
+        self.rules
+            .iter()
+            .position(|r| !(tcp && r.http_only && self.action == AuthzAction::Allow) && r.matches(req, &host, tcp))
     }
 }
 
 impl Rule {
-    fn matches(&self, req: &Request<'_>, host: &str) -> bool {
-        let all = |g: &[Matcher]| g.iter().all(|m| m.matches(req, host));
+    /// On `tcp`, HTTP-only matchers are ignored (DENY and AUDIT rules broaden).
+    fn matches(&self, req: &Request<'_>, host: &str, tcp: bool) -> bool {
+        let all = |g: &[Matcher]| g.iter().all(|m| (tcp && m.http_only()) || m.matches(req, host));
         (self.from.is_empty() || self.from.iter().any(|g| all(g)))
             && (self.to.is_empty() || self.to.iter().any(|g| all(g)))
             && all(&self.when)
@@ -173,14 +206,26 @@ pub enum Decision {
 
 /// Istio's decision for `req` under `policies`.
 pub fn decide(policies: &[Policy], req: &Request<'_>) -> Decision {
+    decide_on(policies, req, Layer::Http)
+}
+
+/// Istio's decision for a TCP connection from `principal` (none: plaintext) at `source_ip`
+/// to `port`, under `policies`.
+pub fn decide_tcp(policies: &[Policy], principal: Option<&str>, source_ip: Option<IpAddr>, port: u16) -> Decision {
+    let headers = HeaderMap::new();
+    let req = Request { principal, source_ip, host: "", port, method: "", path: "", headers: &headers, end_user: None };
+    decide_on(policies, &req, Layer::Tcp)
+}
+
+fn decide_on(policies: &[Policy], req: &Request<'_>, layer: Layer) -> Decision {
     for p in policies.iter().filter(|p| p.dry_run) {
-        if let Some(i) = p.matching_rule(req) {
+        if let Some(i) = p.matching_rule(req, layer) {
             tracing::info!(policy = %p.id, rule = i, action = ?p.action, "dry-run authorization policy matched (not enforced)");
         }
     }
     let live = || policies.iter().filter(|p| !p.dry_run);
     for p in live().filter(|p| p.action == AuthzAction::Deny) {
-        if let Some(i) = p.matching_rule(req) {
+        if let Some(i) = p.matching_rule(req, layer) {
             return Decision::Deny(format!("{}-rule[{i}]", p.id));
         }
     }
@@ -188,7 +233,7 @@ pub fn decide(policies: &[Policy], req: &Request<'_>) -> Decision {
     if allows.peek().is_none() {
         return Decision::Allow;
     }
-    if allows.any(|p| p.matching_rule(req).is_some()) {
+    if allows.any(|p| p.matching_rule(req, layer).is_some()) {
         Decision::Allow
     } else {
         Decision::Deny("no ALLOW policy matched".into())
@@ -259,6 +304,27 @@ mod tests {
         let header =
             "- name: p\n  action: ALLOW\n  rules:\n  - when: [{attribute: header, name: x, anyof: [{match: any}]}]\n";
         assert!(serde_yaml::from_str::<Vec<model::AuthzPolicy>>(header).is_err());
+    }
+
+    #[test]
+    fn on_tcp_an_allow_drops_rules_reading_http_and_a_deny_ignores_those_fields() {
+        let gw = Some(GW);
+        let ip = Some("10.1.2.3".parse().unwrap());
+        // ALLOW: the rule with a method is dropped, so only the principal-only rule can allow.
+        let allow = policies("- name: a\n  action: ALLOW\n  rules:\n  - to: [[{attribute: method, anyOf: [{match: exact, value: GET}]}]]\n  - from: [[{attribute: principal, anyOf: [{match: suffix, value: /sa/api-gateway}]}]]\n    to: [[{attribute: port, anyOf: [5432]}]]\n");
+        assert_eq!(decide_tcp(&allow, gw, ip, 5432), Decision::Allow);
+        assert_ne!(decide_tcp(&allow, gw, ip, 6379), Decision::Allow, "the port rule holds");
+        assert_ne!(decide_tcp(&allow, None, ip, 5432), Decision::Allow, "plaintext has no principal");
+        let methods_only = policies("- name: m\n  action: ALLOW\n  rules:\n  - to: [[{attribute: method, anyOf: [{match: exact, value: GET}]}]]\n");
+        assert_ne!(decide_tcp(&methods_only, gw, ip, 5432), Decision::Allow, "an ALLOW of methods allows no TCP");
+        // DENY: `methods: [POST], ports: [5432]` denies all TCP on 5432 (the method is ignored).
+        let deny = policies("- name: d\n  action: DENY\n  rules:\n  - to: [[{attribute: method, anyOf: [{match: exact, value: POST}]}, {attribute: port, anyOf: [5432]}]]\n");
+        assert_eq!(decide_tcp(&deny, gw, ip, 5432), Decision::Deny("d-rule[0]".into()));
+        assert_eq!(decide_tcp(&deny, gw, ip, 6379), Decision::Allow);
+        let h = HeaderMap::new();
+        assert_eq!(decide(&deny, &request(Some(GW), "GET", "/", &h)), Decision::Allow, "on HTTP the method counts");
+        let header_deny = policies("- name: h\n  action: DENY\n  rules:\n  - when: [{attribute: header, name: x-evil, anyOf: [{match: any}]}]\n");
+        assert!(matches!(decide_tcp(&header_deny, gw, ip, 1), Decision::Deny(_)), "a DENY on a header denies all TCP");
     }
 
     #[test]

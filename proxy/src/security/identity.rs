@@ -116,7 +116,7 @@ impl Leaf {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), crate::net::tcp::ALPN.to_vec()];
         Ok(Leaf {
             id,
             issuer: None,

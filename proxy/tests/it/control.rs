@@ -74,6 +74,7 @@ async fn good_configs_are_acked_bad_ones_nacked_and_the_old_one_kept() {
         port: None,
         applied_version: None,
         protocol: None,
+        other_ports: Vec::new(),
         metrics_port: None,
     };
     let (_bye, rx) = tokio::sync::watch::channel(false);

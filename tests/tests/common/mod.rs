@@ -233,6 +233,7 @@ async fn join(
         path_normalization: None,
         access_log: None,
         egress: Vec::new(),
+        tcp: Vec::new(),
         gateway: Vec::new(),
     };
     let running = Proxy::start(options, placeholder, prometheus::Registry::new()).await.unwrap();
@@ -244,6 +245,7 @@ async fn join(
         port: Some(80),
         applied_version: None,
         protocol,
+        other_ports: Vec::new(),
         metrics_port: None,
     };
     let (goodbye, rx) = tokio::sync::watch::channel(false);

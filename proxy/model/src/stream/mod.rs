@@ -33,6 +33,9 @@ pub struct Hello {
     /// What the port speaks (its name or `appProtocol`); absent: detected per connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<crate::AppProtocol>,
+    /// The service's other ports (a multi-port Service), each with what it speaks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_ports: Vec<crate::ServicePort>,
     /// The port of the sidecar's `/stats/prometheus` on the registered address's host, when
     /// it listens there (Prometheus finds it through the control plane's service discovery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
