@@ -164,15 +164,18 @@ fn route(config: &ProxyConfig, snapshot: &Snapshot, req: &Request) -> Result<Exp
         return Ok(none(format!("404 NR: no service for host {:?}", req.host)));
     };
     let service = vhost.name.to_string();
-    let Some((route, hit)) = vhost.select(&view) else {
+    // The port the request is for (its authority's): a multi-port service's other port has routes of its own.
+    let port = weft_proxy::http::headers::split_port(&req.host).1.and_then(|p| p.parse::<u16>().ok());
+    let Some((route, hit)) = vhost.select(port, &view) else {
         return Ok(Explanation {
             service: Some(service.clone()),
             ..none(format!("404 NR: no route of {service} matches"))
         });
     };
     // The model's view of the same route, for printing what was written.
-    let model_route = config.services[&service]
-        .routes
+    let model_service = &config.services[&service];
+    let model_routes = port.and_then(|p| model_service.ports.get(&p)).unwrap_or(&model_service.routes);
+    let model_route = model_routes
         .iter()
         .enumerate()
         .find(|(i, r)| r.name.clone().unwrap_or_else(|| format!("route-{i}")) == *route.name);

@@ -171,15 +171,13 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
             .map(str::to_string)
     };
     let app_protocol = first_port.and_then(speaks);
-    // The containers' other named TCP ports, registered with the service (`NAME:PORT`).
+    // The containers' other ports named for a protocol, registered with the service (`NAME:PORT`).
     let other_ports: Vec<String> = containers
         .iter()
         .filter_map(|c| c.get("ports")?.as_sequence())
         .flatten()
         .filter(|p| Some(*p) != first_port)
-        .filter_map(|p| Some((speaks(p)?, p.get("containerPort")?.as_u64()?)))
-        .filter(|(name, _)| weft_model::AppProtocol::from_port(name) == Ok(Some(weft_model::AppProtocol::Tcp)))
-        .map(|(name, port)| format!("{name}:{port}"))
+        .filter_map(|p| Some(format!("{}:{}", speaks(p)?, p.get("containerPort")?.as_u64()?)))
         .collect();
     let first_app =
         containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -200,6 +198,15 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
     }
     let spec = entry_map(template, "spec")?;
     let mut sidecar = sidecar(opts, &workload, &labels, (app_port, app_protocol.as_deref()), &probes)?;
+    // A TCP service port is the app's port: peers dial the pod's address on it.
+    let tcp_first = app_protocol
+        .as_deref()
+        .is_some_and(|p| weft_model::AppProtocol::from_port(p) == Ok(Some(weft_model::AppProtocol::Tcp)));
+    if let (true, Some(port), Value::Sequence(list)) = (tcp_first, app_port, &mut sidecar["env"]) {
+        for e in list.iter_mut().filter(|e| e.get("name").and_then(Value::as_str) == Some("WEFT_SERVICE_PORT")) {
+            e["value"] = port.to_string().into();
+        }
+    }
     if !other_ports.is_empty() {
         if let Value::Sequence(list) = &mut sidecar["env"] {
             let mut m = Mapping::new();

@@ -106,6 +106,16 @@ impl ServiceView<'_> {
     pub fn tcp_ports(&self) -> std::collections::BTreeSet<u16> {
         self.instances.iter().flat_map(|i| i.tcp_ports()).collect()
     }
+
+    /// The other ports (beside the service port) some instance serves as HTTP, and no instance as TCP.
+    pub fn other_http_ports(&self) -> std::collections::BTreeSet<u16> {
+        let tcp = self.tcp_ports();
+        self.instances
+            .iter()
+            .flat_map(|i| i.other_http_ports())
+            .filter(|p| !tcp.contains(p) && *p != self.port)
+            .collect()
+    }
 }
 
 impl Instance {
@@ -116,6 +126,11 @@ impl Instance {
             .chain(self.other_ports.iter().copied())
             .filter(|p| p.protocol == Some(weft_model::AppProtocol::Tcp))
             .map(|p| p.port)
+    }
+
+    /// Its other ports that speak HTTP (named so, or unnamed: detected).
+    pub fn other_http_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.other_ports.iter().filter(|p| p.protocol != Some(weft_model::AppProtocol::Tcp)).map(|p| p.port)
     }
 }
 

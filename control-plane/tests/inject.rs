@@ -286,7 +286,7 @@ fn istios_pod_annotations_set_interception_and_the_sidecars_resources() {
 }
 
 /// Istio reads what a port speaks from its `appProtocol`, else its name: the sidecar is
-/// told, and of the other TCP ports too; UDP is not (the pod is injected all the same).
+/// told, and of the other named ports too; UDP is not (the pod is injected all the same).
 #[test]
 fn the_app_ports_name_or_app_protocol_tells_the_sidecar_what_it_speaks() {
     let pod = |port: &str| {
@@ -318,15 +318,17 @@ fn the_app_ports_name_or_app_protocol_tells_the_sidecar_what_it_speaks() {
     // A TCP port: relayed as opaque TCP between the sidecars.
     let out = inject_text("p.yaml", &pod("{name: tcp-db, containerPort: 5432}"), &InjectOptions::default()).unwrap();
     assert_eq!(sidecar_env(&out).as_deref(), Some("tcp-db"));
+    assert_eq!(env(&out, "WEFT_SERVICE_PORT").as_deref(), Some("5432"), "a TCP service port is the app's port");
     // UDP: neither Istio nor Weft proxies it; the pod is still injected, nothing said.
     let out = inject_text("p.yaml", &pod("{name: udp-dns, containerPort: 53}"), &InjectOptions::default()).unwrap();
     assert_eq!(sidecar_env(&out), None);
-    // The other named TCP ports are registered with the service.
+    // The other ports named for a protocol are registered with the service; a name Istio
+    // does not know (`metrics`) is not.
     let out = inject_text(
         "p.yaml",
-        &pod("{name: http, containerPort: 3000}, {name: tcp-db, containerPort: 5432}, {name: redis, containerPort: 6379}, {name: metrics, containerPort: 9090}"),
+        &pod("{name: http, containerPort: 3000}, {name: tcp-db, containerPort: 5432}, {name: redis, containerPort: 6379}, {name: metrics, containerPort: 9090}, {name: http-admin, containerPort: 8081}"),
         &InjectOptions::default(),
     )
     .unwrap();
-    assert_eq!(env(&out, "WEFT_OTHER_PORTS").as_deref(), Some("tcp-db:5432,redis:6379"));
+    assert_eq!(env(&out, "WEFT_OTHER_PORTS").as_deref(), Some("tcp-db:5432,redis:6379,http-admin:8081"));
 }

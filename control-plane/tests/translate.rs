@@ -808,7 +808,7 @@ fn each_gateway_server_routes_only_what_is_bound_to_its_own_gateway() {
 fn tcp_ports_become_mesh_tcp_clusters_and_the_servers_inbound_ports() {
     let mut reg = registry();
     for inst in reg.namespaces.get_mut("production").unwrap().get_mut("order-service").unwrap().values_mut() {
-        inst.other_ports = vec![model::ServicePort::parse("tcp-db:5432").unwrap()];
+        inst.other_ports = ["tcp-db:5432", "http-admin:9090"].map(|p| model::ServicePort::parse(p).unwrap()).to_vec();
     }
     let cache = weft_control_plane::registry::Instance {
         address: "10.0.0.9:15006".into(),
@@ -854,6 +854,26 @@ fn tcp_ports_become_mesh_tcp_clusters_and_the_servers_inbound_ports() {
     let labels: Vec<(&str, &str)> = orders_v1.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let orders_side = translate(&resources, &reg, &own("order-service", "order-service", &labels), "1").config;
     assert_eq!(orders_side.inbound.tcp_ports, [5432]);
+    assert_eq!(orders_side.inbound.http_ports, [9090]);
+    // The other HTTP port has routes of its own, to its own cluster.
+    let orders = &client.services["order-service.production.svc.cluster.local"];
+    assert_eq!(orders.ports.keys().collect::<Vec<_>>(), [&9090]);
+    assert_eq!(orders.ports[&9090][0].route[0].cluster, "outbound|9090||order-service.production.svc.cluster.local");
+    assert_eq!(orders.routes[0].route[0].cluster, ORDERS);
+    // A VirtualService's destination without `port` takes the port being routed (Istio's
+    // listener port); a match on `port` is that port's only.
+    let vs = resource(
+        "VirtualService",
+        "orders",
+        "  hosts: [order-service]\n  http:\n  - match:\n    - port: 9090\n    route:\n    - destination: {host: order-service, subset: v2}\n  - route:\n    - destination: {host: order-service, subset: v1}\n",
+    );
+    let resources = weft_control_plane::istio::load_str(Path::new("t.yaml"), &(strict + &vs)).unwrap();
+    let client = translate(&resources, &reg, &gateway(), "1").config;
+    let orders = &client.services["order-service.production.svc.cluster.local"];
+    assert_eq!(orders.routes.len(), 1, "the port-9090 rule is not the service port's");
+    assert_eq!(orders.routes[0].route[0].cluster, V1);
+    assert_eq!(orders.ports[&9090].len(), 1, "a catch-all for 9090: later rules unreachable");
+    assert_eq!(orders.ports[&9090][0].route[0].cluster, "outbound|9090|v2|order-service.production.svc.cluster.local");
     // Another workload claiming the app label under another service account gets no port to dial.
     let impostor = translate(&resources, &reg, &own("cache-impostor", "intruder", &[("app", "cache")]), "1").config;
     assert!(impostor.inbound.tcp_ports.is_empty());

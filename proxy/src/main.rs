@@ -53,8 +53,9 @@ struct Args {
     #[arg(long, env = "WEFT_APP_PROTOCOL", value_parser = parse_app_protocol)]
     app_protocol: Option<weft_model::AppProtocol>,
     /// The service's other ports, `NAME:PORT,...` as a Kubernetes Service names them
-    /// (`tcp-db:5432,redis:6379`): each is registered with what its name says. TCP ports
-    /// are relayed to the app on that port; other HTTP ports are not routed yet.
+    /// (`http-admin:8081,tcp-db:5432`): each is registered with what its name says, and a
+    /// peer's call for one goes to the app's host on that port (HTTP routed by that port's
+    /// routes, TCP relayed); the app's main port is `--app`.
     #[arg(long, env = "WEFT_OTHER_PORTS", value_delimiter = ',', value_parser = weft_model::ServicePort::parse)]
     other_ports: Vec<weft_model::ServicePort>,
     /// Outbound listener: the local app sends its calls here.
@@ -309,7 +310,34 @@ fn workload(args: &Args) -> Workload {
     }
 }
 
+/// The app's ports as the flags give them: each other port once, none the app's main port
+/// or the service port, none in the sidecar's own range; a TCP service port is the app's port
+/// (peers dial the pod's address, there is no virtual IP to map it).
+fn check_ports(args: &Args) -> Result<(), String> {
+    let reserved = weft_proxy::state::RESERVED_PORTS;
+    let app_port = args.app.map(|a| a.port());
+    for (i, p) in args.other_ports.iter().enumerate() {
+        if reserved.contains(&p.port) {
+            return Err(format!("--other-ports: {} is in the sidecar's own range {reserved:?}", p.port));
+        }
+        if Some(p.port) == app_port || p.port == args.service_port {
+            return Err(format!("--other-ports: {} is the app's main port or the service port", p.port));
+        }
+        if args.other_ports[..i].iter().any(|o| o.port == p.port) {
+            return Err(format!("--other-ports: {} is listed twice", p.port));
+        }
+    }
+    if args.app_protocol == Some(weft_model::AppProtocol::Tcp) && app_port != Some(args.service_port) {
+        return Err(format!(
+            "--app-protocol tcp: the service port ({}) must be the app's port (--app {:?}): peers dial the pod's address on it",
+            args.service_port, args.app
+        ));
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    check_ports(&args).map_err(|e| anyhow::anyhow!(e))?;
     if !args.control_plane.is_empty() {
         anyhow::ensure!(
             args.ca_file.is_some(),
@@ -358,6 +386,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let options = ProxyOptions {
         app_protocol: args.app_protocol,
+        // In control-plane mode the flags say which of the app's ports peers may reach.
+        declared_ports: args
+            .config
+            .is_none()
+            .then(|| weft_proxy::state::DeclaredPorts::new(args.app_protocol, args.service_port, &args.other_ports)),
         outbound: args.outbound,
         inbound: args.inbound,
         admin: args.admin,

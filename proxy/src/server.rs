@@ -29,6 +29,9 @@ pub struct ProxyOptions {
     /// What the app's port speaks (`--app-protocol`): overrides `inbound.protocol` of the
     /// config. The sidecar knows its own app; no other instance's word changes this.
     pub app_protocol: Option<weft_model::AppProtocol>,
+    /// The app's other ports its flags declared: a config opens no other one to peers.
+    /// `None` (a static config): the config's `inbound.tcpPorts`/`httpPorts` as written.
+    pub declared_ports: Option<crate::state::DeclaredPorts>,
     /// How long in-flight requests may take to finish after shutdown starts.
     /// Istio's `terminationDrainDuration` default is 5 s.
     pub drain_timeout: Duration,
@@ -70,6 +73,7 @@ impl Default for ProxyOptions {
             admin: ([127, 0, 0, 1], 15000).into(),
             app: None,
             app_protocol: None,
+            declared_ports: None,
             drain_timeout: Duration::from_secs(5),
             access_log: false,
             wait_for_config: false,
@@ -109,6 +113,7 @@ impl Proxy {
         registry: prometheus::Registry,
     ) -> Result<Running, StartError> {
         crate::state::speak_to_app(&mut config, options.app_protocol);
+        crate::state::restrict_ports(&mut config, options.declared_ports.as_ref());
         let metrics = Metrics::new(registry)?;
         let access_log = AccessLog::new(options.access_log, metrics.access_log_dropped.clone());
         let otlp =
@@ -136,6 +141,8 @@ impl Proxy {
             tap: Default::default(),
             otlp,
             applied: Default::default(),
+            epoch: tokio::sync::watch::channel(0).0,
+            declared_ports: options.declared_ports.clone(),
         });
 
         let bind = |addr: SocketAddr| async move {

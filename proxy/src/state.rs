@@ -45,6 +45,49 @@ pub struct Shared {
     pub otlp: Option<crate::ops::otlp::Exporter>,
     /// Signalled after each applied config (a gateway binds the ports it names).
     pub(crate) applied: tokio::sync::Notify,
+    /// Counts applied configs: open TCP relays are judged again on each.
+    pub(crate) epoch: tokio::sync::watch::Sender<u64>,
+    /// The app's ports this sidecar's own flags declared; `None`: the config's word (a static file).
+    pub(crate) declared_ports: Option<DeclaredPorts>,
+}
+
+/// The sidecar's own port range (Istio's 15000-15090): never an app port a peer may name.
+pub const RESERVED_PORTS: std::ops::RangeInclusive<u16> = 15000..=15090;
+
+/// The app's ports a sidecar's own flags declared beyond its main one (`--other-ports`, and
+/// the service port when `--app-protocol` is TCP). In control-plane mode a config opens no
+/// other port to peers, whatever another instance with the same labels registered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeclaredPorts {
+    pub tcp: Vec<u16>,
+    pub http: Vec<u16>,
+}
+
+impl DeclaredPorts {
+    /// From the flags: what the service port speaks, the service port, the other ports.
+    pub fn new(
+        protocol: Option<weft_model::AppProtocol>,
+        service_port: u16,
+        other: &[weft_model::ServicePort],
+    ) -> Self {
+        let tcp = |p: Option<weft_model::AppProtocol>| p == Some(weft_model::AppProtocol::Tcp);
+        let main = tcp(protocol).then_some(service_port);
+        DeclaredPorts {
+            tcp: main.into_iter().chain(other.iter().filter(|p| tcp(p.protocol)).map(|p| p.port)).collect(),
+            http: other.iter().filter(|p| !tcp(p.protocol)).map(|p| p.port).collect(),
+        }
+    }
+}
+
+/// Keeps of the config's app ports only those the sidecar declared (when it declared any)
+/// and never one of its own.
+pub(crate) fn restrict_ports(config: &mut ProxyConfig, declared: Option<&DeclaredPorts>) {
+    let inbound = &mut config.inbound;
+    let open = |p: &u16, of: fn(&DeclaredPorts) -> &Vec<u16>| {
+        !RESERVED_PORTS.contains(p) && declared.is_none_or(|d| of(d).contains(p))
+    };
+    inbound.tcp_ports.retain(|p| open(p, |d| &d.tcp));
+    inbound.http_ports.retain(|p| open(p, |d| &d.http));
 }
 
 impl Shared {
@@ -73,6 +116,7 @@ impl Shared {
     pub fn apply(&self, mut config: ProxyConfig) -> Result<String, ValidationError> {
         let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         speak_to_app(&mut config, self.app_protocol);
+        restrict_ports(&mut config, self.declared_ports.as_ref());
         let snapshot = Snapshot::compile_with(config, &self.endpoints, self.app_override, &self.dns.answers())?;
         self.dns.want(&snapshot.config);
         let version = snapshot.config.version.clone();
@@ -81,6 +125,7 @@ impl Shared {
         self.snapshot.swap(snapshot).retire();
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         self.applied.notify_one();
+        self.epoch.send_modify(|n| *n += 1);
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.metrics.config_applied.inc();
         Ok(version)

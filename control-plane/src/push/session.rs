@@ -74,8 +74,11 @@ fn admit(ctx: &Context, peer: &Peer, id: &SpiffeId, hello: &Hello) -> Result<Adm
     if hello.other_ports.len() > MAX_OTHER_PORTS {
         return Err(format!("{} other ports: at most {MAX_OTHER_PORTS}", hello.other_ports.len()));
     }
-    if hello.other_ports.iter().any(|p| p.port == 0 || Some(p.port) == hello.port) {
-        return Err("other ports must be port numbers other than the service port".into());
+    if hello.other_ports.iter().any(|p| p.port == 0 || Some(p.port) == hello.port || (15000..=15090).contains(&p.port))
+    {
+        return Err(
+            "other ports must be port numbers other than the service port and the sidecar's own 15000-15090".into()
+        );
     }
     let address = match (&hello.service, &hello.address) {
         (Some(service), Some(address)) => {

@@ -19,6 +19,9 @@ pub(super) struct Translator<'a> {
     /// The Gateways (`namespace/name`) that make this workload an ingress gateway; empty
     /// for a sidecar.
     pub(super) gateways: Vec<String>,
+    /// The other port of a multi-port service whose routes are being made: a destination
+    /// without `port` whose service serves it takes it (Istio's listener port).
+    pub(super) listener_port: Option<u16>,
 }
 
 /// `exportTo` as Istio reads it: empty or `*` is everyone, `.` the resource's namespace.

@@ -193,7 +193,7 @@ impl<'a> Translator<'a> {
                     }
                 }
                 claimed.insert(host.clone(), who.clone());
-                services.insert(host, model::Service { routes });
+                services.insert(host, model::Service { routes, ports: Default::default() });
             }
         }
         servers

@@ -62,19 +62,20 @@ fn app_protocol(registry: &Registry, workload: &model::Workload) -> model::Upstr
     }
 }
 
-/// The TCP ports of the workload's own instances (its service's instances with its labels):
-/// the only ports its sidecar relays a peer's TCP connection to.
-fn own_tcp_ports(registry: &Registry, workload: &model::Workload) -> Vec<u16> {
-    let Some(app) = workload.labels.get("app") else { return Vec::new() };
+/// The TCP ports, and the other HTTP ports, of the workload's own instances (its service's
+/// instances with its labels and service account): the only ports its sidecar takes a
+/// peer's connection to, beside the app's main one.
+fn own_ports(registry: &Registry, workload: &model::Workload) -> (Vec<u16>, Vec<u16>) {
+    let Some(app) = workload.labels.get("app") else { return Default::default() };
     let fqdn = format!("{app}.{}.{}", workload.namespace, crate::registry::CLUSTER_DOMAIN);
-    let Some(own) = registry.service(&fqdn) else { return Vec::new() };
-    let ports: std::collections::BTreeSet<u16> = own
-        .instances
-        .iter()
-        .filter(|i| i.labels == workload.labels && i.service_account == workload.service_account)
-        .flat_map(|i| i.tcp_ports())
-        .collect();
-    ports.into_iter().collect()
+    let Some(own) = registry.service(&fqdn) else { return Default::default() };
+    let mine = || {
+        own.instances.iter().filter(|i| i.labels == workload.labels && i.service_account == workload.service_account)
+    };
+    let tcp: std::collections::BTreeSet<u16> = mine().flat_map(|i| i.tcp_ports()).collect();
+    let http: std::collections::BTreeSet<u16> =
+        mine().flat_map(|i| i.other_http_ports()).filter(|p| !tcp.contains(p)).collect();
+    (tcp.into_iter().collect(), http.into_iter().collect())
 }
 
 /// Compiles the config of `workload`; server identities are SPIFFE IDs of `trust_domain`.
@@ -94,6 +95,7 @@ pub fn translate_in(
         warnings: Vec::new(),
         clusters: BTreeMap::new(),
         gateways: selected.iter().map(|g| g.name.clone()).collect(),
+        listener_port: None,
     };
     let mut services = BTreeMap::new();
     // A gateway routes only the hosts of the VirtualServices bound to its Gateways.
@@ -101,21 +103,41 @@ pub fn translate_in(
     let mut tcp = Vec::new();
     for svc in registry.services().into_iter().filter(|_| selected.is_empty()) {
         let fqdn = svc.fqdn();
-        // A service whose port is TCP has no HTTP routes (Istio: a `tcp_proxy` listener).
-        if svc.protocol() != Some(model::AppProtocol::Tcp) {
-            let routes = match t.virtual_service_for(&fqdn) {
-                Some((vs, ns)) => t.routes(vs, ns, svc.port),
-                None => vec![t.default_route(&svc)],
+        // A service whose port is TCP has no HTTP routes on it (Istio: a `tcp_proxy` listener).
+        let routes = match t.virtual_service_for(&fqdn) {
+            _ if svc.protocol() == Some(model::AppProtocol::Tcp) => Vec::new(),
+            Some((vs, ns)) => t.routes(vs, ns, svc.port),
+            None => vec![t.default_route(&svc)],
+        };
+        // Each other HTTP port gets its own routes (Istio: a route configuration per port).
+        let mut ports = BTreeMap::new();
+        for port in svc.other_http_ports() {
+            t.listener_port = Some(port);
+            let on_port = match t.virtual_service_for(&fqdn) {
+                Some((vs, ns)) => t.routes(vs, ns, port),
+                None => vec![t.route_to(&fqdn, port)],
             };
-            if !routes.is_empty() {
-                services.insert(fqdn.clone(), model::Service { routes });
+            t.listener_port = None;
+            if !on_port.is_empty() {
+                ports.insert(port, on_port);
             }
         }
+        if !routes.is_empty() || !ports.is_empty() {
+            services.insert(fqdn.clone(), model::Service { routes, ports });
+        }
         for port in svc.tcp_ports() {
-            tcp.push(model::TcpService { port, cluster: t.cluster(&fqdn, port, None) });
+            let cluster = t.cluster(&fqdn, port, None);
+            // Only the instances that serve the port as TCP: another's sidecar would close it.
+            let serving: Vec<&str> =
+                svc.instances.iter().filter(|i| i.tcp_ports().any(|p| p == port)).map(|i| i.address.as_str()).collect();
+            if let Some(c) = t.clusters.get_mut(&cluster) {
+                c.endpoints.retain(|e| serving.contains(&e.address.as_str()));
+            }
+            tcp.push(model::TcpService { port, cluster });
         }
     }
     let egress = if selected.is_empty() { t.external(&mut services) } else { Vec::new() };
+    let (tcp_ports, http_ports) = own_ports(registry, workload);
     let clusters = std::mem::take(&mut t.clusters);
     Translation {
         config: model::ProxyConfig {
@@ -129,7 +151,8 @@ pub fn translate_in(
                 mtls: peer_authentication(resources, workload),
                 authz: authorization(resources, workload),
                 jwt: request_authentication(resources, workload, &mut t.warnings),
-                tcp_ports: own_tcp_ports(registry, workload),
+                tcp_ports,
+                http_ports,
                 ..Default::default()
             },
             outbound_traffic_policy: outbound_traffic_policy(resources, workload, &mut t.warnings),

@@ -101,7 +101,7 @@ impl<'a> Translator<'a> {
                     None => vec![self.route_to(host, first.number as u16)],
                 };
                 if !routes.is_empty() {
-                    services.insert(host.clone(), model::Service { routes });
+                    services.insert(host.clone(), model::Service { routes, ports: Default::default() });
                 }
             }
         }

@@ -228,7 +228,10 @@ impl Translator<'_> {
         let entry_port = |t: &mut Self| t.service_entry_for(&fqdn).map(|e| e.port.number as u16);
         let port = match (port, self.registry.service(&fqdn)) {
             (Some(PortSelector { number }), _) => *number as u16,
-            (None, Some(s)) => s.port,
+            (None, Some(s)) => match self.listener_port {
+                Some(p) if s.other_http_ports().contains(&p) => p,
+                _ => s.port,
+            },
             (None, None) => entry_port(self).unwrap_or(80),
         };
         if self.registry.service(&fqdn).is_none() && entry_port(self).is_none() {

@@ -230,6 +230,11 @@ pub struct Service {
     /// Routes, evaluated in order; the first whose match succeeds wins.
     /// No route matching gives 404 with flag `NR`.
     pub routes: Vec<Route>,
+    /// The routes of the service's other HTTP ports (a multi-port Service), by port: a
+    /// request for one of them (the port in its authority, else the port a captured
+    /// connection was going to) is routed by these instead of `routes`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<u16, Vec<Route>>,
 }
 
 /// One HTTP route (Istio: one `http[]` rule of a VirtualService).
@@ -783,6 +788,11 @@ pub struct Inbound {
     /// that port; no other port is ever dialled for a peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp_ports: Vec<u16>,
+    /// The app's other HTTP ports (a multi-port Service): a peer's request whose mesh mTLS
+    /// names one of them goes to the app's host on that port; any other name reaches the
+    /// app's main port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_ports: Vec<u16>,
 }
 
 impl ProxyConfig {

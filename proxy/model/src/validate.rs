@@ -82,11 +82,20 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
         if host.is_empty() || host.contains(':') || host.contains('/') {
             return p.err("a service key is a host name without port or path");
         }
-        if service.routes.is_empty() {
+        if service.routes.is_empty() && service.ports.is_empty() {
             return p.field("routes").err("a service needs at least one route");
         }
         for (i, route) in service.routes.iter().enumerate() {
             route_rules(&p.field("routes").index(i), route, c)?;
+        }
+        for (port, routes) in &service.ports {
+            let p = p.field("ports").key(&port.to_string());
+            if *port == 0 || routes.is_empty() {
+                return p.err("a port number (1-65535) with at least one route");
+            }
+            for (i, route) in routes.iter().enumerate() {
+                route_rules(&p.index(i), route, c)?;
+            }
         }
     }
     for (i, policy) in inbound.authz.iter().enumerate() {
@@ -127,9 +136,11 @@ pub(crate) fn config(c: &ProxyConfig) -> Result {
             return p.err("listed twice");
         }
     }
-    for (i, port) in inbound.tcp_ports.iter().enumerate() {
+    let ports =
+        inbound.tcp_ports.iter().map(|p| ("tcpPorts", p)).chain(inbound.http_ports.iter().map(|p| ("httpPorts", p)));
+    for (i, (field, port)) in ports.enumerate() {
         if *port == 0 {
-            return Path::root("inbound").field("tcpPorts").index(i).err("must be a port number (1-65535)");
+            return Path::root("inbound").field(field).err(format!("entry {i}: must be a port number (1-65535)"));
         }
     }
     if let Some(app) = &inbound.app {

@@ -95,17 +95,24 @@ impl Snapshot {
         let mut wildcards = Vec::new();
         let mut vhosts = Vec::with_capacity(config.services.len());
         for (host, service) in &config.services {
-            let routes = service
-                .routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    Route::compile(i, r).map_err(|e| ValidationError {
-                        path: format!("services[{host:?}].routes[{i}]"),
-                        message: e.to_string(),
+            let compile = |routes: &[weft_model::Route], at: &str| {
+                routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        Route::compile(i, r).map_err(|e| ValidationError {
+                            path: format!("services[{host:?}].{at}[{i}]"),
+                            message: e.to_string(),
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let routes = compile(&service.routes, "routes")?;
+            let ports = service
+                .ports
+                .iter()
+                .map(|(port, routes)| Ok((*port, compile(routes, &format!("ports[{port}]"))?)))
+                .collect::<Result<Vec<_>, ValidationError>>()?;
             match host.strip_prefix('*') {
                 Some(suffix) => wildcards.push((suffix.to_ascii_lowercase(), vhosts.len())),
                 None => {
@@ -114,7 +121,7 @@ impl Snapshot {
                     }
                 }
             }
-            vhosts.push(VirtualHost { name: host.as_str().into(), routes });
+            vhosts.push(VirtualHost { name: host.as_str().into(), routes, ports });
         }
 
         let mut wanted = Vec::with_capacity(config.clusters.len() + 1);
@@ -146,6 +153,8 @@ impl Snapshot {
                         })?)),
                         None => None,
                     },
+                    mesh_sni: crate::net::tcp::sni_of_cluster(name)
+                        .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok()),
                 },
                 endpoints,
             });

@@ -10,6 +10,7 @@ use crate::ops::telemetry::{Record, Reporter};
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Istio's cluster name for inbound traffic to a port the workload does not declare.
@@ -36,11 +37,19 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }
-    // The port the peer was going to (captured), else the app's: Istio's `ports`
+    // One of the app's other HTTP ports, named by a mesh peer's SNI (Istio's client names
+    // the port there); any other name is the app's main port.
+    let named = conn
+        .sni
+        .as_deref()
+        .and_then(crate::net::tcp::port_of_sni)
+        .filter(|p| snap.config.inbound.http_ports.contains(p));
+    // The port the peer was going to (captured, or named), else the app's: Istio's `ports`
     // and `destination.port` name the workload port the connection was for.
-    let port = match conn.original_dst {
-        Some(dst) => dst.port(),
-        None => snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port()),
+    let port = match (conn.original_dst, named) {
+        (Some(dst), _) => dst.port(),
+        (None, Some(port)) => port,
+        (None, None) => snap.inbound.as_ref().and_then(|c| c.balancer.endpoints().first()).map_or(0, |e| e.addr.port()),
     };
     if let Err(e) = crate::http::policy::admit(&shared, &snap, &conn, &mut parts, &mut record, port) {
         return record.reply(&e, Default::default());
@@ -50,9 +59,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     };
     // A captured port other than the app's goes where it was going (Istio's inbound
     // passthrough), never to the app's port: authorization judged the port it was going to.
-    let app_port = app.balancer.endpoints().first().map(|e| e.addr.port());
-    if let Some(dst) = conn.original_dst.filter(|d| Some(d.port()) != app_port) {
-        record.cluster = Some(INBOUND_PASSTHROUGH.into());
+    let app_addr = app.balancer.endpoints().first().map(|e| e.addr);
+    let app_port = app_addr.map(|a| a.port());
+    let elsewhere = match conn.original_dst.filter(|d| Some(d.port()) != app_port) {
+        Some(dst) => Some((dst, INBOUND_PASSTHROUGH.into())),
+        // The app's other port, on the app's own host, as its own inbound cluster (Istio's name).
+        None => named.zip(app_addr).map(|(p, a)| (SocketAddr::new(a.ip(), p), format!("inbound|{p}||").into())),
+    };
+    if let Some((dst, cluster)) = elsewhere {
+        record.cluster = Some(cluster);
         let req = Request::from_parts(parts, incoming);
         return match crate::net::intercept::send_once(dst, req).await {
             Ok(response) => record.respond(response.map(body::incoming)),

@@ -148,8 +148,13 @@ async fn route_and_forward<'s>(
         authority: &record.authority,
         headers: &parts.headers,
     };
+    // The port the request is for: its authority's, else where a captured connection was going.
+    let port = crate::http::headers::split_port(&record.authority)
+        .1
+        .and_then(|p| p.parse().ok())
+        .or(conn.original_dst.map(|d| d.port()));
     let (route, hit) =
-        vhost.select(&view).ok_or_else(|| (ProxyError::NoRoute { service: vhost.name.to_string() }, none))?;
+        vhost.select(port, &view).ok_or_else(|| (ProxyError::NoRoute { service: vhost.name.to_string() }, none))?;
     record.route = Some(route.name.clone());
 
     // CORS first, as Envoy's filter chain runs it: an allowed preflight never reaches faults or the app.

@@ -394,12 +394,21 @@ fn substitution(envoy: &str) -> String {
 pub struct VirtualHost {
     pub name: Arc<str>,
     pub routes: Vec<Route>,
+    /// The routes of the service's other HTTP ports, by port.
+    pub ports: Vec<(u16, Vec<Route>)>,
 }
 
 impl VirtualHost {
-    /// First route whose match accepts the request, and the match entry that did.
-    pub fn select(&self, req: &RequestView<'_>) -> Option<(&Route, Option<&MatchRule>)> {
-        self.routes.iter().find_map(|r| r.matching(req).map(|m| (r, m)))
+    /// First route whose match accepts the request, and the match entry that did: among the
+    /// routes of `port` when it is one of the service's other ports, else the service's own.
+    pub fn select(&self, port: Option<u16>, req: &RequestView<'_>) -> Option<(&Route, Option<&MatchRule>)> {
+        let routes = match port {
+            Some(port) if !self.ports.is_empty() => {
+                self.ports.iter().find(|(p, _)| *p == port).map_or(&self.routes, |(_, routes)| routes)
+            }
+            _ => &self.routes,
+        };
+        routes.iter().find_map(|r| r.matching(req).map(|m| (r, m)))
     }
 }
 

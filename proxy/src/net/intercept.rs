@@ -198,48 +198,10 @@ pub async fn tcp_passthrough(
     cluster: std::sync::Arc<str>,
 ) {
     let start = std::time::Instant::now();
-    let (flags, received, sent) = connect_and_relay(client, dst, || telemetry.opened(&cluster)).await;
-    let duration = start.elapsed();
+    let counts = crate::net::relay::Counts::default();
+    let flags = crate::net::relay::connect_and_relay(client, dst, || telemetry.opened(&cluster), &counts).await;
+    let (received, sent, duration) = (counts.received(), counts.sent(), start.elapsed());
     telemetry.closed(&TcpConnection { dst, cluster, flags, received, sent, duration });
-}
-
-/// Connects to `target` and [`relay`]s `downstream` to it, calling `opened` once connected:
-/// Envoy's flags (`-`, or `UF` when the connection failed) and the bytes each way.
-pub async fn connect_and_relay<D>(downstream: D, target: SocketAddr, opened: impl FnOnce()) -> (&'static str, u64, u64)
-where
-    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match tokio::net::TcpStream::connect(target).await {
-        Ok(upstream) => {
-            let _ = upstream.set_nodelay(true);
-            opened();
-            let (received, sent, ended) = relay(downstream, upstream).await;
-            if let Err(e) = ended {
-                tracing::debug!("TCP to {target} ended: {e}");
-            }
-            ("-", received, sent)
-        }
-        Err(e) => {
-            tracing::debug!("TCP to {target}: {e}");
-            ("UF", 0, 0)
-        }
-    }
-}
-
-/// Copies bytes both ways between `downstream` and `upstream` until both directions have
-/// ended (each end of stream is passed on as a half-close): bytes received from the
-/// downstream, bytes sent back to it, and the first error.
-pub async fn relay<D, U>(downstream: D, upstream: U) -> (u64, u64, std::io::Result<()>)
-where
-    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut from_down, mut to_down) = tokio::io::split(downstream);
-    let (mut from_up, mut to_up) = tokio::io::split(upstream);
-    let (mut received, mut sent) = (0u64, 0u64);
-    let both =
-        tokio::try_join!(pipe(&mut from_down, &mut to_up, &mut received), pipe(&mut from_up, &mut to_down, &mut sent));
-    (received, sent, both.map(|_| ()))
 }
 
 /// A captured TCP connection refused under REGISTRY_ONLY: closed at once, and reported.
@@ -263,24 +225,6 @@ fn closed_at_once(dst: SocketAddr, cluster: std::sync::Arc<str>, flags: &'static
 /// Istio's names for traffic to destinations outside the mesh.
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
-
-/// One direction: reads until end of stream, then half-closes the other side.
-async fn pipe<R, W>(from: &mut R, to: &mut W, count: &mut u64) -> std::io::Result<()>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
-        }
-        to.write_all(&buf[..n]).await?;
-        *count += n as u64;
-    }
-}
 
 /// Where a redirected connection was going (`SO_ORIGINAL_DST`); `None` when it
 /// was not redirected (explicit mode) or the kernel does not say.

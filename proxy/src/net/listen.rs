@@ -41,7 +41,8 @@ pub struct Conn {
     pub original_dst: Option<std::net::SocketAddr>,
     /// TLS was terminated here (inbound mTLS, a gateway's HTTPS server).
     pub tls: bool,
-    /// The name a gateway client's ClientHello asked for (SNI).
+    /// The name the ClientHello asked for (SNI): a gateway's server, or, from a mesh peer,
+    /// Istio's `outbound_.PORT_.SUBSET_.HOST` naming the port it is for.
     pub sni: Option<Arc<str>>,
     /// The fingerprint of the TLS policy a gateway connection was accepted under (its
     /// settings and client CA; none: plaintext): a request on it is served only while its
@@ -333,18 +334,20 @@ async fn secure<H, F>(
     H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let Some((first, n)) = first_bytes(&stream).await else { return };
     // Where a captured peer was going: authorization's `ports` is that port, not the app's.
     let original_dst = crate::net::intercept::original_dst(&stream);
+    // Captured to one of the app's TCP ports: a caller outside Weft's mesh (a Weft peer dials
+    // the inbound listener itself), relayed as it comes, server-first protocols and the app's
+    // own TLS included, without waiting for a byte; refused under STRICT.
+    if let Some(dst) = original_dst.filter(|d| sec.serves_tcp(d.port())) {
+        return crate::net::tcp::inbound(stream, Some(dst.port()), None, remote, &*sec).await;
+    }
+    let Some((first, n)) = first_bytes(&stream).await else { return };
     let mode = sec.mode();
     if !crate::security::tls::looks_like_tls(&first[..n]) {
         if mode == MtlsMode::Strict {
             sec.refused("plaintext under STRICT");
             return;
-        }
-        // Plaintext to one of the app's TCP ports (PERMISSIVE): relayed, authorized without a principal.
-        if let Some(dst) = original_dst.filter(|d| sec.serves_tcp(d.port())) {
-            return crate::net::tcp::inbound(stream, Some(dst.port()), None, remote, &*sec).await;
         }
         // Served while the mode allows it: a switch to STRICT refuses this connection's next request.
         let conn = Conn { remote, original_dst, ..Conn::default() };
@@ -373,7 +376,9 @@ async fn secure<H, F>(
         let port = session.server_name().and_then(crate::net::tcp::port_of_sni);
         return crate::net::tcp::inbound(tls, port, Some(&peer), remote, &*sec).await;
     }
-    let conn = Conn { peer: Some(peer.into()), remote, original_dst, tls: true, ..Conn::default() };
+    // The SNI names the port the peer is for (a multi-port service's other HTTP port).
+    let sni = session.server_name().map(Arc::from);
+    let conn = Conn { peer: Some(peer.into()), remote, original_dst, tls: true, sni, ..Conn::default() };
     serve_io(builder, watcher, TokioIo::new(tls), handler, conn, None).await
 }
 

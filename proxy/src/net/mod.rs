@@ -3,4 +3,5 @@
 pub mod intercept;
 pub mod iptables;
 pub mod listen;
+pub mod relay;
 pub mod tcp;

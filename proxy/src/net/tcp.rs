@@ -12,7 +12,8 @@
 //! (PERMISSIVE) is relayed the same way, without a principal. Both sides report Istio's
 //! `istio_tcp_*` metrics.
 
-use crate::net::intercept::{connect_and_relay, relay, Capture, MeshTcp, TcpConnection};
+use crate::net::intercept::{Capture, MeshTcp, TcpConnection};
+use crate::net::relay::{connect_and_relay, relay, Counts, IDLE_TIMEOUT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,6 +25,18 @@ pub const ALPN: &[u8] = b"weft-tcp";
 /// Istio's SNI for mesh mTLS to `host`'s `port`: `outbound_.PORT_._.HOST`.
 pub fn sni(port: u16, host: &str) -> String {
     format!("outbound_.{port}_._.{host}")
+}
+
+/// Istio's SNI for mesh mTLS to a cluster `outbound|PORT|SUBSET|HOST`:
+/// `outbound_.PORT_.SUBSET_.HOST` (none for a cluster named otherwise).
+pub fn sni_of_cluster(cluster: &str) -> Option<String> {
+    let mut parts = cluster.split('|');
+    let (Some("outbound"), Some(port), Some(subset), Some(host), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some(format!("outbound_.{port}_.{subset}_.{host}"))
 }
 
 /// The port an Istio-style SNI names.
@@ -59,22 +72,22 @@ pub async fn outbound(client: tokio::net::TcpStream, dst: SocketAddr, target: Me
         let _ = stream.set_nodelay(true);
         tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| format!("mTLS: {e}"))
     };
-    let (flags, received, sent) = match tokio::time::timeout(target.connect_timeout, connect).await {
+    let counts = Counts::default();
+    let flags = match tokio::time::timeout(target.connect_timeout, connect).await {
         Ok(Ok(upstream)) => {
             telemetry.opened(&target.cluster);
-            let (received, sent, ended) = relay(client, upstream).await;
-            if let Err(e) = ended {
+            if let Err(e) = relay(client, upstream, &counts, IDLE_TIMEOUT).await {
                 tracing::debug!("mesh TCP to {dst} via {} ended: {e}", target.endpoint);
             }
-            ("-", received, sent)
+            "-"
         }
         Ok(Err(e)) => {
             tracing::debug!("mesh TCP to {dst} via {}: {e}", target.endpoint);
-            ("UF", 0, 0)
+            "UF"
         }
-        Err(_) => ("UF", 0, 0),
+        Err(_) => "UF",
     };
-    let duration = start.elapsed();
+    let (received, sent, duration) = (counts.received(), counts.sent(), start.elapsed());
     telemetry.closed(&TcpConnection { dst, cluster: target.cluster, flags, received, sent, duration });
 }
 
@@ -82,35 +95,55 @@ pub async fn outbound(client: tokio::net::TcpStream, dst: SocketAddr, target: Me
 pub trait InboundTcp: Send + Sync + 'static {
     /// Whether `port` is one of the app's TCP ports.
     fn serves_tcp(&self, port: u16) -> bool;
-    /// The app's address on `port` for a connection from `peer` (none: plaintext) at
-    /// `remote`, once authorized; `Err`: why it is closed (counted).
-    fn tcp_target(&self, port: u16, peer: Option<&str>, remote: Option<SocketAddr>) -> Result<SocketAddr, String>;
+    /// The app's address on `port` (none: the SNI named no port) for a connection from
+    /// `peer` (none: plaintext) at `remote`, under the live config's ports, mTLS mode and
+    /// authorization; `Err`: why it is closed (counted).
+    fn tcp_target(
+        &self,
+        port: Option<u16>,
+        peer: Option<&str>,
+        remote: Option<SocketAddr>,
+    ) -> Result<SocketAddr, String>;
+    /// Changes each time a config is applied (open connections are judged again).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// A connection to the app was opened.
     fn tcp_opened(&self, peer: Option<&str>);
     /// A relayed connection ended (`reporter="destination"`).
     fn tcp_closed(&self, peer: Option<&str>, connection: &TcpConnection);
 }
 
-/// Relays a peer's connection for the app's TCP `port` (none: the SNI named no port) to the app.
+/// Relays a peer's connection for the app's TCP `port` (none: the SNI named no port) to the
+/// app. Each new config judges it again, as Envoy drains connections of a changed listener:
+/// a DENY, a port no longer the app's or a switch to STRICT closes it.
 pub async fn inbound<I>(io: I, port: Option<u16>, peer: Option<&str>, remote: Option<SocketAddr>, app: &dyn InboundTcp)
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(port) = port else {
-        tracing::debug!("mesh TCP from {remote:?} names no port: closed");
-        return;
-    };
+    let mut changes = app.changes();
     let target = match app.tcp_target(port, peer, remote) {
         Ok(target) => target,
         Err(why) => {
-            tracing::debug!("mesh TCP from {remote:?} to port {port} closed: {why}");
+            tracing::debug!("TCP from {remote:?} to port {port:?} closed: {why}");
             return;
         }
     };
     let start = std::time::Instant::now();
-    let cluster: Arc<str> = format!("inbound|{port}||").into();
-    let (flags, received, sent) = connect_and_relay(io, target, || app.tcp_opened(peer)).await;
-    let duration = start.elapsed();
+    let counts = Counts::default();
+    let relayed = connect_and_relay(io, target, || app.tcp_opened(peer), &counts);
+    tokio::pin!(relayed);
+    let flags = loop {
+        tokio::select! {
+            flags = &mut relayed => break flags,
+            Ok(()) = changes.changed() => {
+                if let Err(why) = app.tcp_target(port, peer, remote) {
+                    tracing::debug!("TCP from {remote:?} to {target} closed by a new config: {why}");
+                    break "-";
+                }
+            }
+        }
+    };
+    let cluster: Arc<str> = format!("inbound|{}||", target.port()).into();
+    let (received, sent, duration) = (counts.received(), counts.sent(), start.elapsed());
     app.tcp_closed(peer, &TcpConnection { dst: target, cluster, flags, received, sent, duration });
 }
 
@@ -124,6 +157,14 @@ mod tests {
         assert_eq!(name, "outbound_.5432_._.db.production.svc.cluster.local");
         assert_eq!(port_of_sni(&name), Some(5432));
         assert!(rustls::pki_types::ServerName::try_from(name).is_ok(), "a name rustls sends");
+        let of = |c| sni_of_cluster(c);
+        assert_eq!(
+            of("outbound|9090|v1|order.prod.svc.cluster.local").as_deref(),
+            Some("outbound_.9090_.v1_.order.prod.svc.cluster.local")
+        );
+        assert_eq!(of("outbound|80||order").as_deref(), Some("outbound_.80_._.order"), "Istio's `_` for no subset");
+        assert_eq!(port_of_sni(&of("outbound|9090|v1|order").unwrap()), Some(9090));
+        assert_eq!(of("inbound|app"), None);
         for bad in ["weft.mesh", "outbound_.0_._.x", "outbound_.99999_._.x", "outbound_.x_._.y", "outbound_.5432"] {
             assert_eq!(port_of_sni(bad), None, "{bad}");
         }

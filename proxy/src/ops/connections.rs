@@ -32,9 +32,9 @@ impl Capture for Shared {
             return Some(Ok(MeshTcp { cluster: name, endpoint, tls: None, connect_timeout }));
         };
         let Some(leaf) = self.identity.as_ref().and_then(|i| i.current()) else { return Some(Err(name)) };
-        let host = name.rsplit('|').next().unwrap_or_default();
         let client = crate::security::identity::client_config(&leaf, &tls.identities, false).ok().and_then(|c| {
-            let server = rustls::pki_types::ServerName::try_from(crate::net::tcp::sni(dst.port(), host)).ok()?;
+            let sni = crate::net::tcp::sni_of_cluster(&name)?;
+            let server = rustls::pki_types::ServerName::try_from(sni).ok()?;
             let mut c = (*c).clone();
             c.alpn_protocols = vec![crate::net::tcp::ALPN.to_vec()];
             Some((Arc::new(c), server))
@@ -62,13 +62,22 @@ impl crate::net::tcp::InboundTcp for Shared {
         self.snapshot().config.inbound.tcp_ports.contains(&port)
     }
 
-    fn tcp_target(&self, port: u16, peer: Option<&str>, remote: Option<SocketAddr>) -> Result<SocketAddr, String> {
+    fn tcp_target(
+        &self,
+        port: Option<u16>,
+        peer: Option<&str>,
+        remote: Option<SocketAddr>,
+    ) -> Result<SocketAddr, String> {
         use crate::net::listen::InboundSecurity;
         let snap = self.snapshot();
         let config = &snap.config;
-        if !config.inbound.tcp_ports.contains(&port) {
+        let Some(port) = port.filter(|p| config.inbound.tcp_ports.contains(p)) else {
             self.refused("not a TCP port of the app");
-            return Err(format!("port {port} is not a TCP port of the app"));
+            return Err(format!("{port:?} is not a TCP port of the app"));
+        };
+        if peer.is_none() && config.inbound.mtls == weft_model::MtlsMode::Strict {
+            self.refused("plaintext under STRICT");
+            return Err("plaintext under STRICT".into());
         }
         let app = self.app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
         let app = app.ok_or("the app's address is unknown")?;
@@ -80,6 +89,10 @@ impl crate::net::tcp::InboundTcp for Shared {
             return Err(why);
         }
         Ok(SocketAddr::new(app.ip(), port))
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epoch.subscribe()
     }
 
     fn tcp_opened(&self, peer: Option<&str>) {

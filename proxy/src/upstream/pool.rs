@@ -28,6 +28,9 @@ pub struct PoolSettings {
     pub tls: Option<Arc<[String]>>,
     /// TLS to a server outside the mesh (DestinationRule `tls.mode: SIMPLE`).
     pub origination: Option<Arc<crate::security::tls::Origination>>,
+    /// The SNI of mesh mTLS: Istio's `outbound_.PORT_.SUBSET_.HOST`, which names the port
+    /// for the server's sidecar (a multi-port service); else [`crate::security::tls::MESH_SNI`].
+    pub mesh_sni: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Default for PoolSettings {
@@ -37,6 +40,7 @@ impl Default for PoolSettings {
             idle_timeout: weft_model::DEFAULT_IDLE_TIMEOUT,
             tls: None,
             origination: None,
+            mesh_sni: None,
         }
     }
 }
@@ -356,8 +360,11 @@ impl Pool {
         let leaf = identity.current().ok_or_else(|| fail("no workload certificate yet".into()))?;
         let config =
             crate::security::identity::client_config(&leaf, allowed, h2).map_err(|e| fail(format!("tls: {e}")))?;
-        let name =
-            rustls::pki_types::ServerName::try_from(crate::security::tls::MESH_SNI).map_err(|e| fail(e.to_string()))?;
+        let name = match &self.inner.settings.mesh_sni {
+            Some(name) => name.clone(),
+            None => rustls::pki_types::ServerName::try_from(crate::security::tls::MESH_SNI)
+                .map_err(|e| fail(e.to_string()))?,
+        };
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)
             .await

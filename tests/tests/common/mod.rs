@@ -173,7 +173,25 @@ pub async fn sidecar_full(
     tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
     protocol: Option<weft_model::AppProtocol>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
-    join(cp, w, service, app, token, tls, protocol, None).await
+    join(cp, w, service, app, token, tls, Ports { protocol, other: Vec::new() }, None).await
+}
+
+/// [`sidecar`] registering the service's other ports too (`--other-ports`).
+pub async fn sidecar_with_ports(
+    cp: &Cp,
+    w: Workload,
+    service: Option<&str>,
+    app: Option<SocketAddr>,
+    other: Vec<weft_model::ServicePort>,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
+    join(cp, w, service, app, None, None, Ports { protocol: None, other }, None).await
+}
+
+/// What a sidecar registers of its service's ports: the service port's protocol, the others.
+#[derive(Default)]
+struct Ports {
+    protocol: Option<weft_model::AppProtocol>,
+    other: Vec<weft_model::ServicePort>,
 }
 
 /// An ingress gateway (`weft-proxy gateway`) in control-plane mode with its workload
@@ -186,7 +204,7 @@ pub async fn gateway(
     let mut w = w;
     let (k, v) = weft_model::gateway::ROLE_LABEL;
     w.labels.insert(k.into(), v.into());
-    join(cp, w, None, None, None, None, None, Some(options)).await
+    join(cp, w, None, None, None, None, Ports::default(), Some(options)).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -197,7 +215,7 @@ async fn join(
     app: Option<SocketAddr>,
     token: Option<String>,
     tls: Option<weft_proxy::security::identity::ControlPlaneTls>,
-    protocol: Option<weft_model::AppProtocol>,
+    ports: Ports,
     gateway: Option<weft_proxy::gateway::GatewayOptions>,
 ) -> (Running, tokio::sync::watch::Sender<bool>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -216,6 +234,7 @@ async fn join(
         inbound: any,
         admin: any,
         app,
+        declared_ports: Some(weft_proxy::state::DeclaredPorts::new(ports.protocol, 80, &ports.other)),
         access_log: false,
         wait_for_config: true,
         gateway: gateway.clone(),
@@ -244,8 +263,8 @@ async fn join(
         address: gateway.is_none().then(|| running.inbound.to_string()),
         port: Some(80),
         applied_version: None,
-        protocol,
-        other_ports: Vec::new(),
+        protocol: ports.protocol,
+        other_ports: ports.other,
         metrics_port: None,
     };
     let (goodbye, rx) = tokio::sync::watch::channel(false);
