@@ -240,7 +240,7 @@ async fn tls_connect(
     host: &str,
     tcp: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let spec = weft_model::TlsOrigination { sni: host.to_string(), ca_certificates: None };
+    let spec = weft_model::TlsOrigination { sni: host.to_string(), ..Default::default() };
     let tls = weft_proxy::security::tls::Origination::new(&spec)?;
     tokio_rustls::TlsConnector::from(tls.config(false)).connect(tls.name.clone(), tcp).await.map_err(|e| e.to_string())
 }

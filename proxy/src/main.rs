@@ -153,8 +153,9 @@ struct Args {
     /// `weft-proxy gateway`: where the Gateway servers' ports are bound.
     #[arg(long, env = "WEFT_GATEWAY_ADDRESS", default_value = "0.0.0.0")]
     gateway_address: std::net::IpAddr,
-    /// `weft-proxy gateway`: where a server's `credentialName` is read, as a mounted TLS
-    /// Secret: `<dir>/<name>/tls.crt`, `tls.key`, and for MUTUAL `ca.crt`.
+    /// Where a `credentialName` is read, as a mounted TLS Secret: `<dir>/<name>/tls.crt`,
+    /// `tls.key`, `ca.crt` — a gateway server's certificate (and for MUTUAL its client CA), a
+    /// DestinationRule's client certificate (`tls.mode: MUTUAL`) and roots.
     #[arg(long, env = "WEFT_CREDENTIALS_DIR", default_value = "/etc/weft/credentials")]
     credentials_dir: PathBuf,
     /// `weft-proxy gateway`: proxies in front of the gateway whose `x-forwarded-for` entries
@@ -386,6 +387,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let options = ProxyOptions {
         app_protocol: args.app_protocol,
+        credentials_dir: args.credentials_dir.clone(),
         // In control-plane mode the flags say which of the app's ports peers may reach.
         declared_ports: args
             .config

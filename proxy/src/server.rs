@@ -32,6 +32,8 @@ pub struct ProxyOptions {
     /// The app's other ports its flags declared: a config opens no other one to peers.
     /// `None` (a static config): the config's `inbound.tcpPorts`/`httpPorts` as written.
     pub declared_ports: Option<crate::state::DeclaredPorts>,
+    /// Where a DestinationRule's `credentialName` is read (a mounted TLS Secret per name).
+    pub credentials_dir: std::path::PathBuf,
     /// How long in-flight requests may take to finish after shutdown starts.
     /// Istio's `terminationDrainDuration` default is 5 s.
     pub drain_timeout: Duration,
@@ -74,6 +76,7 @@ impl Default for ProxyOptions {
             app: None,
             app_protocol: None,
             declared_ports: None,
+            credentials_dir: "/etc/weft/credentials".into(),
             drain_timeout: Duration::from_secs(5),
             access_log: false,
             wait_for_config: false,
@@ -114,6 +117,7 @@ impl Proxy {
     ) -> Result<Running, StartError> {
         crate::state::speak_to_app(&mut config, options.app_protocol);
         crate::state::restrict_ports(&mut config, options.declared_ports.as_ref());
+        crate::state::mounted_credentials(&mut config, &options.credentials_dir);
         let metrics = Metrics::new(registry)?;
         let access_log = AccessLog::new(options.access_log, metrics.access_log_dropped.clone());
         let otlp =
@@ -143,6 +147,7 @@ impl Proxy {
             applied: Default::default(),
             epoch: tokio::sync::watch::channel(0).0,
             declared_ports: options.declared_ports.clone(),
+            credentials_dir: options.credentials_dir.clone(),
         });
 
         let bind = |addr: SocketAddr| async move {

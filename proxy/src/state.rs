@@ -49,6 +49,25 @@ pub struct Shared {
     pub(crate) epoch: tokio::sync::watch::Sender<u64>,
     /// The app's ports this sidecar's own flags declared; `None`: the config's word (a static file).
     pub(crate) declared_ports: Option<DeclaredPorts>,
+    /// Where a `credentialName` is read: `<dir>/<name>/tls.crt`, `tls.key`, `ca.crt`.
+    pub(crate) credentials_dir: std::path::PathBuf,
+}
+
+/// A DestinationRule's `credentialName` as the files of the TLS Secret mounted under `dir`:
+/// `tls.crt` and `tls.key` for MUTUAL, `ca.crt` as the roots when it has one and no
+/// `caCertificates` was given.
+pub(crate) fn mounted_credentials(config: &mut ProxyConfig, dir: &std::path::Path) {
+    for o in config.clusters.values_mut().filter_map(|c| c.tls_origination.as_mut()) {
+        let Some(secret) = o.credential_name.as_deref().map(|n| dir.join(n)) else { continue };
+        let file = |f: &str| secret.join(f).to_string_lossy().into_owned();
+        if o.mutual {
+            o.client_certificate = Some(file("tls.crt"));
+            o.private_key = Some(file("tls.key"));
+        }
+        if o.ca_certificates.is_none() && secret.join("ca.crt").is_file() {
+            o.ca_certificates = Some(file("ca.crt"));
+        }
+    }
 }
 
 /// The sidecar's own port range (Istio's 15000-15090): never an app port a peer may name.
@@ -117,6 +136,7 @@ impl Shared {
         let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         speak_to_app(&mut config, self.app_protocol);
         restrict_ports(&mut config, self.declared_ports.as_ref());
+        mounted_credentials(&mut config, &self.credentials_dir);
         let snapshot = Snapshot::compile_with(config, &self.endpoints, self.app_override, &self.dns.answers())?;
         self.dns.want(&snapshot.config);
         let version = snapshot.config.version.clone();
@@ -174,5 +194,55 @@ pub(crate) fn speak_to_app(config: &mut ProxyConfig, protocol: Option<weft_model
     if let Some(p) = protocol {
         config.inbound.protocol =
             if p.is_http2() { weft_model::UpstreamProtocol::Http2 } else { weft_model::UpstreamProtocol::Http1 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> ProxyConfig {
+        let head = "apiVersion: weft.dev/v1alpha1\nworkload: {name: w, namespace: p, serviceAccount: w}\n";
+        serde_yaml::from_str(&format!("{head}{yaml}")).unwrap()
+    }
+
+    #[test]
+    fn a_credential_name_is_the_mounted_secrets_files() {
+        let dir = std::env::temp_dir().join(format!("weft-credentials-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("with-ca")).unwrap();
+        std::fs::write(dir.join("with-ca/ca.crt"), "").unwrap();
+        let mut c = config(
+            "clusters:\n  a: {tlsOrigination: {sni: a.example, credentialName: with-ca, mutual: true}}\n  b: {tlsOrigination: {sni: b.example, credentialName: no-ca, caCertificates: /roots.pem}}\n",
+        );
+        mounted_credentials(&mut c, &dir);
+        let a = c.clusters["a"].tls_origination.clone().unwrap();
+        let at = |f: &str| Some(dir.join(f).to_string_lossy().into_owned());
+        assert_eq!((a.client_certificate, a.private_key), (at("with-ca/tls.crt"), at("with-ca/tls.key")));
+        assert_eq!(a.ca_certificates, at("with-ca/ca.crt"), "the Secret's roots");
+        let b = c.clusters["b"].tls_origination.clone().unwrap();
+        assert_eq!(
+            (b.client_certificate, b.ca_certificates.as_deref()),
+            (None, Some("/roots.pem")),
+            "SIMPLE: roots as given"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_opens_only_declared_ports_and_never_the_sidecars_own() {
+        let mut c = config("inbound: {tcpPorts: [5432, 6379, 15000], httpPorts: [8081, 9090, 15021]}\n");
+        let declared = DeclaredPorts::new(
+            None,
+            80,
+            &[5432, 8081, 15000].map(|p| weft_model::ServicePort {
+                port: p,
+                protocol: (p == 5432 || p == 15000).then_some(weft_model::AppProtocol::Tcp),
+            }),
+        );
+        restrict_ports(&mut c, Some(&declared));
+        assert_eq!((c.inbound.tcp_ports.as_slice(), c.inbound.http_ports.as_slice()), (&[5432][..], &[8081][..]));
+        let mut static_file = config("inbound: {tcpPorts: [5432, 15000], httpPorts: [15090, 9090]}\n");
+        restrict_ports(&mut static_file, None);
+        assert_eq!((static_file.inbound.tcp_ports, static_file.inbound.http_ports), (vec![5432], vec![9090]));
     }
 }

@@ -38,6 +38,16 @@ async fn mesh() -> Mesh {
         gateway.shared.is_ready() && endpoints(&gateway, "order-service") == 1
     })
     .await;
+    // Nothing may move after this: each sidecar's status says it applied what it holds.
+    eventually("both statuses record the version each sidecar applied", || async {
+        let statuses = store.statuses().await.unwrap();
+        let applied = |r: &weft_proxy::Running, workload: &str| {
+            let version = r.shared.snapshot().config.version.clone();
+            statuses.iter().any(|s| s.workload == workload && s.acked_version.as_deref() == Some(version.as_str()))
+        };
+        statuses.len() == 2 && applied(&order, "order-v1") && applied(&gateway, "api-gateway")
+    })
+    .await;
     Mesh { c, etcd, store, _cp: cp, order, gateway, _goodbyes: vec![g1, g2] }
 }
 

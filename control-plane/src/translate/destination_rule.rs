@@ -144,7 +144,8 @@ impl<'a> Translator<'a> {
             let mut cluster = cluster_from(fqdn, &policy, speaks, Vec::new(), tls);
             self.entry_cluster(fqdn, &e, &selector, &mut cluster);
             if cluster.original_dst.is_some()
-                && (cluster.tls.is_some() || policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::Simple))
+                && (cluster.tls.is_some()
+                    || matches!(policy.tls.as_ref().and_then(|t| t.mode), Some(TlsMode::Simple | TlsMode::Mutual)))
             {
                 // Where the app was going cannot be verified against a mesh identity or a name here:
                 // fail closed (no endpoints, 503) rather than send plaintext.
@@ -153,29 +154,41 @@ impl<'a> Translator<'a> {
                 ));
                 cluster.original_dst = None;
             }
-            // The rest is refused by validation.
             if let Some(ClientTls {
-                mode: Some(TlsMode::Simple),
+                mode: Some(mode @ (TlsMode::Simple | TlsMode::Mutual)),
                 ca_certificates,
                 sni,
-                client_certificate: _,
-                private_key: _,
-                credential_name: _,
-                subject_alt_names: _,
-                insecure_skip_verify: _,
+                client_certificate,
+                private_key,
+                credential_name,
+                subject_alt_names,
+                insecure_skip_verify,
             }) = &policy.tls
             {
+                // Validation paired the client certificate with MUTUAL.
+                let mutual = *mode == TlsMode::Mutual;
                 cluster.tls_origination = Some(model::TlsOrigination {
                     sni: sni.clone().unwrap_or_else(|| fqdn.to_string()),
                     ca_certificates: ca_certificates.clone(),
+                    client_certificate: client_certificate.clone().filter(|_| mutual),
+                    private_key: private_key.clone().filter(|_| mutual),
+                    credential_name: credential_name.clone(),
+                    mutual,
+                    subject_alt_names: subject_alt_names.clone(),
+                    insecure_skip_verify: insecure_skip_verify.unwrap_or(false),
                 });
+                if insecure_skip_verify == &Some(true) {
+                    self.warnings.push(format!(
+                        "{fqdn}: insecureSkipVerify: the server's certificate is not verified (anyone on the path can answer)"
+                    ));
+                }
             }
             self.clusters.insert(name.clone(), cluster);
             return name;
         }
-        if policy.tls.as_ref().and_then(|t| t.mode) == Some(TlsMode::Simple) {
+        if let Some(mode @ (TlsMode::Simple | TlsMode::Mutual)) = policy.tls.as_ref().and_then(|t| t.mode) {
             self.warnings.push(format!(
-                "{fqdn} is in the mesh: tls mode SIMPLE is for destinations outside it (a ServiceEntry); mesh mTLS is used"
+                "{fqdn} is in the mesh: tls mode {mode:?} is for destinations outside it (a ServiceEntry); mesh mTLS is used"
             ));
         }
         let mut endpoints: Vec<model::Endpoint> = selected

@@ -575,16 +575,36 @@ impl OriginalDst {
     }
 }
 
-/// TLS originated by the sidecar: the server's certificate must chain to `caCertificates`
-/// (else the system's public roots) and be valid for `sni`.
+/// TLS originated by the sidecar (DestinationRule `tls.mode: SIMPLE` or `MUTUAL`): the
+/// server's certificate must chain to `caCertificates` (else the system's public roots) and
+/// be valid for `sni`, or carry one of `subjectAltNames`; MUTUAL presents a client certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsOrigination {
-    /// The name sent in SNI and checked in the server's certificate.
+    /// The name sent in SNI and, without `subjectAltNames`, checked in the server's certificate.
     pub sni: String,
     /// A PEM file of the roots to trust; absent: `/etc/ssl/certs/ca-certificates.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
+    /// MUTUAL: a PEM file of the client certificate chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// MUTUAL: a PEM file of its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// A TLS Secret mounted on the sidecar, read from its `--credentials-dir`: `tls.crt` and
+    /// `tls.key` (MUTUAL), `ca.crt` (the roots, when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
+    /// Present a client certificate (MUTUAL).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mutual: bool,
+    /// The server's certificate must name one of these (DNS or URI SAN) instead of `sni`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// The server's certificate is not verified at all (Istio's `insecureSkipVerify`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
 /// Mesh mTLS towards a cluster: the server's certificate must chain to the

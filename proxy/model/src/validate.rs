@@ -189,6 +189,12 @@ fn cluster_rules(p: &Path, c: &Cluster) -> Result {
         {
             return p.field("tlsOrigination").field("sni").err(format!("{:?} is not a host name", o.sni));
         }
+        if o.mutual && o.credential_name.is_none() && (o.client_certificate.is_none() || o.private_key.is_none()) {
+            return p.field("tlsOrigination").err("mutual needs clientCertificate and privateKey, or credentialName");
+        }
+        if o.credential_name.as_deref().is_some_and(|n| !crate::gateway::credential_name_ok(n)) {
+            return p.field("tlsOrigination").field("credentialName").err("not a Secret name");
+        }
     }
     for (i, name) in dns.iter().enumerate() {
         let ok = name.rsplit_once(':').is_some_and(|(host, port)| {

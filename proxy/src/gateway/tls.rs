@@ -2,33 +2,13 @@
 //! (a mounted Secret or Istio's file form), turned into a rustls server config, and
 //! read again when the files change (the gateway polls their size and mtime).
 
+use crate::security::tls::read_credential as read;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use weft_model::gateway::{Credential, ServerTls, ServerTlsMode, TlsVersion};
-
-/// The most a credential file may hold: certificates and keys are a few KiB.
-const MAX_FILE: u64 = 1 << 20;
-
-/// A credential file: a regular file (a mounted Secret's symlinks are followed) of at most
-/// [`MAX_FILE`] — never a device, a FIFO or a directory a YAML author points at.
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    if meta.len() > MAX_FILE {
-        return Err(format!("{} is larger than {MAX_FILE} bytes", path.display()));
-    }
-    let mut bytes = Vec::new();
-    use std::io::Read;
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE).read_to_end(&mut bytes))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(bytes)
-}
 
 /// The files a credential is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -288,7 +288,7 @@ pub fn client_config(
     allowed: &[String],
     h2: bool,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let verifier = Arc::new(crate::security::tls::SpiffeVerifier::new(leaf.anchors.clone(), allowed.to_vec()));
+    let verifier = Arc::new(crate::security::tls::ServerVerifier::new(leaf.anchors.clone(), allowed.to_vec()));
     let mut config = rustls::ClientConfig::builder_with_provider(crate::security::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -341,7 +341,7 @@ impl ControlPlaneTls {
         let leaf = self.identity.as_ref().and_then(|i| i.current());
         let anchors = leaf.as_ref().map_or_else(|| self.anchors.clone(), |l| l.anchors.clone());
         let verifier =
-            Arc::new(crate::security::tls::SpiffeVerifier::new(anchors, vec![self.control_plane_id.clone()]));
+            Arc::new(crate::security::tls::ServerVerifier::new(anchors, vec![self.control_plane_id.clone()]));
         let builder = rustls::ClientConfig::builder_with_provider(crate::security::tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?

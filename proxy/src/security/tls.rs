@@ -26,12 +26,37 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
+/// The most a credential file may hold: certificates and keys are a few KiB, Debian's
+/// bundle of public roots about 200 KiB.
+const MAX_CREDENTIAL_FILE: u64 = 1 << 20;
+
+/// A credential file a YAML author names (a gateway's or a DestinationRule's): a regular
+/// file (a mounted Secret's symlinks are followed) of at most 1 MiB — never a device, a
+/// FIFO or a directory.
+pub(crate) fn read_credential(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > MAX_CREDENTIAL_FILE {
+        return Err(format!("{} is larger than {MAX_CREDENTIAL_FILE} bytes", path.display()));
+    }
+    let mut bytes = Vec::new();
+    use std::io::Read;
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CREDENTIAL_FILE).read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
 /// Debian's bundle of public roots (package ca-certificates): what TLS origination
 /// trusts unless a DestinationRule names its own `caCertificates`.
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// TLS the sidecar originates to a server outside the mesh (DestinationRule
-/// `tls.mode: SIMPLE`): the server must chain to the roots and be valid for the SNI name.
+/// `tls.mode: SIMPLE` or `MUTUAL`): the server must chain to the roots and be valid for the
+/// SNI name or carry one of `subjectAltNames` (unless `insecureSkipVerify`); MUTUAL presents
+/// the client certificate.
 pub struct Origination {
     pub spec: weft_model::TlsOrigination,
     pub name: ServerName<'static>,
@@ -39,24 +64,52 @@ pub struct Origination {
 }
 
 impl Origination {
-    /// Reads the roots (`caCertificates`, else the system's) and builds the client side.
+    /// Reads the roots (`caCertificates`, else the system's) and, for MUTUAL, the client
+    /// certificate, and builds the client side.
     pub fn new(spec: &weft_model::TlsOrigination) -> Result<Self, String> {
         use rustls::pki_types::pem::PemObject;
-        let file = spec.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(file).map_err(|e| format!("reading {file}: {e}"))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{file}: {e}"))?;
-            roots.add(cert).map_err(|e| format!("{file}: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("{file} holds no certificate"));
-        }
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .map_err(|e| e.to_string())?;
+        let builder = if spec.insecure_skip_verify {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(ServerVerifier::insecure()))
+        } else {
+            let file = spec.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = read_credential(std::path::Path::new(file))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("{file}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("{file}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{file} holds no certificate"));
+            }
+            if spec.subject_alt_names.is_empty() {
+                builder.with_root_certificates(roots)
+            } else {
+                let verifier = ServerVerifier::subject_alt_names(roots.roots, spec.subject_alt_names.clone());
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
+            }
+        };
+        let config = if spec.mutual {
+            let (Some(cert), Some(key)) = (&spec.client_certificate, &spec.private_key) else {
+                return Err(format!(
+                    "MUTUAL without a client certificate (credentialName {:?} not read)",
+                    spec.credential_name
+                ));
+            };
+            let chain = CertificateDer::pem_slice_iter(&read_credential(std::path::Path::new(cert))?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{cert}: {e}"))?;
+            if chain.is_empty() {
+                return Err(format!("{cert} holds no certificate"));
+            }
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read_credential(std::path::Path::new(key))?)
+                .map_err(|e| format!("{key}: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))?
+        } else {
+            builder.with_no_client_auth()
+        };
         let name = ServerName::try_from(spec.sni.clone()).map_err(|e| format!("sni {:?}: {e}", spec.sni))?;
         Ok(Origination { spec: spec.clone(), name, config: Arc::new(config) })
     }
@@ -93,21 +146,58 @@ pub fn spiffe_id(der: &[u8]) -> Option<String> {
     })
 }
 
-/// Verifies a server: chain to the mesh root, then one of the allowed SPIFFE IDs.
+/// Verifies a server: chain to the roots, then one of the allowed names — its SPIFFE ID
+/// (mesh mTLS), or any of its DNS and URI SANs (a DestinationRule's `subjectAltNames`); or
+/// nothing at all (`insecureSkipVerify`). The handshake's signature is checked always.
 #[derive(Debug)]
-pub struct SpiffeVerifier {
+pub struct ServerVerifier {
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     allowed: Vec<String>,
     algs: WebPkiSupportedAlgorithms,
+    check: Check,
 }
 
-impl SpiffeVerifier {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    SpiffeId,
+    AnySan,
+    Nothing,
+}
+
+impl ServerVerifier {
+    /// Mesh mTLS: the chain, then a SPIFFE ID among `allowed`.
     pub fn new(anchors: Vec<rustls::pki_types::TrustAnchor<'static>>, allowed: Vec<String>) -> Self {
-        SpiffeVerifier { anchors, allowed, algs: algorithms() }
+        ServerVerifier { anchors, allowed, algs: algorithms(), check: Check::SpiffeId }
+    }
+
+    /// The chain, then any DNS or URI SAN among `allowed`.
+    pub fn subject_alt_names(anchors: Vec<rustls::pki_types::TrustAnchor<'static>>, allowed: Vec<String>) -> Self {
+        ServerVerifier { anchors, allowed, algs: algorithms(), check: Check::AnySan }
+    }
+
+    /// No check of the certificate (Istio's `insecureSkipVerify`).
+    pub fn insecure() -> Self {
+        ServerVerifier { anchors: Vec::new(), allowed: Vec::new(), algs: algorithms(), check: Check::Nothing }
     }
 }
 
-impl ServerCertVerifier for SpiffeVerifier {
+/// A certificate's DNS and URI subject alternative names.
+fn subject_alt_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -116,6 +206,9 @@ impl ServerCertVerifier for SpiffeVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.check == Check::Nothing {
+            return Ok(ServerCertVerified::assertion());
+        }
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| rustls::Error::General(format!("bad certificate: {e}")))?;
         cert.verify_for_usage(
@@ -127,7 +220,14 @@ impl ServerCertVerifier for SpiffeVerifier {
             None,
             None,
         )
-        .map_err(|e| rustls::Error::General(format!("server certificate not from the mesh root: {e}")))?;
+        .map_err(|e| rustls::Error::General(format!("server certificate not from the trusted roots: {e}")))?;
+        if self.check == Check::AnySan {
+            let names = subject_alt_names(end_entity);
+            if !names.iter().any(|n| self.allowed.contains(n)) {
+                return Err(rustls::Error::General(format!("server names {names:?} are none of {:?}", self.allowed)));
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
         let id = spiffe_id(end_entity)
             .ok_or_else(|| rustls::Error::General("server certificate has no SPIFFE ID".into()))?;
         if !self.allowed.contains(&id) {
@@ -206,4 +306,29 @@ pub fn looks_like_tls(first: &[u8]) -> bool {
 /// The identity the control plane proves on its TLS listener.
 pub fn control_plane_id(trust_domain: &str) -> String {
     format!("spiffe://{trust_domain}/ns/weft-system/sa/weft-control-plane")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_yaml_author_cannot_point_origination_at_a_device_a_directory_or_nothing() {
+        let spec = |ca: &str| weft_model::TlsOrigination {
+            sni: "api.example".into(),
+            ca_certificates: Some(ca.into()),
+            ..Default::default()
+        };
+        for (path, why) in
+            [("/dev/zero", "not a regular file"), ("/etc", "not a regular file"), ("/nonexistent.pem", "No such file")]
+        {
+            let err = Origination::new(&spec(path)).unwrap_err();
+            assert!(err.contains(why), "{path}: {err}");
+        }
+        let mutual =
+            weft_model::TlsOrigination { mutual: true, credential_name: Some("partner".into()), ..spec(SYSTEM_ROOTS) };
+        assert!(Origination::new(&mutual).unwrap_err().contains("MUTUAL without a client certificate"));
+        let insecure = weft_model::TlsOrigination { insecure_skip_verify: true, ..spec("/dev/zero") };
+        assert!(Origination::new(&insecure).is_ok(), "no roots are read when nothing is verified");
+    }
 }

@@ -215,21 +215,27 @@ pub struct OutlierDetection {
 pub struct ClientTls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<TlsMode>,
+    /// MUTUAL: a PEM file of the client certificate chain on the sidecar's file system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_certificate: Unsupported,
+    pub client_certificate: Option<String>,
+    /// MUTUAL: a PEM file of its private key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_key: Unsupported,
-    /// A PEM file of roots on the sidecar's file system (SIMPLE).
+    pub private_key: Option<String>,
+    /// A PEM file of roots on the sidecar's file system (SIMPLE, MUTUAL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
+    /// A TLS Secret mounted on the sidecar (`<--credentials-dir>/<name>/tls.crt`, `tls.key`,
+    /// and `ca.crt` for the roots): instead of the three files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential_name: Unsupported,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject_alt_names: Unsupported,
+    pub credential_name: Option<String>,
+    /// Names the server's certificate must carry one of (instead of the SNI name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// Skip verifying the server's certificate (chain and names) — as Istio, for test servers only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub insecure_skip_verify: Unsupported,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// `loadBalancer.simple`. UNSPECIFIED and LEAST_CONN mean LEAST_REQUEST (Istio).

@@ -62,34 +62,56 @@ fn traffic(at: &str, tp: &TrafficPolicy, p: &mut Problems) {
     }) = tls
     {
         let at = format!("{at}.tls");
-        match mode {
-            // Mesh mTLS (what auto-mTLS does anyway), plaintext, or TLS originated to a server
-            // outside the mesh.
-            Some(TlsMode::IstioMutual | TlsMode::Disable | TlsMode::Simple) | None => {}
-            Some(TlsMode::Mutual) => p.push((
-                format!("{at}.mode"),
-                format!("MUTUAL (client certificates to a destination outside the mesh) is {NOT_YET}; SIMPLE, ISTIO_MUTUAL and DISABLE are"),
-            )),
-        }
-        if *mode != Some(TlsMode::Simple) {
-            for (field, set) in [("caCertificates", ca_certificates.is_some()), ("sni", sni.is_some())] {
-                if set {
-                    p.push((format!("{at}.{field}"), "applies to mode SIMPLE only".into()));
-                }
+        let originates = matches!(mode, Some(TlsMode::Simple | TlsMode::Mutual));
+        if !originates {
+            let set = [
+                ("caCertificates", ca_certificates.is_some()),
+                ("sni", sni.is_some()),
+                ("clientCertificate", client_certificate.is_some()),
+                ("privateKey", private_key.is_some()),
+                ("credentialName", credential_name.is_some()),
+                ("subjectAltNames", !subject_alt_names.is_empty()),
+                ("insecureSkipVerify", insecure_skip_verify.is_some()),
+            ];
+            for (field, _) in set.iter().filter(|(_, set)| *set) {
+                p.push((format!("{at}.{field}"), "applies to modes SIMPLE and MUTUAL only".into()));
             }
         }
-        if ca_certificates.as_ref().is_some_and(|c| !c.starts_with('/')) {
-            p.push((format!("{at}.caCertificates"), "must be an absolute path to a PEM file on the sidecar".into()));
-        }
-        // Weft never turns verification off: `insecureSkipVerify: true` is refused.
-        for (field, v) in [
+        for (field, path) in [
+            ("caCertificates", ca_certificates),
             ("clientCertificate", client_certificate),
             ("privateKey", private_key),
-            ("credentialName", credential_name),
-            ("subjectAltNames", subject_alt_names),
-            ("insecureSkipVerify", insecure_skip_verify),
         ] {
-            unsupported(p, format!("{at}.{field}"), v);
+            if path.as_ref().is_some_and(|c| !c.starts_with('/')) {
+                p.push((format!("{at}.{field}"), "must be an absolute path to a PEM file on the sidecar".into()));
+            }
+        }
+        if let Some(name) = credential_name {
+            if !weft_model::gateway::credential_name_ok(name) {
+                p.push((format!("{at}.credentialName"), format!("{name:?} is not a Secret name")));
+            }
+            if client_certificate.is_some() || private_key.is_some() || ca_certificates.is_some() {
+                p.push((
+                    format!("{at}.credentialName"),
+                    "either credentialName or clientCertificate, privateKey and caCertificates, not both".into(),
+                ));
+            }
+        }
+        if client_certificate.is_some() != private_key.is_some() {
+            p.push((format!("{at}.privateKey"), "clientCertificate and privateKey go together".into()));
+        }
+        match mode {
+            Some(TlsMode::Mutual) if credential_name.is_none() && client_certificate.is_none() => p.push((
+                format!("{at}.clientCertificate"),
+                "MUTUAL needs a client certificate: clientCertificate and privateKey, or credentialName".into(),
+            )),
+            Some(TlsMode::Simple) if client_certificate.is_some() => {
+                p.push((format!("{at}.clientCertificate"), "a client certificate is for mode MUTUAL".into()))
+            }
+            _ => {}
+        }
+        if let Some(sni) = sni.as_deref().filter(|s| rustls::pki_types::ServerName::try_from(*s).is_err()) {
+            p.push((format!("{at}.sni"), format!("{sni:?} is not a host name")));
         }
     }
     if let Some(lb) = load_balancer {
