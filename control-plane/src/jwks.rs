@@ -210,9 +210,9 @@ async fn get(uri: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())?;
     let resp = if tls {
         let stream = tls_connect(&host, tcp).await?;
-        send(hyper_util::rt::TokioIo::new(stream), req).await?
+        weft_proxy::net::client::send_over(hyper_util::rt::TokioIo::new(stream), req).await?
     } else {
-        send(hyper_util::rt::TokioIo::new(tcp), req).await?
+        weft_proxy::net::client::send_over(hyper_util::rt::TokioIo::new(tcp), req).await?
     };
     if !resp.status().is_success() {
         return Err(format!("status {}", resp.status()));
@@ -220,18 +220,6 @@ async fn get(uri: &str) -> Result<Vec<u8>, String> {
     let limited = http_body_util::Limited::new(resp.into_body(), MAX_BYTES);
     let body = limited.collect().await.map_err(|e| format!("reading the body: {e}"))?;
     Ok(body.to_bytes().to_vec())
-}
-
-async fn send<T>(
-    io: T,
-    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
-) -> Result<http::Response<hyper::body::Incoming>, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
 /// TLS to `host` as the sidecar originates it to servers outside the mesh: the

@@ -1,7 +1,6 @@
 //! Prometheus's HTTP API, the little of it Weft reads: instant queries
 //! (`weftctl top`, the dashboard).
 
-use http_body_util::BodyExt;
 use std::collections::BTreeMap;
 
 /// One sample: its labels and value.
@@ -29,21 +28,14 @@ async fn query_now(prometheus: &str, promql: &str) -> Result<Vec<Sample>, String
     // A Prometheus behind a path prefix (`--web.route-prefix`) keeps it.
     let prefix = base.path().trim_end_matches('/');
     let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-    let stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| format!("{prometheus}: {e}"))?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let req = http::Request::get(format!("{prefix}/api/v1/query?query={encoded}"))
         .header(http::header::HOST, authority.as_str())
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| format!("{prometheus}: {e}"))?;
+    let resp =
+        weft_proxy::net::client::send_to(authority.as_str(), req).await.map_err(|e| format!("{prometheus}: {e}"))?;
     let status = resp.status();
-    let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| format!("{prometheus}: {e}"))?
-        .to_bytes();
+    let body = weft_proxy::net::client::read_body(resp, MAX_ANSWER).await.map_err(|e| format!("{prometheus}: {e}"))?;
     let json: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| format!("{prometheus} answered {status}, not JSON: {e}"))?;
     if json["status"] != "success" {

@@ -43,15 +43,11 @@ pub async fn tap(
     started: impl FnOnce(),
     mut line: impl FnMut(&str),
 ) -> Result<usize, String> {
-    let stream = tokio::net::TcpStream::connect(admin).await.map_err(|e| format!("{admin}: {e}"))?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let req = http::Request::get(format!("/tap?{}", watch.query()))
         .header(http::header::HOST, admin)
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| format!("{admin}: {e}"))?;
+    let resp = weft_proxy::net::client::send_to(admin, req).await.map_err(|e| format!("{admin}: {e}"))?;
     if resp.status() != http::StatusCode::OK {
         return Err(format!("{admin} answered {} (a sidecar's admin listener?)", resp.status()));
     }

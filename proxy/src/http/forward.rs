@@ -1,12 +1,13 @@
 //! Forwarding one request to a cluster: body buffering for replays, the try
-//! loop with retries, back-off and per-try timeouts, and header hygiene. Used
+//! loop (each try under the per-try timeout, fed to outlier detection; what follows
+//! it is `retry`'s decision), and header hygiene. Used
 //! by both listeners; what differs between them (routing, policy) is decided
 //! before this module is called.
 
 use crate::config::snapshot::Cluster;
 use crate::http::body::{self, Body};
 use crate::http::reply::{Flags, ProxyError};
-use crate::http::retry::{Backoff, Failure, RetryPolicy};
+use crate::http::retry::{Attempt, Failure, Next, Retries, RetryPolicy, Tried};
 use crate::upstream::balance::NoPick;
 use crate::upstream::endpoint::{ActiveGuard, Endpoint};
 use crate::upstream::limits::{Overflow, Permit};
@@ -221,10 +222,7 @@ pub async fn forward(
     metrics: &crate::ops::metrics::Metrics,
 ) -> Result<Forwarded, ForwardError> {
     let balancer = &cluster.balancer;
-    let retries: IntCounter = metrics.upstream_retries.with_label_values(&[&cluster.name]);
-    let mut backoff = Backoff::new(policy.backoff_base);
-    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
-    let mut tries = 0;
+    let retried: IntCounter = metrics.upstream_retries.with_label_values(&[&cluster.name]);
     let overflow = |limit: Overflow| {
         metrics.upstream_overflow.with_label_values(&[&cluster.name, limit.label()]).inc();
     };
@@ -238,10 +236,9 @@ pub async fn forward(
         }
     })?;
     let grpc = crate::http::headers::is_grpc(&out.parts.headers);
-    // Held while a retry is in flight (`maxRetries`).
-    let mut _retry_permit: Option<Permit> = None;
-    let mut extra = Flags::NONE;
-    let mut stale_resends = 0;
+    let mut retries = Retries::new(policy);
+    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+    let mut tries = 0;
     loop {
         let endpoint = {
             let mut rng = rand::thread_rng();
@@ -271,84 +268,86 @@ pub async fn forward(
         };
         let req = out.request(req_body).map_err(|e| fail(e, &endpoint, Flags::NONE))?;
         let guard = endpoint.start_request();
-        let sent = endpoint.pool.send(req, out.protocol);
-        let outcome = match policy.per_try_timeout {
-            Some(t) => match tokio::time::timeout(t, sent).await {
-                Ok(result) => result.map_err(Failure::Upstream),
-                Err(_) => Err(Failure::PerTryTimeout),
-            },
-            None => sent.await.map_err(Failure::Upstream),
+        let outcome = try_once(&endpoint, req, out.protocol, policy.per_try_timeout).await;
+        observe(cluster, &endpoint, &outcome, grpc, metrics, &overflow);
+        let tried_as = match &outcome {
+            Ok(resp) => Tried::Answered { status: resp.status(), headers: resp.headers() },
+            Err(f) => Tried::Failed(f),
         };
-        let seen = match &outcome {
-            // A gRPC answer's health is its grpc-status (a trailers-only UNAVAILABLE is a 503).
-            Ok(resp) if grpc => Some(Outcome::Status(
-                crate::http::headers::grpc_as_http_status(resp.headers()).unwrap_or(resp.status().as_u16()),
-            )),
-            Ok(resp) => Some(Outcome::Status(resp.status().as_u16())),
-            Err(Failure::PerTryTimeout) => Some(Outcome::Timeout),
-            // A stale pooled connection says nothing about the endpoint's health.
-            Err(Failure::Upstream(UpstreamError::StaleReset(_))) => None,
-            // A full pending queue says nothing about the endpoint's health either.
-            Err(Failure::Upstream(UpstreamError::Overflow(limit))) => {
-                overflow(*limit);
-                None
+        let attempt = Attempt { method: &out.parts.method, grpc, tries, replayable: body.replayable() };
+        let draw: u64 = rand::thread_rng().gen();
+        match retries.next(attempt, tried_as, &cluster.limits, overflow, draw) {
+            Next::Resend => tries -= 1,
+            Next::RetryAfter(wait) => {
+                drop((outcome, guard));
+                retried.inc();
+                tried.push(endpoint);
+                tokio::time::sleep(wait).await;
             }
-            Err(Failure::Upstream(_)) => Some(Outcome::LocalFailure),
-        };
-        if let Some(event) = seen.and_then(|seen| balancer.record(&endpoint, seen)) {
-            let result = if event == Event::Ejected { "ejected" } else { "refused" };
-            metrics.outlier_ejections.with_label_values(&[&cluster.name, result]).inc();
-            tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.addr, "outlier detection: {result}");
-        }
-        // The keep-alive race: a reused connection that died before answering an
-        // idempotent request is resent at once, outside the retry budget (as
-        // browsers and Go's net/http do). Non-idempotent requests surface as UC.
-        if let Err(Failure::Upstream(UpstreamError::StaleReset(_))) = &outcome {
-            if stale_resends < 2 && body.replayable() && crate::http::retry::is_idempotent(&out.parts.method) {
-                stale_resends += 1;
-                tries -= 1;
-                continue;
+            Next::Done { exhausted, overflowed } => {
+                let flags = (if exhausted { Flags::URX } else { Flags::NONE })
+                    | (if overflowed { Flags::UO } else { Flags::NONE });
+                return match outcome {
+                    Ok(mut response) => {
+                        crate::http::headers::strip_hop_by_hop(response.headers_mut());
+                        Ok(Forwarded { response, endpoint, guard, permit, tries, flags })
+                    }
+                    Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, flags)),
+                    Err(Failure::Upstream(error)) => {
+                        let addr = endpoint.addr;
+                        Err(fail(ProxyError::Upstream { endpoint: addr, error }, &endpoint, flags))
+                    }
+                };
             }
         }
-        let more = tries <= policy.attempts && body.replayable();
-        let retry = match &outcome {
-            Ok(resp) => policy.retry_response(&out.parts.method, grpc, resp.status(), resp.headers()),
-            Err(f) => policy.retry_failure(&out.parts.method, f),
-        };
-        let retry_permit = if retry && more {
-            cluster
-                .limits
-                .retry()
-                .map_err(|limit| {
-                    overflow(limit);
-                    extra |= Flags::UO;
-                })
-                .ok()
-        } else {
+    }
+}
+
+/// One try on `endpoint`, within the per-try timeout.
+async fn try_once(
+    endpoint: &Endpoint,
+    req: Request<Body>,
+    protocol: Protocol,
+    per_try_timeout: Option<std::time::Duration>,
+) -> Result<Response<Incoming>, Failure> {
+    let sent = endpoint.pool.send(req, protocol);
+    match per_try_timeout {
+        Some(t) => match tokio::time::timeout(t, sent).await {
+            Ok(result) => result.map_err(Failure::Upstream),
+            Err(_) => Err(Failure::PerTryTimeout),
+        },
+        None => sent.await.map_err(Failure::Upstream),
+    }
+}
+
+/// Feeds a try's outcome to outlier detection (a gRPC answer's health is its `grpc-status`:
+/// a trailers-only UNAVAILABLE is a 503); a stale connection or a full pending queue says
+/// nothing about the endpoint's health.
+fn observe(
+    cluster: &Cluster,
+    endpoint: &Arc<Endpoint>,
+    outcome: &Result<Response<Incoming>, Failure>,
+    grpc: bool,
+    metrics: &crate::ops::metrics::Metrics,
+    overflow: &impl Fn(Overflow),
+) {
+    let seen = match outcome {
+        Ok(resp) if grpc => Some(Outcome::Status(
+            crate::http::headers::grpc_as_http_status(resp.headers()).unwrap_or(resp.status().as_u16()),
+        )),
+        Ok(resp) => Some(Outcome::Status(resp.status().as_u16())),
+        Err(Failure::PerTryTimeout) => Some(Outcome::Timeout),
+        Err(Failure::Upstream(UpstreamError::StaleReset(_))) => None,
+        Err(Failure::Upstream(UpstreamError::Overflow(limit))) => {
+            overflow(*limit);
             None
-        };
-        if let Some(p) = retry_permit {
-            _retry_permit = Some(p);
-            drop(outcome);
-            drop(guard);
-            retries.inc();
-            tried.push(endpoint);
-            let wait = backoff.next(rand::thread_rng().gen());
-            tokio::time::sleep(wait).await;
-            continue;
         }
-        let exhausted = extra | if retry && tries > 1 && !extra.contains(Flags::UO) { Flags::URX } else { Flags::NONE };
-        return match outcome {
-            Ok(mut response) => {
-                crate::http::headers::strip_hop_by_hop(response.headers_mut());
-                Ok(Forwarded { response, endpoint, guard, permit, tries, flags: exhausted })
-            }
-            Err(Failure::PerTryTimeout) => Err(fail(ProxyError::Timeout, &endpoint, exhausted)),
-            Err(Failure::Upstream(error)) => {
-                let addr = endpoint.addr;
-                Err(fail(ProxyError::Upstream { endpoint: addr, error }, &endpoint, exhausted))
-            }
-        };
+        Err(Failure::Upstream(_)) => Some(Outcome::LocalFailure),
+    };
+    if let Some(event) = seen.and_then(|seen| cluster.balancer.record(endpoint, seen)) {
+        let result = if event == Event::Ejected { "ejected" } else { "refused" };
+        metrics.outlier_ejections.with_label_values(&[&cluster.name, result]).inc();
+        tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.addr, "outlier detection: {result}");
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     if let Some((dst, cluster)) = elsewhere {
         record.cluster = Some(cluster);
         let req = Request::from_parts(parts, incoming);
-        return match crate::net::intercept::send_once(dst, req).await {
+        return match crate::net::client::send_to(dst, req).await {
             Ok(response) => record.respond(response.map(body::incoming)),
             Err(error) => record.reply(&ProxyError::Passthrough { dst, error }, crate::http::reply::Flags::UF),
         };

@@ -77,7 +77,7 @@ async fn passthrough(
     parts: http::request::Parts,
     incoming: Incoming,
 ) -> Result<Response<Body>, String> {
-    let response = crate::net::intercept::send_once(dst, Request::from_parts(parts, incoming)).await?;
+    let response = crate::net::client::send_to(dst, Request::from_parts(parts, incoming)).await?;
     Ok(response.map(body::incoming))
 }
 

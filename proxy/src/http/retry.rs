@@ -139,6 +139,105 @@ impl RetryPolicy {
     }
 }
 
+/// What follows one try of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A reused connection died before answering: the same request again at once, outside
+    /// the retry budget (the keep-alive race).
+    Resend,
+    /// A retry after this back-off, holding a retry permit (`maxRetries`).
+    RetryAfter(Duration),
+    /// This try's outcome is the answer.
+    Done {
+        /// It asked for a retry and had tried before: retries exhausted (Envoy's `URX`).
+        exhausted: bool,
+        /// A retry was refused by the circuit breaker (`maxRetries`; Envoy's `UO`).
+        overflowed: bool,
+    },
+}
+
+/// One request's retries across its tries: the policy, the back-off, the keep-alive
+/// resends, the retry permit held while a retry is in flight, the flags a refused retry
+/// adds.
+#[derive(Debug)]
+pub struct Retries<'a> {
+    policy: &'a RetryPolicy,
+    backoff: Backoff,
+    stale_resends: u32,
+    permit: Option<crate::upstream::limits::Permit>,
+    overflowed: bool,
+}
+
+/// Resends of a request whose reused connection died first, at most (browsers and Go's
+/// net/http do the same).
+const MAX_STALE_RESENDS: u32 = 2;
+
+/// A try's outcome as retries see it.
+pub enum Tried<'r> {
+    Answered { status: StatusCode, headers: &'r HeaderMap },
+    Failed(&'r Failure),
+}
+
+/// What a request is, as retries see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'m> {
+    pub method: &'m Method,
+    /// A gRPC call (its conditions are not held back by POST).
+    pub grpc: bool,
+    /// Tries so far, this one included.
+    pub tries: u32,
+    /// The body can be sent again.
+    pub replayable: bool,
+}
+
+impl<'a> Retries<'a> {
+    pub fn new(policy: &'a RetryPolicy) -> Self {
+        Retries {
+            policy,
+            backoff: Backoff::new(policy.backoff_base),
+            stale_resends: 0,
+            permit: None,
+            overflowed: false,
+        }
+    }
+
+    /// What follows a try of `attempt` that ended in `tried`; a retry takes a permit from
+    /// `limits` (`overflow` counts a refusal) and its back-off from `draw` (uniform).
+    pub fn next(
+        &mut self,
+        attempt: Attempt<'_>,
+        tried: Tried<'_>,
+        limits: &std::sync::Arc<crate::upstream::limits::Limits>,
+        overflow: impl Fn(crate::upstream::limits::Overflow),
+        draw: u64,
+    ) -> Next {
+        let Attempt { method, grpc, tries, replayable } = attempt;
+        if let Tried::Failed(Failure::Upstream(UpstreamError::StaleReset(_))) = tried {
+            if self.stale_resends < MAX_STALE_RESENDS && replayable && is_idempotent(method) {
+                self.stale_resends += 1;
+                return Next::Resend;
+            }
+        }
+        let retry = match tried {
+            Tried::Answered { status, headers } => self.policy.retry_response(method, grpc, status, headers),
+            Tried::Failed(f) => self.policy.retry_failure(method, f),
+        };
+        if retry && tries <= self.policy.attempts && replayable {
+            match limits.retry() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    return Next::RetryAfter(self.backoff.next(draw));
+                }
+                Err(limit) => {
+                    overflow(limit);
+                    self.overflowed = true;
+                }
+            }
+        }
+        Next::Done { exhausted: retry && tries > 1 && !self.overflowed, overflowed: self.overflowed }
+    }
+}
+
 /// A try that ended without a response.
 #[derive(Debug)]
 pub enum Failure {
@@ -194,6 +293,62 @@ mod tests {
         assert_eq!(b.next(30), Duration::from_millis(30));
     }
 
+    /// A route's policy: `attempts`, `retryOn`, `retriableStatusCodes`.
+    fn route_policy(attempts: u32, retry_on: Vec<RetryOn>, retriable_status_codes: Vec<u16>) -> RetryPolicy {
+        RetryPolicy::compile(Some(&Retry {
+            attempts,
+            per_try_timeout: None,
+            retry_on,
+            retriable_status_codes,
+            backoff: None,
+            previous_hosts: false,
+            remote_localities: false,
+        }))
+    }
+
+    #[test]
+    fn a_request_is_retried_within_its_budget_and_flagged_when_done() {
+        let policy = route_policy(2, vec![RetryOn::FiveXx], vec![]);
+        let limits = crate::upstream::limits::Limits::new(&Default::default());
+        let get = |tries| Attempt { method: &Method::GET, grpc: false, tries, replayable: true };
+        let (h, error) = (HeaderMap::new(), StatusCode::INTERNAL_SERVER_ERROR);
+        // (The keep-alive race's resends need a hyper error: `proxy/tests/it` runs them for real.)
+        let mut r = Retries::new(&policy);
+        let answered = || Tried::Answered { status: error, headers: &h };
+        assert!(matches!(r.next(get(1), answered(), &limits, |_| {}, 0), Next::RetryAfter(_)));
+        assert!(matches!(r.next(get(2), answered(), &limits, |_| {}, 0), Next::RetryAfter(_)));
+        let exhausted = Next::Done { exhausted: true, overflowed: false };
+        assert_eq!(r.next(get(3), answered(), &limits, |_| {}, 0), exhausted);
+        let fine = Next::Done { exhausted: false, overflowed: false };
+        let mut r = Retries::new(&policy);
+        let ok = Tried::Answered { status: StatusCode::OK, headers: &h };
+        assert_eq!(r.next(get(1), ok, &limits, |_| {}, 0), fine);
+        let once = Attempt { replayable: false, ..get(1) };
+        assert_eq!(Retries::new(&policy).next(once, answered(), &limits, |_| {}, 0), fine, "a streamed body");
+    }
+
+    #[test]
+    fn a_retry_the_circuit_breaker_refuses_ends_the_request_with_uo() {
+        let policy = RetryPolicy::compile(None);
+        let pool = weft_model::ConnectionPool {
+            http: weft_model::HttpPool { max_retries: Some(1), ..Default::default() },
+            ..Default::default()
+        };
+        let limits = crate::upstream::limits::Limits::new(&pool);
+        let _in_flight = limits.retry().unwrap(); // another request's retry holds the one slot
+        let refused = Failure::Upstream(UpstreamError::ConnectFailure(std::io::ErrorKind::ConnectionRefused.into()));
+        let counted = std::cell::Cell::new(0);
+        let attempt = Attempt { method: &Method::GET, grpc: false, tries: 1, replayable: true };
+        let next = Retries::new(&policy).next(
+            attempt,
+            Tried::Failed(&refused),
+            &limits,
+            |_| counted.set(counted.get() + 1),
+            0,
+        );
+        assert_eq!((next, counted.get()), (Next::Done { exhausted: false, overflowed: true }, 1));
+    }
+
     #[test]
     fn istio_default_policy() {
         let p = RetryPolicy::compile(None);
@@ -214,27 +369,11 @@ mod tests {
 
     #[test]
     fn non_idempotent_needs_explicit_retry_on() {
-        let explicit = RetryPolicy::compile(Some(&Retry {
-            attempts: 3,
-            per_try_timeout: None,
-            retry_on: vec![RetryOn::FiveXx],
-            retriable_status_codes: vec![],
-            backoff: None,
-            previous_hosts: false,
-            remote_localities: false,
-        }));
+        let explicit = route_policy(3, vec![RetryOn::FiveXx], vec![]);
         let h = HeaderMap::new();
         assert!(explicit.retry_response(&Method::POST, false, StatusCode::INTERNAL_SERVER_ERROR, &h));
         assert!(explicit.retry_failure(&Method::POST, &Failure::PerTryTimeout));
-        let default_codes = RetryPolicy::compile(Some(&Retry {
-            attempts: 3,
-            per_try_timeout: None,
-            retry_on: vec![],
-            retriable_status_codes: vec![503],
-            backoff: None,
-            previous_hosts: false,
-            remote_localities: false,
-        }));
+        let default_codes = route_policy(3, vec![], vec![503]);
         assert!(default_codes.retry_response(&Method::GET, false, StatusCode::SERVICE_UNAVAILABLE, &h));
         assert!(!default_codes.retry_response(&Method::POST, false, StatusCode::SERVICE_UNAVAILABLE, &h));
         // gRPC is always POST: Istio's default retries UNAVAILABLE and CANCELLED all the same.

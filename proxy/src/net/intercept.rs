@@ -31,27 +31,6 @@ pub fn looks_like_http(first: &[u8]) -> bool {
     !first.is_empty() && STARTS.iter().any(|s| s.starts_with(first) || first.starts_with(s))
 }
 
-/// One request on a fresh, unpooled HTTP/1.1 connection to `dst`: captured
-/// traffic passed through to its original destination, and the app's probes.
-pub async fn send_once<B>(
-    dst: SocketAddr,
-    req: http::Request<B>,
-) -> Result<http::Response<hyper::body::Incoming>, String>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = tokio::net::TcpStream::connect(dst).await.map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender.send_request(req).await.map_err(|e| e.to_string())
-}
-
 /// A captured connection that is not HTTP, as the telemetry sees it.
 #[derive(Debug, Clone)]
 pub struct TcpConnection {

@@ -139,22 +139,17 @@ async fn send_batches(mut rx: mpsc::Receiver<Finished>, endpoint: Endpoint, coun
 
 /// One POST of an encoded `ExportTraceServiceRequest`; a 2xx is success.
 async fn post(endpoint: &Endpoint, body: Vec<u8>) -> Result<(), String> {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(&endpoint.authority).await.map_err(|e| e.to_string())?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let req = http::Request::post(&endpoint.path)
         .header(http::header::HOST, &endpoint.authority)
         .header(http::header::CONTENT_TYPE, "application/x-protobuf")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = crate::net::client::send_to(endpoint.authority.as_str(), req).await?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
     }
-    let text = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER).collect().await.map(|c| c.to_bytes());
+    let text = crate::net::client::read_body(resp, MAX_ANSWER).await;
     Err(format!("{status} {}", text.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default()))
 }
 

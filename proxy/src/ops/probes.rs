@@ -138,7 +138,7 @@ async fn call(probe: &AppProbe) -> Result<StatusCode, String> {
             headers.insert(n, v);
         }
     }
-    Ok(crate::net::intercept::send_once(([127, 0, 0, 1], g.port).into(), req).await?.status())
+    Ok(crate::net::client::send_to(std::net::SocketAddr::from(([127, 0, 0, 1], g.port)), req).await?.status())
 }
 
 #[cfg(test)]

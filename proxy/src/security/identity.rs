@@ -212,16 +212,13 @@ pub async fn fetch(url: &str, token: &str, tls: Option<&ControlPlaneTls>) -> Res
         .map_err(|e| IdentityError::Request(e.to_string()))?;
     let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
     let io = connect_control_plane(authority, tls, false).await.map_err(IdentityError::Request)?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-        .await
-        .map_err(|e| IdentityError::Request(e.to_string()))?;
-    tokio::spawn(conn);
     let req = http::Request::post(SIGN_PATH)
         .header("host", authority)
         .header("content-type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .map_err(|e| IdentityError::Request(e.to_string()))?;
-    let resp = tx.send_request(req).await.map_err(|e| IdentityError::Request(e.to_string()))?;
+    let resp =
+        crate::net::client::send_over(hyper_util::rt::TokioIo::new(io), req).await.map_err(IdentityError::Request)?;
     let status = resp.status();
     let bytes = http_body_util::BodyExt::collect(resp.into_body())
         .await
