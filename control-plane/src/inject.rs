@@ -171,14 +171,19 @@ pub fn inject(doc: &mut Value, opts: &InjectOptions) -> Result<bool, String> {
             .map(str::to_string)
     };
     let app_protocol = first_port.and_then(speaks);
-    // The containers' other ports named for a protocol, registered with the service (`NAME:PORT`).
-    let other_ports: Vec<String> = containers
-        .iter()
-        .filter_map(|c| c.get("ports")?.as_sequence())
-        .flatten()
-        .filter(|p| Some(*p) != first_port)
-        .filter_map(|p| Some(format!("{}:{}", speaks(p)?, p.get("containerPort")?.as_u64()?)))
-        .collect();
+    // The containers' other ports named for a protocol, registered with the service (`NAME:PORT`);
+    // a port the sidecar would refuse (the app's or the service port again, one of the
+    // sidecar's own 15000-15090, a second time) is left out rather than failing the pod.
+    let mut other_ports: Vec<String> = Vec::new();
+    let mut seen: Vec<u64> = app_port.into_iter().chain([u64::from(opts.service_port)]).collect();
+    for p in containers.iter().filter_map(|c| c.get("ports")?.as_sequence()).flatten() {
+        let (Some(name), Some(number)) = (speaks(p), p.get("containerPort").and_then(Value::as_u64)) else { continue };
+        if Some(p) == first_port || seen.contains(&number) || (15000..=15090).contains(&number) {
+            continue;
+        }
+        seen.push(number);
+        other_ports.push(format!("{name}:{number}"));
+    }
     let first_app =
         containers.first().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
     let probes = rewrite_probes(containers)?;

@@ -323,10 +323,11 @@ fn the_app_ports_name_or_app_protocol_tells_the_sidecar_what_it_speaks() {
     let out = inject_text("p.yaml", &pod("{name: udp-dns, containerPort: 53}"), &InjectOptions::default()).unwrap();
     assert_eq!(sidecar_env(&out), None);
     // The other ports named for a protocol are registered with the service; a name Istio
-    // does not know (`metrics`) is not.
+    // does not know (`metrics`) is not, nor what the sidecar would refuse (8081 twice, the
+    // service port 80, the sidecar's own 15000).
     let out = inject_text(
         "p.yaml",
-        &pod("{name: http, containerPort: 3000}, {name: tcp-db, containerPort: 5432}, {name: redis, containerPort: 6379}, {name: metrics, containerPort: 9090}, {name: http-admin, containerPort: 8081}"),
+        &pod("{name: http, containerPort: 3000}, {name: tcp-db, containerPort: 5432}, {name: redis, containerPort: 6379}, {name: metrics, containerPort: 9090}, {name: http-admin, containerPort: 8081}, {name: http-again, containerPort: 8081}, {name: http-web, containerPort: 80}, {name: http-envoy, containerPort: 15000}"),
         &InjectOptions::default(),
     )
     .unwrap();

@@ -316,10 +316,11 @@ fn workload(args: &Args) -> Workload {
 /// (peers dial the pod's address, there is no virtual IP to map it).
 fn check_ports(args: &Args) -> Result<(), String> {
     let reserved = weft_proxy::state::RESERVED_PORTS;
+    let own = [args.inbound.port(), args.outbound.port(), args.admin.port()];
     let app_port = args.app.map(|a| a.port());
     for (i, p) in args.other_ports.iter().enumerate() {
-        if reserved.contains(&p.port) {
-            return Err(format!("--other-ports: {} is in the sidecar's own range {reserved:?}", p.port));
+        if reserved.contains(&p.port) || own.contains(&p.port) {
+            return Err(format!("--other-ports: {} is one of the sidecar's own ports ({reserved:?}, {own:?})", p.port));
         }
         if Some(p.port) == app_port || p.port == args.service_port {
             return Err(format!("--other-ports: {} is the app's main port or the service port", p.port));

@@ -58,7 +58,9 @@ pub struct Shared {
 /// `caCertificates` was given.
 pub(crate) fn mounted_credentials(config: &mut ProxyConfig, dir: &std::path::Path) {
     for o in config.clusters.values_mut().filter_map(|c| c.tls_origination.as_mut()) {
-        let Some(secret) = o.credential_name.as_deref().map(|n| dir.join(n)) else { continue };
+        // A name that is no Secret name (`/etc`, `../x`) is never joined to the directory.
+        let name = o.credential_name.as_deref().filter(|n| weft_model::gateway::credential_name_ok(n));
+        let Some(secret) = name.map(|n| dir.join(n)) else { continue };
         let file = |f: &str| secret.join(f).to_string_lossy().into_owned();
         if o.mutual {
             o.client_certificate = Some(file("tls.crt"));

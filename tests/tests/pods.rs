@@ -237,6 +237,11 @@ fn host_tcp(addr: SocketAddr, send: &[u8]) -> String {
 /// opening mesh TCP to a sidecar's inbound `addr`, naming `port` in its SNI as a client
 /// sidecar would; all it reads back after sending `send` (nothing: closed).
 async fn mesh_tcp_probe(ca: &Ca, addr: SocketAddr, port: u16, send: &[u8], server_id: &str) -> String {
+    mesh_probe(ca, addr, port, weft_proxy::net::tcp::ALPN, send, server_id).await
+}
+
+/// [`mesh_tcp_probe`] offering `alpn` (`http/1.1`: a mesh HTTP request naming `port`).
+async fn mesh_probe(ca: &Ca, addr: SocketAddr, port: u16, alpn: &[u8], send: &[u8], server_id: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
@@ -246,7 +251,7 @@ async fn mesh_tcp_probe(ca: &Ca, addr: SocketAddr, port: u16, send: &[u8], serve
     );
     let config = weft_proxy::security::identity::client_config(&leaf, &[server_id.to_string()], false).unwrap();
     let mut config = (*config).clone();
-    config.alpn_protocols = vec![weft_proxy::net::tcp::ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let sni = weft_proxy::net::tcp::sni(port, "order-service.production.svc.cluster.local");
     let name = rustls::pki_types::ServerName::try_from(sni).unwrap();
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -364,6 +369,9 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         // Bound to both families: only the capture stands between IPv6 peers and the app.
         let app = vec![hello.to_string_lossy().to_string(), "[::]:3000".into(), format!("order-service-{version}")];
         net.spawn(&format!("app-{version}"), ns, false, &app);
+        // Its admin pages on another HTTP port of the service (`http-admin:3002`).
+        let admin = vec![hello.to_string_lossy().to_string(), "[::]:3002".into(), format!("order-admin-{version}")];
+        net.spawn(&format!("admin-{version}"), ns, false, &admin);
         // And a TCP server on 5432 (a database's place), answering one line with `db-<version>: <line>`.
         net.spawn(
             &format!("db-{version}"),
@@ -373,7 +381,7 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
         );
         let extra = [
             "--other-ports",
-            "tcp-db:5432",
+            "tcp-db:5432,http-admin:3002",
             "--service",
             "order-service",
             "--service-port",
@@ -497,6 +505,14 @@ async fn an_app_in_a_pod_is_meshed_without_knowing_it() {
     let health = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
     assert_eq!(mesh_tcp_probe(&ca, v1_inbound, 3000, health, v1_id).await, "", "not the app's HTTP port");
     assert_eq!(host_tcp(db_v1, b"hello\n"), "", "plaintext from outside the mesh under STRICT");
+    // An HTTP request naming the admin port in its SNI reaches it on the inbound listener, but a
+    // connection captured on its way to the app's port 3000 goes there, whatever its SNI names:
+    // what authorization judged (3000) is where it goes.
+    let get = b"GET /orders HTTP/1.1\r\nhost: order-service\r\nconnection: close\r\n\r\n";
+    let named = mesh_probe(&ca, v1_inbound, 3002, b"http/1.1", get, v1_id).await;
+    assert!(named.contains("order-admin-v1"), "{named}");
+    let captured = mesh_probe(&ca, at(net.ip(3), 3000), 3002, b"http/1.1", get, v1_id).await;
+    assert!(captured.contains("order-service-v1") && !captured.contains("admin"), "{captured}");
     // L4 authorization, with Istio's rule for HTTP-only fields on TCP: a DENY of `methods: [POST]`
     // on port 5432 ignores the method and closes every TCP connection to 5432; HTTP is untouched.
     let no_db_writes = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-db-writes, namespace: production}\nspec:\n  selector: {matchLabels: {app: order-service}}\n  action: DENY\n  rules:\n  - to:\n    - operation: {methods: [POST], ports: ['5432']}\n";

@@ -62,6 +62,21 @@ fn app_protocol(registry: &Registry, workload: &model::Workload) -> model::Upstr
     }
 }
 
+/// Keeps in `svc`'s clusters of `port` (every subset) only the instances that serve it: an
+/// instance that does not would answer on its main port, or close a TCP connection.
+fn only_serving(
+    clusters: &mut BTreeMap<String, model::Cluster>,
+    svc: &crate::registry::ServiceView<'_>,
+    port: u16,
+    serves: impl Fn(&crate::registry::Instance) -> bool,
+) {
+    let serving: Vec<&str> = svc.instances.iter().filter(|i| serves(i)).map(|i| i.address.as_str()).collect();
+    let (prefix, suffix) = (format!("outbound|{port}|"), format!("|{}", svc.fqdn()));
+    for (_, c) in clusters.iter_mut().filter(|(name, _)| name.starts_with(&prefix) && name.ends_with(&suffix)) {
+        c.endpoints.retain(|e| serving.contains(&e.address.as_str()));
+    }
+}
+
 /// The TCP ports, and the other HTTP ports, of the workload's own instances (its service's
 /// instances with its labels and service account): the only ports its sidecar takes a
 /// peer's connection to, beside the app's main one.
@@ -126,14 +141,16 @@ pub fn translate_in(
             services.insert(fqdn.clone(), model::Service { routes, ports });
         }
         for port in svc.tcp_ports() {
-            let cluster = t.cluster(&fqdn, port, None);
-            // Only the instances that serve the port as TCP: another's sidecar would close it.
-            let serving: Vec<&str> =
-                svc.instances.iter().filter(|i| i.tcp_ports().any(|p| p == port)).map(|i| i.address.as_str()).collect();
-            if let Some(c) = t.clusters.get_mut(&cluster) {
-                c.endpoints.retain(|e| serving.contains(&e.address.as_str()));
-            }
-            tcp.push(model::TcpService { port, cluster });
+            tcp.push(model::TcpService { port, cluster: t.cluster(&fqdn, port, None) });
+        }
+    }
+    // A service's other ports, whoever's route made their clusters: only the instances serving them.
+    for svc in registry.services() {
+        for port in svc.other_http_ports() {
+            only_serving(&mut t.clusters, &svc, port, |i| i.other_http_ports().any(|p| p == port));
+        }
+        for port in svc.tcp_ports() {
+            only_serving(&mut t.clusters, &svc, port, |i| i.tcp_ports().any(|p| p == port));
         }
     }
     let egress = if selected.is_empty() { t.external(&mut services) } else { Vec::new() };

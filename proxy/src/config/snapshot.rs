@@ -59,6 +59,8 @@ pub struct Snapshot {
     clusters: HashMap<Arc<str>, Cluster>,
     /// The local app as a one-endpoint cluster, if its address is known.
     pub inbound: Option<Cluster>,
+    /// The app's other HTTP ports (`inbound.httpPorts`), each a one-endpoint cluster on its host.
+    pub inbound_ports: Vec<(u16, Cluster)>,
     /// Authorization policies for inbound requests, compiled.
     pub authz: Vec<crate::security::authz::Policy>,
     /// End-user JWT verification for inbound requests, compiled.
@@ -140,6 +142,17 @@ impl Snapshot {
                 let answers = if c.dns_first_only { &answers[..answers.len().min(1)] } else { answers };
                 endpoints.extend(answers.iter().map(|a| (*a, Default::default())));
             }
+            // TLS that cannot be originated (files missing, unreadable, not PEM) fails this
+            // cluster alone, closed: no endpoints (503), never plaintext; the rest applies.
+            let origination = match c.tls_origination.as_ref().map(crate::security::tls::Origination::new) {
+                Some(Ok(o)) => Some(Arc::new(o)),
+                Some(Err(e)) => {
+                    tracing::error!(cluster = %name, "TLS origination: {e}: the cluster has no endpoints");
+                    endpoints.clear();
+                    None
+                }
+                None => None,
+            };
             wanted.push(ClusterSpec {
                 name: name.clone(),
                 pool: pool.clone(),
@@ -147,22 +160,25 @@ impl Snapshot {
                     connect_timeout: pool.connect_timeout(),
                     idle_timeout: pool.idle_timeout(),
                     tls: c.tls.as_ref().map(|t| t.identities.clone().into()),
-                    origination: match &c.tls_origination {
-                        Some(o) => Some(Arc::new(crate::security::tls::Origination::new(o).map_err(|message| {
-                            ValidationError { path: format!("clusters[{name:?}].tlsOrigination"), message }
-                        })?)),
-                        None => None,
-                    },
+                    origination,
                     mesh_sni: crate::net::tcp::sni_of_cluster(name)
                         .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok()),
                 },
                 endpoints,
             });
         }
-        let app = app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
-        if let Some(addr) = app {
+        let app: Option<SocketAddr> =
+            app_override.or_else(|| config.inbound.app.as_deref().and_then(|a| a.parse().ok()));
+        // The app, then each of its other HTTP ports on its host: clusters of one endpoint each.
+        let other_ports: &[u16] = if app.is_some() { &config.inbound.http_ports } else { &[] };
+        let mut locals: Vec<(String, SocketAddr)> = Vec::with_capacity(1 + other_ports.len());
+        if let Some(a) = app {
+            locals.push((INBOUND_CLUSTER.to_string(), a));
+            locals.extend(other_ports.iter().map(|p| (format!("inbound|{p}||"), SocketAddr::new(a.ip(), *p))));
+        }
+        for (name, addr) in locals {
             wanted.push(ClusterSpec {
-                name: INBOUND_CLUSTER.to_string(),
+                name,
                 pool: Default::default(),
                 settings: PoolSettings::default(),
                 endpoints: vec![(addr, Default::default())],
@@ -200,15 +216,18 @@ impl Snapshot {
                 (cluster.name.clone(), cluster)
             })
             .collect();
-        let inbound = resolved.next().map(|(limits, endpoints)| Cluster {
-            name: INBOUND_CLUSTER.into(),
+        let local = |name: Arc<str>, (limits, endpoints)| Cluster {
+            name,
             service: config.workload.name.as_str().into(),
             balancer: Balancer::new(weft_model::LbPolicy::RoundRobin, endpoints),
             protocol: config.inbound.protocol,
             limits,
             original_dst: None,
             hash: None,
-        });
+        };
+        let inbound = app.and_then(|_| resolved.next()).map(|r| local(INBOUND_CLUSTER.into(), r));
+        let inbound_ports: Vec<(u16, Cluster)> =
+            other_ports.iter().zip(resolved).map(|(p, r)| (*p, local(format!("inbound|{p}||").into(), r))).collect();
         let authz = config.inbound.authz.iter().map(crate::security::authz::Policy::compile).collect();
         let jwt = crate::security::jwt::Authenticator::compile(&config.inbound.jwt)
             .map_err(|(path, message)| ValidationError { path, message })?;
@@ -225,6 +244,7 @@ impl Snapshot {
             vhosts,
             clusters,
             inbound,
+            inbound_ports,
             authz,
             jwt,
             own_service,
@@ -247,6 +267,11 @@ impl Snapshot {
             self.wildcards.iter().find(|(s, _)| s.is_empty() || suffix_of(s)).map(|(_, i)| i)
         });
         index.map(|&i| &self.vhosts[i])
+    }
+
+    /// The cluster of the app's other HTTP `port`, if it has one.
+    pub fn inbound_port(&self, port: u16) -> Option<&Cluster> {
+        self.inbound_ports.iter().find(|(p, _)| *p == port).map(|(_, c)| c)
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {

@@ -10,7 +10,6 @@ use crate::ops::telemetry::{Record, Reporter};
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Istio's cluster name for inbound traffic to a port the workload does not declare.
@@ -38,10 +37,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
         return record.reply(&e, Default::default());
     }
     // One of the app's other HTTP ports, named by a mesh peer's SNI (Istio's client names
-    // the port there); any other name is the app's main port.
+    // the port there) on a connection made to the inbound listener itself; any other name is
+    // the app's main port. A captured connection goes by where it was going, never by a name.
     let named = conn
         .sni
         .as_deref()
+        .filter(|_| conn.original_dst.is_none())
         .and_then(crate::net::tcp::port_of_sni)
         .filter(|p| snap.config.inbound.http_ports.contains(p));
     // The port the peer was going to (captured, or named), else the app's: Istio's `ports`
@@ -54,20 +55,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     if let Err(e) = crate::http::policy::admit(&shared, &snap, &conn, &mut parts, &mut record, port) {
         return record.reply(&e, Default::default());
     }
-    let Some(app) = &snap.inbound else {
+    // The app's other port is a cluster of its own (`inbound|PORT||`), the main one `inbound|app`.
+    let Some(app) = named.and_then(|p| snap.inbound_port(p)).or(snap.inbound.as_ref()) else {
         return record.reply(&ProxyError::NoApp, Default::default());
     };
     // A captured port other than the app's goes where it was going (Istio's inbound
     // passthrough), never to the app's port: authorization judged the port it was going to.
-    let app_addr = app.balancer.endpoints().first().map(|e| e.addr);
-    let app_port = app_addr.map(|a| a.port());
-    let elsewhere = match conn.original_dst.filter(|d| Some(d.port()) != app_port) {
-        Some(dst) => Some((dst, INBOUND_PASSTHROUGH.into())),
-        // The app's other port, on the app's own host, as its own inbound cluster (Istio's name).
-        None => named.zip(app_addr).map(|(p, a)| (SocketAddr::new(a.ip(), p), format!("inbound|{p}||").into())),
-    };
-    if let Some((dst, cluster)) = elsewhere {
-        record.cluster = Some(cluster);
+    let app_port = app.balancer.endpoints().first().map(|e| e.addr.port());
+    if let Some(dst) = conn.original_dst.filter(|d| Some(d.port()) != app_port) {
+        record.cluster = Some(INBOUND_PASSTHROUGH.into());
         let req = Request::from_parts(parts, incoming);
         return match crate::net::client::send_to(dst, req).await {
             Ok(response) => record.respond(response.map(body::incoming)),

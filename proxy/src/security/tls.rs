@@ -61,6 +61,9 @@ pub struct Origination {
     pub spec: weft_model::TlsOrigination,
     pub name: ServerName<'static>,
     config: Arc<rustls::ClientConfig>,
+    /// A hash of the files' bytes as read: the same spec over renewed files is another
+    /// origination (new connections, the new certificate).
+    read: u64,
 }
 
 impl Origination {
@@ -68,6 +71,13 @@ impl Origination {
     /// certificate, and builds the client side.
     pub fn new(spec: &weft_model::TlsOrigination) -> Result<Self, String> {
         use rustls::pki_types::pem::PemObject;
+        use std::hash::{Hash, Hasher};
+        let mut read = std::collections::hash_map::DefaultHasher::new();
+        let mut read_file = |path: &str| -> Result<Vec<u8>, String> {
+            let bytes = read_credential(std::path::Path::new(path))?;
+            bytes.hash(&mut read);
+            Ok(bytes)
+        };
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
@@ -76,7 +86,7 @@ impl Origination {
         } else {
             let file = spec.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
             let mut roots = rustls::RootCertStore::empty();
-            let pem = read_credential(std::path::Path::new(file))?;
+            let pem = read_file(file)?;
             for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| format!("{file}: {e}"))?;
                 roots.add(cert).map_err(|e| format!("{file}: {e}"))?;
@@ -98,20 +108,20 @@ impl Origination {
                     spec.credential_name
                 ));
             };
-            let chain = CertificateDer::pem_slice_iter(&read_credential(std::path::Path::new(cert))?)
+            let chain = CertificateDer::pem_slice_iter(&read_file(cert)?)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("{cert}: {e}"))?;
             if chain.is_empty() {
                 return Err(format!("{cert} holds no certificate"));
             }
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read_credential(std::path::Path::new(key))?)
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read_file(key)?)
                 .map_err(|e| format!("{key}: {e}"))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))?
         } else {
             builder.with_no_client_auth()
         };
         let name = ServerName::try_from(spec.sni.clone()).map_err(|e| format!("sni {:?}: {e}", spec.sni))?;
-        Ok(Origination { spec: spec.clone(), name, config: Arc::new(config) })
+        Ok(Origination { spec: spec.clone(), name, config: Arc::new(config), read: read.finish() })
     }
 
     /// The client configuration for a connection speaking HTTP/2 or HTTP/1.1 (ALPN).
@@ -130,7 +140,7 @@ impl std::fmt::Debug for Origination {
 
 impl PartialEq for Origination {
     fn eq(&self, other: &Self) -> bool {
-        self.spec == other.spec
+        self.spec == other.spec && self.read == other.read
     }
 }
 

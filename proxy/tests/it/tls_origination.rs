@@ -92,9 +92,14 @@ async fn the_sidecar_originates_tls_and_verifies_the_server() {
     proxy.shared.apply(parse(&config(server, "other.external.test", &ours_file))).unwrap();
     assert_eq!(get(proxy.outbound, HOST, "/", &[]).await.status, 503, "a name the certificate does not carry");
 
-    // Roots that cannot be read: the config is refused, the last one stays.
-    let err = proxy.shared.apply(parse(&config(server, HOST, "/nonexistent/ca.pem"))).unwrap_err();
-    assert!(err.path.contains("tlsOrigination"), "{err}");
+    // Roots that cannot be read (or a device a YAML author names): that cluster alone fails,
+    // closed — no endpoints, 503, never plaintext — and the rest of the config applies.
+    for roots in ["/nonexistent/ca.pem", "/dev/zero"] {
+        proxy.shared.apply(parse(&config(server, HOST, roots))).unwrap();
+        let got = get(proxy.outbound, HOST, "/", &[]).await;
+        assert_eq!(got.status, 503, "{roots}: {}", got.body);
+        assert!(got.header("x-weft-error").contains("no endpoints"), "{}", got.header("x-weft-error"));
+    }
     let _ = std::fs::remove_file(ours_file);
     let _ = std::fs::remove_file(theirs_file);
 }
