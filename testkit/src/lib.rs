@@ -1,12 +1,14 @@
 //! weft-testkit: what the tests of every crate share, in one place — a
 //! private etcd locked down as in production ([`etcd`]), the shop's kit
 //! ([`shop`]: unique names on the shared backends, in-process services, a JSON
-//! client, private MariaDB/Redis/RabbitMQ servers), free ports and temporary
-//! directories. Only tests, benches and the demo driver use it.
+//! client, private MariaDB/Redis/RabbitMQ servers), a TLS server outside the mesh
+//! ([`tls`]), free ports and temporary directories. Only tests, benches and the demo
+//! driver use it.
 
 pub mod browser;
 pub mod etcd;
 pub mod shop;
+pub mod tls;
 
 pub use etcd::Etcd;
 pub use shop::*;

@@ -6,78 +6,28 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::Full;
 use std::path::Path;
-use std::sync::Arc;
 use weft_control_plane::istio::load_str;
+use weft_testkit::tls::{https_server, Seen, TestCa};
 use weft_testkit::Etcd;
 
 const HOST: &str = "api.payments.example";
 
-/// A TLS server for `HOST` under a fresh root; returns its address and the root's PEM.
-async fn payments() -> (std::net::SocketAddr, String) {
-    payments_server(None).await
+/// A TLS server for `HOST` (and [`PARTNER_ID`]) under a fresh root, answering how it was
+/// reached; with `clients` (a root's PEM) it takes only clients with a certificate from that
+/// root. Its address and its root's PEM.
+async fn payments_server(clients: Option<&str>) -> (std::net::SocketAddr, String) {
+    let ca = TestCa::new("payments");
+    let answer = |seen: &Seen| {
+        let who = if seen.client_certificate { " with a client certificate" } else { "" };
+        format!("paid via {}{who}", seen.host)
+    };
+    (https_server(&ca, &[HOST, PARTNER_ID], clients, answer).await, ca.pem())
 }
 
-/// [`payments`] whose certificate also names `spiffe://partner.example/payments`, and which,
-/// with `clients` (a root's PEM), takes only clients with a certificate from that root.
-async fn payments_server(clients: Option<&str>) -> (std::net::SocketAddr, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![HOST.to_string()]).unwrap();
-    params.subject_alt_names.push(rcgen::SanType::URI(PARTNER_ID.try_into().unwrap()));
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match clients {
-        None => builder.with_no_client_auth(),
-        Some(pem) => {
-            use rustls::pki_types::pem::PemObject;
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).unwrap();
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let config = builder
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let client = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let host = req.headers().get("host").map_or("-".into(), |h| h.to_str().unwrap_or("?").to_string());
-                    let who = if client { " with a client certificate" } else { "" };
-                    async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
-                            "paid via {host}{who}"
-                        )))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, ca.pem())
+async fn payments() -> (std::net::SocketAddr, String) {
+    payments_server(None).await
 }
 
 /// The partner's name for its server, besides `HOST`.
@@ -130,15 +80,8 @@ async fn a_service_entry_with_tls_origination_reaches_a_server_outside_the_mesh(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_origination_presents_the_client_certificate_and_checks_the_servers_names() {
     // The partner's client CA and the certificate it gave us, as files on the sidecar.
-    let client_ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut client_ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let client_ca = client_ca.self_signed(&client_ca_key).unwrap();
-    let client_key = rcgen::KeyPair::generate().unwrap();
-    let client_cert = rcgen::CertificateParams::new(vec!["shop.example".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &client_ca, &client_ca_key)
-        .unwrap();
+    let client_ca = TestCa::new("partner clients");
+    let (client_cert, client_key) = client_ca.issue(&["shop.example"]);
     let (server, root) = payments_server(Some(&client_ca.pem())).await;
     let (_other, other_root) = payments().await;
     let dir = weft_testkit::TempDir::new("egress-mutual");
@@ -148,7 +91,7 @@ async fn mutual_tls_origination_presents_the_client_certificate_and_checks_the_s
         path.display().to_string()
     };
     let (root, other_root) = (file("root.pem", root), file("other.pem", other_root));
-    let (cert, key) = (file("client.pem", client_cert.pem()), file("client.key", client_key.serialize_pem()));
+    let (cert, key) = (file("client.pem", client_cert), file("client.key", client_key));
 
     let etcd = Etcd::start();
     let store = admin_store(&[etcd.url()], &etcd).await;

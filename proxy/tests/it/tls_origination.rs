@@ -4,59 +4,13 @@
 //! verify is a connect failure (503 UF), never plaintext.
 
 use crate::harness::*;
-use bytes::Bytes;
-use http_body_util::Full;
-use std::sync::Arc;
+use weft_testkit::tls::{https_server, TestCa};
 
 const HOST: &str = "api.external.test";
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-fn ca() -> Ca {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, "test root");
-    Ca { cert: params.self_signed(&key).unwrap(), key }
-}
-
 /// A TLS server for `HOST` with a certificate from `ca`, answering `secure <ALPN>`.
-async fn tls_server(ca: &Ca) -> std::net::SocketAddr {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(vec![HOST.to_string()]).unwrap().signed_by(&key, &ca.cert, &ca.key).unwrap();
-    let chain = vec![cert.der().clone()];
-    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let alpn = String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or(b"-")).into_owned();
-                let svc = hyper::service::service_fn(move |_req| {
-                    let body = format!("secure {alpn}");
-                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+async fn tls_server(ca: &TestCa) -> std::net::SocketAddr {
+    https_server(ca, &[HOST], None, |seen| format!("secure {}", seen.alpn)).await
 }
 
 fn pem_file(name: &str, pem: &str) -> String {
@@ -75,10 +29,10 @@ fn config(server: std::net::SocketAddr, sni: &str, ca_file: &str) -> String {
 
 #[tokio::test]
 async fn the_sidecar_originates_tls_and_verifies_the_server() {
-    let (ours, theirs) = (ca(), ca());
+    let (ours, theirs) = (TestCa::new("ours"), TestCa::new("theirs"));
     let server = tls_server(&ours).await;
-    let ours_file = pem_file("ours", &ours.cert.pem());
-    let theirs_file = pem_file("theirs", &theirs.cert.pem());
+    let ours_file = pem_file("ours", &ours.pem());
+    let theirs_file = pem_file("theirs", &theirs.pem());
 
     let proxy = start(&config(server, HOST, &ours_file)).await;
     let got = get(proxy.outbound, HOST, "/", &[]).await;
