@@ -1,6 +1,10 @@
 //! `weftctl explain`: which route a request takes and what applies to it,
 //! decided by the sidecar's own matching code on the config the sidecar
 //! would get — not by a second implementation that could disagree.
+//!
+//! Size: one walk through every decision the sidecar makes for a request (route,
+//! destinations, timeouts, retries, fault, CORS, mirrors, hash key, locality,
+//! authorization, the gateway's server), kept together in the sidecar's order.
 
 use serde::Serialize;
 use weft_model::authz::{AuthzRule, Matcher};

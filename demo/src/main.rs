@@ -5,6 +5,9 @@
 //! routing, least privilege (one call per service that its policy or the
 //! service itself refuses), an instance ejected after it was made to fail,
 //! latency percentiles. Exits non-zero when a check fails.
+//!
+//! Size: the demo's story in order (journey, traffic mix, least privilege, ejection,
+//! latency), each step a check the demo test relies on.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

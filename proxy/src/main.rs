@@ -1,5 +1,8 @@
 //! `weft-proxy`: the sidecar binary. Takes its config from a static file
 //! (watched) or from the control plane, serves until SIGTERM, then drains.
+//!
+//! Size: the command line (every flag with its help: the sidecar's reference) and the
+//! start-up that wires it.
 
 use anyhow::Context;
 use clap::Parser;

@@ -14,6 +14,9 @@
 //! convergence of one apply right after.
 //!
 //! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard] [--churn 100]
+//!
+//! Size: one benchmark's scenario (steady and churning simulated sidecars), measurements
+//! and report.
 
 use anyhow::{bail, Context};
 use clap::Parser;

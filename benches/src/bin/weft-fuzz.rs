@@ -21,6 +21,8 @@
 //!
 //! `weft-fuzz --seconds 60 [--target NAME]...`; exits non-zero on the first
 //! failure, after writing the input to `target/fuzz/crashes/`.
+//!
+//! Size: nine targets, each a generator and the invariant it checks, sharing one driver.
 
 use clap::Parser;
 use rand::rngs::SmallRng;

@@ -3,6 +3,9 @@
 //! certificate status) and Prometheus's view of the traffic (the sidecars' Istio
 //! metrics). Gathering ([`gather`]) is separate from assembling ([`assemble`]),
 //! which is pure and tested on its own.
+//!
+//! Size: about 430 lines of gathering and assembling that share the graph's types; the
+//! rest is tests of the assembly.
 
 use crate::promql::{query, Sample};
 use crate::registry::Registry;

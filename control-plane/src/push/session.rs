@@ -1,5 +1,8 @@
 //! One sidecar's stream: admission of its Hello, its registration on a lease,
 //! pushes of its config as state changes, and its ACKs and NACKs.
+//!
+//! Size: the stream's life in order (admission, registration, pushes, acknowledgements,
+//! status), which share the session's state.
 
 use super::context::{reply, Context, HANDSHAKE_TIMEOUT};
 use super::lease::Lease;

@@ -1,5 +1,8 @@
 //! DestinationRule → clusters: one per host, port and subset, with the
 //! endpoints the subset's labels select and the traffic policy that applies.
+//!
+//! Size: every field of a DestinationRule's traffic policy and subsets destructured and
+//! translated, with Istio's merge and precedence rules.
 
 use super::common::{duration, visible, Translator, ROOT_NAMESPACE};
 use crate::istio::types::{

@@ -3,6 +3,8 @@
 //!
 //! Label names and order follow the Envoy stats filter Istio uses
 //! (shared/ISTIO-SEMANTICS.md §6); histogram buckets are Envoy's defaults.
+//!
+//! Size: every metric the sidecar exports, registered in one place with its help and labels.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 

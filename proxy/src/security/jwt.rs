@@ -9,6 +9,10 @@
 //! never sees an unverified token), symmetric keys (`kty: oct`) are refused, and
 //! the headers verification writes are removed from every request first, so a
 //! caller cannot send its own `x-jwt-claim-…`.
+//!
+//! Size: about 450 lines of verification (where tokens are found, key sets parsed, the
+//! algorithms, claims and the headers written from them) sharing the token and key types;
+//! the rest is its tests.
 
 use base64::Engine;
 use http::request::Parts;

@@ -5,6 +5,9 @@
 //! The keep-alive race (the upstream closes an idle connection just as we
 //! reuse it, Istio's best-known intermittent 503) is absorbed here: when hyper
 //! hands the request back unsent, it goes out again on a fresh connection.
+//!
+//! Size: HTTP/1.1 and HTTP/2 pooling, its limits and the keep-alive race share one
+//! endpoint's connection state.
 
 use crate::http::body::Body;
 use crate::security::tls::Conn;

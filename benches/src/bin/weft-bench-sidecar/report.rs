@@ -1,4 +1,6 @@
 //! What a run measured: the JSON results, the summary per scenario and the Markdown table.
+//!
+//! Size: the results' JSON, the per-scenario summary and the Markdown table read the same types.
 
 use crate::cli::Args;
 use crate::proxies::Proxy;

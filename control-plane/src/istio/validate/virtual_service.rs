@@ -1,4 +1,7 @@
 //! VirtualService: hosts, routes, matches, retries, faults, header operations.
+//!
+//! Size: one rule per Istio validation of a VirtualService, in the resource's field order,
+//! each with its message.
 
 use super::common::{at_least_1ms, is_dns1123, is_set, is_token, unsupported, Problems, NOT_YET};
 use crate::istio::types::*;
