@@ -83,14 +83,14 @@ fn select(c: &mut Criterion) {
             let (path, headers) = request_for(target);
             let view = RequestView { method: "GET", path_and_query: &path, authority: AUTHORITY, headers: &headers };
             let expected = format!("r{target}");
-            let (route, _) = snapshot.vhost(AUTHORITY).unwrap().select(&view).unwrap();
+            let (route, _) = snapshot.vhost(AUTHORITY).unwrap().select(None, &view).unwrap();
             assert_eq!(&*route.name, expected, "the request must reach the route it is meant for");
             group.bench_with_input(BenchmarkId::new(case, n), &view, |b, view| {
                 b.iter(|| {
                     snapshot
                         .vhost(black_box(view.authority))
                         .unwrap()
-                        .select(black_box(view))
+                        .select(None, black_box(view))
                         .map(|(r, _)| Arc::as_ptr(&r.name))
                 })
             });

@@ -37,15 +37,21 @@ async fn hundred_reloads_under_load_lose_nothing() {
     let (ca, cb) = (parse(&a), parse(&b));
     for i in 0..100 {
         let next = if i % 2 == 0 { cb.clone() } else { ca.clone() };
+        let before = done.load(Ordering::Relaxed);
         proxy.shared.apply(next).unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Every swap happens under traffic: the next one waits for requests served after this one.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while done.load(Ordering::Relaxed) < before + 4 {
+            assert!(tokio::time::Instant::now() < deadline, "no request served after swap {i}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
     }
     assert_eq!(failures.load(Ordering::Relaxed), 0);
-    assert!(done.load(Ordering::Relaxed) > 100, "load ran throughout");
+    assert!(done.load(Ordering::Relaxed) >= 400, "load ran throughout");
     assert!(v1.requests() > 0 && v2.requests() > 0, "both configs served");
     // Pools carry over reloads: a rebuilt pool would reconnect on most of the 100 swaps.
     // (A few extra connections come from requests that beat a connection's return to the pool.)
