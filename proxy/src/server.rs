@@ -124,10 +124,10 @@ impl Proxy {
             options.otlp_endpoint.clone().map(|e| crate::ops::otlp::Exporter::start(e, metrics.trace_spans.clone()));
         let endpoints = Registry::with_identity(options.identity.clone());
         let snapshot = Arc::new(Snapshot::compile(config, &endpoints, options.app)?);
-        snapshot.start_outlier_reviews();
         metrics.config_applied.inc();
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::new(snapshot),
+            snapshot: Arc::new(ArcSwap::new(snapshot.clone())),
+            reviews: Default::default(),
             endpoints,
             app_override: options.app,
             app_protocol: options.app_protocol,
@@ -149,6 +149,7 @@ impl Proxy {
             declared_ports: options.declared_ports.clone(),
             credentials_dir: options.credentials_dir.clone(),
         });
+        shared.reviews.follow(&snapshot, &shared.snapshot);
 
         let bind = |addr: SocketAddr| async move {
             listen::bind(addr).await.map_err(|source| StartError::Bind { addr, source })

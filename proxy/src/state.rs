@@ -7,7 +7,6 @@ use crate::config::snapshot::Snapshot;
 use crate::ops::access_log::AccessLog;
 use crate::ops::metrics::Metrics;
 use crate::upstream::endpoint::Registry;
-use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use weft_model::{ProxyConfig, ValidationError};
@@ -15,7 +14,9 @@ use weft_model::{ProxyConfig, ValidationError};
 /// State every request and the admin server read.
 #[derive(Debug)]
 pub struct Shared {
-    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) snapshot: crate::upstream::review::Live,
+    /// Outlier detection's reviews, kept across reloads.
+    pub(crate) reviews: crate::upstream::review::Reviews,
     pub(crate) endpoints: Registry,
     pub(crate) app_override: Option<SocketAddr>,
     /// `--app-protocol`: what the sidecar speaks to its app, whatever a config says.
@@ -143,8 +144,8 @@ impl Shared {
         self.dns.want(&snapshot.config);
         let version = snapshot.config.version.clone();
         let snapshot = Arc::new(snapshot);
-        snapshot.start_outlier_reviews();
-        self.snapshot.swap(snapshot).retire();
+        self.snapshot.store(snapshot.clone());
+        self.reviews.follow(&snapshot, &self.snapshot);
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         self.applied.notify_one();
         self.epoch.send_modify(|n| *n += 1);
@@ -162,8 +163,8 @@ impl Shared {
         match Snapshot::compile_with(config, &self.endpoints, self.app_override, &self.dns.answers()) {
             Ok(snapshot) => {
                 let snapshot = Arc::new(snapshot);
-                snapshot.start_outlier_reviews();
-                self.snapshot.swap(snapshot).retire();
+                self.snapshot.store(snapshot.clone());
+                self.reviews.follow(&snapshot, &self.snapshot);
             }
             // The live config compiled before; only a DNS answer changed, so this cannot fail.
             Err(e) => tracing::error!("recompiling with new DNS answers failed: {e}"),

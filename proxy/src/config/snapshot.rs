@@ -68,9 +68,6 @@ pub struct Snapshot {
     /// This workload's own service host (its `app` label, Istio's canonical service): the
     /// inbound `destination_service`, never the caller's Host. Made once per config.
     pub own_service: Arc<str>,
-    /// Set once a newer snapshot is live: its outlier reviews stop (the endpoint
-    /// state they review lives on in the registry, reviewed by the live snapshot).
-    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Snapshot {
@@ -235,7 +232,6 @@ impl Snapshot {
             Some(app) => format!("{app}.{}.svc.cluster.local", config.workload.namespace).into(),
             None => "unknown".into(),
         };
-        let retired = Default::default();
         wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         Ok(Snapshot {
             config: Arc::new(config),
@@ -248,7 +244,6 @@ impl Snapshot {
             authz,
             jwt,
             own_service,
-            retired,
         })
     }
 
@@ -280,36 +275,6 @@ impl Snapshot {
 
     pub fn clusters(&self) -> impl Iterator<Item = &Cluster> {
         self.clusters.values()
-    }
-
-    /// Starts the outlier-detection review of every cluster that has it, at
-    /// its `interval`. Each task ends when this snapshot is no longer used.
-    pub fn start_outlier_reviews(self: &Arc<Self>) {
-        for c in self.clusters.values() {
-            let Some(interval) = c.balancer.outlier_settings().map(|s| s.interval) else { continue };
-            let (snapshot, name) = (Arc::downgrade(self), c.name.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-                loop {
-                    tick.tick().await;
-                    // Ends with the snapshot, or once a newer one reviews the same endpoints: a
-                    // retiring snapshot that requests still hold must not review them a second time.
-                    let Some(snapshot) = snapshot.upgrade().filter(|s| !s.is_retired()) else { return };
-                    if let Some(cluster) = snapshot.cluster(&name) {
-                        cluster.balancer.tick();
-                    }
-                }
-            });
-        }
-    }
-
-    /// Marks this snapshot replaced (see `retired`).
-    pub fn retire(&self) {
-        self.retired.store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -350,27 +315,6 @@ mod tests {
             "short name only from its own namespace"
         );
         assert_eq!(domain_names("api.example.com", "prod"), ["api.example.com"]);
-    }
-
-    /// A replaced snapshot's outlier reviews end at their next tick, even while a
-    /// request still holds the snapshot (paused time: no waiting).
-    #[tokio::test(start_paused = true)]
-    async fn a_retired_snapshot_stops_reviewing_outliers() {
-        let yaml = "apiVersion: weft.dev/v1alpha1\nversion: '1'\nworkload: {name: w, namespace: ns}\nclusters:\n  c:\n    endpoints: [{address: 127.0.0.1:1}]\n    outlierDetection: {consecutive5xxErrors: 5, interval: 10s}\n";
-        let config: ProxyConfig = serde_yaml::from_str(yaml).unwrap();
-        let alive = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
-        let before = alive();
-        let held = Arc::new(Snapshot::compile(config, &Registry::default(), None).unwrap());
-        held.start_outlier_reviews();
-        assert_eq!(alive(), before + 1, "one review task per cluster with outlier detection");
-        tokio::time::advance(std::time::Duration::from_secs(25)).await;
-        tokio::task::yield_now().await;
-        assert_eq!(alive(), before + 1, "reviewing while live");
-        held.retire();
-        tokio::time::advance(std::time::Duration::from_secs(10)).await;
-        tokio::task::yield_now().await;
-        assert_eq!(alive(), before, "the review ended though the snapshot is still held");
-        assert!(held.cluster("c").is_some());
     }
 
     #[test]

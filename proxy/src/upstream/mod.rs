@@ -1,6 +1,6 @@
 //! Where a request goes once routed: the endpoints of a cluster (state that
 //! outlives reloads), endpoints by DNS name, load balancing, connection pools, circuit breakers and
-//! outlier ejection, consistent hashing, locality.
+//! outlier ejection and its periodic review, consistent hashing, locality.
 
 pub mod balance;
 pub mod dns;
@@ -11,3 +11,4 @@ pub mod limits;
 pub mod locality;
 pub mod outlier;
 pub mod pool;
+pub mod review;
