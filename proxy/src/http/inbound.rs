@@ -42,7 +42,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>
     let named = conn
         .sni
         .as_deref()
-        .filter(|_| conn.original_dst.is_none())
+        .filter(|_| conn.original_dst.is_none() && !snap.config.inbound.http_ports.is_empty())
         .and_then(crate::net::tcp::port_of_sni)
         .filter(|p| snap.config.inbound.http_ports.contains(p));
     // The port the peer was going to (captured, or named), else the app's: Istio's `ports`

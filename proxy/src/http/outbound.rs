@@ -149,10 +149,14 @@ async fn route_and_forward<'s>(
         headers: &parts.headers,
     };
     // The port the request is for: its authority's, else where a captured connection was going.
-    let port = crate::http::headers::split_port(&record.authority)
-        .1
-        .and_then(|p| p.parse().ok())
-        .or(conn.original_dst.map(|d| d.port()));
+    // Read only for a service with other ports: most requests pay nothing for it.
+    let port = match vhost.ports.is_empty() {
+        true => None,
+        false => crate::http::headers::split_port(&record.authority)
+            .1
+            .and_then(|p| p.parse().ok())
+            .or(conn.original_dst.map(|d| d.port())),
+    };
     let (route, hit) =
         vhost.select(port, &view).ok_or_else(|| (ProxyError::NoRoute { service: vhost.name.to_string() }, none))?;
     record.route = Some(route.name.clone());
