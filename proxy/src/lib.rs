@@ -18,13 +18,15 @@
 //! Config is one immutable [`config::snapshot::Snapshot`] behind one `ArcSwap`; state that
 //! outlives a reload (pools, active-request counts) lives in [`upstream::endpoint::Registry`].
 
+#![warn(unreachable_pub)]
+
 pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod net;
 pub mod ops;
 pub mod security;
-pub mod server;
+pub(crate) mod server;
 pub mod state;
 pub mod upstream;
 

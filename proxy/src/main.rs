@@ -110,7 +110,7 @@ struct Args {
     /// through (Istio's default), REGISTRY_ONLY refuses it (HTTP 502, TCP closed).
     /// The mesh-wide default: a Sidecar resource for the workload overrides it.
     #[arg(long, env = "WEFT_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY")]
-    outbound_traffic_policy: weft_proxy::net::intercept::OutboundTrafficPolicy,
+    outbound_traffic_policy: weft_model::OutboundTrafficPolicy,
     /// Request-path normalization before routing, authorization and the app (Istio's MeshConfig
     /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES; the control
     /// plane's setting overrides it.
@@ -450,30 +450,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let running = Proxy::start(options, initial, prometheus::Registry::new()).await.context("starting weft-proxy")?;
     // POST /quitquitquit from inside the pod ends the sidecar (a classic sidecar's Job is done).
     let quit = std::sync::Arc::new(tokio::sync::Notify::new());
-    let probes = std::sync::Arc::new(probes);
-    let (_status_stop, status_stop) = tokio::sync::watch::channel(false);
-    for addr in &args.status {
-        let listeners = weft_proxy::net::listen::bind(*addr)
-            .await
-            .with_context(|| format!("binding the status listener {addr}"))?;
-        for listener in listeners {
-            let (shared, probes, quit) = (running.shared.clone(), probes.clone(), quit.clone());
-            let gauges = (
-                running.shared.metrics.downstream_active.with_label_values(&["status"]),
-                running.shared.metrics.downstream_total.with_label_values(&["status"]),
-            );
-            tokio::spawn(weft_proxy::net::listen::serve(
-                listener,
-                move |req, conn| {
-                    weft_proxy::ops::probes::handle(shared.clone(), probes.clone(), quit.clone(), req, conn)
-                },
-                status_stop.clone(),
-                weft_proxy::net::listen::Timeouts::new(Duration::from_secs(1)),
-                gauges,
-                weft_proxy::net::listen::Guard::Open,
-            ));
-        }
-    }
+    let _status = weft_proxy::ops::probes::serve_status(&running, &args.status, probes, quit.clone())
+        .await
+        .context("binding the status listeners")?;
     let (goodbye, goodbye_rx) = tokio::sync::watch::channel(false);
     let mut control_task = None;
     match watched {

@@ -24,14 +24,14 @@ pub struct Shared {
     pub(crate) apply_lock: Mutex<()>,
     pub(crate) ready: std::sync::atomic::AtomicBool,
     pub identity: Option<Arc<crate::security::identity::Identity>>,
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     pub access_log: AccessLog,
     /// The mesh-wide default (`--outbound-traffic-policy`); a config may override it.
     pub outbound_traffic_policy: crate::net::intercept::OutboundTrafficPolicy,
     /// The mesh-wide default (`--path-normalization`); a config may override it.
     pub path_normalization: weft_model::PathNormalization,
     /// Istio's inbound retry of requests that never reached the app, made once.
-    pub inbound_retry: crate::http::retry::RetryPolicy,
+    pub(crate) inbound_retry: crate::http::retry::RetryPolicy,
     /// Endpoints by DNS name, resolved by `upstream::dns::run`.
     pub dns: crate::upstream::dns::Dns,
     /// Traces started here are sampled at this rate, per million (`--trace-sampling`);
@@ -39,11 +39,11 @@ pub struct Shared {
     pub trace_sampling: Option<u32>,
     /// Slots for mirror copies in flight (the mirror module's bound); a copy that
     /// finds none free is dropped (and counted), never queued.
-    pub mirror_slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) mirror_slots: Arc<tokio::sync::Semaphore>,
     /// Live request lines for `/tap` watchers.
     pub tap: crate::ops::tap::Tap,
     /// Where sampled spans are exported (`--otlp-endpoint`); none: only propagated and logged.
-    pub otlp: Option<crate::ops::otlp::Exporter>,
+    pub(crate) otlp: Option<crate::ops::otlp::Exporter>,
     /// Signalled after each applied config (a gateway binds the ports it names).
     pub(crate) applied: tokio::sync::Notify,
     /// Counts applied configs: open TCP relays are judged again on each.
@@ -119,7 +119,10 @@ impl Shared {
     }
 
     /// The policy for captured traffic outside the mesh under `config`.
-    pub fn outbound_policy(&self, config: &weft_model::ProxyConfig) -> crate::net::intercept::OutboundTrafficPolicy {
+    pub(crate) fn outbound_policy(
+        &self,
+        config: &weft_model::ProxyConfig,
+    ) -> crate::net::intercept::OutboundTrafficPolicy {
         config.outbound_traffic_policy.unwrap_or(self.outbound_traffic_policy)
     }
 
@@ -157,7 +160,7 @@ impl Shared {
 
 impl Shared {
     /// Recompiles the live config with the latest DNS answers (no new version, not a reload).
-    pub fn refresh_endpoints(&self) {
+    pub(crate) fn refresh_endpoints(&self) {
         let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         let config = (*self.snapshot().config).clone();
         match Snapshot::compile_with(config, &self.endpoints, self.app_override, &self.dns.answers()) {

@@ -132,7 +132,7 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
 
     // Steady load through the gateway.
     let load = Load::start(gw.outbound);
-    eventually("the load flows through the gateway", || async { sent(&gw) >= 25.0 }).await;
+    eventually("the load flows through the gateway", || async { sent(&gw).await >= 25.0 }).await;
 
     // Kill the control plane the gateway is connected to.
     let statuses = store.statuses().await.unwrap();
@@ -159,8 +159,8 @@ async fn a_control_plane_dies_under_load_and_no_request_fails() {
     })
     .await;
     // And the load goes on after the change (25 + 26 answers: more than the 50 asserted below).
-    let before = sent(&gw);
-    eventually("the load flows on after the change", || async { sent(&gw) >= before + 26.0 }).await;
+    let before = sent(&gw).await;
+    eventually("the load flows on after the change", || async { sent(&gw).await >= before + 26.0 }).await;
     let (done, failures) = load.finish().await;
     assert!(done > 50);
     assert_eq!(failures, 0, "no request failed while a control plane died");

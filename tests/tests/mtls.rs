@@ -242,7 +242,7 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     let load = Load::start(m.gateway.outbound);
     eventually("two rotations under a load of more than 200 requests", || async {
         let now = m.order.shared.identity.as_ref().unwrap().current().unwrap().not_after;
-        now.duration_since(first).unwrap_or_default() >= Duration::from_secs(4) && sent(&m.gateway) > 200.0
+        now.duration_since(first).unwrap_or_default() >= Duration::from_secs(4) && sent(&m.gateway).await > 200.0
     })
     .await;
     let (done, failures) = load.finish().await;
@@ -458,8 +458,8 @@ async fn the_root_rotates_under_load_with_no_failed_request() {
         late.shared.is_ready() && get(late.outbound, "order-service", &[]).await.0 == 200
     })
     .await;
-    let before = sent(&gateway);
-    eventually("the load goes on after the rotation", || async { sent(&gateway) >= before + 20.0 }).await;
+    let before = sent(&gateway).await;
+    eventually("the load goes on after the rotation", || async { sent(&gateway).await >= before + 20.0 }).await;
     let (done, failures) = load.finish().await;
     assert!(done > 50);
     assert_eq!(failures, 0, "no request failed during the rotation");

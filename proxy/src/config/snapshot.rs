@@ -32,7 +32,7 @@ impl Cluster {
     /// The protocol for a request that arrived as `version`. gRPC (HTTP/2 with
     /// `content-type: application/grpc…`) stays HTTP/2 whatever the cluster says: it
     /// cannot live on HTTP/1.1 (trailers), as Istio speaks it to `grpc` ports.
-    pub fn protocol_for(&self, version: http::Version, grpc: bool) -> Protocol {
+    pub(crate) fn protocol_for(&self, version: http::Version, grpc: bool) -> Protocol {
         match self.protocol {
             _ if grpc && version == http::Version::HTTP_2 => Protocol::Http2,
             UpstreamProtocol::Http1 => Protocol::Http1,
@@ -43,7 +43,7 @@ impl Cluster {
 }
 
 /// Name of the cluster that delivers inbound traffic to the local app.
-pub const INBOUND_CLUSTER: &str = "inbound|app";
+pub(crate) const INBOUND_CLUSTER: &str = "inbound|app";
 
 /// A compiled config.
 #[derive(Debug)]
@@ -60,14 +60,14 @@ pub struct Snapshot {
     /// The local app as a one-endpoint cluster, if its address is known.
     pub inbound: Option<Cluster>,
     /// The app's other HTTP ports (`inbound.httpPorts`), each a one-endpoint cluster on its host.
-    pub inbound_ports: Vec<(u16, Cluster)>,
+    pub(crate) inbound_ports: Vec<(u16, Cluster)>,
     /// Authorization policies for inbound requests, compiled.
     pub authz: Vec<crate::security::authz::Policy>,
     /// End-user JWT verification for inbound requests, compiled.
     pub jwt: crate::security::jwt::Authenticator,
     /// This workload's own service host (its `app` label, Istio's canonical service): the
     /// inbound `destination_service`, never the caller's Host. Made once per config.
-    pub own_service: Arc<str>,
+    pub(crate) own_service: Arc<str>,
 }
 
 impl Snapshot {
@@ -82,7 +82,7 @@ impl Snapshot {
     }
 
     /// [`Snapshot::compile`] with the DNS answers for clusters whose endpoints are names.
-    pub fn compile_with(
+    pub(crate) fn compile_with(
         config: ProxyConfig,
         registry: &Registry,
         app_override: Option<SocketAddr>,

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use weft_model::gateway::Server;
 
 /// How often credential files are checked for changes.
-pub const CREDENTIAL_POLL: Duration = Duration::from_secs(1);
+pub(crate) const CREDENTIAL_POLL: Duration = Duration::from_secs(1);
 
 /// How to run a gateway.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub struct GatewayOptions {
 
 /// The gateway's live servers, by port.
 #[derive(Debug)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     options: GatewayOptions,
     ports: ArcSwap<BTreeMap<u16, Arc<Port>>>,
 }
@@ -66,7 +66,7 @@ pub(crate) struct Served {
 impl Served {
     /// The policy a connection must have been accepted under to be served here (`None`:
     /// plaintext; a TLS server whose credential is withdrawn matches no connection).
-    pub fn policy(&self) -> Option<u64> {
+    pub(crate) fn policy(&self) -> Option<u64> {
         match (&self.spec.tls, &self.tls) {
             (None, _) => None,
             (Some(_), Some((_, fingerprint))) => Some(*fingerprint),
@@ -85,14 +85,14 @@ impl Port {
 
     /// The server a name reaches ([`weft_model::gateway::server_for`], Envoy's filter-chain
     /// order); TLS without SNI reaches only a `*` server.
-    pub fn server_for(&self, name: Option<&str>) -> Option<&Served> {
+    pub(crate) fn server_for(&self, name: Option<&str>) -> Option<&Served> {
         let spec = weft_model::gateway::server_for(self.servers.iter().map(|s| &s.spec), name)?;
         self.servers.iter().find(|s| std::ptr::eq(&s.spec, spec))
     }
 }
 
 impl Gateway {
-    pub fn new(options: GatewayOptions) -> Self {
+    pub(crate) fn new(options: GatewayOptions) -> Self {
         Gateway { options, ports: Default::default() }
     }
 

@@ -23,7 +23,7 @@ impl Files {
     /// Where `credential` lives: `credentialName` is a directory under `dir` holding a
     /// Kubernetes TLS Secret's keys (`tls.crt`, `tls.key`, `ca.crt`; the CA may also be
     /// in `<name>-cacert/ca.crt`, Istio's separate CA Secret).
-    pub fn of(credential: &Credential, mode: ServerTlsMode, dir: &Path) -> Files {
+    pub(super) fn of(credential: &Credential, mode: ServerTlsMode, dir: &Path) -> Files {
         match credential {
             Credential::Name(name) => {
                 let own = dir.join(name);
@@ -46,7 +46,7 @@ impl Files {
     }
 
     /// What the files look like now (size and mtime); a change means read them again.
-    pub fn stamp(&self) -> Stamp {
+    pub(super) fn stamp(&self) -> Stamp {
         let one =
             |p: &Path| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
         Stamp([one(&self.certificate), one(&self.private_key), self.ca.as_deref().and_then(one)])
@@ -59,7 +59,7 @@ pub(crate) struct Stamp([Option<(u64, SystemTime)>; 3]);
 
 impl Stamp {
     /// The certificate file is not there (the Secret was deleted).
-    pub fn certificate_gone(&self) -> bool {
+    pub(super) fn certificate_gone(&self) -> bool {
         self.0[0].is_none()
     }
 }

@@ -99,7 +99,7 @@ impl Redirect {
         self.code
     }
 
-    pub fn respond(&self, req: &Origin<'_>) -> Response<Body> {
+    pub(crate) fn respond(&self, req: &Origin<'_>) -> Response<Body> {
         let mut response = Response::new(body::empty());
         *response.status_mut() = self.code;
         match HeaderValue::from_str(&self.location(req)) {
@@ -145,7 +145,7 @@ impl Direct {
         format!("{} with a {}-byte body", self.status.as_u16(), self.body.len())
     }
 
-    pub fn respond(&self) -> Response<Body> {
+    pub(crate) fn respond(&self) -> Response<Body> {
         let mut response = Response::new(body::full(self.body.clone()));
         *response.status_mut() = self.status;
         if !self.body.is_empty() {

@@ -5,12 +5,12 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use std::future::Future;
 
 /// Errors a body can yield; boxed so hyper's and ours fit one type.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request or response body, streamed or buffered.
 pub type Body = BoxBody<Bytes, BoxError>;
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
@@ -19,7 +19,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Boxes hyper's incoming body.
-pub fn incoming(b: hyper::body::Incoming) -> Body {
+pub(crate) fn incoming(b: hyper::body::Incoming) -> Body {
     b.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
@@ -27,7 +27,7 @@ pub fn incoming(b: hyper::body::Incoming) -> Body {
 /// route timeout covers the whole response, not only its headers): the body ends
 /// in this error, the connection is cut and the request is recorded with `UT`.
 #[derive(Debug)]
-pub struct RouteTimeout;
+pub(crate) struct RouteTimeout;
 
 impl std::fmt::Display for RouteTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +38,7 @@ impl std::fmt::Display for RouteTimeout {
 impl std::error::Error for RouteTimeout {}
 
 /// `inner` until `deadline`, then [`RouteTimeout`].
-pub fn until(inner: Body, deadline: tokio::time::Instant) -> Body {
+pub(crate) fn until(inner: Body, deadline: tokio::time::Instant) -> Body {
     Deadline { inner, sleep: Box::pin(tokio::time::sleep_until(deadline)), expired: false }.boxed()
 }
 

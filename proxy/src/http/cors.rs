@@ -98,7 +98,7 @@ impl Policy {
     }
 
     /// The response to an allowed actual request.
-    pub fn decorate(&self, origin: HeaderValue, headers: &mut HeaderMap) {
+    pub(crate) fn decorate(&self, origin: HeaderValue, headers: &mut HeaderMap) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         if self.allow_credentials {
             headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));

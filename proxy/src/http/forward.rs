@@ -27,10 +27,10 @@ use std::sync::Arc;
 /// Request bodies up to this size are kept so the request can be retried
 /// (Envoy buffers for retries too). Larger or unsized bodies stream through
 /// and get only the pool's resend of a request that was never written.
-pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+pub(crate) const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
 /// The request body, kept for replays when small enough.
-pub enum RequestBody {
+pub(crate) enum RequestBody {
     Buffered(Bytes),
     Streaming(Option<Body>),
 }
@@ -39,7 +39,7 @@ impl RequestBody {
     /// Reads the body up to [`RETRY_BUFFER_LIMIT`]: a body that ends within it
     /// is kept whole (and can be replayed); a longer one streams on, with what
     /// was read so far in front. A body that breaks while being read is a 400.
-    pub async fn prepare(mut incoming: Incoming) -> Result<Self, ProxyError> {
+    pub(crate) async fn prepare(mut incoming: Incoming) -> Result<Self, ProxyError> {
         if incoming.is_end_stream() {
             return Ok(RequestBody::Buffered(Bytes::new()));
         }
@@ -65,7 +65,7 @@ impl RequestBody {
         }))
     }
 
-    pub fn len_hint(&self) -> u64 {
+    pub(crate) fn len_hint(&self) -> u64 {
         match self {
             RequestBody::Buffered(b) => b.len() as u64,
             RequestBody::Streaming(Some(b)) => b.size_hint().lower(),
@@ -81,7 +81,7 @@ impl RequestBody {
     }
 
     /// The whole body, when it was small enough to keep.
-    pub fn bytes(&self) -> Option<Bytes> {
+    pub(crate) fn bytes(&self) -> Option<Bytes> {
         match self {
             RequestBody::Buffered(b) => Some(b.clone()),
             RequestBody::Streaming(_) => None,
@@ -116,7 +116,7 @@ impl http_body::Body for Prefixed {
 
 /// What goes upstream, minus the body: method, target, authority, headers.
 /// Built once per request; each attempt copies it.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub parts: Parts,
     pub authority: HeaderValue,
     pub protocol: Protocol,
@@ -128,7 +128,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// `rewritten`: the path and query a route rewrote, else the request's own.
-    pub fn new(
+    pub(crate) fn new(
         parts: Parts,
         rewritten: Option<String>,
         authority: HeaderValue,
@@ -159,7 +159,7 @@ impl Outgoing {
 
     /// A copy for a mirror: the same request to `-shadow` of its host (Envoy's shadow
     /// host suffix), spoken as the mirror's cluster wants.
-    pub fn shadow(&self, protocol: Protocol) -> Result<Outgoing, ProxyError> {
+    pub(crate) fn shadow(&self, protocol: Protocol) -> Result<Outgoing, ProxyError> {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = self.parts.method.clone();
         parts.version = self.parts.version;
@@ -193,18 +193,18 @@ impl Outgoing {
 }
 
 /// How a forward ended well: the response, the endpoint, and how many tries it took.
-pub struct Forwarded {
+pub(crate) struct Forwarded {
     pub response: Response<Incoming>,
     pub endpoint: Arc<Endpoint>,
     pub guard: ActiveGuard,
     /// The cluster's `http2MaxRequests` slot, held until the response ends.
-    pub permit: Permit,
+    pub(crate) permit: Permit,
     pub tries: u32,
     pub flags: Flags,
 }
 
 /// How a forward ended badly.
-pub struct ForwardError {
+pub(crate) struct ForwardError {
     pub error: ProxyError,
     pub endpoint: Option<Arc<Endpoint>>,
     pub tries: u32,
@@ -214,7 +214,7 @@ pub struct ForwardError {
 /// Sends `out` to an endpoint of `cluster`, retrying per `policy`, and feeds
 /// each try's outcome to outlier detection. The caller bounds the whole call
 /// with the route timeout.
-pub async fn forward(
+pub(crate) async fn forward(
     out: &Outgoing,
     body: &mut RequestBody,
     cluster: &Cluster,
@@ -352,7 +352,7 @@ fn observe(
 }
 
 /// Adds `x-request-id` when absent; returns its value (sharing the header's bytes).
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&REQUEST_ID) {
         return id.clone();
     }
@@ -386,7 +386,7 @@ fn new_request_id() -> HeaderValue {
 
 /// The authority a request names: `:authority` for HTTP/2 and absolute-form,
 /// else `Host`.
-pub fn authority_of(parts: &Parts) -> Option<String> {
+pub(crate) fn authority_of(parts: &Parts) -> Option<String> {
     parts
         .uri
         .authority()

@@ -15,7 +15,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 /// Removes the hop-by-hop headers and those `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most requests carry none: one pass over the names is cheaper than six removals.
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
@@ -36,7 +36,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// A header as matchers see it: several values joined with `,` (Envoy's rule,
 /// so `x-role: user` + `x-role: admin` is `user,admin`, never just `user`);
 /// bytes that are not UTF-8 stand as U+FFFD rather than hiding the header.
-pub fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+pub(crate) fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let text = |v: &'a http::HeaderValue| match v.to_str() {
@@ -77,7 +77,7 @@ pub fn split_port(authority: &str) -> (&str, Option<&str>) {
 
 /// A gRPC request or response: `content-type: application/grpc` or `application/grpc+…`
 /// (Envoy's test; gRPC-Web's `application/grpc-web` is not gRPC on the wire).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes();
         v == b"application/grpc" || v.starts_with(b"application/grpc+") || v.starts_with(b"application/grpc;")
@@ -86,7 +86,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// gRPC's status as the HTTP status it stands for (Envoy's `grpcToHttpStatus`), for
 /// outlier detection: a trailers-only UNAVAILABLE is a 503 to it, as to Envoy.
-pub fn grpc_as_http_status(headers: &HeaderMap) -> Option<u16> {
+pub(crate) fn grpc_as_http_status(headers: &HeaderMap) -> Option<u16> {
     let code: u32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
     Some(match code {
         0 => 200,
@@ -106,7 +106,7 @@ pub fn grpc_as_http_status(headers: &HeaderMap) -> Option<u16> {
 
 /// The deadline a gRPC client sent (`grpc-timeout`: at most 8 digits and a unit, `H`
 /// `M` `S` `m` `u` `n`); `None` when absent or malformed.
-pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
     let v = headers.get("grpc-timeout")?.as_bytes();
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {

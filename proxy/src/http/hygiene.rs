@@ -11,7 +11,7 @@ use weft_model::PathNormalization;
 
 /// Strips what the client named hop-by-hop, checks the request line and
 /// normalizes the path in place. Call before anything else reads or sets headers.
-pub fn admit(parts: &mut http::request::Parts, mode: PathNormalization) -> Result<(), ProxyError> {
+pub(crate) fn admit(parts: &mut http::request::Parts, mode: PathNormalization) -> Result<(), ProxyError> {
     crate::http::headers::strip_hop_by_hop(&mut parts.headers);
     // Set only by the sidecar when it rewrites a path: never the client's word.
     parts.headers.remove("x-envoy-original-path");

@@ -13,10 +13,10 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// Istio's cluster name for inbound traffic to a port the workload does not declare.
-pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+pub(crate) const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 
 /// Handles one request from a peer.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let snap = shared.snapshot();
     let (mut parts, incoming) = req.into_parts();
     // First: the client's hop-by-hop stripping, the request line, the normalized path.

@@ -34,7 +34,7 @@ impl StrMatch {
         }
     }
 
-    pub fn matches_ignore_case(&self, value: &str) -> bool {
+    pub(crate) fn matches_ignore_case(&self, value: &str) -> bool {
         match self {
             StrMatch::Exact(e) => value.eq_ignore_ascii_case(e),
             StrMatch::Prefix(p) => {

@@ -18,11 +18,11 @@ use std::time::Duration;
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Copies in flight at once, per sidecar.
-pub const MAX_IN_FLIGHT: usize = 1024;
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
 
 /// Sends the copies `targets` draw for this request. A body too large to keep
 /// (streamed on to the real destination) cannot be copied: that copy is skipped and counted.
-pub fn send(
+pub(crate) fn send(
     targets: &[MirrorTarget],
     snap: &Arc<Snapshot>,
     out: &Outgoing,

@@ -52,7 +52,7 @@ pub fn normalize(path_and_query: &str, mode: PathNormalization) -> Result<String
 
 /// [`normalize`], borrowing when the path is normal already (most are: no
 /// allocation on the request path then).
-pub fn normalized(path_and_query: &str, mode: PathNormalization) -> Result<std::borrow::Cow<'_, str>, Refused> {
+pub(crate) fn normalized(path_and_query: &str, mode: PathNormalization) -> Result<std::borrow::Cow<'_, str>, Refused> {
     use std::borrow::Cow;
     if mode == PathNormalization::None {
         return Ok(Cow::Borrowed(path_and_query));

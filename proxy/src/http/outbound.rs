@@ -21,7 +21,7 @@ use rand::Rng;
 use std::sync::Arc;
 
 /// Handles one request from the local app.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     serve(shared, req, conn, None).await
 }
 

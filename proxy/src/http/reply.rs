@@ -8,38 +8,38 @@ use http::{HeaderValue, Response, StatusCode};
 use std::fmt;
 
 /// The header carrying the reason for a local reply.
-pub const ERROR_HEADER: &str = "x-weft-error";
+pub(crate) const ERROR_HEADER: &str = "x-weft-error";
 
 /// Envoy response flags, as a small bit set (`-` when none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Flags(u16);
+pub(crate) struct Flags(u16);
 
 impl Flags {
-    pub const NONE: Flags = Flags(0);
+    pub(crate) const NONE: Flags = Flags(0);
     /// No route (or no service) for the request.
-    pub const NR: Flags = Flags(1);
+    pub(crate) const NR: Flags = Flags(1);
     /// No healthy upstream.
-    pub const UH: Flags = Flags(1 << 1);
+    pub(crate) const UH: Flags = Flags(1 << 1);
     /// Upstream connection failure.
-    pub const UF: Flags = Flags(1 << 2);
+    pub(crate) const UF: Flags = Flags(1 << 2);
     /// Upstream request timeout.
-    pub const UT: Flags = Flags(1 << 3);
+    pub(crate) const UT: Flags = Flags(1 << 3);
     /// Upstream retry limit exceeded.
-    pub const URX: Flags = Flags(1 << 4);
+    pub(crate) const URX: Flags = Flags(1 << 4);
     /// Upstream overflow (circuit breaking).
-    pub const UO: Flags = Flags(1 << 5);
+    pub(crate) const UO: Flags = Flags(1 << 5);
     /// Upstream connection termination.
-    pub const UC: Flags = Flags(1 << 6);
+    pub(crate) const UC: Flags = Flags(1 << 6);
     /// Cluster not found.
-    pub const NC: Flags = Flags(1 << 7);
+    pub(crate) const NC: Flags = Flags(1 << 7);
     /// Delay injected.
-    pub const DI: Flags = Flags(1 << 8);
+    pub(crate) const DI: Flags = Flags(1 << 8);
     /// Abort injected.
-    pub const FI: Flags = Flags(1 << 9);
+    pub(crate) const FI: Flags = Flags(1 << 9);
     /// Downstream connection termination.
-    pub const DC: Flags = Flags(1 << 10);
+    pub(crate) const DC: Flags = Flags(1 << 10);
     /// Upstream remote reset (HTTP/2 stream refused or reset).
-    pub const UR: Flags = Flags(1 << 11);
+    pub(crate) const UR: Flags = Flags(1 << 11);
 
     const NAMES: [(Flags, &'static str); 12] = [
         (Flags::NR, "NR"),
@@ -56,11 +56,11 @@ impl Flags {
         (Flags::UR, "UR"),
     ];
 
-    pub fn contains(self, other: Flags) -> bool {
+    pub(crate) fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
 
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }
 }
@@ -99,7 +99,7 @@ impl fmt::Display for Flags {
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no service for host {host:?}")]
     NoService { host: String },
     #[error("no route matched in service {service}")]
@@ -185,7 +185,7 @@ impl ProxyError {
 }
 
 /// Envoy's `httpToGrpcStatus`: the gRPC status a local reply's HTTP status becomes.
-pub fn grpc_status_of(status: StatusCode) -> u8 {
+pub(crate) fn grpc_status_of(status: StatusCode) -> u8 {
     match status.as_u16() {
         400 => 13,                   // INTERNAL
         401 => 16,                   // UNAUTHENTICATED
@@ -200,7 +200,7 @@ pub fn grpc_status_of(status: StatusCode) -> u8 {
 /// request gets it as gRPC does (Envoy's): a trailers-only answer, HTTP 200 with
 /// `grpc-status` from the HTTP status and `grpc-message` the text, so a gRPC client
 /// sees UNAVAILABLE or PERMISSION_DENIED, not a protocol error.
-pub fn local_reply(err: &ProxyError, extra: Flags, grpc: bool) -> (Response<Body>, Flags) {
+pub(crate) fn local_reply(err: &ProxyError, extra: Flags, grpc: bool) -> (Response<Body>, Flags) {
     let (status, text, flags) = err.parts();
     let reset = [Flags::UF, Flags::UC, Flags::UR, Flags::UO];
     let body = if reset.iter().any(|f| flags.contains(*f)) {

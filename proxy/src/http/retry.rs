@@ -21,11 +21,11 @@ pub struct RetryPolicy {
     on: Vec<RetryOn>,
     codes: Vec<u16>,
     pub per_try_timeout: Option<Duration>,
-    pub backoff_base: Duration,
+    pub(crate) backoff_base: Duration,
     /// Set by the route (not Istio's default): allows retrying non-idempotent methods.
     explicit: bool,
     /// Where a retry may go: hosts already tried (`previous_hosts`), levels not yet tried.
-    pub hosts: crate::upstream::balance::Retrying,
+    pub(crate) hosts: crate::upstream::balance::Retrying,
 }
 
 impl RetryPolicy {
@@ -89,7 +89,13 @@ impl RetryPolicy {
     /// Whether a response with these headers should be retried. For a gRPC call
     /// (`grpc_call`: the request was gRPC) the gRPC conditions are not held back by the
     /// method: every gRPC call is a POST, and Istio retries them.
-    pub fn retry_response(&self, method: &Method, grpc_call: bool, status: StatusCode, headers: &HeaderMap) -> bool {
+    pub(crate) fn retry_response(
+        &self,
+        method: &Method,
+        grpc_call: bool,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> bool {
         if !self.explicit && !is_idempotent(method) {
             return grpc_call && self.retry_grpc(headers);
         }
@@ -119,7 +125,7 @@ impl RetryPolicy {
     }
 
     /// Whether a failure without response should be retried.
-    pub fn retry_failure(&self, method: &Method, failure: &Failure) -> bool {
+    pub(crate) fn retry_failure(&self, method: &Method, failure: &Failure) -> bool {
         let broad = self.has(RetryOn::FiveXx) || self.has(RetryOn::GatewayError) || self.has(RetryOn::Reset);
         let allowed = match failure {
             Failure::Upstream(UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout(_)) => {
@@ -141,7 +147,7 @@ impl RetryPolicy {
 
 /// What follows one try of a request.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// A reused connection died before answering: the same request again at once, outside
     /// the retry budget (the keep-alive race).
     Resend,
@@ -160,7 +166,7 @@ pub enum Next {
 /// resends, the retry permit held while a retry is in flight, the flags a refused retry
 /// adds.
 #[derive(Debug)]
-pub struct Retries<'a> {
+pub(crate) struct Retries<'a> {
     policy: &'a RetryPolicy,
     backoff: Backoff,
     stale_resends: u32,
@@ -173,25 +179,25 @@ pub struct Retries<'a> {
 const MAX_STALE_RESENDS: u32 = 2;
 
 /// A try's outcome as retries see it.
-pub enum Tried<'r> {
+pub(crate) enum Tried<'r> {
     Answered { status: StatusCode, headers: &'r HeaderMap },
     Failed(&'r Failure),
 }
 
 /// What a request is, as retries see it.
 #[derive(Debug, Clone, Copy)]
-pub struct Attempt<'m> {
+pub(crate) struct Attempt<'m> {
     pub method: &'m Method,
     /// A gRPC call (its conditions are not held back by POST).
     pub grpc: bool,
     /// Tries so far, this one included.
     pub tries: u32,
     /// The body can be sent again.
-    pub replayable: bool,
+    pub(crate) replayable: bool,
 }
 
 impl<'a> Retries<'a> {
-    pub fn new(policy: &'a RetryPolicy) -> Self {
+    pub(crate) fn new(policy: &'a RetryPolicy) -> Self {
         Retries {
             policy,
             backoff: Backoff::new(policy.backoff_base),
@@ -203,7 +209,7 @@ impl<'a> Retries<'a> {
 
     /// What follows a try of `attempt` that ended in `tried`; a retry takes a permit from
     /// `limits` (`overflow` counts a refusal) and its back-off from `draw` (uniform).
-    pub fn next(
+    pub(crate) fn next(
         &mut self,
         attempt: Attempt<'_>,
         tried: Tried<'_>,
@@ -240,34 +246,34 @@ impl<'a> Retries<'a> {
 
 /// A try that ended without a response.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     Upstream(UpstreamError),
     /// The per-try timeout fired; handled as a local reset, as Envoy does.
     PerTryTimeout,
 }
 
 /// RFC 9110 idempotent methods.
-pub fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Envoy's `JitteredExponentialBackOffStrategy`: the n-th wait is uniform in
 /// `[0, (2ⁿ − 1) × base)`, capped at `10 × base`. State is per request.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base_ms: u64,
     max_ms: u64,
     k: u32,
 }
 
 impl Backoff {
-    pub fn new(base: Duration) -> Self {
+    pub(crate) fn new(base: Duration) -> Self {
         let base_ms = (base.as_millis() as u64).max(1);
         Backoff { base_ms, max_ms: base_ms * 10, k: 1 }
     }
 
     /// The next wait, given a uniform random `draw`.
-    pub fn next(&mut self, draw: u64) -> Duration {
+    pub(crate) fn next(&mut self, draw: u64) -> Duration {
         let span = ((1u64 << self.k.min(62)) - 1) * self.base_ms;
         if span <= self.max_ms {
             self.k += 1;

@@ -226,8 +226,8 @@ pub(crate) fn per_million(percentage: f64) -> u32 {
 #[derive(Debug, Clone)]
 pub struct RouteDestination {
     pub cluster: Arc<str>,
-    pub request_headers: HeaderOps,
-    pub response_headers: HeaderOps,
+    pub(crate) request_headers: HeaderOps,
+    pub(crate) response_headers: HeaderOps,
     /// This destination's `Host`, over the route's rewrite.
     pub authority: Option<HeaderValue>,
 }
@@ -236,7 +236,7 @@ pub struct RouteDestination {
 #[derive(Debug, Clone)]
 pub struct MirrorTarget {
     pub cluster: Arc<str>,
-    pub per_million: u32,
+    pub(crate) per_million: u32,
 }
 
 /// A compiled route.
@@ -249,12 +249,12 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
     pub fault: Option<Fault>,
-    pub request_headers: HeaderOps,
-    pub response_headers: HeaderOps,
-    pub rewrite_uri: Option<String>,
+    pub(crate) request_headers: HeaderOps,
+    pub(crate) response_headers: HeaderOps,
+    pub(crate) rewrite_uri: Option<String>,
     /// `rewrite.uriRegexRewrite`: the pattern and the substitution in the regex crate's form.
-    pub rewrite_regex: Option<(regex::Regex, String)>,
-    pub rewrite_authority: Option<HeaderValue>,
+    pub(crate) rewrite_regex: Option<(regex::Regex, String)>,
+    pub(crate) rewrite_authority: Option<HeaderValue>,
     /// Forward, redirect or answer.
     pub action: Action,
     pub mirrors: Vec<MirrorTarget>,
@@ -345,7 +345,7 @@ impl Route {
 
     /// The upstream path after `rewrite.uri`: a prefix match replaces the
     /// matched prefix, any other match the whole path; the query is kept.
-    pub fn rewritten_path(&self, hit: Option<&MatchRule>, path_and_query: &str) -> Option<String> {
+    pub(crate) fn rewritten_path(&self, hit: Option<&MatchRule>, path_and_query: &str) -> Option<String> {
         if let Some((re, with)) = &self.rewrite_regex {
             let (path, query) = path_and_query.split_once('?').map_or((path_and_query, None), |(p, q)| (p, Some(q)));
             let new = re.replace_all(path, with.as_str());
@@ -413,7 +413,7 @@ impl VirtualHost {
 }
 
 /// Fault decision, drawn per request: `n` is uniform in 0..1_000_000.
-pub fn fault_hits(per_million: u32, n: u32) -> bool {
+pub(crate) fn fault_hits(per_million: u32, n: u32) -> bool {
     n < per_million
 }
 

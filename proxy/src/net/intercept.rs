@@ -6,16 +6,16 @@
 
 use std::net::SocketAddr;
 
-pub use weft_model::OutboundTrafficPolicy;
+pub(crate) use weft_model::OutboundTrafficPolicy;
 
 /// How long a captured connection may stay silent before it is taken for a
 /// server-first protocol (MySQL, SMTP …) and passed through as TCP. Istio waits
 /// forever by default (`protocolDetectionTimeout: 0s`), so such clients hang on
 /// undeclared ports; a short wait costs a silent HTTP client nothing but L7 routing.
-pub const PROTOCOL_DETECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const PROTOCOL_DETECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Whether the first bytes of a connection are an HTTP/1.x request line or the HTTP/2 preface.
-pub fn looks_like_http(first: &[u8]) -> bool {
+pub(crate) fn looks_like_http(first: &[u8]) -> bool {
     const STARTS: [&[u8]; 10] = [
         b"GET ",
         b"POST ",
@@ -33,7 +33,7 @@ pub fn looks_like_http(first: &[u8]) -> bool {
 
 /// A captured connection that is not HTTP, as the telemetry sees it.
 #[derive(Debug, Clone)]
-pub struct TcpConnection {
+pub(crate) struct TcpConnection {
     pub dst: SocketAddr,
     /// `PassthroughCluster`, `BlackHoleCluster`, or a ServiceEntry's `outbound|PORT||HOST`.
     pub cluster: std::sync::Arc<str>,
@@ -49,7 +49,7 @@ pub struct TcpConnection {
 /// What the outbound listener needs for captured connections: the policy for
 /// destinations outside the mesh (it follows the config), and where TCP
 /// connections are reported (Istio's `istio_tcp_*` metrics, the access log).
-pub trait Capture: Send + Sync + 'static {
+pub(crate) trait Capture: Send + Sync + 'static {
     /// What a captured non-HTTP connection to `dst` meets (`sni`: what its ClientHello named).
     fn egress(&self, dst: SocketAddr, sni: Option<&str>) -> Egress;
     /// The mesh TCP endpoint `dst` is, if it is one (`Err`: it is, but cannot be reached:
@@ -61,7 +61,7 @@ pub trait Capture: Send + Sync + 'static {
 }
 
 /// Where a captured connection to a mesh TCP port goes.
-pub struct MeshTcp {
+pub(crate) struct MeshTcp {
     /// `outbound|PORT||HOST`.
     pub cluster: std::sync::Arc<str>,
     /// The endpoint's sidecar (its inbound listener).
@@ -75,7 +75,7 @@ pub struct MeshTcp {
 
 /// Where a captured non-HTTP connection goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Egress {
+pub(crate) enum Egress {
     /// A ServiceEntry names it: through, reported under the entry's cluster.
     Entry(std::sync::Arc<str>),
     /// Outside the mesh under ALLOW_ANY: through, as `PassthroughCluster`.
@@ -87,7 +87,7 @@ pub enum Egress {
 /// What `egress` (a config's ServiceEntry ports) and `policy` make of a captured
 /// connection to `dst` whose TLS ClientHello named `sni`: an entry for its port (and
 /// address, when the entry has any; and, for a TLS or HTTPS port, whose hosts the SNI names).
-pub fn egress_for(
+pub(crate) fn egress_for(
     egress: &[weft_model::TcpEgress],
     policy: OutboundTrafficPolicy,
     dst: SocketAddr,
@@ -146,7 +146,7 @@ pub fn client_hello_sni(b: &[u8]) -> Option<String> {
 
 /// Peeks at a connection until its first TLS record is whole (at most 16 KiB, within
 /// the protocol-detection timeout), without consuming it: the ClientHello to read SNI from.
-pub async fn peek_client_hello(stream: &tokio::net::TcpStream) -> Vec<u8> {
+pub(crate) async fn peek_client_hello(stream: &tokio::net::TcpStream) -> Vec<u8> {
     let mut buf = vec![0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + PROTOCOL_DETECTION_TIMEOUT;
     loop {
@@ -170,7 +170,7 @@ pub async fn peek_client_hello(stream: &tokio::net::TcpStream) -> Vec<u8> {
 
 /// Copies bytes both ways between a captured connection and its original
 /// destination (a half-close is passed on), counting them for `telemetry`.
-pub async fn tcp_passthrough(
+pub(crate) async fn tcp_passthrough(
     client: tokio::net::TcpStream,
     dst: SocketAddr,
     telemetry: &dyn Capture,
@@ -184,14 +184,14 @@ pub async fn tcp_passthrough(
 }
 
 /// A captured TCP connection refused under REGISTRY_ONLY: closed at once, and reported.
-pub fn tcp_refused(dst: SocketAddr, telemetry: &dyn Capture) {
+pub(crate) fn tcp_refused(dst: SocketAddr, telemetry: &dyn Capture) {
     tracing::debug!("REGISTRY_ONLY: TCP to {dst} refused");
     closed_at_once(dst, BLACKHOLE_CLUSTER.into(), "UH", telemetry);
 }
 
 /// A captured connection to a mesh TCP endpoint this sidecar cannot reach yet (no
 /// certificate): closed at once, reported as a connect failure.
-pub fn tcp_unreachable(dst: SocketAddr, cluster: std::sync::Arc<str>, telemetry: &dyn Capture) {
+pub(crate) fn tcp_unreachable(dst: SocketAddr, cluster: std::sync::Arc<str>, telemetry: &dyn Capture) {
     tracing::debug!("mesh TCP to {dst}: no workload certificate yet");
     closed_at_once(dst, cluster, "UF", telemetry);
 }
@@ -202,12 +202,12 @@ fn closed_at_once(dst: SocketAddr, cluster: std::sync::Arc<str>, flags: &'static
 }
 
 /// Istio's names for traffic to destinations outside the mesh.
-pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
-pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+pub(crate) const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub(crate) const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 
 /// Where a redirected connection was going (`SO_ORIGINAL_DST`); `None` when it
 /// was not redirected (explicit mode) or the kernel does not say.
-pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
+pub(crate) fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
     let local = stream.local_addr().ok()?;
     let dst = match local {

@@ -16,11 +16,11 @@ use std::process::Command;
 /// The sidecar's uid and gid: its own traffic is never redirected (no loops).
 pub const PROXY_UID: u32 = 1337;
 /// Ports of the sidecar itself that inbound capture leaves alone (Istio's `-d`).
-pub const SIDECAR_PORTS: [u16; 3] = [15090, 15021, 15020];
+pub(crate) const SIDECAR_PORTS: [u16; 3] = [15090, 15021, 15020];
 /// The source the inbound listener uses towards the app, let through unredirected.
-pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
+pub(crate) const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
 /// IPv6's passthrough source (Istio's `::6`).
-pub const INBOUND_PASSTHROUGH_SOURCE_V6: &str = "::6";
+pub(crate) const INBOUND_PASSTHROUGH_SOURCE_V6: &str = "::6";
 
 /// An address family: which `iptables` binary, loopback and passthrough source its rules use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +155,7 @@ fn iptables(family: Family, args: &[&str]) -> Result<bool, String> {
 
 /// Whether IPv6 is on in this network namespace: the kernel has it, and
 /// `net.ipv6.conf.all.disable_ipv6` is not 1.
-pub fn ipv6_on() -> bool {
+pub(crate) fn ipv6_on() -> bool {
     let disabled = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1");
     std::path::Path::new("/proc/net/if_inet6").exists() && !disabled
 }

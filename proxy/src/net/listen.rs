@@ -22,16 +22,16 @@ use tokio::sync::watch;
 use weft_model::MtlsMode;
 
 /// Envoy's default `max_request_headers_kb`: larger header blocks get 431.
-pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 60 * 1024;
 /// Envoy's default `max_headers_count`.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Serves `listener` with `handler` until `stop` turns true, then lets open
 /// connections finish for at most `drain`.
 /// What a connection knows about itself, made once per connection and handed
 /// to the handler with each of its requests (no per-request allocation).
 #[derive(Debug, Clone, Default)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The peer's proven SPIFFE ID, when the connection is mutual TLS (inbound).
     pub peer: Option<Arc<str>>,
     /// The downstream's address.
@@ -53,7 +53,7 @@ pub struct Conn {
 
 /// What a listener checks before serving HTTP on a connection.
 #[derive(Clone)]
-pub enum Guard {
+pub(crate) enum Guard {
     /// Serve every connection (admin).
     Open,
     /// Inbound: mTLS by the PeerAuthentication mode.
@@ -68,7 +68,7 @@ pub enum Guard {
 }
 
 /// What a gateway port needs to accept a client.
-pub trait EdgeTls: Send + Sync + 'static {
+pub(crate) trait EdgeTls: Send + Sync + 'static {
     /// Whether the port serves plaintext HTTP.
     fn plaintext(&self) -> bool;
     /// The TLS config for a ClientHello naming `sni`, with the fingerprint of its policy;
@@ -79,7 +79,7 @@ pub trait EdgeTls: Send + Sync + 'static {
 }
 
 /// What the inbound listener needs to speak mesh mTLS (and to relay mesh TCP to the app).
-pub trait InboundSecurity: crate::net::tcp::InboundTcp {
+pub(crate) trait InboundSecurity: crate::net::tcp::InboundTcp {
     fn mode(&self) -> MtlsMode;
     /// The server config for the current certificate, if this sidecar has one.
     fn server_config(&self) -> Option<Arc<rustls::ServerConfig>>;
@@ -95,7 +95,7 @@ pub trait InboundSecurity: crate::net::tcp::InboundTcp {
 /// twin where IPv6 is off; where it is on, a twin that cannot be bound fails
 /// the start, as the first address would (IPv6 must never reach a port some
 /// other process holds).
-pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Vec<TcpListener>> {
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Vec<TcpListener>> {
     use std::net::{IpAddr, Ipv6Addr, SocketAddr};
     let first = TcpListener::bind(addr).await?;
     let twin_ip = match addr.ip() {
@@ -128,11 +128,11 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Envoy's default downstream `idle_timeout`: a connection with no request in
 /// flight and nothing read or written for this long is closed (HTTP/1.1, h2c and TLS alike).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A listener's timeouts.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// How long open connections may finish after shutdown starts.
     pub drain: Duration,
     /// See [`IDLE_TIMEOUT`].
@@ -141,7 +141,7 @@ pub struct Timeouts {
 
 impl Timeouts {
     /// `drain`, and Envoy's idle timeout.
-    pub fn new(drain: Duration) -> Self {
+    pub(crate) fn new(drain: Duration) -> Self {
         Timeouts { drain, idle: IDLE_TIMEOUT }
     }
 }
@@ -236,7 +236,7 @@ async fn idle_for(idle: Duration, activity: &std::sync::atomic::AtomicU64, in_fl
 /// told apart by their first bytes: TLS is terminated (client certificate
 /// required, peer identity attached to requests), plaintext is served or
 /// refused by the mTLS mode.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     mut stop: watch::Receiver<bool>,

@@ -4,6 +4,6 @@
 pub mod client;
 pub mod intercept;
 pub mod iptables;
-pub mod listen;
-pub mod relay;
+pub(crate) mod listen;
+pub(crate) mod relay;
 pub mod tcp;

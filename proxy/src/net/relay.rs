@@ -8,23 +8,23 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Envoy's `tcp_proxy` idle timeout (Istio's `connectionPool.tcp.idleTimeout` default): a
 /// relay with nothing read or written for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Bytes each way so far: readable while the relay runs, and after it was cut short.
 #[derive(Debug, Default)]
-pub struct Counts {
+pub(crate) struct Counts {
     received: AtomicU64,
     sent: AtomicU64,
 }
 
 impl Counts {
     /// Bytes from the downstream.
-    pub fn received(&self) -> u64 {
+    pub(crate) fn received(&self) -> u64 {
         self.received.load(Relaxed)
     }
 
     /// Bytes back to the downstream.
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Relaxed)
     }
 
@@ -35,7 +35,7 @@ impl Counts {
 
 /// Connects to `target` and [`relay`]s `downstream` to it, calling `opened` once connected:
 /// Envoy's flags, `-`, or `UF` when the connection failed.
-pub async fn connect_and_relay<D>(
+pub(crate) async fn connect_and_relay<D>(
     downstream: D,
     target: std::net::SocketAddr,
     opened: impl FnOnce(),
@@ -62,7 +62,7 @@ where
 
 /// Copies bytes both ways between `downstream` and `upstream` until both directions have
 /// ended, the first error, or `idle` with nothing moving (then both are dropped, closed).
-pub async fn relay<D, U>(downstream: D, upstream: U, counts: &Counts, idle: Duration) -> std::io::Result<()>
+pub(crate) async fn relay<D, U>(downstream: D, upstream: U, counts: &Counts, idle: Duration) -> std::io::Result<()>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,

@@ -40,7 +40,7 @@ pub fn sni_of_cluster(cluster: &str) -> Option<String> {
 }
 
 /// The port an Istio-style SNI names.
-pub fn port_of_sni(sni: &str) -> Option<u16> {
+pub(crate) fn port_of_sni(sni: &str) -> Option<u16> {
     let (port, _) = sni.strip_prefix("outbound_.")?.split_once("_.")?;
     port.parse().ok().filter(|p| *p != 0)
 }
@@ -48,7 +48,7 @@ pub fn port_of_sni(sni: &str) -> Option<u16> {
 /// The TCP service and endpoint a captured connection to `dst` is for: a service with a TCP
 /// port `dst.port()` whose cluster has an endpoint on `dst`'s IP (Istio's listener per
 /// endpoint address of a headless service).
-pub fn find(config: &weft_model::ProxyConfig, dst: SocketAddr) -> Option<(&str, SocketAddr)> {
+pub(crate) fn find(config: &weft_model::ProxyConfig, dst: SocketAddr) -> Option<(&str, SocketAddr)> {
     let ip = dst.ip().to_canonical();
     config.tcp.iter().filter(|t| t.port == dst.port()).find_map(|t| {
         let cluster = config.clusters.get(&t.cluster)?;
@@ -62,7 +62,7 @@ pub fn find(config: &weft_model::ProxyConfig, dst: SocketAddr) -> Option<(&str, 
 }
 
 /// Relays a captured connection to a mesh TCP port through the endpoint's sidecar.
-pub async fn outbound(client: tokio::net::TcpStream, dst: SocketAddr, target: MeshTcp, telemetry: &dyn Capture) {
+pub(crate) async fn outbound(client: tokio::net::TcpStream, dst: SocketAddr, target: MeshTcp, telemetry: &dyn Capture) {
     let Some((config, name)) = target.tls else {
         return crate::net::intercept::tcp_passthrough(client, dst, telemetry, target.cluster).await;
     };
@@ -92,7 +92,7 @@ pub async fn outbound(client: tokio::net::TcpStream, dst: SocketAddr, target: Me
 }
 
 /// What the inbound listener needs to relay a peer's TCP connection to the app.
-pub trait InboundTcp: Send + Sync + 'static {
+pub(crate) trait InboundTcp: Send + Sync + 'static {
     /// Whether `port` is one of the app's TCP ports.
     fn serves_tcp(&self, port: u16) -> bool;
     /// The app's address on `port` (none: the SNI named no port) for a connection from
@@ -115,8 +115,13 @@ pub trait InboundTcp: Send + Sync + 'static {
 /// Relays a peer's connection for the app's TCP `port` (none: the SNI named no port) to the
 /// app. Each new config judges it again, as Envoy drains connections of a changed listener:
 /// a DENY, a port no longer the app's or a switch to STRICT closes it.
-pub async fn inbound<I>(io: I, port: Option<u16>, peer: Option<&str>, remote: Option<SocketAddr>, app: &dyn InboundTcp)
-where
+pub(crate) async fn inbound<I>(
+    io: I,
+    port: Option<u16>,
+    peer: Option<&str>,
+    remote: Option<SocketAddr>,
+    app: &dyn InboundTcp,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut changes = app.changes();

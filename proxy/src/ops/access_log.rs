@@ -33,7 +33,7 @@ impl AccessLog {
     }
 
     /// Whether requests under `config` are logged: its Telemetry setting, else the sidecar's default.
-    pub fn enabled_for(&self, config: &ProxyConfig) -> bool {
+    pub(crate) fn enabled_for(&self, config: &ProxyConfig) -> bool {
         config.access_log.unwrap_or(self.default_on)
     }
 
@@ -82,7 +82,7 @@ fn write_loop(rx: Receiver<String>, out: std::io::Stdout) {
 
 /// One line as a JSON object, fields in the order they are added.
 #[derive(Debug)]
-pub struct Line(String);
+pub(crate) struct Line(String);
 
 impl Default for Line {
     fn default() -> Self {
@@ -91,7 +91,7 @@ impl Default for Line {
 }
 
 impl Line {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut s = String::with_capacity(384);
         s.push('{');
         Line(s)
@@ -107,14 +107,14 @@ impl Line {
     }
 
     /// A string, escaped (values come from the network).
-    pub fn str(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn str(mut self, key: &str, value: &str) -> Self {
         self.key(key);
         escape_into(&mut self.0, value);
         self
     }
 
     /// A string or `null`.
-    pub fn opt(mut self, key: &str, value: Option<&str>) -> Self {
+    pub(crate) fn opt(mut self, key: &str, value: Option<&str>) -> Self {
         match value {
             Some(v) => self.str(key, v),
             None => {
@@ -126,7 +126,7 @@ impl Line {
     }
 
     /// A socket address (its text has nothing to escape) or `null`.
-    pub fn addr(mut self, key: &str, value: Option<std::net::SocketAddr>) -> Self {
+    pub(crate) fn addr(mut self, key: &str, value: Option<std::net::SocketAddr>) -> Self {
         self.key(key);
         match value {
             Some(a) => {
@@ -137,21 +137,21 @@ impl Line {
         self
     }
 
-    pub fn num(mut self, key: &str, value: u64) -> Self {
+    pub(crate) fn num(mut self, key: &str, value: u64) -> Self {
         self.key(key);
         let _ = write!(self.0, "{value}");
         self
     }
 
     /// Milliseconds with microsecond precision (`1.250`).
-    pub fn millis(mut self, key: &str, d: Duration) -> Self {
+    pub(crate) fn millis(mut self, key: &str, d: Duration) -> Self {
         self.key(key);
         let us = d.as_micros();
         let _ = write!(self.0, "{}.{:03}", us / 1000, us % 1000);
         self
     }
 
-    pub fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         self.0.push('}');
         self.0
     }

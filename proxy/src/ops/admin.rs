@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use std::sync::Arc;
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let snap = shared.snapshot();
     match req.uri().path() {
         "/ready" if shared.is_ready() => text(StatusCode::OK, "LIVE\n"),

@@ -9,13 +9,13 @@
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Envoy's default histogram bucket bounds, used by Istio for all three histograms.
-pub const ENVOY_BUCKETS: [f64; 19] = [
+pub(crate) const ENVOY_BUCKETS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
     600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Labels of the request metrics, in Istio's order.
-pub const REQUEST_LABELS: [&str; 19] = [
+pub(crate) const REQUEST_LABELS: [&str; 19] = [
     "reporter",
     "source_workload",
     "source_workload_namespace",
@@ -38,7 +38,7 @@ pub const REQUEST_LABELS: [&str; 19] = [
 ];
 
 /// Labels of the TCP metrics: the request labels without `response_code`.
-pub const TCP_LABELS: [&str; 17] = {
+pub(crate) const TCP_LABELS: [&str; 17] = {
     let mut l = [""; 17];
     let mut i = 0;
     while i < 17 {
@@ -51,7 +51,7 @@ pub const TCP_LABELS: [&str; 17] = {
 /// One request's Istio labels, by name. [`IstioLabels::values`] is the one
 /// place that knows their order ([`REQUEST_LABELS`], right above it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IstioLabels<'a> {
+pub(crate) struct IstioLabels<'a> {
     pub reporter: &'a str,
     pub source_workload: &'a str,
     pub source_workload_namespace: &'a str,
@@ -59,9 +59,9 @@ pub struct IstioLabels<'a> {
     pub source_app: &'a str,
     pub source_version: &'a str,
     pub destination_workload: &'a str,
-    pub destination_workload_namespace: &'a str,
-    pub destination_principal: &'a str,
-    pub destination_app: &'a str,
+    pub(crate) destination_workload_namespace: &'a str,
+    pub(crate) destination_principal: &'a str,
+    pub(crate) destination_app: &'a str,
     pub destination_version: &'a str,
     pub destination_service: &'a str,
     pub destination_service_name: &'a str,
@@ -77,7 +77,7 @@ pub struct IstioLabels<'a> {
 
 impl<'a> IstioLabels<'a> {
     /// `unknown` everywhere but the reporter (Istio's value for a label it cannot tell).
-    pub fn unknown(reporter: &'a str) -> Self {
+    pub(crate) fn unknown(reporter: &'a str) -> Self {
         let u = "unknown";
         IstioLabels {
             reporter,
@@ -103,7 +103,7 @@ impl<'a> IstioLabels<'a> {
     }
 
     /// The values in [`REQUEST_LABELS`] order.
-    pub fn values(&self) -> [&'a str; 19] {
+    pub(crate) fn values(&self) -> [&'a str; 19] {
         [
             self.reporter,
             self.source_workload,
@@ -128,7 +128,7 @@ impl<'a> IstioLabels<'a> {
     }
 
     /// The values in [`TCP_LABELS`] order (no response code).
-    pub fn tcp_values(&self) -> [&'a str; 17] {
+    pub(crate) fn tcp_values(&self) -> [&'a str; 17] {
         let v = self.values();
         std::array::from_fn(|i| v[i])
     }
@@ -136,11 +136,11 @@ impl<'a> IstioLabels<'a> {
 
 /// The four standard metrics of one label set, looked up once and reused.
 #[derive(Debug)]
-pub struct RequestSeries {
+pub(crate) struct RequestSeries {
     pub total: prometheus::IntCounter,
     pub duration: prometheus::Histogram,
-    pub request_bytes: prometheus::Histogram,
-    pub response_bytes: prometheus::Histogram,
+    pub(crate) request_bytes: prometheus::Histogram,
+    pub(crate) response_bytes: prometheus::Histogram,
 }
 
 /// Label sets seen so far → their series: one hash lookup per request instead
@@ -149,7 +149,7 @@ pub struct RequestSeries {
 type SeriesEntry = (Box<[Box<str>]>, std::sync::Arc<RequestSeries>);
 
 #[derive(Debug, Default)]
-pub struct SeriesCache {
+pub(crate) struct SeriesCache {
     map: std::sync::RwLock<std::collections::HashMap<u64, Vec<SeriesEntry>>>,
     /// Label sets held.
     count: std::sync::atomic::AtomicUsize,
@@ -199,63 +199,63 @@ impl std::hash::Hasher for FxHasher {
 
 /// Every metric the proxy exports.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub registry: Registry,
-    pub requests_total: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub request_bytes: HistogramVec,
-    pub response_bytes: HistogramVec,
+    pub(crate) requests_total: IntCounterVec,
+    pub(crate) request_duration: HistogramVec,
+    pub(crate) request_bytes: HistogramVec,
+    pub(crate) response_bytes: HistogramVec,
     /// `weft_config_reloads_total{result="applied"|"rejected"}`.
-    pub config_reloads: IntCounterVec,
+    pub(crate) config_reloads: IntCounterVec,
     /// `weft_gateway_credential_loads_total{result="loaded"|"failed"}`: a gateway's certificates
     /// read (at a config, or when their files changed).
-    pub gateway_credential_loads: IntCounterVec,
+    pub(crate) gateway_credential_loads: IntCounterVec,
     /// `weft_upstream_retries_total{cluster}`: retries sent.
-    pub upstream_retries: IntCounterVec,
+    pub(crate) upstream_retries: IntCounterVec,
     /// `weft_mirror_requests_total{cluster,result="answered"|"failed"|"skipped"}`: request copies
     /// (Istio `mirror`); `skipped` when the body was too large to copy.
-    pub mirror_requests: IntCounterVec,
+    pub(crate) mirror_requests: IntCounterVec,
     /// `weft_outlier_ejections_total{cluster,result="ejected"|"refused"}`.
-    pub outlier_ejections: IntCounterVec,
+    pub(crate) outlier_ejections: IntCounterVec,
     /// `weft_upstream_overflow_total{cluster,limit="pending"|"requests"|"retries"}`: circuit-breaker overflows.
-    pub upstream_overflow: IntCounterVec,
+    pub(crate) upstream_overflow: IntCounterVec,
     /// `weft_upstream_pending_requests{cluster}`: the pending queue, set at scrape time.
-    pub upstream_pending: prometheus::IntGaugeVec,
+    pub(crate) upstream_pending: prometheus::IntGaugeVec,
     /// `weft_upstream_requests_active{cluster}`, set at scrape time.
-    pub upstream_active: prometheus::IntGaugeVec,
+    pub(crate) upstream_active: prometheus::IntGaugeVec,
     /// `weft_upstream_connections{cluster}`, set at scrape time.
-    pub upstream_connections: prometheus::IntGaugeVec,
+    pub(crate) upstream_connections: prometheus::IntGaugeVec,
     /// `weft_outlier_ejections_active{cluster}`, set at scrape time.
-    pub outlier_ejected: prometheus::IntGaugeVec,
+    pub(crate) outlier_ejected: prometheus::IntGaugeVec,
     /// `weft_authz_denied_total{policy, source_principal}`: 403s by the deciding policy and rule, and
     /// by the caller's mTLS identity (`unknown` without one; only the mesh CA's identities, so bounded).
-    pub authz_denied: IntCounterVec,
+    pub(crate) authz_denied: IntCounterVec,
     /// `weft_trace_spans_total{result}`: sampled spans exported, failed (collector down or
     /// refusing) and dropped (queue full).
-    pub trace_spans: IntCounterVec,
+    pub(crate) trace_spans: IntCounterVec,
     /// `weft_inbound_connections_refused_total{reason}`: mTLS refusals.
-    pub inbound_refused: IntCounterVec,
+    pub(crate) inbound_refused: IntCounterVec,
     /// `weft_access_log_dropped_total`: lines dropped because the writer fell behind.
-    pub access_log_dropped: IntCounter,
+    pub(crate) access_log_dropped: IntCounter,
     /// `weft_metric_series_overflow_total`: requests recorded under the overflow label set.
-    pub series_overflow: IntCounter,
+    pub(crate) series_overflow: IntCounter,
     /// `weft_downstream_connections_total{listener}`: connections accepted.
-    pub downstream_total: IntCounterVec,
+    pub(crate) downstream_total: IntCounterVec,
     /// `weft_downstream_connections_active{listener}`.
-    pub downstream_active: prometheus::IntGaugeVec,
+    pub(crate) downstream_active: prometheus::IntGaugeVec,
     /// `weft_config_generation`: configs applied since start.
-    pub config_applied: IntGauge,
+    pub(crate) config_applied: IntGauge,
     /// `istio_tcp_connections_opened_total` / `_closed_total`, `istio_tcp_received_bytes_total`
     /// (from the app) and `istio_tcp_sent_bytes_total` (back to it): captured non-HTTP traffic.
-    pub tcp_opened: IntCounterVec,
-    pub tcp_closed: IntCounterVec,
-    pub tcp_received_bytes: IntCounterVec,
-    pub tcp_sent_bytes: IntCounterVec,
+    pub(crate) tcp_opened: IntCounterVec,
+    pub(crate) tcp_closed: IntCounterVec,
+    pub(crate) tcp_received_bytes: IntCounterVec,
+    pub(crate) tcp_sent_bytes: IntCounterVec,
     series: std::sync::Arc<SeriesCache>,
 }
 
 impl Metrics {
-    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+    pub(crate) fn new(registry: Registry) -> prometheus::Result<Self> {
         let histogram = |name: &str, help: &str| -> prometheus::Result<HistogramVec> {
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(ENVOY_BUCKETS.to_vec()), &REQUEST_LABELS)?;
             registry.register(Box::new(h.clone()))?;
@@ -381,7 +381,7 @@ impl Metrics {
     }
 
     /// The standard request metrics for `labels`.
-    pub fn request_series(&self, named: &IstioLabels) -> std::sync::Arc<RequestSeries> {
+    pub(crate) fn request_series(&self, named: &IstioLabels) -> std::sync::Arc<RequestSeries> {
         use std::hash::{Hash, Hasher};
         let values = named.values();
         let labels = &values;
@@ -422,7 +422,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let families = self.registry.gather();
         if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {

@@ -21,19 +21,19 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 /// Spans waiting to be sent (the batch processor's `maxQueueSize`).
-pub const MAX_QUEUE: usize = 2048;
+pub(crate) const MAX_QUEUE: usize = 2048;
 /// Spans per export (`maxExportBatchSize`).
-pub const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 /// The longest a span waits to be sent (`scheduledDelayMillis`).
-pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// One export's deadline (the OTLP exporter's default timeout).
-pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An answer body read at most (a collector's error message).
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// One finished request's span, as the request path hands it over.
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub context: super::trace::Span,
     /// CLIENT on the caller's side, SERVER on the callee's.
     pub kind: SpanKind,
@@ -50,7 +50,7 @@ pub struct Finished {
 
 /// The sending side; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Exporter {
+pub(crate) struct Exporter {
     tx: mpsc::Sender<Finished>,
     counted: IntCounterVec,
 }
@@ -89,14 +89,14 @@ impl std::str::FromStr for Endpoint {
 
 impl Exporter {
     /// Starts the sending task; `counted` is `weft_trace_spans_total{result}`.
-    pub fn start(endpoint: Endpoint, counted: IntCounterVec) -> Self {
+    pub(crate) fn start(endpoint: Endpoint, counted: IntCounterVec) -> Self {
         let (tx, rx) = mpsc::channel(MAX_QUEUE);
         tokio::spawn(send_batches(rx, endpoint, counted.clone()));
         Exporter { tx, counted }
     }
 
     /// Queues a span; a full queue drops it (counted), never waits.
-    pub fn record(&self, span: Finished) {
+    pub(crate) fn record(&self, span: Finished) {
         if self.tx.try_send(span).is_err() {
             self.counted.with_label_values(&["dropped"]).inc();
         }
@@ -162,7 +162,7 @@ fn nanos(t: SystemTime) -> u64 {
 }
 
 /// The export request: spans grouped by the resource (service and namespace) they come from.
-pub fn request(spans: Vec<Finished>) -> ExportTraceServiceRequest {
+pub(crate) fn request(spans: Vec<Finished>) -> ExportTraceServiceRequest {
     let mut by_resource: BTreeMap<(String, String), Vec<Span>> = BTreeMap::new();
     for f in spans {
         let mut attributes: Vec<KeyValue> = f.attributes.into_iter().map(|(k, v)| string(k, v)).collect();

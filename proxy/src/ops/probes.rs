@@ -19,20 +19,20 @@ use std::time::Duration;
 
 /// The app's original probes, by the path the kubelet now calls.
 #[derive(Debug, Default, Deserialize)]
-pub struct AppProbes(pub HashMap<String, AppProbe>);
+pub struct AppProbes(pub(crate) HashMap<String, AppProbe>);
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AppProbe {
-    pub http_get: HttpGet,
+pub(crate) struct AppProbe {
+    pub(crate) http_get: HttpGet,
     /// Kubernetes' default is 1 s.
     #[serde(default)]
-    pub timeout_seconds: Option<u64>,
+    pub(crate) timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HttpGet {
+pub(crate) struct HttpGet {
     #[serde(default)]
     pub path: Option<String>,
     /// A number: `weftctl inject` resolves named ports.
@@ -40,11 +40,11 @@ pub struct HttpGet {
     #[serde(default)]
     pub scheme: Option<String>,
     #[serde(default)]
-    pub http_headers: Vec<Header>,
+    pub(crate) http_headers: Vec<Header>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Header {
+pub(crate) struct Header {
     pub name: String,
     pub value: String,
 }
@@ -70,8 +70,43 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
+/// Opens the status listeners on `addrs` (each address on every family it names), serving
+/// [`handle`] for `running`'s sidecar until the returned sender is dropped or set.
+/// `quit` is notified on `POST /quitquitquit`.
+pub async fn serve_status(
+    running: &crate::Running,
+    addrs: &[std::net::SocketAddr],
+    probes: AppProbes,
+    quit: Arc<tokio::sync::Notify>,
+) -> std::io::Result<tokio::sync::watch::Sender<bool>> {
+    use crate::net::listen;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let probes = Arc::new(probes);
+    for addr in addrs {
+        let bound = listen::bind(*addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("the status listener {addr}: {e}")))?;
+        for listener in bound {
+            let (shared, probes, quit) = (running.shared.clone(), probes.clone(), quit.clone());
+            let gauges = (
+                running.shared.metrics.downstream_active.with_label_values(&["status"]),
+                running.shared.metrics.downstream_total.with_label_values(&["status"]),
+            );
+            tokio::spawn(listen::serve(
+                listener,
+                move |req, conn| handle(shared.clone(), probes.clone(), quit.clone(), req, conn),
+                stopped.clone(),
+                listen::Timeouts::new(Duration::from_secs(1)),
+                gauges,
+                listen::Guard::Open,
+            ));
+        }
+    }
+    Ok(stop)
+}
+
 /// Ready: a config from the control plane, and a certificate when the sidecar has an identity.
-pub fn ready(shared: &Shared) -> Result<(), &'static str> {
+pub(crate) fn ready(shared: &Shared) -> Result<(), &'static str> {
     if !shared.is_ready() {
         return Err("no config from the control plane yet");
     }
@@ -81,7 +116,7 @@ pub fn ready(shared: &Shared) -> Result<(), &'static str> {
     }
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     probes: Arc<AppProbes>,
     quit: Arc<tokio::sync::Notify>,

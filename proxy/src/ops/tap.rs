@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 /// Lines kept for a slow watcher before it starts losing them.
 const BACKLOG: usize = 1024;
 /// A tap ends after this many lines at most (`max` asks for fewer).
-pub const MAX_LINES: usize = 10_000;
+pub(crate) const MAX_LINES: usize = 10_000;
 
 #[derive(Debug)]
 pub struct Tap {
@@ -76,7 +76,7 @@ pub struct Filter {
 
 impl Filter {
     /// From `method=GET&authority=orders&path=/api&max=10`; returns the filter and `max`.
-    pub fn from_query(query: &str) -> (Filter, usize) {
+    pub(crate) fn from_query(query: &str) -> (Filter, usize) {
         let mut f = Filter::default();
         let mut max = 100;
         for pair in query.split('&').filter(|p| !p.is_empty()) {

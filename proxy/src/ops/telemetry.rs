@@ -19,7 +19,7 @@ use weft_model::ProxyConfig;
 
 /// Which side of the call this sidecar reports for (Istio's `reporter` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reporter {
+pub(crate) enum Reporter {
     /// The client's sidecar (outbound).
     Source,
     /// The server's sidecar (inbound).
@@ -28,7 +28,7 @@ pub enum Reporter {
 
 /// Everything known about one request, filled in as it proceeds.
 #[derive(Debug)]
-pub struct Record {
+pub(crate) struct Record {
     pub shared: Arc<Shared>,
     pub config: Arc<ProxyConfig>,
     pub reporter: Reporter,
@@ -40,7 +40,7 @@ pub struct Record {
     pub request_id: http::HeaderValue,
     /// This hop's span of the request's trace (none with tracing off).
     pub span: Option<crate::ops::trace::Span>,
-    pub request_bytes: u64,
+    pub(crate) request_bytes: u64,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
     pub service: Option<Arc<str>>,
@@ -48,11 +48,11 @@ pub struct Record {
     /// Keeps the endpoint's active-request count up until the response ends.
     pub guard: Option<ActiveGuard>,
     /// Keeps the cluster's request slot taken until the response ends.
-    pub permit: Option<crate::upstream::limits::Permit>,
+    pub(crate) permit: Option<crate::upstream::limits::Permit>,
     /// The peer's proven SPIFFE ID (inbound mTLS).
     pub peer: Option<Arc<str>>,
     /// Inbound: this workload's service (from the snapshot), the `destination_service` label.
-    pub own_service: Option<Arc<str>>,
+    pub(crate) own_service: Option<Arc<str>>,
     pub attempts: u32,
     pub status: u16,
     /// A gRPC answer's `grpc-status` (from the headers of a trailers-only answer, or the trailers).
@@ -61,13 +61,13 @@ pub struct Record {
 }
 
 /// Approximate wire size of a header block: name, value, ": " and CRLF per line.
-pub fn header_bytes(headers: &HeaderMap) -> u64 {
+pub(crate) fn header_bytes(headers: &HeaderMap) -> u64 {
     headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum()
 }
 
 impl Record {
     /// Starts the record of a request as it arrives; adds `x-request-id` when absent.
-    pub fn begin(
+    pub(crate) fn begin(
         shared: &Arc<Shared>,
         config: Arc<ProxyConfig>,
         reporter: Reporter,
@@ -108,7 +108,7 @@ impl Record {
     }
 
     /// Wraps the response so the request is recorded when its body ends.
-    pub fn respond(mut self, response: http::Response<Body>) -> http::Response<Body> {
+    pub(crate) fn respond(mut self, response: http::Response<Body>) -> http::Response<Body> {
         self.status = response.status().as_u16();
         if self.grpc {
             self.grpc_status = grpc_status(response.headers());
@@ -120,7 +120,7 @@ impl Record {
     }
 
     /// Answers with a local reply for `err` and records it.
-    pub fn reply(mut self, err: &crate::http::reply::ProxyError, extra: Flags) -> http::Response<Body> {
+    pub(crate) fn reply(mut self, err: &crate::http::reply::ProxyError, extra: Flags) -> http::Response<Body> {
         let (response, flags) = crate::http::reply::local_reply(err, extra, self.grpc);
         self.flags |= flags;
         tracing::debug!(request_id = ?self.request_id, "local reply: {err}");
@@ -128,7 +128,7 @@ impl Record {
     }
 
     /// Records the request into metrics and the access log.
-    pub fn finish(self, response_bytes: u64) {
+    pub(crate) fn finish(self, response_bytes: u64) {
         let Record {
             shared,
             config,
@@ -303,14 +303,14 @@ fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
 /// A response body that records its request when it ends, fails, or is dropped
 /// early (the client went away: flag `DC`).
 #[derive(Debug)]
-pub struct Observed {
+pub(crate) struct Observed {
     inner: Body,
     sent: u64,
     record: Option<Box<Record>>,
 }
 
 impl Observed {
-    pub fn new(inner: Body, header_size: u64, record: Record) -> Self {
+    pub(crate) fn new(inner: Body, header_size: u64, record: Record) -> Self {
         Observed { inner, sent: header_size, record: Some(Box::new(record)) }
     }
 

@@ -24,10 +24,10 @@ static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 
 /// This hop's span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub trace_id: u128,
     pub span_id: u64,
-    pub parent_id: Option<u64>,
+    pub(crate) parent_id: Option<u64>,
     pub sampled: bool,
 }
 
@@ -107,7 +107,7 @@ fn value(all: &bytes::Bytes, range: std::ops::Range<usize>) -> HeaderValue {
 
 /// Continues the request's trace (or starts one, sampled at `sampling_per_million`),
 /// writes this hop's span into `headers` for the next hop, and returns it.
-pub fn propagate(headers: &mut HeaderMap, sampling_per_million: u32) -> Span {
+pub(crate) fn propagate(headers: &mut HeaderMap, sampling_per_million: u32) -> Span {
     let incoming = from_traceparent(headers).or_else(|| from_b3(headers));
     let mut rng = rand::thread_rng();
     let span_id = rng.gen::<u64>().max(1);
@@ -149,17 +149,17 @@ pub fn propagate(headers: &mut HeaderMap, sampling_per_million: u32) -> Span {
 
 impl Span {
     /// The trace id as it travels (32 lower-case hex digits).
-    pub fn trace_hex(&self) -> String {
+    pub(crate) fn trace_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
     }
 
-    pub fn span_hex(&self) -> String {
+    pub(crate) fn span_hex(&self) -> String {
         format!("{:016x}", self.span_id)
     }
 }
 
 /// A sampling rate in percent (Istio's form) as a per-million threshold.
-pub fn per_million(percent: f64) -> u32 {
+pub(crate) fn per_million(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) * 10_000.0).round() as u32
 }
 

@@ -211,7 +211,12 @@ pub fn decide(policies: &[Policy], req: &Request<'_>) -> Decision {
 
 /// Istio's decision for a TCP connection from `principal` (none: plaintext) at `source_ip`
 /// to `port`, under `policies`.
-pub fn decide_tcp(policies: &[Policy], principal: Option<&str>, source_ip: Option<IpAddr>, port: u16) -> Decision {
+pub(crate) fn decide_tcp(
+    policies: &[Policy],
+    principal: Option<&str>,
+    source_ip: Option<IpAddr>,
+    port: u16,
+) -> Decision {
     let headers = HeaderMap::new();
     let req = Request { principal, source_ip, host: "", port, method: "", path: "", headers: &headers, end_user: None };
     decide_on(policies, &req, Layer::Tcp)

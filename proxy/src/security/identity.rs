@@ -19,7 +19,7 @@ pub struct Leaf {
     pub roots_pem: String,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
-    pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    pub(crate) anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     pub roots: Arc<rustls::RootCertStore>,
     pub server: Arc<rustls::ServerConfig>,
     pub not_before: SystemTime,
@@ -82,7 +82,7 @@ impl Leaf {
     }
 
     /// The same certificate and key, trusting the roots of `root_pem` instead (a rotation's bundle).
-    pub fn with_roots(&self, root_pem: &str) -> Result<Self, IdentityError> {
+    pub(crate) fn with_roots(&self, root_pem: &str) -> Result<Self, IdentityError> {
         let mut leaf = Self::from_der(self.key.secret_der().to_vec(), self.chain.clone(), root_pem)?;
         leaf.issuer = self.issuer.clone();
         Ok(leaf)
@@ -168,12 +168,12 @@ impl Identity {
     }
 
     /// Asks the renewal loop for a new certificate now.
-    pub fn renew_now(&self) {
+    pub(crate) fn renew_now(&self) {
         self.renew.notify_one();
     }
 
     /// Whether `trust` could be followed (its bundle parses); changes nothing.
-    pub fn check_trust(&self, trust: &weft_model::Trust) -> Result<(), IdentityError> {
+    pub(crate) fn check_trust(&self, trust: &weft_model::Trust) -> Result<(), IdentityError> {
         match self.current() {
             Some(leaf) if leaf.roots_pem != trust.roots => leaf.with_roots(&trust.roots).map(drop),
             _ => Ok(()),
@@ -205,7 +205,7 @@ pub struct IdentityOptions {
 }
 
 /// Asks for a certificate: a fresh key, a CSR, the token.
-pub async fn fetch(url: &str, token: &str, tls: Option<&ControlPlaneTls>) -> Result<Leaf, IdentityError> {
+pub(crate) async fn fetch(url: &str, token: &str, tls: Option<&ControlPlaneTls>) -> Result<Leaf, IdentityError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
     let body = serde_json::to_vec(&SignRequest { token: token.trim().to_string(), csr })
@@ -234,7 +234,7 @@ pub async fn fetch(url: &str, token: &str, tls: Option<&ControlPlaneTls>) -> Res
 }
 
 /// When to renew: half the lifetime, with up to 10 % jitter either way.
-pub fn renew_after(leaf: &Leaf, now: SystemTime) -> Duration {
+pub(crate) fn renew_after(leaf: &Leaf, now: SystemTime) -> Duration {
     let life = leaf.not_after.duration_since(leaf.not_before).unwrap_or_default();
     // NotBefore is set back for clock skew; count the lifetime from now-ish.
     let issued_for = life.saturating_sub(Duration::from_secs(120)).max(Duration::from_secs(1));
@@ -300,7 +300,7 @@ pub fn client_config(
 /// one — its own certificate (mutual TLS).
 #[derive(Debug, Clone)]
 pub struct ControlPlaneTls {
-    pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    pub(crate) anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     pub control_plane_id: String,
     pub identity: Option<Arc<Identity>>,
 }

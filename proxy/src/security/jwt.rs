@@ -23,9 +23,9 @@ use serde_json::Value;
 use weft_model::jwt::JwtRule;
 
 /// Envoy's default `clock_skew_seconds`.
-pub const CLOCK_SKEW_SECONDS: u64 = 60;
+pub(crate) const CLOCK_SKEW_SECONDS: u64 = 60;
 /// The most tokens one request may carry (each is verified).
-pub const MAX_TOKENS: usize = 4;
+pub(crate) const MAX_TOKENS: usize = 4;
 
 /// The end user a verified token names.
 #[derive(Debug, Clone, PartialEq)]

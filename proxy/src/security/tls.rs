@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The name put in SNI; identities are checked by SPIFFE ID, not by name.
-pub const MESH_SNI: &str = "weft.mesh";
+pub(crate) const MESH_SNI: &str = "weft.mesh";
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -51,7 +51,7 @@ pub(crate) fn read_credential(path: &std::path::Path) -> Result<Vec<u8>, String>
 
 /// Debian's bundle of public roots (package ca-certificates): what TLS origination
 /// trusts unless a DestinationRule names its own `caCertificates`.
-pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// TLS the sidecar originates to a server outside the mesh (DestinationRule
 /// `tls.mode: SIMPLE` or `MUTUAL`): the server must chain to the roots and be valid for the
@@ -160,7 +160,7 @@ pub fn spiffe_id(der: &[u8]) -> Option<String> {
 /// (mesh mTLS), or any of its DNS and URI SANs (a DestinationRule's `subjectAltNames`); or
 /// nothing at all (`insecureSkipVerify`). The handshake's signature is checked always.
 #[derive(Debug)]
-pub struct ServerVerifier {
+pub(crate) struct ServerVerifier {
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     allowed: Vec<String>,
     algs: WebPkiSupportedAlgorithms,
@@ -176,17 +176,20 @@ enum Check {
 
 impl ServerVerifier {
     /// Mesh mTLS: the chain, then a SPIFFE ID among `allowed`.
-    pub fn new(anchors: Vec<rustls::pki_types::TrustAnchor<'static>>, allowed: Vec<String>) -> Self {
+    pub(crate) fn new(anchors: Vec<rustls::pki_types::TrustAnchor<'static>>, allowed: Vec<String>) -> Self {
         ServerVerifier { anchors, allowed, algs: algorithms(), check: Check::SpiffeId }
     }
 
     /// The chain, then any DNS or URI SAN among `allowed`.
-    pub fn subject_alt_names(anchors: Vec<rustls::pki_types::TrustAnchor<'static>>, allowed: Vec<String>) -> Self {
+    pub(crate) fn subject_alt_names(
+        anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+        allowed: Vec<String>,
+    ) -> Self {
         ServerVerifier { anchors, allowed, algs: algorithms(), check: Check::AnySan }
     }
 
     /// No check of the certificate (Istio's `insecureSkipVerify`).
-    pub fn insecure() -> Self {
+    pub(crate) fn insecure() -> Self {
         ServerVerifier { anchors: Vec::new(), allowed: Vec::new(), algs: algorithms(), check: Check::Nothing }
     }
 }

@@ -38,7 +38,7 @@ impl WeightedPick {
     }
 
     /// The index for a draw `n` in `0..total()`.
-    pub fn index_for(&self, n: u64) -> usize {
+    pub(crate) fn index_for(&self, n: u64) -> usize {
         self.cumulative.partition_point(|&c| c <= n)
     }
 
@@ -70,7 +70,7 @@ pub struct Retrying {
     /// Back to hosts already tried (Istio's `retryIgnorePreviousHosts: false`).
     pub previous_hosts: bool,
     /// Only to failover levels not yet tried, while one is left (`retryRemoteLocalities`).
-    pub other_levels: bool,
+    pub(crate) other_levels: bool,
 }
 
 /// The endpoints of one cluster, with its policy and outlier detection.
@@ -92,7 +92,7 @@ impl Balancer {
     }
 
     /// Priority levels and locality weights, per endpoint in order (see [`Plan`]).
-    pub fn with_localities(
+    pub(crate) fn with_localities(
         mut self,
         priorities: &[u32],
         localities: &[Option<String>],
@@ -106,19 +106,19 @@ impl Balancer {
 
     /// Consistent hashing over these endpoints; a request without a hash is placed at
     /// random (as Envoy's hash balancers do).
-    pub fn with_consistent_hash(mut self, table: &weft_model::HashTable, cache: &TableCache) -> Self {
+    pub(crate) fn with_consistent_hash(mut self, table: &weft_model::HashTable, cache: &TableCache) -> Self {
         let addrs: Vec<std::net::SocketAddr> = self.endpoints.iter().map(|e| e.addr).collect();
         self.table = cache.get(table, &addrs);
         self.policy = LbPolicy::Random;
         self
     }
 
-    pub fn with_outlier_detection(mut self, settings: Option<Settings>) -> Self {
+    pub(crate) fn with_outlier_detection(mut self, settings: Option<Settings>) -> Self {
         self.outlier = settings;
         self
     }
 
-    pub fn outlier_settings(&self) -> Option<&Settings> {
+    pub(crate) fn outlier_settings(&self) -> Option<&Settings> {
         self.outlier.as_ref()
     }
 

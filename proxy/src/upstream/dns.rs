@@ -14,14 +14,14 @@ use std::time::Duration;
 use weft_model::ProxyConfig;
 
 /// Istio's MeshConfig `dnsRefreshRate` default.
-pub const REFRESH: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH: Duration = Duration::from_secs(60);
 /// How long one name may take to resolve.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 /// Lookups in flight at once.
-pub const MAX_CONCURRENT: usize = 8;
+pub(crate) const MAX_CONCURRENT: usize = 8;
 
 /// The answers so far, by `host:port`.
-pub type Answers = HashMap<String, Vec<SocketAddr>>;
+pub(crate) type Answers = HashMap<String, Vec<SocketAddr>>;
 
 /// The resolver's shared state: the nameservers, the answers and a bell for new names.
 #[derive(Debug, Default)]
@@ -52,7 +52,7 @@ impl Dns {
 }
 
 /// Every name the clusters of `config` resolve.
-pub fn names(config: &ProxyConfig) -> BTreeSet<String> {
+pub(crate) fn names(config: &ProxyConfig) -> BTreeSet<String> {
     config.clusters.values().flat_map(|c| c.dns.iter().cloned()).collect()
 }
 
@@ -99,7 +99,7 @@ async fn resolve(names: BTreeSet<String>, before: &Answers, servers: &[SocketAdd
 
 /// Resolves the names of the live config (`live`) every `refresh`, and at once
 /// when a new config names new ones; calls `changed` when an answer changed.
-pub async fn run(
+pub(crate) async fn run(
     dns: &Dns,
     live: impl Fn() -> Arc<ProxyConfig>,
     changed: impl Fn(),

@@ -10,19 +10,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Envoy's `dns_min_refresh_rate`: a shorter TTL is read as this.
-pub const MIN_TTL: Duration = Duration::from_secs(5);
+pub(crate) const MIN_TTL: Duration = Duration::from_secs(5);
 /// The TTL given to `/etc/hosts` answers.
-pub const HOSTS_TTL: Duration = Duration::from_secs(60);
+pub(crate) const HOSTS_TTL: Duration = Duration::from_secs(60);
 
 /// Addresses of a name, and how long they may be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     pub addrs: Vec<IpAddr>,
     pub ttl: Duration,
 }
 
 /// The nameservers of `/etc/resolv.conf` (port 53).
-pub fn system_servers() -> Vec<SocketAddr> {
+pub(crate) fn system_servers() -> Vec<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
@@ -48,7 +48,7 @@ fn hosts_file(name: &str) -> Option<Found> {
 
 /// Resolves `name` (without a port): `/etc/hosts`, else A and AAAA from the first
 /// server that answers.
-pub async fn resolve(name: &str, servers: &[SocketAddr], timeout: Duration) -> Result<Found, String> {
+pub(crate) async fn resolve(name: &str, servers: &[SocketAddr], timeout: Duration) -> Result<Found, String> {
     if let Ok(ip) = name.parse::<IpAddr>() {
         return Ok(Found { addrs: vec![ip], ttl: Duration::MAX });
     }

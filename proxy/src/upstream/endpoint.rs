@@ -45,7 +45,7 @@ impl Endpoint {
     }
 
     /// Counts one request in flight until the guard drops.
-    pub fn start_request(self: &Arc<Self>) -> ActiveGuard {
+    pub(crate) fn start_request(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self.clone())
     }
@@ -57,7 +57,7 @@ impl Endpoint {
 
 /// RAII count of a request in flight.
 #[derive(Debug)]
-pub struct ActiveGuard(Arc<Endpoint>);
+pub(crate) struct ActiveGuard(Arc<Endpoint>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -69,7 +69,7 @@ type Key = (String, SocketAddr);
 
 /// What a snapshot wants of one cluster's state.
 #[derive(Debug)]
-pub struct ClusterSpec {
+pub(crate) struct ClusterSpec {
     pub name: String,
     pub pool: weft_model::ConnectionPool,
     pub settings: PoolSettings,
@@ -83,7 +83,7 @@ pub struct Registry {
     /// This sidecar's workload identity, for mTLS to the endpoints.
     identity: Option<Arc<crate::security::identity::Identity>>,
     /// Consistent-hash tables, shared by the snapshots that have the same endpoints.
-    pub hash_tables: crate::upstream::hash::TableCache,
+    pub(crate) hash_tables: crate::upstream::hash::TableCache,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +93,7 @@ struct State {
 }
 
 impl Registry {
-    pub fn with_identity(identity: Option<Arc<crate::security::identity::Identity>>) -> Self {
+    pub(crate) fn with_identity(identity: Option<Arc<crate::security::identity::Identity>>) -> Self {
         Registry { state: Mutex::default(), identity, hash_tables: Default::default() }
     }
 
@@ -101,7 +101,7 @@ impl Registry {
     /// are kept (with new values) and endpoints reused when their labels and
     /// pool settings are unchanged; entries no longer named are forgotten
     /// (requests still holding them finish normally).
-    pub fn resolve(&self, wanted: Vec<ClusterSpec>) -> Vec<(Arc<Limits>, Vec<Arc<Endpoint>>)> {
+    pub(crate) fn resolve(&self, wanted: Vec<ClusterSpec>) -> Vec<(Arc<Limits>, Vec<Arc<Endpoint>>)> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut endpoints = HashMap::new();
         let mut limits = HashMap::new();

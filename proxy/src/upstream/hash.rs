@@ -14,7 +14,7 @@ use xxhash_rust::xxh64::xxh64;
 
 /// A lookup table from hash to endpoint index.
 #[derive(Debug)]
-pub enum Table {
+pub(crate) enum Table {
     /// Sorted points and, beside them, each point's endpoint; a hash goes to the first
     /// point at or after it.
     Ring { points: Vec<u64>, hosts: Vec<u32> },
@@ -26,7 +26,7 @@ impl Table {
     /// Built from the endpoints' addresses. The table depends on the set of addresses,
     /// not their order (DNS answers rotate; every sidecar must agree): they are sorted
     /// and deduplicated first, and the table maps back to indices into `endpoints`.
-    pub fn build(table: &HashTable, endpoints: &[SocketAddr]) -> Option<Table> {
+    pub(crate) fn build(table: &HashTable, endpoints: &[SocketAddr]) -> Option<Table> {
         let mut order: Vec<usize> = (0..endpoints.len()).collect();
         order.sort_by_key(|&i| (endpoints[i], i));
         order.dedup_by_key(|i| endpoints[*i]);
@@ -48,7 +48,7 @@ impl Table {
 
     /// Endpoint indices in the order a hash prefers them: its own first, then the
     /// next ones around the table (to step past ejected or already-tried endpoints).
-    pub fn preference(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn preference(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let (start, len) = match self {
             Table::Ring { points, .. } => {
                 let at = points.partition_point(|p| *p < hash);
@@ -89,13 +89,13 @@ fn ring(keys: &[String], minimum: u64) -> (Vec<u64>, Vec<u32>) {
 /// config push or a DNS refresh that leaves a cluster's endpoints as they were does not
 /// build its table again. Entries die with the last snapshot holding them.
 #[derive(Debug, Default)]
-pub struct TableCache(Mutex<HashMap<TableKey, Weak<Table>>>);
+pub(crate) struct TableCache(Mutex<HashMap<TableKey, Weak<Table>>>);
 
 /// A table's kind and the addresses it was built from, in their order.
 type TableKey = (HashTable, Vec<SocketAddr>);
 
 impl TableCache {
-    pub fn get(&self, table: &HashTable, endpoints: &[SocketAddr]) -> Option<Arc<Table>> {
+    pub(crate) fn get(&self, table: &HashTable, endpoints: &[SocketAddr]) -> Option<Arc<Table>> {
         let key = (*table, endpoints.to_vec());
         let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = cache.get(&key).and_then(Weak::upgrade) {
@@ -141,7 +141,7 @@ fn maglev(keys: &[String], size: u64) -> Vec<u32> {
 #[derive(Debug, Default)]
 pub struct RequestHash {
     pub hash: Option<u64>,
-    pub set_cookie: Option<HeaderValue>,
+    pub(crate) set_cookie: Option<HeaderValue>,
 }
 
 /// The request's hash under `policy`. A missing key gives no hash (the pick is then

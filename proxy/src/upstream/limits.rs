@@ -83,7 +83,7 @@ impl Limits {
     }
 
     /// Takes new limit values; counts in flight are kept.
-    pub fn update(&self, pool: &ConnectionPool) {
+    pub(crate) fn update(&self, pool: &ConnectionPool) {
         self.max_connections.store(pool.max_connections(), Ordering::Relaxed);
         self.max_pending.store(pool.max_pending_requests(), Ordering::Relaxed);
         self.max_requests.store(pool.max_requests(), Ordering::Relaxed);
@@ -121,11 +121,11 @@ impl Limits {
     }
 
     /// Wakes pending requests (a connection went back to a pool).
-    pub fn notify_freed(&self) {
+    pub(crate) fn notify_freed(&self) {
         self.freed.notify_waiters();
     }
 
-    pub fn freed(&self) -> &Notify {
+    pub(crate) fn freed(&self) -> &Notify {
         &self.freed
     }
 
@@ -137,13 +137,13 @@ impl Limits {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
-    pub fn pending_requests(&self) -> usize {
+    pub(crate) fn pending_requests(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
     }
     pub fn active_requests(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
     }
-    pub fn active_retries(&self) -> usize {
+    pub(crate) fn active_retries(&self) -> usize {
         self.retries.load(Ordering::Relaxed)
     }
 }

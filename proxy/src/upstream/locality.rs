@@ -13,7 +13,7 @@ const OVERPROVISIONING: u64 = 140;
 
 /// Priority levels and locality weights over a cluster's endpoints (by index).
 #[derive(Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Endpoint indices per level, level 0 first; one level when there are no priorities.
     levels: Vec<Vec<usize>>,
     /// Per level: (weight, endpoint indices) per locality; empty without locality weights.
@@ -24,7 +24,7 @@ impl Plan {
     /// `None` when there is nothing to plan: one level and no weights. `weights`, when
     /// given, name every locality that gets traffic: endpoints elsewhere get none, and an
     /// empty map leaves no endpoint at all (Istio's `distribute` to localities that are empty).
-    pub fn new(
+    pub(crate) fn new(
         priorities: &[u32],
         localities: &[Option<String>],
         weights: Option<&BTreeMap<String, u32>>,
@@ -66,7 +66,7 @@ impl Plan {
     /// level and the locality: random per request, or the request's consistent hash, so a
     /// key keeps its level and locality while health stays the same. Empty when the plan
     /// leaves no endpoint.
-    pub fn choose(&self, healthy: impl Fn(usize) -> bool, draw: u64, skip: &[usize]) -> &[usize] {
+    pub(crate) fn choose(&self, healthy: impl Fn(usize) -> bool, draw: u64, skip: &[usize]) -> &[usize] {
         let Some(level) = self.level(&healthy, draw % 100, skip) else { return &[] };
         let groups = &self.localities[level];
         if groups.is_empty() {
@@ -129,7 +129,7 @@ impl Plan {
 
 impl Plan {
     /// The level endpoint `i` is in.
-    pub fn level_of(&self, i: usize) -> Option<usize> {
+    pub(crate) fn level_of(&self, i: usize) -> Option<usize> {
         self.levels.iter().position(|l| l.contains(&i))
     }
 }

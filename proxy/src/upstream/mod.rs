@@ -3,12 +3,12 @@
 //! outlier ejection and its periodic review, consistent hashing, locality.
 
 pub mod balance;
-pub mod dns;
+pub(crate) mod dns;
 pub mod dns_wire;
 pub mod endpoint;
 pub mod hash;
-pub mod limits;
-pub mod locality;
-pub mod outlier;
-pub mod pool;
-pub mod review;
+pub(crate) mod limits;
+pub(crate) mod locality;
+pub(crate) mod outlier;
+pub(crate) mod pool;
+pub(crate) mod review;

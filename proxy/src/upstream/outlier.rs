@@ -17,18 +17,18 @@ use weft_model::OutlierDetection;
 /// Settings with Istio's defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    pub consecutive_5xx: u32,
-    pub consecutive_gateway: u32,
+    pub(crate) consecutive_5xx: u32,
+    pub(crate) consecutive_gateway: u32,
     pub interval: Duration,
-    pub base_ejection: Duration,
+    pub(crate) base_ejection: Duration,
     pub max_ejection_percent: u32,
     pub min_health_percent: u32,
     /// Envoy's `max_ejection_time`: max(300 s, base).
-    pub max_ejection: Duration,
+    pub(crate) max_ejection: Duration,
 }
 
 impl Settings {
-    pub fn from_model(od: &OutlierDetection) -> Self {
+    pub(crate) fn from_model(od: &OutlierDetection) -> Self {
         let base = od.base_ejection_time.unwrap_or(Duration::from_secs(30));
         Settings {
             consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(5),
@@ -90,15 +90,15 @@ pub struct HostState {
 /// A snapshot of one endpoint's state for `/clusters`.
 #[derive(Debug, Clone, Copy)]
 pub struct HostView {
-    pub consecutive_5xx: u32,
-    pub consecutive_gateway: u32,
+    pub(crate) consecutive_5xx: u32,
+    pub(crate) consecutive_gateway: u32,
     pub times_ejected: u32,
     /// When the ejection ends (at the first tick after this).
-    pub ejected_until: Option<Instant>,
+    pub(crate) ejected_until: Option<Instant>,
 }
 
 impl HostState {
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
     }
 
@@ -125,7 +125,13 @@ fn ejection_time(s: &Settings, backoff: u32) -> Duration {
 }
 
 /// Records a try's outcome at `hosts[index]`; may eject it.
-pub fn on_result(s: &Settings, hosts: &[&HostState], index: usize, outcome: Outcome, now: Instant) -> Option<Event> {
+pub(crate) fn on_result(
+    s: &Settings,
+    hosts: &[&HostState],
+    index: usize,
+    outcome: Outcome,
+    now: Instant,
+) -> Option<Event> {
     let host = hosts[index];
     let code = outcome.code();
     let tripped = {
@@ -172,7 +178,7 @@ pub fn on_result(s: &Settings, hosts: &[&HostState], index: usize, outcome: Outc
 
 /// The review at each `interval` tick: un-eject hosts whose time is up, decay
 /// the backoff of hosts that stayed healthy. Returns how many were un-ejected.
-pub fn on_tick(s: &Settings, hosts: &[&HostState], now: Instant) -> usize {
+pub(crate) fn on_tick(s: &Settings, hosts: &[&HostState], now: Instant) -> usize {
     let mut unejected = 0;
     for host in hosts {
         let mut c = host.lock();
@@ -198,7 +204,7 @@ pub fn on_tick(s: &Settings, hosts: &[&HostState], now: Instant) -> usize {
 
 /// Whether the balancer should ignore ejections: the healthy share is below
 /// `minHealthPercent` (Istio's default 0 never panics).
-pub fn panic_mode(s: &Settings, hosts: &[&HostState]) -> bool {
+pub(crate) fn panic_mode(s: &Settings, hosts: &[&HostState]) -> bool {
     let healthy = hosts.iter().filter(|h| !h.is_ejected()).count() as u64;
     100 * healthy < u64::from(s.min_health_percent) * hosts.len() as u64
 }

@@ -33,7 +33,7 @@ pub struct PoolSettings {
     pub origination: Option<Arc<crate::security::tls::Origination>>,
     /// The SNI of mesh mTLS: Istio's `outbound_.PORT_.SUBSET_.HOST`, which names the port
     /// for the server's sidecar (a multi-port service); else [`crate::security::tls::MESH_SNI`].
-    pub mesh_sni: Option<rustls::pki_types::ServerName<'static>>,
+    pub(crate) mesh_sni: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Default for PoolSettings {
@@ -95,7 +95,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// True when the upstream provably did not process the request, so a retry is safe for any method.
-    pub fn not_processed(&self) -> bool {
+    pub(crate) fn not_processed(&self) -> bool {
         !matches!(self, UpstreamError::Reset(_) | UpstreamError::StaleReset(_))
     }
 }
@@ -172,12 +172,12 @@ impl Pool {
     }
 
     /// Connections opened since the endpoint appeared.
-    pub fn opened_connections(&self) -> u64 {
+    pub(crate) fn opened_connections(&self) -> u64 {
         self.inner.opened.load(Ordering::Relaxed)
     }
 
     /// Idle HTTP/1.1 connections ready for reuse.
-    pub fn idle_connections(&self) -> usize {
+    pub(crate) fn idle_connections(&self) -> usize {
         self.inner.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The live snapshot, as the reviews read it at each tick.
-pub type Live = Arc<arc_swap::ArcSwap<Snapshot>>;
+pub(crate) type Live = Arc<arc_swap::ArcSwap<Snapshot>>;
 
 /// The running reviews, by cluster name, with their interval.
 #[derive(Debug, Default)]
-pub struct Reviews {
+pub(crate) struct Reviews {
     tasks: Mutex<HashMap<Arc<str>, (Duration, tokio::task::AbortHandle)>>,
 }
 
@@ -22,7 +22,7 @@ impl Reviews {
     /// Follows `snapshot`: a review starts for each new cluster with outlier detection (or
     /// one whose interval changed), and stops for each cluster that has none any more.
     /// Returns how many reviews started.
-    pub fn follow(&self, snapshot: &Snapshot, live: &Live) -> usize {
+    pub(crate) fn follow(&self, snapshot: &Snapshot, live: &Live) -> usize {
         let wanted: HashMap<Arc<str>, Duration> = snapshot
             .clusters()
             .filter_map(|c| Some((c.name.clone(), c.balancer.outlier_settings()?.interval)))

@@ -360,18 +360,9 @@ pub fn policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
-/// Requests a sidecar sent and saw finish (`istio_requests_total{reporter="source"}`).
-pub fn sent(r: &Running) -> f64 {
-    use prometheus::core::Collector;
-    r.shared
-        .metrics
-        .requests_total
-        .collect()
-        .iter()
-        .flat_map(|f| f.get_metric())
-        .filter(|m| m.get_label().iter().any(|l| l.get_name() == "reporter" && l.get_value() == "source"))
-        .map(|m| m.get_counter().get_value())
-        .sum()
+/// Requests a sidecar sent and saw finish (`istio_requests_total{reporter="source"}` on its admin page).
+pub async fn sent(r: &Running) -> f64 {
+    metric(&metrics(r).await, "istio_requests_total{", &["reporter=\"source\""])
 }
 
 /// A sidecar's Prometheus page (`/stats/prometheus` on its admin listener).
