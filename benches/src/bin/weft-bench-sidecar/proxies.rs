@@ -227,7 +227,7 @@ pub(crate) async fn start_contestant(
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-    let mut proxy = Proxy {
+    let proxy = Proxy {
         name,
         scenario,
         software: software.name(),
@@ -240,15 +240,20 @@ pub(crate) async fn start_contestant(
         admin: None,
         log,
     };
-    let started = Instant::now();
     // A TLS listener cannot answer the plain probe: a TCP connect says it is up.
     let tls_listener = matches!(tls, Some((_, contestants::TlsSide::Listen | contestants::TlsSide::EdgeAndUpstream)));
+    serving(args, proxy, tls_listener).await
+}
+
+/// The proxy once a request through it answers 200 (a TLS listener: once it accepts).
+async fn serving(args: &Args, mut proxy: Proxy, tls_listener: bool) -> anyhow::Result<Proxy> {
+    let started = Instant::now();
     loop {
         proxy.ensure_running()?;
         let ready = if tls_listener {
-            tokio::net::TcpStream::connect(listen).await.is_ok()
+            tokio::net::TcpStream::connect(proxy.outbound).await.is_ok()
         } else {
-            matches!(get(listen, HOST_HEADER, "/").await, Ok((200, _)))
+            matches!(get(proxy.outbound, HOST_HEADER, "/").await, Ok((200, _)))
         };
         if ready {
             return Ok(proxy);
@@ -258,6 +263,43 @@ pub(crate) async fn start_contestant(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The floor under the sidecar (`hyper-floor`): `weft-bench-floor`, one hop to `upstream`.
+pub(crate) async fn start_floor(args: &Args, upstream: SocketAddr, dir: &Path) -> anyhow::Result<Proxy> {
+    if !args.floor_bin.is_file() {
+        bail!(
+            "no floor binary at {}: run `cargo build --profile sidecar -p weft-bench --bin weft-bench-floor` \
+             or pass --floor-bin",
+            args.floor_bin.display()
+        );
+    }
+    let [listen] = free_ports()?;
+    let name = Kind::HyperFloor.name().to_string();
+    let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(&args.floor_bin);
+    cmd.args([listen.to_string(), upstream.to_string(), args.proxy_workers.to_string()]);
+    let child = callgrind::wrap(args, cmd, &dir.join(format!("{name}.callgrind")))
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("starting {}", args.floor_bin.display()))?;
+    let proxy = Proxy {
+        name,
+        scenario: Kind::HyperFloor,
+        software: "hyper",
+        version: None,
+        role: "client",
+        upstream_protocol: "HTTP1",
+        guard: Guard { name: "weft-bench-floor", child },
+        outbound: listen,
+        inbound: listen,
+        admin: None,
+        log,
+    };
+    serving(args, proxy, false).await
 }
 
 /// Where a contestant's program is, or why it cannot run.
@@ -367,6 +409,10 @@ pub(crate) async fn start_proxies(
                     gateway: false,
                 };
                 proxies.push(start_proxy(args, spec).await?);
+                (proxies[proxies.len() - 1].outbound, vec![proxies.len() - 1])
+            }
+            Kind::HyperFloor => {
+                proxies.push(start_floor(args, app, dir).await?);
                 (proxies[proxies.len() - 1].outbound, vec![proxies.len() - 1])
             }
             Kind::PairH1 | Kind::PairH2 | Kind::Mesh => {

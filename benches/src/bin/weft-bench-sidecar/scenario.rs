@@ -21,6 +21,8 @@ pub(crate) enum Kind {
     Sidecar,
     /// `sidecar` with the access log on (`--access-log`; Istio ships it off).
     SidecarAccessLog,
+    /// The floor under `sidecar`: a proxy of hyper and tokio alone (`weft-bench-floor`).
+    HyperFloor,
     PairH1,
     PairH2,
     Mesh,
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Sidecar => "sidecar",
             Kind::SidecarAccessLog => "sidecar-access-log",
+            Kind::HyperFloor => "hyper-floor",
             Kind::PairH1 => "pair-h1",
             Kind::PairH2 => "pair-h2",
             Kind::Mesh => "mesh",
