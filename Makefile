@@ -91,8 +91,8 @@ bench: bench-deps
 ## Instructions and malloc calls per request, Weft next to nginx and HAProxy, each proxy under
 ## valgrind's callgrind (installed when missing): counters zeroed after a warm-up, closed-loop load for
 ## a fixed window, the dump divided by the requests answered. Deterministic where latency is not: the
-## figure to steer by (issue 17). One hop plaintext (Weft with its access log off, the default, and on)
-## and the two-hop mutual-TLS path. About three minutes after the build.
+## figure to steer by (issue 17). One hop plaintext (Weft with its access log off, the default, and on;
+## hyper and tokio alone, the floor under it) and the two-hop mutual-TLS path. About three minutes after the build.
 bench-instructions: bench-deps
 	@command -v valgrind >/dev/null 2>&1 || { echo "installing valgrind"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; }

@@ -235,8 +235,8 @@ impl Record {
                 .num("bytes_received", request_bytes)
                 .num("bytes_sent", response_bytes)
                 .str("request_id", &String::from_utf8_lossy(request_id.as_bytes()))
-                .opt("trace_id", span.map(|s| s.trace_hex()).as_deref())
-                .opt("span_id", span.map(|s| s.span_hex()).as_deref())
+                .hex("trace_id", span.map(|s| s.trace_id), 32)
+                .hex("span_id", span.map(|s| u128::from(s.span_id)), 16)
                 .finish();
             if tapping {
                 shared.tap.send(&line);

@@ -147,17 +147,6 @@ pub(crate) fn propagate(headers: &mut HeaderMap, sampling_per_million: u32) -> S
     span
 }
 
-impl Span {
-    /// The trace id as it travels (32 lower-case hex digits).
-    pub(crate) fn trace_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
-    }
-
-    pub(crate) fn span_hex(&self) -> String {
-        format!("{:016x}", self.span_id)
-    }
-}
-
 /// A sampling rate in percent (Istio's form) as a per-million threshold.
 pub(crate) fn per_million(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) * 10_000.0).round() as u32
@@ -181,11 +170,11 @@ mod tests {
     fn a_w3c_context_is_continued_with_a_new_span() {
         let mut h = headers(&[("traceparent", &format!("00-{TRACE}-00f067aa0ba902b7-01")), ("tracestate", "x=1")]);
         let span = propagate(&mut h, 0);
-        assert_eq!(span.trace_hex(), TRACE);
+        assert_eq!(format!("{:032x}", span.trace_id), TRACE);
         assert_eq!(span.parent_id, Some(0x00f067aa0ba902b7));
         assert!(span.sampled, "the caller's decision stands");
         let tp = h["traceparent"].to_str().unwrap();
-        assert_eq!(tp, format!("00-{TRACE}-{}-01", span.span_hex()));
+        assert_eq!(tp, format!("00-{TRACE}-{:016x}-01", span.span_id));
         assert_eq!(h["x-b3-traceid"], TRACE);
         assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
         assert_eq!(h["x-b3-sampled"], "1");
@@ -205,7 +194,7 @@ mod tests {
         assert!(h["traceparent"].to_str().unwrap().ends_with("-00"));
         let mut single = headers(&[("b3", &format!("{TRACE}-00f067aa0ba902b7-1"))]);
         let span = propagate(&mut single, 0);
-        assert_eq!((span.trace_hex().as_str(), span.sampled), (TRACE, true));
+        assert_eq!((format!("{:032x}", span.trace_id), span.sampled), (TRACE.to_string(), true));
         assert!(single.get("b3").is_none(), "replaced by the multi-header form");
     }
 
@@ -221,7 +210,7 @@ mod tests {
             let mut h = headers(&[("traceparent", &bad)]);
             let span = propagate(&mut h, 0);
             assert_eq!(span.parent_id, None, "{bad}");
-            assert_ne!(span.trace_hex(), TRACE, "{bad}");
+            assert_ne!(format!("{:032x}", span.trace_id), TRACE, "{bad}");
             assert!(!span.sampled, "0 % sampling");
             assert!(h.get("x-b3-parentspanid").is_none());
         }

@@ -245,5 +245,16 @@ async fn the_access_log_is_off_by_default_and_on_when_asked() {
     wait_ready(p.admin).await;
     assert_eq!(get(p.outbound, "svc", "/flag", &[]).await.status, 200);
     assert_eq!(p.line_for("/flag").await["cluster"], "c");
+    // The trace context, numbers and address are written by hand: they read as the caller sent them.
+    let (trace, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let traceparent = format!("00-{trace}-{parent}-01");
+    assert_eq!(get(p.outbound, "svc", "/traced", &[("traceparent", &traceparent)]).await.status, 200);
+    let line = p.line_for("/traced").await;
+    assert_eq!(line["trace_id"], trace, "{line}");
+    let span = line["span_id"].as_str().unwrap_or_default();
+    assert!(span.len() == 16 && span.bytes().all(|b| b.is_ascii_hexdigit()) && span != parent, "{line}");
+    assert_eq!(line["upstream"], up.addr.to_string(), "{line}");
+    assert!(line["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
+    assert!(line["bytes_sent"].as_u64().is_some_and(|b| b > 0), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
