@@ -1,5 +1,8 @@
 //! Translation: Istio YAML + registry in, ProxyConfig out. A golden file pins
 //! the whole output; the other tests assert the semantics one by one.
+//!
+//! Size: one test per translation rule, over the same fixtures and golden file;
+//! the rules are read best side by side with the translator's modules they pin.
 
 use std::path::{Path, PathBuf};
 use weft_control_plane::istio::load_paths;

@@ -1,6 +1,8 @@
 //! The trust chain against a hostile pod: each attack on the control plane,
 //! run against a real etcd, a real control plane and real sidecars, fails —
 //! and leaves etcd and every sidecar's config exactly as they were.
+//!
+//! Size: one hostile pod's attempts, a test each, sharing the mesh they attack.
 
 mod common;
 

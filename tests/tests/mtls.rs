@@ -1,6 +1,9 @@
 //! Workload identity end to end: the control plane's CA, sidecars that get
 //! certificates with bootstrap tokens, mutual TLS between them, STRICT mode,
 //! attacks refused and counted, and rotation under load.
+//!
+//! Size: a workload identity's life in order (issued, used, refused, rotated),
+//! the tests sharing one mesh builder.
 
 mod common;
 

@@ -6,6 +6,9 @@
 //! virtual IP that exist nowhere, as a dual-stack ClusterIP would. The client
 //! app calls `http://order-service:3000/` with plain HTTP and no proxy settings.
 //! Everything is removed on drop, even when the test fails. Needs root.
+//!
+//! Size: the pod harness (namespaces, bridge, iptables, clean-up on drop) and the
+//! scenarios that need it; the harness means nothing without them.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! the certificate the SNI selects, MUTUAL clients, httpsRedirect, a request kept to the
 //! hosts of the server its handshake reached, edge headers as Envoy writes them,
 //! certificates read again when their files change, listeners that follow the config.
+//!
+//! Size: the gateway's listener behaviours, a test each, sharing the TLS fixtures.
 
 use crate::harness::*;
 use bytes::Bytes;

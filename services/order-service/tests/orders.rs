@@ -1,5 +1,8 @@
 //! order-service on the real Redis and RabbitMQ, with a real product-service on
 //! the real MariaDB: each test with its own key prefix, exchange and database.
+//!
+//! Size: an order's life (create, pay, cancel, the outbox) against the real backends,
+//! the tests sharing their fixtures.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: apps, sidecars in control-plane
 //! mode (optionally with a workload identity), and polling.
+//!
+//! Size: the end-to-end tests' one shared harness.
 #![allow(dead_code)]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
