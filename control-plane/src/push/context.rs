@@ -56,19 +56,12 @@ impl Metrics {
     }
 }
 
-/// Hash of a config's JSON (its version left empty by the caller).
-pub(super) fn digest(config: &weft_model::ProxyConfig) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(config).unwrap_or_default().hash(&mut h);
-    h.finish()
-}
-
 /// Translations shared by sidecars that get the same config: same namespace,
 /// service account and labels (the workload name only labels metrics). One
 /// state revision at a time.
-/// The config, its translation warnings, and its digest (computed once, not per sidecar).
-type Translated = (Arc<weft_model::ProxyConfig>, Arc<[String]>, u64);
+/// The config serialized for every sidecar that shares it, its translation warnings, and
+/// its digest (computed once, not per sidecar).
+type Translated = (Arc<super::encode::SharedConfig>, Arc<[String]>, u64);
 
 #[derive(Debug, Default)]
 pub struct Translations {
@@ -98,8 +91,9 @@ impl Translations {
             tracing::warn!(workload = %format!("{}/{}", w.namespace, w.name), revision = state.revision, "{warning}");
             warned.inc();
         }
-        let digest = digest(&translation.config);
-        let translated: Translated = (Arc::new(translation.config), translation.warnings.into(), digest);
+        let shared = super::encode::SharedConfig::new(&translation.config);
+        let digest = shared.digest();
+        let translated: Translated = (Arc::new(shared), translation.warnings.into(), digest);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 != (state.revision, state.keys) {
             *cache = ((state.revision, state.keys), Default::default());

@@ -1,37 +1,72 @@
-//! A push as the sidecar reads it (weft-model's `Push`), written straight from the
+//! A push as the sidecar reads it (weft-model's `Push`), written from the
 //! translation every sidecar with the same config shares and this sidecar's own
-//! parts (its workload, the trust bundle, the mesh's path normalization) — without
-//! a copy of the shared config per sidecar. With a thousand sidecars, that copy and
-//! a second serialization for the digest were most of a push's cost.
+//! parts (its workload, the trust bundle, the mesh's path normalization).
+//!
+//! The shared part is serialized once per translation, in the three pieces that
+//! sit around the per-sidecar fields in `ProxyConfig`'s field order; a push
+//! copies them and serializes only the sidecar's own fields. With ten thousand
+//! sidecars, serializing the whole config once per sidecar was most of a
+//! change's cost on the control plane (the bytes are the same either way:
+//! `a_session_push_is_the_push_the_sidecar_reads_byte_for_byte`).
 
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use bytes::Bytes;
+use serde::Serialize;
 use weft_model::{PathNormalization, ProxyConfig, Trust, Workload};
 
-/// One sidecar's push.
-pub(super) struct SessionPush<'a> {
-    pub version: &'a str,
-    pub shared: &'a ProxyConfig,
-    pub workload: &'a Workload,
-    pub trust: &'a Trust,
-    pub path_normalization: PathNormalization,
+/// A translation serialized once for every sidecar that shares it (or why it could not be:
+/// then no sidecar gets a push of it, and each keeps the config it has).
+#[derive(Debug)]
+pub(crate) struct SharedConfig(Result<Pieces, String>);
+
+#[derive(Debug, Hash)]
+struct Pieces {
+    /// `"apiVersion":…`
+    head: Vec<u8>,
+    /// `"services":…,"clusters":…,"inbound":…[,"outboundTrafficPolicy":…]`
+    middle: Vec<u8>,
+    /// `[,"accessLog":…][,"egress":…][,"tcp":…][,"gateway":…]`
+    tail: Vec<u8>,
 }
 
-impl Serialize for SessionPush<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut push = s.serialize_struct("Push", 2)?;
-        push.serialize_field("version", self.version)?;
-        push.serialize_field("config", &SessionConfig(self))?;
-        push.end()
+/// `"name":value` (names here are literals with nothing to escape).
+fn field(out: &mut Vec<u8>, name: &str, value: &impl Serialize) -> serde_json::Result<()> {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *out, value)
+}
+
+impl SharedConfig {
+    /// The config field by field as `ProxyConfig` serializes it (camelCase, optional fields
+    /// skipped when empty). The destructuring names every field: a new one does not compile
+    /// until it is written here.
+    pub(crate) fn new(config: &ProxyConfig) -> Self {
+        SharedConfig(Pieces::new(config).map_err(|e| format!("the config does not serialize: {e}")))
+    }
+
+    /// A digest of the shared config (decides, with the sidecar's own parts, whether it needs a push).
+    pub(crate) fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.0.hash(&mut h);
+        h.finish()
+    }
+
+    /// One sidecar's push, as the framed line it reads (`weft_model::stream::line` of its `Push`).
+    pub(crate) fn line(
+        &self,
+        version: &str,
+        workload: &Workload,
+        trust: &Trust,
+        path_normalization: PathNormalization,
+    ) -> Result<Bytes, String> {
+        let pieces = self.0.as_ref().map_err(String::clone)?;
+        pieces.line(version, workload, trust, path_normalization).map_err(|e| e.to_string())
     }
 }
 
-/// The config field by field as `ProxyConfig` serializes it (camelCase, optional fields
-/// skipped when empty), the per-sidecar fields from the session. The destructuring below
-/// names every field: a new one does not compile until it is written here.
-struct SessionConfig<'a>(&'a SessionPush<'a>);
-
-impl Serialize for SessionConfig<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Pieces {
+    fn new(config: &ProxyConfig) -> serde_json::Result<Self> {
         let ProxyConfig {
             api_version,
             version: _,
@@ -46,40 +81,65 @@ impl Serialize for SessionConfig<'_> {
             egress,
             tcp,
             gateway,
-        } = self.0.shared;
-        let mut c = s.serialize_struct("ProxyConfig", 13)?;
-        c.serialize_field("apiVersion", api_version)?;
-        c.serialize_field("version", self.0.version)?;
-        c.serialize_field("workload", self.0.workload)?;
-        c.serialize_field("services", services)?;
-        c.serialize_field("clusters", clusters)?;
-        c.serialize_field("inbound", inbound)?;
-        match outbound_traffic_policy {
-            Some(o) => c.serialize_field("outboundTrafficPolicy", o)?,
-            None => c.skip_field("outboundTrafficPolicy")?,
+        } = config;
+        let mut head = Vec::new();
+        field(&mut head, "apiVersion", api_version)?;
+        let mut middle = Vec::new();
+        field(&mut middle, "services", services)?;
+        middle.push(b',');
+        field(&mut middle, "clusters", clusters)?;
+        middle.push(b',');
+        field(&mut middle, "inbound", inbound)?;
+        if let Some(o) = outbound_traffic_policy {
+            middle.push(b',');
+            field(&mut middle, "outboundTrafficPolicy", o)?;
         }
-        c.serialize_field("trust", self.0.trust)?;
-        c.serialize_field("pathNormalization", &self.0.path_normalization)?;
-        match access_log {
-            Some(a) => c.serialize_field("accessLog", a)?,
-            None => c.skip_field("accessLog")?,
+        let mut tail = Vec::new();
+        if let Some(a) = access_log {
+            tail.push(b',');
+            field(&mut tail, "accessLog", a)?;
         }
-        if egress.is_empty() {
-            c.skip_field("egress")?;
-        } else {
-            c.serialize_field("egress", egress)?;
+        if !egress.is_empty() {
+            tail.push(b',');
+            field(&mut tail, "egress", egress)?;
         }
-        if tcp.is_empty() {
-            c.skip_field("tcp")?;
-        } else {
-            c.serialize_field("tcp", tcp)?;
+        if !tcp.is_empty() {
+            tail.push(b',');
+            field(&mut tail, "tcp", tcp)?;
         }
-        if gateway.is_empty() {
-            c.skip_field("gateway")?;
-        } else {
-            c.serialize_field("gateway", gateway)?;
+        if !gateway.is_empty() {
+            tail.push(b',');
+            field(&mut tail, "gateway", gateway)?;
         }
-        c.end()
+        Ok(Pieces { head, middle, tail })
+    }
+
+    fn line(
+        &self,
+        version: &str,
+        workload: &Workload,
+        trust: &Trust,
+        path_normalization: PathNormalization,
+    ) -> serde_json::Result<Bytes> {
+        let own = 256 + trust.roots.len() + trust.signer.len();
+        let mut v = Vec::with_capacity(self.head.len() + self.middle.len() + self.tail.len() + own);
+        v.push(b'{');
+        field(&mut v, "version", &version)?;
+        v.extend_from_slice(b",\"config\":{");
+        v.extend_from_slice(&self.head);
+        v.push(b',');
+        field(&mut v, "version", &version)?;
+        v.push(b',');
+        field(&mut v, "workload", workload)?;
+        v.push(b',');
+        v.extend_from_slice(&self.middle);
+        v.push(b',');
+        field(&mut v, "trust", trust)?;
+        v.push(b',');
+        field(&mut v, "pathNormalization", &path_normalization)?;
+        v.extend_from_slice(&self.tail);
+        v.extend_from_slice(b"}}\n");
+        Ok(Bytes::from(v))
     }
 }
 
@@ -134,20 +194,15 @@ accessLog: true
                 shared.outbound_traffic_policy = None;
                 shared.access_log = None;
             }
-            let push = SessionPush {
-                version: "42",
-                shared: &shared,
-                workload: &workload,
-                trust: &trust,
-                path_normalization: PathNormalization::MergeSlashes,
-            };
+            let pushed =
+                SharedConfig::new(&shared).line("42", &workload, &trust, PathNormalization::MergeSlashes).unwrap();
             let mut config = shared.clone();
             config.version = "42".into();
             config.workload = workload.clone();
             config.trust = Some(trust.clone());
             config.path_normalization = Some(PathNormalization::MergeSlashes);
             let want = weft_model::stream::Push { version: "42".into(), config };
-            assert_eq!(serde_json::to_string(&push).unwrap(), serde_json::to_string(&want).unwrap());
+            assert_eq!(pushed, weft_model::stream::line(&want));
         }
     }
 }

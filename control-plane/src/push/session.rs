@@ -14,8 +14,8 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_model::stream::{line, ChannelBody, Lines};
 use weft_model::stream::{Ack, Hello};
+use weft_model::stream::{ChannelBody, Lines};
 use weft_proxy::http::body::Body;
 
 /// One open stream of an identity; dropping it frees the slot.
@@ -298,15 +298,9 @@ async fn serve_stream(
             let pn = ctx.options.path_normalization;
             let digest = super::encode::session_digest(shared_digest, w, &trust.0, pn);
             if last_sent != Some(digest) {
-                let push = super::encode::SessionPush {
-                    version: &version,
-                    shared: &shared,
-                    workload: w,
-                    trust: &trust.0,
-                    path_normalization: pn,
-                };
+                let push = shared.line(&version, w, &trust.0, pn)?;
                 // A sidecar that does not read its stream is not waited for forever.
-                tokio::time::timeout(renew_grace(ctx), tx.send(line(&push)))
+                tokio::time::timeout(renew_grace(ctx), tx.send(push))
                     .await
                     .map_err(|_| "the sidecar does not read its stream".to_string())?
                     .map_err(|_| "sidecar went away".to_string())?;
