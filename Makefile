@@ -67,6 +67,8 @@ BENCH_OUT ?= target/bench
 RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
 # The sidecar as shipped: the `sidecar` profile (fat LTO, one codegen unit; Cargo.toml says why).
 SIDECAR_BIN := $(or $(CARGO_TARGET_DIR),target)/sidecar/weft-proxy
+# The floor under it: hyper and tokio alone, the same profile (benches/src/bin/weft-bench-floor.rs).
+FLOOR_BIN := $(or $(CARGO_TARGET_DIR),target)/sidecar/weft-bench-floor
 
 ## The contestants (HAProxy, nginx from Debian's packages, only when missing) and release builds.
 bench-deps:
@@ -81,7 +83,7 @@ bench-deps:
 ## a PNG of the latency percentiles at 1000 rps (also copied to docs/), then the micro-benchmarks (~30 min).
 ## The ingress path (load → TLS → weft-proxy gateway → mTLS → sidecar → app) beside HAProxy's and nginx's.
 bench: bench-deps
-	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --floor-bin $(FLOOR_BIN) \
 	  --scenarios direct,sidecar,hyper-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 200,1000,2000 --max --duration 10s --rounds 3 \
 	  --out $(BENCH_OUT)/sidecar.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar.md
@@ -96,14 +98,14 @@ bench: bench-deps
 bench-instructions: bench-deps
 	@command -v valgrind >/dev/null 2>&1 || { echo "installing valgrind"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; }
-	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --callgrind \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --floor-bin $(FLOOR_BIN) --callgrind \
 	  --scenarios sidecar,sidecar-access-log,hyper-floor,pair-h1,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
 	  --out $(BENCH_OUT)/instructions.json | tee $(BENCH_OUT)/instructions.md
 
 ## The same in about two minutes after the build, a smoke test for CI (asserts no timing): one rate
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
 bench-quick: bench-deps
-	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) \
+	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --floor-bin $(FLOOR_BIN) \
 	  --scenarios direct,sidecar,hyper-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
 	  --out $(BENCH_OUT)/sidecar-quick.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar-quick.md
