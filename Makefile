@@ -54,7 +54,6 @@ fuzz:
 SOAK_MINUTES ?= 30
 soak: deps
 	$(CARGO) build --profile sidecar -p weft-proxy
-	$(CARGO) build --profile sidecar -p weft-bench --bin weft-bench-floor
 	$(CARGO) build --release -p weft-control-plane
 	$(CARGO) build --release -p weft-bench --bin weft-soak
 	$(RELEASE)/weft-soak --minutes $(SOAK_MINUTES) --proxy-bin $(SIDECAR_BIN) --cp-bin $(RELEASE)/weft-control-plane --out target/soak
@@ -76,6 +75,7 @@ bench-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light fonts-dejavu-core; }
 	$(CARGO) build --release -p weft-bench
 	$(CARGO) build --profile sidecar -p weft-proxy
+	$(CARGO) build --profile sidecar -p weft-bench --bin weft-bench-floor
 	@mkdir -p $(BENCH_OUT)
 
 ## Sidecar overhead next to HAProxy and nginx from Debian's packages (installed when missing; run as

@@ -38,8 +38,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
+    // Weft's listener settings (net/listen.rs): 60 KiB heads, 100 headers.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder.http1().timer(TokioTimer::new()).max_buf_size(60 * 1024 + 4096).max_headers(100);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

@@ -14,7 +14,8 @@ use serde::Serialize;
 use weft_model::{PathNormalization, ProxyConfig, Trust, Workload};
 
 /// A translation serialized once for every sidecar that shares it (or why it could not be:
-/// then no sidecar gets a push of it, and each keeps the config it has).
+/// then no sidecar gets a push of it — each one's stream ends with the error and the sidecar
+/// keeps the config it has while it reconnects).
 #[derive(Debug)]
 pub(crate) struct SharedConfig(Result<Pieces, String>);
 

@@ -73,6 +73,7 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 /// Opens the status listeners on `addrs` (each address on every family it names), serving
 /// [`handle`] for `running`'s sidecar until the returned sender is dropped or set.
 /// `quit` is notified on `POST /quitquitquit`.
+#[must_use = "the listeners stop when the returned sender is dropped"]
 pub async fn serve_status(
     running: &crate::Running,
     addrs: &[std::net::SocketAddr],
