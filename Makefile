@@ -66,7 +66,7 @@ BENCH_OUT ?= target/bench
 RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
 # The sidecar as shipped: the `sidecar` profile (fat LTO, one codegen unit; Cargo.toml says why).
 SIDECAR_BIN := $(or $(CARGO_TARGET_DIR),target)/sidecar/weft-proxy
-# The floor under it: hyper and tokio alone, the same profile (benches/src/bin/weft-bench-floor.rs).
+# The floor under it: hyper and tokio alone, the same profile (benches/floor).
 FLOOR_BIN := $(or $(CARGO_TARGET_DIR),target)/sidecar/weft-bench-floor
 
 ## The contestants (HAProxy, nginx from Debian's packages, only when missing) and release builds.
@@ -75,7 +75,7 @@ bench-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light fonts-dejavu-core; }
 	$(CARGO) build --release -p weft-bench
 	$(CARGO) build --profile sidecar -p weft-proxy
-	$(CARGO) build --profile sidecar -p weft-bench --bin weft-bench-floor
+	$(CARGO) build --profile sidecar -p weft-bench-floor
 	@mkdir -p $(BENCH_OUT)
 
 ## Sidecar overhead next to HAProxy and nginx from Debian's packages (installed when missing; run as

@@ -269,7 +269,7 @@ async fn serving(args: &Args, mut proxy: Proxy, tls_listener: bool) -> anyhow::R
 pub(crate) async fn start_floor(args: &Args, upstream: SocketAddr, dir: &Path) -> anyhow::Result<Proxy> {
     if !args.floor_bin.is_file() {
         bail!(
-            "no floor binary at {}: run `cargo build --profile sidecar -p weft-bench --bin weft-bench-floor` \
+            "no floor binary at {}: run `cargo build --profile sidecar -p weft-bench-floor` \
              or pass --floor-bin",
             args.floor_bin.display()
         );
