@@ -28,6 +28,7 @@ pub mod ops;
 pub mod security;
 pub(crate) mod server;
 pub mod state;
+pub(crate) mod text;
 pub mod upstream;
 
 pub use server::{Proxy, ProxyOptions, Running};

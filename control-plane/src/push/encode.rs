@@ -181,7 +181,9 @@ accessLog: true
             name: "mine".into(),
             namespace: "ns".into(),
             service_account: "sa".into(),
-            labels: [("app".to_string(), "a".to_string())].into(),
+            // A Hello's labels are the sidecar's to say: quotes, braces and newlines stay inside their string.
+            labels: [("app".to_string(), "a".to_string()), ("x\"}\n".to_string(), "\"},\"services\":{}\n".to_string())]
+                .into(),
         };
         let trust = Trust { roots: "ROOTS".into(), signer: "SIGNER".into() };
         for egress in [false, true] {
@@ -204,6 +206,7 @@ accessLog: true
             config.path_normalization = Some(PathNormalization::MergeSlashes);
             let want = weft_model::stream::Push { version: "42".into(), config };
             assert_eq!(pushed, weft_model::stream::line(&want));
+            assert_eq!(pushed.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
         }
     }
 }

@@ -369,7 +369,7 @@ fn new_request_id() -> HeaderValue {
     let mut b: [u8; 16] = rand::thread_rng().gen();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    use crate::text::HEX;
     let mut out = [0u8; 36];
     let mut at = 0;
     for (i, byte) in b.iter().enumerate() {

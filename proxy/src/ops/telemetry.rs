@@ -158,10 +158,10 @@ impl Record {
         let elapsed = start.elapsed();
         // No allocation for the common cases: these run once per request.
         let flags_text: std::borrow::Cow<str> = if flags.is_empty() { "-".into() } else { flags.to_string().into() };
-        let mut code_buf = [0u8; 5];
-        let code = decimal(status, &mut code_buf);
-        let mut grpc_buf = [0u8; 5];
-        let grpc_code = grpc_status.map_or("", |g| decimal(g, &mut grpc_buf));
+        let mut code_buf = [0u8; 20];
+        let code = crate::text::decimal(u64::from(status), &mut code_buf);
+        let mut grpc_buf = [0u8; 20];
+        let grpc_code = grpc_status.map_or("", |g| crate::text::decimal(u64::from(g), &mut grpc_buf));
         let w = &config.workload;
         let own_app = w.labels.get("app").map_or("unknown", String::as_str);
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
@@ -284,20 +284,6 @@ fn grpc_status(headers: &HeaderMap) -> Option<u16> {
 /// An upstream endpoint's label, `unknown` when absent.
 fn endpoint_label<'a>(endpoint: Option<&'a Endpoint>, key: &str) -> &'a str {
     endpoint.and_then(|e| e.label(key)).unwrap_or("unknown")
-}
-
-/// `n` in decimal, written into `buf` (a status code: no allocation).
-fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// A response body that records its request when it ends, fails, or is dropped

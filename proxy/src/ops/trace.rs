@@ -91,15 +91,6 @@ fn from_b3(headers: &HeaderMap) -> Option<Incoming> {
     (trace_id != 0 && span_id != 0).then_some(Incoming { trace_id, span_id, sampled: sampled.and_then(b3_sampled) })
 }
 
-/// Lower-case hex of `n`'s low `digits` nibbles, into `out`.
-fn hex_into(out: &mut [u8], n: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let len = out.len();
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = DIGITS[((n >> (4 * (len - 1 - i))) & 0xf) as usize];
-    }
-}
-
 /// A header value sharing `all`'s one allocation (hex digits and dashes: always valid).
 fn value(all: &bytes::Bytes, range: std::ops::Range<usize>) -> HeaderValue {
     HeaderValue::from_maybe_shared(all.slice(range)).unwrap_or_else(|_| HeaderValue::from_static("0"))
@@ -127,10 +118,10 @@ pub(crate) fn propagate(headers: &mut HeaderMap, sampling_per_million: u32) -> S
     };
     // traceparent, then the parent span id: one buffer, one allocation shared by every value.
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-000000000000000000";
-    hex_into(&mut buf[3..35], span.trace_id);
-    hex_into(&mut buf[36..52], u128::from(span.span_id));
+    crate::text::hex_into(&mut buf[3..35], span.trace_id);
+    crate::text::hex_into(&mut buf[36..52], u128::from(span.span_id));
     buf[54] = if span.sampled { b'1' } else { b'0' };
-    hex_into(&mut buf[55..71], u128::from(span.parent_id.unwrap_or(0)));
+    crate::text::hex_into(&mut buf[55..71], u128::from(span.parent_id.unwrap_or(0)));
     let all = bytes::Bytes::copy_from_slice(&buf);
     headers.reserve(5);
     headers.insert(TRACEPARENT.clone(), value(&all, 0..55));
