@@ -21,6 +21,7 @@
 #![warn(unreachable_pub)]
 
 pub mod config;
+pub(crate) mod fxhash;
 pub mod gateway;
 pub mod http;
 pub mod net;

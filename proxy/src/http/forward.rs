@@ -6,6 +6,7 @@
 
 use crate::config::snapshot::Cluster;
 use crate::http::body::{self, Body};
+use crate::http::headers::HeadText;
 use crate::http::reply::{Flags, ProxyError};
 use crate::http::retry::{Attempt, Failure, Next, Retries, RetryPolicy, Tried};
 use crate::upstream::balance::NoPick;
@@ -386,10 +387,9 @@ fn new_request_id() -> HeaderValue {
 
 /// The authority a request names: `:authority` for HTTP/2 and absolute-form,
 /// else `Host`.
-pub(crate) fn authority_of(parts: &Parts) -> Option<String> {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+pub(crate) fn authority_of(parts: &Parts) -> Option<HeadText> {
+    match parts.uri.authority() {
+        Some(a) => Some(HeadText::Authority(a.clone())),
+        None => parts.headers.get(header::HOST).filter(|h| h.to_str().is_ok()).map(|h| HeadText::Header(h.clone())),
+    }
 }

@@ -147,3 +147,52 @@ mod grpc_tests {
         }
     }
 }
+
+/// Text of a request's head kept as the head holds it — the `Host` header's or the
+/// URI's shared bytes — instead of a `String` copied for every request.
+#[derive(Debug, Clone)]
+pub(crate) enum HeadText {
+    /// A header value, visible ASCII (checked when made).
+    Header(http::HeaderValue),
+    Authority(http::uri::Authority),
+    Path(http::uri::PathAndQuery),
+    Static(&'static str),
+}
+
+impl HeadText {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            HeadText::Header(v) => v.to_str().unwrap_or_default(),
+            HeadText::Authority(a) => a.as_str(),
+            HeadText::Path(p) => p.as_str(),
+            HeadText::Static(s) => s,
+        }
+    }
+
+    /// As a header value: the same bytes when it came from one.
+    pub(crate) fn to_header_value(&self) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+        match self {
+            HeadText::Header(v) => Ok(v.clone()),
+            other => http::HeaderValue::from_str(other.as_str()),
+        }
+    }
+}
+
+impl Default for HeadText {
+    fn default() -> Self {
+        HeadText::Static("")
+    }
+}
+
+impl std::ops::Deref for HeadText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for HeadText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

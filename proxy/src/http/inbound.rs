@@ -8,7 +8,7 @@ use crate::http::reply::ProxyError;
 use crate::net::listen::Conn;
 use crate::ops::telemetry::{Record, Reporter};
 use crate::state::Shared;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
@@ -30,9 +30,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Ar
             parts.headers.insert("x-forwarded-client-cert", v);
         }
     }
-    let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Destination, &mut parts);
+    let mut record = Record::begin(&shared, &snap, Reporter::Destination, &mut parts);
     record.peer = peer.clone();
-    record.own_service = Some(snap.own_service.clone());
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }
@@ -71,7 +70,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: Ar
         };
     }
     record.cluster = Some(app.name.clone());
-    let authority = match HeaderValue::from_str(&record.authority) {
+    let authority = match record.authority.to_header_value() {
         Ok(a) => a,
         Err(_) => return record.reply(&ProxyError::BadRequest("invalid authority".into()), Default::default()),
     };

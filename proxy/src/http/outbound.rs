@@ -39,7 +39,7 @@ pub(crate) async fn serve(
     if let Some((gateway, _)) = &edge {
         crate::gateway::edge::sanitize(&mut parts, &conn, gateway.num_trusted_proxies());
     }
-    let mut record = Record::begin(&shared, snap.config.clone(), Reporter::Source, &mut parts);
+    let mut record = Record::begin(&shared, &snap, Reporter::Source, &mut parts);
     if let Err(e) = admitted {
         return record.reply(&e, Default::default());
     }
@@ -132,10 +132,10 @@ async fn route_and_forward<'s>(
         // virtual host, 502), captured or not; under ALLOW_ANY captured traffic goes where it
         // was going, and a request to the explicit listener has nowhere to go (404 NR).
         if shared.outbound_policy(&snap.config) == OutboundTrafficPolicy::RegistryOnly {
-            return Err((ProxyError::BlackHole { host: record.authority.clone() }, none));
+            return Err((ProxyError::BlackHole { host: record.authority.to_string() }, none));
         }
         let Some(dst) = conn.original_dst else {
-            return Err((ProxyError::NoService { host: record.authority.clone() }, none));
+            return Err((ProxyError::NoService { host: record.authority.to_string() }, none));
         };
         record.cluster = Some(crate::net::intercept::PASSTHROUGH_CLUSTER.into());
         return passthrough(dst, parts, incoming)
@@ -219,7 +219,9 @@ async fn route_and_forward<'s>(
     }
     let authority = match dest.authority.as_ref().or(route.rewrite_authority.as_ref()) {
         Some(a) => a.clone(),
-        None => HeaderValue::from_str(&record.authority)
+        None => record
+            .authority
+            .to_header_value()
             .map_err(|_| (ProxyError::BadRequest("invalid authority".into()), flags))?,
     };
     strip_hop_by_hop(&mut parts.headers);

@@ -25,7 +25,7 @@ pub(crate) fn admit(
     }
     // `::ffff:a.b.c.d` (a dual-stack listener) is the IPv4 address it carries.
     let remote = conn.remote.map(|r| r.ip().to_canonical());
-    let path = record.path.split('?').next().unwrap_or("/").to_string();
+    let path = record.path.split('?').next().unwrap_or("/");
     let peer = conn.peer.as_deref();
     let req = crate::security::authz::Request {
         principal: peer,
@@ -33,7 +33,7 @@ pub(crate) fn admit(
         host: &record.authority,
         port,
         method: parts.method.as_str(),
-        path: &path,
+        path,
         headers: &parts.headers,
         end_user: end_user.as_ref(),
     };

@@ -11,7 +11,7 @@ use std::fmt;
 pub(crate) const ERROR_HEADER: &str = "x-weft-error";
 
 /// Envoy response flags, as a small bit set (`-` when none).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Flags(u16);
 
 impl Flags {

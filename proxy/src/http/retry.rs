@@ -109,7 +109,18 @@ impl RetryPolicy {
 
     /// gRPC conditions look at `grpc-status` in the response headers only (trailers-only responses).
     fn retry_grpc(&self, headers: &HeaderMap) -> bool {
-        let Some(status) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u32>().ok())
+        const GRPC: [RetryOn; 5] = [
+            RetryOn::Cancelled,
+            RetryOn::DeadlineExceeded,
+            RetryOn::ResourceExhausted,
+            RetryOn::Internal,
+            RetryOn::Unavailable,
+        ];
+        if !self.on.iter().any(|c| GRPC.contains(c)) {
+            return false;
+        }
+        static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+        let Some(status) = headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u32>().ok())
         else {
             return false;
         };

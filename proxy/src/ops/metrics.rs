@@ -161,42 +161,6 @@ pub(crate) struct SeriesCache {
 /// caller sends can grow memory or the scrape without bound.
 pub const MAX_REQUEST_SERIES: usize = 2048;
 
-/// rustc's FxHash: a multiply per 8 bytes. SipHash over the 18 labels took 5 %
-/// of a request's instructions (callgrind); the cache compares the labels on a
-/// hit anyway, so a collision costs a comparison, never a wrong series.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            self.add(u64::from_le_bytes(<[u8; 8]>::try_from(w).unwrap_or_default()));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Every metric the proxy exports.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
@@ -385,7 +349,7 @@ impl Metrics {
         use std::hash::{Hash, Hasher};
         let values = named.values();
         let labels = &values;
-        let mut h = FxHasher::default();
+        let mut h = crate::fxhash::FxHasher::default();
         labels.hash(&mut h);
         let key = h.finish();
         let same = |stored: &[Box<str>]| stored.iter().map(|s| &**s).eq(labels.iter().copied());

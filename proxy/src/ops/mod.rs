@@ -7,6 +7,7 @@ pub(crate) mod connections;
 pub mod metrics;
 pub mod otlp;
 pub mod probes;
+pub(crate) mod series;
 pub(crate) mod tap;
 pub(crate) mod telemetry;
 pub mod trace;

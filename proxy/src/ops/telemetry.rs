@@ -2,7 +2,9 @@
 //! response stream (Istio records at access-log time), into the standard
 //! metrics and the access log.
 
+use crate::config::snapshot::Snapshot;
 use crate::http::body::{Body, BoxError};
+use crate::http::headers::HeadText;
 use crate::http::reply::Flags;
 use crate::ops::access_log::Line;
 use crate::ops::metrics::IstioLabels;
@@ -15,7 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use weft_model::ProxyConfig;
 
 /// Which side of the call this sidecar reports for (Istio's `reporter` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +31,13 @@ pub(crate) enum Reporter {
 #[derive(Debug)]
 pub(crate) struct Record {
     pub shared: Arc<Shared>,
-    pub config: Arc<ProxyConfig>,
+    /// The config the request is served under (its workload's labels, its series memo).
+    pub(crate) snap: Arc<Snapshot>,
     pub reporter: Reporter,
     pub start: Instant,
     pub method: Method,
-    pub authority: String,
-    pub path: String,
+    pub(crate) authority: HeadText,
+    pub(crate) path: HeadText,
     pub grpc: bool,
     pub request_id: http::HeaderValue,
     /// This hop's span of the request's trace (none with tracing off).
@@ -51,8 +53,6 @@ pub(crate) struct Record {
     pub(crate) permit: Option<crate::upstream::limits::Permit>,
     /// The peer's proven SPIFFE ID (inbound mTLS).
     pub peer: Option<Arc<str>>,
-    /// Inbound: this workload's service (from the snapshot), the `destination_service` label.
-    pub(crate) own_service: Option<Arc<str>>,
     pub attempts: u32,
     pub status: u16,
     /// A gRPC answer's `grpc-status` (from the headers of a trailers-only answer, or the trailers).
@@ -69,20 +69,20 @@ impl Record {
     /// Starts the record of a request as it arrives; adds `x-request-id` when absent.
     pub(crate) fn begin(
         shared: &Arc<Shared>,
-        config: Arc<ProxyConfig>,
+        snap: &Arc<Snapshot>,
         reporter: Reporter,
         parts: &mut http::request::Parts,
     ) -> Self {
         let request_id = crate::http::forward::ensure_request_id(&mut parts.headers);
         let span = shared.trace_sampling.map(|rate| crate::ops::trace::propagate(&mut parts.headers, rate));
         let authority = crate::http::forward::authority_of(parts).unwrap_or_default();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let path = parts.uri.path_and_query().map_or(HeadText::Static("/"), |p| HeadText::Path(p.clone()));
         let grpc = crate::http::headers::is_grpc(&parts.headers);
         // Request line plus headers, as on the wire.
         let request_bytes = (parts.method.as_str().len() + path.len() + 12) as u64 + header_bytes(&parts.headers);
         Record {
             shared: shared.clone(),
-            config,
+            snap: snap.clone(),
             reporter,
             start: Instant::now(),
             method: parts.method.clone(),
@@ -99,7 +99,6 @@ impl Record {
             guard: None,
             permit: None,
             peer: None,
-            own_service: None,
             attempts: 0,
             status: 0,
             grpc_status: None,
@@ -131,7 +130,7 @@ impl Record {
     pub(crate) fn finish(self, response_bytes: u64) {
         let Record {
             shared,
-            config,
+            snap,
             reporter,
             start,
             method,
@@ -148,7 +147,6 @@ impl Record {
             guard,
             permit,
             peer,
-            own_service,
             attempts,
             status,
             grpc_status,
@@ -158,69 +156,83 @@ impl Record {
         let elapsed = start.elapsed();
         // No allocation for the common cases: these run once per request.
         let flags_text: std::borrow::Cow<str> = if flags.is_empty() { "-".into() } else { flags.to_string().into() };
-        let mut code_buf = [0u8; 20];
-        let code = crate::text::decimal(u64::from(status), &mut code_buf);
-        let mut grpc_buf = [0u8; 20];
-        let grpc_code = grpc_status.map_or("", |g| crate::text::decimal(u64::from(g), &mut grpc_buf));
+        let config = &snap.config;
         let w = &config.workload;
         let own_app = w.labels.get("app").map_or("unknown", String::as_str);
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
-        let endpoint = upstream.as_deref();
-        let ep_label = |k: &str| endpoint_label(endpoint, k);
         // Inbound, the destination service is this workload's own (set from the snapshot), never
         // the caller's Host: no caller mints label values here.
-        let host = match (reporter, own_service.as_deref()) {
-            (Reporter::Destination, own) => own.unwrap_or("unknown"),
-            (Reporter::Source, _) => {
-                service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown"))
-            }
+        let host = match reporter {
+            Reporter::Destination => &snap.own_service,
+            Reporter::Source => service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown")),
         };
-        let mut parts = host.split('.');
-        let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");
-        let svc_ns = if host.contains(".svc") { parts.next().unwrap_or("unknown") } else { "unknown" };
         let protocol = if grpc { "grpc" } else { "http" };
-        let both = |reporter| IstioLabels {
-            destination_service: host,
-            destination_service_name: svc_name,
-            destination_service_namespace: svc_ns,
-            request_protocol: protocol,
-            response_flags: &flags_text,
-            response_code: code,
-            grpc_response_status: grpc_code,
-            ..IstioLabels::unknown(reporter)
+        let reporter_label = match reporter {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
         };
-        let labels = match reporter {
-            Reporter::Source => IstioLabels {
-                source_workload: &w.name,
-                source_workload_namespace: &w.namespace,
-                source_app: own_app,
-                source_version: own_version,
-                destination_workload: ep_label("workload"),
-                destination_workload_namespace: svc_ns,
-                destination_app: ep_label("app"),
-                destination_version: ep_label("version"),
-                ..both("source")
-            },
-            Reporter::Destination => IstioLabels {
-                source_principal: peer.as_deref().unwrap_or("unknown"),
-                destination_workload: &w.name,
-                destination_workload_namespace: &w.namespace,
-                destination_app: own_app,
-                destination_version: own_version,
-                connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" },
-                ..both("destination")
-            },
+        let decided = crate::ops::series::Decided {
+            destination: reporter == Reporter::Destination,
+            service: service.as_ref(),
+            endpoint: upstream.as_ref(),
+            peer: peer.as_ref(),
+            grpc,
+            status,
+            grpc_status,
+            flags,
         };
-        let series = shared.metrics.request_series(&labels);
+        let series = snap.series.series(decided, || {
+            let mut code_buf = [0u8; 20];
+            let code = crate::text::decimal(u64::from(status), &mut code_buf);
+            let mut grpc_buf = [0u8; 20];
+            let grpc_code = grpc_status.map_or("", |g| crate::text::decimal(u64::from(g), &mut grpc_buf));
+            let ep_label = |k: &str| endpoint_label(upstream.as_deref(), k);
+            let mut parts = host.split('.');
+            let svc_name = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown");
+            let svc_ns = if host.contains(".svc") { parts.next().unwrap_or("unknown") } else { "unknown" };
+            let both = IstioLabels {
+                destination_service: host,
+                destination_service_name: svc_name,
+                destination_service_namespace: svc_ns,
+                request_protocol: protocol,
+                response_flags: &flags_text,
+                response_code: code,
+                grpc_response_status: grpc_code,
+                ..IstioLabels::unknown(reporter_label)
+            };
+            let labels = match reporter {
+                Reporter::Source => IstioLabels {
+                    source_workload: &w.name,
+                    source_workload_namespace: &w.namespace,
+                    source_app: own_app,
+                    source_version: own_version,
+                    destination_workload: ep_label("workload"),
+                    destination_workload_namespace: svc_ns,
+                    destination_app: ep_label("app"),
+                    destination_version: ep_label("version"),
+                    ..both
+                },
+                Reporter::Destination => IstioLabels {
+                    source_principal: peer.as_deref().unwrap_or("unknown"),
+                    destination_workload: &w.name,
+                    destination_workload_namespace: &w.namespace,
+                    destination_app: own_app,
+                    destination_version: own_version,
+                    connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" },
+                    ..both
+                },
+            };
+            shared.metrics.request_series(&labels)
+        });
         series.total.inc();
         series.duration.observe(elapsed.as_secs_f64() * 1000.0);
         series.request_bytes.observe(request_bytes as f64);
         series.response_bytes.observe(response_bytes as f64);
-        let logging = shared.access_log.enabled_for(&config);
+        let logging = shared.access_log.enabled_for(config);
         let tapping = shared.tap.watching();
         if logging || tapping {
             let line = Line::new()
-                .str("reporter", labels.reporter)
+                .str("reporter", reporter_label)
                 .str("method", method.as_str())
                 .str("authority", &authority)
                 .str("path", &path)
