@@ -106,6 +106,37 @@ struct Idle {
     since: Instant,
     /// Requests this connection has carried.
     served: u32,
+    /// Where it goes back to its own task after each request.
+    back: Arc<Returning>,
+}
+
+/// A sent-on HTTP/1.1 connection on its way back to the pool: its connection's own
+/// task waits until the response has been read and puts it back in the idle list
+/// (no task per request).
+#[derive(Debug, Default)]
+struct Returning {
+    slot: Mutex<Option<Idle>>,
+    arrived: tokio::sync::Notify,
+    /// The connection's task has ended: nothing waits for the slot any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Returning {
+    fn take(&self) -> Option<Idle> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Hands `conn` to its task; dropped (closing it) when the task has ended. The
+    /// slot is emptied again after `closed` on both sides, so an `Idle` (which points
+    /// back here) never stays in it.
+    fn send(&self, conn: Idle) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        if self.closed.load(Ordering::Acquire) {
+            drop(self.take());
+        } else {
+            self.arrived.notify_one();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -291,21 +322,12 @@ impl Pool {
 
     /// Returns the connection to the pool once its response is fully read,
     /// unless it has carried `maxRequestsPerConnection` requests.
-    fn checkin_when_ready(&self, mut conn: Idle) {
+    fn checkin_when_ready(&self, conn: Idle) {
         let max = self.inner.limits.max_requests_per_connection();
         if max > 0 && conn.served >= max {
             return; // Dropping the sender closes the connection after this response.
         }
-        let pool: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            if conn.tx.ready().await.is_ok() {
-                if let Some(inner) = pool.upgrade() {
-                    conn.since = Instant::now();
-                    inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                    inner.limits.notify_freed();
-                }
-            }
-        });
+        conn.back.clone().send(conn);
     }
 
     async fn h2_sender(&self, force_new: bool) -> Result<http2::SendRequest<Body>, UpstreamError> {
@@ -330,8 +352,9 @@ impl Pool {
     async fn connect_h1(&self, permit: Option<Permit>) -> Result<Idle, UpstreamError> {
         let io = self.connect(false).await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(UpstreamError::ResetBeforeRequest)?;
-        self.track(conn, permit);
-        Ok(Idle { tx, since: Instant::now(), served: 0 })
+        let back = Arc::new(Returning::default());
+        self.track(returns(conn, back.clone(), Arc::downgrade(&self.inner)), permit);
+        Ok(Idle { tx, since: Instant::now(), served: 0, back })
     }
 
     async fn connect(&self, h2: bool) -> Result<TokioIo<Conn>, UpstreamError> {
@@ -390,6 +413,34 @@ impl Pool {
             drop(permit);
         });
     }
+}
+
+/// An HTTP/1.1 connection's task: drives `conn`, and puts each connection handed
+/// back ([`Returning::send`]) into the pool's idle list once its response has
+/// been read, while the pool still exists.
+async fn returns<F: std::future::Future>(conn: F, back: Arc<Returning>, pool: Weak<Inner>) {
+    tokio::pin!(conn);
+    'serving: loop {
+        tokio::select! {
+            biased;
+            _ = &mut conn => break 'serving,
+            () = back.arrived.notified() => {
+                let Some(mut idle) = back.take() else { continue };
+                let ready = tokio::select! {
+                    biased;
+                    ready = idle.tx.ready() => ready.is_ok(),
+                    _ = &mut conn => break 'serving,
+                };
+                if let (true, Some(inner)) = (ready, pool.upgrade()) {
+                    idle.since = Instant::now();
+                    inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(idle);
+                    inner.limits.notify_freed();
+                }
+            }
+        }
+    }
+    back.closed.store(true, Ordering::Release);
+    drop(back.take());
 }
 
 fn is_refused_stream(err: &hyper::Error) -> bool {
