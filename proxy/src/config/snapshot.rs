@@ -1,7 +1,6 @@
 //! A compiled, immutable config: what a request reads. Built beside the live
 //! one, validated, then swapped in whole (one `ArcSwap` in the sidecar's `state`).
 
-use crate::fxhash::FxBuild;
 use crate::http::route::{Route, VirtualHost};
 use crate::upstream::balance::Balancer;
 use crate::upstream::endpoint::{ClusterSpec, Registry};
@@ -51,14 +50,15 @@ pub(crate) const INBOUND_CLUSTER: &str = "inbound|app";
 pub struct Snapshot {
     /// The config as given, for `/config_dump`.
     pub config: Arc<ProxyConfig>,
-    /// Every name a service answers to → index in `vhosts`. FxHash: the keys are the
-    /// config's, a request's Host only looks up (no caller can fill the table).
-    domains: HashMap<String, usize, FxBuild>,
+    /// Every name a service answers to → index in `vhosts`. SipHash, not FxHash, here and
+    /// for clusters: the keys come from tenants' YAML (ServiceEntry hosts), and FxHash
+    /// collisions are easy to make.
+    domains: HashMap<String, usize>,
     /// Wildcard service keys (`*.example.com` as `.example.com`, `*` as ``), longest
     /// suffix first: Envoy's order, tried when no exact name matches.
     wildcards: Vec<(String, usize)>,
     vhosts: Vec<VirtualHost>,
-    clusters: HashMap<Arc<str>, Cluster, FxBuild>,
+    clusters: HashMap<Arc<str>, Cluster>,
     /// The local app as a one-endpoint cluster, if its address is known.
     pub inbound: Option<Cluster>,
     /// The app's other HTTP ports (`inbound.httpPorts`), each a one-endpoint cluster on its host.
@@ -71,7 +71,7 @@ pub struct Snapshot {
     /// inbound `destination_service`, never the caller's Host. Made once per config.
     pub(crate) own_service: Arc<str>,
     /// The request metrics' series of this snapshot's requests, by what decides their labels.
-    pub(crate) series: crate::ops::series::Memo,
+    pub(crate) series: Arc<crate::ops::series::Memo>,
 }
 
 impl Snapshot {
@@ -94,7 +94,7 @@ impl Snapshot {
     ) -> Result<Self, ValidationError> {
         config.validate()?;
         let ns = config.workload.namespace.clone();
-        let mut domains = HashMap::default();
+        let mut domains = HashMap::new();
         let mut wildcards = Vec::new();
         let mut vhosts = Vec::with_capacity(config.services.len());
         for (host, service) in &config.services {

@@ -3,6 +3,9 @@
 //! it is `retry`'s decision), and header hygiene. Used
 //! by both listeners; what differs between them (routing, policy) is decided
 //! before this module is called.
+//!
+//! Size: the request body, the try loop and the upstream request they share are one
+//! path; the tests of the authority it sends are at the end.
 
 use crate::config::snapshot::Cluster;
 use crate::http::body::{self, Body};
@@ -391,5 +394,32 @@ pub(crate) fn authority_of(parts: &Parts) -> Option<HeadText> {
     match parts.uri.authority() {
         Some(a) => Some(HeadText::Authority(a.clone())),
         None => parts.headers.get(header::HOST).filter(|h| h.to_str().is_ok()).map(|h| HeadText::Header(h.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&[u8]>) -> Parts {
+        let mut req = Request::builder().uri(uri);
+        if let Some(h) = host {
+            req = req.header(header::HOST, HeaderValue::from_bytes(h).unwrap());
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    /// The URI's authority (HTTP/2's `:authority`, absolute-form) wins over `Host`; a `Host`
+    /// that is not visible ASCII names nothing; the text is the request's own bytes.
+    #[test]
+    fn the_authority_a_request_names() {
+        let of = |p: &Parts| authority_of(p).map(|a| a.to_string());
+        assert_eq!(of(&parts("http://a.example:8080/x", Some(b"b.example"))).as_deref(), Some("a.example:8080"));
+        assert_eq!(of(&parts("/x", Some(b"b.example:80"))).as_deref(), Some("b.example:80"));
+        assert_eq!(of(&parts("/x", None)), None);
+        assert_eq!(of(&parts("/x", Some(b"caf\xc3\xa9.example"))), None);
+        let host = parts("/x", Some(b"b.example"));
+        let value = authority_of(&host).unwrap().to_header_value().unwrap();
+        assert_eq!(value.as_bytes().as_ptr(), host.headers[header::HOST].as_bytes().as_ptr(), "shared, not copied");
     }
 }

@@ -7,6 +7,8 @@
 //! Failures where the upstream provably never saw the request (connect
 //! failure, refused stream, reset before the request was written) are retried
 //! for every method.
+//!
+//! Size: the policy, its conditions and the back-off are one decision, tested together.
 
 use crate::upstream::pool::UpstreamError;
 use http::{HeaderMap, Method, StatusCode};

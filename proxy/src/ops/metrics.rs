@@ -344,8 +344,9 @@ impl Metrics {
         })
     }
 
-    /// The standard request metrics for `labels`.
-    pub(crate) fn request_series(&self, named: &IstioLabels) -> std::sync::Arc<RequestSeries> {
+    /// The standard request metrics for `labels`, and whether they were folded into the
+    /// overflow set (then counted in `weft_metric_series_overflow_total`, once per call).
+    pub(crate) fn request_series(&self, named: &IstioLabels) -> (std::sync::Arc<RequestSeries>, bool) {
         use std::hash::{Hash, Hasher};
         let values = named.values();
         let labels = &values;
@@ -355,7 +356,7 @@ impl Metrics {
         let same = |stored: &[Box<str>]| stored.iter().map(|s| &**s).eq(labels.iter().copied());
         if let Ok(map) = self.series.map.read() {
             if let Some(found) = map.get(&key).and_then(|v| v.iter().find(|(l, _)| same(l))) {
-                return found.1.clone();
+                return (found.1.clone(), false);
             }
         }
         if self.series.count.load(std::sync::atomic::Ordering::Relaxed) >= MAX_REQUEST_SERIES {
@@ -368,7 +369,7 @@ impl Metrics {
             };
             if folded != *named {
                 self.series_overflow.inc();
-                return self.request_series(&folded);
+                return (self.request_series(&folded).0, true);
             }
         }
         let series = std::sync::Arc::new(RequestSeries {
@@ -382,7 +383,7 @@ impl Metrics {
             map.entry(key).or_default().push((stored, series.clone()));
             self.series.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        series
+        (series, false)
     }
 
     /// The Prometheus text exposition of every metric.

@@ -71,11 +71,17 @@ pub(crate) struct Memo {
 }
 
 impl Memo {
-    /// The series for a request decided by `d`; `resolve` looks it up in full
-    /// (from the labels) when the memo does not hold it.
-    pub(crate) fn series(&self, d: Decided<'_>, resolve: impl FnOnce() -> Arc<RequestSeries>) -> Arc<RequestSeries> {
+    /// The series for a request decided by `d`; `resolve` looks it up in full (from the
+    /// labels) when the memo does not hold it, and says whether it folded the labels into
+    /// the overflow set: such a series is not kept, so every request of it is folded (and
+    /// counted) again.
+    pub(crate) fn series(
+        &self,
+        d: Decided<'_>,
+        resolve: impl FnOnce() -> (Arc<RequestSeries>, bool),
+    ) -> Arc<RequestSeries> {
         if !d.destination && d.service.is_none() {
-            return resolve();
+            return resolve().0;
         }
         let key = Key {
             destination: d.destination,
@@ -87,10 +93,17 @@ impl Memo {
             grpc_status: d.grpc_status,
             flags: d.flags,
         };
-        if let Some(found) = self.map.read().ok().and_then(|m| m.get(&key).map(|e| e.series.clone())) {
+        let (found, full) = match self.map.read() {
+            Ok(m) => (m.get(&key).map(|e| e.series.clone()), m.len() >= MAX_ENTRIES),
+            Err(_) => (None, true),
+        };
+        if let Some(found) = found {
             return found;
         }
-        let series = resolve();
+        let (series, folded) = resolve();
+        if folded || full {
+            return series;
+        }
         if let Ok(mut map) = self.map.write() {
             if map.len() < MAX_ENTRIES {
                 let entry = Entry {
@@ -142,6 +155,10 @@ mod tests {
                 let code = d.status.to_string();
                 self.metrics.request_series(&IstioLabels { response_code: &code, ..IstioLabels::unknown("source") })
             })
+        }
+
+        fn overflows(&self) -> u64 {
+            self.metrics.series_overflow.get()
         }
     }
 
@@ -222,6 +239,25 @@ mod tests {
         assert_ne!(Arc::as_ptr(&fresh) as usize, old_addr);
         r.lookup(&memo, outbound(&service, &fresh, 200));
         assert_eq!(r.full.get(), 2);
+    }
+
+    /// Past the sidecar's bound on label sets, a request's labels fold into the overflow set:
+    /// that answer is never memoized, so each such request is counted as folded.
+    #[test]
+    fn a_folded_series_is_not_memoized_and_every_folded_request_is_counted() {
+        let (memo, r) = (Memo::default(), Resolver::new());
+        for code in 0..crate::ops::metrics::MAX_REQUEST_SERIES {
+            let code = code.to_string();
+            r.metrics.request_series(&IstioLabels { response_code: &code, ..IstioLabels::unknown("x") });
+        }
+        assert_eq!(r.overflows(), 0);
+        let service: Arc<str> = "s".into();
+        let ep = endpoints("{address: 127.0.0.1:1}").remove(0);
+        for _ in 0..3 {
+            r.lookup(&memo, outbound(&service, &ep, 200));
+        }
+        assert_eq!(r.overflows(), 3, "each request past the bound is counted");
+        assert_eq!(memo.len(), 0);
     }
 
     #[test]

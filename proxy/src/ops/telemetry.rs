@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use weft_model::ProxyConfig;
 
 /// Which side of the call this sidecar reports for (Istio's `reporter` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +32,12 @@ pub(crate) enum Reporter {
 #[derive(Debug)]
 pub(crate) struct Record {
     pub shared: Arc<Shared>,
-    /// The config the request is served under (its workload's labels, its series memo).
-    pub(crate) snap: Arc<Snapshot>,
+    /// The config the request is served under (its workload's labels).
+    pub(crate) config: Arc<ProxyConfig>,
+    /// Its series memo and this workload's service: the snapshot's, held without the
+    /// snapshot (a long stream must not keep a reloaded-away config's endpoints open).
+    series_memo: Arc<crate::ops::series::Memo>,
+    own_service: Arc<str>,
     pub reporter: Reporter,
     pub start: Instant,
     pub method: Method,
@@ -82,7 +87,9 @@ impl Record {
         let request_bytes = (parts.method.as_str().len() + path.len() + 12) as u64 + header_bytes(&parts.headers);
         Record {
             shared: shared.clone(),
-            snap: snap.clone(),
+            config: snap.config.clone(),
+            series_memo: snap.series.clone(),
+            own_service: snap.own_service.clone(),
             reporter,
             start: Instant::now(),
             method: parts.method.clone(),
@@ -130,7 +137,9 @@ impl Record {
     pub(crate) fn finish(self, response_bytes: u64) {
         let Record {
             shared,
-            snap,
+            config,
+            series_memo,
+            own_service,
             reporter,
             start,
             method,
@@ -156,14 +165,13 @@ impl Record {
         let elapsed = start.elapsed();
         // No allocation for the common cases: these run once per request.
         let flags_text: std::borrow::Cow<str> = if flags.is_empty() { "-".into() } else { flags.to_string().into() };
-        let config = &snap.config;
         let w = &config.workload;
         let own_app = w.labels.get("app").map_or("unknown", String::as_str);
         let own_version = w.labels.get("version").map_or("unknown", String::as_str);
         // Inbound, the destination service is this workload's own (set from the snapshot), never
         // the caller's Host: no caller mints label values here.
         let host = match reporter {
-            Reporter::Destination => &snap.own_service,
+            Reporter::Destination => &own_service,
             Reporter::Source => service.as_deref().unwrap_or_else(|| authority.split(':').next().unwrap_or("unknown")),
         };
         let protocol = if grpc { "grpc" } else { "http" };
@@ -181,7 +189,7 @@ impl Record {
             grpc_status,
             flags,
         };
-        let series = snap.series.series(decided, || {
+        let series = series_memo.series(decided, || {
             let mut code_buf = [0u8; 20];
             let code = crate::text::decimal(u64::from(status), &mut code_buf);
             let mut grpc_buf = [0u8; 20];
@@ -228,7 +236,7 @@ impl Record {
         series.duration.observe(elapsed.as_secs_f64() * 1000.0);
         series.request_bytes.observe(request_bytes as f64);
         series.response_bytes.observe(response_bytes as f64);
-        let logging = shared.access_log.enabled_for(config);
+        let logging = shared.access_log.enabled_for(&config);
         let tapping = shared.tap.watching();
         if logging || tapping {
             let line = Line::new()

@@ -419,6 +419,15 @@ impl Pool {
 /// back ([`Returning::send`]) into the pool's idle list once its response has
 /// been read, while the pool still exists.
 async fn returns<F: std::future::Future>(conn: F, back: Arc<Returning>, pool: Weak<Inner>) {
+    /// Closes the hand-over however the task ends (dropped at shutdown too).
+    struct Closing(Arc<Returning>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            self.0.closed.store(true, Ordering::Release);
+            drop(self.0.take());
+        }
+    }
+    let _closing = Closing(back.clone());
     tokio::pin!(conn);
     'serving: loop {
         tokio::select! {
@@ -439,8 +448,6 @@ async fn returns<F: std::future::Future>(conn: F, back: Arc<Returning>, pool: We
             }
         }
     }
-    back.closed.store(true, Ordering::Release);
-    drop(back.take());
 }
 
 fn is_refused_stream(err: &hyper::Error) -> bool {
