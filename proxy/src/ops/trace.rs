@@ -41,11 +41,11 @@ struct Incoming {
 }
 
 fn hex_u128(s: &str) -> Option<u128> {
-    (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u128::from_str_radix(s, 16).ok())?
+    (s.len() == 32).then(|| crate::text::parse_hex(s.as_bytes()))?
 }
 
 fn hex_u64(s: &str) -> Option<u64> {
-    (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u64::from_str_radix(s, 16).ok())?
+    (s.len() == 16).then(|| crate::text::parse_hex(s.as_bytes()).map(|n| n as u64))?
 }
 
 /// `00-<trace>-<parent>-<flags>` (a later version may append fields; `ff` is invalid).
