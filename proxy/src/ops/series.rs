@@ -162,6 +162,11 @@ mod tests {
         }
     }
 
+    /// A memo, its resolver, a service and one endpoint of it.
+    fn setup() -> (Memo, Resolver, Arc<str>, Arc<Endpoint>) {
+        (Memo::default(), Resolver::new(), "s".into(), endpoints("{address: 127.0.0.1:1}").remove(0))
+    }
+
     fn outbound<'a>(service: &'a Arc<str>, endpoint: &'a Arc<Endpoint>, status: u16) -> Decided<'a> {
         Decided {
             destination: false,
@@ -227,9 +232,7 @@ mod tests {
     /// so a new endpoint never meets the old one's entry.
     #[test]
     fn a_dropped_endpoint_is_freed_and_its_address_is_not_reused() {
-        let (memo, r) = (Memo::default(), Resolver::new());
-        let service: Arc<str> = "s".into();
-        let old = endpoints("{address: 127.0.0.1:1}").remove(0);
+        let (memo, r, service, old) = setup();
         let old_addr = Arc::as_ptr(&old) as usize;
         r.lookup(&memo, outbound(&service, &old, 200));
         let weak = Arc::downgrade(&old);
@@ -245,14 +248,12 @@ mod tests {
     /// that answer is never memoized, so each such request is counted as folded.
     #[test]
     fn a_folded_series_is_not_memoized_and_every_folded_request_is_counted() {
-        let (memo, r) = (Memo::default(), Resolver::new());
+        let (memo, r, service, ep) = setup();
         for code in 0..crate::ops::metrics::MAX_REQUEST_SERIES {
             let code = code.to_string();
             r.metrics.request_series(&IstioLabels { response_code: &code, ..IstioLabels::unknown("x") });
         }
         assert_eq!(r.overflows(), 0);
-        let service: Arc<str> = "s".into();
-        let ep = endpoints("{address: 127.0.0.1:1}").remove(0);
         for _ in 0..3 {
             r.lookup(&memo, outbound(&service, &ep, 200));
         }
@@ -262,9 +263,7 @@ mod tests {
 
     #[test]
     fn the_memo_is_bounded() {
-        let (memo, r) = (Memo::default(), Resolver::new());
-        let service: Arc<str> = "s".into();
-        let ep = endpoints("{address: 127.0.0.1:1}").remove(0);
+        let (memo, r, service, ep) = setup();
         for status in 0..(MAX_ENTRIES as u16 + 10) {
             r.lookup(&memo, outbound(&service, &ep, status));
         }
