@@ -507,3 +507,71 @@ async fn get_path(addr: std::net::SocketAddr, host: &str, path: &str) -> u16 {
     let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
     line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
+
+/// A sidecar that refuses a delta (it lost the config the delta applies on, or lies that it
+/// did) gets the whole config of the current state, once; refusing that too brings no repeat
+/// (the control plane does not loop) and whole configs until it ACKs again; then deltas, which
+/// rebuild exactly the config a new stream gets whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delta_brings_the_whole_config_once_and_no_loop() {
+    use weft_model::stream::{Ack, Lines, Push};
+    let m = mesh().await;
+    let tls = m.tls_as(Some("notification-service"));
+    let open = |instance: &'static str| {
+        let (tls, authority) = (tls.clone(), m.authority());
+        async move {
+            let io = weft_proxy::security::identity::connect_control_plane(&authority, Some(&tls), true).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+            tokio::spawn(conn);
+            let (tx, body) = weft_model::stream::ChannelBody::new(4);
+            tx.send(hello("notification-service", "notification-service", instance, None, "10.0.0.1:1")).await.unwrap();
+            let req = http::Request::post(format!("http://{authority}{STREAM_PATH}")).body(body).unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            (tx, Lines::new(resp.into_body()), sender)
+        }
+    };
+    async fn next(lines: &mut Lines<hyper::body::Incoming>) -> Push {
+        tokio::time::timeout(Duration::from_secs(20), lines.next::<Push>()).await.expect("a push").unwrap().unwrap()
+    }
+    let answer = |version: &str, error: Option<&str>| {
+        weft_model::stream::line(&Ack { version: version.into(), error: error.map(str::to_string) })
+    };
+    let change = |seconds: u32| {
+        let vs = format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: order, namespace: production}}\nspec:\n  hosts: [order-service]\n  http:\n  - route:\n    - destination: {{host: order-service}}\n    timeout: {seconds}s\n");
+        weft_control_plane::istio::load_str(std::path::Path::new("vs.yaml"), &vs).unwrap()
+    };
+    let (tx, mut lines, _s) = open("n-1").await;
+    let first = next(&mut lines).await;
+    assert!(first.config.is_some() && first.delta.is_none(), "a stream starts whole");
+    tx.send(answer(&first.version, None)).await.unwrap();
+
+    m.store.apply(&change(1)).await.unwrap();
+    let delta = next(&mut lines).await;
+    assert_eq!(delta.delta.as_ref().expect("a delta after an ACK").base, first.version);
+    tx.send(answer(&delta.version, Some("I hold nothing"))).await.unwrap();
+    let whole = next(&mut lines).await;
+    assert!(whole.config.is_some() && whole.delta.is_none(), "the whole config after a refused delta");
+    assert_eq!(whole.version, delta.version, "of the same state");
+    tx.send(answer(&whole.version, Some("refused again"))).await.unwrap();
+
+    m.store.apply(&change(2)).await.unwrap();
+    let after = next(&mut lines).await;
+    assert!(
+        after.version.parse::<i64>().unwrap() > whole.version.parse::<i64>().unwrap(),
+        "no repeat of the refused config: the next push is of the next state"
+    );
+    assert!(after.config.is_some(), "whole again: the sidecar ACKed nothing since");
+    tx.send(answer(&after.version, None)).await.unwrap();
+
+    m.store.apply(&change(3)).await.unwrap();
+    let delta = next(&mut lines).await;
+    assert_eq!(delta.delta.as_ref().expect("deltas again after an ACK").base, after.version);
+    let version = delta.version.clone();
+    let rebuilt = delta.resolve(after.config.as_ref()).unwrap();
+    let (_tx2, mut lines2, _s2) = open("n-2").await;
+    let fresh = next(&mut lines2).await;
+    assert_eq!(fresh.version, version);
+    assert_eq!(rebuilt, fresh.config.unwrap(), "the delta rebuilt what a new stream gets whole");
+}

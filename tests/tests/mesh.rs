@@ -78,6 +78,19 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     .await;
     assert!(ctx.metrics.convergence.get_sample_count() >= 3);
 
+    // The changes after the first push went as deltas; a sidecar that followed them holds
+    // exactly what a new one of the same workload gets whole.
+    assert!(ctx.metrics.delta_pushes.get() >= 2, "deltas pushed: {}", ctx.metrics.delta_pushes.get());
+    assert_eq!(ctx.metrics.nacks.get(), 0);
+    let (fresh, _tf) = sidecar(&cp, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
+    eventually("the new gateway sidecar holds a config", || async { fresh.shared.is_ready() }).await;
+    let (followed, whole) = (gw.shared.snapshot().config.clone(), fresh.shared.snapshot().config.clone());
+    assert_eq!(followed.version, whole.version);
+    assert_eq!(followed.services, whole.services);
+    assert_eq!(followed.clusters, whole.clusters);
+    assert_eq!(followed.inbound, whole.inbound);
+    drop(fresh);
+
     // Translation warnings reach each sidecar's status (weftctl status) and the metrics.
     let sidecars = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a, namespace: production}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: b, namespace: production}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n";
     store.apply(&load_str(Path::new("sidecars.yaml"), sidecars).unwrap()).await.unwrap();

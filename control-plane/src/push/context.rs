@@ -18,6 +18,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub connected: IntGauge,
     pub pushes: IntCounter,
+    /// Pushes that carried only what changed since the stream's previous one (counted in `pushes` too).
+    pub delta_pushes: IntCounter,
     pub nacks: IntCounter,
     /// From the etcd change reaching the control plane to each sidecar's ACK.
     pub convergence: Histogram,
@@ -34,6 +36,10 @@ impl Metrics {
         let registry = Registry::new();
         let connected = IntGauge::new("weft_cp_sidecars_connected", "Sidecars with an open stream")?;
         let pushes = IntCounter::new("weft_cp_pushes_total", "Configs pushed")?;
+        let delta_pushes = IntCounter::new(
+            "weft_cp_delta_pushes_total",
+            "Configs pushed as what changed since the stream's previous push (also in weft_cp_pushes_total)",
+        )?;
         let nacks = IntCounter::new("weft_cp_nacks_total", "Configs refused by a sidecar")?;
         let convergence = Histogram::with_opts(
             HistogramOpts::new("weft_cp_convergence_seconds", "From an etcd change to a sidecar's ACK")
@@ -41,6 +47,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(connected.clone()))?;
         registry.register(Box::new(pushes.clone()))?;
+        registry.register(Box::new(delta_pushes.clone()))?;
         registry.register(Box::new(nacks.clone()))?;
         registry.register(Box::new(convergence.clone()))?;
         let certs_issued = IntCounter::new("weft_cp_certificates_issued_total", "Workload certificates signed")?;
@@ -52,7 +59,17 @@ impl Metrics {
             "Translation warnings (per workload and state revision; each is logged)",
         )?;
         registry.register(Box::new(translation_warnings.clone()))?;
-        Ok(Metrics { registry, connected, pushes, nacks, convergence, certs_issued, csr_refused, translation_warnings })
+        Ok(Metrics {
+            registry,
+            connected,
+            pushes,
+            delta_pushes,
+            nacks,
+            convergence,
+            certs_issued,
+            csr_refused,
+            translation_warnings,
+        })
     }
 }
 

@@ -284,6 +284,12 @@ async fn serve_stream(
     let mut trust_rx = ctx.trust.clone();
     // A digest of the last config sent (without its version): sessions keep no config copies.
     let mut last_sent: Option<u64> = None;
+    // The translation and version of the stream's last push, and whether the sidecar ACKed it
+    // (it answers every push, in order): then the next push is a delta on it.
+    let mut base: Option<(Arc<super::encode::SharedConfig>, String)> = None;
+    let mut unanswered = 0usize;
+    let mut holds_base = false;
+    let mut sent_delta = false;
     let mut pending: Option<(String, Option<std::time::Instant>)> = None;
     let mut state_changed = true; // Push the current state at once.
     loop {
@@ -298,18 +304,26 @@ async fn serve_stream(
             let pn = ctx.options.path_normalization;
             let digest = super::encode::session_digest(shared_digest, w, &trust.0, pn);
             if last_sent != Some(digest) {
-                let push = shared.line(&version, w, &trust.0, pn)?;
+                let on = base.as_ref().filter(|_| holds_base && unanswered == 0).map(|(c, v)| (c, v.as_str()));
+                let (push, delta) = shared.line(on, &version, w, &trust.0, pn)?;
                 // A sidecar that does not read its stream is not waited for forever.
                 tokio::time::timeout(renew_grace(ctx), tx.send(push))
                     .await
                     .map_err(|_| "the sidecar does not read its stream".to_string())?
                     .map_err(|_| "sidecar went away".to_string())?;
                 ctx.metrics.pushes.inc();
+                if delta {
+                    ctx.metrics.delta_pushes.inc();
+                }
                 status.sent_version = Some(version.clone());
                 status.warnings =
                     warnings.iter().take(crate::store::MAX_STATUS_WARNINGS).map(|w| cut(w, 512)).collect();
-                pending = Some((version, state.changed_at));
+                pending = Some((version.clone(), state.changed_at));
                 last_sent = Some(digest);
+                base = Some((shared, version));
+                unanswered += 1;
+                holds_base = false;
+                sent_delta = delta;
             }
         }
         tokio::select! {
@@ -342,6 +356,17 @@ async fn serve_stream(
                     }
                     return Ok(Goodbye);
                 };
+                unanswered = unanswered.saturating_sub(1);
+                if unanswered == 0 {
+                    holds_base = ack.error.is_none();
+                    if ack.error.is_some() && sent_delta {
+                        // A delta refused (on a config the sidecar does not hold, or not
+                        // applicable on it): the whole config of the current state goes, once.
+                        last_sent = None;
+                        sent_delta = false;
+                        state_changed = true;
+                    }
+                }
                 // Only versions this control plane sent are recorded; NACK reasons are cut to
                 // 1 KiB; an unchanged status is not written again (etcd is not a sidecar's log).
                 if status.sent_version.as_deref() != Some(ack.version.as_str()) {

@@ -138,6 +138,9 @@ async fn session(
     }
     tracing::info!(%url, "connected to the control plane");
     let mut lines = Lines::new(resp.into_body());
+    // The config as this stream last gave it and the sidecar applied it (before the sidecar's
+    // own adjustments): what the next delta applies on. A new stream starts with a whole one.
+    let mut held: Option<weft_model::ProxyConfig> = None;
     let identity = shared.identity.clone();
     let mut installs = identity.as_ref().map(|i| i.installs());
     if let Some(i) = installs.as_mut() {
@@ -162,22 +165,24 @@ async fn session(
             }
         };
         let Some(push) = push else { return Ok(()) };
-        let Push { version, mut config } = push;
-        config.version = version.clone();
-        let trusted = match (config.trust.as_ref(), &identity) {
-            (Some(trust), Some(identity)) => identity.check_trust(trust).map(|()| Some((identity, trust.clone()))),
-            _ => Ok(None),
-        };
-        let applied = trusted.map_err(|e| format!("trust bundle: {e}")).and_then(|trusted| {
+        let version = push.version.clone();
+        let applied = push.resolve(held.as_ref()).and_then(|config| {
+            let raw = config.clone();
+            let trusted = match (config.trust.as_ref(), &identity) {
+                (Some(trust), Some(identity)) => identity.check_trust(trust).map(|()| Some((identity, trust.clone()))),
+                _ => Ok(None),
+            };
+            let trusted = trusted.map_err(|e| format!("trust bundle: {e}"))?;
             shared.apply(config).map_err(|e| e.to_string())?;
             if let Some((identity, trust)) = trusted {
                 // Checked above: it cannot fail now.
                 let _ = identity.trust(&trust);
             }
-            Ok(())
+            Ok(raw)
         });
         let ack = match applied {
-            Ok(()) => {
+            Ok(raw) => {
+                held = Some(raw);
                 tracing::info!(%version, "config from the control plane applied");
                 Ack { version, error: None }
             }

@@ -3,9 +3,15 @@
 //! both directions. The sidecar speaks first with a [`Hello`]; the control
 //! plane answers with a [`Push`] whenever the sidecar's config changes; the
 //! sidecar answers every push with an [`Ack`].
+//!
+//! A push carries the whole config, or — once the sidecar has ACKed the stream's
+//! previous push — only what changed since ([`Delta`], as Envoy's delta xDS): one
+//! change to one service is then a few kilobytes to every sidecar, not the mesh.
 
+mod delta;
 mod framing;
 
+pub use delta::Delta;
 pub use framing::*;
 
 use crate::{ProxyConfig, Workload};
@@ -45,12 +51,47 @@ pub struct Hello {
     pub applied_version: Option<String>,
 }
 
-/// A new config for the sidecar.
+/// A new config for the sidecar: whole (`config`) or as a [`Delta`] on the one the
+/// stream's previous push gave it (`delta`); exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Push {
     pub version: String,
-    pub config: ProxyConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ProxyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+impl Push {
+    /// A push of the whole config.
+    pub fn full(version: impl Into<String>, config: ProxyConfig) -> Self {
+        Push { version: version.into(), config: Some(config), delta: None }
+    }
+
+    /// The config this push gives a sidecar that holds `held` (the raw config the stream's
+    /// previous push gave it, and its version), with this push's version; an error
+    /// (the sidecar NACKs, keeping what it has) for a delta on another version or none, or
+    /// a push with both or neither.
+    pub fn resolve(self, held: Option<&ProxyConfig>) -> Result<ProxyConfig, String> {
+        let mut config = match (self.config, self.delta) {
+            (Some(config), None) => config,
+            (None, Some(delta)) => match held {
+                Some(held) if held.version == delta.base => delta.apply_to(held),
+                Some(held) => {
+                    return Err(format!(
+                        "a delta on version {:?}, but this sidecar holds {:?}",
+                        delta.base, held.version
+                    ))
+                }
+                None => return Err(format!("a delta on version {:?}, but this stream gave no config yet", delta.base)),
+            },
+            (Some(_), Some(_)) => return Err("a push with both a config and a delta".into()),
+            (None, None) => return Err("a push with neither a config nor a delta".into()),
+        };
+        config.version = self.version;
+        Ok(config)
+    }
 }
 
 /// The sidecar's answer to a push: applied, or refused with the reason.
