@@ -510,14 +510,15 @@ async fn get_path(addr: std::net::SocketAddr, host: &str, path: &str) -> u16 {
 
 /// A sidecar that refuses a delta (it lost the config the delta applies on, or lies that it
 /// did) gets the whole config of the current state, once; refusing that too brings no repeat
-/// (the control plane does not loop) and whole configs until it ACKs again; then deltas, which
-/// rebuild exactly the config a new stream gets whole.
+/// (the control plane does not loop) and a whole config next; deltas then chain on pushes not
+/// answered yet, and rebuild exactly the config a new stream gets whole. A stream that did not
+/// say it reads deltas (a sidecar older than them) gets whole configs only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_delta_brings_the_whole_config_once_and_no_loop() {
     use weft_model::stream::{Ack, Lines, Push};
     let m = mesh().await;
     let tls = m.tls_as(Some("notification-service"));
-    let open = |instance: &'static str| {
+    let open = |instance: &'static str, deltas: bool| {
         let (tls, authority) = (tls.clone(), m.authority());
         async move {
             let io = weft_proxy::security::identity::connect_control_plane(&authority, Some(&tls), true).await.unwrap();
@@ -526,8 +527,11 @@ async fn a_refused_delta_brings_the_whole_config_once_and_no_loop() {
             tokio::spawn(conn);
             let (tx, body) = weft_model::stream::ChannelBody::new(4);
             tx.send(hello("notification-service", "notification-service", instance, None, "10.0.0.1:1")).await.unwrap();
-            let req = http::Request::post(format!("http://{authority}{STREAM_PATH}")).body(body).unwrap();
-            let resp = sender.send_request(req).await.unwrap();
+            let mut req = http::Request::post(format!("http://{authority}{STREAM_PATH}"));
+            if deltas {
+                req = req.header(weft_model::stream::DELTA_HEADER, "true");
+            }
+            let resp = sender.send_request(req.body(body).unwrap()).await.unwrap();
             assert_eq!(resp.status(), 200);
             (tx, Lines::new(resp.into_body()), sender)
         }
@@ -542,18 +546,22 @@ async fn a_refused_delta_brings_the_whole_config_once_and_no_loop() {
         let vs = format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: order, namespace: production}}\nspec:\n  hosts: [order-service]\n  http:\n  - route:\n    - destination: {{host: order-service}}\n    timeout: {seconds}s\n");
         weft_control_plane::istio::load_str(std::path::Path::new("vs.yaml"), &vs).unwrap()
     };
-    let (tx, mut lines, _s) = open("n-1").await;
+    let (tx, mut lines, _s) = open("n-1", true).await;
+    let (old_tx, mut old, _s_old) = open("n-old", false).await;
     let first = next(&mut lines).await;
-    assert!(first.config.is_some() && first.delta.is_none(), "a stream starts whole");
+    assert!(first.config.is_some() && first.delta.is_none() && first.seq == 1, "a stream starts whole, push 1");
     tx.send(answer(&first.version, None)).await.unwrap();
+    let old_first = next(&mut old).await;
+    old_tx.send(answer(&old_first.version, None)).await.unwrap();
 
     m.store.apply(&change(1)).await.unwrap();
     let delta = next(&mut lines).await;
-    assert_eq!(delta.delta.as_ref().expect("a delta after an ACK").base, first.version);
+    assert_eq!(delta.delta.as_ref().expect("a delta after an ACK").base, 1);
+    assert!(next(&mut old).await.config.is_some(), "a stream without the header gets whole configs only");
     tx.send(answer(&delta.version, Some("I hold nothing"))).await.unwrap();
     let whole = next(&mut lines).await;
     assert!(whole.config.is_some() && whole.delta.is_none(), "the whole config after a refused delta");
-    assert_eq!(whole.version, delta.version, "of the same state");
+    assert_eq!((whole.version.as_str(), whole.seq), (delta.version.as_str(), 3), "of the same state");
     tx.send(answer(&whole.version, Some("refused again"))).await.unwrap();
 
     m.store.apply(&change(2)).await.unwrap();
@@ -562,15 +570,17 @@ async fn a_refused_delta_brings_the_whole_config_once_and_no_loop() {
         after.version.parse::<i64>().unwrap() > whole.version.parse::<i64>().unwrap(),
         "no repeat of the refused config: the next push is of the next state"
     );
-    assert!(after.config.is_some(), "whole again: the sidecar ACKed nothing since");
-    tx.send(answer(&after.version, None)).await.unwrap();
+    assert!(after.config.is_some(), "whole again: the sidecar holds none of the pushes since its last ACK");
 
+    // Not answered yet: the next change is a delta on it all the same.
     m.store.apply(&change(3)).await.unwrap();
-    let delta = next(&mut lines).await;
-    assert_eq!(delta.delta.as_ref().expect("deltas again after an ACK").base, after.version);
-    let version = delta.version.clone();
-    let rebuilt = delta.resolve(after.config.as_ref()).unwrap();
-    let (_tx2, mut lines2, _s2) = open("n-2").await;
+    let chained = next(&mut lines).await;
+    assert_eq!(chained.delta.as_ref().expect("a delta on a push not answered yet").base, after.seq);
+    tx.send(answer(&after.version, None)).await.unwrap();
+    tx.send(answer(&chained.version, None)).await.unwrap();
+    let version = chained.version.clone();
+    let rebuilt = chained.resolve(Some((after.seq, after.config.as_ref().unwrap()))).unwrap();
+    let (_tx2, mut lines2, _s2) = open("n-2", true).await;
     let fresh = next(&mut lines2).await;
     assert_eq!(fresh.version, version);
     assert_eq!(rebuilt, fresh.config.unwrap(), "the delta rebuilt what a new stream gets whole");

@@ -85,10 +85,7 @@ async fn apply_changes_live_traffic_and_leases_follow_the_workloads() {
     let (fresh, _tf) = sidecar(&cp, workload("api-gateway", &[("app", "api-gateway")]), None, None).await;
     eventually("the new gateway sidecar holds a config", || async { fresh.shared.is_ready() }).await;
     let (followed, whole) = (gw.shared.snapshot().config.clone(), fresh.shared.snapshot().config.clone());
-    assert_eq!(followed.version, whole.version);
-    assert_eq!(followed.services, whole.services);
-    assert_eq!(followed.clusters, whole.clusters);
-    assert_eq!(followed.inbound, whole.inbound);
+    assert_eq!(followed, whole);
     drop(fresh);
 
     // Translation warnings reach each sidecar's status (weftctl status) and the metrics.

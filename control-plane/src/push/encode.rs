@@ -25,28 +25,39 @@ use weft_model::{PathNormalization, ProxyConfig, Trust, Workload};
 
 /// A translation serialized once for every sidecar that shares it (or why it could not be:
 /// then no sidecar gets a push of it — each one's stream ends with the error and the sidecar
-/// keeps the config it has while it reconnects), and the deltas to it from the translations
-/// sidecars held before (each computed once for every sidecar that makes the same step).
+/// keeps the config it has while it reconnects), its index, and the deltas to it from the
+/// translations sidecars were pushed before (each computed once for every sidecar that makes
+/// the same step).
 #[derive(Debug)]
 pub(crate) struct SharedConfig {
     pieces: Result<Pieces, String>,
+    index: Arc<Index>,
     deltas: Mutex<Vec<DeltaFrom>>,
 }
 
-/// The changes to a translation from a base (held weakly: a base no sidecar holds any more goes).
-type DeltaFrom = (Weak<SharedConfig>, Arc<Option<Changes>>);
+/// The keys of a translation's `services` and `clusters` and a digest of each entry: what a
+/// session keeps of its last push to compute the next delta against (a few bytes an entry,
+/// not the config).
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    services: Vec<(String, u64)>,
+    clusters: Vec<(String, u64)>,
+}
 
-/// The deltas to one translation kept at once (sidecars a push or two behind the rest).
+/// The changes to a translation from a base index (held weakly: a base no session holds goes).
+type DeltaFrom = (Weak<Index>, Arc<Option<Changes>>);
+
+/// The deltas to one translation kept at once (sessions a push or two behind the rest).
 const MAX_DELTAS: usize = 8;
 
 #[derive(Debug, Hash)]
 struct Pieces {
     /// `"apiVersion":…`
     head: Vec<u8>,
-    /// `services`' entries in key order, each `"key":value`.
-    services: Vec<(String, Vec<u8>)>,
-    /// `clusters`' entries in key order, each `"key":value`.
-    clusters: Vec<(String, Vec<u8>)>,
+    /// `services`' entries in key order (the index's), each `"key":value`.
+    services: Vec<Vec<u8>>,
+    /// `clusters`' entries in key order (the index's), each `"key":value`.
+    clusters: Vec<Vec<u8>>,
     /// `"inbound":…[,"outboundTrafficPolicy":…]`
     rest: Vec<u8>,
     /// `[,"accessLog":…][,"egress":…][,"tcp":…][,"gateway":…]`
@@ -70,16 +81,27 @@ fn field(out: &mut Vec<u8>, name: &str, value: &impl Serialize) -> serde_json::R
     serde_json::to_writer(&mut *out, value)
 }
 
-/// A map's entries serialized one by one, in its (key) order.
-fn entries<V: Serialize>(map: &std::collections::BTreeMap<String, V>) -> serde_json::Result<Vec<(String, Vec<u8>)>> {
-    map.iter()
-        .map(|(k, v)| {
-            let mut e = serde_json::to_vec(k)?;
-            e.push(b':');
-            serde_json::to_writer(&mut e, v)?;
-            Ok((k.clone(), e))
-        })
-        .collect()
+/// An entry's digest: SipHash under this process's random keys, so nobody who writes YAML
+/// can make two versions of an entry collide on purpose (and by chance, one in 2^64).
+fn entry_digest(entry: &[u8]) -> u64 {
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    std::hash::BuildHasher::hash_one(KEYS.get_or_init(Default::default), entry)
+}
+
+/// A map's entries serialized, and their keys and digests.
+type Entries = (Vec<Vec<u8>>, Vec<(String, u64)>);
+
+/// A map's entries serialized one by one, in its (key) order, and their index.
+fn entries<V: Serialize>(map: &std::collections::BTreeMap<String, V>) -> serde_json::Result<Entries> {
+    let mut out = (Vec::with_capacity(map.len()), Vec::with_capacity(map.len()));
+    for (k, v) in map {
+        let mut e = serde_json::to_vec(k)?;
+        e.push(b':');
+        serde_json::to_writer(&mut e, v)?;
+        out.1.push((k.clone(), entry_digest(&e)));
+        out.0.push(e);
+    }
+    Ok(out)
 }
 
 /// `{entry,entry…}`, as serde_json writes the map.
@@ -94,15 +116,19 @@ fn object<'a>(out: &mut Vec<u8>, entries: impl IntoIterator<Item = &'a Vec<u8>>)
     out.push(b'}');
 }
 
+/// Where a push applies: the index of the stream's push before and its number.
+pub(crate) type Base<'a> = Option<(&'a Arc<Index>, u64)>;
+
 impl SharedConfig {
     /// The config field by field as `ProxyConfig` serializes it (camelCase, optional fields
     /// skipped when empty). The destructuring names every field: a new one does not compile
     /// until it is written here.
     pub(crate) fn new(config: &ProxyConfig) -> Self {
-        SharedConfig {
-            pieces: Pieces::new(config).map_err(|e| format!("the config does not serialize: {e}")),
-            deltas: Mutex::default(),
-        }
+        let (pieces, index) = match Pieces::new(config) {
+            Ok((pieces, index)) => (Ok(pieces), index),
+            Err(e) => (Err(format!("the config does not serialize: {e}")), Index::default()),
+        };
+        SharedConfig { pieces, index: Arc::new(index), deltas: Mutex::default() }
     }
 
     /// A digest of the shared config (decides, with the sidecar's own parts, whether it needs a push).
@@ -113,46 +139,52 @@ impl SharedConfig {
         h.finish()
     }
 
-    /// One sidecar's push, as the framed line it reads (`weft_model::stream::line` of its `Push`):
-    /// the whole config, or, given the translation of the push before (`base`, with its version)
-    /// which the sidecar has ACKed, a `Delta` on it when that is shorter; and whether it is one.
+    /// What a session keeps of a push of this translation, to compute the next delta against.
+    pub(crate) fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// One sidecar's push number `seq`, as the framed line it reads (`weft_model::stream::line`
+    /// of its `Push`): the whole config, or, given the stream's push before (`base`), a
+    /// `Delta` on it when that is shorter; and whether it is one.
     pub(crate) fn line(
         &self,
-        base: Option<(&Arc<SharedConfig>, &str)>,
+        base: Base<'_>,
+        seq: u64,
         version: &str,
-        workload: &Workload,
-        trust: &Trust,
-        path_normalization: PathNormalization,
+        own: (&Workload, &Trust, PathNormalization),
     ) -> Result<(Bytes, bool), String> {
         let pieces = self.pieces.as_ref().map_err(String::clone)?;
-        let changes = base.and_then(|(config, v)| Some((self.changes_from(config)?, v)));
-        let changes = changes.as_ref().and_then(|(c, v)| Some(((**c).as_ref()?, *v)));
-        let line = pieces.line(changes, version, workload, trust, path_normalization).map_err(|e| e.to_string())?;
+        let changes = base.and_then(|(index, n)| Some((self.changes_from(index)?, n)));
+        let changes = changes.as_ref().and_then(|(c, n)| Some(((**c).as_ref()?, *n)));
+        let line = pieces.line(changes, seq, version, own).map_err(|e| e.to_string())?;
         Ok((line, changes.is_some()))
     }
 
-    /// What changed from `base` to this translation (`None` inside: a delta would not be shorter),
-    /// computed once per pair; `None` when either did not serialize.
-    fn changes_from(&self, base: &Arc<SharedConfig>) -> Option<Arc<Option<Changes>>> {
+    /// What changed from `base` to this translation (`None` inside: a delta would not be
+    /// shorter), computed once per pair; `None` when this translation did not serialize.
+    fn changes_from(&self, base: &Arc<Index>) -> Option<Arc<Option<Changes>>> {
+        let pieces = self.pieces.as_ref().ok()?;
         let mut deltas = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, c)) = deltas.iter().find(|(b, _)| std::ptr::eq(b.as_ptr(), Arc::as_ptr(base))) {
             return Some(c.clone());
         }
-        let changes = Arc::new(Changes::between(base.pieces.as_ref().ok()?, self.pieces.as_ref().ok()?));
-        // Entries whose base is gone are of no sidecar any more; past the bound, the oldest goes.
+        let changes = Arc::new(Changes::between(base, &self.index, pieces));
+        // Entries whose base is gone are of no session any more; past the bound, the oldest goes.
         deltas.retain(|(b, _)| b.strong_count() > 0);
         if deltas.len() >= MAX_DELTAS {
             deltas.remove(0);
         }
-        // The Weak keeps the base's allocation, so its address names no other translation.
+        // The Weak keeps the base's allocation, so its address names no other index.
         deltas.push((Arc::downgrade(base), changes.clone()));
         Some(changes)
     }
 }
 
 impl Changes {
-    /// From `base` to `next`; `None` when the delta would be no shorter than the whole maps.
-    fn between(base: &Pieces, next: &Pieces) -> Option<Self> {
+    /// From `base` to `next` (whose entries are `pieces`'); `None` when the delta would be no
+    /// shorter than the whole maps.
+    fn between(base: &Index, next: &Index, pieces: &Pieces) -> Option<Self> {
         let (services, removed_services) = diff(&base.services, &next.services);
         let (clusters, removed_clusters) = diff(&base.clusters, &next.clusters);
         let mut removed = Vec::new();
@@ -162,21 +194,21 @@ impl Changes {
                 field(&mut removed, name, &keys).ok()?;
             }
         }
-        let whole: usize = next.services.iter().chain(&next.clusters).map(|(_, e)| e.len() + 1).sum();
+        let whole: usize = pieces.services.iter().chain(&pieces.clusters).map(|e| e.len() + 1).sum();
         let mut changes = Changes { services: Vec::new(), clusters: Vec::new(), removed };
-        object(&mut changes.services, services);
-        object(&mut changes.clusters, clusters);
+        object(&mut changes.services, services.into_iter().map(|i| &pieces.services[i]));
+        object(&mut changes.clusters, clusters.into_iter().map(|i| &pieces.clusters[i]));
         let delta = changes.services.len() + changes.clusters.len() + changes.removed.len();
         (delta < whole).then_some(changes)
     }
 }
 
-/// The entries of `next` that `base` lacks or holds otherwise, and the keys `next` dropped
-/// (both sorted by key, as a `BTreeMap` gives them).
-fn diff<'a>(base: &'a [(String, Vec<u8>)], next: &'a [(String, Vec<u8>)]) -> (Vec<&'a Vec<u8>>, Vec<&'a str>) {
+/// The places in `next` of the entries `base` lacks or holds otherwise, and the keys `next`
+/// dropped (both sorted by key, as a `BTreeMap` gives them).
+fn diff<'a>(base: &'a [(String, u64)], next: &[(String, u64)]) -> (Vec<usize>, Vec<&'a str>) {
     use std::cmp::Ordering;
     let (mut set, mut removed) = (Vec::new(), Vec::new());
-    let (mut b, mut n) = (base.iter().peekable(), next.iter().peekable());
+    let (mut b, mut n) = (base.iter().peekable(), next.iter().enumerate().peekable());
     loop {
         match (b.peek(), n.peek()) {
             (None, None) => return (set, removed),
@@ -184,22 +216,22 @@ fn diff<'a>(base: &'a [(String, Vec<u8>)], next: &'a [(String, Vec<u8>)]) -> (Ve
                 removed.push(k.as_str());
                 b.next();
             }
-            (None, Some((_, e))) => {
-                set.push(e);
+            (None, Some((i, _))) => {
+                set.push(*i);
                 n.next();
             }
-            (Some((bk, be)), Some((nk, ne))) => match bk.cmp(nk) {
+            (Some((bk, bd)), Some((i, (nk, nd)))) => match bk.cmp(nk) {
                 Ordering::Less => {
                     removed.push(bk.as_str());
                     b.next();
                 }
                 Ordering::Greater => {
-                    set.push(ne);
+                    set.push(*i);
                     n.next();
                 }
                 Ordering::Equal => {
-                    if be != ne {
-                        set.push(ne);
+                    if bd != nd {
+                        set.push(*i);
                     }
                     b.next();
                     n.next();
@@ -210,7 +242,7 @@ fn diff<'a>(base: &'a [(String, Vec<u8>)], next: &'a [(String, Vec<u8>)]) -> (Ve
 }
 
 impl Pieces {
-    fn new(config: &ProxyConfig) -> serde_json::Result<Self> {
+    fn new(config: &ProxyConfig) -> serde_json::Result<(Self, Index)> {
         let ProxyConfig {
             api_version,
             version: _,
@@ -251,27 +283,35 @@ impl Pieces {
             tail.push(b',');
             field(&mut tail, "gateway", gateway)?;
         }
-        Ok(Pieces { head, services: entries(services)?, clusters: entries(clusters)?, rest, tail })
+        let (services, service_index) = entries(services)?;
+        let (clusters, cluster_index) = entries(clusters)?;
+        Ok((
+            Pieces { head, services, clusters, rest, tail },
+            Index { services: service_index, clusters: cluster_index },
+        ))
     }
 
-    /// `{"version":…,"config":{…}}`, or with `changes` on the base version
-    /// `{"version":…,"delta":{"base":…,"config":{…}[,"removedServices":…][,"removedClusters":…]}}`.
+    /// `{"version":…,"seq":…,"config":{…}}`, or with `changes` on push `base`
+    /// `{"version":…,"seq":…,"delta":{"base":…,"config":{…}[,"removedServices":…][,"removedClusters":…]}}`.
     fn line(
         &self,
-        changes: Option<(&Changes, &str)>,
+        changes: Option<(&Changes, u64)>,
+        seq: u64,
         version: &str,
-        workload: &Workload,
-        trust: &Trust,
-        path_normalization: PathNormalization,
+        (workload, trust, path_normalization): (&Workload, &Trust, PathNormalization),
     ) -> serde_json::Result<Bytes> {
         let own = 256 + trust.roots.len() + trust.signer.len();
         let maps = match changes {
             Some((c, _)) => c.services.len() + c.clusters.len() + c.removed.len(),
-            None => self.services.iter().chain(&self.clusters).map(|(_, e)| e.len() + 1).sum(),
+            None => self.services.iter().chain(&self.clusters).map(|e| e.len() + 1).sum(),
         };
         let mut v = Vec::with_capacity(self.head.len() + maps + self.rest.len() + self.tail.len() + own);
         v.push(b'{');
         field(&mut v, "version", &version)?;
+        if seq != 0 {
+            v.push(b',');
+            field(&mut v, "seq", &seq)?;
+        }
         if let Some((_, base)) = changes {
             v.extend_from_slice(b",\"delta\":{");
             field(&mut v, "base", &base)?;
@@ -288,12 +328,12 @@ impl Pieces {
         v.extend_from_slice(b",\"services\":");
         match changes {
             Some((c, _)) => v.extend_from_slice(&c.services),
-            None => object(&mut v, self.services.iter().map(|(_, e)| e)),
+            None => object(&mut v, &self.services),
         }
         v.extend_from_slice(b",\"clusters\":");
         match changes {
             Some((c, _)) => v.extend_from_slice(&c.clusters),
-            None => object(&mut v, self.clusters.iter().map(|(_, e)| e)),
+            None => object(&mut v, &self.clusters),
         }
         v.push(b',');
         v.extend_from_slice(&self.rest);
@@ -365,12 +405,13 @@ accessLog: true
                 shared.outbound_traffic_policy = None;
                 shared.access_log = None;
             }
-            let pushed = Arc::new(SharedConfig::new(&shared))
-                .line(None, "42", &workload, &trust, PathNormalization::MergeSlashes)
-                .unwrap()
-                .0;
+            let config = SharedConfig::new(&shared);
+            let own_fields = (&workload, &trust, PathNormalization::MergeSlashes);
             let want = weft_model::stream::Push::full("42", own(&shared, "42", &workload, &trust));
+            let pushed = config.line(None, 0, "42", own_fields).unwrap().0;
             assert_eq!(pushed, weft_model::stream::line(&want));
+            let numbered = config.line(None, 5, "42", own_fields).unwrap().0;
+            assert_eq!(numbered, weft_model::stream::line(&weft_model::stream::Push { seq: 5, ..want }));
             assert_eq!(pushed.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
         }
     }
@@ -401,11 +442,31 @@ accessLog: true
         serde_yaml::from_str(&yaml).expect("config")
     }
 
-    #[test]
-    fn a_delta_push_is_the_delta_the_sidecar_reads_byte_for_byte_and_rebuilds_the_config() {
+    /// The framed line of `next` as a delta on push 41 of `before`, checked byte for byte
+    /// against the model's `Delta` and read back into `next`'s config; and the delta.
+    fn delta_line(before: &ProxyConfig, after: &ProxyConfig) -> (Bytes, weft_model::stream::Delta) {
         let workload =
             Workload { name: "mine".into(), namespace: "ns".into(), service_account: "sa".into(), labels: [].into() };
         let trust = Trust { roots: "ROOTS".into(), signer: "SIGNER".into() };
+        let (base, next) = (SharedConfig::new(before), SharedConfig::new(after));
+        let own_fields = (&workload, &trust, PathNormalization::MergeSlashes);
+        let (pushed, delta) = next.line(Some((base.index(), 41)), 42, "v2", own_fields).unwrap();
+        assert!(delta);
+        let held = own(before, "v1", &workload, &trust);
+        let want_config = own(after, "v2", &workload, &trust);
+        let delta = weft_model::stream::Delta::between(41, &held, &want_config);
+        let want = weft_model::stream::Push { version: "v2".into(), seq: 42, config: None, delta: Some(delta.clone()) };
+        assert_eq!(
+            std::str::from_utf8(&pushed).unwrap(),
+            std::str::from_utf8(&weft_model::stream::line(&want)).unwrap()
+        );
+        let read: weft_model::stream::Push = serde_json::from_slice(&pushed).unwrap();
+        assert_eq!(read.resolve(Some((41, &held))).unwrap(), want_config);
+        (pushed, delta)
+    }
+
+    #[test]
+    fn a_delta_push_is_the_delta_the_sidecar_reads_byte_for_byte_and_rebuilds_the_config() {
         let before = mesh(20, &[]);
         // One endpoint moved, one service gone, one new, and a field outside the maps changed.
         let mut after = mesh(20, &[3]);
@@ -414,28 +475,62 @@ accessLog: true
         let extra = mesh(21, &[]);
         after.services.insert("s20.ns.svc.cluster.local".into(), extra.services["s20.ns.svc.cluster.local"].clone());
         after.access_log = Some(true);
-        let (base, next) = (Arc::new(SharedConfig::new(&before)), Arc::new(SharedConfig::new(&after)));
-        let (pushed, delta) =
-            next.line(Some((&base, "41")), "42", &workload, &trust, PathNormalization::MergeSlashes).unwrap();
-        assert!(delta);
-        let held = own(&before, "41", &workload, &trust);
-        let want_config = own(&after, "42", &workload, &trust);
-        let delta = weft_model::stream::Delta::between(&held, &want_config);
+        let (pushed, delta) = delta_line(&before, &after);
         assert_eq!(delta.config.services.len(), 1, "s20 only");
         assert_eq!(delta.config.clusters.len(), 1, "c3 only");
-        let want = weft_model::stream::Push { version: "42".into(), config: None, delta: Some(delta) };
-        assert_eq!(
-            std::str::from_utf8(&pushed).unwrap(),
-            std::str::from_utf8(&weft_model::stream::line(&want)).unwrap()
-        );
-        let read: weft_model::stream::Push = serde_json::from_slice(&pushed).unwrap();
-        assert_eq!(read.resolve(Some(&held)).unwrap(), want_config);
-        let (whole, _) = next.line(None, "42", &workload, &trust, PathNormalization::MergeSlashes).unwrap();
+        assert_eq!((delta.removed_services.len(), delta.removed_clusters.len()), (1, 1));
+        let whole = SharedConfig::new(&after)
+            .line(
+                None,
+                42,
+                "v2",
+                (
+                    &delta.config.workload,
+                    &Trust { roots: "ROOTS".into(), signer: "SIGNER".into() },
+                    PathNormalization::MergeSlashes,
+                ),
+            )
+            .unwrap()
+            .0;
         assert!(pushed.len() * 5 < whole.len(), "{} bytes against {}", pushed.len(), whole.len());
+    }
 
-        // Computed once for every sidecar that makes the same step.
-        let again = next.changes_from(&base).unwrap();
-        assert!(Arc::ptr_eq(&again, &next.changes_from(&base).unwrap()));
+    #[test]
+    fn removals_only_and_keys_that_need_escaping_are_written_as_serde_writes_them() {
+        let mut before = mesh(10, &[]);
+        let odd = "q\"uo\\te\n.ns.svc.cluster.local";
+        before.services.insert(odd.into(), before.services["s1.ns.svc.cluster.local"].clone());
+        // Only removals: the maps' changes are empty objects.
+        let mut after = before.clone();
+        after.services.remove(odd);
+        after.clusters.remove("c2");
+        let (_, delta) = delta_line(&before, &after);
+        assert!(delta.config.services.is_empty() && delta.config.clusters.is_empty());
+        assert_eq!(delta.removed_services, [odd]);
+        // An odd key added and changed.
+        let (_, delta) = delta_line(&after, &before);
+        assert_eq!(delta.config.services.keys().collect::<Vec<_>>(), [odd]);
+        let mut changed = before.clone();
+        changed.services.get_mut(odd).unwrap().routes[0].route[0].cluster = "c3".into();
+        let (_, delta) = delta_line(&before, &changed);
+        assert_eq!(delta.config.services.keys().collect::<Vec<_>>(), [odd]);
+    }
+
+    #[test]
+    fn a_delta_is_computed_once_per_pair_and_forgotten_with_its_base() {
+        let next = SharedConfig::new(&mesh(10, &[3]));
+        let base = SharedConfig::new(&mesh(10, &[]));
+        let once = next.changes_from(base.index()).unwrap();
+        assert!(Arc::ptr_eq(&once, &next.changes_from(base.index()).unwrap()), "the same step, computed once");
+        // Bases no session holds go; past the bound the oldest goes.
+        drop(base);
+        let bases: Vec<SharedConfig> = (0..MAX_DELTAS + 2).map(|i| SharedConfig::new(&mesh(10, &[i % 10]))).collect();
+        for b in &bases {
+            next.changes_from(b.index()).unwrap();
+        }
+        let kept = next.deltas.lock().unwrap();
+        assert_eq!(kept.len(), MAX_DELTAS);
+        assert!(kept.iter().all(|(b, _)| b.strong_count() == 1), "only live bases are kept");
     }
 
     #[test]
@@ -448,9 +543,10 @@ accessLog: true
         for (i, s) in after.services.values_mut().enumerate() {
             s.routes[0].route[0].cluster = format!("c{}", (i + 1) % 5);
         }
-        let (base, next) = (Arc::new(SharedConfig::new(&mesh(5, &[]))), Arc::new(SharedConfig::new(&after)));
-        let pushed = next.line(Some((&base, "41")), "42", &workload, &trust, PathNormalization::MergeSlashes).unwrap();
-        let whole = next.line(None, "42", &workload, &trust, PathNormalization::MergeSlashes).unwrap();
+        let (base, next) = (SharedConfig::new(&mesh(5, &[])), SharedConfig::new(&after));
+        let own_fields = (&workload, &trust, PathNormalization::MergeSlashes);
+        let pushed = next.line(Some((base.index(), 41)), 42, "v2", own_fields).unwrap();
+        let whole = next.line(None, 42, "v2", own_fields).unwrap();
         assert_eq!(pushed, whole);
         assert!(!pushed.1, "not a delta");
     }

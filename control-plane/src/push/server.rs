@@ -90,7 +90,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
 /// Routes the control plane's HTTP requests.
 pub async fn handle(ctx: Arc<Context>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
     match (req.method().as_str(), req.uri().path()) {
-        ("POST", STREAM_PATH) => stream(ctx, peer, req.into_body()).await,
+        ("POST", STREAM_PATH) => stream(ctx, peer, req).await,
         ("POST", weft_model::stream::SIGN_PATH) => sign(&ctx, &peer, req.into_body()).await,
         ("POST", crate::inject::WEBHOOK_PATH) => admission(req.into_body()).await,
         ("GET", "/healthz") | ("GET", "/ready") => Response::new(full("ok\n")),

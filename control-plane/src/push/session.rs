@@ -57,6 +57,8 @@ struct Admitted {
     key: String,
     /// The address peers will be sent to.
     address: Option<String>,
+    /// The sidecar reads deltas (it sent [`weft_model::stream::DELTA_HEADER`]).
+    deltas: bool,
 }
 
 /// Checks a Hello against the identity that sent it.
@@ -106,13 +108,15 @@ fn admit(ctx: &Context, peer: &Peer, id: &SpiffeId, hello: &Hello) -> Result<Adm
         }
         _ => None,
     };
-    Ok(Admitted { key: format!("{}:{}", id.service_account, hello.instance), address })
+    Ok(Admitted { key: format!("{}:{}", id.service_account, hello.instance), address, deltas: false })
 }
 
 /// Opens a config stream: a client certificate from the mesh CA is required,
 /// the Hello must come within [`HANDSHAKE_TIMEOUT`] and claim exactly the
 /// identity the certificate proves; then the session runs.
-pub(super) async fn stream(ctx: Arc<Context>, peer: Peer, body: Incoming) -> Response<Body> {
+pub(super) async fn stream(ctx: Arc<Context>, peer: Peer, req: http::Request<Incoming>) -> Response<Body> {
+    let deltas = req.headers().contains_key(weft_model::stream::DELTA_HEADER);
+    let body = req.into_body();
     let Some(id) = peer.identity.clone() else {
         tracing::warn!(peer = %peer.addr, "config stream refused: no client certificate");
         return reply(
@@ -134,7 +138,7 @@ pub(super) async fn stream(ctx: Arc<Context>, peer: Peer, body: Incoming) -> Res
         }
     };
     let admitted = match admit(&ctx, &peer, &id, &hello) {
-        Ok(a) => a,
+        Ok(a) => Admitted { deltas, ..a },
         Err(why) => {
             tracing::warn!(peer = %peer.addr, %id, instance = %hello.instance, "config stream refused: {why}");
             return reply(StatusCode::FORBIDDEN, format!("{why}\n"));
@@ -251,7 +255,8 @@ async fn stream_session(
     ctx.status_batch.put(status.clone()).await;
     *last_written = Some(status.clone());
     let writer = StatusWriter::start(ctx.status_batch.clone(), status.clone());
-    let ended = serve_stream(ctx, peer, hello, &mut lines, &tx, &mut registration, status, &writer).await;
+    let ended =
+        serve_stream(ctx, peer, (hello, admitted.deltas), &mut lines, &tx, &mut registration, status, &writer).await;
     // Whatever the writer last wrote is what the stream's end takes away.
     if let Some(last) = writer.finish().await {
         *last_written = Some(last);
@@ -262,6 +267,10 @@ async fn stream_session(
     ended.map(|_| ())
 }
 
+/// Pushes a sidecar may leave unanswered before its stream is ended (an honest one answers
+/// each within moments; the session keeps a few bytes for each until it does).
+const MAX_UNANSWERED: usize = 256;
+
 /// A clean end of a stream: the sidecar said goodbye (its status goes at once).
 struct Goodbye;
 
@@ -270,7 +279,7 @@ struct Goodbye;
 async fn serve_stream(
     ctx: &Context,
     peer: &Peer,
-    hello: &Hello,
+    (hello, accepts_delta): (&Hello, bool),
     lines: &mut Lines<Incoming>,
     tx: &tokio::sync::mpsc::Sender<Bytes>,
     registration: &mut Option<Lease>,
@@ -284,12 +293,12 @@ async fn serve_stream(
     let mut trust_rx = ctx.trust.clone();
     // A digest of the last config sent (without its version): sessions keep no config copies.
     let mut last_sent: Option<u64> = None;
-    // The translation and version of the stream's last push, and whether the sidecar ACKed it
-    // (it answers every push, in order): then the next push is a delta on it.
-    let mut base: Option<(Arc<super::encode::SharedConfig>, String)> = None;
-    let mut unanswered = 0usize;
-    let mut holds_base = false;
-    let mut sent_delta = false;
+    // The stream's pushes, numbered from 1: the last one's index (what the next delta is
+    // computed against) and number, and each push not answered yet with whether it was a
+    // delta (the sidecar answers every push, in order).
+    let mut seq = 0u64;
+    let mut base: Option<(Arc<super::encode::Index>, u64)> = None;
+    let mut in_flight = std::collections::VecDeque::<bool>::new();
     let mut pending: Option<(String, Option<std::time::Instant>)> = None;
     let mut state_changed = true; // Push the current state at once.
     loop {
@@ -304,8 +313,12 @@ async fn serve_stream(
             let pn = ctx.options.path_normalization;
             let digest = super::encode::session_digest(shared_digest, w, &trust.0, pn);
             if last_sent != Some(digest) {
-                let on = base.as_ref().filter(|_| holds_base && unanswered == 0).map(|(c, v)| (c, v.as_str()));
-                let (push, delta) = shared.line(on, &version, w, &trust.0, pn)?;
+                if in_flight.len() >= MAX_UNANSWERED {
+                    return Err(format!("the sidecar answered none of {MAX_UNANSWERED} pushes"));
+                }
+                let on = base.as_ref().filter(|_| accepts_delta).map(|(index, n)| (index, *n));
+                seq += 1;
+                let (push, delta) = shared.line(on, seq, &version, (w, &trust.0, pn))?;
                 // A sidecar that does not read its stream is not waited for forever.
                 tokio::time::timeout(renew_grace(ctx), tx.send(push))
                     .await
@@ -320,10 +333,8 @@ async fn serve_stream(
                     warnings.iter().take(crate::store::MAX_STATUS_WARNINGS).map(|w| cut(w, 512)).collect();
                 pending = Some((version.clone(), state.changed_at));
                 last_sent = Some(digest);
-                base = Some((shared, version));
-                unanswered += 1;
-                holds_base = false;
-                sent_delta = delta;
+                base = Some((shared.index().clone(), seq));
+                in_flight.push_back(delta);
             }
         }
         tokio::select! {
@@ -356,15 +367,18 @@ async fn serve_stream(
                     }
                     return Ok(Goodbye);
                 };
-                unanswered = unanswered.saturating_sub(1);
-                if unanswered == 0 {
-                    holds_base = ack.error.is_none();
-                    if ack.error.is_some() && sent_delta {
-                        // A delta refused (on a config the sidecar does not hold, or not
-                        // applicable on it): the whole config of the current state goes, once.
-                        last_sent = None;
-                        sent_delta = false;
-                        state_changed = true;
+                let answered = in_flight.pop_front();
+                if let (Some(was_delta), Some(_)) = (answered, &ack.error) {
+                    // Refused: the sidecar holds none of the pushes chained on this one, up to
+                    // a whole one sent since. With none, the next push goes whole — and at once
+                    // when the refused one was a delta (the sidecar lacked its base, or it did
+                    // not apply on it): the whole config of the current state, once.
+                    if in_flight.iter().all(|delta| *delta) {
+                        base = None;
+                        if was_delta {
+                            last_sent = None;
+                            state_changed = true;
+                        }
                     }
                 }
                 // Only versions this control plane sent are recorded; NACK reasons are cut to

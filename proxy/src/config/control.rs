@@ -116,6 +116,7 @@ async fn session(
         .method(Method::POST)
         .uri(format!("http://{authority}{STREAM_PATH}"))
         .header("content-type", "application/x-ndjson")
+        .header(weft_model::stream::DELTA_HEADER, "true")
         .body(body)
         .map_err(|_| SessionError::Url(url.to_string()))?;
     let mut hello = hello.clone();
@@ -138,9 +139,10 @@ async fn session(
     }
     tracing::info!(%url, "connected to the control plane");
     let mut lines = Lines::new(resp.into_body());
-    // The config as this stream last gave it and the sidecar applied it (before the sidecar's
-    // own adjustments): what the next delta applies on. A new stream starts with a whole one.
-    let mut held: Option<weft_model::ProxyConfig> = None;
+    // The push of this stream the sidecar last applied, by number, and its config as pushed
+    // (before the sidecar's own adjustments): what the next delta applies on. A new stream
+    // starts with a whole one.
+    let mut held: Option<(u64, weft_model::ProxyConfig)> = None;
     let identity = shared.identity.clone();
     let mut installs = identity.as_ref().map(|i| i.installs());
     if let Some(i) = installs.as_mut() {
@@ -165,8 +167,8 @@ async fn session(
             }
         };
         let Some(push) = push else { return Ok(()) };
-        let version = push.version.clone();
-        let applied = push.resolve(held.as_ref()).and_then(|config| {
+        let (version, seq) = (push.version.clone(), push.seq);
+        let applied = push.resolve(held.as_ref().map(|(n, c)| (*n, c))).and_then(|config| {
             let raw = config.clone();
             let trusted = match (config.trust.as_ref(), &identity) {
                 (Some(trust), Some(identity)) => identity.check_trust(trust).map(|()| Some((identity, trust.clone()))),
@@ -182,7 +184,7 @@ async fn session(
         });
         let ack = match applied {
             Ok(raw) => {
-                held = Some(raw);
+                held = Some((seq, raw));
                 tracing::info!(%version, "config from the control plane applied");
                 Ack { version, error: None }
             }

@@ -85,14 +85,21 @@ async fn good_configs_are_acked_bad_ones_nacked_and_the_old_one_kept() {
     ));
     assert_eq!(hellos.recv().await.unwrap().instance, "client-1");
 
-    pushes.send(Push::full("5", good.clone())).await.unwrap();
+    let numbered = |seq: u64, config: weft_model::ProxyConfig| Push { seq, ..Push::full(seq.to_string(), config) };
+    let delta_push = |seq: u64, delta: weft_model::stream::Delta| Push {
+        version: seq.to_string(),
+        seq,
+        config: None,
+        delta: Some(delta),
+    };
+    pushes.send(numbered(5, good.clone())).await.unwrap();
     assert_eq!(acks.recv().await.unwrap(), Ack { version: "5".into(), error: None });
     assert_eq!(get(proxy.admin, "a", "/ready", &[]).await.status, 200);
     assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "up");
 
     let mut bad = good.clone();
     bad.services.values_mut().for_each(|s| s.routes[0].route[0].cluster = "missing".into());
-    pushes.send(Push::full("6", bad.clone())).await.unwrap();
+    pushes.send(numbered(6, bad.clone())).await.unwrap();
     let nack = acks.recv().await.unwrap();
     assert_eq!(nack.version, "6");
     assert!(nack.error.unwrap().contains("no cluster named \"missing\""));
@@ -100,38 +107,34 @@ async fn good_configs_are_acked_bad_ones_nacked_and_the_old_one_kept() {
     let dump: serde_json::Value = serde_json::from_str(&admin(&proxy, "/config_dump").await).unwrap();
     assert_eq!(dump["version"], "5");
 
-    // A delta applies on the config the stream last gave and the sidecar ACKed (5, not the
-    // refused 6): here it moves the service to a second cluster.
+    // A delta applies on the push the sidecar last applied (5, not the refused 6): here it
+    // moves the service to a second cluster.
     let other = Upstream::named("other").await;
     let mut moved =
         parse(&config_yaml(services, &format!("{}{}", cluster("c", "", &[&up]), cluster("d", "", &[&other]))));
     moved.services.values_mut().for_each(|s| s.routes[0].route[0].cluster = "d".into());
-    let mut base = good.clone();
-    base.version = "5".into();
-    let delta = weft_model::stream::Delta::between(&base, &moved);
+    let delta = weft_model::stream::Delta::between(5, &good, &moved);
     assert_eq!(delta.config.clusters.keys().collect::<Vec<_>>(), ["d"], "only the new cluster travels");
-    pushes.send(Push { version: "7".into(), config: None, delta: Some(delta.clone()) }).await.unwrap();
+    pushes.send(delta_push(7, delta.clone())).await.unwrap();
     assert_eq!(acks.recv().await.unwrap(), Ack { version: "7".into(), error: None });
     assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "other");
 
-    // A delta on a version the sidecar does not hold (a lost or refused push) is refused and
+    // A delta on a push the sidecar does not hold (a lost or refused one) is refused and
     // changes nothing; so is one that leaves a route without its cluster.
-    pushes.send(Push { version: "8".into(), config: None, delta: Some(delta) }).await.unwrap();
+    pushes.send(delta_push(8, delta)).await.unwrap();
     let nack = acks.recv().await.unwrap();
-    assert!(nack.error.unwrap().contains("a delta on version \"5\", but this sidecar holds \"7\""));
-    let mut orphan = weft_model::stream::Delta::between(
-        &{
-            let mut m = moved.clone();
-            m.version = "7".into();
-            m
-        },
-        &moved,
-    );
+    assert!(nack.error.unwrap().contains("a delta on push 5, but this sidecar holds push 7"));
+    let mut orphan = weft_model::stream::Delta::between(7, &moved, &moved);
     orphan.removed_clusters = vec!["d".into()];
-    pushes.send(Push { version: "9".into(), config: None, delta: Some(orphan) }).await.unwrap();
+    pushes.send(delta_push(9, orphan)).await.unwrap();
     let nack = acks.recv().await.unwrap();
     assert!(nack.error.unwrap().contains("no cluster named \"d\""));
     assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "other", "the held config keeps serving");
     let dump: serde_json::Value = serde_json::from_str(&admin(&proxy, "/config_dump").await).unwrap();
     assert_eq!(dump["version"], "7");
+
+    // The refused pushes left what the sidecar holds alone: a delta on 7 still applies.
+    pushes.send(delta_push(10, weft_model::stream::Delta::between(7, &moved, &good))).await.unwrap();
+    assert_eq!(acks.recv().await.unwrap(), Ack { version: "10".into(), error: None });
+    assert_eq!(get(proxy.outbound, "svc", "/", &[]).await.body, "up");
 }

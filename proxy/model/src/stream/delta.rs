@@ -7,13 +7,13 @@ use crate::ProxyConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What changed between the config a sidecar holds (`base`, a version) and the next.
+/// What changed between the config a sidecar holds (`base`, a push of its stream) and the next.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delta {
-    /// The version of the config this applies on: the last one the stream pushed, which
-    /// the sidecar ACKed. A sidecar holding another one refuses it.
-    pub base: String,
+    /// The number of the push this applies on (`Push::seq`): the one the stream pushed
+    /// before. A sidecar holding another one (it refused that push) refuses this.
+    pub base: u64,
     /// The next config, whose `services` and `clusters` hold only the entries added or changed.
     pub config: ProxyConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -23,15 +23,15 @@ pub struct Delta {
 }
 
 impl Delta {
-    /// The delta from `base` (whose `version` it names) to `next`: the reference the control
+    /// The delta from `base` (push number `seq`) to `next`: the reference the control
     /// plane's encoder, which compares serialized entries, is tested against.
-    pub fn between(base: &ProxyConfig, next: &ProxyConfig) -> Self {
+    pub fn between(seq: u64, base: &ProxyConfig, next: &ProxyConfig) -> Self {
         let mut config = next.clone();
         let (services, removed_services) = changed(&base.services, &next.services);
         let (clusters, removed_clusters) = changed(&base.clusters, &next.clusters);
         config.services = services;
         config.clusters = clusters;
-        Delta { base: base.version.clone(), config, removed_services, removed_clusters }
+        Delta { base: seq, config, removed_services, removed_clusters }
     }
 
     /// The next config: `held` with this delta's entries set, its removals gone and every
@@ -74,7 +74,7 @@ mod tests {
 
     const BASE: &str = r#"
 apiVersion: weft.dev/v1alpha1
-version: "7"
+version: "8"
 workload: {name: w, namespace: ns}
 services:
   a.ns.svc.cluster.local: { routes: [ { route: [ { cluster: a } ] } ] }
@@ -100,32 +100,34 @@ accessLog: true
     #[test]
     fn a_delta_carries_only_what_changed_and_rebuilds_the_next_config() {
         let (base, next) = (config(BASE), config(NEXT));
-        let delta = Delta::between(&base, &next);
-        assert_eq!(delta.base, "7");
+        let delta = Delta::between(3, &base, &next);
+        assert_eq!(delta.base, 3);
         assert_eq!(delta.config.services.keys().collect::<Vec<_>>(), ["c.ns.svc.cluster.local"], "a is unchanged");
         assert_eq!(delta.config.clusters.keys().collect::<Vec<_>>(), ["a", "c"], "a's endpoint moved");
         assert_eq!(delta.removed_services, ["b.ns.svc.cluster.local"]);
         assert_eq!(delta.removed_clusters, ["b"]);
-        let push = Push { version: "8".into(), config: None, delta: Some(delta) };
+        let push = Push { version: "8".into(), seq: 4, config: None, delta: Some(delta) };
         let mut want = next.clone();
         want.version = "8".into();
-        assert_eq!(push.resolve(Some(&base)).unwrap(), want);
+        assert_eq!(push.resolve(Some((3, &base))).unwrap(), want);
     }
 
     #[test]
     fn a_delta_on_another_version_or_on_nothing_is_refused() {
         let (base, next) = (config(BASE), config(NEXT));
-        let delta = Delta::between(&base, &next);
-        let mut other = base.clone();
-        other.version = "6".into();
-        let push = Push { version: "8".into(), config: None, delta: Some(delta) };
-        let e = push.clone().resolve(Some(&other)).unwrap_err();
-        assert!(e.contains("a delta on version \"7\", but this sidecar holds \"6\""), "{e}");
+        let delta = Delta::between(3, &base, &next);
+        let push = Push { version: "8".into(), seq: 4, config: None, delta: Some(delta) };
+        // The same version, another push: the number tells them apart.
+        let e = push.clone().resolve(Some((2, &base))).unwrap_err();
+        assert!(e.contains("a delta on push 3, but this sidecar holds push 2"), "{e}");
         let e = push.clone().resolve(None).unwrap_err();
         assert!(e.contains("this stream gave no config yet"), "{e}");
+        let mut unnumbered = push.clone();
+        unnumbered.delta.as_mut().unwrap().base = 0;
+        assert!(unnumbered.resolve(Some((0, &base))).is_err(), "an unnumbered push is no base");
         let both = Push { config: Some(next), ..push };
-        assert!(both.resolve(Some(&base)).unwrap_err().contains("both"));
-        let neither = Push { version: "8".into(), config: None, delta: None };
-        assert!(neither.resolve(Some(&base)).unwrap_err().contains("neither"));
+        assert!(both.resolve(Some((3, &base))).unwrap_err().contains("both"));
+        let neither = Push { version: "8".into(), seq: 4, config: None, delta: None };
+        assert!(neither.resolve(Some((3, &base))).unwrap_err().contains("neither"));
     }
 }

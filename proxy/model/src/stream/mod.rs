@@ -51,40 +51,51 @@ pub struct Hello {
     pub applied_version: Option<String>,
 }
 
-/// A new config for the sidecar: whole (`config`) or as a [`Delta`] on the one the
-/// stream's previous push gave it (`delta`); exactly one of the two.
+/// Sent by a sidecar that reads [`Delta`]s on the stream's request (a header, not a
+/// [`Hello`] field: a control plane that knows nothing of deltas ignores it). A stream
+/// without it gets whole configs only.
+pub const DELTA_HEADER: &str = "x-weft-accept-delta";
+
+/// A new config for the sidecar: whole (`config`) or as a [`Delta`] on one the stream
+/// pushed before (`delta`); exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Push {
     pub version: String,
+    /// This push's number on its stream, from 1 (0: unnumbered, no delta can name it). A
+    /// version may come twice with different content (a key set refreshed, the trust
+    /// moved under the same revision); a number names one push.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ProxyConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Push {
-    /// A push of the whole config.
+    /// An unnumbered push of the whole config.
     pub fn full(version: impl Into<String>, config: ProxyConfig) -> Self {
-        Push { version: version.into(), config: Some(config), delta: None }
+        Push { version: version.into(), seq: 0, config: Some(config), delta: None }
     }
 
-    /// The config this push gives a sidecar that holds `held` (the raw config the stream's
-    /// previous push gave it, and its version), with this push's version; an error
-    /// (the sidecar NACKs, keeping what it has) for a delta on another version or none, or
-    /// a push with both or neither.
-    pub fn resolve(self, held: Option<&ProxyConfig>) -> Result<ProxyConfig, String> {
+    /// The config this push gives a sidecar that holds `held` (the stream's push it last
+    /// applied: its number and raw config), with this push's version; an error (the sidecar
+    /// NACKs, keeping what it has) for a delta on another push or none, or a push with both
+    /// a config and a delta or neither.
+    pub fn resolve(self, held: Option<(u64, &ProxyConfig)>) -> Result<ProxyConfig, String> {
         let mut config = match (self.config, self.delta) {
             (Some(config), None) => config,
             (None, Some(delta)) => match held {
-                Some(held) if held.version == delta.base => delta.apply_to(held),
-                Some(held) => {
-                    return Err(format!(
-                        "a delta on version {:?}, but this sidecar holds {:?}",
-                        delta.base, held.version
-                    ))
+                Some((seq, held)) if seq == delta.base && seq != 0 => delta.apply_to(held),
+                Some((seq, _)) => {
+                    return Err(format!("a delta on push {}, but this sidecar holds push {seq}", delta.base))
                 }
-                None => return Err(format!("a delta on version {:?}, but this stream gave no config yet", delta.base)),
+                None => return Err(format!("a delta on push {}, but this stream gave no config yet", delta.base)),
             },
             (Some(_), Some(_)) => return Err("a push with both a config and a delta".into()),
             (None, None) => return Err("a push with neither a config nor a delta".into()),
