@@ -13,7 +13,7 @@
 //! config, the pushes the steady sidecars take, the control plane's CPU and RSS, and
 //! convergence of one apply right after.
 //!
-//! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard] [--churn 100]
+//! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard] [--churn 100] [--whole]
 //!
 //! Size: one benchmark's scenario (steady and churning simulated sidecars), measurements
 //! and report.
@@ -50,6 +50,9 @@ struct Args {
     /// Quiet time between applies (the sidecars' status writes from the last one settle).
     #[arg(long, default_value = "300ms", value_parser = weft_model::duration::parse)]
     pause: Duration,
+    /// Simulate sidecars that do not read deltas (older than them): every push whole.
+    #[arg(long)]
+    whole: bool,
     /// Also measure the dashboard (needs Debian's chromium and chromium-driver).
     #[arg(long)]
     dashboard: bool,
@@ -141,6 +144,13 @@ async fn dashboard(url: &str, pid: u32, sidecars: usize) -> anyhow::Result<Dashb
 /// Which sidecar received each version, and when.
 type Seen = Arc<Mutex<BTreeMap<i64, Vec<(usize, Instant)>>>>;
 
+/// How a simulated sidecar reaches the control plane: TLS with one certificate for
+/// `bench/sim` (they are replicas of one workload), and whether it reads deltas.
+struct Dial {
+    tls: weft_proxy::security::identity::ControlPlaneTls,
+    deltas: bool,
+}
+
 /// TLS to the control plane with one certificate for `bench/sim`, shared by
 /// every simulated sidecar (they are replicas of one workload).
 fn sim_tls(ca: &weft_control_plane::ca::Ca) -> anyhow::Result<weft_proxy::security::identity::ControlPlaneTls> {
@@ -163,7 +173,7 @@ async fn sidecar(
     cp: String,
     i: usize,
     seen: Seen,
-    tls: Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    tls: Arc<Dial>,
     cut: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -196,7 +206,7 @@ async fn churn_pod(
     cp: String,
     i: usize,
     life: Duration,
-    tls: Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    tls: Arc<Dial>,
 ) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
     let first = Arc::new(Mutex::new(None));
@@ -217,11 +227,11 @@ async fn stream(
     cp: String,
     i: usize,
     port: Option<u16>,
-    tls: Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    dial: Arc<Dial>,
     linger: Duration,
     mut on_push: impl FnMut(&PushVersion) -> bool,
 ) -> anyhow::Result<()> {
-    let io = weft_proxy::security::identity::connect_control_plane(&cp, Some(&tls), true)
+    let io = weft_proxy::security::identity::connect_control_plane(&cp, Some(&dial.tls), true)
         .await
         .map_err(anyhow::Error::msg)?;
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
@@ -244,7 +254,11 @@ async fn stream(
         metrics_port: None,
     };
     tx.send(line(&hello)).await?;
-    let req = http::Request::post(format!("http://{cp}{STREAM_PATH}")).body(body)?;
+    let mut req = http::Request::post(format!("http://{cp}{STREAM_PATH}"));
+    if dial.deltas {
+        req = req.header(weft_model::stream::DELTA_HEADER, "true");
+    }
+    let req = req.body(body)?;
     let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
         bail!("control plane answered {}", resp.status());
@@ -297,7 +311,7 @@ struct Steady<'a> {
     pid: u32,
     n: usize,
     seen: &'a Seen,
-    tls: &'a Arc<weft_proxy::security::identity::ControlPlaneTls>,
+    tls: &'a Arc<Dial>,
     store: &'a Store,
     cut: &'a std::sync::atomic::AtomicUsize,
 }
@@ -396,7 +410,7 @@ async fn main() -> anyhow::Result<()> {
         let log = std::env::temp_dir().join("weft-bench-cp.log");
         let running = weft_bench::control_plane::start(&etcd, &args.cp_bin, &extra, &log).await?;
         let (cp, pid) = (running.addr.clone(), running.pid);
-        let tls = Arc::new(sim_tls(&running.ca)?);
+        let tls = Arc::new(Dial { tls: sim_tls(&running.ca)?, deltas: !args.whole });
         let seen: Seen = Arc::default();
         let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
