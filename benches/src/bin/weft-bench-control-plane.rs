@@ -13,7 +13,8 @@
 //! config, the pushes the steady sidecars take, the control plane's CPU and RSS, and
 //! convergence of one apply right after.
 //!
-//! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard] [--churn 100] [--whole]
+//! target/release/weft-bench-control-plane --sidecars 100,1000 [--dashboard] [--churn 100]
+//!     [--pushes delta,whole] [--plot convergence.png]
 //!
 //! Size: one benchmark's scenario (steady and churning simulated sidecars), measurements
 //! and report.
@@ -50,9 +51,15 @@ struct Args {
     /// Quiet time between applies (the sidecars' status writes from the last one settle).
     #[arg(long, default_value = "300ms", value_parser = weft_model::duration::parse)]
     pause: Duration,
-    /// Simulate sidecars that do not read deltas (older than them): every push whole.
+    /// How the simulated sidecars take pushes, one run each per sidecar count: `delta` (they
+    /// ask for deltas, as weft-proxy does) or `whole` (they do not, as sidecars older than
+    /// deltas: every push is the whole config).
+    #[arg(long, value_delimiter = ',', default_value = "delta")]
+    pushes: Vec<Pushes>,
+    /// Also draw each run's convergence (the share of sidecars converged against time since
+    /// the apply) to this PNG.
     #[arg(long)]
-    whole: bool,
+    plot: Option<PathBuf>,
     /// Also measure the dashboard (needs Debian's chromium and chromium-driver).
     #[arg(long)]
     dashboard: bool,
@@ -65,6 +72,19 @@ struct Args {
     /// How long each churning pod stays registered after its first config.
     #[arg(long, default_value = "1s", value_parser = weft_model::duration::parse)]
     churn_life: Duration,
+}
+
+/// Whether simulated sidecars ask for delta pushes.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Pushes {
+    Delta,
+    Whole,
+}
+
+impl std::fmt::Display for Pushes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if *self == Pushes::Delta { "delta" } else { "whole" })
+    }
 }
 
 /// What churn cost at one sidecar count.
@@ -202,12 +222,7 @@ struct PushVersion {
 
 /// A pod of the churn: registers as an endpoint of `sim` (its service account's
 /// service), waits for its first config, stays `life`, leaves. Returns the wait.
-async fn churn_pod(
-    cp: String,
-    i: usize,
-    life: Duration,
-    tls: Arc<Dial>,
-) -> anyhow::Result<Duration> {
+async fn churn_pod(cp: String, i: usize, life: Duration, tls: Arc<Dial>) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
     let first = Arc::new(Mutex::new(None));
     let got = first.clone();
@@ -376,11 +391,14 @@ async fn main() -> anyhow::Result<()> {
         "## Control-plane convergence ({} services x {} endpoints in every config)\n",
         args.services, args.instances
     );
-    println!("| sidecars | applies | p50 ms | p99 ms | max ms | control plane peak RSS MiB | streams cut |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| sidecars | pushes | applies | p50 ms | p99 ms | max ms | control plane peak RSS MiB | streams cut |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     let mut pages = Vec::new();
     let mut churns = Vec::new();
-    for &n in &args.sidecars {
+    let mut curves = Vec::new();
+    let runs: Vec<(usize, Pushes)> =
+        args.sidecars.iter().flat_map(|&n| args.pushes.iter().map(move |&p| (n, p))).collect();
+    for (n, pushes) in runs {
         let etcd = weft_testkit::Etcd::start();
         // The harness plays every part (registry of simulated services, policy writer): etcd's root.
         let store = Store::connect(&[etcd.url()], "/weft/", Some(&etcd.tls(weft_etcd::ROOT))).await?;
@@ -410,7 +428,7 @@ async fn main() -> anyhow::Result<()> {
         let log = std::env::temp_dir().join("weft-bench-cp.log");
         let running = weft_bench::control_plane::start(&etcd, &args.cp_bin, &extra, &log).await?;
         let (cp, pid) = (running.addr.clone(), running.pid);
-        let tls = Arc::new(Dial { tls: sim_tls(&running.ca)?, deltas: !args.whole });
+        let tls = Arc::new(Dial { tls: sim_tls(&running.ca)?, deltas: pushes == Pushes::Delta });
         let seen: Seen = Arc::default();
         let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -434,7 +452,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.sort();
         let (_, hwm) = rss_kib(pid).unwrap_or((0, 0));
         println!(
-            "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {n} | {pushes} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             args.applies,
             percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
             percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
@@ -442,6 +460,11 @@ async fn main() -> anyhow::Result<()> {
             hwm as f64 / 1024.0,
             cut.load(std::sync::atomic::Ordering::Relaxed)
         );
+        // The share of sidecar convergences done by each time since the apply.
+        let total = latencies.len().max(1) as f64;
+        let curve =
+            latencies.iter().enumerate().map(|(i, d)| (d.as_secs_f64() * 1000.0, (i + 1) as f64 * 100.0 / total));
+        curves.push((format!("{n} sidecars, {pushes} pushes"), curve.collect::<Vec<_>>()));
         if args.churn > 0 {
             let steady = Steady { cp: &cp, pid, n, seen: &seen, tls: &tls, store: &store, cut: &cut };
             churns.push(churn(&args, &steady).await?);
@@ -453,6 +476,16 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\nConvergence = from `weftctl apply` returning to the sidecar receiving the push (it ACKs at once);");
     println!("it includes the control plane's 100 ms debounce.");
+    if let Some(path) = &args.plot {
+        let named: Vec<(&str, Vec<(f64, f64)>)> = curves.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+        let title = format!("Convergence after an apply ({} services x {} endpoints)", args.services, args.instances);
+        weft_bench::plot::lines(path, &title, "ms since weftctl apply returned", "% of sidecars converged", &named)?;
+        println!(
+            "\nPlot: {} (colours in run order: {})",
+            path.display(),
+            weft_bench::plot::COLORS.iter().take(curves.len()).map(|c| c.0).collect::<Vec<_>>().join(", ")
+        );
+    }
     if !churns.is_empty() {
         println!(
             "\n## Churn: {} pods a second register as endpoints and leave after {:?}, for {} s, beside the sidecars\n",
