@@ -80,12 +80,18 @@ impl Metrics {
 /// its digest (computed once, not per sidecar).
 type Translated = (Arc<super::encode::SharedConfig>, Arc<[String]>, u64);
 
+/// The state (revision and keys) the cache is of, and a cell per key, filled once.
+type Cache = ((i64, u64), std::collections::HashMap<String, Arc<std::sync::OnceLock<Translated>>>);
+
 #[derive(Debug, Default)]
 pub struct Translations {
-    cache: std::sync::Mutex<((i64, u64), std::collections::HashMap<String, Translated>)>,
+    cache: std::sync::Mutex<Cache>,
 }
 
 impl Translations {
+    /// The translation for `w` at `state`: made once per key and state, however many sessions
+    /// ask at once (the others wait for it, so its warnings are logged and counted once and
+    /// every session shares one translation — and one base for the deltas after it).
     pub(super) fn get(
         &self,
         state: &State,
@@ -94,33 +100,29 @@ impl Translations {
         warned: &IntCounter,
     ) -> Translated {
         let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.0 == (state.revision, state.keys) {
-                if let Some(c) = cache.1.get(&key) {
-                    return c.clone();
-                }
+        let cell = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.0 != (state.revision, state.keys) {
+                *cache = ((state.revision, state.keys), Default::default());
             }
-        }
-        // Translated outside the lock; a racing session may translate the same key once more.
-        let translation = translate_in(&state.resources, &state.registry, w, "", trust_domain);
-        for warning in &translation.warnings {
-            tracing::warn!(workload = %format!("{}/{}", w.namespace, w.name), revision = state.revision, "{warning}");
-            warned.inc();
-        }
-        let shared = super::encode::SharedConfig::new(&translation.config);
-        let digest = shared.digest();
-        let translated: Translated = (Arc::new(shared), translation.warnings.into(), digest);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != (state.revision, state.keys) {
-            *cache = ((state.revision, state.keys), Default::default());
-        }
-        // Label sets come from Hellos: bounded, so no caller grows the cache without end.
-        if cache.1.len() >= 4096 {
-            cache.1.clear();
-        }
-        cache.1.insert(key, translated.clone());
-        translated
+            // Label sets come from Hellos: bounded, so no caller grows the cache without end.
+            if cache.1.len() >= 4096 && !cache.1.contains_key(&key) {
+                cache.1.clear();
+            }
+            cache.1.entry(key).or_default().clone()
+        };
+        // Translated outside the cache's lock: sessions of other workloads do not wait for it.
+        cell.get_or_init(|| {
+            let translation = translate_in(&state.resources, &state.registry, w, "", trust_domain);
+            for warning in &translation.warnings {
+                tracing::warn!(workload = %format!("{}/{}", w.namespace, w.name), revision = state.revision, "{warning}");
+                warned.inc();
+            }
+            let shared = super::encode::SharedConfig::new(&translation.config);
+            let digest = shared.digest();
+            (Arc::new(shared), translation.warnings.into(), digest)
+        })
+        .clone()
     }
 }
 
@@ -281,4 +283,42 @@ pub(super) fn reply(status: StatusCode, text: impl Into<String>) -> Response<Bod
     let mut r = Response::new(full(text.into()));
     *r.status_mut() = status;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_asking_at_once_share_one_translation_and_its_warnings_count_once() {
+        // Two Sidecars for one workload: a translation warning.
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a, namespace: production}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: b, namespace: production}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n";
+        let resources = crate::istio::load_str(std::path::Path::new("sidecars.yaml"), yaml).expect("resources");
+        let state = State { resources, registry: Default::default(), revision: 7, keys: 0, changed_at: None };
+        let w = weft_model::Workload {
+            name: "api-gateway".into(),
+            namespace: "production".into(),
+            service_account: "api-gateway".into(),
+            labels: [("app".to_string(), "api-gateway".to_string())].into(),
+        };
+        let (translations, warned) = (Translations::default(), IntCounter::new("w", "w").unwrap());
+        let barrier = std::sync::Barrier::new(8);
+        let got: Vec<Translated> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        translations.get(&state, &w, "cluster.local", &warned)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(!got[0].1.is_empty(), "the two Sidecars warn");
+        assert_eq!(warned.get(), got[0].1.len() as u64, "each warning counted once");
+        assert!(got.iter().all(|t| Arc::ptr_eq(&t.0, &got[0].0)), "one translation for all");
+        // A new state translates anew.
+        let next = State { revision: 8, ..state };
+        assert!(!Arc::ptr_eq(&translations.get(&next, &w, "cluster.local", &warned).0, &got[0].0));
+    }
 }

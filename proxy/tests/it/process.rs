@@ -16,7 +16,9 @@ fn free_port() -> SocketAddr {
 }
 
 async fn wait_ready(admin: SocketAddr) {
-    for _ in 0..300 {
+    // Up to 30 s: a process starting while the whole suite runs on two cores can be slow.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         if let Ok(s) = tokio::net::TcpStream::connect(admin).await {
             drop(s);
             if get(admin, "a", "/ready", &[]).await.status == 200 {
