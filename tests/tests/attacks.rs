@@ -551,13 +551,26 @@ async fn a_refused_delta_brings_the_whole_config_once_and_no_loop() {
     let first = next(&mut lines).await;
     assert!(first.config.is_some() && first.delta.is_none() && first.seq == 1, "a stream starts whole, push 1");
     tx.send(answer(&first.version, None)).await.unwrap();
-    let old_first = next(&mut old).await;
+    /// The push as a sidecar older than deltas reads it: a version and a whole config, no other field.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct V1Push {
+        version: String,
+        config: weft_model::ProxyConfig,
+    }
+    async fn v1(lines: &mut Lines<hyper::body::Incoming>) -> V1Push {
+        let read = tokio::time::timeout(Duration::from_secs(20), lines.next::<V1Push>()).await.expect("a push");
+        read.expect("an older sidecar reads every push").unwrap()
+    }
+    let old_first = v1(&mut old).await;
     old_tx.send(answer(&old_first.version, None)).await.unwrap();
 
     m.store.apply(&change(1)).await.unwrap();
     let delta = next(&mut lines).await;
     assert_eq!(delta.delta.as_ref().expect("a delta after an ACK").base, 1);
-    assert!(next(&mut old).await.config.is_some(), "a stream without the header gets whole configs only");
+    let old_second = v1(&mut old).await;
+    assert_ne!(old_second.version, old_first.version, "a stream without the header gets whole configs only");
     tx.send(answer(&delta.version, Some("I hold nothing"))).await.unwrap();
     let whole = next(&mut lines).await;
     assert!(whole.config.is_some() && whole.delta.is_none(), "the whole config after a refused delta");
@@ -584,4 +597,32 @@ async fn a_refused_delta_brings_the_whole_config_once_and_no_loop() {
     let fresh = next(&mut lines2).await;
     assert_eq!(fresh.version, version);
     assert_eq!(rebuilt, fresh.config.unwrap(), "the delta rebuilt what a new stream gets whole");
+
+    // Two deltas in flight, the first refused: the whole config of the newest state goes at
+    // once; the second's refusal is expected (its base was refused) — not counted, no repeat.
+    let nacks = m._cp.ctx.metrics.nacks.get();
+    m.store.apply(&change(4)).await.unwrap();
+    let d4 = next(&mut lines).await;
+    m.store.apply(&change(5)).await.unwrap();
+    let d5 = next(&mut lines).await;
+    assert_eq!(d5.delta.as_ref().expect("chained").base, d4.seq);
+    tx.send(answer(&d4.version, Some("cannot apply"))).await.unwrap();
+    let resync = next(&mut lines).await;
+    assert!(resync.config.is_some(), "whole, at once");
+    assert_eq!(resync.version, d5.version, "of the newest state");
+    tx.send(answer(&d5.version, Some("a delta on push I refused"))).await.unwrap();
+    tx.send(answer(&resync.version, None)).await.unwrap();
+    m.store.apply(&change(6)).await.unwrap();
+    let d6 = next(&mut lines).await;
+    assert_eq!(d6.delta.as_ref().expect("a delta on the whole push, nothing between").base, resync.seq);
+    eventually("the sidecar's status shows the whole push ACKed", || async {
+        m.store
+            .statuses()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.instance.ends_with(":n-1") && s.acked_version.as_deref() == Some(resync.version.as_str()))
+    })
+    .await;
+    assert_eq!(m._cp.ctx.metrics.nacks.get(), nacks + 1, "the expected refusal is not counted");
 }

@@ -100,16 +100,23 @@ impl Translations {
         warned: &IntCounter,
     ) -> Translated {
         let key = format!("{}\n{}\n{:?}", w.namespace, w.service_account, w.labels);
+        let of = (state.revision, state.keys);
         let cell = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.0 != (state.revision, state.keys) {
-                *cache = ((state.revision, state.keys), Default::default());
+            if of > cache.0 {
+                *cache = (of, Default::default());
             }
-            // Label sets come from Hellos: bounded, so no caller grows the cache without end.
-            if cache.1.len() >= 4096 && !cache.1.contains_key(&key) {
-                cache.1.clear();
+            if of < cache.0 {
+                // A session that read its state just before a newer one came: translated for it
+                // alone, so the newer state's cache stays (both only grow).
+                Arc::default()
+            } else {
+                // Label sets come from Hellos: bounded, so no caller grows the cache without end.
+                if cache.1.len() >= 4096 && !cache.1.contains_key(&key) {
+                    cache.1.clear();
+                }
+                cache.1.entry(key).or_default().clone()
             }
-            cache.1.entry(key).or_default().clone()
         };
         // Translated outside the cache's lock: sessions of other workloads do not wait for it.
         cell.get_or_init(|| {
@@ -317,8 +324,12 @@ mod tests {
         assert!(!got[0].1.is_empty(), "the two Sidecars warn");
         assert_eq!(warned.get(), got[0].1.len() as u64, "each warning counted once");
         assert!(got.iter().all(|t| Arc::ptr_eq(&t.0, &got[0].0)), "one translation for all");
-        // A new state translates anew.
-        let next = State { revision: 8, ..state };
-        assert!(!Arc::ptr_eq(&translations.get(&next, &w, "cluster.local", &warned).0, &got[0].0));
+        // A new state translates anew; a session still on the older one is served without
+        // throwing the newer state's translations away.
+        let next = State { revision: 8, resources: state.resources.clone(), ..Default::default() };
+        let newer = translations.get(&next, &w, "cluster.local", &warned).0;
+        assert!(!Arc::ptr_eq(&newer, &got[0].0));
+        assert!(!translations.get(&state, &w, "cluster.local", &warned).1.is_empty());
+        assert!(Arc::ptr_eq(&translations.get(&next, &w, "cluster.local", &warned).0, &newer));
     }
 }

@@ -81,11 +81,17 @@ fn field(out: &mut Vec<u8>, name: &str, value: &impl Serialize) -> serde_json::R
     serde_json::to_writer(&mut *out, value)
 }
 
-/// An entry's digest: SipHash under this process's random keys, so nobody who writes YAML
-/// can make two versions of an entry collide on purpose (and by chance, one in 2^64).
-fn entry_digest(entry: &[u8]) -> u64 {
+/// SipHash under this process's random keys, for every digest that decides what a sidecar
+/// is sent: nobody who writes YAML can make two versions of an entry, or two configs,
+/// collide on purpose (and by chance, one in 2^64).
+fn keyed() -> &'static std::collections::hash_map::RandomState {
     static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    std::hash::BuildHasher::hash_one(KEYS.get_or_init(Default::default), entry)
+    KEYS.get_or_init(Default::default)
+}
+
+/// An entry's digest.
+fn entry_digest(entry: &[u8]) -> u64 {
+    std::hash::BuildHasher::hash_one(keyed(), entry)
 }
 
 /// A map's entries serialized, and their keys and digests.
@@ -133,10 +139,7 @@ impl SharedConfig {
 
     /// A digest of the shared config (decides, with the sidecar's own parts, whether it needs a push).
     pub(crate) fn digest(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.pieces.hash(&mut h);
-        h.finish()
+        std::hash::BuildHasher::hash_one(keyed(), &self.pieces)
     }
 
     /// What a session keeps of a push of this translation, to compute the next delta against.
@@ -355,11 +358,8 @@ impl Pieces {
 /// What decides whether a sidecar needs a new push: the shared translation's digest
 /// (computed once per translation) and the sidecar's own parts.
 pub(super) fn session_digest(shared: u64, workload: &Workload, trust: &Trust, pn: PathNormalization) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    shared.hash(&mut h);
-    serde_json::to_vec(&(workload, trust, pn)).unwrap_or_default().hash(&mut h);
-    h.finish()
+    let own = serde_json::to_vec(&(workload, trust, pn)).unwrap_or_default();
+    std::hash::BuildHasher::hash_one(keyed(), (shared, own))
 }
 
 #[cfg(test)]

@@ -267,6 +267,15 @@ async fn stream_session(
     ended.map(|_| ())
 }
 
+/// A push the sidecar has not answered yet.
+struct Sent {
+    version: String,
+    delta: bool,
+    /// A delta chained on a push the sidecar refused: it will be refused too, and a whole
+    /// push has gone after it.
+    doomed: bool,
+}
+
 /// Pushes a sidecar may leave unanswered before its stream is ended (an honest one answers
 /// each within moments; the session keeps a few bytes for each until it does).
 const MAX_UNANSWERED: usize = 256;
@@ -294,11 +303,11 @@ async fn serve_stream(
     // A digest of the last config sent (without its version): sessions keep no config copies.
     let mut last_sent: Option<u64> = None;
     // The stream's pushes, numbered from 1: the last one's index (what the next delta is
-    // computed against) and number, and each push not answered yet with whether it was a
-    // delta (the sidecar answers every push, in order).
+    // computed against, kept only for a sidecar that reads deltas) and number, and each push
+    // not answered yet (the sidecar answers every push, in order).
     let mut seq = 0u64;
     let mut base: Option<(Arc<super::encode::Index>, u64)> = None;
-    let mut in_flight = std::collections::VecDeque::<bool>::new();
+    let mut in_flight = std::collections::VecDeque::<Sent>::new();
     let mut pending: Option<(String, Option<std::time::Instant>)> = None;
     let mut state_changed = true; // Push the current state at once.
     loop {
@@ -314,11 +323,13 @@ async fn serve_stream(
             let digest = super::encode::session_digest(shared_digest, w, &trust.0, pn);
             if last_sent != Some(digest) {
                 if in_flight.len() >= MAX_UNANSWERED {
-                    return Err(format!("the sidecar answered none of {MAX_UNANSWERED} pushes"));
+                    return Err(format!("the sidecar left {MAX_UNANSWERED} pushes unanswered"));
                 }
-                let on = base.as_ref().filter(|_| accepts_delta).map(|(index, n)| (index, *n));
+                let on = base.as_ref().map(|(index, n)| (index, *n));
                 seq += 1;
-                let (push, delta) = shared.line(on, seq, &version, (w, &trust.0, pn))?;
+                // Numbered only for a sidecar that reads deltas: an older one reads no `seq`.
+                let numbered = if accepts_delta { seq } else { 0 };
+                let (push, delta) = shared.line(on, numbered, &version, (w, &trust.0, pn))?;
                 // A sidecar that does not read its stream is not waited for forever.
                 tokio::time::timeout(renew_grace(ctx), tx.send(push))
                     .await
@@ -333,8 +344,10 @@ async fn serve_stream(
                     warnings.iter().take(crate::store::MAX_STATUS_WARNINGS).map(|w| cut(w, 512)).collect();
                 pending = Some((version.clone(), state.changed_at));
                 last_sent = Some(digest);
-                base = Some((shared.index().clone(), seq));
-                in_flight.push_back(delta);
+                if accepts_delta {
+                    base = Some((shared.index().clone(), seq));
+                }
+                in_flight.push_back(Sent { version: version.clone(), delta, doomed: false });
             }
         }
         tokio::select! {
@@ -367,30 +380,35 @@ async fn serve_stream(
                     }
                     return Ok(Goodbye);
                 };
-                let answered = in_flight.pop_front();
-                if let (Some(was_delta), Some(_)) = (answered, &ack.error) {
-                    // Refused: the sidecar holds none of the pushes chained on this one, up to
-                    // a whole one sent since. With none, the next push goes whole — and at once
-                    // when the refused one was a delta (the sidecar lacked its base, or it did
-                    // not apply on it): the whole config of the current state, once.
-                    if in_flight.iter().all(|delta| *delta) {
-                        base = None;
-                        if was_delta {
-                            last_sent = None;
-                            state_changed = true;
-                        }
-                    }
-                }
-                // Only versions this control plane sent are recorded; NACK reasons are cut to
-                // 1 KiB; an unchanged status is not written again (etcd is not a sidecar's log).
-                if status.sent_version.as_deref() != Some(ack.version.as_str()) {
+                // An answer to no push is no answer.
+                let Some(answered) = in_flight.pop_front() else { continue };
+                if answered.doomed || answered.version != ack.version {
+                    // A delta on a push the sidecar refused: its refusal was expected, and the
+                    // whole config is on its way. (An answer out of order is ignored too.)
                     continue;
                 }
+                if ack.error.is_some() && in_flight.iter().all(|s| s.delta) {
+                    // Refused: the sidecar holds none of the deltas chained on this push. The
+                    // next push goes whole — at once when the refused one was a delta (the
+                    // sidecar lacked its base, or it did not apply on it) or deltas of newer
+                    // states are in flight: the whole config of the current state, once.
+                    base = None;
+                    if answered.delta || !in_flight.is_empty() {
+                        in_flight.iter_mut().for_each(|s| s.doomed = true);
+                        last_sent = None;
+                        state_changed = true;
+                    }
+                }
+                // NACK reasons are cut to 1 KiB; an unchanged status is not written again
+                // (etcd is not a sidecar's log).
                 match &ack.error {
+                    // Only the answer to the newest push says what the sidecar holds now.
+                    None if !in_flight.is_empty() => {}
                     None => {
                         if let Some((v, Some(at))) = &pending {
                             if *v == ack.version {
                                 ctx.metrics.convergence.observe(at.elapsed().as_secs_f64());
+                                pending = None;
                             }
                         }
                         status.acked_version = Some(ack.version.clone());
