@@ -80,12 +80,14 @@ impl Metrics {
 /// its digest (computed once, not per sidecar).
 type Translated = (Arc<super::encode::SharedConfig>, Arc<[String]>, u64);
 
-/// The state (revision and keys) the cache is of, and a cell per key, filled once.
-type Cache = ((i64, u64), std::collections::HashMap<String, Arc<std::sync::OnceLock<Translated>>>);
+/// The state (revision and keys) a generation of the cache is of, and a cell per key, filled once.
+type Generation = ((i64, u64), std::collections::HashMap<String, Arc<std::sync::OnceLock<Translated>>>);
 
 #[derive(Debug, Default)]
 pub struct Translations {
-    cache: std::sync::Mutex<Cache>,
+    /// The newest state's translations and the one's before (sessions that read their state
+    /// just before a newer one came still share theirs).
+    cache: std::sync::Mutex<[Generation; 2]>,
 }
 
 impl Translations {
@@ -103,19 +105,19 @@ impl Translations {
         let of = (state.revision, state.keys);
         let cell = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if of > cache.0 {
-                *cache = (of, Default::default());
+            if of > cache[0].0 {
+                cache[1] = std::mem::replace(&mut cache[0], (of, Default::default()));
             }
-            if of < cache.0 {
-                // A session that read its state just before a newer one came: translated for it
-                // alone, so the newer state's cache stays (both only grow).
-                Arc::default()
-            } else {
-                // Label sets come from Hellos: bounded, so no caller grows the cache without end.
-                if cache.1.len() >= 4096 && !cache.1.contains_key(&key) {
-                    cache.1.clear();
+            match cache.iter_mut().find(|g| g.0 == of) {
+                Some(generation) => {
+                    // Label sets come from Hellos: bounded, so no caller grows the cache without end.
+                    if generation.1.len() >= 4096 && !generation.1.contains_key(&key) {
+                        generation.1.clear();
+                    }
+                    generation.1.entry(key).or_default().clone()
                 }
-                cache.1.entry(key).or_default().clone()
+                // Older still (both only grow): translated for this session alone.
+                None => Arc::default(),
             }
         };
         // Translated outside the cache's lock: sessions of other workloads do not wait for it.
@@ -324,12 +326,17 @@ mod tests {
         assert!(!got[0].1.is_empty(), "the two Sidecars warn");
         assert_eq!(warned.get(), got[0].1.len() as u64, "each warning counted once");
         assert!(got.iter().all(|t| Arc::ptr_eq(&t.0, &got[0].0)), "one translation for all");
-        // A new state translates anew; a session still on the older one is served without
-        // throwing the newer state's translations away.
+        // A new state translates anew; a session still on the one before shares its
+        // translation, without throwing the newer state's away; one older still is served alone.
         let next = State { revision: 8, resources: state.resources.clone(), ..Default::default() };
         let newer = translations.get(&next, &w, "cluster.local", &warned).0;
         assert!(!Arc::ptr_eq(&newer, &got[0].0));
-        assert!(!translations.get(&state, &w, "cluster.local", &warned).1.is_empty());
+        assert!(Arc::ptr_eq(&translations.get(&state, &w, "cluster.local", &warned).0, &got[0].0));
+        assert!(Arc::ptr_eq(&translations.get(&next, &w, "cluster.local", &warned).0, &newer));
+        let third = State { revision: 9, resources: state.resources.clone(), ..Default::default() };
+        translations.get(&third, &w, "cluster.local", &warned);
+        let oldest = translations.get(&state, &w, "cluster.local", &warned).0;
+        assert!(!Arc::ptr_eq(&oldest, &got[0].0), "translated anew, not cached");
         assert!(Arc::ptr_eq(&translations.get(&next, &w, "cluster.local", &warned).0, &newer));
     }
 }
