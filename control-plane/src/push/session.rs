@@ -270,6 +270,8 @@ async fn stream_session(
 /// A push the sidecar has not answered yet.
 struct Sent {
     version: String,
+    /// The etcd revision of the trust it carried.
+    trust_revision: i64,
     delta: bool,
     /// A delta chained on a push the sidecar refused: it will be refused too, and a whole
     /// push has gone after it.
@@ -347,7 +349,7 @@ async fn serve_stream(
                 if accepts_delta {
                     base = Some((shared.index().clone(), seq));
                 }
-                in_flight.push_back(Sent { version: version.clone(), delta, doomed: false });
+                in_flight.push_back(Sent { version: version.clone(), trust_revision: trust.1, delta, doomed: false });
             }
         }
         tokio::select! {
@@ -383,49 +385,55 @@ async fn serve_stream(
                 // An answer to no push is no answer.
                 let Some(answered) = in_flight.pop_front() else { continue };
                 if answered.doomed || answered.version != ack.version {
-                    // A delta on a push the sidecar refused: its refusal was expected, and the
-                    // whole config is on its way. (An answer out of order is ignored too.)
+                    // A delta on a push the sidecar refused: its refusal was expected, and a
+                    // whole push is on its way. (An answer out of order is ignored too.)
                     continue;
-                }
-                if ack.error.is_some() && in_flight.iter().all(|s| s.delta) {
-                    // Refused: the sidecar holds none of the deltas chained on this push. The
-                    // next push goes whole — at once when the refused one was a delta (the
-                    // sidecar lacked its base, or it did not apply on it) or deltas of newer
-                    // states are in flight: the whole config of the current state, once.
-                    base = None;
-                    if answered.delta || !in_flight.is_empty() {
-                        in_flight.iter_mut().for_each(|s| s.doomed = true);
-                        last_sent = None;
-                        state_changed = true;
-                    }
                 }
                 // NACK reasons are cut to 1 KiB; an unchanged status is not written again
                 // (etcd is not a sidecar's log).
                 match &ack.error {
-                    // Only the answer to the newest push says what the sidecar holds now.
-                    None if !in_flight.is_empty() => {}
-                    None => {
-                        if let Some((v, Some(at))) = &pending {
-                            if *v == ack.version {
-                                ctx.metrics.convergence.observe(at.elapsed().as_secs_f64());
-                                pending = None;
+                    Some(reason) => {
+                        // The deltas chained on this push, up to a whole one, will be refused too.
+                        in_flight.iter_mut().take_while(|s| s.delta).for_each(|s| s.doomed = true);
+                        if in_flight.iter().all(|s| s.delta) {
+                            // No whole push on its way: the next goes whole — at once when the
+                            // refused one was a delta (the sidecar lacked its base, or it did not
+                            // apply on it) or deltas of newer states are in flight: the whole
+                            // config of the current state, once.
+                            base = None;
+                            if answered.delta || !in_flight.is_empty() {
+                                last_sent = None;
+                                state_changed = true;
                             }
                         }
-                        status.acked_version = Some(ack.version.clone());
-                        let (revision, signer) = {
-                            let t = trust_rx.borrow();
-                            (t.1, t.0.signer.clone())
-                        };
-                        let followed = ack.version.parse::<i64>().is_ok_and(|v| v >= revision);
-                        if followed && peer.issuer.as_deref() == Some(signer.as_str()) {
-                            stale = None;
-                        }
-                    }
-                    Some(reason) => {
                         ctx.metrics.nacks.inc();
                         let reason = cut(reason, 1024);
                         tracing::warn!(instance = %hello.instance, version = %ack.version, "sidecar NACKed: {reason}");
                         status.last_rejection = Some((ack.version.clone(), reason));
+                    }
+                    None => {
+                        // The sidecar holds this push now (until it takes the next); a version a
+                        // later push repeats waits for that push's answer.
+                        if !in_flight.iter().any(|s| s.version == answered.version) {
+                            status.acked_version = Some(ack.version.clone());
+                        }
+                        if in_flight.is_empty() {
+                            if let Some((v, Some(at))) = &pending {
+                                if *v == ack.version {
+                                    ctx.metrics.convergence.observe(at.elapsed().as_secs_f64());
+                                    pending = None;
+                                }
+                            }
+                        }
+                        // It holds the trust this push carried: the current one, from the root
+                        // that signs, ends the grace.
+                        let (revision, signer) = {
+                            let t = trust_rx.borrow();
+                            (t.1, t.0.signer.clone())
+                        };
+                        if answered.trust_revision >= revision && peer.issuer.as_deref() == Some(signer.as_str()) {
+                            stale = None;
+                        }
                     }
                 }
                 if status != written {
