@@ -73,9 +73,6 @@ impl Metrics {
     }
 }
 
-/// Translations shared by sidecars that get the same config: same namespace,
-/// service account and labels (the workload name only labels metrics). One
-/// state revision at a time.
 /// The config serialized for every sidecar that shares it, its translation warnings, and
 /// its digest (computed once, not per sidecar).
 type Translated = (Arc<super::encode::SharedConfig>, Arc<[String]>, u64);
@@ -83,6 +80,8 @@ type Translated = (Arc<super::encode::SharedConfig>, Arc<[String]>, u64);
 /// The state (revision and keys) a generation of the cache is of, and a cell per key, filled once.
 type Generation = ((i64, u64), std::collections::HashMap<String, Arc<std::sync::OnceLock<Translated>>>);
 
+/// Translations shared by sidecars that get the same config: same namespace, service
+/// account and labels (the workload name only labels metrics).
 #[derive(Debug, Default)]
 pub struct Translations {
     /// The newest state's translations and the one's before (sessions that read their state

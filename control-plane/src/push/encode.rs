@@ -150,13 +150,7 @@ impl SharedConfig {
     /// One sidecar's push number `seq`, as the framed line it reads (`weft_model::stream::line`
     /// of its `Push`): the whole config, or, given the stream's push before (`base`), a
     /// `Delta` on it when that is shorter; and whether it is one.
-    pub(crate) fn line(
-        &self,
-        base: Base<'_>,
-        seq: u64,
-        version: &str,
-        own: (&Workload, &Trust, PathNormalization),
-    ) -> Result<(Bytes, bool), String> {
+    pub(crate) fn line(&self, base: Base<'_>, seq: u64, version: &str, own: &Own) -> Result<(Bytes, bool), String> {
         let pieces = self.pieces.as_ref().map_err(String::clone)?;
         let changes = base.and_then(|(index, n)| Some((self.changes_from(index)?, n)));
         let changes = changes.as_ref().and_then(|(c, n)| Some(((**c).as_ref()?, *n)));
@@ -296,19 +290,13 @@ impl Pieces {
 
     /// `{"version":…,"seq":…,"config":{…}}`, or with `changes` on push `base`
     /// `{"version":…,"seq":…,"delta":{"base":…,"config":{…}[,"removedServices":…][,"removedClusters":…]}}`.
-    fn line(
-        &self,
-        changes: Option<(&Changes, u64)>,
-        seq: u64,
-        version: &str,
-        (workload, trust, path_normalization): (&Workload, &Trust, PathNormalization),
-    ) -> serde_json::Result<Bytes> {
-        let own = 256 + trust.roots.len() + trust.signer.len();
+    fn line(&self, changes: Option<(&Changes, u64)>, seq: u64, version: &str, own: &Own) -> serde_json::Result<Bytes> {
+        let own_len = 128 + own.workload.len() + own.trust.len();
         let maps = match changes {
             Some((c, _)) => c.services.len() + c.clusters.len() + c.removed.len(),
             None => self.services.iter().chain(&self.clusters).map(|e| e.len() + 1).sum(),
         };
-        let mut v = Vec::with_capacity(self.head.len() + maps + self.rest.len() + self.tail.len() + own);
+        let mut v = Vec::with_capacity(self.head.len() + maps + self.rest.len() + self.tail.len() + own_len);
         v.push(b'{');
         field(&mut v, "version", &version)?;
         if seq != 0 {
@@ -327,7 +315,7 @@ impl Pieces {
         v.push(b',');
         field(&mut v, "version", &version)?;
         v.push(b',');
-        field(&mut v, "workload", workload)?;
+        v.extend_from_slice(&own.workload);
         v.extend_from_slice(b",\"services\":");
         match changes {
             Some((c, _)) => v.extend_from_slice(&c.services),
@@ -341,9 +329,7 @@ impl Pieces {
         v.push(b',');
         v.extend_from_slice(&self.rest);
         v.push(b',');
-        field(&mut v, "trust", trust)?;
-        v.push(b',');
-        field(&mut v, "pathNormalization", &path_normalization)?;
+        v.extend_from_slice(&own.trust);
         v.extend_from_slice(&self.tail);
         v.push(b'}');
         if let Some((c, _)) = changes {
@@ -355,11 +341,40 @@ impl Pieces {
     }
 }
 
-/// What decides whether a sidecar needs a new push: the shared translation's digest
-/// (computed once per translation) and the sidecar's own parts.
-pub(super) fn session_digest(shared: u64, workload: &Workload, trust: &Trust, pn: PathNormalization) -> u64 {
-    let own = serde_json::to_vec(&(workload, trust, pn)).unwrap_or_default();
-    std::hash::BuildHasher::hash_one(keyed(), (shared, own))
+/// A sidecar's own fields, serialized once per stream and again when the trust changes:
+/// what its pushes copy and, with the shared translation's digest, what decides whether it
+/// needs a push.
+#[derive(Debug)]
+pub(crate) struct Own {
+    /// `"workload":…`
+    workload: Vec<u8>,
+    /// `"trust":…,"pathNormalization":…`
+    trust: Vec<u8>,
+    digest: u64,
+}
+
+impl Own {
+    pub(crate) fn new(
+        workload: &Workload,
+        trust: &Trust,
+        path_normalization: PathNormalization,
+    ) -> Result<Self, String> {
+        let mut own = Own { workload: Vec::new(), trust: Vec::new(), digest: 0 };
+        let written = field(&mut own.workload, "workload", workload)
+            .and_then(|()| field(&mut own.trust, "trust", trust))
+            .and_then(|()| {
+                own.trust.push(b',');
+                field(&mut own.trust, "pathNormalization", &path_normalization)
+            });
+        written.map_err(|e| format!("the sidecar's own fields do not serialize: {e}"))?;
+        own.digest = std::hash::BuildHasher::hash_one(keyed(), (&own.workload, &own.trust));
+        Ok(own)
+    }
+
+    /// What decides whether the sidecar needs a new push, given the shared translation's digest.
+    pub(crate) fn digest(&self, shared: u64) -> u64 {
+        std::hash::BuildHasher::hash_one(keyed(), (shared, self.digest))
+    }
 }
 
 #[cfg(test)]
@@ -406,7 +421,7 @@ accessLog: true
                 shared.access_log = None;
             }
             let config = SharedConfig::new(&shared);
-            let own_fields = (&workload, &trust, PathNormalization::MergeSlashes);
+            let own_fields = &Own::new(&workload, &trust, PathNormalization::MergeSlashes).unwrap();
             let want = weft_model::stream::Push::full("42", own(&shared, "42", &workload, &trust));
             let pushed = config.line(None, 0, "42", own_fields).unwrap().0;
             assert_eq!(pushed, weft_model::stream::line(&want));
@@ -449,7 +464,7 @@ accessLog: true
             Workload { name: "mine".into(), namespace: "ns".into(), service_account: "sa".into(), labels: [].into() };
         let trust = Trust { roots: "ROOTS".into(), signer: "SIGNER".into() };
         let (base, next) = (SharedConfig::new(before), SharedConfig::new(after));
-        let own_fields = (&workload, &trust, PathNormalization::MergeSlashes);
+        let own_fields = &Own::new(&workload, &trust, PathNormalization::MergeSlashes).unwrap();
         let (pushed, delta) = next.line(Some((base.index(), 41)), 42, "v2", own_fields).unwrap();
         assert!(delta);
         let held = own(before, "v1", &workload, &trust);
@@ -479,19 +494,9 @@ accessLog: true
         assert_eq!(delta.config.services.len(), 1, "s20 only");
         assert_eq!(delta.config.clusters.len(), 1, "c3 only");
         assert_eq!((delta.removed_services.len(), delta.removed_clusters.len()), (1, 1));
-        let whole = SharedConfig::new(&after)
-            .line(
-                None,
-                42,
-                "v2",
-                (
-                    &delta.config.workload,
-                    &Trust { roots: "ROOTS".into(), signer: "SIGNER".into() },
-                    PathNormalization::MergeSlashes,
-                ),
-            )
-            .unwrap()
-            .0;
+        let trust = Trust { roots: "ROOTS".into(), signer: "SIGNER".into() };
+        let own_fields = Own::new(&delta.config.workload, &trust, PathNormalization::MergeSlashes).unwrap();
+        let whole = SharedConfig::new(&after).line(None, 42, "v2", &own_fields).unwrap().0;
         assert!(pushed.len() * 5 < whole.len(), "{} bytes against {}", pushed.len(), whole.len());
     }
 
@@ -522,8 +527,12 @@ accessLog: true
         let base = SharedConfig::new(&mesh(10, &[]));
         let once = next.changes_from(base.index()).unwrap();
         assert!(Arc::ptr_eq(&once, &next.changes_from(base.index()).unwrap()), "the same step, computed once");
-        // Bases no session holds go; past the bound the oldest goes.
+        // A base no session holds goes with the next delta computed.
         drop(base);
+        let other = SharedConfig::new(&mesh(10, &[5]));
+        next.changes_from(other.index()).unwrap();
+        assert_eq!(next.deltas.lock().unwrap().len(), 1, "the dropped base's delta is gone");
+        // Past the bound the oldest goes.
         let bases: Vec<SharedConfig> = (0..MAX_DELTAS + 2).map(|i| SharedConfig::new(&mesh(10, &[i % 10]))).collect();
         for b in &bases {
             next.changes_from(b.index()).unwrap();
@@ -544,7 +553,7 @@ accessLog: true
             s.routes[0].route[0].cluster = format!("c{}", (i + 1) % 5);
         }
         let (base, next) = (SharedConfig::new(&mesh(5, &[])), SharedConfig::new(&after));
-        let own_fields = (&workload, &trust, PathNormalization::MergeSlashes);
+        let own_fields = &Own::new(&workload, &trust, PathNormalization::MergeSlashes).unwrap();
         let pushed = next.line(Some((base.index(), 41)), 42, "v2", own_fields).unwrap();
         let whole = next.line(None, 42, "v2", own_fields).unwrap();
         assert_eq!(pushed, whole);

@@ -311,6 +311,9 @@ async fn serve_stream(
     let mut base: Option<(Arc<super::encode::Index>, u64)> = None;
     let mut in_flight = std::collections::VecDeque::<Sent>::new();
     let mut pending: Option<(String, Option<std::time::Instant>)> = None;
+    // The sidecar's own fields, serialized once and again when the trust changes.
+    let mut own_trust = trust_rx.borrow().clone();
+    let mut own = super::encode::Own::new(w, &own_trust.0, ctx.options.path_normalization)?;
     let mut state_changed = true; // Push the current state at once.
     loop {
         if state_changed {
@@ -321,8 +324,11 @@ async fn serve_stream(
             let version = state.revision.max(trust.1).to_string();
             let (shared, warnings, shared_digest) =
                 ctx.translations.get(&state, w, &ctx.options.trust_domain, &ctx.metrics.translation_warnings);
-            let pn = ctx.options.path_normalization;
-            let digest = super::encode::session_digest(shared_digest, w, &trust.0, pn);
+            if !Arc::ptr_eq(&own_trust, &trust) {
+                own = super::encode::Own::new(w, &trust.0, ctx.options.path_normalization)?;
+                own_trust = trust.clone();
+            }
+            let digest = own.digest(shared_digest);
             if last_sent != Some(digest) {
                 if in_flight.len() >= MAX_UNANSWERED {
                     return Err(format!("the sidecar left {MAX_UNANSWERED} pushes unanswered"));
@@ -331,7 +337,7 @@ async fn serve_stream(
                 seq += 1;
                 // Numbered only for a sidecar that reads deltas: an older one reads no `seq`.
                 let numbered = if accepts_delta { seq } else { 0 };
-                let (push, delta) = shared.line(on, numbered, &version, (w, &trust.0, pn))?;
+                let (push, delta) = shared.line(on, numbered, &version, &own)?;
                 // A sidecar that does not read its stream is not waited for forever.
                 tokio::time::timeout(renew_grace(ctx), tx.send(push))
                     .await
