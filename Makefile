@@ -84,7 +84,7 @@ bench-deps:
 ## The ingress path (load → TLS → weft-proxy gateway → mTLS → sidecar → app) beside HAProxy's and nginx's.
 bench: bench-deps
 	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --floor-bin $(FLOOR_BIN) \
-	  --scenarios direct,sidecar,hyper-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
+	  --scenarios direct,sidecar,hyper-floor,httparse-floor,httparse-http-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 200,1000,2000 --max --duration 10s --rounds 3 \
 	  --out $(BENCH_OUT)/sidecar.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar.md
 	@mkdir -p docs && cp $(BENCH_OUT)/latency.png docs/bench-latency.png && echo "copied $(BENCH_OUT)/latency.png to docs/bench-latency.png"
@@ -99,14 +99,14 @@ bench-instructions: bench-deps
 	@command -v valgrind >/dev/null 2>&1 || { echo "installing valgrind"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; }
 	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --floor-bin $(FLOOR_BIN) --callgrind \
-	  --scenarios sidecar,sidecar-access-log,hyper-floor,pair-h1,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
+	  --scenarios sidecar,sidecar-access-log,hyper-floor,httparse-floor,httparse-http-floor,pair-h1,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair \
 	  --out $(BENCH_OUT)/instructions.json | tee $(BENCH_OUT)/instructions.md
 
 ## The same in about two minutes after the build, a smoke test for CI (asserts no timing): one rate
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
 bench-quick: bench-deps
 	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --floor-bin $(FLOOR_BIN) \
-	  --scenarios direct,sidecar,hyper-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
+	  --scenarios direct,sidecar,hyper-floor,httparse-floor,httparse-http-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
 	  --out $(BENCH_OUT)/sidecar-quick.json --plot $(BENCH_OUT)/latency.png | tee $(BENCH_OUT)/sidecar-quick.md
 	$(CARGO) bench -p weft-bench --bench route_match -- --warm-up-time 0.5 --measurement-time 1

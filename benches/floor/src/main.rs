@@ -10,8 +10,10 @@
 //! count of this binary is the part of a Weft hop that is hyper's and tokio's
 //! (issue 17: "if a profile proves hyper itself is the floor, show the numbers").
 //!
-//! `weft-bench-floor LISTEN UPSTREAM [WORKERS]`; built with the sidecar's
-//! profile by `make bench-deps`.
+//! `weft-bench-floor LISTEN UPSTREAM [WORKERS [hyper|httparse|httparse-http]]`; built with
+//! the sidecar's profile by `make bench-deps`. The `httparse` engine
+//! (`parsed.rs`) is the other floor: the same hop without hyper; `httparse-http`
+//! the same with each head held as the `http` crate's types on the way.
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty};
@@ -24,16 +26,24 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
+mod parsed;
+
 type Body = BoxBody<Bytes, hyper::Error>;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: weft-bench-floor LISTEN UPSTREAM [WORKERS]";
+    let usage = "usage: weft-bench-floor LISTEN UPSTREAM [WORKERS [hyper|httparse|httparse-http]]";
     let listen: SocketAddr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?;
     let upstream: SocketAddr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?;
     let workers: usize = args.next().map(|w| w.parse()).transpose()?.unwrap_or(1);
+    let engine = args.next();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
-    rt.block_on(serve(listen, upstream))
+    match engine.as_deref() {
+        None | Some("hyper") => rt.block_on(serve(listen, upstream)),
+        Some("httparse") => rt.block_on(parsed::serve(listen, upstream, false)),
+        Some("httparse-http") => rt.block_on(parsed::serve(listen, upstream, true)),
+        Some(other) => anyhow::bail!("unknown engine {other:?}; {usage}"),
+    }
 }
 
 async fn serve(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {

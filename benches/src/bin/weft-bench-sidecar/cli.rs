@@ -17,13 +17,14 @@ pub(crate) struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,sidecar,hyper-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress"
+        default_value = "direct,sidecar,hyper-floor,httparse-floor,httparse-http-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress"
     )]
     pub(crate) scenarios: Vec<Kind>,
     /// The weft-proxy binary to measure (the `sidecar` profile, as shipped).
     #[arg(long, default_value = "target/sidecar/weft-proxy")]
     pub(crate) proxy_bin: PathBuf,
-    /// The floor under the sidecar (`hyper-floor`): hyper and tokio alone, one hop.
+    /// The floors under the sidecar (`hyper-floor`, `httparse-floor`, `httparse-http-floor`):
+    /// hyper and tokio alone, or `httparse` and tokio alone, one hop.
     #[arg(long, default_value = "target/sidecar/weft-bench-floor")]
     pub(crate) floor_bin: PathBuf,
     /// HAProxy, for `haproxy-pair` (a name is looked up on PATH, then /usr/sbin).

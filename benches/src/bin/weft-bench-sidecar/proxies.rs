@@ -265,8 +265,9 @@ async fn serving(args: &Args, mut proxy: Proxy, tls_listener: bool) -> anyhow::R
     }
 }
 
-/// The floor under the sidecar (`hyper-floor`): `weft-bench-floor`, one hop to `upstream`.
-pub(crate) async fn start_floor(args: &Args, upstream: SocketAddr, dir: &Path) -> anyhow::Result<Proxy> {
+/// The floors under the sidecar (`hyper-floor`, `httparse-floor`, `httparse-http-floor`):
+/// `weft-bench-floor`, one hop to `upstream`, on hyper or on `httparse` alone.
+pub(crate) async fn start_floor(args: &Args, kind: Kind, upstream: SocketAddr, dir: &Path) -> anyhow::Result<Proxy> {
     if !args.floor_bin.is_file() {
         bail!(
             "no floor binary at {}: run `cargo build --profile sidecar -p weft-bench-floor` \
@@ -275,11 +276,16 @@ pub(crate) async fn start_floor(args: &Args, upstream: SocketAddr, dir: &Path) -
         );
     }
     let [listen] = free_ports()?;
-    let name = Kind::HyperFloor.name().to_string();
+    let name = kind.name().to_string();
+    let engine = match kind {
+        Kind::HttparseFloor => "httparse",
+        Kind::HttparseHttpFloor => "httparse-http",
+        _ => "hyper",
+    };
     let log = dir.join(format!("{name}.log"));
     let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new(&args.floor_bin);
-    cmd.args([listen.to_string(), upstream.to_string(), args.proxy_workers.to_string()]);
+    cmd.args([listen.to_string(), upstream.to_string(), args.proxy_workers.to_string(), engine.to_string()]);
     let child = callgrind::wrap(args, cmd, &dir.join(format!("{name}.callgrind")))
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
@@ -288,8 +294,8 @@ pub(crate) async fn start_floor(args: &Args, upstream: SocketAddr, dir: &Path) -
         .with_context(|| format!("starting {}", args.floor_bin.display()))?;
     let proxy = Proxy {
         name,
-        scenario: Kind::HyperFloor,
-        software: "hyper",
+        scenario: kind,
+        software: engine,
         version: None,
         role: "client",
         upstream_protocol: "HTTP1",
@@ -411,8 +417,8 @@ pub(crate) async fn start_proxies(
                 proxies.push(start_proxy(args, spec).await?);
                 (proxies[proxies.len() - 1].outbound, vec![proxies.len() - 1])
             }
-            Kind::HyperFloor => {
-                proxies.push(start_floor(args, app, dir).await?);
+            Kind::HyperFloor | Kind::HttparseFloor | Kind::HttparseHttpFloor => {
+                proxies.push(start_floor(args, kind, app, dir).await?);
                 (proxies[proxies.len() - 1].outbound, vec![proxies.len() - 1])
             }
             Kind::PairH1 | Kind::PairH2 | Kind::Mesh => {

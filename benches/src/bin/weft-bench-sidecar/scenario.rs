@@ -23,6 +23,10 @@ pub(crate) enum Kind {
     SidecarAccessLog,
     /// The floor under `sidecar`: a proxy of hyper and tokio alone (`weft-bench-floor`).
     HyperFloor,
+    /// The other floor: the same hop on `httparse` alone, no hyper (`weft-bench-floor … httparse`).
+    HttparseFloor,
+    /// The same with each head held as the `http` crate's types on the way (`… httparse-http`).
+    HttparseHttpFloor,
     PairH1,
     PairH2,
     Mesh,
@@ -44,6 +48,8 @@ impl Kind {
             Kind::Sidecar => "sidecar",
             Kind::SidecarAccessLog => "sidecar-access-log",
             Kind::HyperFloor => "hyper-floor",
+            Kind::HttparseFloor => "httparse-floor",
+            Kind::HttparseHttpFloor => "httparse-http-floor",
             Kind::PairH1 => "pair-h1",
             Kind::PairH2 => "pair-h2",
             Kind::Mesh => "mesh",
