@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Chromium and chromedriver (the dashboard's browser test).
 DEB_PACKAGES := protobuf-compiler etcd-server iptables iproute2 mariadb-server redis-server rabbitmq-server curl openssl prometheus chromium chromium-driver
 
-.PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz soak clean
+.PHONY: test deps build demo demo-static bench bench-quick bench-instructions bench-deps fuzz soak layout layout-check clean
 
 ## Installs missing Debian packages (only those missing; idempotent).
 deps:
@@ -58,6 +58,21 @@ soak: deps
 	$(CARGO) build --release -p weft-bench --bin weft-soak
 	$(RELEASE)/weft-soak --minutes $(SOAK_MINUTES) --proxy-bin $(SIDECAR_BIN) --cp-bin $(RELEASE)/weft-control-plane --out target/soak
 
+## The sidecar's code layout (proxy/build.rs): the functions it runs, found with callgrind, laid
+## out first in the binary so fewer code pages are resident. `layout` writes the list again
+## (proxy/layout/hot-functions.txt; about 6 minutes); `layout-check` counts how many of its
+## symbols the shipped binary still has (a dependency or toolchain upgrade renames them).
+layout: deps
+	@command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; }
+	./scripts/layout.sh
+	$(CARGO) build --profile sidecar -p weft-proxy
+
+layout-check:
+	@nm $(SIDECAR_BIN) | awk 'NR == FNR { if ($$0 !~ /^#/ && $$0 != "") want[$$0] = 1; next } \
+	  ($$3 in want) { found[$$3] = 1 } \
+	  END { t = length(want); f = length(found); printf "layout: %d of %d listed functions are in $(SIDECAR_BIN)", f, t; \
+	        if (f * 10 < t * 9) printf " (fewer than 90%%: run make layout)"; print "" }' proxy/layout/hot-functions.txt -
+
 clean:
 	$(CARGO) clean
 
@@ -104,7 +119,7 @@ bench-instructions: bench-deps
 
 ## The same in about two minutes after the build, a smoke test for CI (asserts no timing): one rate
 ## plus max, one short round, short criterion windows. The plot goes to $(BENCH_OUT)/latency.png only.
-bench-quick: bench-deps
+bench-quick: bench-deps layout-check
 	set -o pipefail; $(RELEASE)/weft-bench-sidecar --proxy-bin $(SIDECAR_BIN) --floor-bin $(FLOOR_BIN) \
 	  --scenarios direct,sidecar,hyper-floor,httparse-floor,httparse-http-floor,pair-h1,pair-h2,mesh,haproxy-pair,nginx-pair,haproxy-tls-pair,nginx-tls-pair,ingress,haproxy-ingress,nginx-ingress \
 	  --rates 1000 --max --duration 4s --warmup 1s --rounds 1 \
