@@ -248,7 +248,17 @@ pub(crate) async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).max_buf_size(MAX_HEADER_BYTES + 4096).max_headers(MAX_HEADERS);
+    // hyper's own header-read timeout (30 s by default) also runs while a keep-alive
+    // connection waits for its next request: it would close idle HTTP/1.1 connections
+    // long before the idle timeout, racing clients that reuse them. It bounds one head's
+    // arrival instead, at the idle timeout (a client dribbling a head keeps the watchdog
+    // below awake).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.idle)
+        .max_buf_size(MAX_HEADER_BYTES + 4096)
+        .max_headers(MAX_HEADERS);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
     loop {

@@ -182,6 +182,39 @@ async fn label_values_from_the_network_are_bounded() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_hypers_30_second_head_timeout() {
+    // hyper arms its header-read timeout (30 s unless set) while a keep-alive connection
+    // waits for its next request; the sidecar's idle timeout (1 h, here 2 min) is what
+    // closes idle connections. This test waits 31 s: the bound it checks is a time.
+    let app = Upstream::named("app").await;
+    let yaml =
+        format!("apiVersion: weft.dev/v1alpha1\nworkload: {{name: w, namespace: n}}\ninbound:\n  app: {}\n", app.addr);
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options = weft_proxy::ProxyOptions {
+        outbound: any,
+        inbound: any,
+        admin: any,
+        access_log: false,
+        idle_timeout: std::time::Duration::from_secs(120),
+        ..Default::default()
+    };
+    let proxy = weft_proxy::Proxy::start(options, parse(&yaml), prometheus::Registry::new()).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(proxy.inbound).await.unwrap());
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(std::time::Duration::from_secs(31)).await;
+        }
+        let req =
+            http::Request::get("/").header("host", "w").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        let resp = h1.send_request(req).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(resp.status(), 200, "round {round}");
+        http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed_and_busy_ones_are_not() {
     // An app that takes 600 ms to answer: longer than the idle timeout, so a request in flight
     // must hold its connection open.
